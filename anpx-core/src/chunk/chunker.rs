@@ -1,0 +1,123 @@
+//! Message → frames of at most N bytes.
+
+use bytes::Bytes;
+
+use crate::frame::{encode_raw, tag, ChunkInfo, EncodeError, FinalMarker, MessageKind, RawFrame, HEADER_LEN, TLV_HEADER_LEN};
+use crate::message::{Head, Message};
+
+/// The reference's chunk size.
+pub const DEFAULT_CHUNK_SIZE: usize = 64 * 1024;
+
+/// Splits messages into frames no larger than a chosen size.
+///
+/// A message that fits is sent as one unchunked frame, as the reference
+/// does. A larger one becomes chunks with the head in chunk 0, `chunk_tot`
+/// set and `final_chunk` on the last, which the reference's reassembler
+/// accepts for requests and responses alike.
+///
+/// ```
+/// use anpx_core::chunk::Chunker;
+/// use anpx_core::{Head, Message, RequestHead, RequestId};
+///
+/// let msg = Message {
+///     request_id: RequestId::from("r-1"),
+///     head: Head::Request(RequestHead::new("POST", "/upload")),
+///     body: vec![7u8; 10_000].into(),
+/// };
+/// let frames = Chunker::new(1024).frames(&msg).unwrap();
+/// assert!(frames.len() > 10);
+/// assert!(frames.iter().all(|f| f.len() <= 1024));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunker {
+    max_frame_len: usize,
+}
+
+impl Default for Chunker {
+    fn default() -> Self {
+        Chunker::new(DEFAULT_CHUNK_SIZE)
+    }
+}
+
+impl Chunker {
+    /// A chunker whose frames, header included, are at most `max_frame_len` bytes.
+    pub const fn new(max_frame_len: usize) -> Self {
+        Chunker { max_frame_len }
+    }
+
+    /// The frame size limit.
+    pub const fn max_frame_len(&self) -> usize {
+        self.max_frame_len
+    }
+
+    /// Encodes `msg` as one frame, or as chunks when it does not fit in one.
+    pub fn frames(&self, msg: &Message) -> Result<Vec<Bytes>, EncodeError> {
+        let (kind, meta) = match &msg.head {
+            Head::Request(h) => (MessageKind::Request, Some((tag::HTTP_META, h.to_meta_json()))),
+            Head::Response(h) => (MessageKind::Response, Some((tag::RESP_META, h.to_meta_json()))),
+            Head::Error => (MessageKind::Error, None),
+        };
+        let meta = meta.as_ref().map(|(t, json)| (*t, json.as_slice()));
+        let body = (!msg.body.is_empty()).then_some(&msg.body[..]);
+        let id = msg.request_id.as_str();
+        let max = self.max_frame_len as u64;
+
+        let single = RawFrame {
+            kind,
+            request_id: id,
+            chunk: None,
+            meta,
+            body,
+        };
+        if single.encoded_len() <= max {
+            return Ok(vec![encode_raw(&single, max)?]);
+        }
+
+        // The reference marks the last request chunk with 4 bytes and the
+        // last response chunk with 1; do the same so our frames look like its.
+        let final_marker = match kind {
+            MessageKind::Request => FinalMarker::Word,
+            _ => FinalMarker::Byte,
+        };
+        let tlv = |len: usize| TLV_HEADER_LEN + len;
+        let overhead = HEADER_LEN + tlv(id.len()) + 2 * tlv(4) + tlv(4) + TLV_HEADER_LEN;
+        let meta_len = meta.map_or(0, |(_, json)| tlv(json.len()));
+        let too_small = EncodeError::FrameSizeTooSmall {
+            max: self.max_frame_len,
+            overhead: overhead + meta_len,
+        };
+        let per_chunk = self.max_frame_len.checked_sub(overhead).filter(|&n| n > 0).ok_or(too_small.clone())?;
+        let first = per_chunk.checked_sub(meta_len).ok_or(too_small)?;
+
+        let body = &msg.body[..];
+        let rest = body.len().saturating_sub(first);
+        let count = 1 + rest.div_ceil(per_chunk);
+        let total = u32::try_from(count).map_err(|_| EncodeError::TooLarge {
+            len: body.len() as u64,
+            max: u64::from(u32::MAX) * per_chunk as u64,
+        })?;
+
+        let mut frames = Vec::with_capacity(count);
+        let mut offset = 0;
+        for index in 0..total {
+            let room = if index == 0 { first } else { per_chunk };
+            let end = (offset + room).min(body.len());
+            let piece = &body[offset..end];
+            offset = end;
+            let last = index + 1 == total;
+            let frame = RawFrame {
+                kind,
+                request_id: id,
+                chunk: Some(ChunkInfo {
+                    index,
+                    total: Some(total),
+                    final_marker: last.then_some(final_marker),
+                }),
+                meta: if index == 0 { meta } else { None },
+                body: (!piece.is_empty()).then_some(piece),
+            };
+            frames.push(encode_raw(&frame, max)?);
+        }
+        Ok(frames)
+    }
+}

@@ -1,0 +1,91 @@
+//! Frames → whole messages, for callers that want bodies in one piece.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use super::error::ChunkError;
+use super::reassembler::{Reassembler, ReassemblyLimits};
+use crate::frame::Frame;
+use crate::message::{Head, Message, RequestId};
+
+/// Collects the parts a [`Reassembler`] releases into complete [`Message`]s.
+///
+/// The whole body is held in memory, as the reference does; the gateway and
+/// receiver state machines stream instead and use the [`Reassembler`] directly.
+#[derive(Debug)]
+pub struct MessageCollector {
+    reassembler: Reassembler,
+    started: HashMap<RequestId, (Head, Vec<Bytes>)>,
+}
+
+impl MessageCollector {
+    /// An empty collector.
+    pub fn new(limits: ReassemblyLimits) -> Self {
+        MessageCollector {
+            reassembler: Reassembler::new(limits),
+            started: HashMap::new(),
+        }
+    }
+
+    /// Takes one frame; returns the message it completes, if any.
+    pub fn push(&mut self, now: Instant, frame: Frame) -> Result<Option<Message>, ChunkError> {
+        let out = match self.reassembler.push(now, frame) {
+            Ok(out) => out,
+            Err(e) => {
+                self.started.remove(e.request_id());
+                return Err(e);
+            }
+        };
+        let entry = match out.head {
+            Some(head) => self.started.entry(out.request_id.clone()).or_insert((head, Vec::new())),
+            None => self
+                .started
+                .get_mut(&out.request_id)
+                .expect("the reassembler releases a head before any body"),
+        };
+        entry.1.extend(out.body);
+        if !out.end {
+            return Ok(None);
+        }
+        let Some((head, pieces)) = self.started.remove(&out.request_id) else {
+            return Ok(None);
+        };
+        Ok(Some(Message {
+            request_id: out.request_id,
+            head,
+            body: concat(pieces),
+        }))
+    }
+
+    /// Drops messages stale at `now`; returns their ids.
+    pub fn expire(&mut self, now: Instant) -> Vec<RequestId> {
+        let gone = self.reassembler.expire(now);
+        for id in &gone {
+            self.started.remove(id);
+        }
+        gone
+    }
+
+    /// Number of messages in progress.
+    pub fn in_progress(&self) -> usize {
+        self.reassembler.in_progress()
+    }
+}
+
+/// Joins pieces, without copying when there is only one.
+fn concat(mut pieces: Vec<Bytes>) -> Bytes {
+    match pieces.len() {
+        0 => Bytes::new(),
+        1 => pieces.pop().unwrap_or_default(),
+        _ => {
+            let len = pieces.iter().map(Bytes::len).sum();
+            let mut buf = BytesMut::with_capacity(len);
+            for p in pieces {
+                buf.extend_from_slice(&p);
+            }
+            buf.freeze()
+        }
+    }
+}

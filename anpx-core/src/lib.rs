@@ -1,0 +1,40 @@
+//! # anpx-core
+//!
+//! The sans-IO heart of anpx, a reverse tunnel that gives HTTP services on
+//! private networks (AI agents behind NAT) a public address, wire-compatible
+//! with the ANP Proxy reference implementation.
+//!
+//! This crate does no I/O: no sockets, no files, no async runtime, and it
+//! never reads the clock. Callers hand it bytes and the current time, and
+//! it hands back bytes to send, events and the next instant it wants to be
+//! woken at. The runtime shells (`shell-tokio`, `shell-smol`) are thin loops
+//! around it, and it can be embedded in any other transport the same way.
+//!
+//! Modules:
+//! - [`frame`]: the ANPX v1 frame codec (24-byte header, TLV body, CRC-32s).
+//! - [`message`]: typed request/response heads and their meta JSON.
+//! - [`chunk`]: splitting messages into chunk frames and reassembling them.
+//!
+//! ```
+//! use anpx_core::frame::{Frame, FrameLimits};
+//! use anpx_core::chunk::Chunker;
+//! use anpx_core::{Head, Message, RequestHead, RequestId};
+//!
+//! let msg = Message {
+//!     request_id: RequestId::from("550e8400-e29b-41d4-a716-446655440000"),
+//!     head: Head::Request(RequestHead::new("GET", "/agents/travel").with_header("host", "api.agent.com")),
+//!     body: Default::default(),
+//! };
+//! let frames = Chunker::default().frames(&msg).unwrap();
+//! let frame = Frame::decode(frames[0].clone(), &FrameLimits::default()).unwrap();
+//! assert_eq!(frame.request_id, msg.request_id);
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod chunk;
+pub mod frame;
+pub mod message;
+
+pub use message::{canonical_reason, HeaderList, Head, Message, RequestHead, RequestId, ResponseHead};
