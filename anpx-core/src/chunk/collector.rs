@@ -38,14 +38,14 @@ impl MessageCollector {
                 return Err(e);
             }
         };
-        let entry = match out.head {
-            Some(head) => self.started.entry(out.request_id.clone()).or_insert((head, Vec::new())),
-            None => self
-                .started
-                .get_mut(&out.request_id)
-                .expect("the reassembler releases a head before any body"),
-        };
-        entry.1.extend(out.body);
+        if let Some(head) = out.head {
+            self.started.insert(out.request_id.clone(), (head, Vec::new()));
+        }
+        // Before its head a message's body is held inside the reassembler,
+        // so pieces only ever arrive for a started message.
+        if let Some((_, pieces)) = self.started.get_mut(&out.request_id) {
+            pieces.extend(out.body);
+        }
         if !out.end {
             return Ok(None);
         }
