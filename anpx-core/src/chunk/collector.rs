@@ -3,8 +3,9 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
+use super::concat;
 use super::error::ChunkError;
 use super::reassembler::{Reassembler, ReassemblyLimits};
 use crate::frame::Frame;
@@ -71,21 +72,5 @@ impl MessageCollector {
     /// Number of messages in progress.
     pub fn in_progress(&self) -> usize {
         self.reassembler.in_progress()
-    }
-}
-
-/// Joins pieces, without copying when there is only one.
-fn concat(mut pieces: Vec<Bytes>) -> Bytes {
-    match pieces.len() {
-        0 => Bytes::new(),
-        1 => pieces.pop().unwrap_or_default(),
-        _ => {
-            let len = pieces.iter().map(Bytes::len).sum();
-            let mut buf = BytesMut::with_capacity(len);
-            for p in pieces {
-                buf.extend_from_slice(&p);
-            }
-            buf.freeze()
-        }
     }
 }

@@ -283,6 +283,11 @@ impl Reassembler {
         Ok(out)
     }
 
+    /// Forgets every partial message (the connection is gone).
+    pub fn clear(&mut self) {
+        self.partials.clear();
+    }
+
     /// When the oldest partial message goes stale, if any is in progress.
     pub fn next_expiry(&self) -> Option<Instant> {
         self.partials

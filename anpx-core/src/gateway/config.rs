@@ -1,0 +1,46 @@
+//! Gateway settings the state machine needs (plain data; the shells load it).
+
+use std::time::Duration;
+
+use crate::chunk::{ReassemblyLimits, DEFAULT_CHUNK_SIZE};
+use crate::frame::FrameLimits;
+
+/// What the gateway state machine needs to know.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayConfig {
+    /// How long a request may wait for its response head, and how long a
+    /// response may then go without a body part. The reference's `timeout`.
+    pub request_timeout: Duration,
+    /// Requests one receiver connection may have in flight; a connection at
+    /// the cap is skipped. The reference uses 100.
+    pub max_inflight_per_link: usize,
+    /// How often a WebSocket ping is sent to each receiver. A receiver that
+    /// sends nothing for twice this long is dropped, as in the reference.
+    pub ping_interval: Duration,
+    /// Largest frame sent; bigger messages are chunked.
+    pub chunk_size: usize,
+    /// Limits on frames received.
+    pub frame_limits: FrameLimits,
+    /// Limits on response reassembly, per connection.
+    pub reassembly: ReassemblyLimits,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            request_timeout: Duration::from_secs(30),
+            max_inflight_per_link: 100,
+            ping_interval: Duration::from_secs(30),
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            frame_limits: FrameLimits::default(),
+            reassembly: ReassemblyLimits::default(),
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Silence longer than this ends a receiver connection.
+    pub fn liveness_timeout(&self) -> Duration {
+        self.ping_interval * 2
+    }
+}

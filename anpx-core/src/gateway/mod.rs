@@ -1,0 +1,535 @@
+//! The gateway state machine: receiver connections, routing, and the
+//! requests in flight on them.
+//!
+//! The shell owns the sockets. It admits a receiver connection after its
+//! WebSocket handshake (and DID-WBA check), feeds every WebSocket message to
+//! [`Gateway::handle_message`], starts public requests with
+//! [`Gateway::start_request`], and after each call drains
+//! [`Gateway::poll_output`] and sleeps until [`Gateway::poll_timeout`].
+//!
+//! ```
+//! use std::time::Instant;
+//! use anpx_core::gateway::{Gateway, GatewayConfig, Identity, Output, RequestBody, ResponseEvent};
+//! use anpx_core::features::Features;
+//! use anpx_core::route::ServiceUrl;
+//! use anpx_core::RequestHead;
+//!
+//! let now = Instant::now();
+//! let mut gw = Gateway::new(GatewayConfig::default(), 7);
+//! let link = gw.admit(now, Identity::Anonymous, vec!["api.agent.com/travel".parse().unwrap()], Features::empty());
+//!
+//! // No route: refused at once, with the reference's 404.
+//! let err = gw.start_request(now, "other.com", RequestHead::new("GET", "/"), RequestBody::Empty).unwrap_err();
+//! assert_eq!(err.failure().status, 404);
+//!
+//! // A routed request becomes a frame to send on the receiver's connection.
+//! let id = gw.start_request(now, "api.agent.com", RequestHead::new("GET", "/travel/x"), RequestBody::Empty).unwrap();
+//! assert!(matches!(gw.poll_output(), Some(Output::Transmit { link: l, .. }) if l == link));
+//!
+//! // Nothing comes back in time: 504.
+//! gw.handle_timeout(now + std::time::Duration::from_secs(31));
+//! let failed = std::iter::from_fn(|| gw.poll_output()).find_map(|o| match o {
+//!     Output::Response { request, event: ResponseEvent::Failed(f) } if request == id => Some(f.status),
+//!     _ => None,
+//! });
+//! assert_eq!(failed, Some(504));
+//! ```
+
+mod config;
+mod output;
+mod stats;
+
+pub use config::GatewayConfig;
+pub use output::{Failure, Output, Reject, RequestGone, ResponseEvent};
+pub use stats::{GatewayStats, LinkStats, Totals};
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::chunk::{ChunkStream, Chunker, Reassembler};
+use crate::control::{self, Control};
+use crate::features::Features;
+use crate::frame::{tag, Frame, MessageKind};
+use crate::message::{Head, Message, RequestHead, RequestId};
+use crate::route::{RouteTable, ServiceUrl};
+use crate::timer::TimerQueue;
+use crate::ws::{WsMessage, CLOSE_GOING_AWAY, CLOSE_PROTOCOL_ERROR};
+
+/// A receiver connection, as numbered by the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct LinkId(u64);
+
+impl fmt::Display for LinkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "link-{}", self.0)
+    }
+}
+
+/// Who a receiver connection proved to be.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "kind", content = "did", rename_all = "snake_case")]
+pub enum Identity {
+    /// No authentication (open mode).
+    Anonymous,
+    /// A DID-WBA identity, e.g. `did:wba:example.com:agents:a1`.
+    Did(String),
+}
+
+/// How the body of a public request reaches the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestBody {
+    /// No body.
+    Empty,
+    /// The whole body, already read (small requests): sent in one frame
+    /// when it fits, which every receiver handles best.
+    Full(Bytes),
+    /// The body follows through [`Gateway::push_body`].
+    Streaming,
+}
+
+#[derive(Debug)]
+struct Link {
+    identity: Identity,
+    features: Features,
+    admitted_at: Instant,
+    last_seen: Instant,
+    requests: HashSet<RequestId>,
+    reassembler: Reassembler,
+}
+
+#[derive(Debug)]
+struct Pending {
+    link: LinkId,
+    head_sent: bool,
+    /// Head deadline, then idle deadline once the head is out.
+    deadline: Instant,
+    /// The request body still being sent, when it streams.
+    upload: Option<ChunkStream>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Request(RequestId),
+    Ping(LinkId),
+    Liveness(LinkId),
+}
+
+/// The gateway state machine. See the [module docs](self).
+#[derive(Debug)]
+pub struct Gateway {
+    config: GatewayConfig,
+    chunker: Chunker,
+    rng: fastrand::Rng,
+    next_link: u64,
+    links: HashMap<LinkId, Link>,
+    routes: RouteTable<LinkId>,
+    pending: HashMap<RequestId, Pending>,
+    timers: TimerQueue<Timer>,
+    out: VecDeque<Output>,
+    totals: Totals,
+}
+
+impl Gateway {
+    /// A gateway with no receivers. `seed` feeds the request-id generator;
+    /// the shells seed it from the OS, tests from a fixed value.
+    pub fn new(config: GatewayConfig, seed: u64) -> Self {
+        Gateway {
+            chunker: Chunker::new(config.chunk_size),
+            config,
+            rng: fastrand::Rng::with_seed(seed),
+            next_link: 1,
+            links: HashMap::new(),
+            routes: RouteTable::default(),
+            pending: HashMap::new(),
+            timers: TimerQueue::default(),
+            out: VecDeque::new(),
+            totals: Totals::default(),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    /// Admits a receiver connection that serves `grants`.
+    pub fn admit(&mut self, now: Instant, identity: Identity, grants: Vec<ServiceUrl>, features: Features) -> LinkId {
+        let id = LinkId(self.next_link);
+        self.next_link += 1;
+        for url in &grants {
+            self.routes.insert(url, id);
+        }
+        self.links.insert(
+            id,
+            Link {
+                identity,
+                features,
+                admitted_at: now,
+                last_seen: now,
+                requests: HashSet::new(),
+                reassembler: Reassembler::new(self.config.reassembly),
+            },
+        );
+        self.timers.arm(now + self.config.ping_interval, Timer::Ping(id));
+        self.timers.arm(now + self.config.liveness_timeout(), Timer::Liveness(id));
+        self.totals.links_admitted += 1;
+        id
+    }
+
+    /// The shell saw the connection close: fail its requests with 502 and
+    /// forget its routes.
+    pub fn close_link(&mut self, now: Instant, link: LinkId) {
+        self.drop_link(now, link, "receiver disconnected");
+    }
+
+    /// Takes one WebSocket message received on `link`.
+    pub fn handle_message(&mut self, now: Instant, link: LinkId, message: WsMessage) {
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        l.last_seen = now;
+        match message {
+            WsMessage::Binary(bytes) => self.handle_frame(now, link, bytes),
+            WsMessage::Text(text) => self.handle_control(link, &text),
+            WsMessage::Ping(_) | WsMessage::Pong(_) => {}
+        }
+    }
+
+    fn handle_control(&mut self, link: LinkId, text: &str) {
+        match Control::parse(text) {
+            Ok(Control::Ping { timestamp }) => self.out.push_back(Output::Transmit {
+                link,
+                message: WsMessage::Text(control::pong(timestamp.as_deref())),
+            }),
+            Ok(Control::Pong | Control::Heartbeat) => {}
+            // Identity comes only from a verified handshake, never from an
+            // unsigned message (the reference's newer gateway trusts it).
+            Ok(Control::Authentication) => self.totals.unsigned_auth_ignored += 1,
+            Ok(Control::Unknown(_)) | Err(_) => self.totals.bad_control += 1,
+        }
+    }
+
+    fn handle_frame(&mut self, now: Instant, link: LinkId, bytes: Bytes) {
+        let frame = match Frame::decode(bytes, &self.config.frame_limits) {
+            Ok(frame) => frame,
+            Err(e) => return self.protocol_error(now, link, format!("bad frame: {e}")),
+        };
+        if frame.kind == MessageKind::Request {
+            return self.protocol_error(now, link, "a receiver sent a request frame".into());
+        }
+        let id = frame.request_id.clone();
+        // Late responses (after a 504 or a cancel) and frames for another
+        // connection's requests are dropped and counted, never delivered.
+        match self.pending.get(&id) {
+            Some(p) if p.link == link => {}
+            _ => {
+                self.totals.stray_frames += 1;
+                return;
+            }
+        }
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        let assembled = match l.reassembler.push(now, frame) {
+            Ok(a) => a,
+            Err(e) => return self.fail(&id, Failure::new(502, format!("Invalid response from receiver: {e}"))),
+        };
+        match assembled.head {
+            Some(Head::Response(head)) => {
+                if let Some(p) = self.pending.get_mut(&id) {
+                    p.head_sent = true;
+                }
+                self.emit(&id, ResponseEvent::Head(head));
+            }
+            Some(Head::Error) => {
+                let message = assembled.body.first().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+                return self.fail(&id, Failure::new(502, format!("Receiver error: {message}")));
+            }
+            Some(Head::Request(_)) | None => {}
+        }
+        for piece in assembled.body {
+            self.emit(&id, ResponseEvent::Body(piece));
+        }
+        if assembled.end {
+            self.emit(&id, ResponseEvent::End);
+            self.totals.completed += 1;
+            self.finish(&id);
+        } else if let Some(p) = self.pending.get_mut(&id) {
+            p.deadline = now + self.config.request_timeout;
+        }
+    }
+
+    /// Routes a public request and sends its head (and body, when given)
+    /// to the chosen receiver. `host` is the request's Host, port allowed.
+    pub fn start_request(&mut self, now: Instant, host: &str, head: RequestHead, body: RequestBody) -> Result<RequestId, Reject> {
+        let link = self.choose_link(host, &head.path)?;
+        let id = RequestId::uuid_v4(self.rng.u128(..).to_le_bytes());
+        let mut frames = Vec::new();
+        let mut upload = None;
+        let encoded = match body {
+            RequestBody::Empty | RequestBody::Full(_) => {
+                let body = match body {
+                    RequestBody::Full(b) => b,
+                    _ => Bytes::new(),
+                };
+                let msg = Message {
+                    request_id: id.clone(),
+                    head: Head::Request(head),
+                    body,
+                };
+                self.chunker.frames(&msg).map(|f| frames = f)
+            }
+            RequestBody::Streaming => {
+                let mut stream = ChunkStream::new(MessageKind::Request, id.clone(), self.config.chunk_size);
+                let json = head.to_meta_json();
+                let r = stream.write(Some((tag::HTTP_META, &json)), &[], false, &mut frames);
+                upload = Some(stream);
+                r
+            }
+        };
+        if let Err(e) = encoded {
+            // A head too large for one frame; the shell answers it like a 502.
+            self.totals.bad_gateway += 1;
+            let failure = Failure::new(502, format!("Request could not be encoded: {e}"));
+            self.out.push_back(Output::Response {
+                request: id.clone(),
+                event: ResponseEvent::Failed(failure),
+            });
+            return Ok(id);
+        }
+        for frame in frames {
+            self.out.push_back(Output::Transmit {
+                link,
+                message: WsMessage::Binary(frame),
+            });
+        }
+        let deadline = now + self.config.request_timeout;
+        self.pending.insert(
+            id.clone(),
+            Pending {
+                link,
+                head_sent: false,
+                deadline,
+                upload,
+            },
+        );
+        if let Some(l) = self.links.get_mut(&link) {
+            l.requests.insert(id.clone());
+        }
+        self.timers.arm(deadline, Timer::Request(id.clone()));
+        self.totals.started += 1;
+        Ok(id)
+    }
+
+    fn choose_link(&mut self, host: &str, path: &str) -> Result<LinkId, Reject> {
+        let Some(route) = self.routes.lookup(host, path) else {
+            self.totals.not_found += 1;
+            return Err(Reject::NoRoute { path: path.to_owned() });
+        };
+        let cap = self.config.max_inflight_per_link;
+        let best = route
+            .links
+            .iter()
+            .filter_map(|id| self.links.get(id).map(|l| (*id, l.requests.len())))
+            .filter(|(_, n)| *n < cap)
+            .min_by_key(|(id, n)| (*n, *id))
+            .map(|(id, _)| id);
+        best.ok_or_else(|| {
+            self.totals.unavailable += 1;
+            Reject::AtCapacity {
+                route: route.url.to_string(),
+            }
+        })
+    }
+
+    /// Sends more of a streaming request body; `last` ends it.
+    pub fn push_body(&mut self, now: Instant, request: &RequestId, data: Bytes, last: bool) -> Result<(), RequestGone> {
+        let gone = || RequestGone(request.clone());
+        let p = self.pending.get_mut(request).ok_or_else(gone)?;
+        let link = p.link;
+        let stream = p.upload.as_mut().ok_or_else(gone)?;
+        let mut frames = Vec::new();
+        let written = stream.write(None, &data, last, &mut frames);
+        if stream.is_finished() {
+            p.upload = None;
+        }
+        if !p.head_sent {
+            // Upload progress counts as activity on the request.
+            p.deadline = now + self.config.request_timeout;
+        }
+        if let Err(e) = written {
+            self.fail(request, Failure::new(502, format!("Request body could not be encoded: {e}")));
+            return Err(gone());
+        }
+        for frame in frames {
+            self.out.push_back(Output::Transmit {
+                link,
+                message: WsMessage::Binary(frame),
+            });
+        }
+        Ok(())
+    }
+
+    /// The public client went away: forget the request. A late response is
+    /// dropped when it comes.
+    pub fn cancel(&mut self, _now: Instant, request: &RequestId) {
+        if self.pending.contains_key(request) {
+            self.totals.cancelled += 1;
+            self.finish(request);
+        }
+    }
+
+    /// Drains the next instruction for the shell.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// Runs what is due at `now`: request deadlines (504), pings, and the
+    /// removal of silent receivers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some((_, timer)) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Request(id) => {
+                    let Some(p) = self.pending.get(&id) else { continue };
+                    if p.deadline > now {
+                        let at = p.deadline;
+                        self.timers.arm(at, Timer::Request(id));
+                    } else {
+                        self.fail(&id, Failure::new(504, "Receiver did not respond in time"));
+                    }
+                }
+                Timer::Ping(link) => {
+                    if self.links.contains_key(&link) {
+                        self.out.push_back(Output::Transmit {
+                            link,
+                            message: WsMessage::Ping(Bytes::new()),
+                        });
+                        self.timers.arm(now + self.config.ping_interval, Timer::Ping(link));
+                    }
+                }
+                Timer::Liveness(link) => {
+                    let Some(l) = self.links.get(&link) else { continue };
+                    let deadline = l.last_seen + self.config.liveness_timeout();
+                    if deadline > now {
+                        self.timers.arm(deadline, Timer::Liveness(link));
+                    } else {
+                        self.totals.links_silent += 1;
+                        self.out.push_back(Output::Close {
+                            link,
+                            code: CLOSE_GOING_AWAY,
+                            reason: "receiver silent past its liveness deadline".into(),
+                        });
+                        self.drop_link(now, link, "receiver went silent");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Requests in flight.
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Receiver connections.
+    pub fn link_count(&self) -> usize {
+        self.links.len()
+    }
+
+    /// The negotiated extensions of `link`.
+    pub fn link_features(&self, link: LinkId) -> Option<Features> {
+        self.links.get(&link).map(|l| l.features)
+    }
+
+    /// A snapshot for `/stats` and `/metrics`.
+    pub fn stats(&self, now: Instant) -> GatewayStats {
+        let mut links: Vec<LinkStats> = self
+            .links
+            .iter()
+            .map(|(id, l)| LinkStats {
+                id: *id,
+                identity: l.identity.clone(),
+                age: now.saturating_duration_since(l.admitted_at),
+                in_flight: l.requests.len(),
+                routes: self.routes.links_of(*id).map(ToString::to_string).collect(),
+                features: stats::features_label(l.features),
+            })
+            .collect();
+        links.sort_by_key(|l| l.id);
+        let mut routes: Vec<(String, usize)> = self.routes.routes().map(|(url, links)| (url.to_string(), links.len())).collect();
+        routes.sort();
+        GatewayStats {
+            links,
+            routes,
+            in_flight: self.pending.len(),
+            totals: self.totals.clone(),
+        }
+    }
+
+    /// Internal sizes, for leak checks: (links, requests, partial
+    /// responses, routes, timers).
+    pub fn table_sizes(&self) -> (usize, usize, usize, usize, usize) {
+        let partials = self.links.values().map(|l| l.reassembler.in_progress()).sum();
+        (self.links.len(), self.pending.len(), partials, self.routes.len(), self.timers.len())
+    }
+
+    fn emit(&mut self, request: &RequestId, event: ResponseEvent) {
+        self.out.push_back(Output::Response {
+            request: request.clone(),
+            event,
+        });
+    }
+
+    fn fail(&mut self, request: &RequestId, failure: Failure) {
+        if !self.pending.contains_key(request) {
+            return;
+        }
+        match failure.status {
+            504 => self.totals.timed_out += 1,
+            _ => self.totals.bad_gateway += 1,
+        }
+        self.emit(request, ResponseEvent::Failed(failure));
+        self.finish(request);
+    }
+
+    /// Forgets a request everywhere it is recorded.
+    fn finish(&mut self, request: &RequestId) {
+        if let Some(p) = self.pending.remove(request) {
+            if let Some(l) = self.links.get_mut(&p.link) {
+                l.requests.remove(request);
+                l.reassembler.discard(request);
+            }
+        }
+    }
+
+    fn protocol_error(&mut self, now: Instant, link: LinkId, reason: String) {
+        self.totals.protocol_errors += 1;
+        self.out.push_back(Output::Close {
+            link,
+            code: CLOSE_PROTOCOL_ERROR,
+            reason: reason.clone(),
+        });
+        self.drop_link(now, link, &reason);
+    }
+
+    fn drop_link(&mut self, _now: Instant, link: LinkId, why: &str) {
+        let Some(l) = self.links.remove(&link) else { return };
+        self.routes.remove_link(link);
+        let mut ids: Vec<RequestId> = l.requests.into_iter().collect();
+        ids.sort();
+        for id in ids {
+            self.totals.bad_gateway += 1;
+            self.emit(&id, ResponseEvent::Failed(Failure::new(502, format!("Receiver connection lost: {why}"))));
+            self.pending.remove(&id);
+        }
+    }
+}

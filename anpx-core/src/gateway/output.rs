@@ -1,0 +1,127 @@
+//! What the gateway asks its shell to do.
+
+use bytes::Bytes;
+
+use crate::message::{RequestId, ResponseHead};
+use crate::ws::WsMessage;
+
+use super::LinkId;
+
+/// One instruction for the shell, from [`Gateway::poll_output`](super::Gateway::poll_output).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send `message` on the receiver connection `link`.
+    Transmit {
+        /// The connection.
+        link: LinkId,
+        /// What to send.
+        message: WsMessage,
+    },
+    /// Something happened to the response of a public request.
+    Response {
+        /// The request.
+        request: RequestId,
+        /// What happened.
+        event: ResponseEvent,
+    },
+    /// Close the receiver connection `link`. Its requests have already been
+    /// failed and its routes removed.
+    Close {
+        /// The connection.
+        link: LinkId,
+        /// WebSocket close code.
+        code: u16,
+        /// Why, for the close frame and the log.
+        reason: String,
+    },
+}
+
+/// The parts of a response, in order: `Head`, any number of `Body`, then
+/// `End`; or `Failed` at any point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseEvent {
+    /// Status and headers: send them to the client now.
+    Head(ResponseHead),
+    /// A piece of the body.
+    Body(Bytes),
+    /// The body is complete.
+    End,
+    /// The request failed. Before `Head`, answer with this status and JSON
+    /// body; after it, cut the client's connection so a truncated body never
+    /// looks complete.
+    Failed(Failure),
+}
+
+/// Why a request got no (complete) response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// HTTP status for the client: 404, 502, 503 or 504.
+    pub status: u16,
+    /// A human-readable message.
+    pub error: String,
+    /// The path, for 404s, as the reference reports it.
+    pub path: Option<String>,
+}
+
+impl Failure {
+    pub(crate) fn new(status: u16, error: impl Into<String>) -> Self {
+        Failure {
+            status,
+            error: error.into(),
+            path: None,
+        }
+    }
+
+    /// The JSON body the reference answers with, e.g.
+    /// `{"error": "No route found", "path": "/x"}`.
+    ///
+    /// ```
+    /// use anpx_core::gateway::Reject;
+    /// let f = Reject::NoRoute { path: "/x".into() }.failure();
+    /// assert_eq!(f.status, 404);
+    /// assert_eq!(f.body_json(), r#"{"error":"No route found","path":"/x"}"#);
+    /// ```
+    pub fn body_json(&self) -> String {
+        match &self.path {
+            Some(path) => serde_json::json!({"error": self.error, "path": path}).to_string(),
+            None => serde_json::json!({"error": self.error}).to_string(),
+        }
+    }
+}
+
+/// Why a request could not be started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Reject {
+    /// No service URL matches the host and path.
+    #[error("no route for {path}")]
+    NoRoute {
+        /// The request path.
+        path: String,
+    },
+    /// A route matches, but every receiver serving it is at its in-flight cap.
+    #[error("every receiver for {route} is at capacity")]
+    AtCapacity {
+        /// The matching service URL.
+        route: String,
+    },
+}
+
+impl Reject {
+    /// The response the client gets.
+    pub fn failure(&self) -> Failure {
+        match self {
+            Reject::NoRoute { path } => Failure {
+                status: 404,
+                error: "No route found".into(),
+                path: Some(path.clone()),
+            },
+            Reject::AtCapacity { .. } => Failure::new(503, "No healthy receiver available"),
+        }
+    }
+}
+
+/// The request is no longer in flight (it failed, timed out or was
+/// cancelled); drop whatever body the client is still sending.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("request {0} is no longer in flight")]
+pub struct RequestGone(pub RequestId);

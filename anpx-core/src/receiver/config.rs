@@ -1,0 +1,35 @@
+//! Receiver settings the state machine needs.
+
+use std::time::Duration;
+
+use crate::chunk::{ReassemblyLimits, DEFAULT_CHUNK_SIZE};
+use crate::frame::FrameLimits;
+
+/// What the receiver state machine needs to know.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceiverConfig {
+    /// How often a JSON ping is sent; the gateway counts a receiver stale
+    /// after twice this, and so does the receiver count a silent gateway.
+    pub ping_interval: Duration,
+    /// Largest frame sent; bigger messages are chunked.
+    pub chunk_size: usize,
+    /// Largest response body held in memory for a gateway that cannot take
+    /// a streamed response (a reference gateway).
+    pub max_buffered_response: u64,
+    /// Limits on frames received.
+    pub frame_limits: FrameLimits,
+    /// Limits on request reassembly.
+    pub reassembly: ReassemblyLimits,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        ReceiverConfig {
+            ping_interval: Duration::from_secs(30),
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            max_buffered_response: 64 * 1024 * 1024,
+            frame_limits: FrameLimits::default(),
+            reassembly: ReassemblyLimits::default(),
+        }
+    }
+}

@@ -1,0 +1,528 @@
+//! The receiver state machine: one per WebSocket connection to a gateway.
+//!
+//! The shell dials the gateway, creates a [`Receiver`] with the features the
+//! gateway accepted, feeds it every WebSocket message, serves each
+//! [`RequestEvent`] from the upstream service, hands the response back with
+//! [`Receiver::respond`] / [`Receiver::respond_body`], and drains
+//! [`Receiver::poll_output`]. When the connection ends it drops the
+//! `Receiver` and reconnects on the [`Backoff`](crate::backoff::Backoff)
+//! schedule with a fresh one.
+//!
+//! ```
+//! use std::time::Instant;
+//! use anpx_core::features::Features;
+//! use anpx_core::receiver::{Receiver, ReceiverConfig, ReceiverOutput, RequestEvent, ResponseBody};
+//! use anpx_core::ws::WsMessage;
+//! use anpx_core::{chunk::Chunker, Head, Message, RequestHead, RequestId, ResponseHead};
+//!
+//! let now = Instant::now();
+//! let mut rx = Receiver::new(ReceiverConfig::default(), Features::empty(), now);
+//! let request = Message {
+//!     request_id: RequestId::from("r-1"),
+//!     head: Head::Request(RequestHead::new("GET", "/hello")),
+//!     body: Default::default(),
+//! };
+//! for frame in Chunker::default().frames(&request).unwrap() {
+//!     rx.handle_message(now, WsMessage::Binary(frame));
+//! }
+//! let events: Vec<_> = std::iter::from_fn(|| rx.poll_output()).collect();
+//! assert!(matches!(&events[0], ReceiverOutput::Event(RequestEvent::Head { head, .. }) if head.path == "/hello"));
+//! assert!(matches!(&events[1], ReceiverOutput::Event(RequestEvent::End { .. })));
+//!
+//! rx.respond(now, &RequestId::from("r-1"), ResponseHead::new(200), ResponseBody::Full("hi".into())).unwrap();
+//! assert!(matches!(rx.poll_output(), Some(ReceiverOutput::Transmit(WsMessage::Binary(_)))));
+//! ```
+
+mod config;
+mod output;
+
+pub use config::ReceiverConfig;
+pub use output::{ReceiverOutput, RequestEvent, RespondError, ResponseBody};
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::chunk::{concat, ChunkStream, Chunker, Reassembler};
+use crate::control::{self, Control};
+use crate::features::{Feature, Features};
+use crate::frame::{tag, Frame, MessageKind};
+use crate::message::{Head, Message, RequestId, ResponseHead};
+use crate::timer::TimerQueue;
+use crate::ws::{WsMessage, CLOSE_GOING_AWAY, CLOSE_PROTOCOL_ERROR};
+
+#[derive(Debug)]
+enum Reply {
+    NotStarted,
+    Streaming(ChunkStream),
+    /// For a gateway that cannot take a streamed response: held until the end.
+    Buffering {
+        head: ResponseHead,
+        body: Vec<Bytes>,
+        size: u64,
+    },
+    Done,
+}
+
+#[derive(Debug)]
+struct Serving {
+    request_done: bool,
+    reply: Reply,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Ping,
+    Liveness,
+    Sweep,
+}
+
+/// Counters since the connection started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReceiverTotals {
+    /// Requests received.
+    pub requests: u64,
+    /// Responses sent completely.
+    pub responses: u64,
+    /// Requests aborted.
+    pub aborted: u64,
+    /// Frames for requests not in flight.
+    pub stray_frames: u64,
+}
+
+/// The receiver state machine. See the [module docs](self).
+#[derive(Debug)]
+pub struct Receiver {
+    config: ReceiverConfig,
+    features: Features,
+    chunker: Chunker,
+    started: Instant,
+    last_seen: Instant,
+    reassembler: Reassembler,
+    serving: HashMap<RequestId, Serving>,
+    timers: TimerQueue<Timer>,
+    sweep_armed: bool,
+    closed: bool,
+    out: VecDeque<ReceiverOutput>,
+    totals: ReceiverTotals,
+}
+
+impl Receiver {
+    /// A receiver for a connection that just opened, with the extensions the
+    /// gateway accepted ([`Features::empty`] for a reference gateway).
+    pub fn new(config: ReceiverConfig, features: Features, now: Instant) -> Self {
+        let mut timers = TimerQueue::default();
+        timers.arm(now + config.ping_interval, Timer::Ping);
+        timers.arm(now + config.ping_interval * 2, Timer::Liveness);
+        Receiver {
+            chunker: Chunker::new(config.chunk_size),
+            reassembler: Reassembler::new(config.reassembly),
+            config,
+            features,
+            started: now,
+            last_seen: now,
+            serving: HashMap::new(),
+            timers,
+            sweep_armed: false,
+            closed: false,
+            out: VecDeque::new(),
+            totals: ReceiverTotals::default(),
+        }
+    }
+
+    /// The negotiated extensions.
+    pub fn features(&self) -> Features {
+        self.features
+    }
+
+    /// Takes one WebSocket message from the gateway.
+    pub fn handle_message(&mut self, now: Instant, message: WsMessage) {
+        if self.closed {
+            return;
+        }
+        self.last_seen = now;
+        match message {
+            WsMessage::Binary(bytes) => self.handle_frame(now, bytes),
+            // Pongs and anything else are signs of life; a gateway never
+            // pings with JSON, and nothing it sends as text needs an answer.
+            WsMessage::Text(text) => match Control::parse(&text) {
+                Ok(Control::Ping { timestamp }) => self.transmit(WsMessage::Text(control::pong(timestamp.as_deref()))),
+                Ok(_) | Err(_) => {}
+            },
+            WsMessage::Ping(_) | WsMessage::Pong(_) => {}
+        }
+    }
+
+    fn handle_frame(&mut self, now: Instant, bytes: Bytes) {
+        let frame = match Frame::decode(bytes, &self.config.frame_limits) {
+            Ok(f) => f,
+            Err(e) => return self.close(CLOSE_PROTOCOL_ERROR, format!("bad frame from gateway: {e}")),
+        };
+        match frame.kind {
+            MessageKind::Request => {}
+            MessageKind::Error => {
+                let id = frame.request_id.clone();
+                let message = frame.body.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+                self.reassembler.discard(&id);
+                return self.abort(&id, format!("gateway error: {message}"));
+            }
+            MessageKind::Response => {
+                return self.close(CLOSE_PROTOCOL_ERROR, "the gateway sent a response frame".into());
+            }
+        }
+        let id = frame.request_id.clone();
+        let started = self.serving.contains_key(&id);
+        let assembled = match self.reassembler.push(now, frame) {
+            Ok(a) => a,
+            Err(e) => {
+                if started {
+                    self.abort(&id, format!("bad request chunks: {e}"));
+                }
+                // Tell the gateway at once rather than letting it time out.
+                return self.send_error_frame(&id, &format!("bad request chunks: {e}"));
+            }
+        };
+        if let Some(Head::Request(head)) = assembled.head {
+            if started {
+                // A second request under a live id: refuse the newcomer.
+                self.totals.stray_frames += 1;
+                return;
+            }
+            self.serving.insert(
+                id.clone(),
+                Serving {
+                    request_done: false,
+                    reply: Reply::NotStarted,
+                },
+            );
+            self.totals.requests += 1;
+            self.event(RequestEvent::Head {
+                request: id.clone(),
+                head,
+            });
+        }
+        let Some(serving) = self.serving.get_mut(&id) else {
+            self.totals.stray_frames += 1;
+            return;
+        };
+        // After the response is done the rest of the upload is swallowed.
+        let deliver = !matches!(serving.reply, Reply::Done);
+        if assembled.end {
+            serving.request_done = true;
+        }
+        if deliver {
+            for data in assembled.body {
+                self.event(RequestEvent::Body {
+                    request: id.clone(),
+                    data,
+                });
+            }
+            if assembled.end {
+                self.event(RequestEvent::End { request: id.clone() });
+            }
+        }
+        self.retire_if_done(&id);
+        if self.reassembler.in_progress() > 0 && !self.sweep_armed {
+            self.sweep_armed = true;
+            self.timers.arm(now + self.config.reassembly.stale_after, Timer::Sweep);
+        }
+    }
+
+    /// Starts the response to `request`.
+    pub fn respond(&mut self, _now: Instant, request: &RequestId, head: ResponseHead, body: ResponseBody) -> Result<(), RespondError> {
+        let serving = self
+            .serving
+            .get_mut(request)
+            .ok_or_else(|| RespondError::UnknownRequest(request.clone()))?;
+        if !matches!(serving.reply, Reply::NotStarted) {
+            return Err(RespondError::AlreadyResponded(request.clone()));
+        }
+        match body {
+            ResponseBody::Empty | ResponseBody::Full(_) => {
+                let body = match body {
+                    ResponseBody::Full(b) => b,
+                    _ => Bytes::new(),
+                };
+                serving.reply = Reply::Done;
+                self.send_whole(request, head, body)?;
+            }
+            ResponseBody::Streaming if self.features.contains(Feature::Streaming) => {
+                let mut stream = ChunkStream::new(MessageKind::Response, request.clone(), self.config.chunk_size);
+                let mut frames = Vec::new();
+                let json = head.to_meta_json();
+                let written = stream.write(Some((tag::RESP_META, &json)), &[], false, &mut frames);
+                serving.reply = Reply::Streaming(stream);
+                if let Err(e) = written {
+                    serving.reply = Reply::Done;
+                    self.send_failure(request, &format!("response head could not be encoded: {e}"));
+                    return Err(RespondError::Failed {
+                        request: request.clone(),
+                        reason: e.to_string(),
+                    });
+                }
+                self.transmit_frames(frames);
+            }
+            ResponseBody::Streaming => {
+                serving.reply = Reply::Buffering {
+                    head,
+                    body: Vec::new(),
+                    size: 0,
+                };
+            }
+        }
+        self.retire_if_done(request);
+        Ok(())
+    }
+
+    /// Sends more of a streaming response; `last` ends it.
+    pub fn respond_body(&mut self, _now: Instant, request: &RequestId, data: Bytes, last: bool) -> Result<(), RespondError> {
+        let serving = self
+            .serving
+            .get_mut(request)
+            .ok_or_else(|| RespondError::UnknownRequest(request.clone()))?;
+        match &mut serving.reply {
+            Reply::Streaming(stream) => {
+                let mut frames = Vec::new();
+                let written = stream.write(None, &data, last, &mut frames);
+                if last || written.is_err() {
+                    serving.reply = Reply::Done;
+                }
+                self.transmit_frames(frames);
+                if let Err(e) = written {
+                    self.send_error_frame(request, &format!("response body could not be encoded: {e}"));
+                    self.retire_if_done(request);
+                    return Err(RespondError::Failed {
+                        request: request.clone(),
+                        reason: e.to_string(),
+                    });
+                }
+            }
+            Reply::Buffering { body, size, .. } => {
+                *size += data.len() as u64;
+                if *size > self.config.max_buffered_response {
+                    let reason = format!(
+                        "response over {} bytes cannot be buffered for a gateway without streaming",
+                        self.config.max_buffered_response
+                    );
+                    serving.reply = Reply::Done;
+                    self.send_failure(request, &reason);
+                    self.retire_if_done(request);
+                    return Err(RespondError::Failed {
+                        request: request.clone(),
+                        reason,
+                    });
+                }
+                if !data.is_empty() {
+                    body.push(data);
+                }
+                if last {
+                    let Reply::Buffering { head, body, .. } = std::mem::replace(&mut serving.reply, Reply::Done) else {
+                        unreachable!("matched Buffering above")
+                    };
+                    self.send_whole(request, head, concat(body))?;
+                }
+            }
+            Reply::NotStarted | Reply::Done => return Err(RespondError::NotStreaming(request.clone())),
+        }
+        self.retire_if_done(request);
+        Ok(())
+    }
+
+    /// The upstream failed. Before the response head, the gateway is sent a
+    /// 502 with `message`; after it, an error frame that makes the gateway cut
+    /// the client's connection instead of ending the body as if complete.
+    pub fn respond_error(&mut self, _now: Instant, request: &RequestId, message: &str) -> Result<(), RespondError> {
+        let serving = self
+            .serving
+            .get_mut(request)
+            .ok_or_else(|| RespondError::UnknownRequest(request.clone()))?;
+        let before_head = matches!(serving.reply, Reply::NotStarted | Reply::Buffering { .. });
+        let was_done = matches!(serving.reply, Reply::Done);
+        serving.reply = Reply::Done;
+        if was_done {
+            return Err(RespondError::NotStreaming(request.clone()));
+        }
+        if before_head {
+            self.send_failure(request, message);
+        } else {
+            self.send_error_frame(request, message);
+        }
+        self.retire_if_done(request);
+        Ok(())
+    }
+
+    /// The WebSocket closed: abort everything in flight.
+    pub fn handle_close(&mut self, _now: Instant) {
+        self.closed = true;
+        self.abort_all("connection to the gateway closed");
+    }
+
+    /// Drains the next instruction for the shell.
+    pub fn poll_output(&mut self) -> Option<ReceiverOutput> {
+        self.out.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.closed {
+            return None;
+        }
+        self.timers.next()
+    }
+
+    /// Runs what is due: the keep-alive ping, the silent-gateway check and
+    /// the expiry of stale partial requests.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some((_, timer)) = self.timers.pop_due(now) {
+            if self.closed {
+                return;
+            }
+            match timer {
+                Timer::Ping => {
+                    let seconds = now.saturating_duration_since(self.started).as_secs_f64();
+                    self.transmit(WsMessage::Text(control::ping(seconds)));
+                    self.timers.arm(now + self.config.ping_interval, Timer::Ping);
+                }
+                Timer::Liveness => {
+                    let deadline = self.last_seen + self.config.ping_interval * 2;
+                    if deadline > now {
+                        self.timers.arm(deadline, Timer::Liveness);
+                    } else {
+                        self.close(CLOSE_GOING_AWAY, "gateway silent past its liveness deadline".into());
+                    }
+                }
+                Timer::Sweep => {
+                    self.sweep_armed = false;
+                    for id in self.reassembler.expire(now) {
+                        self.abort(&id, "request body stalled".into());
+                        self.send_error_frame(&id, "request body stalled");
+                    }
+                    if let Some(at) = self.reassembler.next_expiry() {
+                        self.sweep_armed = true;
+                        self.timers.arm(at, Timer::Sweep);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Requests in flight on this connection.
+    pub fn in_flight(&self) -> usize {
+        self.serving.len()
+    }
+
+    /// Partially received requests.
+    pub fn partial_requests(&self) -> usize {
+        self.reassembler.in_progress()
+    }
+
+    /// Counters.
+    pub fn totals(&self) -> &ReceiverTotals {
+        &self.totals
+    }
+
+    fn send_whole(&mut self, request: &RequestId, head: ResponseHead, body: Bytes) -> Result<(), RespondError> {
+        let msg = Message {
+            request_id: request.clone(),
+            head: Head::Response(head),
+            body,
+        };
+        match self.chunker.frames(&msg) {
+            Ok(frames) => {
+                self.transmit_frames(frames);
+                self.totals.responses += 1;
+                Ok(())
+            }
+            Err(e) => {
+                self.send_failure(request, &format!("response could not be encoded: {e}"));
+                Err(RespondError::Failed {
+                    request: request.clone(),
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
+
+    /// A 502 response in place of one that cannot be sent.
+    fn send_failure(&mut self, request: &RequestId, message: &str) {
+        let body = serde_json::json!({ "error": message }).to_string();
+        let head = ResponseHead::new(502).with_header("content-type", "application/json");
+        let msg = Message {
+            request_id: request.clone(),
+            head: Head::Response(head),
+            body: body.into(),
+        };
+        // A 502 with a short message always fits unless the frame size is
+        // absurdly small; then an error frame is the last resort.
+        match self.chunker.frames(&msg) {
+            Ok(frames) => self.transmit_frames(frames),
+            Err(_) => self.send_error_frame(request, message),
+        }
+    }
+
+    fn send_error_frame(&mut self, request: &RequestId, message: &str) {
+        let frame = Frame {
+            kind: MessageKind::Error,
+            request_id: request.clone(),
+            chunk: None,
+            meta: None,
+            body: Some(Bytes::copy_from_slice(message.as_bytes())),
+        };
+        if let Ok(bytes) = frame.encode() {
+            self.transmit(WsMessage::Binary(bytes));
+        }
+    }
+
+    fn retire_if_done(&mut self, request: &RequestId) {
+        let done = self
+            .serving
+            .get(request)
+            .is_some_and(|s| s.request_done && matches!(s.reply, Reply::Done));
+        if done {
+            self.serving.remove(request);
+        }
+    }
+
+    fn abort(&mut self, request: &RequestId, reason: String) {
+        if self.serving.remove(request).is_some() {
+            self.totals.aborted += 1;
+            self.event(RequestEvent::Aborted {
+                request: request.clone(),
+                reason,
+            });
+        }
+    }
+
+    fn abort_all(&mut self, reason: &str) {
+        let mut ids: Vec<RequestId> = self.serving.keys().cloned().collect();
+        ids.sort();
+        for id in ids {
+            self.abort(&id, reason.to_owned());
+        }
+        self.reassembler.clear();
+    }
+
+    fn close(&mut self, code: u16, reason: String) {
+        if self.closed {
+            return;
+        }
+        self.abort_all(&reason);
+        self.closed = true;
+        self.out.push_back(ReceiverOutput::Close { code, reason });
+    }
+
+    fn event(&mut self, event: RequestEvent) {
+        self.out.push_back(ReceiverOutput::Event(event));
+    }
+
+    fn transmit(&mut self, message: WsMessage) {
+        self.out.push_back(ReceiverOutput::Transmit(message));
+    }
+
+    fn transmit_frames(&mut self, frames: Vec<Bytes>) {
+        for f in frames {
+            self.transmit(WsMessage::Binary(f));
+        }
+    }
+}
