@@ -14,6 +14,12 @@
 //! - [`frame`]: the ANPX v1 frame codec (24-byte header, TLV body, CRC-32s).
 //! - [`message`]: typed request/response heads and their meta JSON.
 //! - [`chunk`]: splitting messages into chunk frames and reassembling them.
+//! - [`route`]: service URLs and the routing table.
+//! - [`gateway`]: the gateway state machine (receiver connections, routing,
+//!   requests in flight, timeouts).
+//! - [`receiver`]: the receiver state machine (one per connection).
+//! - [`backoff`], [`features`], [`control`], [`ws`]: reconnect schedule,
+//!   extension negotiation, JSON control messages, WebSocket message types.
 //!
 //! ```
 //! use anpx_core::frame::{Frame, FrameLimits};
@@ -33,8 +39,18 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod backoff;
 pub mod chunk;
+pub mod control;
+pub mod features;
+pub mod forward;
 pub mod frame;
+pub mod gateway;
+pub mod handshake;
 pub mod message;
+pub mod receiver;
+pub mod route;
+mod timer;
+pub mod ws;
 
 pub use message::{canonical_reason, HeaderList, Head, Message, RequestHead, RequestId, ResponseHead};

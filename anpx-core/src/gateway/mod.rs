@@ -435,6 +435,16 @@ impl Gateway {
         }
     }
 
+    /// The receiver connection serving `request`, while it is in flight.
+    pub fn request_link(&self, request: &RequestId) -> Option<LinkId> {
+        self.pending.get(request).map(|p| p.link)
+    }
+
+    /// The identity of `link`.
+    pub fn link_identity(&self, link: LinkId) -> Option<&Identity> {
+        self.links.get(&link).map(|l| &l.identity)
+    }
+
     /// Requests in flight.
     pub fn in_flight(&self) -> usize {
         self.pending.len()

@@ -64,7 +64,8 @@ pub struct Failure {
 }
 
 impl Failure {
-    pub(crate) fn new(status: u16, error: impl Into<String>) -> Self {
+    /// A failure with a status and message.
+    pub fn new(status: u16, error: impl Into<String>) -> Self {
         Failure {
             status,
             error: error.into(),

@@ -1,0 +1,281 @@
+//! The task that owns the gateway state machine. Everything else talks to
+//! it through [`Driver`], so the core needs no locks.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use anpx_core::features::Features;
+use anpx_core::gateway::{Gateway as Core, GatewayStats, Identity, LinkId, Output, Reject, RequestBody, ResponseEvent};
+use anpx_core::route::ServiceUrl;
+use anpx_core::ws::WsMessage;
+use anpx_core::{RequestHead, RequestId};
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+/// What a receiver connection's writer is asked to do.
+#[derive(Debug)]
+pub(crate) enum LinkOut {
+    Send(WsMessage),
+    Close { code: u16, reason: String },
+}
+
+/// A started request: its id and the receiver connection serving it.
+#[derive(Debug, Clone)]
+pub(crate) struct Started {
+    pub id: RequestId,
+    pub receiver: String,
+}
+
+enum Command {
+    Admit {
+        identity: Identity,
+        grants: Vec<ServiceUrl>,
+        features: Features,
+        outbox: mpsc::UnboundedSender<LinkOut>,
+        reply: oneshot::Sender<LinkId>,
+    },
+    Message {
+        link: LinkId,
+        message: WsMessage,
+    },
+    Closed {
+        link: LinkId,
+    },
+    Start {
+        host: String,
+        head: RequestHead,
+        body: RequestBody,
+        events: mpsc::UnboundedSender<ResponseEvent>,
+        reply: oneshot::Sender<Result<Started, Reject>>,
+    },
+    Body {
+        request: RequestId,
+        data: Bytes,
+        last: bool,
+    },
+    Cancel {
+        request: RequestId,
+    },
+    Stats {
+        reply: oneshot::Sender<GatewayStats>,
+    },
+}
+
+/// The gateway task stopped (the runtime is shutting down).
+#[derive(Debug, thiserror::Error)]
+#[error("the gateway is shutting down")]
+pub(crate) struct DriverGone;
+
+/// A cheap handle to the gateway task.
+#[derive(Clone)]
+pub(crate) struct Driver {
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+impl Driver {
+    pub(crate) fn spawn(core: Core) -> Driver {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(core, rx));
+        Driver { tx }
+    }
+
+    pub(crate) async fn admit(
+        &self,
+        identity: Identity,
+        grants: Vec<ServiceUrl>,
+        features: Features,
+        outbox: mpsc::UnboundedSender<LinkOut>,
+    ) -> Result<LinkId, DriverGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Admit {
+            identity,
+            grants,
+            features,
+            outbox,
+            reply,
+        })?;
+        rx.await.map_err(|_| DriverGone)
+    }
+
+    pub(crate) fn message(&self, link: LinkId, message: WsMessage) -> Result<(), DriverGone> {
+        self.send(Command::Message { link, message })
+    }
+
+    pub(crate) fn closed(&self, link: LinkId) {
+        let _ = self.send(Command::Closed { link });
+    }
+
+    pub(crate) async fn start(
+        &self,
+        host: String,
+        head: RequestHead,
+        body: RequestBody,
+        events: mpsc::UnboundedSender<ResponseEvent>,
+    ) -> Result<Result<Started, Reject>, DriverGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Start {
+            host,
+            head,
+            body,
+            events,
+            reply,
+        })?;
+        rx.await.map_err(|_| DriverGone)
+    }
+
+    pub(crate) fn body(&self, request: RequestId, data: Bytes, last: bool) {
+        let _ = self.send(Command::Body { request, data, last });
+    }
+
+    pub(crate) fn cancel(&self, request: RequestId) {
+        let _ = self.send(Command::Cancel { request });
+    }
+
+    pub(crate) async fn stats(&self) -> Result<GatewayStats, DriverGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Stats { reply })?;
+        rx.await.map_err(|_| DriverGone)
+    }
+
+    fn send(&self, cmd: Command) -> Result<(), DriverGone> {
+        self.tx.send(cmd).map_err(|_| DriverGone)
+    }
+}
+
+struct State {
+    core: Core,
+    links: HashMap<LinkId, mpsc::UnboundedSender<LinkOut>>,
+    requests: HashMap<RequestId, mpsc::UnboundedSender<ResponseEvent>>,
+}
+
+async fn run(core: Core, mut rx: mpsc::UnboundedReceiver<Command>) {
+    let mut st = State {
+        core,
+        links: HashMap::new(),
+        requests: HashMap::new(),
+    };
+    loop {
+        let wake = st.core.poll_timeout();
+        tokio::select! {
+            cmd = rx.recv() => {
+                let Some(cmd) = cmd else { return };
+                st.apply(cmd);
+                // Take whatever else is already queued before flushing, so a
+                // burst of commands costs one pass over the outputs.
+                for _ in 0..256 {
+                    match rx.try_recv() {
+                        Ok(cmd) => st.apply(cmd),
+                        Err(_) => break,
+                    }
+                }
+            }
+            () = sleep_until(wake), if wake.is_some() => {
+                st.core.handle_timeout(Instant::now());
+            }
+        }
+        st.flush();
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+    }
+}
+
+impl State {
+    fn apply(&mut self, cmd: Command) {
+        let now = Instant::now();
+        match cmd {
+            Command::Admit {
+                identity,
+                grants,
+                features,
+                outbox,
+                reply,
+            } => {
+                let link = self.core.admit(now, identity, grants, features);
+                self.links.insert(link, outbox);
+                if reply.send(link).is_err() {
+                    self.links.remove(&link);
+                    self.core.close_link(now, link);
+                }
+            }
+            Command::Message { link, message } => self.core.handle_message(now, link, message),
+            Command::Closed { link } => {
+                self.links.remove(&link);
+                self.core.close_link(now, link);
+            }
+            Command::Start {
+                host,
+                head,
+                body,
+                events,
+                reply,
+            } => {
+                let result = self.core.start_request(now, &host, head, body).map(|id| {
+                    let link = self.core.request_link(&id);
+                    let receiver = link
+                        .and_then(|l| self.core.link_identity(l))
+                        .map(|i| match i {
+                            Identity::Anonymous => link.map(|l| l.to_string()).unwrap_or_default(),
+                            Identity::Did(did) => did.clone(),
+                        })
+                        .unwrap_or_default();
+                    self.requests.insert(id.clone(), events);
+                    Started {
+                        id,
+                        receiver,
+                    }
+                });
+                if let Ok(started) = &result {
+                    if reply.send(Ok(started.clone())).is_err() {
+                        self.requests.remove(&started.id);
+                        self.core.cancel(now, &started.id);
+                    }
+                } else {
+                    let _ = reply.send(result);
+                }
+            }
+            Command::Body { request, data, last } => {
+                // A body for a request that already ended is dropped: the
+                // client was already answered.
+                let _ = self.core.push_body(now, &request, data, last);
+            }
+            Command::Cancel { request } => {
+                self.requests.remove(&request);
+                self.core.cancel(now, &request);
+            }
+            Command::Stats { reply } => {
+                let _ = reply.send(self.core.stats(now));
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        while let Some(out) = self.core.poll_output() {
+            match out {
+                Output::Transmit { link, message } => {
+                    if let Some(tx) = self.links.get(&link) {
+                        let _ = tx.send(LinkOut::Send(message));
+                    }
+                }
+                Output::Response { request, event } => {
+                    let terminal = matches!(event, ResponseEvent::End | ResponseEvent::Failed(_));
+                    let sent = self.requests.get(&request).is_some_and(|tx| tx.send(event).is_ok());
+                    if terminal {
+                        self.requests.remove(&request);
+                    } else if !sent && self.requests.remove(&request).is_some() {
+                        // The client is gone: stop the request.
+                        self.core.cancel(Instant::now(), &request);
+                    }
+                }
+                Output::Close { link, code, reason } => {
+                    if let Some(tx) = self.links.remove(&link) {
+                        let _ = tx.send(LinkOut::Close { code, reason });
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! The gateway runtime: listeners, the receivers' WebSocket endpoint, and
+//! the task that drives `anpx_core::gateway`.
+
+mod admission;
+mod driver;
+mod http;
+mod link;
+
+pub use admission::{Admission, Admitted, OpenAdmission, Refusal};
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anpx_core::features::{Feature, Features};
+use anpx_core::gateway::{Gateway as Core, GatewayConfig, GatewayStats};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use self::driver::Driver;
+use self::http::{Listener, Shared};
+
+/// How to run a gateway.
+#[derive(Clone)]
+pub struct GatewayOptions {
+    /// Public HTTP address (also serves receivers at `/ws`).
+    pub listen: SocketAddr,
+    /// Optional separate address where receivers connect at any path.
+    pub ws_listen: Option<SocketAddr>,
+    /// The state machine's settings.
+    pub core: GatewayConfig,
+    /// Who may connect as a receiver.
+    pub admission: Arc<dyn Admission>,
+    /// How long in-flight requests may take to finish on shutdown.
+    pub drain_grace: Duration,
+}
+
+impl GatewayOptions {
+    /// Open mode on `listen` with default settings.
+    pub fn open(listen: SocketAddr) -> Self {
+        GatewayOptions {
+            listen,
+            ws_listen: None,
+            core: GatewayConfig::default(),
+            admission: Arc::new(OpenAdmission),
+            drain_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A running gateway.
+pub struct Gateway {
+    public_addr: SocketAddr,
+    ws_addr: Option<SocketAddr>,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    drain_grace: Duration,
+}
+
+impl Gateway {
+    /// Binds the listeners and starts serving.
+    pub async fn bind(options: GatewayOptions) -> std::io::Result<Gateway> {
+        let public = TcpListener::bind(options.listen).await?;
+        let ws = match options.ws_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        let seed = fastrand::u64(..);
+        let shared = Arc::new(Shared {
+            driver: Driver::spawn(Core::new(options.core.clone(), seed)),
+            admission: options.admission.clone(),
+            features: [Feature::Streaming, Feature::Lossless].into_iter().collect::<Features>(),
+            chunk_size: options.core.chunk_size,
+            max_frame_len: options.core.frame_limits.max_frame_len,
+            scheme: "http",
+            draining: Default::default(),
+            auth_refusals: Default::default(),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let public_addr = public.local_addr()?;
+        let ws_addr = ws.as_ref().map(TcpListener::local_addr).transpose()?;
+        let mut tasks = JoinSet::new();
+        tasks.spawn(accept_loop(public, Listener::Public, shared.clone(), stopped.clone()));
+        if let Some(ws) = ws {
+            tasks.spawn(accept_loop(ws, Listener::Receivers, shared.clone(), stopped));
+        }
+        tracing::info!(%public_addr, ws_addr = ?ws_addr, "gateway listening");
+        Ok(Gateway {
+            public_addr,
+            ws_addr,
+            shared,
+            stop,
+            tasks,
+            drain_grace: options.drain_grace,
+        })
+    }
+
+    /// The public address actually bound (useful with port 0).
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public_addr
+    }
+
+    /// The separate receiver address, when configured.
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.ws_addr
+    }
+
+    /// A snapshot of the gateway's state.
+    pub async fn stats(&self) -> Option<GatewayStats> {
+        self.shared.driver.stats().await.ok()
+    }
+
+    /// Stops accepting, lets requests in flight finish within the drain
+    /// grace period, then stops.
+    pub async fn shutdown(mut self) {
+        self.shared.draining.store(true, Ordering::Relaxed);
+        let _ = self.stop.send(true);
+        let deadline = tokio::time::Instant::now() + self.drain_grace;
+        while tokio::time::Instant::now() < deadline {
+            match self.shared.driver.stats().await {
+                Ok(s) if s.in_flight > 0 => tokio::time::sleep(Duration::from_millis(50)).await,
+                _ => break,
+            }
+        }
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+async fn accept_loop(listener: TcpListener, which: Listener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (tcp, peer) = match accepted {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                let local = tcp.local_addr().unwrap_or(peer);
+                let shared = shared.clone();
+                connections.spawn(async move {
+                    let service = service_fn(move |req| http::handle(req, shared.clone(), peer, local, which));
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = stop.changed() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    // Connections already open keep running until the caller aborts us.
+    while connections.join_next().await.is_some() {}
+}

@@ -1,0 +1,12 @@
+//! anpx on tokio + hyper: the gateway and receiver runtimes around the
+//! sans-IO `anpx-core` state machines.
+//!
+//! The binary `anpx` is a thin command line over this library; tests and
+//! programs that embed anpx start the same pieces in-process:
+//! [`gateway::Gateway::bind`] and [`receiver::Receiver::spawn`].
+
+pub mod body;
+pub mod gateway;
+pub mod receiver;
+pub mod upstream;
+mod ws;

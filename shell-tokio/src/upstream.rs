@@ -1,0 +1,147 @@
+//! Where a receiver sends the requests it gets: a local HTTP service
+//! (reverse-proxy style) or an in-process `tower` service such as an axum
+//! `Router`.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::body::{BoxError, ChannelBody};
+
+/// The request an upstream gets: the body streams in as the gateway sends it.
+pub type UpstreamRequest = http::Request<ChannelBody>;
+/// The response an upstream gives: any body of `Bytes`.
+pub type UpstreamResponse = http::Response<BoxBody<Bytes, BoxError>>;
+/// The future an upstream returns.
+pub type UpstreamFuture = Pin<Box<dyn Future<Output = Result<UpstreamResponse, BoxError>> + Send>>;
+
+/// Something that answers HTTP requests for a receiver.
+pub trait Upstream: Send + Sync + 'static {
+    /// Serves one request.
+    fn call(&self, request: UpstreamRequest) -> UpstreamFuture;
+}
+
+/// A local HTTP service reached over a keep-alive connection pool.
+#[derive(Clone)]
+pub struct HttpUpstream {
+    client: Client<HttpConnector, ChannelBody>,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    /// Path prefix from the URL, without a trailing `/`.
+    prefix: String,
+}
+
+/// An upstream URL that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamUrlError {
+    /// Not a URI.
+    #[error("invalid upstream url {url:?}: {source}")]
+    Invalid {
+        /// The text given.
+        url: String,
+        /// Why it does not parse.
+        source: http::uri::InvalidUri,
+    },
+    /// Only `http://` is reached directly.
+    #[error("upstream url {0:?} must start with http://")]
+    Scheme(String),
+}
+
+impl HttpUpstream {
+    /// An upstream at `url`, e.g. `http://127.0.0.1:8000`. A path in the URL
+    /// is put in front of every request path.
+    pub fn new(url: &str) -> Result<Self, UpstreamUrlError> {
+        let uri: http::Uri = url.parse().map_err(|source| UpstreamUrlError::Invalid {
+            url: url.to_owned(),
+            source,
+        })?;
+        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+            return Err(UpstreamUrlError::Scheme(url.to_owned()));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        let parts = uri.into_parts();
+        let (Some(scheme), Some(authority)) = (parts.scheme, parts.authority) else {
+            return Err(UpstreamUrlError::Scheme(url.to_owned()));
+        };
+        let prefix = parts
+            .path_and_query
+            .map(|p| p.path().trim_end_matches('/').to_owned())
+            .unwrap_or_default();
+        Ok(HttpUpstream {
+            client,
+            scheme,
+            authority,
+            prefix,
+        })
+    }
+
+    fn target(&self, path_and_query: &str) -> Result<http::Uri, http::Error> {
+        http::Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(format!("{}{path_and_query}", self.prefix))
+            .build()
+    }
+}
+
+impl Upstream for HttpUpstream {
+    fn call(&self, mut request: UpstreamRequest) -> UpstreamFuture {
+        let path_and_query = request.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());
+        let client = self.client.clone();
+        let target = self.target(&path_and_query);
+        Box::pin(async move {
+            *request.uri_mut() = target?;
+            let response = client.request(request).await?;
+            Ok(response.map(|b| b.map_err(BoxError::from).boxed()))
+        })
+    }
+}
+
+/// Any `tower` service as an upstream: an axum `Router`, a hyper
+/// `service_fn`, ... Plugging one in is one line:
+///
+/// ```no_run
+/// # use shell_tokio::upstream::ServiceUpstream;
+/// # fn demo<S: Clone>(router: S) {
+/// let upstream = ServiceUpstream::new(router);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct ServiceUpstream<S> {
+    service: S,
+}
+
+impl<S> ServiceUpstream<S> {
+    /// Wraps `service`.
+    pub fn new(service: S) -> Self {
+        ServiceUpstream { service }
+    }
+}
+
+impl<S, B> Upstream for ServiceUpstream<S>
+where
+    S: tower_service::Service<UpstreamRequest, Response = http::Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn call(&self, request: UpstreamRequest) -> UpstreamFuture {
+        let mut service = self.service.clone();
+        Box::pin(async move {
+            std::future::poll_fn(|cx| service.poll_ready(cx)).await.map_err(Into::into)?;
+            let response = service.call(request).await.map_err(Into::into)?;
+            Ok(response.map(|b| b.map_err(Into::into).boxed()))
+        })
+    }
+}
