@@ -59,6 +59,7 @@ enum Command {
     Stats {
         reply: oneshot::Sender<GatewayStats>,
     },
+    Shutdown,
 }
 
 /// The gateway task stopped (the runtime is shutting down).
@@ -137,6 +138,11 @@ impl Driver {
         rx.await.map_err(|_| DriverGone)
     }
 
+    /// Closes every receiver connection and stops the task.
+    pub(crate) fn shutdown(&self) {
+        let _ = self.send(Command::Shutdown);
+    }
+
     fn send(&self, cmd: Command) -> Result<(), DriverGone> {
         self.tx.send(cmd).map_err(|_| DriverGone)
     }
@@ -159,12 +165,16 @@ async fn run(core: Core, mut rx: mpsc::UnboundedReceiver<Command>) {
         tokio::select! {
             cmd = rx.recv() => {
                 let Some(cmd) = cmd else { return };
+                if matches!(cmd, Command::Shutdown) {
+                    return st.close_all();
+                }
                 st.apply(cmd);
                 // Take whatever else is already queued before flushing, so a
                 // burst of commands costs one pass over the outputs.
                 for _ in 0..256 {
                     match rx.try_recv() {
-                        Ok(cmd) => st.apply(cmd),
+                        Ok(Command::Shutdown) => return st.close_all(),
+                    Ok(cmd) => st.apply(cmd),
                         Err(_) => break,
                     }
                 }
@@ -249,7 +259,20 @@ impl State {
             Command::Stats { reply } => {
                 let _ = reply.send(self.core.stats(now));
             }
+            Command::Shutdown => {}
         }
+    }
+
+    fn close_all(mut self) {
+        let now = Instant::now();
+        for (link, tx) in self.links.drain() {
+            let _ = tx.send(LinkOut::Close {
+                code: anpx_core::ws::CLOSE_GOING_AWAY,
+                reason: "gateway shutting down".into(),
+            });
+            self.core.close_link(now, link);
+        }
+        self.flush();
     }
 
     fn flush(&mut self) {

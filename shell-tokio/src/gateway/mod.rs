@@ -128,6 +128,7 @@ impl Gateway {
                 _ => break,
             }
         }
+        self.shared.driver.shutdown();
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
     }

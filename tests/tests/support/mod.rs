@@ -1,0 +1,178 @@
+//! What the end-to-end scenarios share: a local backend service, an HTTP
+//! client, and starting a gateway and receivers in-process on loopback.
+
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use sha2::{Digest, Sha256};
+use shell_tokio::gateway::{Gateway, GatewayOptions};
+use shell_tokio::receiver::{Receiver, ReceiverOptions, Status};
+use shell_tokio::upstream::HttpUpstream;
+use tokio::net::TcpListener;
+
+pub type Body = BoxBody<Bytes, Infallible>;
+
+pub fn sha256(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+/// Deterministic bytes for big bodies.
+pub fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i.wrapping_mul(31) ^ (i >> 8)) as u8).collect()
+}
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).boxed()
+}
+
+/// The backend behind the receiver:
+/// - `/svc/slow`: answers after 3 s;
+/// - `/svc/hold`: never answers;
+/// - `/svc/download?size=N`: N pattern bytes, streamed in 64 KiB pieces;
+/// - anything else: echoes the body, with the method, path, query and body
+///   hash in headers and two `set-cookie` headers.
+async fn backend(req: http::Request<Incoming>) -> Result<http::Response<Body>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    if path.ends_with("/slow") {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        return Ok(http::Response::new(full("late")));
+    }
+    if path.ends_with("/hold") {
+        std::future::pending::<()>().await;
+    }
+    if path.ends_with("/download") {
+        let size: usize = query.strip_prefix("size=").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let data = Bytes::from(pattern(size));
+        let pieces: Vec<Result<Frame<Bytes>, Infallible>> = (0..size)
+            .step_by(65536)
+            .map(|start| Ok(Frame::data(data.slice(start..(start + 65536).min(size)))))
+            .collect();
+        let body = StreamBody::new(futures_util::stream::iter(pieces)).boxed();
+        return Ok(http::Response::builder().header("x-body-sha256", sha256(&data)).body(body).unwrap());
+    }
+    let method = req.method().to_string();
+    let forwarded_for = req.headers().get("x-forwarded-for").map(|v| v.to_str().unwrap_or("").to_owned()).unwrap_or_default();
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    Ok(http::Response::builder()
+        .header("x-method", method)
+        .header("x-path", path)
+        .header("x-query", query)
+        .header("x-forwarded-for-seen", forwarded_for)
+        .header("x-body-sha256", sha256(&body))
+        .header("set-cookie", "a=1; Path=/")
+        .header("set-cookie", "b=2; Path=/")
+        .body(full(body))
+        .unwrap())
+}
+
+/// Starts the backend on an ephemeral loopback port.
+pub async fn start_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service_fn(backend))
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A gateway on an ephemeral port, configured by `tune`.
+pub async fn start_gateway(tune: impl FnOnce(&mut GatewayOptions)) -> Gateway {
+    let mut options = GatewayOptions::open("127.0.0.1:0".parse().unwrap());
+    options.drain_grace = Duration::from_secs(2);
+    tune(&mut options);
+    Gateway::bind(options).await.unwrap()
+}
+
+pub fn receiver_options(gateway: SocketAddr, backend: SocketAddr, services: &[&str]) -> ReceiverOptions {
+    let mut backoff = anpx_core::backoff::BackoffConfig::default();
+    backoff.first_delay = Duration::from_millis(50);
+    backoff.max_delay = Duration::from_millis(400);
+    ReceiverOptions {
+        gateway: format!("ws://{gateway}/ws"),
+        services: services.iter().map(|s| s.parse().unwrap()).collect(),
+        core: Default::default(),
+        backoff,
+        upstream: Arc::new(HttpUpstream::new(&format!("http://{backend}")).unwrap()),
+        credentials: None,
+    }
+}
+
+/// A receiver serving `services` from `backend`, connected before returning.
+pub async fn start_receiver(gateway: SocketAddr, backend: SocketAddr, services: &[&str]) -> Receiver {
+    let r = Receiver::spawn(receiver_options(gateway, backend, services));
+    let status = tokio::time::timeout(Duration::from_secs(10), r.wait_ready()).await.expect("receiver connects in time");
+    assert!(matches!(status, Status::Connected { .. }), "{status:?}");
+    r
+}
+
+pub fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Body> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// What a test reads of a response.
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not json ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// Sends a request through the gateway at `gateway`, as for `host`.
+pub async fn send(gateway: SocketAddr, method: &str, host: &str, path_and_query: &str, body: impl Into<Bytes>) -> Reply {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{gateway}{path_and_query}"))
+        .header("host", host)
+        .body(full(body))
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(30), client().request(req))
+        .await
+        .expect("response in time")
+        .expect("response");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("whole body").to_bytes();
+    Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// Waits until the gateway lists `n` receivers.
+pub async fn wait_for_receivers(gateway: &Gateway, n: usize) {
+    for _ in 0..200 {
+        if gateway.stats().await.is_some_and(|s| s.links.len() == n) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("gateway never had {n} receivers: {:?}", gateway.stats().await.map(|s| s.links.len()));
+}
