@@ -41,6 +41,7 @@
 
 pub mod backoff;
 pub mod chunk;
+pub mod config;
 pub mod control;
 pub mod features;
 pub mod forward;

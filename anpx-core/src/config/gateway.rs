@@ -1,0 +1,255 @@
+//! The `[gateway]` section.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::chunk::DEFAULT_CHUNK_SIZE;
+use crate::frame::{FrameLimits, DEFAULT_MAX_FRAME_LEN};
+use crate::gateway::GatewayConfig;
+use crate::route::ServiceUrl;
+
+/// Settings of `anpx gateway`: the public HTTP front end that receivers
+/// connect to over WebSocket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewaySection {
+    /// Address of the HTTP front end (`gateway.listen`).
+    pub listen: SocketAddr,
+    /// Separate address for receivers' WebSocket connections
+    /// (`gateway.ws_listen`); `None` serves them on [`listen`](Self::listen)
+    /// at `/ws`.
+    pub ws_listen: Option<SocketAddr>,
+    /// Seconds a request may wait for its response
+    /// (`gateway.request_timeout_secs`).
+    pub request_timeout_secs: u64,
+    /// Requests one receiver connection may have in flight
+    /// (`gateway.max_inflight_per_receiver`).
+    pub max_inflight_per_receiver: usize,
+    /// Seconds between WebSocket pings to each receiver
+    /// (`gateway.ping_interval_secs`).
+    pub ping_interval_secs: u64,
+    /// Largest frame sent, in bytes (`gateway.chunk_size`).
+    pub chunk_size: usize,
+    /// Largest frame accepted, in bytes (`gateway.max_frame_bytes`).
+    pub max_frame_bytes: usize,
+    /// Seconds requests in flight get to finish on shutdown
+    /// (`gateway.drain_grace_secs`); 0 stops at once.
+    pub drain_grace_secs: u64,
+    /// Log line format (`gateway.log_format`).
+    pub log_format: LogFormat,
+    /// `[gateway.tls]`.
+    pub tls: TlsSection,
+    /// `[gateway.auth]`.
+    pub auth: AuthSection,
+    /// `[gateway.registry]`.
+    pub registry: RegistrySection,
+    /// `[gateway.routes]`.
+    pub routes: RoutesSection,
+}
+
+impl Default for GatewaySection {
+    fn default() -> Self {
+        GatewaySection {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            ws_listen: None,
+            request_timeout_secs: 30,
+            max_inflight_per_receiver: 100,
+            ping_interval_secs: 30,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            max_frame_bytes: DEFAULT_MAX_FRAME_LEN,
+            drain_grace_secs: 10,
+            log_format: LogFormat::Text,
+            tls: TlsSection::default(),
+            auth: AuthSection::default(),
+            registry: RegistrySection::default(),
+            routes: RoutesSection::default(),
+        }
+    }
+}
+
+impl GatewaySection {
+    /// `request_timeout_secs` as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// `ping_interval_secs` as a duration.
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_secs(self.ping_interval_secs)
+    }
+
+    /// `drain_grace_secs` as a duration.
+    pub fn drain_grace(&self) -> Duration {
+        Duration::from_secs(self.drain_grace_secs)
+    }
+
+    /// The gateway state machine's settings. Settings this file has no key
+    /// for keep their defaults.
+    pub fn core_config(&self) -> GatewayConfig {
+        GatewayConfig {
+            request_timeout: self.request_timeout(),
+            max_inflight_per_link: self.max_inflight_per_receiver,
+            ping_interval: self.ping_interval(),
+            chunk_size: self.chunk_size,
+            frame_limits: FrameLimits {
+                max_frame_len: self.max_frame_bytes,
+            },
+            ..GatewayConfig::default()
+        }
+    }
+}
+
+/// `[gateway.tls]`: serve HTTPS and WSS instead of plain HTTP and WS. Both
+/// files or neither.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsSection {
+    /// PEM certificate chain (`gateway.tls.cert`).
+    pub cert: Option<PathBuf>,
+    /// PEM private key (`gateway.tls.key`).
+    pub key: Option<PathBuf>,
+}
+
+impl TlsSection {
+    /// Whether TLS is configured.
+    pub fn enabled(&self) -> bool {
+        self.cert.is_some() && self.key.is_some()
+    }
+}
+
+/// `[gateway.auth]`: how receivers prove who they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthSection {
+    /// `gateway.auth.mode`.
+    pub mode: AuthMode,
+    /// Base URL of a DID document resolver (`gateway.auth.resolver_base_url`),
+    /// used instead of fetching `did:wba` documents from their own hosts.
+    pub resolver_base_url: Option<String>,
+    /// Directory of DID documents known in advance
+    /// (`gateway.auth.did_documents_dir`), consulted before resolving.
+    pub did_documents_dir: Option<PathBuf>,
+    /// Largest clock difference, in seconds, tolerated in a signed
+    /// authentication header (`gateway.auth.timestamp_window_secs`).
+    pub timestamp_window_secs: u64,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            mode: AuthMode::None,
+            resolver_base_url: None,
+            did_documents_dir: None,
+            timestamp_window_secs: 300,
+        }
+    }
+}
+
+impl AuthSection {
+    /// `timestamp_window_secs` as a duration.
+    pub fn timestamp_window(&self) -> Duration {
+        Duration::from_secs(self.timestamp_window_secs)
+    }
+}
+
+/// `[gateway.registry]`: where grants are fetched from, besides the static
+/// table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrySection {
+    /// `http(s)://` URL of the registry (`gateway.registry.url`); `None`
+    /// uses the static table only.
+    pub url: Option<String>,
+    /// Seconds between registry refreshes (`gateway.registry.refresh_secs`).
+    pub refresh_secs: u64,
+}
+
+impl Default for RegistrySection {
+    fn default() -> Self {
+        RegistrySection {
+            url: None,
+            refresh_secs: 60,
+        }
+    }
+}
+
+impl RegistrySection {
+    /// `refresh_secs` as a duration.
+    pub fn refresh_interval(&self) -> Duration {
+        Duration::from_secs(self.refresh_secs)
+    }
+}
+
+/// `[gateway.routes]`: the static table of which DID may serve which
+/// services. Used when receivers authenticate; without authentication
+/// receivers declare their own services and the table is not needed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoutesSection {
+    /// `[[gateway.routes.grant]]` entries, in file order.
+    pub grant: Vec<Grant>,
+}
+
+/// One `[[gateway.routes.grant]]`: the services a DID may serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The receiver's DID (`did:wba:...`).
+    pub did: String,
+    /// Service URLs (`host/prefix`) it may register.
+    pub services: Vec<ServiceUrl>,
+}
+
+/// `gateway.auth.mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Any receiver may connect and serve what it declares (`"none"`).
+    #[default]
+    None,
+    /// Receivers authenticate with DID-WBA signatures (`"did-wba"`).
+    DidWba,
+}
+
+impl AuthMode {
+    /// Every mode, in the order the help text lists them.
+    pub const ALL: [AuthMode; 2] = [AuthMode::None, AuthMode::DidWba];
+
+    /// The spelling in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::None => "none",
+            AuthMode::DidWba => "did-wba",
+        }
+    }
+}
+
+impl fmt::Display for AuthMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `gateway.log_format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (`"text"`).
+    #[default]
+    Text,
+    /// One JSON object per line (`"json"`).
+    Json,
+}
+
+impl LogFormat {
+    /// Every format, in the order the help text lists them.
+    pub const ALL: [LogFormat; 2] = [LogFormat::Text, LogFormat::Json];
+
+    /// The spelling in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,456 @@
+//! The table of keys: the one place that says which options exist, how
+//! they are spelled as file keys, flags and environment variables, and
+//! which field each sets.
+
+use std::fmt;
+
+use toml::Value;
+
+use super::error::{ConfigError, ValueError};
+use super::value::{
+    self as v, Input, HTTP_URL, MAX_FRAME, MAX_MILLIS, MAX_SECS, MIN_CHUNK, WS_URL,
+};
+use super::Config;
+use crate::frame::DEFAULT_MAX_FRAME_LEN;
+
+/// Prefix of every environment variable of the table.
+pub const ENV_PREFIX: &str = "ANPX_";
+
+/// Environment variable naming the configuration file. The shells read it;
+/// [`Config::apply_env`] skips it rather than refusing it as unknown.
+pub const CONFIG_FILE_ENV: &str = "ANPX_CONFIG";
+
+type ApplyFn = fn(&mut Config, Input<'_>) -> Result<(), ConfigError>;
+type RenderFn = fn(&Config) -> Option<Value>;
+
+/// One option: its file key, environment variable, flag, default and help.
+///
+/// The shells build their flags, help text and `check-config` output from
+/// [`keys`], so an option added here reaches every shell and every source
+/// at once.
+#[derive(Clone, Copy)]
+#[non_exhaustive]
+pub struct KeyInfo {
+    /// The dotted file key, e.g. `gateway.tls.cert`; also what
+    /// [`Config::set`] takes.
+    pub key: &'static str,
+    /// The environment variable, e.g. `ANPX_GATEWAY_TLS_CERT`: `ANPX_`, then
+    /// the key upper-cased with `.` turned into `_`.
+    pub env: &'static str,
+    /// The long flag of the section's subcommand, without `--`, e.g.
+    /// `tls-cert` for `anpx gateway --tls-cert`: the key less its section,
+    /// with `.` and `_` turned into `-`.
+    pub flag: &'static str,
+    /// Placeholder for the value in help text, e.g. `SECS`.
+    pub value_name: &'static str,
+    /// The default as text [`Config::set`] would take; empty when the
+    /// option is unset by default.
+    pub default: &'static str,
+    /// One line of help.
+    pub help: &'static str,
+    apply: ApplyFn,
+    render: RenderFn,
+}
+
+impl KeyInfo {
+    /// The section the key belongs to: `gateway` or `receiver`.
+    pub fn section(&self) -> &'static str {
+        self.key.split('.').next().unwrap_or(self.key)
+    }
+
+    /// Sets the key from a value.
+    pub(crate) fn apply(&self, config: &mut Config, input: Input<'_>) -> Result<(), ConfigError> {
+        (self.apply)(config, input)
+    }
+
+    /// The key's value in `config`; `None` when unset.
+    pub(crate) fn render(&self, config: &Config) -> Option<Value> {
+        (self.render)(config)
+    }
+}
+
+impl fmt::Debug for KeyInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyInfo")
+            .field("key", &self.key)
+            .field("env", &self.env)
+            .field("flag", &self.flag)
+            .field("value_name", &self.value_name)
+            .field("default", &self.default)
+            .field("help", &self.help)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every option, grouped by section in the order `to_toml_string` prints
+/// them.
+///
+/// ```
+/// let listen = anpx_core::config::keys().iter().find(|k| k.key == "gateway.listen").unwrap();
+/// assert_eq!(listen.env, "ANPX_GATEWAY_LISTEN");
+/// assert_eq!(listen.flag, "listen");
+/// assert_eq!(listen.default, "127.0.0.1:8080");
+/// ```
+pub fn keys() -> &'static [KeyInfo] {
+    &KEYS
+}
+
+/// The entry of a dotted key.
+pub fn find_key(key: &str) -> Option<&'static KeyInfo> {
+    KEYS.iter().find(|k| k.key == key)
+}
+
+/// The entry of an environment variable.
+pub fn find_env(var: &str) -> Option<&'static KeyInfo> {
+    KEYS.iter().find(|k| k.env == var)
+}
+
+/// The entry of a section's flag (`find_flag("gateway", "tls-cert")`).
+pub fn find_flag(section: &str, flag: &str) -> Option<&'static KeyInfo> {
+    KEYS.iter()
+        .find(|k| k.section() == section && k.flag == flag)
+}
+
+/// Whether `path` is a table holding keys (`gateway`, `gateway.tls`) rather
+/// than a key.
+pub(crate) fn is_section(path: &str) -> bool {
+    KEYS.iter().any(|k| {
+        k.key
+            .strip_prefix(path)
+            .is_some_and(|rest| rest.starts_with('.'))
+    })
+}
+
+/// The candidate closest to `word`, when close enough to be a likely typo.
+pub(crate) fn nearest<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let limit = (word.chars().count() / 4).clamp(1, 3);
+    candidates
+        .into_iter()
+        .filter(|&c| c != word)
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|&(d, _)| d <= limit)
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance, over chars.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (diagonal + usize::from(ca != cb))
+                .min(above + 1)
+                .min(row[j] + 1);
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// One entry whose field takes the value the parser returns.
+macro_rules! key {
+    (
+        $key:literal, $env:literal, $flag:literal, $value_name:literal, $default:literal,
+        $help:literal, $($field:ident).+, parse: $parse:expr, render: $render:expr $(,)?
+    ) => {
+        KeyInfo {
+            key: $key,
+            env: $env,
+            flag: $flag,
+            value_name: $value_name,
+            default: $default,
+            help: $help,
+            apply: |config, input| {
+                config.$($field).+ = ($parse)(input).map_err(|e: ValueError| e.at($key))?;
+                Ok(())
+            },
+            render: |config| ($render)(&config.$($field).+),
+        }
+    };
+}
+
+static KEYS: [KeyInfo; 29] = [
+    // [gateway]
+    key!(
+        "gateway.listen", "ANPX_GATEWAY_LISTEN", "listen", "ADDR", "127.0.0.1:8080",
+        "Address the public HTTP front end listens on",
+        gateway.listen, parse: v::addr, render: v::render_addr,
+    ),
+    key!(
+        "gateway.ws_listen", "ANPX_GATEWAY_WS_LISTEN", "ws-listen", "ADDR", "",
+        "Separate address for receivers' WebSocket connections (unset: /ws on listen)",
+        gateway.ws_listen, parse: v::opt_addr, render: v::render_opt_addr,
+    ),
+    key!(
+        "gateway.request_timeout_secs", "ANPX_GATEWAY_REQUEST_TIMEOUT_SECS",
+        "request-timeout-secs", "SECS", "30",
+        "Seconds a request may wait for its response before a 504",
+        gateway.request_timeout_secs,
+        parse: |i| v::int(i, 1, MAX_SECS), render: v::render_int,
+    ),
+    key!(
+        "gateway.max_inflight_per_receiver", "ANPX_GATEWAY_MAX_INFLIGHT_PER_RECEIVER",
+        "max-inflight-per-receiver", "N", "100",
+        "Requests one receiver connection may have in flight",
+        gateway.max_inflight_per_receiver,
+        parse: |i| v::int(i, 1, u64::from(u32::MAX)), render: v::render_int,
+    ),
+    key!(
+        "gateway.ping_interval_secs", "ANPX_GATEWAY_PING_INTERVAL_SECS",
+        "ping-interval-secs", "SECS", "30",
+        "Seconds between pings to each receiver; twice this without traffic drops it",
+        gateway.ping_interval_secs,
+        parse: |i| v::int(i, 1, MAX_SECS), render: v::render_int,
+    ),
+    key!(
+        "gateway.chunk_size", "ANPX_GATEWAY_CHUNK_SIZE", "chunk-size", "BYTES", "65536",
+        "Largest frame sent to receivers; larger requests are chunked",
+        gateway.chunk_size,
+        parse: |i| v::int(i, MIN_CHUNK, MAX_FRAME), render: v::render_int,
+    ),
+    key!(
+        "gateway.max_frame_bytes", "ANPX_GATEWAY_MAX_FRAME_BYTES", "max-frame-bytes", "BYTES",
+        "67108864",
+        "Largest frame accepted from receivers",
+        gateway.max_frame_bytes,
+        parse: |i| v::int(i, MIN_CHUNK, MAX_FRAME), render: v::render_int,
+    ),
+    key!(
+        "gateway.drain_grace_secs", "ANPX_GATEWAY_DRAIN_GRACE_SECS", "drain-grace-secs", "SECS",
+        "10",
+        "Seconds requests in flight get to finish on shutdown (0: stop at once)",
+        gateway.drain_grace_secs,
+        parse: |i| v::int(i, 0, MAX_SECS), render: v::render_int,
+    ),
+    key!(
+        "gateway.log_format", "ANPX_GATEWAY_LOG_FORMAT", "log-format", "text|json", "text",
+        "Log lines as human-readable text or one JSON object each",
+        gateway.log_format, parse: v::log_format, render: v::render_word,
+    ),
+    // [gateway.tls]
+    key!(
+        "gateway.tls.cert", "ANPX_GATEWAY_TLS_CERT", "tls-cert", "PATH", "",
+        "PEM certificate chain; with tls.key, serves HTTPS and WSS",
+        gateway.tls.cert, parse: v::opt_path, render: v::render_opt_path,
+    ),
+    key!(
+        "gateway.tls.key", "ANPX_GATEWAY_TLS_KEY", "tls-key", "PATH", "",
+        "PEM private key of tls.cert",
+        gateway.tls.key, parse: v::opt_path, render: v::render_opt_path,
+    ),
+    // [gateway.auth]
+    key!(
+        "gateway.auth.mode", "ANPX_GATEWAY_AUTH_MODE", "auth-mode", "none|did-wba", "none",
+        "How receivers authenticate: not at all, or with DID-WBA signatures",
+        gateway.auth.mode, parse: v::auth_mode, render: v::render_word,
+    ),
+    key!(
+        "gateway.auth.resolver_base_url", "ANPX_GATEWAY_AUTH_RESOLVER_BASE_URL",
+        "auth-resolver-base-url", "URL", "",
+        "DID document resolver used instead of each did:wba host",
+        gateway.auth.resolver_base_url,
+        parse: |i| v::opt_url(i, HTTP_URL), render: v::render_opt_str,
+    ),
+    key!(
+        "gateway.auth.did_documents_dir", "ANPX_GATEWAY_AUTH_DID_DOCUMENTS_DIR",
+        "auth-did-documents-dir", "PATH", "",
+        "Directory of DID documents consulted before resolving",
+        gateway.auth.did_documents_dir, parse: v::opt_path, render: v::render_opt_path,
+    ),
+    key!(
+        "gateway.auth.timestamp_window_secs", "ANPX_GATEWAY_AUTH_TIMESTAMP_WINDOW_SECS",
+        "auth-timestamp-window-secs", "SECS", "300",
+        "Largest clock difference tolerated in a signed authentication header",
+        gateway.auth.timestamp_window_secs,
+        parse: |i| v::int(i, 1, MAX_SECS), render: v::render_int,
+    ),
+    // [gateway.registry]
+    key!(
+        "gateway.registry.url", "ANPX_GATEWAY_REGISTRY_URL", "registry-url", "URL", "",
+        "Registry grants are fetched from, besides the static table",
+        gateway.registry.url,
+        parse: |i| v::opt_url(i, HTTP_URL), render: v::render_opt_str,
+    ),
+    key!(
+        "gateway.registry.refresh_secs", "ANPX_GATEWAY_REGISTRY_REFRESH_SECS",
+        "registry-refresh-secs", "SECS", "60",
+        "Seconds between registry refreshes",
+        gateway.registry.refresh_secs,
+        parse: |i| v::int(i, 1, MAX_SECS), render: v::render_int,
+    ),
+    // [[gateway.routes.grant]]; its parser names the entry at fault itself.
+    KeyInfo {
+        key: "gateway.routes.grant",
+        env: "ANPX_GATEWAY_ROUTES_GRANT",
+        flag: "routes-grant",
+        value_name: "DID=SVC,..;..",
+        default: "",
+        help: "Static grants: which DID may serve which services",
+        apply: |config, input| {
+            config.gateway.routes.grant = v::grants(input)?;
+            Ok(())
+        },
+        render: |config| v::render_grants(&config.gateway.routes.grant),
+    },
+    // [receiver]
+    key!(
+        "receiver.gateway", "ANPX_RECEIVER_GATEWAY", "gateway", "URL", "ws://127.0.0.1:8080/ws",
+        "WebSocket URL of the gateway",
+        receiver.gateway, parse: |i| v::url(i, WS_URL), render: v::render_str,
+    ),
+    key!(
+        "receiver.upstream", "ANPX_RECEIVER_UPSTREAM", "upstream", "URL", "",
+        "Base URL requests are forwarded to (unset: an in-process service)",
+        receiver.upstream,
+        parse: |i| v::opt_url(i, HTTP_URL), render: v::render_opt_str,
+    ),
+    key!(
+        "receiver.services", "ANPX_RECEIVER_SERVICES", "services", "SVC,..", "",
+        "Services to register, as host/prefix (empty: all the gateway grants)",
+        receiver.services,
+        parse: v::services, render: |s: &Vec<_>| Some(v::render_services(s)),
+    ),
+    key!(
+        "receiver.ca_file", "ANPX_RECEIVER_CA_FILE", "ca-file", "PATH", "",
+        "PEM CA certificates trusted for a wss:// gateway, besides the system's",
+        receiver.ca_file, parse: v::opt_path, render: v::render_opt_path,
+    ),
+    key!(
+        "receiver.ping_interval_secs", "ANPX_RECEIVER_PING_INTERVAL_SECS",
+        "ping-interval-secs", "SECS", "30",
+        "Seconds between pings to the gateway; twice this without traffic reconnects",
+        receiver.ping_interval_secs,
+        parse: |i| v::int(i, 1, MAX_SECS), render: v::render_int,
+    ),
+    key!(
+        "receiver.reconnect_first_delay_ms", "ANPX_RECEIVER_RECONNECT_FIRST_DELAY_MS",
+        "reconnect-first-delay-ms", "MS", "1000",
+        "Longest wait before the first reconnect attempt",
+        receiver.reconnect_first_delay_ms,
+        parse: |i| v::int(i, 1, MAX_MILLIS), render: v::render_int,
+    ),
+    key!(
+        "receiver.reconnect_max_delay_secs", "ANPX_RECEIVER_RECONNECT_MAX_DELAY_SECS",
+        "reconnect-max-delay-secs", "SECS", "300",
+        "Longest wait between reconnect attempts",
+        receiver.reconnect_max_delay_secs,
+        parse: |i| v::int(i, 1, MAX_SECS), render: v::render_int,
+    ),
+    key!(
+        "receiver.reconnect_max_attempts", "ANPX_RECEIVER_RECONNECT_MAX_ATTEMPTS",
+        "reconnect-max-attempts", "N", "",
+        "Failed reconnect attempts in a row before giving up (unset: never give up)",
+        receiver.reconnect_max_attempts,
+        parse: |i| v::opt_int(i, 1, u64::from(u32::MAX)), render: v::render_opt_int,
+    ),
+    key!(
+        "receiver.did_document", "ANPX_RECEIVER_DID_DOCUMENT", "did-document", "PATH", "",
+        "This receiver's DID document, for DID-WBA authentication",
+        receiver.did_document, parse: v::opt_path, render: v::render_opt_path,
+    ),
+    key!(
+        "receiver.private_key", "ANPX_RECEIVER_PRIVATE_KEY", "private-key", "PATH", "",
+        "Private key matching did_document",
+        receiver.private_key, parse: v::opt_path, render: v::render_opt_path,
+    ),
+    key!(
+        "receiver.chunk_size", "ANPX_RECEIVER_CHUNK_SIZE", "chunk-size", "BYTES", "65536",
+        "Largest frame sent to the gateway; larger responses are chunked",
+        receiver.chunk_size,
+        // Gateways refuse frames above their limit, 64 MiB by default.
+        parse: |i| v::int(i, MIN_CHUNK, DEFAULT_MAX_FRAME_LEN as u64), render: v::render_int,
+    ),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_derive_from_the_key() {
+        for k in keys() {
+            let env = format!("{ENV_PREFIX}{}", k.key.replace('.', "_").to_uppercase());
+            assert_eq!(k.env, env, "{}", k.key);
+            let flag = k
+                .key
+                .split_once('.')
+                .map(|(_, rest)| rest.replace(['.', '_'], "-"))
+                .unwrap_or_default();
+            assert_eq!(k.flag, flag, "{}", k.key);
+            assert!(["gateway", "receiver"].contains(&k.section()), "{}", k.key);
+            assert!(!k.help.is_empty() && !k.help.contains('\n'), "{}", k.key);
+            assert!(!k.help.ends_with('.'), "{}", k.key);
+        }
+    }
+
+    #[test]
+    fn names_are_unique() {
+        let all = keys();
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
+                assert_ne!(a.key, b.key);
+                assert_ne!(a.env, b.env);
+                assert!(a.section() != b.section() || a.flag != b.flag, "{}", a.flag);
+            }
+            assert_ne!(a.env, CONFIG_FILE_ENV);
+        }
+    }
+
+    #[test]
+    fn sections_are_contiguous() {
+        // to_toml_string writes a table header when the section changes; a
+        // section split in two would be written twice, which TOML refuses.
+        let sections: Vec<&str> = keys()
+            .iter()
+            .map(|k| k.key.rsplit_once('.').map_or("", |(s, _)| s))
+            .collect();
+        for (i, s) in sections.iter().enumerate() {
+            if i > 0 && sections[i - 1] != *s {
+                assert!(!sections[..i].contains(s), "{s} is split");
+            }
+        }
+    }
+
+    #[test]
+    fn lookups() {
+        assert_eq!(
+            find_key("gateway.tls.cert").map(|k| k.env),
+            Some("ANPX_GATEWAY_TLS_CERT")
+        );
+        assert_eq!(
+            find_env("ANPX_RECEIVER_SERVICES").map(|k| k.key),
+            Some("receiver.services")
+        );
+        assert_eq!(
+            find_flag("receiver", "chunk-size").map(|k| k.key),
+            Some("receiver.chunk_size")
+        );
+        assert_eq!(
+            find_flag("gateway", "chunk-size").map(|k| k.key),
+            Some("gateway.chunk_size")
+        );
+        assert!(find_key("gateway").is_none());
+        assert!(is_section("gateway") && is_section("gateway.tls") && is_section("gateway.routes"));
+        assert!(!is_section("gateway.listen") && !is_section("gate") && !is_section(""));
+    }
+
+    #[test]
+    fn suggestions() {
+        let all = || keys().iter().map(|k| k.key);
+        assert_eq!(nearest("gateway.listne", all()), Some("gateway.listen"));
+        assert_eq!(
+            nearest("receiver.service", all()),
+            Some("receiver.services")
+        );
+        assert_eq!(nearest("completely.different", all()), None);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+}

@@ -1,0 +1,102 @@
+//! The `[receiver]` section.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::backoff::BackoffConfig;
+use crate::chunk::DEFAULT_CHUNK_SIZE;
+use crate::receiver::ReceiverConfig;
+use crate::route::ServiceUrl;
+
+/// Settings of `anpx receiver`: the side next to the private service, which
+/// dials out to the gateway and forwards requests to its upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiverSection {
+    /// `ws://` or `wss://` URL of the gateway's WebSocket endpoint
+    /// (`receiver.gateway`).
+    pub gateway: String,
+    /// `http://` or `https://` base URL requests are forwarded to
+    /// (`receiver.upstream`); `None` when the service runs in-process.
+    pub upstream: Option<String>,
+    /// Services to register (`receiver.services`); empty registers
+    /// everything the gateway grants.
+    pub services: Vec<ServiceUrl>,
+    /// PEM file of CA certificates trusted for a `wss://` gateway, besides
+    /// the system's (`receiver.ca_file`).
+    pub ca_file: Option<PathBuf>,
+    /// Seconds between pings to the gateway (`receiver.ping_interval_secs`).
+    pub ping_interval_secs: u64,
+    /// Ceiling of the first reconnect delay, in milliseconds
+    /// (`receiver.reconnect_first_delay_ms`).
+    pub reconnect_first_delay_ms: u64,
+    /// Cap of every reconnect delay, in seconds
+    /// (`receiver.reconnect_max_delay_secs`).
+    pub reconnect_max_delay_secs: u64,
+    /// Consecutive failed attempts before giving up
+    /// (`receiver.reconnect_max_attempts`); `None` retries forever.
+    pub reconnect_max_attempts: Option<u32>,
+    /// This receiver's DID document, for DID-WBA authentication
+    /// (`receiver.did_document`).
+    pub did_document: Option<PathBuf>,
+    /// The private key matching the DID document
+    /// (`receiver.private_key`).
+    pub private_key: Option<PathBuf>,
+    /// Largest frame sent, in bytes (`receiver.chunk_size`).
+    pub chunk_size: usize,
+}
+
+impl Default for ReceiverSection {
+    fn default() -> Self {
+        ReceiverSection {
+            gateway: "ws://127.0.0.1:8080/ws".to_owned(),
+            upstream: None,
+            services: Vec::new(),
+            ca_file: None,
+            ping_interval_secs: 30,
+            reconnect_first_delay_ms: 1000,
+            reconnect_max_delay_secs: 300,
+            reconnect_max_attempts: None,
+            did_document: None,
+            private_key: None,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+        }
+    }
+}
+
+impl ReceiverSection {
+    /// `ping_interval_secs` as a duration.
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_secs(self.ping_interval_secs)
+    }
+
+    /// `reconnect_first_delay_ms` as a duration.
+    pub fn reconnect_first_delay(&self) -> Duration {
+        Duration::from_millis(self.reconnect_first_delay_ms)
+    }
+
+    /// `reconnect_max_delay_secs` as a duration.
+    pub fn reconnect_max_delay(&self) -> Duration {
+        Duration::from_secs(self.reconnect_max_delay_secs)
+    }
+
+    /// The receiver state machine's settings. Settings this file has no key
+    /// for keep their defaults.
+    pub fn core_config(&self) -> ReceiverConfig {
+        ReceiverConfig {
+            ping_interval: self.ping_interval(),
+            chunk_size: self.chunk_size,
+            ..ReceiverConfig::default()
+        }
+    }
+
+    /// The reconnect schedule's settings; growth and reset keep their
+    /// defaults.
+    pub fn backoff_config(&self) -> BackoffConfig {
+        BackoffConfig {
+            first_delay: self.reconnect_first_delay(),
+            max_delay: self.reconnect_max_delay(),
+            max_attempts: self.reconnect_max_attempts,
+            ..BackoffConfig::default()
+        }
+    }
+}
