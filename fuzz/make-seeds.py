@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""Writes the committed seed corpus of the fuzz targets.
+
+decode_frame: every frame of testdata/anpx-vectors/frames.json, one file per
+frame. reassemble: whole vector messages as WIRE records, plus SYNTH scripts
+for the layouts and limits the vectors do not cover (record format: see
+fuzz_targets/reassemble.rs).
+
+Run from anywhere: python3 fuzz/make-seeds.py
+"""
+
+import json
+import struct
+from pathlib import Path
+
+FUZZ = Path(__file__).resolve().parent
+VECTORS = FUZZ.parent / "testdata" / "anpx-vectors" / "frames.json"
+# Larger seeds slow every fuzzing run down and bloat the repository.
+MAX_SEED = 70000
+
+WIRE, SYNTH, TICK, EXPIRE = 0, 1, 2, 3
+REQUEST, RESPONSE, ERROR = 0, 1, 2
+META, CHUNKED, NEXT = 0x20, 0x40, 0x80
+FINAL_BYTE, FINAL_WORD, BODY = 1, 2, 4
+
+
+def wire(frame):
+    return bytes([WIRE]) + struct.pack(">H", len(frame)) + frame
+
+
+def synth(kind, id_no, flags=0, index=0, total=0, final=0, body_len=None):
+    a = kind | (id_no << 2) | flags
+    d = final | (BODY if body_len is not None else 0)
+    return bytes([SYNTH, a, index, total, d]) + struct.pack(">H", body_len or 0)
+
+
+def tick(ms):
+    return bytes([TICK]) + struct.pack(">H", ms)
+
+
+def expire():
+    return bytes([EXPIRE])
+
+
+def write(target, name, data):
+    out = FUZZ / "corpus" / target
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"seed-{name}").write_bytes(data)
+
+
+def main():
+    vectors = json.loads(VECTORS.read_text())["cases"]
+    cases = {c["name"]: [bytes.fromhex(h) for h in c["frames_hex"]] for c in vectors}
+
+    for name, frames in cases.items():
+        for n, frame in enumerate(frames):
+            if len(frame) <= MAX_SEED:
+                write("decode_frame", f"{name}-{n}", frame)
+
+    for name in ["request_chunked_small", "response_chunked"]:
+        write("reassemble", f"wire-{name}", b"".join(wire(f) for f in cases[name]))
+    singles = ["request_get_no_body", "response_200_json", "error_frame", "unknown_tag_skipped"]
+    write("reassemble", "wire-single-frames", b"".join(wire(cases[n][0]) for n in singles))
+
+    chunked = CHUNKED | NEXT
+    write(
+        "reassemble",
+        "synth-request-meta-first",
+        synth(REQUEST, 0, chunked | META, body_len=1000)
+        + synth(REQUEST, 0, chunked, body_len=1000)
+        + synth(REQUEST, 0, chunked, final=FINAL_WORD, body_len=1000),
+    )
+    write(
+        "reassemble",
+        "synth-response-meta-last",
+        synth(RESPONSE, 1, chunked, total=3, body_len=700)
+        + synth(RESPONSE, 1, chunked, total=3, body_len=700)
+        + synth(RESPONSE, 1, chunked | META, total=3, final=FINAL_BYTE, body_len=10),
+    )
+    write(
+        "reassemble",
+        "synth-error-chunked",
+        synth(ERROR, 2, chunked, body_len=5)
+        + synth(ERROR, 2, chunked, final=FINAL_BYTE, body_len=5),
+    )
+    write(
+        "reassemble",
+        "synth-partials-and-expiry",
+        b"".join(synth(REQUEST, i, chunked | META, body_len=10) for i in range(5))
+        + tick(600)
+        + synth(REQUEST, 0, chunked, body_len=10)
+        + tick(600)
+        + expire()
+        + synth(REQUEST, 0, chunked, final=FINAL_BYTE)
+        + synth(REQUEST, 4, chunked | META, body_len=10)
+        + tick(1000)
+        + expire(),
+    )
+    write(
+        "reassemble",
+        "synth-too-large",
+        synth(REQUEST, 3, chunked | META, body_len=4000)
+        + synth(REQUEST, 3, chunked, body_len=100)
+        + synth(RESPONSE, 3, chunked, body_len=2000)
+        + synth(RESPONSE, 3, chunked, body_len=100),
+    )
+
+
+if __name__ == "__main__":
+    main()
