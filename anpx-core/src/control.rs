@@ -77,22 +77,36 @@ mod tests {
 
     #[test]
     fn pong_echoes_the_raw_timestamp() {
-        let Control::Ping { timestamp } = Control::parse(r#"{"type": "ping", "timestamp": 1.0e3}"#).unwrap() else {
+        let Control::Ping { timestamp } =
+            Control::parse(r#"{"type": "ping", "timestamp": 1.0e3}"#).unwrap()
+        else {
             panic!("not a ping")
         };
-        assert_eq!(pong(timestamp.as_deref()), r#"{"type": "pong", "timestamp": 1.0e3}"#);
+        assert_eq!(
+            pong(timestamp.as_deref()),
+            r#"{"type": "pong", "timestamp": 1.0e3}"#
+        );
     }
 
     #[test]
     fn other_types_and_garbage() {
-        assert_eq!(Control::parse(r#"{"type":"heartbeat"}"#).unwrap(), Control::Heartbeat);
         assert_eq!(
-            Control::parse(r#"{"type":"authentication","data":{"did_token":"did:wba:x"}}"#).unwrap(),
+            Control::parse(r#"{"type":"heartbeat"}"#).unwrap(),
+            Control::Heartbeat
+        );
+        assert_eq!(
+            Control::parse(r#"{"type":"authentication","data":{"did_token":"did:wba:x"}}"#)
+                .unwrap(),
             Control::Authentication
         );
-        assert_eq!(Control::parse(r#"{"type":"x"}"#).unwrap(), Control::Unknown("x".into()));
+        assert_eq!(
+            Control::parse(r#"{"type":"x"}"#).unwrap(),
+            Control::Unknown("x".into())
+        );
         assert!(Control::parse("not json").is_err());
         assert!(Control::parse(r#"{"type": 5}"#).is_err());
-        assert!(matches!(Control::parse(&ping(12.5)).unwrap(), Control::Ping { timestamp: Some(t) } if t == "12.500"));
+        assert!(
+            matches!(Control::parse(&ping(12.5)).unwrap(), Control::Ping { timestamp: Some(t) } if t == "12.500")
+        );
     }
 }

@@ -72,7 +72,12 @@ pub fn request_head<'h>(
     strip_hop_by_hop(&mut list);
     let host = list.get("host").map(str::to_owned);
     let prior_for: Vec<String> = list.get_all("x-forwarded-for").map(str::to_owned).collect();
-    for name in ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port"] {
+    for name in [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-port",
+    ] {
         list.remove(name);
     }
     let mut chain = prior_for.join(", ");
@@ -112,9 +117,14 @@ mod tests {
 
     #[test]
     fn connection_named_headers_are_stripped_too() {
-        let mut h: HeaderList = [("Connection", "keep-alive, X-Secret"), ("x-secret", "1"), ("x-kept", "2"), ("TE", "trailers")]
-            .into_iter()
-            .collect();
+        let mut h: HeaderList = [
+            ("Connection", "keep-alive, X-Secret"),
+            ("x-secret", "1"),
+            ("x-kept", "2"),
+            ("TE", "trailers"),
+        ]
+        .into_iter()
+        .collect();
         strip_hop_by_hop(&mut h);
         assert_eq!(h.iter().collect::<Vec<_>>(), [("x-kept", "2")]);
     }
@@ -130,11 +140,23 @@ mod tests {
             "GET",
             "/",
             None,
-            [("x-forwarded-for", "1.1.1.1"), ("x-forwarded-proto", "https"), ("host", "h")],
+            [
+                ("x-forwarded-for", "1.1.1.1"),
+                ("x-forwarded-proto", "https"),
+                ("host", "h"),
+            ],
             &client,
         );
-        assert_eq!(head.headers.get("x-forwarded-for"), Some("1.1.1.1, 10.0.0.1"));
-        assert_eq!(head.headers.get_all("x-forwarded-proto").collect::<Vec<_>>(), ["http"]);
+        assert_eq!(
+            head.headers.get("x-forwarded-for"),
+            Some("1.1.1.1, 10.0.0.1")
+        );
+        assert_eq!(
+            head.headers
+                .get_all("x-forwarded-proto")
+                .collect::<Vec<_>>(),
+            ["http"]
+        );
         assert_eq!(head.headers.get("x-forwarded-port"), Some("8080"));
     }
 }

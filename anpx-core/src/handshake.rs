@@ -29,7 +29,11 @@ pub fn parse_services(value: &str) -> Result<Vec<ServiceUrl>, ServiceUrlError> {
 
 /// Writes a list of service URLs as a header value.
 pub fn format_services(services: &[ServiceUrl]) -> String {
-    services.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    services
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// True when `inner` is `outer` or lies under it: same host (or `outer`'s

@@ -54,4 +54,6 @@ pub mod route;
 mod timer;
 pub mod ws;
 
-pub use message::{canonical_reason, HeaderList, Head, Message, RequestHead, RequestId, ResponseHead};
+pub use message::{
+    canonical_reason, Head, HeaderList, Message, RequestHead, RequestId, ResponseHead,
+};

@@ -17,7 +17,9 @@ pub(crate) struct TimerQueue<K: Ord> {
 
 impl<K: Ord> Default for TimerQueue<K> {
     fn default() -> Self {
-        TimerQueue { heap: BinaryHeap::new() }
+        TimerQueue {
+            heap: BinaryHeap::new(),
+        }
     }
 }
 
@@ -59,7 +61,9 @@ mod tests {
         q.arm(t + Duration::from_secs(2), 2);
         assert_eq!(q.next(), Some(t + Duration::from_secs(1)));
         assert!(q.pop_due(t).is_none());
-        let due: Vec<_> = std::iter::from_fn(|| q.pop_due(t + Duration::from_secs(2))).map(|(_, k)| k).collect();
+        let due: Vec<_> = std::iter::from_fn(|| q.pop_due(t + Duration::from_secs(2)))
+            .map(|(_, k)| k)
+            .collect();
         assert_eq!(due, [1, 2]);
         assert_eq!(q.len(), 1);
     }

@@ -12,8 +12,15 @@ use proptest::prelude::*;
 
 fn header_list() -> impl Strategy<Value = HeaderList> {
     // Few distinct names so that repeats (set-cookie style) are common.
-    let name = prop::sample::select(vec!["set-cookie", "x-a", "Accept", "X-Trace-Id", "content-type"]);
-    prop::collection::vec((name, any::<String>()), 0..6).prop_map(|pairs| pairs.into_iter().collect())
+    let name = prop::sample::select(vec![
+        "set-cookie",
+        "x-a",
+        "Accept",
+        "X-Trace-Id",
+        "content-type",
+    ]);
+    prop::collection::vec((name, any::<String>()), 0..6)
+        .prop_map(|pairs| pairs.into_iter().collect())
 }
 
 fn query() -> impl Strategy<Value = String> {
@@ -22,36 +29,46 @@ fn query() -> impl Strategy<Value = String> {
         // Arbitrary raw strings, including ones the flat form cannot express.
         "[a-z0-9=&%+. ]{0,40}",
         prop::collection::vec(("[a-z]{1,3}", any::<String>()), 1..5).prop_map(|pairs| {
-            form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
+            form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(pairs)
+                .finish()
         }),
     ]
 }
 
 fn head() -> impl Strategy<Value = Head> {
-    let request = ("[A-Z]{3,7}", "/[\\PC]{0,30}", query(), header_list()).prop_map(|(method, path, query, headers)| {
-        Head::Request(RequestHead {
-            method,
-            path,
-            query,
-            headers,
-        })
-    });
-    let response = (100u16..=999, any::<String>(), header_list()).prop_map(|(status, reason, headers)| {
-        Head::Response(ResponseHead {
-            status,
-            reason,
-            headers,
-        })
-    });
+    let request = ("[A-Z]{3,7}", "/[\\PC]{0,30}", query(), header_list()).prop_map(
+        |(method, path, query, headers)| {
+            Head::Request(RequestHead {
+                method,
+                path,
+                query,
+                headers,
+            })
+        },
+    );
+    let response =
+        (100u16..=999, any::<String>(), header_list()).prop_map(|(status, reason, headers)| {
+            Head::Response(ResponseHead {
+                status,
+                reason,
+                headers,
+            })
+        });
     prop_oneof![request, response, Just(Head::Error)]
 }
 
 fn message() -> impl Strategy<Value = Message> {
-    (head(), "[0-9a-f-]{1,40}", prop::collection::vec(any::<u8>(), 0..20_000)).prop_map(|(head, id, body)| Message {
-        request_id: RequestId::from(id),
-        head,
-        body: Bytes::from(body),
-    })
+    (
+        head(),
+        "[0-9a-f-]{1,40}",
+        prop::collection::vec(any::<u8>(), 0..20_000),
+    )
+        .prop_map(|(head, id, body)| Message {
+            request_id: RequestId::from(id),
+            head,
+            body: Bytes::from(body),
+        })
 }
 
 fn collect(frames: impl IntoIterator<Item = Bytes>) -> Message {
@@ -60,7 +77,10 @@ fn collect(frames: impl IntoIterator<Item = Bytes>) -> Message {
     let mut out = None;
     for wire in frames {
         let frame = Frame::decode(wire, &FrameLimits::default()).expect("our own frame decodes");
-        if let Some(m) = collector.push(now, frame).expect("our own chunks reassemble") {
+        if let Some(m) = collector
+            .push(now, frame)
+            .expect("our own chunks reassemble")
+        {
             assert!(out.replace(m).is_none(), "completed twice");
         }
     }

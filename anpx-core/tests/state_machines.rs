@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use anpx_core::features::{Feature, Features};
-use anpx_core::gateway::{Failure, Gateway, GatewayConfig, Identity, LinkId, Output, RequestBody, ResponseEvent};
+use anpx_core::gateway::{
+    Failure, Gateway, GatewayConfig, Identity, LinkId, Output, RequestBody, ResponseEvent,
+};
 use anpx_core::receiver::{Receiver, ReceiverConfig, ReceiverOutput, RequestEvent, ResponseBody};
 use anpx_core::ws::WsMessage;
 use anpx_core::{RequestHead, RequestId, ResponseHead};
@@ -26,7 +28,12 @@ impl Pair {
     fn new(features: Features, gw_config: GatewayConfig) -> Self {
         let now = Instant::now();
         let mut gw = Gateway::new(gw_config, 1);
-        let link = gw.admit(now, Identity::Anonymous, vec!["api.agent.com/svc".parse().unwrap()], features);
+        let link = gw.admit(
+            now,
+            Identity::Anonymous,
+            vec!["api.agent.com/svc".parse().unwrap()],
+            features,
+        );
         let rx = Receiver::new(ReceiverConfig::default(), features, now);
         Pair {
             now,
@@ -57,7 +64,9 @@ impl Pair {
             while let Some(out) = self.rx.poll_output() {
                 moved = true;
                 match out {
-                    ReceiverOutput::Transmit(message) => self.gw.handle_message(self.now, self.link, message),
+                    ReceiverOutput::Transmit(message) => {
+                        self.gw.handle_message(self.now, self.link, message)
+                    }
                     ReceiverOutput::Event(e) => self.requests.push(e),
                     ReceiverOutput::Close { .. } => {}
                 }
@@ -70,7 +79,11 @@ impl Pair {
 
     fn advance(&mut self, by: Duration) {
         let end = self.now + by;
-        while let Some(at) = [self.gw.poll_timeout(), self.rx.poll_timeout()].into_iter().flatten().min() {
+        while let Some(at) = [self.gw.poll_timeout(), self.rx.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+        {
             if at > end {
                 break;
             }
@@ -95,7 +108,11 @@ impl Pair {
     }
 
     fn events_of(&self, id: &RequestId) -> Vec<&ResponseEvent> {
-        self.responses.iter().filter(|(r, _)| r == id).map(|(_, e)| e).collect()
+        self.responses
+            .iter()
+            .filter(|(r, _)| r == id)
+            .map(|(_, e)| e)
+            .collect()
     }
 }
 
@@ -106,18 +123,40 @@ fn get(path: &str) -> RequestHead {
 #[test]
 fn a_small_request_round_trips() {
     let mut p = Pair::new(Features::empty(), GatewayConfig::default());
-    let id = p.gw.start_request(p.now, "api.agent.com", get("/svc/hello").with_query("a=1&a=2"), RequestBody::Empty).unwrap();
+    let id =
+        p.gw.start_request(
+            p.now,
+            "api.agent.com",
+            get("/svc/hello").with_query("a=1&a=2"),
+            RequestBody::Empty,
+        )
+        .unwrap();
     p.pump();
-    let RequestEvent::Head { request, head } = &p.requests[0] else { panic!("{:?}", p.requests) };
+    let RequestEvent::Head { request, head } = &p.requests[0] else {
+        panic!("{:?}", p.requests)
+    };
     assert_eq!((&head.path[..], &head.query[..]), ("/svc/hello", "a=1&a=2"));
     assert!(matches!(&p.requests[1], RequestEvent::End { .. }));
     let request = request.clone();
-    let head = ResponseHead::new(200).with_header("set-cookie", "a=1").with_header("set-cookie", "b=2");
-    p.rx.respond(p.now, &request, head, ResponseBody::Full(Bytes::from_static(b"hello"))).unwrap();
+    let head = ResponseHead::new(200)
+        .with_header("set-cookie", "a=1")
+        .with_header("set-cookie", "b=2");
+    p.rx.respond(
+        p.now,
+        &request,
+        head,
+        ResponseBody::Full(Bytes::from_static(b"hello")),
+    )
+    .unwrap();
     p.pump();
     let events = p.events_of(&id);
-    let ResponseEvent::Head(h) = events[0] else { panic!("{events:?}") };
-    assert_eq!(h.headers.get_all("set-cookie").collect::<Vec<_>>(), ["a=1", "b=2"]);
+    let ResponseEvent::Head(h) = events[0] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(
+        h.headers.get_all("set-cookie").collect::<Vec<_>>(),
+        ["a=1", "b=2"]
+    );
     assert_eq!(p.body_of(&id), b"hello");
     assert_eq!(events.last(), Some(&&ResponseEvent::End));
     assert_eq!(p.gw.in_flight(), 0);
@@ -129,9 +168,17 @@ fn large_bodies_stream_both_ways_in_chunks() {
     for features in [Features::empty(), Features::from(Feature::Streaming)] {
         let mut p = Pair::new(features, GatewayConfig::default());
         let upload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-        let id = p.gw.start_request(p.now, "api.agent.com", RequestHead::new("POST", "/svc/up"), RequestBody::Streaming).unwrap();
+        let id =
+            p.gw.start_request(
+                p.now,
+                "api.agent.com",
+                RequestHead::new("POST", "/svc/up"),
+                RequestBody::Streaming,
+            )
+            .unwrap();
         for piece in upload.chunks(100_000) {
-            p.gw.push_body(p.now, &id, Bytes::copy_from_slice(piece), false).unwrap();
+            p.gw.push_body(p.now, &id, Bytes::copy_from_slice(piece), false)
+                .unwrap();
         }
         p.gw.push_body(p.now, &id, Bytes::new(), true).unwrap();
         p.pump();
@@ -145,31 +192,55 @@ fn large_bodies_stream_both_ways_in_chunks() {
             .flatten()
             .collect();
         assert_eq!(received, upload);
-        let RequestEvent::Head { request, .. } = p.requests[0].clone() else { panic!() };
+        let RequestEvent::Head { request, .. } = p.requests[0].clone() else {
+            panic!()
+        };
         assert!(matches!(p.requests.last(), Some(RequestEvent::End { .. })));
 
-        p.rx.respond(p.now, &request, ResponseHead::new(200), ResponseBody::Streaming).unwrap();
+        p.rx.respond(
+            p.now,
+            &request,
+            ResponseHead::new(200),
+            ResponseBody::Streaming,
+        )
+        .unwrap();
         for piece in upload.chunks(70_000) {
-            p.rx.respond_body(p.now, &request, Bytes::copy_from_slice(piece), false).unwrap();
+            p.rx.respond_body(p.now, &request, Bytes::copy_from_slice(piece), false)
+                .unwrap();
         }
-        p.rx.respond_body(p.now, &request, Bytes::new(), true).unwrap();
+        p.rx.respond_body(p.now, &request, Bytes::new(), true)
+            .unwrap();
         p.pump();
         assert_eq!(p.body_of(&id), upload, "features {features}");
         assert_eq!(p.events_of(&id).last(), Some(&&ResponseEvent::End));
-        assert_eq!((p.gw.in_flight(), p.rx.in_flight(), p.rx.partial_requests()), (0, 0, 0));
+        assert_eq!(
+            (p.gw.in_flight(), p.rx.in_flight(), p.rx.partial_requests()),
+            (0, 0, 0)
+        );
     }
 }
 
 #[test]
 fn streaming_response_head_arrives_before_the_body_when_negotiated() {
     let mut p = Pair::new(Features::from(Feature::Streaming), GatewayConfig::default());
-    let id = p.gw.start_request(p.now, "api.agent.com", get("/svc/sse"), RequestBody::Empty).unwrap();
+    let id =
+        p.gw.start_request(p.now, "api.agent.com", get("/svc/sse"), RequestBody::Empty)
+            .unwrap();
     p.pump();
-    let RequestEvent::Head { request, .. } = p.requests[0].clone() else { panic!() };
-    p.rx.respond(p.now, &request, ResponseHead::new(200).with_header("content-type", "text/event-stream"), ResponseBody::Streaming).unwrap();
+    let RequestEvent::Head { request, .. } = p.requests[0].clone() else {
+        panic!()
+    };
+    p.rx.respond(
+        p.now,
+        &request,
+        ResponseHead::new(200).with_header("content-type", "text/event-stream"),
+        ResponseBody::Streaming,
+    )
+    .unwrap();
     p.pump();
     assert!(matches!(p.events_of(&id)[..], [ResponseEvent::Head(_)]));
-    p.rx.respond_body(p.now, &request, Bytes::from_static(b"data: 1\n\n"), false).unwrap();
+    p.rx.respond_body(p.now, &request, Bytes::from_static(b"data: 1\n\n"), false)
+        .unwrap();
     p.pump();
     assert_eq!(p.body_of(&id), b"data: 1\n\n");
 }
@@ -177,14 +248,29 @@ fn streaming_response_head_arrives_before_the_body_when_negotiated() {
 #[test]
 fn without_streaming_the_response_is_buffered_into_reference_frames() {
     let mut p = Pair::new(Features::empty(), GatewayConfig::default());
-    let id = p.gw.start_request(p.now, "api.agent.com", get("/svc/x"), RequestBody::Empty).unwrap();
+    let id =
+        p.gw.start_request(p.now, "api.agent.com", get("/svc/x"), RequestBody::Empty)
+            .unwrap();
     p.pump();
-    let RequestEvent::Head { request, .. } = p.requests[0].clone() else { panic!() };
-    p.rx.respond(p.now, &request, ResponseHead::new(200), ResponseBody::Streaming).unwrap();
-    p.rx.respond_body(p.now, &request, Bytes::from_static(b"ab"), false).unwrap();
+    let RequestEvent::Head { request, .. } = p.requests[0].clone() else {
+        panic!()
+    };
+    p.rx.respond(
+        p.now,
+        &request,
+        ResponseHead::new(200),
+        ResponseBody::Streaming,
+    )
+    .unwrap();
+    p.rx.respond_body(p.now, &request, Bytes::from_static(b"ab"), false)
+        .unwrap();
     p.pump();
-    assert!(p.events_of(&id).is_empty(), "nothing before the end for a reference gateway");
-    p.rx.respond_body(p.now, &request, Bytes::from_static(b"cd"), true).unwrap();
+    assert!(
+        p.events_of(&id).is_empty(),
+        "nothing before the end for a reference gateway"
+    );
+    p.rx.respond_body(p.now, &request, Bytes::from_static(b"cd"), true)
+        .unwrap();
     p.pump();
     assert_eq!(p.body_of(&id), b"abcd");
 }
@@ -196,45 +282,94 @@ fn no_route_is_404_and_capacity_is_503() {
         ..GatewayConfig::default()
     };
     let mut p = Pair::new(Features::empty(), config);
-    let e = p.gw.start_request(p.now, "api.agent.com", get("/elsewhere"), RequestBody::Empty).unwrap_err();
+    let e =
+        p.gw.start_request(
+            p.now,
+            "api.agent.com",
+            get("/elsewhere"),
+            RequestBody::Empty,
+        )
+        .unwrap_err();
     assert_eq!(e.failure().status, 404);
-    assert_eq!(e.failure().body_json(), r#"{"error":"No route found","path":"/elsewhere"}"#);
-    p.gw.start_request(p.now, "api.agent.com", get("/svc/1"), RequestBody::Empty).unwrap();
-    let e = p.gw.start_request(p.now, "api.agent.com", get("/svc/2"), RequestBody::Empty).unwrap_err();
+    assert_eq!(
+        e.failure().body_json(),
+        r#"{"error":"No route found","path":"/elsewhere"}"#
+    );
+    p.gw.start_request(p.now, "api.agent.com", get("/svc/1"), RequestBody::Empty)
+        .unwrap();
+    let e =
+        p.gw.start_request(p.now, "api.agent.com", get("/svc/2"), RequestBody::Empty)
+            .unwrap_err();
     assert_eq!(e.failure().status, 503);
     let totals = p.gw.stats(p.now).totals;
-    assert_eq!((totals.not_found, totals.unavailable, totals.started), (1, 1, 1));
+    assert_eq!(
+        (totals.not_found, totals.unavailable, totals.started),
+        (1, 1, 1)
+    );
 }
 
 #[test]
 fn a_slow_receiver_gets_504_and_its_late_answer_is_dropped() {
     let mut p = Pair::new(Features::empty(), GatewayConfig::default());
-    let id = p.gw.start_request(p.now, "api.agent.com", get("/svc/slow"), RequestBody::Empty).unwrap();
+    let id =
+        p.gw.start_request(p.now, "api.agent.com", get("/svc/slow"), RequestBody::Empty)
+            .unwrap();
     p.pump();
     p.advance(Duration::from_secs(29));
     assert!(p.events_of(&id).is_empty());
     p.advance(Duration::from_secs(2));
-    assert!(matches!(p.events_of(&id)[..], [ResponseEvent::Failed(Failure { status: 504, .. })]));
-    let RequestEvent::Head { request, .. } = p.requests[0].clone() else { panic!() };
-    p.rx.respond(p.now, &request, ResponseHead::new(200), ResponseBody::Empty).unwrap();
+    assert!(matches!(
+        p.events_of(&id)[..],
+        [ResponseEvent::Failed(Failure { status: 504, .. })]
+    ));
+    let RequestEvent::Head { request, .. } = p.requests[0].clone() else {
+        panic!()
+    };
+    p.rx.respond(p.now, &request, ResponseHead::new(200), ResponseBody::Empty)
+        .unwrap();
     p.pump();
-    assert_eq!(p.events_of(&id).len(), 1, "late response must not reach the client");
+    assert_eq!(
+        p.events_of(&id).len(),
+        1,
+        "late response must not reach the client"
+    );
     assert_eq!(p.gw.stats(p.now).totals.stray_frames, 1);
 }
 
 #[test]
 fn closing_the_link_fails_in_flight_requests_with_502_and_removes_routes() {
     let mut p = Pair::new(Features::empty(), GatewayConfig::default());
-    let a = p.gw.start_request(p.now, "api.agent.com", get("/svc/a"), RequestBody::Empty).unwrap();
-    let b = p.gw.start_request(p.now, "api.agent.com", get("/svc/b"), RequestBody::Streaming).unwrap();
+    let a =
+        p.gw.start_request(p.now, "api.agent.com", get("/svc/a"), RequestBody::Empty)
+            .unwrap();
+    let b =
+        p.gw.start_request(
+            p.now,
+            "api.agent.com",
+            get("/svc/b"),
+            RequestBody::Streaming,
+        )
+        .unwrap();
     p.pump();
     p.gw.close_link(p.now, p.link);
     p.pump();
     for id in [&a, &b] {
-        assert!(matches!(p.events_of(id)[..], [ResponseEvent::Failed(Failure { status: 502, .. })]));
+        assert!(matches!(
+            p.events_of(id)[..],
+            [ResponseEvent::Failed(Failure { status: 502, .. })]
+        ));
     }
-    assert!(p.gw.push_body(p.now, &b, Bytes::from_static(b"x"), true).is_err());
-    assert_eq!(p.gw.start_request(p.now, "api.agent.com", get("/svc/a"), RequestBody::Empty).unwrap_err().failure().status, 404);
+    assert!(p
+        .gw
+        .push_body(p.now, &b, Bytes::from_static(b"x"), true)
+        .is_err());
+    assert_eq!(
+        p.gw.start_request(p.now, "api.agent.com", get("/svc/a"), RequestBody::Empty)
+            .unwrap_err()
+            .failure()
+            .status,
+        404
+    );
     p.advance(Duration::from_secs(120));
     let (links, requests, partials, routes, timers) = p.gw.table_sizes();
     assert_eq!((links, requests, partials, routes, timers), (0, 0, 0, 0, 0));
@@ -248,7 +383,9 @@ fn a_silent_receiver_is_dropped_after_two_ping_intervals() {
     p.gw.handle_timeout(t + Duration::from_secs(59));
     assert!(p.gw.link_count() == 1);
     p.gw.handle_timeout(t + Duration::from_secs(60));
-    let closes: Vec<_> = std::iter::from_fn(|| p.gw.poll_output()).filter(|o| matches!(o, Output::Close { .. })).collect();
+    let closes: Vec<_> = std::iter::from_fn(|| p.gw.poll_output())
+        .filter(|o| matches!(o, Output::Close { .. }))
+        .collect();
     assert_eq!(closes.len(), 1);
     assert_eq!(p.gw.link_count(), 0);
 }
@@ -264,8 +401,17 @@ fn receiver_pings_keep_the_link_alive() {
 #[test]
 fn garbage_from_a_receiver_closes_only_that_link() {
     let mut p = Pair::new(Features::empty(), GatewayConfig::default());
-    let other = p.gw.admit(p.now, Identity::Anonymous, vec!["api.agent.com/svc".parse().unwrap()], Features::empty());
-    p.gw.handle_message(p.now, p.link, WsMessage::Binary(Bytes::from_static(b"garbage")));
+    let other = p.gw.admit(
+        p.now,
+        Identity::Anonymous,
+        vec!["api.agent.com/svc".parse().unwrap()],
+        Features::empty(),
+    );
+    p.gw.handle_message(
+        p.now,
+        p.link,
+        WsMessage::Binary(Bytes::from_static(b"garbage")),
+    );
     p.pump();
     assert_eq!(p.closes, vec![(p.link, 1002)]);
     assert_eq!(p.gw.link_count(), 1);
@@ -286,7 +432,11 @@ fn unsigned_authentication_messages_grant_nothing() {
 #[test]
 fn json_ping_is_answered_with_the_same_timestamp() {
     let mut p = Pair::new(Features::empty(), GatewayConfig::default());
-    p.gw.handle_message(p.now, p.link, WsMessage::Text(r#"{"type":"ping","timestamp":1732240542.123456}"#.into()));
+    p.gw.handle_message(
+        p.now,
+        p.link,
+        WsMessage::Text(r#"{"type":"ping","timestamp":1732240542.123456}"#.into()),
+    );
     assert_eq!(
         p.gw.poll_output(),
         Some(Output::Transmit {
@@ -299,27 +449,58 @@ fn json_ping_is_answered_with_the_same_timestamp() {
 #[test]
 fn upstream_failure_before_head_is_a_502_with_the_message() {
     let mut p = Pair::new(Features::empty(), GatewayConfig::default());
-    let id = p.gw.start_request(p.now, "api.agent.com", get("/svc/x"), RequestBody::Empty).unwrap();
+    let id =
+        p.gw.start_request(p.now, "api.agent.com", get("/svc/x"), RequestBody::Empty)
+            .unwrap();
     p.pump();
-    let RequestEvent::Head { request, .. } = p.requests[0].clone() else { panic!() };
-    p.rx.respond_error(p.now, &request, "upstream refused the connection").unwrap();
+    let RequestEvent::Head { request, .. } = p.requests[0].clone() else {
+        panic!()
+    };
+    p.rx.respond_error(p.now, &request, "upstream refused the connection")
+        .unwrap();
     p.pump();
-    let ResponseEvent::Head(h) = p.events_of(&id)[0] else { panic!() };
+    let ResponseEvent::Head(h) = p.events_of(&id)[0] else {
+        panic!()
+    };
     assert_eq!(h.status, 502);
-    assert!(String::from_utf8(p.body_of(&id)).unwrap().contains("upstream refused the connection"));
+    assert!(String::from_utf8(p.body_of(&id))
+        .unwrap()
+        .contains("upstream refused the connection"));
 }
 
 #[test]
 fn upstream_failure_mid_body_makes_the_gateway_cut_the_response() {
     let mut p = Pair::new(Features::from(Feature::Streaming), GatewayConfig::default());
-    let id = p.gw.start_request(p.now, "api.agent.com", get("/svc/x"), RequestBody::Empty).unwrap();
+    let id =
+        p.gw.start_request(p.now, "api.agent.com", get("/svc/x"), RequestBody::Empty)
+            .unwrap();
     p.pump();
-    let RequestEvent::Head { request, .. } = p.requests[0].clone() else { panic!() };
-    p.rx.respond(p.now, &request, ResponseHead::new(200), ResponseBody::Streaming).unwrap();
-    p.rx.respond_body(p.now, &request, Bytes::from_static(b"partial"), false).unwrap();
-    p.rx.respond_error(p.now, &request, "upstream reset").unwrap();
+    let RequestEvent::Head { request, .. } = p.requests[0].clone() else {
+        panic!()
+    };
+    p.rx.respond(
+        p.now,
+        &request,
+        ResponseHead::new(200),
+        ResponseBody::Streaming,
+    )
+    .unwrap();
+    p.rx.respond_body(p.now, &request, Bytes::from_static(b"partial"), false)
+        .unwrap();
+    p.rx.respond_error(p.now, &request, "upstream reset")
+        .unwrap();
     p.pump();
     let events = p.events_of(&id);
-    assert!(matches!(events[..], [ResponseEvent::Head(_), ResponseEvent::Body(_), ResponseEvent::Failed(Failure { status: 502, .. })]), "{events:?}");
+    assert!(
+        matches!(
+            events[..],
+            [
+                ResponseEvent::Head(_),
+                ResponseEvent::Body(_),
+                ResponseEvent::Failed(Failure { status: 502, .. })
+            ]
+        ),
+        "{events:?}"
+    );
     assert_eq!((p.gw.in_flight(), p.rx.in_flight()), (0, 0));
 }

@@ -13,7 +13,10 @@ use bytes::Bytes;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-const VECTORS: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/anpx-vectors/frames.json"));
+const VECTORS: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../testdata/anpx-vectors/frames.json"
+));
 
 struct Case {
     name: String,
@@ -24,7 +27,11 @@ struct Case {
 fn cases() -> Vec<Case> {
     let doc: Value = serde_json::from_str(VECTORS).expect("frames.json parses");
     let cases = doc["cases"].as_array().expect("cases array");
-    assert!(cases.len() >= 20, "the vector file lost cases: {}", cases.len());
+    assert!(
+        cases.len() >= 20,
+        "the vector file lost cases: {}",
+        cases.len()
+    );
     cases
         .iter()
         .map(|c| Case {
@@ -55,10 +62,20 @@ fn decode_message(case: &Case) -> Message {
     for (i, wire) in case.frames.iter().enumerate() {
         let frame = Frame::decode(wire.clone(), &FrameLimits::default())
             .unwrap_or_else(|e| panic!("{}: frame {i} refused: {e}", case.name));
-        assert_eq!(frame.chunk.is_some(), case.expect["chunked"].as_bool().unwrap_or(false), "{}", case.name);
+        assert_eq!(
+            frame.chunk.is_some(),
+            case.expect["chunked"].as_bool().unwrap_or(false),
+            "{}",
+            case.name
+        );
         if let Some(msg) = collector.push(now, frame).unwrap() {
             assert!(done.is_none(), "{}: completed twice", case.name);
-            assert_eq!(i + 1, case.frames.len(), "{}: completed before the last frame", case.name);
+            assert_eq!(
+                i + 1,
+                case.frames.len(),
+                "{}: completed before the last frame",
+                case.name
+            );
             done = Some(msg);
         }
     }
@@ -72,7 +89,12 @@ fn valid_vectors_decode_to_the_expected_message() {
     for case in cases().iter().filter(|c| c.expect.get("error").is_none()) {
         let msg = decode_message(case);
         let e = &case.expect;
-        assert_eq!(msg.request_id.as_str(), e["request_id"].as_str().unwrap(), "{}", case.name);
+        assert_eq!(
+            msg.request_id.as_str(),
+            e["request_id"].as_str().unwrap(),
+            "{}",
+            case.name
+        );
         let kind = msg.head.kind().name();
         assert_eq!(kind, e["type"].as_str().unwrap(), "{}", case.name);
         match &msg.head {
@@ -80,24 +102,54 @@ fn valid_vectors_decode_to_the_expected_message() {
                 let m = &e["http_meta"];
                 assert_eq!(h.method, m["method"].as_str().unwrap(), "{}", case.name);
                 assert_eq!(h.path, m["path"].as_str().unwrap(), "{}", case.name);
-                let headers: BTreeMap<_, _> = h.headers.iter().map(|(n, v)| (n.to_owned(), v.to_owned())).collect();
+                let headers: BTreeMap<_, _> = h
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                    .collect();
                 assert_eq!(headers, string_map(&m["headers"]), "{}", case.name);
-                let query: BTreeMap<_, _> = form_urlencoded::parse(h.query.as_bytes()).into_owned().collect();
+                let query: BTreeMap<_, _> = form_urlencoded::parse(h.query.as_bytes())
+                    .into_owned()
+                    .collect();
                 assert_eq!(query, string_map(&m["query"]), "{}", case.name);
             }
             Head::Response(h) => {
                 let m = &e["resp_meta"];
-                assert_eq!(u64::from(h.status), m["status"].as_u64().unwrap(), "{}", case.name);
+                assert_eq!(
+                    u64::from(h.status),
+                    m["status"].as_u64().unwrap(),
+                    "{}",
+                    case.name
+                );
                 assert_eq!(h.reason, m["reason"].as_str().unwrap(), "{}", case.name);
-                let headers: BTreeMap<_, _> = h.headers.iter().map(|(n, v)| (n.to_owned(), v.to_owned())).collect();
+                let headers: BTreeMap<_, _> = h
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                    .collect();
                 assert_eq!(headers, string_map(&m["headers"]), "{}", case.name);
             }
             Head::Error => {}
         }
-        assert_eq!(msg.body.len() as u64, e["body_len"].as_u64().unwrap(), "{}", case.name);
-        assert_eq!(hex::encode(Sha256::digest(&msg.body)), e["body_sha256"].as_str().unwrap(), "{}", case.name);
+        assert_eq!(
+            msg.body.len() as u64,
+            e["body_len"].as_u64().unwrap(),
+            "{}",
+            case.name
+        );
+        assert_eq!(
+            hex::encode(Sha256::digest(&msg.body)),
+            e["body_sha256"].as_str().unwrap(),
+            "{}",
+            case.name
+        );
         if let Some(body_hex) = e.get("body_hex") {
-            assert_eq!(hex::encode(&msg.body), body_hex.as_str().unwrap(), "{}", case.name);
+            assert_eq!(
+                hex::encode(&msg.body),
+                body_hex.as_str().unwrap(),
+                "{}",
+                case.name
+            );
         }
         checked += 1;
     }
@@ -121,7 +173,12 @@ fn reference_frames_reencode_byte_identically() {
         for (i, wire) in case.frames.iter().enumerate() {
             let frame = Frame::decode(wire.clone(), &FrameLimits::default()).unwrap();
             let again = frame.encode().unwrap();
-            assert_eq!(hex::encode(&again), hex::encode(wire), "{} frame {i}", case.name);
+            assert_eq!(
+                hex::encode(&again),
+                hex::encode(wire),
+                "{} frame {i}",
+                case.name
+            );
             checked += 1;
         }
     }
@@ -138,7 +195,13 @@ fn error_matches(expected: &str, err: &FrameError) -> bool {
         "length" => matches!(err, FrameError::LengthMismatch { .. }),
         "truncated tlv" => matches!(err, FrameError::TruncatedTlv { .. }),
         "message type" => matches!(err, FrameError::UnknownMessageType(7)),
-        "http_meta" => matches!(err, FrameError::BadMeta { field: "http_meta", .. }),
+        "http_meta" => matches!(
+            err,
+            FrameError::BadMeta {
+                field: "http_meta",
+                ..
+            }
+        ),
         "missing http_meta" => matches!(err, FrameError::MissingMeta("http_meta")),
         "missing request_id" => matches!(err, FrameError::MissingRequestId),
         other => panic!("the vectors name an error this test does not know: {other:?}"),
@@ -153,7 +216,11 @@ fn malformed_vectors_are_refused_with_the_matching_error() {
         assert_eq!(case.frames.len(), 1, "{}", case.name);
         match Frame::decode(case.frames[0].clone(), &FrameLimits::default()) {
             Ok(f) => panic!("{}: accepted a malformed frame: {f:?}", case.name),
-            Err(e) => assert!(error_matches(expected, &e), "{}: expected {expected:?}, got {e:?} ({e})", case.name),
+            Err(e) => assert!(
+                error_matches(expected, &e),
+                "{}: expected {expected:?}, got {e:?} ({e})",
+                case.name
+            ),
         }
         checked += 1;
     }
@@ -162,15 +229,32 @@ fn malformed_vectors_are_refused_with_the_matching_error() {
 
 #[test]
 fn frames_over_the_size_limit_are_refused_before_any_checksum() {
-    let case = cases().into_iter().find(|c| c.name == "request_chunked_large").unwrap();
-    let limits = FrameLimits { max_frame_len: 1024 };
+    let case = cases()
+        .into_iter()
+        .find(|c| c.name == "request_chunked_large")
+        .unwrap();
+    let limits = FrameLimits {
+        max_frame_len: 1024,
+    };
     let err = Frame::decode(case.frames[0].clone(), &limits).unwrap_err();
-    assert!(matches!(err, FrameError::TooLarge { len: 65563, max: 1024 }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            FrameError::TooLarge {
+                len: 65563,
+                max: 1024
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn error_frame_kind_round_trips() {
-    let case = cases().into_iter().find(|c| c.name == "error_frame").unwrap();
+    let case = cases()
+        .into_iter()
+        .find(|c| c.name == "error_frame")
+        .unwrap();
     let frame = Frame::decode(case.frames[0].clone(), &FrameLimits::default()).unwrap();
     assert_eq!(frame.kind, MessageKind::Error);
     assert_eq!(frame.body.as_deref(), Some(&b"No receiver available"[..]));

@@ -96,7 +96,11 @@ impl HttpUpstream {
 
 impl Upstream for HttpUpstream {
     fn call(&self, mut request: UpstreamRequest) -> UpstreamFuture {
-        let path_and_query = request.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());
+        let path_and_query = request
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| "/".into());
         let client = self.client.clone();
         let target = self.target(&path_and_query);
         Box::pin(async move {
@@ -130,7 +134,11 @@ impl<S> ServiceUpstream<S> {
 
 impl<S, B> Upstream for ServiceUpstream<S>
 where
-    S: tower_service::Service<UpstreamRequest, Response = http::Response<B>> + Clone + Send + Sync + 'static,
+    S: tower_service::Service<UpstreamRequest, Response = http::Response<B>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
@@ -139,7 +147,9 @@ where
     fn call(&self, request: UpstreamRequest) -> UpstreamFuture {
         let mut service = self.service.clone();
         Box::pin(async move {
-            std::future::poll_fn(|cx| service.poll_ready(cx)).await.map_err(Into::into)?;
+            std::future::poll_fn(|cx| service.poll_ready(cx))
+                .await
+                .map_err(Into::into)?;
             let response = service.call(request).await.map_err(Into::into)?;
             Ok(response.map(|b| b.map_err(Into::into).boxed()))
         })

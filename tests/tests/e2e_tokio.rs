@@ -23,7 +23,10 @@ async fn every_method_round_trips() {
         assert_eq!(r.body, body.as_bytes(), "{method}");
     }
     let r = send(gw.public_addr(), "HEAD", HOST, "/svc/echo", "").await;
-    assert_eq!((r.status, r.header("x-method"), r.body.len()), (200, "HEAD", 0));
+    assert_eq!(
+        (r.status, r.header("x-method"), r.body.len()),
+        (200, "HEAD", 0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -31,9 +34,21 @@ async fn repeated_query_keys_and_set_cookie_headers_survive() {
     let backend = start_backend().await;
     let gw = start_gateway(|_| {}).await;
     let _rx = start_receiver(gw.public_addr(), backend, &["api.agent.com/svc"]).await;
-    let r = send(gw.public_addr(), "GET", HOST, "/svc/q?tag=a&tag=b&x=%20y", "").await;
+    let r = send(
+        gw.public_addr(),
+        "GET",
+        HOST,
+        "/svc/q?tag=a&tag=b&x=%20y",
+        "",
+    )
+    .await;
     assert_eq!(r.header("x-query"), "tag=a&tag=b&x=%20y");
-    let cookies: Vec<_> = r.headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+    let cookies: Vec<_> = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
     assert_eq!(cookies, ["a=1; Path=/", "b=2; Path=/"]);
     assert_eq!(r.header("x-forwarded-for-seen"), "127.0.0.1");
 }
@@ -57,13 +72,31 @@ async fn ten_mebibytes_each_way() {
     let gw = start_gateway(|_| {}).await;
     let _rx = start_receiver(gw.public_addr(), backend, &["api.agent.com/svc"]).await;
     let upload = pattern(10 * 1024 * 1024);
-    let r = send(gw.public_addr(), "POST", HOST, "/svc/upload", upload.clone()).await;
+    let r = send(
+        gw.public_addr(),
+        "POST",
+        HOST,
+        "/svc/upload",
+        upload.clone(),
+    )
+    .await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.header("x-body-sha256"), sha256(&upload), "the backend saw the whole upload");
+    assert_eq!(
+        r.header("x-body-sha256"),
+        sha256(&upload),
+        "the backend saw the whole upload"
+    );
     assert_eq!(sha256(&r.body), sha256(&upload), "and echoed it whole");
 
     let size = 10 * 1024 * 1024 + 7;
-    let r = send(gw.public_addr(), "GET", HOST, &format!("/svc/download?size={size}"), "").await;
+    let r = send(
+        gw.public_addr(),
+        "GET",
+        HOST,
+        &format!("/svc/download?size={size}"),
+        "",
+    )
+    .await;
     assert_eq!(r.body.len(), size);
     assert_eq!(sha256(&r.body), sha256(&pattern(size)));
 }
@@ -96,7 +129,10 @@ async fn slow_upstream_is_504() {
     let _rx = start_receiver(gw.public_addr(), backend, &["api.agent.com/svc"]).await;
     let r = send(gw.public_addr(), "GET", HOST, "/svc/slow", "").await;
     assert_eq!(r.status, 504);
-    assert!(r.json()["error"].as_str().unwrap().contains("did not respond"));
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("did not respond"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,7 +147,11 @@ async fn receiver_killed_mid_request_is_502() {
     rx.shutdown().await;
     let r = pending.await.unwrap();
     assert_eq!(r.status, 502);
-    assert!(killed_at.elapsed() < Duration::from_secs(1), "502 took {:?}", killed_at.elapsed());
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(1),
+        "502 took {:?}",
+        killed_at.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,9 +166,19 @@ async fn upstream_down_is_502_and_the_receiver_stays_up() {
     for _ in 0..3 {
         let r = send(gw.public_addr(), "GET", HOST, "/svc/x", "").await;
         assert_eq!(r.status, 502);
-        assert!(r.json()["error"].as_str().unwrap().contains("Upstream error"), "{:?}", r.json());
+        assert!(
+            r.json()["error"]
+                .as_str()
+                .unwrap()
+                .contains("Upstream error"),
+            "{:?}",
+            r.json()
+        );
     }
-    assert!(matches!(rx.status(), shell_tokio::receiver::Status::Connected { .. }));
+    assert!(matches!(
+        rx.status(),
+        shell_tokio::receiver::Status::Connected { .. }
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,7 +190,9 @@ async fn two_receivers_share_the_load_of_one_route() {
     wait_for_receivers(&gw, 2).await;
     // Concurrent slow-ish requests: the least-loaded choice must use both.
     let addr = gw.public_addr();
-    let holds: Vec<_> = (0..6).map(|_| tokio::spawn(async move { send(addr, "GET", HOST, "/svc/hold", "").await })).collect();
+    let holds: Vec<_> = (0..6)
+        .map(|_| tokio::spawn(async move { send(addr, "GET", HOST, "/svc/hold", "").await }))
+        .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let stats = gw.stats().await.unwrap();
     let loads: Vec<usize> = stats.links.iter().map(|l| l.in_flight).collect();
@@ -180,7 +232,10 @@ async fn health_stats_and_metrics() {
     let m = send(gw.public_addr(), "GET", HOST, "/metrics", "").await;
     let text = String::from_utf8(m.body.to_vec()).unwrap();
     assert!(text.contains("anpx_requests_completed_total 1\n"), "{text}");
-    assert!(text.contains("anpx_requests_failed_total{status=\"404\"} 1\n"), "{text}");
+    assert!(
+        text.contains("anpx_requests_failed_total{status=\"404\"} 1\n"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,6 +246,14 @@ async fn separate_receiver_port_accepts_any_path() {
     let mut options = receiver_options(ws, backend, &["api.agent.com/svc"]);
     options.gateway = format!("ws://{ws}/any/path");
     let rx = shell_tokio::receiver::Receiver::spawn(options);
-    assert!(matches!(rx.wait_ready().await, shell_tokio::receiver::Status::Connected { .. }));
-    assert_eq!(send(gw.public_addr(), "GET", HOST, "/svc/a", "").await.status, 200);
+    assert!(matches!(
+        rx.wait_ready().await,
+        shell_tokio::receiver::Status::Connected { .. }
+    ));
+    assert_eq!(
+        send(gw.public_addr(), "GET", HOST, "/svc/a", "")
+            .await
+            .status,
+        200
+    );
 }

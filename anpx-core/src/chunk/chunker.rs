@@ -2,7 +2,10 @@
 
 use bytes::Bytes;
 
-use crate::frame::{encode_raw, tag, ChunkInfo, EncodeError, FinalMarker, MessageKind, RawFrame, HEADER_LEN, TLV_HEADER_LEN};
+use crate::frame::{
+    encode_raw, tag, ChunkInfo, EncodeError, FinalMarker, MessageKind, RawFrame, HEADER_LEN,
+    TLV_HEADER_LEN,
+};
 use crate::message::{Head, Message};
 
 /// The reference's chunk size.
@@ -53,8 +56,14 @@ impl Chunker {
     /// Encodes `msg` as one frame, or as chunks when it does not fit in one.
     pub fn frames(&self, msg: &Message) -> Result<Vec<Bytes>, EncodeError> {
         let (kind, meta) = match &msg.head {
-            Head::Request(h) => (MessageKind::Request, Some((tag::HTTP_META, h.to_meta_json()))),
-            Head::Response(h) => (MessageKind::Response, Some((tag::RESP_META, h.to_meta_json()))),
+            Head::Request(h) => (
+                MessageKind::Request,
+                Some((tag::HTTP_META, h.to_meta_json())),
+            ),
+            Head::Response(h) => (
+                MessageKind::Response,
+                Some((tag::RESP_META, h.to_meta_json())),
+            ),
             Head::Error => (MessageKind::Error, None),
         };
         let meta = meta.as_ref().map(|(t, json)| (*t, json.as_slice()));
@@ -86,7 +95,11 @@ impl Chunker {
             max: self.max_frame_len,
             overhead: overhead + meta_len,
         };
-        let per_chunk = self.max_frame_len.checked_sub(overhead).filter(|&n| n > 0).ok_or(too_small.clone())?;
+        let per_chunk = self
+            .max_frame_len
+            .checked_sub(overhead)
+            .filter(|&n| n > 0)
+            .ok_or(too_small.clone())?;
         let first = per_chunk.checked_sub(meta_len).ok_or(too_small)?;
 
         let body = &msg.body[..];

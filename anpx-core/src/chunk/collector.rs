@@ -40,7 +40,8 @@ impl MessageCollector {
             }
         };
         if let Some(head) = out.head {
-            self.started.insert(out.request_id.clone(), (head, Vec::new()));
+            self.started
+                .insert(out.request_id.clone(), (head, Vec::new()));
         }
         // Before its head a message's body is held inside the reassembler,
         // so pieces only ever arrive for a started message.

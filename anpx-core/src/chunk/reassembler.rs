@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::error::ChunkError;
-use crate::frame::{Frame, Meta, MessageKind};
+use crate::frame::{Frame, MessageKind, Meta};
 use crate::message::{Head, RequestId};
 
 /// Bounds on what the reassembler holds.
@@ -200,7 +200,11 @@ impl Reassembler {
         }
         match (partial.total, chunk.total) {
             (Some(was), Some(now)) if was != now => {
-                return Err(ChunkError::TotalChanged { request_id: id, was, now });
+                return Err(ChunkError::TotalChanged {
+                    request_id: id,
+                    was,
+                    now,
+                });
             }
             (None, Some(t)) => partial.total = Some(t),
             _ => {}

@@ -2,7 +2,10 @@
 
 use bytes::Bytes;
 
-use crate::frame::{encode_raw, ChunkInfo, EncodeError, FinalMarker, MessageKind, RawFrame, HEADER_LEN, TLV_HEADER_LEN};
+use crate::frame::{
+    encode_raw, ChunkInfo, EncodeError, FinalMarker, MessageKind, RawFrame, HEADER_LEN,
+    TLV_HEADER_LEN,
+};
 use crate::message::RequestId;
 
 /// Encodes one message as a chunk sequence without knowing its length up
@@ -58,11 +61,17 @@ impl ChunkStream {
             max: self.max_frame_len,
             overhead: overhead + meta_len,
         };
-        let per_chunk = self.max_frame_len.checked_sub(overhead).filter(|&n| n > 0).ok_or_else(too_small)?;
+        let per_chunk = self
+            .max_frame_len
+            .checked_sub(overhead)
+            .filter(|&n| n > 0)
+            .ok_or_else(too_small)?;
         let mut meta = meta;
         let mut rest = body;
         loop {
-            let room = per_chunk.checked_sub(meta.map_or(0, |(_, j)| tlv(j.len()))).ok_or_else(too_small)?;
+            let room = per_chunk
+                .checked_sub(meta.map_or(0, |(_, j)| tlv(j.len())))
+                .ok_or_else(too_small)?;
             let take = rest.len().min(room);
             let (piece, after) = rest.split_at(take);
             let is_last = last && after.is_empty();
@@ -84,10 +93,13 @@ impl ChunkStream {
                 body: (!piece.is_empty()).then_some(piece),
             };
             out.extend([encode_raw(&frame, self.max_frame_len as u64)?]);
-            self.next_index = self.next_index.checked_add(1).ok_or(EncodeError::TooLarge {
-                len: u64::from(u32::MAX) + 1,
-                max: u64::from(u32::MAX),
-            })?;
+            self.next_index = self
+                .next_index
+                .checked_add(1)
+                .ok_or(EncodeError::TooLarge {
+                    len: u64::from(u32::MAX) + 1,
+                    max: u64::from(u32::MAX),
+                })?;
             rest = after;
             if is_last {
                 self.finished = true;

@@ -129,7 +129,11 @@ fn chunk_info(
     }))
 }
 
-fn meta(kind: MessageKind, http_meta: Option<Bytes>, resp_meta: Option<Bytes>) -> Result<Option<Meta>, FrameError> {
+fn meta(
+    kind: MessageKind,
+    http_meta: Option<Bytes>,
+    resp_meta: Option<Bytes>,
+) -> Result<Option<Meta>, FrameError> {
     let misplaced = |field| FrameError::MisplacedField {
         field,
         kind: kind.name(),

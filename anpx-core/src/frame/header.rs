@@ -78,7 +78,9 @@ impl FixedHeader {
             });
         }
         if frame[0..4] != MAGIC {
-            return Err(FrameError::BadMagic([frame[0], frame[1], frame[2], frame[3]]));
+            return Err(FrameError::BadMagic([
+                frame[0], frame[1], frame[2], frame[3],
+            ]));
         }
         let declared_header_crc = be_u32(&frame[12..16]);
         let actual_header_crc = crc32fast::hash(&frame[0..12]);

@@ -157,7 +157,13 @@ impl Gateway {
     }
 
     /// Admits a receiver connection that serves `grants`.
-    pub fn admit(&mut self, now: Instant, identity: Identity, grants: Vec<ServiceUrl>, features: Features) -> LinkId {
+    pub fn admit(
+        &mut self,
+        now: Instant,
+        identity: Identity,
+        grants: Vec<ServiceUrl>,
+        features: Features,
+    ) -> LinkId {
         let id = LinkId(self.next_link);
         self.next_link += 1;
         for url in &grants {
@@ -174,8 +180,10 @@ impl Gateway {
                 reassembler: Reassembler::new(self.config.reassembly),
             },
         );
-        self.timers.arm(now + self.config.ping_interval, Timer::Ping(id));
-        self.timers.arm(now + self.config.liveness_timeout(), Timer::Liveness(id));
+        self.timers
+            .arm(now + self.config.ping_interval, Timer::Ping(id));
+        self.timers
+            .arm(now + self.config.liveness_timeout(), Timer::Liveness(id));
         self.totals.links_admitted += 1;
         id
     }
@@ -236,7 +244,12 @@ impl Gateway {
         };
         let assembled = match l.reassembler.push(now, frame) {
             Ok(a) => a,
-            Err(e) => return self.fail(&id, Failure::new(502, format!("Invalid response from receiver: {e}"))),
+            Err(e) => {
+                return self.fail(
+                    &id,
+                    Failure::new(502, format!("Invalid response from receiver: {e}")),
+                )
+            }
         };
         match assembled.head {
             Some(Head::Response(head)) => {
@@ -246,7 +259,11 @@ impl Gateway {
                 self.emit(&id, ResponseEvent::Head(head));
             }
             Some(Head::Error) => {
-                let message = assembled.body.first().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+                let message = assembled
+                    .body
+                    .first()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
                 return self.fail(&id, Failure::new(502, format!("Receiver error: {message}")));
             }
             Some(Head::Request(_)) | None => {}
@@ -265,7 +282,13 @@ impl Gateway {
 
     /// Routes a public request and sends its head (and body, when given)
     /// to the chosen receiver. `host` is the request's Host, port allowed.
-    pub fn start_request(&mut self, now: Instant, host: &str, head: RequestHead, body: RequestBody) -> Result<RequestId, Reject> {
+    pub fn start_request(
+        &mut self,
+        now: Instant,
+        host: &str,
+        head: RequestHead,
+        body: RequestBody,
+    ) -> Result<RequestId, Reject> {
         let link = self.choose_link(host, &head.path)?;
         let id = RequestId::uuid_v4(self.rng.u128(..).to_le_bytes());
         let mut frames = Vec::new();
@@ -284,7 +307,8 @@ impl Gateway {
                 self.chunker.frames(&msg).map(|f| frames = f)
             }
             RequestBody::Streaming => {
-                let mut stream = ChunkStream::new(MessageKind::Request, id.clone(), self.config.chunk_size);
+                let mut stream =
+                    ChunkStream::new(MessageKind::Request, id.clone(), self.config.chunk_size);
                 let json = head.to_meta_json();
                 let r = stream.write(Some((tag::HTTP_META, &json)), &[], false, &mut frames);
                 upload = Some(stream);
@@ -328,7 +352,9 @@ impl Gateway {
     fn choose_link(&mut self, host: &str, path: &str) -> Result<LinkId, Reject> {
         let Some(route) = self.routes.lookup(host, path) else {
             self.totals.not_found += 1;
-            return Err(Reject::NoRoute { path: path.to_owned() });
+            return Err(Reject::NoRoute {
+                path: path.to_owned(),
+            });
         };
         let cap = self.config.max_inflight_per_link;
         let best = route
@@ -347,7 +373,13 @@ impl Gateway {
     }
 
     /// Sends more of a streaming request body; `last` ends it.
-    pub fn push_body(&mut self, now: Instant, request: &RequestId, data: Bytes, last: bool) -> Result<(), RequestGone> {
+    pub fn push_body(
+        &mut self,
+        now: Instant,
+        request: &RequestId,
+        data: Bytes,
+        last: bool,
+    ) -> Result<(), RequestGone> {
         let gone = || RequestGone(request.clone());
         let p = self.pending.get_mut(request).ok_or_else(gone)?;
         let link = p.link;
@@ -362,7 +394,10 @@ impl Gateway {
             p.deadline = now + self.config.request_timeout;
         }
         if let Err(e) = written {
-            self.fail(request, Failure::new(502, format!("Request body could not be encoded: {e}")));
+            self.fail(
+                request,
+                Failure::new(502, format!("Request body could not be encoded: {e}")),
+            );
             return Err(gone());
         }
         for frame in frames {
@@ -399,7 +434,9 @@ impl Gateway {
         while let Some((_, timer)) = self.timers.pop_due(now) {
             match timer {
                 Timer::Request(id) => {
-                    let Some(p) = self.pending.get(&id) else { continue };
+                    let Some(p) = self.pending.get(&id) else {
+                        continue;
+                    };
                     if p.deadline > now {
                         let at = p.deadline;
                         self.timers.arm(at, Timer::Request(id));
@@ -413,11 +450,14 @@ impl Gateway {
                             link,
                             message: WsMessage::Ping(Bytes::new()),
                         });
-                        self.timers.arm(now + self.config.ping_interval, Timer::Ping(link));
+                        self.timers
+                            .arm(now + self.config.ping_interval, Timer::Ping(link));
                     }
                 }
                 Timer::Liveness(link) => {
-                    let Some(l) = self.links.get(&link) else { continue };
+                    let Some(l) = self.links.get(&link) else {
+                        continue;
+                    };
                     let deadline = l.last_seen + self.config.liveness_timeout();
                     if deadline > now {
                         self.timers.arm(deadline, Timer::Liveness(link));
@@ -475,7 +515,11 @@ impl Gateway {
             })
             .collect();
         links.sort_by_key(|l| l.id);
-        let mut routes: Vec<(String, usize)> = self.routes.routes().map(|(url, links)| (url.to_string(), links.len())).collect();
+        let mut routes: Vec<(String, usize)> = self
+            .routes
+            .routes()
+            .map(|(url, links)| (url.to_string(), links.len()))
+            .collect();
         routes.sort();
         GatewayStats {
             links,
@@ -488,8 +532,18 @@ impl Gateway {
     /// Internal sizes, for leak checks: (links, requests, partial
     /// responses, routes, timers).
     pub fn table_sizes(&self) -> (usize, usize, usize, usize, usize) {
-        let partials = self.links.values().map(|l| l.reassembler.in_progress()).sum();
-        (self.links.len(), self.pending.len(), partials, self.routes.len(), self.timers.len())
+        let partials = self
+            .links
+            .values()
+            .map(|l| l.reassembler.in_progress())
+            .sum();
+        (
+            self.links.len(),
+            self.pending.len(),
+            partials,
+            self.routes.len(),
+            self.timers.len(),
+        )
     }
 
     fn emit(&mut self, request: &RequestId, event: ResponseEvent) {
@@ -532,13 +586,21 @@ impl Gateway {
     }
 
     fn drop_link(&mut self, _now: Instant, link: LinkId, why: &str) {
-        let Some(l) = self.links.remove(&link) else { return };
+        let Some(l) = self.links.remove(&link) else {
+            return;
+        };
         self.routes.remove_link(link);
         let mut ids: Vec<RequestId> = l.requests.into_iter().collect();
         ids.sort();
         for id in ids {
             self.totals.bad_gateway += 1;
-            self.emit(&id, ResponseEvent::Failed(Failure::new(502, format!("Receiver connection lost: {why}"))));
+            self.emit(
+                &id,
+                ResponseEvent::Failed(Failure::new(
+                    502,
+                    format!("Receiver connection lost: {why}"),
+                )),
+            );
             self.pending.remove(&id);
         }
     }

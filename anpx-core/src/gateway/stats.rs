@@ -87,30 +87,102 @@ impl GatewayStats {
         let t = &self.totals;
         let mut out = String::with_capacity(2048);
         let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+            );
         };
-        metric("anpx_receivers", "gauge", "Receiver connections.", self.links.len() as u64);
-        metric("anpx_routes", "gauge", "Service URLs served.", self.routes.len() as u64);
-        metric("anpx_requests_in_flight", "gauge", "Requests in flight.", self.in_flight as u64);
-        metric("anpx_requests_started_total", "counter", "Requests sent to a receiver.", t.started);
-        metric("anpx_requests_completed_total", "counter", "Responses delivered completely.", t.completed);
-        metric("anpx_requests_cancelled_total", "counter", "Requests the client gave up on.", t.cancelled);
-        metric("anpx_receivers_admitted_total", "counter", "Receiver connections admitted.", t.links_admitted);
-        metric("anpx_receivers_silent_total", "counter", "Receivers dropped for silence.", t.links_silent);
-        metric("anpx_protocol_errors_total", "counter", "Receivers closed for a protocol error.", t.protocol_errors);
-        metric("anpx_stray_frames_total", "counter", "Frames for requests not in flight on that connection.", t.stray_frames);
-        metric("anpx_bad_control_total", "counter", "Unparseable control messages.", t.bad_control);
-        metric("anpx_unsigned_auth_ignored_total", "counter", "Unsigned authentication messages ignored.", t.unsigned_auth_ignored);
+        metric(
+            "anpx_receivers",
+            "gauge",
+            "Receiver connections.",
+            self.links.len() as u64,
+        );
+        metric(
+            "anpx_routes",
+            "gauge",
+            "Service URLs served.",
+            self.routes.len() as u64,
+        );
+        metric(
+            "anpx_requests_in_flight",
+            "gauge",
+            "Requests in flight.",
+            self.in_flight as u64,
+        );
+        metric(
+            "anpx_requests_started_total",
+            "counter",
+            "Requests sent to a receiver.",
+            t.started,
+        );
+        metric(
+            "anpx_requests_completed_total",
+            "counter",
+            "Responses delivered completely.",
+            t.completed,
+        );
+        metric(
+            "anpx_requests_cancelled_total",
+            "counter",
+            "Requests the client gave up on.",
+            t.cancelled,
+        );
+        metric(
+            "anpx_receivers_admitted_total",
+            "counter",
+            "Receiver connections admitted.",
+            t.links_admitted,
+        );
+        metric(
+            "anpx_receivers_silent_total",
+            "counter",
+            "Receivers dropped for silence.",
+            t.links_silent,
+        );
+        metric(
+            "anpx_protocol_errors_total",
+            "counter",
+            "Receivers closed for a protocol error.",
+            t.protocol_errors,
+        );
+        metric(
+            "anpx_stray_frames_total",
+            "counter",
+            "Frames for requests not in flight on that connection.",
+            t.stray_frames,
+        );
+        metric(
+            "anpx_bad_control_total",
+            "counter",
+            "Unparseable control messages.",
+            t.bad_control,
+        );
+        metric(
+            "anpx_unsigned_auth_ignored_total",
+            "counter",
+            "Unsigned authentication messages ignored.",
+            t.unsigned_auth_ignored,
+        );
         let _ = write!(
             out,
             "# HELP anpx_requests_failed_total Requests answered by the gateway itself, by status.\n# TYPE anpx_requests_failed_total counter\n"
         );
-        for (status, n) in [(404, t.not_found), (502, t.bad_gateway), (503, t.unavailable), (504, t.timed_out)] {
+        for (status, n) in [
+            (404, t.not_found),
+            (502, t.bad_gateway),
+            (503, t.unavailable),
+            (504, t.timed_out),
+        ] {
             let _ = writeln!(out, "anpx_requests_failed_total{{status=\"{status}\"}} {n}");
         }
         let _ = write!(out, "# HELP anpx_receiver_in_flight Requests in flight per receiver.\n# TYPE anpx_receiver_in_flight gauge\n");
         for l in &self.links {
-            let _ = writeln!(out, "anpx_receiver_in_flight{{link=\"{}\"}} {}", l.id, l.in_flight);
+            let _ = writeln!(
+                out,
+                "anpx_receiver_in_flight{{link=\"{}\"}} {}",
+                l.id, l.in_flight
+            );
         }
         out
     }

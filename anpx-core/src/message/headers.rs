@@ -139,7 +139,9 @@ impl Serialize for FlatHeaders<'_> {
 
 /// Deserializes a JSON object of string values into its pairs, in document
 /// order (serde_json's own map would sort the keys).
-pub(crate) fn ordered_pairs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
+pub(crate) fn ordered_pairs<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<(String, String)>, D::Error> {
     struct PairsVisitor;
     impl<'de> Visitor<'de> for PairsVisitor {
         type Value = Vec<(String, String)>;

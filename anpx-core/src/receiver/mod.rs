@@ -144,12 +144,13 @@ impl Receiver {
         self.last_seen = now;
         match message {
             WsMessage::Binary(bytes) => self.handle_frame(now, bytes),
-            // Pongs and anything else are signs of life; a gateway never
-            // pings with JSON, and nothing it sends as text needs an answer.
-            WsMessage::Text(text) => match Control::parse(&text) {
-                Ok(Control::Ping { timestamp }) => self.transmit(WsMessage::Text(control::pong(timestamp.as_deref()))),
-                Ok(_) | Err(_) => {}
-            },
+            // Every text message is a sign of life; only a JSON ping needs an
+            // answer (gateways do not send one today, but the protocol allows it).
+            WsMessage::Text(text) => {
+                if let Ok(Control::Ping { timestamp }) = Control::parse(&text) {
+                    self.transmit(WsMessage::Text(control::pong(timestamp.as_deref())));
+                }
+            }
             WsMessage::Ping(_) | WsMessage::Pong(_) => {}
         }
     }
@@ -157,18 +158,26 @@ impl Receiver {
     fn handle_frame(&mut self, now: Instant, bytes: Bytes) {
         let frame = match Frame::decode(bytes, &self.config.frame_limits) {
             Ok(f) => f,
-            Err(e) => return self.close(CLOSE_PROTOCOL_ERROR, format!("bad frame from gateway: {e}")),
+            Err(e) => {
+                return self.close(CLOSE_PROTOCOL_ERROR, format!("bad frame from gateway: {e}"))
+            }
         };
         match frame.kind {
             MessageKind::Request => {}
             MessageKind::Error => {
                 let id = frame.request_id.clone();
-                let message = frame.body.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+                let message = frame
+                    .body
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
                 self.reassembler.discard(&id);
                 return self.abort(&id, format!("gateway error: {message}"));
             }
             MessageKind::Response => {
-                return self.close(CLOSE_PROTOCOL_ERROR, "the gateway sent a response frame".into());
+                return self.close(
+                    CLOSE_PROTOCOL_ERROR,
+                    "the gateway sent a response frame".into(),
+                );
             }
         }
         let id = frame.request_id.clone();
@@ -219,18 +228,27 @@ impl Receiver {
                 });
             }
             if assembled.end {
-                self.event(RequestEvent::End { request: id.clone() });
+                self.event(RequestEvent::End {
+                    request: id.clone(),
+                });
             }
         }
         self.retire_if_done(&id);
         if self.reassembler.in_progress() > 0 && !self.sweep_armed {
             self.sweep_armed = true;
-            self.timers.arm(now + self.config.reassembly.stale_after, Timer::Sweep);
+            self.timers
+                .arm(now + self.config.reassembly.stale_after, Timer::Sweep);
         }
     }
 
     /// Starts the response to `request`.
-    pub fn respond(&mut self, _now: Instant, request: &RequestId, head: ResponseHead, body: ResponseBody) -> Result<(), RespondError> {
+    pub fn respond(
+        &mut self,
+        _now: Instant,
+        request: &RequestId,
+        head: ResponseHead,
+        body: ResponseBody,
+    ) -> Result<(), RespondError> {
         let serving = self
             .serving
             .get_mut(request)
@@ -248,7 +266,11 @@ impl Receiver {
                 self.send_whole(request, head, body)?;
             }
             ResponseBody::Streaming if self.features.contains(Feature::Streaming) => {
-                let mut stream = ChunkStream::new(MessageKind::Response, request.clone(), self.config.chunk_size);
+                let mut stream = ChunkStream::new(
+                    MessageKind::Response,
+                    request.clone(),
+                    self.config.chunk_size,
+                );
                 let mut frames = Vec::new();
                 let json = head.to_meta_json();
                 let written = stream.write(Some((tag::RESP_META, &json)), &[], false, &mut frames);
@@ -276,7 +298,13 @@ impl Receiver {
     }
 
     /// Sends more of a streaming response; `last` ends it.
-    pub fn respond_body(&mut self, _now: Instant, request: &RequestId, data: Bytes, last: bool) -> Result<(), RespondError> {
+    pub fn respond_body(
+        &mut self,
+        _now: Instant,
+        request: &RequestId,
+        data: Bytes,
+        last: bool,
+    ) -> Result<(), RespondError> {
         let serving = self
             .serving
             .get_mut(request)
@@ -290,7 +318,10 @@ impl Receiver {
                 }
                 self.transmit_frames(frames);
                 if let Err(e) = written {
-                    self.send_error_frame(request, &format!("response body could not be encoded: {e}"));
+                    self.send_error_frame(
+                        request,
+                        &format!("response body could not be encoded: {e}"),
+                    );
                     self.retire_if_done(request);
                     return Err(RespondError::Failed {
                         request: request.clone(),
@@ -317,13 +348,17 @@ impl Receiver {
                     body.push(data);
                 }
                 if last {
-                    let Reply::Buffering { head, body, .. } = std::mem::replace(&mut serving.reply, Reply::Done) else {
+                    let Reply::Buffering { head, body, .. } =
+                        std::mem::replace(&mut serving.reply, Reply::Done)
+                    else {
                         unreachable!("matched Buffering above")
                     };
                     self.send_whole(request, head, concat(body))?;
                 }
             }
-            Reply::NotStarted | Reply::Done => return Err(RespondError::NotStreaming(request.clone())),
+            Reply::NotStarted | Reply::Done => {
+                return Err(RespondError::NotStreaming(request.clone()))
+            }
         }
         self.retire_if_done(request);
         Ok(())
@@ -332,7 +367,12 @@ impl Receiver {
     /// The upstream failed. Before the response head, the gateway is sent a
     /// 502 with `message`; after it, an error frame that makes the gateway cut
     /// the client's connection instead of ending the body as if complete.
-    pub fn respond_error(&mut self, _now: Instant, request: &RequestId, message: &str) -> Result<(), RespondError> {
+    pub fn respond_error(
+        &mut self,
+        _now: Instant,
+        request: &RequestId,
+        message: &str,
+    ) -> Result<(), RespondError> {
         let serving = self
             .serving
             .get_mut(request)
@@ -382,14 +422,18 @@ impl Receiver {
                 Timer::Ping => {
                     let seconds = now.saturating_duration_since(self.started).as_secs_f64();
                     self.transmit(WsMessage::Text(control::ping(seconds)));
-                    self.timers.arm(now + self.config.ping_interval, Timer::Ping);
+                    self.timers
+                        .arm(now + self.config.ping_interval, Timer::Ping);
                 }
                 Timer::Liveness => {
                     let deadline = self.last_seen + self.config.ping_interval * 2;
                     if deadline > now {
                         self.timers.arm(deadline, Timer::Liveness);
                     } else {
-                        self.close(CLOSE_GOING_AWAY, "gateway silent past its liveness deadline".into());
+                        self.close(
+                            CLOSE_GOING_AWAY,
+                            "gateway silent past its liveness deadline".into(),
+                        );
                     }
                 }
                 Timer::Sweep => {
@@ -422,7 +466,12 @@ impl Receiver {
         &self.totals
     }
 
-    fn send_whole(&mut self, request: &RequestId, head: ResponseHead, body: Bytes) -> Result<(), RespondError> {
+    fn send_whole(
+        &mut self,
+        request: &RequestId,
+        head: ResponseHead,
+        body: Bytes,
+    ) -> Result<(), RespondError> {
         let msg = Message {
             request_id: request.clone(),
             head: Head::Response(head),

@@ -134,7 +134,11 @@ impl FromStr for ServiceUrl {
 
 fn strip_scheme(s: &str) -> Result<&str, ServiceUrlError> {
     for scheme in SCHEMES {
-        if s.len() >= scheme.len() && s[..scheme.len()].eq_ignore_ascii_case(scheme) {
+        // `get` rather than slicing: the cut may fall inside a multi-byte
+        // character, which must not panic.
+        if s.get(..scheme.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(scheme))
+        {
             return Ok(&s[scheme.len()..]);
         }
     }
@@ -210,6 +214,12 @@ mod tests {
 
     fn parse(s: &str) -> ServiceUrl {
         s.parse().unwrap_or_else(|e| panic!("{s:?}: {e}"))
+    }
+
+    #[test]
+    fn a_multibyte_character_where_a_scheme_could_end_is_refused_not_a_panic() {
+        assert!("h/¡𐀀".parse::<ServiceUrl>().is_ok());
+        assert!("ht¡p://x".parse::<ServiceUrl>().is_err());
     }
 
     #[test]

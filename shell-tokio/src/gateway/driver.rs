@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use anpx_core::features::Features;
-use anpx_core::gateway::{Gateway as Core, GatewayStats, Identity, LinkId, Output, Reject, RequestBody, ResponseEvent};
+use anpx_core::gateway::{
+    Gateway as Core, GatewayStats, Identity, LinkId, Output, Reject, RequestBody, ResponseEvent,
+};
 use anpx_core::route::ServiceUrl;
 use anpx_core::ws::WsMessage;
 use anpx_core::{RequestHead, RequestId};
@@ -125,7 +127,11 @@ impl Driver {
     }
 
     pub(crate) fn body(&self, request: RequestId, data: Bytes, last: bool) {
-        let _ = self.send(Command::Body { request, data, last });
+        let _ = self.send(Command::Body {
+            request,
+            data,
+            last,
+        });
     }
 
     pub(crate) fn cancel(&self, request: RequestId) {
@@ -233,10 +239,7 @@ impl State {
                         })
                         .unwrap_or_default();
                     self.requests.insert(id.clone(), events);
-                    Started {
-                        id,
-                        receiver,
-                    }
+                    Started { id, receiver }
                 });
                 if let Ok(started) = &result {
                     if reply.send(Ok(started.clone())).is_err() {
@@ -247,7 +250,11 @@ impl State {
                     let _ = reply.send(result);
                 }
             }
-            Command::Body { request, data, last } => {
+            Command::Body {
+                request,
+                data,
+                last,
+            } => {
                 // A body for a request that already ended is dropped: the
                 // client was already answered.
                 let _ = self.core.push_body(now, &request, data, last);
@@ -285,7 +292,10 @@ impl State {
                 }
                 Output::Response { request, event } => {
                     let terminal = matches!(event, ResponseEvent::End | ResponseEvent::Failed(_));
-                    let sent = self.requests.get(&request).is_some_and(|tx| tx.send(event).is_ok());
+                    let sent = self
+                        .requests
+                        .get(&request)
+                        .is_some_and(|tx| tx.send(event).is_ok());
                     if terminal {
                         self.requests.remove(&request);
                     } else if !sent && self.requests.remove(&request).is_some() {

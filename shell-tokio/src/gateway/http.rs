@@ -68,8 +68,13 @@ pub(crate) async fn handle(
     let is_ws = is_websocket_upgrade(&req);
     let path = req.uri().path();
     let response = match (listener, is_ws, req.method(), path) {
-        (Listener::Receivers, true, _, _) | (Listener::Public, true, _, "/ws") => upgrade(req, shared).await,
-        (Listener::Receivers, false, _, _) => text(StatusCode::BAD_REQUEST, "receivers connect here with a WebSocket upgrade\n"),
+        (Listener::Receivers, true, _, _) | (Listener::Public, true, _, "/ws") => {
+            upgrade(req, shared).await
+        }
+        (Listener::Receivers, false, _, _) => text(
+            StatusCode::BAD_REQUEST,
+            "receivers connect here with a WebSocket upgrade\n",
+        ),
         (Listener::Public, false, &http::Method::GET, "/health") => health(&shared),
         (Listener::Public, false, &http::Method::GET, "/stats") => stats(&shared).await,
         (Listener::Public, false, &http::Method::GET, "/metrics") => metrics(&shared).await,
@@ -93,10 +98,19 @@ fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
         && req.headers().contains_key(header::SEC_WEBSOCKET_KEY)
 }
 
-fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<GatewayBody> {
-    let mut r = Response::new(Full::new(body.into()).map_err(|never| match never {}).boxed());
+fn full(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<GatewayBody> {
+    let mut r = Response::new(
+        Full::new(body.into())
+            .map_err(|never| match never {})
+            .boxed(),
+    );
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
@@ -110,13 +124,25 @@ fn failure_response(f: &Failure) -> Response<GatewayBody> {
 }
 
 fn health(shared: &Shared) -> Response<GatewayBody> {
-    let status = if shared.draining.load(Ordering::Relaxed) { "draining" } else { "ok" };
-    full(StatusCode::OK, "application/json", serde_json::json!({ "status": status }).to_string())
+    let status = if shared.draining.load(Ordering::Relaxed) {
+        "draining"
+    } else {
+        "ok"
+    };
+    full(
+        StatusCode::OK,
+        "application/json",
+        serde_json::json!({ "status": status }).to_string(),
+    )
 }
 
 async fn stats(shared: &Shared) -> Response<GatewayBody> {
     match shared.driver.stats().await {
-        Ok(s) => full(StatusCode::OK, "application/json", serde_json::to_string_pretty(&s).unwrap_or_default()),
+        Ok(s) => full(
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_string_pretty(&s).unwrap_or_default(),
+        ),
         Err(e) => failure_response(&Failure::new(503, e.to_string())),
     }
 }
@@ -127,11 +153,19 @@ async fn metrics(shared: &Shared) -> Response<GatewayBody> {
         Err(e) => return failure_response(&Failure::new(503, e.to_string())),
     };
     let mut text = stats.to_prometheus();
-    let refusals = shared.auth_refusals.lock().map(|m| m.clone()).unwrap_or_default();
-    text.push_str("# HELP anpx_receiver_auth_refused_total Receiver handshakes refused, by reason.\n");
+    let refusals = shared
+        .auth_refusals
+        .lock()
+        .map(|m| m.clone())
+        .unwrap_or_default();
+    text.push_str(
+        "# HELP anpx_receiver_auth_refused_total Receiver handshakes refused, by reason.\n",
+    );
     text.push_str("# TYPE anpx_receiver_auth_refused_total counter\n");
     for (label, n) in refusals {
-        text.push_str(&format!("anpx_receiver_auth_refused_total{{reason=\"{label}\"}} {n}\n"));
+        text.push_str(&format!(
+            "anpx_receiver_auth_refused_total{{reason=\"{label}\"}} {n}\n"
+        ));
     }
     full(StatusCode::OK, "text/plain; version=0.0.4", text)
 }
@@ -153,25 +187,40 @@ async fn upgrade(mut req: Request<Incoming>, shared: Arc<Shared>) -> Response<Ga
             if let Ok(mut m) = shared.auth_refusals.lock() {
                 *m.entry(refusal.label).or_default() += 1;
             }
-            let body = serde_json::json!({ "error": "Authentication failed", "reason": refusal.reason }).to_string();
+            let body =
+                serde_json::json!({ "error": "Authentication failed", "reason": refusal.reason })
+                    .to_string();
             return full(StatusCode::UNAUTHORIZED, "application/json", body);
         }
     };
     let declared = match req
         .headers()
         .get(SERVICES_HEADER)
-        .map(|v| v.to_str().map_err(|e| e.to_string()).and_then(|s| handshake::parse_services(s).map_err(|e| e.to_string())))
+        .map(|v| {
+            v.to_str()
+                .map_err(|e| e.to_string())
+                .and_then(|s| handshake::parse_services(s).map_err(|e| e.to_string()))
+        })
         .transpose()
     {
         Ok(d) => d.unwrap_or_default(),
-        Err(e) => return full(StatusCode::BAD_REQUEST, "application/json", serde_json::json!({ "error": format!("bad {SERVICES_HEADER}: {e}") }).to_string()),
+        Err(e) => {
+            return full(
+                StatusCode::BAD_REQUEST,
+                "application/json",
+                serde_json::json!({ "error": format!("bad {SERVICES_HEADER}: {e}") }).to_string(),
+            )
+        }
     };
     let grants = handshake::grant(&declared, admitted.allowed.as_deref());
     if grants.is_empty() {
         let body = serde_json::json!({ "error": "None of the declared service URLs is granted to this identity" }).to_string();
         return full(StatusCode::FORBIDDEN, "application/json", body);
     }
-    let theirs = req.headers().get(FEATURES_HEADER).and_then(|v| v.to_str().ok());
+    let theirs = req
+        .headers()
+        .get(FEATURES_HEADER)
+        .and_then(|v| v.to_str().ok());
     let features = negotiate(shared.features, theirs);
 
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -183,14 +232,19 @@ async fn upgrade(mut req: Request<Incoming>, shared: Arc<Shared>) -> Response<Ga
         match on_upgrade.await {
             Ok(upgraded) => {
                 let io = TokioAdapter::new(TokioIo::new(upgraded));
-                let stream = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
+                let stream =
+                    WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
                 link::serve(stream, driver, identity, grants, features).await;
             }
             Err(e) => tracing::warn!(error = %e, "receiver upgrade failed"),
         }
     });
 
-    let mut r = Response::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed());
+    let mut r = Response::new(
+        http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed(),
+    );
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = r.headers_mut();
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
@@ -207,19 +261,32 @@ async fn upgrade(mut req: Request<Incoming>, shared: Arc<Shared>) -> Response<Ga
     r
 }
 
-async fn proxy(req: Request<Incoming>, shared: Arc<Shared>, peer: SocketAddr, local: SocketAddr) -> Response<GatewayBody> {
+async fn proxy(
+    req: Request<Incoming>,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> Response<GatewayBody> {
     if shared.draining.load(Ordering::Relaxed) {
         return failure_response(&Failure::new(503, "Gateway is shutting down"));
     }
     let started_at = Instant::now();
     let (parts, body) = req.into_parts();
     let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
-    let host_header = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let host_header = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok());
     let host = forward::routing_host(host_header, authority.as_deref()).to_owned();
     let mut headers: Vec<(String, String)> = parts
         .headers
         .iter()
-        .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     if host_header.is_none() && !host.is_empty() {
         // HTTP/2 carries the host in :authority; receivers expect `host`.
@@ -244,13 +311,22 @@ async fn proxy(req: Request<Incoming>, shared: Arc<Shared>, peer: SocketAddr, lo
         Some(0) => (RequestBody::Empty, None),
         Some(n) if n <= shared.chunk_size as u64 => match body.collect().await {
             Ok(b) => (RequestBody::Full(b.to_bytes()), None),
-            Err(e) => return failure_response(&Failure::new(400, format!("Could not read the request body: {e}"))),
+            Err(e) => {
+                return failure_response(&Failure::new(
+                    400,
+                    format!("Could not read the request body: {e}"),
+                ))
+            }
         },
         _ => (RequestBody::Streaming, Some(body)),
     };
 
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let started = match shared.driver.start(host, head, request_body, events_tx).await {
+    let started = match shared
+        .driver
+        .start(host, head, request_body, events_tx)
+        .await
+    {
         Err(e) => return failure_response(&Failure::new(503, e.to_string())),
         Ok(Err(reject)) => {
             let f = reject.failure();
@@ -269,7 +345,11 @@ async fn proxy(req: Request<Incoming>, shared: Arc<Shared>, peer: SocketAddr, lo
         status: None,
     };
     if let Some(body) = stream_body {
-        tokio::spawn(pump_request_body(body, shared.driver.clone(), started.id.clone()));
+        tokio::spawn(pump_request_body(
+            body,
+            shared.driver.clone(),
+            started.id.clone(),
+        ));
     }
     match events.recv().await {
         Some(ResponseEvent::Head(head)) => {
@@ -280,9 +360,12 @@ async fn proxy(req: Request<Incoming>, shared: Arc<Shared>, peer: SocketAddr, lo
                 builder = builder.header(name, value);
             }
             let body = ResponseStream { events, guard }.boxed();
-            builder
-                .body(body)
-                .unwrap_or_else(|e| failure_response(&Failure::new(502, format!("Receiver sent an invalid response head: {e}"))))
+            builder.body(body).unwrap_or_else(|e| {
+                failure_response(&Failure::new(
+                    502,
+                    format!("Receiver sent an invalid response head: {e}"),
+                ))
+            })
         }
         Some(ResponseEvent::Failed(f)) => {
             guard.finish(f.status);
@@ -290,7 +373,10 @@ async fn proxy(req: Request<Incoming>, shared: Arc<Shared>, peer: SocketAddr, lo
         }
         Some(ResponseEvent::Body(_) | ResponseEvent::End) | None => {
             guard.finish(502);
-            failure_response(&Failure::new(502, "Receiver response ended before its head"))
+            failure_response(&Failure::new(
+                502,
+                "Receiver response ended before its head",
+            ))
         }
     }
 }
@@ -377,7 +463,10 @@ impl Body for ResponseStream {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         loop {
             return match self.events.poll_recv(cx) {
                 Poll::Pending => Poll::Pending,
@@ -394,7 +483,9 @@ impl Body for ResponseStream {
                 }
                 Poll::Ready(Some(ResponseEvent::Head(_))) | Poll::Ready(None) => {
                     self.guard.finish(502);
-                    Poll::Ready(Some(Err(Box::new(ResponseAborted("gateway lost the response".into())))))
+                    Poll::Ready(Some(Err(Box::new(ResponseAborted(
+                        "gateway lost the response".into(),
+                    )))))
                 }
             };
         }

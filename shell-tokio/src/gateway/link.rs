@@ -14,8 +14,13 @@ use super::driver::{Driver, LinkOut};
 use crate::ws::{close, from_wire, to_wire};
 
 /// Serves one receiver connection until either side closes it.
-pub(crate) async fn serve<S>(ws: WebSocketStream<S>, driver: Driver, identity: Identity, grants: Vec<ServiceUrl>, features: Features)
-where
+pub(crate) async fn serve<S>(
+    ws: WebSocketStream<S>,
+    driver: Driver,
+    identity: Identity,
+    grants: Vec<ServiceUrl>,
+    features: Features,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (outbox, mut queued) = mpsc::unbounded_channel();

@@ -75,7 +75,9 @@ impl Gateway {
         let shared = Arc::new(Shared {
             driver: Driver::spawn(Core::new(options.core.clone(), seed)),
             admission: options.admission.clone(),
-            features: [Feature::Streaming, Feature::Lossless].into_iter().collect::<Features>(),
+            features: [Feature::Streaming, Feature::Lossless]
+                .into_iter()
+                .collect::<Features>(),
             chunk_size: options.core.chunk_size,
             max_frame_len: options.core.frame_limits.max_frame_len,
             scheme: "http",
@@ -86,9 +88,19 @@ impl Gateway {
         let public_addr = public.local_addr()?;
         let ws_addr = ws.as_ref().map(TcpListener::local_addr).transpose()?;
         let mut tasks = JoinSet::new();
-        tasks.spawn(accept_loop(public, Listener::Public, shared.clone(), stopped.clone()));
+        tasks.spawn(accept_loop(
+            public,
+            Listener::Public,
+            shared.clone(),
+            stopped.clone(),
+        ));
         if let Some(ws) = ws {
-            tasks.spawn(accept_loop(ws, Listener::Receivers, shared.clone(), stopped));
+            tasks.spawn(accept_loop(
+                ws,
+                Listener::Receivers,
+                shared.clone(),
+                stopped,
+            ));
         }
         tracing::info!(%public_addr, ws_addr = ?ws_addr, "gateway listening");
         Ok(Gateway {
@@ -134,7 +146,12 @@ impl Gateway {
     }
 }
 
-async fn accept_loop(listener: TcpListener, which: Listener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    which: Listener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {

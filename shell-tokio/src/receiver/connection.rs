@@ -40,12 +40,20 @@ pub(crate) async fn dial(options: &ReceiverOptions) -> Result<Connection, DialEr
     let service = request.uri().host().unwrap_or_default().to_owned();
     let headers = request.headers_mut();
     let header = |v: String| HeaderValue::from_str(&v).map_err(|e| DialError::Url(e.to_string()));
-    headers.insert(FEATURES_HEADER, header(supported_features().to_header_value())?);
+    headers.insert(
+        FEATURES_HEADER,
+        header(supported_features().to_header_value())?,
+    );
     if !options.services.is_empty() {
-        headers.insert(SERVICES_HEADER, header(handshake::format_services(&options.services))?);
+        headers.insert(
+            SERVICES_HEADER,
+            header(handshake::format_services(&options.services))?,
+        );
     }
     if let Some(creds) = &options.credentials {
-        let value = creds.authorization(&service).map_err(DialError::Credentials)?;
+        let value = creds
+            .authorization(&service)
+            .map_err(DialError::Credentials)?;
         headers.insert("authorization", header(value)?);
     }
     let config = ws::config(options.core.frame_limits.max_frame_len);
@@ -62,13 +70,25 @@ pub(crate) async fn dial(options: &ReceiverOptions) -> Result<Connection, DialEr
         }
         Err(e) => return Err(e.into()),
     };
-    let theirs = response.headers().get(FEATURES_HEADER).and_then(|v| v.to_str().ok());
+    let theirs = response
+        .headers()
+        .get(FEATURES_HEADER)
+        .and_then(|v| v.to_str().ok());
     let features = negotiate(supported_features(), theirs);
     let granted = response
         .headers()
         .get(GRANTED_HEADER)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+        .map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
         .unwrap_or_default();
-    Ok(Connection { ws, features, granted })
+    Ok(Connection {
+        ws,
+        features,
+        granted,
+    })
 }

@@ -65,7 +65,9 @@ pub struct Receiver {
 
 /// The extensions this receiver implements.
 pub(crate) fn supported_features() -> Features {
-    [Feature::Streaming, Feature::Lossless].into_iter().collect()
+    [Feature::Streaming, Feature::Lossless]
+        .into_iter()
+        .collect()
 }
 
 impl Receiver {
@@ -108,8 +110,12 @@ impl Receiver {
     }
 }
 
-async fn run(options: ReceiverOptions, mut stop: watch::Receiver<bool>, status: watch::Sender<Status>) {
-    let mut backoff = match Backoff::new(options.backoff.clone(), fastrand::u64(..)) {
+async fn run(
+    options: ReceiverOptions,
+    mut stop: watch::Receiver<bool>,
+    status: watch::Sender<Status>,
+) {
+    let mut backoff = match Backoff::new(options.backoff, fastrand::u64(..)) {
         Ok(b) => b,
         Err(e) => {
             let _ = status.send(Status::Stopped(format!("invalid reconnect settings: {e}")));
@@ -133,7 +139,9 @@ async fn run(options: ReceiverOptions, mut stop: watch::Receiver<bool>, status: 
                 backoff.on_disconnected(Instant::now());
                 tracing::warn!(gateway = %options.gateway, reason = %why, "connection to gateway ended");
             }
-            Err(e) => tracing::warn!(gateway = %options.gateway, error = %e, "could not connect to gateway"),
+            Err(e) => {
+                tracing::warn!(gateway = %options.gateway, error = %e, "could not connect to gateway")
+            }
         }
         if *stop.borrow() {
             break;

@@ -46,7 +46,11 @@ struct InFlight {
 }
 
 /// Serves until the connection ends; returns why it ended.
-pub(crate) async fn serve(conn: Connection, options: &ReceiverOptions, stop: &mut watch::Receiver<bool>) -> String {
+pub(crate) async fn serve(
+    conn: Connection,
+    options: &ReceiverOptions,
+    stop: &mut watch::Receiver<bool>,
+) -> String {
     let mut core = Core::new(options.core.clone(), conn.features, Instant::now());
     let (mut sink, mut stream) = conn.ws.split();
     let (reply_tx, mut replies) = mpsc::unbounded_channel::<Reply>();
@@ -94,7 +98,14 @@ pub(crate) async fn serve(conn: Connection, options: &ReceiverOptions, stop: &mu
                         closing.get_or_insert_with(|| "write to gateway failed".to_owned());
                     }
                 }
-                ReceiverOutput::Event(event) => on_event(event, &options.upstream, &reply_tx, &mut in_flight, chunk_size, &mut core),
+                ReceiverOutput::Event(event) => on_event(
+                    event,
+                    &options.upstream,
+                    &reply_tx,
+                    &mut in_flight,
+                    chunk_size,
+                    &mut core,
+                ),
                 ReceiverOutput::Close { code, reason } => {
                     let _ = sink.send(close(code, &reason)).await;
                     closing = Some(reason);
@@ -130,11 +141,19 @@ async fn sleep_until(at: Option<Instant>) {
 fn apply_reply(core: &mut Core, in_flight: &mut HashMap<RequestId, InFlight>, reply: Reply) {
     let now = Instant::now();
     let (request, result) = match reply {
-        Reply::Head { request, head, body } => {
+        Reply::Head {
+            request,
+            head,
+            body,
+        } => {
             let r = core.respond(now, &request, head, body);
             (request, r)
         }
-        Reply::Body { request, data, last } => {
+        Reply::Body {
+            request,
+            data,
+            last,
+        } => {
             let r = core.respond_body(now, &request, data, last);
             (request, r)
         }
@@ -167,7 +186,13 @@ fn on_event(
     match event {
         RequestEvent::Head { request, head } => match upstream_request(&head) {
             Ok((req, upload)) => {
-                let task = tokio::spawn(call_upstream(upstream.clone(), req, request.clone(), replies.clone(), chunk_size));
+                let task = tokio::spawn(call_upstream(
+                    upstream.clone(),
+                    req,
+                    request.clone(),
+                    replies.clone(),
+                    chunk_size,
+                ));
                 in_flight.insert(
                     request,
                     InFlight {
@@ -179,7 +204,12 @@ fn on_event(
             Err(message) => {
                 let body = serde_json::json!({ "error": message }).to_string();
                 let head = ResponseHead::new(400).with_header("content-type", "application/json");
-                let _ = core.respond(Instant::now(), &request, head, ResponseBody::Full(body.into()));
+                let _ = core.respond(
+                    Instant::now(),
+                    &request,
+                    head,
+                    ResponseBody::Full(body.into()),
+                );
             }
         },
         RequestEvent::Body { request, data } => {
@@ -206,8 +236,13 @@ fn on_event(
 }
 
 /// The upstream request for a head, with the sender of its body.
-fn upstream_request(head: &RequestHead) -> Result<(crate::upstream::UpstreamRequest, BodySender), String> {
-    let length = head.headers.get("content-length").and_then(|v| v.trim().parse::<u64>().ok());
+fn upstream_request(
+    head: &RequestHead,
+) -> Result<(crate::upstream::UpstreamRequest, BodySender), String> {
+    let length = head
+        .headers
+        .get("content-length")
+        .and_then(|v| v.trim().parse::<u64>().ok());
     let (upload, body) = body::channel(length);
     let mut builder = http::Request::builder()
         .method(head.method.as_str())
@@ -217,7 +252,9 @@ fn upstream_request(head: &RequestHead) -> Result<(crate::upstream::UpstreamRequ
             builder = builder.header(name, value);
         }
     }
-    let request = builder.body(body).map_err(|e| format!("Bad request from gateway: {e}"))?;
+    let request = builder
+        .body(body)
+        .map_err(|e| format!("Bad request from gateway: {e}"))?;
     Ok((request, upload))
 }
 
@@ -241,7 +278,12 @@ async fn call_upstream(
     relay_response(response, id, &replies, chunk_size).await;
 }
 
-async fn relay_response(response: UpstreamResponse, id: RequestId, replies: &mpsc::UnboundedSender<Reply>, chunk_size: usize) {
+async fn relay_response(
+    response: UpstreamResponse,
+    id: RequestId,
+    replies: &mpsc::UnboundedSender<Reply>,
+    chunk_size: usize,
+) {
     let (parts, mut body) = response.into_parts();
     let mut head = ResponseHead {
         status: parts.status.as_u16(),
@@ -249,7 +291,12 @@ async fn relay_response(response: UpstreamResponse, id: RequestId, replies: &mps
         headers: parts
             .headers
             .iter()
-            .map(|(n, v)| (n.as_str(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(n, v)| {
+                (
+                    n.as_str(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect(),
     };
     forward::strip_hop_by_hop(&mut head.headers);

@@ -29,7 +29,9 @@ pub fn sha256(b: &[u8]) -> String {
 
 /// Deterministic bytes for big bodies.
 pub fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i.wrapping_mul(31) ^ (i >> 8)) as u8).collect()
+    (0..len)
+        .map(|i| (i.wrapping_mul(31) ^ (i >> 8)) as u8)
+        .collect()
 }
 
 fn full(b: impl Into<Bytes>) -> Body {
@@ -53,18 +55,33 @@ async fn backend(req: http::Request<Incoming>) -> Result<http::Response<Body>, I
         std::future::pending::<()>().await;
     }
     if path.ends_with("/download") {
-        let size: usize = query.strip_prefix("size=").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let size: usize = query
+            .strip_prefix("size=")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         let data = Bytes::from(pattern(size));
         let pieces: Vec<Result<Frame<Bytes>, Infallible>> = (0..size)
             .step_by(65536)
             .map(|start| Ok(Frame::data(data.slice(start..(start + 65536).min(size)))))
             .collect();
         let body = StreamBody::new(futures_util::stream::iter(pieces)).boxed();
-        return Ok(http::Response::builder().header("x-body-sha256", sha256(&data)).body(body).unwrap());
+        return Ok(http::Response::builder()
+            .header("x-body-sha256", sha256(&data))
+            .body(body)
+            .unwrap());
     }
     let method = req.method().to_string();
-    let forwarded_for = req.headers().get("x-forwarded-for").map(|v| v.to_str().unwrap_or("").to_owned()).unwrap_or_default();
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let forwarded_for = req
+        .headers()
+        .get("x-forwarded-for")
+        .map(|v| v.to_str().unwrap_or("").to_owned())
+        .unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     Ok(http::Response::builder()
         .header("x-method", method)
         .header("x-path", path)
@@ -83,7 +100,9 @@ pub async fn start_backend() -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tcp), service_fn(backend))
@@ -102,7 +121,11 @@ pub async fn start_gateway(tune: impl FnOnce(&mut GatewayOptions)) -> Gateway {
     Gateway::bind(options).await.unwrap()
 }
 
-pub fn receiver_options(gateway: SocketAddr, backend: SocketAddr, services: &[&str]) -> ReceiverOptions {
+pub fn receiver_options(
+    gateway: SocketAddr,
+    backend: SocketAddr,
+    services: &[&str],
+) -> ReceiverOptions {
     let mut backoff = anpx_core::backoff::BackoffConfig::default();
     backoff.first_delay = Duration::from_millis(50);
     backoff.max_delay = Duration::from_millis(400);
@@ -117,9 +140,15 @@ pub fn receiver_options(gateway: SocketAddr, backend: SocketAddr, services: &[&s
 }
 
 /// A receiver serving `services` from `backend`, connected before returning.
-pub async fn start_receiver(gateway: SocketAddr, backend: SocketAddr, services: &[&str]) -> Receiver {
+pub async fn start_receiver(
+    gateway: SocketAddr,
+    backend: SocketAddr,
+    services: &[&str],
+) -> Receiver {
     let r = Receiver::spawn(receiver_options(gateway, backend, services));
-    let status = tokio::time::timeout(Duration::from_secs(10), r.wait_ready()).await.expect("receiver connects in time");
+    let status = tokio::time::timeout(Duration::from_secs(10), r.wait_ready())
+        .await
+        .expect("receiver connects in time");
     assert!(matches!(status, Status::Connected { .. }), "{status:?}");
     r
 }
@@ -137,16 +166,26 @@ pub struct Reply {
 
 impl Reply {
     pub fn header(&self, name: &str) -> &str {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not json ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not json ({e}): {:?}", String::from_utf8_lossy(&self.body)))
     }
 }
 
 /// Sends a request through the gateway at `gateway`, as for `host`.
-pub async fn send(gateway: SocketAddr, method: &str, host: &str, path_and_query: &str, body: impl Into<Bytes>) -> Reply {
+pub async fn send(
+    gateway: SocketAddr,
+    method: &str,
+    host: &str,
+    path_and_query: &str,
+    body: impl Into<Bytes>,
+) -> Reply {
     let req = http::Request::builder()
         .method(method)
         .uri(format!("http://{gateway}{path_and_query}"))
@@ -174,5 +213,8 @@ pub async fn wait_for_receivers(gateway: &Gateway, n: usize) {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("gateway never had {n} receivers: {:?}", gateway.stats().await.map(|s| s.links.len()));
+    panic!(
+        "gateway never had {n} receivers: {:?}",
+        gateway.stats().await.map(|s| s.links.len())
+    );
 }
