@@ -41,8 +41,11 @@
 
 pub mod backoff;
 pub mod chunk;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod config;
 pub mod control;
+pub mod demo;
 pub mod features;
 pub mod forward;
 pub mod frame;

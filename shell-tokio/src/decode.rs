@@ -26,7 +26,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::cli::DecodeArgs;
+use anpx_core::cli::DecodeArgs;
 
 /// Exit status when some frame (or, with `--reassemble`, some message) was bad.
 const EXIT_BAD_INPUT: u8 = 1;

@@ -1,17 +1,50 @@
 //! `anpx`: the ANPX v1 tunnel on tokio.
 //!
-//! Each subcommand lives in its own module; this file only parses the
-//! command line and hands over.
+//! The command line is defined once in `anpx_core::cli`; this binary only
+//! supplies what runs. Each subcommand lives in its own module.
 
-mod cli;
+mod commands;
 mod decode;
+mod logging;
 
 use std::process::ExitCode;
 
+use anpx_core::cli::{Cli, Command};
 use clap::Parser;
 
 fn main() -> ExitCode {
-    match cli::Cli::parse().command {
-        cli::Command::Decode(args) => decode::main(&args),
+    let cli = Cli::parse();
+    if let Command::Decode(args) = &cli.command {
+        return decode::main(args);
+    }
+    let config = match commands::load_config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("anpx: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Command::CheckConfig = cli.command {
+        print!("{}", config.to_toml_string());
+        return ExitCode::SUCCESS;
+    }
+    logging::init(config.gateway.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("anpx: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(commands::run(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("anpx: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

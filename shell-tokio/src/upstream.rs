@@ -155,3 +155,32 @@ where
         })
     }
 }
+
+/// The built-in echo agent (`anpx demo`, `--demo`): answers every request
+/// with a JSON description of it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DemoUpstream;
+
+impl Upstream for DemoUpstream {
+    fn call(&self, request: UpstreamRequest) -> UpstreamFuture {
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let body = body.collect().await?.to_bytes();
+            let mut head = anpx_core::RequestHead::new(parts.method.as_str(), parts.uri.path())
+                .with_query(parts.uri.query().unwrap_or_default());
+            for (name, value) in &parts.headers {
+                head.headers
+                    .push(name.as_str(), String::from_utf8_lossy(value.as_bytes()));
+            }
+            let (rhead, rbody) = anpx_core::demo::respond(&head, &body);
+            let mut response = http::Response::builder().status(rhead.status);
+            for (name, value) in rhead.headers.iter() {
+                response = response.header(name, value);
+            }
+            let body = http_body_util::Full::new(rbody)
+                .map_err(|never| match never {})
+                .boxed();
+            Ok(response.body(body)?)
+        })
+    }
+}

@@ -41,6 +41,18 @@ pub struct GatewayOptions {
 }
 
 impl GatewayOptions {
+    /// Options from the `[gateway]` configuration section, in open mode
+    /// (the caller swaps `admission` for DID-WBA).
+    pub fn from_config(section: &anpx_core::config::GatewaySection) -> Self {
+        GatewayOptions {
+            listen: section.listen,
+            ws_listen: section.ws_listen,
+            core: section.core_config(),
+            admission: Arc::new(OpenAdmission),
+            drain_grace: section.drain_grace(),
+        }
+    }
+
     /// Open mode on `listen` with default settings.
     pub fn open(listen: SocketAddr) -> Self {
         GatewayOptions {

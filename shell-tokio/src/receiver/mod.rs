@@ -40,6 +40,23 @@ pub struct ReceiverOptions {
     pub credentials: Option<Arc<dyn Credentials>>,
 }
 
+impl ReceiverOptions {
+    /// Options from the `[receiver]` configuration section, serving from `upstream`.
+    pub fn from_config(
+        section: &anpx_core::config::ReceiverSection,
+        upstream: Arc<dyn Upstream>,
+    ) -> Self {
+        ReceiverOptions {
+            gateway: section.gateway.clone(),
+            services: section.services.clone(),
+            core: section.core_config(),
+            backoff: section.backoff_config(),
+            upstream,
+            credentials: None,
+        }
+    }
+}
+
 /// Where the receiver stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Status {

@@ -1,0 +1,236 @@
+//! The `anpx` command line, shared by every runtime shell: each shell
+//! parses this definition and only supplies what runs.
+//!
+//! ```
+//! use anpx_core::cli::Cli;
+//! use clap::Parser;
+//! let cli = Cli::try_parse_from(["anpx", "receiver", "--gateway", "ws://127.0.0.1:8080/ws", "--service", "a.com/x", "--service", "b.com"]).unwrap();
+//! let config = cli.load_config("", std::iter::empty()).unwrap();
+//! assert_eq!(config.receiver.services.len(), 2);
+//! ```
+
+mod flags;
+
+pub use flags::{GatewayKeys, ReceiverKeys, Section, SectionFlags};
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, ConfigError, CONFIG_FILE_ENV};
+use crate::frame::DEFAULT_MAX_FRAME_LEN;
+
+/// `anpx`: a reverse HTTP tunnel that gives agents on private networks a
+/// public address (ANPX v1 over WebSocket, compatible with ANP Proxy).
+#[derive(Debug, Parser)]
+#[command(name = "anpx", version, about, long_about = None)]
+pub struct Cli {
+    /// TOML configuration file (see docs/CONFIGURATION.md).
+    #[arg(long, global = true, value_name = "FILE", env = CONFIG_FILE_ENV)]
+    pub config: Option<PathBuf>,
+
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a gateway: the public HTTP front end receivers connect to.
+    Gateway(GatewayArgs),
+    /// Run a receiver: dial a gateway and serve its requests from a local service.
+    Receiver(ReceiverArgs),
+    /// Run a gateway and a receiver in one process.
+    Both(BothArgs),
+    /// Gateway + receiver + a built-in echo agent on loopback; prints a curl to try.
+    Demo(DemoArgs),
+    /// Print the effective configuration (file, environment, defaults).
+    CheckConfig,
+    /// Decode ANPX frames from stdin and print one JSON object per frame.
+    ///
+    /// Input is hex, one frame per line (blank lines and lines starting
+    /// with `#` are skipped), or raw concatenated frames with `--binary`.
+    /// Exits 0 when every frame decoded, 1 when any did not, 2 on an I/O
+    /// error.
+    Decode(DecodeArgs),
+}
+
+/// Options of `anpx gateway`.
+#[derive(Debug, Clone, Args)]
+pub struct GatewayArgs {
+    /// Gateway settings.
+    #[command(flatten)]
+    pub flags: SectionFlags<GatewayKeys>,
+}
+
+/// Options of `anpx receiver`.
+#[derive(Debug, Clone, Args)]
+pub struct ReceiverArgs {
+    /// Serve requests with the built-in echo agent instead of an upstream.
+    #[arg(long)]
+    pub demo: bool,
+    /// Receiver settings.
+    #[command(flatten)]
+    pub flags: SectionFlags<ReceiverKeys>,
+}
+
+/// Options of `anpx both`.
+#[derive(Debug, Clone, Args)]
+pub struct BothArgs {
+    /// Local service to expose (http://...).
+    #[arg(long, value_name = "URL", conflicts_with = "demo")]
+    pub upstream: Option<String>,
+    /// Serve with the built-in echo agent.
+    #[arg(long)]
+    pub demo: bool,
+    /// Service URL the receiver serves (repeatable); default: everything.
+    #[arg(long = "service", value_name = "SERVICE_URL")]
+    pub services: Vec<String>,
+    /// Gateway settings.
+    #[command(flatten)]
+    pub flags: SectionFlags<GatewayKeys>,
+}
+
+/// Options of `anpx demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Public address of the demo gateway.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+}
+
+/// Options of `anpx decode`.
+#[derive(Debug, Clone, Args)]
+pub struct DecodeArgs {
+    /// Read raw binary frames back to back, split by each header's
+    /// total_len, instead of hex lines.
+    #[arg(long)]
+    pub binary: bool,
+
+    /// Also reassemble chunked messages and print a `message` line when one
+    /// completes (or a `reassembly_error` line when the chunks are wrong).
+    #[arg(long)]
+    pub reassemble: bool,
+
+    /// Largest frame accepted, header included, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME_LEN)]
+    pub max_frame_len: usize,
+}
+
+impl Cli {
+    /// The effective configuration: defaults < `file_text` (the `--config`
+    /// file's contents, empty when none) < `env` (`ANPX_*` variables) <
+    /// the subcommand's flags. Reading the file and the environment is the
+    /// caller's job.
+    pub fn load_config(
+        &self,
+        file_text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        Config::load(file_text, env, self.flag_pairs())
+    }
+
+    /// The flags of the chosen subcommand as `(key, value)` pairs.
+    pub fn flag_pairs(&self) -> Vec<(String, String)> {
+        match &self.command {
+            Command::Gateway(a) => a.flags.pairs.clone(),
+            Command::Receiver(a) => a.flags.pairs.clone(),
+            Command::Both(a) => {
+                let mut pairs = a.flags.pairs.clone();
+                if let Some(u) = &a.upstream {
+                    pairs.push(("receiver.upstream".into(), u.clone()));
+                }
+                if !a.services.is_empty() {
+                    pairs.push(("receiver.services".into(), a.services.join(",")));
+                }
+                pairs
+            }
+            Command::Demo(a) => vec![("gateway.listen".into(), a.listen.clone())],
+            Command::CheckConfig | Command::Decode(_) => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn gateway_flags_become_config_keys() {
+        let cli = Cli::try_parse_from([
+            "anpx",
+            "gateway",
+            "--listen",
+            "127.0.0.1:9999",
+            "--request-timeout-secs",
+            "5",
+        ])
+        .unwrap();
+        let config = cli.load_config("", std::iter::empty()).unwrap();
+        assert_eq!(config.gateway.listen.port(), 9999);
+        assert_eq!(config.gateway.request_timeout_secs, 5);
+    }
+
+    #[test]
+    fn flags_beat_env_which_beats_the_file() {
+        let cli = Cli::try_parse_from(["anpx", "gateway", "--request-timeout-secs", "7"]).unwrap();
+        let file = "[gateway]\nrequest_timeout_secs = 3\nping_interval_secs = 4\nmax_inflight_per_receiver = 9\n";
+        let env = vec![
+            (
+                "ANPX_GATEWAY_REQUEST_TIMEOUT_SECS".to_owned(),
+                "5".to_owned(),
+            ),
+            ("ANPX_GATEWAY_PING_INTERVAL_SECS".to_owned(), "6".to_owned()),
+        ];
+        let config = cli.load_config(file, env).unwrap();
+        assert_eq!(
+            (
+                config.gateway.request_timeout_secs,
+                config.gateway.ping_interval_secs,
+                config.gateway.max_inflight_per_receiver
+            ),
+            (7, 6, 9)
+        );
+    }
+
+    #[test]
+    fn a_bad_flag_value_names_the_key() {
+        let cli = Cli::try_parse_from(["anpx", "gateway", "--request-timeout-secs", "0"]).unwrap();
+        let err = cli.load_config("", std::iter::empty()).unwrap_err();
+        assert!(
+            err.to_string().contains("gateway.request_timeout_secs"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn both_maps_upstream_and_services_to_receiver_keys() {
+        let cli = Cli::try_parse_from([
+            "anpx",
+            "both",
+            "--upstream",
+            "http://127.0.0.1:8000",
+            "--service",
+            "a.com/x",
+        ])
+        .unwrap();
+        let config = cli.load_config("", std::iter::empty()).unwrap();
+        assert_eq!(
+            config.receiver.upstream.as_deref(),
+            Some("http://127.0.0.1:8000")
+        );
+        assert_eq!(config.receiver.services[0].to_string(), "a.com/x");
+    }
+
+    #[test]
+    fn unknown_flags_are_refused() {
+        assert!(Cli::try_parse_from(["anpx", "gateway", "--listne", "x"]).is_err());
+    }
+}

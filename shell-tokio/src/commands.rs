@@ -1,0 +1,153 @@
+//! What `gateway`, `receiver`, `both` and `demo` run.
+
+use std::sync::Arc;
+
+use anpx_core::cli::{Cli, Command};
+use anpx_core::config::{AuthMode, Config, CONFIG_FILE_ENV};
+use anyhow::{bail, Context, Result};
+use shell_tokio::gateway::{Gateway, GatewayOptions};
+use shell_tokio::receiver::{Receiver, ReceiverOptions, Status};
+use shell_tokio::upstream::{DemoUpstream, HttpUpstream, Upstream};
+
+/// Defaults < `--config` file < `ANPX_*` environment < flags.
+pub(crate) fn load_config(cli: &Cli) -> Result<Config> {
+    let text = match &cli.config {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the config file {}", path.display()))?,
+        None => String::new(),
+    };
+    let env = std::env::vars().filter(|(k, _)| k != CONFIG_FILE_ENV);
+    let config = cli
+        .load_config(&text, env)
+        .with_context(|| match &cli.config {
+            Some(p) => format!("invalid configuration (file {})", p.display()),
+            None => "invalid configuration".to_owned(),
+        })?;
+    Ok(config)
+}
+
+pub(crate) async fn run(command: Command, config: Config) -> Result<()> {
+    match command {
+        Command::Gateway(_) => gateway_until_signal(config).await,
+        Command::Receiver(args) => {
+            let upstream = upstream(&config, args.demo)?;
+            let receiver =
+                Receiver::spawn(ReceiverOptions::from_config(&config.receiver, upstream));
+            follow_until_signal(receiver).await
+        }
+        Command::Both(args) => both(config, args.demo, false).await,
+        Command::Demo(_) => both(config, true, true).await,
+        Command::CheckConfig | Command::Decode(_) => Ok(()),
+    }
+}
+
+fn upstream(config: &Config, demo: bool) -> Result<Arc<dyn Upstream>> {
+    if demo {
+        return Ok(Arc::new(DemoUpstream));
+    }
+    let Some(url) = &config.receiver.upstream else {
+        bail!(
+            "no upstream: set receiver.upstream (--upstream, ANPX_RECEIVER_UPSTREAM) or use --demo"
+        );
+    };
+    Ok(Arc::new(
+        HttpUpstream::new(url).context("receiver.upstream")?,
+    ))
+}
+
+fn gateway_options(config: &Config) -> Result<GatewayOptions> {
+    if config.gateway.tls.enabled() {
+        bail!("gateway.tls: TLS termination is not available in this build yet; terminate TLS in front of the gateway");
+    }
+    if config.gateway.auth.mode != AuthMode::None {
+        bail!("gateway.auth.mode = \"did-wba\" is not available in this build yet");
+    }
+    Ok(GatewayOptions::from_config(&config.gateway))
+}
+
+async fn gateway_until_signal(config: Config) -> Result<()> {
+    let options = gateway_options(&config)?;
+    let listen = options.listen;
+    let gateway = Gateway::bind(options)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    eprintln!(
+        "anpx gateway on http://{} (receivers: ws://{}/ws)",
+        gateway.public_addr(),
+        gateway.public_addr()
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining requests in flight");
+    gateway.shutdown().await;
+    Ok(())
+}
+
+async fn follow_until_signal(receiver: Receiver) -> Result<()> {
+    let mut status = receiver.watch();
+    tokio::select! {
+        () = shutdown_signal() => {}
+        () = async {
+            while status.changed().await.is_ok() {
+                if matches!(*status.borrow(), Status::Stopped(_)) {
+                    return;
+                }
+            }
+        } => {
+            if let Status::Stopped(why) = receiver.status() {
+                bail!("receiver stopped: {why}");
+            }
+        }
+    }
+    tracing::info!("shutting down the receiver");
+    receiver.shutdown().await;
+    Ok(())
+}
+
+/// Gateway and receiver in one process; `demo` prints how to try it.
+async fn both(mut config: Config, demo: bool, print_try: bool) -> Result<()> {
+    let upstream = upstream(&config, demo)?;
+    let options = gateway_options(&config)?;
+    let listen = options.listen;
+    let gateway = Gateway::bind(options)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = gateway.public_addr();
+    config.receiver.gateway = format!("ws://{addr}/ws");
+    let receiver = Receiver::spawn(ReceiverOptions::from_config(&config.receiver, upstream));
+    match receiver.wait_ready().await {
+        Status::Connected { granted, .. } => tracing::info!(?granted, "tunnel up"),
+        other => bail!("the receiver could not connect to its own gateway: {other:?}"),
+    }
+    if print_try {
+        println!("anpx demo: gateway on http://{addr}, receiver connected, echo agent serving every path.");
+        println!("Try:\n  curl -s 'http://{addr}/agents/hello?name=anpx' -d 'ping'\n  curl -s http://{addr}/stats\nCtrl-C to stop.");
+    } else {
+        eprintln!("anpx: gateway on http://{addr}, receiver connected");
+    }
+    shutdown_signal().await;
+    receiver.shutdown().await;
+    gateway.shutdown().await;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

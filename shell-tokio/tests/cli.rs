@@ -1,0 +1,78 @@
+//! The `anpx` binary's configuration handling, as an operator meets it.
+
+use std::process::Command;
+
+fn anpx() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_anpx"));
+    // The tests' own environment must not leak ANPX_ settings in.
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ANPX_")) {
+        c.env_remove(k);
+    }
+    c
+}
+
+#[test]
+fn check_config_prints_the_effective_configuration() {
+    let out = anpx()
+        .args(["check-config"])
+        .env("ANPX_GATEWAY_REQUEST_TIMEOUT_SECS", "12")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("request_timeout_secs = 12"), "{text}");
+    assert!(text.contains("listen = \"127.0.0.1:8080\""), "{text}");
+}
+
+#[test]
+fn a_config_file_with_a_typo_is_refused_naming_the_key() {
+    let dir = std::env::temp_dir().join(format!("anpx-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "[gateway]\nlistne = \"127.0.0.1:1\"\n").unwrap();
+    let out = anpx()
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("gateway.listne"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_bad_flag_value_is_refused_naming_the_key() {
+    let out = anpx()
+        .args(["gateway", "--max-inflight-per-receiver", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("gateway.max_inflight_per_receiver"), "{err}");
+}
+
+#[test]
+fn a_mistyped_environment_variable_is_refused() {
+    let out = anpx()
+        .args(["check-config"])
+        .env("ANPX_GATEWAY_LISTN", "x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ANPX_GATEWAY_LISTN"));
+}
+
+#[test]
+fn a_receiver_without_upstream_says_how_to_fix_it() {
+    let out = anpx()
+        .args(["receiver", "--gateway", "ws://127.0.0.1:9/ws"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--upstream"));
+}
