@@ -99,6 +99,44 @@ pub fn request_head<'h>(
     }
 }
 
+/// Characters that cannot stand in a request-target's path as they are.
+/// `%` is left alone: a path from an anpx gateway is still percent-encoded,
+/// and re-encoding its escapes would change it.
+const PATH_UNSAFE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}')
+    .add(b'\\')
+    .add(b'^');
+
+/// The request-target for the upstream: the path with anything a URI cannot
+/// carry percent-encoded, then the query. The reference gateway sends the
+/// *decoded* path (`/agents/旅行`), so non-ASCII and reserved characters
+/// must be encoded again before the request line is written.
+///
+/// ```
+/// use anpx_core::{forward::upstream_target, RequestHead};
+/// let head = RequestHead::new("GET", "/agents/旅行 x").with_query("a=1");
+/// assert_eq!(upstream_target(&head), "/agents/%E6%97%85%E8%A1%8C%20x?a=1");
+/// ```
+pub fn upstream_target(head: &RequestHead) -> String {
+    let path: std::borrow::Cow<'_, str> =
+        percent_encoding::utf8_percent_encode(&head.path, PATH_UNSAFE).into();
+    let path = if path.is_empty() { "/".into() } else { path };
+    if head.query.is_empty() {
+        path.into_owned()
+    } else {
+        format!("{path}?{}", head.query)
+    }
+}
+
 /// The response head as it goes to the public client: hop-by-hop removed.
 pub fn response_head_for_client(mut head: ResponseHead) -> ResponseHead {
     strip_hop_by_hop(&mut head.headers);

@@ -56,13 +56,23 @@ fn upstream(config: &Config, demo: bool) -> Result<Arc<dyn Upstream>> {
 }
 
 fn gateway_options(config: &Config) -> Result<GatewayOptions> {
-    if config.gateway.tls.enabled() {
-        bail!("gateway.tls: TLS termination is not available in this build yet; terminate TLS in front of the gateway");
-    }
     if config.gateway.auth.mode != AuthMode::None {
         bail!("gateway.auth.mode = \"did-wba\" is not available in this build yet");
     }
-    Ok(GatewayOptions::from_config(&config.gateway))
+    let mut options = GatewayOptions::from_config(&config.gateway);
+    let tls = &config.gateway.tls;
+    if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+        options.tls = Some(shell_tokio::tls::server_config(cert, key).context("gateway.tls")?);
+    }
+    Ok(options)
+}
+
+fn receiver_options(config: &Config, upstream: Arc<dyn Upstream>) -> Result<ReceiverOptions> {
+    let mut options = ReceiverOptions::from_config(&config.receiver, upstream);
+    if let Some(ca) = &config.receiver.ca_file {
+        options.tls = Some(shell_tokio::tls::client_config(Some(ca)).context("receiver.ca_file")?);
+    }
+    Ok(options)
 }
 
 async fn gateway_until_signal(config: Config) -> Result<()> {
@@ -112,8 +122,15 @@ async fn both(mut config: Config, demo: bool, print_try: bool) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = gateway.public_addr();
-    config.receiver.gateway = format!("ws://{addr}/ws");
-    let receiver = Receiver::spawn(ReceiverOptions::from_config(&config.receiver, upstream));
+    // With TLS on, the in-process receiver dials wss:// like any other and
+    // trusts the gateway through receiver.ca_file or the system roots.
+    let scheme = if config.gateway.tls.enabled() {
+        "wss"
+    } else {
+        "ws"
+    };
+    config.receiver.gateway = format!("{scheme}://{addr}/ws");
+    let receiver = Receiver::spawn(receiver_options(&config, upstream)?);
     match receiver.wait_ready().await {
         Status::Connected { granted, .. } => tracing::info!(?granted, "tunnel up"),
         other => bail!("the receiver could not connect to its own gateway: {other:?}"),

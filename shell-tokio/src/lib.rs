@@ -8,5 +8,6 @@
 pub mod body;
 pub mod gateway;
 pub mod receiver;
+pub mod tls;
 pub mod upstream;
 mod ws;

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -17,7 +17,8 @@ use crate::body::{BoxError, ChannelBody};
 /// The request an upstream gets: the body streams in as the gateway sends it.
 pub type UpstreamRequest = http::Request<ChannelBody>;
 /// The response an upstream gives: any body of `Bytes`.
-pub type UpstreamResponse = http::Response<BoxBody<Bytes, BoxError>>;
+/// Each body is read by one task, so it need not be `Sync` (axum's is not).
+pub type UpstreamResponse = http::Response<UnsyncBoxBody<Bytes, BoxError>>;
 /// The future an upstream returns.
 pub type UpstreamFuture = Pin<Box<dyn Future<Output = Result<UpstreamResponse, BoxError>> + Send>>;
 
@@ -106,7 +107,7 @@ impl Upstream for HttpUpstream {
         Box::pin(async move {
             *request.uri_mut() = target?;
             let response = client.request(request).await?;
-            Ok(response.map(|b| b.map_err(BoxError::from).boxed()))
+            Ok(response.map(|b| b.map_err(BoxError::from).boxed_unsync()))
         })
     }
 }
@@ -141,7 +142,7 @@ where
         + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
     fn call(&self, request: UpstreamRequest) -> UpstreamFuture {
@@ -151,7 +152,7 @@ where
                 .await
                 .map_err(Into::into)?;
             let response = service.call(request).await.map_err(Into::into)?;
-            Ok(response.map(|b| b.map_err(Into::into).boxed()))
+            Ok(response.map(|b| b.map_err(Into::into).boxed_unsync()))
         })
     }
 }
@@ -179,7 +180,7 @@ impl Upstream for DemoUpstream {
             }
             let body = http_body_util::Full::new(rbody)
                 .map_err(|never| match never {})
-                .boxed();
+                .boxed_unsync();
             Ok(response.body(body)?)
         })
     }

@@ -38,6 +38,8 @@ pub struct GatewayOptions {
     pub admission: Arc<dyn Admission>,
     /// How long in-flight requests may take to finish on shutdown.
     pub drain_grace: Duration,
+    /// TLS for both listeners (`https://`, `wss://`); `None` for plain.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl GatewayOptions {
@@ -50,6 +52,7 @@ impl GatewayOptions {
             core: section.core_config(),
             admission: Arc::new(OpenAdmission),
             drain_grace: section.drain_grace(),
+            tls: None,
         }
     }
 
@@ -61,6 +64,7 @@ impl GatewayOptions {
             core: GatewayConfig::default(),
             admission: Arc::new(OpenAdmission),
             drain_grace: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -92,7 +96,11 @@ impl Gateway {
                 .collect::<Features>(),
             chunk_size: options.core.chunk_size,
             max_frame_len: options.core.frame_limits.max_frame_len,
-            scheme: "http",
+            scheme: if options.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
             draining: Default::default(),
             auth_refusals: Default::default(),
         });
@@ -100,10 +108,12 @@ impl Gateway {
         let public_addr = public.local_addr()?;
         let ws_addr = ws.as_ref().map(TcpListener::local_addr).transpose()?;
         let mut tasks = JoinSet::new();
+        let tls = options.tls.map(tokio_rustls::TlsAcceptor::from);
         tasks.spawn(accept_loop(
             public,
             Listener::Public,
             shared.clone(),
+            tls.clone(),
             stopped.clone(),
         ));
         if let Some(ws) = ws {
@@ -111,6 +121,7 @@ impl Gateway {
                 ws,
                 Listener::Receivers,
                 shared.clone(),
+                tls,
                 stopped,
             ));
         }
@@ -158,10 +169,15 @@ impl Gateway {
     }
 }
 
+/// A TLS handshake that takes longer than this is dropped, so a client
+/// that connects and says nothing cannot hold a task forever.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn accept_loop(
     listener: TcpListener,
     which: Listener,
     shared: Arc<Shared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
@@ -179,10 +195,25 @@ async fn accept_loop(
                 let _ = tcp.set_nodelay(true);
                 let local = tcp.local_addr().unwrap_or(peer);
                 let shared = shared.clone();
+                let tls = tls.clone();
                 connections.spawn(async move {
                     let service = service_fn(move |req| http::handle(req, shared.clone(), peer, local, which));
                     let builder = auto::Builder::new(TokioExecutor::new());
-                    if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).await {
+                    let served = match tls {
+                        None => builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).await,
+                        Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                            Ok(Ok(stream)) => builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "tls handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "tls handshake timed out");
+                                return;
+                            }
+                        },
+                    };
+                    if let Err(e) = served {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 });

@@ -38,9 +38,25 @@ pub struct ReceiverOptions {
     pub upstream: Arc<dyn Upstream>,
     /// Identity proof for the handshake, if the gateway wants one.
     pub credentials: Option<Arc<dyn Credentials>>,
+    /// Trust for a `wss://` gateway; `None` uses the system's roots.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl ReceiverOptions {
+    /// Default settings for a receiver dialing `gateway` (`ws://` or
+    /// `wss://`) and serving from `upstream`; set the other fields as needed.
+    pub fn new(gateway: impl Into<String>, upstream: Arc<dyn Upstream>) -> Self {
+        ReceiverOptions {
+            gateway: gateway.into(),
+            services: Vec::new(),
+            core: ReceiverConfig::default(),
+            backoff: BackoffConfig::default(),
+            upstream,
+            credentials: None,
+            tls: None,
+        }
+    }
+
     /// Options from the `[receiver]` configuration section, serving from `upstream`.
     pub fn from_config(
         section: &anpx_core::config::ReceiverSection,
@@ -53,6 +69,7 @@ impl ReceiverOptions {
             backoff: section.backoff_config(),
             upstream,
             credentials: None,
+            tls: None,
         }
     }
 }

@@ -246,7 +246,7 @@ fn upstream_request(
     let (upload, body) = body::channel(length);
     let mut builder = http::Request::builder()
         .method(head.method.as_str())
-        .uri(head.path_and_query());
+        .uri(forward::upstream_target(head));
     for (name, value) in head.headers.iter() {
         if !forward::is_hop_by_hop(name) {
             builder = builder.header(name, value);

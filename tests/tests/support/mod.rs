@@ -126,9 +126,11 @@ pub fn receiver_options(
     backend: SocketAddr,
     services: &[&str],
 ) -> ReceiverOptions {
-    let mut backoff = anpx_core::backoff::BackoffConfig::default();
-    backoff.first_delay = Duration::from_millis(50);
-    backoff.max_delay = Duration::from_millis(400);
+    let backoff = anpx_core::backoff::BackoffConfig {
+        first_delay: Duration::from_millis(50),
+        max_delay: Duration::from_millis(400),
+        ..Default::default()
+    };
     ReceiverOptions {
         gateway: format!("ws://{gateway}/ws"),
         services: services.iter().map(|s| s.parse().unwrap()).collect(),
@@ -136,6 +138,7 @@ pub fn receiver_options(
         backoff,
         upstream: Arc::new(HttpUpstream::new(&format!("http://{backend}")).unwrap()),
         credentials: None,
+        tls: None,
     }
 }
 
