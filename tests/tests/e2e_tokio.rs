@@ -257,3 +257,21 @@ async fn separate_receiver_port_accepts_any_path() {
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_requests_in_flight_finish() {
+    let backend = start_backend().await;
+    let gw = start_gateway(|o| o.drain_grace = Duration::from_secs(10)).await;
+    let addr = gw.public_addr();
+    let _rx = start_receiver(addr, backend, &["api.agent.com/svc"]).await;
+    let slow = tokio::spawn(async move { send(addr, "GET", HOST, "/svc/slow", "").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    gw.shutdown().await;
+    // The drain waited for the slow answer (3 s) rather than cutting it.
+    assert!(started.elapsed() >= Duration::from_secs(2), "drain returned after {:?}", started.elapsed());
+    let r = slow.await.unwrap();
+    assert_eq!((r.status, &r.body[..]), (200, &b"late"[..]));
+    // Nothing listens any more.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
