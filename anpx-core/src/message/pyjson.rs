@@ -47,6 +47,10 @@ impl Formatter for PythonFormatter {
         fragment: &str,
     ) -> io::Result<()> {
         let bytes = fragment.as_bytes();
+        // Almost all meta is plain ASCII: one scan, one write.
+        if bytes.iter().all(|&b| b < 0x7f) {
+            return w.write_all(bytes);
+        }
         let mut start = 0;
         for (i, ch) in fragment.char_indices() {
             if ch.is_ascii() && ch != '\x7f' {
