@@ -39,6 +39,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod backoff;
 pub mod chunk;
 #[cfg(feature = "cli")]

@@ -1,0 +1,269 @@
+//! The gateway side: checking a `DIDWba` header in two steps around the
+//! DID document fetch.
+
+use std::time::{Duration, SystemTime};
+
+use super::jcs::content_hash;
+use super::key::decode_base64url;
+use super::{
+    parse_timestamp, service_domain, AuthError, AuthHeader, Did, DidDocument, KeyType, NonceStore,
+};
+
+/// Limits of a [`Verifier`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifierConfig {
+    /// Oldest timestamp accepted (default 5 minutes, as the reference).
+    pub max_age: Duration,
+    /// Furthest a timestamp may be ahead of `now` (default 1 minute, as the
+    /// reference).
+    pub max_ahead: Duration,
+    /// How long a used nonce is remembered (default 7 minutes). Never less
+    /// than `max_age + max_ahead` is used, whatever is set: a header stays
+    /// acceptable that long after its nonce was first seen.
+    pub nonce_memory: Duration,
+    /// Most nonces remembered at once (default 100 000). When full, new
+    /// logins are refused with [`AuthError::NonceStoreFull`] until old
+    /// nonces expire.
+    pub max_nonces: usize,
+    /// Replaces `https://host[:port]` in document URLs, e.g. a local
+    /// resolver or a test server.
+    pub resolver_base: Option<String>,
+    /// Largest DID document accepted by [`Verifier::verify_json`] (default
+    /// 64 KiB; real ones are under 2 KiB). The shell should stop reading
+    /// the fetch at this size too.
+    pub max_document_bytes: usize,
+}
+
+impl Default for VerifierConfig {
+    fn default() -> Self {
+        Self {
+            max_age: Duration::from_secs(5 * 60),
+            max_ahead: Duration::from_secs(60),
+            nonce_memory: Duration::from_secs(7 * 60),
+            max_nonces: 100_000,
+            resolver_base: None,
+            max_document_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// A header that passed the cheap checks, and where its DID document is.
+///
+/// Made only by [`Verifier::check_header`]; hand it back to
+/// [`Verifier::verify`] with the fetched document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedHeader {
+    header: AuthHeader,
+    did: Did,
+    document_url: String,
+    service: String,
+    timestamp: SystemTime,
+    content_hash: [u8; 32],
+    signature: Vec<u8>,
+}
+
+impl ParsedHeader {
+    /// The header's fields.
+    pub fn header(&self) -> &AuthHeader {
+        &self.header
+    }
+
+    /// The DID claimed.
+    pub fn did(&self) -> &Did {
+        &self.did
+    }
+
+    /// Where to fetch the DID document from.
+    pub fn document_url(&self) -> &str {
+        &self.document_url
+    }
+
+    /// The service name the signature must cover.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// The header's timestamp.
+    pub fn timestamp(&self) -> SystemTime {
+        self.timestamp
+    }
+}
+
+/// A DID that proved control of a key of its document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedDid {
+    /// The DID.
+    pub did: String,
+    /// Full id of the key that signed, e.g. `did:wba:didhost.cc:anpproxy1#key-1`.
+    pub verification_method: String,
+    /// The key's algorithm.
+    pub key_type: KeyType,
+    /// The header's timestamp.
+    pub timestamp: SystemTime,
+}
+
+/// Checks `DIDWba` headers: timestamp window, single-use nonces, document
+/// id, key lookup and signature.
+///
+/// The work is split in two so a failure costs the gateway little:
+/// [`check_header`](Self::check_header) does everything that needs no DID
+/// document (parsing, timestamp window, nonce not yet used) and says which
+/// document to fetch; [`verify`](Self::verify) takes the fetched document,
+/// checks the signature and only then records the nonce, so a forged
+/// header cannot burn a genuine client's nonce.
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use anpx_core::auth::{
+///     build_header, generate_did_document, AuthError, KeyMaterial, Verifier, VerifierConfig,
+/// };
+///
+/// // A client's DID and key (the seed would come from a CSPRNG).
+/// let (doc, pem) =
+///     generate_did_document("didhost.cc", Some("agent1"), KeyMaterial::Secp256k1([7; 32])).unwrap();
+/// let now = UNIX_EPOCH + Duration::from_secs(1_795_311_328);
+/// let header = build_header(doc.as_bytes(), &pem, "gateway.example.com", now, [1; 16]).unwrap();
+///
+/// // The gateway: cheap checks first, then fetch the document, then verify.
+/// let mut verifier = Verifier::new(VerifierConfig::default());
+/// let parsed = verifier.check_header(now, &header, "gateway.example.com").unwrap();
+/// assert_eq!(parsed.document_url(), "https://didhost.cc/agent1/did.json");
+/// let fetched = doc.as_bytes(); // what GET parsed.document_url() returned
+/// let who = verifier.verify_json(now + Duration::from_secs(2), &parsed, fetched).unwrap();
+/// assert_eq!(who.did, "did:wba:didhost.cc:agent1");
+///
+/// // The nonce is spent now: the same header again is refused before any fetch.
+/// assert_eq!(
+///     verifier.check_header(now, &header, "gateway.example.com"),
+///     Err(AuthError::ReplayedNonce),
+/// );
+/// ```
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    config: VerifierConfig,
+    nonces: NonceStore,
+}
+
+impl Verifier {
+    /// A verifier with the given limits and no nonce used yet.
+    pub fn new(config: VerifierConfig) -> Self {
+        let floor = config.max_age.saturating_add(config.max_ahead);
+        let memory = config.nonce_memory.max(floor);
+        Self {
+            nonces: NonceStore::new(config.max_nonces, memory),
+            config,
+        }
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> &VerifierConfig {
+        &self.config
+    }
+
+    /// How many used nonces are remembered now.
+    pub fn nonces_stored(&self) -> usize {
+        self.nonces.len()
+    }
+
+    /// The checks that need no DID document. `service` is the gateway's
+    /// host name as the client addressed it; a `:port` on it is dropped (the
+    /// client signs the name without port).
+    ///
+    /// Records nothing: the nonce is only spent by a successful
+    /// [`verify`](Self::verify).
+    pub fn check_header(
+        &mut self,
+        now: SystemTime,
+        header: &str,
+        service: &str,
+    ) -> Result<ParsedHeader, AuthError> {
+        let header = AuthHeader::parse(header)?;
+        let did = Did::parse(&header.did)?;
+        let timestamp = parse_timestamp(&header.timestamp)?;
+        self.check_window(now, timestamp)?;
+        let signature = decode_base64url(&header.signature)
+            .ok_or_else(|| AuthError::MalformedHeader("signature is not base64url".into()))?;
+        if signature.len() > 64 {
+            return Err(AuthError::BadSignature);
+        }
+        self.nonces.check(now, &header.did, &header.nonce)?;
+        let service = service_domain(service).to_owned();
+        let content_hash = content_hash(&header.did, &header.nonce, &header.timestamp, &service)?;
+        Ok(ParsedHeader {
+            document_url: did.document_url(self.config.resolver_base.as_deref()),
+            did,
+            service,
+            timestamp,
+            content_hash,
+            signature,
+            header,
+        })
+    }
+
+    /// Parses the fetched DID document, then [`verify`](Self::verify)s.
+    pub fn verify_json(
+        &mut self,
+        now: SystemTime,
+        parsed: &ParsedHeader,
+        document_json: &[u8],
+    ) -> Result<VerifiedDid, AuthError> {
+        if document_json.len() > self.config.max_document_bytes {
+            return Err(AuthError::BadDocument(format!(
+                "larger than {} bytes",
+                self.config.max_document_bytes
+            )));
+        }
+        self.verify(now, parsed, &DidDocument::from_json(document_json)?)
+    }
+
+    /// The checks that need the DID document: its id is the DID, the
+    /// header's `verification_method` names a key in it (under
+    /// `verificationMethod` or embedded in `authentication`), and the
+    /// signature verifies with that key. On success the nonce is recorded.
+    ///
+    /// The timestamp window and the nonce are checked again with this
+    /// `now`, as the fetch took time and another login may have used the
+    /// nonce meanwhile.
+    pub fn verify(
+        &mut self,
+        now: SystemTime,
+        parsed: &ParsedHeader,
+        document: &DidDocument,
+    ) -> Result<VerifiedDid, AuthError> {
+        self.check_window(now, parsed.timestamp)?;
+        let did = parsed.did.as_str();
+        if document.id != did {
+            return Err(AuthError::DidMismatch {
+                expected: did.to_owned(),
+                found: document.id.clone(),
+            });
+        }
+        let method_id = format!("{did}#{}", parsed.header.verification_method);
+        let method = document
+            .find_method(&method_id)
+            .ok_or_else(|| AuthError::UnknownKey(method_id.clone()))?;
+        let key = method.public_key()?;
+        key.verify(&parsed.content_hash, &parsed.signature)?;
+        self.nonces.insert(now, did, &parsed.header.nonce)?;
+        Ok(VerifiedDid {
+            did: did.to_owned(),
+            verification_method: method_id,
+            key_type: key.key_type(),
+            timestamp: parsed.timestamp,
+        })
+    }
+
+    fn check_window(&self, now: SystemTime, timestamp: SystemTime) -> Result<(), AuthError> {
+        match now.duration_since(timestamp) {
+            Ok(age) if age > self.config.max_age => Err(AuthError::Expired {
+                age_secs: age.as_secs(),
+                max_secs: self.config.max_age.as_secs(),
+            }),
+            Err(ahead) if ahead.duration() > self.config.max_ahead => Err(AuthError::FromFuture {
+                ahead_secs: ahead.duration().as_secs(),
+                max_secs: self.config.max_ahead.as_secs(),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
