@@ -5,19 +5,32 @@
 use anpx_core::config::keys;
 
 const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/CONFIGURATION.md");
-const BEGIN: &str = "<!-- keys:begin (generated from the key table; see anpx-core/tests/config_docs.rs) -->";
+const BEGIN: &str =
+    "<!-- keys:begin (generated from the key table; see anpx-core/tests/config_docs.rs) -->";
 const END: &str = "<!-- keys:end -->";
 
 fn table() -> String {
-    let mut out = String::from("| key | environment | flag | default | meaning |\n|---|---|---|---|---|\n");
+    let mut out =
+        String::from("| key | environment | flag | default | meaning |\n|---|---|---|---|---|\n");
     for k in keys() {
         let flag = if k.key == "gateway.routes.grant" {
             "(file only)".to_owned()
         } else {
             format!("`anpx {} --{}`", k.section(), k.flag)
         };
-        let default = if k.default.is_empty() { "unset".to_owned() } else { format!("`{}`", k.default) };
-        out.push_str(&format!("| `{}` | `{}` | {} | {} | {} |\n", k.key, k.env, flag, default, k.help.replace('|', "\\|")));
+        let default = if k.default.is_empty() {
+            "unset".to_owned()
+        } else {
+            format!("`{}`", k.default)
+        };
+        out.push_str(&format!(
+            "| `{}` | `{}` | {} | {} | {} |\n",
+            k.key,
+            k.env,
+            flag,
+            default,
+            k.help.replace('|', "\\|")
+        ));
     }
     out
 }

@@ -269,7 +269,11 @@ async fn shutdown_lets_requests_in_flight_finish() {
     let started = std::time::Instant::now();
     gw.shutdown().await;
     // The drain waited for the slow answer (3 s) rather than cutting it.
-    assert!(started.elapsed() >= Duration::from_secs(2), "drain returned after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "drain returned after {:?}",
+        started.elapsed()
+    );
     let r = slow.await.unwrap();
     assert_eq!((r.status, &r.body[..]), (200, &b"late"[..]));
     // Nothing listens any more.
