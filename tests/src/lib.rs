@@ -4,3 +4,5 @@
 pub fn testdata_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata")
 }
+
+pub mod sim;

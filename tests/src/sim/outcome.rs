@@ -1,0 +1,111 @@
+//! What a run is asked to do and what it reports.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::invariants::{KnownBugs, Violation};
+use super::trace::TraceMode;
+
+/// How a run is observed and checked.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub trace: TraceMode,
+    /// Core bugs tolerated (in their exact diagnosed shape only).
+    pub known_bugs: KnownBugs,
+    /// A deliberate fault in the client's view, to prove the checker bites.
+    pub inject: Option<Injection>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            trace: TraceMode::Off,
+            known_bugs: KnownBugs::all(),
+            inject: None,
+        }
+    }
+}
+
+/// Faults injected between the gateway and the checker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Injection {
+    /// The first `End` the gateway emits is seen twice.
+    DuplicateEnd,
+}
+
+/// What happened in a run, summed over seeds to show what was exercised.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub started: u64,
+    pub refused_404: u64,
+    pub refused_503: u64,
+    pub completed: u64,
+    pub failed_502: u64,
+    pub failed_504: u64,
+    pub cancelled: u64,
+    pub upload_pieces: u64,
+    pub upstream_errors: u64,
+    pub receiver_aborts: u64,
+    pub disconnects: u64,
+    pub freezes: u64,
+    pub cuts: u64,
+    pub gateway_closes: u64,
+    pub receiver_closes: u64,
+    pub reconnects: u64,
+    pub events: u64,
+}
+
+impl Counters {
+    pub fn add(&mut self, o: &Counters) {
+        self.started += o.started;
+        self.refused_404 += o.refused_404;
+        self.refused_503 += o.refused_503;
+        self.completed += o.completed;
+        self.failed_502 += o.failed_502;
+        self.failed_504 += o.failed_504;
+        self.cancelled += o.cancelled;
+        self.upload_pieces += o.upload_pieces;
+        self.upstream_errors += o.upstream_errors;
+        self.receiver_aborts += o.receiver_aborts;
+        self.disconnects += o.disconnects;
+        self.freezes += o.freezes;
+        self.cuts += o.cuts;
+        self.gateway_closes += o.gateway_closes;
+        self.receiver_closes += o.receiver_closes;
+        self.reconnects += o.reconnects;
+        self.events += o.events;
+    }
+}
+
+/// A run that kept every rule.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub seed: u64,
+    /// Hash of the event log (when tracing was on).
+    pub digest: u64,
+    pub trace_lines: u64,
+    /// The log itself, with [`TraceMode::Keep`].
+    pub trace: Vec<String>,
+    pub counters: Counters,
+    pub virtual_time: Duration,
+}
+
+/// A run that broke a rule, and how to see it again.
+#[derive(Debug, Clone)]
+pub struct SimFailure {
+    pub seed: u64,
+    pub step: String,
+    pub violation: Violation,
+}
+
+impl fmt::Display for SimFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "simulation seed {} failed at step {}: {}\nreplay: ANPX_SIM_SEED={} cargo test -p anpx-tests --test simulation replay -- --nocapture",
+            self.seed, self.step, self.violation, self.seed
+        )
+    }
+}
+
+impl std::error::Error for SimFailure {}

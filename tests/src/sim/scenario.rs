@@ -1,0 +1,186 @@
+//! What a seed sets up: gateway and receiver settings, who serves what,
+//! link latencies, and how often clients and faults act.
+
+use std::time::Duration;
+
+use anpx_core::chunk::ReassemblyLimits;
+use anpx_core::features::{Feature, Features};
+use anpx_core::gateway::{GatewayConfig, Identity};
+use anpx_core::receiver::ReceiverConfig;
+
+use super::network::Latency;
+
+/// Service URLs receivers may be granted. Some overlap, some are spelled
+/// differently but name the same route, two are wildcards.
+const GRANTS: &[&str] = &[
+    "api.agent.com/svc",
+    "API.Agent.com:8443/svc/",
+    "api.agent.com/svc/a",
+    "api.agent.com",
+    "https://other.example/agents",
+    "other.example/agents/travel",
+    "*/tools",
+    "*",
+    "*/svc",
+];
+
+/// Hosts clients ask for, in the spellings clients use.
+pub const HOSTS: &[&str] = &[
+    "api.agent.com",
+    "API.Agent.COM:443",
+    "api.agent.com.",
+    "other.example",
+    "tools.example",
+    "nowhere.example",
+];
+
+/// Paths clients ask for.
+pub const PATHS: &[&str] = &[
+    "/",
+    "/svc",
+    "/svc/a",
+    "/svc/a/b",
+    "/svc/ab",
+    "/svcx",
+    "//svc//a/",
+    "/tools/run",
+    "/agents/travel/42",
+    "/agents",
+    "/other",
+];
+
+const CHUNK_SIZES: &[usize] = &[1500, 4096, 16 * 1024, 64 * 1024];
+
+/// One receiver process: what it serves and how it is set up. It keeps
+/// these across reconnections.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    pub grants: Vec<String>,
+    pub features: Features,
+    pub identity: Identity,
+    pub config: ReceiverConfig,
+    pub latency: Latency,
+}
+
+/// Chances per thousand, per step.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rates {
+    /// A connection is closed (both sides learn at once).
+    pub disconnect: u32,
+    /// A receiver process stalls for a while.
+    pub freeze: u32,
+    /// A connection silently stops carrying messages.
+    pub cut: u32,
+    /// A client gives up on one of its requests.
+    pub cancel: u32,
+    /// Time jumps past the request timeout.
+    pub jump: u32,
+}
+
+/// Everything a seed decides before the first step.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub steps: usize,
+    pub gateway: GatewayConfig,
+    pub nodes: Vec<NodeSpec>,
+    pub rates: Rates,
+    /// Most requests a step starts.
+    pub max_new_per_step: usize,
+}
+
+impl Scenario {
+    pub fn generate(rng: &mut fastrand::Rng) -> Scenario {
+        let ms = Duration::from_millis;
+        let gateway = GatewayConfig {
+            request_timeout: ms(rng.u64(500..=8_000)),
+            max_inflight_per_link: pick(rng, &[1, 2, 3, 4, 6, 16, 100]),
+            ping_interval: ms(rng.u64(1_500..=12_000)),
+            chunk_size: pick(rng, CHUNK_SIZES),
+            reassembly: ReassemblyLimits {
+                max_message_size: message_limit(rng),
+                ..ReassemblyLimits::default()
+            },
+            ..GatewayConfig::default()
+        };
+        let nodes = (0..rng.usize(1..=4)).map(|i| node(rng, i)).collect();
+        let rates = if rng.u32(..100) < 20 {
+            // Calm seeds: nothing breaks, so long exchanges run to the end.
+            Rates {
+                cancel: rng.u32(..=50),
+                ..Rates::default()
+            }
+        } else {
+            Rates {
+                disconnect: rng.u32(..=30),
+                freeze: rng.u32(..=30),
+                cut: rng.u32(..=15),
+                cancel: rng.u32(..=150),
+                jump: rng.u32(..=60),
+            }
+        };
+        Scenario {
+            steps: rng.usize(6..=24),
+            gateway,
+            nodes,
+            rates,
+            max_new_per_step: rng.usize(1..=2),
+        }
+    }
+}
+
+fn node(rng: &mut fastrand::Rng, index: usize) -> NodeSpec {
+    let ms = Duration::from_millis;
+    let mut grants: Vec<String> = (0..rng.usize(1..=3))
+        .map(|_| pick(rng, GRANTS).to_owned())
+        .collect();
+    grants.sort();
+    grants.dedup();
+    let features = if rng.bool() {
+        Features::from(Feature::Streaming)
+    } else {
+        Features::empty()
+    };
+    let identity = if rng.bool() {
+        Identity::Anonymous
+    } else {
+        Identity::Did(format!("did:wba:sim.example:agents:n{index}"))
+    };
+    let config = ReceiverConfig {
+        ping_interval: ms(rng.u64(1_500..=12_000)),
+        chunk_size: pick(rng, CHUNK_SIZES),
+        max_buffered_response: pick(rng, &[64 << 20, 64 << 20, 150_000, 30_000]),
+        reassembly: ReassemblyLimits {
+            stale_after: ms(rng.u64(1_000..=15_000)),
+            max_message_size: message_limit(rng),
+            ..ReassemblyLimits::default()
+        },
+        ..ReceiverConfig::default()
+    };
+    let latency = Latency {
+        base: ms(rng.u64(..=40)),
+        jitter: ms(rng.u64(..=30)),
+        stall_per_mille: rng.u32(..=10),
+        stall_max: ms(rng.u64(..=3_000)),
+    };
+    NodeSpec {
+        grants,
+        features,
+        identity,
+        config,
+        latency,
+    }
+}
+
+/// Mostly the default; sometimes small enough for the largest bodies to
+/// hit it.
+fn message_limit(rng: &mut fastrand::Rng) -> u64 {
+    if rng.u32(..100) < 15 {
+        rng.u64(20_000..=150_000)
+    } else {
+        ReassemblyLimits::default().max_message_size
+    }
+}
+
+pub fn pick<T: Copy>(rng: &mut fastrand::Rng, from: &[T]) -> T {
+    from[rng.usize(..from.len())]
+}

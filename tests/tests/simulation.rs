@@ -1,0 +1,396 @@
+//! The deterministic simulation: thousands of seeds, a replay of one seed
+//! with its trace, a determinism check, and proof that the checker bites.
+
+use std::time::{Duration, Instant};
+
+use anpx_core::gateway::{Failure, LinkId, ResponseEvent};
+use anpx_core::{RequestId, ResponseHead};
+use anpx_tests::sim::invariants::CheckContext;
+use anpx_tests::sim::{
+    self, Counters, Injection, KnownBugs, Ledger, Options, TraceMode, UpstreamRecord,
+};
+use bytes::Bytes;
+
+/// Seeds a plain `cargo test` runs, spread over the shards below.
+const DEFAULT_SEEDS: u64 = 10_000;
+const SHARDS: u64 = 4;
+
+fn run_shard(shard: u64) {
+    let first = sim::first_seed();
+    let count = sim::seed_count(DEFAULT_SEEDS);
+    let options = sim::options_from_env();
+    let started = Instant::now();
+    let mut totals = Counters::default();
+    let mut seeds = 0u64;
+    for seed in (first..first + count).filter(|s| s % SHARDS == shard) {
+        match sim::run(seed, &options) {
+            Ok(report) => totals.add(&report.counters),
+            Err(failure) => panic!("{failure}"),
+        }
+        seeds += 1;
+    }
+    println!(
+        "shard {shard}: {seeds} seeds in {:?}: {totals:?}",
+        started.elapsed()
+    );
+    // Enough seeds must reach every outcome, or the simulation has stopped
+    // exercising something.
+    if seeds >= 1_000 {
+        let reached = [
+            ("completed", totals.completed),
+            ("404", totals.refused_404),
+            ("503", totals.refused_503),
+            ("502", totals.failed_502),
+            ("504", totals.failed_504),
+            ("cancel", totals.cancelled),
+            ("upstream error", totals.upstream_errors),
+            ("receiver abort", totals.receiver_aborts),
+            ("disconnect", totals.disconnects),
+            ("gateway liveness close", totals.gateway_closes),
+            ("receiver liveness close", totals.receiver_closes),
+            ("reconnect", totals.reconnects),
+        ];
+        for (what, n) in reached {
+            assert!(n > 0, "no {what} in {seeds} seeds: {totals:?}");
+        }
+    }
+}
+
+#[test]
+fn seeds_shard_0() {
+    run_shard(0);
+}
+
+#[test]
+fn seeds_shard_1() {
+    run_shard(1);
+}
+
+#[test]
+fn seeds_shard_2() {
+    run_shard(2);
+}
+
+#[test]
+fn seeds_shard_3() {
+    run_shard(3);
+}
+
+/// Runs `ANPX_SIM_SEED` (seed 0 when unset) with its step-by-step trace.
+#[test]
+fn replay() {
+    let seed = sim::replay_seed().unwrap_or(0);
+    let options = Options {
+        trace: TraceMode::Print,
+        ..sim::options_from_env()
+    };
+    let report = sim::run(seed, &options).unwrap_or_else(|failure| panic!("{failure}"));
+    println!(
+        "seed {seed}: {} trace lines, digest {:016x}, {:?} of virtual time, {:?}",
+        report.trace_lines, report.digest, report.virtual_time, report.counters
+    );
+    assert!(report.trace_lines > 0);
+    assert!(report.counters.events > 0, "seed {seed} ran no events");
+}
+
+#[test]
+fn a_seed_replays_identically() {
+    let options = Options {
+        trace: TraceMode::Keep,
+        ..sim::options_from_env()
+    };
+    let mut digests = Vec::new();
+    for seed in 0..40 {
+        let a = sim::run(seed, &options).unwrap_or_else(|f| panic!("{f}"));
+        let b = sim::run(seed, &options).unwrap_or_else(|f| panic!("{f}"));
+        if let Some(i) =
+            (0..a.trace.len().max(b.trace.len())).find(|&i| a.trace.get(i) != b.trace.get(i))
+        {
+            let (x, y) = (
+                a.trace.get(i).map_or("", String::as_str),
+                b.trace.get(i).map_or("", String::as_str),
+            );
+            match options.known_bugs.explain_divergence(x, y) {
+                Some(bug) => println!("seed {seed} parts at line {i}, explained by known core bug {bug}"),
+                None => panic!("seed {seed} ran differently twice; first difference at line {i}:\n  {x}\n  {y}"),
+            }
+            continue;
+        }
+        assert_eq!(
+            (a.digest, &a.counters),
+            (b.digest, &b.counters),
+            "seed {seed}"
+        );
+        digests.push(a.digest);
+    }
+    let compared = digests.len();
+    assert!(
+        compared >= 30,
+        "only {compared} of 40 seeds could be compared"
+    );
+    digests.sort_unstable();
+    digests.dedup();
+    assert_eq!(
+        digests.len(),
+        compared,
+        "different seeds should make different runs"
+    );
+}
+
+#[test]
+fn an_injected_duplicate_end_fails_the_run() {
+    let options = Options {
+        inject: Some(Injection::DuplicateEnd),
+        ..Options::default()
+    };
+    // Any seed with a completed request will do; the first few have one.
+    let failure = (0..50)
+        .find_map(|seed| sim::run(seed, &options).err())
+        .expect("a duplicated End went unnoticed in 50 seeds");
+    let text = failure.to_string();
+    assert!(text.contains("after it already ended"), "{text}");
+    assert!(
+        text.contains(&format!("ANPX_SIM_SEED={}", failure.seed)),
+        "{text}"
+    );
+}
+
+fn context(closed: &std::collections::BTreeSet<LinkId>) -> CheckContext<'_> {
+    CheckContext {
+        now: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(30),
+        closed_links: closed,
+        response_limit: 1 << 20,
+        request_over_limit: None,
+        known_bugs: KnownBugs::default(),
+    }
+}
+
+fn head(id: &RequestId, status: u16) -> ResponseEvent {
+    ResponseEvent::Head(ResponseHead::new(status).with_header("x-sim-request", id.as_str()))
+}
+
+#[test]
+fn the_checker_rejects_broken_client_views() {
+    let closed = Default::default();
+    let cx = context(&closed);
+    let id = RequestId::from("r-1");
+    let record = UpstreamRecord::complete(200, Bytes::from_static(b"hello"));
+    let body = |b: &'static [u8]| ResponseEvent::Body(Bytes::from_static(b));
+    let fresh = || {
+        let mut ledger = Ledger::new();
+        ledger.start(&id, None, Duration::ZERO).unwrap();
+        ledger
+    };
+
+    // The honest view passes.
+    let mut ledger = fresh();
+    for event in [
+        head(&id, 200),
+        body(b"hel"),
+        body(b"lo"),
+        ResponseEvent::End,
+    ] {
+        ledger.observe(&id, &event, Some(&record), &cx).unwrap();
+    }
+    ledger.check_all_ended().unwrap();
+    // A duplicated End does not.
+    let err = ledger
+        .observe(&id, &ResponseEvent::End, Some(&record), &cx)
+        .unwrap_err();
+    assert!(err.0.contains("after it already ended"), "{err}");
+
+    let broken: [(&str, Vec<ResponseEvent>); 6] = [
+        ("before its head", vec![body(b"hel")]),
+        ("differ", vec![head(&id, 200), body(b"help")]),
+        ("status", vec![head(&id, 201)]),
+        (
+            "ended after 3",
+            vec![head(&id, 200), body(b"hel"), ResponseEvent::End],
+        ),
+        ("second head", vec![head(&id, 200), head(&id, 200)]),
+        (
+            "before the",
+            vec![ResponseEvent::Failed(failure(
+                504,
+                "Receiver did not respond in time",
+            ))],
+        ),
+    ];
+    for (why, events) in broken {
+        let mut ledger = fresh();
+        let (last, ok) = events.split_last().unwrap();
+        for event in ok {
+            ledger.observe(&id, event, Some(&record), &cx).unwrap();
+        }
+        let err = ledger.observe(&id, last, Some(&record), &cx).unwrap_err();
+        assert!(err.0.contains(why), "{why}: {err}");
+    }
+
+    // Events for ids never started, or after a cancel.
+    let mut ledger = fresh();
+    let other = RequestId::from("r-2");
+    assert!(ledger
+        .observe(&other, &head(&other, 200), Some(&record), &cx)
+        .is_err());
+    assert!(ledger.cancel(&id));
+    assert!(ledger
+        .observe(&id, &head(&id, 200), Some(&record), &cx)
+        .is_err());
+    assert_eq!(ledger.open_count(), 0);
+
+    // A "connection lost" 502 needs its link closed; a stranger 502 never passes.
+    let mut ledger = fresh();
+    let lost = ResponseEvent::Failed(failure(
+        502,
+        "Receiver connection lost: receiver disconnected",
+    ));
+    assert!(ledger.observe(&id, &lost, Some(&record), &cx).is_err());
+    let unexpected = ResponseEvent::Failed(failure(502, "Invalid response from receiver: boom"));
+    assert!(ledger
+        .observe(&id, &unexpected, Some(&record), &cx)
+        .is_err());
+    assert!(ledger.check_all_ended().is_err());
+}
+
+fn failure(status: u16, error: &str) -> Failure {
+    // Failure's constructor is private to the core; build it field by field.
+    Failure {
+        status,
+        error: error.to_owned(),
+        path: None,
+    }
+}
+
+/// Minimal reproductions of the core bugs the simulation found. They fail
+/// until the core is fixed; `-- --ignored` runs them.
+mod known_core_bugs {
+    use std::time::{Duration, Instant};
+
+    use anpx_core::chunk::{ChunkStream, ReassemblyLimits};
+    use anpx_core::features::{Feature, Features};
+    use anpx_core::frame::{tag, MessageKind};
+    use anpx_core::gateway::{
+        Gateway, GatewayConfig, Identity, Output, RequestBody, ResponseEvent,
+    };
+    use anpx_core::receiver::{
+        Receiver, ReceiverConfig, ReceiverOutput, RequestEvent, ResponseBody,
+    };
+    use anpx_core::ws::WsMessage;
+    use anpx_core::{RequestHead, RequestId, ResponseHead};
+    use bytes::Bytes;
+
+    /// Simulation seeds 3, 6, 9 and 12 under `ANPX_SIM_STRICT=1`.
+    #[test]
+    #[ignore = "anpx-core bug: a receiver error mid-stream reaches the client as an invalid response"]
+    fn a_receiver_error_mid_stream_keeps_its_message() {
+        let now = Instant::now();
+        let streaming = Features::from(Feature::Streaming);
+        let mut gw = Gateway::new(GatewayConfig::default(), 1);
+        let link = gw.admit(
+            now,
+            Identity::Anonymous,
+            vec!["h/svc".parse().unwrap()],
+            streaming,
+        );
+        let mut rx = Receiver::new(ReceiverConfig::default(), streaming, now);
+        let id = gw
+            .start_request(
+                now,
+                "h",
+                RequestHead::new("GET", "/svc/x"),
+                RequestBody::Empty,
+            )
+            .unwrap();
+        while let Some(out) = gw.poll_output() {
+            if let Output::Transmit { message, .. } = out {
+                rx.handle_message(now, message);
+            }
+        }
+        let request = std::iter::from_fn(|| rx.poll_output())
+            .find_map(|o| match o {
+                ReceiverOutput::Event(RequestEvent::Head { request, .. }) => Some(request),
+                _ => None,
+            })
+            .unwrap();
+        rx.respond(
+            now,
+            &request,
+            ResponseHead::new(200),
+            ResponseBody::Streaming,
+        )
+        .unwrap();
+        rx.respond_body(now, &request, Bytes::from_static(b"partial"), false)
+            .unwrap();
+        rx.respond_error(now, &request, "upstream reset").unwrap();
+        while let Some(out) = rx.poll_output() {
+            if let ReceiverOutput::Transmit(message) = out {
+                gw.handle_message(now, link, message);
+            }
+        }
+        let failure = std::iter::from_fn(|| gw.poll_output())
+            .find_map(|o| match o {
+                Output::Response {
+                    request,
+                    event: ResponseEvent::Failed(f),
+                } if request == id => Some(f),
+                _ => None,
+            })
+            .unwrap();
+        // Today: "Invalid response from receiver: request …: unchunked frame
+        // while a chunked message is in progress".
+        assert_eq!(failure.error, "Receiver error: upstream reset");
+    }
+
+    /// Shows up as `a_seed_replays_identically` parting on seeds 634, 969,
+    /// 1619, ... when not tolerated.
+    #[test]
+    #[ignore = "anpx-core bug: the receiver's stall sweep aborts in hash-map order"]
+    fn stalled_uploads_are_aborted_in_a_fixed_order() {
+        let config = ReceiverConfig {
+            reassembly: ReassemblyLimits {
+                stale_after: Duration::from_secs(5),
+                ..ReassemblyLimits::default()
+            },
+            ..ReceiverConfig::default()
+        };
+        let ids = ["r-1", "r-2", "r-3", "r-4"].map(RequestId::from);
+        let mut orders = std::collections::BTreeSet::new();
+        // A fresh receiver (and hash map) per attempt: same inputs each time.
+        for _ in 0..16 {
+            let now = Instant::now();
+            let mut rx = Receiver::new(config.clone(), Features::empty(), now);
+            for id in &ids {
+                let mut frames = Vec::new();
+                let head = RequestHead::new("POST", "/upload").to_meta_json();
+                let mut stream = ChunkStream::new(MessageKind::Request, id.clone(), 64 * 1024);
+                stream
+                    .write(
+                        Some((tag::HTTP_META, &head)),
+                        b"first part",
+                        false,
+                        &mut frames,
+                    )
+                    .unwrap();
+                for frame in frames {
+                    rx.handle_message(now, WsMessage::Binary(frame));
+                }
+            }
+            while rx.poll_output().is_some() {}
+            rx.handle_timeout(now + Duration::from_secs(6));
+            let aborted: Vec<RequestId> = std::iter::from_fn(|| rx.poll_output())
+                .filter_map(|o| match o {
+                    ReceiverOutput::Event(RequestEvent::Aborted { request, .. }) => Some(request),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(aborted.len(), ids.len());
+            orders.insert(aborted);
+        }
+        assert_eq!(
+            orders.len(),
+            1,
+            "one set of inputs, several output orders: {orders:?}"
+        );
+    }
+}
