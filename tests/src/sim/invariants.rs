@@ -55,6 +55,20 @@ impl KnownBugs {
         }
     }
 
+    /// These, minus the bugs `names` lists (comma-separated field names,
+    /// or `1` / `all` for every one).
+    pub fn strict_about(mut self, names: &str) -> KnownBugs {
+        for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "1" | "all" => return KnownBugs::default(),
+                "error_frame_mid_stream" => self.error_frame_mid_stream = false,
+                "unordered_stall_sweep" => self.unordered_stall_sweep = false,
+                other => panic!("ANPX_SIM_STRICT: no known bug is called {other:?}"),
+            }
+        }
+        self
+    }
+
     /// Whether a tolerated bug explains why two runs of one seed part at
     /// trace lines `a` and `b` (the first that differ).
     pub fn explain_divergence(&self, a: &str, b: &str) -> Option<&'static str> {

@@ -13,8 +13,8 @@
 //!
 //! Run one seed: [`run`]. Environment knobs used by the test driver:
 //! `ANPX_SIM_SEEDS` (seed count), `ANPX_SIM_FIRST_SEED`, `ANPX_SIM_SEED`
-//! (the seed to replay) and `ANPX_SIM_STRICT=1` (tolerate no known core
-//! bug; see [`KnownBugs`]).
+//! (the seed to replay) and `ANPX_SIM_STRICT` (`1`, or the names of the
+//! [`KnownBugs`] not to tolerate).
 
 mod body;
 mod client;
@@ -55,15 +55,12 @@ pub fn replay_seed() -> Option<u64> {
     env_u64("ANPX_SIM_SEED")
 }
 
-/// Default options, made strict about known core bugs by `ANPX_SIM_STRICT=1`.
+/// Default options, made strict about known core bugs by `ANPX_SIM_STRICT`:
+/// `1` for all of them, or a comma-separated list of [`KnownBugs`] names.
 pub fn options_from_env() -> Options {
-    let strict = std::env::var("ANPX_SIM_STRICT").is_ok_and(|v| v == "1");
+    let strict = std::env::var("ANPX_SIM_STRICT").unwrap_or_default();
     Options {
-        known_bugs: if strict {
-            KnownBugs::default()
-        } else {
-            KnownBugs::all()
-        },
+        known_bugs: KnownBugs::all().strict_about(&strict),
         ..Options::default()
     }
 }

@@ -83,8 +83,40 @@ impl World {
         if partials > requests {
             bail!("gateway holds {partials} partial responses for {requests} requests");
         }
+        // The gateway's counters must tell the story the clients saw.
+        let t = &stats.totals;
+        let c = &self.counters;
+        let counted = [
+            ("started", t.started, c.started),
+            ("completed", t.completed, c.completed),
+            ("not_found", t.not_found, c.refused_404),
+            ("unavailable", t.unavailable, c.refused_503),
+            ("bad_gateway", t.bad_gateway, c.failed_502),
+            ("timed_out", t.timed_out, c.failed_504),
+            ("cancelled", t.cancelled, c.cancelled),
+            ("links_silent", t.links_silent, c.gateway_closes),
+            (
+                "links_admitted",
+                t.links_admitted,
+                self.link_nodes.len() as u64,
+            ),
+        ];
+        if let Some((what, theirs, ours)) = counted.iter().find(|(_, theirs, ours)| theirs != ours)
+        {
+            bail!("gateway totals say {what} = {theirs}; the simulation counted {ours}");
+        }
         for (i, node) in self.nodes.iter().enumerate() {
             let Some(conn) = &node.conn else { continue };
+            let totals = conn.rx.totals();
+            if (totals.requests, totals.aborted) != (conn.heads, conn.aborts) {
+                bail!(
+                    "node {i} counts {} requests and {} aborts; its upstream was told of {} and {}",
+                    totals.requests,
+                    totals.aborted,
+                    conn.heads,
+                    conn.aborts
+                );
+            }
             let (held, partial) = (conn.rx.in_flight(), conn.rx.partial_requests());
             let active = conn.served.values().filter(|s| !s.reply_done).count();
             if partial > held {

@@ -106,6 +106,10 @@ struct Conn {
     wire: Wire,
     /// The upstream's requests on this connection.
     served: BTreeMap<RequestId, Served>,
+    /// Requests and aborts the upstream was told of, to hold the receiver's
+    /// own totals against.
+    heads: u64,
+    aborts: u64,
 }
 
 /// One receiver process; it reconnects with a fresh `Receiver`.
@@ -313,6 +317,8 @@ impl World {
             rx,
             wire: Wire::new(node.spec.latency),
             served: BTreeMap::new(),
+            heads: 0,
+            aborts: 0,
         });
         log!(self, "node {i} connects as {link}");
         self.drain_gateway()

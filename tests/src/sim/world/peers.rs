@@ -149,6 +149,7 @@ impl World {
                 self.records.insert(request.clone(), record);
                 if let Some(conn) = self.nodes[i].conn.as_mut() {
                     conn.served.insert(request.clone(), served);
+                    conn.heads += 1;
                 }
                 if ready {
                     self.schedule_upstream(i, generation, request);
@@ -221,6 +222,7 @@ impl World {
                 if conn.served.remove(&request).is_none() {
                     bail!("{link} aborted request {request}, which its upstream does not hold");
                 }
+                conn.aborts += 1;
                 let limit = self.nodes[i].spec.config.reassembly.max_message_size;
                 let over = self
                     .clients
