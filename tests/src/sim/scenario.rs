@@ -94,7 +94,7 @@ impl Scenario {
         let gateway = GatewayConfig {
             request_timeout: ms(rng.u64(500..=8_000)),
             max_inflight_per_link: pick(rng, &[1, 2, 3, 4, 6, 16, 100]),
-            ping_interval: ms(rng.u64(1_500..=12_000)),
+            ping_interval: ms(rng.u64(2_000..=15_000)),
             chunk_size: pick(rng, CHUNK_SIZES),
             reassembly: ReassemblyLimits {
                 max_message_size: message_limit(rng),
@@ -119,7 +119,7 @@ impl Scenario {
             }
         };
         Scenario {
-            steps: rng.usize(6..=24),
+            steps: rng.usize(5..=20),
             gateway,
             nodes,
             rates,
@@ -146,7 +146,7 @@ fn node(rng: &mut fastrand::Rng, index: usize) -> NodeSpec {
         Identity::Did(format!("did:wba:sim.example:agents:n{index}"))
     };
     let config = ReceiverConfig {
-        ping_interval: ms(rng.u64(1_500..=12_000)),
+        ping_interval: ms(rng.u64(2_000..=15_000)),
         chunk_size: pick(rng, CHUNK_SIZES),
         max_buffered_response: pick(rng, &[64 << 20, 64 << 20, 150_000, 30_000]),
         reassembly: ReassemblyLimits {

@@ -206,7 +206,11 @@ impl World {
             request_timeout: self.sc.gateway.request_timeout,
             closed_links: &self.closed_links,
             response_limit: self.sc.gateway.reassembly.max_message_size,
-            request_over_limit: self.request_over_limit(id),
+            // Only failures need it, and it costs a few lookups.
+            request_over_limit: match event {
+                ResponseEvent::Failed(_) => self.request_over_limit(id),
+                _ => None,
+            },
             known_bugs: self.options.known_bugs,
         };
         self.ledger.observe(id, event, self.records.get(id), &cx)?;

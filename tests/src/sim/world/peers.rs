@@ -1,6 +1,8 @@
 //! What the gateway and the receivers ask for, and the upstreams behind
 //! the receivers.
 
+use std::time::Duration;
+
 use anpx_core::features::Feature;
 use anpx_core::gateway::{Output, ResponseEvent};
 use anpx_core::receiver::{ReceiverOutput, RequestEvent};
@@ -255,7 +257,13 @@ impl World {
     }
 
     pub(super) fn schedule_upstream(&mut self, i: usize, generation: u64, request: RequestId) {
-        let delay = think_time(&mut self.rng, self.sc.gateway.request_timeout);
+        // At the drain the upstreams hurry, so that the run ends soon after
+        // the last deadline rather than after the slowest upstream.
+        let delay = if self.draining {
+            Duration::from_millis(self.rng.u64(..=100))
+        } else {
+            think_time(&mut self.rng, self.sc.gateway.request_timeout)
+        };
         if let Some(served) = self.nodes[i]
             .conn
             .as_mut()
