@@ -54,6 +54,7 @@ pub mod gateway;
 pub mod handshake;
 pub mod message;
 pub mod receiver;
+pub mod registry;
 pub mod route;
 mod timer;
 pub mod ws;

@@ -56,7 +56,7 @@ fn all_changed() -> Config {
     g.auth.resolver_base_url = Some("http://resolver.test:8000/r".to_owned());
     g.auth.did_documents_dir = Some(PathBuf::from("dids"));
     g.auth.timestamp_window_secs = 5;
-    g.registry.url = Some("https://registry.test/g?x=1".to_owned());
+    g.registry.url = Some("postgres://anpx@registry.test/g?sslmode=disable".to_owned());
     g.registry.refresh_secs = 600;
     g.routes.grant = vec![
         Grant {
@@ -283,7 +283,11 @@ fn bad_values_are_named() {
         ),
         (
             "[gateway.registry]\nurl = \"registry.test/grants\"",
-            "gateway.registry.url: expected an http:// or https:// URL, got \"registry.test/grants\"",
+            "gateway.registry.url: expected a sqlite:, mysql:// or postgres:// URL, got \"registry.test/grants\"",
+        ),
+        (
+            "[gateway.registry]\nurl = \"https://registry.test/grants\"",
+            "gateway.registry.url: expected a sqlite:, mysql:// or postgres:// URL, got \"https://registry.test/grants\"",
         ),
         (
             "[gateway.registry]\nrefresh_secs = 0",

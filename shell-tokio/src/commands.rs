@@ -1,4 +1,4 @@
-//! What `gateway`, `receiver`, `both` and `demo` run.
+//! What `gateway`, `receiver`, `both`, `demo` and `registry` run.
 
 use std::sync::Arc;
 
@@ -37,6 +37,7 @@ pub(crate) async fn run(command: Command, config: Config) -> Result<()> {
         }
         Command::Both(args) => both(config, args.demo, false).await,
         Command::Demo(_) => both(config, true, true).await,
+        Command::Registry(args) => crate::registry_cmd::run(args, &config).await,
         Command::CheckConfig | Command::Decode(_) => Ok(()),
     }
 }

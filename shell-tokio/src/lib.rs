@@ -8,6 +8,7 @@
 pub mod body;
 pub mod gateway;
 pub mod receiver;
+pub mod registry;
 pub mod tls;
 pub mod upstream;
 mod ws;

@@ -6,6 +6,7 @@
 mod commands;
 mod decode;
 mod logging;
+mod registry_cmd;
 
 use std::process::ExitCode;
 

@@ -54,6 +54,8 @@ pub enum Command {
     /// Exits 0 when every frame decoded, 1 when any did not, 2 on an I/O
     /// error.
     Decode(DecodeArgs),
+    /// Manage the service registry: which service URLs each DID may serve.
+    Registry(RegistryArgs),
 }
 
 /// Options of `anpx gateway`.
@@ -118,6 +120,48 @@ pub struct DecodeArgs {
     pub max_frame_len: usize,
 }
 
+/// Options of `anpx registry`.
+#[derive(Debug, Clone, Args)]
+pub struct RegistryArgs {
+    /// Registry database: sqlite:PATH, mysql://... or postgres://...
+    /// (gateway.registry.url) [env: ANPX_GATEWAY_REGISTRY_URL].
+    #[arg(long, value_name = "URL", global = true)]
+    pub registry_url: Option<String>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub action: RegistryAction,
+}
+
+/// The `anpx registry` actions.
+#[derive(Debug, Clone, Subcommand)]
+pub enum RegistryAction {
+    /// Let a DID serve a service URL; refused if it overlaps another DID's.
+    Add(RegistryEntryArgs),
+    /// Withdraw a service URL from a DID.
+    Remove(RegistryEntryArgs),
+    /// Print the entries, one `DID<TAB>SERVICE_URL` per line.
+    List {
+        /// Only this DID's entries.
+        #[arg(long, value_name = "DID")]
+        did: Option<String>,
+    },
+    /// Tell how a running gateway picks up changes.
+    Reload,
+}
+
+/// One registry entry on the command line.
+#[derive(Debug, Clone, Args)]
+pub struct RegistryEntryArgs {
+    /// The receiver's DID, e.g. did:wba:example.com:agents:a1.
+    #[arg(long, value_name = "DID")]
+    pub did: String,
+    /// The service URL (host/prefix); a trailing /ad.json is dropped, as the
+    /// reference reads its rows.
+    #[arg(long, value_name = "SERVICE_URL", value_parser = crate::registry::proxy_path_to_service_url)]
+    pub service: crate::route::ServiceUrl,
+}
+
 impl Cli {
     /// The effective configuration: defaults < `file_text` (the `--config`
     /// file's contents, empty when none) < `env` (`ANPX_*` variables) <
@@ -147,6 +191,11 @@ impl Cli {
                 pairs
             }
             Command::Demo(a) => vec![("gateway.listen".into(), a.listen.clone())],
+            Command::Registry(a) => a
+                .registry_url
+                .iter()
+                .map(|u| ("gateway.registry.url".to_owned(), u.clone()))
+                .collect(),
             Command::CheckConfig | Command::Decode(_) => Vec::new(),
         }
     }
@@ -227,6 +276,46 @@ mod tests {
             Some("http://127.0.0.1:8000")
         );
         assert_eq!(config.receiver.services[0].to_string(), "a.com/x");
+    }
+
+    #[test]
+    fn registry_commands_parse_and_map_the_registry_url() {
+        let cli = Cli::try_parse_from([
+            "anpx",
+            "registry",
+            "add",
+            "--did",
+            "did:wba:a",
+            "--service",
+            "api.agent.com/anpproxy1/ad.json",
+            "--registry-url",
+            "sqlite::memory:",
+        ])
+        .unwrap();
+        let Command::Registry(RegistryArgs {
+            action: RegistryAction::Add(entry),
+            ..
+        }) = &cli.command
+        else {
+            panic!("{:?}", cli.command);
+        };
+        assert_eq!(entry.service.to_string(), "api.agent.com/anpproxy1");
+        let config = cli.load_config("", std::iter::empty()).unwrap();
+        assert_eq!(
+            config.gateway.registry.url.as_deref(),
+            Some("sqlite::memory:")
+        );
+        assert!(Cli::try_parse_from(["anpx", "registry", "list"]).is_ok());
+        assert!(Cli::try_parse_from([
+            "anpx",
+            "registry",
+            "add",
+            "--did",
+            "d",
+            "--service",
+            "h/a?b"
+        ])
+        .is_err());
     }
 
     #[test]

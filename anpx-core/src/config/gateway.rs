@@ -151,14 +151,15 @@ impl AuthSection {
     }
 }
 
-/// `[gateway.registry]`: where grants are fetched from, besides the static
-/// table.
+/// `[gateway.registry]`: the service registry database, which replaces the
+/// static table when set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistrySection {
-    /// `http(s)://` URL of the registry (`gateway.registry.url`); `None`
-    /// uses the static table only.
+    /// `sqlite:`, `mysql://` or `postgres://` URL of the registry database
+    /// (`gateway.registry.url`); `None` uses the static table.
     pub url: Option<String>,
-    /// Seconds between registry refreshes (`gateway.registry.refresh_secs`).
+    /// Seconds a DID's grants, once read, are reused before the registry is
+    /// read again (`gateway.registry.refresh_secs`).
     pub refresh_secs: u64,
 }
 

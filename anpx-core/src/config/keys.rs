@@ -274,14 +274,14 @@ static KEYS: [KeyInfo; 29] = [
     // [gateway.registry]
     key!(
         "gateway.registry.url", "ANPX_GATEWAY_REGISTRY_URL", "registry-url", "URL", "",
-        "Registry grants are fetched from, besides the static table",
+        "Service registry database (sqlite:, mysql://, postgres://) used instead of the static table",
         gateway.registry.url,
-        parse: |i| v::opt_url(i, HTTP_URL), render: v::render_opt_str,
+        parse: v::opt_registry_url, render: v::render_opt_str,
     ),
     key!(
         "gateway.registry.refresh_secs", "ANPX_GATEWAY_REGISTRY_REFRESH_SECS",
         "registry-refresh-secs", "SECS", "60",
-        "Seconds between registry refreshes",
+        "Seconds a DID's grants read from the registry are reused before reading again",
         gateway.registry.refresh_secs,
         parse: |i| v::int(i, 1, MAX_SECS), render: v::render_int,
     ),

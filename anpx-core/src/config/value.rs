@@ -245,6 +245,19 @@ pub(crate) fn opt_url(input: Input<'_>, schemes: Schemes) -> Result<Option<Strin
     url(input, schemes).map(Some)
 }
 
+/// A service registry database URL (`sqlite:`, `mysql://`, `postgres://`),
+/// kept as written; empty for none.
+pub(crate) fn opt_registry_url(input: Input<'_>) -> Result<Option<String>, ValueError> {
+    if is_empty(input) {
+        return Ok(None);
+    }
+    input
+        .as_str()
+        .filter(|s| crate::registry::BackendKind::from_url(s).is_ok())
+        .map(|s| Some(s.to_owned()))
+        .ok_or_else(|| input.expected("a sqlite:, mysql:// or postgres:// URL"))
+}
+
 pub(crate) fn render_str(v: &str) -> Option<Value> {
     Some(Value::String(v.to_owned()))
 }

@@ -1,0 +1,79 @@
+//! `anpx registry`: add, remove and list which service URLs each DID may
+//! serve, in the database at `gateway.registry.url`.
+
+use std::sync::Arc;
+
+use anpx_core::cli::{RegistryAction, RegistryArgs};
+use anpx_core::config::Config;
+use anpx_core::registry::{Registry, StaticRegistry};
+use anyhow::{bail, Context, Result};
+use shell_tokio::registry::SqlRegistry;
+
+pub(crate) async fn run(args: RegistryArgs, config: &Config) -> Result<()> {
+    let url = config.gateway.registry.url.as_deref();
+    match args.action {
+        RegistryAction::Reload => {
+            println!("{}", reload_text(config.gateway.registry.refresh_secs));
+            Ok(())
+        }
+        RegistryAction::List { did } => {
+            // Without a database the static table is what a gateway would
+            // use, so that is what is listed.
+            let registry: Arc<dyn Registry> = match url {
+                Some(url) => Arc::new(database(url).await?),
+                None => Arc::new(StaticRegistry::from_config(&config.gateway)),
+            };
+            let entries = registry.list().await.context("cannot list the registry")?;
+            for (d, service) in entries {
+                if did.as_deref().is_none_or(|want| want == d) {
+                    println!("{d}\t{service}");
+                }
+            }
+            Ok(())
+        }
+        RegistryAction::Add(entry) => {
+            let registry = database(require_url(url)?).await?;
+            registry
+                .add(&entry.did, &entry.service)
+                .await
+                .with_context(|| format!("cannot add {} for {}", entry.service, entry.did))?;
+            eprintln!("anpx: {} may serve {}", entry.did, entry.service);
+            Ok(())
+        }
+        RegistryAction::Remove(entry) => {
+            let registry = database(require_url(url)?).await?;
+            let removed = registry
+                .remove(&entry.did, &entry.service)
+                .await
+                .with_context(|| format!("cannot remove {} from {}", entry.service, entry.did))?;
+            if !removed {
+                bail!("{} has no registry entry for {}", entry.did, entry.service);
+            }
+            eprintln!("anpx: {} no longer serves {}", entry.did, entry.service);
+            Ok(())
+        }
+    }
+}
+
+fn require_url(url: Option<&str>) -> Result<&str> {
+    url.context(
+        "no registry database: set gateway.registry.url (--registry-url, \
+         ANPX_GATEWAY_REGISTRY_URL); static grants are edited in the config file \
+         ([[gateway.routes.grant]])",
+    )
+}
+
+async fn database(url: &str) -> Result<SqlRegistry> {
+    Ok(SqlRegistry::connect(url).await?)
+}
+
+/// A gateway has no reload endpoint: it reads the registry on its own
+/// schedule, which is what `anpx registry reload` explains.
+fn reload_text(refresh_secs: u64) -> String {
+    format!(
+        "A running gateway needs no reload: it reads a DID's grants from the registry when \
+         that DID's receiver connects, and reuses them for gateway.registry.refresh_secs \
+         ({refresh_secs} s). Changes reach receivers that connect after that; receivers \
+         already connected keep what they were granted until they reconnect."
+    )
+}
