@@ -311,6 +311,9 @@ impl Reassembler {
             }
             keep
         });
+        // A fixed order, so that what callers do with the ids (abort
+        // events, error frames) does not depend on hash-map iteration.
+        gone.sort_unstable();
         gone
     }
 }

@@ -239,6 +239,15 @@ impl Gateway {
                 return;
             }
         }
+        // An error frame ends the request whatever else is in progress for
+        // it (a receiver whose upstream failed mid-body sends one unchunked).
+        if frame.kind == MessageKind::Error {
+            let message = frame
+                .body
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            return self.fail(&id, Failure::new(502, format!("Receiver error: {message}")));
+        }
         let Some(l) = self.links.get_mut(&link) else {
             return;
         };
@@ -258,15 +267,9 @@ impl Gateway {
                 }
                 self.emit(&id, ResponseEvent::Head(head));
             }
-            Some(Head::Error) => {
-                let message = assembled
-                    .body
-                    .first()
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .unwrap_or_default();
-                return self.fail(&id, Failure::new(502, format!("Receiver error: {message}")));
-            }
-            Some(Head::Request(_)) | None => {}
+            // Error frames were handled above; request heads cannot reach
+            // here (request frames from a receiver close the link).
+            Some(Head::Error | Head::Request(_)) | None => {}
         }
         for piece in assembled.body {
             self.emit(&id, ResponseEvent::Body(piece));
