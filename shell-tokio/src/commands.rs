@@ -2,11 +2,12 @@
 
 use std::sync::Arc;
 
+use anpx_core::auth::VerifierConfig;
 use anpx_core::cli::{Cli, Command};
 use anpx_core::config::{AuthMode, Config, CONFIG_FILE_ENV};
 use anyhow::{bail, Context, Result};
-use shell_tokio::gateway::{Gateway, GatewayOptions};
-use shell_tokio::receiver::{Receiver, ReceiverOptions, Status};
+use shell_tokio::gateway::{DidWbaAdmission, DocumentSources, Gateway, GatewayOptions};
+use shell_tokio::receiver::{DidCredentials, Receiver, ReceiverOptions, Status};
 use shell_tokio::upstream::{DemoUpstream, HttpUpstream, Upstream};
 
 /// Defaults < `--config` file < `ANPX_*` environment < flags.
@@ -31,13 +32,13 @@ pub(crate) async fn run(command: Command, config: Config) -> Result<()> {
         Command::Gateway(_) => gateway_until_signal(config).await,
         Command::Receiver(args) => {
             let upstream = upstream(&config, args.demo)?;
-            let receiver =
-                Receiver::spawn(ReceiverOptions::from_config(&config.receiver, upstream));
+            let receiver = Receiver::spawn(receiver_options(&config, upstream)?);
             follow_until_signal(receiver).await
         }
         Command::Both(args) => both(config, args.demo, false).await,
         Command::Demo(_) => both(config, true, true).await,
         Command::Registry(args) => crate::registry_cmd::run(args, &config).await,
+        Command::Did(args) => crate::did_cmd::run(args),
         Command::CheckConfig | Command::Decode(_) => Ok(()),
     }
 }
@@ -57,10 +58,23 @@ fn upstream(config: &Config, demo: bool) -> Result<Arc<dyn Upstream>> {
 }
 
 fn gateway_options(config: &Config) -> Result<GatewayOptions> {
-    if config.gateway.auth.mode != AuthMode::None {
-        bail!("gateway.auth.mode = \"did-wba\" is not available in this build yet");
-    }
     let mut options = GatewayOptions::from_config(&config.gateway);
+    if config.gateway.auth.mode == AuthMode::DidWba {
+        let auth = &config.gateway.auth;
+        let verifier = VerifierConfig {
+            max_age: auth.timestamp_window(),
+            resolver_base: auth.resolver_base_url.clone(),
+            ..VerifierConfig::default()
+        };
+        let sources = DocumentSources {
+            directory: auth.did_documents_dir.clone(),
+            tls: shell_tokio::tls::client_config(None)
+                .context("loading the system's TLS roots for DID documents")?,
+        };
+        let registry = shell_tokio::registry::try_registry_from_config(&config.gateway)
+            .context("gateway.registry.url")?;
+        options.admission = Arc::new(DidWbaAdmission::new(verifier, sources, registry));
+    }
     let tls = &config.gateway.tls;
     if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
         options.tls = Some(shell_tokio::tls::server_config(cert, key).context("gateway.tls")?);
@@ -70,6 +84,15 @@ fn gateway_options(config: &Config) -> Result<GatewayOptions> {
 
 fn receiver_options(config: &Config, upstream: Arc<dyn Upstream>) -> Result<ReceiverOptions> {
     let mut options = ReceiverOptions::from_config(&config.receiver, upstream);
+    if let (Some(doc), Some(key)) = (&config.receiver.did_document, &config.receiver.private_key) {
+        let creds = DidCredentials::load(doc, key)
+            .context("receiver.did_document / receiver.private_key")?;
+        tracing::info!(
+            did = creds.did(),
+            "signing the gateway handshake with DID-WBA"
+        );
+        options.credentials = Some(Arc::new(creds));
+    }
     if let Some(ca) = &config.receiver.ca_file {
         options.tls = Some(shell_tokio::tls::client_config(Some(ca)).context("receiver.ca_file")?);
     }

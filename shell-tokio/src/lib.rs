@@ -6,6 +6,7 @@
 //! [`gateway::Gateway::bind`] and [`receiver::Receiver::spawn`].
 
 pub mod body;
+pub mod fetch;
 pub mod gateway;
 pub mod receiver;
 pub mod registry;

@@ -5,6 +5,7 @@
 
 mod commands;
 mod decode;
+mod did_cmd;
 mod logging;
 mod registry_cmd;
 

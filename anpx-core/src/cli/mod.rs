@@ -56,6 +56,54 @@ pub enum Command {
     Decode(DecodeArgs),
     /// Manage the service registry: which service URLs each DID may serve.
     Registry(RegistryArgs),
+    /// DID-WBA identities for receivers.
+    Did(DidArgs),
+}
+
+/// Options of `anpx did`.
+#[derive(Debug, Clone, Args)]
+pub struct DidArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: DidAction,
+}
+
+/// `anpx did` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum DidAction {
+    /// Make a new identity: writes did.json and its private key (PKCS#8 PEM),
+    /// as the reference SDK lays them out. Publish did.json at the printed
+    /// URL (or put it in the gateway's did_documents_dir), keep the key.
+    New(DidNewArgs),
+}
+
+/// Options of `anpx did new`.
+#[derive(Debug, Clone, Args)]
+pub struct DidNewArgs {
+    /// Host that will serve the document, e.g. `agents.example.com` or `localhost:8800`.
+    #[arg(long)]
+    pub host: String,
+    /// Path segments of the DID, e.g. `agents/travel` (none: the host's .well-known document).
+    #[arg(long)]
+    pub path: Option<String>,
+    /// Folder to write `did.json` and `key-1_private.pem` into.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub out: PathBuf,
+    /// Key type.
+    #[arg(long, value_enum, default_value = "secp256k1")]
+    pub key_type: DidKeyType,
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Key types `anpx did new` can make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DidKeyType {
+    /// ECDSA on secp256k1, the reference SDK's default.
+    Secp256k1,
+    /// Ed25519.
+    Ed25519,
 }
 
 /// Options of `anpx gateway`.
@@ -196,7 +244,7 @@ impl Cli {
                 .iter()
                 .map(|u| ("gateway.registry.url".to_owned(), u.clone()))
                 .collect(),
-            Command::CheckConfig | Command::Decode(_) => Vec::new(),
+            Command::CheckConfig | Command::Decode(_) | Command::Did(_) => Vec::new(),
         }
     }
 }

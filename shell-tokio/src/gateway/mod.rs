@@ -2,11 +2,13 @@
 //! the task that drives `anpx_core::gateway`.
 
 mod admission;
+mod did_wba;
 mod driver;
 mod http;
 mod link;
 
 pub use admission::{Admission, Admitted, OpenAdmission, Refusal};
+pub use did_wba::{DidWbaAdmission, DocumentSources};
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;

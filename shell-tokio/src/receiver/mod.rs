@@ -2,7 +2,10 @@
 //! the core's backoff schedule, and serves requests from an [`Upstream`].
 
 mod connection;
+mod did_credentials;
 mod serve;
+
+pub use did_credentials::{CredentialsError, DidCredentials};
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -1,0 +1,187 @@
+//! DID-WBA admission: a receiver signs its handshake with its DID key, and
+//! the registry says which service URLs that DID may serve.
+//!
+//! Cheap checks (header syntax, timestamp window, nonce reuse) run before
+//! any document is fetched, so a flood of bad handshakes costs little.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anpx_core::auth::{DidDocument, Verifier, VerifierConfig};
+use anpx_core::gateway::Identity;
+use anpx_core::registry::Registry;
+use bytes::Bytes;
+
+use super::admission::{Admission, Admitted, Refusal};
+use crate::fetch;
+
+/// How long a fetched DID document is reused.
+const DOCUMENT_TTL: Duration = Duration::from_secs(300);
+/// How long a document fetch may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where DID documents come from.
+#[derive(Clone)]
+pub struct DocumentSources {
+    /// A folder of `*.json` DID documents, matched by their `id`; consulted first.
+    pub directory: Option<PathBuf>,
+    /// Trust for `https://` document URLs.
+    pub tls: Arc<rustls::ClientConfig>,
+}
+
+/// The DID-WBA admission check.
+pub struct DidWbaAdmission {
+    verifier: Mutex<Verifier>,
+    sources: DocumentSources,
+    registry: Arc<dyn Registry>,
+    cache: Mutex<HashMap<String, (Instant, Bytes)>>,
+    max_document_bytes: usize,
+}
+
+impl DidWbaAdmission {
+    /// A check with `config` (window, resolver base URL, limits), documents
+    /// from `sources`, grants from `registry`.
+    pub fn new(
+        config: VerifierConfig,
+        sources: DocumentSources,
+        registry: Arc<dyn Registry>,
+    ) -> Self {
+        DidWbaAdmission {
+            max_document_bytes: config.max_document_bytes,
+            verifier: Mutex::new(Verifier::new(config)),
+            sources,
+            registry,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn refusal(label: &'static str, reason: impl Into<String>) -> Refusal {
+        Refusal {
+            label,
+            reason: reason.into(),
+        }
+    }
+
+    async fn document(&self, did: &str, url: &str) -> Result<Bytes, Refusal> {
+        if let Some(dir) = &self.sources.directory {
+            if let Some(doc) = find_in_directory(dir, did, self.max_document_bytes).await {
+                return Ok(doc);
+            }
+        }
+        let cached = self.cache.lock().ok().and_then(|c| {
+            c.get(url)
+                .filter(|(at, _)| at.elapsed() < DOCUMENT_TTL)
+                .map(|(_, doc)| doc.clone())
+        });
+        if let Some(doc) = cached {
+            return Ok(doc);
+        }
+        let doc = fetch::get(
+            url,
+            FETCH_TIMEOUT,
+            self.max_document_bytes,
+            &self.sources.tls,
+        )
+        .await
+        .map_err(|e| Self::refusal("document_unavailable", format!("DID document {url}: {e}")))?;
+        if let Ok(mut c) = self.cache.lock() {
+            // Bounded: drop expired entries before they can pile up.
+            c.retain(|_, (at, _)| at.elapsed() < DOCUMENT_TTL);
+            c.insert(url.to_owned(), (Instant::now(), doc.clone()));
+        }
+        Ok(doc)
+    }
+
+    async fn check_inner(
+        &self,
+        headers: &http::HeaderMap,
+        service: &str,
+    ) -> Result<Admitted, Refusal> {
+        let header = headers
+            .get(http::header::AUTHORIZATION)
+            .ok_or_else(|| {
+                Self::refusal(
+                    "missing_authorization",
+                    "no Authorization header (DID-WBA required)",
+                )
+            })?
+            .to_str()
+            .map_err(|_| Self::refusal("malformed_header", "Authorization header is not text"))?;
+        let parsed = {
+            let mut verifier = self
+                .verifier
+                .lock()
+                .map_err(|_| Self::refusal("internal", "verifier unavailable"))?;
+            verifier
+                .check_header(SystemTime::now(), header, service)
+                .map_err(|e| Self::refusal(e.reason(), e.to_string()))?
+        };
+        let did = parsed.did().as_str().to_owned();
+        let document = self.document(&did, parsed.document_url()).await?;
+        let verified = {
+            let mut verifier = self
+                .verifier
+                .lock()
+                .map_err(|_| Self::refusal("internal", "verifier unavailable"))?;
+            verifier
+                .verify_json(SystemTime::now(), &parsed, &document)
+                .map_err(|e| Self::refusal(e.reason(), e.to_string()))?
+        };
+        let allowed = self
+            .registry
+            .grants_for(&verified.did)
+            .await
+            .map_err(|e| Self::refusal("registry_unavailable", e.to_string()))?;
+        if allowed.is_empty() {
+            return Err(Self::refusal(
+                "no_grants",
+                format!("{} has no registered service URLs", verified.did),
+            ));
+        }
+        tracing::info!(did = %verified.did, key = %verified.verification_method, "receiver authenticated");
+        Ok(Admitted {
+            identity: Identity::Did(verified.did),
+            allowed: Some(allowed),
+        })
+    }
+}
+
+impl Admission for DidWbaAdmission {
+    fn check<'a>(
+        &'a self,
+        headers: &'a http::HeaderMap,
+        service: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Admitted, Refusal>> + Send + 'a>> {
+        Box::pin(self.check_inner(headers, service))
+    }
+}
+
+/// The document in `dir` whose `id` is `did`, if any.
+async fn find_in_directory(dir: &std::path::Path, did: &str, max_bytes: usize) -> Option<Bytes> {
+    let mut entries = tokio::fs::read_dir(dir).await.ok()?;
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let too_big = entry
+            .metadata()
+            .await
+            .map(|m| m.len() > max_bytes as u64)
+            .unwrap_or(true);
+        if too_big {
+            continue;
+        }
+        let Ok(bytes) = tokio::fs::read(&path).await else {
+            continue;
+        };
+        if DidDocument::from_json(&bytes).is_ok_and(|d| d.id == did) {
+            return Some(Bytes::from(bytes));
+        }
+    }
+    None
+}
