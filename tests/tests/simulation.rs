@@ -279,8 +279,8 @@ fn failure(status: u16, error: &str) -> Failure {
     }
 }
 
-/// Minimal reproductions of the core bugs the simulation found. They fail
-/// until the core is fixed; `-- --ignored` runs them.
+/// Minimal reproductions of core bugs the simulation found, kept as
+/// regression tests.
 mod known_core_bugs {
     use std::time::{Duration, Instant};
 
@@ -297,11 +297,9 @@ mod known_core_bugs {
     use anpx_core::{RequestHead, RequestId, ResponseHead};
     use bytes::Bytes;
 
-    /// In the simulation (about a quarter of all seeds):
-    /// `ANPX_SIM_STRICT=error_frame_mid_stream ANPX_SIM_SEED=8 cargo test
-    /// -p anpx-tests --test simulation replay -- --nocapture`.
+    /// Found as simulation seed 8 (about a quarter of all seeds failed the
+    /// same way); `KnownBugs::error_frame_mid_stream`.
     #[test]
-    #[ignore = "anpx-core bug: a receiver error mid-stream reaches the client as an invalid response"]
     fn a_receiver_error_mid_stream_keeps_its_message() {
         let now = Instant::now();
         let streaming = Features::from(Feature::Streaming);
@@ -356,16 +354,14 @@ mod known_core_bugs {
                 _ => None,
             })
             .unwrap();
-        // Today: "Invalid response from receiver: request …: unchunked frame
-        // while a chunked message is in progress".
+        // Before the fix: "Invalid response from receiver: request …:
+        // unchunked frame while a chunked message is in progress".
         assert_eq!(failure.error, "Receiver error: upstream reset");
     }
 
-    /// In the simulation (seeds 437, 536, 1163, ...):
-    /// `ANPX_SIM_STRICT=unordered_stall_sweep ANPX_SIM_SEED=437 cargo test
-    /// -p anpx-tests --test simulation same_seed_same_trace`.
+    /// Found as simulation seeds 437, 536, 1163, ... running differently
+    /// twice; `KnownBugs::unordered_stall_sweep`.
     #[test]
-    #[ignore = "anpx-core bug: the receiver's stall sweep aborts in hash-map order"]
     fn stalled_uploads_are_aborted_in_a_fixed_order() {
         let config = ReceiverConfig {
             reassembly: ReassemblyLimits {

@@ -31,18 +31,19 @@ macro_rules! bail {
 pub(crate) use bail;
 
 /// Core bugs the checker can be told to tolerate, each by name and each
-/// only in the exact shape it was diagnosed in, so that the rest of a run
-/// stays checked. `KnownBugs::default()` is strict.
+/// only in the exact shape it was diagnosed in, so that a core without the
+/// fix can still run the rest of the checks. Both are fixed; the default
+/// tolerates nothing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct KnownBugs {
     /// A receiver error frame sent while a chunked (streamed) response is
-    /// in progress is unchunked, so the gateway's reassembler rejects it as
-    /// interleaved: the client gets "Invalid response from receiver" in
-    /// place of the receiver's message. The response is still cut by a 502.
+    /// in progress is unchunked, so the gateway's reassembler rejected it as
+    /// interleaved: the client got "Invalid response from receiver" in
+    /// place of the receiver's message (the response was still cut).
     pub error_frame_mid_stream: bool,
-    /// A receiver's sweep of stalled uploads aborts them in hash-map order,
-    /// which changes from run to run: the same inputs give the same events
-    /// in a different order, so two runs of one seed can part there.
+    /// A receiver's sweep of stalled uploads aborted them in hash-map
+    /// order, which changes from run to run: the same inputs gave the same
+    /// events in another order, so two runs of one seed could part there.
     pub unordered_stall_sweep: bool,
 }
 
@@ -55,15 +56,15 @@ impl KnownBugs {
         }
     }
 
-    /// These, minus the bugs `names` lists (comma-separated field names,
-    /// or `1` / `all` for every one).
-    pub fn strict_about(mut self, names: &str) -> KnownBugs {
+    /// These, plus the bugs `names` lists (comma-separated field names, or
+    /// `all`).
+    pub fn tolerating(mut self, names: &str) -> KnownBugs {
         for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             match name {
-                "1" | "all" => return KnownBugs::default(),
-                "error_frame_mid_stream" => self.error_frame_mid_stream = false,
-                "unordered_stall_sweep" => self.unordered_stall_sweep = false,
-                other => panic!("ANPX_SIM_STRICT: no known bug is called {other:?}"),
+                "all" => return KnownBugs::all(),
+                "error_frame_mid_stream" => self.error_frame_mid_stream = true,
+                "unordered_stall_sweep" => self.unordered_stall_sweep = true,
+                other => panic!("no known bug is called {other:?}"),
             }
         }
         self

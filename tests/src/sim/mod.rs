@@ -13,8 +13,8 @@
 //!
 //! Run one seed: [`run`]. Environment knobs used by the test driver:
 //! `ANPX_SIM_SEEDS` (seed count), `ANPX_SIM_FIRST_SEED`, `ANPX_SIM_SEED`
-//! (the seed to replay) and `ANPX_SIM_STRICT` (`1`, or the names of the
-//! [`KnownBugs`] not to tolerate).
+//! (the seed to replay) and `ANPX_SIM_TOLERATE` (names of [`KnownBugs`] to
+//! tolerate).
 
 mod body;
 mod client;
@@ -55,12 +55,13 @@ pub fn replay_seed() -> Option<u64> {
     env_u64("ANPX_SIM_SEED")
 }
 
-/// Default options, made strict about known core bugs by `ANPX_SIM_STRICT`:
-/// `1` for all of them, or a comma-separated list of [`KnownBugs`] names.
+/// Default options, tolerating the known core bugs `ANPX_SIM_TOLERATE`
+/// names (comma-separated [`KnownBugs`] fields, or `all`), for running the
+/// simulation against a core without their fixes.
 pub fn options_from_env() -> Options {
-    let strict = std::env::var("ANPX_SIM_STRICT").unwrap_or_default();
+    let tolerate = std::env::var("ANPX_SIM_TOLERATE").unwrap_or_default();
     Options {
-        known_bugs: KnownBugs::all().strict_about(&strict),
+        known_bugs: KnownBugs::default().tolerating(&tolerate),
         ..Options::default()
     }
 }

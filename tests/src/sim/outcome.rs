@@ -20,7 +20,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             trace: TraceMode::Off,
-            known_bugs: KnownBugs::all(),
+            known_bugs: KnownBugs::default(),
             inject: None,
         }
     }
