@@ -75,6 +75,9 @@ pub struct Rates {
     pub cancel: u32,
     /// Time jumps past the request timeout.
     pub jump: u32,
+    /// A shell calls the gateway for a connection it already closed, as a
+    /// racing socket task would.
+    pub stale_call: u32,
 }
 
 /// Everything a seed decides before the first step.
@@ -116,6 +119,7 @@ impl Scenario {
                 cut: rng.u32(..=15),
                 cancel: rng.u32(..=150),
                 jump: rng.u32(..=60),
+                stale_call: rng.u32(..=40),
             }
         };
         Scenario {

@@ -380,6 +380,25 @@ impl World {
 
     fn fault_actions(&mut self) -> Result<(), Violation> {
         let rates = self.sc.rates;
+        if self.roll(rates.stale_call) && !self.closed_links.is_empty() {
+            let n = self.rng.usize(..self.closed_links.len());
+            if let Some(&link) = self.closed_links.iter().nth(n) {
+                let at = self.at();
+                log!(
+                    self,
+                    "a late socket task calls the gateway for closed {link}"
+                );
+                self.gw.handle_message(
+                    at,
+                    link,
+                    WsMessage::Text(r#"{"type": "ping", "timestamp": 1}"#.into()),
+                );
+                self.gw.close_link(at, link);
+                if let Some(out) = self.gw.poll_output() {
+                    bail!("calls for closed {link} produced {out:?}");
+                }
+            }
+        }
         if self.roll(rates.disconnect) {
             let live = self.live_nodes();
             if !live.is_empty() {

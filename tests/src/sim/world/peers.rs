@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use anpx_core::features::Feature;
 use anpx_core::gateway::{Output, ResponseEvent};
-use anpx_core::receiver::{ReceiverOutput, RequestEvent};
+use anpx_core::receiver::{ReceiverOutput, RequestEvent, RespondError, ResponseBody};
 use anpx_core::ws::{CLOSE_GOING_AWAY, CLOSE_PROTOCOL_ERROR};
-use anpx_core::RequestId;
+use anpx_core::{RequestId, ResponseHead};
 
 use super::{Closer, Task, World};
 use crate::sim::invariants::{bail, UpstreamRecord, Violation};
@@ -250,6 +250,21 @@ impl World {
                 );
                 if let Some(record) = self.records.get_mut(&request) {
                     record.aborted = Some(reason);
+                }
+                if self.rng.u32(..5) == 0 {
+                    // A shell may answer just before it sees the abort.
+                    let at = self.at();
+                    if let Some(conn) = self.nodes[i].conn.as_mut() {
+                        let late = conn.rx.respond(
+                            at,
+                            &request,
+                            ResponseHead::new(200),
+                            ResponseBody::Empty,
+                        );
+                        if !matches!(late, Err(RespondError::UnknownRequest(_))) {
+                            bail!("respond after the abort of {request} gave {late:?}");
+                        }
+                    }
                 }
             }
         }
