@@ -1,3 +1,18 @@
-//! anpx on smol + async-h1: the second runtime shell around `anpx-core`.
+//! anpx on smol + async-h1: the gateway and receiver runtimes around the
+//! sans-IO `anpx-core` state machines, the same product as `shell-tokio`
+//! on another runtime.
 //!
-//! Not yet implemented; the tokio shell (`shell-tokio`) is the working one.
+//! Everything that is not about the runtime (the gateway task, receiver
+//! links, the connection loop, handshake and proxy rules, options) comes
+//! from `shell-common`; this crate supplies sockets, the async-h1 server
+//! and client, and smol's spawning and timers.
+//!
+//! Not yet on this runtime: TLS (`https://`, `wss://`) and DID-WBA
+//! admission; the binary refuses such configurations with a clear error.
+
+pub mod gateway;
+pub mod receiver;
+mod rt;
+pub mod upstream;
+
+pub use shell_common::{GatewayOptions, Status};

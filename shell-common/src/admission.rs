@@ -1,0 +1,57 @@
+//! Who may connect as a receiver, and what they may serve.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use anpx_core::gateway::Identity;
+use anpx_core::route::ServiceUrl;
+
+/// The outcome of a successful admission check.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    /// Who the receiver proved to be.
+    pub identity: Identity,
+    /// What it may serve; `None` in open mode (anything it declares).
+    pub allowed: Option<Vec<ServiceUrl>>,
+}
+
+/// Why a receiver was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{reason}")]
+pub struct Refusal {
+    /// A short, stable label for metrics, e.g. `bad_signature`.
+    pub label: &'static str,
+    /// The reason, for the log and the 401 body.
+    pub reason: String,
+}
+
+/// Decides, from the WebSocket handshake request, whether a receiver may
+/// connect. `service` is the gateway's host name as the receiver addressed it.
+pub trait Admission: Send + Sync + 'static {
+    /// Checks one handshake.
+    fn check<'a>(
+        &'a self,
+        headers: &'a http::HeaderMap,
+        service: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Admitted, Refusal>> + Send + 'a>>;
+}
+
+/// Open mode: everyone is admitted anonymously and serves what it declares.
+/// For loopback demos and private networks only.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenAdmission;
+
+impl Admission for OpenAdmission {
+    fn check<'a>(
+        &'a self,
+        _headers: &'a http::HeaderMap,
+        _service: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Admitted, Refusal>> + Send + 'a>> {
+        Box::pin(async {
+            Ok(Admitted {
+                identity: Identity::Anonymous,
+                allowed: None,
+            })
+        })
+    }
+}

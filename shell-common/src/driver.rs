@@ -1,0 +1,344 @@
+//! The task that owns the gateway state machine. Everything else talks to
+//! it through [`Driver`], so the core needs no locks. The shell spawns the
+//! task's future on its runtime and supplies the sleep.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::pin;
+use std::time::Instant;
+
+use anpx_core::features::Features;
+use anpx_core::gateway::{
+    Gateway as Core, GatewayStats, Identity, LinkId, Output, Reject, RequestBody, ResponseEvent,
+};
+use anpx_core::route::ServiceUrl;
+use anpx_core::ws::WsMessage;
+use anpx_core::{RequestHead, RequestId};
+use bytes::Bytes;
+use futures_channel::{mpsc, oneshot};
+use futures_util::future::{select, Either};
+use futures_util::StreamExt;
+
+/// What a receiver connection's writer is asked to do.
+#[derive(Debug)]
+pub enum LinkOut {
+    /// Send this message.
+    Send(WsMessage),
+    /// Send a close frame and stop.
+    Close {
+        /// WebSocket close code.
+        code: u16,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The sending end of a receiver connection's queue.
+pub type Outbox = mpsc::UnboundedSender<LinkOut>;
+/// The sending end of one public request's response events.
+pub type Events = mpsc::UnboundedSender<ResponseEvent>;
+
+/// A started request: its id and the receiver connection serving it.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// The request.
+    pub id: RequestId,
+    /// Who serves it, for the log.
+    pub receiver: String,
+}
+
+enum Command {
+    Admit {
+        identity: Identity,
+        grants: Vec<ServiceUrl>,
+        features: Features,
+        outbox: Outbox,
+        reply: oneshot::Sender<LinkId>,
+    },
+    Message {
+        link: LinkId,
+        message: WsMessage,
+    },
+    Closed {
+        link: LinkId,
+    },
+    Start {
+        host: String,
+        head: RequestHead,
+        body: RequestBody,
+        events: Events,
+        reply: oneshot::Sender<Result<Started, Reject>>,
+    },
+    Body {
+        request: RequestId,
+        data: Bytes,
+        last: bool,
+    },
+    Cancel {
+        request: RequestId,
+    },
+    Stats {
+        reply: oneshot::Sender<GatewayStats>,
+    },
+    Shutdown,
+}
+
+/// The gateway task stopped (the gateway is shutting down).
+#[derive(Debug, thiserror::Error)]
+#[error("the gateway is shutting down")]
+pub struct DriverGone;
+
+/// A cheap handle to the gateway task.
+#[derive(Clone)]
+pub struct Driver {
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+impl Driver {
+    /// A handle and the task to spawn. `sleep(at)` must resolve at `at`.
+    pub fn new<S, F>(core: Core, sleep: S) -> (Driver, impl Future<Output = ()> + Send + 'static)
+    where
+        S: Fn(Instant) -> F + Send + Sync + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::unbounded();
+        (Driver { tx }, run(core, rx, sleep))
+    }
+
+    /// Registers an admitted receiver connection.
+    pub async fn admit(
+        &self,
+        identity: Identity,
+        grants: Vec<ServiceUrl>,
+        features: Features,
+        outbox: Outbox,
+    ) -> Result<LinkId, DriverGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Admit {
+            identity,
+            grants,
+            features,
+            outbox,
+            reply,
+        })?;
+        rx.await.map_err(|_| DriverGone)
+    }
+
+    /// A message from a receiver connection.
+    pub fn message(&self, link: LinkId, message: WsMessage) -> Result<(), DriverGone> {
+        self.send(Command::Message { link, message })
+    }
+
+    /// A receiver connection ended.
+    pub fn closed(&self, link: LinkId) {
+        let _ = self.send(Command::Closed { link });
+    }
+
+    /// Routes a public request; its response comes on `events`.
+    pub async fn start(
+        &self,
+        host: String,
+        head: RequestHead,
+        body: RequestBody,
+        events: Events,
+    ) -> Result<Result<Started, Reject>, DriverGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Start {
+            host,
+            head,
+            body,
+            events,
+            reply,
+        })?;
+        rx.await.map_err(|_| DriverGone)
+    }
+
+    /// A piece of a streamed request body.
+    pub fn body(&self, request: RequestId, data: Bytes, last: bool) {
+        let _ = self.send(Command::Body {
+            request,
+            data,
+            last,
+        });
+    }
+
+    /// The client went away.
+    pub fn cancel(&self, request: RequestId) {
+        let _ = self.send(Command::Cancel { request });
+    }
+
+    /// A snapshot of the state.
+    pub async fn stats(&self) -> Result<GatewayStats, DriverGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Stats { reply })?;
+        rx.await.map_err(|_| DriverGone)
+    }
+
+    /// Closes every receiver connection and stops the task.
+    pub fn shutdown(&self) {
+        let _ = self.send(Command::Shutdown);
+    }
+
+    fn send(&self, cmd: Command) -> Result<(), DriverGone> {
+        self.tx.unbounded_send(cmd).map_err(|_| DriverGone)
+    }
+}
+
+struct State {
+    core: Core,
+    links: HashMap<LinkId, Outbox>,
+    requests: HashMap<RequestId, Events>,
+}
+
+async fn run<S, F>(core: Core, mut rx: mpsc::UnboundedReceiver<Command>, sleep: S)
+where
+    S: Fn(Instant) -> F,
+    F: Future<Output = ()>,
+{
+    let mut st = State {
+        core,
+        links: HashMap::new(),
+        requests: HashMap::new(),
+    };
+    loop {
+        let wake = st.core.poll_timeout();
+        let timer = async {
+            match wake {
+                Some(at) => sleep(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        match select(rx.next(), pin!(timer)).await {
+            Either::Left((None, _)) => return,
+            Either::Left((Some(Command::Shutdown), _)) => return st.close_all(),
+            Either::Left((Some(cmd), _)) => {
+                st.apply(cmd);
+                // Take whatever else is already queued before flushing, so a
+                // burst of commands costs one pass over the outputs.
+                for _ in 0..256 {
+                    match rx.try_recv() {
+                        Ok(Command::Shutdown) => return st.close_all(),
+                        Ok(cmd) => st.apply(cmd),
+                        Err(_) => break,
+                    }
+                }
+            }
+            Either::Right(((), _)) => st.core.handle_timeout(Instant::now()),
+        }
+        st.flush();
+    }
+}
+
+impl State {
+    fn apply(&mut self, cmd: Command) {
+        let now = Instant::now();
+        match cmd {
+            Command::Admit {
+                identity,
+                grants,
+                features,
+                outbox,
+                reply,
+            } => {
+                let link = self.core.admit(now, identity, grants, features);
+                self.links.insert(link, outbox);
+                if reply.send(link).is_err() {
+                    self.links.remove(&link);
+                    self.core.close_link(now, link);
+                }
+            }
+            Command::Message { link, message } => self.core.handle_message(now, link, message),
+            Command::Closed { link } => {
+                self.links.remove(&link);
+                self.core.close_link(now, link);
+            }
+            Command::Start {
+                host,
+                head,
+                body,
+                events,
+                reply,
+            } => {
+                let result = self.core.start_request(now, &host, head, body).map(|id| {
+                    let link = self.core.request_link(&id);
+                    let receiver = link
+                        .and_then(|l| self.core.link_identity(l))
+                        .map(|i| match i {
+                            Identity::Anonymous => link.map(|l| l.to_string()).unwrap_or_default(),
+                            Identity::Did(did) => did.clone(),
+                        })
+                        .unwrap_or_default();
+                    self.requests.insert(id.clone(), events);
+                    Started { id, receiver }
+                });
+                if let Ok(started) = &result {
+                    if reply.send(Ok(started.clone())).is_err() {
+                        self.requests.remove(&started.id);
+                        self.core.cancel(now, &started.id);
+                    }
+                } else {
+                    let _ = reply.send(result);
+                }
+            }
+            Command::Body {
+                request,
+                data,
+                last,
+            } => {
+                // A body for a request that already ended is dropped: the
+                // client was already answered.
+                let _ = self.core.push_body(now, &request, data, last);
+            }
+            Command::Cancel { request } => {
+                self.requests.remove(&request);
+                self.core.cancel(now, &request);
+            }
+            Command::Stats { reply } => {
+                let _ = reply.send(self.core.stats(now));
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    fn close_all(mut self) {
+        let now = Instant::now();
+        for (link, tx) in self.links.drain() {
+            let _ = tx.unbounded_send(LinkOut::Close {
+                code: anpx_core::ws::CLOSE_GOING_AWAY,
+                reason: "gateway shutting down".into(),
+            });
+            self.core.close_link(now, link);
+        }
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        while let Some(out) = self.core.poll_output() {
+            match out {
+                Output::Transmit { link, message } => {
+                    if let Some(tx) = self.links.get(&link) {
+                        let _ = tx.unbounded_send(LinkOut::Send(message));
+                    }
+                }
+                Output::Response { request, event } => {
+                    let terminal = matches!(event, ResponseEvent::End | ResponseEvent::Failed(_));
+                    let sent = self
+                        .requests
+                        .get(&request)
+                        .is_some_and(|tx| tx.unbounded_send(event).is_ok());
+                    if terminal {
+                        self.requests.remove(&request);
+                    } else if !sent && self.requests.remove(&request).is_some() {
+                        // The client is gone: stop the request.
+                        self.core.cancel(Instant::now(), &request);
+                    }
+                }
+                Output::Close { link, code, reason } => {
+                    if let Some(tx) = self.links.remove(&link) {
+                        let _ = tx.unbounded_send(LinkOut::Close { code, reason });
+                    }
+                }
+            }
+        }
+    }
+}

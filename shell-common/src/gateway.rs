@@ -1,0 +1,503 @@
+//! The gateway's HTTP side as data: which endpoint a request goes to, the
+//! answers of `/health`, `/stats`, `/metrics`, the receiver handshake, and
+//! a proxied request from its head to its response events. A shell maps
+//! [`Answer`]s and [`ResponseStream`]s to its HTTP library's types.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use anpx_core::features::{negotiate, Feature, Features};
+use anpx_core::forward::{self, ClientInfo};
+use anpx_core::gateway::{Failure, Identity, RequestBody, ResponseEvent};
+use anpx_core::handshake::{self, FEATURES_HEADER, GRANTED_HEADER, SERVICES_HEADER};
+use anpx_core::route::ServiceUrl;
+use anpx_core::{RequestId, ResponseHead};
+use async_tungstenite::tungstenite::handshake::derive_accept_key;
+use bytes::Bytes;
+use futures_channel::mpsc;
+use futures_util::{Stream, StreamExt};
+
+use crate::admission::Admission;
+use crate::driver::Driver;
+
+/// A complete answer the gateway gives by itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// Response headers, in order.
+    pub headers: Vec<(&'static str, String)>,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// An answer with a content type.
+    pub fn new(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> Self {
+        Answer {
+            status,
+            headers: vec![("content-type", content_type.to_owned())],
+            body: body.into(),
+        }
+    }
+
+    /// A plain-text answer.
+    pub fn text(status: u16, body: &'static str) -> Self {
+        Answer::new(status, "text/plain; charset=utf-8", body)
+    }
+
+    /// A JSON answer.
+    pub fn json(status: u16, value: &serde_json::Value) -> Self {
+        Answer::new(status, "application/json", value.to_string())
+    }
+
+    /// The reference's JSON answer for a failed request.
+    pub fn failure(f: &Failure) -> Self {
+        Answer::new(f.status, "application/json", f.body_json())
+    }
+}
+
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The public port: proxying, `/health`, `/stats`, `/metrics`, `/ws`.
+    Public,
+    /// The separate receiver port: WebSocket at any path.
+    Receivers,
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A receiver's WebSocket handshake.
+    Upgrade,
+    /// A plain request on the receivers' port.
+    NotAWebSocket,
+    /// `GET /health`.
+    Health,
+    /// `GET /stats`.
+    Stats,
+    /// `GET /metrics`.
+    Metrics,
+    /// Through the tunnel.
+    Proxy,
+}
+
+impl Endpoint {
+    /// Routes a request by listener, upgrade, method and path.
+    pub fn of(listener: Listener, is_websocket: bool, method: &str, path: &str) -> Endpoint {
+        match (listener, is_websocket, method, path) {
+            (Listener::Receivers, true, _, _) | (Listener::Public, true, _, "/ws") => {
+                Endpoint::Upgrade
+            }
+            (Listener::Receivers, false, _, _) => Endpoint::NotAWebSocket,
+            (Listener::Public, false, "GET", "/health") => Endpoint::Health,
+            (Listener::Public, false, "GET", "/stats") => Endpoint::Stats,
+            (Listener::Public, false, "GET", "/metrics") => Endpoint::Metrics,
+            _ => Endpoint::Proxy,
+        }
+    }
+}
+
+/// True for a WebSocket handshake request.
+pub fn is_websocket_upgrade(method: &str, headers: &http::HeaderMap) -> bool {
+    let has_token = |name: http::header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    method == "GET"
+        && has_token(http::header::UPGRADE, "websocket")
+        && has_token(http::header::CONNECTION, "upgrade")
+        && headers.contains_key(http::header::SEC_WEBSOCKET_KEY)
+}
+
+/// An accepted receiver handshake: the 101 answer to send, and what the
+/// link is then served with.
+pub struct Accepted {
+    /// The `101 Switching Protocols` answer, headers included.
+    pub answer: Answer,
+    /// Who the receiver is.
+    pub identity: Identity,
+    /// What it may serve.
+    pub grants: Vec<ServiceUrl>,
+    /// Extensions in use on the link.
+    pub features: Features,
+}
+
+/// What every connection handler shares.
+pub struct Shared {
+    /// The gateway task.
+    pub driver: Driver,
+    /// Who may connect as a receiver.
+    pub admission: Arc<dyn Admission>,
+    /// Extensions this gateway implements.
+    pub features: Features,
+    /// Bodies up to this size are read whole before the request starts.
+    pub chunk_size: usize,
+    /// The largest WebSocket message accepted.
+    pub max_frame_len: usize,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// Set on shutdown: new requests get 503.
+    pub draining: AtomicBool,
+    auth_refusals: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Shared {
+    /// The shared state of a gateway driven by `driver`.
+    pub fn new(
+        driver: Driver,
+        options: &crate::options::GatewayOptions,
+        scheme: &'static str,
+    ) -> Self {
+        Shared {
+            driver,
+            admission: options.admission.clone(),
+            features: [Feature::Streaming, Feature::Lossless]
+                .into_iter()
+                .collect(),
+            chunk_size: options.core.chunk_size,
+            max_frame_len: options.core.frame_limits.max_frame_len,
+            scheme,
+            draining: AtomicBool::new(false),
+            auth_refusals: Mutex::default(),
+        }
+    }
+
+    /// `GET /health`.
+    pub fn health(&self) -> Answer {
+        let status = if self.draining.load(Ordering::Relaxed) {
+            "draining"
+        } else {
+            "ok"
+        };
+        Answer::json(200, &serde_json::json!({ "status": status }))
+    }
+
+    /// `GET /stats`.
+    pub async fn stats(&self) -> Answer {
+        match self.driver.stats().await {
+            Ok(s) => Answer::new(
+                200,
+                "application/json",
+                serde_json::to_string_pretty(&s).unwrap_or_default(),
+            ),
+            Err(e) => Answer::failure(&Failure::new(503, e.to_string())),
+        }
+    }
+
+    /// `GET /metrics`: the core's counters plus refused handshakes.
+    pub async fn metrics(&self) -> Answer {
+        let stats = match self.driver.stats().await {
+            Ok(s) => s,
+            Err(e) => return Answer::failure(&Failure::new(503, e.to_string())),
+        };
+        let mut text = stats.to_prometheus();
+        let refusals = self
+            .auth_refusals
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default();
+        text.push_str(
+            "# HELP anpx_receiver_auth_refused_total Receiver handshakes refused, by reason.\n",
+        );
+        text.push_str("# TYPE anpx_receiver_auth_refused_total counter\n");
+        for (label, n) in refusals {
+            text.push_str(&format!(
+                "anpx_receiver_auth_refused_total{{reason=\"{label}\"}} {n}\n"
+            ));
+        }
+        Answer::new(200, "text/plain; version=0.0.4", text)
+    }
+
+    /// Checks a receiver's handshake: admission, declared services, granted
+    /// services and features. `Err` is the refusal to send instead of 101.
+    pub async fn handshake(&self, headers: &http::HeaderMap) -> Result<Accepted, Answer> {
+        let Some(key) = headers.get(http::header::SEC_WEBSOCKET_KEY) else {
+            return Err(Answer::text(400, "missing sec-websocket-key\n"));
+        };
+        let service = headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| h.rsplit_once(':').map_or(h, |(host, _)| host).to_owned())
+            .unwrap_or_default();
+        let admitted = match self.admission.check(headers, &service).await {
+            Ok(a) => a,
+            Err(refusal) => {
+                tracing::warn!(reason = %refusal.reason, label = refusal.label, "receiver refused");
+                if let Ok(mut m) = self.auth_refusals.lock() {
+                    *m.entry(refusal.label).or_default() += 1;
+                }
+                return Err(Answer::json(
+                    401,
+                    &serde_json::json!({ "error": "Authentication failed", "reason": refusal.reason }),
+                ));
+            }
+        };
+        let declared = match headers
+            .get(SERVICES_HEADER)
+            .map(|v| {
+                v.to_str()
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| handshake::parse_services(s).map_err(|e| e.to_string()))
+            })
+            .transpose()
+        {
+            Ok(d) => d.unwrap_or_default(),
+            Err(e) => {
+                return Err(Answer::json(
+                    400,
+                    &serde_json::json!({ "error": format!("bad {SERVICES_HEADER}: {e}") }),
+                ))
+            }
+        };
+        let grants = handshake::grant(&declared, admitted.allowed.as_deref());
+        if grants.is_empty() {
+            return Err(Answer::json(
+                403,
+                &serde_json::json!({ "error": "None of the declared service URLs is granted to this identity" }),
+            ));
+        }
+        let theirs = headers.get(FEATURES_HEADER).and_then(|v| v.to_str().ok());
+        let features = negotiate(self.features, theirs);
+        let answer = Answer {
+            status: 101,
+            headers: vec![
+                ("upgrade", "websocket".to_owned()),
+                ("connection", "Upgrade".to_owned()),
+                ("sec-websocket-accept", derive_accept_key(key.as_bytes())),
+                (FEATURES_HEADER, features.to_header_value()),
+                (GRANTED_HEADER, handshake::format_services(&grants)),
+            ],
+            body: Bytes::new(),
+        };
+        Ok(Accepted {
+            answer,
+            identity: admitted.identity,
+            grants,
+            features,
+        })
+    }
+
+    /// Starts proxying a public request: builds the head the receiver gets
+    /// and routes it. `body` says how the request body comes; with
+    /// [`RequestBody::Streaming`] the shell then feeds [`Pending::id`]
+    /// through [`Driver::body`] while it waits for [`Pending::response`].
+    pub async fn proxy(
+        &self,
+        request: PublicRequest<'_>,
+        body: RequestBody,
+    ) -> Result<Pending, Answer> {
+        if self.draining.load(Ordering::Relaxed) {
+            return Err(Answer::failure(&Failure::new(
+                503,
+                "Gateway is shutting down",
+            )));
+        }
+        let started_at = Instant::now();
+        let host =
+            forward::routing_host(request.host_header, request.authority.as_deref()).to_owned();
+        let mut headers = request.headers;
+        if request.host_header.is_none() && !host.is_empty() {
+            // HTTP/2 carries the host in :authority; receivers expect `host`.
+            headers.push(("host".into(), host.clone()));
+        }
+        let client = ClientInfo {
+            ip: request.peer.ip(),
+            scheme: self.scheme,
+            local_port: request.local.port(),
+        };
+        let head = forward::request_head(
+            request.method,
+            request.path,
+            request.query,
+            headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+            &client,
+        );
+        let (events_tx, events) = mpsc::unbounded();
+        let started = match self.driver.start(host, head, body, events_tx).await {
+            Err(e) => return Err(Answer::failure(&Failure::new(503, e.to_string()))),
+            Ok(Err(reject)) => {
+                let f = reject.failure();
+                tracing::info!(
+                    method = request.method,
+                    path = request.path,
+                    status = f.status,
+                    duration_ms = started_at.elapsed().as_secs_f64() * 1e3,
+                    "request refused"
+                );
+                return Err(Answer::failure(&f));
+            }
+            Ok(Ok(s)) => s,
+        };
+        Ok(Pending {
+            id: started.id.clone(),
+            events,
+            guard: Guard {
+                driver: self.driver.clone(),
+                id: Some(started.id),
+                method: request.method.to_owned(),
+                path: request.path.to_owned(),
+                receiver: started.receiver,
+                started_at,
+                status: None,
+            },
+        })
+    }
+}
+
+/// A routed request waiting for its response.
+pub struct Pending {
+    id: RequestId,
+    events: mpsc::UnboundedReceiver<ResponseEvent>,
+    guard: Guard,
+}
+
+impl Pending {
+    /// The request, for feeding a streamed body.
+    pub fn id(&self) -> &RequestId {
+        &self.id
+    }
+
+    /// Waits for the response head: the head and body stream, or the
+    /// failure to answer with.
+    pub async fn response(self) -> Result<(ResponseHead, ResponseStream), Answer> {
+        let Pending {
+            mut events,
+            mut guard,
+            ..
+        } = self;
+        match events.next().await {
+            Some(ResponseEvent::Head(head)) => {
+                let head = forward::response_head_for_client(head);
+                guard.status = Some(head.status);
+                Ok((head, ResponseStream { events, guard }))
+            }
+            Some(ResponseEvent::Failed(f)) => {
+                guard.finish(f.status);
+                Err(Answer::failure(&f))
+            }
+            Some(ResponseEvent::Body(_) | ResponseEvent::End) | None => {
+                guard.finish(502);
+                Err(Answer::failure(&Failure::new(
+                    502,
+                    "Receiver response ended before its head",
+                )))
+            }
+        }
+    }
+}
+
+/// A public request as the shell's HTTP server parsed it.
+pub struct PublicRequest<'a> {
+    /// The method.
+    pub method: &'a str,
+    /// The path, still percent-encoded.
+    pub path: &'a str,
+    /// The query, if any.
+    pub query: Option<&'a str>,
+    /// The `host` header.
+    pub host_header: Option<&'a str>,
+    /// The URI's authority (HTTP/2 `:authority`, absolute-form targets).
+    pub authority: Option<String>,
+    /// Every header, in order.
+    pub headers: Vec<(String, String)>,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The address the client connected to.
+    pub local: SocketAddr,
+}
+
+/// Tracks one proxied request: logs it once, and cancels it in the gateway
+/// if the client goes away before the end.
+struct Guard {
+    driver: Driver,
+    id: Option<RequestId>,
+    method: String,
+    path: String,
+    receiver: String,
+    started_at: Instant,
+    status: Option<u16>,
+}
+
+impl Guard {
+    fn finish(&mut self, status: u16) {
+        self.status = Some(status);
+        if let Some(id) = self.id.take() {
+            self.log(&id, "done");
+        }
+    }
+
+    fn log(&self, id: &RequestId, outcome: &str) {
+        tracing::info!(
+            request = %id,
+            method = %self.method,
+            path = %self.path,
+            status = self.status.unwrap_or(0),
+            duration_ms = self.started_at.elapsed().as_secs_f64() * 1e3,
+            receiver = %self.receiver,
+            outcome,
+            "request"
+        );
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.log(&id, "client went away");
+            self.driver.cancel(id);
+        }
+    }
+}
+
+/// The response was cut short; the shell must reset the client's
+/// connection so the truncated body cannot pass for a whole one.
+#[derive(Debug, thiserror::Error)]
+#[error("response aborted: {0}")]
+pub struct ResponseAborted(pub String);
+
+/// A proxied response body: pieces until the end, or an error when it was
+/// cut short. Dropping it early cancels the request.
+pub struct ResponseStream {
+    events: mpsc::UnboundedReceiver<ResponseEvent>,
+    guard: Guard,
+}
+
+impl Stream for ResponseStream {
+    type Item = Result<Bytes, ResponseAborted>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            return match self.events.poll_next_unpin(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Some(ResponseEvent::Body(b))) if b.is_empty() => continue,
+                Poll::Ready(Some(ResponseEvent::Body(b))) => Poll::Ready(Some(Ok(b))),
+                Poll::Ready(Some(ResponseEvent::End)) => {
+                    let status = self.guard.status.unwrap_or(0);
+                    self.guard.finish(status);
+                    Poll::Ready(None)
+                }
+                Poll::Ready(Some(ResponseEvent::Failed(f))) => {
+                    self.guard.finish(f.status);
+                    Poll::Ready(Some(Err(ResponseAborted(f.error))))
+                }
+                Poll::Ready(Some(ResponseEvent::Head(_))) | Poll::Ready(None) => {
+                    self.guard.finish(502);
+                    Poll::Ready(Some(Err(ResponseAborted(
+                        "gateway lost the response".into(),
+                    ))))
+                }
+            };
+        }
+    }
+}

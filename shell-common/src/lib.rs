@@ -1,0 +1,24 @@
+//! What every anpx runtime shell shares, written once and free of any
+//! async runtime: the task that owns the gateway state machine, one
+//! receiver link's reader and writer, the gateway's own HTTP answers
+//! (health, stats, metrics, the receiver handshake, proxy set-up), the
+//! receiver's connection loop, and the options both shells take.
+//!
+//! A shell supplies only what is runtime-specific: sockets, TLS, its HTTP
+//! server and client, spawning and a sleep.
+
+pub mod admission;
+pub mod body;
+pub mod driver;
+pub mod gateway;
+pub mod link;
+pub mod options;
+pub mod receiver;
+pub mod signal;
+pub mod ws;
+
+pub use admission::{Admission, Admitted, OpenAdmission, Refusal};
+pub use options::{Credentials, GatewayOptions, ReceiverOptions, Status};
+
+/// Errors that can end a body or an upstream call early.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,0 +1,149 @@
+//! How to run a gateway or a receiver, whatever the runtime.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anpx_core::backoff::BackoffConfig;
+use anpx_core::features::{Feature, Features};
+use anpx_core::gateway::GatewayConfig;
+use anpx_core::receiver::ReceiverConfig;
+use anpx_core::route::ServiceUrl;
+
+use crate::admission::{Admission, OpenAdmission};
+
+/// How to run a gateway.
+#[derive(Clone)]
+pub struct GatewayOptions {
+    /// Public HTTP address (also serves receivers at `/ws`).
+    pub listen: SocketAddr,
+    /// Optional separate address where receivers connect at any path.
+    pub ws_listen: Option<SocketAddr>,
+    /// The state machine's settings.
+    pub core: GatewayConfig,
+    /// Who may connect as a receiver.
+    pub admission: Arc<dyn Admission>,
+    /// How long in-flight requests may take to finish on shutdown.
+    pub drain_grace: Duration,
+    /// TLS for both listeners (`https://`, `wss://`); `None` for plain.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl GatewayOptions {
+    /// Options from the `[gateway]` configuration section, in open mode
+    /// (the caller swaps `admission` for DID-WBA).
+    pub fn from_config(section: &anpx_core::config::GatewaySection) -> Self {
+        GatewayOptions {
+            listen: section.listen,
+            ws_listen: section.ws_listen,
+            core: section.core_config(),
+            admission: Arc::new(OpenAdmission),
+            drain_grace: section.drain_grace(),
+            tls: None,
+        }
+    }
+
+    /// Open mode on `listen` with default settings.
+    pub fn open(listen: SocketAddr) -> Self {
+        GatewayOptions {
+            listen,
+            ws_listen: None,
+            core: GatewayConfig::default(),
+            admission: Arc::new(OpenAdmission),
+            drain_grace: Duration::from_secs(10),
+            tls: None,
+        }
+    }
+}
+
+/// Supplies the `Authorization` header for each connection attempt (a
+/// DID-WBA header needs a fresh nonce and timestamp every time).
+pub trait Credentials: Send + Sync + 'static {
+    /// The header value for a gateway whose host name is `service`.
+    fn authorization(&self, service: &str) -> Result<String, String>;
+}
+
+/// How to run a receiver; `U` is the shell's upstream trait object.
+pub struct ReceiverOptions<U: ?Sized> {
+    /// `ws://` or `wss://` URL of the gateway's receiver endpoint.
+    pub gateway: String,
+    /// Service URLs to serve; empty = whatever the gateway grants.
+    pub services: Vec<ServiceUrl>,
+    /// The state machine's settings.
+    pub core: ReceiverConfig,
+    /// Reconnect schedule.
+    pub backoff: BackoffConfig,
+    /// Where requests go.
+    pub upstream: Arc<U>,
+    /// Identity proof for the handshake, if the gateway wants one.
+    pub credentials: Option<Arc<dyn Credentials>>,
+    /// Trust for a `wss://` gateway; `None` uses the system's roots.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+// Derived Clone would ask `U: Clone`; only the Arc is cloned.
+impl<U: ?Sized> Clone for ReceiverOptions<U> {
+    fn clone(&self) -> Self {
+        ReceiverOptions {
+            gateway: self.gateway.clone(),
+            services: self.services.clone(),
+            core: self.core.clone(),
+            backoff: self.backoff.clone(),
+            upstream: self.upstream.clone(),
+            credentials: self.credentials.clone(),
+            tls: self.tls.clone(),
+        }
+    }
+}
+
+impl<U: ?Sized> ReceiverOptions<U> {
+    /// Default settings for a receiver dialing `gateway` (`ws://` or
+    /// `wss://`) and serving from `upstream`; set the other fields as needed.
+    pub fn new(gateway: impl Into<String>, upstream: Arc<U>) -> Self {
+        ReceiverOptions {
+            gateway: gateway.into(),
+            services: Vec::new(),
+            core: ReceiverConfig::default(),
+            backoff: BackoffConfig::default(),
+            upstream,
+            credentials: None,
+            tls: None,
+        }
+    }
+
+    /// Options from the `[receiver]` configuration section, serving from `upstream`.
+    pub fn from_config(section: &anpx_core::config::ReceiverSection, upstream: Arc<U>) -> Self {
+        ReceiverOptions {
+            gateway: section.gateway.clone(),
+            services: section.services.clone(),
+            core: section.core_config(),
+            backoff: section.backoff_config(),
+            upstream,
+            credentials: None,
+            tls: None,
+        }
+    }
+}
+
+/// Where a receiver stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// Dialing (first time or after a loss).
+    Connecting,
+    /// Connected and serving.
+    Connected {
+        /// Service URLs the gateway granted.
+        granted: Vec<String>,
+        /// Extensions negotiated.
+        features: Features,
+    },
+    /// Stopped for good: shut down, or out of reconnect attempts.
+    Stopped(String),
+}
+
+/// The extensions a receiver implements.
+pub fn supported_features() -> Features {
+    [Feature::Streaming, Feature::Lossless]
+        .into_iter()
+        .collect()
+}

@@ -1,0 +1,614 @@
+//! The receiver's connection to its gateway, whatever the runtime: dialing
+//! (the shell supplies the byte stream), the reconnect loop, and one
+//! connection's loop between the WebSocket, the state machine and the
+//! upstream calls.
+
+use std::collections::HashMap;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Instant;
+
+use anpx_core::backoff::Backoff;
+use anpx_core::features::{negotiate, Features};
+use anpx_core::handshake::{self, FEATURES_HEADER, GRANTED_HEADER, SERVICES_HEADER};
+use anpx_core::receiver::{Receiver as Core, ReceiverOutput, RequestEvent, ResponseBody};
+use anpx_core::{canonical_reason, RequestHead, RequestId, ResponseHead};
+use async_tungstenite::tungstenite::client::IntoClientRequest;
+use async_tungstenite::tungstenite::http::HeaderValue;
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::WebSocketStream;
+use bytes::Bytes;
+use futures_channel::mpsc;
+use futures_util::future::{AbortHandle, Abortable};
+use futures_util::io::{AsyncRead, AsyncWrite};
+use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
+
+use crate::body::{self, BodySender, BodyStream};
+use crate::options::{supported_features, ReceiverOptions, Status};
+use crate::signal::{Stop, Watch};
+use crate::ws::{self, close, from_wire, to_wire};
+
+/// A boxed future of the runtime.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// What a shell's runtime provides to the shared loops.
+pub trait Runtime: Send + Sync + 'static {
+    /// Runs `task` in the background.
+    fn spawn(&self, task: BoxFuture<()>);
+    /// Resolves at `at`.
+    fn sleep_until(&self, at: Instant) -> BoxFuture<()>;
+}
+
+/// A byte stream to the gateway, plain or TLS.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Where to open the byte stream to.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Host name or address, IPv6 without brackets.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// `wss://`: wrap the stream in TLS.
+    pub secure: bool,
+}
+
+/// Opens byte streams to the gateway: TCP, and TLS for `wss://`.
+pub trait Connector: Send + Sync + 'static {
+    /// One stream to `target`, using `tls` (or the system's roots) when secure.
+    fn connect(
+        &self,
+        target: Target,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> BoxFuture<Result<Box<dyn Io>, DialError>>;
+}
+
+/// Serves requests: the shell turns them into its HTTP library's types,
+/// calls its upstream, and answers through [`Reply`].
+pub trait Dispatch: Send + Sync + 'static {
+    /// Serves one request. `body` streams in as the gateway sends it.
+    fn dispatch(&self, head: RequestHead, body: BodyStream, reply: Reply) -> BoxFuture<()>;
+}
+
+/// Why dialing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    /// The gateway URL cannot be used.
+    #[error("invalid gateway url: {0}")]
+    Url(String),
+    /// The credentials could not produce a header.
+    #[error("could not build credentials: {0}")]
+    Credentials(String),
+    /// No TCP connection.
+    #[error("cannot reach {addr}: {source}")]
+    Connect {
+        /// Host and port.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TLS failed.
+    #[error("tls: {0}")]
+    Tls(String),
+    /// The gateway answered the handshake with an error status.
+    #[error("the gateway refused the connection with {status}: {body}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// Its body.
+        body: String,
+    },
+    /// The WebSocket handshake failed otherwise.
+    #[error("{0}")]
+    WebSocket(#[from] async_tungstenite::tungstenite::Error),
+}
+
+/// An open connection to the gateway.
+pub struct Connection {
+    /// The WebSocket.
+    pub ws: WebSocketStream<Box<dyn Io>>,
+    /// Extensions in use.
+    pub features: Features,
+    /// What the gateway granted.
+    pub granted: Vec<String>,
+}
+
+/// Dials the gateway: the stream from `connector`, then the WebSocket
+/// handshake with our headers.
+pub async fn dial<U: ?Sized>(
+    options: &ReceiverOptions<U>,
+    connector: &dyn Connector,
+) -> Result<Connection, DialError> {
+    let mut request = options
+        .gateway
+        .as_str()
+        .into_client_request()
+        .map_err(|e| DialError::Url(e.to_string()))?;
+    let uri = request.uri().clone();
+    let secure = match uri.scheme_str() {
+        Some("ws") => false,
+        Some("wss") => true,
+        other => return Err(DialError::Url(format!("scheme {other:?} is not ws or wss"))),
+    };
+    let host = uri
+        .host()
+        .ok_or_else(|| DialError::Url("no host".into()))?
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    let headers = request.headers_mut();
+    let header = |v: String| HeaderValue::from_str(&v).map_err(|e| DialError::Url(e.to_string()));
+    headers.insert(
+        FEATURES_HEADER,
+        header(supported_features().to_header_value())?,
+    );
+    if !options.services.is_empty() {
+        headers.insert(
+            SERVICES_HEADER,
+            header(handshake::format_services(&options.services))?,
+        );
+    }
+    if let Some(creds) = &options.credentials {
+        let value = creds.authorization(&host).map_err(DialError::Credentials)?;
+        headers.insert("authorization", header(value)?);
+    }
+    let target = Target {
+        // Brackets of an IPv6 literal are URL syntax, not part of the address.
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port,
+        secure,
+    };
+    let stream = connector.connect(target, options.tls.clone()).await?;
+    let config = ws::config(options.core.frame_limits.max_frame_len);
+    let (ws, response) =
+        match async_tungstenite::client_async_with_config(request, stream, Some(config)).await {
+            Ok(ok) => ok,
+            Err(async_tungstenite::tungstenite::Error::Http(response)) => {
+                let status = response.status().as_u16();
+                let body = response
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                return Err(DialError::Refused { status, body });
+            }
+            Err(e) => return Err(e.into()),
+        };
+    let theirs = response
+        .headers()
+        .get(FEATURES_HEADER)
+        .and_then(|v| v.to_str().ok());
+    let features = negotiate(supported_features(), theirs);
+    let granted = response
+        .headers()
+        .get(GRANTED_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Connection {
+        ws,
+        features,
+        granted,
+    })
+}
+
+/// Dials, serves, and redials on the backoff schedule until `stop` fires
+/// or the schedule gives up; reports each step on `status`.
+pub async fn run<U>(
+    options: ReceiverOptions<U>,
+    runtime: Arc<dyn Runtime>,
+    connector: Arc<dyn Connector>,
+    stop: Stop,
+    status: Watch<Status>,
+) where
+    U: Dispatch + ?Sized,
+{
+    let mut backoff = match Backoff::new(options.backoff, fastrand_seed()) {
+        Ok(b) => b,
+        Err(e) => {
+            status.set(Status::Stopped(format!("invalid reconnect settings: {e}")));
+            return;
+        }
+    };
+    loop {
+        if stop.get() {
+            break;
+        }
+        status.set(Status::Connecting);
+        match dial(&options, connector.as_ref()).await {
+            Ok(conn) => {
+                backoff.on_connected(Instant::now());
+                tracing::info!(gateway = %options.gateway, granted = ?conn.granted, features = %conn.features, "connected to gateway");
+                status.set(Status::Connected {
+                    granted: conn.granted.clone(),
+                    features: conn.features,
+                });
+                let why = serve(conn, &options, runtime.as_ref(), &stop).await;
+                backoff.on_disconnected(Instant::now());
+                tracing::warn!(gateway = %options.gateway, reason = %why, "connection to gateway ended");
+            }
+            Err(e) => {
+                tracing::warn!(gateway = %options.gateway, error = %e, "could not connect to gateway")
+            }
+        }
+        if stop.get() {
+            break;
+        }
+        let Some(delay) = backoff.next_delay() else {
+            status.set(Status::Stopped("gave up reconnecting".into()));
+            return;
+        };
+        status.set(Status::Connecting);
+        tracing::info!(delay_ms = delay.as_millis() as u64, "reconnecting");
+        let mut sleep = runtime.sleep_until(Instant::now() + delay);
+        let stopped = poll_fn(|cx| {
+            if stop.poll_changed(cx, 0).is_ready() {
+                return Poll::Ready(true);
+            }
+            sleep.poll_unpin(cx).map(|()| false)
+        })
+        .await;
+        if stopped {
+            break;
+        }
+    }
+    status.set(Status::Stopped("shut down".into()));
+}
+
+/// The backoff's jitter seed; any varying number will do.
+fn fastrand_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.finish()
+}
+
+/// What an upstream call reports back to the connection loop.
+enum ReplyMsg {
+    Head {
+        request: RequestId,
+        head: ResponseHead,
+        body: ResponseBody,
+    },
+    Body {
+        request: RequestId,
+        data: Bytes,
+        last: bool,
+    },
+    Failed {
+        request: RequestId,
+        message: String,
+    },
+}
+
+/// Where one upstream call sends its response.
+pub struct Reply {
+    request: RequestId,
+    tx: mpsc::UnboundedSender<ReplyMsg>,
+    chunk_size: usize,
+}
+
+impl Reply {
+    /// The request could not be served: the gateway answers 502 with `message`.
+    pub fn failed(self, message: String) {
+        let _ = self.tx.unbounded_send(ReplyMsg::Failed {
+            request: self.request,
+            message,
+        });
+    }
+
+    /// A whole response.
+    pub fn whole(self, head: ResponseHead, body: Bytes) {
+        let body = if body.is_empty() {
+            ResponseBody::Empty
+        } else {
+            ResponseBody::Full(body)
+        };
+        let _ = self.tx.unbounded_send(ReplyMsg::Head {
+            request: self.request,
+            head,
+            body,
+        });
+    }
+
+    /// Relays an upstream response: hop-by-hop headers dropped; a body of
+    /// known small size goes whole (one frame, which every gateway handles
+    /// best), anything else streams.
+    pub async fn relay<'h, E, B>(
+        self,
+        status: u16,
+        headers: impl IntoIterator<Item = (&'h str, String)>,
+        exact_len: Option<u64>,
+        mut body: B,
+    ) where
+        E: std::fmt::Display,
+        B: Stream<Item = Result<Bytes, E>> + Unpin,
+    {
+        let mut head = ResponseHead {
+            status,
+            reason: canonical_reason(status).to_owned(),
+            headers: headers.into_iter().collect(),
+        };
+        anpx_core::forward::strip_hop_by_hop(&mut head.headers);
+        if exact_len == Some(0) {
+            return self.whole(head, Bytes::new());
+        }
+        if exact_len.is_some_and(|n| n <= self.chunk_size as u64) {
+            let mut whole = Vec::new();
+            while let Some(piece) = body.next().await {
+                match piece {
+                    Ok(b) => whole.extend_from_slice(&b),
+                    Err(e) => return self.failed(format!("Upstream body failed: {e}")),
+                }
+            }
+            return self.whole(head, whole.into());
+        }
+        let id = self.request;
+        let send = |m| self.tx.unbounded_send(m).is_ok();
+        if !send(ReplyMsg::Head {
+            request: id.clone(),
+            head,
+            body: ResponseBody::Streaming,
+        }) {
+            return;
+        }
+        loop {
+            let msg = match body.next().await {
+                Some(Ok(data)) if data.is_empty() => continue,
+                Some(Ok(data)) => ReplyMsg::Body {
+                    request: id.clone(),
+                    data,
+                    last: false,
+                },
+                Some(Err(e)) => ReplyMsg::Failed {
+                    request: id.clone(),
+                    message: format!("Upstream body failed: {e}"),
+                },
+                None => ReplyMsg::Body {
+                    request: id.clone(),
+                    data: Bytes::new(),
+                    last: true,
+                },
+            };
+            let done = !matches!(msg, ReplyMsg::Body { last: false, .. });
+            if !send(msg) || done {
+                return;
+            }
+        }
+    }
+}
+
+struct InFlight {
+    upload: Option<BodySender>,
+    task: AbortHandle,
+}
+
+enum Event {
+    Ws(Option<Result<Message, async_tungstenite::tungstenite::Error>>),
+    Reply(ReplyMsg),
+    Timeout,
+    Stop,
+}
+
+/// Serves until the connection ends; returns why it ended.
+pub async fn serve<U>(
+    conn: Connection,
+    options: &ReceiverOptions<U>,
+    runtime: &dyn Runtime,
+    stop: &Stop,
+) -> String
+where
+    U: Dispatch + ?Sized,
+{
+    let mut core = Core::new(options.core.clone(), conn.features, Instant::now());
+    let (mut sink, mut stream) = conn.ws.split();
+    let (reply_tx, mut replies) = mpsc::unbounded::<ReplyMsg>();
+    let mut in_flight: HashMap<RequestId, InFlight> = HashMap::new();
+    let chunk_size = options.core.chunk_size;
+
+    let reason = loop {
+        let mut timer = core.poll_timeout().map(|at| runtime.sleep_until(at));
+        let event = poll_fn(|cx| {
+            if stop.poll_changed(cx, 0).is_ready() {
+                return Poll::Ready(Event::Stop);
+            }
+            if let Poll::Ready(Some(r)) = replies.poll_next_unpin(cx) {
+                return Poll::Ready(Event::Reply(r));
+            }
+            if let Poll::Ready(m) = stream.poll_next_unpin(cx) {
+                return Poll::Ready(Event::Ws(m));
+            }
+            if let Some(t) = timer.as_mut() {
+                if t.poll_unpin(cx).is_ready() {
+                    return Poll::Ready(Event::Timeout);
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        let now = Instant::now();
+        match event {
+            Event::Ws(Some(Ok(Message::Close(frame)))) => {
+                core.handle_close(now);
+                break format!("gateway closed the connection: {frame:?}");
+            }
+            Event::Ws(Some(Ok(m))) => {
+                if let Some(m) = from_wire(m) {
+                    core.handle_message(now, m);
+                }
+            }
+            Event::Ws(Some(Err(e))) => {
+                core.handle_close(now);
+                break format!("connection error: {e}");
+            }
+            Event::Ws(None) => {
+                core.handle_close(now);
+                break "connection closed".into();
+            }
+            Event::Reply(reply) => apply_reply(&mut core, &mut in_flight, reply),
+            Event::Timeout => core.handle_timeout(now),
+            Event::Stop => {
+                core.handle_close(now);
+                let _ = sink.send(close(1001, "receiver shutting down")).await;
+                break "shut down".into();
+            }
+        }
+        let mut closing = None;
+        while let Some(out) = core.poll_output() {
+            match out {
+                ReceiverOutput::Transmit(m) => {
+                    if sink.feed(to_wire(m)).await.is_err() {
+                        closing.get_or_insert_with(|| "write to gateway failed".to_owned());
+                    }
+                }
+                ReceiverOutput::Event(event) => {
+                    let calls = Calls {
+                        upstream: options.upstream.as_ref(),
+                        runtime,
+                        replies: &reply_tx,
+                        chunk_size,
+                    };
+                    calls.on_event(event, &mut in_flight);
+                }
+                ReceiverOutput::Close { code, reason } => {
+                    let _ = sink.send(close(code, &reason)).await;
+                    closing = Some(reason);
+                }
+            }
+        }
+        if sink.flush().await.is_err() {
+            closing.get_or_insert_with(|| "write to gateway failed".to_owned());
+        }
+        if let Some(reason) = closing {
+            core.handle_close(Instant::now());
+            break reason;
+        }
+    };
+    // Everything still running belongs to a connection that is gone.
+    for (_, f) in in_flight.drain() {
+        f.task.abort();
+        if let Some(u) = f.upload {
+            u.abort("connection to the gateway lost");
+        }
+    }
+    reason
+}
+
+fn apply_reply(core: &mut Core, in_flight: &mut HashMap<RequestId, InFlight>, reply: ReplyMsg) {
+    let now = Instant::now();
+    let (request, result) = match reply {
+        ReplyMsg::Head {
+            request,
+            head,
+            body,
+        } => {
+            let r = core.respond(now, &request, head, body);
+            (request, r)
+        }
+        ReplyMsg::Body {
+            request,
+            data,
+            last,
+        } => {
+            let r = core.respond_body(now, &request, data, last);
+            if last {
+                in_flight.remove(&request);
+            }
+            (request, r)
+        }
+        ReplyMsg::Failed { request, message } => {
+            tracing::warn!(%request, %message, "upstream failed");
+            let r = core.respond_error(now, &request, &message);
+            (request, r)
+        }
+    };
+    if let Err(e) = result {
+        // The request was aborted meanwhile, or the response could not be
+        // sent: stop the upstream work for it.
+        tracing::debug!(%request, error = %e, "response dropped");
+        if let Some(f) = in_flight.remove(&request) {
+            f.task.abort();
+        }
+    }
+}
+
+struct Calls<'a, U: ?Sized> {
+    upstream: &'a U,
+    runtime: &'a dyn Runtime,
+    replies: &'a mpsc::UnboundedSender<ReplyMsg>,
+    chunk_size: usize,
+}
+
+impl<U: Dispatch + ?Sized> Calls<'_, U> {
+    fn on_event(&self, event: RequestEvent, in_flight: &mut HashMap<RequestId, InFlight>) {
+        match event {
+            RequestEvent::Head { request, head } => {
+                let length = head
+                    .headers
+                    .get("content-length")
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                let (upload, body) = body::channel(length);
+                let reply = Reply {
+                    request: request.clone(),
+                    tx: self.replies.clone(),
+                    chunk_size: self.chunk_size,
+                };
+                let (task, abort) = AbortHandle::new_pair();
+                let call = self.upstream.dispatch(head, body, reply);
+                self.runtime
+                    .spawn(Box::pin(Abortable::new(call, abort).map(|_| ())));
+                in_flight.insert(
+                    request,
+                    InFlight {
+                        upload: Some(upload),
+                        task,
+                    },
+                );
+            }
+            RequestEvent::Body { request, data } => {
+                if let Some(upload) = in_flight.get(&request).and_then(|f| f.upload.as_ref()) {
+                    upload.send(data);
+                }
+            }
+            RequestEvent::End { request } => {
+                if let Some(upload) = in_flight.get_mut(&request).and_then(|f| f.upload.take()) {
+                    upload.finish();
+                }
+            }
+            RequestEvent::Aborted { request, reason } => {
+                if let Some(f) = in_flight.remove(&request) {
+                    if let Some(u) = f.upload {
+                        u.abort(reason);
+                    }
+                    f.task.abort();
+                }
+            }
+        }
+    }
+}
+
+/// The upstream request line and headers for a head from the gateway:
+/// method, request-target, and the end-to-end headers.
+pub fn upstream_request_parts(head: &RequestHead) -> (String, Vec<(&str, &str)>) {
+    let headers = head
+        .headers
+        .iter()
+        .filter(|(n, _)| !anpx_core::forward::is_hop_by_hop(n))
+        .collect();
+    (anpx_core::forward::upstream_target(head), headers)
+}

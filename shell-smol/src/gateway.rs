@@ -1,0 +1,379 @@
+//! The gateway runtime on smol: listeners served by async-h1, receivers'
+//! WebSockets through async-h1's upgrade, and the shared gateway task.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anpx_core::gateway::{Gateway as Core, GatewayStats, RequestBody};
+use async_tungstenite::tungstenite::protocol::Role;
+use async_tungstenite::WebSocketStream;
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use http_types::{Request, Response};
+use shell_common::driver::Driver;
+use shell_common::gateway::{
+    is_websocket_upgrade, Answer, Endpoint, Listener, PublicRequest, Shared,
+};
+use shell_common::signal::Stop;
+use shell_common::{link, ws, GatewayOptions};
+use smol::net::{TcpListener, TcpStream};
+use smol::Task;
+
+use crate::rt::body_stream;
+use crate::upstream::{header_ok, status_code};
+
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The options ask for something this shell does not do yet.
+    #[error("{0} is not supported by the smol shell yet; use the tokio shell (anpx)")]
+    Unsupported(&'static str),
+}
+
+/// A running gateway.
+pub struct Gateway {
+    public_addr: SocketAddr,
+    ws_addr: Option<SocketAddr>,
+    shared: Arc<Shared>,
+    listeners: Vec<Task<()>>,
+    stop: Stop,
+    driver_task: Task<()>,
+    drain_grace: Duration,
+}
+
+impl Gateway {
+    /// Binds the listeners and starts serving.
+    pub async fn bind(options: GatewayOptions) -> Result<Gateway, BindError> {
+        if options.tls.is_some() {
+            return Err(BindError::Unsupported("TLS (gateway.tls)"));
+        }
+        let listen = |addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| BindError::Listen { addr, source })
+        };
+        let public = listen(options.listen).await?;
+        let ws = match options.ws_listen {
+            Some(addr) => Some(listen(addr).await?),
+            None => None,
+        };
+        let local = |l: &TcpListener, addr| {
+            l.local_addr()
+                .map_err(|source| BindError::Listen { addr, source })
+        };
+        let public_addr = local(&public, options.listen)?;
+        let ws_addr = match (&ws, options.ws_listen) {
+            (Some(l), Some(addr)) => Some(local(l, addr)?),
+            _ => None,
+        };
+        let core = Core::new(options.core.clone(), fastrand::u64(..));
+        let (driver, task) = Driver::new(core, |at| async move {
+            smol::Timer::at(at).await;
+        });
+        let driver_task = smol::spawn(task);
+        let shared = Arc::new(Shared::new(driver, &options, "http"));
+        let stop = Stop::new(false);
+        let mut listeners = vec![smol::spawn(accept_loop(
+            public,
+            Listener::Public,
+            shared.clone(),
+            stop.clone(),
+        ))];
+        if let Some(ws) = ws {
+            listeners.push(smol::spawn(accept_loop(
+                ws,
+                Listener::Receivers,
+                shared.clone(),
+                stop.clone(),
+            )));
+        }
+        tracing::info!(%public_addr, ws_addr = ?ws_addr, "gateway listening");
+        Ok(Gateway {
+            public_addr,
+            ws_addr,
+            shared,
+            listeners,
+            stop,
+            driver_task,
+            drain_grace: options.drain_grace,
+        })
+    }
+
+    /// The public address actually bound (useful with port 0).
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public_addr
+    }
+
+    /// The separate receiver address, when configured.
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.ws_addr
+    }
+
+    /// A snapshot of the gateway's state.
+    pub async fn stats(&self) -> Option<GatewayStats> {
+        self.shared.driver.stats().await.ok()
+    }
+
+    /// Stops accepting, lets requests in flight finish within the drain
+    /// grace period, then stops.
+    pub async fn shutdown(self) {
+        self.shared.draining.store(true, Ordering::Relaxed);
+        self.stop.set(true);
+        let deadline = std::time::Instant::now() + self.drain_grace;
+        while std::time::Instant::now() < deadline {
+            match self.shared.driver.stats().await {
+                Ok(s) if s.in_flight > 0 => {
+                    smol::Timer::after(Duration::from_millis(50)).await;
+                }
+                _ => break,
+            }
+        }
+        self.shared.driver.shutdown();
+        for task in self.listeners {
+            task.cancel().await;
+        }
+        let _ = self.driver_task.await;
+    }
+}
+
+/// Accepts until `stop`, then closes the listener; the connections it
+/// serves live until this task is cancelled.
+async fn accept_loop(listener: TcpListener, which: Listener, shared: Arc<Shared>, stop: Stop) {
+    let mut connections: Vec<Task<()>> = Vec::new();
+    loop {
+        let accept = std::pin::pin!(listener.accept());
+        let stopped = std::pin::pin!(stop.changed(0));
+        let accepted = match futures_util::future::select(accept, stopped).await {
+            futures_util::future::Either::Left((a, _)) => a,
+            futures_util::future::Either::Right(_) => break,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                smol::Timer::after(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let local = tcp.local_addr().unwrap_or(peer);
+        connections.retain(|t| !t.is_finished());
+        let shared = shared.clone();
+        connections.push(smol::spawn(serve_connection(
+            tcp, peer, local, which, shared,
+        )));
+    }
+    drop(listener);
+    std::future::pending::<()>().await;
+    drop(connections);
+}
+
+async fn serve_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    which: Listener,
+    shared: Arc<Shared>,
+) {
+    let served = async_h1::accept(tcp, |req| {
+        let shared = shared.clone();
+        async move { Ok(handle(req, shared, peer, local, which).await) }
+    })
+    .await;
+    if let Err(e) = served {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+fn header_map(req: &Request) -> http::HeaderMap {
+    let mut map = http::HeaderMap::new();
+    for (name, values) in req.iter() {
+        for value in values {
+            if let (Ok(n), Ok(v)) = (
+                http::HeaderName::from_bytes(name.as_str().as_bytes()),
+                http::HeaderValue::from_str(value.as_str()),
+            ) {
+                map.append(n, v);
+            }
+        }
+    }
+    map
+}
+
+async fn handle(
+    req: Request,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    which: Listener,
+) -> Response {
+    let method = req.method().to_string();
+    let headers = header_map(&req);
+    let is_ws = is_websocket_upgrade(&method, &headers);
+    match Endpoint::of(which, is_ws, &method, req.url().path()) {
+        Endpoint::Upgrade => upgrade(&headers, &shared).await,
+        Endpoint::NotAWebSocket => answer(Answer::text(
+            400,
+            "receivers connect here with a WebSocket upgrade\n",
+        )),
+        Endpoint::Health => answer(shared.health()),
+        Endpoint::Stats => answer(shared.stats().await),
+        Endpoint::Metrics => answer(shared.metrics().await),
+        Endpoint::Proxy => proxy(req, headers, shared, peer, local).await,
+    }
+}
+
+fn answer(a: Answer) -> Response {
+    let mut r = Response::new(status_code(a.status));
+    r.set_body(a.body.to_vec());
+    for (name, value) in a.headers {
+        r.insert_header(name, value.as_str());
+    }
+    r
+}
+
+async fn upgrade(headers: &http::HeaderMap, shared: &Arc<Shared>) -> Response {
+    let accepted = match shared.handshake(headers).await {
+        Ok(a) => a,
+        Err(refusal) => return answer(refusal),
+    };
+    let mut response = Response::new(http_types::StatusCode::SwitchingProtocols);
+    for (name, value) in &accepted.answer.headers {
+        response.insert_header(*name, value.as_str());
+    }
+    let upgraded = response.recv_upgrade().await;
+    let config = ws::config(shared.max_frame_len);
+    let driver = shared.driver.clone();
+    smol::spawn(async move {
+        let Some(io) = upgraded.await else {
+            tracing::warn!("receiver upgrade failed");
+            return;
+        };
+        let stream = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+        link::serve(
+            stream,
+            driver,
+            accepted.identity,
+            accepted.grants,
+            accepted.features,
+        )
+        .await;
+    })
+    .detach();
+    response
+}
+
+async fn proxy(
+    mut req: Request,
+    headers: http::HeaderMap,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> Response {
+    let method = req.method().to_string();
+    let url = req.url().clone();
+    let host_header = headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok());
+    let mut body = req.take_body();
+    let (request_body, upload) = match body.len() {
+        Some(0) => (RequestBody::Empty, None),
+        Some(n) if n <= shared.chunk_size => match body.into_bytes().await {
+            Ok(b) => (RequestBody::Full(Bytes::from(b)), None),
+            Err(e) => {
+                return answer(Answer::failure(&anpx_core::gateway::Failure::new(
+                    400,
+                    format!("Could not read the request body: {e}"),
+                )))
+            }
+        },
+        _ => (
+            RequestBody::Streaming,
+            Some(std::mem::replace(&mut body, http_types::Body::empty())),
+        ),
+    };
+    let public = PublicRequest {
+        method: &method,
+        path: url.path(),
+        query: url.query(),
+        host_header,
+        authority: None,
+        headers: headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        peer,
+        local,
+    };
+    let pending = match shared.proxy(public, request_body).await {
+        Ok(p) => p,
+        Err(a) => return answer(a),
+    };
+    let pump = upload.map(|body| {
+        let driver = shared.driver.clone();
+        let id = pending.id().clone();
+        smol::spawn(async move {
+            let mut pieces = body_stream(body);
+            while let Some(piece) = pieces.next().await {
+                match piece {
+                    Ok(data) => driver.body(id.clone(), data, false),
+                    Err(e) => {
+                        tracing::debug!(request = %id, error = %e, "client upload failed");
+                        driver.cancel(id);
+                        return;
+                    }
+                }
+            }
+            driver.body(id, Bytes::new(), true);
+        })
+    });
+    let (head, stream) = match pending.response().await {
+        Ok(r) => r,
+        Err(a) => return answer(a),
+    };
+    // The upload goes on while the response streams.
+    if let Some(pump) = pump {
+        pump.detach();
+    }
+    let mut response = Response::new(status_code(head.status));
+    let mut length = None;
+    let mut content_type = false;
+    for (name, value) in head.headers.iter() {
+        if name.eq_ignore_ascii_case("content-length") {
+            // async-h1 frames the body itself, from the length it is given.
+            length = value.trim().parse::<usize>().ok();
+            continue;
+        }
+        content_type |= name.eq_ignore_ascii_case("content-type");
+        if header_ok(value) {
+            response.append_header(name, value);
+        }
+    }
+    let reader = stream
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .into_async_read();
+    response.set_body(http_types::Body::from_reader(
+        futures_util::io::BufReader::new(reader),
+        length,
+    ));
+    if !content_type {
+        // set_body labels the body octet-stream; the upstream said nothing.
+        response.remove_header("content-type");
+    }
+    response
+}

@@ -1,0 +1,208 @@
+//! Where a receiver sends the requests it gets: a local HTTP service
+//! through async-h1's client, or the built-in demo agent.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use anpx_core::RequestHead;
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use http_types::{Method, Request, Response, StatusCode, Url};
+use shell_common::body::BodyStream;
+use shell_common::receiver::{upstream_request_parts, BoxFuture, Dispatch, Reply};
+use shell_common::BoxError;
+
+use crate::rt::body_stream;
+
+/// The future an upstream returns.
+pub type UpstreamFuture = Pin<Box<dyn Future<Output = Result<Response, BoxError>> + Send>>;
+
+/// Something that answers HTTP requests for a receiver. The request's URL
+/// is `http://upstream` followed by the path and query.
+pub trait Upstream: Send + Sync + 'static {
+    /// Serves one request.
+    fn call(&self, request: Request) -> UpstreamFuture;
+}
+
+/// An upstream URL that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamUrlError {
+    /// Not a URL.
+    #[error("invalid upstream url {url:?}: {source}")]
+    Invalid {
+        /// The text given.
+        url: String,
+        /// Why it does not parse.
+        source: http_types::url::ParseError,
+    },
+    /// Only `http://` with a host is reached directly.
+    #[error("upstream url {0:?} must start with http:// and name a host")]
+    Scheme(String),
+}
+
+/// A local HTTP service; one connection per request.
+#[derive(Debug, Clone)]
+pub struct HttpUpstream {
+    host: String,
+    port: u16,
+    /// Path prefix from the URL, without a trailing `/`.
+    prefix: String,
+}
+
+impl HttpUpstream {
+    /// An upstream at `url`, e.g. `http://127.0.0.1:8000`. A path in the URL
+    /// is put in front of every request path.
+    pub fn new(url: &str) -> Result<Self, UpstreamUrlError> {
+        let parsed = Url::parse(url).map_err(|source| UpstreamUrlError::Invalid {
+            url: url.to_owned(),
+            source,
+        })?;
+        let host = match (parsed.scheme(), parsed.host_str()) {
+            ("http", Some(h)) => h.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            _ => return Err(UpstreamUrlError::Scheme(url.to_owned())),
+        };
+        Ok(HttpUpstream {
+            host,
+            port: parsed.port_or_known_default().unwrap_or(80),
+            prefix: parsed.path().trim_end_matches('/').to_owned(),
+        })
+    }
+}
+
+impl Upstream for HttpUpstream {
+    fn call(&self, mut request: Request) -> UpstreamFuture {
+        let this = self.clone();
+        Box::pin(async move {
+            let target = {
+                let url = request.url();
+                let mut t = format!("{}{}", this.prefix, url.path());
+                if let Some(q) = url.query() {
+                    t.push('?');
+                    t.push_str(q);
+                }
+                t
+            };
+            let authority = if this.host.contains(':') {
+                format!("[{}]:{}", this.host, this.port)
+            } else {
+                format!("{}:{}", this.host, this.port)
+            };
+            *request.url_mut() = Url::parse(&format!("http://{authority}{target}"))?;
+            let tcp = smol::net::TcpStream::connect((this.host.as_str(), this.port)).await?;
+            let _ = tcp.set_nodelay(true);
+            let response = async_h1::connect(tcp, request)
+                .await
+                .map_err(|e| e.into_inner())?;
+            Ok(response)
+        })
+    }
+}
+
+/// The built-in echo agent (`anpx-smol demo`, `--demo`): answers every
+/// request with a JSON description of it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DemoUpstream;
+
+impl Upstream for DemoUpstream {
+    fn call(&self, mut request: Request) -> UpstreamFuture {
+        Box::pin(async move {
+            let body = request.body_bytes().await.map_err(|e| e.into_inner())?;
+            let url = request.url();
+            let mut head = RequestHead::new(request.method().as_ref(), url.path())
+                .with_query(url.query().unwrap_or_default());
+            for (name, values) in request.iter() {
+                for value in values {
+                    head.headers.push(name.as_str(), value.as_str());
+                }
+            }
+            let (rhead, rbody) = anpx_core::demo::respond(&head, &body);
+            let mut response = Response::new(status_code(rhead.status));
+            for (name, value) in rhead.headers.iter() {
+                response.append_header(name, value);
+            }
+            response.set_body(rbody.to_vec());
+            Ok(response)
+        })
+    }
+}
+
+pub(crate) fn status_code(status: u16) -> StatusCode {
+    StatusCode::try_from(status).unwrap_or(StatusCode::BadGateway)
+}
+
+/// Whether async-h1 can carry a header value: it takes visible ASCII only.
+pub(crate) fn header_ok(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+}
+
+impl Dispatch for dyn Upstream {
+    fn dispatch(&self, head: RequestHead, body: BodyStream, reply: Reply) -> BoxFuture<()> {
+        let size = body.size();
+        let request = (|| {
+            let method: Method = head
+                .method
+                .parse()
+                .map_err(|_| format!("unsupported method {}", head.method))?;
+            let (target, headers) = upstream_request_parts(&head);
+            let url = Url::parse(&format!("http://upstream{target}"))
+                .map_err(|e| format!("Bad request from gateway: {e}"))?;
+            let mut request = Request::new(method, url);
+            for (name, value) in headers {
+                if name.eq_ignore_ascii_case("content-length") {
+                    continue;
+                }
+                if header_ok(value) {
+                    request.append_header(name, value);
+                } else {
+                    tracing::debug!(header = name, "non-ASCII header value not forwarded");
+                }
+            }
+            let reader = body
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .into_async_read();
+            let len = size.and_then(|n| usize::try_from(n).ok());
+            request.set_body(http_types::Body::from_reader(
+                futures_util::io::BufReader::new(reader),
+                len,
+            ));
+            Ok::<_, String>(request)
+        })();
+        let call = match request {
+            Ok(r) => self.call(r),
+            Err(message) => {
+                let answer = serde_json::json!({ "error": message }).to_string();
+                let head = anpx_core::ResponseHead::new(400)
+                    .with_header("content-type", "application/json");
+                reply.whole(head, Bytes::from(answer));
+                return Box::pin(async {});
+            }
+        };
+        Box::pin(async move {
+            let mut response = match call.await {
+                Ok(r) => r,
+                Err(e) => return reply.failed(format!("Upstream error: {e}")),
+            };
+            let status = u16::from(response.status());
+            let headers: Vec<(String, String)> = response
+                .iter()
+                .flat_map(|(n, vs)| {
+                    vs.iter()
+                        .map(|v| (n.as_str().to_owned(), v.as_str().to_owned()))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            let body = response.take_body();
+            let exact = body.len().map(|n| n as u64);
+            reply
+                .relay(
+                    status,
+                    headers.iter().map(|(n, v)| (n.as_str(), v.clone())),
+                    exact,
+                    body_stream(body).boxed(),
+                )
+                .await;
+        })
+    }
+}

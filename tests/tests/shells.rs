@@ -1,0 +1,313 @@
+//! The end-to-end scenarios against every shell and every cross-runtime
+//! pair: one table of (gateway shell, receiver shell), the same scenario
+//! functions for each. The smol pieces run on smol's own executor threads
+//! while the test drives them from tokio.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anpx_core::gateway::GatewayStats;
+use shell_common::{GatewayOptions, Status};
+use support::{pattern, send, sha256, start_backend};
+
+const HOST: &str = "api.agent.com";
+
+#[derive(Debug, Clone, Copy)]
+enum Shell {
+    Tokio,
+    Smol,
+}
+
+enum Gw {
+    Tokio(shell_tokio::gateway::Gateway),
+    Smol(shell_smol::gateway::Gateway),
+}
+
+impl Gw {
+    async fn start(shell: Shell, tune: impl FnOnce(&mut GatewayOptions)) -> Gw {
+        let mut o = GatewayOptions::open("127.0.0.1:0".parse().unwrap());
+        o.drain_grace = Duration::from_secs(2);
+        tune(&mut o);
+        match shell {
+            Shell::Tokio => {
+                let mut t = shell_tokio::gateway::GatewayOptions::open(o.listen);
+                t.ws_listen = o.ws_listen;
+                t.core = o.core;
+                t.drain_grace = o.drain_grace;
+                Gw::Tokio(shell_tokio::gateway::Gateway::bind(t).await.unwrap())
+            }
+            Shell::Smol => Gw::Smol(shell_smol::gateway::Gateway::bind(o).await.unwrap()),
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Gw::Tokio(g) => g.public_addr(),
+            Gw::Smol(g) => g.public_addr(),
+        }
+    }
+
+    async fn stats(&self) -> Option<GatewayStats> {
+        match self {
+            Gw::Tokio(g) => g.stats().await,
+            Gw::Smol(g) => g.stats().await,
+        }
+    }
+
+    async fn shutdown(self) {
+        match self {
+            Gw::Tokio(g) => g.shutdown().await,
+            Gw::Smol(g) => g.shutdown().await,
+        }
+    }
+
+    async fn wait_for_receivers(&self, n: usize) {
+        for _ in 0..200 {
+            if self.stats().await.is_some_and(|s| s.links.len() == n) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("gateway never had {n} receivers");
+    }
+}
+
+enum Rx {
+    Tokio(shell_tokio::receiver::Receiver),
+    Smol(shell_smol::receiver::Receiver),
+}
+
+impl Rx {
+    async fn start(shell: Shell, gateway: SocketAddr, backend: SocketAddr) -> Rx {
+        let backoff = anpx_core::backoff::BackoffConfig {
+            first_delay: Duration::from_millis(50),
+            max_delay: Duration::from_millis(400),
+            ..Default::default()
+        };
+        let url = format!("ws://{gateway}/ws");
+        let services = vec!["api.agent.com/svc".parse().unwrap()];
+        let upstream = format!("http://{backend}");
+        let rx = match shell {
+            Shell::Tokio => {
+                let mut o = shell_tokio::receiver::ReceiverOptions::new(
+                    url,
+                    Arc::new(shell_tokio::upstream::HttpUpstream::new(&upstream).unwrap()),
+                );
+                o.services = services;
+                o.backoff = backoff;
+                Rx::Tokio(shell_tokio::receiver::Receiver::spawn(o))
+            }
+            Shell::Smol => {
+                let mut o = shell_smol::receiver::ReceiverOptions::new(
+                    url,
+                    Arc::new(shell_smol::upstream::HttpUpstream::new(&upstream).unwrap()),
+                );
+                o.services = services;
+                o.backoff = backoff;
+                Rx::Smol(shell_smol::receiver::Receiver::spawn(o))
+            }
+        };
+        let connected = tokio::time::timeout(Duration::from_secs(10), async {
+            match &rx {
+                Rx::Tokio(r) => matches!(
+                    r.wait_ready().await,
+                    shell_tokio::receiver::Status::Connected { .. }
+                ),
+                Rx::Smol(r) => matches!(r.wait_ready().await, Status::Connected { .. }),
+            }
+        })
+        .await
+        .expect("receiver connects in time");
+        assert!(connected);
+        rx
+    }
+
+    fn connected(&self) -> bool {
+        match self {
+            Rx::Tokio(r) => matches!(r.status(), shell_tokio::receiver::Status::Connected { .. }),
+            Rx::Smol(r) => matches!(r.status(), Status::Connected { .. }),
+        }
+    }
+
+    async fn shutdown(self) {
+        match self {
+            Rx::Tokio(r) => r.shutdown().await,
+            Rx::Smol(r) => r.shutdown().await,
+        }
+    }
+}
+
+async fn every_method_round_trips(gw: Shell, rx: Shell) {
+    let backend = start_backend().await;
+    let g = Gw::start(gw, |_| {}).await;
+    let _r = Rx::start(rx, g.addr(), backend).await;
+    for method in ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
+        let body = format!("body of {method}");
+        let r = send(g.addr(), method, HOST, "/svc/echo", body.clone()).await;
+        assert_eq!(r.status, 200, "{method}");
+        assert_eq!(r.header("x-method"), method);
+        assert_eq!(r.header("x-path"), "/svc/echo");
+        assert_eq!(r.body, body.as_bytes(), "{method}");
+    }
+    let r = send(g.addr(), "HEAD", HOST, "/svc/echo", "").await;
+    assert_eq!(
+        (r.status, r.header("x-method"), r.body.len()),
+        (200, "HEAD", 0)
+    );
+}
+
+async fn repeated_query_keys_and_set_cookie(gw: Shell, rx: Shell) {
+    let backend = start_backend().await;
+    let g = Gw::start(gw, |_| {}).await;
+    let _r = Rx::start(rx, g.addr(), backend).await;
+    let r = send(g.addr(), "GET", HOST, "/svc/q?tag=a&tag=b&x=%20y", "").await;
+    assert_eq!(r.header("x-query"), "tag=a&tag=b&x=%20y");
+    let cookies: Vec<_> = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(cookies, ["a=1; Path=/", "b=2; Path=/"]);
+    assert_eq!(r.header("x-forwarded-for-seen"), "127.0.0.1");
+}
+
+async fn ten_mebibytes_each_way(gw: Shell, rx: Shell) {
+    let backend = start_backend().await;
+    let g = Gw::start(gw, |_| {}).await;
+    let _r = Rx::start(rx, g.addr(), backend).await;
+    let upload = pattern(10 * 1024 * 1024);
+    let r = send(g.addr(), "POST", HOST, "/svc/upload", upload.clone()).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-body-sha256"), sha256(&upload));
+    assert_eq!(sha256(&r.body), sha256(&upload));
+    let size = 10 * 1024 * 1024 + 7;
+    let path = format!("/svc/download?size={size}");
+    let r = send(g.addr(), "GET", HOST, &path, "").await;
+    assert_eq!(r.body.len(), size);
+    assert_eq!(sha256(&r.body), sha256(&pattern(size)));
+}
+
+async fn no_route_is_404_and_at_capacity_is_503(gw: Shell, rx: Shell) {
+    let backend = start_backend().await;
+    let g = Gw::start(gw, |o| o.core.max_inflight_per_link = 1).await;
+    let r = send(g.addr(), "GET", HOST, "/svc/x", "").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"], "No route found");
+    let _r = Rx::start(rx, g.addr(), backend).await;
+    assert_eq!(send(g.addr(), "GET", HOST, "/other", "").await.status, 404);
+    let addr = g.addr();
+    let held = tokio::spawn(async move { send(addr, "GET", HOST, "/svc/hold", "").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = send(g.addr(), "GET", HOST, "/svc/x", "").await;
+    assert_eq!(r.status, 503, "{:?}", String::from_utf8_lossy(&r.body));
+    held.abort();
+}
+
+async fn slow_upstream_is_504(gw: Shell, rx: Shell) {
+    let backend = start_backend().await;
+    let g = Gw::start(gw, |o| o.core.request_timeout = Duration::from_millis(500)).await;
+    let _r = Rx::start(rx, g.addr(), backend).await;
+    let r = send(g.addr(), "GET", HOST, "/svc/slow", "").await;
+    assert_eq!(r.status, 504);
+}
+
+async fn upstream_down_is_502(gw: Shell, rx: Shell) {
+    let g = Gw::start(gw, |_| {}).await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let r = Rx::start(rx, g.addr(), dead).await;
+    for _ in 0..3 {
+        let reply = send(g.addr(), "GET", HOST, "/svc/x", "").await;
+        assert_eq!(reply.status, 502);
+        let error = reply.json()["error"].as_str().unwrap().to_owned();
+        assert!(error.contains("Upstream error"), "{error}");
+    }
+    assert!(r.connected());
+}
+
+async fn receiver_killed_mid_request_is_502(gw: Shell, rx: Shell) {
+    let backend = start_backend().await;
+    let g = Gw::start(gw, |_| {}).await;
+    let r = Rx::start(rx, g.addr(), backend).await;
+    let addr = g.addr();
+    let pending = tokio::spawn(async move { send(addr, "GET", HOST, "/svc/hold", "").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    r.shutdown().await;
+    assert_eq!(pending.await.unwrap().status, 502);
+}
+
+async fn receiver_comes_back_after_gateway_restart(gw: Shell, rx: Shell) {
+    let backend = start_backend().await;
+    let g = Gw::start(gw, |_| {}).await;
+    let addr = g.addr();
+    let r = Rx::start(rx, addr, backend).await;
+    assert_eq!(send(addr, "GET", HOST, "/svc/a", "x").await.status, 200);
+    g.shutdown().await;
+    let g = Gw::start(gw, |o| o.listen = addr).await;
+    g.wait_for_receivers(1).await;
+    assert_eq!(send(addr, "GET", HOST, "/svc/a", "x").await.status, 200);
+    r.shutdown().await;
+}
+
+async fn health_and_metrics(gw: Shell, rx: Shell) {
+    let backend = start_backend().await;
+    let g = Gw::start(gw, |_| {}).await;
+    let _r = Rx::start(rx, g.addr(), backend).await;
+    send(g.addr(), "GET", HOST, "/svc/a", "").await;
+    assert_eq!(
+        send(g.addr(), "GET", HOST, "/health", "").await.json()["status"],
+        "ok"
+    );
+    let m = send(g.addr(), "GET", HOST, "/metrics", "").await;
+    let text = String::from_utf8(m.body.to_vec()).unwrap();
+    assert!(text.contains("anpx_requests_completed_total 1\n"), "{text}");
+}
+
+/// Each scenario, once per (gateway shell, receiver shell) pair.
+macro_rules! for_every_pair {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                use super::Shell::{Smol, Tokio};
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn tokio_tokio() {
+                    super::$scenario(Tokio, Tokio).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn smol_smol() {
+                    super::$scenario(Smol, Smol).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn tokio_gateway_smol_receiver() {
+                    super::$scenario(Tokio, Smol).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn smol_gateway_tokio_receiver() {
+                    super::$scenario(Smol, Tokio).await
+                }
+            }
+        )*
+    };
+}
+
+for_every_pair!(
+    every_method_round_trips,
+    repeated_query_keys_and_set_cookie,
+    ten_mebibytes_each_way,
+    no_route_is_404_and_at_capacity_is_503,
+    slow_upstream_is_504,
+    upstream_down_is_502,
+    receiver_killed_mid_request_is_502,
+    receiver_comes_back_after_gateway_restart,
+    health_and_metrics,
+);
