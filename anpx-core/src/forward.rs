@@ -137,6 +137,143 @@ pub fn upstream_target(head: &RequestHead) -> String {
     }
 }
 
+/// Why a request path is refused with 400 before routing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PathError {
+    /// The path does not start with `/` (`OPTIONS *`, or a relative path).
+    #[error("the path does not start with '/'")]
+    NotAbsolute,
+    /// A `%` not followed by two hex digits.
+    #[error("malformed percent-escape at byte {0}")]
+    BadEscape(usize),
+    /// `%2F` or `%5C`: a separator the upstream may decode into a segment
+    /// boundary the route table never saw.
+    #[error("encoded path separator {0}")]
+    EncodedSeparator(&'static str),
+    /// A NUL byte, raw or as `%00`.
+    #[error("NUL in the path")]
+    Nul,
+    /// A control character, a backslash, or `?`/`#` inside the path itself.
+    #[error("forbidden character {0:?} in the path")]
+    ForbiddenChar(char),
+    /// A `..` segment with nothing left to remove.
+    #[error("the path climbs above the root")]
+    AboveRoot,
+    /// A `.` or `..` segment with `;` parameters, which some servers
+    /// (Java servlet containers) resolve as a dot segment.
+    #[error("dot segment with parameters {0:?}")]
+    DotSegmentWithParams(String),
+}
+
+/// The one spelling of a request path that the gateway both routes and
+/// forwards, so a request can never reach a service URL other than the one
+/// it matched:
+///
+/// - percent-escapes of unreserved characters (`A-Z a-z 0-9 - . _ ~`) are
+///   decoded, every other escape is kept with upper-case hex digits;
+/// - `.` and `..` segments are resolved (RFC 3986 §5.2.4); a `..` that would
+///   climb above the root is refused rather than dropped;
+/// - empty segments (`//`) are removed, since routing ignores them too;
+///   a trailing `/` is kept;
+/// - `%2F`, `%5C`, NUL, control characters, a backslash, `?` and `#` are
+///   refused, as are dot segments carrying `;` parameters (`..;`);
+/// - anything else (non-ASCII text included) is left as sent.
+///
+/// Normalizing a normalized path changes nothing.
+///
+/// ```
+/// use anpx_core::forward::{normalize_path, PathError};
+/// assert_eq!(normalize_path("/a/./b/../c//d/").unwrap(), "/a/c/d/");
+/// assert_eq!(normalize_path("/%7euser/%2e%2E/x%2a").unwrap(), "/x%2A");
+/// assert_eq!(normalize_path("/a/..%2f..%2fetc"), Err(PathError::EncodedSeparator("%2F")));
+/// assert_eq!(normalize_path("/a/../../etc"), Err(PathError::AboveRoot));
+/// ```
+pub fn normalize_path(raw: &str) -> Result<String, PathError> {
+    if raw.is_empty() {
+        return Ok("/".to_owned());
+    }
+    if !raw.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    let decoded = decode_unreserved(raw)?;
+    let mut kept: Vec<&str> = Vec::new();
+    // Whether the result ends with `/`: after a trailing empty segment, or
+    // after a final `.` or `..` (RFC 3986 keeps the slash for those).
+    let mut trailing = false;
+    for seg in decoded.split('/').skip(1) {
+        trailing = matches!(seg, "" | "." | "..");
+        match seg {
+            "" | "." => {}
+            ".." => {
+                if kept.pop().is_none() {
+                    return Err(PathError::AboveRoot);
+                }
+            }
+            _ => {
+                let name = seg.split(';').next().unwrap_or(seg);
+                if name == "." || name == ".." {
+                    return Err(PathError::DotSegmentWithParams(seg.to_owned()));
+                }
+                kept.push(seg);
+            }
+        }
+    }
+    let mut out = String::with_capacity(decoded.len());
+    for seg in &kept {
+        out.push('/');
+        out.push_str(seg);
+    }
+    if out.is_empty() || trailing {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// The path with unreserved escapes decoded, other escapes upper-cased, and
+/// the characters [`normalize_path`] refuses refused.
+fn decode_unreserved(raw: &str) -> Result<String, PathError> {
+    let bytes = raw.as_bytes();
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '%' => {
+                let hex = |at: usize| bytes.get(at).and_then(|b| (*b as char).to_digit(16));
+                let (Some(hi), Some(lo)) = (hex(i + 1), hex(i + 2)) else {
+                    return Err(PathError::BadEscape(i));
+                };
+                // Both digits are ASCII, so skipping two chars skips them.
+                chars.next();
+                chars.next();
+                let value = (hi * 16 + lo) as u8;
+                match value {
+                    0 => return Err(PathError::Nul),
+                    b'/' => return Err(PathError::EncodedSeparator("%2F")),
+                    b'\\' => return Err(PathError::EncodedSeparator("%5C")),
+                    v if is_unreserved(v) => out.push(v as char),
+                    v => {
+                        out.push('%');
+                        out.push(char::from(HEX_UPPER[usize::from(v >> 4)]));
+                        out.push(char::from(HEX_UPPER[usize::from(v & 0xF)]));
+                    }
+                }
+            }
+            '\0' => return Err(PathError::Nul),
+            '\\' | '?' | '#' => return Err(PathError::ForbiddenChar(c)),
+            c if c.is_ascii_control() => return Err(PathError::ForbiddenChar(c)),
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
 /// The response head as it goes to the public client: hop-by-hop removed.
 pub fn response_head_for_client(mut head: ResponseHead) -> ResponseHead {
     strip_hop_by_hop(&mut head.headers);
@@ -152,6 +289,168 @@ pub fn routing_host<'a>(host_header: Option<&'a str>, authority: Option<&'a str>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn paths_normalize_to_one_spelling() {
+        let ok = [
+            ("", "/"),
+            ("/", "/"),
+            ("//", "/"),
+            ("/a", "/a"),
+            ("/a/", "/a/"),
+            ("//a///b//", "/a/b/"),
+            ("/a/./b", "/a/b"),
+            ("/a/b/.", "/a/b/"),
+            ("/a/b/..", "/a/"),
+            ("/a/..", "/"),
+            ("/a/%2e%2E/b", "/b"),
+            ("/a/.%2e/b", "/b"),
+            ("/%61%62c", "/abc"),
+            ("/%7e%2D%5f%2E", "/~-_."),
+            ("/x%2a%3b%20", "/x%2A%3B%20"),
+            ("/%252F", "/%252F"),
+            ("/%E6%97%85", "/%E6%97%85"),
+            ("/旅行", "/旅行"),
+            ("/a;b/c", "/a;b/c"),
+            ("/...", "/..."),
+            ("/.../..", "/"),
+        ];
+        for (raw, want) in ok {
+            assert_eq!(normalize_path(raw).as_deref(), Ok(want), "{raw:?}");
+        }
+        let refused = [
+            ("a/b", PathError::NotAbsolute),
+            ("*", PathError::NotAbsolute),
+            ("/a%2fb", PathError::EncodedSeparator("%2F")),
+            ("/a%2Fb", PathError::EncodedSeparator("%2F")),
+            ("/a%5cb", PathError::EncodedSeparator("%5C")),
+            ("/a\\b", PathError::ForbiddenChar('\\')),
+            ("/a%00", PathError::Nul),
+            ("/a\0", PathError::Nul),
+            ("/a\n", PathError::ForbiddenChar('\n')),
+            ("/a?b", PathError::ForbiddenChar('?')),
+            ("/a#b", PathError::ForbiddenChar('#')),
+            ("/a%", PathError::BadEscape(2)),
+            ("/a%4", PathError::BadEscape(2)),
+            ("/a%zz", PathError::BadEscape(2)),
+            ("/a%é0", PathError::BadEscape(2)),
+            ("/..", PathError::AboveRoot),
+            ("/a/../..", PathError::AboveRoot),
+            ("/%2e%2e/etc", PathError::AboveRoot),
+            (
+                "/a/..;/admin",
+                PathError::DotSegmentWithParams("..;".into()),
+            ),
+            ("/a/.;x/b", PathError::DotSegmentWithParams(".;x".into())),
+        ];
+        for (raw, want) in refused {
+            assert_eq!(normalize_path(raw), Err(want), "{raw:?}");
+        }
+    }
+
+    /// Path pieces chosen to collide: dot segments spelled every way,
+    /// escapes of unreserved and reserved characters, empty segments.
+    fn piece() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec![
+            "a",
+            "b",
+            "api",
+            "v1",
+            "",
+            ".",
+            "..",
+            "%2e",
+            "%2E%2e",
+            ".%2e",
+            "%41",
+            "%7e",
+            "%2a",
+            "%2A",
+            "%25",
+            "%252e",
+            "x;y",
+            "é",
+            "%E6%97%85",
+            "...",
+        ])
+    }
+
+    fn raw_path() -> impl Strategy<Value = String> {
+        prop::collection::vec(piece(), 0..8).prop_map(|p| format!("/{}", p.join("/")))
+    }
+
+    /// An independent model of "climbs above the root": decode only the
+    /// dot escapes, walk the segments with a depth counter.
+    fn climbs(raw: &str) -> bool {
+        let decoded = raw.replace("%2e", ".").replace("%2E", ".");
+        let mut depth = 0i32;
+        for seg in decoded.split('/').skip(1) {
+            match seg {
+                "" | "." => {}
+                ".." => {
+                    depth -= 1;
+                    if depth < 0 {
+                        return true;
+                    }
+                }
+                _ => depth += 1,
+            }
+        }
+        false
+    }
+
+    proptest! {
+        #[test]
+        fn normalizing_is_idempotent(raw in raw_path()) {
+            if let Ok(once) = normalize_path(&raw) {
+                prop_assert_eq!(normalize_path(&once), Ok(once.clone()));
+            }
+        }
+
+        #[test]
+        fn normalized_paths_never_climb_above_the_root(raw in raw_path()) {
+            match normalize_path(&raw) {
+                Ok(p) => {
+                    prop_assert!(!climbs(&raw), "{} became {}", raw, p);
+                    prop_assert!(p.starts_with('/'));
+                    prop_assert!(!p.contains("//"), "{}", p);
+                    for seg in p.split('/') {
+                        prop_assert!(seg != "." && seg != "..", "{}", p);
+                    }
+                }
+                Err(PathError::AboveRoot) => prop_assert!(climbs(&raw), "{}", raw),
+                Err(_) => {}
+            }
+        }
+
+        /// Routing sees exactly the segments forwarded: the route chosen
+        /// for a normalized path is the longest registered prefix of its
+        /// segments, so no request reaches a service it did not match.
+        #[test]
+        fn normalized_paths_route_by_the_segments_they_forward(
+            routes in prop::collection::vec(prop::collection::vec(piece(), 0..4), 1..6),
+            raw in raw_path(),
+        ) {
+            let mut table = crate::route::RouteTable::new();
+            let mut registered: Vec<Vec<String>> = Vec::new();
+            for (i, segs) in routes.iter().enumerate() {
+                let Ok(prefix) = normalize_path(&format!("/{}", segs.join("/"))) else { continue };
+                let Ok(url) = format!("h{prefix}").parse::<crate::route::ServiceUrl>() else { continue };
+                table.insert(&url, i);
+                registered.push(url.segments().to_vec());
+            }
+            let Ok(path) = normalize_path(&raw) else { return Ok(()) };
+            let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+            let is_prefix = |r: &Vec<String>| r.len() <= segs.len() && r.iter().zip(&segs).all(|(a, b)| a == b);
+            let longest = registered.iter().filter(|r| is_prefix(r)).map(Vec::len).max();
+            let hit = table.lookup("h", &path);
+            prop_assert_eq!(hit.map(|m| m.url.segments().len()), longest);
+            if let Some(m) = hit {
+                prop_assert!(is_prefix(&m.url.segments().to_vec()));
+            }
+        }
+    }
 
     #[test]
     fn connection_named_headers_are_stripped_too() {

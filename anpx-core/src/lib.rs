@@ -18,6 +18,9 @@
 //! - [`gateway`]: the gateway state machine (receiver connections, routing,
 //!   requests in flight, timeouts).
 //! - [`receiver`]: the receiver state machine (one per connection).
+//! - [`edge`], [`forward`]: the limits and checks of the public edge, and
+//!   the rules for forwarding a public request (path normalization, hop-by-hop
+//!   headers).
 //! - [`backoff`], [`features`], [`control`], [`ws`]: reconnect schedule,
 //!   extension negotiation, JSON control messages, WebSocket message types.
 //!
@@ -47,6 +50,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod edge;
 pub mod features;
 pub mod forward;
 pub mod frame;

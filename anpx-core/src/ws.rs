@@ -21,5 +21,9 @@ pub enum WsMessage {
 pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
 /// WebSocket close code for a peer that went silent.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// WebSocket close code for a peer that broke a policy (flooding).
+pub const CLOSE_POLICY_VIOLATION: u16 = 1008;
+/// WebSocket close code for a message over the size limit.
+pub const CLOSE_TOO_BIG: u16 = 1009;
 /// WebSocket close code the reference uses for a failed DID-WBA login.
 pub const CLOSE_AUTH_FAILED: u16 = 4003;

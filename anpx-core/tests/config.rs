@@ -50,6 +50,11 @@ fn all_changed() -> Config {
     g.max_frame_bytes = 8192;
     g.drain_grace_secs = 0;
     g.log_format = LogFormat::Json;
+    g.header_read_timeout_secs = 3;
+    g.max_header_bytes = 16384;
+    g.max_body_bytes = 1 << 20;
+    g.max_pending_handshakes = 9;
+    g.max_receivers_per_ip = 2;
     g.tls.cert = Some(PathBuf::from("c \"quoted\" é.pem"));
     g.tls.key = Some(PathBuf::from("k.pem"));
     g.auth.mode = AuthMode::DidWba;
@@ -102,6 +107,14 @@ fn defaults_load_from_an_empty_file() {
     assert_eq!(g.max_frame_bytes, 67108864);
     assert_eq!(g.drain_grace(), Duration::from_secs(10));
     assert_eq!(g.log_format, LogFormat::Text);
+    assert_eq!(g.header_read_timeout_secs, 10);
+    assert_eq!(g.max_header_bytes, 64 * 1024);
+    assert_eq!(g.max_body_bytes, 1 << 30);
+    assert_eq!(g.max_pending_handshakes, 256);
+    assert_eq!(g.max_receivers_per_ip, 64);
+    let edge = g.edge_limits();
+    assert_eq!(edge.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(edge, anpx_core::edge::EdgeLimits::default());
     assert!(!g.tls.enabled());
     assert_eq!(g.auth.mode, AuthMode::None);
     assert_eq!(g.auth.timestamp_window(), Duration::from_secs(300));
@@ -228,6 +241,26 @@ fn bad_values_are_named() {
         (
             "[gateway]\nping_interval_secs = -30",
             "gateway.ping_interval_secs: expected a positive integer, got -30",
+        ),
+        (
+            "[gateway]\nheader_read_timeout_secs = 0",
+            "gateway.header_read_timeout_secs: expected a positive integer, got 0",
+        ),
+        (
+            "[gateway]\nmax_pending_handshakes = -1",
+            "gateway.max_pending_handshakes: expected a positive integer, got -1",
+        ),
+        (
+            "[gateway]\nmax_header_bytes = 8191",
+            "gateway.max_header_bytes: expected at least 8192, got 8191",
+        ),
+        (
+            "[gateway]\nmax_body_bytes = 0",
+            "gateway.max_body_bytes: expected a positive integer, got 0",
+        ),
+        (
+            "[gateway]\nmax_receivers_per_ip = 0",
+            "gateway.max_receivers_per_ip: expected a positive integer, got 0",
         ),
         (
             "[gateway]\nchunk_size = 1023",

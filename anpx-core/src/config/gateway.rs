@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::chunk::DEFAULT_CHUNK_SIZE;
+use crate::edge::{EdgeLimits, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEADER_BYTES};
 use crate::frame::{FrameLimits, DEFAULT_MAX_FRAME_LEN};
 use crate::gateway::GatewayConfig;
 use crate::route::ServiceUrl;
@@ -38,6 +39,19 @@ pub struct GatewaySection {
     pub drain_grace_secs: u64,
     /// Log line format (`gateway.log_format`).
     pub log_format: LogFormat,
+    /// Seconds a client may take to send a request head, and on HTTP/1 to
+    /// stay idle between requests (`gateway.header_read_timeout_secs`).
+    pub header_read_timeout_secs: u64,
+    /// Largest request head, in bytes (`gateway.max_header_bytes`).
+    pub max_header_bytes: usize,
+    /// Largest request body, in bytes (`gateway.max_body_bytes`).
+    pub max_body_bytes: u64,
+    /// Receiver handshakes in progress at once
+    /// (`gateway.max_pending_handshakes`).
+    pub max_pending_handshakes: usize,
+    /// Receiver connections per client address
+    /// (`gateway.max_receivers_per_ip`).
+    pub max_receivers_per_ip: usize,
     /// `[gateway.tls]`.
     pub tls: TlsSection,
     /// `[gateway.auth]`.
@@ -60,6 +74,11 @@ impl Default for GatewaySection {
             max_frame_bytes: DEFAULT_MAX_FRAME_LEN,
             drain_grace_secs: 10,
             log_format: LogFormat::Text,
+            header_read_timeout_secs: 10,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_pending_handshakes: 256,
+            max_receivers_per_ip: 64,
             tls: TlsSection::default(),
             auth: AuthSection::default(),
             registry: RegistrySection::default(),
@@ -82,6 +101,17 @@ impl GatewaySection {
     /// `drain_grace_secs` as a duration.
     pub fn drain_grace(&self) -> Duration {
         Duration::from_secs(self.drain_grace_secs)
+    }
+
+    /// The limits of the public edge.
+    pub fn edge_limits(&self) -> EdgeLimits {
+        EdgeLimits {
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+            max_header_bytes: self.max_header_bytes,
+            max_body_bytes: self.max_body_bytes,
+            max_pending_handshakes: self.max_pending_handshakes,
+            max_receivers_per_ip: self.max_receivers_per_ip,
+        }
     }
 
     /// The gateway state machine's settings. Settings this file has no key

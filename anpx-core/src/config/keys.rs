@@ -8,7 +8,8 @@ use toml::Value;
 
 use super::error::{ConfigError, ValueError};
 use super::value::{
-    self as v, Input, HTTP_URL, MAX_FRAME, MAX_MILLIS, MAX_SECS, MIN_CHUNK, WS_URL,
+    self as v, Input, HTTP_URL, MAX_BODY_BYTES, MAX_FRAME, MAX_HEADER_BYTES, MAX_MILLIS, MAX_SECS,
+    MIN_CHUNK, MIN_HEADER_BYTES, WS_URL,
 };
 use super::Config;
 use crate::frame::DEFAULT_MAX_FRAME_LEN;
@@ -176,7 +177,7 @@ macro_rules! key {
     };
 }
 
-static KEYS: [KeyInfo; 29] = [
+static KEYS: [KeyInfo; 34] = [
     // [gateway]
     key!(
         "gateway.listen", "ANPX_GATEWAY_LISTEN", "listen", "ADDR", "127.0.0.1:8080",
@@ -233,6 +234,41 @@ static KEYS: [KeyInfo; 29] = [
         "gateway.log_format", "ANPX_GATEWAY_LOG_FORMAT", "log-format", "text|json", "text",
         "Log lines as human-readable text or one JSON object each",
         gateway.log_format, parse: v::log_format, render: v::render_word,
+    ),
+    key!(
+        "gateway.header_read_timeout_secs", "ANPX_GATEWAY_HEADER_READ_TIMEOUT_SECS",
+        "header-read-timeout-secs", "SECS", "10",
+        "Seconds a client may take to send a request head (and, on HTTP/1, to sit idle between requests)",
+        gateway.header_read_timeout_secs,
+        parse: |i| v::int(i, 1, MAX_SECS), render: v::render_int,
+    ),
+    key!(
+        "gateway.max_header_bytes", "ANPX_GATEWAY_MAX_HEADER_BYTES", "max-header-bytes", "BYTES",
+        "65536",
+        "Largest request head accepted (HTTP/1 request line and headers, HTTP/2 header list); larger gets 431",
+        gateway.max_header_bytes,
+        parse: |i| v::int(i, MIN_HEADER_BYTES, MAX_HEADER_BYTES), render: v::render_int,
+    ),
+    key!(
+        "gateway.max_body_bytes", "ANPX_GATEWAY_MAX_BODY_BYTES", "max-body-bytes", "BYTES",
+        "1073741824",
+        "Largest request body accepted; larger gets 413 (or a cut connection once the response has begun)",
+        gateway.max_body_bytes,
+        parse: |i| v::int(i, 1, MAX_BODY_BYTES), render: v::render_int,
+    ),
+    key!(
+        "gateway.max_pending_handshakes", "ANPX_GATEWAY_MAX_PENDING_HANDSHAKES",
+        "max-pending-handshakes", "N", "256",
+        "Receiver WebSocket handshakes in progress at once; more get 503",
+        gateway.max_pending_handshakes,
+        parse: |i| v::int(i, 1, u64::from(u32::MAX)), render: v::render_int,
+    ),
+    key!(
+        "gateway.max_receivers_per_ip", "ANPX_GATEWAY_MAX_RECEIVERS_PER_IP",
+        "max-receivers-per-ip", "N", "64",
+        "Receiver connections one client address (IPv6: one /64) may hold; more get 429",
+        gateway.max_receivers_per_ip,
+        parse: |i| v::int(i, 1, u64::from(u32::MAX)), render: v::render_int,
     ),
     // [gateway.tls]
     key!(

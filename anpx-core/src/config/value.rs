@@ -22,6 +22,12 @@ pub(crate) const MAX_MILLIS: u64 = MAX_SECS * 1000;
 pub(crate) const MIN_CHUNK: u64 = 1024;
 /// Frame lengths are 32-bit on the wire.
 pub(crate) const MAX_FRAME: u64 = u32::MAX as u64;
+/// hyper's smallest HTTP/1 read buffer, which bounds the request head.
+pub(crate) const MIN_HEADER_BYTES: u64 = 8192;
+/// HTTP/2 header list sizes are 32-bit.
+pub(crate) const MAX_HEADER_BYTES: u64 = u32::MAX as u64;
+/// Request bodies: anything a 63-bit length can say.
+pub(crate) const MAX_BODY_BYTES: u64 = i64::MAX as u64;
 
 /// Longest piece of a refused value quoted back in an error.
 const QUOTE_MAX_CHARS: usize = 64;

@@ -23,6 +23,29 @@ pub struct GatewayConfig {
     pub frame_limits: FrameLimits,
     /// Limits on response reassembly, per connection.
     pub reassembly: ReassemblyLimits,
+    /// How many messages that carry no response data (control messages,
+    /// WebSocket pings and pongs, empty chunks) one connection may send.
+    pub chatter: MessageBudget,
+}
+
+/// A token bucket: `burst` messages at once, refilled at `per_second`. A
+/// well-behaved receiver sends a few such messages a minute; a connection
+/// that empties the bucket is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageBudget {
+    /// Messages allowed back to back.
+    pub burst: u32,
+    /// Messages added back per second.
+    pub per_second: u32,
+}
+
+impl Default for MessageBudget {
+    fn default() -> Self {
+        MessageBudget {
+            burst: 1000,
+            per_second: 100,
+        }
+    }
 }
 
 impl Default for GatewayConfig {
@@ -34,6 +57,7 @@ impl Default for GatewayConfig {
             chunk_size: DEFAULT_CHUNK_SIZE,
             frame_limits: FrameLimits::default(),
             reassembly: ReassemblyLimits::default(),
+            chatter: MessageBudget::default(),
         }
     }
 }

@@ -36,10 +36,12 @@
 //! ```
 
 mod config;
+mod fault;
 mod output;
 mod stats;
 
-pub use config::GatewayConfig;
+pub use config::{GatewayConfig, MessageBudget};
+pub use fault::LinkFault;
 pub use output::{Failure, Output, Reject, RequestGone, ResponseEvent};
 pub use stats::{GatewayStats, LinkStats, Totals};
 
@@ -53,11 +55,14 @@ use serde::Serialize;
 use crate::chunk::{ChunkStream, Chunker, Reassembler};
 use crate::control::{self, Control};
 use crate::features::Features;
+use crate::forward::normalize_path;
 use crate::frame::{tag, Frame, MessageKind};
 use crate::message::{Head, Message, RequestHead, RequestId};
 use crate::route::{RouteTable, ServiceUrl};
 use crate::timer::TimerQueue;
-use crate::ws::{WsMessage, CLOSE_GOING_AWAY, CLOSE_PROTOCOL_ERROR};
+use crate::ws::{WsMessage, CLOSE_GOING_AWAY};
+
+use self::fault::Bucket;
 
 /// A receiver connection, as numbered by the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -99,6 +104,8 @@ struct Link {
     last_seen: Instant,
     requests: HashSet<RequestId>,
     reassembler: Reassembler,
+    /// Messages carrying no response data it may still send.
+    chatter: Bucket,
 }
 
 #[derive(Debug)]
@@ -178,6 +185,7 @@ impl Gateway {
                 last_seen: now,
                 requests: HashSet::new(),
                 reassembler: Reassembler::new(self.config.reassembly),
+                chatter: Bucket::new(self.config.chatter, now),
             },
         );
         self.timers
@@ -202,9 +210,44 @@ impl Gateway {
         l.last_seen = now;
         match message {
             WsMessage::Binary(bytes) => self.handle_frame(now, link, bytes),
-            WsMessage::Text(text) => self.handle_control(link, &text),
-            WsMessage::Ping(_) | WsMessage::Pong(_) => {}
+            WsMessage::Text(text) => {
+                if self.chatter_allowed(now, link, "control messages") {
+                    self.handle_control(link, &text);
+                }
+            }
+            WsMessage::Ping(_) | WsMessage::Pong(_) => {
+                self.chatter_allowed(now, link, "WebSocket pings or pongs");
+            }
         }
+    }
+
+    /// The shell found `link` misbehaving in a way only it can see (a
+    /// WebSocket message over the size limit): count it and close the
+    /// connection.
+    pub fn link_fault(&mut self, now: Instant, link: LinkId, fault: LinkFault, detail: &str) {
+        self.fault(now, link, fault, detail.to_owned());
+    }
+
+    /// Spends one message of `link`'s chatter budget; an empty budget closes
+    /// the connection. Returns whether the message may be handled.
+    fn chatter_allowed(&mut self, now: Instant, link: LinkId, what: &str) -> bool {
+        let Some(l) = self.links.get_mut(&link) else {
+            return false;
+        };
+        if l.chatter.take(now) {
+            return true;
+        }
+        let b = self.config.chatter;
+        self.fault(
+            now,
+            link,
+            LinkFault::Flood,
+            format!(
+                "too many {what} (budget {} at once, {} per second)",
+                b.burst, b.per_second
+            ),
+        );
+        false
     }
 
     fn handle_control(&mut self, link: LinkId, text: &str) {
@@ -224,20 +267,44 @@ impl Gateway {
     fn handle_frame(&mut self, now: Instant, link: LinkId, bytes: Bytes) {
         let frame = match Frame::decode(bytes, &self.config.frame_limits) {
             Ok(frame) => frame,
-            Err(e) => return self.protocol_error(now, link, format!("bad frame: {e}")),
+            Err(e) => return self.fault(now, link, LinkFault::BadFrame, format!("bad frame: {e}")),
         };
         if frame.kind == MessageKind::Request {
-            return self.protocol_error(now, link, "a receiver sent a request frame".into());
+            return self.fault(
+                now,
+                link,
+                LinkFault::RequestFrame,
+                "a receiver sent a request frame".into(),
+            );
         }
         let id = frame.request_id.clone();
-        // Late responses (after a 504 or a cancel) and frames for another
-        // connection's requests are dropped and counted, never delivered.
         match self.pending.get(&id) {
             Some(p) if p.link == link => {}
-            _ => {
+            // Ids are random and only ever sent to the connection serving
+            // them, so naming another connection's request is an attack (or
+            // a badly broken peer); the other request is left alone.
+            Some(_) => {
+                self.totals.stray_frames += 1;
+                return self.fault(
+                    now,
+                    link,
+                    LinkFault::ForeignRequest,
+                    format!("frame for request {id}, which another connection serves"),
+                );
+            }
+            // Late responses (after a 504 or a cancel) are dropped and
+            // counted, never delivered. They are not charged to the chatter
+            // budget: a cancelled download can leave many chunks in flight.
+            None => {
                 self.totals.stray_frames += 1;
                 return;
             }
+        }
+        let carries_nothing = frame.chunk.is_some_and(|c| !c.is_final())
+            && frame.meta.is_none()
+            && frame.body.as_ref().is_none_or(Bytes::is_empty);
+        if carries_nothing && !self.chatter_allowed(now, link, "empty chunks") {
+            return;
         }
         // An error frame ends the request whatever else is in progress for
         // it (a receiver whose upstream failed mid-body sends one unchunked).
@@ -254,10 +321,11 @@ impl Gateway {
         let assembled = match l.reassembler.push(now, frame) {
             Ok(a) => a,
             Err(e) => {
+                self.count_fault(LinkFault::InvalidResponse);
                 return self.fail(
                     &id,
                     Failure::new(502, format!("Invalid response from receiver: {e}")),
-                )
+                );
             }
         };
         match assembled.head {
@@ -285,13 +353,21 @@ impl Gateway {
 
     /// Routes a public request and sends its head (and body, when given)
     /// to the chosen receiver. `host` is the request's Host, port allowed.
+    ///
+    /// The path is normalized first ([`normalize_path`]) and the normalized
+    /// path is both what is routed and what the receiver gets; a path that
+    /// does not normalize is refused with 400.
     pub fn start_request(
         &mut self,
         now: Instant,
         host: &str,
-        head: RequestHead,
+        mut head: RequestHead,
         body: RequestBody,
     ) -> Result<RequestId, Reject> {
+        head.path = normalize_path(&head.path).map_err(|error| {
+            self.totals.bad_request += 1;
+            Reject::BadPath { error }
+        })?;
         let link = self.choose_link(host, &head.path)?;
         let id = RequestId::uuid_v4(self.rng.u128(..).to_le_bytes());
         let mut frames = Vec::new();
@@ -578,11 +654,27 @@ impl Gateway {
         }
     }
 
-    fn protocol_error(&mut self, now: Instant, link: LinkId, reason: String) {
+    fn count_fault(&mut self, fault: LinkFault) {
+        *self
+            .totals
+            .receiver_faults
+            .entry(fault.label())
+            .or_default() += 1;
+    }
+
+    /// Counts `fault` and, when it is one that does, closes `link`.
+    fn fault(&mut self, now: Instant, link: LinkId, fault: LinkFault, reason: String) {
+        if !self.links.contains_key(&link) {
+            return;
+        }
+        self.count_fault(fault);
+        let Some(code) = fault.close_code() else {
+            return;
+        };
         self.totals.protocol_errors += 1;
         self.out.push_back(Output::Close {
             link,
-            code: CLOSE_PROTOCOL_ERROR,
+            code,
             reason: reason.clone(),
         });
         self.drop_link(now, link, &reason);

@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 
+use crate::forward::PathError;
 use crate::message::{RequestId, ResponseHead};
 use crate::ws::WsMessage;
 
@@ -55,7 +56,7 @@ pub enum ResponseEvent {
 /// Why a request got no (complete) response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
-    /// HTTP status for the client: 404, 502, 503 or 504.
+    /// HTTP status for the client: 400, 404, 502, 503 or 504.
     pub status: u16,
     /// A human-readable message.
     pub error: String,
@@ -105,6 +106,13 @@ pub enum Reject {
         /// The matching service URL.
         route: String,
     },
+    /// The path does not normalize (it climbs above the root, hides a
+    /// separator in an escape, ...).
+    #[error("bad request path: {error}")]
+    BadPath {
+        /// Why.
+        error: PathError,
+    },
 }
 
 impl Reject {
@@ -117,6 +125,7 @@ impl Reject {
                 path: Some(path.clone()),
             },
             Reject::AtCapacity { .. } => Failure::new(503, "No healthy receiver available"),
+            Reject::BadPath { error } => Failure::new(400, format!("Bad request path: {error}")),
         }
     }
 }

@@ -1,12 +1,13 @@
 //! Counters and a snapshot for `/stats` and `/metrics`.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::features::Features;
 
-use super::{Identity, LinkId};
+use super::{Identity, LinkFault, LinkId};
 
 /// Totals since the gateway started.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -15,6 +16,8 @@ pub struct Totals {
     pub started: u64,
     /// Responses delivered completely.
     pub completed: u64,
+    /// Requests refused: the path does not normalize (400).
+    pub bad_request: u64,
     /// Requests refused: no route.
     pub not_found: u64,
     /// Requests refused: every receiver at capacity.
@@ -27,8 +30,11 @@ pub struct Totals {
     pub cancelled: u64,
     /// Receiver connections admitted.
     pub links_admitted: u64,
-    /// Receiver connections closed for a protocol error.
+    /// Receiver connections closed for a protocol error (any fault that
+    /// closes; see `receiver_faults`).
     pub protocol_errors: u64,
+    /// Receiver faults by label ([`LinkFault::label`]).
+    pub receiver_faults: BTreeMap<&'static str, u64>,
     /// Receiver connections dropped for silence.
     pub links_silent: u64,
     /// Frames for requests not in flight on that connection (late, or not theirs).
@@ -169,12 +175,25 @@ impl GatewayStats {
             "# HELP anpx_requests_failed_total Requests answered by the gateway itself, by status.\n# TYPE anpx_requests_failed_total counter\n"
         );
         for (status, n) in [
+            (400, t.bad_request),
             (404, t.not_found),
             (502, t.bad_gateway),
             (503, t.unavailable),
             (504, t.timed_out),
         ] {
             let _ = writeln!(out, "anpx_requests_failed_total{{status=\"{status}\"}} {n}");
+        }
+        let _ = write!(
+            out,
+            "# HELP anpx_receiver_faults_total Receiver misbehaviour, by kind.\n# TYPE anpx_receiver_faults_total counter\n"
+        );
+        for fault in LinkFault::ALL {
+            let n = t.receiver_faults.get(fault.label()).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "anpx_receiver_faults_total{{reason=\"{}\"}} {n}",
+                fault.label()
+            );
         }
         let _ = write!(out, "# HELP anpx_receiver_in_flight Requests in flight per receiver.\n# TYPE anpx_receiver_in_flight gauge\n");
         for l in &self.links {
