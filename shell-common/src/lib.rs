@@ -13,6 +13,7 @@ pub mod driver;
 pub mod gateway;
 pub mod link;
 pub mod options;
+pub mod process;
 pub mod receiver;
 pub mod signal;
 pub mod ws;

@@ -1,1 +1,150 @@
-fn main() {}
+//! `anpx-smol`: the ANPX v1 tunnel on smol, with the same command line as
+//! `anpx` (defined once in `anpx_core::cli`).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anpx_core::cli::{Cli, Command};
+use anpx_core::config::{AuthMode, Config};
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use shell_common::process::{init_logging, load_config};
+use shell_smol::gateway::Gateway;
+use shell_smol::receiver::{Receiver, ReceiverOptions};
+use shell_smol::upstream::{DemoUpstream, HttpUpstream, Upstream};
+use shell_smol::{GatewayOptions, Status};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Decode(_) | Command::Registry(_) | Command::Did(_) = &cli.command {
+        eprintln!("anpx-smol: this subcommand lives in the tokio binary; use `anpx` for it");
+        return ExitCode::from(2);
+    }
+    let config = match load_config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("anpx-smol: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Command::CheckConfig = cli.command {
+        print!("{}", config.to_toml_string());
+        return ExitCode::SUCCESS;
+    }
+    init_logging(config.gateway.log_format);
+    match smol::block_on(run(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("anpx-smol: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> Result<()> {
+    match command {
+        Command::Gateway(_) => {
+            let gateway = gateway(&config).await?;
+            eprintln!(
+                "anpx-smol gateway on http://{0} (receivers: ws://{0}/ws)",
+                gateway.public_addr()
+            );
+            shutdown_signal().await?;
+            gateway.shutdown().await;
+            Ok(())
+        }
+        Command::Receiver(args) => {
+            let receiver = Receiver::spawn(receiver_options(&config, args.demo)?);
+            let watch = receiver.watch();
+            let stopped = async {
+                loop {
+                    let (status, seen) = watch.get_versioned();
+                    if let Status::Stopped(why) = status {
+                        return why;
+                    }
+                    watch.changed(seen).await;
+                }
+            };
+            let signal = async { shutdown_signal().await.map(|()| None) };
+            let why = futures_util::future::select(
+                std::pin::pin!(signal),
+                std::pin::pin!(async { Ok(Some(stopped.await)) }),
+            )
+            .await
+            .factor_first()
+            .0?;
+            if let Some(why) = why {
+                bail!("receiver stopped: {why}");
+            }
+            receiver.shutdown().await;
+            Ok(())
+        }
+        Command::Both(args) => both(config, args.demo, false).await,
+        Command::Demo(_) => both(config, true, true).await,
+        Command::CheckConfig | Command::Decode(_) | Command::Registry(_) | Command::Did(_) => {
+            Ok(())
+        }
+    }
+}
+
+async fn gateway(config: &Config) -> Result<Gateway> {
+    if config.gateway.auth.mode == AuthMode::DidWba {
+        bail!("gateway.auth.mode = did-wba is not supported by anpx-smol yet; use anpx");
+    }
+    if config.gateway.tls.enabled() {
+        bail!("gateway.tls is not supported by anpx-smol yet; use anpx");
+    }
+    let options = GatewayOptions::from_config(&config.gateway);
+    let listen = options.listen;
+    Gateway::bind(options)
+        .await
+        .with_context(|| format!("cannot start the gateway on {listen}"))
+}
+
+fn receiver_options(config: &Config, demo: bool) -> Result<ReceiverOptions> {
+    let upstream: Arc<dyn Upstream> = if demo {
+        Arc::new(DemoUpstream)
+    } else {
+        let Some(url) = &config.receiver.upstream else {
+            bail!("no upstream: set receiver.upstream (--upstream, ANPX_RECEIVER_UPSTREAM) or use --demo");
+        };
+        Arc::new(HttpUpstream::new(url).context("receiver.upstream")?)
+    };
+    if config.receiver.did_document.is_some() || config.receiver.ca_file.is_some() {
+        bail!("receiver.did_document and receiver.ca_file are not supported by anpx-smol yet; use anpx");
+    }
+    Ok(ReceiverOptions::from_config(&config.receiver, upstream))
+}
+
+/// Gateway and receiver in one process; `demo` prints how to try it.
+async fn both(mut config: Config, demo: bool, print_try: bool) -> Result<()> {
+    let gateway = gateway(&config).await?;
+    let addr = gateway.public_addr();
+    config.receiver.gateway = format!("ws://{addr}/ws");
+    let receiver = Receiver::spawn(receiver_options(&config, demo)?);
+    match receiver.wait_ready().await {
+        Status::Connected { granted, .. } => tracing::info!(?granted, "tunnel up"),
+        other => bail!("the receiver could not connect to its own gateway: {other:?}"),
+    }
+    if print_try {
+        println!("anpx-smol demo: gateway on http://{addr}, receiver connected, echo agent serving every path.");
+        println!("Try:\n  curl -s 'http://{addr}/agents/hello?name=anpx' -d 'ping'\n  curl -s http://{addr}/stats\nCtrl-C to stop.");
+    } else {
+        eprintln!("anpx-smol: gateway on http://{addr}, receiver connected");
+    }
+    shutdown_signal().await?;
+    receiver.shutdown().await;
+    gateway.shutdown().await;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() -> Result<()> {
+    let signals =
+        async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term])
+            .context("cannot listen for signals")?;
+    let mut signals = std::pin::pin!(signals);
+    futures_util::StreamExt::next(&mut signals).await;
+    Ok(())
+}
