@@ -88,7 +88,7 @@ impl<U: ?Sized> Clone for ReceiverOptions<U> {
             gateway: self.gateway.clone(),
             services: self.services.clone(),
             core: self.core.clone(),
-            backoff: self.backoff.clone(),
+            backoff: self.backoff,
             upstream: self.upstream.clone(),
             credentials: self.credentials.clone(),
             tls: self.tls.clone(),
