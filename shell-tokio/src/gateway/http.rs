@@ -2,6 +2,7 @@
 //! WebSocket upgrade, and proxying everything else through the tunnel.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use anpx_core::edge::{BodyMeter, EdgeRefusal};
 use anpx_core::features::{negotiate, Features};
 use anpx_core::forward::{self, ClientInfo};
 use anpx_core::gateway::{Failure, RequestBody, ResponseEvent};
@@ -25,10 +27,11 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::admission::Admission;
 use super::driver::Driver;
+use super::edge::Edge;
 use super::link;
 use crate::body::BoxError;
 use crate::ws;
@@ -47,6 +50,7 @@ pub(crate) struct Shared {
     pub scheme: &'static str,
     pub draining: AtomicBool,
     pub auth_refusals: Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    pub edge: Arc<Edge>,
 }
 
 /// Which listener a connection came in on.
@@ -69,7 +73,7 @@ pub(crate) async fn handle(
     let path = req.uri().path();
     let response = match (listener, is_ws, req.method(), path) {
         (Listener::Receivers, true, _, _) | (Listener::Public, true, _, "/ws") => {
-            upgrade(req, shared).await
+            upgrade(req, shared, peer).await
         }
         (Listener::Receivers, false, _, _) => text(
             StatusCode::BAD_REQUEST,
@@ -116,6 +120,26 @@ fn full(
 
 fn text(status: StatusCode, body: &'static str) -> Response<GatewayBody> {
     full(status, "text/plain; charset=utf-8", body)
+}
+
+/// The answer to a request the edge refused.
+fn refusal_response(refusal: EdgeRefusal, limit: Option<u64>) -> Response<GatewayBody> {
+    let status = refusal
+        .status()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::BAD_REQUEST);
+    let body = match limit {
+        Some(limit) => serde_json::json!({ "error": refusal.to_string(), "limit": limit }),
+        None => serde_json::json!({ "error": refusal.to_string() }),
+    };
+    let mut r = full(status, "application/json", body.to_string());
+    if refusal == EdgeRefusal::BodyTooLarge {
+        // The rest of the body is not read, so the connection cannot carry
+        // another request.
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
 }
 
 fn failure_response(f: &Failure) -> Response<GatewayBody> {
@@ -167,12 +191,26 @@ async fn metrics(shared: &Shared) -> Response<GatewayBody> {
             "anpx_receiver_auth_refused_total{{reason=\"{label}\"}} {n}\n"
         ));
     }
+    text.push_str(&shared.edge.prometheus());
     full(StatusCode::OK, "text/plain; version=0.0.4", text)
 }
 
-async fn upgrade(mut req: Request<Incoming>, shared: Arc<Shared>) -> Response<GatewayBody> {
+async fn upgrade(
+    mut req: Request<Incoming>,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+) -> Response<GatewayBody> {
     let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
         return text(StatusCode::BAD_REQUEST, "missing sec-websocket-key\n");
+    };
+    // Before the admission check, which may fetch a DID document: a flood
+    // of handshakes is turned away before it costs anything.
+    let mut slot = match shared.edge.begin_handshake(peer.ip()) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            tracing::warn!(%peer, reason = %refusal, "receiver handshake refused");
+            return refusal_response(refusal, None);
+        }
     };
     let service = req
         .headers()
@@ -231,6 +269,7 @@ async fn upgrade(mut req: Request<Incoming>, shared: Arc<Shared>) -> Response<Ga
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
+                slot.upgraded();
                 let io = TokioAdapter::new(TokioIo::new(upgraded));
                 let stream =
                     WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
@@ -238,6 +277,8 @@ async fn upgrade(mut req: Request<Incoming>, shared: Arc<Shared>) -> Response<Ga
             }
             Err(e) => tracing::warn!(error = %e, "receiver upgrade failed"),
         }
+        // The connection's place in the per-address count ends with it.
+        drop(slot);
     });
 
     let mut r = Response::new(
@@ -272,6 +313,14 @@ async fn proxy(
     }
     let started_at = Instant::now();
     let (parts, body) = req.into_parts();
+    let limits = shared.edge.limits;
+    // A Content-Length (or HTTP/2 content-length) over the limit is refused
+    // before a byte of the body is read.
+    if let Err(refusal) = limits.check_declared_body(Some(body.size_hint().lower())) {
+        shared.edge.count(refusal);
+        tracing::info!(method = %parts.method, path = %parts.uri.path(), status = 413, declared = body.size_hint().lower(), "request refused: body over the limit");
+        return refusal_response(refusal, Some(limits.max_body_bytes));
+    }
     let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
     let host_header = parts
         .headers
@@ -343,15 +392,40 @@ async fn proxy(
         receiver: started.receiver,
         started_at,
         status: None,
+        error: None,
     };
+    // Fires when a body of unannounced length crosses the limit; the pump
+    // has then cancelled the request.
+    let (over_limit, refused) = oneshot::channel();
+    let mut upload_refused = UploadRefused(Some(refused));
     if let Some(body) = stream_body {
         tokio::spawn(pump_request_body(
             body,
             shared.driver.clone(),
             started.id.clone(),
+            Upload {
+                meter: BodyMeter::new(limits.max_body_bytes),
+                over_limit,
+                edge: shared.edge.clone(),
+            },
         ));
     }
-    match events.recv().await {
+    let first = tokio::select! {
+        biased;
+        () = std::future::poll_fn(|cx| upload_refused.poll(cx)) => None,
+        event = events.recv() => Some(event),
+    };
+    // The pump signals before it cancels, so a channel closed by that
+    // cancel finds the signal already there.
+    let first = match first {
+        Some(None) if upload_refused.now() => None,
+        other => other,
+    };
+    let Some(first) = first else {
+        guard.fail(413, "request body over the limit");
+        return refusal_response(EdgeRefusal::BodyTooLarge, Some(limits.max_body_bytes));
+    };
+    match first {
         Some(ResponseEvent::Head(head)) => {
             let head = forward::response_head_for_client(head);
             guard.status = Some(head.status);
@@ -359,7 +433,12 @@ async fn proxy(
             for (name, value) in head.headers.iter() {
                 builder = builder.header(name, value);
             }
-            let body = ResponseStream { events, guard }.boxed();
+            let body = ResponseStream {
+                events,
+                guard,
+                upload_refused,
+            }
+            .boxed();
             builder.body(body).unwrap_or_else(|e| {
                 failure_response(&Failure::new(
                     502,
@@ -368,11 +447,11 @@ async fn proxy(
             })
         }
         Some(ResponseEvent::Failed(f)) => {
-            guard.finish(f.status);
+            guard.fail(f.status, &f.error);
             failure_response(&f)
         }
         Some(ResponseEvent::Body(_) | ResponseEvent::End) | None => {
-            guard.finish(502);
+            guard.fail(502, "receiver response ended before its head");
             failure_response(&Failure::new(
                 502,
                 "Receiver response ended before its head",
@@ -381,11 +460,25 @@ async fn proxy(
     }
 }
 
-async fn pump_request_body(mut body: Incoming, driver: Driver, id: RequestId) {
+/// What the upload pump needs to hold a body to the limit.
+struct Upload {
+    meter: BodyMeter,
+    over_limit: oneshot::Sender<()>,
+    edge: Arc<Edge>,
+}
+
+async fn pump_request_body(mut body: Incoming, driver: Driver, id: RequestId, mut upload: Upload) {
     loop {
         match body.frame().await {
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
+                    if let Err(refusal) = upload.meter.add(data.len()) {
+                        upload.edge.count(refusal);
+                        tracing::info!(request = %id, received = upload.meter.seen(), "request body over the limit; request cancelled");
+                        let _ = upload.over_limit.send(());
+                        driver.cancel(id);
+                        return;
+                    }
                     if !data.is_empty() {
                         driver.body(id.clone(), data, false);
                     }
@@ -414,6 +507,8 @@ struct Guard {
     receiver: String,
     started_at: Instant,
     status: Option<u16>,
+    /// Why the request failed, when it did.
+    error: Option<String>,
 }
 
 impl Guard {
@@ -422,6 +517,11 @@ impl Guard {
         if let Some(id) = self.id.take() {
             self.log(&id, "done");
         }
+    }
+
+    fn fail(&mut self, status: u16, error: &str) {
+        self.error = Some(error.to_owned());
+        self.finish(status);
     }
 
     fn log(&self, id: &RequestId, outcome: &str) {
@@ -433,6 +533,7 @@ impl Guard {
             duration_ms = self.started_at.elapsed().as_secs_f64() * 1e3,
             receiver = %self.receiver,
             outcome,
+            error = self.error.as_deref().unwrap_or(""),
             "request"
         );
     }
@@ -451,6 +552,48 @@ impl Drop for Guard {
 struct ResponseStream {
     events: mpsc::UnboundedReceiver<ResponseEvent>,
     guard: Guard,
+    /// Fires when the upload crossed the body limit after the response
+    /// began: the response is cut.
+    upload_refused: UploadRefused,
+}
+
+/// The pump's signal that the upload crossed the body limit. Ready only
+/// when it did; an upload that ended normally leaves it pending forever.
+struct UploadRefused(Option<oneshot::Receiver<()>>);
+
+impl UploadRefused {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(rx) = self.0.as_mut() else {
+            return Poll::Pending;
+        };
+        match Pin::new(rx).poll(cx) {
+            Poll::Ready(Ok(())) => {
+                self.0 = None;
+                Poll::Ready(())
+            }
+            // A completed receiver must not be polled again.
+            Poll::Ready(Err(_)) => {
+                self.0 = None;
+                Poll::Pending
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Whether the signal has been sent, without waiting.
+    fn now(&mut self) -> bool {
+        match self.0.as_mut().map(oneshot::Receiver::try_recv) {
+            Some(Ok(())) => {
+                self.0 = None;
+                true
+            }
+            Some(Err(oneshot::error::TryRecvError::Closed)) => {
+                self.0 = None;
+                false
+            }
+            Some(Err(oneshot::error::TryRecvError::Empty)) | None => false,
+        }
+    }
 }
 
 /// The response was cut short; the client's connection is reset so the
@@ -467,6 +610,12 @@ impl Body for ResponseStream {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.upload_refused.poll(cx).is_ready() {
+            self.guard.fail(413, "request body over the limit");
+            return Poll::Ready(Some(Err(Box::new(ResponseAborted(
+                "request body over the limit".into(),
+            )))));
+        }
         loop {
             return match self.events.poll_recv(cx) {
                 Poll::Pending => Poll::Pending,
@@ -478,11 +627,11 @@ impl Body for ResponseStream {
                     Poll::Ready(None)
                 }
                 Poll::Ready(Some(ResponseEvent::Failed(f))) => {
-                    self.guard.finish(f.status);
+                    self.guard.fail(f.status, &f.error);
                     Poll::Ready(Some(Err(Box::new(ResponseAborted(f.error)))))
                 }
                 Poll::Ready(Some(ResponseEvent::Head(_))) | Poll::Ready(None) => {
-                    self.guard.finish(502);
+                    self.guard.fail(502, "gateway lost the response");
                     Poll::Ready(Some(Err(Box::new(ResponseAborted(
                         "gateway lost the response".into(),
                     )))))

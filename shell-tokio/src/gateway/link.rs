@@ -3,8 +3,9 @@
 
 use anpx_core::features::Features;
 use anpx_core::gateway::Identity;
+use anpx_core::gateway::LinkFault;
 use anpx_core::route::ServiceUrl;
-use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::WebSocketStream;
 use futures_util::io::{AsyncRead, AsyncWrite};
 use futures_util::{SinkExt, StreamExt};
@@ -72,7 +73,14 @@ pub(crate) async fn serve<S>(
     let reader = async {
         while let Some(msg) = stream.next().await {
             let msg = match msg {
-                Ok(Message::Close(_)) | Err(_) => return,
+                Ok(Message::Close(_)) => return,
+                Err(e) => {
+                    if let Some(fault) = fault_of(&e) {
+                        tracing::warn!(%link, fault = fault.label(), error = %e, "receiver broke the WebSocket protocol");
+                        driver.fault(link, fault, e.to_string());
+                    }
+                    return;
+                }
                 Ok(m) => m,
             };
             if let Some(m) = from_wire(msg) {
@@ -88,4 +96,14 @@ pub(crate) async fn serve<S>(
     }
     driver.closed(link);
     tracing::info!(%link, "receiver disconnected");
+}
+
+/// The fault behind a WebSocket read error; `None` for an ordinary
+/// disconnect.
+fn fault_of(e: &WsError) -> Option<LinkFault> {
+    match e {
+        WsError::Capacity(_) => Some(LinkFault::TooBig),
+        WsError::Protocol(_) | WsError::Utf8(_) => Some(LinkFault::BadFrame),
+        _ => None,
+    }
 }

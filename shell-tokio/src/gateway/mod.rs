@@ -4,6 +4,7 @@
 mod admission;
 mod did_wba;
 mod driver;
+mod edge;
 mod http;
 mod link;
 
@@ -15,16 +16,17 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anpx_core::edge::EdgeLimits;
 use anpx_core::features::{Feature, Features};
 use anpx_core::gateway::{Gateway as Core, GatewayConfig, GatewayStats};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use self::driver::Driver;
+use self::edge::{Edge, FirstBytesDeadline};
 use self::http::{Listener, Shared};
 
 /// How to run a gateway.
@@ -42,6 +44,8 @@ pub struct GatewayOptions {
     pub drain_grace: Duration,
     /// TLS for both listeners (`https://`, `wss://`); `None` for plain.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// What public clients and unauthenticated receivers may send.
+    pub edge: EdgeLimits,
 }
 
 impl GatewayOptions {
@@ -55,6 +59,7 @@ impl GatewayOptions {
             admission: Arc::new(OpenAdmission),
             drain_grace: section.drain_grace(),
             tls: None,
+            edge: section.edge_limits(),
         }
     }
 
@@ -67,6 +72,7 @@ impl GatewayOptions {
             admission: Arc::new(OpenAdmission),
             drain_grace: Duration::from_secs(10),
             tls: None,
+            edge: EdgeLimits::default(),
         }
     }
 }
@@ -105,6 +111,7 @@ impl Gateway {
             },
             draining: Default::default(),
             auth_refusals: Default::default(),
+            edge: Arc::new(Edge::new(options.edge)),
         });
         let (stop, stopped) = watch::channel(false);
         let public_addr = public.local_addr()?;
@@ -199,12 +206,14 @@ async fn accept_loop(
                 let shared = shared.clone();
                 let tls = tls.clone();
                 connections.spawn(async move {
+                    let edge = shared.edge.clone();
+                    let first_bytes = edge.limits.header_read_timeout;
                     let service = service_fn(move |req| http::handle(req, shared.clone(), peer, local, which));
-                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let builder = edge.builder();
                     let served = match tls {
-                        None => builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).await,
+                        None => builder.serve_connection_with_upgrades(TokioIo::new(FirstBytesDeadline::new(tcp, first_bytes)), service).await,
                         Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                            Ok(Ok(stream)) => builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await,
+                            Ok(Ok(stream)) => builder.serve_connection_with_upgrades(TokioIo::new(FirstBytesDeadline::new(stream, first_bytes)), service).await,
                             Ok(Err(e)) => {
                                 tracing::debug!(%peer, error = %e, "tls handshake failed");
                                 return;
@@ -216,6 +225,7 @@ async fn accept_loop(
                         },
                     };
                     if let Err(e) = served {
+                        edge.count_connection_error(&*e);
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 });
