@@ -38,9 +38,14 @@ fn run_shard(shard: u64) {
     if seeds >= 1_000 {
         let reached = [
             ("completed", totals.completed),
+            ("400", totals.refused_400),
             ("404", totals.refused_404),
             ("503", totals.refused_503),
             ("502", totals.failed_502),
+            (
+                "502 for a response over the limit",
+                totals.invalid_responses,
+            ),
             ("504", totals.failed_504),
             ("cancel", totals.cancelled),
             ("upstream error", totals.upstream_errors),

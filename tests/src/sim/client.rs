@@ -23,7 +23,11 @@ pub struct ClientRequest {
     pub serial: u64,
     pub host: String,
     pub method: &'static str,
+    /// The path as the client sends it.
     pub path: String,
+    /// The path the gateway must route and forward; `None` when it must
+    /// refuse it with 400.
+    pub normalized: Option<String>,
     pub query: &'static str,
     pub kind: BodyKind,
     /// The whole body the client means to send.
@@ -38,12 +42,21 @@ impl ClientRequest {
     /// A request to a random host and path, or, often, to one of `grants`
     /// (so that most requests have somewhere to go).
     pub fn random(rng: &mut fastrand::Rng, serial: u64, grants: &[Grant]) -> ClientRequest {
-        let (host, path) = match grants.len() {
+        let (host, path, normalized) = match grants.len() {
             n if n > 0 && rng.u32(..100) < 60 => {
                 let grant = &grants[rng.usize(..n)];
-                aim_at(rng, grant)
+                let (host, path) = aim_at(rng, grant);
+                let normalized = Some(path.clone());
+                (host, path, normalized)
             }
-            _ => (pick(rng, HOSTS).to_owned(), pick(rng, PATHS).to_owned()),
+            _ => {
+                let (path, normalized) = pick(rng, PATHS);
+                (
+                    pick(rng, HOSTS).to_owned(),
+                    path.to_owned(),
+                    normalized.map(str::to_owned),
+                )
+            }
         };
         let kind = match rng.u32(..100) {
             0..=39 => BodyKind::Empty,
@@ -65,6 +78,7 @@ impl ClientRequest {
                 "POST"
             },
             path,
+            normalized,
             query: pick(rng, &["", "", "a=1&a=2", "stream=1"]),
             kind,
             body: body::request_body(serial, len),
@@ -107,7 +121,8 @@ impl ClientRequest {
     }
 }
 
-/// A host and path under `grant`, spelled the ways clients spell them.
+/// A host and path under `grant`, spelled the ways clients spell them (the
+/// path already in its normal form).
 fn aim_at(rng: &mut fastrand::Rng, grant: &Grant) -> (String, String) {
     let host = match &grant.host {
         None => pick(rng, HOSTS).to_owned(),

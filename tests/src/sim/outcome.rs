@@ -37,10 +37,13 @@ pub enum Injection {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counters {
     pub started: u64,
+    pub refused_400: u64,
     pub refused_404: u64,
     pub refused_503: u64,
     pub completed: u64,
     pub failed_502: u64,
+    /// Of those, responses the gateway could not reassemble (over its limit).
+    pub invalid_responses: u64,
     pub failed_504: u64,
     pub cancelled: u64,
     pub upload_pieces: u64,
@@ -58,10 +61,12 @@ pub struct Counters {
 impl Counters {
     pub fn add(&mut self, o: &Counters) {
         self.started += o.started;
+        self.refused_400 += o.refused_400;
         self.refused_404 += o.refused_404;
         self.refused_503 += o.refused_503;
         self.completed += o.completed;
         self.failed_502 += o.failed_502;
+        self.invalid_responses += o.invalid_responses;
         self.failed_504 += o.failed_504;
         self.cancelled += o.cancelled;
         self.upload_pieces += o.upload_pieces;

@@ -34,19 +34,25 @@ pub const HOSTS: &[&str] = &[
     "nowhere.example",
 ];
 
-/// Paths clients ask for.
-pub const PATHS: &[&str] = &[
-    "/",
-    "/svc",
-    "/svc/a",
-    "/svc/a/b",
-    "/svc/ab",
-    "/svcx",
-    "//svc//a/",
-    "/tools/run",
-    "/agents/travel/42",
-    "/agents",
-    "/other",
+/// Paths clients ask for, each with the one spelling the gateway must
+/// route and forward it as (`None`: refused with 400). Written out by hand
+/// from the documented rules rather than computed by the same code.
+pub const PATHS: &[(&str, Option<&str>)] = &[
+    ("/", Some("/")),
+    ("/svc", Some("/svc")),
+    ("/svc/a", Some("/svc/a")),
+    ("/svc/a/b", Some("/svc/a/b")),
+    ("/svc/ab", Some("/svc/ab")),
+    ("/svcx", Some("/svcx")),
+    ("//svc//a/", Some("/svc/a/")),
+    ("/tools/run", Some("/tools/run")),
+    ("/agents/travel/42", Some("/agents/travel/42")),
+    ("/agents", Some("/agents")),
+    ("/other", Some("/other")),
+    ("/svc/./a/x/../b", Some("/svc/a/b")),
+    ("/%73vc/%61", Some("/svc/a")),
+    ("/svc/a%2fb", None),
+    ("/svc/../../etc", None),
 ];
 
 const CHUNK_SIZES: &[usize] = &[1500, 4096, 16 * 1024, 64 * 1024];

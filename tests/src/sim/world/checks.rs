@@ -89,6 +89,7 @@ impl World {
         let counted = [
             ("started", t.started, c.started),
             ("completed", t.completed, c.completed),
+            ("bad_request", t.bad_request, c.refused_400),
             ("not_found", t.not_found, c.refused_404),
             ("unavailable", t.unavailable, c.refused_503),
             ("bad_gateway", t.bad_gateway, c.failed_502),
@@ -104,6 +105,23 @@ impl World {
         if let Some((what, theirs, ours)) = counted.iter().find(|(_, theirs, ours)| theirs != ours)
         {
             bail!("gateway totals say {what} = {theirs}; the simulation counted {ours}");
+        }
+        // Correct peers commit no faults; a response over the gateway's
+        // limit is the only one the scenarios provoke.
+        let faults: Vec<(&str, u64)> = t
+            .receiver_faults
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .filter(|(_, v)| *v > 0)
+            .collect();
+        let provoked: Vec<(&str, u64)> = Some(("invalid_response", c.invalid_responses))
+            .into_iter()
+            .filter(|(_, v)| *v > 0)
+            .collect();
+        if faults != provoked {
+            bail!(
+                "gateway counted receiver faults {faults:?}; the simulation provoked {provoked:?}"
+            );
         }
         for (i, node) in self.nodes.iter().enumerate() {
             let Some(conn) = &node.conn else { continue };

@@ -54,7 +54,10 @@ impl World {
     pub(super) fn start_request(&mut self) -> Result<(), Violation> {
         self.serial += 1;
         let client = ClientRequest::random(&mut self.rng, self.serial, &self.all_grants);
-        let expected = self.expected_route(&client.host, &client.path);
+        let expected = client
+            .normalized
+            .as_deref()
+            .and_then(|path| self.expected_route(&client.host, path));
         let cap = self.sc.gateway.max_inflight_per_link;
         let at = self.at();
         let result = self
@@ -72,7 +75,8 @@ impl World {
         let id = match result {
             Err(reject) => {
                 let fits = match (&reject, &expected) {
-                    (Reject::NoRoute { path }, None) => *path == client.path,
+                    (Reject::BadPath { .. }, None) => client.normalized.is_none(),
+                    (Reject::NoRoute { path }, None) => client.normalized.as_ref() == Some(path),
                     (Reject::AtCapacity { route }, Some((want, links))) => {
                         route == want && links.iter().all(|(_, load)| *load >= cap)
                     }
@@ -82,6 +86,7 @@ impl World {
                     bail!("start {what} refused with {reject:?}; the oracle expected {expected:?} (cap {cap})");
                 }
                 match reject.failure().status {
+                    400 => self.counters.refused_400 += 1,
                     404 => self.counters.refused_404 += 1,
                     503 => self.counters.refused_503 += 1,
                     s => bail!("start {what} refused with status {s}"),
@@ -217,6 +222,10 @@ impl World {
         match event {
             ResponseEvent::End => self.counters.completed += 1,
             ResponseEvent::Failed(f) if f.status == 504 => self.counters.failed_504 += 1,
+            ResponseEvent::Failed(f) if f.error.starts_with("Invalid response from receiver") => {
+                self.counters.failed_502 += 1;
+                self.counters.invalid_responses += 1;
+            }
             ResponseEvent::Failed(_) => self.counters.failed_502 += 1,
             _ => {}
         }

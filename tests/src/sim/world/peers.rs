@@ -110,17 +110,18 @@ impl World {
                     bail!("{link} got request {request}, which no client started");
                 };
                 if head.method != client.method
-                    || head.path != client.path
+                    || client.normalized.as_ref() != Some(&head.path)
                     || head.query != client.query
                 {
                     bail!(
-                        "{link} got {} {}?{} for request {request}, which asked for {} {}?{}",
+                        "{link} got {} {}?{} for request {request}, which asked for {} {}?{} (normal form {:?})",
                         head.method,
                         head.path,
                         head.query,
                         client.method,
                         client.path,
-                        client.query
+                        client.query,
+                        client.normalized
                     );
                 }
                 if head.headers.get("x-sim-serial") != Some(client.serial.to_string().as_str()) {
