@@ -1,0 +1,998 @@
+//! The tokio gateway under hostile input, on real loopback sockets: public
+//! clients that dribble, oversize, malform or smuggle requests or aim odd
+//! paths at services they did not match; floods of receiver handshakes; and
+//! receivers that send garbage, oversized or endless messages, or answer for
+//! requests that are not theirs — while a well-behaved receiver's requests
+//! keep succeeding.
+
+mod support;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anpx_core::frame::{ChunkInfo, Frame, FrameLimits, MessageKind, Meta};
+use anpx_core::gateway::Identity;
+use anpx_core::{RequestId, ResponseHead};
+use async_tungstenite::tungstenite::client::IntoClientRequest;
+use async_tungstenite::tungstenite::http::HeaderValue;
+use async_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame as BodyFrame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use shell_tokio::gateway::{Admission, Admitted, Gateway, Refusal};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const HOST: &str = "api.agent.com";
+/// Longest wait for anything that should happen promptly on loopback.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------
+// A backend that records every path it is asked for.
+
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<String>>>);
+
+impl Seen {
+    fn paths(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// - `*/hold`: never answers (and never reads the request body);
+/// - `*/trickle`: answers at once, then a byte every 50 ms forever;
+/// - anything else: echoes the body, with the path and body length in
+///   headers.
+async fn recording_backend() -> (SocketAddr, Seen) {
+    let seen = Seen::default();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: http::Request<Incoming>| {
+                    let log = log.clone();
+                    async move { Ok::<_, Infallible>(answer(req, log).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+async fn answer(req: http::Request<Incoming>, log: Seen) -> http::Response<Body> {
+    let path = req.uri().path().to_owned();
+    log.0.lock().unwrap().push(path.clone());
+    if path.ends_with("/hold") {
+        std::future::pending::<()>().await;
+    }
+    if path.ends_with("/trickle") {
+        let drip = futures_util::stream::unfold((), |()| async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Some((
+                Ok::<_, Infallible>(BodyFrame::data(Bytes::from_static(b"x"))),
+                (),
+            ))
+        });
+        return http::Response::new(BodyExt::boxed(StreamBody::new(drip)));
+    }
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    http::Response::builder()
+        .header("x-path", path)
+        .header("x-body-len", body.len().to_string())
+        .body(Full::new(body).boxed())
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// Raw HTTP/1 over TCP, so requests go out exactly as written.
+
+/// Sends `request` and reads until the gateway closes (or `PATIENCE`).
+async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    // The gateway may refuse before reading everything; what it answered is
+    // still worth reading.
+    let _ = tcp.write_all(request).await;
+    String::from_utf8_lossy(&read_to_close(&mut tcp).await).into_owned()
+}
+
+async fn read_to_close(tcp: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16384];
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return out,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+fn status_of(response: &str) -> u16 {
+    response
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+fn header_of<'a>(response: &'a str, name: &str) -> Option<&'a str> {
+    let head = response.split("\r\n\r\n").next()?;
+    head.lines().skip(1).find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+fn get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+/// Waits until the gateway's connection is gone; returns how long that took.
+async fn time_until_closed(tcp: &mut TcpStream) -> Duration {
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(PATIENCE, tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return started.elapsed(),
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("connection still open after {PATIENCE:?}"),
+        }
+    }
+}
+
+/// One counter from /metrics, e.g. `anpx_edge_refused_total{reason="malformed"}`.
+async fn metric(gw: &Gateway, series: &str) -> u64 {
+    let m = send(gw.public_addr(), "GET", HOST, "/metrics", "").await;
+    let text = String::from_utf8_lossy(&m.body).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+/// Polls a counter until it reaches `want` (counters of closed connections
+/// are bumped as the connection task ends).
+async fn wait_metric(gw: &Gateway, series: &str, want: u64) {
+    for _ in 0..100 {
+        if metric(gw, series).await >= want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{series} never reached {want}: {}",
+        metric(gw, series).await
+    );
+}
+
+fn edge(reason: &str) -> String {
+    format!("anpx_edge_refused_total{{reason=\"{reason}\"}}")
+}
+
+fn fault(reason: &str) -> String {
+    format!("anpx_receiver_faults_total{{reason=\"{reason}\"}}")
+}
+
+// ---------------------------------------------------------------------------
+// Hostile public clients.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_silent_clients_are_cut_at_the_header_read_timeout() {
+    let gw = start_gateway(|o| o.edge.header_read_timeout = Duration::from_secs(1)).await;
+    let addr = gw.public_addr();
+
+    // Connects and says nothing.
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    // Sends part of the HTTP/2 preface, which keeps hyper from choosing a
+    // protocol, and stops.
+    let mut preface = TcpStream::connect(addr).await.unwrap();
+    preface.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    // Dribbles a header line every 200 ms, for longer than the timeout.
+    let dribble = TcpStream::connect(addr).await.unwrap();
+    let (mut dribble_rx, mut dribble_tx) = dribble.into_split();
+    dribble_tx
+        .write_all(format!("GET /x HTTP/1.1\r\nHost: {HOST}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let dripping = tokio::spawn(async move {
+        for i in 0..50 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if dribble_tx
+                .write_all(format!("x-drip-{i}: 1\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let dribble_closed = tokio::spawn(async move {
+        let started = Instant::now();
+        let mut buf = [0u8; 1024];
+        loop {
+            match tokio::time::timeout(PATIENCE, dribble_rx.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return started.elapsed(),
+                Ok(Ok(_)) => {}
+                Err(_) => panic!("a dribbling client held its connection for {PATIENCE:?}"),
+            }
+        }
+    });
+
+    for (what, tcp) in [("silent", &mut silent), ("preface", &mut preface)] {
+        let took = time_until_closed(tcp).await;
+        assert!(took < Duration::from_secs(3), "{what} held on for {took:?}");
+    }
+    let took = dribble_closed.await.unwrap();
+    assert!(
+        took < Duration::from_secs(3),
+        "dribble held on for {took:?}"
+    );
+    dripping.abort();
+    wait_metric(&gw, &edge("head_timeout"), 3).await;
+
+    // A kept-alive connection that goes idle after a request is closed too.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(format!("GET /health HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = tokio::time::timeout(PATIENCE, idle.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let took = time_until_closed(&mut idle).await;
+    assert!(
+        took < Duration::from_secs(3),
+        "idle connection held for {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_heads_get_431() {
+    let gw = start_gateway(|_| {}).await;
+    let addr = gw.public_addr();
+    let head = |size: usize| {
+        format!(
+            "GET /health HTTP/1.1\r\nHost: {HOST}\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+            "a".repeat(size)
+        )
+        .into_bytes()
+    };
+    // Under the 64 KiB default: served.
+    let r = raw_exchange(addr, &head(40 * 1024)).await;
+    assert_eq!(status_of(&r), 200, "{}", &r[..r.len().min(200)]);
+    // Over it (hyper's own default would still take 100 KiB): refused.
+    let r = raw_exchange(addr, &head(100 * 1024)).await;
+    assert_eq!(status_of(&r), 431, "{}", &r[..r.len().min(200)]);
+    // Many small headers adding up count the same.
+    let many: String = (0..2000)
+        .map(|i| format!("x-h{i}: {}\r\n", "b".repeat(40)))
+        .collect();
+    let r = raw_exchange(
+        addr,
+        format!("GET /health HTTP/1.1\r\nHost: {HOST}\r\n{many}\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(status_of(&r), 431, "{}", &r[..r.len().min(200)]);
+    wait_metric(&gw, &edge("head_too_large"), 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_400() {
+    let gw = start_gateway(|_| {}).await;
+    let addr = gw.public_addr();
+    let cases: [&[u8]; 4] = [
+        b"GARBAGE\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nHost api.agent.com\r\n\r\n",
+        b"GET /he alth HTTP/1.1\r\nHost: api.agent.com\r\n\r\n",
+        b"POST /health HTTP/1.1\r\nHost: api.agent.com\r\nContent-Length: ten\r\n\r\n",
+    ];
+    for request in cases {
+        let r = raw_exchange(addr, request).await;
+        assert_eq!(
+            status_of(&r),
+            400,
+            "{:?} got {r:?}",
+            String::from_utf8_lossy(request)
+        );
+    }
+    wait_metric(&gw, &edge("malformed"), cases.len() as u64).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_smuggling_is_refused_or_defused() {
+    let (backend, seen) = recording_backend().await;
+    let gw = start_gateway(|_| {}).await;
+    let addr = gw.public_addr();
+    let _rx = start_receiver(addr, backend, &["api.agent.com/svc"]).await;
+
+    let refused: [&[u8]; 4] = [
+        // Two lengths that differ.
+        b"POST /svc/echo HTTP/1.1\r\nHost: api.agent.com\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        b"POST /svc/echo HTTP/1.1\r\nHost: api.agent.com\r\nContent-Length: 5, 6\r\n\r\nhello!",
+        // A transfer coding that does not end in chunked.
+        b"POST /svc/echo HTTP/1.1\r\nHost: api.agent.com\r\nTransfer-Encoding: gzip\r\n\r\nhello",
+        // Transfer-Encoding in HTTP/1.0.
+        b"POST /svc/echo HTTP/1.0\r\nHost: api.agent.com\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    ];
+    for request in refused {
+        let r = raw_exchange(addr, request).await;
+        assert_eq!(
+            status_of(&r),
+            400,
+            "{:?} got {r:?}",
+            String::from_utf8_lossy(request)
+        );
+    }
+    assert!(
+        seen.paths().is_empty(),
+        "a refused request reached the backend: {:?}",
+        seen.paths()
+    );
+
+    // Content-Length with Transfer-Encoding, in both orders: the chunked
+    // framing wins, the length is dropped, and the connection is closed
+    // after the answer (RFC 9112 §6.3), so whatever the length would have
+    // covered can never be read as a second request.
+    for (first, second) in [
+        ("Content-Length: 48", "Transfer-Encoding: chunked"),
+        ("Transfer-Encoding: chunked", "Content-Length: 48"),
+    ] {
+        let smuggled = format!("GET /svc/smuggled HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
+        let request = format!(
+            "POST /svc/echo HTTP/1.1\r\nHost: {HOST}\r\n{first}\r\n{second}\r\n\r\n0\r\n\r\n{smuggled}"
+        );
+        let r = raw_exchange(addr, request.as_bytes()).await;
+        assert_eq!(status_of(&r), 200, "{r:?}");
+        assert_eq!(header_of(&r, "x-body-len"), Some("0"), "{r:?}");
+        assert_eq!(r.matches("HTTP/1.1 ").count(), 1, "two answers: {r:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(seen.paths(), ["/svc/echo", "/svc/echo"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_over_the_limit_get_413_or_a_cut_response() {
+    const LIMIT: u64 = 1024 * 1024;
+    let (backend, seen) = recording_backend().await;
+    let gw = start_gateway(|o| o.edge.max_body_bytes = LIMIT).await;
+    let addr = gw.public_addr();
+    let _rx = start_receiver(addr, backend, &["api.agent.com/svc"]).await;
+
+    // A declared length over the limit: 413 before a byte of body is sent.
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(
+        format!(
+            "POST /svc/echo HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {}\r\n\r\n",
+            LIMIT + 1
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let r = String::from_utf8_lossy(&read_to_close(&mut tcp).await).into_owned();
+    assert_eq!(status_of(&r), 413, "{r:?}");
+    assert!(r.contains("\"limit\":1048576"), "{r:?}");
+    assert!(seen.paths().is_empty(), "{:?}", seen.paths());
+
+    // A chunked body at the limit goes through whole.
+    let chunk = vec![b'z'; 64 * 1024];
+    let chunked = |pieces: usize| {
+        let mut body = Vec::new();
+        for _ in 0..pieces {
+            body.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            body.extend_from_slice(&chunk);
+            body.extend_from_slice(b"\r\n");
+        }
+        body
+    };
+    let head = |path: &str| {
+        format!("POST {path} HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+            .into_bytes()
+    };
+    let mut request = head("/svc/echo");
+    request.extend(chunked(16));
+    request.extend_from_slice(b"0\r\n\r\n");
+    let r = raw_exchange(addr, &request).await;
+    assert_eq!(status_of(&r), 200, "{}", &r[..r.len().min(300)]);
+    assert_eq!(header_of(&r, "x-body-len"), Some("1048576"));
+
+    // One chunk more, before any answer: 413.
+    let mut request = head("/svc/hold");
+    request.extend(chunked(17));
+    let r = raw_exchange(addr, &request).await;
+    assert_eq!(status_of(&r), 413, "{r:?}");
+
+    // One chunk more after the answer began: the answer is cut, never
+    // finished.
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(&head("/svc/trickle")).await.unwrap();
+    tcp.write_all(&chunked(1)).await.unwrap();
+    let mut buf = [0u8; 4096];
+    let n = tokio::time::timeout(PATIENCE, tcp.read(&mut buf))
+        .await
+        .expect("the trickle starts")
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let _ = tcp.write_all(&chunked(16)).await;
+    let started = Instant::now();
+    let rest = read_to_close(&mut tcp).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the response went on for {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("\r\n0\r\n\r\n"),
+        "the cut response looks complete"
+    );
+    wait_metric(&gw, &edge("body_too_large"), 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_paths_reach_only_the_route_they_match() {
+    let (backend, seen) = recording_backend().await;
+    let gw = start_gateway(|_| {}).await;
+    let addr = gw.public_addr();
+    // Only /public is exposed; the backend behind it also has /admin.
+    let _rx = start_receiver(addr, backend, &["api.agent.com/public"]).await;
+
+    let routed = [
+        ("/public/x", "/public/x"),
+        ("/public//x", "/public/x"),
+        ("//public///x/", "/public/x/"),
+        ("/public/./a/../x", "/public/x"),
+        ("/%70ublic/x", "/public/x"),
+        ("/public/a%2ab", "/public/a%2Ab"),
+        ("/public/%7Euser", "/public/~user"),
+        ("/public/%252e%252e/admin", "/public/%252e%252e/admin"),
+    ];
+    for (raw, forwarded) in routed {
+        let r = raw_exchange(addr, &get(raw)).await;
+        assert_eq!(status_of(&r), 200, "{raw}: {r:?}");
+        assert_eq!(header_of(&r, "x-path"), Some(forwarded), "{raw}");
+    }
+    // Resolved, these leave /public: no route, so nothing is forwarded.
+    for raw in [
+        "/public/../admin",
+        "/public/%2e%2e/admin",
+        "/public/.%2E/admin",
+    ] {
+        let r = raw_exchange(addr, &get(raw)).await;
+        assert_eq!(status_of(&r), 404, "{raw}: {r:?}");
+        assert!(r.contains("\"path\":\"/admin\""), "{raw}: {r:?}");
+    }
+    // Refused outright.
+    for raw in [
+        "/public/..%2fadmin",
+        "/public/..%2Fadmin",
+        "/public/..%5cadmin",
+        "/public/%00",
+        "/public/..;/admin",
+        "/..",
+        "/public/../../admin",
+        "/public/%zz",
+    ] {
+        let r = raw_exchange(addr, &get(raw)).await;
+        assert_eq!(status_of(&r), 400, "{raw}: {r:?}");
+    }
+    let paths = seen.paths();
+    assert!(
+        paths.iter().all(|p| p.starts_with("/public/")),
+        "the backend saw {paths:?}"
+    );
+    assert_eq!(paths.len(), routed.len());
+    assert_eq!(
+        metric(&gw, "anpx_requests_failed_total{status=\"400\"}").await,
+        8
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Receiver handshake floods.
+
+/// Admission that holds handshakes carrying `x-test-stall` until released.
+struct Stalling(Arc<tokio::sync::Semaphore>);
+
+impl Admission for Stalling {
+    fn check<'a>(
+        &'a self,
+        headers: &'a http::HeaderMap,
+        _service: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Admitted, Refusal>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            if headers.contains_key("x-test-stall") {
+                let _ = self.0.acquire().await.map(|p| p.forget());
+            }
+            Ok(Admitted {
+                identity: Identity::Anonymous,
+                allowed: None,
+            })
+        })
+    }
+}
+
+type RawWs = async_tungstenite::WebSocketStream<async_tungstenite::tokio::ConnectStream>;
+
+async fn ws_connect(addr: SocketAddr, headers: &[(&'static str, &str)]) -> Result<RawWs, WsError> {
+    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+    for (name, value) in headers {
+        request
+            .headers_mut()
+            .insert(*name, HeaderValue::from_str(value).unwrap());
+    }
+    tokio::time::timeout(PATIENCE, async_tungstenite::tokio::connect_async(request))
+        .await
+        .expect("handshake answered in time")
+        .map(|(ws, _)| ws)
+}
+
+fn refused_with(result: Result<RawWs, WsError>) -> u16 {
+    match result {
+        Err(WsError::Http(response)) => response.status().as_u16(),
+        Err(e) => panic!("refused without an HTTP answer: {e}"),
+        Ok(_) => panic!("accepted"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_in_progress_are_bounded() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let admission = Arc::new(Stalling(gate.clone()));
+    let gw = start_gateway(|o| {
+        o.admission = admission;
+        o.edge.max_pending_handshakes = 2;
+    })
+    .await;
+    let addr = gw.public_addr();
+    let stalled: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(ws_connect(addr, &[("x-test-stall", "1")])))
+        .collect();
+    // Both stalled handshakes must be in progress before the third.
+    let mut third = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        match ws_connect(addr, &[]).await {
+            Ok(_) => continue,
+            Err(e) => {
+                third = Some(refused_with(Err(e)));
+                break;
+            }
+        }
+    }
+    assert_eq!(third, Some(503));
+    assert_eq!(metric(&gw, &edge("handshakes_pending")).await, 1);
+
+    gate.add_permits(2);
+    for s in stalled {
+        assert!(s.await.unwrap().is_ok(), "a stalled handshake failed");
+    }
+    // Their places are free again.
+    assert!(ws_connect(addr, &[]).await.is_ok());
+    assert!(ws_connect(addr, &[]).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiver_connections_per_address_are_bounded() {
+    let gw = start_gateway(|o| o.edge.max_receivers_per_ip = 3).await;
+    let addr = gw.public_addr();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(ws_connect(addr, &[]).await.expect("under the limit"));
+    }
+    wait_for_receivers(&gw, 3).await;
+    assert_eq!(refused_with(ws_connect(addr, &[]).await), 429);
+    assert_eq!(metric(&gw, &edge("receivers_per_ip")).await, 1);
+    // A closed connection gives its place back.
+    let mut one = held.pop().unwrap();
+    one.close(None).await.unwrap();
+    drop(one);
+    wait_for_receivers(&gw, 2).await;
+    let mut again = None;
+    for _ in 0..50 {
+        if let Ok(ws) = ws_connect(addr, &[]).await {
+            again = Some(ws);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(again.is_some(), "the freed place was never given back");
+}
+
+// ---------------------------------------------------------------------------
+// Hostile receivers, with a well-behaved one under load beside them.
+
+/// Requests sent through the good receiver for as long as the abuse lasts.
+struct Load {
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<Result<(), String>>>,
+}
+
+fn start_load(addr: SocketAddr) -> Load {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let tasks = (0..3)
+        .map(|worker| {
+            let stop = stop.clone();
+            let done = done.clone();
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let body = format!("worker {worker} request {i}");
+                    let path = format!("/good/echo/{worker}/{i}");
+                    let r = send(addr, "POST", HOST, &path, body.clone()).await;
+                    if r.status != 200 || r.body != body.as_bytes() || r.header("x-path") != path {
+                        return Err(format!(
+                            "{path}: {} {:?}",
+                            r.status,
+                            String::from_utf8_lossy(&r.body)
+                        ));
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    Load { stop, done, tasks }
+}
+
+impl Load {
+    /// Stops the load and checks every request succeeded.
+    async fn finish(self) {
+        // At least a few requests overlap the abuse.
+        for _ in 0..200 {
+            if self.done.load(Ordering::Relaxed) >= 20 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("a good request failed: {e}"));
+        }
+        assert!(self.done.load(Ordering::Relaxed) >= 20);
+    }
+}
+
+/// A gateway with a good receiver on `/good` under load, and a hostile raw
+/// receiver serving `/evil`.
+struct Arena {
+    gw: Gateway,
+    _good: shell_tokio::receiver::Receiver,
+    load: Load,
+}
+
+async fn arena(tune: impl FnOnce(&mut shell_tokio::gateway::GatewayOptions)) -> (Arena, RawWs) {
+    let (backend, _) = recording_backend().await;
+    let gw = start_gateway(tune).await;
+    let good = start_receiver(gw.public_addr(), backend, &["api.agent.com/good"]).await;
+    let evil = ws_connect(
+        gw.public_addr(),
+        &[("x-anpx-services", "api.agent.com/evil")],
+    )
+    .await
+    .expect("the hostile receiver connects");
+    wait_for_receivers(&gw, 2).await;
+    let load = start_load(gw.public_addr());
+    (
+        Arena {
+            gw,
+            _good: good,
+            load,
+        },
+        evil,
+    )
+}
+
+impl Arena {
+    fn addr(&self) -> SocketAddr {
+        self.gw.public_addr()
+    }
+
+    /// Sends a public request to the hostile receiver in the background.
+    fn request(&self, path: &str) -> tokio::task::JoinHandle<Reply> {
+        let addr = self.addr();
+        let path = path.to_owned();
+        tokio::spawn(async move { send(addr, "GET", HOST, &path, "").await })
+    }
+
+    async fn finish(self) {
+        self.load.finish().await;
+        // The good receiver is still connected.
+        let s = self.gw.stats().await.unwrap();
+        assert!(
+            s.links.iter().any(|l| l.routes == ["api.agent.com/good"]),
+            "{:?}",
+            s.links
+        );
+    }
+}
+
+/// The next request frame the gateway sends the raw receiver.
+async fn next_request(ws: &mut RawWs) -> Frame {
+    loop {
+        let msg = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("a request in time")
+            .expect("connection open")
+            .expect("readable");
+        if let WsMessage::Binary(b) = msg {
+            return Frame::decode(b, &FrameLimits::default()).unwrap();
+        }
+    }
+}
+
+/// Reads until the gateway closes; the close code if it sent one.
+async fn closed_with(ws: &mut RawWs) -> Option<u16> {
+    loop {
+        match tokio::time::timeout(PATIENCE, ws.next()).await {
+            Err(_) => panic!("the gateway kept the hostile receiver for {PATIENCE:?}"),
+            Ok(None) | Ok(Some(Err(_))) => return None,
+            Ok(Some(Ok(WsMessage::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+fn response_frame(id: &RequestId, chunk: Option<ChunkInfo>, head: bool, body: &[u8]) -> WsMessage {
+    let frame = Frame {
+        kind: MessageKind::Response,
+        request_id: id.clone(),
+        chunk,
+        meta: head.then(|| Meta::Response(ResponseHead::new(200))),
+        body: (!body.is_empty()).then(|| Bytes::copy_from_slice(body)),
+    };
+    WsMessage::Binary(frame.encode().unwrap())
+}
+
+fn chunk(index: u32) -> Option<ChunkInfo> {
+    Some(ChunkInfo {
+        index,
+        total: None,
+        final_marker: None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn garbage_frames_close_the_hostile_receiver() {
+    let (arena, mut evil) = arena(|_| {}).await;
+    evil.send(WsMessage::Binary(Bytes::from_static(b"\x00 not a frame")))
+        .await
+        .unwrap();
+    assert_eq!(closed_with(&mut evil).await, Some(1002));
+    wait_metric(&arena.gw, &fault("bad_frame"), 1).await;
+
+    // Below the frames: bytes that are not WebSocket framing at all.
+    let mut tcp = TcpStream::connect(arena.addr()).await.unwrap();
+    tcp.write_all(
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: {HOST}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nx-anpx-services: api.agent.com/evil2\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = tcp.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 101"));
+    // Reserved opcode 0x3, unmasked: two protocol errors in one byte pair.
+    tcp.write_all(&[0x83, 0x05, b'h', b'e', b'l', b'l', b'o'])
+        .await
+        .unwrap();
+    time_until_closed(&mut tcp).await;
+    wait_metric(&arena.gw, &fault("bad_frame"), 2).await;
+    arena.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn messages_over_the_size_limit_close_the_hostile_receiver() {
+    let (arena, mut evil) = arena(|o| o.core.frame_limits.max_frame_len = 1024 * 1024).await;
+    let _ = evil
+        .send(WsMessage::Binary(Bytes::from(vec![0u8; 2 * 1024 * 1024])))
+        .await;
+    closed_with(&mut evil).await;
+    wait_metric(&arena.gw, &fault("too_big"), 1).await;
+    wait_for_receivers(&arena.gw, 1).await;
+    arena.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn endless_empty_chunks_close_the_hostile_receiver() {
+    let (arena, mut evil) = arena(|_| {}).await;
+    let client = arena.request("/evil/x");
+    let id = next_request(&mut evil).await.request_id;
+    for i in 0..5000 {
+        if evil
+            .send(response_frame(&id, chunk(i), false, b""))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    assert_eq!(closed_with(&mut evil).await, Some(1008));
+    let r = tokio::time::timeout(PATIENCE, client)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status, 502);
+    wait_metric(&arena.gw, &fault("flood"), 1).await;
+    arena.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chunks_past_the_message_limit_fail_that_request_only() {
+    let (arena, mut evil) = arena(|o| o.core.reassembly.max_message_size = 1024 * 1024).await;
+    let client = arena.request("/evil/big");
+    let id = next_request(&mut evil).await.request_id;
+    // Meta-last layout: the body is held for a head that never comes.
+    let piece = vec![b'e'; 64 * 1024];
+    for i in 0..40 {
+        evil.send(response_frame(&id, chunk(i), false, &piece))
+            .await
+            .unwrap();
+    }
+    let r = tokio::time::timeout(PATIENCE, client)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status, 502, "{:?}", String::from_utf8_lossy(&r.body));
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("Invalid response"),
+        "{:?}",
+        r.json()
+    );
+    assert_eq!(metric(&arena.gw, &fault("invalid_response")).await, 1);
+    // The connection stays, and its next answer goes through.
+    let client = arena.request("/evil/small");
+    let id = next_request(&mut evil).await.request_id;
+    evil.send(response_frame(&id, None, true, b"fine"))
+        .await
+        .unwrap();
+    let r = tokio::time::timeout(PATIENCE, client)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((r.status, &r.body[..]), (200, &b"fine"[..]));
+    arena.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn answers_for_requests_never_sent_are_dropped() {
+    let (arena, mut evil) = arena(|_| {}).await;
+    for i in 0..200 {
+        let id = RequestId::from(format!("00000000-0000-4000-8000-{i:012}").as_str());
+        evil.send(response_frame(&id, None, true, b"unasked"))
+            .await
+            .unwrap();
+    }
+    wait_metric(&arena.gw, "anpx_stray_frames_total", 200).await;
+    // Dropped, not fatal: a late answer after a 504 looks the same.
+    let client = arena.request("/evil/x");
+    let id = next_request(&mut evil).await.request_id;
+    evil.send(response_frame(&id, None, true, b"asked"))
+        .await
+        .unwrap();
+    let r = tokio::time::timeout(PATIENCE, client)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((r.status, &r.body[..]), (200, &b"asked"[..]));
+    arena.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn answering_another_connections_request_closes_the_forger() {
+    let (arena, mut evil) = arena(|_| {}).await;
+    let mut victim = ws_connect(arena.addr(), &[("x-anpx-services", "api.agent.com/victim")])
+        .await
+        .unwrap();
+    wait_for_receivers(&arena.gw, 3).await;
+    let client = arena.request("/victim/secret");
+    let id = next_request(&mut victim).await.request_id;
+    // The forger learned the id somehow and answers first.
+    evil.send(response_frame(&id, None, true, b"forged"))
+        .await
+        .unwrap();
+    assert_eq!(closed_with(&mut evil).await, Some(1002));
+    wait_metric(&arena.gw, &fault("foreign_request"), 1).await;
+    // The real answer still reaches the client.
+    victim
+        .send(response_frame(&id, None, true, b"real"))
+        .await
+        .unwrap();
+    let r = tokio::time::timeout(PATIENCE, client)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((r.status, &r.body[..]), (200, &b"real"[..]));
+    arena.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_ping_flood_closes_the_hostile_receiver() {
+    let (arena, mut evil) = arena(|_| {}).await;
+    for i in 0..3000 {
+        let json = WsMessage::Text(format!(r#"{{"type":"ping","timestamp":{i}}}"#).into());
+        if evil.send(json).await.is_err()
+            || evil
+                .send(WsMessage::Ping(Bytes::from_static(b"p")))
+                .await
+                .is_err()
+        {
+            break;
+        }
+    }
+    assert_eq!(closed_with(&mut evil).await, Some(1008));
+    wait_metric(&arena.gw, &fault("flood"), 1).await;
+    arena.finish().await;
+}
+
+// ---------------------------------------------------------------------------
+// The unsigned authentication message.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsigned_authentication_message_grants_nothing() {
+    let gw = start_gateway(|_| {}).await;
+    let addr = gw.public_addr();
+    // Open mode, nothing declared: anonymous, granted the wildcard.
+    let mut ws = ws_connect(addr, &[]).await.unwrap();
+    wait_for_receivers(&gw, 1).await;
+    let link = |s: &serde_json::Value| {
+        let l = &s["links"][0];
+        (l["id"].clone(), l["identity"].clone(), l["routes"].clone())
+    };
+    let before = send(addr, "GET", HOST, "/stats", "").await.json();
+    assert_eq!(before["links"][0]["identity"]["kind"], "anonymous");
+    assert_eq!(before["links"][0]["routes"], serde_json::json!(["*"]));
+
+    let claim =
+        r#"{"type":"authentication","data":{"did_token":"did:wba:victim.example:agents:a1"}}"#;
+    ws.send(WsMessage::Text(claim.into())).await.unwrap();
+    wait_metric(&gw, "anpx_unsigned_auth_ignored_total", 1).await;
+
+    let after = send(addr, "GET", HOST, "/stats", "").await.json();
+    assert_eq!(link(&after), link(&before));
+    assert_eq!(after["routes"], before["routes"]);
+    assert_eq!(after["links"].as_array().unwrap().len(), 1);
+    assert!(!after.to_string().contains("victim.example"), "{after}");
+    // Still connected: the message is ignored, not punished.
+    ws.send(WsMessage::Text(r#"{"type":"ping","timestamp":1}"#.into()))
+        .await
+        .unwrap();
+    let pong = tokio::time::timeout(PATIENCE, ws.next()).await.unwrap();
+    assert!(matches!(pong, Some(Ok(WsMessage::Text(_)))), "{pong:?}");
+}
