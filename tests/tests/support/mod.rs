@@ -221,3 +221,18 @@ pub async fn wait_for_receivers(gateway: &Gateway, n: usize) {
         gateway.stats().await.map(|s| s.links.len())
     );
 }
+
+/// Waits until the gateway has `n` requests in flight (a loaded machine can
+/// take a while to get a request there).
+pub async fn wait_in_flight(gateway: &Gateway, n: usize) {
+    for _ in 0..500 {
+        if gateway.stats().await.is_some_and(|s| s.in_flight == n) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "gateway never had {n} requests in flight: {:?}",
+        gateway.stats().await.map(|s| s.in_flight)
+    );
+}
