@@ -624,6 +624,27 @@ async fn receiver_connections_per_address_are_bounded() {
     assert!(again.is_some(), "the freed place was never given back");
 }
 
+/// The handshake's 101 goes out only once the receiver's routes are live:
+/// a receiver told it is connected may be sent requests at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_is_routable_when_its_handshake_is_answered() {
+    let gw = start_gateway(|_| {}).await;
+    let mut held = Vec::new();
+    for i in 0..20 {
+        let service = format!("api.agent.com/r{i}");
+        held.push(
+            ws_connect(gw.public_addr(), &[("x-anpx-services", &service)])
+                .await
+                .unwrap(),
+        );
+        let routes = gw.stats().await.unwrap().routes;
+        assert!(
+            routes.iter().any(|(url, _)| *url == service),
+            "{service} not routable yet: {routes:?}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Hostile receivers, with a well-behaved one under load beside them.
 

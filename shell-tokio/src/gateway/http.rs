@@ -264,18 +264,26 @@ async fn upgrade(
     let on_upgrade = hyper::upgrade::on(&mut req);
     let ws_config = ws::config(shared.max_frame_len);
     let driver = shared.driver.clone();
-    let identity = admitted.identity;
     let granted = handshake::format_services(&grants);
+    let admitted = match link::admit(&driver, admitted.identity, grants, features).await {
+        Ok(a) => a,
+        Err(e) => return failure_response(&Failure::new(503, e.to_string())),
+    };
+    // Admission is done, which is what the pending limit guards; the 101
+    // and the hand-over of the socket are cheap.
+    slot.upgraded();
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                slot.upgraded();
                 let io = TokioAdapter::new(TokioIo::new(upgraded));
                 let stream =
                     WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
-                link::serve(stream, driver, identity, grants, features).await;
+                link::serve(stream, driver, admitted).await;
             }
-            Err(e) => tracing::warn!(error = %e, "receiver upgrade failed"),
+            Err(e) => {
+                tracing::warn!(error = %e, "receiver upgrade failed");
+                driver.closed(admitted.link);
+            }
         }
         // The connection's place in the per-address count ends with it.
         drop(slot);

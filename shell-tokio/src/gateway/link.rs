@@ -1,9 +1,10 @@
 //! One receiver's WebSocket: a reader feeding the gateway task and a writer
 //! draining what the gateway task queued for it.
 
+use std::time::Duration;
+
 use anpx_core::features::Features;
-use anpx_core::gateway::Identity;
-use anpx_core::gateway::LinkFault;
+use anpx_core::gateway::{Identity, LinkFault, LinkId};
 use anpx_core::route::ServiceUrl;
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::WebSocketStream;
@@ -11,24 +12,52 @@ use futures_util::io::{AsyncRead, AsyncWrite};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
-use super::driver::{Driver, LinkOut};
+use super::driver::{Driver, DriverGone, LinkOut};
 use crate::ws::{close, from_wire, to_wire};
 
-/// Serves one receiver connection until either side closes it.
-pub(crate) async fn serve<S>(
-    ws: WebSocketStream<S>,
-    driver: Driver,
+/// How long a connection the gateway closed may take to answer the close.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// A receiver connection admitted to the gateway task, whose WebSocket is
+/// not up yet: what is sent to it waits in `queued`.
+pub(crate) struct Admitted {
+    pub link: LinkId,
+    queued: mpsc::UnboundedReceiver<LinkOut>,
+    who: String,
+    features: Features,
+}
+
+/// Admits a receiver before its handshake is answered, so that its routes
+/// are live by the time it reads the 101 (a receiver that is told it is
+/// connected may be sent requests at once).
+pub(crate) async fn admit(
+    driver: &Driver,
     identity: Identity,
     grants: Vec<ServiceUrl>,
     features: Features,
-) where
+) -> Result<Admitted, DriverGone> {
+    let (outbox, queued) = mpsc::unbounded_channel();
+    let who = format!("{identity:?}");
+    let link = driver.admit(identity, grants, features, outbox).await?;
+    Ok(Admitted {
+        link,
+        queued,
+        who,
+        features,
+    })
+}
+
+/// Serves one admitted receiver connection until either side closes it.
+pub(crate) async fn serve<S>(ws: WebSocketStream<S>, driver: Driver, admitted: Admitted)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (outbox, mut queued) = mpsc::unbounded_channel();
-    let who = format!("{identity:?}");
-    let Ok(link) = driver.admit(identity, grants, features, outbox).await else {
-        return;
-    };
+    let Admitted {
+        link,
+        mut queued,
+        who,
+        features,
+    } = admitted;
     tracing::info!(%link, receiver = %who, features = %features, "receiver connected");
     let (mut sink, mut stream) = ws.split();
 
@@ -40,13 +69,13 @@ pub(crate) async fn serve<S>(
                     // Feed whatever else is queued and flush once: one write
                     // for many frames under load.
                     if sink.feed(to_wire(m)).await.is_err() {
-                        return;
+                        return false;
                     }
                     while let Ok(more) = queued.try_recv() {
                         match more {
                             LinkOut::Send(m) => {
                                 if sink.feed(to_wire(m)).await.is_err() {
-                                    return;
+                                    return false;
                                 }
                             }
                             close_order => {
@@ -56,19 +85,19 @@ pub(crate) async fn serve<S>(
                         }
                     }
                     if sink.flush().await.is_err() {
-                        return;
+                        return false;
                     }
                 }
                 LinkOut::Close { code, reason } => {
                     tracing::warn!(%link, code, %reason, "closing receiver connection");
-                    let _ = sink.send(close(code, &reason)).await;
-                    return;
+                    return sink.send(close(code, &reason)).await.is_ok();
                 }
             }
             if next.is_none() {
                 next = queued.recv().await;
             }
         }
+        false
     };
     let reader = async {
         while let Some(msg) = stream.next().await {
@@ -90,11 +119,25 @@ pub(crate) async fn serve<S>(
             }
         }
     };
-    tokio::select! {
-        () = writer => {}
-        () = reader => {}
-    }
+    let closed_by_us = tokio::select! {
+        sent = writer => sent,
+        () = reader => false,
+    };
     driver.closed(link);
+    if closed_by_us {
+        // Wait (briefly) for the peer's close reply, reading what it still
+        // sends: dropping a socket with unread data resets it, and the reset
+        // can destroy the close frame, and its reason, before the peer
+        // reads it.
+        let drain = async {
+            while let Some(Ok(m)) = stream.next().await {
+                if matches!(m, Message::Close(_)) {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_GRACE, drain).await;
+    }
     tracing::info!(%link, "receiver disconnected");
 }
 
