@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use anpx_core::features::Features;
 use anpx_core::gateway::{
-    Gateway as Core, GatewayStats, Identity, LinkId, Output, Reject, RequestBody, ResponseEvent,
+    Gateway as Core, GatewayStats, Identity, LinkFault, LinkId, Output, Reject, RequestBody,
+    ResponseEvent,
 };
 use anpx_core::route::ServiceUrl;
 use anpx_core::ws::WsMessage;
@@ -61,6 +62,11 @@ enum Command {
     },
     Closed {
         link: LinkId,
+    },
+    Fault {
+        link: LinkId,
+        fault: LinkFault,
+        detail: String,
     },
     Start {
         host: String,
@@ -132,6 +138,16 @@ impl Driver {
     /// A receiver connection ended.
     pub fn closed(&self, link: LinkId) {
         let _ = self.send(Command::Closed { link });
+    }
+
+    /// The connection broke the protocol below the frames (a message over
+    /// the size limit, invalid WebSocket framing).
+    pub fn fault(&self, link: LinkId, fault: LinkFault, detail: String) {
+        let _ = self.send(Command::Fault {
+            link,
+            fault,
+            detail,
+        });
     }
 
     /// Routes a public request; its response comes on `events`.
@@ -252,6 +268,11 @@ impl State {
                 self.links.remove(&link);
                 self.core.close_link(now, link);
             }
+            Command::Fault {
+                link,
+                fault,
+                detail,
+            } => self.core.link_fault(now, link, fault, &detail),
             Command::Start {
                 host,
                 head,

@@ -1,39 +1,78 @@
 //! One receiver's WebSocket on the gateway: a reader feeding the gateway
 //! task and a writer draining what the gateway task queued for it.
 
+use std::future::poll_fn;
 use std::pin::pin;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use anpx_core::features::Features;
-use anpx_core::gateway::Identity;
+use anpx_core::gateway::{Identity, LinkFault, LinkId};
 use anpx_core::route::ServiceUrl;
-use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::WebSocketStream;
 use futures_channel::mpsc;
-use futures_util::future::select;
+use futures_util::future::{select, Either};
 use futures_util::io::{AsyncRead, AsyncWrite};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 
-use crate::driver::{Driver, LinkOut};
+use crate::driver::{Driver, DriverGone, LinkOut};
+use crate::receiver::Runtime;
 use crate::ws::{close, from_wire, to_wire};
 
-/// Serves one receiver connection until either side closes it.
-pub async fn serve<S>(
-    ws: WebSocketStream<S>,
-    driver: Driver,
+/// How long a connection the gateway closed may take to answer the close.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// A receiver connection admitted to the gateway task, whose WebSocket is
+/// not up yet: what is sent to it waits in its queue.
+pub struct AdmittedLink {
+    /// The connection, for [`Driver::closed`] if the upgrade fails.
+    pub link: LinkId,
+    queued: mpsc::UnboundedReceiver<LinkOut>,
+    who: String,
+    features: Features,
+}
+
+/// Admits a receiver before its handshake is answered, so that its routes
+/// are live by the time it reads the 101 (a receiver that is told it is
+/// connected may be sent requests at once).
+pub async fn admit(
+    driver: &Driver,
     identity: Identity,
     grants: Vec<ServiceUrl>,
     features: Features,
+) -> Result<AdmittedLink, DriverGone> {
+    let (outbox, queued) = mpsc::unbounded();
+    let who = format!("{identity:?}");
+    let link = driver.admit(identity, grants, features, outbox).await?;
+    Ok(AdmittedLink {
+        link,
+        queued,
+        who,
+        features,
+    })
+}
+
+/// Serves one admitted receiver connection until either side closes it.
+/// `runtime` times the wait for the peer's answer to a close.
+pub async fn serve<S>(
+    ws: WebSocketStream<S>,
+    driver: Driver,
+    admitted: AdmittedLink,
+    runtime: &dyn Runtime,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (outbox, mut queued) = mpsc::unbounded();
-    let who = format!("{identity:?}");
-    let Ok(link) = driver.admit(identity, grants, features, outbox).await else {
-        return;
-    };
+    let AdmittedLink {
+        link,
+        mut queued,
+        who,
+        features,
+    } = admitted;
     tracing::info!(%link, receiver = %who, features = %features, "receiver connected");
     let (mut sink, mut stream) = ws.split();
 
+    // True when the gateway closed the connection and sent the close frame.
     let writer = async {
         let mut next = queued.next().await;
         while let Some(out) = next.take() {
@@ -42,13 +81,13 @@ pub async fn serve<S>(
                     // Feed whatever else is queued and flush once: one write
                     // for many frames under load.
                     if sink.feed(to_wire(m)).await.is_err() {
-                        return;
+                        return false;
                     }
                     while let Ok(more) = queued.try_recv() {
                         match more {
                             LinkOut::Send(m) => {
                                 if sink.feed(to_wire(m)).await.is_err() {
-                                    return;
+                                    return false;
                                 }
                             }
                             close_order => {
@@ -58,24 +97,31 @@ pub async fn serve<S>(
                         }
                     }
                     if sink.flush().await.is_err() {
-                        return;
+                        return false;
                     }
                 }
                 LinkOut::Close { code, reason } => {
                     tracing::warn!(%link, code, %reason, "closing receiver connection");
-                    let _ = sink.send(close(code, &reason)).await;
-                    return;
+                    return sink.send(close(code, &reason)).await.is_ok();
                 }
             }
             if next.is_none() {
                 next = queued.next().await;
             }
         }
+        false
     };
     let reader = async {
         while let Some(msg) = stream.next().await {
             let msg = match msg {
-                Ok(Message::Close(_)) | Err(_) => return,
+                Ok(Message::Close(_)) => return,
+                Err(e) => {
+                    if let Some(fault) = fault_of(&e) {
+                        tracing::warn!(%link, fault = fault.label(), error = %e, "receiver broke the WebSocket protocol");
+                        driver.fault(link, fault, e.to_string());
+                    }
+                    return;
+                }
                 Ok(m) => m,
             };
             if let Some(m) = from_wire(msg) {
@@ -85,7 +131,37 @@ pub async fn serve<S>(
             }
         }
     };
-    select(pin!(writer), pin!(reader)).await;
+    let closed_by_us = match select(pin!(writer), pin!(reader)).await {
+        Either::Left((sent, _)) => sent,
+        Either::Right(((), _)) => false,
+    };
     driver.closed(link);
+    if closed_by_us {
+        // Wait (briefly) for the peer's close reply, reading what it still
+        // sends: dropping a socket with unread data resets it, and the reset
+        // can destroy the close frame, and its reason, before the peer
+        // reads it.
+        let mut grace = runtime.sleep_until(Instant::now() + CLOSE_GRACE);
+        poll_fn(|cx| loop {
+            match stream.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(Message::Close(_))) | Some(Err(_)) | None) => {
+                    return Poll::Ready(())
+                }
+                Poll::Ready(Some(Ok(_))) => continue,
+                Poll::Pending => return grace.poll_unpin(cx),
+            }
+        })
+        .await;
+    }
     tracing::info!(%link, "receiver disconnected");
+}
+
+/// The fault behind a WebSocket read error; `None` for an ordinary
+/// disconnect.
+fn fault_of(e: &WsError) -> Option<LinkFault> {
+    match e {
+        WsError::Capacity(_) => Some(LinkFault::TooBig),
+        WsError::Protocol(_) | WsError::Utf8(_) => Some(LinkFault::BadFrame),
+        _ => None,
+    }
 }

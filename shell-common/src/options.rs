@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anpx_core::backoff::BackoffConfig;
+use anpx_core::edge::EdgeLimits;
 use anpx_core::features::{Feature, Features};
 use anpx_core::gateway::GatewayConfig;
 use anpx_core::receiver::ReceiverConfig;
@@ -27,6 +28,8 @@ pub struct GatewayOptions {
     pub drain_grace: Duration,
     /// TLS for both listeners (`https://`, `wss://`); `None` for plain.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// What public clients and unauthenticated receivers may send.
+    pub edge: EdgeLimits,
 }
 
 impl GatewayOptions {
@@ -40,6 +43,7 @@ impl GatewayOptions {
             admission: Arc::new(OpenAdmission),
             drain_grace: section.drain_grace(),
             tls: None,
+            edge: section.edge_limits(),
         }
     }
 
@@ -52,6 +56,7 @@ impl GatewayOptions {
             admission: Arc::new(OpenAdmission),
             drain_grace: Duration::from_secs(10),
             tls: None,
+            edge: EdgeLimits::default(),
         }
     }
 }

@@ -21,7 +21,7 @@ use shell_common::{link, ws, GatewayOptions};
 use smol::net::{TcpListener, TcpStream};
 use smol::Task;
 
-use crate::rt::body_stream;
+use crate::rt::{body_stream, Smol};
 use crate::upstream::{header_ok, status_code};
 
 /// Why a gateway could not start.
@@ -247,27 +247,37 @@ async fn upgrade(headers: &http::HeaderMap, shared: &Arc<Shared>) -> Response {
         Ok(a) => a,
         Err(refusal) => return answer(refusal),
     };
+    let driver = shared.driver.clone();
+    let admitted = match link::admit(
+        &driver,
+        accepted.identity,
+        accepted.grants,
+        accepted.features,
+    )
+    .await
+    {
+        Ok(a) => a,
+        Err(e) => {
+            return answer(Answer::failure(&anpx_core::gateway::Failure::new(
+                503,
+                e.to_string(),
+            )))
+        }
+    };
     let mut response = Response::new(http_types::StatusCode::SwitchingProtocols);
     for (name, value) in &accepted.answer.headers {
         response.insert_header(*name, value.as_str());
     }
     let upgraded = response.recv_upgrade().await;
     let config = ws::config(shared.max_frame_len);
-    let driver = shared.driver.clone();
     smol::spawn(async move {
         let Some(io) = upgraded.await else {
             tracing::warn!("receiver upgrade failed");
+            driver.closed(admitted.link);
             return;
         };
         let stream = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-        link::serve(
-            stream,
-            driver,
-            accepted.identity,
-            accepted.grants,
-            accepted.features,
-        )
-        .await;
+        link::serve(stream, driver, admitted, &Smol).await;
     })
     .detach();
     response

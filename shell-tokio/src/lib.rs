@@ -10,6 +10,7 @@ pub mod fetch;
 pub mod gateway;
 pub mod receiver;
 pub mod registry;
+mod rt;
 pub mod tls;
 pub mod upstream;
 mod ws;

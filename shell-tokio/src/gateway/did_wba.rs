@@ -16,8 +16,8 @@ use anpx_core::gateway::Identity;
 use anpx_core::registry::Registry;
 use bytes::Bytes;
 
-use super::admission::{Admission, Admitted, Refusal};
 use crate::fetch;
+use shell_common::{Admission, Admitted, Refusal};
 
 /// How long a fetched DID document is reused.
 const DOCUMENT_TTL: Duration = Duration::from_secs(300);

@@ -21,19 +21,23 @@ use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use async_tungstenite::tungstenite::protocol::Role;
 use async_tungstenite::WebSocketStream;
 use bytes::Bytes;
+use futures_channel::mpsc;
+use futures_util::StreamExt;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-use super::admission::Admission;
-use super::driver::Driver;
+use shell_common::driver::Driver;
+use shell_common::link;
+use shell_common::Admission;
+
 use super::edge::Edge;
-use super::link;
 use crate::body::BoxError;
+use crate::rt::Tokio;
 use crate::ws;
 
 /// The body of every response the gateway gives.
@@ -278,7 +282,7 @@ async fn upgrade(
                 let io = TokioAdapter::new(TokioIo::new(upgraded));
                 let stream =
                     WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
-                link::serve(stream, driver, admitted).await;
+                link::serve(stream, driver, admitted, &Tokio).await;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "receiver upgrade failed");
@@ -378,7 +382,7 @@ async fn proxy(
         _ => (RequestBody::Streaming, Some(body)),
     };
 
-    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (events_tx, mut events) = mpsc::unbounded();
     let started = match shared
         .driver
         .start(host, head, request_body, events_tx)
@@ -421,7 +425,7 @@ async fn proxy(
     let first = tokio::select! {
         biased;
         () = std::future::poll_fn(|cx| upload_refused.poll(cx)) => None,
-        event = events.recv() => Some(event),
+        event = events.next() => Some(event),
     };
     // The pump signals before it cancels, so a channel closed by that
     // cancel finds the signal already there.
@@ -625,7 +629,7 @@ impl Body for ResponseStream {
             )))));
         }
         loop {
-            return match self.events.poll_recv(cx) {
+            return match self.events.poll_next_unpin(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Some(ResponseEvent::Body(b))) if b.is_empty() => continue,
                 Poll::Ready(Some(ResponseEvent::Body(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),

@@ -1,81 +1,29 @@
 //! The gateway runtime: listeners, the receivers' WebSocket endpoint, and
 //! the task that drives `anpx_core::gateway`.
 
-mod admission;
 mod did_wba;
-mod driver;
 mod edge;
 mod http;
-mod link;
 
-pub use admission::{Admission, Admitted, OpenAdmission, Refusal};
 pub use did_wba::{DidWbaAdmission, DocumentSources};
+pub use shell_common::{Admission, Admitted, GatewayOptions, OpenAdmission, Refusal};
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anpx_core::edge::EdgeLimits;
 use anpx_core::features::{Feature, Features};
-use anpx_core::gateway::{Gateway as Core, GatewayConfig, GatewayStats};
+use anpx_core::gateway::{Gateway as Core, GatewayStats};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use self::driver::Driver;
 use self::edge::{Edge, FirstBytesDeadline};
 use self::http::{Listener, Shared};
-
-/// How to run a gateway.
-#[derive(Clone)]
-pub struct GatewayOptions {
-    /// Public HTTP address (also serves receivers at `/ws`).
-    pub listen: SocketAddr,
-    /// Optional separate address where receivers connect at any path.
-    pub ws_listen: Option<SocketAddr>,
-    /// The state machine's settings.
-    pub core: GatewayConfig,
-    /// Who may connect as a receiver.
-    pub admission: Arc<dyn Admission>,
-    /// How long in-flight requests may take to finish on shutdown.
-    pub drain_grace: Duration,
-    /// TLS for both listeners (`https://`, `wss://`); `None` for plain.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// What public clients and unauthenticated receivers may send.
-    pub edge: EdgeLimits,
-}
-
-impl GatewayOptions {
-    /// Options from the `[gateway]` configuration section, in open mode
-    /// (the caller swaps `admission` for DID-WBA).
-    pub fn from_config(section: &anpx_core::config::GatewaySection) -> Self {
-        GatewayOptions {
-            listen: section.listen,
-            ws_listen: section.ws_listen,
-            core: section.core_config(),
-            admission: Arc::new(OpenAdmission),
-            drain_grace: section.drain_grace(),
-            tls: None,
-            edge: section.edge_limits(),
-        }
-    }
-
-    /// Open mode on `listen` with default settings.
-    pub fn open(listen: SocketAddr) -> Self {
-        GatewayOptions {
-            listen,
-            ws_listen: None,
-            core: GatewayConfig::default(),
-            admission: Arc::new(OpenAdmission),
-            drain_grace: Duration::from_secs(10),
-            tls: None,
-            edge: EdgeLimits::default(),
-        }
-    }
-}
+use shell_common::driver::Driver;
 
 /// A running gateway.
 pub struct Gateway {
@@ -96,8 +44,12 @@ impl Gateway {
             None => None,
         };
         let seed = fastrand::u64(..);
+        let (driver, task) = Driver::new(Core::new(options.core.clone(), seed), |at| {
+            tokio::time::sleep_until(at.into())
+        });
+        tokio::spawn(task);
         let shared = Arc::new(Shared {
-            driver: Driver::spawn(Core::new(options.core.clone(), seed)),
+            driver,
             admission: options.admission.clone(),
             features: [Feature::Streaming, Feature::Lossless]
                 .into_iter()
