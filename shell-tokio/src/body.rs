@@ -1,48 +1,37 @@
-//! A streaming HTTP body fed through a channel, used both for the responses
-//! the gateway streams to public clients and for the request bodies the
-//! receiver streams to its upstream.
+//! A streaming HTTP body fed through a channel: the request bodies the
+//! receiver streams to its upstream, as an [`http_body::Body`] over the
+//! shared [`shell_common::body`] channel.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http_body::{Body, Frame, SizeHint};
-use tokio::sync::mpsc;
+use shell_common::body::BodyStream;
 
-/// Errors that can end a body early.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The body stopped before it was complete.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("body aborted: {0}")]
-pub struct Aborted(pub String);
+pub use shell_common::body::{Aborted, BodySender};
+pub use shell_common::BoxError;
 
 /// The receiving half: an [`http_body::Body`].
 pub struct ChannelBody {
-    rx: mpsc::UnboundedReceiver<Result<Bytes, Aborted>>,
-    size: Option<u64>,
+    inner: BodyStream,
     on_abandon: Option<Box<dyn FnOnce() + Send>>,
-    ended: bool,
-}
-
-/// The sending half. Dropping it without [`finish`](Self::finish) ends the
-/// body with an error, so a cut-short body can never pass for a whole one.
-pub struct BodySender {
-    tx: Option<mpsc::UnboundedSender<Result<Bytes, Aborted>>>,
 }
 
 /// A connected sender and body. `size` is the exact length, when known.
 pub fn channel(size: Option<u64>) -> (BodySender, ChannelBody) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    (
-        BodySender { tx: Some(tx) },
+    let (tx, rx) = shell_common::body::channel(size);
+    (tx, ChannelBody::from(rx))
+}
+
+impl From<BodyStream> for ChannelBody {
+    fn from(inner: BodyStream) -> Self {
         ChannelBody {
-            rx,
-            size,
+            inner,
             on_abandon: None,
-            ended: false,
-        },
-    )
+        }
+    }
 }
 
 impl ChannelBody {
@@ -54,41 +43,9 @@ impl ChannelBody {
     }
 }
 
-impl BodySender {
-    /// Sends a piece; false when the reader is gone.
-    pub fn send(&self, data: Bytes) -> bool {
-        self.tx.as_ref().is_some_and(|tx| tx.send(Ok(data)).is_ok())
-    }
-
-    /// Ends the body normally.
-    pub fn finish(mut self) {
-        self.tx = None;
-    }
-
-    /// Ends the body with an error.
-    pub fn abort(mut self, why: impl Into<String>) {
-        if let Some(tx) = self.tx.take() {
-            let _ = tx.send(Err(Aborted(why.into())));
-        }
-    }
-
-    /// True when the reader has gone away.
-    pub fn is_closed(&self) -> bool {
-        self.tx.as_ref().is_none_or(|tx| tx.is_closed())
-    }
-}
-
-impl Drop for BodySender {
-    fn drop(&mut self) {
-        if let Some(tx) = self.tx.take() {
-            let _ = tx.send(Err(Aborted("the sender went away".into())));
-        }
-    }
-}
-
 impl Drop for ChannelBody {
     fn drop(&mut self) {
-        if !self.ended {
+        if !self.inner.is_end() {
             if let Some(f) = self.on_abandon.take() {
                 f();
             }
@@ -104,26 +61,17 @@ impl Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
-        match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(Ok(data))) => Poll::Ready(Some(Ok(Frame::data(data)))),
-            Poll::Ready(Some(Err(e))) => {
-                self.ended = true;
-                Poll::Ready(Some(Err(e)))
-            }
-            Poll::Ready(None) => {
-                self.ended = true;
-                Poll::Ready(None)
-            }
-            Poll::Pending => Poll::Pending,
-        }
+        self.inner
+            .poll_next_unpin(cx)
+            .map(|piece| piece.map(|r| r.map(Frame::data)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ended || self.size == Some(0)
+        self.inner.is_end()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.size {
+        match self.inner.size() {
             Some(n) => SizeHint::with_exact(n),
             None => SizeHint::default(),
         }

@@ -13,4 +13,3 @@ pub mod registry;
 mod rt;
 pub mod tls;
 pub mod upstream;
-mod ws;

@@ -5,12 +5,17 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use anpx_core::RequestHead;
 use bytes::Bytes;
+use http_body::Body as _;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::BodyExt;
+use http_body_util::{BodyDataStream, BodyExt};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+
+use shell_common::body::BodyStream;
+use shell_common::receiver::{upstream_request_parts, BoxFuture, Dispatch, Reply};
 
 use crate::body::{BoxError, ChannelBody};
 
@@ -182,6 +187,58 @@ impl Upstream for DemoUpstream {
                 .map_err(|never| match never {})
                 .boxed_unsync();
             Ok(response.body(body)?)
+        })
+    }
+}
+
+/// Serves the shared connection loop's requests: each becomes an
+/// [`UpstreamRequest`] whose body streams in, and the response is relayed.
+impl Dispatch for dyn Upstream {
+    fn dispatch(&self, head: RequestHead, body: BodyStream, reply: Reply) -> BoxFuture<()> {
+        let (target, headers) = upstream_request_parts(&head);
+        let mut builder = http::Request::builder()
+            .method(head.method.as_str())
+            .uri(target);
+        for (name, value) in headers {
+            builder = builder.header(name, value);
+        }
+        let request = match builder.body(ChannelBody::from(body)) {
+            Ok(r) => r,
+            Err(e) => {
+                let answer =
+                    serde_json::json!({ "error": format!("Bad request from gateway: {e}") });
+                let head = anpx_core::ResponseHead::new(400)
+                    .with_header("content-type", "application/json");
+                reply.whole(head, Bytes::from(answer.to_string()));
+                return Box::pin(async {});
+            }
+        };
+        let call = self.call(request);
+        Box::pin(async move {
+            let response = match call.await {
+                Ok(r) => r,
+                Err(e) => return reply.failed(format!("Upstream error: {e}")),
+            };
+            let (parts, body) = response.into_parts();
+            let exact = if body.is_end_stream() {
+                Some(0)
+            } else {
+                body.size_hint().exact()
+            };
+            let headers = parts.headers.iter().map(|(n, v)| {
+                (
+                    n.as_str(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            });
+            reply
+                .relay(
+                    parts.status.as_u16(),
+                    headers,
+                    exact,
+                    BodyDataStream::new(body),
+                )
+                .await;
         })
     }
 }

@@ -32,13 +32,12 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 
 use shell_common::driver::Driver;
-use shell_common::link;
 use shell_common::Admission;
+use shell_common::{link, ws};
 
 use super::edge::Edge;
 use crate::body::BoxError;
 use crate::rt::Tokio;
-use crate::ws;
 
 /// The body of every response the gateway gives.
 pub(crate) type GatewayBody = BoxBody<Bytes, BoxError>;
