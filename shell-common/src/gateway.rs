@@ -4,6 +4,7 @@
 //! [`Answer`]s and [`ResponseStream`]s to its HTTP library's types.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +21,8 @@ use anpx_core::{RequestId, ResponseHead};
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use bytes::Bytes;
 use futures_channel::mpsc;
-use futures_util::{Stream, StreamExt};
+use futures_util::future::{select, Either};
+use futures_util::{FutureExt, Stream, StreamExt};
 
 use crate::admission::Admission;
 use crate::driver::Driver;
@@ -350,6 +352,7 @@ impl Shared {
                 receiver: started.receiver,
                 started_at,
                 status: None,
+                error: None,
             },
         })
     }
@@ -372,27 +375,68 @@ impl Pending {
     /// failure to answer with.
     pub async fn response(self) -> Result<(ResponseHead, ResponseStream), Answer> {
         let Pending {
+            mut events, guard, ..
+        } = self;
+        let first = events.next().await;
+        head_or_failure(first, events, guard)
+    }
+
+    /// Like [`response`](Self::response), unless `cut` resolves first (the
+    /// shell gave up on the request, say its body crossed a limit): then
+    /// `None`, and the request is logged with `status` and `error`.
+    pub async fn response_unless<F>(
+        self,
+        mut cut: F,
+        status: u16,
+        error: &str,
+    ) -> Option<Result<(ResponseHead, ResponseStream), Answer>>
+    where
+        F: Future<Output = ()> + Unpin,
+    {
+        let Pending {
             mut events,
             mut guard,
             ..
         } = self;
-        match events.next().await {
-            Some(ResponseEvent::Head(head)) => {
-                let head = forward::response_head_for_client(head);
-                guard.status = Some(head.status);
-                Ok((head, ResponseStream { events, guard }))
-            }
-            Some(ResponseEvent::Failed(f)) => {
-                guard.finish(f.status);
-                Err(Answer::failure(&f))
-            }
-            Some(ResponseEvent::Body(_) | ResponseEvent::End) | None => {
-                guard.finish(502);
-                Err(Answer::failure(&Failure::new(
-                    502,
-                    "Receiver response ended before its head",
-                )))
-            }
+        // The cut is looked at first, and once more when the events end:
+        // a shell that cuts a request cancels it too, which ends them.
+        let first = match select(&mut cut, events.next()).await {
+            Either::Left(((), _)) => None,
+            Either::Right((event, _)) => Some(event),
+        };
+        let first = match first {
+            Some(None) if (&mut cut).now_or_never().is_some() => None,
+            other => other,
+        };
+        let Some(first) = first else {
+            guard.fail(status, error);
+            return None;
+        };
+        Some(head_or_failure(first, events, guard))
+    }
+}
+
+fn head_or_failure(
+    first: Option<ResponseEvent>,
+    events: mpsc::UnboundedReceiver<ResponseEvent>,
+    mut guard: Guard,
+) -> Result<(ResponseHead, ResponseStream), Answer> {
+    match first {
+        Some(ResponseEvent::Head(head)) => {
+            let head = forward::response_head_for_client(head);
+            guard.status = Some(head.status);
+            Ok((head, ResponseStream { events, guard }))
+        }
+        Some(ResponseEvent::Failed(f)) => {
+            guard.fail(f.status, &f.error);
+            Err(Answer::failure(&f))
+        }
+        Some(ResponseEvent::Body(_) | ResponseEvent::End) | None => {
+            guard.fail(502, "receiver response ended before its head");
+            Err(Answer::failure(&Failure::new(
+                502,
+                "Receiver response ended before its head",
+            )))
         }
     }
 }
@@ -427,6 +471,8 @@ struct Guard {
     receiver: String,
     started_at: Instant,
     status: Option<u16>,
+    /// Why the request failed, when it did.
+    error: Option<String>,
 }
 
 impl Guard {
@@ -435,6 +481,11 @@ impl Guard {
         if let Some(id) = self.id.take() {
             self.log(&id, "done");
         }
+    }
+
+    fn fail(&mut self, status: u16, error: &str) {
+        self.error = Some(error.to_owned());
+        self.finish(status);
     }
 
     fn log(&self, id: &RequestId, outcome: &str) {
@@ -446,6 +497,7 @@ impl Guard {
             duration_ms = self.started_at.elapsed().as_secs_f64() * 1e3,
             receiver = %self.receiver,
             outcome,
+            error = self.error.as_deref().unwrap_or(""),
             "request"
         );
     }
@@ -473,6 +525,14 @@ pub struct ResponseStream {
     guard: Guard,
 }
 
+impl ResponseStream {
+    /// The shell cut the response short (the request is cancelled
+    /// separately): logs the request with `status` and `error`.
+    pub fn fail(&mut self, status: u16, error: &str) {
+        self.guard.fail(status, error);
+    }
+}
+
 impl Stream for ResponseStream {
     type Item = Result<Bytes, ResponseAborted>;
 
@@ -488,11 +548,11 @@ impl Stream for ResponseStream {
                     Poll::Ready(None)
                 }
                 Poll::Ready(Some(ResponseEvent::Failed(f))) => {
-                    self.guard.finish(f.status);
+                    self.guard.fail(f.status, &f.error);
                     Poll::Ready(Some(Err(ResponseAborted(f.error))))
                 }
                 Poll::Ready(Some(ResponseEvent::Head(_))) | Poll::Ready(None) => {
-                    self.guard.finish(502);
+                    self.guard.fail(502, "gateway lost the response");
                     Poll::Ready(Some(Err(ResponseAborted(
                         "gateway lost the response".into(),
                     ))))

@@ -13,7 +13,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anpx_core::features::{Feature, Features};
 use anpx_core::gateway::{Gateway as Core, GatewayStats};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -22,8 +21,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use self::edge::{Edge, FirstBytesDeadline};
-use self::http::{Listener, Shared};
+use self::http::Shared;
 use shell_common::driver::Driver;
+use shell_common::gateway::Listener;
 
 /// A running gateway.
 pub struct Gateway {
@@ -48,21 +48,13 @@ impl Gateway {
             tokio::time::sleep_until(at.into())
         });
         tokio::spawn(task);
+        let scheme = if options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let shared = Arc::new(Shared {
-            driver,
-            admission: options.admission.clone(),
-            features: [Feature::Streaming, Feature::Lossless]
-                .into_iter()
-                .collect::<Features>(),
-            chunk_size: options.core.chunk_size,
-            max_frame_len: options.core.frame_limits.max_frame_len,
-            scheme: if options.tls.is_some() {
-                "https"
-            } else {
-                "http"
-            },
-            draining: Default::default(),
-            auth_refusals: Default::default(),
+            common: shell_common::gateway::Shared::new(driver, &options, scheme),
             edge: Arc::new(Edge::new(options.edge)),
         });
         let (stop, stopped) = watch::channel(false);
@@ -109,22 +101,22 @@ impl Gateway {
 
     /// A snapshot of the gateway's state.
     pub async fn stats(&self) -> Option<GatewayStats> {
-        self.shared.driver.stats().await.ok()
+        self.shared.common.driver.stats().await.ok()
     }
 
     /// Stops accepting, lets requests in flight finish within the drain
     /// grace period, then stops.
     pub async fn shutdown(mut self) {
-        self.shared.draining.store(true, Ordering::Relaxed);
+        self.shared.common.draining.store(true, Ordering::Relaxed);
         let _ = self.stop.send(true);
         let deadline = tokio::time::Instant::now() + self.drain_grace;
         while tokio::time::Instant::now() < deadline {
-            match self.shared.driver.stats().await {
+            match self.shared.common.driver.stats().await {
                 Ok(s) if s.in_flight > 0 => tokio::time::sleep(Duration::from_millis(50)).await,
                 _ => break,
             }
         }
-        self.shared.driver.shutdown();
+        self.shared.common.driver.shutdown();
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
     }
