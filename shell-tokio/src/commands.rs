@@ -3,29 +3,12 @@
 use std::sync::Arc;
 
 use anpx_core::auth::VerifierConfig;
-use anpx_core::cli::{Cli, Command};
-use anpx_core::config::{AuthMode, Config, CONFIG_FILE_ENV};
+use anpx_core::cli::Command;
+use anpx_core::config::{AuthMode, Config};
 use anyhow::{bail, Context, Result};
 use shell_tokio::gateway::{DidWbaAdmission, DocumentSources, Gateway, GatewayOptions};
 use shell_tokio::receiver::{DidCredentials, Receiver, ReceiverOptions, Status};
 use shell_tokio::upstream::{DemoUpstream, HttpUpstream, Upstream};
-
-/// Defaults < `--config` file < `ANPX_*` environment < flags.
-pub(crate) fn load_config(cli: &Cli) -> Result<Config> {
-    let text = match &cli.config {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the config file {}", path.display()))?,
-        None => String::new(),
-    };
-    let env = std::env::vars().filter(|(k, _)| k != CONFIG_FILE_ENV);
-    let config = cli
-        .load_config(&text, env)
-        .with_context(|| match &cli.config {
-            Some(p) => format!("invalid configuration (file {})", p.display()),
-            None => "invalid configuration".to_owned(),
-        })?;
-    Ok(config)
-}
 
 pub(crate) async fn run(command: Command, config: Config) -> Result<()> {
     match command {

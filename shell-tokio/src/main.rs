@@ -6,23 +6,23 @@
 mod commands;
 mod decode;
 mod did_cmd;
-mod logging;
 mod registry_cmd;
 
 use std::process::ExitCode;
 
 use anpx_core::cli::{Cli, Command};
 use clap::Parser;
+use shell_common::process::{init_logging, load_config};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Decode(args) = &cli.command {
         return decode::main(args);
     }
-    let config = match commands::load_config(&cli) {
+    let config = match load_config(&cli) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("anpx: {e:#}");
+            eprintln!("anpx: {e}");
             return ExitCode::from(2);
         }
     };
@@ -30,7 +30,7 @@ fn main() -> ExitCode {
         print!("{}", config.to_toml_string());
         return ExitCode::SUCCESS;
     }
-    logging::init(config.gateway.log_format);
+    init_logging(config.gateway.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
