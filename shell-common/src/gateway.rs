@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anpx_core::features::{negotiate, Feature, Features};
 use anpx_core::forward::{self, ClientInfo};
@@ -26,6 +26,7 @@ use futures_util::{FutureExt, Stream, StreamExt};
 
 use crate::admission::Admission;
 use crate::driver::Driver;
+use crate::receiver::Runtime;
 
 /// A complete answer the gateway gives by itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,6 +173,22 @@ impl Shared {
             scheme,
             draining: AtomicBool::new(false),
             auth_refusals: Mutex::default(),
+        }
+    }
+
+    /// Waits, at most `grace`, for the requests in flight to finish;
+    /// `runtime` times the pauses between looks.
+    pub async fn wait_in_flight(&self, grace: Duration, runtime: &dyn Runtime) {
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            match self.driver.stats().await {
+                Ok(s) if s.in_flight > 0 => {
+                    runtime
+                        .sleep_until(Instant::now() + Duration::from_millis(50))
+                        .await
+                }
+                _ => break,
+            }
         }
     }
 

@@ -129,15 +129,7 @@ impl Gateway {
     pub async fn shutdown(self) {
         self.shared.draining.store(true, Ordering::Relaxed);
         self.stop.set(true);
-        let deadline = std::time::Instant::now() + self.drain_grace;
-        while std::time::Instant::now() < deadline {
-            match self.shared.driver.stats().await {
-                Ok(s) if s.in_flight > 0 => {
-                    smol::Timer::after(Duration::from_millis(50)).await;
-                }
-                _ => break,
-            }
-        }
+        self.shared.wait_in_flight(self.drain_grace, &Smol).await;
         self.shared.driver.shutdown();
         for task in self.listeners {
             task.cancel().await;

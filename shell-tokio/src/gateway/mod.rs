@@ -109,13 +109,10 @@ impl Gateway {
     pub async fn shutdown(mut self) {
         self.shared.common.draining.store(true, Ordering::Relaxed);
         let _ = self.stop.send(true);
-        let deadline = tokio::time::Instant::now() + self.drain_grace;
-        while tokio::time::Instant::now() < deadline {
-            match self.shared.common.driver.stats().await {
-                Ok(s) if s.in_flight > 0 => tokio::time::sleep(Duration::from_millis(50)).await,
-                _ => break,
-            }
-        }
+        self.shared
+            .common
+            .wait_in_flight(self.drain_grace, &crate::rt::Tokio)
+            .await;
         self.shared.common.driver.shutdown();
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
