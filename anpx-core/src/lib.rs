@@ -57,6 +57,7 @@ pub mod frame;
 pub mod gateway;
 pub mod handshake;
 pub mod message;
+pub mod policy;
 pub mod receiver;
 pub mod registry;
 pub mod route;

@@ -55,6 +55,19 @@ fn all_changed() -> Config {
     g.max_body_bytes = 1 << 20;
     g.max_pending_handshakes = 9;
     g.max_receivers_per_ip = 2;
+    g.security_headers = true;
+    g.block_probes = true;
+    g.blocked_paths = vec!["/a b/".to_owned(), "x=\"y\"".to_owned()];
+    g.rate_limit.ip_per_sec = Some(5);
+    g.rate_limit.ip_burst = Some(6);
+    g.rate_limit.route_per_sec = Some(7);
+    g.rate_limit.route_burst = Some(8);
+    g.rate_limit.max_tracked = 9;
+    g.cors.origins = vec![
+        "https://app.test".to_owned(),
+        "http://[::1]:3000".to_owned(),
+    ];
+    g.cors.max_age_secs = 0;
     g.tls.cert = Some(PathBuf::from("c \"quoted\" é.pem"));
     g.tls.key = Some(PathBuf::from("k.pem"));
     g.auth.mode = AuthMode::DidWba;
@@ -321,6 +334,46 @@ fn bad_values_are_named() {
         (
             "[gateway.registry]\nurl = \"https://registry.test/grants\"",
             "gateway.registry.url: expected a sqlite:, mysql:// or postgres:// URL, got \"https://registry.test/grants\"",
+        ),
+        (
+            "[gateway]\nsecurity_headers = \"maybe\"",
+            "gateway.security_headers: expected true or false, got \"maybe\"",
+        ),
+        (
+            "[gateway]\nblock_probes = 1",
+            "gateway.block_probes: expected true or false, got 1",
+        ),
+        (
+            "[gateway]\nblocked_paths = \"/wp-admin\"",
+            "gateway.blocked_paths: expected a list of path patterns such as [\"/wp-admin\", \"/.env\"], got \"/wp-admin\"",
+        ),
+        (
+            "[gateway.rate_limit]\nip_per_sec = 0",
+            "gateway.rate_limit.ip_per_sec: expected a positive integer, got 0",
+        ),
+        (
+            "[gateway.rate_limit]\nip_burst = 2000000",
+            "gateway.rate_limit.ip_burst: expected at most 1000000, got 2000000",
+        ),
+        (
+            "[gateway.rate_limit]\nroute_per_sec = -1",
+            "gateway.rate_limit.route_per_sec: expected a positive integer, got -1",
+        ),
+        (
+            "[gateway.rate_limit]\nroute_burst = \"many\"",
+            "gateway.rate_limit.route_burst: expected a positive integer, got \"many\"",
+        ),
+        (
+            "[gateway.rate_limit]\nmax_tracked = 0",
+            "gateway.rate_limit.max_tracked: expected a positive integer, got 0",
+        ),
+        (
+            "[gateway.cors]\norigins = [\"app.test/x\"]",
+            "gateway.cors.origins: expected a list of origins such as [\"https://app.example.com\"] or [\"*\"], got \"app.test/x\"",
+        ),
+        (
+            "[gateway.cors]\nmax_age_secs = -5",
+            "gateway.cors.max_age_secs: expected a non-negative integer, got -5",
         ),
         (
             "[gateway.registry]\nrefresh_secs = 0",

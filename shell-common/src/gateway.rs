@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,6 +16,7 @@ use anpx_core::features::{negotiate, Feature, Features};
 use anpx_core::forward::{self, ClientInfo};
 use anpx_core::gateway::{Failure, Identity, RequestBody, ResponseEvent};
 use anpx_core::handshake::{self, FEATURES_HEADER, GRANTED_HEADER, SERVICES_HEADER};
+use anpx_core::policy::{Decoration, Policy, PublicHead, Screen};
 use anpx_core::route::ServiceUrl;
 use anpx_core::{RequestId, ResponseHead};
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -153,6 +154,9 @@ pub struct Shared {
     /// Set on shutdown: new requests get 503.
     pub draining: AtomicBool,
     auth_refusals: Mutex<BTreeMap<&'static str, u64>>,
+    /// The optional middlewares; `None` when all are off, so a plain
+    /// tunnel takes no lock for them.
+    policy: Option<Mutex<Policy>>,
 }
 
 impl Shared {
@@ -173,6 +177,61 @@ impl Shared {
             scheme,
             draining: AtomicBool::new(false),
             auth_refusals: Mutex::default(),
+            policy: options
+                .policy
+                .enabled()
+                .then(|| Mutex::new(Policy::new(&options.policy, scheme == "https"))),
+        }
+    }
+
+    /// The middlewares' verdict on a public request, before it is routed:
+    /// `Err` is the gateway's own answer (429, 403, a CORS preflight's
+    /// 204), `Ok` the headers to add to the response once forwarded (see
+    /// [`decorate`]).
+    pub fn screen(
+        &self,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+        headers: &http::HeaderMap,
+        authority: Option<&str>,
+        peer: IpAddr,
+    ) -> Result<Vec<Decoration>, Answer> {
+        let Some(policy) = &self.policy else {
+            return Ok(Vec::new());
+        };
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let head = PublicHead {
+            method,
+            path,
+            query,
+            host: forward::routing_host(header("host"), authority),
+            origin: header("origin"),
+            request_method: header("access-control-request-method"),
+            request_headers: header("access-control-request-headers"),
+            ip: peer,
+        };
+        let screen = match policy.lock() {
+            Ok(mut p) => p.screen(&head, Instant::now()),
+            // A panic while holding the lock left the tables mid-update;
+            // refusing nothing is the transparent default.
+            Err(_) => return Ok(Vec::new()),
+        };
+        match screen {
+            Screen::Forward(decorations) => Ok(decorations),
+            Screen::Refuse(r) => {
+                tracing::info!(%peer, method, path, status = r.status, reason = r.reason.label(), "request answered by the gateway");
+                let mut headers = Vec::with_capacity(r.headers.len() + 1);
+                if !r.body.is_empty() {
+                    headers.push(("content-type", "application/json".to_owned()));
+                }
+                headers.extend(r.headers);
+                Err(Answer {
+                    status: r.status,
+                    headers,
+                    body: r.body.into(),
+                })
+            }
         }
     }
 
@@ -221,6 +280,11 @@ impl Shared {
             Err(e) => return Answer::failure(&Failure::new(503, e.to_string())),
         };
         let mut text = stats.to_prometheus();
+        if let Some(policy) = &self.policy {
+            if let Ok(p) = policy.lock() {
+                text.push_str(&p.prometheus());
+            }
+        }
         let refusals = self
             .auth_refusals
             .lock()
@@ -373,6 +437,20 @@ impl Shared {
             },
         })
     }
+}
+
+/// Which of the middlewares' headers to set on a response, given whether
+/// it `contains` a header already: those that replace the service's, and
+/// those it left out.
+pub fn decorate(
+    decorations: &[Decoration],
+    contains: impl Fn(&str) -> bool,
+) -> Vec<(&'static str, &str)> {
+    decorations
+        .iter()
+        .filter(|d| d.replace || !contains(d.name))
+        .map(|d| (d.name, d.value.as_str()))
+        .collect()
 }
 
 /// A routed request waiting for its response.

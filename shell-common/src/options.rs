@@ -8,6 +8,7 @@ use anpx_core::backoff::BackoffConfig;
 use anpx_core::edge::EdgeLimits;
 use anpx_core::features::{Feature, Features};
 use anpx_core::gateway::GatewayConfig;
+use anpx_core::policy::PolicyConfig;
 use anpx_core::receiver::ReceiverConfig;
 use anpx_core::route::ServiceUrl;
 
@@ -30,6 +31,9 @@ pub struct GatewayOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// What public clients and unauthenticated receivers may send.
     pub edge: EdgeLimits,
+    /// The optional middlewares (rate limits, CORS, security headers,
+    /// blocklist); all off by default.
+    pub policy: PolicyConfig,
 }
 
 impl GatewayOptions {
@@ -44,6 +48,7 @@ impl GatewayOptions {
             drain_grace: section.drain_grace(),
             tls: None,
             edge: section.edge_limits(),
+            policy: section.policy_config(),
         }
     }
 
@@ -57,6 +62,7 @@ impl GatewayOptions {
             drain_grace: Duration::from_secs(10),
             tls: None,
             edge: EdgeLimits::default(),
+            policy: PolicyConfig::default(),
         }
     }
 }

@@ -14,7 +14,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use http_types::{Request, Response};
 use shell_common::driver::Driver;
 use shell_common::gateway::{
-    is_websocket_upgrade, Answer, Endpoint, Listener, PublicRequest, Shared,
+    decorate, is_websocket_upgrade, Answer, Endpoint, Listener, PublicRequest, Shared,
 };
 use shell_common::signal::Stop;
 use shell_common::{link, ws, GatewayOptions};
@@ -221,7 +221,20 @@ async fn handle(
         Endpoint::Health => answer(shared.health()),
         Endpoint::Stats => answer(shared.stats().await),
         Endpoint::Metrics => answer(shared.metrics().await),
-        Endpoint::Proxy => proxy(req, headers, shared, peer, local).await,
+        Endpoint::Proxy => {
+            let url = req.url();
+            match shared.screen(&method, url.path(), url.query(), &headers, None, peer.ip()) {
+                Err(a) => answer(a),
+                Ok(decorations) => {
+                    let mut r = proxy(req, headers, shared, peer, local).await;
+                    let set = decorate(&decorations, |name| r.header(name).is_some());
+                    for (name, value) in set {
+                        r.insert_header(name, value);
+                    }
+                    r
+                }
+            }
+        }
     }
 }
 

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anpx_core::gateway::GatewayStats;
+use anpx_core::policy::{CorsConfig, RateConfig};
 use shell_common::{GatewayOptions, Status};
-use support::{pattern, send, sha256, start_backend};
+use support::{pattern, send, send_with, sha256, start_backend};
 
 const HOST: &str = "api.agent.com";
 
@@ -37,6 +38,7 @@ impl Gw {
                 t.ws_listen = o.ws_listen;
                 t.core = o.core;
                 t.drain_grace = o.drain_grace;
+                t.policy = o.policy;
                 Gw::Tokio(shell_tokio::gateway::Gateway::bind(t).await.unwrap())
             }
             Shell::Smol => Gw::Smol(shell_smol::gateway::Gateway::bind(o).await.unwrap()),
@@ -269,6 +271,206 @@ async fn health_and_metrics(gw: Shell, rx: Shell) {
     assert!(text.contains("anpx_requests_completed_total 1\n"), "{text}");
 }
 
+async fn middlewares_are_off_by_default(gw: Shell, rx: Shell) {
+    let backend = start_backend().await;
+    let g = Gw::start(gw, |_| {}).await;
+    let _r = Rx::start(rx, g.addr(), backend).await;
+    // A probe path is forwarded like any other, nothing is added to the
+    // response, a preflight reaches the service, and rapid requests are
+    // all served.
+    let r = send(g.addr(), "GET", HOST, "/svc/wp-admin/", "").await;
+    assert_eq!((r.status, r.header("x-path")), (200, "/svc/wp-admin/"));
+    assert!(r.headers.get("x-frame-options").is_none());
+    let preflight = [
+        ("origin", "https://app.test"),
+        ("access-control-request-method", "PUT"),
+    ];
+    let r = send_with(g.addr(), "OPTIONS", HOST, "/svc/p", &preflight, "").await;
+    assert_eq!((r.status, r.header("x-method")), (200, "OPTIONS"));
+    assert!(r.headers.get("access-control-allow-origin").is_none());
+    for _ in 0..50 {
+        assert_eq!(send(g.addr(), "GET", HOST, "/svc/a", "").await.status, 200);
+    }
+    let m = send(g.addr(), "GET", HOST, "/metrics", "").await;
+    assert!(!String::from_utf8_lossy(&m.body).contains("anpx_policy_answered_total"));
+}
+
+/// Sends until the gateway answers 429; returns that answer and how many
+/// were served before it.
+async fn until_429(addr: SocketAddr, path: &str) -> (support::Reply, usize) {
+    for served in 0..30 {
+        let r = send(addr, "GET", HOST, path, "").await;
+        if r.status == 429 {
+            return (r, served);
+        }
+        assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    }
+    panic!("no 429 after 30 requests at a limit of 1 a second");
+}
+
+async fn rate_limits_answer_429_with_retry_after(gw: Shell, rx: Shell) {
+    let backend = start_backend().await;
+    let per_ip = Gw::start(gw, |o| {
+        o.policy.per_ip = Some(RateConfig {
+            per_sec: 1,
+            burst: 3,
+        })
+    })
+    .await;
+    let _r = Rx::start(rx, per_ip.addr(), backend).await;
+    let started = std::time::Instant::now();
+    let (r, served) = until_429(per_ip.addr(), "/svc/a").await;
+    // The burst, plus at most one token per second that passed.
+    let most = 3 + started.elapsed().as_secs() as usize + 1;
+    assert!(
+        (3..=most).contains(&served),
+        "{served} served before the 429"
+    );
+    assert_eq!(r.header("retry-after"), "1");
+    assert_eq!(r.json()["error"], "Too many requests");
+    assert!(
+        r.headers.get("x-method").is_none(),
+        "a 429 is not forwarded"
+    );
+    // Waiting as told is enough: served again within a few seconds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if send(per_ip.addr(), "GET", HOST, "/svc/a", "").await.status == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never served again");
+    }
+    let m = send(per_ip.addr(), "GET", HOST, "/metrics", "").await;
+    let text = String::from_utf8_lossy(&m.body).into_owned();
+    assert!(
+        !text.contains("anpx_policy_answered_total{reason=\"rate_limited_ip\"} 0\n")
+            && text.contains("anpx_policy_answered_total{reason=\"rate_limited_ip\"}"),
+        "{text}"
+    );
+
+    let backend = start_backend().await;
+    let per_route = Gw::start(gw, |o| {
+        o.policy.per_route = Some(RateConfig {
+            per_sec: 1,
+            burst: 2,
+        })
+    })
+    .await;
+    let _r = Rx::start(rx, per_route.addr(), backend).await;
+    let (r, served) = until_429(per_route.addr(), "/svc/a").await;
+    assert!(served >= 2, "{served}");
+    assert_eq!(r.json()["reason"], "rate limit of this route");
+    assert!(!r.header("retry-after").is_empty());
+    // Another route has its own budget: /other reaches routing (404).
+    assert_eq!(
+        send(per_route.addr(), "GET", HOST, "/other", "")
+            .await
+            .status,
+        404
+    );
+}
+
+async fn cors_security_headers_and_blocklist(gw: Shell, rx: Shell) {
+    let backend = start_backend().await;
+    let g = Gw::start(gw, |o| {
+        o.policy.security_headers = true;
+        o.policy.block_probes = true;
+        o.policy.blocked_paths = vec!["/svc/private/".into()];
+        o.policy.cors = CorsConfig {
+            origins: vec!["https://app.test".into()],
+            max_age: Duration::from_secs(42),
+        };
+    })
+    .await;
+    let _r = Rx::start(rx, g.addr(), backend).await;
+    let addr = g.addr();
+
+    // Security headers on forwarded responses; no HSTS over plain HTTP.
+    let r = send(addr, "GET", HOST, "/svc/a", "").await;
+    assert_eq!((r.status, r.header("x-method")), (200, "GET"));
+    assert_eq!(r.header("x-content-type-options"), "nosniff");
+    assert_eq!(r.header("x-frame-options"), "DENY");
+    assert_eq!(
+        r.header("referrer-policy"),
+        "strict-origin-when-cross-origin"
+    );
+    assert!(r.headers.get("strict-transport-security").is_none());
+
+    // Probes and configured patterns: 403, never forwarded, however spelled.
+    for path in [
+        "/svc/wp-admin/install.php",
+        "/svc/%77p-login.php",
+        "/phpmyadmin/",
+        "/svc/x?page=php%3A%2F%2Finput",
+        "/svc/private/keys",
+        "/svc/.env",
+    ] {
+        let r = send(addr, "GET", HOST, path, "").await;
+        assert_eq!(r.status, 403, "{path}");
+        assert!(r.headers.get("x-method").is_none(), "{path} was forwarded");
+        assert_eq!(r.json()["error"], "Forbidden");
+        assert_eq!(r.header("x-frame-options"), "DENY");
+    }
+
+    // A preflight from an allowed origin is answered at the gateway.
+    let preflight = [
+        ("origin", "https://app.test"),
+        ("access-control-request-method", "PUT"),
+        ("access-control-request-headers", "x-token"),
+    ];
+    let r = send_with(addr, "OPTIONS", HOST, "/svc/p", &preflight, "").await;
+    assert_eq!(r.status, 204);
+    assert!(r.headers.get("x-method").is_none(), "preflight forwarded");
+    assert_eq!(r.header("access-control-allow-origin"), "https://app.test");
+    assert!(r.header("access-control-allow-methods").contains("PUT"));
+    assert_eq!(r.header("access-control-allow-headers"), "x-token");
+    assert_eq!(r.header("access-control-max-age"), "42");
+    // From another origin it is refused.
+    let evil = [
+        ("origin", "https://evil.test"),
+        ("access-control-request-method", "PUT"),
+    ];
+    let r = send_with(addr, "OPTIONS", HOST, "/svc/p", &evil, "").await;
+    assert_eq!(r.status, 403);
+    assert!(r.headers.get("access-control-allow-origin").is_none());
+    // The actual request is forwarded and labelled for the allowed origin
+    // only.
+    let r = send_with(
+        addr,
+        "POST",
+        HOST,
+        "/svc/p",
+        &[("origin", "https://app.test")],
+        "b",
+    )
+    .await;
+    assert_eq!((r.status, r.header("x-method")), (200, "POST"));
+    assert_eq!(r.header("access-control-allow-origin"), "https://app.test");
+    assert_eq!(r.header("vary"), "Origin");
+    let r = send_with(
+        addr,
+        "POST",
+        HOST,
+        "/svc/p",
+        &[("origin", "https://evil.test")],
+        "b",
+    )
+    .await;
+    assert_eq!((r.status, r.header("x-method")), (200, "POST"));
+    assert!(r.headers.get("access-control-allow-origin").is_none());
+
+    let m = send(addr, "GET", HOST, "/metrics", "").await;
+    let text = String::from_utf8_lossy(&m.body).into_owned();
+    for line in [
+        "anpx_policy_answered_total{reason=\"blocked_path\"} 6\n",
+        "anpx_policy_answered_total{reason=\"cors_preflight\"} 1\n",
+        "anpx_policy_answered_total{reason=\"cors_origin_refused\"} 1\n",
+    ] {
+        assert!(text.contains(line), "{line} missing from {text}");
+    }
+}
+
 /// Each scenario, once per (gateway shell, receiver shell) pair.
 macro_rules! for_every_pair {
     ($($scenario:ident),* $(,)?) => {
@@ -309,6 +511,9 @@ for_every_pair!(
     receiver_killed_mid_request_is_502,
     receiver_comes_back_after_gateway_restart,
     health_and_metrics,
+    middlewares_are_off_by_default,
+    rate_limits_answer_429_with_retry_after,
+    cors_security_headers_and_blocklist,
 );
 
 /// 10 MiB each way runs with tokio receivers only: with a smol receiver the

@@ -9,6 +9,7 @@ use crate::chunk::DEFAULT_CHUNK_SIZE;
 use crate::edge::{EdgeLimits, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEADER_BYTES};
 use crate::frame::{FrameLimits, DEFAULT_MAX_FRAME_LEN};
 use crate::gateway::GatewayConfig;
+use crate::policy::{CorsConfig, PolicyConfig, RateConfig, DEFAULT_MAX_TRACKED};
 use crate::route::ServiceUrl;
 
 /// Settings of `anpx gateway`: the public HTTP front end that receivers
@@ -52,12 +53,22 @@ pub struct GatewaySection {
     /// Receiver connections per client address
     /// (`gateway.max_receivers_per_ip`).
     pub max_receivers_per_ip: usize,
+    /// Add security headers to responses (`gateway.security_headers`).
+    pub security_headers: bool,
+    /// Answer common scanner probes with 403 (`gateway.block_probes`).
+    pub block_probes: bool,
+    /// More path patterns answered with 403 (`gateway.blocked_paths`).
+    pub blocked_paths: Vec<String>,
     /// `[gateway.tls]`.
     pub tls: TlsSection,
     /// `[gateway.auth]`.
     pub auth: AuthSection,
     /// `[gateway.registry]`.
     pub registry: RegistrySection,
+    /// `[gateway.rate_limit]`.
+    pub rate_limit: RateLimitSection,
+    /// `[gateway.cors]`.
+    pub cors: CorsSection,
     /// `[gateway.routes]`.
     pub routes: RoutesSection,
 }
@@ -79,9 +90,14 @@ impl Default for GatewaySection {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_pending_handshakes: 256,
             max_receivers_per_ip: 64,
+            security_headers: false,
+            block_probes: false,
+            blocked_paths: Vec::new(),
             tls: TlsSection::default(),
             auth: AuthSection::default(),
             registry: RegistrySection::default(),
+            rate_limit: RateLimitSection::default(),
+            cors: CorsSection::default(),
             routes: RoutesSection::default(),
         }
     }
@@ -111,6 +127,29 @@ impl GatewaySection {
             max_body_bytes: self.max_body_bytes,
             max_pending_handshakes: self.max_pending_handshakes,
             max_receivers_per_ip: self.max_receivers_per_ip,
+        }
+    }
+
+    /// The optional middlewares: rate limits, CORS, security headers and
+    /// the blocklist.
+    pub fn policy_config(&self) -> PolicyConfig {
+        let rate = |per_sec: Option<u32>, burst: Option<u32>| {
+            per_sec.map(|per_sec| RateConfig {
+                per_sec,
+                burst: burst.unwrap_or(per_sec),
+            })
+        };
+        PolicyConfig {
+            per_ip: rate(self.rate_limit.ip_per_sec, self.rate_limit.ip_burst),
+            per_route: rate(self.rate_limit.route_per_sec, self.rate_limit.route_burst),
+            max_tracked: self.rate_limit.max_tracked,
+            cors: CorsConfig {
+                origins: self.cors.origins.clone(),
+                max_age: Duration::from_secs(self.cors.max_age_secs),
+            },
+            security_headers: self.security_headers,
+            block_probes: self.block_probes,
+            blocked_paths: self.blocked_paths.clone(),
         }
     }
 
@@ -206,6 +245,56 @@ impl RegistrySection {
     /// `refresh_secs` as a duration.
     pub fn refresh_interval(&self) -> Duration {
         Duration::from_secs(self.refresh_secs)
+    }
+}
+
+/// `[gateway.rate_limit]`: token-bucket limits on public requests, per
+/// client address and per route; unset rates are off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitSection {
+    /// Requests a second per client address (`gateway.rate_limit.ip_per_sec`).
+    pub ip_per_sec: Option<u32>,
+    /// Burst per client address (`gateway.rate_limit.ip_burst`); unset:
+    /// one second's worth.
+    pub ip_burst: Option<u32>,
+    /// Requests a second per route (`gateway.rate_limit.route_per_sec`).
+    pub route_per_sec: Option<u32>,
+    /// Burst per route (`gateway.rate_limit.route_burst`); unset: one
+    /// second's worth.
+    pub route_burst: Option<u32>,
+    /// Client addresses, and routes, whose buckets are kept
+    /// (`gateway.rate_limit.max_tracked`).
+    pub max_tracked: usize,
+}
+
+impl Default for RateLimitSection {
+    fn default() -> Self {
+        RateLimitSection {
+            ip_per_sec: None,
+            ip_burst: None,
+            route_per_sec: None,
+            route_burst: None,
+            max_tracked: DEFAULT_MAX_TRACKED,
+        }
+    }
+}
+
+/// `[gateway.cors]`: cross-origin answers for chosen origins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorsSection {
+    /// Origins allowed (`gateway.cors.origins`); empty is off.
+    pub origins: Vec<String>,
+    /// Seconds browsers may cache a preflight answer
+    /// (`gateway.cors.max_age_secs`).
+    pub max_age_secs: u64,
+}
+
+impl Default for CorsSection {
+    fn default() -> Self {
+        CorsSection {
+            origins: Vec::new(),
+            max_age_secs: 600,
+        }
     }
 }
 

@@ -177,7 +177,7 @@ macro_rules! key {
     };
 }
 
-static KEYS: [KeyInfo; 34] = [
+static KEYS: [KeyInfo; 44] = [
     // [gateway]
     key!(
         "gateway.listen", "ANPX_GATEWAY_LISTEN", "listen", "ADDR", "127.0.0.1:8080",
@@ -270,6 +270,23 @@ static KEYS: [KeyInfo; 34] = [
         gateway.max_receivers_per_ip,
         parse: |i| v::int(i, 1, u64::from(u32::MAX)), render: v::render_int,
     ),
+    key!(
+        "gateway.security_headers", "ANPX_GATEWAY_SECURITY_HEADERS", "security-headers",
+        "BOOL", "false",
+        "Add X-Content-Type-Options, X-Frame-Options, Referrer-Policy (and HSTS over TLS) to responses that lack them",
+        gateway.security_headers, parse: v::boolean, render: v::render_bool,
+    ),
+    key!(
+        "gateway.block_probes", "ANPX_GATEWAY_BLOCK_PROBES", "block-probes", "BOOL", "false",
+        "Answer common scanner probes (/wp-admin, /phpmyadmin, /.env, php:// wrappers, ...) with 403",
+        gateway.block_probes, parse: v::boolean, render: v::render_bool,
+    ),
+    key!(
+        "gateway.blocked_paths", "ANPX_GATEWAY_BLOCKED_PATHS", "blocked-paths", "PATTERN,..", "",
+        "More case-insensitive patterns of the decoded path or query answered with 403",
+        gateway.blocked_paths,
+        parse: v::path_patterns, render: |p: &Vec<String>| v::render_strings(p),
+    ),
     // [gateway.tls]
     key!(
         "gateway.tls.cert", "ANPX_GATEWAY_TLS_CERT", "tls-cert", "PATH", "",
@@ -320,6 +337,56 @@ static KEYS: [KeyInfo; 34] = [
         "Seconds a DID's grants read from the registry are reused before reading again",
         gateway.registry.refresh_secs,
         parse: |i| v::int(i, 1, MAX_SECS), render: v::render_int,
+    ),
+    // [gateway.rate_limit]
+    key!(
+        "gateway.rate_limit.ip_per_sec", "ANPX_GATEWAY_RATE_LIMIT_IP_PER_SEC",
+        "rate-limit-ip-per-sec", "N", "",
+        "Public requests a second per client address (IPv6: per /64); more get 429 (unset: no limit)",
+        gateway.rate_limit.ip_per_sec,
+        parse: |i| v::opt_int(i, 1, 1_000_000), render: v::render_opt_int,
+    ),
+    key!(
+        "gateway.rate_limit.ip_burst", "ANPX_GATEWAY_RATE_LIMIT_IP_BURST",
+        "rate-limit-ip-burst", "N", "",
+        "Requests a client address may send at once after a quiet period (unset: ip_per_sec)",
+        gateway.rate_limit.ip_burst,
+        parse: |i| v::opt_int(i, 1, 1_000_000), render: v::render_opt_int,
+    ),
+    key!(
+        "gateway.rate_limit.route_per_sec", "ANPX_GATEWAY_RATE_LIMIT_ROUTE_PER_SEC",
+        "rate-limit-route-per-sec", "N", "",
+        "Public requests a second per route (host and first path segment), all clients together (unset: no limit)",
+        gateway.rate_limit.route_per_sec,
+        parse: |i| v::opt_int(i, 1, 1_000_000), render: v::render_opt_int,
+    ),
+    key!(
+        "gateway.rate_limit.route_burst", "ANPX_GATEWAY_RATE_LIMIT_ROUTE_BURST",
+        "rate-limit-route-burst", "N", "",
+        "Requests a route may take at once after a quiet period (unset: route_per_sec)",
+        gateway.rate_limit.route_burst,
+        parse: |i| v::opt_int(i, 1, 1_000_000), render: v::render_opt_int,
+    ),
+    key!(
+        "gateway.rate_limit.max_tracked", "ANPX_GATEWAY_RATE_LIMIT_MAX_TRACKED",
+        "rate-limit-max-tracked", "N", "100000",
+        "Client addresses (and routes) whose rate is remembered; beyond, the longest-idle are forgotten",
+        gateway.rate_limit.max_tracked,
+        parse: |i| v::int(i, 1, 100_000_000), render: v::render_int,
+    ),
+    // [gateway.cors]
+    key!(
+        "gateway.cors.origins", "ANPX_GATEWAY_CORS_ORIGINS", "cors-origins", "ORIGIN,..", "",
+        "Origins whose cross-origin requests the gateway answers (preflight and Access-Control-* headers); * for any (empty: off)",
+        gateway.cors.origins,
+        parse: v::origins, render: |o: &Vec<String>| v::render_strings(o),
+    ),
+    key!(
+        "gateway.cors.max_age_secs", "ANPX_GATEWAY_CORS_MAX_AGE_SECS", "cors-max-age-secs",
+        "SECS", "600",
+        "Seconds browsers may cache a preflight answer",
+        gateway.cors.max_age_secs,
+        parse: |i| v::int(i, 0, MAX_SECS), render: v::render_int,
     ),
     // [[gateway.routes.grant]]; its parser names the entry at fault itself.
     KeyInfo {

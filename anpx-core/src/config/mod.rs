@@ -24,8 +24,8 @@ mod value;
 
 pub use error::{ConfigError, ValueError};
 pub use gateway::{
-    AuthMode, AuthSection, GatewaySection, Grant, LogFormat, RegistrySection, RoutesSection,
-    TlsSection,
+    AuthMode, AuthSection, CorsSection, GatewaySection, Grant, LogFormat, RateLimitSection,
+    RegistrySection, RoutesSection, TlsSection,
 };
 pub use keys::{find_env, find_flag, find_key, keys, KeyInfo, CONFIG_FILE_ENV, ENV_PREFIX};
 pub use receiver::ReceiverSection;

@@ -541,6 +541,92 @@ pub(crate) fn to_text(value: &Value) -> String {
     }
 }
 
+/// `true` or `false`; as text also `1`/`0`, `yes`/`no`, `on`/`off`.
+pub(crate) fn boolean(input: Input<'_>) -> Result<bool, ValueError> {
+    const EXPECTED: &str = "true or false";
+    match input {
+        Input::Toml(Value::Boolean(b)) => Ok(*b),
+        Input::Text(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => Err(input.expected(EXPECTED)),
+        },
+        Input::Toml(_) => Err(input.expected(EXPECTED)),
+    }
+}
+
+pub(crate) fn render_bool(v: &bool) -> Option<Value> {
+    Some(Value::Boolean(*v))
+}
+
+/// A list of non-empty strings: an array in the file, comma-separated as
+/// text; each is checked by `check`, which names what it expects.
+fn strings(
+    input: Input<'_>,
+    expected: &'static str,
+    check: fn(&str) -> bool,
+) -> Result<Vec<String>, ValueError> {
+    let items: Vec<String> = match input {
+        Input::Text(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        Input::Toml(Value::Array(items)) => items
+            .iter()
+            .map(|item| match item {
+                Value::String(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
+                _ => Err(input.expected(expected)),
+            })
+            .collect::<Result<_, _>>()?,
+        Input::Toml(_) => return Err(input.expected(expected)),
+    };
+    match items.iter().find(|s| !check(s)) {
+        Some(bad) => Err(Input::Text(bad).expected(expected)),
+        None => Ok(items),
+    }
+}
+
+/// Path patterns to block: any text without control characters or commas
+/// (which separate them as text).
+pub(crate) fn path_patterns(input: Input<'_>) -> Result<Vec<String>, ValueError> {
+    strings(
+        input,
+        "a list of path patterns such as [\"/wp-admin\", \"/.env\"]",
+        |s| !s.chars().any(|c| c.is_control() || c == ','),
+    )
+}
+
+/// Browser origins: `*`, or `http://` / `https://` and a host, with an
+/// optional port and nothing after it.
+pub(crate) fn origins(input: Input<'_>) -> Result<Vec<String>, ValueError> {
+    strings(
+        input,
+        "a list of origins such as [\"https://app.example.com\"] or [\"*\"]",
+        |s| {
+            if s == "*" {
+                return true;
+            }
+            let rest = s
+                .strip_prefix("https://")
+                .or_else(|| s.strip_prefix("http://"));
+            rest.is_some_and(|host| {
+                !host.is_empty()
+                    && host
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+            })
+        },
+    )
+}
+
+pub(crate) fn render_strings(v: &[String]) -> Option<Value> {
+    Some(Value::Array(
+        v.iter().map(|s| Value::String(s.clone())).collect(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

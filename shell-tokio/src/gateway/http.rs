@@ -26,7 +26,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use shell_common::driver::Driver;
 use shell_common::gateway::{
-    is_websocket_upgrade, Answer, Endpoint, Listener, PublicRequest, ResponseAborted,
+    decorate, is_websocket_upgrade, Answer, Endpoint, Listener, PublicRequest, ResponseAborted,
 };
 use shell_common::{link, ws};
 use tokio::sync::oneshot;
@@ -63,7 +63,29 @@ pub(crate) async fn handle(
         Endpoint::Health => answer(shared.common.health()),
         Endpoint::Stats => answer(shared.common.stats().await),
         Endpoint::Metrics => metrics(&shared).await,
-        Endpoint::Proxy => proxy(req, shared, peer, local).await,
+        Endpoint::Proxy => {
+            let screened = shared.common.screen(
+                method,
+                req.uri().path(),
+                req.uri().query(),
+                req.headers(),
+                req.uri().authority().map(|a| a.as_str()),
+                peer.ip(),
+            );
+            match screened {
+                Err(a) => answer(a),
+                Ok(decorations) => {
+                    let mut r = proxy(req, shared, peer, local).await;
+                    let headers = r.headers_mut();
+                    for (name, value) in decorate(&decorations, |n| headers.contains_key(n)) {
+                        if let Ok(v) = HeaderValue::from_str(value) {
+                            headers.insert(name, v);
+                        }
+                    }
+                    r
+                }
+            }
+        }
     };
     Ok(response)
 }

@@ -189,12 +189,26 @@ pub async fn send(
     path_and_query: &str,
     body: impl Into<Bytes>,
 ) -> Reply {
-    let req = http::Request::builder()
+    send_with(gateway, method, host, path_and_query, &[], body).await
+}
+
+/// [`send`] with extra request headers.
+pub async fn send_with(
+    gateway: SocketAddr,
+    method: &str,
+    host: &str,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Reply {
+    let mut req = http::Request::builder()
         .method(method)
         .uri(format!("http://{gateway}{path_and_query}"))
-        .header("host", host)
-        .body(full(body))
-        .unwrap();
+        .header("host", host);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req.body(full(body)).unwrap();
     let resp = tokio::time::timeout(Duration::from_secs(30), client().request(req))
         .await
         .expect("response in time")
