@@ -47,6 +47,7 @@ pub mod backoff;
 pub mod chunk;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod demo;

@@ -76,6 +76,11 @@ fn all_changed() -> Config {
     g.auth.timestamp_window_secs = 5;
     g.registry.url = Some("postgres://anpx@registry.test/g?sslmode=disable".to_owned());
     g.registry.refresh_secs = 600;
+    g.cluster.nats_url = Some("nats://nats.test:4222".to_owned());
+    g.cluster.node_name = Some("gw-7".to_owned());
+    g.cluster.subject_prefix = "test.anpx".to_owned();
+    g.cluster.announce_interval_ms = 200;
+    g.cluster.route_ttl_ms = 900;
     g.routes.grant = vec![
         Grant {
             did: "did:wba:a.test:alice".to_owned(),
@@ -88,6 +93,10 @@ fn all_changed() -> Config {
     ];
     let r = &mut c.receiver;
     r.gateway = "wss://gw.test/ws".to_owned();
+    r.extra_gateways = vec![
+        "ws://gw2.test/ws".to_owned(),
+        "wss://gw3.test/ws".to_owned(),
+    ];
     r.upstream = Some("https://127.0.0.1:9443".to_owned());
     r.services = vec![svc("a.test/x"), svc("a.test/y")];
     r.ca_file = Some(PathBuf::from("ca.pem"));
@@ -378,6 +387,30 @@ fn bad_values_are_named() {
         (
             "[gateway.registry]\nrefresh_secs = 0",
             "gateway.registry.refresh_secs: expected a positive integer, got 0",
+        ),
+        (
+            "[gateway.cluster]\nnats_url = \"http://127.0.0.1:4222\"",
+            "gateway.cluster.nats_url: expected a nats:// or tls:// URL, got \"http://127.0.0.1:4222\"",
+        ),
+        (
+            "[gateway.cluster]\nnode_name = \"a\\u0007b\"",
+            "gateway.cluster.node_name: expected a node name of 1 to 128 bytes without control characters, got \"a\\u{7}b\"",
+        ),
+        (
+            "[gateway.cluster]\nsubject_prefix = \"anpx.>\"",
+            "gateway.cluster.subject_prefix: expected dot-separated tokens of letters, digits, '-' and '_' (a NATS subject prefix), got \"anpx.>\"",
+        ),
+        (
+            "[gateway.cluster]\nannounce_interval_ms = 5",
+            "gateway.cluster.announce_interval_ms: expected at least 10, got 5",
+        ),
+        (
+            "[gateway.cluster]\nroute_ttl_ms = 1000",
+            "gateway.cluster.route_ttl_ms: 1000 must be more than gateway.cluster.announce_interval_ms (1000)",
+        ),
+        (
+            "[receiver]\nextra_gateways = [\"http://x/ws\"]",
+            "receiver.extra_gateways: expected a ws:// or wss:// URL, got \"http://x/ws\"",
         ),
         (
             "[[gateway.routes.grant]]\ndid = \"alice\"\nservices = [\"a.test\"]",

@@ -92,6 +92,16 @@ pub enum ValueError {
         #[source]
         error: ServiceUrlError,
     },
+    /// A value that must be longer than another key's value is not.
+    #[error("{value} must be more than {other} ({limit})")]
+    NotLongerThan {
+        /// This key's value.
+        value: u64,
+        /// The other key.
+        other: &'static str,
+        /// The other key's value.
+        limit: u64,
+    },
     /// A value that must not exceed another key's value does.
     #[error("{value} is more than {other} ({limit})")]
     Exceeds {

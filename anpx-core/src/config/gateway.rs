@@ -69,6 +69,8 @@ pub struct GatewaySection {
     pub rate_limit: RateLimitSection,
     /// `[gateway.cors]`.
     pub cors: CorsSection,
+    /// `[gateway.cluster]`.
+    pub cluster: ClusterSection,
     /// `[gateway.routes]`.
     pub routes: RoutesSection,
 }
@@ -98,6 +100,7 @@ impl Default for GatewaySection {
             registry: RegistrySection::default(),
             rate_limit: RateLimitSection::default(),
             cors: CorsSection::default(),
+            cluster: ClusterSection::default(),
             routes: RoutesSection::default(),
         }
     }
@@ -166,6 +169,57 @@ impl GatewaySection {
             },
             ..GatewayConfig::default()
         }
+    }
+}
+
+/// `[gateway.cluster]`: several gateways acting as one over NATS. Off
+/// while `nats_url` is unset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSection {
+    /// The NATS server (`gateway.cluster.nats_url`); `None` runs a single
+    /// gateway.
+    pub nats_url: Option<String>,
+    /// This gateway's name in the cluster (`gateway.cluster.node_name`);
+    /// `None` derives one from the host name and process id. Must be
+    /// unique in the cluster.
+    pub node_name: Option<String>,
+    /// Prefix of every NATS subject (`gateway.cluster.subject_prefix`), so
+    /// that clusters sharing a NATS server stay apart.
+    pub subject_prefix: String,
+    /// Milliseconds between route announcements
+    /// (`gateway.cluster.announce_interval_ms`).
+    pub announce_interval_ms: u64,
+    /// Milliseconds of silence after which a gateway's routes are
+    /// forgotten (`gateway.cluster.route_ttl_ms`).
+    pub route_ttl_ms: u64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            nats_url: None,
+            node_name: None,
+            subject_prefix: crate::cluster::DEFAULT_SUBJECT_PREFIX.to_owned(),
+            announce_interval_ms: 1000,
+            route_ttl_ms: 3000,
+        }
+    }
+}
+
+impl ClusterSection {
+    /// Whether the cluster is on.
+    pub fn enabled(&self) -> bool {
+        self.nats_url.is_some()
+    }
+
+    /// `announce_interval_ms` as a duration.
+    pub fn announce_interval(&self) -> Duration {
+        Duration::from_millis(self.announce_interval_ms)
+    }
+
+    /// `route_ttl_ms` as a duration.
+    pub fn route_ttl(&self) -> Duration {
+        Duration::from_millis(self.route_ttl_ms)
     }
 }
 

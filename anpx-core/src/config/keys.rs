@@ -9,7 +9,7 @@ use toml::Value;
 use super::error::{ConfigError, ValueError};
 use super::value::{
     self as v, Input, HTTP_URL, MAX_BODY_BYTES, MAX_FRAME, MAX_HEADER_BYTES, MAX_MILLIS, MAX_SECS,
-    MIN_CHUNK, MIN_HEADER_BYTES, WS_URL,
+    MIN_CHUNK, MIN_HEADER_BYTES, NATS_URL, WS_URL,
 };
 use super::Config;
 use crate::frame::DEFAULT_MAX_FRAME_LEN;
@@ -177,7 +177,7 @@ macro_rules! key {
     };
 }
 
-static KEYS: [KeyInfo; 44] = [
+static KEYS: [KeyInfo; 50] = [
     // [gateway]
     key!(
         "gateway.listen", "ANPX_GATEWAY_LISTEN", "listen", "ADDR", "127.0.0.1:8080",
@@ -388,6 +388,41 @@ static KEYS: [KeyInfo; 44] = [
         gateway.cors.max_age_secs,
         parse: |i| v::int(i, 0, MAX_SECS), render: v::render_int,
     ),
+    // [gateway.cluster]
+    key!(
+        "gateway.cluster.nats_url", "ANPX_GATEWAY_CLUSTER_NATS_URL", "cluster-nats-url", "URL", "",
+        "NATS server shared by the gateways of a cluster (unset: a single gateway)",
+        gateway.cluster.nats_url,
+        parse: |i| v::opt_url(i, NATS_URL), render: v::render_opt_str,
+    ),
+    key!(
+        "gateway.cluster.node_name", "ANPX_GATEWAY_CLUSTER_NODE_NAME", "cluster-node-name", "NAME",
+        "",
+        "This gateway's name in the cluster, unique per gateway (unset: host name and process id)",
+        gateway.cluster.node_name,
+        parse: v::opt_node_name, render: v::render_opt_str,
+    ),
+    key!(
+        "gateway.cluster.subject_prefix", "ANPX_GATEWAY_CLUSTER_SUBJECT_PREFIX",
+        "cluster-subject-prefix", "PREFIX", "anpx",
+        "Prefix of the cluster's NATS subjects; clusters sharing a NATS server need different ones",
+        gateway.cluster.subject_prefix,
+        parse: v::subject_prefix, render: v::render_str,
+    ),
+    key!(
+        "gateway.cluster.announce_interval_ms", "ANPX_GATEWAY_CLUSTER_ANNOUNCE_INTERVAL_MS",
+        "cluster-announce-interval-ms", "MS", "1000",
+        "Milliseconds between announcements of the routes this gateway's receivers serve",
+        gateway.cluster.announce_interval_ms,
+        parse: |i| v::int(i, 10, MAX_MILLIS), render: v::render_int,
+    ),
+    key!(
+        "gateway.cluster.route_ttl_ms", "ANPX_GATEWAY_CLUSTER_ROUTE_TTL_MS",
+        "cluster-route-ttl-ms", "MS", "3000",
+        "Milliseconds of silence after which another gateway and its routes are forgotten",
+        gateway.cluster.route_ttl_ms,
+        parse: |i| v::int(i, 20, MAX_MILLIS), render: v::render_int,
+    ),
     // [[gateway.routes.grant]]; its parser names the entry at fault itself.
     KeyInfo {
         key: "gateway.routes.grant",
@@ -407,6 +442,12 @@ static KEYS: [KeyInfo; 44] = [
         "receiver.gateway", "ANPX_RECEIVER_GATEWAY", "gateway", "URL", "ws://127.0.0.1:8080/ws",
         "WebSocket URL of the gateway",
         receiver.gateway, parse: |i| v::url(i, WS_URL), render: v::render_str,
+    ),
+    key!(
+        "receiver.extra_gateways", "ANPX_RECEIVER_EXTRA_GATEWAYS", "extra-gateways", "URL,..", "",
+        "More gateway WebSocket URLs to hold a connection to at the same time (multi-homing)",
+        receiver.extra_gateways,
+        parse: |i| v::urls(i, WS_URL), render: |u: &Vec<String>| v::render_strings(u),
     ),
     key!(
         "receiver.upstream", "ANPX_RECEIVER_UPSTREAM", "upstream", "URL", "",

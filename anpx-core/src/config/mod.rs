@@ -24,8 +24,8 @@ mod value;
 
 pub use error::{ConfigError, ValueError};
 pub use gateway::{
-    AuthMode, AuthSection, CorsSection, GatewaySection, Grant, LogFormat, RateLimitSection,
-    RegistrySection, RoutesSection, TlsSection,
+    AuthMode, AuthSection, ClusterSection, CorsSection, GatewaySection, Grant, LogFormat,
+    RateLimitSection, RegistrySection, RoutesSection, TlsSection,
 };
 pub use keys::{find_env, find_flag, find_key, keys, KeyInfo, CONFIG_FILE_ENV, ENV_PREFIX};
 pub use receiver::ReceiverSection;
@@ -125,6 +125,14 @@ impl Config {
                 limit: g.max_frame_bytes as u64,
             }
             .at("gateway.chunk_size"));
+        }
+        if g.cluster.route_ttl_ms <= g.cluster.announce_interval_ms {
+            return Err(ValueError::NotLongerThan {
+                other: "gateway.cluster.announce_interval_ms",
+                limit: g.cluster.announce_interval_ms,
+                value: g.cluster.route_ttl_ms,
+            }
+            .at("gateway.cluster.route_ttl_ms"));
         }
         if g.ws_listen == Some(g.listen) {
             return Err(ValueError::SameAs {

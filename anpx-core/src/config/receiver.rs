@@ -15,6 +15,10 @@ pub struct ReceiverSection {
     /// `ws://` or `wss://` URL of the gateway's WebSocket endpoint
     /// (`receiver.gateway`).
     pub gateway: String,
+    /// More gateways to keep a connection to at the same time
+    /// (`receiver.extra_gateways`): each request arrives over exactly one
+    /// connection, and losing one gateway loses no service.
+    pub extra_gateways: Vec<String>,
     /// `http://` or `https://` base URL requests are forwarded to
     /// (`receiver.upstream`); `None` when the service runs in-process.
     pub upstream: Option<String>,
@@ -49,6 +53,7 @@ impl Default for ReceiverSection {
     fn default() -> Self {
         ReceiverSection {
             gateway: "ws://127.0.0.1:8080/ws".to_owned(),
+            extra_gateways: Vec::new(),
             upstream: None,
             services: Vec::new(),
             ca_file: None,

@@ -227,6 +227,11 @@ pub(crate) const HTTP_URL: Schemes = Schemes {
     expected: "an http:// or https:// URL",
 };
 
+pub(crate) const NATS_URL: Schemes = Schemes {
+    schemes: &["nats", "tls"],
+    expected: "a nats:// or tls:// URL",
+};
+
 /// A URL with one of `schemes.schemes` and a host; kept as written.
 pub(crate) fn url(input: Input<'_>, schemes: Schemes) -> Result<String, ValueError> {
     let ok = input.as_str().filter(|s| {
@@ -262,6 +267,51 @@ pub(crate) fn opt_registry_url(input: Input<'_>) -> Result<Option<String>, Value
         .filter(|s| crate::registry::BackendKind::from_url(s).is_ok())
         .map(|s| Some(s.to_owned()))
         .ok_or_else(|| input.expected("a sqlite:, mysql:// or postgres:// URL"))
+}
+
+/// A list of URLs of one kind: a TOML array, or comma-separated text.
+pub(crate) fn urls(input: Input<'_>, schemes: Schemes) -> Result<Vec<String>, ValueError> {
+    match input {
+        Input::Text(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(|item| url(Input::Text(item), schemes))
+            .collect(),
+        Input::Toml(Value::Array(items)) => items
+            .iter()
+            .map(|item| match item {
+                Value::String(_) => url(Input::Toml(item), schemes),
+                _ => Err(input.expected(schemes.expected)),
+            })
+            .collect(),
+        Input::Toml(_) => Err(input.expected(schemes.expected)),
+    }
+}
+
+/// A cluster node name; empty for "derive one".
+pub(crate) fn opt_node_name(input: Input<'_>) -> Result<Option<String>, ValueError> {
+    if is_empty(input) {
+        return Ok(None);
+    }
+    input
+        .as_str()
+        .filter(|s| crate::cluster::check_node_name(s).is_ok())
+        .map(|s| Some(s.to_owned()))
+        .ok_or_else(|| input.expected("a node name of 1 to 128 bytes without control characters"))
+}
+
+/// A NATS subject prefix.
+pub(crate) fn subject_prefix(input: Input<'_>) -> Result<String, ValueError> {
+    input
+        .as_str()
+        .filter(|s| crate::cluster::Subjects::new(s).is_ok())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            input.expected(
+                "dot-separated tokens of letters, digits, '-' and '_' (a NATS subject prefix)",
+            )
+        })
 }
 
 pub(crate) fn render_str(v: &str) -> Option<Value> {

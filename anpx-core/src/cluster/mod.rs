@@ -1,0 +1,26 @@
+//! Several gateways acting as one service: the pure logic of the cluster
+//! extension (see `docs/PROTOCOL.md`, "Cluster forwarding").
+//!
+//! Gateways share a NATS server. Each announces, about once a second, the
+//! service URLs its own receivers serve ([`Announcement`] on
+//! [`Subjects::routes`]); every gateway keeps what it hears in a
+//! [`RouteBook`], which forgets a gateway that falls silent. A public
+//! request that no local receiver can serve, but another gateway's can, is
+//! carried over NATS to [`Subjects::service`] of the matched service URL,
+//! where every gateway serving that URL listens in one queue group; the
+//! answer streams back as [`WireMessage`]s under a credit [`Window`].
+//!
+//! Like the rest of the crate this module does no I/O and reads no clock:
+//! the shell owns the NATS connection and passes `now` in.
+
+mod announce;
+mod book;
+mod subject;
+mod window;
+mod wire;
+
+pub use announce::{check_node_name, Announcement, AnnouncementError, MAX_NODE_NAME, MAX_SERVICES};
+pub use book::{Plan, RouteBook};
+pub use subject::{check_prefix, SubjectPrefixError, Subjects, DEFAULT_SUBJECT_PREFIX};
+pub use window::{Intake, SequenceGap, Window, DEFAULT_WINDOW, MAX_PIECE};
+pub use wire::{BodyMode, WireError, WireMessage};
