@@ -5,9 +5,11 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anpx_core::features::Features;
+use anpx_core::forward::normalize_path;
 use anpx_core::gateway::{
     Gateway as Core, GatewayStats, Identity, LinkFault, LinkId, Output, Reject, RequestBody,
     ResponseEvent,
@@ -19,6 +21,8 @@ use bytes::Bytes;
 use futures_channel::{mpsc, oneshot};
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
+
+use crate::remote::{Remote, RemoteRequest};
 
 /// What a receiver connection's writer is asked to do.
 #[derive(Debug)]
@@ -73,7 +77,13 @@ enum Command {
         head: RequestHead,
         body: RequestBody,
         events: Events,
+        /// Whether the request may go to another gateway (false for one
+        /// that another gateway forwarded here).
+        may_forward: bool,
         reply: oneshot::Sender<Result<Started, Reject>>,
+    },
+    SetRemote {
+        remote: Arc<dyn Remote>,
     },
     Body {
         request: RequestId,
@@ -150,7 +160,9 @@ impl Driver {
         });
     }
 
-    /// Routes a public request; its response comes on `events`.
+    /// Routes a public request; its response comes on `events`. With a
+    /// [`Remote`] set, a request this gateway's receivers do not serve (or
+    /// another gateway serves more specifically) goes there.
     pub async fn start(
         &self,
         host: String,
@@ -158,15 +170,44 @@ impl Driver {
         body: RequestBody,
         events: Events,
     ) -> Result<Result<Started, Reject>, DriverGone> {
+        self.start_with(host, head, body, events, true).await
+    }
+
+    /// Routes a request another gateway forwarded here: to this gateway's
+    /// own receivers only, so a request never travels twice.
+    pub async fn start_local(
+        &self,
+        host: String,
+        head: RequestHead,
+        body: RequestBody,
+        events: Events,
+    ) -> Result<Result<Started, Reject>, DriverGone> {
+        self.start_with(host, head, body, events, false).await
+    }
+
+    async fn start_with(
+        &self,
+        host: String,
+        head: RequestHead,
+        body: RequestBody,
+        events: Events,
+        may_forward: bool,
+    ) -> Result<Result<Started, Reject>, DriverGone> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Start {
             host,
             head,
             body,
             events,
+            may_forward,
             reply,
         })?;
         rx.await.map_err(|_| DriverGone)
+    }
+
+    /// Lets requests go to other gateways through `remote` from now on.
+    pub fn set_remote(&self, remote: Arc<dyn Remote>) {
+        let _ = self.send(Command::SetRemote { remote });
     }
 
     /// A piece of a streamed request body.
@@ -204,6 +245,10 @@ struct State {
     core: Core,
     links: HashMap<LinkId, Outbox>,
     requests: HashMap<RequestId, Events>,
+    remote: Option<Arc<dyn Remote>>,
+    /// Requests at other gateways whose body is still being streamed (the
+    /// only ones that still need commands from here).
+    uploads: HashMap<RequestId, Box<dyn RemoteRequest>>,
 }
 
 async fn run<S, F>(core: Core, mut rx: mpsc::UnboundedReceiver<Command>, sleep: S)
@@ -215,6 +260,8 @@ where
         core,
         links: HashMap::new(),
         requests: HashMap::new(),
+        remote: None,
+        uploads: HashMap::new(),
     };
     loop {
         let wake = st.core.poll_timeout();
@@ -278,27 +325,53 @@ impl State {
                 head,
                 body,
                 events,
+                may_forward,
                 reply,
             } => {
-                let result = self.core.start_request(now, &host, head, body).map(|id| {
-                    let link = self.core.request_link(&id);
-                    let receiver = link
-                        .and_then(|l| self.core.link_identity(l))
-                        .map(|i| match i {
-                            Identity::Anonymous => link.map(|l| l.to_string()).unwrap_or_default(),
-                            Identity::Did(did) => did.clone(),
-                        })
-                        .unwrap_or_default();
-                    self.requests.insert(id.clone(), events);
-                    Started { id, receiver }
-                });
-                if let Ok(started) = &result {
-                    if reply.send(Ok(started.clone())).is_err() {
-                        self.requests.remove(&started.id);
-                        self.core.cancel(now, &started.id);
+                let remote = self.remote.clone().filter(|_| may_forward);
+                if let Some(remote) = &remote {
+                    let path = normalize_path(&head.path).unwrap_or_default();
+                    if remote.prefers_remote(&host, &path) {
+                        if let Some(started) =
+                            self.start_remote(remote, &host, head.clone(), body.clone(), &events)
+                        {
+                            let _ = reply.send(Ok(started));
+                            return;
+                        }
                     }
-                } else {
-                    let _ = reply.send(result);
+                }
+                // Kept only when another gateway may take the request after
+                // the core finds no receiver for it.
+                let retry = remote.as_ref().map(|_| (head.clone(), body.clone()));
+                let result = self.core.start_request(now, &host, head, body);
+                let result = match (result, remote, retry) {
+                    (Err(Reject::NoRoute { path }), Some(remote), Some((head, body))) => self
+                        .start_remote(&remote, &host, head, body, &events)
+                        .ok_or(Reject::NoRoute { path }),
+                    (result, ..) => result.map(|id| self.started(id, events)),
+                };
+                match result {
+                    Ok(started) => {
+                        if reply.send(Ok(started.clone())).is_err() {
+                            self.cancel(&started.id);
+                        }
+                    }
+                    Err(reject) => {
+                        let _ = reply.send(Err(reject));
+                    }
+                }
+            }
+            Command::SetRemote { remote } => self.remote = Some(remote),
+            Command::Body {
+                request,
+                data,
+                last,
+            } if self.uploads.contains_key(&request) => {
+                if let Some(upload) = self.uploads.get_mut(&request) {
+                    upload.body(data, last);
+                }
+                if last {
+                    self.uploads.remove(&request);
                 }
             }
             Command::Body {
@@ -310,15 +383,57 @@ impl State {
                 // client was already answered.
                 let _ = self.core.push_body(now, &request, data, last);
             }
-            Command::Cancel { request } => {
-                self.requests.remove(&request);
-                self.core.cancel(now, &request);
-            }
+            Command::Cancel { request } => self.cancel(&request),
             Command::Stats { reply } => {
-                let _ = reply.send(self.core.stats(now));
+                let mut stats = self.core.stats(now);
+                stats.in_flight += self.remote.as_ref().map_or(0, |r| r.in_flight());
+                let _ = reply.send(stats);
             }
             Command::Shutdown => {}
         }
+    }
+
+    /// Records a request the core started.
+    fn started(&mut self, id: RequestId, events: Events) -> Started {
+        let link = self.core.request_link(&id);
+        let receiver = link
+            .and_then(|l| self.core.link_identity(l))
+            .map(|i| match i {
+                Identity::Anonymous => link.map(|l| l.to_string()).unwrap_or_default(),
+                Identity::Did(did) => did.clone(),
+            })
+            .unwrap_or_default();
+        self.requests.insert(id.clone(), events);
+        Started { id, receiver }
+    }
+
+    /// Hands a request to another gateway; `None` when none serves it.
+    fn start_remote(
+        &mut self,
+        remote: &Arc<dyn Remote>,
+        host: &str,
+        head: RequestHead,
+        body: RequestBody,
+        events: &Events,
+    ) -> Option<Started> {
+        let streaming = matches!(body, RequestBody::Streaming);
+        let (id, request) = remote.start(host, head, body, events.clone())?;
+        if streaming {
+            self.uploads.insert(id.clone(), request);
+        }
+        Some(Started {
+            id,
+            receiver: "another gateway".into(),
+        })
+    }
+
+    fn cancel(&mut self, request: &RequestId) {
+        if let Some(upload) = self.uploads.remove(request) {
+            upload.cancel();
+            return;
+        }
+        self.requests.remove(request);
+        self.core.cancel(Instant::now(), request);
     }
 
     fn close_all(mut self) {

@@ -15,6 +15,7 @@ pub mod link;
 pub mod options;
 pub mod process;
 pub mod receiver;
+pub mod remote;
 pub mod signal;
 pub mod ws;
 

@@ -78,6 +78,9 @@ pub trait Credentials: Send + Sync + 'static {
 pub struct ReceiverOptions<U: ?Sized> {
     /// `ws://` or `wss://` URL of the gateway's receiver endpoint.
     pub gateway: String,
+    /// More gateways to hold a connection to at the same time; each
+    /// connection dials and reconnects on its own.
+    pub extra_gateways: Vec<String>,
     /// Service URLs to serve; empty = whatever the gateway grants.
     pub services: Vec<ServiceUrl>,
     /// The state machine's settings.
@@ -97,6 +100,7 @@ impl<U: ?Sized> Clone for ReceiverOptions<U> {
     fn clone(&self) -> Self {
         ReceiverOptions {
             gateway: self.gateway.clone(),
+            extra_gateways: self.extra_gateways.clone(),
             services: self.services.clone(),
             core: self.core.clone(),
             backoff: self.backoff,
@@ -113,6 +117,7 @@ impl<U: ?Sized> ReceiverOptions<U> {
     pub fn new(gateway: impl Into<String>, upstream: Arc<U>) -> Self {
         ReceiverOptions {
             gateway: gateway.into(),
+            extra_gateways: Vec::new(),
             services: Vec::new(),
             core: ReceiverConfig::default(),
             backoff: BackoffConfig::default(),
@@ -126,6 +131,7 @@ impl<U: ?Sized> ReceiverOptions<U> {
     pub fn from_config(section: &anpx_core::config::ReceiverSection, upstream: Arc<U>) -> Self {
         ReceiverOptions {
             gateway: section.gateway.clone(),
+            extra_gateways: section.extra_gateways.clone(),
             services: section.services.clone(),
             core: section.core_config(),
             backoff: section.backoff_config(),

@@ -204,7 +204,90 @@ pub async fn dial<U: ?Sized>(
 
 /// Dials, serves, and redials on the backoff schedule until `stop` fires
 /// or the schedule gives up; reports each step on `status`.
+///
+/// With [`extra_gateways`](ReceiverOptions::extra_gateways), one such loop
+/// runs per gateway, each with its own connection and backoff; `status` is
+/// then `Connected` while any connection is up (granted services merged),
+/// and `Stopped` once every loop stopped.
 pub async fn run<U>(
+    options: ReceiverOptions<U>,
+    runtime: Arc<dyn Runtime>,
+    connector: Arc<dyn Connector>,
+    stop: Stop,
+    status: Watch<Status>,
+) where
+    U: Dispatch + ?Sized,
+{
+    if options.extra_gateways.is_empty() {
+        return run_one(options, runtime, connector, stop, status).await;
+    }
+    let urls: Vec<String> = std::iter::once(options.gateway.clone())
+        .chain(options.extra_gateways.iter().cloned())
+        .collect();
+    let watches: Vec<Watch<Status>> = urls
+        .iter()
+        .map(|_| Watch::new(Status::Connecting))
+        .collect();
+    let loops = urls.into_iter().zip(&watches).map(|(url, w)| {
+        let mut one = options.clone();
+        one.gateway = url;
+        one.extra_gateways.clear();
+        run_one(
+            one,
+            runtime.clone(),
+            connector.clone(),
+            stop.clone(),
+            w.clone(),
+        )
+    });
+    let all = futures_util::future::join_all(loops);
+    let follow = async {
+        loop {
+            let seen: Vec<u64> = watches.iter().map(|w| w.get_versioned().1).collect();
+            status.set(merge_status(watches.iter().map(Watch::get)));
+            let changes = watches
+                .iter()
+                .zip(seen)
+                .map(|(w, v)| Box::pin(w.changed(v)));
+            futures_util::future::select_all(changes).await;
+        }
+    };
+    futures_util::future::select(std::pin::pin!(all), std::pin::pin!(follow)).await;
+    status.set(merge_status(watches.iter().map(Watch::get)));
+}
+
+/// One status for several connections: connected if any is, stopped when
+/// all are.
+fn merge_status(all: impl Iterator<Item = Status>) -> Status {
+    let mut granted: Vec<String> = Vec::new();
+    let mut features = None;
+    let mut stopped = Vec::new();
+    let mut connecting = false;
+    for s in all {
+        match s {
+            Status::Connected {
+                granted: g,
+                features: f,
+            } => {
+                for url in g {
+                    if !granted.contains(&url) {
+                        granted.push(url);
+                    }
+                }
+                features.get_or_insert(f);
+            }
+            Status::Connecting => connecting = true,
+            Status::Stopped(why) => stopped.push(why),
+        }
+    }
+    match features {
+        Some(features) => Status::Connected { granted, features },
+        None if connecting => Status::Connecting,
+        None => Status::Stopped(stopped.join("; ")),
+    }
+}
+
+async fn run_one<U>(
     options: ReceiverOptions<U>,
     runtime: Arc<dyn Runtime>,
     connector: Arc<dyn Connector>,

@@ -95,6 +95,10 @@ async fn gateway(config: &Config) -> Result<Gateway> {
     if config.gateway.tls.enabled() {
         bail!("gateway.tls is not supported by anpx-smol yet; use anpx");
     }
+    if config.gateway.cluster.enabled() {
+        // The NATS client (async-nats) runs on tokio only.
+        bail!("gateway.cluster.nats_url is not supported by anpx-smol (the NATS client needs tokio); use anpx");
+    }
     let options = GatewayOptions::from_config(&config.gateway);
     let listen = options.listen;
     Gateway::bind(options)

@@ -6,6 +6,7 @@ use anpx_core::auth::VerifierConfig;
 use anpx_core::cli::Command;
 use anpx_core::config::{AuthMode, Config};
 use anyhow::{bail, Context, Result};
+use shell_tokio::cluster::ClusterOptions;
 use shell_tokio::gateway::{DidWbaAdmission, DocumentSources, Gateway, GatewayOptions};
 use shell_tokio::receiver::{DidCredentials, Receiver, ReceiverOptions, Status};
 use shell_tokio::upstream::{DemoUpstream, HttpUpstream, Upstream};
@@ -85,9 +86,10 @@ fn receiver_options(config: &Config, upstream: Arc<dyn Upstream>) -> Result<Rece
 async fn gateway_until_signal(config: Config) -> Result<()> {
     let options = gateway_options(&config)?;
     let listen = options.listen;
-    let gateway = Gateway::bind(options)
+    let mut gateway = Gateway::bind(options)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
+    join_cluster(&mut gateway, &config).await?;
     eprintln!(
         "anpx gateway on http://{} (receivers: ws://{}/ws)",
         gateway.public_addr(),
@@ -96,6 +98,22 @@ async fn gateway_until_signal(config: Config) -> Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down: draining requests in flight");
     gateway.shutdown().await;
+    Ok(())
+}
+
+/// Joins the cluster of `[gateway.cluster]`, when one is configured.
+async fn join_cluster(gateway: &mut Gateway, config: &Config) -> Result<()> {
+    let options =
+        ClusterOptions::from_config(&config.gateway.cluster, config.gateway.request_timeout())
+            .context("gateway.cluster")?;
+    if let Some(options) = options {
+        let node = options.node_name.clone();
+        gateway
+            .join_cluster(options)
+            .await
+            .context("gateway.cluster.nats_url")?;
+        eprintln!("anpx gateway: node {node} of the cluster");
+    }
     Ok(())
 }
 
@@ -125,9 +143,10 @@ async fn both(mut config: Config, demo: bool, print_try: bool) -> Result<()> {
     let upstream = upstream(&config, demo)?;
     let options = gateway_options(&config)?;
     let listen = options.listen;
-    let gateway = Gateway::bind(options)
+    let mut gateway = Gateway::bind(options)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
+    join_cluster(&mut gateway, &config).await?;
     let addr = gateway.public_addr();
     // With TLS on, the in-process receiver dials wss:// like any other and
     // trusts the gateway through receiver.ca_file or the system roots.

@@ -6,6 +6,7 @@
 //! [`gateway::Gateway::bind`] and [`receiver::Receiver::spawn`].
 
 pub mod body;
+pub mod cluster;
 pub mod fetch;
 pub mod gateway;
 pub mod receiver;

@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 
 use self::edge::{Edge, FirstBytesDeadline};
 use self::http::Shared;
+use crate::cluster::{Cluster, ClusterError, ClusterOptions};
 use shell_common::driver::Driver;
 use shell_common::gateway::Listener;
 
@@ -33,6 +34,7 @@ pub struct Gateway {
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
     drain_grace: Duration,
+    cluster: Option<Cluster>,
 }
 
 impl Gateway {
@@ -86,6 +88,7 @@ impl Gateway {
             stop,
             tasks,
             drain_grace: options.drain_grace,
+            cluster: None,
         })
     }
 
@@ -99,6 +102,20 @@ impl Gateway {
         self.ws_addr
     }
 
+    /// Joins a cluster of gateways over NATS: from now on this gateway
+    /// forwards requests its receivers do not serve to the gateway that
+    /// serves them, and serves requests forwarded here.
+    pub async fn join_cluster(&mut self, options: ClusterOptions) -> Result<(), ClusterError> {
+        let cluster = Cluster::start(options, self.shared.common.driver.clone()).await?;
+        self.cluster = Some(cluster);
+        Ok(())
+    }
+
+    /// The cluster membership, when this gateway joined one.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
+    }
+
     /// A snapshot of the gateway's state.
     pub async fn stats(&self) -> Option<GatewayStats> {
         self.shared.common.driver.stats().await.ok()
@@ -109,6 +126,11 @@ impl Gateway {
     pub async fn shutdown(mut self) {
         self.shared.common.draining.store(true, Ordering::Relaxed);
         let _ = self.stop.send(true);
+        // The other gateways stop forwarding here at once, rather than
+        // after the announcement's time to live.
+        if let Some(cluster) = self.cluster.take() {
+            cluster.leave().await;
+        }
         self.shared
             .common
             .wait_in_flight(self.drain_grace, &crate::rt::Tokio)

@@ -133,6 +133,7 @@ pub fn receiver_options(
     };
     ReceiverOptions {
         gateway: format!("ws://{gateway}/ws"),
+        extra_gateways: Vec::new(),
         services: services.iter().map(|s| s.parse().unwrap()).collect(),
         core: Default::default(),
         backoff,

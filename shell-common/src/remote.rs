@@ -1,0 +1,41 @@
+//! The gateway task's hook for requests served by another gateway of a
+//! cluster. The task asks a [`Remote`] before routing a public request
+//! locally, and again when no local receiver serves it; the shell that
+//! implements it carries the request elsewhere and feeds the response
+//! events back, so the HTTP side cannot tell a remote request from a
+//! local one.
+
+use anpx_core::gateway::RequestBody;
+use anpx_core::{RequestHead, RequestId};
+use bytes::Bytes;
+
+use crate::driver::Events;
+
+/// Another place requests can be served: the other gateways of a cluster.
+pub trait Remote: Send + Sync + 'static {
+    /// Whether a request for `host` and normalized `path` belongs
+    /// elsewhere even though this gateway may serve it: another gateway
+    /// holds a more specific route.
+    fn prefers_remote(&self, host: &str, path: &str) -> bool;
+
+    /// Starts the request at another gateway; its response events go to
+    /// `events`. `None` when no other gateway serves it.
+    fn start(
+        &self,
+        host: &str,
+        head: RequestHead,
+        body: RequestBody,
+        events: Events,
+    ) -> Option<(RequestId, Box<dyn RemoteRequest>)>;
+
+    /// Requests in flight at other gateways on this gateway's behalf.
+    fn in_flight(&self) -> usize;
+}
+
+/// A request started through [`Remote::start`].
+pub trait RemoteRequest: Send {
+    /// A piece of its streamed body; `last` ends it.
+    fn body(&mut self, data: Bytes, last: bool);
+    /// The client went away.
+    fn cancel(self: Box<Self>);
+}

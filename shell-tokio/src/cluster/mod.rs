@@ -1,0 +1,311 @@
+//! Several gateways acting as one over NATS (`[gateway.cluster]`).
+//!
+//! Each gateway announces the service URLs its own receivers serve and
+//! listens for the others' announcements (the bookkeeping is
+//! [`anpx_core::cluster::RouteBook`]); it joins a queue group on the
+//! subject of every service URL it serves ([`serve`]), and hands the
+//! gateway task a [`Remote`] that carries requests it cannot serve itself
+//! to whichever gateway can ([`forward`]). The protocol is described in
+//! `docs/PROTOCOL.md`, "Cluster forwarding".
+
+mod forward;
+mod serve;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anpx_core::cluster::{Announcement, RouteBook, Subjects};
+use anpx_core::config::ClusterSection;
+use anpx_core::route::ServiceUrl;
+use futures_util::StreamExt;
+use shell_common::driver::Driver;
+use tokio::task::JoinHandle;
+
+/// How to join a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// The NATS server, `nats://host:port`.
+    pub nats_url: String,
+    /// This gateway's name, unique in the cluster.
+    pub node_name: String,
+    /// The cluster's subjects.
+    pub subjects: Subjects,
+    /// Time between route announcements.
+    pub announce_interval: Duration,
+    /// Silence after which a gateway is forgotten.
+    pub route_ttl: Duration,
+    /// How long a forwarded request may wait for its response, as for a
+    /// local one (the serving gateway's own timeout normally answers first).
+    pub request_timeout: Duration,
+}
+
+impl ClusterOptions {
+    /// Options from `[gateway.cluster]`; `None` when the cluster is off.
+    /// An unset node name becomes `<host name>-<process id>`.
+    pub fn from_config(
+        section: &ClusterSection,
+        request_timeout: Duration,
+    ) -> Result<Option<ClusterOptions>, ClusterError> {
+        let Some(url) = &section.nats_url else {
+            return Ok(None);
+        };
+        let subjects = Subjects::new(&section.subject_prefix)
+            .map_err(|e| ClusterError::Config(e.to_string()))?;
+        Ok(Some(ClusterOptions {
+            nats_url: url.clone(),
+            node_name: section.node_name.clone().unwrap_or_else(default_node_name),
+            subjects,
+            announce_interval: section.announce_interval(),
+            route_ttl: section.route_ttl(),
+            request_timeout,
+        }))
+    }
+}
+
+/// The host name and process id: unique enough for gateways that were not
+/// given a name.
+fn default_node_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "gateway".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Why the cluster could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// A setting is unusable.
+    #[error("cluster configuration: {0}")]
+    Config(String),
+    /// NATS is not reachable.
+    #[error("cannot connect to NATS at {url}: {reason} (is nats-server running? start it with `nats-server -js` or `systemctl start nats-server`)")]
+    Connect {
+        /// The server.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// A subscription failed.
+    #[error("NATS subscription failed: {0}")]
+    Subscribe(String),
+}
+
+/// What the cluster's tasks share.
+pub(crate) struct Inner {
+    client: async_nats::Client,
+    options: ClusterOptions,
+    book: Mutex<RouteBook>,
+    driver: Driver,
+    /// Requests forwarded to other gateways and not yet finished.
+    forwarded: AtomicUsize,
+}
+
+impl Inner {
+    fn book(&self) -> std::sync::MutexGuard<'_, RouteBook> {
+        // A panic while holding the lock leaves the book consistent (every
+        // method finishes its change before returning), so poison is moot.
+        self.book.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A gateway's membership of a cluster; see the [module docs](self).
+pub struct Cluster {
+    inner: Arc<Inner>,
+    tasks: Vec<JoinHandle<()>>,
+    services: Arc<Mutex<HashMap<ServiceUrl, JoinHandle<()>>>>,
+}
+
+impl Cluster {
+    /// Connects to NATS, starts announcing and listening, and lets
+    /// `driver` forward requests to the other gateways.
+    pub async fn start(options: ClusterOptions, driver: Driver) -> Result<Cluster, ClusterError> {
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("anpx gateway {}", options.node_name))
+            .connection_timeout(Duration::from_secs(5))
+            .connect(&options.nats_url)
+            .await
+            .map_err(|e| ClusterError::Connect {
+                url: options.nats_url.clone(),
+                reason: e.to_string(),
+            })?;
+        let routes = client
+            .subscribe(options.subjects.routes())
+            .await
+            .map_err(|e| ClusterError::Subscribe(e.to_string()))?;
+        let inner = Arc::new(Inner {
+            book: Mutex::new(RouteBook::new(options.node_name.clone(), options.route_ttl)),
+            client,
+            options,
+            driver: driver.clone(),
+            forwarded: AtomicUsize::new(0),
+        });
+        let services = Arc::new(Mutex::new(HashMap::new()));
+        let tasks = vec![
+            tokio::spawn(listen(inner.clone(), routes)),
+            tokio::spawn(announce(inner.clone(), services.clone())),
+        ];
+        driver.set_remote(Arc::new(forward::Forwarder(inner.clone())));
+        tracing::info!(
+            node = %inner.options.node_name,
+            nats = %inner.options.nats_url,
+            "joined the gateway cluster"
+        );
+        Ok(Cluster {
+            inner,
+            tasks,
+            services,
+        })
+    }
+
+    /// This gateway's node name.
+    pub fn node_name(&self) -> &str {
+        &self.inner.options.node_name
+    }
+
+    /// The other gateways currently known.
+    pub fn nodes(&self) -> Vec<String> {
+        self.inner
+            .book()
+            .nodes()
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Requests forwarded to other gateways and not finished yet.
+    pub fn forwarded_in_flight(&self) -> usize {
+        self.inner.forwarded.load(Ordering::Relaxed)
+    }
+
+    /// Leaves the cluster: stops announcing, tells the others at once (so
+    /// they stop forwarding here), and stops taking forwarded requests.
+    /// Requests already accepted keep running until the gateway stops.
+    pub async fn leave(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let withdraw = Announcement::new(self.inner.options.node_name.clone(), Vec::new());
+        let _ = self
+            .inner
+            .client
+            .publish(
+                self.inner.options.subjects.routes(),
+                withdraw.to_json().into(),
+            )
+            .await;
+        let handles: Vec<JoinHandle<()>> = self
+            .services
+            .lock()
+            .map(|mut m| m.drain().map(|(_, h)| h).collect())
+            .unwrap_or_default();
+        for h in handles {
+            h.abort();
+        }
+        let _ = self.inner.client.flush().await;
+        tracing::info!(node = %self.inner.options.node_name, "left the gateway cluster");
+    }
+}
+
+/// Takes the other gateways' announcements.
+async fn listen(inner: Arc<Inner>, mut routes: async_nats::Subscriber) {
+    while let Some(msg) = routes.next().await {
+        match Announcement::from_json(&msg.payload) {
+            Ok(a) => inner.book().handle_announcement(Instant::now(), a),
+            Err(e) => tracing::warn!(error = %e, "ignoring a bad route announcement"),
+        }
+    }
+    tracing::warn!("the route announcement subscription ended");
+}
+
+/// Every interval: reads the local routes from the gateway task, announces
+/// them, joins or leaves their service subjects, and forgets silent
+/// gateways.
+async fn announce(inner: Arc<Inner>, services: Arc<Mutex<HashMap<ServiceUrl, JoinHandle<()>>>>) {
+    let mut tick = tokio::time::interval(inner.options.announce_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Ok(stats) = inner.driver.stats().await else {
+            return;
+        };
+        let local: Vec<ServiceUrl> = stats
+            .routes
+            .iter()
+            .filter_map(|(url, _)| url.parse().ok())
+            .collect();
+        let forgotten = {
+            let mut book = inner.book();
+            book.set_local(local.clone());
+            book.handle_timeout(Instant::now())
+        };
+        for node in forgotten {
+            tracing::warn!(%node, "gateway fell silent; its routes are forgotten");
+        }
+        sync_services(&inner, &services, &local).await;
+        let a = Announcement::new(inner.options.node_name.clone(), local);
+        if let Err(e) = inner
+            .client
+            .publish(inner.options.subjects.routes(), a.to_json().into())
+            .await
+        {
+            tracing::warn!(error = %e, "could not announce routes");
+        }
+    }
+}
+
+/// Joins the queue group of every local service URL not yet joined and
+/// leaves those no local receiver serves any more.
+async fn sync_services(
+    inner: &Arc<Inner>,
+    services: &Mutex<HashMap<ServiceUrl, JoinHandle<()>>>,
+    local: &[ServiceUrl],
+) {
+    let (gone, new): (Vec<ServiceUrl>, Vec<ServiceUrl>) = {
+        let Ok(mut joined) = services.lock() else {
+            return;
+        };
+        let gone: Vec<ServiceUrl> = joined
+            .keys()
+            .filter(|u| !local.contains(u))
+            .cloned()
+            .collect();
+        for url in &gone {
+            if let Some(h) = joined.remove(url) {
+                h.abort();
+            }
+        }
+        let new = local
+            .iter()
+            .filter(|u| !joined.contains_key(u))
+            .cloned()
+            .collect();
+        (gone, new)
+    };
+    for url in gone {
+        tracing::debug!(%url, "left the service subject");
+    }
+    for url in new {
+        let subject = inner.options.subjects.service(&url);
+        match inner
+            .client
+            .queue_subscribe(subject.clone(), inner.options.subjects.queue_group())
+            .await
+        {
+            Ok(sub) => {
+                tracing::debug!(%url, %subject, "joined the service subject");
+                let task = tokio::spawn(serve::serve(inner.clone(), sub));
+                if let Ok(mut joined) = services.lock() {
+                    if let Some(old) = joined.insert(url, task) {
+                        old.abort();
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(%url, error = %e, "could not join the service subject"),
+        }
+    }
+}

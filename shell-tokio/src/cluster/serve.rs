@@ -1,0 +1,177 @@
+//! The serving side: requests other gateways forward here, injected into
+//! this gateway's own core like public requests, their responses streamed
+//! back under credit.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use anpx_core::cluster::{BodyMode, Intake, Window, WireMessage, DEFAULT_WINDOW, MAX_PIECE};
+use anpx_core::gateway::{Failure, RequestBody, ResponseEvent};
+use anpx_core::RequestId;
+use bytes::Bytes;
+use futures_channel::mpsc;
+use futures_util::StreamExt;
+use tokio::time::Instant;
+
+use super::Inner;
+
+/// Takes the requests of one service subject.
+pub(super) async fn serve(inner: Arc<Inner>, mut sub: async_nats::Subscriber) {
+    while let Some(msg) = sub.next().await {
+        let Some(reply) = msg.reply.map(|r| r.to_string()) else {
+            continue;
+        };
+        match WireMessage::decode(msg.payload) {
+            Ok(WireMessage::Start {
+                host,
+                head,
+                body,
+                payload,
+            }) => {
+                let body = match body {
+                    BodyMode::Empty => RequestBody::Empty,
+                    BodyMode::Full => RequestBody::Full(payload),
+                    BodyMode::Stream => RequestBody::Streaming,
+                };
+                tokio::spawn(serve_one(inner.clone(), host, head, body, reply));
+            }
+            Ok(other) => {
+                tracing::debug!(message = ?other, "ignoring a non-start message on a service subject")
+            }
+            Err(e) => tracing::warn!(error = %e, "ignoring a bad forwarded request"),
+        }
+    }
+}
+
+/// One forwarded request, from start to its last response piece.
+async fn serve_one(
+    inner: Arc<Inner>,
+    host: String,
+    head: anpx_core::RequestHead,
+    body: RequestBody,
+    reply: String,
+) {
+    let client = &inner.client;
+    let send = |m: WireMessage| {
+        let reply = reply.clone();
+        async move { client.publish(reply, m.encode()).await.is_ok() }
+    };
+    let inbox = client.new_inbox();
+    let mut from_origin = match client.subscribe(inbox.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            send(WireMessage::Failed(Failure::new(
+                502,
+                format!("Serving gateway could not subscribe: {e}"),
+            )))
+            .await;
+            return;
+        }
+    };
+    let (events_tx, mut events) = mpsc::unbounded();
+    let id = match inner.driver.start_local(host, head, body, events_tx).await {
+        Err(e) => {
+            send(WireMessage::Failed(Failure::new(503, e.to_string()))).await;
+            return;
+        }
+        Ok(Err(reject)) => {
+            send(WireMessage::Failed(reject.failure())).await;
+            return;
+        }
+        Ok(Ok(started)) => started.id,
+    };
+    let cancel = |id: &RequestId| inner.driver.cancel(id.clone());
+    if !send(WireMessage::Accepted {
+        node: inner.options.node_name.clone(),
+        inbox,
+    })
+    .await
+    {
+        return cancel(&id);
+    }
+    let mut window = Window::new(DEFAULT_WINDOW);
+    let mut intake = Intake::new(DEFAULT_WINDOW);
+    // Messages waiting for credit (body pieces) or behind them.
+    let mut queue: VecDeque<WireMessage> = VecDeque::new();
+    let mut response_done = false;
+    let idle = inner.options.request_timeout;
+    let mut credit_deadline = Instant::now() + idle;
+    loop {
+        // Send what credit allows, in order.
+        while let Some(front) = queue.front() {
+            let is_data = matches!(front, WireMessage::Data { .. });
+            if is_data && !window.can_send() {
+                break;
+            }
+            let mut m = queue.pop_front().unwrap_or(WireMessage::Cancel);
+            if let WireMessage::Data { seq, .. } = &mut m {
+                *seq = window.try_send().unwrap_or_default();
+            }
+            if !send(m).await {
+                return cancel(&id);
+            }
+            credit_deadline = Instant::now() + idle;
+        }
+        if response_done && queue.is_empty() {
+            return;
+        }
+        tokio::select! {
+            event = events.next(), if !response_done && queue.is_empty() => match event {
+                Some(ResponseEvent::Head(h)) => queue.push_back(WireMessage::Head(h)),
+                Some(ResponseEvent::Body(b)) => queue.extend(pieces(b)),
+                Some(ResponseEvent::End) => {
+                    response_done = true;
+                    queue.push_back(WireMessage::Data { seq: 0, last: true, data: Bytes::new() });
+                }
+                Some(ResponseEvent::Failed(f)) => {
+                    response_done = true;
+                    queue.push_back(WireMessage::Failed(f));
+                }
+                None => {
+                    response_done = true;
+                    queue.push_back(WireMessage::Failed(Failure::new(502, "Serving gateway lost the response")));
+                }
+            },
+            msg = from_origin.next() => {
+                let Some(msg) = msg else { return cancel(&id) };
+                credit_deadline = Instant::now() + idle;
+                match WireMessage::decode(msg.payload) {
+                    Ok(WireMessage::Credit { upto }) => window.handle_credit(upto),
+                    Ok(WireMessage::Data { seq, last, data }) => match intake.accept(seq) {
+                        Ok(credit) => {
+                            inner.driver.body(id.clone(), data, last);
+                            if let Some(upto) = credit {
+                                send(WireMessage::Credit { upto }).await;
+                            }
+                        }
+                        Err(gap) => {
+                            cancel(&id);
+                            send(WireMessage::Failed(Failure::new(502, format!("Forwarded request body broken: {gap}")))).await;
+                            return;
+                        }
+                    },
+                    Ok(WireMessage::Cancel) => return cancel(&id),
+                    Ok(other) => tracing::debug!(message = ?other, "unexpected message from the forwarding gateway"),
+                    Err(e) => tracing::warn!(error = %e, "bad message from the forwarding gateway"),
+                }
+            }
+            () = tokio::time::sleep_until(credit_deadline), if !queue.is_empty() => {
+                // No credit for a whole request timeout: the forwarding
+                // gateway is gone or stuck.
+                tracing::info!(request = %id, "forwarding gateway stopped reading; request cancelled");
+                return cancel(&id);
+            }
+        }
+    }
+}
+
+/// A body piece as credit-sized messages (sequence numbers are set when
+/// sent).
+pub(super) fn pieces(b: Bytes) -> impl Iterator<Item = WireMessage> {
+    let n = b.len().div_ceil(MAX_PIECE);
+    (0..n).map(move |i| WireMessage::Data {
+        seq: 0,
+        last: false,
+        data: b.slice(i * MAX_PIECE..((i + 1) * MAX_PIECE).min(b.len())),
+    })
+}
