@@ -1,0 +1,415 @@
+//! Several `anpx` gateway processes sharing NATS (127.0.0.1:4222) as one
+//! service: every gateway reaches every receiver's routes, bodies stream
+//! across intact with local timeouts, and killing a gateway mid-load loses
+//! only the requests in flight through it while a receiver connected to
+//! two gateways keeps serving.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const NATS: &str = "127.0.0.1:4222";
+
+/// Fails (never skips) when NATS is down, saying how to start it.
+fn require_nats() {
+    let up = NATS
+        .parse::<SocketAddr>()
+        .ok()
+        .and_then(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).ok())
+        .and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            let mut info = [0u8; 4];
+            s.read_exact(&mut info).ok()?;
+            (&info == b"INFO").then_some(())
+        });
+    assert!(
+        up.is_some(),
+        "NATS is not reachable at {NATS}; the cluster tests need it. \
+         Start it with `nats-server -js` (or `systemctl start nats-server`)."
+    );
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn anpx() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_anpx"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ANPX_")) {
+        c.env_remove(k);
+    }
+    c
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A scratch directory for the processes' logs, named for the test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("anpx-cluster-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A subject prefix no other test run uses, so runs sharing the NATS
+/// server do not hear each other.
+fn unique_prefix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("anpxtest.p{}n{nanos}", std::process::id())
+}
+
+fn gateway(dir: &Path, node: &str, prefix: &str, extra: &[&str]) -> (Proc, SocketAddr) {
+    let addr = free_addr();
+    let child = anpx()
+        .args([
+            "gateway",
+            "--listen",
+            &addr.to_string(),
+            "--cluster-nats-url",
+            &format!("nats://{NATS}"),
+            "--cluster-node-name",
+            node,
+            "--cluster-subject-prefix",
+            prefix,
+            // Faster than the defaults (1 s, 3 s) so the test runs quickly.
+            "--cluster-announce-interval-ms",
+            "200",
+            "--cluster-route-ttl-ms",
+            "1000",
+            "--drain-grace-secs",
+            "0",
+        ])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(dir.join(format!("{node}.log"))).unwrap())
+        .spawn()
+        .unwrap();
+    (Proc(child), addr)
+}
+
+fn receiver(
+    dir: &Path,
+    name: &str,
+    gateways: &[SocketAddr],
+    service: &str,
+    upstream: SocketAddr,
+) -> Proc {
+    let mut c = anpx();
+    c.args([
+        "receiver",
+        "--gateway",
+        &format!("ws://{}/ws", gateways[0]),
+        "--service",
+        service,
+        "--upstream",
+        &format!("http://{upstream}"),
+        "--reconnect-first-delay-ms",
+        "100",
+        "--reconnect-max-delay-secs",
+        "1",
+    ]);
+    if gateways.len() > 1 {
+        let extra: Vec<String> = gateways[1..]
+            .iter()
+            .map(|g| format!("ws://{g}/ws"))
+            .collect();
+        c.args(["--extra-gateways", &extra.join(",")]);
+    }
+    Proc(
+        c.stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// One HTTP/1.0 exchange: status and body, or `None` when the connection
+/// failed or was cut.
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+    body: &[u8],
+) -> Option<(u16, Vec<u8>)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .ok()?;
+    s.write_all(body).ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let body = raw[split + 4..].to_vec();
+    // A cut response must not pass for a whole one.
+    if let Some(len) = head.lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("content-length:")
+            .map(|v| v.trim().to_owned())
+    }) {
+        if len.parse::<usize>().ok()? != body.len() {
+            return None;
+        }
+    }
+    Some((status, body))
+}
+
+fn get(addr: SocketAddr, host: &str, path: &str) -> Option<(u16, Vec<u8>)> {
+    http(addr, "GET", host, path, b"")
+}
+
+/// Polls until `addr` answers `host` `path` with 200.
+fn wait_serving(addr: SocketAddr, host: &str, path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = None;
+    while Instant::now() < deadline {
+        last = get(addr, host, path).map(|(s, b)| (s, String::from_utf8_lossy(&b).into_owned()));
+        if matches!(&last, Some((200, _))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{addr} never served {host}{path}: last answer {last:?}");
+}
+
+/// The agents behind the receivers: `/slow?ms=N` answers after N ms,
+/// `/echo` returns the request body, anything else names the host.
+fn upstream() -> SocketAddr {
+    use axum::body::Bytes;
+    use axum::extract::Query;
+    use axum::http::HeaderMap;
+    use axum::routing::{get, post};
+    use axum::Router;
+
+    #[derive(serde::Deserialize)]
+    struct Slow {
+        ms: u64,
+    }
+    let app = Router::new()
+        .route(
+            "/slow",
+            get(|Query(q): Query<Slow>| async move {
+                tokio::time::sleep(Duration::from_millis(q.ms)).await;
+                "slept"
+            }),
+        )
+        .route("/echo", post(|body: Bytes| async move { body }))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .fallback(|headers: HeaderMap| async move {
+            format!(
+                "served {}",
+                headers
+                    .get("host")
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("")
+            )
+        });
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    rx.recv().unwrap()
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+#[test]
+fn every_gateway_reaches_every_service_with_local_semantics() {
+    require_nats();
+    let dir = scratch("reach");
+    let prefix = unique_prefix();
+    let up = upstream();
+    let timeout = ["--request-timeout-secs", "2"];
+    let (_g1, a1) = gateway(&dir, "gw-1", &prefix, &timeout);
+    let (_g2, a2) = gateway(&dir, "gw-2", &prefix, &timeout);
+    let (_g3, a3) = gateway(&dir, "gw-3", &prefix, &timeout);
+    let gws = [a1, a2, a3];
+    let _ra = receiver(&dir, "ra", &[a1], "a.test", up);
+    let _rb = receiver(&dir, "rb", &[a2], "b.test", up);
+    let _rc = receiver(&dir, "rc", &[a3], "c.test", up);
+
+    // Each service through each gateway: one local, two forwarded.
+    for gw in gws {
+        for host in ["a.test", "b.test", "c.test"] {
+            wait_serving(gw, host, "/hello");
+            let (status, body) = get(gw, host, "/hello").unwrap();
+            assert_eq!(
+                (status, String::from_utf8_lossy(&body).into_owned()),
+                (200, format!("served {host}"))
+            );
+        }
+    }
+
+    // Bodies bigger than a NATS message and than the credit window, both
+    // ways, arrive intact.
+    let big = pattern(3 * 1024 * 1024 + 7);
+    let (status, body) = http(a1, "POST", "b.test", "/echo", &big).expect("a whole response");
+    assert_eq!(status, 200);
+    assert_eq!(body.len(), big.len());
+    assert!(body == big, "the echoed body differs");
+    // A small body goes whole in the start message.
+    let (status, body) = http(a3, "POST", "a.test", "/echo", b"tiny").unwrap();
+    assert_eq!((status, body.as_slice()), (200, &b"tiny"[..]));
+
+    // Nobody serves it: the same 404 as a single gateway.
+    for gw in gws {
+        let (status, body) = get(gw, "nobody.test", "/x").unwrap();
+        assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
+    }
+
+    // The serving gateway's 504 comes back through the forwarding one.
+    let (status, body) = get(a1, "c.test", "/slow?ms=4000").unwrap();
+    assert_eq!(status, 504, "{}", String::from_utf8_lossy(&body));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// One request of the load: when it started and ended, and how.
+#[derive(Debug, Clone)]
+struct Outcome {
+    via: SocketAddr,
+    started: Instant,
+    ended: Instant,
+    status: Option<u16>,
+}
+
+#[test]
+fn killing_a_gateway_loses_only_its_in_flight_requests() {
+    require_nats();
+    let dir = scratch("kill");
+    let prefix = unique_prefix();
+    let up = upstream();
+    let (mut g1, a1) = gateway(&dir, "gw-1", &prefix, &[]);
+    let (_g2, a2) = gateway(&dir, "gw-2", &prefix, &[]);
+    let (_g3, a3) = gateway(&dir, "gw-3", &prefix, &[]);
+    // Multi-homed: one connection to gw-1 and one to gw-2.
+    let _rm = receiver(&dir, "rm", &[a1, a2], "multi.test", up);
+    for gw in [a1, a2, a3] {
+        wait_serving(gw, "multi.test", "/slow?ms=0");
+    }
+    // gw-3 has no receiver: its requests are forwarded to gw-1 or gw-2.
+    // Wait until both take forwarded requests, so some are in flight
+    // through gw-1 when it dies.
+    let started = |a| {
+        let (_, body) = get(a, "ignored", "/stats").expect("stats");
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("stats JSON");
+        v["totals"]["started"].as_u64().expect("totals.started")
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let before = (started(a1), started(a2));
+        for _ in 0..16 {
+            assert_eq!(
+                get(a3, "multi.test", "/slow?ms=0").map(|(s, _)| s),
+                Some(200)
+            );
+        }
+        if started(a1) > before.0 && started(a2) > before.1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "forwarded requests never reached both gateways"
+        );
+    }
+
+    let outcomes: Arc<Mutex<Vec<Outcome>>> = Arc::default();
+    let stop_at = Instant::now() + Duration::from_secs(6);
+    let clients: Vec<_> = [a3, a3, a3, a3, a2, a2]
+        .into_iter()
+        .map(|via| {
+            let outcomes = outcomes.clone();
+            std::thread::spawn(move || {
+                while Instant::now() < stop_at {
+                    let started = Instant::now();
+                    let status = get(via, "multi.test", "/slow?ms=300").map(|(s, _)| s);
+                    outcomes.lock().unwrap().push(Outcome {
+                        via,
+                        started,
+                        ended: Instant::now(),
+                        status,
+                    });
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let killed_at = Instant::now();
+    g1.0.kill().unwrap();
+    g1.0.wait().unwrap();
+    for c in clients {
+        c.join().unwrap();
+    }
+
+    let outcomes = outcomes.lock().unwrap().clone();
+    let in_flight_at_kill = outcomes
+        .iter()
+        .filter(|o| o.started <= killed_at && o.ended >= killed_at)
+        .count();
+    let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.status != Some(200)).collect();
+    eprintln!(
+        "{} requests, {in_flight_at_kill} in flight at the kill, {} failed",
+        outcomes.len(),
+        failed.len()
+    );
+    assert!(in_flight_at_kill > 0, "the kill came between requests");
+    // Failures: only 502s, only of requests already running when gw-1 died.
+    for f in &failed {
+        assert_eq!(f.status, Some(502), "{f:?}");
+        assert!(
+            f.started <= killed_at,
+            "a request started after the kill failed: {f:?}"
+        );
+    }
+    assert!(
+        failed.len() <= in_flight_at_kill,
+        "{} failures, {in_flight_at_kill} in flight at the kill",
+        failed.len()
+    );
+    // The multi-homed receiver kept serving gw-2's own clients throughout.
+    let via_gw2: Vec<&Outcome> = outcomes.iter().filter(|o| o.via == a2).collect();
+    assert!(via_gw2.iter().all(|o| o.status == Some(200)), "{via_gw2:?}");
+    // And requests through gw-3 were rerouted to gw-2: plenty succeeded
+    // after the kill.
+    let after = outcomes
+        .iter()
+        .filter(|o| o.via == a3 && o.started > killed_at && o.status == Some(200))
+        .count();
+    assert!(
+        after >= 20,
+        "only {after} requests through gw-3 succeeded after the kill"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
