@@ -12,6 +12,7 @@
 
 pub mod gateway;
 pub mod receiver;
+mod response;
 mod rt;
 pub mod upstream;
 

@@ -6,8 +6,9 @@ use std::pin::Pin;
 
 use anpx_core::RequestHead;
 use bytes::Bytes;
+use futures_util::AsyncBufReadExt;
 use futures_util::{StreamExt, TryStreamExt};
-use http_types::{Method, Request, Response, StatusCode, Url};
+use http_types::{Body, Method, Request, Response, StatusCode, Url};
 use shell_common::body::BodyStream;
 use shell_common::receiver::{upstream_request_parts, BoxFuture, Dispatch, Reply};
 use shell_common::BoxError;
@@ -88,12 +89,30 @@ impl Upstream for HttpUpstream {
                 format!("{}:{}", this.host, this.port)
             };
             *request.url_mut() = Url::parse(&format!("http://{authority}{target}"))?;
-            let tcp = smol::net::TcpStream::connect((this.host.as_str(), this.port)).await?;
+            if request.len().is_none() {
+                // A request without a declared length can still turn out
+                // to have no body (a GET relayed by the gateway). Sent
+                // chunked, its empty last chunk is bytes a service that
+                // expects no body never reads, and closing a socket with
+                // unread bytes makes the kernel reset the connection, which
+                // can destroy the end of the response before it is read.
+                // So the framing waits for the body's first bytes or end.
+                let mut body = request.take_body();
+                let empty = body.fill_buf().await?.is_empty();
+                let had_type = request.content_type();
+                request.set_body(if empty { Body::empty() } else { body });
+                // `set_body` labels the request with the body's type.
+                if had_type.is_none() {
+                    request.remove_header("content-type");
+                }
+            }
+            let head_request = request.method() == Method::Head;
+            let mut tcp = smol::net::TcpStream::connect((this.host.as_str(), this.port)).await?;
             let _ = tcp.set_nodelay(true);
-            let response = async_h1::connect(tcp, request)
-                .await
-                .map_err(|e| e.into_inner())?;
-            Ok(response)
+            // async-h1 writes the request; the response is read by
+            // `response`, whose module says why.
+            futures_util::io::copy(async_h1::client::Encoder::new(request), &mut tcp).await?;
+            Ok(crate::response::read(tcp, head_request).await?)
         })
     }
 }
@@ -163,10 +182,16 @@ impl Dispatch for dyn Upstream {
                 .map_err(|e| std::io::Error::other(e.to_string()))
                 .into_async_read();
             let len = size.and_then(|n| usize::try_from(n).ok());
+            let had_type = request.content_type();
             request.set_body(http_types::Body::from_reader(
                 futures_util::io::BufReader::new(reader),
                 len,
             ));
+            // `set_body` labels the request with the body's type; the
+            // client may have sent none.
+            if had_type.is_none() {
+                request.remove_header("content-type");
+            }
             Ok::<_, String>(request)
         })();
         let call = match request {

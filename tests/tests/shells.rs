@@ -505,6 +505,7 @@ macro_rules! for_every_pair {
 for_every_pair!(
     every_method_round_trips,
     repeated_query_keys_and_set_cookie,
+    ten_mebibytes_each_way,
     no_route_is_404_and_at_capacity_is_503,
     slow_upstream_is_504,
     upstream_down_is_502,
@@ -515,21 +516,3 @@ for_every_pair!(
     rate_limits_answer_429_with_retry_after,
     cors_security_headers_and_blocklist,
 );
-
-/// 10 MiB each way runs with tokio receivers only: with a smol receiver the
-/// large response is occasionally cut mid-body under heavy machine load
-/// (seen in CI; not yet diagnosed), and a test that fails by chance would
-/// hide every other result. Both gateways are still covered.
-mod ten_mebibytes_each_way {
-    use super::Shell::{Smol, Tokio};
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn tokio_tokio() {
-        super::ten_mebibytes_each_way(Tokio, Tokio).await
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn smol_gateway_tokio_receiver() {
-        super::ten_mebibytes_each_way(Smol, Tokio).await
-    }
-}

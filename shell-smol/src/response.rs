@@ -1,0 +1,430 @@
+//! Reading a local HTTP service's response: the head, then the body as
+//! its framing says (chunked, a declared length, or up to the close).
+//!
+//! The request still goes out through async-h1's encoder, but its response
+//! decoder is not used: when the end of a chunked body (the empty line
+//! after the last chunk) arrives split across reads, that decoder returns
+//! `Pending` without arranging to be woken, so the relay stalls with the
+//! whole body delivered but never ended, until the gateway's request
+//! timeout cuts the public response mid-body. Every `Pending` here comes
+//! from the socket itself.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use futures_util::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use http_types::{Body, Response};
+
+use crate::upstream::status_code;
+
+/// The largest response head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// The most headers a response head may carry.
+const MAX_HEADERS: usize = 128;
+/// The longest chunk-size line (with extensions) or trailer line.
+const MAX_LINE: usize = 4096;
+/// The most bytes of trailers after the last chunk (they are dropped).
+const MAX_TRAILERS: usize = 16 * 1024;
+
+/// Why a response could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseError {
+    /// The connection failed or closed before the head was complete.
+    #[error("reading the response head: {0}")]
+    Io(#[from] io::Error),
+    /// The head is not valid HTTP/1.x.
+    #[error("malformed response head: {0}")]
+    Malformed(String),
+    /// The head is larger than [`MAX_HEAD`].
+    #[error("response head over {MAX_HEAD} bytes")]
+    HeadTooLarge,
+}
+
+/// Reads one response from `stream`. `head_request`: the request was
+/// `HEAD`, so the response has no body whatever its headers say.
+pub async fn read<S>(stream: S, head_request: bool) -> Result<Response, ResponseError>
+where
+    S: AsyncRead + Unpin + Send + Sync + 'static,
+{
+    let mut reader = BufReader::new(stream);
+    let mut head = Vec::new();
+    loop {
+        let n = (&mut reader)
+            .take((MAX_HEAD + 1 - head.len()) as u64)
+            .read_until(b'\n', &mut head)
+            .await?;
+        if n == 0 {
+            if head.len() > MAX_HEAD {
+                return Err(ResponseError::HeadTooLarge);
+            }
+            return Err(ResponseError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed before the response head was complete",
+            )));
+        }
+        if head.ends_with(b"\r\n\r\n") || head.ends_with(b"\n\n") {
+            break;
+        }
+        if head.len() > MAX_HEAD {
+            return Err(ResponseError::HeadTooLarge);
+        }
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut headers);
+    match parsed.parse(&head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => {
+            return Err(ResponseError::Malformed("incomplete head".into()))
+        }
+        Err(e) => return Err(ResponseError::Malformed(e.to_string())),
+    }
+    let code = parsed
+        .code
+        .ok_or_else(|| ResponseError::Malformed("no status code".into()))?;
+    let mut response = Response::new(status_code(code));
+    let mut chunked = false;
+    let mut length: Option<u64> = None;
+    for h in parsed.headers.iter() {
+        let value = std::str::from_utf8(h.value)
+            .map_err(|_| ResponseError::Malformed(format!("header {} is not UTF-8", h.name)))?;
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value
+                .rsplit(',')
+                .next()
+                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            let n = value.trim().parse::<u64>().map_err(|_| {
+                ResponseError::Malformed(format!("invalid content-length {value:?}"))
+            })?;
+            if length.is_some_and(|m| m != n) {
+                return Err(ResponseError::Malformed(
+                    "conflicting content-length headers".into(),
+                ));
+            }
+            length = Some(n);
+        }
+        response.append_header(h.name, value);
+    }
+    // RFC 9112 §6.3: no body for HEAD, 1xx, 204 and 304; chunked wins over
+    // a length; otherwise the body runs to the close.
+    let bodiless = head_request || code < 200 || code == 204 || code == 304;
+    let body = if bodiless {
+        Body::empty()
+    } else if chunked {
+        response.remove_header("content-length");
+        Body::from_reader(BufReader::new(Chunked::new(reader)), None)
+    } else if let Some(n) = length {
+        Body::from_reader(
+            BufReader::new(Exact {
+                inner: reader,
+                left: n,
+            }),
+            usize::try_from(n).ok(),
+        )
+    } else {
+        Body::from_reader(reader, None)
+    };
+    response.set_body(body);
+    Ok(response)
+}
+
+/// A body of a declared length: ends after exactly that many bytes, and a
+/// close before them is an error, not a shorter body.
+struct Exact<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: AsyncBufRead + Unpin> AsyncRead for Exact<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if this.left == 0 || out.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let available = ready!(Pin::new(&mut this.inner).poll_fill_buf(cx))?;
+        if available.is_empty() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "connection closed {} bytes before the body's end",
+                    this.left
+                ),
+            )));
+        }
+        let n = available
+            .len()
+            .min(out.len())
+            .min(usize::try_from(this.left).unwrap_or(usize::MAX));
+        out[..n].copy_from_slice(&available[..n]);
+        Pin::new(&mut this.inner).consume(n);
+        this.left -= n as u64;
+        Poll::Ready(Ok(n))
+    }
+}
+
+/// Where a chunked body's decoder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Reading a chunk-size line.
+    Size,
+    /// Inside a chunk, with this many bytes left.
+    Data(u64),
+    /// Reading the line break after a chunk's data.
+    DataEnd,
+    /// After the last chunk: reading trailer lines up to the empty one,
+    /// with this many trailer bytes read so far.
+    Trailers(usize),
+    /// The body is complete.
+    Done,
+}
+
+/// Decodes a chunked body (RFC 9112 §7.1). Trailers are read and dropped.
+pub(crate) struct Chunked<R> {
+    inner: R,
+    state: State,
+    /// The current line, gathered across reads.
+    line: Vec<u8>,
+}
+
+impl<R> Chunked<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        Chunked {
+            inner,
+            state: State::Size,
+            line: Vec::new(),
+        }
+    }
+}
+
+fn invalid(what: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.into())
+}
+
+impl<R: AsyncBufRead + Unpin> Chunked<R> {
+    /// Gathers bytes into `self.line` up to and including a LF.
+    fn poll_line(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let available = ready!(Pin::new(&mut self.inner).poll_fill_buf(cx))?;
+            if available.is_empty() {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed inside a chunked body",
+                )));
+            }
+            let (take, complete) = match available.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (available.len(), false),
+            };
+            if self.line.len() + take > MAX_LINE {
+                return Poll::Ready(Err(invalid("chunked body line too long")));
+            }
+            self.line.extend_from_slice(&available[..take]);
+            Pin::new(&mut self.inner).consume(take);
+            if complete {
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+}
+
+/// True for a line holding only its line break.
+fn is_empty_line(line: &[u8]) -> bool {
+    line == b"\r\n" || line == b"\n"
+}
+
+impl<R: AsyncBufRead + Unpin> AsyncRead for Chunked<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        loop {
+            match this.state {
+                State::Done => return Poll::Ready(Ok(0)),
+                State::Size => {
+                    ready!(this.poll_line(cx))?;
+                    let size = match httparse::parse_chunk_size(&this.line) {
+                        Ok(httparse::Status::Complete((_, size))) => size,
+                        _ => {
+                            return Poll::Ready(Err(invalid(format!(
+                                "invalid chunk size line {:?}",
+                                String::from_utf8_lossy(&this.line)
+                            ))))
+                        }
+                    };
+                    this.line.clear();
+                    this.state = if size == 0 {
+                        State::Trailers(0)
+                    } else {
+                        State::Data(size)
+                    };
+                }
+                State::Data(left) => {
+                    if out.is_empty() {
+                        return Poll::Ready(Ok(0));
+                    }
+                    let available = ready!(Pin::new(&mut this.inner).poll_fill_buf(cx))?;
+                    if available.is_empty() {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "connection closed inside a chunk",
+                        )));
+                    }
+                    let n = available
+                        .len()
+                        .min(out.len())
+                        .min(usize::try_from(left).unwrap_or(usize::MAX));
+                    out[..n].copy_from_slice(&available[..n]);
+                    Pin::new(&mut this.inner).consume(n);
+                    let left = left - n as u64;
+                    this.state = if left == 0 {
+                        State::DataEnd
+                    } else {
+                        State::Data(left)
+                    };
+                    return Poll::Ready(Ok(n));
+                }
+                State::DataEnd => {
+                    ready!(this.poll_line(cx))?;
+                    if !is_empty_line(&this.line) {
+                        return Poll::Ready(Err(invalid("chunk data longer than its size")));
+                    }
+                    this.line.clear();
+                    this.state = State::Size;
+                }
+                State::Trailers(seen) => {
+                    ready!(this.poll_line(cx))?;
+                    let seen = seen + this.line.len();
+                    if seen > MAX_TRAILERS {
+                        return Poll::Ready(Err(invalid("trailers too large")));
+                    }
+                    this.state = if is_empty_line(&this.line) {
+                        State::Done
+                    } else {
+                        State::Trailers(seen)
+                    };
+                    this.line.clear();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::io::AsyncReadExt;
+    use std::collections::VecDeque;
+
+    /// A reader that hands out `pieces` one per read, answering `Pending`
+    /// (after waking itself) between them, like a socket whose bytes come
+    /// in separate segments.
+    struct Pieces {
+        pieces: VecDeque<Vec<u8>>,
+        pending: bool,
+    }
+
+    impl AsyncRead for Pieces {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            out: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            if self.pending {
+                self.pending = false;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            self.pending = true;
+            let Some(mut piece) = self.pieces.pop_front() else {
+                return Poll::Ready(Ok(0));
+            };
+            let n = piece.len().min(out.len());
+            out[..n].copy_from_slice(&piece[..n]);
+            if n < piece.len() {
+                piece.drain(..n);
+                self.pieces.push_front(piece);
+            }
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    fn decode(pieces: &[&[u8]]) -> io::Result<Vec<u8>> {
+        let reader = Pieces {
+            pieces: pieces
+                .iter()
+                .filter(|p| !p.is_empty())
+                .map(|p| p.to_vec())
+                .collect(),
+            pending: false,
+        };
+        let mut chunked = Chunked::new(BufReader::new(reader));
+        let mut out = Vec::new();
+        smol::block_on(chunked.read_to_end(&mut out))?;
+        Ok(out)
+    }
+
+    /// Every split of a body into two reads decodes to the same bytes.
+    #[test]
+    fn every_split_point_decodes_the_same() {
+        let wire: &[u8] = b"5;ext=1\r\nhello\r\n1\r\n \r\nA\r\n0123456789\r\n0\r\nx-t: 1\r\n\r\n";
+        for at in 0..=wire.len() {
+            let (a, b) = wire.split_at(at);
+            assert_eq!(
+                decode(&[a, b]).unwrap(),
+                b"hello 0123456789",
+                "split at {at}"
+            );
+        }
+        let bytes: Vec<&[u8]> = wire.chunks(1).collect();
+        assert_eq!(decode(&bytes).unwrap(), b"hello 0123456789");
+    }
+
+    #[test]
+    fn a_close_before_the_end_is_an_error() {
+        let wire: &[u8] = b"5\r\nhello\r\n0\r\n";
+        for at in 0..wire.len() {
+            let err = decode(&[&wire[..at]]).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "cut at {at}");
+        }
+    }
+
+    #[test]
+    fn malformed_framing_is_an_error() {
+        for wire in [
+            &b"zz\r\nhello\r\n0\r\n\r\n"[..],
+            b"3\r\nhello\r\n0\r\n\r\n",
+            b"ffffffffffffffffff\r\n",
+        ] {
+            let err = decode(&[wire]).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{wire:?}");
+        }
+        let long = [b"1;".as_slice(), &[b'a'; MAX_LINE], b"\r\n"].concat();
+        assert_eq!(
+            decode(&[&long]).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+    }
+
+    #[test]
+    fn a_declared_length_cut_short_is_an_error() {
+        let reader = Pieces {
+            pieces: VecDeque::from([b"hel".to_vec()]),
+            pending: false,
+        };
+        let mut exact = Exact {
+            inner: BufReader::new(reader),
+            left: 5,
+        };
+        let mut out = Vec::new();
+        let err = smol::block_on(exact.read_to_end(&mut out)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(out, b"hel");
+    }
+}
