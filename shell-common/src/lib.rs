@@ -17,6 +17,7 @@ pub mod process;
 pub mod receiver;
 pub mod remote;
 pub mod signal;
+pub mod tls;
 pub mod ws;
 
 pub use admission::{Admission, Admitted, OpenAdmission, Refusal};

@@ -10,6 +10,7 @@ use anpx_core::gateway::{Gateway as Core, GatewayStats, RequestBody};
 use async_tungstenite::tungstenite::protocol::Role;
 use async_tungstenite::WebSocketStream;
 use bytes::Bytes;
+use futures_util::io::{AsyncRead, AsyncWrite};
 use futures_util::{StreamExt, TryStreamExt};
 use http_types::{Request, Response};
 use shell_common::driver::Driver;
@@ -18,10 +19,12 @@ use shell_common::gateway::{
 };
 use shell_common::signal::Stop;
 use shell_common::{link, ws, GatewayOptions};
-use smol::net::{TcpListener, TcpStream};
+use smol::net::TcpListener;
 use smol::Task;
 
 use crate::rt::{body_stream, Smol};
+use crate::shared_io::SharedIo;
+use crate::stall::{Parked, Watched};
 use crate::upstream::{header_ok, status_code};
 
 /// Why a gateway could not start.
@@ -35,9 +38,6 @@ pub enum BindError {
         /// Why.
         source: std::io::Error,
     },
-    /// The options ask for something this shell does not do yet.
-    #[error("{0} is not supported by the smol shell yet; use the tokio shell (anpx)")]
-    Unsupported(&'static str),
 }
 
 /// A running gateway.
@@ -54,9 +54,6 @@ pub struct Gateway {
 impl Gateway {
     /// Binds the listeners and starts serving.
     pub async fn bind(options: GatewayOptions) -> Result<Gateway, BindError> {
-        if options.tls.is_some() {
-            return Err(BindError::Unsupported("TLS (gateway.tls)"));
-        }
         let listen = |addr| async move {
             TcpListener::bind(addr)
                 .await
@@ -81,12 +78,19 @@ impl Gateway {
             smol::Timer::at(at).await;
         });
         let driver_task = smol::spawn(task);
-        let shared = Arc::new(Shared::new(driver, &options, "http"));
+        let scheme = if options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let shared = Arc::new(Shared::new(driver, &options, scheme));
+        let tls = options.tls.clone().map(futures_rustls::TlsAcceptor::from);
         let stop = Stop::new(false);
         let mut listeners = vec![smol::spawn(accept_loop(
             public,
             Listener::Public,
             shared.clone(),
+            tls.clone(),
             stop.clone(),
         ))];
         if let Some(ws) = ws {
@@ -94,6 +98,7 @@ impl Gateway {
                 ws,
                 Listener::Receivers,
                 shared.clone(),
+                tls,
                 stop.clone(),
             )));
         }
@@ -140,7 +145,13 @@ impl Gateway {
 
 /// Accepts until `stop`, then closes the listener; the connections it
 /// serves live until this task is cancelled.
-async fn accept_loop(listener: TcpListener, which: Listener, shared: Arc<Shared>, stop: Stop) {
+async fn accept_loop(
+    listener: TcpListener,
+    which: Listener,
+    shared: Arc<Shared>,
+    tls: Option<futures_rustls::TlsAcceptor>,
+    stop: Stop,
+) {
     let mut connections: Vec<Task<()>> = Vec::new();
     loop {
         let accept = std::pin::pin!(listener.accept());
@@ -161,25 +172,45 @@ async fn accept_loop(listener: TcpListener, which: Listener, shared: Arc<Shared>
         let local = tcp.local_addr().unwrap_or(peer);
         connections.retain(|t| !t.is_finished());
         let shared = shared.clone();
-        connections.push(smol::spawn(serve_connection(
-            tcp, peer, local, which, shared,
-        )));
+        let tls = tls.clone();
+        connections.push(smol::spawn(async move {
+            let Some(acceptor) = tls else {
+                return serve_connection(tcp, peer, local, which, shared).await;
+            };
+            let handshake = async { Some(acceptor.accept(tcp).await) };
+            let deadline = async {
+                smol::Timer::after(shell_common::tls::HANDSHAKE_TIMEOUT).await;
+                None
+            };
+            match smol::future::or(handshake, deadline).await {
+                Some(Ok(stream)) => {
+                    serve_connection(SharedIo::new(stream), peer, local, which, shared).await
+                }
+                Some(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
+                None => tracing::debug!(%peer, "tls handshake timed out"),
+            }
+        }));
     }
     drop(listener);
     std::future::pending::<()>().await;
     drop(connections);
 }
 
-async fn serve_connection(
-    tcp: TcpStream,
+async fn serve_connection<S>(
+    stream: S,
     peer: SocketAddr,
     local: SocketAddr,
     which: Listener,
     shared: Arc<Shared>,
-) {
-    let served = async_h1::accept(tcp, |req| {
+) where
+    S: AsyncRead + AsyncWrite + Clone + Send + Sync + Unpin + 'static,
+{
+    let io = Watched::new(stream);
+    let parked = io.parked();
+    let served = async_h1::accept(io, |req| {
         let shared = shared.clone();
-        async move { Ok(handle(req, shared, peer, local, which).await) }
+        let parked = parked.clone();
+        async move { Ok(handle(req, shared, peer, local, which, &parked).await) }
     })
     .await;
     if let Err(e) = served {
@@ -208,6 +239,7 @@ async fn handle(
     peer: SocketAddr,
     local: SocketAddr,
     which: Listener,
+    parked: &Parked,
 ) -> Response {
     let method = req.method().to_string();
     let headers = header_map(&req);
@@ -226,7 +258,7 @@ async fn handle(
             match shared.screen(&method, url.path(), url.query(), &headers, None, peer.ip()) {
                 Err(a) => answer(a),
                 Ok(decorations) => {
-                    let mut r = proxy(req, headers, shared, peer, local).await;
+                    let mut r = proxy(req, headers, shared, peer, local, parked).await;
                     let set = decorate(&decorations, |name| r.header(name).is_some());
                     for (name, value) in set {
                         r.insert_header(name, value);
@@ -294,6 +326,7 @@ async fn proxy(
     shared: Arc<Shared>,
     peer: SocketAddr,
     local: SocketAddr,
+    parked: &Parked,
 ) -> Response {
     let method = req.method().to_string();
     let url = req.url().clone();
@@ -342,8 +375,8 @@ async fn proxy(
     let pump = upload.map(|body| {
         let driver = shared.driver.clone();
         let id = pending.id().clone();
+        let mut pieces = parked.guard(body_stream(body));
         smol::spawn(async move {
-            let mut pieces = body_stream(body);
             while let Some(piece) = pieces.next().await {
                 match piece {
                     Ok(data) => driver.body(id.clone(), data, false),

@@ -7,13 +7,15 @@
 //! from `shell-common`; this crate supplies sockets, the async-h1 server
 //! and client, and smol's spawning and timers.
 //!
-//! Not yet on this runtime: TLS (`https://`, `wss://`) and DID-WBA
-//! admission; the binary refuses such configurations with a clear error.
+//! Not yet on this runtime: DID-WBA admission; the binary refuses such
+//! configurations with a clear error.
 
 pub mod gateway;
 pub mod receiver;
 mod response;
 mod rt;
+mod shared_io;
+mod stall;
 pub mod upstream;
 
 pub use shell_common::{GatewayOptions, Status};

@@ -46,8 +46,9 @@ async fn run(command: Command, config: Config) -> Result<()> {
     match command {
         Command::Gateway(_) => {
             let gateway = gateway(&config).await?;
+            let (http, ws) = schemes(&config);
             eprintln!(
-                "anpx-smol gateway on http://{0} (receivers: ws://{0}/ws)",
+                "anpx-smol gateway on {http}://{0} (receivers: {ws}://{0}/ws)",
                 gateway.public_addr()
             );
             shutdown_signal().await?;
@@ -92,14 +93,17 @@ async fn gateway(config: &Config) -> Result<Gateway> {
     if config.gateway.auth.mode == AuthMode::DidWba {
         bail!("gateway.auth.mode = did-wba is not supported by anpx-smol yet; use anpx");
     }
-    if config.gateway.tls.enabled() {
-        bail!("gateway.tls is not supported by anpx-smol yet; use anpx");
+    let mut options = GatewayOptions::from_config(&config.gateway);
+    let tls = &config.gateway.tls;
+    if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+        // async-h1 speaks HTTP/1.1 only, so ALPN offers nothing else.
+        options.tls =
+            Some(shell_common::tls::server_config(cert, key, false).context("gateway.tls")?);
     }
     if config.gateway.cluster.enabled() {
         // The NATS client (async-nats) runs on tokio only.
         bail!("gateway.cluster.nats_url is not supported by anpx-smol (the NATS client needs tokio); use anpx");
     }
-    let options = GatewayOptions::from_config(&config.gateway);
     let listen = options.listen;
     Gateway::bind(options)
         .await
@@ -115,32 +119,48 @@ fn receiver_options(config: &Config, demo: bool) -> Result<ReceiverOptions> {
         };
         Arc::new(HttpUpstream::new(url).context("receiver.upstream")?)
     };
-    if config.receiver.did_document.is_some() || config.receiver.ca_file.is_some() {
-        bail!("receiver.did_document and receiver.ca_file are not supported by anpx-smol yet; use anpx");
+    if config.receiver.did_document.is_some() {
+        bail!("receiver.did_document is not supported by anpx-smol yet; use anpx");
     }
-    Ok(ReceiverOptions::from_config(&config.receiver, upstream))
+    let mut options = ReceiverOptions::from_config(&config.receiver, upstream);
+    if let Some(ca) = &config.receiver.ca_file {
+        options.tls = Some(shell_common::tls::client_config(Some(ca)).context("receiver.ca_file")?);
+    }
+    Ok(options)
 }
 
 /// Gateway and receiver in one process; `demo` prints how to try it.
 async fn both(mut config: Config, demo: bool, print_try: bool) -> Result<()> {
     let gateway = gateway(&config).await?;
     let addr = gateway.public_addr();
-    config.receiver.gateway = format!("ws://{addr}/ws");
+    // With TLS on, the in-process receiver dials wss:// like any other and
+    // trusts the gateway through receiver.ca_file or the system roots.
+    let (http, ws) = schemes(&config);
+    config.receiver.gateway = format!("{ws}://{addr}/ws");
     let receiver = Receiver::spawn(receiver_options(&config, demo)?);
     match receiver.wait_ready().await {
         Status::Connected { granted, .. } => tracing::info!(?granted, "tunnel up"),
         other => bail!("the receiver could not connect to its own gateway: {other:?}"),
     }
     if print_try {
-        println!("anpx-smol demo: gateway on http://{addr}, receiver connected, echo agent serving every path.");
-        println!("Try:\n  curl -s 'http://{addr}/agents/hello?name=anpx' -d 'ping'\n  curl -s http://{addr}/stats\nCtrl-C to stop.");
+        println!("anpx-smol demo: gateway on {http}://{addr}, receiver connected, echo agent serving every path.");
+        println!("Try:\n  curl -s '{http}://{addr}/agents/hello?name=anpx' -d 'ping'\n  curl -s {http}://{addr}/stats\nCtrl-C to stop.");
     } else {
-        eprintln!("anpx-smol: gateway on http://{addr}, receiver connected");
+        eprintln!("anpx-smol: gateway on {http}://{addr}, receiver connected");
     }
     shutdown_signal().await?;
     receiver.shutdown().await;
     gateway.shutdown().await;
     Ok(())
+}
+
+/// The public and receiver URL schemes: with or without TLS.
+fn schemes(config: &Config) -> (&'static str, &'static str) {
+    if config.gateway.tls.enabled() {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

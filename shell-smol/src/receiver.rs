@@ -1,5 +1,6 @@
-//! The receiver runtime on smol: dials the gateway over smol's TCP and runs
-//! the shared reconnect and connection loops.
+//! The receiver runtime on smol: dials the gateway over smol's TCP (and
+//! futures-rustls for `wss://`) and runs the shared reconnect and
+//! connection loops.
 
 use std::sync::Arc;
 
@@ -15,22 +16,16 @@ pub use shell_common::{Credentials, Status};
 /// How to run a receiver.
 pub type ReceiverOptions = shell_common::ReceiverOptions<dyn Upstream>;
 
-/// Plain TCP; `wss://` is not available on this shell yet.
+/// TCP, and rustls over it for `wss://`.
 struct Tcp;
 
 impl Connector for Tcp {
     fn connect(
         &self,
         target: Target,
-        _tls: Option<Arc<rustls::ClientConfig>>,
+        tls: Option<Arc<rustls::ClientConfig>>,
     ) -> BoxFuture<Result<Box<dyn Io>, DialError>> {
         Box::pin(async move {
-            if target.secure {
-                return Err(DialError::Tls(
-                    "wss:// is not supported by the smol shell yet; use the tokio shell (anpx)"
-                        .into(),
-                ));
-            }
             let tcp = smol::net::TcpStream::connect((target.host.as_str(), target.port))
                 .await
                 .map_err(|source| DialError::Connect {
@@ -38,7 +33,16 @@ impl Connector for Tcp {
                     source,
                 })?;
             let _ = tcp.set_nodelay(true);
-            Ok(Box::new(tcp) as Box<dyn Io>)
+            if !target.secure {
+                return Ok(Box::new(tcp) as Box<dyn Io>);
+            }
+            let (config, name) = shell_common::tls::dial(&target.host, tls)
+                .map_err(|e| DialError::Tls(e.to_string()))?;
+            let stream = futures_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| DialError::Tls(e.to_string()))?;
+            Ok(Box::new(stream) as Box<dyn Io>)
         })
     }
 }

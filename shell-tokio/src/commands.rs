@@ -61,7 +61,8 @@ fn gateway_options(config: &Config) -> Result<GatewayOptions> {
     }
     let tls = &config.gateway.tls;
     if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
-        options.tls = Some(shell_tokio::tls::server_config(cert, key).context("gateway.tls")?);
+        options.tls =
+            Some(shell_tokio::tls::server_config(cert, key, true).context("gateway.tls")?);
     }
     Ok(options)
 }

@@ -12,5 +12,5 @@ pub mod gateway;
 pub mod receiver;
 pub mod registry;
 mod rt;
-pub mod tls;
+pub use shell_common::tls;
 pub mod upstream;

@@ -12,6 +12,7 @@ use std::time::Duration;
 use anpx_core::gateway::GatewayStats;
 use anpx_core::policy::{CorsConfig, RateConfig};
 use shell_common::{GatewayOptions, Status};
+use support::pki::TestPki;
 use support::{pattern, send, send_with, sha256, start_backend};
 
 const HOST: &str = "api.agent.com";
@@ -39,6 +40,7 @@ impl Gw {
                 t.core = o.core;
                 t.drain_grace = o.drain_grace;
                 t.policy = o.policy;
+                t.tls = o.tls;
                 Gw::Tokio(shell_tokio::gateway::Gateway::bind(t).await.unwrap())
             }
             Shell::Smol => Gw::Smol(shell_smol::gateway::Gateway::bind(o).await.unwrap()),
@@ -84,15 +86,27 @@ enum Rx {
 
 impl Rx {
     async fn start(shell: Shell, gateway: SocketAddr, backend: SocketAddr) -> Rx {
+        let rx = Rx::spawn(shell, format!("ws://{gateway}/ws"), None, backend);
+        rx.wait_connected().await;
+        rx
+    }
+
+    /// A receiver dialing `url`, trusting `tls` (else the system's roots)
+    /// for `wss://`; it may not have connected yet.
+    fn spawn(
+        shell: Shell,
+        url: String,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        backend: SocketAddr,
+    ) -> Rx {
         let backoff = anpx_core::backoff::BackoffConfig {
             first_delay: Duration::from_millis(50),
             max_delay: Duration::from_millis(400),
             ..Default::default()
         };
-        let url = format!("ws://{gateway}/ws");
         let services = vec!["api.agent.com/svc".parse().unwrap()];
         let upstream = format!("http://{backend}");
-        let rx = match shell {
+        match shell {
             Shell::Tokio => {
                 let mut o = shell_tokio::receiver::ReceiverOptions::new(
                     url,
@@ -100,6 +114,7 @@ impl Rx {
                 );
                 o.services = services;
                 o.backoff = backoff;
+                o.tls = tls;
                 Rx::Tokio(shell_tokio::receiver::Receiver::spawn(o))
             }
             Shell::Smol => {
@@ -109,11 +124,16 @@ impl Rx {
                 );
                 o.services = services;
                 o.backoff = backoff;
+                o.tls = tls;
                 Rx::Smol(shell_smol::receiver::Receiver::spawn(o))
             }
-        };
+        }
+    }
+
+    /// Waits (ten seconds at most) until connected.
+    async fn wait_connected(&self) {
         let connected = tokio::time::timeout(Duration::from_secs(10), async {
-            match &rx {
+            match self {
                 Rx::Tokio(r) => matches!(
                     r.wait_ready().await,
                     shell_tokio::receiver::Status::Connected { .. }
@@ -124,7 +144,6 @@ impl Rx {
         .await
         .expect("receiver connects in time");
         assert!(connected);
-        rx
     }
 
     fn connected(&self) -> bool {
@@ -191,6 +210,50 @@ async fn ten_mebibytes_each_way(gw: Shell, rx: Shell) {
     let r = send(g.addr(), "GET", HOST, &path, "").await;
     assert_eq!(r.body.len(), size);
     assert_eq!(sha256(&r.body), sha256(&pattern(size)));
+}
+
+/// A chunked upload whose closing empty line reaches the gateway in two
+/// reads (`\r`, then `\n`) still ends: the request is answered, not left
+/// waiting for the request timeout.
+async fn chunked_upload_whose_end_is_split(gw: Shell, rx: Shell) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = start_backend().await;
+    let g = Gw::start(gw, |_| {}).await;
+    let _r = Rx::start(rx, g.addr(), backend).await;
+    let mut tcp = tokio::net::TcpStream::connect(g.addr()).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    tcp.write_all(
+        b"POST /svc/echo HTTP/1.1\r\nhost: api.agent.com\r\ntransfer-encoding: chunked\r\n\r\n\
+          5\r\nhello\r\n0\r\n\r",
+    )
+    .await
+    .unwrap();
+    // Not a wait for state: the pause only makes the last byte arrive in
+    // a read of its own, after the gateway has read the rest.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tcp.write_all(b"\n").await.unwrap();
+    let mut head = Vec::new();
+    let read_head = async {
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(
+                n > 0,
+                "connection closed: {:?}",
+                String::from_utf8_lossy(&head)
+            );
+            head.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read_head)
+        .await
+        .expect("the gateway answers a chunked upload once its last line is in");
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        head.contains(&format!("x-body-sha256: {}", sha256(b"hello"))),
+        "{head}"
+    );
 }
 
 async fn no_route_is_404_and_at_capacity_is_503(gw: Shell, rx: Shell) {
@@ -471,6 +534,57 @@ async fn cors_security_headers_and_blocklist(gw: Shell, rx: Shell) {
     }
 }
 
+/// A gateway with a certificate from a private CA: the receiver dials
+/// `wss://` trusting that CA, a public client gets through over `https://`.
+async fn wss_and_https_with_a_private_ca(gw: Shell, rx: Shell) {
+    let pki = TestPki::new("ok");
+    let backend = start_backend().await;
+    let tls = shell_common::tls::server_config(&pki.cert, &pki.key, false).unwrap();
+    let g = Gw::start(gw, |o| o.tls = Some(tls)).await;
+    let url = format!("wss://localhost:{}/ws", g.addr().port());
+    let trust = shell_common::tls::client_config(Some(&pki.ca)).unwrap();
+    let r = Rx::spawn(rx, url, Some(trust), backend);
+    r.wait_connected().await;
+    let (status, headers) = pki.https_get(g.addr(), "/svc/hello").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers.get("x-path").unwrap(), "/svc/hello");
+    r.shutdown().await;
+}
+
+/// A receiver that does not trust the gateway's certificate never
+/// connects, and the gateway never lists it.
+async fn a_receiver_that_does_not_trust_the_gateway_does_not_connect(gw: Shell, rx: Shell) {
+    let pki = TestPki::new("untrusted");
+    let backend = start_backend().await;
+    let tls = shell_common::tls::server_config(&pki.cert, &pki.key, false).unwrap();
+    let g = Gw::start(gw, |o| o.tls = Some(tls)).await;
+    let url = format!("wss://localhost:{}/ws", g.addr().port());
+    // System roots only: the private CA is unknown.
+    let r = Rx::spawn(rx, url, None, backend);
+    let wait = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            if r.connected() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    });
+    assert!(wait.await.is_err(), "connected without trusting the CA");
+    assert_eq!(g.stats().await.unwrap().links.len(), 0);
+    r.shutdown().await;
+}
+
+#[test]
+fn unreadable_tls_files_are_reported_with_their_path() {
+    let err = shell_common::tls::server_config(
+        "/nonexistent/cert.pem".as_ref(),
+        "/nonexistent/key.pem".as_ref(),
+        false,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
+}
+
 /// Each scenario, once per (gateway shell, receiver shell) pair.
 macro_rules! for_every_pair {
     ($($scenario:ident),* $(,)?) => {
@@ -506,12 +620,15 @@ for_every_pair!(
     every_method_round_trips,
     repeated_query_keys_and_set_cookie,
     ten_mebibytes_each_way,
+    chunked_upload_whose_end_is_split,
     no_route_is_404_and_at_capacity_is_503,
     slow_upstream_is_504,
     upstream_down_is_502,
     receiver_killed_mid_request_is_502,
     receiver_comes_back_after_gateway_restart,
     health_and_metrics,
+    wss_and_https_with_a_private_ca,
+    a_receiver_that_does_not_trust_the_gateway_does_not_connect,
     middlewares_are_off_by_default,
     rate_limits_answer_429_with_retry_after,
     cors_security_headers_and_blocklist,

@@ -141,10 +141,6 @@ impl Gateway {
     }
 }
 
-/// A TLS handshake that takes longer than this is dropped, so a client
-/// that connects and says nothing cannot hold a task forever.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 async fn accept_loop(
     listener: TcpListener,
     which: Listener,
@@ -175,7 +171,7 @@ async fn accept_loop(
                     let builder = edge.builder();
                     let served = match tls {
                         None => builder.serve_connection_with_upgrades(TokioIo::new(FirstBytesDeadline::new(tcp, first_bytes)), service).await,
-                        Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Some(acceptor) => match tokio::time::timeout(shell_common::tls::HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                             Ok(Ok(stream)) => builder.serve_connection_with_upgrades(TokioIo::new(FirstBytesDeadline::new(stream, first_bytes)), service).await,
                             Ok(Err(e)) => {
                                 tracing::debug!(%peer, error = %e, "tls handshake failed");

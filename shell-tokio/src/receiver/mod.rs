@@ -11,7 +11,6 @@ use std::pin::pin;
 use std::sync::Arc;
 
 use async_tungstenite::tokio::TokioAdapter;
-use rustls::pki_types::ServerName;
 use shell_common::receiver::{BoxFuture, Connector, DialError, Io, Target};
 use shell_common::signal::{Stop, Watch};
 use tokio::net::TcpStream;
@@ -44,14 +43,8 @@ impl Connector for Tcp {
             if !target.secure {
                 return Ok(Box::new(TokioAdapter::new(tcp)) as Box<dyn Io>);
             }
-            let config = match tls {
-                Some(c) => c,
-                None => {
-                    crate::tls::client_config(None).map_err(|e| DialError::Tls(e.to_string()))?
-                }
-            };
-            let name =
-                ServerName::try_from(target.host).map_err(|e| DialError::Tls(e.to_string()))?;
+            let (config, name) = shell_common::tls::dial(&target.host, tls)
+                .map_err(|e| DialError::Tls(e.to_string()))?;
             let stream = tokio_rustls::TlsConnector::from(config)
                 .connect(name, tcp)
                 .await

@@ -1,11 +1,15 @@
 //! TLS with rustls (ring provider, no OpenSSL): the gateway's certificate,
-//! and the roots a receiver trusts for `wss://`.
+//! and the roots a receiver trusts for `wss://` and DID document fetches.
+//! Both shells build their configurations here; each wraps its own
+//! sockets with them (tokio-rustls, futures-rustls).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 /// A TLS setting that cannot be used.
@@ -22,7 +26,19 @@ pub enum TlsError {
     /// rustls refused the material.
     #[error("tls: {0}")]
     Rustls(#[from] rustls::Error),
+    /// A host to dial that cannot be a TLS server name.
+    #[error("{host:?} cannot be a TLS server name: {reason}")]
+    ServerName {
+        /// The host.
+        host: String,
+        /// Why.
+        reason: String,
+    },
 }
+
+/// How long a gateway waits for a client's TLS handshake, so a client that
+/// connects and says nothing cannot hold a task forever.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -43,9 +59,10 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-/// The gateway's TLS: certificate chain and private key, PEM. Offers HTTP/2
-/// and HTTP/1.1.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+/// The gateway's TLS: certificate chain and private key, PEM. Offers
+/// HTTP/1.1 over ALPN, and HTTP/2 first when `http2` (the shell's server
+/// speaks it).
+pub fn server_config(cert: &Path, key: &Path, http2: bool) -> Result<Arc<ServerConfig>, TlsError> {
     let chain = certs(cert)?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::File {
         path: key.to_owned(),
@@ -55,7 +72,11 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsEr
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Ok(Arc::new(config))
 }
 
@@ -78,4 +99,21 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, TlsErr
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// What a client dials `host` with: `config` when given (a private CA),
+/// else the system's roots; and the name the certificate must carry.
+pub fn dial(
+    host: &str,
+    config: Option<Arc<ClientConfig>>,
+) -> Result<(Arc<ClientConfig>, ServerName<'static>), TlsError> {
+    let config = match config {
+        Some(c) => c,
+        None => client_config(None)?,
+    };
+    let name = ServerName::try_from(host.to_owned()).map_err(|e| TlsError::ServerName {
+        host: host.to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok((config, name))
 }
