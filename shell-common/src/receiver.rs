@@ -695,3 +695,41 @@ pub fn upstream_request_parts(head: &RequestHead) -> (String, Vec<(&str, &str)>)
         .collect();
     (anpx_core::forward::upstream_target(head), headers)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connected(granted: &[&str]) -> Status {
+        Status::Connected {
+            granted: granted.iter().map(|s| s.to_string()).collect(),
+            features: supported_features(),
+        }
+    }
+
+    #[test]
+    fn several_connections_report_as_one() {
+        // Any connection up: connected, grants merged without repeats.
+        assert_eq!(
+            merge_status(
+                [
+                    connected(&["a.test"]),
+                    Status::Connecting,
+                    connected(&["a.test", "b.test"])
+                ]
+                .into_iter()
+            ),
+            connected(&["a.test", "b.test"])
+        );
+        // None up, one still trying: connecting.
+        assert_eq!(
+            merge_status([Status::Stopped("x".into()), Status::Connecting].into_iter()),
+            Status::Connecting
+        );
+        // All stopped: stopped, with every reason.
+        assert_eq!(
+            merge_status([Status::Stopped("a".into()), Status::Stopped("b".into())].into_iter()),
+            Status::Stopped("a; b".into())
+        );
+    }
+}

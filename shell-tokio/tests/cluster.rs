@@ -260,6 +260,9 @@ fn every_gateway_reaches_every_service_with_local_semantics() {
     let _ra = receiver(&dir, "ra", &[a1], "a.test", up);
     let _rb = receiver(&dir, "rb", &[a2], "b.test", up);
     let _rc = receiver(&dir, "rc", &[a3], "c.test", up);
+    // One route served on two gateways by two receivers.
+    let _rs1 = receiver(&dir, "rs1", &[a1], "shared.test", up);
+    let _rs2 = receiver(&dir, "rs2", &[a2], "shared.test", up);
 
     // Each service through each gateway: one local, two forwarded.
     for gw in gws {
@@ -272,6 +275,16 @@ fn every_gateway_reaches_every_service_with_local_semantics() {
             );
         }
     }
+
+    // Local receivers are preferred: gw-1's requests for the shared route
+    // all stay on gw-1, even though gw-2 announces it too.
+    wait_serving(a2, "shared.test", "/x");
+    wait_serving(a3, "shared.test", "/x");
+    let before = (started(a1), started(a2));
+    for _ in 0..10 {
+        assert_eq!(get(a1, "shared.test", "/x").map(|(s, _)| s), Some(200));
+    }
+    assert_eq!((started(a1), started(a2)), (before.0 + 10, before.1));
 
     // Bodies bigger than a NATS message and than the credit window, both
     // ways, arrive intact.
@@ -294,6 +307,14 @@ fn every_gateway_reaches_every_service_with_local_semantics() {
     let (status, body) = get(a1, "c.test", "/slow?ms=4000").unwrap();
     assert_eq!(status, 504, "{}", String::from_utf8_lossy(&body));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Requests a gateway's core started on its own receivers (local and
+/// forwarded to it), from `/stats`.
+fn started(gateway: SocketAddr) -> u64 {
+    let (_, body) = get(gateway, "ignored", "/stats").expect("stats");
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("stats JSON");
+    v["totals"]["started"].as_u64().expect("totals.started")
 }
 
 /// One request of the load: when it started and ended, and how.
@@ -322,11 +343,6 @@ fn killing_a_gateway_loses_only_its_in_flight_requests() {
     // gw-3 has no receiver: its requests are forwarded to gw-1 or gw-2.
     // Wait until both take forwarded requests, so some are in flight
     // through gw-1 when it dies.
-    let started = |a| {
-        let (_, body) = get(a, "ignored", "/stats").expect("stats");
-        let v: serde_json::Value = serde_json::from_slice(&body).expect("stats JSON");
-        v["totals"]["started"].as_u64().expect("totals.started")
-    };
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let before = (started(a1), started(a2));
@@ -411,5 +427,165 @@ fn killing_a_gateway_loses_only_its_in_flight_requests() {
         after >= 20,
         "only {after} requests through gw-3 succeeded after the kill"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+fn ok(c: &mut Command) -> String {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{c:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Removes the test's registry row however the test ends.
+struct RegistryRow {
+    did: String,
+    service: String,
+}
+
+impl Drop for RegistryRow {
+    fn drop(&mut self) {
+        let _ = anpx()
+            .args(["registry", "remove", "--registry-url", POSTGRES, "--did"])
+            .arg(&self.did)
+            .args(["--service", &self.service])
+            .output();
+    }
+}
+
+#[test]
+fn gateways_sharing_a_postgres_registry_grant_alike_and_forward_signed_receivers() {
+    require_nats();
+    let pg_up =
+        TcpStream::connect_timeout(&"127.0.0.1:5432".parse().unwrap(), Duration::from_secs(2));
+    assert!(
+        pg_up.is_ok(),
+        "PostgreSQL is not reachable at 127.0.0.1:5432; start it with \
+         `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`"
+    );
+    let dir = scratch("did");
+    let prefix = unique_prefix();
+    let up = upstream();
+    // A DID and route of this run only, so parallel runs on the shared
+    // database do not meet.
+    let name = prefix.replace('.', "-");
+    let id = dir.join("id");
+    ok(anpx()
+        .args([
+            "did",
+            "new",
+            "--host",
+            "agents.example",
+            "--path",
+            &name,
+            "--out",
+        ])
+        .arg(&id));
+    let docs = dir.join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::copy(id.join("did.json"), docs.join(format!("{name}.json"))).unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(id.join("did.json")).unwrap()).unwrap();
+    let did = doc["id"].as_str().unwrap().to_owned();
+    let service = format!("signed.test/{name}");
+    ok(anpx().args([
+        "registry",
+        "add",
+        "--registry-url",
+        POSTGRES,
+        "--did",
+        &did,
+        "--service",
+        &service,
+    ]));
+    let _row = RegistryRow {
+        did: did.clone(),
+        service: service.clone(),
+    };
+
+    let docs_arg = docs.to_string_lossy().into_owned();
+    let auth = [
+        "--auth-mode",
+        "did-wba",
+        "--auth-did-documents-dir",
+        &docs_arg,
+        "--registry-url",
+        POSTGRES,
+    ];
+    let (_g1, a1) = gateway(&dir, "gw-1", &prefix, &auth);
+    let (_g2, a2) = gateway(&dir, "gw-2", &prefix, &auth);
+    let (_g3, a3) = gateway(&dir, "gw-3", &prefix, &auth);
+    // Signed and multi-homed: both gateways must grant it from the registry.
+    let _signed = Proc(
+        anpx()
+            .args([
+                "receiver",
+                "--gateway",
+                &format!("ws://{a1}/ws"),
+                "--extra-gateways",
+                &format!("ws://{a2}/ws"),
+                "--upstream",
+                &format!("http://{up}"),
+                "--did-document",
+            ])
+            .arg(id.join("did.json"))
+            .arg("--private-key")
+            .arg(id.join("key-1_private.pem"))
+            .args([
+                "--reconnect-first-delay-ms",
+                "100",
+                "--reconnect-max-delay-secs",
+                "1",
+            ])
+            .stderr(std::fs::File::create(dir.join("signed.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let path = format!("/{name}/hello");
+    for gw in [a1, a2, a3] {
+        wait_serving(gw, "signed.test", &path);
+    }
+    // Each gateway it dials admits it from the shared registry: both end
+    // up holding a connection with its identity.
+    for gw in [a1, a2] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, body) = get(gw, "ignored", "/stats").unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let links = v["links"].as_array().unwrap().clone();
+            if links.len() == 1 {
+                assert_eq!(links[0]["identity"]["did"], did.as_str(), "{v}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{gw} never admitted the receiver: {v}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // An unsigned receiver gets nothing on any gateway, so the cluster
+    // still knows only the registry's route.
+    let _intruder = receiver(&dir, "intruder", &[a3], "intruder.test", up);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !get(a3, "ignored", "/metrics").is_some_and(|(_, m)| {
+        String::from_utf8_lossy(&m)
+            .lines()
+            .any(|l| l.starts_with("anpx_receiver_auth_refused_total{") && !l.ends_with(" 0"))
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "the unsigned receiver was never refused"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for gw in [a1, a2, a3] {
+        assert_eq!(get(gw, "intruder.test", "/x").map(|(s, _)| s), Some(404));
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
