@@ -9,6 +9,8 @@
 
 pub mod admission;
 pub mod body;
+pub mod did_credentials;
+pub mod did_wba;
 pub mod driver;
 pub mod gateway;
 pub mod link;

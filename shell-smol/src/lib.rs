@@ -7,9 +7,12 @@
 //! from `shell-common`; this crate supplies sockets, the async-h1 server
 //! and client, and smol's spawning and timers.
 //!
-//! Not yet on this runtime: DID-WBA admission; the binary refuses such
-//! configurations with a clear error.
+//! TLS is futures-rustls; DID-WBA admission is the shared check from
+//! `shell-common` with documents fetched by [`fetch`]. Not yet on this
+//! runtime: a database registry (`gateway.registry.url`); the binary
+//! refuses it with a clear error.
 
+pub mod fetch;
 pub mod gateway;
 pub mod receiver;
 mod response;

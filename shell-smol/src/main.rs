@@ -4,11 +4,16 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anpx_core::auth::VerifierConfig;
 use anpx_core::cli::{Cli, Command};
 use anpx_core::config::{AuthMode, Config};
+use anpx_core::registry::StaticRegistry;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use shell_common::did_credentials::DidCredentials;
+use shell_common::did_wba::{DidWbaAdmission, DocumentSources};
 use shell_common::process::{init_logging, load_config};
+use shell_smol::fetch::SmolDocuments;
 use shell_smol::gateway::Gateway;
 use shell_smol::receiver::{Receiver, ReceiverOptions};
 use shell_smol::upstream::{DemoUpstream, HttpUpstream, Upstream};
@@ -90,10 +95,30 @@ async fn run(command: Command, config: Config) -> Result<()> {
 }
 
 async fn gateway(config: &Config) -> Result<Gateway> {
-    if config.gateway.auth.mode == AuthMode::DidWba {
-        bail!("gateway.auth.mode = did-wba is not supported by anpx-smol yet; use anpx");
-    }
     let mut options = GatewayOptions::from_config(&config.gateway);
+    if config.gateway.auth.mode == AuthMode::DidWba {
+        if config.gateway.registry.url.is_some() {
+            bail!("gateway.registry.url (a database registry) is not supported by anpx-smol yet; use anpx, or grant services in the configuration's registry table");
+        }
+        let auth = &config.gateway.auth;
+        let verifier = VerifierConfig {
+            max_age: auth.timestamp_window(),
+            resolver_base: auth.resolver_base_url.clone(),
+            ..VerifierConfig::default()
+        };
+        let sources = DocumentSources {
+            directory: auth.did_documents_dir.clone(),
+            tls: shell_common::tls::client_config(None)
+                .context("loading the system's TLS roots for DID documents")?,
+        };
+        let registry = Arc::new(StaticRegistry::from_config(&config.gateway));
+        options.admission = Arc::new(DidWbaAdmission::new(
+            verifier,
+            sources,
+            Arc::new(SmolDocuments),
+            registry,
+        ));
+    }
     let tls = &config.gateway.tls;
     if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
         // async-h1 speaks HTTP/1.1 only, so ALPN offers nothing else.
@@ -119,10 +144,16 @@ fn receiver_options(config: &Config, demo: bool) -> Result<ReceiverOptions> {
         };
         Arc::new(HttpUpstream::new(url).context("receiver.upstream")?)
     };
-    if config.receiver.did_document.is_some() {
-        bail!("receiver.did_document is not supported by anpx-smol yet; use anpx");
-    }
     let mut options = ReceiverOptions::from_config(&config.receiver, upstream);
+    if let (Some(doc), Some(key)) = (&config.receiver.did_document, &config.receiver.private_key) {
+        let creds = DidCredentials::load(doc, key)
+            .context("receiver.did_document / receiver.private_key")?;
+        tracing::info!(
+            did = creds.did(),
+            "signing the gateway handshake with DID-WBA"
+        );
+        options.credentials = Some(Arc::new(creds));
+    }
     if let Some(ca) = &config.receiver.ca_file {
         options.tls = Some(shell_common::tls::client_config(Some(ca)).context("receiver.ca_file")?);
     }

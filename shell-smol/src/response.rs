@@ -13,8 +13,10 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use futures_util::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
-use http_types::{Body, Response};
+use futures_util::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, BufReader,
+};
+use http_types::{Body, Request, Response};
 
 use crate::upstream::status_code;
 
@@ -39,6 +41,17 @@ pub enum ResponseError {
     /// The head is larger than [`MAX_HEAD`].
     #[error("response head over {MAX_HEAD} bytes")]
     HeadTooLarge,
+}
+
+/// Sends `request` over `stream` (async-h1 encodes it) and reads the
+/// response.
+pub(crate) async fn exchange<S>(mut stream: S, request: Request) -> Result<Response, ResponseError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
+{
+    let head_request = request.method() == http_types::Method::Head;
+    futures_util::io::copy(async_h1::client::Encoder::new(request), &mut stream).await?;
+    read(stream, head_request).await
 }
 
 /// Reads one response from `stream`. `head_request`: the request was

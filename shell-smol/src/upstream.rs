@@ -106,13 +106,11 @@ impl Upstream for HttpUpstream {
                     request.remove_header("content-type");
                 }
             }
-            let head_request = request.method() == Method::Head;
-            let mut tcp = smol::net::TcpStream::connect((this.host.as_str(), this.port)).await?;
+            let tcp = smol::net::TcpStream::connect((this.host.as_str(), this.port)).await?;
             let _ = tcp.set_nodelay(true);
             // async-h1 writes the request; the response is read by
             // `response`, whose module says why.
-            futures_util::io::copy(async_h1::client::Encoder::new(request), &mut tcp).await?;
-            Ok(crate::response::read(tcp, head_request).await?)
+            Ok(crate::response::exchange(tcp, request).await?)
         })
     }
 }

@@ -57,7 +57,12 @@ fn gateway_options(config: &Config) -> Result<GatewayOptions> {
         };
         let registry = shell_tokio::registry::try_registry_from_config(&config.gateway)
             .context("gateway.registry.url")?;
-        options.admission = Arc::new(DidWbaAdmission::new(verifier, sources, registry));
+        options.admission = Arc::new(DidWbaAdmission::new(
+            verifier,
+            sources,
+            Arc::new(shell_tokio::fetch::TokioDocuments),
+            registry,
+        ));
     }
     let tls = &config.gateway.tls;
     if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {

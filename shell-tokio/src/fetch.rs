@@ -1,5 +1,6 @@
 //! A small, bounded HTTP(S) GET: for DID documents, where a slow or huge
-//! answer from a stranger's server must cost the gateway little.
+//! answer from a stranger's server must cost the gateway little. This is
+//! tokio's half of the shared DID-WBA check ([`TokioDocuments`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,26 +9,28 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
+use shell_common::did_wba::{DocumentIo, FetchError};
+use shell_common::receiver::BoxFuture;
 use tokio::net::TcpStream;
 
-/// Why a fetch failed.
-#[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    /// Not an http(s) URL.
-    #[error("invalid url {0}")]
-    Url(String),
-    /// Took longer than allowed.
-    #[error("timed out after {0:?}")]
-    Timeout(Duration),
-    /// Connection, TLS or HTTP failure.
-    #[error("{0}")]
-    Transport(String),
-    /// A status other than 200.
-    #[error("status {0}")]
-    Status(u16),
-    /// The body exceeded the limit.
-    #[error("body larger than {0} bytes")]
-    TooLarge(usize),
+/// Document fetches over hyper, file reads on tokio's blocking pool.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioDocuments;
+
+impl DocumentIo for TokioDocuments {
+    fn get(
+        &self,
+        url: String,
+        timeout: Duration,
+        max_bytes: usize,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> BoxFuture<Result<Bytes, FetchError>> {
+        Box::pin(async move { get(&url, timeout, max_bytes, &tls).await })
+    }
+
+    fn unblock(&self, work: Box<dyn FnOnce() -> Option<Bytes> + Send>) -> BoxFuture<Option<Bytes>> {
+        Box::pin(async move { tokio::task::spawn_blocking(work).await.ok().flatten() })
+    }
 }
 
 /// GETs `url`, giving up after `timeout` in all and refusing bodies over `max_bytes`.

@@ -35,6 +35,7 @@ async fn did_gateway() -> Gateway {
             directory: Some(vectors()),
             tls: shell_tokio::tls::client_config(None).unwrap(),
         },
+        Arc::new(shell_tokio::fetch::TokioDocuments),
         Arc::new(registry),
     );
     start_gateway(|o| o.admission = Arc::new(admission)).await

@@ -9,8 +9,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anpx_core::auth::VerifierConfig;
 use anpx_core::gateway::GatewayStats;
 use anpx_core::policy::{CorsConfig, RateConfig};
+use anpx_core::registry::StaticRegistry;
+use shell_common::did_credentials::DidCredentials;
+use shell_common::did_wba::{DidWbaAdmission, DocumentIo, DocumentSources, FetchError};
+use shell_common::Credentials;
 use shell_common::{GatewayOptions, Status};
 use support::pki::TestPki;
 use support::{pattern, send, send_with, sha256, start_backend};
@@ -41,6 +46,7 @@ impl Gw {
                 t.drain_grace = o.drain_grace;
                 t.policy = o.policy;
                 t.tls = o.tls;
+                t.admission = o.admission;
                 Gw::Tokio(shell_tokio::gateway::Gateway::bind(t).await.unwrap())
             }
             Shell::Smol => Gw::Smol(shell_smol::gateway::Gateway::bind(o).await.unwrap()),
@@ -86,25 +92,29 @@ enum Rx {
 
 impl Rx {
     async fn start(shell: Shell, gateway: SocketAddr, backend: SocketAddr) -> Rx {
-        let rx = Rx::spawn(shell, format!("ws://{gateway}/ws"), None, backend);
+        let url = format!("ws://{gateway}/ws");
+        let rx = Rx::spawn(shell, url, None, None, backend, &["api.agent.com/svc"]);
         rx.wait_connected().await;
         rx
     }
 
     /// A receiver dialing `url`, trusting `tls` (else the system's roots)
-    /// for `wss://`; it may not have connected yet.
+    /// for `wss://`, signing with `credentials`, declaring `services`; it
+    /// may not have connected yet.
     fn spawn(
         shell: Shell,
         url: String,
         tls: Option<Arc<rustls::ClientConfig>>,
+        credentials: Option<Arc<dyn Credentials>>,
         backend: SocketAddr,
+        services: &[&str],
     ) -> Rx {
         let backoff = anpx_core::backoff::BackoffConfig {
             first_delay: Duration::from_millis(50),
             max_delay: Duration::from_millis(400),
             ..Default::default()
         };
-        let services = vec!["api.agent.com/svc".parse().unwrap()];
+        let services: Vec<_> = services.iter().map(|s| s.parse().unwrap()).collect();
         let upstream = format!("http://{backend}");
         match shell {
             Shell::Tokio => {
@@ -115,6 +125,7 @@ impl Rx {
                 o.services = services;
                 o.backoff = backoff;
                 o.tls = tls;
+                o.credentials = credentials;
                 Rx::Tokio(shell_tokio::receiver::Receiver::spawn(o))
             }
             Shell::Smol => {
@@ -125,6 +136,7 @@ impl Rx {
                 o.services = services;
                 o.backoff = backoff;
                 o.tls = tls;
+                o.credentials = credentials;
                 Rx::Smol(shell_smol::receiver::Receiver::spawn(o))
             }
         }
@@ -543,7 +555,7 @@ async fn wss_and_https_with_a_private_ca(gw: Shell, rx: Shell) {
     let g = Gw::start(gw, |o| o.tls = Some(tls)).await;
     let url = format!("wss://localhost:{}/ws", g.addr().port());
     let trust = shell_common::tls::client_config(Some(&pki.ca)).unwrap();
-    let r = Rx::spawn(rx, url, Some(trust), backend);
+    let r = Rx::spawn(rx, url, Some(trust), None, backend, &["api.agent.com/svc"]);
     r.wait_connected().await;
     let (status, headers) = pki.https_get(g.addr(), "/svc/hello").await;
     assert_eq!(status, 200);
@@ -560,7 +572,7 @@ async fn a_receiver_that_does_not_trust_the_gateway_does_not_connect(gw: Shell, 
     let g = Gw::start(gw, |o| o.tls = Some(tls)).await;
     let url = format!("wss://localhost:{}/ws", g.addr().port());
     // System roots only: the private CA is unknown.
-    let r = Rx::spawn(rx, url, None, backend);
+    let r = Rx::spawn(rx, url, None, None, backend, &["api.agent.com/svc"]);
     let wait = tokio::time::timeout(Duration::from_secs(2), async {
         loop {
             if r.connected() {
@@ -583,6 +595,134 @@ fn unreadable_tls_files_are_reported_with_their_path() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
+}
+
+const DID: &str = "did:wba:didhost.cc:anpproxy1";
+
+/// DID-WBA admission as `shell`'s gateway runs it: documents from the test
+/// vectors, anpproxy1 granted api.agent.com/one, anpproxy2
+/// api.agent.com/two.
+fn did_admission(shell: Shell) -> Arc<DidWbaAdmission> {
+    let registry = StaticRegistry::new([
+        (DID.to_owned(), "api.agent.com/one".parse().unwrap()),
+        (
+            "did:wba:didhost.cc:anpproxy2".to_owned(),
+            "api.agent.com/two".parse().unwrap(),
+        ),
+    ]);
+    let io: Arc<dyn DocumentIo> = match shell {
+        Shell::Tokio => Arc::new(shell_tokio::fetch::TokioDocuments),
+        Shell::Smol => Arc::new(shell_smol::fetch::SmolDocuments),
+    };
+    Arc::new(DidWbaAdmission::new(
+        VerifierConfig::default(),
+        DocumentSources {
+            directory: Some(did_vectors()),
+            tls: shell_common::tls::client_config(None).unwrap(),
+        },
+        io,
+        Arc::new(registry),
+    ))
+}
+
+fn did_vectors() -> std::path::PathBuf {
+    anpx_tests::testdata_dir().join("did-wba-vectors")
+}
+
+async fn auth_refusals(addr: SocketAddr, reason: &str) -> u64 {
+    let m = send(addr, "GET", "x", "/metrics", "").await;
+    let text = String::from_utf8_lossy(&m.body).into_owned();
+    let needle = format!("anpx_receiver_auth_refused_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&needle))
+        .map(|n| n.trim().parse().unwrap())
+        .unwrap_or(0)
+}
+
+/// A receiver that signs its handshake with its DID key gets exactly the
+/// routes the registry grants its DID.
+async fn did_wba_signed_receiver_gets_exactly_its_routes(gw: Shell, rx: Shell) {
+    let backend = start_backend().await;
+    let g = Gw::start(gw, |o| o.admission = did_admission(gw)).await;
+    let dir = did_vectors();
+    let creds = DidCredentials::load(
+        &dir.join("secp256k1-did.json"),
+        &dir.join("secp256k1-key-1_private.pem"),
+    )
+    .unwrap();
+    assert_eq!(creds.did(), DID);
+    let url = format!("ws://{}/ws", g.addr());
+    let r = Rx::spawn(rx, url, None, Some(Arc::new(creds)), backend, &[]);
+    r.wait_connected().await;
+    let stats = g.stats().await.unwrap();
+    assert_eq!(stats.links.len(), 1);
+    assert_eq!(
+        stats.links[0].identity,
+        anpx_core::gateway::Identity::Did(DID.into())
+    );
+    assert_eq!(send(g.addr(), "GET", HOST, "/one/x", "").await.status, 200);
+    assert_eq!(send(g.addr(), "GET", HOST, "/two/x", "").await.status, 404);
+    r.shutdown().await;
+}
+
+/// Without a signature the handshake is refused, counted by reason, and
+/// the receiver never connects.
+async fn did_wba_unsigned_receiver_is_refused(gw: Shell, rx: Shell) {
+    let backend = start_backend().await;
+    let g = Gw::start(gw, |o| o.admission = did_admission(gw)).await;
+    let url = format!("ws://{}/ws", g.addr());
+    let r = Rx::spawn(rx, url, None, None, backend, &["api.agent.com/one"]);
+    let counted = tokio::time::timeout(Duration::from_secs(10), async {
+        while auth_refusals(g.addr(), "missing_authorization").await == 0 {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    });
+    counted.await.expect("the refusal is counted");
+    assert!(!r.connected());
+    assert_eq!(g.stats().await.unwrap().links.len(), 0);
+    r.shutdown().await;
+}
+
+/// DID documents over HTTPS through each shell's fetch: a private CA is
+/// trusted when given, sizes over the limit and non-200 answers fail.
+#[test]
+fn did_documents_fetch_over_https_in_both_shells() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let pki = TestPki::new("did-fetch");
+        let document = std::fs::read(did_vectors().join("secp256k1-did.json")).unwrap();
+        let addr = pki.serve_https(document.clone()).await;
+        let ios: [(&str, Arc<dyn DocumentIo>); 2] = [
+            ("tokio", Arc::new(shell_tokio::fetch::TokioDocuments)),
+            ("smol", Arc::new(shell_smol::fetch::SmolDocuments)),
+        ];
+        let trust = shell_common::tls::client_config(Some(&pki.ca)).unwrap();
+        let url = format!("https://localhost:{}/user/did.json", addr.port());
+        let missing = format!("https://localhost:{}/missing", addr.port());
+        for (name, io) in ios {
+            let timeout = Duration::from_secs(5);
+            let got = io.get(url.clone(), timeout, 1 << 20, trust.clone()).await;
+            assert_eq!(got.unwrap(), document, "{name}");
+            let small = io.get(url.clone(), timeout, 10, trust.clone()).await;
+            assert!(
+                matches!(small, Err(FetchError::TooLarge(10))),
+                "{name}: {small:?}"
+            );
+            let gone = io
+                .get(missing.clone(), timeout, 1 << 20, trust.clone())
+                .await;
+            assert!(
+                matches!(gone, Err(FetchError::Status(404))),
+                "{name}: {gone:?}"
+            );
+            let roots = shell_common::tls::client_config(None).unwrap();
+            let untrusted = io.get(url.clone(), timeout, 1 << 20, roots).await;
+            assert!(
+                matches!(untrusted, Err(FetchError::Transport(_))),
+                "{name}: {untrusted:?}"
+            );
+        }
+    });
 }
 
 /// Each scenario, once per (gateway shell, receiver shell) pair.
@@ -629,6 +769,8 @@ for_every_pair!(
     health_and_metrics,
     wss_and_https_with_a_private_ca,
     a_receiver_that_does_not_trust_the_gateway_does_not_connect,
+    did_wba_signed_receiver_gets_exactly_its_routes,
+    did_wba_unsigned_receiver_is_refused,
     middlewares_are_off_by_default,
     rate_limits_answer_429_with_retry_after,
     cors_security_headers_and_blocklist,

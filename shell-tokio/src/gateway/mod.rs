@@ -1,11 +1,10 @@
 //! The gateway runtime: listeners, the receivers' WebSocket endpoint, and
 //! the task that drives `anpx_core::gateway`.
 
-mod did_wba;
 mod edge;
 mod http;
 
-pub use did_wba::{DidWbaAdmission, DocumentSources};
+pub use shell_common::did_wba::{DidWbaAdmission, DocumentSources};
 pub use shell_common::{Admission, Admitted, GatewayOptions, OpenAdmission, Refusal};
 
 use std::net::SocketAddr;

@@ -2,9 +2,7 @@
 //! `wss://`) and runs the shared reconnect and connection loops, serving
 //! requests from an [`Upstream`].
 
-mod did_credentials;
-
-pub use did_credentials::{CredentialsError, DidCredentials};
+pub use shell_common::did_credentials::{CredentialsError, DidCredentials};
 pub use shell_common::{Credentials, Status};
 
 use std::pin::pin;

@@ -82,4 +82,51 @@ impl TestPki {
         resp.into_body().collect().await.unwrap();
         (status, headers)
     }
+
+    /// An HTTPS/1.1 server with this certificate answering `/user/did.json`
+    /// with `document` and anything else with 404; its address.
+    pub async fn serve_https(&self, document: Vec<u8>) -> SocketAddr {
+        let config = shell_common::tls::server_config(&self.cert, &self.key, false).unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let document = bytes::Bytes::from(document);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let document = document.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(move |req: http::Request<_>| {
+                        let document = document.clone();
+                        async move {
+                            let _: &hyper::body::Incoming = req.body();
+                            let status = if req.uri().path() == "/user/did.json" {
+                                200
+                            } else {
+                                404
+                            };
+                            let body = if status == 200 {
+                                document
+                            } else {
+                                bytes::Bytes::new()
+                            };
+                            Ok::<_, std::convert::Infallible>(
+                                http::Response::builder()
+                                    .status(status)
+                                    .body(Full::new(body))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        addr
+    }
 }

@@ -3,10 +3,14 @@
 //!
 //! Cheap checks (header syntax, timestamp window, nonce reuse) run before
 //! any document is fetched, so a flood of bad handshakes costs little.
+//!
+//! The check is the same in every shell; a shell supplies only the
+//! document fetch over its HTTP client and a way to read files off the
+//! async threads ([`DocumentIo`]).
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -16,13 +20,50 @@ use anpx_core::gateway::Identity;
 use anpx_core::registry::Registry;
 use bytes::Bytes;
 
-use crate::fetch;
-use shell_common::{Admission, Admitted, Refusal};
+use crate::receiver::BoxFuture;
+use crate::{Admission, Admitted, Refusal};
 
 /// How long a fetched DID document is reused.
 const DOCUMENT_TTL: Duration = Duration::from_secs(300);
 /// How long a document fetch may take.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a document fetch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// Not an http(s) URL.
+    #[error("invalid url {0}")]
+    Url(String),
+    /// Took longer than allowed.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// Connection, TLS or HTTP failure.
+    #[error("{0}")]
+    Transport(String),
+    /// A status other than 200.
+    #[error("status {0}")]
+    Status(u16),
+    /// The body exceeded the limit.
+    #[error("body larger than {0} bytes")]
+    TooLarge(usize),
+}
+
+/// What a shell does for the check: its HTTP(S) client and its way of
+/// running blocking work.
+pub trait DocumentIo: Send + Sync + 'static {
+    /// GETs `url` (http or https, trusting `tls`), giving up after
+    /// `timeout` in all and refusing bodies over `max_bytes`.
+    fn get(
+        &self,
+        url: String,
+        timeout: Duration,
+        max_bytes: usize,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> BoxFuture<Result<Bytes, FetchError>>;
+
+    /// Runs `work` (file reads) off the async threads.
+    fn unblock(&self, work: Box<dyn FnOnce() -> Option<Bytes> + Send>) -> BoxFuture<Option<Bytes>>;
+}
 
 /// Where DID documents come from.
 #[derive(Clone)]
@@ -37,6 +78,7 @@ pub struct DocumentSources {
 pub struct DidWbaAdmission {
     verifier: Mutex<Verifier>,
     sources: DocumentSources,
+    io: Arc<dyn DocumentIo>,
     registry: Arc<dyn Registry>,
     cache: Mutex<HashMap<String, (Instant, Bytes)>>,
     max_document_bytes: usize,
@@ -44,16 +86,18 @@ pub struct DidWbaAdmission {
 
 impl DidWbaAdmission {
     /// A check with `config` (window, resolver base URL, limits), documents
-    /// from `sources`, grants from `registry`.
+    /// from `sources` read through the shell's `io`, grants from `registry`.
     pub fn new(
         config: VerifierConfig,
         sources: DocumentSources,
+        io: Arc<dyn DocumentIo>,
         registry: Arc<dyn Registry>,
     ) -> Self {
         DidWbaAdmission {
             max_document_bytes: config.max_document_bytes,
             verifier: Mutex::new(Verifier::new(config)),
             sources,
+            io,
             registry,
             cache: Mutex::new(HashMap::new()),
         }
@@ -68,7 +112,12 @@ impl DidWbaAdmission {
 
     async fn document(&self, did: &str, url: &str) -> Result<Bytes, Refusal> {
         if let Some(dir) = &self.sources.directory {
-            if let Some(doc) = find_in_directory(dir, did, self.max_document_bytes).await {
+            let (dir, did, max) = (dir.clone(), did.to_owned(), self.max_document_bytes);
+            let found = self
+                .io
+                .unblock(Box::new(move || find_in_directory(&dir, &did, max)))
+                .await;
+            if let Some(doc) = found {
                 return Ok(doc);
             }
         }
@@ -80,14 +129,18 @@ impl DidWbaAdmission {
         if let Some(doc) = cached {
             return Ok(doc);
         }
-        let doc = fetch::get(
-            url,
-            FETCH_TIMEOUT,
-            self.max_document_bytes,
-            &self.sources.tls,
-        )
-        .await
-        .map_err(|e| Self::refusal("document_unavailable", format!("DID document {url}: {e}")))?;
+        let doc = self
+            .io
+            .get(
+                url.to_owned(),
+                FETCH_TIMEOUT,
+                self.max_document_bytes,
+                self.sources.tls.clone(),
+            )
+            .await
+            .map_err(|e| {
+                Self::refusal("document_unavailable", format!("DID document {url}: {e}"))
+            })?;
         if let Ok(mut c) = self.cache.lock() {
             // Bounded: drop expired entries before they can pile up.
             c.retain(|_, (at, _)| at.elapsed() < DOCUMENT_TTL);
@@ -160,23 +213,21 @@ impl Admission for DidWbaAdmission {
     }
 }
 
-/// The document in `dir` whose `id` is `did`, if any.
-async fn find_in_directory(dir: &std::path::Path, did: &str, max_bytes: usize) -> Option<Bytes> {
-    let mut entries = tokio::fs::read_dir(dir).await.ok()?;
-    while let Ok(Some(entry)) = entries.next_entry().await {
+/// The document in `dir` whose `id` is `did`, if any (blocking).
+fn find_in_directory(dir: &Path, did: &str, max_bytes: usize) -> Option<Bytes> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
         let path = entry.path();
         if path.extension().and_then(|e| e.to_str()) != Some("json") {
             continue;
         }
         let too_big = entry
             .metadata()
-            .await
             .map(|m| m.len() > max_bytes as u64)
             .unwrap_or(true);
         if too_big {
             continue;
         }
-        let Ok(bytes) = tokio::fs::read(&path).await else {
+        let Ok(bytes) = std::fs::read(&path) else {
             continue;
         };
         if DidDocument::from_json(&bytes).is_ok_and(|d| d.id == did) {

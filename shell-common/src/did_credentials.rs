@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use anpx_core::auth::{build_header_with_key, DidDocument, PrivateKey};
 
-use shell_common::Credentials;
+use crate::Credentials;
 
 /// A DID document and its private key.
 pub struct DidCredentials {
