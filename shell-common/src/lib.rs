@@ -9,6 +9,8 @@
 
 pub mod admission;
 pub mod body;
+pub mod decode;
+pub mod did_cmd;
 pub mod did_credentials;
 pub mod did_wba;
 pub mod driver;

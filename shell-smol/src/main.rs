@@ -21,9 +21,26 @@ use shell_smol::{GatewayOptions, Status};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Decode(_) | Command::Registry(_) | Command::Did(_) = &cli.command {
-        eprintln!("anpx-smol: this subcommand lives in the tokio binary; use `anpx` for it");
-        return ExitCode::from(2);
+    match &cli.command {
+        Command::Decode(args) => return shell_common::decode::main(args),
+        Command::Did(args) => {
+            return match shell_common::did_cmd::run(args.clone()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("anpx-smol: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Registry(_) => {
+            // The registry commands edit the database registry, which
+            // runs on tokio's sqlx.
+            eprintln!(
+                "anpx-smol: the registry subcommand lives in the tokio binary; use `anpx registry`"
+            );
+            return ExitCode::from(2);
+        }
+        _ => {}
     }
     let config = match load_config(&cli) {
         Ok(c) => c,

@@ -4,8 +4,6 @@
 //! supplies what runs. Each subcommand lives in its own module.
 
 mod commands;
-mod decode;
-mod did_cmd;
 mod registry_cmd;
 
 use std::process::ExitCode;
@@ -17,7 +15,7 @@ use shell_common::process::{init_logging, load_config};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Decode(args) = &cli.command {
-        return decode::main(args);
+        return shell_common::decode::main(args);
     }
     let config = match load_config(&cli) {
         Ok(c) => c,

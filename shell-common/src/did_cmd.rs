@@ -1,4 +1,5 @@
-//! `anpx did new`: a fresh DID-WBA identity for a receiver.
+//! `anpx did new`: a fresh DID-WBA identity for a receiver. Both binaries
+//! run this same command; its errors are the command's report to the user.
 
 use std::path::Path;
 
@@ -6,7 +7,9 @@ use anpx_core::auth::{generate_did_document, KeyMaterial};
 use anpx_core::cli::{DidAction, DidArgs, DidKeyType};
 use anyhow::{bail, Context, Result};
 
-pub(crate) fn run(args: DidArgs) -> Result<()> {
+/// Runs `did new`: writes `did.json` and the private key into the output
+/// folder.
+pub fn run(args: DidArgs) -> Result<()> {
     let DidAction::New(new) = args.action;
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no randomness for the key: {e}"))?;
