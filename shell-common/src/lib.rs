@@ -20,6 +20,7 @@ pub mod options;
 pub mod process;
 pub mod receiver;
 pub mod remote;
+pub mod setup;
 pub mod signal;
 pub mod tls;
 pub mod ws;

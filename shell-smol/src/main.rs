@@ -4,20 +4,18 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anpx_core::auth::VerifierConfig;
 use anpx_core::cli::{Cli, Command};
-use anpx_core::config::{AuthMode, Config};
-use anpx_core::registry::StaticRegistry;
+use anpx_core::config::Config;
+use anpx_core::registry::{Registry, StaticRegistry};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use shell_common::did_credentials::DidCredentials;
-use shell_common::did_wba::{DidWbaAdmission, DocumentSources};
 use shell_common::process::{init_logging, load_config};
+use shell_common::setup::{self, SetupError};
 use shell_smol::fetch::SmolDocuments;
 use shell_smol::gateway::Gateway;
 use shell_smol::receiver::{Receiver, ReceiverOptions};
 use shell_smol::upstream::{DemoUpstream, HttpUpstream, Upstream};
-use shell_smol::{GatewayOptions, Status};
+use shell_smol::Status;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -112,40 +110,22 @@ async fn run(command: Command, config: Config) -> Result<()> {
 }
 
 async fn gateway(config: &Config) -> Result<Gateway> {
-    let mut options = GatewayOptions::from_config(&config.gateway);
-    if config.gateway.auth.mode == AuthMode::DidWba {
-        if config.gateway.registry.url.is_some() {
-            bail!("gateway.registry.url (a database registry) is not supported by anpx-smol yet; use anpx, or grant services in the configuration's registry table");
-        }
-        let auth = &config.gateway.auth;
-        let verifier = VerifierConfig {
-            max_age: auth.timestamp_window(),
-            resolver_base: auth.resolver_base_url.clone(),
-            ..VerifierConfig::default()
-        };
-        let sources = DocumentSources {
-            directory: auth.did_documents_dir.clone(),
-            tls: shell_common::tls::client_config(None)
-                .context("loading the system's TLS roots for DID documents")?,
-        };
-        let registry = Arc::new(StaticRegistry::from_config(&config.gateway));
-        options.admission = Arc::new(DidWbaAdmission::new(
-            verifier,
-            sources,
-            Arc::new(SmolDocuments),
-            registry,
-        ));
-    }
-    let tls = &config.gateway.tls;
-    if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
-        // async-h1 speaks HTTP/1.1 only, so ALPN offers nothing else.
-        options.tls =
-            Some(shell_common::tls::server_config(cert, key, false).context("gateway.tls")?);
-    }
     if config.gateway.cluster.enabled() {
         // The NATS client (async-nats) runs on tokio only.
         bail!("gateway.cluster.nats_url is not supported by anpx-smol (the NATS client needs tokio); use anpx");
     }
+    let registry = || -> Result<Arc<dyn Registry>, SetupError> {
+        if config.gateway.registry.url.is_some() {
+            return Err(SetupError::Registry(
+                "a database registry (gateway.registry.url) is not supported by anpx-smol yet; \
+                 use anpx, or grant services in the configuration's registry table"
+                    .into(),
+            ));
+        }
+        Ok(Arc::new(StaticRegistry::from_config(&config.gateway)))
+    };
+    // async-h1 speaks HTTP/1.1 only, so ALPN offers nothing else.
+    let options = setup::gateway_options(config, false, Arc::new(SmolDocuments), registry)?;
     let listen = options.listen;
     Gateway::bind(options)
         .await
@@ -161,20 +141,7 @@ fn receiver_options(config: &Config, demo: bool) -> Result<ReceiverOptions> {
         };
         Arc::new(HttpUpstream::new(url).context("receiver.upstream")?)
     };
-    let mut options = ReceiverOptions::from_config(&config.receiver, upstream);
-    if let (Some(doc), Some(key)) = (&config.receiver.did_document, &config.receiver.private_key) {
-        let creds = DidCredentials::load(doc, key)
-            .context("receiver.did_document / receiver.private_key")?;
-        tracing::info!(
-            did = creds.did(),
-            "signing the gateway handshake with DID-WBA"
-        );
-        options.credentials = Some(Arc::new(creds));
-    }
-    if let Some(ca) = &config.receiver.ca_file {
-        options.tls = Some(shell_common::tls::client_config(Some(ca)).context("receiver.ca_file")?);
-    }
-    Ok(options)
+    Ok(setup::receiver_options(config, upstream)?)
 }
 
 /// Gateway and receiver in one process; `demo` prints how to try it.

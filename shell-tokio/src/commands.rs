@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
-use anpx_core::auth::VerifierConfig;
 use anpx_core::cli::Command;
-use anpx_core::config::{AuthMode, Config};
+use anpx_core::config::Config;
 use anyhow::{bail, Context, Result};
+use shell_common::setup::{self, SetupError};
 use shell_tokio::cluster::ClusterOptions;
-use shell_tokio::gateway::{DidWbaAdmission, DocumentSources, Gateway, GatewayOptions};
-use shell_tokio::receiver::{DidCredentials, Receiver, ReceiverOptions, Status};
+use shell_tokio::gateway::{Gateway, GatewayOptions};
+use shell_tokio::receiver::{Receiver, ReceiverOptions, Status};
 use shell_tokio::upstream::{DemoUpstream, HttpUpstream, Upstream};
 
 pub(crate) async fn run(command: Command, config: Config) -> Result<()> {
@@ -42,51 +42,16 @@ fn upstream(config: &Config, demo: bool) -> Result<Arc<dyn Upstream>> {
 }
 
 fn gateway_options(config: &Config) -> Result<GatewayOptions> {
-    let mut options = GatewayOptions::from_config(&config.gateway);
-    if config.gateway.auth.mode == AuthMode::DidWba {
-        let auth = &config.gateway.auth;
-        let verifier = VerifierConfig {
-            max_age: auth.timestamp_window(),
-            resolver_base: auth.resolver_base_url.clone(),
-            ..VerifierConfig::default()
-        };
-        let sources = DocumentSources {
-            directory: auth.did_documents_dir.clone(),
-            tls: shell_tokio::tls::client_config(None)
-                .context("loading the system's TLS roots for DID documents")?,
-        };
-        let registry = shell_tokio::registry::try_registry_from_config(&config.gateway)
-            .context("gateway.registry.url")?;
-        options.admission = Arc::new(DidWbaAdmission::new(
-            verifier,
-            sources,
-            Arc::new(shell_tokio::fetch::TokioDocuments),
-            registry,
-        ));
-    }
-    let tls = &config.gateway.tls;
-    if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
-        options.tls =
-            Some(shell_tokio::tls::server_config(cert, key, true).context("gateway.tls")?);
-    }
-    Ok(options)
+    let registry = || {
+        shell_tokio::registry::try_registry_from_config(&config.gateway)
+            .map_err(|e| SetupError::Registry(e.to_string()))
+    };
+    let documents = Arc::new(shell_tokio::fetch::TokioDocuments);
+    Ok(setup::gateway_options(config, true, documents, registry)?)
 }
 
 fn receiver_options(config: &Config, upstream: Arc<dyn Upstream>) -> Result<ReceiverOptions> {
-    let mut options = ReceiverOptions::from_config(&config.receiver, upstream);
-    if let (Some(doc), Some(key)) = (&config.receiver.did_document, &config.receiver.private_key) {
-        let creds = DidCredentials::load(doc, key)
-            .context("receiver.did_document / receiver.private_key")?;
-        tracing::info!(
-            did = creds.did(),
-            "signing the gateway handshake with DID-WBA"
-        );
-        options.credentials = Some(Arc::new(creds));
-    }
-    if let Some(ca) = &config.receiver.ca_file {
-        options.tls = Some(shell_tokio::tls::client_config(Some(ca)).context("receiver.ca_file")?);
-    }
-    Ok(options)
+    Ok(setup::receiver_options(config, upstream)?)
 }
 
 async fn gateway_until_signal(config: Config) -> Result<()> {

@@ -1,0 +1,89 @@
+//! The options a configuration asks for, built the same way for every
+//! shell: the gateway's TLS and DID-WBA admission, the receiver's
+//! credentials and trust. A shell passes in only what is its own: whether
+//! its server speaks HTTP/2, its document fetcher and its registry.
+
+use std::sync::Arc;
+
+use anpx_core::auth::VerifierConfig;
+use anpx_core::config::{AuthMode, Config};
+use anpx_core::registry::Registry;
+
+use crate::did_credentials::{CredentialsError, DidCredentials};
+use crate::did_wba::{DidWbaAdmission, DocumentIo, DocumentSources};
+use crate::tls::TlsError;
+use crate::{GatewayOptions, ReceiverOptions};
+
+/// A setting that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The gateway's certificate or key.
+    #[error("gateway.tls: {0}")]
+    GatewayTls(TlsError),
+    /// The roots for fetching DID documents.
+    #[error("loading the system's TLS roots for DID documents: {0}")]
+    DocumentRoots(TlsError),
+    /// The registry cannot be set up.
+    #[error("gateway.registry: {0}")]
+    Registry(String),
+    /// The receiver's private CA.
+    #[error("receiver.ca_file: {0}")]
+    ReceiverCa(TlsError),
+    /// The receiver's DID identity.
+    #[error("receiver.did_document / receiver.private_key: {0}")]
+    Credentials(CredentialsError),
+}
+
+/// The gateway's options from `config`: listeners and limits, TLS when
+/// `gateway.tls` is set (offering HTTP/2 when `http2`), and DID-WBA
+/// admission when `gateway.auth.mode = did-wba`, with documents fetched
+/// through `io` and grants from `registry()` (only called in that mode).
+pub fn gateway_options(
+    config: &Config,
+    http2: bool,
+    io: Arc<dyn DocumentIo>,
+    registry: impl FnOnce() -> Result<Arc<dyn Registry>, SetupError>,
+) -> Result<GatewayOptions, SetupError> {
+    let mut options = GatewayOptions::from_config(&config.gateway);
+    if config.gateway.auth.mode == AuthMode::DidWba {
+        let auth = &config.gateway.auth;
+        let verifier = VerifierConfig {
+            max_age: auth.timestamp_window(),
+            resolver_base: auth.resolver_base_url.clone(),
+            ..VerifierConfig::default()
+        };
+        let sources = DocumentSources {
+            directory: auth.did_documents_dir.clone(),
+            tls: crate::tls::client_config(None).map_err(SetupError::DocumentRoots)?,
+        };
+        options.admission = Arc::new(DidWbaAdmission::new(verifier, sources, io, registry()?));
+    }
+    let tls = &config.gateway.tls;
+    if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+        options.tls =
+            Some(crate::tls::server_config(cert, key, http2).map_err(SetupError::GatewayTls)?);
+    }
+    Ok(options)
+}
+
+/// The receiver's options from `config`, serving `upstream`: DID-WBA
+/// signing when `receiver.did_document` and `receiver.private_key` are set,
+/// and `receiver.ca_file` trusted for `wss://`.
+pub fn receiver_options<U: ?Sized>(
+    config: &Config,
+    upstream: Arc<U>,
+) -> Result<ReceiverOptions<U>, SetupError> {
+    let mut options = ReceiverOptions::from_config(&config.receiver, upstream);
+    if let (Some(doc), Some(key)) = (&config.receiver.did_document, &config.receiver.private_key) {
+        let creds = DidCredentials::load(doc, key).map_err(SetupError::Credentials)?;
+        tracing::info!(
+            did = creds.did(),
+            "signing the gateway handshake with DID-WBA"
+        );
+        options.credentials = Some(Arc::new(creds));
+    }
+    if let Some(ca) = &config.receiver.ca_file {
+        options.tls = Some(crate::tls::client_config(Some(ca)).map_err(SetupError::ReceiverCa)?);
+    }
+    Ok(options)
+}
