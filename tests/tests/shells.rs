@@ -74,6 +74,28 @@ impl Gw {
         }
     }
 
+    fn ws_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Gw::Tokio(g) => g.ws_addr(),
+            Gw::Smol(g) => g.ws_addr(),
+        }
+    }
+
+    /// Waits until `n` requests are in flight across the receivers.
+    async fn wait_in_flight(&self, n: usize) {
+        for _ in 0..400 {
+            let in_flight = self
+                .stats()
+                .await
+                .map(|s| s.links.iter().map(|l| l.in_flight).sum::<usize>());
+            if in_flight == Some(n) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("never {n} requests in flight");
+    }
+
     async fn wait_for_receivers(&self, n: usize) {
         for _ in 0..200 {
             if self.stats().await.is_some_and(|s| s.links.len() == n) {
@@ -274,11 +296,13 @@ async fn no_route_is_404_and_at_capacity_is_503(gw: Shell, rx: Shell) {
     let r = send(g.addr(), "GET", HOST, "/svc/x", "").await;
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"], "No route found");
+    assert_eq!(r.json()["path"], "/svc/x");
     let _r = Rx::start(rx, g.addr(), backend).await;
     assert_eq!(send(g.addr(), "GET", HOST, "/other", "").await.status, 404);
+    // One request holds the only slot; the next finds every receiver at cap.
     let addr = g.addr();
     let held = tokio::spawn(async move { send(addr, "GET", HOST, "/svc/hold", "").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    g.wait_in_flight(1).await;
     let r = send(g.addr(), "GET", HOST, "/svc/x", "").await;
     assert_eq!(r.status, 503, "{:?}", String::from_utf8_lossy(&r.body));
     held.abort();
@@ -337,13 +361,21 @@ async fn health_and_metrics(gw: Shell, rx: Shell) {
     let g = Gw::start(gw, |_| {}).await;
     let _r = Rx::start(rx, g.addr(), backend).await;
     send(g.addr(), "GET", HOST, "/svc/a", "").await;
+    send(g.addr(), "GET", HOST, "/nowhere", "").await;
     assert_eq!(
         send(g.addr(), "GET", HOST, "/health", "").await.json()["status"],
         "ok"
     );
+    let s = send(g.addr(), "GET", HOST, "/stats", "").await;
+    assert_eq!(s.json()["links"].as_array().unwrap().len(), 1);
+    assert_eq!(s.json()["routes"][0][0], "api.agent.com/svc");
     let m = send(g.addr(), "GET", HOST, "/metrics", "").await;
     let text = String::from_utf8(m.body.to_vec()).unwrap();
     assert!(text.contains("anpx_requests_completed_total 1\n"), "{text}");
+    assert!(
+        text.contains("anpx_requests_failed_total{status=\"404\"} 1\n"),
+        "{text}"
+    );
 }
 
 async fn middlewares_are_off_by_default(gw: Shell, rx: Shell) {
@@ -725,6 +757,65 @@ fn did_documents_fetch_over_https_in_both_shells() {
     });
 }
 
+async fn binary_and_empty_bodies(gw: Shell, rx: Shell) {
+    let backend = start_backend().await;
+    let g = Gw::start(gw, |_| {}).await;
+    let _r = Rx::start(rx, g.addr(), backend).await;
+    let binary: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
+    let r = send(g.addr(), "POST", HOST, "/svc/bin", binary.clone()).await;
+    assert_eq!(r.body, binary);
+    let r = send(g.addr(), "POST", HOST, "/svc/empty", "").await;
+    assert_eq!((r.status, r.body.len()), (200, 0));
+    assert_eq!(r.header("x-body-sha256"), sha256(b""));
+}
+
+/// Concurrent requests on one route spread over both of its receivers.
+async fn two_receivers_share_the_load_of_one_route(gw: Shell, rx: Shell) {
+    let backend = start_backend().await;
+    let g = Gw::start(gw, |_| {}).await;
+    let _a = Rx::start(rx, g.addr(), backend).await;
+    let _b = Rx::start(rx, g.addr(), backend).await;
+    g.wait_for_receivers(2).await;
+    let addr = g.addr();
+    let holds: Vec<_> = (0..6)
+        .map(|_| tokio::spawn(async move { send(addr, "GET", HOST, "/svc/hold", "").await }))
+        .collect();
+    g.wait_in_flight(6).await;
+    let stats = g.stats().await.unwrap();
+    let loads: Vec<usize> = stats.links.iter().map(|l| l.in_flight).collect();
+    assert_eq!(loads, [3, 3], "{loads:?}");
+    for h in holds {
+        h.abort();
+    }
+}
+
+/// On a separate receiver port any path upgrades.
+async fn separate_receiver_port_accepts_any_path(gw: Shell, rx: Shell) {
+    let backend = start_backend().await;
+    let g = Gw::start(gw, |o| o.ws_listen = Some("127.0.0.1:0".parse().unwrap())).await;
+    let url = format!("ws://{}/any/path", g.ws_addr().unwrap());
+    let r = Rx::spawn(rx, url, None, None, backend, &["api.agent.com/svc"]);
+    r.wait_connected().await;
+    assert_eq!(send(g.addr(), "GET", HOST, "/svc/a", "").await.status, 200);
+    r.shutdown().await;
+}
+
+/// Shutting down waits for requests in flight (within the grace period),
+/// then nothing listens.
+async fn shutdown_lets_requests_in_flight_finish(gw: Shell, rx: Shell) {
+    let backend = start_backend().await;
+    let g = Gw::start(gw, |o| o.drain_grace = Duration::from_secs(10)).await;
+    let addr = g.addr();
+    let _r = Rx::start(rx, addr, backend).await;
+    let slow = tokio::spawn(async move { send(addr, "GET", HOST, "/svc/slow", "").await });
+    g.wait_in_flight(1).await;
+    g.shutdown().await;
+    // The drain waited for the slow answer rather than cutting it.
+    let r = slow.await.unwrap();
+    assert_eq!((r.status, &r.body[..]), (200, &b"late"[..]));
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
 /// Each scenario, once per (gateway shell, receiver shell) pair.
 macro_rules! for_every_pair {
     ($($scenario:ident),* $(,)?) => {
@@ -760,6 +851,10 @@ for_every_pair!(
     every_method_round_trips,
     repeated_query_keys_and_set_cookie,
     ten_mebibytes_each_way,
+    binary_and_empty_bodies,
+    two_receivers_share_the_load_of_one_route,
+    separate_receiver_port_accepts_any_path,
+    shutdown_lets_requests_in_flight_finish,
     chunked_upload_whose_end_is_split,
     no_route_is_404_and_at_capacity_is_503,
     slow_upstream_is_504,
