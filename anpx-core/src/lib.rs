@@ -53,6 +53,7 @@ pub mod control;
 pub mod demo;
 pub mod edge;
 pub mod features;
+pub mod flow;
 pub mod forward;
 pub mod frame;
 pub mod gateway;

@@ -68,44 +68,14 @@ impl FixedHeader {
     /// Checks run cheapest-first and before anything is sized by a length
     /// from the wire, so a hostile peer cannot make us allocate or hash much.
     pub(crate) fn parse(frame: &[u8], max_frame_len: usize) -> Result<Self, FrameError> {
-        if frame.len() < HEADER_LEN {
-            return Err(FrameError::TruncatedHeader { len: frame.len() });
-        }
-        if frame.len() > max_frame_len {
-            return Err(FrameError::TooLarge {
-                len: frame.len(),
-                max: max_frame_len,
-            });
-        }
-        if frame[0..4] != MAGIC {
-            return Err(FrameError::BadMagic([
-                frame[0], frame[1], frame[2], frame[3],
-            ]));
-        }
-        let declared_header_crc = be_u32(&frame[12..16]);
-        let actual_header_crc = crc32fast::hash(&frame[0..12]);
-        if declared_header_crc != actual_header_crc {
-            return Err(FrameError::HeaderCrc {
-                declared: declared_header_crc,
-                actual: actual_header_crc,
-            });
-        }
-        if frame[4] != VERSION {
-            return Err(FrameError::UnsupportedVersion(frame[4]));
-        }
+        check_prefix(frame, max_frame_len)?;
         let kind = MessageKind::from_byte(frame[5])?;
-        let total_len = be_u32(&frame[8..12]);
-        if total_len as usize != frame.len() {
-            return Err(FrameError::LengthMismatch {
-                declared: total_len,
-                actual: frame.len(),
-            });
-        }
+        let (flags, total_len, body_crc) = check_lengths(frame)?;
         Ok(FixedHeader {
             kind,
-            flags: frame[6],
+            flags,
             total_len,
-            body_crc: be_u32(&frame[16..20]),
+            body_crc,
         })
     }
 
@@ -122,6 +92,50 @@ impl FixedHeader {
         out[16..20].copy_from_slice(&self.body_crc.to_be_bytes());
         out[20..24].copy_from_slice(&[0; 4]);
     }
+}
+
+/// The checks before the type byte, cheapest first and before anything is
+/// sized by a length from the wire: size, magic, header CRC, version.
+pub(crate) fn check_prefix(frame: &[u8], max_frame_len: usize) -> Result<(), FrameError> {
+    if frame.len() < HEADER_LEN {
+        return Err(FrameError::TruncatedHeader { len: frame.len() });
+    }
+    if frame.len() > max_frame_len {
+        return Err(FrameError::TooLarge {
+            len: frame.len(),
+            max: max_frame_len,
+        });
+    }
+    if frame[0..4] != MAGIC {
+        return Err(FrameError::BadMagic([
+            frame[0], frame[1], frame[2], frame[3],
+        ]));
+    }
+    let declared_header_crc = be_u32(&frame[12..16]);
+    let actual_header_crc = crc32fast::hash(&frame[0..12]);
+    if declared_header_crc != actual_header_crc {
+        return Err(FrameError::HeaderCrc {
+            declared: declared_header_crc,
+            actual: actual_header_crc,
+        });
+    }
+    if frame[4] != VERSION {
+        return Err(FrameError::UnsupportedVersion(frame[4]));
+    }
+    Ok(())
+}
+
+/// The checks after the type byte, shared with extension frames: flags,
+/// `total_len` against the message length, and the declared body CRC.
+pub(crate) fn check_lengths(frame: &[u8]) -> Result<(u8, u32, u32), FrameError> {
+    let total_len = be_u32(&frame[8..12]);
+    if total_len as usize != frame.len() {
+        return Err(FrameError::LengthMismatch {
+            declared: total_len,
+            actual: frame.len(),
+        });
+    }
+    Ok((frame[6], total_len, be_u32(&frame[16..20])))
 }
 
 pub(crate) fn be_u32(b: &[u8]) -> u32 {

@@ -4,10 +4,13 @@
 mod decode;
 mod encode;
 mod error;
+mod ext;
 mod header;
 mod tlv;
 
 pub use error::{EncodeError, FrameError};
+pub(crate) use ext::body_len;
+pub use ext::{ExtFrame, MAX_WINDOW, TAG_WINDOW_INCREMENT, TYPE_CANCEL, TYPE_WINDOW_UPDATE};
 pub use header::{MessageKind, FLAG_CHUNKED, HEADER_LEN, MAGIC, VERSION};
 pub use tlv::{tag, TLV_HEADER_LEN};
 

@@ -28,17 +28,21 @@ pub enum LinkFault {
     /// A response that does not reassemble (bad chunk order, over the size
     /// limit): that request fails with 502, the connection stays.
     InvalidResponse,
+    /// A response body past its credit window, or window updates opening
+    /// more than 2^31-1 bytes (`flow-control`).
+    FlowControl,
 }
 
 impl LinkFault {
     /// Every fault, in the order metrics list them.
-    pub const ALL: [LinkFault; 6] = [
+    pub const ALL: [LinkFault; 7] = [
         LinkFault::BadFrame,
         LinkFault::RequestFrame,
         LinkFault::ForeignRequest,
         LinkFault::TooBig,
         LinkFault::Flood,
         LinkFault::InvalidResponse,
+        LinkFault::FlowControl,
     ];
 
     /// The metrics label.
@@ -50,15 +54,17 @@ impl LinkFault {
             LinkFault::TooBig => "too_big",
             LinkFault::Flood => "flood",
             LinkFault::InvalidResponse => "invalid_response",
+            LinkFault::FlowControl => "flow_control",
         }
     }
 
     /// The WebSocket close code, for faults that close the connection.
     pub fn close_code(self) -> Option<u16> {
         match self {
-            LinkFault::BadFrame | LinkFault::RequestFrame | LinkFault::ForeignRequest => {
-                Some(CLOSE_PROTOCOL_ERROR)
-            }
+            LinkFault::BadFrame
+            | LinkFault::RequestFrame
+            | LinkFault::ForeignRequest
+            | LinkFault::FlowControl => Some(CLOSE_PROTOCOL_ERROR),
             LinkFault::TooBig => Some(CLOSE_TOO_BIG),
             LinkFault::Flood => Some(CLOSE_POLICY_VIOLATION),
             LinkFault::InvalidResponse => None,

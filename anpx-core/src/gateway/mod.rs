@@ -54,9 +54,10 @@ use serde::Serialize;
 
 use crate::chunk::{ChunkStream, Chunker, Reassembler};
 use crate::control::{self, Control};
-use crate::features::Features;
+use crate::features::{Feature, Features};
+use crate::flow::Flow;
 use crate::forward::normalize_path;
-use crate::frame::{tag, Frame, MessageKind};
+use crate::frame::{tag, ExtFrame, Frame, MessageKind};
 use crate::message::{Head, Message, RequestHead, RequestId};
 use crate::route::{RouteTable, ServiceUrl};
 use crate::timer::TimerQueue;
@@ -116,6 +117,10 @@ struct Pending {
     deadline: Instant,
     /// The request body still being sent, when it streams.
     upload: Option<ChunkStream>,
+    /// Credit windows, when the link negotiated `flow-control`.
+    flow: Option<Flow>,
+    /// Whether the link negotiated `cancel`.
+    cancel: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -265,6 +270,9 @@ impl Gateway {
     }
 
     fn handle_frame(&mut self, now: Instant, link: LinkId, bytes: Bytes) {
+        if ExtFrame::peek(&bytes).is_some() {
+            return self.handle_ext_frame(now, link, bytes);
+        }
         let frame = match Frame::decode(bytes, &self.config.frame_limits) {
             Ok(frame) => frame,
             Err(e) => return self.fault(now, link, LinkFault::BadFrame, format!("bad frame: {e}")),
@@ -306,6 +314,22 @@ impl Gateway {
         if carries_nothing && !self.chatter_allowed(now, link, "empty chunks") {
             return;
         }
+        if frame.kind == MessageKind::Response {
+            let n = frame.body.as_ref().map_or(0, |b| b.len() as u64);
+            let over = self
+                .pending
+                .get_mut(&id)
+                .and_then(|p| p.flow.as_mut())
+                .and_then(|f| f.recv.receive(n).err());
+            if let Some(e) = over {
+                return self.fault(
+                    now,
+                    link,
+                    LinkFault::FlowControl,
+                    format!("request {id}: {e}"),
+                );
+            }
+        }
         // An error frame ends the request whatever else is in progress for
         // it (a receiver whose upstream failed mid-body sends one unchunked).
         if frame.kind == MessageKind::Error {
@@ -322,6 +346,7 @@ impl Gateway {
             Ok(a) => a,
             Err(e) => {
                 self.count_fault(LinkFault::InvalidResponse);
+                self.send_cancel(&id, "invalid response");
                 return self.fail(
                     &id,
                     Failure::new(502, format!("Invalid response from receiver: {e}")),
@@ -343,6 +368,14 @@ impl Gateway {
             self.emit(&id, ResponseEvent::Body(piece));
         }
         if assembled.end {
+            let uploading = self.pending.get(&id).is_some_and(|p| {
+                p.upload.is_some() || p.flow.as_ref().is_some_and(|f| f.send.queued() > 0)
+            });
+            if uploading {
+                // The answer is complete before the upload: the receiver
+                // stops waiting for the rest of it.
+                self.send_cancel(&id, "response complete before the request body");
+            }
             self.emit(&id, ResponseEvent::End);
             self.totals.completed += 1;
             self.finish(&id);
@@ -404,12 +437,10 @@ impl Gateway {
             });
             return Ok(id);
         }
-        for frame in frames {
-            self.out.push_back(Output::Transmit {
-                link,
-                message: WsMessage::Binary(frame),
-            });
-        }
+        let features = self
+            .links
+            .get(&link)
+            .map_or(Features::empty(), |l| l.features);
         let deadline = now + self.config.request_timeout;
         self.pending.insert(
             id.clone(),
@@ -418,8 +449,11 @@ impl Gateway {
                 head_sent: false,
                 deadline,
                 upload,
+                flow: features.contains(Feature::FlowControl).then(Flow::new),
+                cancel: features.contains(Feature::Cancel),
             },
         );
+        self.send_frames(&id, frames);
         if let Some(l) = self.links.get_mut(&link) {
             l.requests.insert(id.clone());
         }
@@ -461,7 +495,6 @@ impl Gateway {
     ) -> Result<(), RequestGone> {
         let gone = || RequestGone(request.clone());
         let p = self.pending.get_mut(request).ok_or_else(gone)?;
-        let link = p.link;
         let stream = p.upload.as_mut().ok_or_else(gone)?;
         let mut frames = Vec::new();
         let written = stream.write(None, &data, last, &mut frames);
@@ -473,25 +506,166 @@ impl Gateway {
             p.deadline = now + self.config.request_timeout;
         }
         if let Err(e) = written {
+            self.send_cancel(request, "request body could not be encoded");
             self.fail(
                 request,
                 Failure::new(502, format!("Request body could not be encoded: {e}")),
             );
             return Err(gone());
         }
-        for frame in frames {
-            self.out.push_back(Output::Transmit {
-                link,
-                message: WsMessage::Binary(frame),
-            });
-        }
+        self.send_frames(request, frames);
         Ok(())
     }
 
-    /// The public client went away: forget the request. A late response is
+    /// Transmits the frames of `request`'s message, or queues them until
+    /// the receiver's credit covers them.
+    fn send_frames(&mut self, request: &RequestId, frames: Vec<Bytes>) {
+        let Some(p) = self.pending.get_mut(request) else {
+            return;
+        };
+        let link = p.link;
+        match p.flow.as_mut() {
+            Some(flow) => {
+                for frame in frames {
+                    flow.send.push(frame);
+                }
+                while let Some(frame) = flow.send.pop_ready() {
+                    self.out.push_back(Output::Transmit {
+                        link,
+                        message: WsMessage::Binary(frame),
+                    });
+                }
+            }
+            None => {
+                for frame in frames {
+                    self.out.push_back(Output::Transmit {
+                        link,
+                        message: WsMessage::Binary(frame),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Body bytes of `request`'s upload the gateway holds until the
+    /// receiver grants credit for them (`flow-control`); 0 without it.
+    /// `None` once the request is no longer in flight. A shell feeding a
+    /// body waits for this to reach 0 before it reads more from the client,
+    /// which bounds the memory an upload takes.
+    pub fn upload_queued(&self, request: &RequestId) -> Option<u64> {
+        let p = self.pending.get(request)?;
+        Some(p.flow.as_ref().map_or(0, |f| f.send.queued()))
+    }
+
+    /// The shell handed `n` bytes of `request`'s response body to the
+    /// public client. With `flow-control`, this is what reopens the
+    /// receiver's window for that response; without it, nothing happens.
+    pub fn body_read(&mut self, _now: Instant, request: &RequestId, n: usize) {
+        let Some(p) = self.pending.get_mut(request) else {
+            return;
+        };
+        let link = p.link;
+        if let Some(increment) = p.flow.as_mut().and_then(|f| f.recv.consumed(n as u64)) {
+            let frame = ExtFrame::WindowUpdate {
+                request_id: request.clone(),
+                increment,
+            };
+            self.out.push_back(Output::Transmit {
+                link,
+                message: WsMessage::Binary(frame.encode()),
+            });
+        }
+    }
+
+    /// Tells the receiver serving `request` to abandon it, when the link
+    /// negotiated `cancel`; the request itself is forgotten by the caller.
+    fn send_cancel(&mut self, request: &RequestId, reason: &str) {
+        let Some(p) = self.pending.get(request) else {
+            return;
+        };
+        if !p.cancel || !self.links.contains_key(&p.link) {
+            return;
+        }
+        let frame = ExtFrame::Cancel {
+            request_id: request.clone(),
+            reason: reason.to_owned(),
+        };
+        self.totals.cancels_sent += 1;
+        self.out.push_back(Output::Transmit {
+            link: p.link,
+            message: WsMessage::Binary(frame.encode()),
+        });
+    }
+
+    fn handle_ext_frame(&mut self, now: Instant, link: LinkId, bytes: Bytes) {
+        let features = self
+            .links
+            .get(&link)
+            .map_or(Features::empty(), |l| l.features);
+        let frame = match ExtFrame::decode(bytes, &self.config.frame_limits) {
+            Ok(f) => f,
+            Err(e) => return self.fault(now, link, LinkFault::BadFrame, format!("bad frame: {e}")),
+        };
+        let (id, increment) = match frame {
+            ExtFrame::WindowUpdate {
+                request_id,
+                increment,
+            } if features.contains(Feature::FlowControl) => (request_id, increment),
+            ExtFrame::WindowUpdate { .. } => {
+                return self.fault(
+                    now,
+                    link,
+                    LinkFault::BadFrame,
+                    "a window update without flow-control negotiated".into(),
+                )
+            }
+            ExtFrame::Cancel { .. } => {
+                return self.fault(
+                    now,
+                    link,
+                    LinkFault::BadFrame,
+                    "a cancel frame, which only gateways send".into(),
+                )
+            }
+        };
+        match self.pending.get_mut(&id) {
+            Some(p) if p.link == link => {
+                let Some(flow) = p.flow.as_mut() else {
+                    return;
+                };
+                if let Err(e) = flow.send.grant(increment) {
+                    return self.fault(
+                        now,
+                        link,
+                        LinkFault::FlowControl,
+                        format!("request {id}: {e}"),
+                    );
+                }
+                self.send_frames(&id, Vec::new());
+            }
+            Some(_) => {
+                self.totals.stray_frames += 1;
+                self.fault(
+                    now,
+                    link,
+                    LinkFault::ForeignRequest,
+                    format!("window update for request {id}, which another connection serves"),
+                )
+            }
+            // A request that ended meanwhile; updates for it are chatter.
+            None => {
+                self.totals.stray_frames += 1;
+                self.chatter_allowed(now, link, "window updates for requests not in flight");
+            }
+        }
+    }
+
+    /// The public client went away: forget the request, and tell the
+    /// receiver when the link negotiated `cancel`. A late response is
     /// dropped when it comes.
     pub fn cancel(&mut self, _now: Instant, request: &RequestId) {
         if self.pending.contains_key(request) {
+            self.send_cancel(request, "the client went away");
             self.totals.cancelled += 1;
             self.finish(request);
         }
@@ -520,6 +694,7 @@ impl Gateway {
                         let at = p.deadline;
                         self.timers.arm(at, Timer::Request(id));
                     } else {
+                        self.send_cancel(&id, "timed out");
                         self.fail(&id, Failure::new(504, "Receiver did not respond in time"));
                     }
                 }

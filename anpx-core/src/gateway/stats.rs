@@ -28,6 +28,9 @@ pub struct Totals {
     pub timed_out: u64,
     /// Requests the client gave up on.
     pub cancelled: u64,
+    /// Cancel frames sent to receivers (`cancel` extension): the client went
+    /// away, the request timed out, or the gateway gave up on it.
+    pub cancels_sent: u64,
     /// Receiver connections admitted.
     pub links_admitted: u64,
     /// Receiver connections closed for a protocol error (any fault that
@@ -133,6 +136,12 @@ impl GatewayStats {
             "counter",
             "Requests the client gave up on.",
             t.cancelled,
+        );
+        metric(
+            "anpx_cancels_sent_total",
+            "counter",
+            "Cancel frames sent to receivers.",
+            t.cancels_sent,
         );
         metric(
             "anpx_receivers_admitted_total",

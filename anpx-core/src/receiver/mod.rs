@@ -47,7 +47,8 @@ use bytes::Bytes;
 use crate::chunk::{concat, ChunkStream, Chunker, Reassembler};
 use crate::control::{self, Control};
 use crate::features::{Feature, Features};
-use crate::frame::{tag, Frame, MessageKind};
+use crate::flow::Flow;
+use crate::frame::{tag, ExtFrame, Frame, MessageKind};
 use crate::message::{Head, Message, RequestId, ResponseHead};
 use crate::timer::TimerQueue;
 use crate::ws::{WsMessage, CLOSE_GOING_AWAY, CLOSE_PROTOCOL_ERROR};
@@ -69,6 +70,8 @@ enum Reply {
 struct Serving {
     request_done: bool,
     reply: Reply,
+    /// Credit windows, when `flow-control` was negotiated.
+    flow: Option<Flow>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -89,6 +92,8 @@ pub struct ReceiverTotals {
     pub aborted: u64,
     /// Frames for requests not in flight.
     pub stray_frames: u64,
+    /// Requests the gateway cancelled (`cancel` extension).
+    pub cancelled: u64,
 }
 
 /// The receiver state machine. See the [module docs](self).
@@ -156,6 +161,9 @@ impl Receiver {
     }
 
     fn handle_frame(&mut self, now: Instant, bytes: Bytes) {
+        if ExtFrame::peek(&bytes).is_some() {
+            return self.handle_ext_frame(bytes);
+        }
         let frame = match Frame::decode(bytes, &self.config.frame_limits) {
             Ok(f) => f,
             Err(e) => {
@@ -181,6 +189,7 @@ impl Receiver {
             }
         }
         let id = frame.request_id.clone();
+        let body_bytes = frame.body.as_ref().map_or(0, |b| b.len() as u64);
         let started = self.serving.contains_key(&id);
         let assembled = match self.reassembler.push(now, frame) {
             Ok(a) => a,
@@ -203,6 +212,7 @@ impl Receiver {
                 Serving {
                     request_done: false,
                     reply: Reply::NotStarted,
+                    flow: self.features.contains(Feature::FlowControl).then(Flow::new),
                 },
             );
             self.totals.requests += 1;
@@ -215,6 +225,12 @@ impl Receiver {
             self.totals.stray_frames += 1;
             return;
         };
+        if let Some(Err(e)) = serving.flow.as_mut().map(|f| f.recv.receive(body_bytes)) {
+            return self.close(
+                CLOSE_PROTOCOL_ERROR,
+                format!("request {id} body past its window: {e}"),
+            );
+        }
         // After the response is done the rest of the upload is swallowed.
         let deliver = !matches!(serving.reply, Reply::Done);
         if assembled.end {
@@ -283,7 +299,7 @@ impl Receiver {
                         reason: e.to_string(),
                     });
                 }
-                self.transmit_frames(frames);
+                self.send_frames(request, frames);
             }
             ResponseBody::Streaming => {
                 serving.reply = Reply::Buffering {
@@ -316,7 +332,7 @@ impl Receiver {
                 if last || written.is_err() {
                     serving.reply = Reply::Done;
                 }
-                self.transmit_frames(frames);
+                self.send_frames(request, frames);
                 if let Err(e) = written {
                     self.send_error_frame(
                         request,
@@ -479,7 +495,7 @@ impl Receiver {
         };
         match self.chunker.frames(&msg) {
             Ok(frames) => {
-                self.transmit_frames(frames);
+                self.send_frames(request, frames);
                 self.totals.responses += 1;
                 Ok(())
             }
@@ -505,12 +521,14 @@ impl Receiver {
         // A 502 with a short message always fits unless the frame size is
         // absurdly small; then an error frame is the last resort.
         match self.chunker.frames(&msg) {
-            Ok(frames) => self.transmit_frames(frames),
+            Ok(frames) => self.send_frames(request, frames),
             Err(_) => self.send_error_frame(request, message),
         }
     }
 
     fn send_error_frame(&mut self, request: &RequestId, message: &str) {
+        // The error ends the response: what still waits for credit is moot.
+        self.discard_queued(request);
         let frame = Frame {
             kind: MessageKind::Error,
             request_id: request.clone(),
@@ -524,10 +542,11 @@ impl Receiver {
     }
 
     fn retire_if_done(&mut self, request: &RequestId) {
-        let done = self
-            .serving
-            .get(request)
-            .is_some_and(|s| s.request_done && matches!(s.reply, Reply::Done));
+        let done = self.serving.get(request).is_some_and(|s| {
+            s.request_done
+                && matches!(s.reply, Reply::Done)
+                && s.flow.as_ref().is_none_or(|f| f.send.is_empty())
+        });
         if done {
             self.serving.remove(request);
         }
@@ -569,9 +588,111 @@ impl Receiver {
         self.out.push_back(ReceiverOutput::Transmit(message));
     }
 
-    fn transmit_frames(&mut self, frames: Vec<Bytes>) {
+    /// Transmits the frames of `request`'s response, or queues them until
+    /// the gateway's credit covers them.
+    fn send_frames(&mut self, request: &RequestId, frames: Vec<Bytes>) {
+        let Some(flow) = self.serving.get_mut(request).and_then(|s| s.flow.as_mut()) else {
+            for f in frames {
+                self.out
+                    .push_back(ReceiverOutput::Transmit(WsMessage::Binary(f)));
+            }
+            return;
+        };
         for f in frames {
-            self.transmit(WsMessage::Binary(f));
+            flow.send.push(f);
         }
+        while let Some(f) = flow.send.pop_ready() {
+            self.out
+                .push_back(ReceiverOutput::Transmit(WsMessage::Binary(f)));
+        }
+    }
+
+    fn discard_queued(&mut self, request: &RequestId) {
+        if let Some(flow) = self.serving.get_mut(request).and_then(|s| s.flow.as_mut()) {
+            flow.send.clear();
+        }
+    }
+
+    fn handle_ext_frame(&mut self, bytes: Bytes) {
+        let frame = match ExtFrame::decode(bytes, &self.config.frame_limits) {
+            Ok(f) => f,
+            Err(e) => {
+                return self.close(CLOSE_PROTOCOL_ERROR, format!("bad frame from gateway: {e}"))
+            }
+        };
+        match frame {
+            ExtFrame::WindowUpdate {
+                request_id,
+                increment,
+            } if self.features.contains(Feature::FlowControl) => {
+                let Some(flow) = self
+                    .serving
+                    .get_mut(&request_id)
+                    .and_then(|s| s.flow.as_mut())
+                else {
+                    // The response ended meanwhile.
+                    self.totals.stray_frames += 1;
+                    return;
+                };
+                if let Err(e) = flow.send.grant(increment) {
+                    return self.close(CLOSE_PROTOCOL_ERROR, format!("request {request_id}: {e}"));
+                }
+                self.send_frames(&request_id, Vec::new());
+                self.retire_if_done(&request_id);
+            }
+            ExtFrame::Cancel { request_id, reason } if self.features.contains(Feature::Cancel) => {
+                self.reassembler.discard(&request_id);
+                if self.serving.contains_key(&request_id) {
+                    self.totals.cancelled += 1;
+                    let why = if reason.is_empty() {
+                        "cancelled by the gateway".to_owned()
+                    } else {
+                        format!("cancelled by the gateway: {reason}")
+                    };
+                    self.abort(&request_id, why);
+                } else {
+                    self.totals.stray_frames += 1;
+                }
+            }
+            other => self.close(
+                CLOSE_PROTOCOL_ERROR,
+                format!(
+                    "extension frame {:#04x} that was not negotiated",
+                    match other {
+                        ExtFrame::WindowUpdate { .. } => crate::frame::TYPE_WINDOW_UPDATE,
+                        ExtFrame::Cancel { .. } => crate::frame::TYPE_CANCEL,
+                    }
+                ),
+            ),
+        }
+    }
+
+    /// The shell handed `n` bytes of `request`'s body to the upstream
+    /// service. With `flow-control`, this is what reopens the gateway's
+    /// window for that request body; without it, nothing happens.
+    pub fn request_body_read(&mut self, _now: Instant, request: &RequestId, n: usize) {
+        let Some(increment) = self
+            .serving
+            .get_mut(request)
+            .and_then(|s| s.flow.as_mut())
+            .and_then(|f| f.recv.consumed(n as u64))
+        else {
+            return;
+        };
+        let frame = ExtFrame::WindowUpdate {
+            request_id: request.clone(),
+            increment,
+        };
+        self.transmit(WsMessage::Binary(frame.encode()));
+    }
+
+    /// Body bytes of `request`'s response the receiver holds until the
+    /// gateway grants credit for them (`flow-control`); 0 without it.
+    /// `None` once the request is no longer in flight. A shell relaying an
+    /// upstream body waits for this to reach 0 before it reads more, which
+    /// bounds the memory a download takes.
+    pub fn unsent(&self, request: &RequestId) -> Option<u64> {
+        let s = self.serving.get(request)?;
+        Some(s.flow.as_ref().map_or(0, |f| f.send.queued()))
     }
 }
