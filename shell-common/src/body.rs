@@ -19,6 +19,9 @@ pub struct BodyStream {
     rx: mpsc::UnboundedReceiver<Result<Bytes, Aborted>>,
     size: Option<u64>,
     ended: bool,
+    /// Told how many bytes each piece the reader took had: that is what
+    /// reopens the sender's credit window (`flow-control`).
+    on_read: Option<Box<dyn Fn(usize) + Send + Sync>>,
 }
 
 /// The sending half. Dropping it without [`finish`](Self::finish) ends the
@@ -36,8 +39,20 @@ pub fn channel(size: Option<u64>) -> (BodySender, BodyStream) {
             rx,
             size,
             ended: false,
+            on_read: None,
         },
     )
+}
+
+/// Like [`channel`], and `on_read(n)` runs each time the reader takes a
+/// piece of `n` bytes.
+pub fn channel_reporting(
+    size: Option<u64>,
+    on_read: impl Fn(usize) + Send + Sync + 'static,
+) -> (BodySender, BodyStream) {
+    let (tx, mut rx) = channel(size);
+    rx.on_read = Some(Box::new(on_read));
+    (tx, rx)
 }
 
 impl BodySender {
@@ -99,7 +114,13 @@ impl Stream for BodyStream {
                 self.ended = true;
                 Poll::Ready(None)
             }
-            other => other,
+            Poll::Ready(Some(Ok(data))) => {
+                if let Some(on_read) = &self.on_read {
+                    on_read(data.len());
+                }
+                Poll::Ready(Some(Ok(data)))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 }

@@ -90,6 +90,16 @@ enum Command {
         data: Bytes,
         last: bool,
     },
+    SendBody {
+        request: RequestId,
+        data: Bytes,
+        last: bool,
+        sent: oneshot::Sender<()>,
+    },
+    Read {
+        request: RequestId,
+        bytes: usize,
+    },
     Cancel {
         request: RequestId,
     },
@@ -219,6 +229,33 @@ impl Driver {
         });
     }
 
+    /// A piece of a streamed request body, resolving once the gateway sent
+    /// it to the receiver (with `flow-control`, once the receiver's credit
+    /// covered it), so a shell that awaits it before reading more of the
+    /// client's body holds at most a window of it. False when the request
+    /// is no longer in flight: stop reading the body.
+    pub async fn send_body(&self, request: RequestId, data: Bytes, last: bool) -> bool {
+        let (sent, rx) = oneshot::channel();
+        if self
+            .send(Command::SendBody {
+                request,
+                data,
+                last,
+                sent,
+            })
+            .is_err()
+        {
+            return false;
+        }
+        rx.await.is_ok()
+    }
+
+    /// `bytes` of a response body went to the public client: reopens the
+    /// receiver's window for it (`flow-control`).
+    pub fn read(&self, request: RequestId, bytes: usize) {
+        let _ = self.send(Command::Read { request, bytes });
+    }
+
     /// The client went away.
     pub fn cancel(&self, request: RequestId) {
         let _ = self.send(Command::Cancel { request });
@@ -249,6 +286,8 @@ struct State {
     /// Requests at other gateways whose body is still being streamed (the
     /// only ones that still need commands from here).
     uploads: HashMap<RequestId, Box<dyn RemoteRequest>>,
+    /// Uploads waiting for the receiver's credit, told when it came.
+    credit_waits: HashMap<RequestId, oneshot::Sender<()>>,
 }
 
 async fn run<S, F>(core: Core, mut rx: mpsc::UnboundedReceiver<Command>, sleep: S)
@@ -261,6 +300,7 @@ where
         links: HashMap::new(),
         requests: HashMap::new(),
         remote: None,
+        credit_waits: HashMap::new(),
         uploads: HashMap::new(),
     };
     loop {
@@ -289,6 +329,7 @@ where
             Either::Right(((), _)) => st.core.handle_timeout(Instant::now()),
         }
         st.flush();
+        st.release_credit_waits();
     }
 }
 
@@ -383,6 +424,33 @@ impl State {
                 // client was already answered.
                 let _ = self.core.push_body(now, &request, data, last);
             }
+            Command::SendBody {
+                request,
+                data,
+                last,
+                sent,
+            } if self.uploads.contains_key(&request) => {
+                // Another gateway's request: the cluster link paces it.
+                if let Some(upload) = self.uploads.get_mut(&request) {
+                    upload.body(data, last);
+                }
+                if last {
+                    self.uploads.remove(&request);
+                }
+                let _ = sent.send(());
+            }
+            Command::SendBody {
+                request,
+                data,
+                last,
+                sent,
+            } => {
+                if self.core.push_body(now, &request, data, last).is_ok() {
+                    // Dropping `sent` tells the pump the request is gone.
+                    self.credit_waits.insert(request, sent);
+                }
+            }
+            Command::Read { request, bytes } => self.core.body_read(now, &request, bytes),
             Command::Cancel { request } => self.cancel(&request),
             Command::Stats { reply } => {
                 let mut stats = self.core.stats(now);
@@ -434,6 +502,27 @@ impl State {
         }
         self.requests.remove(request);
         self.core.cancel(Instant::now(), request);
+    }
+
+    /// Tells each waiting upload whose body the gateway has sent on; drops
+    /// the ones whose request ended.
+    fn release_credit_waits(&mut self) {
+        let core = &self.core;
+        let mut done = Vec::new();
+        for id in self.credit_waits.keys() {
+            match core.upload_queued(id) {
+                Some(0) => done.push((id.clone(), true)),
+                Some(_) => {}
+                None => done.push((id.clone(), false)),
+            }
+        }
+        for (id, in_flight) in done {
+            if let Some(tx) = self.credit_waits.remove(&id) {
+                if in_flight {
+                    let _ = tx.send(());
+                }
+            }
+        }
     }
 
     fn close_all(mut self) {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use anpx_core::features::{negotiate, Feature, Features};
+use anpx_core::features::{negotiate, Features};
 use anpx_core::forward::{self, ClientInfo};
 use anpx_core::gateway::{Failure, Identity, RequestBody, ResponseEvent};
 use anpx_core::handshake::{self, FEATURES_HEADER, GRANTED_HEADER, SERVICES_HEADER};
@@ -169,9 +169,7 @@ impl Shared {
         Shared {
             driver,
             admission: options.admission.clone(),
-            features: [Feature::Streaming, Feature::Lossless]
-                .into_iter()
-                .collect(),
+            features: crate::options::supported_features(),
             chunk_size: options.core.chunk_size,
             max_frame_len: options.core.frame_limits.max_frame_len,
             scheme,
@@ -520,7 +518,8 @@ fn head_or_failure(
         Some(ResponseEvent::Head(head)) => {
             let head = forward::response_head_for_client(head);
             guard.status = Some(head.status);
-            Ok((head, ResponseStream { events, guard }))
+            let id = guard.id.clone();
+            Ok((head, ResponseStream { events, guard, id }))
         }
         Some(ResponseEvent::Failed(f)) => {
             guard.fail(f.status, &f.error);
@@ -618,6 +617,8 @@ pub struct ResponseAborted(pub String);
 pub struct ResponseStream {
     events: mpsc::UnboundedReceiver<ResponseEvent>,
     guard: Guard,
+    /// The request, to report what the client took (`flow-control`).
+    id: Option<RequestId>,
 }
 
 impl ResponseStream {
@@ -636,7 +637,12 @@ impl Stream for ResponseStream {
             return match self.events.poll_next_unpin(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Some(ResponseEvent::Body(b))) if b.is_empty() => continue,
-                Poll::Ready(Some(ResponseEvent::Body(b))) => Poll::Ready(Some(Ok(b))),
+                Poll::Ready(Some(ResponseEvent::Body(b))) => {
+                    if let Some(id) = &self.id {
+                        self.guard.driver.read(id.clone(), b.len());
+                    }
+                    Poll::Ready(Some(Ok(b)))
+                }
                 Poll::Ready(Some(ResponseEvent::End)) => {
                     let status = self.guard.status.unwrap_or(0);
                     self.guard.finish(status);

@@ -158,9 +158,14 @@ pub enum Status {
     Stopped(String),
 }
 
-/// The extensions a receiver implements.
+/// The extensions anpx implements, as a receiver and as a gateway.
 pub fn supported_features() -> Features {
-    [Feature::Streaming, Feature::Lossless]
-        .into_iter()
-        .collect()
+    [
+        Feature::Streaming,
+        Feature::FlowControl,
+        Feature::Cancel,
+        Feature::Lossless,
+    ]
+    .into_iter()
+    .collect()
 }

@@ -372,6 +372,14 @@ enum ReplyMsg {
         request: RequestId,
         data: Bytes,
         last: bool,
+        /// Completed once the piece left for the gateway (with
+        /// `flow-control`, once the gateway's credit covered it).
+        sent: Option<futures_channel::oneshot::Sender<()>>,
+    },
+    /// The upstream took `bytes` of the request body.
+    Read {
+        request: RequestId,
+        bytes: usize,
     },
     Failed {
         request: RequestId,
@@ -443,6 +451,11 @@ impl Reply {
         }
         let id = self.request;
         let send = |m| self.tx.unbounded_send(m).is_ok();
+        // Each piece is read from the upstream only once the one before it
+        // left, so a client that does not read holds the upstream, not our
+        // memory.
+        let mut sent_before: Option<futures_channel::oneshot::Receiver<()>> = None;
+        let mut relayed = 0u64;
         if !send(ReplyMsg::Head {
             request: id.clone(),
             head,
@@ -451,21 +464,43 @@ impl Reply {
             return;
         }
         loop {
+            if let Some(rx) = sent_before.take() {
+                if rx.await.is_err() {
+                    // The request ended (cancelled, connection lost).
+                    return;
+                }
+            }
             let msg = match body.next().await {
                 Some(Ok(data)) if data.is_empty() => continue,
-                Some(Ok(data)) => ReplyMsg::Body {
-                    request: id.clone(),
-                    data,
-                    last: false,
-                },
+                Some(Ok(data)) => {
+                    relayed += data.len() as u64;
+                    let (tx, rx) = futures_channel::oneshot::channel();
+                    sent_before = Some(rx);
+                    ReplyMsg::Body {
+                        request: id.clone(),
+                        data,
+                        last: false,
+                        sent: Some(tx),
+                    }
+                }
                 Some(Err(e)) => ReplyMsg::Failed {
                     request: id.clone(),
                     message: format!("Upstream body failed: {e}"),
+                },
+                // A body that ends short of (or past) its announced length
+                // was cut: some HTTP clients report that as a normal end.
+                None if exact_len.is_some_and(|n| n != relayed) => ReplyMsg::Failed {
+                    request: id.clone(),
+                    message: format!(
+                        "Upstream body ended after {relayed} of {} bytes",
+                        exact_len.unwrap_or_default()
+                    ),
                 },
                 None => ReplyMsg::Body {
                     request: id.clone(),
                     data: Bytes::new(),
                     last: true,
+                    sent: None,
                 },
             };
             let done = !matches!(msg, ReplyMsg::Body { last: false, .. });
@@ -502,6 +537,8 @@ where
     let (mut sink, mut stream) = conn.ws.split();
     let (reply_tx, mut replies) = mpsc::unbounded::<ReplyMsg>();
     let mut in_flight: HashMap<RequestId, InFlight> = HashMap::new();
+    // Response pieces waiting for the gateway's credit.
+    let mut unsent: HashMap<RequestId, futures_channel::oneshot::Sender<()>> = HashMap::new();
     let chunk_size = options.core.chunk_size;
 
     let reason = loop {
@@ -543,7 +580,7 @@ where
                 core.handle_close(now);
                 break "connection closed".into();
             }
-            Event::Reply(reply) => apply_reply(&mut core, &mut in_flight, reply),
+            Event::Reply(reply) => apply_reply(&mut core, &mut in_flight, &mut unsent, reply),
             Event::Timeout => core.handle_timeout(now),
             Event::Stop => {
                 core.handle_close(now);
@@ -581,6 +618,7 @@ where
             core.handle_close(Instant::now());
             break reason;
         }
+        release_unsent(&core, &mut unsent);
     };
     // Everything still running belongs to a connection that is gone.
     for (_, f) in in_flight.drain() {
@@ -592,7 +630,38 @@ where
     reason
 }
 
-fn apply_reply(core: &mut Core, in_flight: &mut HashMap<RequestId, InFlight>, reply: ReplyMsg) {
+/// Tells each relay whose last piece left that it may read the next one;
+/// drops those whose request ended, which stops them.
+fn release_unsent(
+    core: &Core,
+    unsent: &mut HashMap<RequestId, futures_channel::oneshot::Sender<()>>,
+) {
+    if unsent.is_empty() {
+        return;
+    }
+    let ready: Vec<(RequestId, bool)> = unsent
+        .keys()
+        .filter_map(|id| match core.unsent(id) {
+            Some(0) => Some((id.clone(), true)),
+            Some(_) => None,
+            None => Some((id.clone(), false)),
+        })
+        .collect();
+    for (id, in_flight) in ready {
+        if let Some(tx) = unsent.remove(&id) {
+            if in_flight {
+                let _ = tx.send(());
+            }
+        }
+    }
+}
+
+fn apply_reply(
+    core: &mut Core,
+    in_flight: &mut HashMap<RequestId, InFlight>,
+    unsent: &mut HashMap<RequestId, futures_channel::oneshot::Sender<()>>,
+    reply: ReplyMsg,
+) {
     let now = Instant::now();
     let (request, result) = match reply {
         ReplyMsg::Head {
@@ -607,12 +676,20 @@ fn apply_reply(core: &mut Core, in_flight: &mut HashMap<RequestId, InFlight>, re
             request,
             data,
             last,
+            sent,
         } => {
             let r = core.respond_body(now, &request, data, last);
             if last {
                 in_flight.remove(&request);
             }
+            if let Some(sent) = sent {
+                unsent.insert(request.clone(), sent);
+            }
             (request, r)
+        }
+        ReplyMsg::Read { request, bytes } => {
+            core.request_body_read(now, &request, bytes);
+            return;
         }
         ReplyMsg::Failed { request, message } => {
             tracing::warn!(%request, %message, "upstream failed");
@@ -645,7 +722,14 @@ impl<U: Dispatch + ?Sized> Calls<'_, U> {
                     .headers
                     .get("content-length")
                     .and_then(|v| v.trim().parse::<u64>().ok());
-                let (upload, body) = body::channel(length);
+                let replies = self.replies.clone();
+                let id = request.clone();
+                let (upload, body) = body::channel_reporting(length, move |bytes| {
+                    let _ = replies.unbounded_send(ReplyMsg::Read {
+                        request: id.clone(),
+                        bytes,
+                    });
+                });
                 let reply = Reply {
                     request: request.clone(),
                     tx: self.replies.clone(),

@@ -19,7 +19,7 @@ use shell_common::gateway::{
 };
 use shell_common::signal::Stop;
 use shell_common::{link, ws, GatewayOptions};
-use smol::net::TcpListener;
+use smol::net::{TcpListener, TcpStream};
 use smol::Task;
 
 use crate::rt::{body_stream, Smol};
@@ -175,7 +175,8 @@ async fn accept_loop(
         let tls = tls.clone();
         connections.push(smol::spawn(async move {
             let Some(acceptor) = tls else {
-                return serve_connection(tcp, peer, local, which, shared).await;
+                let client = Some(tcp.clone());
+                return serve_connection(tcp, client, peer, local, which, shared).await;
             };
             let handshake = async { Some(acceptor.accept(tcp).await) };
             let deadline = async {
@@ -184,7 +185,7 @@ async fn accept_loop(
             };
             match smol::future::or(handshake, deadline).await {
                 Some(Ok(stream)) => {
-                    serve_connection(SharedIo::new(stream), peer, local, which, shared).await
+                    serve_connection(SharedIo::new(stream), None, peer, local, which, shared).await
                 }
                 Some(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
                 None => tracing::debug!(%peer, "tls handshake timed out"),
@@ -196,8 +197,12 @@ async fn accept_loop(
     drop(connections);
 }
 
+/// `client` is the plain TCP connection, watched for the client leaving
+/// before its answer; `None` under TLS, where a close cannot be seen below
+/// the TLS records (it is noticed when the answer is written).
 async fn serve_connection<S>(
     stream: S,
+    client: Option<TcpStream>,
     peer: SocketAddr,
     local: SocketAddr,
     which: Listener,
@@ -210,11 +215,22 @@ async fn serve_connection<S>(
     let served = async_h1::accept(io, |req| {
         let shared = shared.clone();
         let parked = parked.clone();
-        async move { Ok(handle(req, shared, peer, local, which, &parked).await) }
+        let client = client.clone();
+        async move { Ok(handle(req, shared, client, peer, local, which, &parked).await) }
     })
     .await;
     if let Err(e) = served {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Resolves when the client closes (or resets) a connection on which it
+/// sent nothing more; bytes of a next request leave it pending for good,
+/// since the close can then no longer be told apart.
+async fn client_gone(client: TcpStream) {
+    let mut byte = [0u8; 1];
+    if let Ok(1..) = client.peek(&mut byte).await {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -236,6 +252,7 @@ fn header_map(req: &Request) -> http::HeaderMap {
 async fn handle(
     req: Request,
     shared: Arc<Shared>,
+    client: Option<TcpStream>,
     peer: SocketAddr,
     local: SocketAddr,
     which: Listener,
@@ -258,7 +275,7 @@ async fn handle(
             match shared.screen(&method, url.path(), url.query(), &headers, None, peer.ip()) {
                 Err(a) => answer(a),
                 Ok(decorations) => {
-                    let mut r = proxy(req, headers, shared, peer, local, parked).await;
+                    let mut r = proxy(req, headers, shared, client, peer, local, parked).await;
                     let set = decorate(&decorations, |name| r.header(name).is_some());
                     for (name, value) in set {
                         r.insert_header(name, value);
@@ -324,6 +341,7 @@ async fn proxy(
     mut req: Request,
     headers: http::HeaderMap,
     shared: Arc<Shared>,
+    client: Option<TcpStream>,
     peer: SocketAddr,
     local: SocketAddr,
     parked: &Parked,
@@ -379,7 +397,11 @@ async fn proxy(
         smol::spawn(async move {
             while let Some(piece) = pieces.next().await {
                 match piece {
-                    Ok(data) => driver.body(id.clone(), data, false),
+                    Ok(data) => {
+                        if !driver.send_body(id.clone(), data, false).await {
+                            return;
+                        }
+                    }
                     Err(e) => {
                         tracing::debug!(request = %id, error = %e, "client upload failed");
                         driver.cancel(id);
@@ -387,10 +409,31 @@ async fn proxy(
                     }
                 }
             }
-            driver.body(id, Bytes::new(), true);
+            driver.send_body(id, Bytes::new(), true).await;
         })
     });
-    let (head, stream) = match pending.response().await {
+    let watched = client.filter(|_| pump.is_none());
+    let first = if let Some(client) = watched {
+        // async-h1 does not read the connection while the handler runs:
+        // watch it, so a client that leaves before the head cancels the
+        // request (and, with `cancel`, the upstream's).
+        let id = pending.id().clone();
+        let gone = Box::pin(client_gone(client));
+        match pending
+            .response_unless(gone, 499, "client went away before the response")
+            .await
+        {
+            Some(r) => r,
+            None => {
+                shared.driver.cancel(id);
+                return Response::new(http_types::StatusCode::BadGateway);
+            }
+        }
+    } else {
+        // A client going away mid-upload is seen by the upload pump.
+        pending.response().await
+    };
+    let (head, stream) = match first {
         Ok(r) => r,
         Err(a) => return answer(a),
     };

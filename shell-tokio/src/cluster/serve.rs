@@ -104,11 +104,17 @@ async fn serve_one(
                 break;
             }
             let mut m = queue.pop_front().unwrap_or(WireMessage::Cancel);
-            if let WireMessage::Data { seq, .. } = &mut m {
+            let mut piece = 0;
+            if let WireMessage::Data { seq, data, .. } = &mut m {
                 *seq = window.try_send().unwrap_or_default();
+                piece = data.len();
             }
             if !send(m).await {
                 return cancel(&id);
+            }
+            if piece > 0 {
+                // Passed on: reopens the receiver's window (`flow-control`).
+                inner.driver.read(id.clone(), piece);
             }
             credit_deadline = Instant::now() + idle;
         }

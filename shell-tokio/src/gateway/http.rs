@@ -333,8 +333,8 @@ async fn pump_request_body(mut body: Incoming, driver: Driver, id: RequestId, mu
                         driver.cancel(id);
                         return;
                     }
-                    if !data.is_empty() {
-                        driver.body(id.clone(), data, false);
+                    if !data.is_empty() && !driver.send_body(id.clone(), data, false).await {
+                        return;
                     }
                 }
             }
@@ -344,7 +344,7 @@ async fn pump_request_body(mut body: Incoming, driver: Driver, id: RequestId, mu
                 return;
             }
             None => {
-                driver.body(id, Bytes::new(), true);
+                driver.send_body(id, Bytes::new(), true).await;
                 return;
             }
         }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod pairs;
 pub mod pki;
 
 use std::convert::Infallible;

@@ -1,0 +1,102 @@
+//! Gateways and receivers of either shell, started in-process on loopback
+//! from a tokio test (the smol pieces run on smol's own threads), for
+//! scenarios that run over every (gateway shell, receiver shell) pair.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shell_common::{GatewayOptions, Status};
+
+/// Which shell.
+#[derive(Debug, Clone, Copy)]
+pub enum Shell {
+    Tokio,
+    Smol,
+}
+
+/// A gateway of either shell.
+pub enum Gw {
+    Tokio(shell_tokio::gateway::Gateway),
+    Smol(shell_smol::gateway::Gateway),
+}
+
+impl Gw {
+    /// A gateway in open mode on an ephemeral port, configured by `tune`.
+    pub async fn start(shell: Shell, tune: impl FnOnce(&mut GatewayOptions)) -> Gw {
+        let mut o = GatewayOptions::open("127.0.0.1:0".parse().unwrap());
+        tune(&mut o);
+        match shell {
+            Shell::Tokio => Gw::Tokio(shell_tokio::gateway::Gateway::bind(o).await.unwrap()),
+            Shell::Smol => Gw::Smol(shell_smol::gateway::Gateway::bind(o).await.unwrap()),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            Gw::Tokio(g) => g.public_addr(),
+            Gw::Smol(g) => g.public_addr(),
+        }
+    }
+
+    pub async fn stats(&self) -> anpx_core::gateway::GatewayStats {
+        match self {
+            Gw::Tokio(g) => g.stats().await,
+            Gw::Smol(g) => g.stats().await,
+        }
+        .expect("gateway stats")
+    }
+}
+
+/// A receiver of either shell.
+pub enum Rx {
+    Tokio(shell_tokio::receiver::Receiver),
+    Smol(shell_smol::receiver::Receiver),
+}
+
+impl Rx {
+    pub async fn start(shell: Shell, gateway: SocketAddr, backend: SocketAddr) -> Rx {
+        let url = format!("ws://{gateway}/ws");
+        let services = vec!["api.agent.com/svc".parse().unwrap()];
+        let upstream = format!("http://{backend}");
+        let rx = match shell {
+            Shell::Tokio => {
+                let mut o = shell_tokio::receiver::ReceiverOptions::new(
+                    url,
+                    Arc::new(shell_tokio::upstream::HttpUpstream::new(&upstream).unwrap()),
+                );
+                o.services = services;
+                Rx::Tokio(shell_tokio::receiver::Receiver::spawn(o))
+            }
+            Shell::Smol => {
+                let mut o = shell_smol::receiver::ReceiverOptions::new(
+                    url,
+                    Arc::new(shell_smol::upstream::HttpUpstream::new(&upstream).unwrap()),
+                );
+                o.services = services;
+                Rx::Smol(shell_smol::receiver::Receiver::spawn(o))
+            }
+        };
+        let status = tokio::time::timeout(Duration::from_secs(10), async {
+            match &rx {
+                Rx::Tokio(r) => match r.wait_ready().await {
+                    shell_tokio::receiver::Status::Connected { features, .. } => Ok(features),
+                    other => Err(format!("{other:?}")),
+                },
+                Rx::Smol(r) => match r.wait_ready().await {
+                    Status::Connected { features, .. } => Ok(features),
+                    other => Err(format!("{other:?}")),
+                },
+            }
+        })
+        .await
+        .expect("receiver connects in time");
+        let features = status.expect("receiver connected");
+        assert_eq!(
+            features.to_header_value(),
+            "streaming,flow-control,cancel,lossless-meta",
+            "both shells negotiate the extensions"
+        );
+        rx
+    }
+}
