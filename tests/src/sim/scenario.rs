@@ -145,11 +145,15 @@ fn node(rng: &mut fastrand::Rng, index: usize) -> NodeSpec {
         .collect();
     grants.sort();
     grants.dedup();
-    let features = if rng.bool() {
+    let mut features = if rng.bool() {
         Features::from(Feature::Streaming)
     } else {
         Features::empty()
     };
+    if rng.bool() {
+        // Credit windows: every body crosses under the peer's credit.
+        features.insert(Feature::FlowControl);
+    }
     let identity = if rng.bool() {
         Identity::Anonymous
     } else {

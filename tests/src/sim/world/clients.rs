@@ -219,6 +219,11 @@ impl World {
             known_bugs: self.options.known_bugs,
         };
         self.ledger.observe(id, event, self.records.get(id), &cx)?;
+        if let ResponseEvent::Body(b) = event {
+            // The client reads each piece at once (`flow-control`).
+            let at = self.at();
+            self.gw.body_read(at, id, b.len());
+        }
         match event {
             ResponseEvent::End => self.counters.completed += 1,
             ResponseEvent::Failed(f) if f.status == 504 => self.counters.failed_504 += 1,

@@ -184,6 +184,13 @@ impl World {
                     );
                 }
                 served.seen = end;
+                // The upstream takes what it is given at once: that reopens
+                // the gateway's window (`flow-control`).
+                let n = data.len();
+                let at = self.at();
+                if let Some(conn) = self.nodes[i].conn.as_mut() {
+                    conn.rx.request_body_read(at, &request, n);
+                }
             }
             RequestEvent::End { request } => {
                 let Some(served) = conn.served.get_mut(&request) else {
