@@ -669,6 +669,13 @@ fn apply_reply(
             head,
             body,
         } => {
+            // A whole response ends the request here: no `last` body
+            // follows to clear its entry, which would otherwise hold the
+            // upload channel (and anything buffered in it) until the
+            // connection closes.
+            if !matches!(body, ResponseBody::Streaming) {
+                in_flight.remove(&request);
+            }
             let r = core.respond(now, &request, head, body);
             (request, r)
         }
@@ -693,6 +700,7 @@ fn apply_reply(
         }
         ReplyMsg::Failed { request, message } => {
             tracing::warn!(%request, %message, "upstream failed");
+            in_flight.remove(&request);
             let r = core.respond_error(now, &request, &message);
             (request, r)
         }
