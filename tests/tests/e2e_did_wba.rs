@@ -291,3 +291,86 @@ async fn an_unknown_did_is_refused() {
     wait_refused(&gw, "document_unavailable").await;
     rx.shutdown().await;
 }
+
+/// The reference's newer gateway accepts a bare
+/// `{"type":"authentication","data":{"did_token":"did:…"}}` message as a
+/// login. Here identity comes from the signed handshake only: without one
+/// there is no connection to send the message on, and a connection signed
+/// as one DID that claims another keeps its own identity and routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsigned_authentication_message_gains_nothing_on_a_did_wba_gateway() {
+    use async_tungstenite::tungstenite::client::IntoClientRequest;
+    use async_tungstenite::tungstenite::http::HeaderValue;
+    use async_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+    use futures_util::StreamExt;
+
+    let gw = did_gateway().await;
+    let addr = gw.public_addr();
+    let connect = |authorization: Option<String>| async move {
+        let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+        if let Some(a) = authorization {
+            request
+                .headers_mut()
+                .insert("authorization", HeaderValue::from_str(&a).unwrap());
+        }
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            async_tungstenite::tokio::connect_async(request),
+        )
+        .await
+        .expect("handshake answered in time")
+        .map(|(ws, _)| ws)
+    };
+
+    // No signature, no connection: nowhere to send the claim.
+    match connect(None).await {
+        Err(WsError::Http(r)) => assert_eq!(r.status().as_u16(), 401),
+        Err(e) => panic!("refused without an HTTP answer: {e}"),
+        Ok(_) => panic!("an unsigned receiver was admitted"),
+    }
+
+    // Signed as anpproxy1, which may serve api.agent.com/one only.
+    let header = real_credentials().authorization("127.0.0.1").unwrap();
+    let mut ws = connect(Some(header)).await.expect("the signed handshake");
+    wait_for_receivers(&gw, 1).await;
+    let before = gw.stats().await.unwrap();
+    assert_eq!(
+        before.links[0].identity,
+        anpx_core::gateway::Identity::Did(DID.into())
+    );
+
+    // It claims anpproxy2, which would grant api.agent.com/two.
+    let claim = format!(r#"{{"type":"authentication","data":{{"did_token":"{OTHER_DID}"}}}}"#);
+    ws.send(WsMessage::Text(claim.into())).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while gw.stats().await.unwrap().totals.unsigned_auth_ignored == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the claim was never seen"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let after = gw.stats().await.unwrap();
+    assert_eq!(after.links.len(), 1);
+    assert_eq!(after.links[0].id, before.links[0].id);
+    assert_eq!(after.links[0].identity, before.links[0].identity);
+    assert_eq!(after.links[0].routes, before.links[0].routes);
+    assert_eq!(after.routes, before.routes);
+    assert!(!format!("{after:?}").contains("anpproxy2"), "{after:?}");
+    // Nothing of anpproxy2's is routed to this connection.
+    assert_eq!(
+        send(addr, "GET", "api.agent.com", "/two/x", "")
+            .await
+            .status,
+        404
+    );
+    // The connection itself stays up: the message is ignored, not punished.
+    ws.send(WsMessage::Text(r#"{"type":"ping","timestamp":1}"#.into()))
+        .await
+        .unwrap();
+    let pong = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap();
+    assert!(matches!(pong, Some(Ok(WsMessage::Text(_)))), "{pong:?}");
+}
