@@ -1,5 +1,6 @@
 //! `anpx-smol` runs the same offline subcommands as `anpx`: `did new`
-//! makes an identity that signs a handshake, `decode` reads frames.
+//! makes an identity that signs a handshake, `decode` reads frames; and it
+//! refuses what only `anpx` does (a gateway cluster).
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -43,4 +44,24 @@ fn decode_reports_a_bad_frame_as_json() {
     let json: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
     assert_eq!(json["frame"], 1, "{line}");
     assert!(json["error"].is_string(), "{line}");
+}
+
+#[test]
+fn a_cluster_setting_is_refused_with_what_to_use_instead() {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_anpx-smol"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ANPX_")) {
+        c.env_remove(k);
+    }
+    let out = c
+        .args(["gateway", "--listen", "127.0.0.1:0"])
+        .args(["--cluster-nats-url", "nats://127.0.0.1:4222"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("gateway.cluster.nats_url is not supported by anpx-smol")
+            && stderr.contains("use anpx"),
+        "{stderr}"
+    );
 }
