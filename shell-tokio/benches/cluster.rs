@@ -234,7 +234,8 @@ async fn run_cell(addr: SocketAddr, path: &'static str, conns: usize, seconds: f
     let tasks: Vec<_> = (0..conns)
         .map(|_| {
             tokio::spawn(async move {
-                let mut hist = Histogram::<u64>::new(3).expect("histogram");
+                let mut hist =
+                    Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("histogram");
                 let (mut done, mut errors, mut first_error) = (0u64, 0u64, None);
                 let mut sender = connect(addr).await.ok();
                 while Instant::now() < until {
@@ -263,7 +264,7 @@ async fn run_cell(addr: SocketAddr, path: &'static str, conns: usize, seconds: f
         })
         .collect();
     let mut cell = Cell {
-        hist: Histogram::new(3).expect("histogram"),
+        hist: Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram"),
         done: 0,
         elapsed: Duration::from_secs_f64(seconds),
         errors: 0,
