@@ -145,7 +145,16 @@ async fn serve_one(
                     Ok(WireMessage::Credit { upto }) => window.handle_credit(upto),
                     Ok(WireMessage::Data { seq, last, data }) => match intake.accept(seq) {
                         Ok(credit) => {
-                            inner.driver.body(id.clone(), data, last);
+                            // Credit goes back only once the core passed the
+                            // piece on (as the receiver's window allows), so a
+                            // slow receiver slows the forwarding gateway's
+                            // upload instead of piling it up here. False: the
+                            // request ended in the core (its response may still
+                            // be queued here), so the rest of the body is not
+                            // wanted and gets no credit.
+                            if !inner.driver.send_body(id.clone(), data, last).await {
+                                continue;
+                            }
                             if let Some(upto) = credit {
                                 send(WireMessage::Credit { upto }).await;
                             }
