@@ -159,25 +159,34 @@ impl<R: AsyncBufRead + Unpin> AsyncRead for Exact<R> {
         if this.left == 0 || out.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        let available = ready!(Pin::new(&mut this.inner).poll_fill_buf(cx))?;
-        if available.is_empty() {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!(
-                    "connection closed {} bytes before the body's end",
-                    this.left
-                ),
-            )));
-        }
-        let n = available
-            .len()
-            .min(out.len())
-            .min(usize::try_from(this.left).unwrap_or(usize::MAX));
-        out[..n].copy_from_slice(&available[..n]);
-        Pin::new(&mut this.inner).consume(n);
+        let n = ready!(poll_copy(&mut this.inner, cx, out, this.left))?;
         this.left -= n as u64;
         Poll::Ready(Ok(n))
     }
+}
+
+/// Copies at most `left` bytes of what `inner` holds into `out`; a close
+/// before any byte is an error (the body was cut short).
+fn poll_copy<R: AsyncBufRead + Unpin>(
+    inner: &mut R,
+    cx: &mut Context<'_>,
+    out: &mut [u8],
+    left: u64,
+) -> Poll<io::Result<usize>> {
+    let available = ready!(Pin::new(&mut *inner).poll_fill_buf(cx))?;
+    if available.is_empty() {
+        return Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("connection closed {left} bytes before the end of the body or chunk"),
+        )));
+    }
+    let n = available
+        .len()
+        .min(out.len())
+        .min(usize::try_from(left).unwrap_or(usize::MAX));
+    out[..n].copy_from_slice(&available[..n]);
+    Pin::new(inner).consume(n);
+    Poll::Ready(Ok(n))
 }
 
 /// Where a chunked body's decoder is.
@@ -282,19 +291,7 @@ impl<R: AsyncBufRead + Unpin> AsyncRead for Chunked<R> {
                     if out.is_empty() {
                         return Poll::Ready(Ok(0));
                     }
-                    let available = ready!(Pin::new(&mut this.inner).poll_fill_buf(cx))?;
-                    if available.is_empty() {
-                        return Poll::Ready(Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "connection closed inside a chunk",
-                        )));
-                    }
-                    let n = available
-                        .len()
-                        .min(out.len())
-                        .min(usize::try_from(left).unwrap_or(usize::MAX));
-                    out[..n].copy_from_slice(&available[..n]);
-                    Pin::new(&mut this.inner).consume(n);
+                    let n = ready!(poll_copy(&mut this.inner, cx, out, left))?;
                     let left = left - n as u64;
                     this.state = if left == 0 {
                         State::DataEnd
