@@ -55,7 +55,20 @@ pub enum Rx {
 }
 
 impl Rx {
+    /// A receiver with default settings serving `api.agent.com/svc`.
     pub async fn start(shell: Shell, gateway: SocketAddr, backend: SocketAddr) -> Rx {
+        Rx::start_with(shell, gateway, backend, |_| {}).await
+    }
+
+    /// Like [`Rx::start`], with the state machine's settings tuned.
+    pub async fn start_with(
+        shell: Shell,
+        gateway: SocketAddr,
+        backend: SocketAddr,
+        tune: impl FnOnce(&mut anpx_core::receiver::ReceiverConfig),
+    ) -> Rx {
+        let mut core = anpx_core::receiver::ReceiverConfig::default();
+        tune(&mut core);
         let url = format!("ws://{gateway}/ws");
         let services = vec!["api.agent.com/svc".parse().unwrap()];
         let upstream = format!("http://{backend}");
@@ -66,6 +79,7 @@ impl Rx {
                     Arc::new(shell_tokio::upstream::HttpUpstream::new(&upstream).unwrap()),
                 );
                 o.services = services;
+                o.core = core;
                 Rx::Tokio(shell_tokio::receiver::Receiver::spawn(o))
             }
             Shell::Smol => {
@@ -74,6 +88,7 @@ impl Rx {
                     Arc::new(shell_smol::upstream::HttpUpstream::new(&upstream).unwrap()),
                 );
                 o.services = services;
+                o.core = core;
                 Rx::Smol(shell_smol::receiver::Receiver::spawn(o))
             }
         };
