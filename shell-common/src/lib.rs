@@ -19,6 +19,10 @@ pub mod link;
 pub mod options;
 pub mod process;
 pub mod receiver;
+#[cfg(feature = "sql-registry")]
+pub mod registry;
+#[cfg(feature = "sql-registry")]
+pub mod registry_cmd;
 pub mod remote;
 pub mod setup;
 pub mod signal;

@@ -8,13 +8,13 @@
 //! and client, and smol's spawning and timers.
 //!
 //! TLS is futures-rustls; DID-WBA admission is the shared check from
-//! `shell-common` with documents fetched by [`fetch`]. Not yet on this
-//! runtime: a database registry (`gateway.registry.url`); the binary
-//! refuses it with a clear error.
+//! `shell-common` with documents fetched by [`fetch`]; grants come from the
+//! shared registry (static table or SQL database) through [`registry`].
 
 pub mod fetch;
 pub mod gateway;
 pub mod receiver;
+pub mod registry;
 mod response;
 mod rt;
 mod shared_io;

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use anpx_core::cli::{Cli, Command};
 use anpx_core::config::Config;
-use anpx_core::registry::{Registry, StaticRegistry};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use shell_common::process::{init_logging, load_config};
@@ -30,14 +29,6 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Registry(_) => {
-            // The registry commands edit the database registry, which
-            // runs on tokio's sqlx.
-            eprintln!(
-                "anpx-smol: the registry subcommand lives in the tokio binary; use `anpx registry`"
-            );
-            return ExitCode::from(2);
-        }
         _ => {}
     }
     let config = match load_config(&cli) {
@@ -50,6 +41,17 @@ fn main() -> ExitCode {
     if let Command::CheckConfig = cli.command {
         print!("{}", config.to_toml_string());
         return ExitCode::SUCCESS;
+    }
+    if let Command::Registry(args) = cli.command {
+        // sqlx's futures need tokio's context, which async-compat provides.
+        let run = shell_common::registry_cmd::run("anpx-smol", args, &config);
+        return match smol::block_on(async_compat::Compat::new(run)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("anpx-smol: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     init_logging(config.gateway.log_format);
     match smol::block_on(run(cli.command, config)) {
@@ -114,15 +116,9 @@ async fn gateway(config: &Config) -> Result<Gateway> {
         // The NATS client (async-nats) runs on tokio only.
         bail!("gateway.cluster.nats_url is not supported by anpx-smol (the NATS client needs tokio); use anpx");
     }
-    let registry = || -> Result<Arc<dyn Registry>, SetupError> {
-        if config.gateway.registry.url.is_some() {
-            return Err(SetupError::Registry(
-                "a database registry (gateway.registry.url) is not supported by anpx-smol yet; \
-                 use anpx, or grant services in the configuration's registry table"
-                    .into(),
-            ));
-        }
-        Ok(Arc::new(StaticRegistry::from_config(&config.gateway)))
+    let registry = || {
+        shell_smol::registry::try_registry_from_config(&config.gateway)
+            .map_err(|e| SetupError::Registry(e.to_string()))
     };
     // async-h1 speaks HTTP/1.1 only, so ALPN offers nothing else.
     let options = setup::gateway_options(config, false, Arc::new(SmolDocuments), registry)?;

@@ -1,6 +1,7 @@
 //! `anpx-smol` runs the same offline subcommands as `anpx`: `did new`
-//! makes an identity that signs a handshake, `decode` reads frames; and it
-//! refuses what only `anpx` does (a gateway cluster).
+//! makes an identity that signs a handshake, `decode` reads frames,
+//! `registry` edits a SQLite registry; and it refuses what only `anpx`
+//! does (a gateway cluster).
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -64,4 +65,105 @@ fn a_cluster_setting_is_refused_with_what_to_use_instead() {
             && stderr.contains("use anpx"),
         "{stderr}"
     );
+}
+
+fn registry(url: &str, args: &[&str]) -> std::process::Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_anpx-smol"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ANPX_")) {
+        c.env_remove(k);
+    }
+    c.arg("registry")
+        .args(args)
+        .args(["--registry-url", url])
+        .output()
+        .unwrap()
+}
+
+fn stdout_of(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[test]
+fn registry_add_list_remove_on_a_sqlite_file() {
+    let dir = std::env::temp_dir().join(format!("anpx-smol-registry-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.join("registry.db").display());
+
+    let add = ["add", "--did", "did:wba:a", "--service"];
+    stdout_of(&registry(
+        &url,
+        &[&add[..], &["api.agent.com/one/ad.json"]].concat(),
+    ));
+    stdout_of(&registry(
+        &url,
+        &["add", "--did", "did:wba:b", "--service", "other.com/x"],
+    ));
+    assert_eq!(
+        stdout_of(&registry(&url, &["list"])),
+        "did:wba:a\tapi.agent.com/one\ndid:wba:b\tother.com/x\n"
+    );
+    assert_eq!(
+        stdout_of(&registry(&url, &["list", "--did", "did:wba:b"])),
+        "did:wba:b\tother.com/x\n"
+    );
+
+    // Another DID cannot take a URL that is already granted.
+    let taken = registry(
+        &url,
+        &[
+            "add",
+            "--did",
+            "did:wba:b",
+            "--service",
+            "api.agent.com/one",
+        ],
+    );
+    assert!(!taken.status.success());
+
+    let removed = registry(
+        &url,
+        &[
+            "remove",
+            "--did",
+            "did:wba:a",
+            "--service",
+            "api.agent.com/one",
+        ],
+    );
+    stdout_of(&removed);
+    assert!(
+        String::from_utf8_lossy(&removed.stderr)
+            .starts_with("anpx-smol: did:wba:a no longer serves"),
+        "{}",
+        String::from_utf8_lossy(&removed.stderr)
+    );
+    assert_eq!(
+        stdout_of(&registry(&url, &["list"])),
+        "did:wba:b\tother.com/x\n"
+    );
+    // Removing what is not there fails and says so.
+    let again = registry(
+        &url,
+        &[
+            "remove",
+            "--did",
+            "did:wba:a",
+            "--service",
+            "api.agent.com/one",
+        ],
+    );
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("has no registry entry"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

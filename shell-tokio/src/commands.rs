@@ -21,7 +21,7 @@ pub(crate) async fn run(command: Command, config: Config) -> Result<()> {
         }
         Command::Both(args) => both(config, args.demo, false).await,
         Command::Demo(_) => both(config, true, true).await,
-        Command::Registry(args) => crate::registry_cmd::run(args, &config).await,
+        Command::Registry(args) => shell_common::registry_cmd::run("anpx", args, &config).await,
         Command::Did(args) => shell_common::did_cmd::run(args),
         Command::CheckConfig | Command::Decode(_) => Ok(()),
     }

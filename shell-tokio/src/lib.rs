@@ -10,7 +10,7 @@ pub mod cluster;
 pub mod fetch;
 pub mod gateway;
 pub mod receiver;
-pub mod registry;
+pub use shell_common::registry;
 mod rt;
 pub use shell_common::tls;
 pub mod upstream;

@@ -4,7 +4,6 @@
 //! supplies what runs. Each subcommand lives in its own module.
 
 mod commands;
-mod registry_cmd;
 
 use std::process::ExitCode;
 

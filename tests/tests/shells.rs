@@ -12,7 +12,7 @@ use std::time::Duration;
 use anpx_core::auth::VerifierConfig;
 use anpx_core::gateway::GatewayStats;
 use anpx_core::policy::{CorsConfig, RateConfig};
-use anpx_core::registry::StaticRegistry;
+use anpx_core::registry::{Registry, StaticRegistry};
 use shell_common::did_credentials::DidCredentials;
 use shell_common::did_wba::{DidWbaAdmission, DocumentIo, DocumentSources, FetchError};
 use shell_common::Credentials;
@@ -642,6 +642,12 @@ fn did_admission(shell: Shell) -> Arc<DidWbaAdmission> {
             "api.agent.com/two".parse().unwrap(),
         ),
     ]);
+    did_admission_with(shell, Arc::new(registry))
+}
+
+/// DID-WBA admission through `shell`'s document fetch, granting from
+/// `registry`.
+fn did_admission_with(shell: Shell, registry: Arc<dyn Registry>) -> Arc<DidWbaAdmission> {
     let io: Arc<dyn DocumentIo> = match shell {
         Shell::Tokio => Arc::new(shell_tokio::fetch::TokioDocuments),
         Shell::Smol => Arc::new(shell_smol::fetch::SmolDocuments),
@@ -653,7 +659,7 @@ fn did_admission(shell: Shell) -> Arc<DidWbaAdmission> {
             tls: shell_common::tls::client_config(None).unwrap(),
         },
         io,
-        Arc::new(registry),
+        registry,
     ))
 }
 
@@ -695,6 +701,63 @@ async fn did_wba_signed_receiver_gets_exactly_its_routes(gw: Shell, rx: Shell) {
     assert_eq!(send(g.addr(), "GET", HOST, "/one/x", "").await.status, 200);
     assert_eq!(send(g.addr(), "GET", HOST, "/two/x", "").await.status, 404);
     r.shutdown().await;
+}
+
+/// The same with the grants in a SQLite registry, opened the way each
+/// shell's binary opens `gateway.registry.url` (the smol one drives sqlx
+/// through async-compat) and filled beforehand by another connection, as
+/// `anpx registry add` would.
+async fn did_wba_grants_come_from_a_sqlite_registry(gw: Shell, rx: Shell) {
+    let dir = std::env::temp_dir().join(format!(
+        "anpx-shells-sqlite-{gw:?}-{rx:?}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.join("registry.db").display());
+    let writer = shell_common::registry::SqlRegistry::connect(&url)
+        .await
+        .unwrap();
+    for (did, service) in [
+        (DID, "api.agent.com/one"),
+        ("did:wba:didhost.cc:anpproxy2", "api.agent.com/two"),
+    ] {
+        writer.add(did, &service.parse().unwrap()).await.unwrap();
+    }
+    let mut section = anpx_core::config::GatewaySection::default();
+    section.registry.url = Some(url);
+    let registry = match gw {
+        Shell::Tokio => shell_tokio::registry::try_registry_from_config(&section),
+        Shell::Smol => shell_smol::registry::try_registry_from_config(&section),
+    }
+    .unwrap();
+
+    let backend = start_backend().await;
+    let g = Gw::start(gw, |o| o.admission = did_admission_with(gw, registry)).await;
+    let creds = DidCredentials::load(
+        &did_vectors().join("secp256k1-did.json"),
+        &did_vectors().join("secp256k1-key-1_private.pem"),
+    )
+    .unwrap();
+    let r = Rx::spawn(
+        rx,
+        format!("ws://{}/ws", g.addr()),
+        None,
+        Some(Arc::new(creds)),
+        backend,
+        &[],
+    );
+    r.wait_connected().await;
+    let stats = g.stats().await.unwrap();
+    assert_eq!(stats.links.len(), 1);
+    assert_eq!(
+        stats.links[0].identity,
+        anpx_core::gateway::Identity::Did(DID.into())
+    );
+    assert_eq!(send(g.addr(), "GET", HOST, "/one/x", "").await.status, 200);
+    assert_eq!(send(g.addr(), "GET", HOST, "/two/x", "").await.status, 404);
+    r.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Without a signature the handshake is refused, counted by reason, and
@@ -865,6 +928,7 @@ for_every_pair!(
     wss_and_https_with_a_private_ca,
     a_receiver_that_does_not_trust_the_gateway_does_not_connect,
     did_wba_signed_receiver_gets_exactly_its_routes,
+    did_wba_grants_come_from_a_sqlite_registry,
     did_wba_unsigned_receiver_is_refused,
     middlewares_are_off_by_default,
     rate_limits_answer_429_with_retry_after,

@@ -1,15 +1,19 @@
 //! `anpx registry`: add, remove and list which service URLs each DID may
-//! serve, in the database at `gateway.registry.url`.
+//! serve, in the database at `gateway.registry.url`. Both binaries run it;
+//! its futures must be polled inside a tokio runtime (see
+//! [`crate::registry`]).
 
 use std::sync::Arc;
 
+use crate::registry::SqlRegistry;
 use anpx_core::cli::{RegistryAction, RegistryArgs};
 use anpx_core::config::Config;
 use anpx_core::registry::{Registry, StaticRegistry};
 use anyhow::{bail, Context, Result};
-use shell_tokio::registry::SqlRegistry;
 
-pub(crate) async fn run(args: RegistryArgs, config: &Config) -> Result<()> {
+/// Runs `args` against `config`'s registry; `prog` (the binary's name)
+/// starts the lines written to stderr.
+pub async fn run(prog: &str, args: RegistryArgs, config: &Config) -> Result<()> {
     let url = config.gateway.registry.url.as_deref();
     match args.action {
         RegistryAction::Reload => {
@@ -37,7 +41,7 @@ pub(crate) async fn run(args: RegistryArgs, config: &Config) -> Result<()> {
                 .add(&entry.did, &entry.service)
                 .await
                 .with_context(|| format!("cannot add {} for {}", entry.service, entry.did))?;
-            eprintln!("anpx: {} may serve {}", entry.did, entry.service);
+            eprintln!("{prog}: {} may serve {}", entry.did, entry.service);
             Ok(())
         }
         RegistryAction::Remove(entry) => {
@@ -49,7 +53,7 @@ pub(crate) async fn run(args: RegistryArgs, config: &Config) -> Result<()> {
             if !removed {
                 bail!("{} has no registry entry for {}", entry.did, entry.service);
             }
-            eprintln!("anpx: {} no longer serves {}", entry.did, entry.service);
+            eprintln!("{prog}: {} no longer serves {}", entry.did, entry.service);
             Ok(())
         }
     }
