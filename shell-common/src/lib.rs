@@ -6,6 +6,10 @@
 //!
 //! A shell supplies only what is runtime-specific: sockets, TLS, its HTTP
 //! server and client, spawning and a sleep.
+//!
+//! The one exception is the `sql-registry` feature (`registry`,
+//! `registry_cmd`): sqlx does its I/O on tokio, so those futures must be
+//! polled in a tokio context (the smol shell gets one from async-compat).
 
 pub mod admission;
 pub mod body;
