@@ -504,3 +504,62 @@ fn upstream_failure_mid_body_makes_the_gateway_cut_the_response() {
     );
     assert_eq!((p.gw.in_flight(), p.rx.in_flight()), (0, 0));
 }
+
+/// Finished requests must leave nothing behind in the gateway, its timer
+/// queue included: a deadline left to expire on its own keeps a request
+/// timeout's worth of entries (and their ids) alive at any request rate,
+/// which is what made the soak's memory grow with the rate.
+#[test]
+fn finished_requests_leave_no_timer_entries_behind() {
+    let mut p = Pair::new(Features::all(), GatewayConfig::default());
+    let (_, _, _, _, idle_timers) = p.gw.table_sizes();
+    for i in 0..300 {
+        let streaming = i % 3 != 0;
+        let body = if streaming {
+            RequestBody::Streaming
+        } else {
+            RequestBody::Empty
+        };
+        let id =
+            p.gw.start_request(p.now, "api.agent.com", get(&format!("/svc/{i}")), body)
+                .unwrap();
+        if streaming {
+            p.gw.push_body(p.now, &id, Bytes::from_static(b"part"), i % 3 == 1)
+                .unwrap();
+        }
+        p.pump();
+        let request = p
+            .requests
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                RequestEvent::Head { request, .. } => Some(request.clone()),
+                _ => None,
+            })
+            .unwrap();
+        if i % 5 == 4 {
+            // The public client goes away instead.
+            p.gw.cancel(p.now, &id);
+        } else {
+            // Every third request is answered before its upload ends.
+            let _ = p.rx.respond(
+                p.now,
+                &request,
+                ResponseHead::new(200),
+                ResponseBody::Full(Bytes::from_static(b"ok")),
+            );
+        }
+        p.pump();
+        p.advance(Duration::from_millis(10));
+        let (links, requests, _, _, timers) = p.gw.table_sizes();
+        assert_eq!((links, requests), (1, 0), "request {i} still in flight");
+        assert_eq!(
+            timers,
+            idle_timers,
+            "after {} finished requests the timer queue holds {timers} entries",
+            i + 1
+        );
+    }
+    assert_eq!(p.rx.in_flight(), 0);
+    assert_eq!(p.gw.stats(p.now).totals.timed_out, 0);
+}

@@ -115,6 +115,10 @@ struct Pending {
     head_sent: bool,
     /// Head deadline, then idle deadline once the head is out.
     deadline: Instant,
+    /// Where this request's entry sits in the timer queue (it lags
+    /// `deadline` until it comes due and is re-armed), so that finishing
+    /// the request can remove it.
+    armed: Instant,
     /// The request body still being sent, when it streams.
     upload: Option<ChunkStream>,
     /// Credit windows, when the link negotiated `flow-control`.
@@ -448,6 +452,7 @@ impl Gateway {
                 link,
                 head_sent: false,
                 deadline,
+                armed: deadline,
                 upload,
                 flow: features.contains(Feature::FlowControl).then(Flow::new),
                 cancel: features.contains(Feature::Cancel),
@@ -687,11 +692,12 @@ impl Gateway {
         while let Some((_, timer)) = self.timers.pop_due(now) {
             match timer {
                 Timer::Request(id) => {
-                    let Some(p) = self.pending.get(&id) else {
+                    let Some(p) = self.pending.get_mut(&id) else {
                         continue;
                     };
                     if p.deadline > now {
                         let at = p.deadline;
+                        p.armed = at;
                         self.timers.arm(at, Timer::Request(id));
                     } else {
                         self.send_cancel(&id, "timed out");
@@ -822,6 +828,7 @@ impl Gateway {
     /// Forgets a request everywhere it is recorded.
     fn finish(&mut self, request: &RequestId) {
         if let Some(p) = self.pending.remove(request) {
+            self.timers.disarm(p.armed, Timer::Request(request.clone()));
             if let Some(l) = self.links.get_mut(&p.link) {
                 l.requests.remove(request);
                 l.reassembler.discard(request);
@@ -871,7 +878,9 @@ impl Gateway {
                     format!("Receiver connection lost: {why}"),
                 )),
             );
-            self.pending.remove(&id);
+            if let Some(p) = self.pending.remove(&id) {
+                self.timers.disarm(p.armed, Timer::Request(id));
+            }
         }
     }
 }
