@@ -14,9 +14,9 @@
 //! answer's status, length and contents are checked.
 //!
 //! VmRSS of the whole process is read after a warm-up (the first 10 % of
-//! the requests, and at least 60 s: the gateway holds each request's
-//! deadline for the 30 s request timeout, so memory settles only then) and
-//! at the end. The run fails (exit status 1) on any error, or when RSS grew
+//! the requests, and at least 60 s, twice the request timeout, so that
+//! anything kept for a timeout has reached its steady state) and at the
+//! end. The run fails (exit status 1) on any error, or when RSS grew
 //! by 10 % or more after the warm-up; a run shorter than the warm-up gives
 //! no memory verdict.
 
@@ -40,9 +40,9 @@ const HOST: &str = "soak.bench";
 /// Largest body in the mix.
 const MAX_BODY: usize = 256 * 1024;
 /// The warm-up lasts at least this long: twice the default request timeout
-/// (30 s). The gateway's timer queue holds every request's deadline until
-/// it comes due, so it grows for one timeout, and its capacity (which only
-/// grows) follows the busiest 30 s the machine allows.
+/// (30 s), so state that lives up to a timeout (it once included every
+/// finished request's deadline) is in its steady state when RSS is first
+/// read.
 const WARM_UP_TIME: Duration = Duration::from_secs(60);
 /// Allowed growth of RSS from after the warm-up to the end.
 const MAX_GROWTH: f64 = 0.10;
