@@ -3,6 +3,7 @@
 //! functions for each. The smol pieces run on smol's own executor threads
 //! while the test drives them from tokio.
 
+#[macro_use]
 mod support;
 
 use std::net::SocketAddr;
@@ -877,37 +878,6 @@ async fn shutdown_lets_requests_in_flight_finish(gw: Shell, rx: Shell) {
     let r = slow.await.unwrap();
     assert_eq!((r.status, &r.body[..]), (200, &b"late"[..]));
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
-}
-
-/// Each scenario, once per (gateway shell, receiver shell) pair.
-macro_rules! for_every_pair {
-    ($($scenario:ident),* $(,)?) => {
-        $(
-            mod $scenario {
-                use super::Shell::{Smol, Tokio};
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn tokio_tokio() {
-                    super::$scenario(Tokio, Tokio).await
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn smol_smol() {
-                    super::$scenario(Smol, Smol).await
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn tokio_gateway_smol_receiver() {
-                    super::$scenario(Tokio, Smol).await
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn smol_gateway_tokio_receiver() {
-                    super::$scenario(Smol, Tokio).await
-                }
-            }
-        )*
-    };
 }
 
 for_every_pair!(

@@ -4,6 +4,7 @@
 //! upstream that fails mid-body gets the client's connection cut; one
 //! download nobody reads does not hold up the other requests.
 
+#[macro_use]
 mod support;
 
 use support::pairs::{Gw, Rx, Shell};
@@ -308,37 +309,6 @@ async fn an_unread_download_does_not_hold_up_other_requests(gw: Shell, rx: Shell
         "the receiver pulled {pulled} bytes of a download nobody reads"
     );
     drop(stalled);
-}
-
-/// Each scenario, once per (gateway shell, receiver shell) pair.
-macro_rules! for_every_pair {
-    ($($scenario:ident),* $(,)?) => {
-        $(
-            mod $scenario {
-                use super::Shell::{Smol, Tokio};
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn tokio_tokio() {
-                    super::$scenario(Tokio, Tokio).await
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn smol_smol() {
-                    super::$scenario(Smol, Smol).await
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn tokio_gateway_smol_receiver() {
-                    super::$scenario(Tokio, Smol).await
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn smol_gateway_tokio_receiver() {
-                    super::$scenario(Smol, Tokio).await
-                }
-            }
-        )*
-    };
 }
 
 for_every_pair!(

@@ -115,3 +115,37 @@ impl Rx {
         rx
     }
 }
+
+/// Each scenario, once per (gateway shell, receiver shell) pair: a test
+/// module per scenario with one test per pair. The calling file must have
+/// `Shell` (this module's or its own) in scope at its root.
+#[allow(unused_macros)] // test files that share `support` without pairs
+macro_rules! for_every_pair {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                use super::Shell::{Smol, Tokio};
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn tokio_tokio() {
+                    super::$scenario(Tokio, Tokio).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn smol_smol() {
+                    super::$scenario(Smol, Smol).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn tokio_gateway_smol_receiver() {
+                    super::$scenario(Tokio, Smol).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn smol_gateway_tokio_receiver() {
+                    super::$scenario(Smol, Tokio).await
+                }
+            }
+        )*
+    };
+}
