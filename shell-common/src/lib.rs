@@ -7,12 +7,15 @@
 //! A shell supplies only what is runtime-specific: sockets, TLS, its HTTP
 //! server and client, spawning and a sleep.
 //!
-//! The one exception is the `sql-registry` feature (`registry`,
-//! `registry_cmd`): sqlx does its I/O on tokio, so those futures must be
-//! polled in a tokio context (the smol shell gets one from async-compat).
+//! The exceptions are the `sql-registry` feature (`registry`,
+//! `registry_cmd`) and the `cluster` feature (`cluster`): sqlx and
+//! async-nats do their I/O on tokio, so those futures must be polled in a
+//! tokio context (the smol shell gets one from async-compat).
 
 pub mod admission;
 pub mod body;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod decode;
 pub mod did_cmd;
 pub mod did_credentials;

@@ -22,6 +22,7 @@ use shell_common::{link, ws, GatewayOptions};
 use smol::net::{TcpListener, TcpStream};
 use smol::Task;
 
+use crate::cluster::{Cluster, ClusterError, ClusterOptions, SmolWithTokio};
 use crate::rt::{body_stream, Smol};
 use crate::shared_io::SharedIo;
 use crate::stall::{Parked, Watched};
@@ -49,6 +50,7 @@ pub struct Gateway {
     stop: Stop,
     driver_task: Task<()>,
     drain_grace: Duration,
+    cluster: Option<Cluster>,
 }
 
 impl Gateway {
@@ -111,6 +113,7 @@ impl Gateway {
             stop,
             driver_task,
             drain_grace: options.drain_grace,
+            cluster: None,
         })
     }
 
@@ -124,6 +127,20 @@ impl Gateway {
         self.ws_addr
     }
 
+    /// Joins a cluster of gateways over NATS: from now on this gateway
+    /// forwards requests its receivers do not serve to the gateway that
+    /// serves them, and serves requests forwarded here.
+    pub async fn join_cluster(&mut self, options: ClusterOptions) -> Result<(), ClusterError> {
+        let start = Cluster::start(options, self.shared.driver.clone(), Arc::new(SmolWithTokio));
+        self.cluster = Some(async_compat::Compat::new(start).await?);
+        Ok(())
+    }
+
+    /// The cluster membership, when this gateway joined one.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
+    }
+
     /// A snapshot of the gateway's state.
     pub async fn stats(&self) -> Option<GatewayStats> {
         self.shared.driver.stats().await.ok()
@@ -131,9 +148,14 @@ impl Gateway {
 
     /// Stops accepting, lets requests in flight finish within the drain
     /// grace period, then stops.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.shared.draining.store(true, Ordering::Relaxed);
         self.stop.set(true);
+        // The other gateways stop forwarding here at once, rather than
+        // after the announcement's time to live.
+        if let Some(cluster) = self.cluster.take() {
+            async_compat::Compat::new(cluster.leave()).await;
+        }
         self.shared.wait_in_flight(self.drain_grace, &Smol).await;
         self.shared.driver.shutdown();
         for task in self.listeners {

@@ -9,8 +9,10 @@
 //!
 //! TLS is futures-rustls; DID-WBA admission is the shared check from
 //! `shell-common` with documents fetched by [`fetch`]; grants come from the
-//! shared registry (static table or SQL database) through [`registry`].
+//! shared registry (static table or SQL database) through [`registry`];
+//! cluster mode is the shared one, driven through [`cluster`].
 
+pub mod cluster;
 pub mod fetch;
 pub mod gateway;
 pub mod receiver;

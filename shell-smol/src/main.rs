@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use shell_common::process::{init_logging, load_config};
 use shell_common::setup::{self, SetupError};
+use shell_smol::cluster::ClusterOptions;
 use shell_smol::fetch::SmolDocuments;
 use shell_smol::gateway::Gateway;
 use shell_smol::receiver::{Receiver, ReceiverOptions};
@@ -111,11 +112,9 @@ async fn run(command: Command, config: Config) -> Result<()> {
     }
 }
 
+/// The gateway, bound and, when `[gateway.cluster]` is configured, joined
+/// to its cluster.
 async fn gateway(config: &Config) -> Result<Gateway> {
-    if config.gateway.cluster.enabled() {
-        // The NATS client (async-nats) runs on tokio only.
-        bail!("gateway.cluster.nats_url is not supported by anpx-smol (the NATS client needs tokio); use anpx");
-    }
     let registry = || {
         shell_smol::registry::try_registry_from_config(&config.gateway)
             .map_err(|e| SetupError::Registry(e.to_string()))
@@ -123,9 +122,21 @@ async fn gateway(config: &Config) -> Result<Gateway> {
     // async-h1 speaks HTTP/1.1 only, so ALPN offers nothing else.
     let options = setup::gateway_options(config, false, Arc::new(SmolDocuments), registry)?;
     let listen = options.listen;
-    Gateway::bind(options)
+    let mut gateway = Gateway::bind(options)
         .await
-        .with_context(|| format!("cannot start the gateway on {listen}"))
+        .with_context(|| format!("cannot start the gateway on {listen}"))?;
+    let cluster =
+        ClusterOptions::from_config(&config.gateway.cluster, config.gateway.request_timeout())
+            .context("gateway.cluster")?;
+    if let Some(options) = cluster {
+        let node = options.node_name.clone();
+        gateway
+            .join_cluster(options)
+            .await
+            .context("gateway.cluster.nats_url")?;
+        eprintln!("anpx-smol gateway: node {node} of the cluster");
+    }
+    Ok(gateway)
 }
 
 fn receiver_options(config: &Config, demo: bool) -> Result<ReceiverOptions> {

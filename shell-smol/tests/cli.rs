@@ -1,7 +1,7 @@
 //! `anpx-smol` runs the same offline subcommands as `anpx`: `did new`
 //! makes an identity that signs a handshake, `decode` reads frames,
-//! `registry` edits a SQLite registry; and it refuses what only `anpx`
-//! does (a gateway cluster).
+//! `registry` edits a SQLite registry; and a gateway whose cluster cannot
+//! be reached says so and stops.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -48,21 +48,26 @@ fn decode_reports_a_bad_frame_as_json() {
 }
 
 #[test]
-fn a_cluster_setting_is_refused_with_what_to_use_instead() {
+fn an_unreachable_cluster_stops_the_gateway_with_the_reason() {
+    // Nothing listens on a port just freed.
+    let nats = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let mut c = Command::new(env!("CARGO_BIN_EXE_anpx-smol"));
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ANPX_")) {
         c.env_remove(k);
     }
     let out = c
         .args(["gateway", "--listen", "127.0.0.1:0"])
-        .args(["--cluster-nats-url", "nats://127.0.0.1:4222"])
+        .args(["--cluster-nats-url", &format!("nats://{nats}")])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("gateway.cluster.nats_url is not supported by anpx-smol")
-            && stderr.contains("use anpx"),
+        stderr.contains("gateway.cluster.nats_url")
+            && stderr.contains(&format!("cannot connect to NATS at nats://{nats}")),
         "{stderr}"
     );
 }

@@ -6,7 +6,7 @@
 //! [`gateway::Gateway::bind`] and [`receiver::Receiver::spawn`].
 
 pub mod body;
-pub mod cluster;
+pub use shell_common::cluster;
 pub mod fetch;
 pub mod gateway;
 pub mod receiver;

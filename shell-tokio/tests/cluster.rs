@@ -1,14 +1,15 @@
-//! Several `anpx` gateway processes sharing NATS (127.0.0.1:4222) as one
-//! service: every gateway reaches every receiver's routes, bodies stream
-//! across intact with local timeouts, and killing a gateway mid-load loses
-//! only the requests in flight through it while a receiver connected to
-//! two gateways keeps serving.
+//! Several gateway processes sharing NATS (127.0.0.1:4222) as one service:
+//! every gateway reaches every receiver's routes, bodies stream across
+//! intact with local timeouts, and killing a gateway mid-load loses only
+//! the requests in flight through it while a receiver connected to two
+//! gateways keeps serving. Each scenario runs on `anpx` gateways alone and
+//! on a cluster mixing `anpx` and `anpx-smol` gateways.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 const NATS: &str = "127.0.0.1:4222";
@@ -41,12 +42,87 @@ impl Drop for Proc {
     }
 }
 
-fn anpx() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_anpx"));
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ANPX_")) {
-        c.env_remove(k);
+/// The gateway binaries a cluster can mix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Binary {
+    /// The tokio shell.
+    Anpx,
+    /// The smol shell.
+    AnpxSmol,
+}
+
+impl Binary {
+    fn command(self) -> Command {
+        let path = match self {
+            Binary::Anpx => PathBuf::from(env!("CARGO_BIN_EXE_anpx")),
+            Binary::AnpxSmol => anpx_smol_path().clone(),
+        };
+        let mut c = Command::new(path);
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ANPX_")) {
+            c.env_remove(k);
+        }
+        c
     }
-    c
+}
+
+fn anpx() -> Command {
+    Binary::Anpx.command()
+}
+
+/// `anpx-smol`, built by cargo on first use. Cargo hands a test only its
+/// own package's binaries, so the other shell's is built here, with the
+/// profile and target directory of this test's `anpx`.
+fn anpx_smol_path() -> &'static PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let anpx = Path::new(env!("CARGO_BIN_EXE_anpx"));
+        let profile_dir = anpx.parent().expect("anpx is in a profile directory");
+        let mut c = Command::new(env!("CARGO"));
+        // What cargo set for this test's own run; left in, it would mark
+        // build scripts that watch it (ring's) dirty, and every build after
+        // this one would redo them.
+        for (k, _) in std::env::vars().filter(|(k, _)| {
+            k == "OUT_DIR"
+                || k.starts_with("CARGO_PKG_")
+                || [
+                    "CARGO_MANIFEST_DIR",
+                    "CARGO_MANIFEST_PATH",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_BIN_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_RUSTC_CURRENT_DIR",
+                ]
+                .contains(&k.as_str())
+        }) {
+            c.env_remove(k);
+        }
+        c.args(["build", "-p", "shell-smol", "--bin", "anpx-smol"])
+            .arg("--message-format=json-render-diagnostics")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stderr(Stdio::inherit());
+        match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => {}
+            Some("release") => {
+                c.arg("--release");
+            }
+            Some(other) => {
+                c.args(["--profile", other]);
+            }
+            None => panic!("no profile directory in {}", anpx.display()),
+        }
+        if let Some(target_dir) = profile_dir.parent() {
+            c.arg("--target-dir").arg(target_dir);
+        }
+        let out = c.output().expect("run cargo to build anpx-smol");
+        assert!(out.status.success(), "cargo could not build anpx-smol");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "anpx-smol")
+            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .expect("cargo named the anpx-smol executable")
+    })
 }
 
 fn free_addr() -> SocketAddr {
@@ -74,9 +150,16 @@ fn unique_prefix() -> String {
     format!("anpxtest.p{}n{nanos}", std::process::id())
 }
 
-fn gateway(dir: &Path, node: &str, prefix: &str, extra: &[&str]) -> (Proc, SocketAddr) {
+fn gateway(
+    binary: Binary,
+    dir: &Path,
+    node: &str,
+    prefix: &str,
+    extra: &[&str],
+) -> (Proc, SocketAddr) {
     let addr = free_addr();
-    let child = anpx()
+    let child = binary
+        .command()
         .args([
             "gateway",
             "--listen",
@@ -139,8 +222,9 @@ fn receiver(
     )
 }
 
-/// One HTTP/1.0 exchange: status and body, or `None` when the connection
-/// failed or was cut.
+/// One HTTP/1.1 exchange on its own connection (`anpx-smol`'s server
+/// speaks 1.1 only): status and body, or `None` when the connection failed
+/// or was cut.
 fn http(
     addr: SocketAddr,
     method: &str,
@@ -152,7 +236,7 @@ fn http(
     s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
     write!(
         s,
-        "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .ok()?;
@@ -162,18 +246,44 @@ fn http(
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    let body = raw[split + 4..].to_vec();
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix(name)
+                .map(|v| v.trim().to_owned())
+        })
+    };
+    let mut body = raw[split + 4..].to_vec();
+    if header("transfer-encoding:").is_some_and(|te| te.contains("chunked")) {
+        body = dechunk(&body)?;
+    }
     // A cut response must not pass for a whole one.
-    if let Some(len) = head.lines().find_map(|l| {
-        l.to_ascii_lowercase()
-            .strip_prefix("content-length:")
-            .map(|v| v.trim().to_owned())
-    }) {
+    if let Some(len) = header("content-length:") {
         if len.parse::<usize>().ok()? != body.len() {
             return None;
         }
     }
     Some((status, body))
+}
+
+/// A chunked body's data; `None` when it ends before its last chunk.
+fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = raw.windows(2).position(|w| w == b"\r\n")?;
+        let size_field = std::str::from_utf8(&raw[..line_end]).ok()?;
+        let size_hex = size_field.split(';').next()?.trim();
+        let size = usize::from_str_radix(size_hex, 16).ok()?;
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return Some(body);
+        }
+        if raw.len() < size + 2 {
+            return None;
+        }
+        body.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
 }
 
 fn get(addr: SocketAddr, host: &str, path: &str) -> Option<(u16, Vec<u8>)> {
@@ -248,14 +358,30 @@ fn pattern(n: usize) -> Vec<u8> {
 
 #[test]
 fn every_gateway_reaches_every_service_with_local_semantics() {
+    reach("reach", [Binary::Anpx; 3]);
+}
+
+/// gw-1 is `anpx`, gw-2 and gw-3 `anpx-smol`: requests cross from tokio to
+/// smol, smol to tokio and smol to smol.
+#[test]
+fn a_cluster_mixing_anpx_and_anpx_smol_reaches_every_service_with_local_semantics() {
+    reach(
+        "reach-mixed",
+        [Binary::Anpx, Binary::AnpxSmol, Binary::AnpxSmol],
+    );
+}
+
+/// Three gateways of the given binaries, each with its own receiver, one
+/// route served on two of them.
+fn reach(name: &str, binaries: [Binary; 3]) {
     require_nats();
-    let dir = scratch("reach");
+    let dir = scratch(name);
     let prefix = unique_prefix();
     let up = upstream();
     let timeout = ["--request-timeout-secs", "2"];
-    let (_g1, a1) = gateway(&dir, "gw-1", &prefix, &timeout);
-    let (_g2, a2) = gateway(&dir, "gw-2", &prefix, &timeout);
-    let (_g3, a3) = gateway(&dir, "gw-3", &prefix, &timeout);
+    let (_g1, a1) = gateway(binaries[0], &dir, "gw-1", &prefix, &timeout);
+    let (_g2, a2) = gateway(binaries[1], &dir, "gw-2", &prefix, &timeout);
+    let (_g3, a3) = gateway(binaries[2], &dir, "gw-3", &prefix, &timeout);
     let gws = [a1, a2, a3];
     let _ra = receiver(&dir, "ra", &[a1], "a.test", up);
     let _rb = receiver(&dir, "rb", &[a2], "b.test", up);
@@ -287,12 +413,15 @@ fn every_gateway_reaches_every_service_with_local_semantics() {
     assert_eq!((started(a1), started(a2)), (before.0 + 10, before.1));
 
     // Bodies bigger than a NATS message and than the credit window, both
-    // ways, arrive intact.
+    // ways (upload and response), arrive intact, forwarded from gw-1 to
+    // gw-2, from gw-2 to gw-1 and from gw-3 to gw-2.
     let big = pattern(3 * 1024 * 1024 + 7);
-    let (status, body) = http(a1, "POST", "b.test", "/echo", &big).expect("a whole response");
-    assert_eq!(status, 200);
-    assert_eq!(body.len(), big.len());
-    assert!(body == big, "the echoed body differs");
+    for (via, host) in [(a1, "b.test"), (a2, "a.test"), (a3, "b.test")] {
+        let (status, body) = http(via, "POST", host, "/echo", &big).expect("a whole response");
+        assert_eq!(status, 200, "{via} -> {host}");
+        assert_eq!(body.len(), big.len(), "{via} -> {host}");
+        assert!(body == big, "the body echoed {via} -> {host} differs");
+    }
     // A small body goes whole in the start message.
     let (status, body) = http(a3, "POST", "a.test", "/echo", b"tiny").unwrap();
     assert_eq!((status, body.as_slice()), (200, &b"tiny"[..]));
@@ -304,8 +433,15 @@ fn every_gateway_reaches_every_service_with_local_semantics() {
     }
 
     // The serving gateway's 504 comes back through the forwarding one.
-    let (status, body) = get(a1, "c.test", "/slow?ms=4000").unwrap();
-    assert_eq!(status, 504, "{}", String::from_utf8_lossy(&body));
+    for (via, host) in [(a1, "c.test"), (a3, "a.test")] {
+        let (status, body) = get(via, host, "/slow?ms=4000").unwrap();
+        assert_eq!(
+            status,
+            504,
+            "{via} -> {host}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -328,13 +464,29 @@ struct Outcome {
 
 #[test]
 fn killing_a_gateway_loses_only_its_in_flight_requests() {
+    kill("kill", [Binary::Anpx; 3]);
+}
+
+/// The killed gateway (gw-1) and the one forwarding to it (gw-3) are
+/// `anpx-smol`; gw-2, which takes over, is `anpx`.
+#[test]
+fn killing_an_anpx_smol_gateway_loses_only_its_in_flight_requests() {
+    kill(
+        "kill-smol",
+        [Binary::AnpxSmol, Binary::Anpx, Binary::AnpxSmol],
+    );
+}
+
+/// SIGKILL of gw-1 under load, through gw-3 (forwarding to gw-1 and gw-2)
+/// and gw-2 (local); gateways of the given binaries.
+fn kill(name: &str, binaries: [Binary; 3]) {
     require_nats();
-    let dir = scratch("kill");
+    let dir = scratch(name);
     let prefix = unique_prefix();
     let up = upstream();
-    let (mut g1, a1) = gateway(&dir, "gw-1", &prefix, &[]);
-    let (_g2, a2) = gateway(&dir, "gw-2", &prefix, &[]);
-    let (_g3, a3) = gateway(&dir, "gw-3", &prefix, &[]);
+    let (mut g1, a1) = gateway(binaries[0], &dir, "gw-1", &prefix, &[]);
+    let (_g2, a2) = gateway(binaries[1], &dir, "gw-2", &prefix, &[]);
+    let (_g3, a3) = gateway(binaries[2], &dir, "gw-3", &prefix, &[]);
     // Multi-homed: one connection to gw-1 and one to gw-2.
     let _rm = receiver(&dir, "rm", &[a1, a2], "multi.test", up);
     for gw in [a1, a2, a3] {
@@ -517,9 +669,9 @@ fn gateways_sharing_a_postgres_registry_grant_alike_and_forward_signed_receivers
         "--registry-url",
         POSTGRES,
     ];
-    let (_g1, a1) = gateway(&dir, "gw-1", &prefix, &auth);
-    let (_g2, a2) = gateway(&dir, "gw-2", &prefix, &auth);
-    let (_g3, a3) = gateway(&dir, "gw-3", &prefix, &auth);
+    let (_g1, a1) = gateway(Binary::Anpx, &dir, "gw-1", &prefix, &auth);
+    let (_g2, a2) = gateway(Binary::Anpx, &dir, "gw-2", &prefix, &auth);
+    let (_g3, a3) = gateway(Binary::Anpx, &dir, "gw-3", &prefix, &auth);
     // Signed and multi-homed: both gateways must grant it from the registry.
     let _signed = Proc(
         anpx()

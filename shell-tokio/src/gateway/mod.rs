@@ -105,7 +105,12 @@ impl Gateway {
     /// forwards requests its receivers do not serve to the gateway that
     /// serves them, and serves requests forwarded here.
     pub async fn join_cluster(&mut self, options: ClusterOptions) -> Result<(), ClusterError> {
-        let cluster = Cluster::start(options, self.shared.common.driver.clone()).await?;
+        let cluster = Cluster::start(
+            options,
+            self.shared.common.driver.clone(),
+            Arc::new(crate::rt::Tokio),
+        )
+        .await?;
         self.cluster = Some(cluster);
         Ok(())
     }

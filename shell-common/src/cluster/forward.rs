@@ -2,9 +2,11 @@
 //! carried to a gateway whose receivers can.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use anpx_core::cluster::{BodyMode, Intake, Plan, Window, WireMessage, DEFAULT_WINDOW, MAX_PIECE};
 use anpx_core::forward::normalize_path;
@@ -12,10 +14,10 @@ use anpx_core::gateway::{Failure, RequestBody, ResponseEvent};
 use anpx_core::{RequestHead, RequestId};
 use bytes::Bytes;
 use futures_channel::mpsc;
-use futures_util::StreamExt;
-use shell_common::driver::Events;
-use shell_common::remote::{Remote, RemoteRequest};
-use tokio::time::Instant;
+use futures_util::{FutureExt, StreamExt};
+
+use crate::driver::Events;
+use crate::remote::{Remote, RemoteRequest};
 
 use super::serve::pieces;
 use super::Inner;
@@ -74,10 +76,12 @@ impl Remote for Forwarder {
             head,
             body,
         };
-        tokio::spawn(async move {
+        // Detached: the request ends by itself (response, failure, cancel
+        // or timeout), not by a handle.
+        drop(self.0.spawn(async move {
             run(&inner, request, events, rx).await;
             inner.forwarded.fetch_sub(1, Ordering::Relaxed);
-        });
+        }));
         Some((id, Box::new(Handle(tx))))
     }
 
@@ -150,7 +154,7 @@ async fn run(
     // accepted; one that accepted before its first announcement reached
     // us is not yet known, which is no sign of its death.
     let mut seen_alive = false;
-    let mut check = tokio::time::interval(CHECK_EVERY);
+    let mut check = inner.runtime.sleep_until(Instant::now() + CHECK_EVERY);
     let id = request.id;
     loop {
         if let Some((_, theirs)) = &serving {
@@ -165,8 +169,23 @@ async fn run(
             }
         }
         let may_read_upload = uploading && serving.is_some() && outgoing.is_empty();
-        tokio::select! {
-            msg = replies.next() => {
+        let step = poll_fn(|cx| {
+            if check.poll_unpin(cx).is_ready() {
+                return Poll::Ready(Step::Check);
+            }
+            if let Poll::Ready(msg) = replies.poll_next_unpin(cx) {
+                return Poll::Ready(Step::Reply(msg));
+            }
+            if may_read_upload {
+                if let Poll::Ready(up) = uploads.poll_next_unpin(cx) {
+                    return Poll::Ready(Step::Upload(up));
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        match step {
+            Step::Reply(msg) => {
                 let Some(msg) = msg else {
                     return fail(502, "Cluster connection lost".into());
                 };
@@ -203,10 +222,15 @@ async fn run(
                             Ok(None) => {}
                             Err(gap) => {
                                 cancel(inner, &serving).await;
-                                return fail(502, format!("Response from the serving gateway broken: {gap}"));
+                                return fail(
+                                    502,
+                                    format!("Response from the serving gateway broken: {gap}"),
+                                );
                             }
                         }
-                        if !data.is_empty() && events.unbounded_send(ResponseEvent::Body(data)).is_err() {
+                        if !data.is_empty()
+                            && events.unbounded_send(ResponseEvent::Body(data)).is_err()
+                        {
                             return cancel(inner, &serving).await;
                         }
                         if last {
@@ -225,12 +249,16 @@ async fn run(
                     return cancel(inner, &serving).await;
                 }
             }
-            up = uploads.next(), if may_read_upload => match up {
+            Step::Upload(up) => match up {
                 Some(Upload::Body(data, last)) => {
                     outgoing.extend(pieces(data));
                     if last {
                         uploading = false;
-                        outgoing.push_back(WireMessage::Data { seq: 0, last: true, data: Bytes::new() });
+                        outgoing.push_back(WireMessage::Data {
+                            seq: 0,
+                            last: true,
+                            data: Bytes::new(),
+                        });
                     }
                 }
                 Some(Upload::Cancel) => return cancel(inner, &serving).await,
@@ -238,24 +266,41 @@ async fn run(
                 // the client is gone.
                 None => return cancel(inner, &serving).await,
             },
-            _ = check.tick() => {
+            Step::Check => {
+                check = inner.runtime.sleep_until(Instant::now() + CHECK_EVERY);
                 if events.is_closed() {
                     return cancel(inner, &serving).await;
                 }
                 if let Some((node, _)) = &serving {
                     let alive = inner.book().is_alive(node);
                     if seen_alive && !alive {
-                        return fail(502, format!("Gateway {node} serving the request left the cluster"));
+                        return fail(
+                            502,
+                            format!("Gateway {node} serving the request left the cluster"),
+                        );
                     }
                     seen_alive |= alive;
                 }
                 if Instant::now() >= deadline {
                     cancel(inner, &serving).await;
-                    return fail(504, "Gateway serving the route did not respond in time".into());
+                    return fail(
+                        504,
+                        "Gateway serving the route did not respond in time".into(),
+                    );
                 }
             }
         }
     }
+}
+
+/// What woke a forwarded request's loop.
+enum Step {
+    /// A message on its reply inbox; `None` when the subscription ended.
+    Reply(Option<async_nats::Message>),
+    /// A piece of the client's upload, or its end.
+    Upload(Option<Upload>),
+    /// Time to check the client, the serving gateway and the deadline.
+    Check,
 }
 
 /// Tells the serving gateway (when known) to drop the request.

@@ -3,15 +3,17 @@
 //! back under credit.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::sync::Arc;
+use std::task::Poll;
+use std::time::Instant;
 
 use anpx_core::cluster::{BodyMode, Intake, Window, WireMessage, DEFAULT_WINDOW, MAX_PIECE};
 use anpx_core::gateway::{Failure, RequestBody, ResponseEvent};
 use anpx_core::RequestId;
 use bytes::Bytes;
 use futures_channel::mpsc;
-use futures_util::StreamExt;
-use tokio::time::Instant;
+use futures_util::{FutureExt, StreamExt};
 
 use super::Inner;
 
@@ -33,7 +35,8 @@ pub(super) async fn serve(inner: Arc<Inner>, mut sub: async_nats::Subscriber) {
                     BodyMode::Full => RequestBody::Full(payload),
                     BodyMode::Stream => RequestBody::Streaming,
                 };
-                tokio::spawn(serve_one(inner.clone(), host, head, body, reply));
+                // Detached: the request ends by itself, like a local one.
+                drop(inner.spawn(serve_one(inner.clone(), host, head, body, reply)));
             }
             Ok(other) => {
                 tracing::debug!(message = ?other, "ignoring a non-start message on a service subject")
@@ -96,6 +99,9 @@ async fn serve_one(
     let mut response_done = false;
     let idle = inner.options.request_timeout;
     let mut credit_deadline = Instant::now() + idle;
+    // Re-armed lazily: it wakes the loop at the deadline it was set for,
+    // which then checks the current one.
+    let mut stall_timer = inner.runtime.sleep_until(credit_deadline);
     loop {
         // Send what credit allows, in order.
         while let Some(front) = queue.front() {
@@ -121,13 +127,33 @@ async fn serve_one(
         if response_done && queue.is_empty() {
             return;
         }
-        tokio::select! {
-            event = events.next(), if !response_done && queue.is_empty() => match event {
+        let want_events = !response_done && queue.is_empty();
+        let step = poll_fn(|cx| {
+            if want_events {
+                if let Poll::Ready(event) = events.poll_next_unpin(cx) {
+                    return Poll::Ready(Step::Event(event));
+                }
+            }
+            if let Poll::Ready(msg) = from_origin.poll_next_unpin(cx) {
+                return Poll::Ready(Step::Origin(msg));
+            }
+            if stall_timer.poll_unpin(cx).is_ready() {
+                return Poll::Ready(Step::Timer);
+            }
+            Poll::Pending
+        })
+        .await;
+        match step {
+            Step::Event(event) => match event {
                 Some(ResponseEvent::Head(h)) => queue.push_back(WireMessage::Head(h)),
                 Some(ResponseEvent::Body(b)) => queue.extend(pieces(b)),
                 Some(ResponseEvent::End) => {
                     response_done = true;
-                    queue.push_back(WireMessage::Data { seq: 0, last: true, data: Bytes::new() });
+                    queue.push_back(WireMessage::Data {
+                        seq: 0,
+                        last: true,
+                        data: Bytes::new(),
+                    });
                 }
                 Some(ResponseEvent::Failed(f)) => {
                     response_done = true;
@@ -135,10 +161,13 @@ async fn serve_one(
                 }
                 None => {
                     response_done = true;
-                    queue.push_back(WireMessage::Failed(Failure::new(502, "Serving gateway lost the response")));
+                    queue.push_back(WireMessage::Failed(Failure::new(
+                        502,
+                        "Serving gateway lost the response",
+                    )));
                 }
             },
-            msg = from_origin.next() => {
+            Step::Origin(msg) => {
                 let Some(msg) = msg else { return cancel(&id) };
                 credit_deadline = Instant::now() + idle;
                 match WireMessage::decode(msg.payload) {
@@ -161,23 +190,50 @@ async fn serve_one(
                         }
                         Err(gap) => {
                             cancel(&id);
-                            send(WireMessage::Failed(Failure::new(502, format!("Forwarded request body broken: {gap}")))).await;
+                            send(WireMessage::Failed(Failure::new(
+                                502,
+                                format!("Forwarded request body broken: {gap}"),
+                            )))
+                            .await;
                             return;
                         }
                     },
                     Ok(WireMessage::Cancel) => return cancel(&id),
-                    Ok(other) => tracing::debug!(message = ?other, "unexpected message from the forwarding gateway"),
+                    Ok(other) => {
+                        tracing::debug!(message = ?other, "unexpected message from the forwarding gateway")
+                    }
                     Err(e) => tracing::warn!(error = %e, "bad message from the forwarding gateway"),
                 }
             }
-            () = tokio::time::sleep_until(credit_deadline), if !queue.is_empty() => {
-                // No credit for a whole request timeout: the forwarding
-                // gateway is gone or stuck.
-                tracing::info!(request = %id, "forwarding gateway stopped reading; request cancelled");
-                return cancel(&id);
+            Step::Timer => {
+                let now = Instant::now();
+                if !queue.is_empty() && now >= credit_deadline {
+                    // No credit for a whole request timeout: the forwarding
+                    // gateway is gone or stuck.
+                    tracing::info!(request = %id, "forwarding gateway stopped reading; request cancelled");
+                    return cancel(&id);
+                }
+                let next = if credit_deadline > now {
+                    credit_deadline
+                } else {
+                    now + idle
+                };
+                stall_timer = inner.runtime.sleep_until(next);
             }
         }
     }
+}
+
+/// What woke a served request's loop.
+enum Step {
+    /// A response event from this gateway's core; `None` when it lost
+    /// the request.
+    Event(Option<ResponseEvent>),
+    /// A message from the forwarding gateway; `None` when the
+    /// subscription ended.
+    Origin(Option<async_nats::Message>),
+    /// The stall timer fired.
+    Timer,
 }
 
 /// A body piece as credit-sized messages (sequence numbers are set when

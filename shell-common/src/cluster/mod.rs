@@ -7,6 +7,15 @@
 //! gateway task a [`Remote`] that carries requests it cannot serve itself
 //! to whichever gateway can ([`forward`]). The protocol is described in
 //! `docs/PROTOCOL.md`, "Cluster forwarding".
+//!
+//! The loops here use no runtime's API: the shell passes its [`Runtime`]
+//! for spawning and timers. async-nats itself does its I/O on tokio (its
+//! connection task is spawned with `tokio::spawn`, and so is the
+//! unsubscribe when a subscription is dropped), so [`Cluster::start`],
+//! [`Cluster::leave`] and every task spawned through the [`Runtime`] must be
+//! polled in a tokio context: the tokio shell runs them as they are, the
+//! smol shell wraps each in `async_compat::Compat`. Only with the `cluster`
+//! feature.
 
 mod forward;
 mod serve;
@@ -19,9 +28,11 @@ use std::time::{Duration, Instant};
 use anpx_core::cluster::{Announcement, RouteBook, Subjects};
 use anpx_core::config::ClusterSection;
 use anpx_core::route::ServiceUrl;
-use futures_util::StreamExt;
-use shell_common::driver::Driver;
-use tokio::task::JoinHandle;
+use futures_util::future::{AbortHandle, Abortable};
+use futures_util::{Future, StreamExt};
+
+use crate::driver::Driver;
+use crate::receiver::Runtime;
 
 /// How to join a cluster.
 #[derive(Debug, Clone)]
@@ -101,6 +112,9 @@ pub(crate) struct Inner {
     options: ClusterOptions,
     book: Mutex<RouteBook>,
     driver: Driver,
+    /// Spawning and timers (see the [module docs](self) for the tokio
+    /// context its tasks need).
+    runtime: Arc<dyn Runtime>,
     /// Requests forwarded to other gateways and not yet finished.
     forwarded: AtomicUsize,
 }
@@ -111,19 +125,35 @@ impl Inner {
         // method finishes its change before returning), so poison is moot.
         self.book.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Runs `task` in the background until it ends or the returned handle
+    /// aborts it.
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) -> AbortHandle {
+        let (handle, registration) = AbortHandle::new_pair();
+        self.runtime.spawn(Box::pin(async move {
+            let _ = Abortable::new(task, registration).await;
+        }));
+        handle
+    }
 }
 
 /// A gateway's membership of a cluster; see the [module docs](self).
 pub struct Cluster {
     inner: Arc<Inner>,
-    tasks: Vec<JoinHandle<()>>,
-    services: Arc<Mutex<HashMap<ServiceUrl, JoinHandle<()>>>>,
+    tasks: Vec<AbortHandle>,
+    services: Arc<Mutex<HashMap<ServiceUrl, AbortHandle>>>,
 }
 
 impl Cluster {
     /// Connects to NATS, starts announcing and listening, and lets
-    /// `driver` forward requests to the other gateways.
-    pub async fn start(options: ClusterOptions, driver: Driver) -> Result<Cluster, ClusterError> {
+    /// `driver` forward requests to the other gateways. The cluster's tasks
+    /// run on `runtime`; this future, and those tasks, need a tokio context
+    /// (see the [module docs](self)).
+    pub async fn start(
+        options: ClusterOptions,
+        driver: Driver,
+        runtime: Arc<dyn Runtime>,
+    ) -> Result<Cluster, ClusterError> {
         let client = async_nats::ConnectOptions::new()
             .name(format!("anpx gateway {}", options.node_name))
             .connection_timeout(Duration::from_secs(5))
@@ -142,12 +172,13 @@ impl Cluster {
             client,
             options,
             driver: driver.clone(),
+            runtime,
             forwarded: AtomicUsize::new(0),
         });
         let services = Arc::new(Mutex::new(HashMap::new()));
         let tasks = vec![
-            tokio::spawn(listen(inner.clone(), routes)),
-            tokio::spawn(announce(inner.clone(), services.clone())),
+            inner.spawn(listen(inner.clone(), routes)),
+            inner.spawn(announce(inner.clone(), services.clone())),
         ];
         driver.set_remote(Arc::new(forward::Forwarder(inner.clone())));
         tracing::info!(
@@ -185,6 +216,7 @@ impl Cluster {
     /// Leaves the cluster: stops announcing, tells the others at once (so
     /// they stop forwarding here), and stops taking forwarded requests.
     /// Requests already accepted keep running until the gateway stops.
+    /// Needs a tokio context, as [`Cluster::start`] does.
     pub async fn leave(self) {
         for t in &self.tasks {
             t.abort();
@@ -198,7 +230,7 @@ impl Cluster {
                 withdraw.to_json().into(),
             )
             .await;
-        let handles: Vec<JoinHandle<()>> = self
+        let handles: Vec<AbortHandle> = self
             .services
             .lock()
             .map(|mut m| m.drain().map(|(_, h)| h).collect())
@@ -224,12 +256,11 @@ async fn listen(inner: Arc<Inner>, mut routes: async_nats::Subscriber) {
 
 /// Every interval: reads the local routes from the gateway task, announces
 /// them, joins or leaves their service subjects, and forgets silent
-/// gateways.
-async fn announce(inner: Arc<Inner>, services: Arc<Mutex<HashMap<ServiceUrl, JoinHandle<()>>>>) {
-    let mut tick = tokio::time::interval(inner.options.announce_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// gateways. The first announcement goes out at once; when one round
+/// takes longer than the interval, the next follows without a pause.
+async fn announce(inner: Arc<Inner>, services: Arc<Mutex<HashMap<ServiceUrl, AbortHandle>>>) {
+    let mut round = Instant::now();
     loop {
-        tick.tick().await;
         let Ok(stats) = inner.driver.stats().await else {
             return;
         };
@@ -255,6 +286,9 @@ async fn announce(inner: Arc<Inner>, services: Arc<Mutex<HashMap<ServiceUrl, Joi
         {
             tracing::warn!(error = %e, "could not announce routes");
         }
+        round += inner.options.announce_interval;
+        inner.runtime.sleep_until(round).await;
+        round = round.max(Instant::now());
     }
 }
 
@@ -262,7 +296,7 @@ async fn announce(inner: Arc<Inner>, services: Arc<Mutex<HashMap<ServiceUrl, Joi
 /// leaves those no local receiver serves any more.
 async fn sync_services(
     inner: &Arc<Inner>,
-    services: &Mutex<HashMap<ServiceUrl, JoinHandle<()>>>,
+    services: &Mutex<HashMap<ServiceUrl, AbortHandle>>,
     local: &[ServiceUrl],
 ) {
     let (gone, new): (Vec<ServiceUrl>, Vec<ServiceUrl>) = {
@@ -298,7 +332,7 @@ async fn sync_services(
         {
             Ok(sub) => {
                 tracing::debug!(%url, %subject, "joined the service subject");
-                let task = tokio::spawn(serve::serve(inner.clone(), sub));
+                let task = inner.spawn(serve::serve(inner.clone(), sub));
                 if let Ok(mut joined) = services.lock() {
                     if let Some(old) = joined.insert(url, task) {
                         old.abort();
