@@ -59,6 +59,7 @@ pub mod frame;
 pub mod gateway;
 pub mod handshake;
 pub mod message;
+pub mod passthrough;
 pub mod policy;
 pub mod receiver;
 pub mod registry;

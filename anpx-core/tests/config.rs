@@ -44,6 +44,7 @@ fn all_changed() -> Config {
     g.listen = "0.0.0.0:80".parse().unwrap();
     g.ws_listen = Some("[::1]:81".parse().unwrap());
     g.request_timeout_secs = 31;
+    g.websocket_idle_timeout_secs = 301;
     g.max_inflight_per_receiver = 7;
     g.ping_interval_secs = 11;
     g.chunk_size = 4096;
@@ -255,6 +256,10 @@ fn bad_values_are_named() {
         (
             "[gateway]\nrequest_timeout_secs = 99999999999",
             "gateway.request_timeout_secs: expected at most 31536000, got 99999999999",
+        ),
+        (
+            "[gateway]\nwebsocket_idle_timeout_secs = 0",
+            "gateway.websocket_idle_timeout_secs: expected a positive integer, got 0",
         ),
         (
             "[gateway]\nmax_inflight_per_receiver = 0",

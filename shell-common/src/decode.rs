@@ -4,6 +4,9 @@
 //! Output lines, one JSON object each:
 //! - a decoded frame: `{"frame", "type", "flags", "request_id", "chunk",
 //!   "meta", "body_len", "body_sha256", "body_text"?}`;
+//! - a decoded extension frame (docs/PROTOCOL.md): `{"frame", "type":
+//!   "window_update", "flags", "request_id", "window_increment"}` or
+//!   `{"frame", "type": "cancel", "flags", "request_id", "reason"}`;
 //! - a frame that did not decode: `{"frame", "line" | "offset", "error",
 //!   "message"}`, where `error` is a stable snake_case kind;
 //! - with `--reassemble`, `{"message": {...}}` when a chunked message
@@ -20,7 +23,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anpx_core::chunk::{ChunkError, MessageCollector, ReassemblyLimits};
-use anpx_core::frame::{ChunkInfo, Frame, FrameError, FrameLimits, Meta, HEADER_LEN};
+use anpx_core::frame::{ChunkInfo, ExtFrame, Frame, FrameError, FrameLimits, Meta, HEADER_LEN};
 use anpx_core::{Head, HeaderList, Message, RequestHead, RequestId, ResponseHead};
 use bytes::Bytes;
 use serde::Serialize;
@@ -342,16 +345,25 @@ impl<W: Write> Decoder<W> {
         let decoded = wire
             .map_err(|e| (e.kind(), e.to_string()))
             .and_then(|wire| {
-                Frame::decode(wire.clone(), &self.limits)
+                let frame = if ExtFrame::peek(&wire).is_some() {
+                    ExtFrame::decode(wire.clone(), &self.limits).map(Decoded::Ext)
+                } else {
+                    Frame::decode(wire.clone(), &self.limits).map(Decoded::V1)
+                };
+                frame
                     .map(|frame| (frame, wire))
                     .map_err(|e| (frame_error_kind(&e), e.to_string()))
             });
         match decoded {
-            Ok((frame, wire)) => {
+            Ok((Decoded::V1(frame), wire)) => {
                 // The frame keeps only the chunk bit; show every flag bit as sent.
                 let flags = wire[6];
                 emit(&mut self.out, &FrameLine::new(frame_no, flags, &frame))?;
                 self.reassemble(frame_no, frame)?;
+            }
+            // Extension frames carry no message part: nothing to reassemble.
+            Ok((Decoded::Ext(frame), wire)) => {
+                emit(&mut self.out, &ExtFrameLine::new(frame_no, wire[6], &frame))?;
             }
             Err((kind, message)) => {
                 self.summary.bad_frames += 1;
@@ -451,6 +463,43 @@ fn error_chain(e: &dyn Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// A frame of either family.
+enum Decoded {
+    V1(Frame),
+    Ext(ExtFrame),
+}
+
+/// An extension frame (window update, cancel), named by its type.
+#[derive(Serialize)]
+struct ExtFrameLine<'a> {
+    frame: u64,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    flags: u8,
+    request_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    window_increment: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+}
+
+impl<'a> ExtFrameLine<'a> {
+    fn new(frame_no: u64, flags: u8, frame: &'a ExtFrame) -> Self {
+        let (kind, window_increment, reason) = match frame {
+            ExtFrame::WindowUpdate { increment, .. } => ("window_update", Some(*increment), None),
+            ExtFrame::Cancel { reason, .. } => ("cancel", None, Some(reason.as_str())),
+        };
+        ExtFrameLine {
+            frame: frame_no,
+            kind,
+            flags,
+            request_id: frame.request_id().as_str(),
+            window_increment,
+            reason,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -701,6 +750,36 @@ mod tests {
         assert_eq!(l["body_len"], 2);
         assert_eq!(l["body_text"], "hi");
         assert_eq!(l["body_sha256"], hex::encode(Sha256::digest(b"hi")));
+    }
+
+    #[test]
+    fn extension_frames_are_named() {
+        let update = ExtFrame::WindowUpdate {
+            request_id: RequestId::from("r-1"),
+            increment: 0x0102_0304,
+        };
+        let cancel = ExtFrame::Cancel {
+            request_id: RequestId::from("r-2"),
+            reason: "the client went away".into(),
+        };
+        let mut bad = update.encode().to_vec();
+        bad[6] = 1; // a flag bit, which extension frames may not set
+        let input = [update.encode().to_vec(), cancel.encode().to_vec(), bad]
+            .map(hex::encode)
+            .join("\n");
+        let (summary, lines) = decode(&args(false, true), input.as_bytes());
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert_eq!(lines[0]["type"], "window_update");
+        assert_eq!(lines[0]["request_id"], "r-1");
+        assert_eq!(lines[0]["window_increment"], 0x0102_0304);
+        assert_eq!(lines[1]["type"], "cancel");
+        assert_eq!(lines[1]["request_id"], "r-2");
+        assert_eq!(lines[1]["reason"], "the client went away");
+        assert!(lines[2]["error"].is_string(), "{}", lines[2]);
+        assert_ne!(lines[2]["error"], "unknown_message_type");
+        // Only the broken one counts as bad; nothing is left to reassemble.
+        assert_eq!(summary.bad_frames, 1);
+        assert_eq!(summary.reassembly_errors, 0);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use anpx_core::gateway::{
     Gateway as Core, GatewayStats, Identity, LinkFault, LinkId, Output, Reject, RequestBody,
     ResponseEvent,
 };
+use anpx_core::passthrough;
 use anpx_core::route::ServiceUrl;
 use anpx_core::ws::WsMessage;
 use anpx_core::{RequestHead, RequestId};
@@ -369,7 +370,12 @@ impl State {
                 may_forward,
                 reply,
             } => {
-                let remote = self.remote.clone().filter(|_| may_forward);
+                // WebSockets are not carried between gateways (the cluster
+                // messages have no upgrade): only local receivers serve them.
+                let remote = self
+                    .remote
+                    .clone()
+                    .filter(|_| may_forward && !passthrough::is_upgrade(&head));
                 if let Some(remote) = &remote {
                     let path = normalize_path(&head.path).unwrap_or_default();
                     if remote.prefers_remote(&host, &path) {

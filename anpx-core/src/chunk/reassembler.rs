@@ -128,6 +128,15 @@ impl Reassembler {
         self.partials.remove(id).is_some()
     }
 
+    /// Counts `id`'s partial message, if any, as seen at `now`: a message
+    /// that is quiet by nature (a WebSocket's bytes, which come when the
+    /// client has something to say) is not dropped as stale.
+    pub fn touch(&mut self, id: &RequestId, now: Instant) {
+        if let Some(p) = self.partials.get_mut(id) {
+            p.last_seen = now;
+        }
+    }
+
     /// Takes one decoded frame.
     pub fn push(&mut self, now: Instant, frame: Frame) -> Result<Assembled, ChunkError> {
         let id = frame.request_id;

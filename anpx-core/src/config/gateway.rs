@@ -25,6 +25,10 @@ pub struct GatewaySection {
     /// Seconds a request may wait for its response
     /// (`gateway.request_timeout_secs`).
     pub request_timeout_secs: u64,
+    /// Seconds a WebSocket carried through the tunnel may stay silent in
+    /// both directions before it is closed
+    /// (`gateway.websocket_idle_timeout_secs`).
+    pub websocket_idle_timeout_secs: u64,
     /// Requests one receiver connection may have in flight
     /// (`gateway.max_inflight_per_receiver`).
     pub max_inflight_per_receiver: usize,
@@ -81,6 +85,7 @@ impl Default for GatewaySection {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
             ws_listen: None,
             request_timeout_secs: 30,
+            websocket_idle_timeout_secs: 300,
             max_inflight_per_receiver: 100,
             ping_interval_secs: 30,
             chunk_size: DEFAULT_CHUNK_SIZE,
@@ -161,6 +166,7 @@ impl GatewaySection {
     pub fn core_config(&self) -> GatewayConfig {
         GatewayConfig {
             request_timeout: self.request_timeout(),
+            websocket_idle_timeout: Duration::from_secs(self.websocket_idle_timeout_secs),
             max_inflight_per_link: self.max_inflight_per_receiver,
             ping_interval: self.ping_interval(),
             chunk_size: self.chunk_size,

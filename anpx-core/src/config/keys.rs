@@ -177,7 +177,7 @@ macro_rules! key {
     };
 }
 
-static KEYS: [KeyInfo; 50] = [
+static KEYS: [KeyInfo; 51] = [
     // [gateway]
     key!(
         "gateway.listen", "ANPX_GATEWAY_LISTEN", "listen", "ADDR", "127.0.0.1:8080",
@@ -194,6 +194,13 @@ static KEYS: [KeyInfo; 50] = [
         "request-timeout-secs", "SECS", "30",
         "Seconds a request may wait for its response before a 504",
         gateway.request_timeout_secs,
+        parse: |i| v::int(i, 1, MAX_SECS), render: v::render_int,
+    ),
+    key!(
+        "gateway.websocket_idle_timeout_secs", "ANPX_GATEWAY_WEBSOCKET_IDLE_TIMEOUT_SECS",
+        "websocket-idle-timeout-secs", "SECS", "300",
+        "Seconds a proxied WebSocket may carry no byte either way before it is closed",
+        gateway.websocket_idle_timeout_secs,
         parse: |i| v::int(i, 1, MAX_SECS), render: v::render_int,
     ),
     key!(

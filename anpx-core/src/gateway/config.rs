@@ -11,6 +11,11 @@ pub struct GatewayConfig {
     /// How long a request may wait for its response head, and how long a
     /// response may then go without a body part. The reference's `timeout`.
     pub request_timeout: Duration,
+    /// How long a WebSocket carried through the tunnel (after its `101`)
+    /// may go without a byte in either direction before it is closed. It
+    /// replaces `request_timeout` once the upgrade is through, so a quiet
+    /// but live WebSocket is not cut after a request's timeout.
+    pub websocket_idle_timeout: Duration,
     /// Requests one receiver connection may have in flight; a connection at
     /// the cap is skipped. The reference uses 100.
     pub max_inflight_per_link: usize,
@@ -52,6 +57,7 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
             request_timeout: Duration::from_secs(30),
+            websocket_idle_timeout: Duration::from_secs(300),
             max_inflight_per_link: 100,
             ping_interval: Duration::from_secs(30),
             chunk_size: DEFAULT_CHUNK_SIZE,

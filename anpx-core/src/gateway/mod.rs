@@ -59,6 +59,7 @@ use crate::flow::Flow;
 use crate::forward::normalize_path;
 use crate::frame::{tag, ExtFrame, Frame, MessageKind};
 use crate::message::{Head, Message, RequestHead, RequestId};
+use crate::passthrough;
 use crate::route::{RouteTable, ServiceUrl};
 use crate::timer::TimerQueue;
 use crate::ws::{WsMessage, CLOSE_GOING_AWAY};
@@ -125,6 +126,22 @@ struct Pending {
     flow: Option<Flow>,
     /// Whether the link negotiated `cancel`.
     cancel: bool,
+    /// A WebSocket upgrade request (`websocket`).
+    upgrade: bool,
+    /// The receiver answered the upgrade with `101`: the request is now a
+    /// byte stream each way, timed by the WebSocket idle timeout.
+    tunnel: bool,
+}
+
+impl Pending {
+    /// The request's deadline after activity at `now`.
+    fn deadline_after(&self, now: Instant, config: &GatewayConfig) -> Instant {
+        if self.tunnel {
+            now + config.websocket_idle_timeout
+        } else {
+            now + config.request_timeout
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -359,8 +376,25 @@ impl Gateway {
         };
         match assembled.head {
             Some(Head::Response(head)) => {
+                let switch = passthrough::is_switch(&head);
                 if let Some(p) = self.pending.get_mut(&id) {
+                    if switch && !p.upgrade {
+                        // Only an upgrade request may be answered by a
+                        // switch; anything else would hand the client a
+                        // raw byte stream it never asked for.
+                        self.count_fault(LinkFault::InvalidResponse);
+                        self.send_cancel(&id, "101 to a request that asked for no upgrade");
+                        return self.fail(
+                            &id,
+                            Failure::new(502, "Receiver switched protocols unasked"),
+                        );
+                    }
                     p.head_sent = true;
+                    if switch {
+                        p.tunnel = true;
+                        p.deadline = p.deadline_after(now, &self.config);
+                        self.totals.websockets += 1;
+                    }
                 }
                 self.emit(&id, ResponseEvent::Head(head));
             }
@@ -384,7 +418,7 @@ impl Gateway {
             self.totals.completed += 1;
             self.finish(&id);
         } else if let Some(p) = self.pending.get_mut(&id) {
-            p.deadline = now + self.config.request_timeout;
+            p.deadline = p.deadline_after(now, &self.config);
         }
     }
 
@@ -394,6 +428,13 @@ impl Gateway {
     /// The path is normalized first ([`normalize_path`]) and the normalized
     /// path is both what is routed and what the receiver gets; a path that
     /// does not normalize is refused with 400.
+    ///
+    /// A WebSocket upgrade ([`passthrough::is_upgrade`]: the shell kept
+    /// its `connection` and `upgrade` headers with
+    /// [`passthrough::mark_upgrade`]) goes only to a receiver whose link
+    /// [`carries`](passthrough::carries) WebSockets, else it is refused
+    /// ([`Reject::NoWebSocket`], 501); its body must be
+    /// [`RequestBody::Streaming`], the client's bytes after a `101`.
     pub fn start_request(
         &mut self,
         now: Instant,
@@ -405,7 +446,8 @@ impl Gateway {
             self.totals.bad_request += 1;
             Reject::BadPath { error }
         })?;
-        let link = self.choose_link(host, &head.path)?;
+        let upgrade = passthrough::is_upgrade(&head);
+        let link = self.choose_link(host, &head.path, upgrade)?;
         let id = RequestId::uuid_v4(self.rng.u128(..).to_le_bytes());
         let mut frames = Vec::new();
         let mut upload = None;
@@ -456,6 +498,8 @@ impl Gateway {
                 upload,
                 flow: features.contains(Feature::FlowControl).then(Flow::new),
                 cancel: features.contains(Feature::Cancel),
+                upgrade,
+                tunnel: false,
             },
         );
         self.send_frames(&id, frames);
@@ -467,7 +511,7 @@ impl Gateway {
         Ok(id)
     }
 
-    fn choose_link(&mut self, host: &str, path: &str) -> Result<LinkId, Reject> {
+    fn choose_link(&mut self, host: &str, path: &str, upgrade: bool) -> Result<LinkId, Reject> {
         let Some(route) = self.routes.lookup(host, path) else {
             self.totals.not_found += 1;
             return Err(Reject::NoRoute {
@@ -475,10 +519,24 @@ impl Gateway {
             });
         };
         let cap = self.config.max_inflight_per_link;
+        let links = &self.links;
+        let able = |id: &&LinkId| {
+            !upgrade
+                || links
+                    .get(id)
+                    .is_some_and(|l| passthrough::carries(l.features))
+        };
+        if upgrade && !route.links.iter().any(|id| able(&id)) {
+            self.totals.websockets_refused += 1;
+            return Err(Reject::NoWebSocket {
+                route: route.url.to_string(),
+            });
+        }
         let best = route
             .links
             .iter()
-            .filter_map(|id| self.links.get(id).map(|l| (*id, l.requests.len())))
+            .filter(able)
+            .filter_map(|id| links.get(id).map(|l| (*id, l.requests.len())))
             .filter(|(_, n)| *n < cap)
             .min_by_key(|(id, n)| (*n, *id))
             .map(|(id, _)| id);
@@ -506,9 +564,10 @@ impl Gateway {
         if stream.is_finished() {
             p.upload = None;
         }
-        if !p.head_sent {
-            // Upload progress counts as activity on the request.
-            p.deadline = now + self.config.request_timeout;
+        if !p.head_sent || p.tunnel {
+            // Upload progress counts as activity on the request; on a
+            // WebSocket, the client's bytes are half of its traffic.
+            p.deadline = p.deadline_after(now, &self.config);
         }
         if let Err(e) = written {
             self.send_cancel(request, "request body could not be encoded");
@@ -699,6 +758,9 @@ impl Gateway {
                         let at = p.deadline;
                         p.armed = at;
                         self.timers.arm(at, Timer::Request(id));
+                    } else if p.tunnel {
+                        self.send_cancel(&id, "websocket idle");
+                        self.fail(&id, Failure::new(504, "WebSocket idle past its timeout"));
                     } else {
                         self.send_cancel(&id, "timed out");
                         self.fail(&id, Failure::new(504, "Receiver did not respond in time"));

@@ -56,7 +56,7 @@ pub enum ResponseEvent {
 /// Why a request got no (complete) response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
-    /// HTTP status for the client: 400, 404, 502, 503 or 504.
+    /// HTTP status for the client: 400, 404, 501, 502, 503 or 504.
     pub status: u16,
     /// A human-readable message.
     pub error: String,
@@ -106,6 +106,14 @@ pub enum Reject {
         /// The matching service URL.
         route: String,
     },
+    /// A WebSocket upgrade for a route whose receivers cannot carry one
+    /// (their links did not negotiate `websocket`, `streaming` and
+    /// `flow-control`, e.g. reference receivers).
+    #[error("no receiver for {route} carries WebSockets")]
+    NoWebSocket {
+        /// The matching service URL.
+        route: String,
+    },
     /// The path does not normalize (it climbs above the root, hides a
     /// separator in an escape, ...).
     #[error("bad request path: {error}")]
@@ -125,6 +133,10 @@ impl Reject {
                 path: Some(path.clone()),
             },
             Reject::AtCapacity { .. } => Failure::new(503, "No healthy receiver available"),
+            Reject::NoWebSocket { .. } => Failure::new(
+                501,
+                "The receiver serving this route cannot carry WebSockets",
+            ),
             Reject::BadPath { error } => Failure::new(400, format!("Bad request path: {error}")),
         }
     }

@@ -46,6 +46,11 @@ pub struct Totals {
     pub bad_control: u64,
     /// Unsigned `authentication` messages ignored.
     pub unsigned_auth_ignored: u64,
+    /// WebSocket upgrades a receiver accepted (`101` passed on).
+    pub websockets: u64,
+    /// WebSocket upgrades refused because no receiver for the route
+    /// carries them (501).
+    pub websockets_refused: u64,
 }
 
 /// One receiver connection.
@@ -179,6 +184,12 @@ impl GatewayStats {
             "Unsigned authentication messages ignored.",
             t.unsigned_auth_ignored,
         );
+        metric(
+            "anpx_websockets_total",
+            "counter",
+            "WebSocket upgrades passed through to a service.",
+            t.websockets,
+        );
         let _ = write!(
             out,
             "# HELP anpx_requests_failed_total Requests answered by the gateway itself, by status.\n# TYPE anpx_requests_failed_total counter\n"
@@ -186,6 +197,7 @@ impl GatewayStats {
         for (status, n) in [
             (400, t.bad_request),
             (404, t.not_found),
+            (501, t.websockets_refused),
             (502, t.bad_gateway),
             (503, t.unavailable),
             (504, t.timed_out),

@@ -50,6 +50,7 @@ use crate::features::{Feature, Features};
 use crate::flow::Flow;
 use crate::frame::{tag, ExtFrame, Frame, MessageKind};
 use crate::message::{Head, Message, RequestId, ResponseHead};
+use crate::passthrough;
 use crate::timer::TimerQueue;
 use crate::ws::{WsMessage, CLOSE_GOING_AWAY, CLOSE_PROTOCOL_ERROR};
 
@@ -72,6 +73,11 @@ struct Serving {
     reply: Reply,
     /// Credit windows, when `flow-control` was negotiated.
     flow: Option<Flow>,
+    /// A WebSocket upgrade request, on a connection that carries them.
+    upgrade: bool,
+    /// Answered with `101`: the request body is the client's WebSocket
+    /// bytes, which may pause for as long as the client likes.
+    tunnel: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -213,6 +219,8 @@ impl Receiver {
                     request_done: false,
                     reply: Reply::NotStarted,
                     flow: self.features.contains(Feature::FlowControl).then(Flow::new),
+                    upgrade: passthrough::carries(self.features) && passthrough::is_upgrade(&head),
+                    tunnel: false,
                 },
             );
             self.totals.requests += 1;
@@ -272,6 +280,7 @@ impl Receiver {
         if !matches!(serving.reply, Reply::NotStarted) {
             return Err(RespondError::AlreadyResponded(request.clone()));
         }
+        serving.tunnel = serving.upgrade && passthrough::is_switch(&head);
         match body {
             ResponseBody::Empty | ResponseBody::Full(_) => {
                 let body = match body {
@@ -454,6 +463,13 @@ impl Receiver {
                 }
                 Timer::Sweep => {
                     self.sweep_armed = false;
+                    // A WebSocket's request body is quiet whenever its
+                    // client is; the gateway's idle timeout ends it.
+                    for (id, s) in &self.serving {
+                        if s.tunnel {
+                            self.reassembler.touch(id, now);
+                        }
+                    }
                     for id in self.reassembler.expire(now) {
                         self.abort(&id, "request body stalled".into());
                         self.send_error_frame(&id, "request body stalled");
