@@ -27,6 +27,8 @@ use futures_util::{FutureExt, Stream, StreamExt};
 
 use crate::admission::Admission;
 use crate::driver::Driver;
+use crate::edge::{refusal_answer, Edge, ReceiverSlot};
+use crate::link::{self, AdmittedLink};
 use crate::receiver::Runtime;
 
 /// A complete answer the gateway gives by itself.
@@ -137,10 +139,24 @@ pub struct Accepted {
     pub features: Features,
 }
 
+/// A receiver past its handshake checks and admitted to the gateway task:
+/// what the shell answers, serves, and holds while the connection lasts.
+pub struct AdmittedReceiver {
+    /// The `101 Switching Protocols` answer, headers included.
+    pub answer: Answer,
+    /// The admitted link, to serve once the WebSocket is up.
+    pub link: AdmittedLink,
+    /// The connection's place in the per-address limit; drop it when the
+    /// connection ends.
+    pub slot: ReceiverSlot,
+}
+
 /// What every connection handler shares.
 pub struct Shared {
     /// The gateway task.
     pub driver: Driver,
+    /// The public edge's limits, handshake slots and refusal counters.
+    pub edge: Arc<Edge>,
     /// Who may connect as a receiver.
     pub admission: Arc<dyn Admission>,
     /// Extensions this gateway implements.
@@ -168,6 +184,7 @@ impl Shared {
     ) -> Self {
         Shared {
             driver,
+            edge: Arc::new(Edge::new(options.edge)),
             admission: options.admission.clone(),
             features: crate::options::supported_features(),
             chunk_size: options.core.chunk_size,
@@ -271,7 +288,8 @@ impl Shared {
         }
     }
 
-    /// `GET /metrics`: the core's counters plus refused handshakes.
+    /// `GET /metrics`: the core's counters plus refused handshakes and
+    /// what the edge refused.
     pub async fn metrics(&self) -> Answer {
         let stats = match self.driver.stats().await {
             Ok(s) => s,
@@ -297,7 +315,48 @@ impl Shared {
                 "anpx_receiver_auth_refused_total{{reason=\"{label}\"}} {n}\n"
             ));
         }
+        text.push_str(&self.edge.prometheus());
         Answer::new(200, "text/plain; version=0.0.4", text)
+    }
+
+    /// A receiver's way in, from its upgrade request to its admission:
+    /// a handshake slot first, so a flood of handshakes is turned away
+    /// before it costs anything (admission may fetch a DID document), then
+    /// [`handshake`](Self::handshake), then the gateway task's admission,
+    /// so the receiver's routes are live before its 101 goes out. `Err` is
+    /// the answer to send instead of 101.
+    pub async fn admit_receiver(
+        &self,
+        headers: &http::HeaderMap,
+        peer: IpAddr,
+    ) -> Result<AdmittedReceiver, Answer> {
+        if !headers.contains_key(http::header::SEC_WEBSOCKET_KEY) {
+            return Err(Answer::text(400, "missing sec-websocket-key\n"));
+        }
+        let mut slot = match self.edge.begin_handshake(peer) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                tracing::warn!(%peer, reason = %refusal, "receiver handshake refused");
+                return Err(refusal_answer(refusal, None));
+            }
+        };
+        let accepted = self.handshake(headers).await?;
+        let link = link::admit(
+            &self.driver,
+            accepted.identity,
+            accepted.grants,
+            accepted.features,
+        )
+        .await
+        .map_err(|e| Answer::failure(&Failure::new(503, e.to_string())))?;
+        // Admission is done, which is what the pending limit guards; the
+        // 101 and the hand-over of the socket are cheap.
+        slot.upgraded();
+        Ok(AdmittedReceiver {
+            answer: accepted.answer,
+            link,
+            slot,
+        })
     }
 
     /// Checks a receiver's handshake: admission, declared services, granted
@@ -448,6 +507,21 @@ pub fn decorate(
         .iter()
         .filter(|d| d.replace || !contains(d.name))
         .map(|d| (d.name, d.value.as_str()))
+        .collect()
+}
+
+/// A request's headers as the name and value pairs of
+/// [`PublicRequest::headers`], in order; a value that is not UTF-8 is
+/// carried lossily.
+pub fn header_pairs(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect()
 }
 

@@ -21,6 +21,7 @@ pub mod did_cmd;
 pub mod did_credentials;
 pub mod did_wba;
 pub mod driver;
+pub mod edge;
 pub mod gateway;
 pub mod link;
 pub mod options;

@@ -15,7 +15,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use http_types::{Request, Response};
 use shell_common::driver::Driver;
 use shell_common::gateway::{
-    decorate, is_websocket_upgrade, Answer, Endpoint, Listener, PublicRequest, Shared,
+    decorate, header_pairs, is_websocket_upgrade, Answer, Endpoint, Listener, PublicRequest, Shared,
 };
 use shell_common::signal::Stop;
 use shell_common::{link, ws, GatewayOptions};
@@ -284,7 +284,7 @@ async fn handle(
     let headers = header_map(&req);
     let is_ws = is_websocket_upgrade(&method, &headers);
     match Endpoint::of(which, is_ws, &method, req.url().path()) {
-        Endpoint::Upgrade => upgrade(&headers, &shared).await,
+        Endpoint::Upgrade => upgrade(&headers, &shared, peer).await,
         Endpoint::NotAWebSocket => answer(Answer::text(
             400,
             "receivers connect here with a WebSocket upgrade\n",
@@ -318,42 +318,32 @@ fn answer(a: Answer) -> Response {
     r
 }
 
-async fn upgrade(headers: &http::HeaderMap, shared: &Arc<Shared>) -> Response {
-    let accepted = match shared.handshake(headers).await {
-        Ok(a) => a,
+async fn upgrade(headers: &http::HeaderMap, shared: &Arc<Shared>, peer: SocketAddr) -> Response {
+    let receiver = match shared.admit_receiver(headers, peer.ip()).await {
+        Ok(r) => r,
         Err(refusal) => return answer(refusal),
     };
-    let driver = shared.driver.clone();
-    let admitted = match link::admit(
-        &driver,
-        accepted.identity,
-        accepted.grants,
-        accepted.features,
-    )
-    .await
-    {
-        Ok(a) => a,
-        Err(e) => {
-            return answer(Answer::failure(&anpx_core::gateway::Failure::new(
-                503,
-                e.to_string(),
-            )))
-        }
-    };
     let mut response = Response::new(http_types::StatusCode::SwitchingProtocols);
-    for (name, value) in &accepted.answer.headers {
+    for (name, value) in &receiver.answer.headers {
         response.insert_header(*name, value.as_str());
     }
     let upgraded = response.recv_upgrade().await;
     let config = ws::config(shared.max_frame_len);
+    let driver = shared.driver.clone();
+    let (admitted, slot) = (receiver.link, receiver.slot);
     smol::spawn(async move {
-        let Some(io) = upgraded.await else {
-            tracing::warn!("receiver upgrade failed");
-            driver.closed(admitted.link);
-            return;
-        };
-        let stream = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-        link::serve(stream, driver, admitted, &Smol).await;
+        match upgraded.await {
+            Some(io) => {
+                let stream = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+                link::serve(stream, driver, admitted, &Smol).await;
+            }
+            None => {
+                tracing::warn!("receiver upgrade failed");
+                driver.closed(admitted.link);
+            }
+        }
+        // The connection's place in the per-address count ends with it.
+        drop(slot);
     })
     .detach();
     response
@@ -396,15 +386,7 @@ async fn proxy(
         query: url.query(),
         host_header,
         authority: None,
-        headers: headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
+        headers: header_pairs(&headers),
         peer,
         local,
     };

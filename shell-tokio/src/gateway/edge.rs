@@ -1,19 +1,18 @@
 //! The public edge on tokio: hyper configured with the edge limits, a
-//! deadline on a connection's first bytes, receiver handshake slots and the
-//! refusal counters. What is refused is decided in `anpx_core::edge`.
+//! deadline on a connection's first bytes, and hyper's connection errors
+//! counted as refusals. What is refused is decided in `anpx_core::edge`;
+//! the counters and handshake slots are `shell_common::edge`.
 
 use std::future::Future;
 use std::io;
-use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use anpx_core::edge::{EdgeLimits, EdgeRefusal, HandshakeSlots};
+use anpx_core::edge::{EdgeLimits, EdgeRefusal};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
+use shell_common::edge::Edge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
@@ -24,99 +23,32 @@ const HYPER_MIN_BUF: usize = 8192;
 const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The edge limits and what they refused, shared by every connection.
-pub(crate) struct Edge {
-    pub limits: EdgeLimits,
-    refused: [AtomicU64; EdgeRefusal::ALL.len()],
-    slots: Mutex<HandshakeSlots>,
+/// The hyper connection builder with the edge limits applied.
+pub(crate) fn builder(limits: &EdgeLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // hyper's timer starts whenever it waits for a head, so this
+        // also closes kept-alive connections idle for that long.
+        .header_read_timeout(limits.header_read_timeout)
+        // The whole head must fit the read buffer, so this bounds it;
+        // hyper answers a head that does not fit with 431.
+        .max_buf_size(limits.max_header_bytes.max(HYPER_MIN_BUF));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(H2_PING_INTERVAL)
+        .keep_alive_timeout(H2_PING_TIMEOUT);
+    builder
 }
 
-impl Edge {
-    pub(crate) fn new(limits: EdgeLimits) -> Self {
-        Edge {
-            limits,
-            refused: Default::default(),
-            slots: Mutex::new(HandshakeSlots::from_limits(&limits)),
-        }
-    }
-
-    pub(crate) fn count(&self, refusal: EdgeRefusal) {
-        self.refused[refusal.index()].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// `anpx_edge_refused_total`, every reason listed even at zero.
-    pub(crate) fn prometheus(&self) -> String {
-        let mut out = String::from(
-            "# HELP anpx_edge_refused_total Requests and connections refused at the public edge, by reason.\n# TYPE anpx_edge_refused_total counter\n",
-        );
-        for r in EdgeRefusal::ALL {
-            let n = self.refused[r.index()].load(Ordering::Relaxed);
-            out.push_str(&format!(
-                "anpx_edge_refused_total{{reason=\"{}\"}} {n}\n",
-                r.label()
-            ));
-        }
-        out
-    }
-
-    /// Takes a handshake slot for a receiver connecting from `ip`.
-    pub(crate) fn begin_handshake(
-        self: &Arc<Self>,
-        ip: IpAddr,
-    ) -> Result<ReceiverSlot, EdgeRefusal> {
-        let began = match self.slots.lock() {
-            Ok(mut slots) => slots.begin(ip),
-            // A panic elsewhere while holding the lock: keep serving without
-            // the limit rather than refusing every receiver.
-            Err(poisoned) => poisoned.into_inner().begin(ip),
-        };
-        match began {
-            Ok(()) => Ok(ReceiverSlot {
-                edge: self.clone(),
-                ip,
-                upgraded: false,
-            }),
-            Err(r) => {
-                self.count(r);
-                Err(r)
-            }
-        }
-    }
-
-    fn with_slots(&self, f: impl FnOnce(&mut HandshakeSlots)) {
-        match self.slots.lock() {
-            Ok(mut slots) => f(&mut slots),
-            Err(poisoned) => f(&mut poisoned.into_inner()),
-        }
-    }
-
-    /// The hyper connection builder with the edge limits applied.
-    pub(crate) fn builder(&self) -> auto::Builder<TokioExecutor> {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            // hyper's timer starts whenever it waits for a head, so this
-            // also closes kept-alive connections idle for that long.
-            .header_read_timeout(self.limits.header_read_timeout)
-            // The whole head must fit the read buffer, so this bounds it;
-            // hyper answers a head that does not fit with 431.
-            .max_buf_size(self.limits.max_header_bytes.max(HYPER_MIN_BUF));
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(self.limits.max_header_bytes).unwrap_or(u32::MAX))
-            .keep_alive_interval(H2_PING_INTERVAL)
-            .keep_alive_timeout(H2_PING_TIMEOUT);
-        builder
-    }
-
-    /// Counts a connection that hyper (or the first-bytes deadline) ended
-    /// for one of the edge's reasons.
-    pub(crate) fn count_connection_error(&self, error: &(dyn std::error::Error + 'static)) {
-        if let Some(r) = classify(error) {
-            self.count(r);
-        }
+/// Counts a connection that hyper (or the first-bytes deadline) ended for
+/// one of the edge's reasons.
+pub(crate) fn count_connection_error(edge: &Edge, error: &(dyn std::error::Error + 'static)) {
+    if let Some(r) = classify(error) {
+        edge.count(r);
     }
 }
 
@@ -143,40 +75,6 @@ fn classify(error: &(dyn std::error::Error + 'static)) -> Option<EdgeRefusal> {
         source = e.source();
     }
     None
-}
-
-/// A receiver connection's place in the handshake limits. Dropping it gives
-/// the place back: as an abandoned handshake before
-/// [`upgraded`](Self::upgraded), as a closed connection after.
-pub(crate) struct ReceiverSlot {
-    edge: Arc<Edge>,
-    ip: IpAddr,
-    upgraded: bool,
-}
-
-impl ReceiverSlot {
-    /// The WebSocket is up: no longer a pending handshake, still a
-    /// connection of its address.
-    pub(crate) fn upgraded(&mut self) {
-        if !self.upgraded {
-            self.upgraded = true;
-            let ip = self.ip;
-            self.edge.with_slots(|s| s.upgraded(ip));
-        }
-    }
-}
-
-impl Drop for ReceiverSlot {
-    fn drop(&mut self) {
-        let (ip, upgraded) = (self.ip, self.upgraded);
-        self.edge.with_slots(|s| {
-            if upgraded {
-                s.closed(ip);
-            } else {
-                s.abandoned(ip);
-            }
-        });
-    }
 }
 
 /// HTTP/2's connection preface, which hyper waits for in full before it

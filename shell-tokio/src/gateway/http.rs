@@ -25,25 +25,19 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use shell_common::driver::Driver;
+use shell_common::edge::{refusal_answer, Edge};
 use shell_common::gateway::{
-    decorate, is_websocket_upgrade, Answer, Endpoint, Listener, PublicRequest, ResponseAborted,
+    decorate, header_pairs, is_websocket_upgrade, Answer, Endpoint, Listener, PublicRequest,
+    ResponseAborted, Shared,
 };
 use shell_common::{link, ws};
 use tokio::sync::oneshot;
 
-use super::edge::Edge;
 use crate::body::BoxError;
 use crate::rt::Tokio;
 
 /// The body of every response the gateway gives.
 pub(crate) type GatewayBody = BoxBody<Bytes, BoxError>;
-
-/// What every connection handler shares: the shared gateway state and the
-/// edge limits.
-pub(crate) struct Shared {
-    pub common: shell_common::gateway::Shared,
-    pub edge: Arc<Edge>,
-}
 
 pub(crate) async fn handle(
     req: Request<Incoming>,
@@ -60,11 +54,11 @@ pub(crate) async fn handle(
             400,
             "receivers connect here with a WebSocket upgrade\n",
         )),
-        Endpoint::Health => answer(shared.common.health()),
-        Endpoint::Stats => answer(shared.common.stats().await),
-        Endpoint::Metrics => metrics(&shared).await,
+        Endpoint::Health => answer(shared.health()),
+        Endpoint::Stats => answer(shared.stats().await),
+        Endpoint::Metrics => answer(shared.metrics().await),
         Endpoint::Proxy => {
-            let screened = shared.common.screen(
+            let screened = shared.screen(
                 method,
                 req.uri().path(),
                 req.uri().query(),
@@ -105,55 +99,8 @@ fn answer(a: Answer) -> Response<GatewayBody> {
     r
 }
 
-fn full(
-    status: StatusCode,
-    content_type: &'static str,
-    body: impl Into<Bytes>,
-) -> Response<GatewayBody> {
-    let mut r = Response::new(
-        Full::new(body.into())
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r
-}
-
-/// The answer to a request the edge refused.
-fn refusal_response(refusal: EdgeRefusal, limit: Option<u64>) -> Response<GatewayBody> {
-    let status = refusal
-        .status()
-        .and_then(|s| StatusCode::from_u16(s).ok())
-        .unwrap_or(StatusCode::BAD_REQUEST);
-    let body = match limit {
-        Some(limit) => serde_json::json!({ "error": refusal.to_string(), "limit": limit }),
-        None => serde_json::json!({ "error": refusal.to_string() }),
-    };
-    let mut r = full(status, "application/json", body.to_string());
-    if refusal == EdgeRefusal::BodyTooLarge {
-        // The rest of the body is not read, so the connection cannot carry
-        // another request.
-        r.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    r
-}
-
 fn failure_response(f: &Failure) -> Response<GatewayBody> {
     answer(Answer::failure(f))
-}
-
-/// `GET /metrics`: the shared counters plus the edge's refusals.
-async fn metrics(shared: &Shared) -> Response<GatewayBody> {
-    let mut a = shared.common.metrics().await;
-    if a.status == 200 {
-        let mut text = a.body.to_vec();
-        text.extend_from_slice(shared.edge.prometheus().as_bytes());
-        a.body = text.into();
-    }
-    answer(a)
 }
 
 async fn upgrade(
@@ -161,39 +108,14 @@ async fn upgrade(
     shared: Arc<Shared>,
     peer: SocketAddr,
 ) -> Response<GatewayBody> {
-    if !req.headers().contains_key(header::SEC_WEBSOCKET_KEY) {
-        return answer(Answer::text(400, "missing sec-websocket-key\n"));
-    }
-    // Before the admission check, which may fetch a DID document: a flood
-    // of handshakes is turned away before it costs anything.
-    let mut slot = match shared.edge.begin_handshake(peer.ip()) {
-        Ok(slot) => slot,
-        Err(refusal) => {
-            tracing::warn!(%peer, reason = %refusal, "receiver handshake refused");
-            return refusal_response(refusal, None);
-        }
-    };
-    let accepted = match shared.common.handshake(req.headers()).await {
-        Ok(a) => a,
+    let receiver = match shared.admit_receiver(req.headers(), peer.ip()).await {
+        Ok(r) => r,
         Err(refusal) => return answer(refusal),
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let ws_config = ws::config(shared.common.max_frame_len);
-    let driver = shared.common.driver.clone();
-    let admitted = match link::admit(
-        &driver,
-        accepted.identity,
-        accepted.grants,
-        accepted.features,
-    )
-    .await
-    {
-        Ok(a) => a,
-        Err(e) => return failure_response(&Failure::new(503, e.to_string())),
-    };
-    // Admission is done, which is what the pending limit guards; the 101
-    // and the hand-over of the socket are cheap.
-    slot.upgraded();
+    let ws_config = ws::config(shared.max_frame_len);
+    let driver = shared.driver.clone();
+    let (admitted, slot) = (receiver.link, receiver.slot);
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
@@ -210,7 +132,7 @@ async fn upgrade(
         // The connection's place in the per-address count ends with it.
         drop(slot);
     });
-    answer(accepted.answer)
+    answer(receiver.answer)
 }
 
 async fn proxy(
@@ -219,7 +141,7 @@ async fn proxy(
     peer: SocketAddr,
     local: SocketAddr,
 ) -> Response<GatewayBody> {
-    if shared.common.draining.load(Ordering::Relaxed) {
+    if shared.draining.load(Ordering::Relaxed) {
         return failure_response(&Failure::new(503, "Gateway is shutting down"));
     }
     let (parts, body) = req.into_parts();
@@ -229,11 +151,11 @@ async fn proxy(
     if let Err(refusal) = limits.check_declared_body(Some(body.size_hint().lower())) {
         shared.edge.count(refusal);
         tracing::info!(method = %parts.method, path = %parts.uri.path(), status = 413, declared = body.size_hint().lower(), "request refused: body over the limit");
-        return refusal_response(refusal, Some(limits.max_body_bytes));
+        return answer(refusal_answer(refusal, Some(limits.max_body_bytes)));
     }
     let (request_body, stream_body) = match body.size_hint().exact() {
         Some(0) => (RequestBody::Empty, None),
-        Some(n) if n <= shared.common.chunk_size as u64 => match body.collect().await {
+        Some(n) if n <= shared.chunk_size as u64 => match body.collect().await {
             Ok(b) => (RequestBody::Full(b.to_bytes()), None),
             Err(e) => {
                 return failure_response(&Failure::new(
@@ -253,20 +175,11 @@ async fn proxy(
             .get(header::HOST)
             .and_then(|v| v.to_str().ok()),
         authority: parts.uri.authority().map(|a| a.as_str().to_owned()),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
+        headers: header_pairs(&parts.headers),
         peer,
         local,
     };
-    let pending = match shared.common.proxy(public, request_body).await {
+    let pending = match shared.proxy(public, request_body).await {
         Ok(p) => p,
         Err(a) => return answer(a),
     };
@@ -277,7 +190,7 @@ async fn proxy(
     if let Some(body) = stream_body {
         tokio::spawn(pump_request_body(
             body,
-            shared.common.driver.clone(),
+            shared.driver.clone(),
             pending.id().clone(),
             Upload {
                 meter: BodyMeter::new(limits.max_body_bytes),
@@ -291,7 +204,10 @@ async fn proxy(
         .response_unless(cut, 413, "request body over the limit")
         .await
     else {
-        return refusal_response(EdgeRefusal::BodyTooLarge, Some(limits.max_body_bytes));
+        return answer(refusal_answer(
+            EdgeRefusal::BodyTooLarge,
+            Some(limits.max_body_bytes),
+        ));
     };
     let (head, events) = match first {
         Ok(r) => r,

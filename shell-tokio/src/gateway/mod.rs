@@ -19,11 +19,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use self::edge::{Edge, FirstBytesDeadline};
-use self::http::Shared;
+use self::edge::FirstBytesDeadline;
 use crate::cluster::{Cluster, ClusterError, ClusterOptions};
 use shell_common::driver::Driver;
-use shell_common::gateway::Listener;
+use shell_common::gateway::{Listener, Shared};
 
 /// A running gateway.
 pub struct Gateway {
@@ -54,10 +53,7 @@ impl Gateway {
         } else {
             "http"
         };
-        let shared = Arc::new(Shared {
-            common: shell_common::gateway::Shared::new(driver, &options, scheme),
-            edge: Arc::new(Edge::new(options.edge)),
-        });
+        let shared = Arc::new(Shared::new(driver, &options, scheme));
         let (stop, stopped) = watch::channel(false);
         let public_addr = public.local_addr()?;
         let ws_addr = ws.as_ref().map(TcpListener::local_addr).transpose()?;
@@ -107,7 +103,7 @@ impl Gateway {
     pub async fn join_cluster(&mut self, options: ClusterOptions) -> Result<(), ClusterError> {
         let cluster = Cluster::start(
             options,
-            self.shared.common.driver.clone(),
+            self.shared.driver.clone(),
             Arc::new(crate::rt::Tokio),
         )
         .await?;
@@ -122,13 +118,13 @@ impl Gateway {
 
     /// A snapshot of the gateway's state.
     pub async fn stats(&self) -> Option<GatewayStats> {
-        self.shared.common.driver.stats().await.ok()
+        self.shared.driver.stats().await.ok()
     }
 
     /// Stops accepting, lets requests in flight finish within the drain
     /// grace period, then stops.
     pub async fn shutdown(mut self) {
-        self.shared.common.draining.store(true, Ordering::Relaxed);
+        self.shared.draining.store(true, Ordering::Relaxed);
         let _ = self.stop.send(true);
         // The other gateways stop forwarding here at once, rather than
         // after the announcement's time to live.
@@ -136,10 +132,9 @@ impl Gateway {
             cluster.leave().await;
         }
         self.shared
-            .common
             .wait_in_flight(self.drain_grace, &crate::rt::Tokio)
             .await;
-        self.shared.common.driver.shutdown();
+        self.shared.driver.shutdown();
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
     }
@@ -172,7 +167,7 @@ async fn accept_loop(
                     let edge = shared.edge.clone();
                     let first_bytes = edge.limits.header_read_timeout;
                     let service = service_fn(move |req| http::handle(req, shared.clone(), peer, local, which));
-                    let builder = edge.builder();
+                    let builder = edge::builder(&edge.limits);
                     let served = match tls {
                         None => builder.serve_connection_with_upgrades(TokioIo::new(FirstBytesDeadline::new(tcp, first_bytes)), service).await,
                         Some(acceptor) => match tokio::time::timeout(shell_common::tls::HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -188,7 +183,7 @@ async fn accept_loop(
                         },
                     };
                     if let Err(e) = served {
-                        edge.count_connection_error(&*e);
+                        edge::count_connection_error(&edge, &*e);
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 });

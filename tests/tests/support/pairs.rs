@@ -46,6 +46,20 @@ impl Gw {
         }
         .expect("gateway stats")
     }
+
+    /// Waits until the gateway lists `n` receivers.
+    pub async fn wait_for_receivers(&self, n: usize) {
+        for _ in 0..200 {
+            if self.stats().await.links.len() == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!(
+            "gateway never had {n} receivers: {}",
+            self.stats().await.links.len()
+        );
+    }
 }
 
 /// A receiver of either shell.
@@ -144,6 +158,30 @@ macro_rules! for_every_pair {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn smol_gateway_tokio_receiver() {
                     super::$scenario(Smol, Tokio).await
+                }
+            }
+        )*
+    };
+}
+
+/// Each scenario once per gateway shell, for what only the gateway decides
+/// (its public edge): a test module per scenario with a test per shell.
+/// The calling file must have `Shell` in scope at its root.
+#[allow(unused_macros)] // test files that share `support` without it
+macro_rules! for_every_gateway {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                use super::Shell::{Smol, Tokio};
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn tokio_gateway() {
+                    super::$scenario(Tokio).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn smol_gateway() {
+                    super::$scenario(Smol).await
                 }
             }
         )*
