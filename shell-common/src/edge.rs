@@ -3,11 +3,16 @@
 //! answers refusals get. What is refused is decided in `anpx_core::edge`;
 //! each shell applies the limits to its own sockets and HTTP library.
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
-use anpx_core::edge::{EdgeLimits, EdgeRefusal, HandshakeSlots};
+use anpx_core::edge::{BodyMeter, EdgeLimits, EdgeRefusal, HandshakeSlots};
+use anpx_core::RequestId;
+use futures_channel::oneshot;
 
 use crate::gateway::Answer;
 
@@ -73,6 +78,21 @@ impl Edge {
         }
     }
 
+    /// Holds a request body of unannounced length (chunked) to the body
+    /// limit as it is read: the [`UploadLimit`] meters it, the
+    /// [`UploadCut`] tells the response side when it crossed the limit.
+    pub fn upload_limit(self: &Arc<Self>) -> (UploadLimit, UploadCut) {
+        let (over, cut) = oneshot::channel();
+        (
+            UploadLimit {
+                meter: BodyMeter::new(self.limits.max_body_bytes),
+                over: Some(over),
+                edge: self.clone(),
+            },
+            UploadCut(Some(cut)),
+        )
+    }
+
     fn with_slots(&self, f: impl FnOnce(&mut HandshakeSlots)) {
         match self.slots.lock() {
             Ok(mut slots) => f(&mut slots),
@@ -115,6 +135,64 @@ impl Drop for ReceiverSlot {
                 s.abandoned(ip);
             }
         });
+    }
+}
+
+/// Meters an upload against the body limit.
+#[derive(Debug)]
+pub struct UploadLimit {
+    meter: BodyMeter,
+    over: Option<oneshot::Sender<()>>,
+    edge: Arc<Edge>,
+}
+
+impl UploadLimit {
+    /// Counts `n` more bytes of request `id`'s body. `false` once the body
+    /// is over the limit: the refusal is counted and logged, and the
+    /// [`UploadCut`] fires; the caller stops reading and cancels the
+    /// request.
+    pub fn add(&mut self, n: usize, id: &RequestId) -> bool {
+        let Err(refusal) = self.meter.add(n) else {
+            return true;
+        };
+        if let Some(over) = self.over.take() {
+            self.edge.count(refusal);
+            tracing::info!(request = %id, received = self.meter.seen(), "request body over the limit; request cancelled");
+            let _ = over.send(());
+        }
+        false
+    }
+}
+
+/// Fires when the upload crossed the body limit. Ready only when it did; an
+/// upload that ended normally leaves it pending forever.
+#[derive(Debug)]
+pub struct UploadCut(Option<oneshot::Receiver<()>>);
+
+impl UploadCut {
+    /// A cut that never fires, for a body whose length was announced.
+    pub fn never() -> Self {
+        UploadCut(None)
+    }
+
+    /// Ready once the upload crossed the limit.
+    pub fn poll_cut(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(rx) = self.0.as_mut() else {
+            return Poll::Pending;
+        };
+        match Pin::new(rx).poll(cx) {
+            Poll::Ready(Ok(())) => {
+                self.0 = None;
+                Poll::Ready(())
+            }
+            // The upload ended without crossing the limit; a completed
+            // receiver must not be polled again.
+            Poll::Ready(Err(_)) => {
+                self.0 = None;
+                Poll::Pending
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -164,6 +242,30 @@ mod tests {
         let text = edge.prometheus();
         assert!(text.contains("anpx_edge_refused_total{reason=\"receivers_per_ip\"} 1\n"));
         assert!(text.contains("anpx_edge_refused_total{reason=\"head_timeout\"} 0\n"));
+    }
+
+    #[test]
+    fn an_upload_over_the_limit_fires_the_cut_once() {
+        let edge = Arc::new(Edge::new(EdgeLimits {
+            max_body_bytes: 10,
+            ..EdgeLimits::default()
+        }));
+        let id = RequestId::from("r");
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let (mut limit, mut cut) = edge.upload_limit();
+        assert!(limit.add(10, &id));
+        assert!(cut.poll_cut(&mut cx).is_pending());
+        assert!(!limit.add(1, &id));
+        assert!(!limit.add(1, &id));
+        assert!(cut.poll_cut(&mut cx).is_ready());
+        assert!(cut.poll_cut(&mut cx).is_pending());
+        assert_eq!(edge.refused(EdgeRefusal::BodyTooLarge), 1);
+        // An upload that ends within the limit never fires.
+        let (limit, mut cut) = edge.upload_limit();
+        drop(limit);
+        assert!(cut.poll_cut(&mut cx).is_pending());
+        assert!(UploadCut::never().poll_cut(&mut cx).is_pending());
     }
 
     #[test]

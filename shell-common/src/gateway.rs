@@ -27,7 +27,7 @@ use futures_util::{FutureExt, Stream, StreamExt};
 
 use crate::admission::Admission;
 use crate::driver::Driver;
-use crate::edge::{refusal_answer, Edge, ReceiverSlot};
+use crate::edge::{refusal_answer, Edge, ReceiverSlot, UploadCut, UploadLimit};
 use crate::link::{self, AdmittedLink};
 use crate::receiver::Runtime;
 
@@ -525,6 +525,54 @@ pub fn header_pairs(headers: &http::HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
+/// How an upload fed by [`pump_upload`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadEnd {
+    /// The whole body went to the receiver.
+    Done,
+    /// The client's body failed (reset, bad chunk); the request is cancelled.
+    Failed,
+    /// The body crossed the limit; the request is cancelled and the
+    /// [`UploadCut`] fired.
+    OverLimit,
+    /// The request ended first (answered, cancelled, gateway stopping).
+    Gone,
+}
+
+/// Feeds a streamed request body to the receiver of request `id`, held to
+/// the body limit by `limit`.
+pub async fn pump_upload<S, E>(
+    mut body: S,
+    driver: Driver,
+    id: RequestId,
+    mut limit: UploadLimit,
+) -> UploadEnd
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    while let Some(piece) = body.next().await {
+        match piece {
+            Ok(data) => {
+                if !limit.add(data.len(), &id) {
+                    driver.cancel(id);
+                    return UploadEnd::OverLimit;
+                }
+                if !data.is_empty() && !driver.send_body(id.clone(), data, false).await {
+                    return UploadEnd::Gone;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(request = %id, error = %e, "client upload failed");
+                driver.cancel(id);
+                return UploadEnd::Failed;
+            }
+        }
+    }
+    driver.send_body(id, Bytes::new(), true).await;
+    UploadEnd::Done
+}
+
 /// A routed request waiting for its response.
 pub struct Pending {
     id: RequestId,
@@ -593,7 +641,15 @@ fn head_or_failure(
             let head = forward::response_head_for_client(head);
             guard.status = Some(head.status);
             let id = guard.id.clone();
-            Ok((head, ResponseStream { events, guard, id }))
+            Ok((
+                head,
+                ResponseStream {
+                    events,
+                    guard,
+                    id,
+                    cut: UploadCut::never(),
+                },
+            ))
         }
         Some(ResponseEvent::Failed(f)) => {
             guard.fail(f.status, &f.error);
@@ -693,9 +749,18 @@ pub struct ResponseStream {
     guard: Guard,
     /// The request, to report what the client took (`flow-control`).
     id: Option<RequestId>,
+    /// Fires when the upload crossed the body limit after the response
+    /// began: the response is cut.
+    cut: UploadCut,
 }
 
 impl ResponseStream {
+    /// Cuts the response short (an error, after which the shell resets the
+    /// connection) when `cut` fires.
+    pub fn cut_by(&mut self, cut: UploadCut) {
+        self.cut = cut;
+    }
+
     /// The shell cut the response short (the request is cancelled
     /// separately): logs the request with `status` and `error`.
     pub fn fail(&mut self, status: u16, error: &str) {
@@ -707,6 +772,11 @@ impl Stream for ResponseStream {
     type Item = Result<Bytes, ResponseAborted>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        const OVER: &str = "request body over the limit";
+        if self.cut.poll_cut(cx).is_ready() {
+            self.guard.fail(413, OVER);
+            return Poll::Ready(Some(Err(ResponseAborted(OVER.into()))));
+        }
         loop {
             return match self.events.poll_next_unpin(cx) {
                 Poll::Pending => Poll::Pending,

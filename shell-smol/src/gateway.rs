@@ -3,19 +3,24 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anpx_core::edge::head::{BodyFraming, RequestHead};
+use anpx_core::edge::EdgeRefusal;
 use anpx_core::gateway::{Gateway as Core, GatewayStats, RequestBody};
+use async_h1::server::ConnectionStatus;
 use async_tungstenite::tungstenite::protocol::Role;
 use async_tungstenite::WebSocketStream;
 use bytes::Bytes;
 use futures_util::io::{AsyncRead, AsyncWrite};
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::TryStreamExt;
 use http_types::{Request, Response};
 use shell_common::driver::Driver;
+use shell_common::edge::{refusal_answer, UploadCut};
 use shell_common::gateway::{
-    decorate, header_pairs, is_websocket_upgrade, Answer, Endpoint, Listener, PublicRequest, Shared,
+    decorate, header_pairs, is_websocket_upgrade, pump_upload, Answer, Endpoint, Listener,
+    PublicRequest, Shared, UploadEnd,
 };
 use shell_common::signal::Stop;
 use shell_common::{link, ws, GatewayOptions};
@@ -23,6 +28,7 @@ use smol::net::{TcpListener, TcpStream};
 use smol::Task;
 
 use crate::cluster::{Cluster, ClusterError, ClusterOptions, SmolWithTokio};
+use crate::edge::{answer_refusal, next_head, Cutter, NextHead, Replay};
 use crate::rt::{body_stream, Smol};
 use crate::shared_io::SharedIo;
 use crate::stall::{Parked, Watched};
@@ -222,6 +228,10 @@ async fn accept_loop(
 /// `client` is the plain TCP connection, watched for the client leaving
 /// before its answer; `None` under TLS, where a close cannot be seen below
 /// the TLS records (it is noticed when the answer is written).
+///
+/// Each request head is read and checked by the edge first; async-h1 then
+/// parses the canonical head the edge queued and serves that request (see
+/// [`crate::edge`]).
 async fn serve_connection<S>(
     stream: S,
     client: Option<TcpStream>,
@@ -234,16 +244,72 @@ async fn serve_connection<S>(
 {
     let io = Watched::new(stream);
     let parked = io.parked();
-    let served = async_h1::accept(io, |req| {
+    let mut conn = Replay::new(io);
+    // The head the edge checked, for the request async-h1 parses next.
+    let checked: Arc<Mutex<Option<RequestHead>>> = Arc::default();
+    let take_checked = checked.clone();
+    let cutter = conn.cutter();
+    let edge_shared = shared.clone();
+    let mut server = async_h1::server::Server::new(conn.clone(), move |req| {
+        let head = take_checked.lock().ok().and_then(|mut h| h.take());
         let shared = shared.clone();
         let parked = parked.clone();
         let client = client.clone();
-        async move { Ok(handle(req, shared, client, peer, local, which, &parked).await) }
-    })
-    .await;
-    if let Err(e) = served {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
+        let cutter = cutter.clone();
+        async move {
+            let head = head.ok_or_else(|| {
+                http_types::Error::from_str(
+                    500,
+                    "a request async-h1 parsed was not read by the edge",
+                )
+            })?;
+            let at = At {
+                client,
+                peer,
+                local,
+                which,
+                parked: &parked,
+                cutter: &cutter,
+            };
+            Ok(handle(head, req, shared, at).await)
+        }
+    });
+    loop {
+        match next_head(&mut conn, &edge_shared.edge.limits).await {
+            NextHead::Closed => return,
+            NextHead::Refused(refusal) => {
+                edge_shared.edge.count(refusal);
+                tracing::debug!(%peer, error = %refusal, "connection ended with an error");
+                if let Some(status) = refusal.status() {
+                    answer_refusal(&mut conn, status).await;
+                }
+                return;
+            }
+            NextHead::Request(head) => {
+                if let Ok(mut slot) = checked.lock() {
+                    *slot = Some(*head);
+                }
+                match server.accept_one().await {
+                    Ok(ConnectionStatus::KeepAlive) => {}
+                    Ok(ConnectionStatus::Close) => return,
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        return;
+                    }
+                }
+            }
+        }
     }
+}
+
+/// Where a request came from, and its connection's pieces.
+struct At<'a> {
+    client: Option<TcpStream>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    which: Listener,
+    parked: &'a Parked,
+    cutter: &'a Cutter,
 }
 
 /// Resolves when the client closes (or resets) a connection on which it
@@ -256,35 +322,13 @@ async fn client_gone(client: TcpStream) {
     }
 }
 
-fn header_map(req: &Request) -> http::HeaderMap {
-    let mut map = http::HeaderMap::new();
-    for (name, values) in req.iter() {
-        for value in values {
-            if let (Ok(n), Ok(v)) = (
-                http::HeaderName::from_bytes(name.as_str().as_bytes()),
-                http::HeaderValue::from_str(value.as_str()),
-            ) {
-                map.append(n, v);
-            }
-        }
-    }
-    map
-}
-
-async fn handle(
-    req: Request,
-    shared: Arc<Shared>,
-    client: Option<TcpStream>,
-    peer: SocketAddr,
-    local: SocketAddr,
-    which: Listener,
-    parked: &Parked,
-) -> Response {
-    let method = req.method().to_string();
-    let headers = header_map(&req);
-    let is_ws = is_websocket_upgrade(&method, &headers);
-    match Endpoint::of(which, is_ws, &method, req.url().path()) {
-        Endpoint::Upgrade => upgrade(&headers, &shared, peer).await,
+async fn handle(head: RequestHead, mut req: Request, shared: Arc<Shared>, at: At<'_>) -> Response {
+    let method = head.method.as_str();
+    let headers = &head.headers;
+    let (path, query) = (head.uri.path(), head.uri.query());
+    let is_ws = is_websocket_upgrade(method, headers);
+    let mut response = match Endpoint::of(at.which, is_ws, method, path) {
+        Endpoint::Upgrade => upgrade(headers, &shared, at.peer).await,
         Endpoint::NotAWebSocket => answer(Answer::text(
             400,
             "receivers connect here with a WebSocket upgrade\n",
@@ -293,11 +337,11 @@ async fn handle(
         Endpoint::Stats => answer(shared.stats().await),
         Endpoint::Metrics => answer(shared.metrics().await),
         Endpoint::Proxy => {
-            let url = req.url();
-            match shared.screen(&method, url.path(), url.query(), &headers, None, peer.ip()) {
+            let authority = head.uri.authority().map(|a| a.as_str());
+            match shared.screen(method, path, query, headers, authority, at.peer.ip()) {
                 Err(a) => answer(a),
                 Ok(decorations) => {
-                    let mut r = proxy(req, headers, shared, client, peer, local, parked).await;
+                    let mut r = proxy(&head, req.take_body(), shared, at).await;
                     let set = decorate(&decorations, |name| r.header(name).is_some());
                     for (name, value) in set {
                         r.insert_header(name, value);
@@ -306,7 +350,11 @@ async fn handle(
                 }
             }
         }
+    };
+    if !head.keep_alive && response.status() != http_types::StatusCode::SwitchingProtocols {
+        response.insert_header("connection", "close");
     }
+    response
 }
 
 fn answer(a: Answer) -> Response {
@@ -350,20 +398,32 @@ async fn upgrade(headers: &http::HeaderMap, shared: &Arc<Shared>, peer: SocketAd
 }
 
 async fn proxy(
-    mut req: Request,
-    headers: http::HeaderMap,
+    head: &RequestHead,
+    mut body: http_types::Body,
     shared: Arc<Shared>,
-    client: Option<TcpStream>,
-    peer: SocketAddr,
-    local: SocketAddr,
-    parked: &Parked,
+    at: At<'_>,
 ) -> Response {
-    let method = req.method().to_string();
-    let url = req.url().clone();
-    let host_header = headers
-        .get(http::header::HOST)
-        .and_then(|v| v.to_str().ok());
-    let mut body = req.take_body();
+    let method = head.method.as_str();
+    let path = head.uri.path();
+    let limits = shared.edge.limits;
+    // A Content-Length over the limit is refused before a byte of the body
+    // is read, and the body is never read.
+    let declared = match head.framing {
+        BodyFraming::Length(n) => Some(n),
+        BodyFraming::Empty | BodyFraming::Chunked => None,
+    };
+    if let Err(refusal) = limits.check_declared_body(declared) {
+        shared.edge.count(refusal);
+        tracing::info!(
+            method,
+            path,
+            status = 413,
+            declared,
+            "request refused: body over the limit"
+        );
+        at.cutter.cut();
+        return answer(refusal_answer(refusal, Some(limits.max_body_bytes)));
+    }
     let (request_body, upload) = match body.len() {
         Some(0) => (RequestBody::Empty, None),
         Some(n) if n <= shared.chunk_size => match body.into_bytes().await {
@@ -381,42 +441,41 @@ async fn proxy(
         ),
     };
     let public = PublicRequest {
-        method: &method,
-        path: url.path(),
-        query: url.query(),
-        host_header,
-        authority: None,
-        headers: header_pairs(&headers),
-        peer,
-        local,
+        method,
+        path,
+        query: head.uri.query(),
+        host_header: head
+            .headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok()),
+        authority: head.uri.authority().map(|a| a.as_str().to_owned()),
+        headers: header_pairs(&head.headers),
+        peer: at.peer,
+        local: at.local,
     };
     let pending = match shared.proxy(public, request_body).await {
         Ok(p) => p,
         Err(a) => return answer(a),
     };
+    // The cut fires when a body of unannounced length crosses the limit;
+    // the pump has then cancelled the request and stopped reading.
+    let mut cut = UploadCut::never();
     let pump = upload.map(|body| {
-        let driver = shared.driver.clone();
-        let id = pending.id().clone();
-        let mut pieces = parked.guard(body_stream(body));
+        let (limit, upload_cut) = shared.edge.upload_limit();
+        cut = upload_cut;
+        let pieces = at.parked.guard(body_stream(body));
+        let (driver, id, cutter) = (
+            shared.driver.clone(),
+            pending.id().clone(),
+            at.cutter.clone(),
+        );
         smol::spawn(async move {
-            while let Some(piece) = pieces.next().await {
-                match piece {
-                    Ok(data) => {
-                        if !driver.send_body(id.clone(), data, false).await {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!(request = %id, error = %e, "client upload failed");
-                        driver.cancel(id);
-                        return;
-                    }
-                }
+            if pump_upload(pieces, driver, id, limit).await == UploadEnd::OverLimit {
+                cutter.cut();
             }
-            driver.send_body(id, Bytes::new(), true).await;
         })
     });
-    let watched = client.filter(|_| pump.is_none());
+    let watched = at.client.filter(|_| pump.is_none());
     let first = if let Some(client) = watched {
         // async-h1 does not read the connection while the handler runs:
         // watch it, so a client that leaves before the head cancels the
@@ -435,9 +494,21 @@ async fn proxy(
         }
     } else {
         // A client going away mid-upload is seen by the upload pump.
-        pending.response().await
+        let cutting = std::future::poll_fn(|cx| cut.poll_cut(cx));
+        match pending
+            .response_unless(cutting, 413, "request body over the limit")
+            .await
+        {
+            Some(r) => r,
+            None => {
+                return answer(refusal_answer(
+                    EdgeRefusal::BodyTooLarge,
+                    Some(limits.max_body_bytes),
+                ))
+            }
+        }
     };
-    let (head, stream) = match first {
+    let (response_head, mut stream) = match first {
         Ok(r) => r,
         Err(a) => return answer(a),
     };
@@ -445,10 +516,11 @@ async fn proxy(
     if let Some(pump) = pump {
         pump.detach();
     }
-    let mut response = Response::new(status_code(head.status));
+    stream.cut_by(cut);
+    let mut response = Response::new(status_code(response_head.status));
     let mut length = None;
     let mut content_type = false;
-    for (name, value) in head.headers.iter() {
+    for (name, value) in response_head.headers.iter() {
         if name.eq_ignore_ascii_case("content-length") {
             // async-h1 frames the body itself, from the length it is given.
             length = value.trim().parse::<usize>().ok();

@@ -13,6 +13,7 @@
 //! cluster mode is the shared one, driven through [`cluster`].
 
 pub mod cluster;
+mod edge;
 pub mod fetch;
 pub mod gateway;
 pub mod receiver;

@@ -200,6 +200,49 @@ fn has_token(value: &HeaderValue, token: &str) -> bool {
         .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
+/// The length of the chunked body at the start of `buf` (up to and
+/// including the blank line after the last chunk and its trailers), when
+/// `buf` holds all of it; `None` when it does not, or does not look like
+/// chunked framing (the decoder reading it then says so).
+///
+/// ```
+/// use anpx_core::edge::head::chunked_body_len;
+/// assert_eq!(chunked_body_len(b"3\r\nabc\r\n0\r\n\r\nGET /"), Some(13));
+/// assert_eq!(chunked_body_len(b"3\r\nabc\r\n0\r\nx: y\r\n"), None);
+/// ```
+pub fn chunked_body_len(buf: &[u8]) -> Option<usize> {
+    let line_end = |from: usize| {
+        buf.get(from..)?
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map(|p| from + p)
+    };
+    let mut at = 0;
+    loop {
+        let end = line_end(at)?;
+        let line = &buf[at..end];
+        let size = line.split(|b| *b == b';').next().unwrap_or(line);
+        let size = std::str::from_utf8(size).ok()?.trim();
+        let size = usize::from_str_radix(size, 16).ok()?;
+        at = end + 2;
+        if size == 0 {
+            // Trailers, up to the blank line.
+            loop {
+                let end = line_end(at)?;
+                if end == at {
+                    return Some(at + 2);
+                }
+                at = end + 2;
+            }
+        }
+        at = at.checked_add(size)?;
+        if buf.get(at..at.checked_add(2)?)? != b"\r\n" {
+            return None;
+        }
+        at += 2;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,7 +348,30 @@ mod tests {
         );
     }
 
+    #[test]
+    fn chunked_bodies_are_measured_only_when_whole() {
+        let body = b"5;ext=1\r\nhello\r\n10\r\n0123456789abcdef\r\n0\r\nx-t: 1\r\n\r\n";
+        let mut buf = body.to_vec();
+        buf.extend_from_slice(b"GET /next HTTP/1.1\r\n\r\n");
+        assert_eq!(chunked_body_len(&buf), Some(body.len()));
+        for cut in 0..body.len() {
+            assert_eq!(chunked_body_len(&body[..cut]), None, "{cut}");
+        }
+        assert_eq!(chunked_body_len(b"0\r\n\r\n"), Some(5));
+        assert_eq!(chunked_body_len(b"zz\r\n"), None);
+        assert_eq!(chunked_body_len(b"3\r\nabcX\r\n0\r\n\r\n"), None);
+        assert_eq!(chunked_body_len(b"ffffffffffffffffff\r\n"), None);
+    }
+
     proptest! {
+        /// A measured chunked body never claims more than the buffer.
+        #[test]
+        fn chunked_lengths_stay_within_the_buffer(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            if let Some(n) = chunked_body_len(&bytes) {
+                prop_assert!(n <= bytes.len());
+            }
+        }
+
         /// Whatever the bytes, a head is refused, incomplete, or complete
         /// within the buffer and the limit; never a panic.
         #[test]

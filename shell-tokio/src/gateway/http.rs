@@ -3,16 +3,14 @@
 //! proxying through the tunnel.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use anpx_core::edge::{BodyMeter, EdgeRefusal};
+use anpx_core::edge::EdgeRefusal;
 use anpx_core::gateway::{Failure, RequestBody};
-use anpx_core::RequestId;
 use async_tungstenite::tokio::TokioAdapter;
 use async_tungstenite::tungstenite::protocol::Role;
 use async_tungstenite::WebSocketStream;
@@ -24,14 +22,12 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use shell_common::driver::Driver;
-use shell_common::edge::{refusal_answer, Edge};
+use shell_common::edge::{refusal_answer, UploadCut};
 use shell_common::gateway::{
-    decorate, header_pairs, is_websocket_upgrade, Answer, Endpoint, Listener, PublicRequest,
-    ResponseAborted, Shared,
+    decorate, header_pairs, is_websocket_upgrade, pump_upload, Answer, Endpoint, Listener,
+    PublicRequest, Shared,
 };
 use shell_common::{link, ws};
-use tokio::sync::oneshot;
 
 use crate::body::BoxError;
 use crate::rt::Tokio;
@@ -183,25 +179,22 @@ async fn proxy(
         Ok(p) => p,
         Err(a) => return answer(a),
     };
-    // Fires when a body of unannounced length crosses the limit; the pump
-    // has then cancelled the request.
-    let (over_limit, refused) = oneshot::channel();
-    let mut upload_refused = UploadRefused(Some(refused));
+    // The cut fires when a body of unannounced length crosses the limit;
+    // the pump has then cancelled the request.
+    let mut cut = UploadCut::never();
     if let Some(body) = stream_body {
-        tokio::spawn(pump_request_body(
-            body,
+        let (limit, upload_cut) = shared.edge.upload_limit();
+        cut = upload_cut;
+        tokio::spawn(pump_upload(
+            body.into_data_stream(),
             shared.driver.clone(),
             pending.id().clone(),
-            Upload {
-                meter: BodyMeter::new(limits.max_body_bytes),
-                over_limit,
-                edge: shared.edge.clone(),
-            },
+            limit,
         ));
     }
-    let cut = std::future::poll_fn(|cx| upload_refused.poll(cx));
+    let cutting = std::future::poll_fn(|cx| cut.poll_cut(cx));
     let Some(first) = pending
-        .response_unless(cut, 413, "request body over the limit")
+        .response_unless(cutting, 413, "request body over the limit")
         .await
     else {
         return answer(refusal_answer(
@@ -209,95 +202,27 @@ async fn proxy(
             Some(limits.max_body_bytes),
         ));
     };
-    let (head, events) = match first {
+    let (head, mut events) = match first {
         Ok(r) => r,
         Err(a) => return answer(a),
     };
+    events.cut_by(cut);
     let mut builder = Response::builder().status(head.status);
     for (name, value) in head.headers.iter() {
         builder = builder.header(name, value);
     }
-    let body = ResponseStream {
-        events,
-        upload_refused,
-    }
-    .boxed();
-    builder.body(body).unwrap_or_else(|e| {
-        failure_response(&Failure::new(
-            502,
-            format!("Receiver sent an invalid response head: {e}"),
-        ))
-    })
-}
-
-/// What the upload pump needs to hold a body to the limit.
-struct Upload {
-    meter: BodyMeter,
-    over_limit: oneshot::Sender<()>,
-    edge: Arc<Edge>,
-}
-
-async fn pump_request_body(mut body: Incoming, driver: Driver, id: RequestId, mut upload: Upload) {
-    loop {
-        match body.frame().await {
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    if let Err(refusal) = upload.meter.add(data.len()) {
-                        upload.edge.count(refusal);
-                        tracing::info!(request = %id, received = upload.meter.seen(), "request body over the limit; request cancelled");
-                        let _ = upload.over_limit.send(());
-                        driver.cancel(id);
-                        return;
-                    }
-                    if !data.is_empty() && !driver.send_body(id.clone(), data, false).await {
-                        return;
-                    }
-                }
-            }
-            Some(Err(e)) => {
-                tracing::debug!(request = %id, error = %e, "client upload failed");
-                driver.cancel(id);
-                return;
-            }
-            None => {
-                driver.send_body(id, Bytes::new(), true).await;
-                return;
-            }
-        }
-    }
+    builder
+        .body(ResponseStream(events).boxed())
+        .unwrap_or_else(|e| {
+            failure_response(&Failure::new(
+                502,
+                format!("Receiver sent an invalid response head: {e}"),
+            ))
+        })
 }
 
 /// The response body, fed by the gateway task's events.
-struct ResponseStream {
-    events: shell_common::gateway::ResponseStream,
-    /// Fires when the upload crossed the body limit after the response
-    /// began: the response is cut.
-    upload_refused: UploadRefused,
-}
-
-/// The pump's signal that the upload crossed the body limit. Ready only
-/// when it did; an upload that ended normally leaves it pending forever.
-struct UploadRefused(Option<oneshot::Receiver<()>>);
-
-impl UploadRefused {
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(rx) = self.0.as_mut() else {
-            return Poll::Pending;
-        };
-        match Pin::new(rx).poll(cx) {
-            Poll::Ready(Ok(())) => {
-                self.0 = None;
-                Poll::Ready(())
-            }
-            // A completed receiver must not be polled again.
-            Poll::Ready(Err(_)) => {
-                self.0 = None;
-                Poll::Pending
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
+struct ResponseStream(shell_common::gateway::ResponseStream);
 
 impl Body for ResponseStream {
     type Data = Bytes;
@@ -307,13 +232,7 @@ impl Body for ResponseStream {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if self.upload_refused.poll(cx).is_ready() {
-            self.events.fail(413, "request body over the limit");
-            return Poll::Ready(Some(Err(Box::new(ResponseAborted(
-                "request body over the limit".into(),
-            )))));
-        }
-        self.events
+        self.0
             .poll_next_unpin(cx)
             .map(|piece| piece.map(|r| r.map(Frame::data).map_err(|e| Box::new(e) as BoxError)))
     }

@@ -1,0 +1,398 @@
+//! The public edge on smol: request heads are read and checked here, before
+//! async-h1 sees them.
+//!
+//! async-h1's server caps a head at 8 KiB whatever is configured, answers
+//! nothing when it refuses one (the client sees a closed connection, not a
+//! 400 or 431), takes the first of two different `Content-Length`s, refuses
+//! HTTP/1.0, and waits 60 s for a head. So each head is read here, within
+//! the header read timeout and the size limit, and checked with
+//! `anpx_core::edge::head` (the rules hyper applies in the tokio shell);
+//! a refused head gets its status and the connection closes. async-h1 is
+//! then handed a canonical head that carries only what it acts on (the
+//! body's framing, `100-continue`, an upgrade, whether to close), and is
+//! left the body framing, the response encoding and the upgrade hand-over.
+//! The request itself, as checked, goes to the handler beside it.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use anpx_core::edge::head::{chunked_body_len, parse_head, BodyFraming, RequestHead};
+use anpx_core::edge::{EdgeLimits, EdgeRefusal};
+use bytes::Bytes;
+use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// How much is read from the socket at a time while waiting for a head.
+const READ_SIZE: usize = 8 * 1024;
+
+/// A connection whose reads first return bytes put back in front of the
+/// socket's: the canonical head for async-h1, then what was read past the
+/// real head. Clones share the queue (async-h1 reads through clones).
+/// Once [`cut`](Self::cut), reads end: async-h1 then stops draining a body
+/// the gateway refused.
+#[derive(Debug)]
+pub(crate) struct Replay<S> {
+    inner: S,
+    state: Arc<Mutex<ReplayState>>,
+}
+
+#[derive(Debug, Default)]
+struct ReplayState {
+    /// Pieces served one per read, so async-h1's buffered reader never
+    /// takes a head and what follows it in one read.
+    queued: VecDeque<Bytes>,
+    cut: bool,
+}
+
+impl<S: Clone> Clone for Replay<S> {
+    fn clone(&self) -> Self {
+        Replay {
+            inner: self.inner.clone(),
+            state: self.state.clone(),
+        }
+    }
+}
+
+impl<S> Replay<S> {
+    pub(crate) fn new(inner: S) -> Self {
+        Replay {
+            inner,
+            state: Arc::default(),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, ReplayState> {
+        // Only ever held for a queue operation; a poisoned lock still holds
+        // a consistent queue.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Puts `pieces` in front of whatever is queued, in order.
+    fn put_back(&self, pieces: impl IntoIterator<Item = Bytes>) {
+        let mut state = self.state();
+        let mut front: VecDeque<Bytes> = pieces.into_iter().filter(|p| !p.is_empty()).collect();
+        front.append(&mut state.queued);
+        state.queued = front;
+    }
+
+    /// What ends reading on this connection.
+    pub(crate) fn cutter(&self) -> Cutter {
+        Cutter(self.state.clone())
+    }
+}
+
+/// Ends reading on a [`Replay`] connection: the request body is not read
+/// any further, so async-h1 does not drain what the gateway refused.
+#[derive(Debug, Clone)]
+pub(crate) struct Cutter(Arc<Mutex<ReplayState>>);
+
+impl Cutter {
+    pub(crate) fn cut(&self) {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        state.cut = true;
+        state.queued.clear();
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Replay<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        {
+            let mut state = self.state();
+            if state.cut {
+                return Poll::Ready(Ok(0));
+            }
+            if let Some(piece) = state.queued.front_mut() {
+                let n = piece.len().min(buf.len());
+                buf[..n].copy_from_slice(&piece.split_to(n));
+                if piece.is_empty() {
+                    state.queued.pop_front();
+                }
+                return Poll::Ready(Ok(n));
+            }
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Replay<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+/// What waiting for the next request head gave.
+pub(crate) enum NextHead {
+    /// A head that passed the checks, now queued for async-h1 in canonical
+    /// form.
+    Request(Box<RequestHead>),
+    /// The client closed the connection (or it failed) between requests.
+    Closed,
+    /// The edge refused the head; the connection is to be closed after the
+    /// answer, if the refusal has one.
+    Refused(EdgeRefusal),
+}
+
+/// Reads the next request head from `conn` within the limits. A head that
+/// passes is queued back on `conn` for async-h1 in canonical form, followed
+/// by whatever was read past it.
+pub(crate) async fn next_head<S>(conn: &mut Replay<S>, limits: &EdgeLimits) -> NextHead
+where
+    S: AsyncRead + Unpin,
+{
+    let reading = read_head(conn, limits.max_header_bytes);
+    let deadline = async {
+        smol::Timer::after(limits.header_read_timeout).await;
+        Err(EdgeRefusal::HeadTimeout)
+    };
+    match smol::future::or(reading, deadline).await {
+        Ok(Some((head, rest))) => {
+            let canonical = canonical_head(&head);
+            match head.framing {
+                // The body's own bytes as a piece of their own, so async-h1
+                // does not take a pipelined request with them.
+                BodyFraming::Length(n) => {
+                    let body_len = usize::try_from(n).unwrap_or(usize::MAX).min(rest.len());
+                    let mut rest = Bytes::from(rest);
+                    let body = rest.split_to(body_len);
+                    conn.put_back([canonical, body, rest]);
+                }
+                // async-h1's chunked decoder fails on bytes after the body
+                // in the read that holds its end, so a body that is whole
+                // here is a piece of its own too.
+                BodyFraming::Chunked => {
+                    let mut rest = Bytes::from(rest);
+                    let body = rest.split_to(chunked_body_len(&rest).unwrap_or(rest.len()));
+                    conn.put_back([canonical, body, rest]);
+                }
+                BodyFraming::Empty => conn.put_back([canonical, Bytes::from(rest)]),
+            }
+            NextHead::Request(Box::new(head))
+        }
+        Ok(None) => NextHead::Closed,
+        Err(refusal) => NextHead::Refused(refusal),
+    }
+}
+
+/// Reads until a head is complete: the head and the bytes read past it,
+/// `None` if the connection ends first.
+async fn read_head<S>(
+    conn: &mut Replay<S>,
+    max_bytes: usize,
+) -> Result<Option<(RequestHead, Vec<u8>)>, EdgeRefusal>
+where
+    S: AsyncRead + Unpin,
+{
+    let mut buf = Vec::new();
+    let mut piece = vec![0u8; READ_SIZE];
+    loop {
+        let n = match conn.read(&mut piece).await {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&piece[..n]);
+        // A head can only end with a line: parsing again only when one
+        // ended keeps a head dribbled byte by byte from costing a parse
+        // per byte.
+        if piece[..n].contains(&b'\n') || buf.len() >= max_bytes {
+            if let Some((head, len)) = parse_head(&buf, max_bytes)? {
+                let rest = buf.split_off(len);
+                return Ok(Some((head, rest)));
+            }
+        }
+    }
+}
+
+/// The head async-h1 parses in place of the real one: what it acts on, in a
+/// form it accepts whatever the request's method, target or version.
+fn canonical_head(head: &RequestHead) -> Bytes {
+    // HEAD decides whether async-h1 writes a response body.
+    let method = if head.method == http::Method::HEAD {
+        "HEAD"
+    } else {
+        "GET"
+    };
+    let mut out = format!("{method} / HTTP/1.1\r\nhost: anpx\r\n");
+    match head.framing {
+        BodyFraming::Empty => {}
+        BodyFraming::Length(n) => out.push_str(&format!("content-length: {n}\r\n")),
+        BodyFraming::Chunked => out.push_str("transfer-encoding: chunked\r\n"),
+    }
+    if head.expect_continue {
+        out.push_str("expect: 100-continue\r\n");
+    }
+    let connection_upgrade = head
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if head.wants_upgrade && connection_upgrade {
+        out.push_str("upgrade: websocket\r\nconnection: upgrade\r\n");
+    } else if !head.keep_alive {
+        out.push_str("connection: close\r\n");
+    }
+    out.push_str("\r\n");
+    Bytes::from(out)
+}
+
+/// Answers a refused head the way hyper does: the status, no body, and the
+/// connection closes.
+pub(crate) async fn answer_refusal<S>(conn: &mut S, status: u16)
+where
+    S: AsyncWrite + Unpin,
+{
+    let mut response = http_types::Response::new(crate::upstream::status_code(status));
+    response.insert_header("connection", "close");
+    response.set_body(http_types::Body::empty());
+    let mut encoded = async_h1::server::Encoder::new(response, http_types::Method::Get);
+    let mut bytes = Vec::new();
+    if encoded.read_to_end(&mut bytes).await.is_ok() {
+        let write = async {
+            let _ = conn.write_all(&bytes).await;
+            let _ = conn.flush().await;
+        };
+        // A client that does not read its answer does not hold the task.
+        let give_up = async {
+            smol::Timer::after(Duration::from_secs(5)).await;
+        };
+        smol::future::or(write, give_up).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::io::Cursor;
+
+    fn replay(bytes: &[u8]) -> Replay<Cursor<Vec<u8>>> {
+        Replay::new(Cursor::new(bytes.to_vec()))
+    }
+
+    async fn read_all(conn: &mut Replay<Cursor<Vec<u8>>>) -> Vec<u8> {
+        let mut out = Vec::new();
+        conn.read_to_end(&mut out).await.unwrap();
+        out
+    }
+
+    #[test]
+    fn a_checked_head_is_replayed_in_canonical_form_before_the_rest() {
+        smol::block_on(async {
+            let limits = EdgeLimits::default();
+            let mut conn = replay(
+                b"PURGE /a/../b?x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcGET /next HTTP/1.1\r\n",
+            );
+            let NextHead::Request(head) = next_head(&mut conn, &limits).await else {
+                panic!("refused");
+            };
+            assert_eq!(head.method.as_str(), "PURGE");
+            assert_eq!(head.uri.path(), "/a/../b");
+            // One piece per read: the canonical head alone, then the body.
+            let mut buf = [0u8; 1024];
+            let n = conn.read(&mut buf).await.unwrap();
+            assert_eq!(
+                &buf[..n],
+                b"GET / HTTP/1.1\r\nhost: anpx\r\ncontent-length: 3\r\n\r\n"
+            );
+            let n = conn.read(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], b"abc");
+            assert_eq!(read_all(&mut conn).await, b"GET /next HTTP/1.1\r\n");
+        });
+    }
+
+    #[test]
+    fn refused_heads_and_a_closed_connection() {
+        smol::block_on(async {
+            let limits = EdgeLimits {
+                max_header_bytes: 64,
+                ..EdgeLimits::default()
+            };
+            let refused = |raw: &'static [u8]| async move {
+                match next_head(&mut replay(raw), &limits).await {
+                    NextHead::Refused(r) => Some(r),
+                    _ => None,
+                }
+            };
+            assert_eq!(
+                refused(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n").await,
+                Some(EdgeRefusal::Malformed)
+            );
+            let big = [b'a'; 100];
+            let mut raw = b"GET / HTTP/1.1\r\nx: ".to_vec();
+            raw.extend_from_slice(&big);
+            let mut conn = replay(&raw);
+            assert!(matches!(
+                next_head(&mut conn, &limits).await,
+                NextHead::Refused(EdgeRefusal::HeadTooLarge)
+            ));
+            let mut conn = replay(b"GET / HT");
+            assert!(matches!(
+                next_head(&mut conn, &limits).await,
+                NextHead::Closed
+            ));
+        });
+    }
+
+    #[test]
+    fn a_silent_client_times_out() {
+        smol::block_on(async {
+            let limits = EdgeLimits {
+                header_read_timeout: Duration::from_millis(50),
+                ..EdgeLimits::default()
+            };
+            let (_keep, server) = smol::net::unix::UnixStream::pair().unwrap();
+            let mut conn = Replay::new(server);
+            assert!(matches!(
+                next_head(&mut conn, &limits).await,
+                NextHead::Refused(EdgeRefusal::HeadTimeout)
+            ));
+        });
+    }
+
+    #[test]
+    fn a_cut_connection_reads_nothing_more() {
+        smol::block_on(async {
+            let mut conn = replay(b"more body");
+            conn.put_back([Bytes::from_static(b"queued")]);
+            conn.cutter().cut();
+            assert!(read_all(&mut conn).await.is_empty());
+        });
+    }
+
+    #[test]
+    fn canonical_heads_carry_framing_continue_upgrade_and_close() {
+        let head = |raw: &str| parse_head(raw.as_bytes(), 4096).unwrap().unwrap().0;
+        let c = |raw: &str| String::from_utf8(canonical_head(&head(raw)).to_vec()).unwrap();
+        assert_eq!(
+            c("HEAD /x HTTP/1.0\r\n\r\n"),
+            "HEAD / HTTP/1.1\r\nhost: anpx\r\nconnection: close\r\n\r\n"
+        );
+        assert_eq!(
+            c("POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n"),
+            "GET / HTTP/1.1\r\nhost: anpx\r\ntransfer-encoding: chunked\r\nexpect: 100-continue\r\n\r\n"
+        );
+        assert_eq!(
+            c("GET /ws HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n"),
+            "GET / HTTP/1.1\r\nhost: anpx\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n"
+        );
+    }
+}
