@@ -65,6 +65,75 @@ pub trait DocumentIo: Send + Sync + 'static {
     fn unblock(&self, work: Box<dyn FnOnce() -> Option<Bytes> + Send>) -> BoxFuture<Option<Bytes>>;
 }
 
+/// Where a document URL points, as a shell's HTTP client dials it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentUrl {
+    /// `https` (else `http`).
+    pub secure: bool,
+    /// The host to dial and to name in TLS, without IPv6 brackets.
+    pub host: String,
+    /// The port, the scheme's default when the URL has none.
+    pub port: u16,
+    /// The `host` header: the URL's authority as written.
+    pub authority: String,
+    /// The request target.
+    pub path_and_query: String,
+}
+
+impl DocumentUrl {
+    /// Parses an `http` or `https` URL.
+    ///
+    /// ```
+    /// use shell_common::did_wba::DocumentUrl;
+    /// let u = DocumentUrl::parse("https://[::1]:8443/a/did.json?x").unwrap();
+    /// assert_eq!((u.secure, u.host.as_str(), u.port), (true, "::1", 8443));
+    /// assert_eq!((u.authority.as_str(), u.path_and_query.as_str()), ("[::1]:8443", "/a/did.json?x"));
+    /// assert!(DocumentUrl::parse("ftp://x/").is_err());
+    /// ```
+    pub fn parse(url: &str) -> Result<DocumentUrl, FetchError> {
+        let bad = || FetchError::Url(url.to_owned());
+        let uri: http::Uri = url.parse().map_err(|_| bad())?;
+        let secure = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(bad()),
+        };
+        let host = uri.host().ok_or_else(bad)?;
+        Ok(DocumentUrl {
+            secure,
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port: uri.port_u16().unwrap_or(if secure { 443 } else { 80 }),
+            authority: uri
+                .authority()
+                .map(|a| a.as_str().to_owned())
+                .unwrap_or_default(),
+            path_and_query: uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
+        })
+    }
+}
+
+/// Collects a document body from its pieces, refusing it as soon as it is
+/// over `max_bytes` (the rest is never read).
+pub async fn read_limited<S, E>(mut pieces: S, max_bytes: usize) -> Result<Bytes, FetchError>
+where
+    S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    use futures_util::StreamExt;
+    let mut out = bytes::BytesMut::new();
+    while let Some(piece) = pieces.next().await {
+        let piece = piece.map_err(|e| FetchError::Transport(e.to_string()))?;
+        if out.len() + piece.len() > max_bytes {
+            return Err(FetchError::TooLarge(max_bytes));
+        }
+        out.extend_from_slice(&piece);
+    }
+    Ok(out.freeze())
+}
+
 /// Where DID documents come from.
 #[derive(Clone)]
 pub struct DocumentSources {
@@ -235,4 +304,25 @@ fn find_in_directory(dir: &Path, did: &str, max_bytes: usize) -> Option<Bytes> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pieces(
+        parts: Vec<Result<&'static [u8], &'static str>>,
+    ) -> impl futures_util::Stream<Item = Result<Bytes, &'static str>> + Unpin {
+        futures_util::stream::iter(parts.into_iter().map(|p| p.map(Bytes::from_static)))
+    }
+
+    #[tokio::test]
+    async fn bodies_are_collected_up_to_the_limit_and_no_further() {
+        let got = read_limited(pieces(vec![Ok(b"ab"), Ok(b""), Ok(b"cd")]), 4).await;
+        assert_eq!(got.unwrap(), Bytes::from_static(b"abcd"));
+        let over = read_limited(pieces(vec![Ok(b"abc"), Ok(b"de"), Err("unread")]), 4).await;
+        assert!(matches!(over, Err(FetchError::TooLarge(4))), "{over:?}");
+        let failed = read_limited(pieces(vec![Ok(b"a"), Err("reset")]), 4).await;
+        assert!(matches!(failed, Err(FetchError::Transport(e)) if e == "reset"));
+    }
 }

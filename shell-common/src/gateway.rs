@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use anpx_core::edge::EdgeRefusal;
 use anpx_core::features::{negotiate, Features};
 use anpx_core::forward::{self, ClientInfo};
 use anpx_core::gateway::{Failure, Identity, RequestBody, ResponseEvent};
@@ -628,6 +629,28 @@ impl Pending {
             return None;
         };
         Some(head_or_failure(first, events, guard))
+    }
+
+    /// Like [`response`](Self::response), for a request whose body is held
+    /// to `max_body_bytes` by `cut` (see [`Edge::upload_limit`]): the 413
+    /// refusal when the body crossed the limit before the head came, else
+    /// a body stream that is cut short if it crosses the limit later.
+    pub async fn response_within(
+        self,
+        mut cut: UploadCut,
+        max_body_bytes: u64,
+    ) -> Result<(ResponseHead, ResponseStream), Answer> {
+        const OVER: &str = "request body over the limit";
+        let cutting = std::future::poll_fn(|cx| cut.poll_cut(cx));
+        let Some(first) = self.response_unless(cutting, 413, OVER).await else {
+            return Err(refusal_answer(
+                EdgeRefusal::BodyTooLarge,
+                Some(max_body_bytes),
+            ));
+        };
+        let (head, mut stream) = first?;
+        stream.cut_by(cut);
+        Ok((head, stream))
     }
 }
 

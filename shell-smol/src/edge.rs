@@ -25,6 +25,8 @@ use anpx_core::edge::{EdgeLimits, EdgeRefusal};
 use bytes::Bytes;
 use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::stall::Parked;
+
 /// How much is read from the socket at a time while waiting for a head.
 const READ_SIZE: usize = 8 * 1024;
 
@@ -33,10 +35,14 @@ const READ_SIZE: usize = 8 * 1024;
 /// real head. Clones share the queue (async-h1 reads through clones).
 /// Once [`cut`](Self::cut), reads end: async-h1 then stops draining a body
 /// the gateway refused.
+///
+/// It also counts the reads on which the socket parked, for the guard
+/// against async-h1's chunked decoder stalling ([`crate::stall`]).
 #[derive(Debug)]
 pub(crate) struct Replay<S> {
     inner: S,
     state: Arc<Mutex<ReplayState>>,
+    parked: Parked,
 }
 
 #[derive(Debug, Default)]
@@ -52,6 +58,7 @@ impl<S: Clone> Clone for Replay<S> {
         Replay {
             inner: self.inner.clone(),
             state: self.state.clone(),
+            parked: self.parked.clone(),
         }
     }
 }
@@ -61,7 +68,13 @@ impl<S> Replay<S> {
         Replay {
             inner,
             state: Arc::default(),
+            parked: Parked::default(),
         }
+    }
+
+    /// The count of this connection's parked reads.
+    pub(crate) fn parked(&self) -> Parked {
+        self.parked.clone()
     }
 
     fn state(&self) -> MutexGuard<'_, ReplayState> {
@@ -117,7 +130,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Replay<S> {
                 return Poll::Ready(Ok(n));
             }
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if polled.is_pending() {
+            self.parked.parked();
+        }
+        polled
     }
 }
 

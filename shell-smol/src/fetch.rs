@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::AsyncReadExt;
 use http_types::{Method, Request, Url};
-use shell_common::did_wba::{DocumentIo, FetchError};
+use shell_common::did_wba::{read_limited, DocumentIo, DocumentUrl, FetchError};
 use shell_common::receiver::BoxFuture;
 use smol::net::TcpStream;
+
+use crate::rt::body_stream;
 
 /// Document fetches over async-h1, file reads on smol's blocking pool.
 #[derive(Debug, Clone, Copy, Default)]
@@ -47,29 +48,15 @@ async fn get(
     max_bytes: usize,
     tls: Arc<rustls::ClientConfig>,
 ) -> Result<Bytes, FetchError> {
-    let bad_url = || FetchError::Url(url.to_owned());
-    let parsed = Url::parse(url).map_err(|_| bad_url())?;
-    let secure = match parsed.scheme() {
-        "https" => true,
-        "http" => false,
-        _ => return Err(bad_url()),
-    };
-    let host = parsed
-        .host_str()
-        .ok_or_else(bad_url)?
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let port = parsed
-        .port_or_known_default()
-        .unwrap_or(if secure { 443 } else { 80 });
-    let tcp = TcpStream::connect((host.as_str(), port))
+    let target = DocumentUrl::parse(url)?;
+    let parsed = Url::parse(url).map_err(|_| FetchError::Url(url.to_owned()))?;
+    let tcp = TcpStream::connect((target.host.as_str(), target.port))
         .await
         .map_err(transport)?;
     let mut request = Request::new(Method::Get, parsed);
     request.insert_header("accept", "application/json");
-    let mut response = if secure {
-        let (config, name) = shell_common::tls::dial(&host, Some(tls)).map_err(transport)?;
+    let mut response = if target.secure {
+        let (config, name) = shell_common::tls::dial(&target.host, Some(tls)).map_err(transport)?;
         let stream = futures_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await
@@ -83,16 +70,5 @@ async fn get(
     if status != 200 {
         return Err(FetchError::Status(status));
     }
-    let mut body = Vec::new();
-    response
-        .take_body()
-        .into_reader()
-        .take(max_bytes as u64 + 1)
-        .read_to_end(&mut body)
-        .await
-        .map_err(transport)?;
-    if body.len() > max_bytes {
-        return Err(FetchError::TooLarge(max_bytes));
-    }
-    Ok(Bytes::from(body))
+    read_limited(body_stream(response.take_body()), max_bytes).await
 }

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anpx_core::edge::head::{BodyFraming, RequestHead};
-use anpx_core::edge::EdgeRefusal;
 use anpx_core::gateway::{Gateway as Core, GatewayStats, RequestBody};
 use async_h1::server::ConnectionStatus;
 use async_tungstenite::tungstenite::protocol::Role;
@@ -31,7 +30,7 @@ use crate::cluster::{Cluster, ClusterError, ClusterOptions, SmolWithTokio};
 use crate::edge::{answer_refusal, next_head, Cutter, NextHead, Replay};
 use crate::rt::{body_stream, Smol};
 use crate::shared_io::SharedIo;
-use crate::stall::{Parked, Watched};
+use crate::stall::Parked;
 use crate::upstream::{header_ok, status_code};
 
 /// Why a gateway could not start.
@@ -242,9 +241,8 @@ async fn serve_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Clone + Send + Sync + Unpin + 'static,
 {
-    let io = Watched::new(stream);
-    let parked = io.parked();
-    let mut conn = Replay::new(io);
+    let mut conn = Replay::new(stream);
+    let parked = conn.parked();
     // The head the edge checked, for the request async-h1 parses next.
     let checked: Arc<Mutex<Option<RequestHead>>> = Arc::default();
     let take_checked = checked.clone();
@@ -494,21 +492,9 @@ async fn proxy(
         }
     } else {
         // A client going away mid-upload is seen by the upload pump.
-        let cutting = std::future::poll_fn(|cx| cut.poll_cut(cx));
-        match pending
-            .response_unless(cutting, 413, "request body over the limit")
-            .await
-        {
-            Some(r) => r,
-            None => {
-                return answer(refusal_answer(
-                    EdgeRefusal::BodyTooLarge,
-                    Some(limits.max_body_bytes),
-                ))
-            }
-        }
+        pending.response_within(cut, limits.max_body_bytes).await
     };
-    let (response_head, mut stream) = match first {
+    let (response_head, stream) = match first {
         Ok(r) => r,
         Err(a) => return answer(a),
     };
@@ -516,7 +502,6 @@ async fn proxy(
     if let Some(pump) = pump {
         pump.detach();
     }
-    stream.cut_by(cut);
     let mut response = Response::new(status_code(response_head.status));
     let mut length = None;
     let mut content_type = false;

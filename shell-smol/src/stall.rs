@@ -6,87 +6,36 @@
 //! it sees a partial line and parks. Nothing wakes the reader again, and
 //! the upload stalls until the request times out.
 //!
-//! A connection served through [`Watched`] counts the reads on which the
-//! socket itself parked; a body read through [`Guarded`] notices a
+//! A connection counts the reads on which the socket itself parked
+//! ([`Parked`]); a body read through [`Guarded`] notices a
 //! `Pending` during which the socket did not park, and asks to be polled
 //! again at once. Each such retry consumes the bytes that were there, so it
 //! cannot spin.
 
-use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures_util::io::{AsyncRead, AsyncWrite};
 use futures_util::Stream;
 
-/// A socket that counts the reads on which it parked (returned `Pending`,
-/// so it will wake the reader).
-#[derive(Debug, Clone)]
-pub(crate) struct Watched<S> {
-    inner: S,
-    parked: Arc<AtomicU64>,
-}
-
-impl<S> Watched<S> {
-    /// Watches `inner`.
-    pub(crate) fn new(inner: S) -> Self {
-        Watched {
-            inner,
-            parked: Arc::default(),
-        }
-    }
-
-    /// What a body read from this connection is guarded with.
-    pub(crate) fn parked(&self) -> Parked {
-        Parked(self.parked.clone())
-    }
-}
-
-/// The count of a [`Watched`] connection's parked reads.
-#[derive(Debug, Clone)]
+/// The count of a connection's parked reads: the connection bumps it
+/// ([`crate::edge::Replay`]), bodies read from it are guarded with it.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Parked(Arc<AtomicU64>);
 
 impl Parked {
+    /// The connection's read returned `Pending` (so it will wake the reader).
+    pub(crate) fn parked(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Guards a body read from the connection.
     pub(crate) fn guard<B>(&self, body: B) -> Guarded<B> {
         Guarded {
             body,
             parked: self.0.clone(),
         }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if polled.is_pending() {
-            self.parked.fetch_add(1, Ordering::Relaxed);
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_close(cx)
     }
 }
 

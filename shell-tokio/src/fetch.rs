@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
-use shell_common::did_wba::{DocumentIo, FetchError};
+use shell_common::did_wba::{read_limited, DocumentIo, DocumentUrl, FetchError};
 use shell_common::receiver::BoxFuture;
 use tokio::net::TcpStream;
 
@@ -50,33 +50,18 @@ async fn get_inner(
     max_bytes: usize,
     tls: &Arc<rustls::ClientConfig>,
 ) -> Result<Bytes, FetchError> {
-    let uri: http::Uri = url.parse().map_err(|_| FetchError::Url(url.to_owned()))?;
-    let secure = match uri.scheme_str() {
-        Some("https") => true,
-        Some("http") => false,
-        _ => return Err(FetchError::Url(url.to_owned())),
-    };
-    let host = uri.host().ok_or_else(|| FetchError::Url(url.to_owned()))?;
-    let bare = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    let target = DocumentUrl::parse(url)?;
     let transport = |e: &dyn std::fmt::Display| FetchError::Transport(e.to_string());
-    let tcp = TcpStream::connect((bare.as_str(), port))
+    let tcp = TcpStream::connect((target.host.as_str(), target.port))
         .await
         .map_err(|e| transport(&e))?;
-    let authority = uri
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .unwrap_or_default();
-    let request = http::Request::get(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
-        .header(http::header::HOST, authority)
+    let request = http::Request::get(target.path_and_query.as_str())
+        .header(http::header::HOST, target.authority.as_str())
         .header(http::header::ACCEPT, "application/json")
         .body(Empty::<Bytes>::new())
         .map_err(|e| transport(&e))?;
-    let response = if secure {
-        let name = ServerName::try_from(bare).map_err(|e| transport(&e))?;
+    let response = if target.secure {
+        let name = ServerName::try_from(target.host).map_err(|e| transport(&e))?;
         let stream = tokio_rustls::TlsConnector::from(Arc::clone(tls))
             .connect(name, tcp)
             .await
@@ -88,18 +73,7 @@ async fn get_inner(
     if response.status() != http::StatusCode::OK {
         return Err(FetchError::Status(response.status().as_u16()));
     }
-    let mut body = response.into_body();
-    let mut out = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| transport(&e))?;
-        if let Ok(data) = frame.into_data() {
-            if out.len() + data.len() > max_bytes {
-                return Err(FetchError::TooLarge(max_bytes));
-            }
-            out.extend_from_slice(&data);
-        }
-    }
-    Ok(out.freeze())
+    read_limited(response.into_body().into_data_stream(), max_bytes).await
 }
 
 async fn send<IO>(

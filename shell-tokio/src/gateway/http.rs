@@ -9,7 +9,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use anpx_core::edge::EdgeRefusal;
 use anpx_core::gateway::{Failure, RequestBody};
 use async_tungstenite::tokio::TokioAdapter;
 use async_tungstenite::tungstenite::protocol::Role;
@@ -192,21 +191,10 @@ async fn proxy(
             limit,
         ));
     }
-    let cutting = std::future::poll_fn(|cx| cut.poll_cut(cx));
-    let Some(first) = pending
-        .response_unless(cutting, 413, "request body over the limit")
-        .await
-    else {
-        return answer(refusal_answer(
-            EdgeRefusal::BodyTooLarge,
-            Some(limits.max_body_bytes),
-        ));
-    };
-    let (head, mut events) = match first {
+    let (head, events) = match pending.response_within(cut, limits.max_body_bytes).await {
         Ok(r) => r,
         Err(a) => return answer(a),
     };
-    events.cut_by(cut);
     let mut builder = Response::builder().status(head.status);
     for (name, value) in head.headers.iter() {
         builder = builder.header(name, value);
