@@ -280,7 +280,8 @@ where
 {
     let mut response = http_types::Response::new(crate::upstream::status_code(status));
     response.insert_header("connection", "close");
-    response.set_body(http_types::Body::empty());
+    // An empty body labels itself octet-stream; hyper's answer has no type.
+    response.remove_header("content-type");
     let mut encoded = async_h1::server::Encoder::new(response, http_types::Method::Get);
     let mut bytes = Vec::new();
     if encoded.read_to_end(&mut bytes).await.is_ok() {
@@ -382,6 +383,22 @@ mod tests {
                 next_head(&mut conn, &limits).await,
                 NextHead::Refused(EdgeRefusal::HeadTimeout)
             ));
+        });
+    }
+
+    #[test]
+    fn a_refusal_is_answered_like_hyper_does() {
+        smol::block_on(async {
+            let mut out = Cursor::new(Vec::new());
+            answer_refusal(&mut out, 431).await;
+            let text = String::from_utf8(out.into_inner()).unwrap();
+            assert!(
+                text.starts_with(
+                    "HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\ndate: "
+                ),
+                "{text:?}"
+            );
+            assert!(text.ends_with("\r\n\r\n"), "{text:?}");
         });
     }
 
