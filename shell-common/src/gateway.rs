@@ -17,6 +17,7 @@ use anpx_core::features::{negotiate, Features};
 use anpx_core::forward::{self, ClientInfo};
 use anpx_core::gateway::{Failure, Identity, RequestBody, ResponseEvent};
 use anpx_core::handshake::{self, FEATURES_HEADER, GRANTED_HEADER, SERVICES_HEADER};
+use anpx_core::passthrough;
 use anpx_core::policy::{Decoration, Policy, PublicHead, Screen};
 use anpx_core::route::ServiceUrl;
 use anpx_core::{RequestId, ResponseHead};
@@ -457,13 +458,20 @@ impl Shared {
             scheme: self.scheme,
             local_port: request.local.port(),
         };
-        let head = forward::request_head(
+        let mut head = forward::request_head(
             request.method,
             request.path,
             request.query,
             headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
             &client,
         );
+        let pairs = headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+        if passthrough::is_upgrade_request(request.method, pairs) {
+            // The one request whose connection headers travel: the
+            // receiver replays it as an upgrade (and the core sends it only
+            // to a receiver that can).
+            passthrough::mark_upgrade(&mut head.headers);
+        }
         let (events_tx, events) = mpsc::unbounded();
         let started = match self.driver.start(host, head, body, events_tx).await {
             Err(e) => return Err(Answer::failure(&Failure::new(503, e.to_string()))),
@@ -661,7 +669,11 @@ fn head_or_failure(
 ) -> Result<(ResponseHead, ResponseStream), Answer> {
     match first {
         Some(ResponseEvent::Head(head)) => {
-            let head = forward::response_head_for_client(head);
+            let mut head = forward::response_head_for_client(head);
+            if passthrough::is_switch(&head) {
+                // The core lets a 101 through only for an upgrade request.
+                passthrough::mark_upgrade(&mut head.headers);
+            }
             guard.status = Some(head.status);
             let id = guard.id.clone();
             Ok((

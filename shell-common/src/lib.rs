@@ -35,6 +35,7 @@ pub mod remote;
 pub mod setup;
 pub mod signal;
 pub mod tls;
+pub mod websocket;
 pub mod ws;
 
 pub use admission::{Admission, Admitted, OpenAdmission, Refusal};

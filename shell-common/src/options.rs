@@ -164,6 +164,7 @@ pub fn supported_features() -> Features {
         Feature::Streaming,
         Feature::FlowControl,
         Feature::Cancel,
+        Feature::WebSocket,
         Feature::Lossless,
     ]
     .into_iter()

@@ -71,6 +71,21 @@ pub trait Connector: Send + Sync + 'static {
 pub trait Dispatch: Send + Sync + 'static {
     /// Serves one request. `body` streams in as the gateway sends it.
     fn dispatch(&self, head: RequestHead, body: BodyStream, reply: Reply) -> BoxFuture<()>;
+
+    /// Serves a WebSocket upgrade (the connection negotiated `websocket`;
+    /// the head keeps `connection: upgrade` and `upgrade: websocket`).
+    /// The shell sends it to the service as an HTTP/1.1 upgrade: on `101`
+    /// it hands the connection to [`websocket::serve_upstream`](crate::websocket::serve_upstream),
+    /// any other answer goes back as an ordinary response. The default,
+    /// for upstreams that cannot be upgraded, answers 501.
+    fn upgrade(&self, head: RequestHead, body: BodyStream, reply: Reply) -> BoxFuture<()> {
+        drop((head, body));
+        let answer =
+            serde_json::json!({ "error": "This upstream does not take WebSocket upgrades" });
+        let head = ResponseHead::new(501).with_header("content-type", "application/json");
+        reply.whole(head, Bytes::from(answer.to_string()));
+        Box::pin(async {})
+    }
 }
 
 /// Why dialing failed.
@@ -449,6 +464,35 @@ impl Reply {
             }
             return self.whole(head, whole.into());
         }
+        self.stream(head, exact_len, body).await
+    }
+
+    /// Relays the `101` of a WebSocket upgrade the service accepted, then
+    /// what the service sends after it (`body`, to its end) as the response
+    /// body. Hop-by-hop headers go except the two an upgrade needs.
+    pub async fn tunnel<E, B>(self, headers: impl IntoIterator<Item = (String, String)>, body: B)
+    where
+        E: std::fmt::Display,
+        B: Stream<Item = Result<Bytes, E>> + Unpin,
+    {
+        let status = anpx_core::passthrough::SWITCHING_PROTOCOLS;
+        let mut head = ResponseHead {
+            status,
+            reason: canonical_reason(status).to_owned(),
+            headers: headers.into_iter().collect(),
+        };
+        anpx_core::forward::strip_hop_by_hop(&mut head.headers);
+        anpx_core::passthrough::mark_upgrade(&mut head.headers);
+        self.stream(head, None, body).await
+    }
+
+    /// Sends `head`, then `body` piece by piece as the gateway's credit
+    /// allows; `exact_len` is the length the body must have, when known.
+    async fn stream<E, B>(self, head: ResponseHead, exact_len: Option<u64>, mut body: B)
+    where
+        E: std::fmt::Display,
+        B: Stream<Item = Result<Bytes, E>> + Unpin,
+    {
         let id = self.request;
         let send = |m| self.tx.unbounded_send(m).is_ok();
         // Each piece is read from the upstream only once the one before it
@@ -602,6 +646,7 @@ where
                         runtime,
                         replies: &reply_tx,
                         chunk_size,
+                        websocket: anpx_core::passthrough::carries(core.features()),
                     };
                     calls.on_event(event, &mut in_flight);
                 }
@@ -720,6 +765,8 @@ struct Calls<'a, U: ?Sized> {
     runtime: &'a dyn Runtime,
     replies: &'a mpsc::UnboundedSender<ReplyMsg>,
     chunk_size: usize,
+    /// The connection carries WebSockets: upgrade requests are upgraded.
+    websocket: bool,
 }
 
 impl<U: Dispatch + ?Sized> Calls<'_, U> {
@@ -744,7 +791,11 @@ impl<U: Dispatch + ?Sized> Calls<'_, U> {
                     chunk_size: self.chunk_size,
                 };
                 let (task, abort) = AbortHandle::new_pair();
-                let call = self.upstream.dispatch(head, body, reply);
+                let call = if self.websocket && anpx_core::passthrough::is_upgrade(&head) {
+                    self.upstream.upgrade(head, body, reply)
+                } else {
+                    self.upstream.dispatch(head, body, reply)
+                };
                 self.runtime
                     .spawn(Box::pin(Abortable::new(call, abort).map(|_| ())));
                 in_flight.insert(

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anpx_core::edge::head::{BodyFraming, RequestHead};
 use anpx_core::gateway::{Gateway as Core, GatewayStats, RequestBody};
+use anpx_core::passthrough;
 use async_h1::server::ConnectionStatus;
 use async_tungstenite::tungstenite::protocol::Role;
 use async_tungstenite::WebSocketStream;
@@ -22,7 +23,7 @@ use shell_common::gateway::{
     PublicRequest, Shared, UploadEnd,
 };
 use shell_common::signal::Stop;
-use shell_common::{link, ws, GatewayOptions};
+use shell_common::{link, websocket, ws, GatewayOptions};
 use smol::net::{TcpListener, TcpStream};
 use smol::Task;
 
@@ -339,7 +340,7 @@ async fn handle(head: RequestHead, mut req: Request, shared: Arc<Shared>, at: At
             match shared.screen(method, path, query, headers, authority, at.peer.ip()) {
                 Err(a) => answer(a),
                 Ok(decorations) => {
-                    let mut r = proxy(&head, req.take_body(), shared, at).await;
+                    let mut r = proxy(&head, req.take_body(), shared, at, is_ws).await;
                     let set = decorate(&decorations, |name| r.header(name).is_some());
                     for (name, value) in set {
                         r.insert_header(name, value);
@@ -395,11 +396,14 @@ async fn upgrade(headers: &http::HeaderMap, shared: &Arc<Shared>, peer: SocketAd
     response
 }
 
+/// Proxies a public request; `is_ws`: a WebSocket handshake, which is
+/// carried through when the service accepts it.
 async fn proxy(
     head: &RequestHead,
     mut body: http_types::Body,
     shared: Arc<Shared>,
     at: At<'_>,
+    is_ws: bool,
 ) -> Response {
     let method = head.method.as_str();
     let path = head.uri.path();
@@ -423,6 +427,8 @@ async fn proxy(
         return answer(refusal_answer(refusal, Some(limits.max_body_bytes)));
     }
     let (request_body, upload) = match body.len() {
+        // The client's WebSocket bytes come after the 101, as the body.
+        _ if is_ws => (RequestBody::Streaming, None),
         Some(0) => (RequestBody::Empty, None),
         Some(n) if n <= shared.chunk_size => match body.into_bytes().await {
             Ok(b) => (RequestBody::Full(Bytes::from(b)), None),
@@ -458,6 +464,7 @@ async fn proxy(
     // The cut fires when a body of unannounced length crosses the limit;
     // the pump has then cancelled the request and stopped reading.
     let mut cut = UploadCut::never();
+    let id = pending.id().clone();
     let pump = upload.map(|body| {
         let (limit, upload_cut) = shared.edge.upload_limit();
         cut = upload_cut;
@@ -498,6 +505,14 @@ async fn proxy(
         Ok(r) => r,
         Err(a) => return answer(a),
     };
+    if is_ws {
+        if passthrough::is_switch(&response_head) {
+            return switch(&response_head, stream, &shared, id).await;
+        }
+        // Refused by the service: an ordinary answer, and the body the
+        // request kept open for the WebSocket's bytes ends empty.
+        shared.driver.body(id.clone(), Bytes::new(), true);
+    }
     // The upload goes on while the response streams.
     if let Some(pump) = pump {
         pump.detach();
@@ -527,5 +542,35 @@ async fn proxy(
         // set_body labels the body octet-stream; the upstream said nothing.
         response.remove_header("content-type");
     }
+    response
+}
+
+/// Answers a WebSocket handshake the service accepted: the 101 goes to the
+/// client, and once async-h1 hands over the connection, its bytes are
+/// carried both ways until either side ends.
+async fn switch(
+    head: &anpx_core::ResponseHead,
+    events: shell_common::gateway::ResponseStream,
+    shared: &Shared,
+    id: anpx_core::RequestId,
+) -> Response {
+    let mut response = Response::new(http_types::StatusCode::SwitchingProtocols);
+    for (name, value) in head.headers.iter() {
+        if header_ok(value) {
+            response.append_header(name, value);
+        }
+    }
+    let upgraded = response.recv_upgrade().await;
+    let driver = shared.driver.clone();
+    smol::spawn(async move {
+        match upgraded.await {
+            Some(io) => websocket::serve_public(io, driver, id, events).await,
+            None => {
+                tracing::debug!(request = %id, "websocket upgrade failed");
+                driver.cancel(id);
+            }
+        }
+    })
+    .detach();
     response
 }

@@ -120,9 +120,14 @@ where
         response.append_header(h.name, value);
     }
     // RFC 9112 §6.3: no body for HEAD, 1xx, 204 and 304; chunked wins over
-    // a length; otherwise the body runs to the close.
+    // a length; otherwise the body runs to the close. After a 101 the
+    // connection speaks the protocol switched to: what follows is its
+    // bytes, to the close, whatever the head says.
     let bodiless = head_request || code < 200 || code == 204 || code == 304;
-    let body = if bodiless {
+    let body = if code == 101 {
+        response.remove_header("content-length");
+        Body::from_reader(reader, None)
+    } else if bodiless {
         Body::empty()
     } else if chunked {
         response.remove_header("content-length");

@@ -11,6 +11,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use http_types::{Body, Method, Request, Response, StatusCode, Url};
 use shell_common::body::BodyStream;
 use shell_common::receiver::{upstream_request_parts, BoxFuture, Dispatch, Reply};
+use shell_common::websocket;
 use shell_common::BoxError;
 
 use crate::rt::body_stream;
@@ -18,11 +19,45 @@ use crate::rt::body_stream;
 /// The future an upstream returns.
 pub type UpstreamFuture = Pin<Box<dyn Future<Output = Result<Response, BoxError>> + Send>>;
 
+/// What a service made of a WebSocket upgrade request.
+pub enum Upgrade {
+    /// It switched protocols (`101`): the response (its body is what the
+    /// service sends from then on, to the close) and the connection's
+    /// writing side, for what the client sends.
+    Switched {
+        /// The `101`.
+        response: Response,
+        /// Writes to the service.
+        writer: Box<dyn futures_util::AsyncWrite + Send + Unpin>,
+    },
+    /// It answered otherwise (a refusal, a redirect): relayed as is.
+    Answered(Response),
+}
+
+/// The future [`Upstream::upgrade`] returns.
+pub type UpgradeFuture = Pin<Box<dyn Future<Output = Result<Upgrade, BoxError>> + Send>>;
+
 /// Something that answers HTTP requests for a receiver. The request's URL
 /// is `http://upstream` followed by the path and query.
 pub trait Upstream: Send + Sync + 'static {
     /// Serves one request.
     fn call(&self, request: Request) -> UpstreamFuture;
+
+    /// Sends a WebSocket upgrade request, `head` as it came from the
+    /// gateway (`connection: upgrade` and `upgrade: websocket` included).
+    /// The default, for upstreams that are not reached over a connection
+    /// of their own, answers 501.
+    fn upgrade(&self, head: RequestHead) -> UpgradeFuture {
+        drop(head);
+        Box::pin(async {
+            let mut response = Response::new(StatusCode::NotImplemented);
+            let body =
+                serde_json::json!({ "error": "This upstream does not take WebSocket upgrades" });
+            response.set_body(body.to_string());
+            response.insert_header("content-type", "application/json");
+            Ok(Upgrade::Answered(response))
+        })
+    }
 }
 
 /// An upstream URL that cannot be used.
@@ -71,6 +106,27 @@ impl HttpUpstream {
 }
 
 impl Upstream for HttpUpstream {
+    /// A connection of its own: the request written as is, the response
+    /// read by `response`, which after a 101 reads on to the close.
+    fn upgrade(&self, head: RequestHead) -> UpgradeFuture {
+        let this = self.clone();
+        Box::pin(async move {
+            let tcp = smol::net::TcpStream::connect((this.host.as_str(), this.port)).await?;
+            let _ = tcp.set_nodelay(true);
+            let mut writer = tcp.clone();
+            let request = websocket::upgrade_request_bytes(&head, &this.prefix);
+            futures_util::AsyncWriteExt::write_all(&mut writer, &request).await?;
+            let response = crate::response::read(tcp, false).await?;
+            if response.status() != StatusCode::SwitchingProtocols {
+                return Ok(Upgrade::Answered(response));
+            }
+            Ok(Upgrade::Switched {
+                response,
+                writer: Box::new(writer),
+            })
+        })
+    }
+
     fn call(&self, mut request: Request) -> UpstreamFuture {
         let this = self.clone();
         Box::pin(async move {
@@ -203,29 +259,56 @@ impl Dispatch for dyn Upstream {
             }
         };
         Box::pin(async move {
-            let mut response = match call.await {
-                Ok(r) => r,
-                Err(e) => return reply.failed(format!("Upstream error: {e}")),
-            };
-            let status = u16::from(response.status());
-            let headers: Vec<(String, String)> = response
-                .iter()
-                .flat_map(|(n, vs)| {
-                    vs.iter()
-                        .map(|v| (n.as_str().to_owned(), v.as_str().to_owned()))
-                        .collect::<Vec<_>>()
-                })
-                .collect();
-            let body = response.take_body();
-            let exact = body.len().map(|n| n as u64);
-            reply
-                .relay(
-                    status,
-                    headers.iter().map(|(n, v)| (n.as_str(), v.clone())),
-                    exact,
-                    body_stream(body).boxed(),
-                )
-                .await;
+            match call.await {
+                Ok(r) => relay(reply, r).await,
+                Err(e) => reply.failed(format!("Upstream error: {e}")),
+            }
         })
     }
+
+    fn upgrade(&self, head: RequestHead, body: BodyStream, reply: Reply) -> BoxFuture<()> {
+        let call = Upstream::upgrade(self, head);
+        Box::pin(async move {
+            match call.await {
+                Ok(Upgrade::Switched {
+                    mut response,
+                    writer,
+                }) => {
+                    let headers = headers_of(&response);
+                    let from_service = response.take_body().into_reader();
+                    websocket::serve_upstream(reply, headers, body, from_service, writer).await
+                }
+                Ok(Upgrade::Answered(r)) => relay(reply, r).await,
+                Err(e) => reply.failed(format!("Upstream error: {e}")),
+            }
+        })
+    }
+}
+
+/// A response's headers as pairs, in order.
+fn headers_of(response: &Response) -> Vec<(String, String)> {
+    response
+        .iter()
+        .flat_map(|(n, vs)| {
+            vs.iter()
+                .map(|v| (n.as_str().to_owned(), v.as_str().to_owned()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Relays a service's response to the gateway.
+async fn relay(reply: Reply, mut response: Response) {
+    let status = u16::from(response.status());
+    let headers = headers_of(&response);
+    let body = response.take_body();
+    let exact = body.len().map(|n| n as u64);
+    reply
+        .relay(
+            status,
+            headers.iter().map(|(n, v)| (n.as_str(), v.clone())),
+            exact,
+            body_stream(body).boxed(),
+        )
+        .await;
 }

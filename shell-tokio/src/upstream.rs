@@ -6,16 +6,19 @@ use std::future::Future;
 use std::pin::Pin;
 
 use anpx_core::RequestHead;
+use async_tungstenite::tokio::TokioAdapter;
 use bytes::Bytes;
+use futures_util::AsyncReadExt;
 use http_body::Body as _;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyDataStream, BodyExt};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use shell_common::body::BodyStream;
 use shell_common::receiver::{upstream_request_parts, BoxFuture, Dispatch, Reply};
+use shell_common::websocket;
 
 use crate::body::{BoxError, ChannelBody};
 
@@ -27,10 +30,48 @@ pub type UpstreamResponse = http::Response<UnsyncBoxBody<Bytes, BoxError>>;
 /// The future an upstream returns.
 pub type UpstreamFuture = Pin<Box<dyn Future<Output = Result<UpstreamResponse, BoxError>> + Send>>;
 
+/// What a service made of a WebSocket upgrade request.
+pub enum Upgrade {
+    /// It switched protocols (`101`): its headers, and the connection, now
+    /// carrying WebSocket bytes both ways.
+    Switched {
+        /// The `101`'s headers, in order.
+        headers: Vec<(String, String)>,
+        /// The upgraded connection.
+        io: hyper::upgrade::Upgraded,
+    },
+    /// It answered otherwise (a refusal, a redirect): relayed as is.
+    Answered(UpstreamResponse),
+}
+
+/// The future [`Upstream::upgrade`] returns.
+pub type UpgradeFuture = Pin<Box<dyn Future<Output = Result<Upgrade, BoxError>> + Send>>;
+
 /// Something that answers HTTP requests for a receiver.
 pub trait Upstream: Send + Sync + 'static {
     /// Serves one request.
     fn call(&self, request: UpstreamRequest) -> UpstreamFuture;
+
+    /// Sends a WebSocket upgrade request (method, origin-form target and
+    /// headers, `connection: upgrade` and `upgrade: websocket` included).
+    /// The default, for upstreams that are not reached over a connection
+    /// of their own, answers 501.
+    fn upgrade(&self, request: http::Request<()>) -> UpgradeFuture {
+        drop(request);
+        Box::pin(async {
+            let body =
+                serde_json::json!({ "error": "This upstream does not take WebSocket upgrades" });
+            let response = http::Response::builder()
+                .status(501)
+                .header("content-type", "application/json")
+                .body(
+                    http_body_util::Full::new(Bytes::from(body.to_string()))
+                        .map_err(|never| match never {})
+                        .boxed_unsync(),
+                )?;
+            Ok(Upgrade::Answered(response))
+        })
+    }
 }
 
 /// A local HTTP service reached over a keep-alive connection pool.
@@ -101,6 +142,51 @@ impl HttpUpstream {
 }
 
 impl Upstream for HttpUpstream {
+    /// A connection of its own (never the pool's, since it will not come
+    /// back), the request, and on `101` hyper's upgrade.
+    fn upgrade(&self, request: http::Request<()>) -> UpgradeFuture {
+        let host = self
+            .authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = self.authority.port_u16().unwrap_or(80);
+        let prefix = self.prefix.clone();
+        Box::pin(async move {
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            let _ = tcp.set_nodelay(true);
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.with_upgrades().await {
+                    tracing::debug!(error = %e, "upstream upgrade connection failed");
+                }
+            });
+            let (mut parts, ()) = request.into_parts();
+            let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            parts.uri = format!("{prefix}{target}").parse()?;
+            let request = http::Request::from_parts(parts, http_body_util::Empty::<Bytes>::new());
+            let mut response = sender.send_request(request).await?;
+            if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                let response = response.map(|b| b.map_err(BoxError::from).boxed_unsync());
+                return Ok(Upgrade::Answered(response));
+            }
+            let headers = response
+                .headers()
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        n.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
+            let io = hyper::upgrade::on(&mut response).await?;
+            Ok(Upgrade::Switched { headers, io })
+        })
+    }
+
     fn call(&self, mut request: UpstreamRequest) -> UpstreamFuture {
         let path_and_query = request
             .uri()
@@ -215,30 +301,68 @@ impl Dispatch for dyn Upstream {
         };
         let call = self.call(request);
         Box::pin(async move {
-            let response = match call.await {
-                Ok(r) => r,
-                Err(e) => return reply.failed(format!("Upstream error: {e}")),
-            };
-            let (parts, body) = response.into_parts();
-            let exact = if body.is_end_stream() {
-                Some(0)
-            } else {
-                body.size_hint().exact()
-            };
-            let headers = parts.headers.iter().map(|(n, v)| {
-                (
-                    n.as_str(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            });
-            reply
-                .relay(
-                    parts.status.as_u16(),
-                    headers,
-                    exact,
-                    BodyDataStream::new(body),
-                )
-                .await;
+            match call.await {
+                Ok(r) => relay(reply, r).await,
+                Err(e) => reply.failed(format!("Upstream error: {e}")),
+            }
         })
     }
+
+    fn upgrade(&self, head: RequestHead, body: BodyStream, reply: Reply) -> BoxFuture<()> {
+        let (target, headers) = upstream_request_parts(&head);
+        let mut builder = http::Request::builder().method("GET").uri(target);
+        for (name, value) in headers {
+            builder = builder.header(name, value);
+        }
+        let request = builder
+            .header(http::header::CONNECTION, "upgrade")
+            .header(http::header::UPGRADE, "websocket")
+            .body(());
+        let request = match request {
+            Ok(r) => r,
+            Err(e) => {
+                let answer =
+                    serde_json::json!({ "error": format!("Bad request from gateway: {e}") });
+                let head = anpx_core::ResponseHead::new(400)
+                    .with_header("content-type", "application/json");
+                reply.whole(head, Bytes::from(answer.to_string()));
+                return Box::pin(async {});
+            }
+        };
+        let call = Upstream::upgrade(self, request);
+        Box::pin(async move {
+            match call.await {
+                Ok(Upgrade::Switched { headers, io }) => {
+                    let (from_service, to_service) = TokioAdapter::new(TokioIo::new(io)).split();
+                    websocket::serve_upstream(reply, headers, body, from_service, to_service).await
+                }
+                Ok(Upgrade::Answered(r)) => relay(reply, r).await,
+                Err(e) => reply.failed(format!("Upstream error: {e}")),
+            }
+        })
+    }
+}
+
+/// Relays a service's response to the gateway.
+async fn relay(reply: Reply, response: UpstreamResponse) {
+    let (parts, body) = response.into_parts();
+    let exact = if body.is_end_stream() {
+        Some(0)
+    } else {
+        body.size_hint().exact()
+    };
+    let headers = parts.headers.iter().map(|(n, v)| {
+        (
+            n.as_str(),
+            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        )
+    });
+    reply
+        .relay(
+            parts.status.as_u16(),
+            headers,
+            exact,
+            BodyDataStream::new(body),
+        )
+        .await;
 }

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use anpx_core::gateway::{Failure, RequestBody};
+use anpx_core::passthrough;
+use anpx_core::RequestId;
 use async_tungstenite::tokio::TokioAdapter;
 use async_tungstenite::tungstenite::protocol::Role;
 use async_tungstenite::WebSocketStream;
@@ -26,7 +28,7 @@ use shell_common::gateway::{
     decorate, header_pairs, is_websocket_upgrade, pump_upload, Answer, Endpoint, Listener,
     PublicRequest, Shared,
 };
-use shell_common::{link, ws};
+use shell_common::{link, websocket, ws};
 
 use crate::body::BoxError;
 use crate::rt::Tokio;
@@ -64,7 +66,7 @@ pub(crate) async fn handle(
             match screened {
                 Err(a) => answer(a),
                 Ok(decorations) => {
-                    let mut r = proxy(req, shared, peer, local).await;
+                    let mut r = proxy(req, shared, peer, local, is_ws).await;
                     let headers = r.headers_mut();
                     for (name, value) in decorate(&decorations, |n| headers.contains_key(n)) {
                         if let Ok(v) = HeaderValue::from_str(value) {
@@ -130,15 +132,19 @@ async fn upgrade(
     answer(receiver.answer)
 }
 
+/// Proxies a public request; `is_ws`: a WebSocket handshake, which is
+/// carried through when the service accepts it.
 async fn proxy(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     shared: Arc<Shared>,
     peer: SocketAddr,
     local: SocketAddr,
+    is_ws: bool,
 ) -> Response<GatewayBody> {
     if shared.draining.load(Ordering::Relaxed) {
         return failure_response(&Failure::new(503, "Gateway is shutting down"));
     }
+    let on_upgrade = is_ws.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let limits = shared.edge.limits;
     // A Content-Length (or HTTP/2 content-length) over the limit is refused
@@ -149,6 +155,8 @@ async fn proxy(
         return answer(refusal_answer(refusal, Some(limits.max_body_bytes)));
     }
     let (request_body, stream_body) = match body.size_hint().exact() {
+        // The client's WebSocket bytes come after the 101, as the body.
+        _ if is_ws => (RequestBody::Streaming, None),
         Some(0) => (RequestBody::Empty, None),
         Some(n) if n <= shared.chunk_size as u64 => match body.collect().await {
             Ok(b) => (RequestBody::Full(b.to_bytes()), None),
@@ -178,6 +186,7 @@ async fn proxy(
         Ok(p) => p,
         Err(a) => return answer(a),
     };
+    let id = pending.id().clone();
     // The cut fires when a body of unannounced length crosses the limit;
     // the pump has then cancelled the request.
     let mut cut = UploadCut::never();
@@ -195,6 +204,14 @@ async fn proxy(
         Ok(r) => r,
         Err(a) => return answer(a),
     };
+    if let Some(on_upgrade) = on_upgrade {
+        if passthrough::is_switch(&head) {
+            return switch(on_upgrade, &head, events, &shared, id);
+        }
+        // Refused by the service: an ordinary answer, and the body the
+        // request kept open for the WebSocket's bytes ends empty.
+        shared.driver.body(id, Bytes::new(), true);
+    }
     let mut builder = Response::builder().status(head.status);
     for (name, value) in head.headers.iter() {
         builder = builder.header(name, value);
@@ -207,6 +224,46 @@ async fn proxy(
                 format!("Receiver sent an invalid response head: {e}"),
             ))
         })
+}
+
+/// Answers a WebSocket handshake the service accepted: the 101 goes to
+/// the client, and once hyper hands over the connection, its bytes are
+/// carried both ways until either side ends.
+fn switch(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    head: &anpx_core::ResponseHead,
+    events: shell_common::gateway::ResponseStream,
+    shared: &Shared,
+    id: RequestId,
+) -> Response<GatewayBody> {
+    let mut builder = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
+    for (name, value) in head.headers.iter() {
+        builder = builder.header(name, value);
+    }
+    let response = match builder.body(GatewayBody::default()) {
+        Ok(r) => r,
+        Err(e) => {
+            // Dropping `events` cancels the request.
+            return failure_response(&Failure::new(
+                502,
+                format!("Receiver sent an invalid response head: {e}"),
+            ));
+        }
+    };
+    let driver = shared.driver.clone();
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let io = TokioAdapter::new(TokioIo::new(upgraded));
+                websocket::serve_public(io, driver, id, events).await;
+            }
+            Err(e) => {
+                tracing::debug!(request = %id, error = %e, "websocket upgrade failed");
+                driver.cancel(id);
+            }
+        }
+    });
+    response
 }
 
 /// The response body, fed by the gateway task's events.

@@ -123,7 +123,7 @@ impl Rx {
         let features = status.expect("receiver connected");
         assert_eq!(
             features.to_header_value(),
-            "streaming,flow-control,cancel,lossless-meta",
+            "streaming,flow-control,cancel,websocket,lossless-meta",
             "both shells negotiate the extensions"
         );
         rx
