@@ -108,6 +108,12 @@ impl Cutter {
         state.cut = true;
         state.queued.clear();
     }
+
+    /// Whether reading was ended: the connection cannot carry another
+    /// request.
+    pub(crate) fn is_cut(&self) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).cut
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Replay<S> {

@@ -326,7 +326,8 @@ async fn handle(head: RequestHead, mut req: Request, shared: Arc<Shared>, at: At
     let headers = &head.headers;
     let (path, query) = (head.uri.path(), head.uri.query());
     let is_ws = is_websocket_upgrade(method, headers);
-    let mut response = match Endpoint::of(at.which, is_ws, method, path) {
+    let endpoint = Endpoint::of(at.which, is_ws, method, path);
+    let mut response = match endpoint {
         Endpoint::Upgrade => upgrade(headers, &shared, at.peer).await,
         Endpoint::NotAWebSocket => answer(Answer::text(
             400,
@@ -340,7 +341,7 @@ async fn handle(head: RequestHead, mut req: Request, shared: Arc<Shared>, at: At
             match shared.screen(method, path, query, headers, authority, at.peer.ip()) {
                 Err(a) => answer(a),
                 Ok(decorations) => {
-                    let mut r = proxy(&head, req.take_body(), shared, at, is_ws).await;
+                    let mut r = proxy(&head, req.take_body(), shared, &at, is_ws).await;
                     let set = decorate(&decorations, |name| r.header(name).is_some());
                     for (name, value) in set {
                         r.insert_header(name, value);
@@ -350,7 +351,17 @@ async fn handle(head: RequestHead, mut req: Request, shared: Arc<Shared>, at: At
             }
         }
     };
-    if !head.keep_alive && response.status() != http_types::StatusCode::SwitchingProtocols {
+    let own_answer = matches!(
+        endpoint,
+        Endpoint::NotAWebSocket | Endpoint::Health | Endpoint::Stats | Endpoint::Metrics
+    );
+    if own_answer && head.framing != BodyFraming::Empty {
+        // A body nobody reads is not drained (it could go on for ever):
+        // the connection ends with the answer, as in anpx.
+        at.cutter.cut();
+    }
+    let closing = !head.keep_alive || at.cutter.is_cut();
+    if closing && response.status() != http_types::StatusCode::SwitchingProtocols {
         response.insert_header("connection", "close");
     }
     response
@@ -402,7 +413,7 @@ async fn proxy(
     head: &RequestHead,
     mut body: http_types::Body,
     shared: Arc<Shared>,
-    at: At<'_>,
+    at: &At<'_>,
     is_ws: bool,
 ) -> Response {
     let method = head.method.as_str();
@@ -433,10 +444,11 @@ async fn proxy(
         Some(n) if n <= shared.chunk_size => match body.into_bytes().await {
             Ok(b) => (RequestBody::Full(Bytes::from(b)), None),
             Err(e) => {
+                at.cutter.cut();
                 return answer(Answer::failure(&anpx_core::gateway::Failure::new(
                     400,
                     format!("Could not read the request body: {e}"),
-                )))
+                )));
             }
         },
         _ => (
@@ -459,7 +471,14 @@ async fn proxy(
     };
     let pending = match shared.proxy(public, request_body).await {
         Ok(p) => p,
-        Err(a) => return answer(a),
+        Err(a) => {
+            if upload.is_some() {
+                // Refused before its body was read: the body is not read
+                // at all (async-h1 would drain it, however long it is).
+                at.cutter.cut();
+            }
+            return answer(a);
+        }
     };
     // The cut fires when a body of unannounced length crosses the limit;
     // the pump has then cancelled the request and stopped reading.
@@ -480,7 +499,7 @@ async fn proxy(
             }
         })
     });
-    let watched = at.client.filter(|_| pump.is_none());
+    let watched = at.client.clone().filter(|_| pump.is_none());
     let first = if let Some(client) = watched {
         // async-h1 does not read the connection while the handler runs:
         // watch it, so a client that leaves before the head cancels the
@@ -503,7 +522,14 @@ async fn proxy(
     };
     let (response_head, stream) = match first {
         Ok(r) => r,
-        Err(a) => return answer(a),
+        Err(a) => {
+            if pump.is_some() {
+                // The pump stops with this answer; the rest of the body is
+                // not read.
+                at.cutter.cut();
+            }
+            return answer(a);
+        }
     };
     if is_ws {
         if passthrough::is_switch(&response_head) {

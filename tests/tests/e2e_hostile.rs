@@ -467,6 +467,51 @@ async fn bodies_over_the_limit_get_413_or_a_cut_response(shell: Shell) {
     wait_metric(&gw, &edge("body_too_large"), 3).await;
 }
 
+/// A body nobody reads (of a request the gateway answers itself, or
+/// refuses before routing) is not drained: the connection ends with the
+/// answer, however long the client goes on sending.
+async fn unread_bodies_are_not_drained(shell: Shell) {
+    let gw = Gw::start(shell, |_| {}).await;
+    let addr = gw.addr();
+    for (head, status) in [
+        ("GET /health", 200),
+        ("GET /metrics", 200),
+        ("POST /nowhere", 404),
+    ] {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (mut rx, mut tx) = tcp.into_split();
+        tx.write_all(
+            format!("{head} HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let dripping = tokio::spawn(async move {
+            while tx.write_all(b"1\r\nx\r\n").await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        let started = Instant::now();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match tokio::time::timeout(PATIENCE, rx.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+                Err(_) => panic!("{head}: the gateway drained an endless body for {PATIENCE:?}"),
+            }
+        }
+        dripping.abort();
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        assert_eq!(status_of(&answer), status, "{head}: {answer:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{head}: the connection stayed {:?}",
+            started.elapsed()
+        );
+    }
+}
+
 async fn odd_paths_reach_only_the_route_they_match(shell: Shell) {
     let (backend, seen) = recording_backend().await;
     let gw = Gw::start(shell, |_| {}).await;
@@ -1133,4 +1178,5 @@ for_every_gateway!(
     a_ping_flood_closes_the_hostile_receiver,
     an_unsigned_authentication_message_grants_nothing,
     did_wba_failures_are_cheap,
+    unread_bodies_are_not_drained,
 );
