@@ -21,6 +21,7 @@ use bytes::Bytes;
 const PIECE: usize = 64 * 1024;
 
 struct Pair {
+    config: GatewayConfig,
     now: Instant,
     gw: Gateway,
     link: LinkId,
@@ -33,8 +34,12 @@ struct Pair {
 
 impl Pair {
     fn new(features: Features) -> Self {
+        Pair::with_config(features, GatewayConfig::default())
+    }
+
+    fn with_config(features: Features, config: GatewayConfig) -> Self {
         let now = Instant::now();
-        let mut gw = Gateway::new(GatewayConfig::default(), 5);
+        let mut gw = Gateway::new(config.clone(), 5);
         let link = gw.admit(
             now,
             Identity::Anonymous,
@@ -42,6 +47,7 @@ impl Pair {
             features,
         );
         Pair {
+            config,
             now,
             gw,
             link,
@@ -169,7 +175,7 @@ impl Pair {
     fn advance(&mut self, by: Duration) {
         let end = self.now + by;
         while self.now < end {
-            self.now = (self.now + Duration::from_secs(5)).min(end);
+            self.now = (self.now + Duration::from_secs(1)).min(end);
             self.gw.handle_timeout(self.now);
             self.rx.handle_timeout(self.now);
             self.pump();
@@ -390,6 +396,27 @@ fn the_request_timeout_stops_applying_after_the_101() {
     assert!(p.aborted(&id));
     assert_eq!(p.gw.in_flight(), 0);
     assert_eq!(p.rx.in_flight(), 0);
+}
+
+#[test]
+fn an_idle_timeout_shorter_than_the_request_timeout_fires_on_time() {
+    let config = GatewayConfig {
+        websocket_idle_timeout: Duration::from_secs(2),
+        ..GatewayConfig::default()
+    };
+    assert!(config.websocket_idle_timeout < config.request_timeout);
+    let mut p = Pair::with_config(Features::all(), config);
+    let id = p.open();
+    p.advance(Duration::from_secs(1));
+    assert!(p.failures(&id).is_empty());
+    p.advance(Duration::from_secs(2));
+    assert_eq!(
+        p.failures(&id),
+        [504],
+        "idle for {:?}",
+        p.config.websocket_idle_timeout
+    );
+    assert_eq!(p.gw.in_flight(), 0);
 }
 
 #[test]

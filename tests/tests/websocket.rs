@@ -280,7 +280,55 @@ async fn service_refuses(gw_shell: Shell, rx_shell: Shell) {
     assert_eq!(gw.stats().await.totals.websockets, 0);
 }
 
-for_every_pair!(chat, client_disappears, service_refuses);
+/// A quiet WebSocket outlives the request timeout: that covers a request
+/// only until its 101.
+async fn outlives_the_request_timeout(gw_shell: Shell, rx_shell: Shell) {
+    let (backend, mut events) = service().await;
+    let gw = Gw::start(gw_shell, |o| {
+        o.core.request_timeout = Duration::from_secs(1)
+    })
+    .await;
+    let _rx = Rx::start(rx_shell, gw.addr(), backend).await;
+    let (mut ws, _) = open(gw.addr(), "/svc/ws/quiet").await.expect("upgrade");
+    assert!(matches!(seen(&mut events).await, Seen::Opened { .. }));
+    assert_eq!(next(&mut ws).await, Message::text("welcome"));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    ws.send(Message::text("after a pause")).await.unwrap();
+    assert_eq!(next(&mut ws).await, Message::text("echo: after a pause"));
+    assert_eq!(gw.stats().await.totals.timed_out, 0);
+}
+
+/// A WebSocket silent both ways past `websocket_idle_timeout` is closed,
+/// at the client and at the service.
+async fn idle_is_closed(gw_shell: Shell, rx_shell: Shell) {
+    let (backend, mut events) = service().await;
+    let gw = Gw::start(gw_shell, |o| {
+        o.core.websocket_idle_timeout = Duration::from_secs(1)
+    })
+    .await;
+    let _rx = Rx::start(rx_shell, gw.addr(), backend).await;
+    let (mut ws, _) = open(gw.addr(), "/svc/ws/idle").await.expect("upgrade");
+    assert!(matches!(seen(&mut events).await, Seen::Opened { .. }));
+    assert_eq!(next(&mut ws).await, Message::text("welcome"));
+    let end = tokio::time::timeout(PATIENCE, ws.next())
+        .await
+        .expect("the idle connection is closed in time");
+    assert!(
+        !matches!(end, Some(Ok(Message::Text(_) | Message::Binary(_)))),
+        "{end:?}"
+    );
+    assert_eq!(seen(&mut events).await, Seen::Ended);
+    settled(&gw).await;
+    assert_eq!(gw.stats().await.totals.timed_out, 1);
+}
+
+for_every_pair!(
+    chat,
+    client_disappears,
+    service_refuses,
+    outlives_the_request_timeout,
+    idle_is_closed
+);
 
 /// A receiver that offers no extension, as the reference does: the
 /// handshake reaches it never, and the client gets a clear 501.

@@ -393,6 +393,13 @@ impl Gateway {
                     if switch {
                         p.tunnel = true;
                         p.deadline = p.deadline_after(now, &self.config);
+                        if p.deadline < p.armed {
+                            // An idle timeout shorter than the request
+                            // timeout: the timer must come due sooner.
+                            self.timers.disarm(p.armed, Timer::Request(id.clone()));
+                            p.armed = p.deadline;
+                            self.timers.arm(p.deadline, Timer::Request(id.clone()));
+                        }
                         self.totals.websockets += 1;
                     }
                 }
