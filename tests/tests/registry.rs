@@ -1,5 +1,6 @@
 //! The service registry against real databases: one table of scenarios run
-//! on SQLite (a temporary file), MariaDB and PostgreSQL.
+//! on SQLite (a temporary file), MariaDB and PostgreSQL, through the tokio
+//! shell's registry and, in one scenario, the smol shell's.
 //!
 //! Every test works in a table of its own, created and dropped by the test,
 //! so runs in parallel (and other users of the same databases) do not
@@ -570,6 +571,74 @@ async fn a_table_that_is_not_the_registry_is_reported(db: &Db) {
     );
 }
 
+/// The smol shell's registry ([`shell_smol::registry::OnTokio`]) driven
+/// from a smol executor on a thread with no tokio runtime: sqlx's futures
+/// only run there because async-compat lends them one, so a registry call
+/// that escaped the wrapper would panic here rather than pass.
+async fn the_smol_shell_drives_it_from_a_smol_executor(db: &Db) {
+    let (url, table) = (db.url.clone(), db.table.clone());
+    let on_smol = std::thread::spawn(move || {
+        smol::block_on(async move {
+            let sql = SqlRegistry::new(&url, &table).unwrap_or_else(|e| panic!("{url}: {e}"));
+            let reg = shell_smol::registry::OnTokio(Arc::new(sql));
+            assert!(reg.list().await.unwrap().is_empty());
+            reg.add("did:wba:a", &u("api.agent.com/anpproxy1"))
+                .await
+                .unwrap();
+            reg.add("did:wba:a", &u("api.agent.com/tools"))
+                .await
+                .unwrap();
+            reg.add("did:wba:b", &u("other.com/x")).await.unwrap();
+            assert_conflict(
+                reg.add("did:wba:b", &u("api.agent.com/tools")).await,
+                "did:wba:a",
+                "another DID's URL",
+            );
+            let mut grants = reg.grants_for("did:wba:a").await.unwrap();
+            grants.sort_by_key(|s| s.to_string());
+            assert_eq!(
+                grants,
+                [u("api.agent.com/anpproxy1"), u("api.agent.com/tools")]
+            );
+            assert_eq!(
+                reg.grants_for("did:wba:b").await.unwrap(),
+                [u("other.com/x")]
+            );
+            assert!(reg
+                .remove("did:wba:a", &u("api.agent.com/tools"))
+                .await
+                .unwrap());
+            assert!(!reg
+                .remove("did:wba:a", &u("api.agent.com/tools"))
+                .await
+                .unwrap());
+            let mut v = reg.list().await.unwrap();
+            v.sort_by_key(|(d, s)| (d.clone(), s.to_string()));
+            assert_eq!(
+                v,
+                entries(&[
+                    ("did:wba:a", "api.agent.com/anpproxy1"),
+                    ("did:wba:b", "other.com/x"),
+                ])
+            );
+        })
+    });
+    let outcome = tokio::task::spawn_blocking(move || on_smol.join())
+        .await
+        .expect("joining the smol thread");
+    if let Err(panic) = outcome {
+        resume_unwind(panic);
+    }
+    // What smol wrote is in the database, as the tokio side reads it.
+    assert_eq!(
+        db.stored().await,
+        vec![
+            ("did:wba:a".into(), "api.agent.com/anpproxy1".into()),
+            ("did:wba:b".into(), "other.com/x".into()),
+        ]
+    );
+}
+
 /// Runs each scenario on each database, in a table of its own that is
 /// dropped afterwards, pass or fail.
 macro_rules! on_every_backend {
@@ -613,4 +682,5 @@ on_every_backend!(
     grants_for_returns_only_the_dids_own_rows,
     the_reference_table_works_as_is,
     a_table_that_is_not_the_registry_is_reported,
+    the_smol_shell_drives_it_from_a_smol_executor,
 );
