@@ -2,17 +2,22 @@
 //! DID key; the gateway verifies it, asks the registry what the DID may
 //! serve, and grants exactly that. Every kind of impostor is refused before
 //! the upgrade, with the reason counted in /metrics.
+//!
+//! Every scenario runs on every (gateway shell, receiver shell) pair, or on
+//! both gateways where the test plays the receiver by hand.
 
+#[macro_use]
 mod support;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use anpx_core::auth::{build_header, generate_did_document, KeyMaterial, VerifierConfig};
+use anpx_core::auth::{build_header, generate_did_document, KeyMaterial};
 use anpx_core::registry::StaticRegistry;
-use shell_tokio::gateway::{DidWbaAdmission, DocumentSources, Gateway};
-use shell_tokio::receiver::{Credentials, DidCredentials, Receiver, Status};
+use shell_common::did_credentials::DidCredentials;
+use shell_common::{Credentials, Status};
+use support::pairs::{Gw, Rx, Shell};
 use support::*;
 
 const DID: &str = "did:wba:didhost.cc:anpproxy1";
@@ -24,32 +29,22 @@ fn vectors() -> PathBuf {
 
 /// A gateway in DID-WBA mode: documents from the vectors folder, grants from
 /// a static registry (anpproxy1 → api.agent.com/one, anpproxy2 → api.agent.com/two).
-async fn did_gateway() -> Gateway {
+async fn did_gateway(shell: Shell) -> Gw {
     let registry = StaticRegistry::new([
         (DID.to_owned(), "api.agent.com/one".parse().unwrap()),
         (OTHER_DID.to_owned(), "api.agent.com/two".parse().unwrap()),
     ]);
-    let admission = DidWbaAdmission::new(
-        VerifierConfig::default(),
-        DocumentSources {
-            directory: Some(vectors()),
-            tls: shell_tokio::tls::client_config(None).unwrap(),
-        },
-        Arc::new(shell_tokio::fetch::TokioDocuments),
-        Arc::new(registry),
-    );
-    start_gateway(|o| o.admission = Arc::new(admission)).await
+    Gw::start_did_wba(shell, vectors(), Arc::new(registry)).await
 }
 
 fn signed_receiver(
+    shell: Shell,
     gateway: std::net::SocketAddr,
     backend: std::net::SocketAddr,
     creds: Arc<dyn Credentials>,
     services: &[&str],
-) -> Receiver {
-    let mut options = receiver_options(gateway, backend, services);
-    options.credentials = Some(creds);
-    Receiver::spawn(options)
+) -> Rx {
+    Rx::spawn(shell, gateway, backend, services, Some(creds))
 }
 
 /// A header built by `make` for every attempt, so a test can forge them.
@@ -61,8 +56,8 @@ impl Credentials for Forged {
     }
 }
 
-async fn refusals(gw: &Gateway, reason: &str) -> u64 {
-    let m = send(gw.public_addr(), "GET", "x", "/metrics", "").await;
+async fn refusals(gw: &Gw, reason: &str) -> u64 {
+    let m = send(gw.addr(), "GET", "x", "/metrics", "").await;
     let text = String::from_utf8_lossy(&m.body).into_owned();
     let needle = format!("anpx_receiver_auth_refused_total{{reason=\"{reason}\"}} ");
     text.lines()
@@ -71,14 +66,10 @@ async fn refusals(gw: &Gateway, reason: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn wait_refused(gw: &Gateway, reason: &str) {
+async fn wait_refused(gw: &Gw, reason: &str) {
     for _ in 0..100 {
         if refusals(gw, reason).await > 0 {
-            assert_eq!(
-                gw.stats().await.unwrap().links.len(),
-                0,
-                "refused yet connected"
-            );
+            assert_eq!(gw.stats().await.links.len(), 0, "refused yet connected");
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -97,13 +88,12 @@ fn real_credentials() -> Arc<DidCredentials> {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_signed_receiver_gets_exactly_its_registered_routes() {
+async fn a_signed_receiver_gets_exactly_its_registered_routes(gw_shell: Shell, rx_shell: Shell) {
     let backend = start_backend().await;
-    let gw = did_gateway().await;
+    let gw = did_gateway(gw_shell).await;
     let creds = real_credentials();
     assert_eq!(creds.did(), DID);
-    let rx = signed_receiver(gw.public_addr(), backend, creds, &[]);
+    let rx = signed_receiver(rx_shell, gw.addr(), backend, creds, &[]);
     let status = tokio::time::timeout(Duration::from_secs(10), rx.wait_ready())
         .await
         .unwrap();
@@ -111,19 +101,19 @@ async fn a_signed_receiver_gets_exactly_its_registered_routes() {
         panic!("{status:?}")
     };
     assert_eq!(granted, ["api.agent.com/one"]);
-    let stats = gw.stats().await.unwrap();
+    let stats = gw.stats().await;
     assert_eq!(
         stats.links[0].identity,
         anpx_core::gateway::Identity::Did(DID.into())
     );
     assert_eq!(
-        send(gw.public_addr(), "GET", "api.agent.com", "/one/x", "")
+        send(gw.addr(), "GET", "api.agent.com", "/one/x", "")
             .await
             .status,
         200
     );
     assert_eq!(
-        send(gw.public_addr(), "GET", "api.agent.com", "/two/x", "")
+        send(gw.addr(), "GET", "api.agent.com", "/two/x", "")
             .await
             .status,
         404
@@ -131,12 +121,12 @@ async fn a_signed_receiver_gets_exactly_its_registered_routes() {
     rx.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn declaring_another_dids_service_url_is_refused() {
+async fn declaring_another_dids_service_url_is_refused(gw_shell: Shell, rx_shell: Shell) {
     let backend = start_backend().await;
-    let gw = did_gateway().await;
+    let gw = did_gateway(gw_shell).await;
     let rx = signed_receiver(
-        gw.public_addr(),
+        rx_shell,
+        gw.addr(),
         backend,
         real_credentials(),
         &["api.agent.com/two"],
@@ -146,9 +136,9 @@ async fn declaring_another_dids_service_url_is_refused() {
             .await
             .is_err()
     );
-    assert_eq!(gw.stats().await.unwrap().links.len(), 0);
+    assert_eq!(gw.stats().await.links.len(), 0);
     assert_eq!(
-        send(gw.public_addr(), "GET", "api.agent.com", "/two/x", "")
+        send(gw.addr(), "GET", "api.agent.com", "/two/x", "")
             .await
             .status,
         404
@@ -156,19 +146,17 @@ async fn declaring_another_dids_service_url_is_refused() {
     rx.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_authorization_header_is_refused() {
+async fn no_authorization_header_is_refused(gw_shell: Shell, rx_shell: Shell) {
     let backend = start_backend().await;
-    let gw = did_gateway().await;
-    let rx = Receiver::spawn(receiver_options(gw.public_addr(), backend, &[]));
+    let gw = did_gateway(gw_shell).await;
+    let rx = Rx::spawn(rx_shell, gw.addr(), backend, &[], None);
     wait_refused(&gw, "missing_authorization").await;
     rx.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_that_is_not_the_dids_is_refused() {
+async fn a_key_that_is_not_the_dids_is_refused(gw_shell: Shell, rx_shell: Shell) {
     let backend = start_backend().await;
-    let gw = did_gateway().await;
+    let gw = did_gateway(gw_shell).await;
     // An impostor's own document claiming the DID, with its own key.
     let (doc, pem) = generate_did_document(
         "didhost.cc",
@@ -186,15 +174,14 @@ async fn a_key_that_is_not_the_dids_is_refused() {
         )
         .unwrap()
     }));
-    let rx = signed_receiver(gw.public_addr(), backend, Arc::new(forged), &[]);
+    let rx = signed_receiver(rx_shell, gw.addr(), backend, Arc::new(forged), &[]);
     wait_refused(&gw, "bad_signature").await;
     rx.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_timestamp_is_refused() {
+async fn an_expired_timestamp_is_refused(gw_shell: Shell, rx_shell: Shell) {
     let backend = start_backend().await;
-    let gw = did_gateway().await;
+    let gw = did_gateway(gw_shell).await;
     let dir = vectors();
     let doc = std::fs::read(dir.join("secp256k1-did.json")).unwrap();
     let pem = std::fs::read_to_string(dir.join("secp256k1-key-1_private.pem")).unwrap();
@@ -209,16 +196,15 @@ async fn an_expired_timestamp_is_refused() {
         )
         .unwrap()
     }));
-    let rx = signed_receiver(gw.public_addr(), backend, Arc::new(forged), &[]);
+    let rx = signed_receiver(rx_shell, gw.addr(), backend, Arc::new(forged), &[]);
     wait_refused(&gw, "expired").await;
     rx.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replayed_header_is_refused() {
+async fn a_replayed_header_is_refused(gw_shell: Shell, rx_shell: Shell) {
     use async_tungstenite::tungstenite::client::IntoClientRequest;
     let backend = start_backend().await;
-    let gw = did_gateway().await;
+    let gw = did_gateway(gw_shell).await;
     let dir = vectors();
     let doc = std::fs::read(dir.join("secp256k1-did.json")).unwrap();
     let pem = std::fs::read_to_string(dir.join("secp256k1-key-1_private.pem")).unwrap();
@@ -237,14 +223,14 @@ async fn a_replayed_header_is_refused() {
         *tap.lock().unwrap() = Some(header.clone());
         header
     }));
-    let rx = signed_receiver(gw.public_addr(), backend, Arc::new(creds), &[]);
+    let rx = signed_receiver(rx_shell, gw.addr(), backend, Arc::new(creds), &[]);
     assert!(
         matches!(rx.wait_ready().await, Status::Connected { .. }),
         "the first use is genuine"
     );
     // ...and presented again by someone else, within the timestamp window.
     let header = captured.lock().unwrap().clone().unwrap();
-    let mut request = format!("ws://{}/ws", gw.public_addr())
+    let mut request = format!("ws://{}/ws", gw.addr())
         .into_client_request()
         .unwrap();
     request
@@ -258,17 +244,16 @@ async fn a_replayed_header_is_refused() {
     assert_eq!(status, 401, "a replayed header must be refused");
     assert_eq!(refusals(&gw, "replayed_nonce").await, 1);
     assert_eq!(
-        gw.stats().await.unwrap().links.len(),
+        gw.stats().await.links.len(),
         1,
         "only the genuine receiver is connected"
     );
     rx.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unknown_did_is_refused() {
+async fn an_unknown_did_is_refused(gw_shell: Shell, rx_shell: Shell) {
     let backend = start_backend().await;
-    let gw = did_gateway().await;
+    let gw = did_gateway(gw_shell).await;
     // A DID whose document exists nowhere the gateway looks (the folder has
     // no such id; its https host does not resolve here).
     let (doc, pem) = generate_did_document(
@@ -287,7 +272,7 @@ async fn an_unknown_did_is_refused() {
         )
         .unwrap()
     }));
-    let rx = signed_receiver(gw.public_addr(), backend, Arc::new(forged), &[]);
+    let rx = signed_receiver(rx_shell, gw.addr(), backend, Arc::new(forged), &[]);
     wait_refused(&gw, "document_unavailable").await;
     rx.shutdown().await;
 }
@@ -297,15 +282,14 @@ async fn an_unknown_did_is_refused() {
 /// login. Here identity comes from the signed handshake only: without one
 /// there is no connection to send the message on, and a connection signed
 /// as one DID that claims another keeps its own identity and routes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unsigned_authentication_message_gains_nothing_on_a_did_wba_gateway() {
+async fn an_unsigned_authentication_message_gains_nothing_on_a_did_wba_gateway(shell: Shell) {
     use async_tungstenite::tungstenite::client::IntoClientRequest;
     use async_tungstenite::tungstenite::http::HeaderValue;
     use async_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
     use futures_util::StreamExt;
 
-    let gw = did_gateway().await;
-    let addr = gw.public_addr();
+    let gw = did_gateway(shell).await;
+    let addr = gw.addr();
     let connect = |authorization: Option<String>| async move {
         let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
         if let Some(a) = authorization {
@@ -332,8 +316,8 @@ async fn an_unsigned_authentication_message_gains_nothing_on_a_did_wba_gateway()
     // Signed as anpproxy1, which may serve api.agent.com/one only.
     let header = real_credentials().authorization("127.0.0.1").unwrap();
     let mut ws = connect(Some(header)).await.expect("the signed handshake");
-    wait_for_receivers(&gw, 1).await;
-    let before = gw.stats().await.unwrap();
+    gw.wait_for_receivers(1).await;
+    let before = gw.stats().await;
     assert_eq!(
         before.links[0].identity,
         anpx_core::gateway::Identity::Did(DID.into())
@@ -343,7 +327,7 @@ async fn an_unsigned_authentication_message_gains_nothing_on_a_did_wba_gateway()
     let claim = format!(r#"{{"type":"authentication","data":{{"did_token":"{OTHER_DID}"}}}}"#);
     ws.send(WsMessage::Text(claim.into())).await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while gw.stats().await.unwrap().totals.unsigned_auth_ignored == 0 {
+    while gw.stats().await.totals.unsigned_auth_ignored == 0 {
         assert!(
             std::time::Instant::now() < deadline,
             "the claim was never seen"
@@ -351,7 +335,7 @@ async fn an_unsigned_authentication_message_gains_nothing_on_a_did_wba_gateway()
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let after = gw.stats().await.unwrap();
+    let after = gw.stats().await;
     assert_eq!(after.links.len(), 1);
     assert_eq!(after.links[0].id, before.links[0].id);
     assert_eq!(after.links[0].identity, before.links[0].identity);
@@ -374,3 +358,15 @@ async fn an_unsigned_authentication_message_gains_nothing_on_a_did_wba_gateway()
         .unwrap();
     assert!(matches!(pong, Some(Ok(WsMessage::Text(_)))), "{pong:?}");
 }
+
+for_every_pair!(
+    a_signed_receiver_gets_exactly_its_registered_routes,
+    declaring_another_dids_service_url_is_refused,
+    no_authorization_header_is_refused,
+    a_key_that_is_not_the_dids_is_refused,
+    an_expired_timestamp_is_refused,
+    a_replayed_header_is_refused,
+    an_unknown_did_is_refused,
+);
+
+for_every_gateway!(an_unsigned_authentication_message_gains_nothing_on_a_did_wba_gateway);

@@ -3,10 +3,14 @@
 //! scenarios that run over every (gateway shell, receiver shell) pair.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shell_common::{GatewayOptions, Status};
+use anpx_core::auth::VerifierConfig;
+use anpx_core::registry::Registry;
+use shell_common::did_wba::{DidWbaAdmission, DocumentIo, DocumentSources};
+use shell_common::{Credentials, GatewayOptions, ReceiverOptions, Status};
 
 /// Which shell.
 #[derive(Debug, Clone, Copy)]
@@ -30,6 +34,26 @@ impl Gw {
             Shell::Tokio => Gw::Tokio(shell_tokio::gateway::Gateway::bind(o).await.unwrap()),
             Shell::Smol => Gw::Smol(shell_smol::gateway::Gateway::bind(o).await.unwrap()),
         }
+    }
+
+    /// A gateway on an ephemeral port that admits receivers by DID-WBA:
+    /// the shared check, with DID documents from `directory` read through
+    /// the shell's own document I/O, and grants from `registry`.
+    pub async fn start_did_wba(
+        shell: Shell,
+        directory: PathBuf,
+        registry: Arc<dyn Registry>,
+    ) -> Gw {
+        let io: Arc<dyn DocumentIo> = match shell {
+            Shell::Tokio => Arc::new(shell_tokio::fetch::TokioDocuments),
+            Shell::Smol => Arc::new(shell_smol::fetch::SmolDocuments),
+        };
+        let sources = DocumentSources {
+            directory: Some(directory),
+            tls: shell_common::tls::client_config(None).unwrap(),
+        };
+        let admission = DidWbaAdmission::new(VerifierConfig::default(), sources, io, registry);
+        Gw::start(shell, |o| o.admission = Arc::new(admission)).await
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -130,6 +154,72 @@ impl Rx {
     }
 }
 
+/// What [`Rx::spawn`] sets beyond the defaults: the services, the identity
+/// proof, and a quick reconnect so that a refused receiver tries again soon.
+fn receiver_options<U: ?Sized>(
+    o: &mut ReceiverOptions<U>,
+    services: &[&str],
+    credentials: Option<Arc<dyn Credentials>>,
+) {
+    o.services = services.iter().map(|s| s.parse().unwrap()).collect();
+    o.credentials = credentials;
+    o.backoff = anpx_core::backoff::BackoffConfig {
+        first_delay: Duration::from_millis(50),
+        max_delay: Duration::from_millis(400),
+        ..Default::default()
+    };
+}
+
+impl Rx {
+    /// A receiver dialing `gateway` for `services` (empty: whatever it is
+    /// granted), proving `credentials` if any; not waited for, so that a
+    /// test can watch it be refused.
+    pub fn spawn(
+        shell: Shell,
+        gateway: SocketAddr,
+        backend: SocketAddr,
+        services: &[&str],
+        credentials: Option<Arc<dyn Credentials>>,
+    ) -> Rx {
+        let url = format!("ws://{gateway}/ws");
+        let upstream = format!("http://{backend}");
+        match shell {
+            Shell::Tokio => {
+                let mut o = shell_tokio::receiver::ReceiverOptions::new(
+                    url,
+                    Arc::new(shell_tokio::upstream::HttpUpstream::new(&upstream).unwrap()),
+                );
+                receiver_options(&mut o, services, credentials);
+                Rx::Tokio(shell_tokio::receiver::Receiver::spawn(o))
+            }
+            Shell::Smol => {
+                let mut o = shell_smol::receiver::ReceiverOptions::new(
+                    url,
+                    Arc::new(shell_smol::upstream::HttpUpstream::new(&upstream).unwrap()),
+                );
+                receiver_options(&mut o, services, credentials);
+                Rx::Smol(shell_smol::receiver::Receiver::spawn(o))
+            }
+        }
+    }
+
+    /// Waits until the receiver is connected (or stopped) and returns that status.
+    pub async fn wait_ready(&self) -> Status {
+        match self {
+            Rx::Tokio(r) => r.wait_ready().await,
+            Rx::Smol(r) => r.wait_ready().await,
+        }
+    }
+
+    /// Stops the receiver and waits for it.
+    pub async fn shutdown(self) {
+        match self {
+            Rx::Tokio(r) => r.shutdown().await,
+            Rx::Smol(r) => r.shutdown().await,
+        }
+    }
+}
+
 /// Each scenario, once per (gateway shell, receiver shell) pair: a test
 /// module per scenario with one test per pair. The calling file must have
 /// `Shell` (this module's or its own) in scope at its root.
@@ -181,6 +271,31 @@ macro_rules! for_every_gateway {
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn smol_gateway() {
+                    super::$scenario(Smol).await
+                }
+            }
+        )*
+    };
+}
+
+/// Each scenario once per receiver shell, for what only the receiver
+/// decides (facing a gateway the test plays by hand): a test module per
+/// scenario with a test per shell. The calling file must have `Shell` in
+/// scope at its root.
+#[allow(unused_macros)] // test files that share `support` without it
+macro_rules! for_every_receiver {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                use super::Shell::{Smol, Tokio};
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn tokio_receiver() {
+                    super::$scenario(Tokio).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn smol_receiver() {
                     super::$scenario(Smol).await
                 }
             }
