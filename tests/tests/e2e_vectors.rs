@@ -1,11 +1,13 @@
 //! The reference implementation's golden frames
 //! (`testdata/anpx-vectors/frames.json`) played over real WebSockets against
-//! the tokio shell: this suite stands in for the reference gateway in front of
-//! a real `Receiver`, and for the reference receiver behind a real `Gateway`.
+//! both shells: this suite stands in for the reference gateway in front of
+//! a real receiver, and for the reference receiver behind a real gateway,
+//! each scenario once per shell.
 //! The codec is checked frame by frame in `anpx-core/tests/vectors.rs`; here
 //! the question is whether whole exchanges in the reference's exact layouts
 //! go through.
 
+#[macro_use]
 mod support;
 
 use std::collections::BTreeMap;
@@ -24,7 +26,8 @@ use async_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde_json::Value;
-use shell_tokio::receiver::{Receiver, Status};
+use shell_common::Status;
+use support::pairs::{Gw, Rx, Shell};
 use support::*;
 use tokio::net::TcpListener;
 
@@ -298,12 +301,11 @@ fn query_map(query: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_receiver_serves_every_request_layout_of_the_reference() {
+async fn the_receiver_serves_every_request_layout_of_the_reference(shell: Shell) {
     let backend = start_backend().await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let receiver = Receiver::spawn(receiver_options(addr, backend, &["api.agent.com"]));
+    let receiver = Rx::spawn(shell, addr, backend, &["api.agent.com"], None);
 
     let (tcp, _) = tokio::time::timeout(PATIENCE, listener.accept())
         .await
@@ -474,8 +476,8 @@ type RawReceiver = async_tungstenite::WebSocketStream<async_tungstenite::tokio::
 
 /// Connects to `gateway` the way the reference receiver does: no extension
 /// offered, so the gateway must speak plain v1 to it.
-async fn raw_receiver(gateway: &shell_tokio::gateway::Gateway) -> RawReceiver {
-    let mut request = format!("ws://{}/ws", gateway.public_addr())
+async fn raw_receiver(gateway: &Gw) -> RawReceiver {
+    let mut request = format!("ws://{}/ws", gateway.addr())
         .into_client_request()
         .unwrap();
     request
@@ -495,7 +497,7 @@ async fn raw_receiver(gateway: &shell_tokio::gateway::Gateway) -> RawReceiver {
         features, "",
         "nothing was offered, so nothing may be agreed"
     );
-    wait_for_receivers(gateway, 1).await;
+    gateway.wait_for_receivers(1).await;
     ws
 }
 
@@ -503,12 +505,12 @@ async fn raw_receiver(gateway: &shell_tokio::gateway::Gateway) -> RawReceiver {
 /// gets, answers it with `answer(request_id)`, and returns what the HTTP
 /// client saw.
 async fn exchange(
-    gateway: &shell_tokio::gateway::Gateway,
+    gateway: &Gw,
     ws: &mut RawReceiver,
     path: &str,
     answer: impl FnOnce(&RequestId) -> Vec<Bytes>,
 ) -> Reply {
-    let addr = gateway.public_addr();
+    let addr = gateway.addr();
     let owned = path.to_owned();
     let client = tokio::spawn(async move { send(addr, "GET", HOST, &owned, "").await });
     let (request, frames) = read_message(ws, path).await;
@@ -551,9 +553,8 @@ fn assert_reply_matches(reply: &Reply, case: &Case, variant: &str) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_gateway_takes_every_response_layout_of_the_reference() {
-    let gw = start_gateway(|_| {}).await;
+async fn the_gateway_takes_every_response_layout_of_the_reference(shell: Shell) {
+    let gw = Gw::start(shell, |_| {}).await;
     let mut ws = raw_receiver(&gw).await;
     let cases = cases_of(
         &["http_response", "error"],
@@ -627,14 +628,13 @@ async fn the_gateway_takes_every_response_layout_of_the_reference() {
     }
 
     // The gateway is still serving on the same link after all of that.
-    let stats = gw.stats().await.unwrap();
+    let stats = gw.stats().await;
     assert_eq!(stats.links.len(), 1);
     assert_eq!(stats.in_flight, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reference_json_ping_gets_the_reference_pong() {
-    let gw = start_gateway(|_| {}).await;
+async fn a_reference_json_ping_gets_the_reference_pong(shell: Shell) {
+    let gw = Gw::start(shell, |_| {}).await;
     let mut ws = raw_receiver(&gw).await;
     ws.send(WsMessage::text(
         r#"{"type":"ping","timestamp":1732240542.25}"#,
@@ -683,3 +683,10 @@ fn rewritten_frames_keep_the_reference_head_and_body() {
         }
     }
 }
+
+for_every_receiver!(the_receiver_serves_every_request_layout_of_the_reference);
+
+for_every_gateway!(
+    the_gateway_takes_every_response_layout_of_the_reference,
+    a_reference_json_ping_gets_the_reference_pong,
+);
