@@ -40,9 +40,16 @@ pub fn close(code: u16, reason: &str) -> Message {
     }))
 }
 
+/// Bytes read from the socket at a time. tungstenite's default (128 KiB)
+/// is allocated for every connection and zero-filled before each read, so
+/// an idle receiver held 134 KiB on its gateway; a frame larger than this
+/// takes a few reads into a buffer reserved for its whole length instead.
+pub const READ_BUFFER_SIZE: usize = 16 * 1024;
+
 /// WebSocket limits matching the largest frame the core accepts.
 pub fn config(max_frame_len: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(max_frame_len))
         .max_frame_size(Some(max_frame_len))
+        .read_buffer_size(READ_BUFFER_SIZE)
 }
