@@ -61,11 +61,13 @@ pub struct ClientInfo<'a> {
 /// assert_eq!(head.headers.get("connection"), None);
 /// assert_eq!(head.query, "x=1");
 /// ```
-pub fn request_head<'h>(
+///
+/// Headers given as owned `String`s are moved into the head, not copied.
+pub fn request_head<N: Into<String>, V: Into<String>>(
     method: &str,
     path: &str,
     query: Option<&str>,
-    headers: impl IntoIterator<Item = (&'h str, &'h str)>,
+    headers: impl IntoIterator<Item = (N, V)>,
     client: &ClientInfo<'_>,
 ) -> RequestHead {
     let mut list: HeaderList = headers.into_iter().collect();

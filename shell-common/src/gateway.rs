@@ -458,15 +458,18 @@ impl Shared {
             scheme: self.scheme,
             local_port: request.local.port(),
         };
+        // Looked at before the headers move into the head, which drops the
+        // connection headers this depends on.
+        let pairs = headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+        let upgrade = passthrough::is_upgrade_request(request.method, pairs);
         let mut head = forward::request_head(
             request.method,
             request.path,
             request.query,
-            headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+            headers,
             &client,
         );
-        let pairs = headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
-        if passthrough::is_upgrade_request(request.method, pairs) {
+        if upgrade {
             // The one request whose connection headers travel: the
             // receiver replays it as an upgrade (and the core sends it only
             // to a receiver that can).

@@ -32,6 +32,10 @@ use shell_tokio::receiver::{Receiver, ReceiverOptions, Status};
 use shell_tokio::upstream::{ServiceUpstream, Upstream, UpstreamRequest};
 use tokio::net::TcpStream;
 
+/// The `anpx` binary's allocator, so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SMALL_BODY: &[u8] = b"{\"ok\":true,\"from\":\"anpx-cluster-bench\"}\n";
 const BIG_LEN: usize = 1 << 20;
 const HOST: &str = "svc.bench";

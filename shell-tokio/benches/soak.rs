@@ -36,6 +36,10 @@ use shell_tokio::receiver::{Receiver, ReceiverOptions, Status};
 use shell_tokio::upstream::HttpUpstream;
 use tokio::net::{TcpListener, TcpStream};
 
+/// The `anpx` binary's allocator, so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const HOST: &str = "soak.bench";
 /// Largest body in the mix.
 const MAX_BODY: usize = 256 * 1024;

@@ -98,6 +98,17 @@ impl HeaderList {
     }
 }
 
+/// The `(name, value)` pairs in order, moved out: a shell building its HTTP
+/// library's header map takes the strings without copying them.
+impl IntoIterator for HeaderList {
+    type Item = (String, String);
+    type IntoIter = std::vec::IntoIter<(String, String)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
 impl<N: Into<String>, V: Into<String>> FromIterator<(N, V)> for HeaderList {
     fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
         let mut list = HeaderList::new();

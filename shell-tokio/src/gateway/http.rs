@@ -212,18 +212,35 @@ async fn proxy(
         // request kept open for the WebSocket's bytes ends empty.
         shared.driver.body(id, Bytes::new(), true);
     }
-    let mut builder = Response::builder().status(head.status);
-    for (name, value) in head.headers.iter() {
-        builder = builder.header(name, value);
-    }
-    builder
-        .body(ResponseStream(events).boxed())
-        .unwrap_or_else(|e| {
-            failure_response(&Failure::new(
+    let (status, headers) = match response_head(head) {
+        Ok(h) => h,
+        Err(e) => {
+            return failure_response(&Failure::new(
                 502,
                 format!("Receiver sent an invalid response head: {e}"),
             ))
-        })
+        }
+    };
+    let mut r = Response::new(ResponseStream(events).boxed());
+    *r.status_mut() = status;
+    *r.headers_mut() = headers;
+    r
+}
+
+/// The status and header map of a response head from a receiver. The
+/// decoded strings move into the map (`from_maybe_shared` takes a `String`'s
+/// buffer as it is); names and values are still checked.
+fn response_head(
+    head: anpx_core::ResponseHead,
+) -> Result<(StatusCode, http::HeaderMap), http::Error> {
+    let status = StatusCode::from_u16(head.status)?;
+    let mut headers = http::HeaderMap::with_capacity(head.headers.len());
+    for (name, value) in head.headers {
+        let name = HeaderName::from_bytes(name.as_bytes())?;
+        let value = HeaderValue::from_maybe_shared(Bytes::from(value))?;
+        headers.append(name, value);
+    }
+    Ok((status, headers))
 }
 
 /// Answers a WebSocket handshake the service accepted: the 101 goes to
