@@ -23,6 +23,7 @@ use bytes::Bytes;
 use futures_channel::mpsc;
 use futures_util::future::{AbortHandle, Abortable};
 use futures_util::io::{AsyncRead, AsyncWrite};
+use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
 
 use crate::body::{self, BodySender, BodyStream};
@@ -584,20 +585,34 @@ where
     // Response pieces waiting for the gateway's credit.
     let mut unsent: HashMap<RequestId, futures_channel::oneshot::Sender<()>> = HashMap::new();
     let chunk_size = options.core.chunk_size;
+    // The upstream calls run here, polled by this loop, not as tasks of
+    // their own: a reply then reaches the core without waking another
+    // task, and a call costs no spawn.
+    let mut calls: FuturesUnordered<Abortable<BoxFuture<()>>> = FuturesUnordered::new();
+    // The core's next deadline and its sleep, kept while the deadline
+    // stays the same instead of a new sleep for every event.
+    let mut timer: Option<(Instant, BoxFuture<()>)> = None;
 
     let reason = loop {
-        let mut timer = core.poll_timeout().map(|at| runtime.sleep_until(at));
+        match core.poll_timeout() {
+            None => timer = None,
+            Some(at) if timer.as_ref().is_some_and(|(t, _)| *t == at) => {}
+            Some(at) => timer = Some((at, runtime.sleep_until(at))),
+        }
         let event = poll_fn(|cx| {
             if stop.poll_changed(cx, 0).is_ready() {
                 return Poll::Ready(Event::Stop);
             }
+            // Calls first: what they reply is then read below, in the same
+            // turn. `Ready(None)` means none is left.
+            while let Poll::Ready(Some(_)) = calls.poll_next_unpin(cx) {}
             if let Poll::Ready(Some(r)) = replies.poll_next_unpin(cx) {
                 return Poll::Ready(Event::Reply(r));
             }
             if let Poll::Ready(m) = stream.poll_next_unpin(cx) {
                 return Poll::Ready(Event::Ws(m));
             }
-            if let Some(t) = timer.as_mut() {
+            if let Some((_, t)) = timer.as_mut() {
                 if t.poll_unpin(cx).is_ready() {
                     return Poll::Ready(Event::Timeout);
                 }
@@ -625,7 +640,10 @@ where
                 break "connection closed".into();
             }
             Event::Reply(reply) => apply_reply(&mut core, &mut in_flight, &mut unsent, reply),
-            Event::Timeout => core.handle_timeout(now),
+            Event::Timeout => {
+                timer = None;
+                core.handle_timeout(now);
+            }
             Event::Stop => {
                 core.handle_close(now);
                 let _ = sink.send(close(1001, "receiver shutting down")).await;
@@ -641,14 +659,14 @@ where
                     }
                 }
                 ReceiverOutput::Event(event) => {
-                    let calls = Calls {
+                    let new_calls = Calls {
                         upstream: options.upstream.as_ref(),
                         runtime,
                         replies: &reply_tx,
                         chunk_size,
                         websocket: anpx_core::passthrough::carries(core.features()),
                     };
-                    calls.on_event(event, &mut in_flight);
+                    new_calls.on_event(event, &mut in_flight, &calls);
                 }
                 ReceiverOutput::Close { code, reason } => {
                     let _ = sink.send(close(code, &reason)).await;
@@ -770,7 +788,12 @@ struct Calls<'a, U: ?Sized> {
 }
 
 impl<U: Dispatch + ?Sized> Calls<'_, U> {
-    fn on_event(&self, event: RequestEvent, in_flight: &mut HashMap<RequestId, InFlight>) {
+    fn on_event(
+        &self,
+        event: RequestEvent,
+        in_flight: &mut HashMap<RequestId, InFlight>,
+        calls: &FuturesUnordered<Abortable<BoxFuture<()>>>,
+    ) {
         match event {
             RequestEvent::Head { request, head } => {
                 let length = head
@@ -791,13 +814,18 @@ impl<U: Dispatch + ?Sized> Calls<'_, U> {
                     chunk_size: self.chunk_size,
                 };
                 let (task, abort) = AbortHandle::new_pair();
-                let call = if self.websocket && anpx_core::passthrough::is_upgrade(&head) {
-                    self.upstream.upgrade(head, body, reply)
+                if self.websocket && anpx_core::passthrough::is_upgrade(&head) {
+                    // A WebSocket lives as long as its connection and
+                    // carries bytes both ways: a task of its own.
+                    let call = self.upstream.upgrade(head, body, reply);
+                    self.runtime
+                        .spawn(Box::pin(Abortable::new(call, abort).map(|_| ())));
                 } else {
-                    self.upstream.dispatch(head, body, reply)
-                };
-                self.runtime
-                    .spawn(Box::pin(Abortable::new(call, abort).map(|_| ())));
+                    calls.push(Abortable::new(
+                        self.upstream.dispatch(head, body, reply),
+                        abort,
+                    ));
+                }
                 in_flight.insert(
                     request,
                     InFlight {
