@@ -563,3 +563,105 @@ fn finished_requests_leave_no_timer_entries_behind() {
     assert_eq!(p.rx.in_flight(), 0);
     assert_eq!(p.gw.stats(p.now).totals.timed_out, 0);
 }
+
+/// The sizes of the frames a 1 MiB streamed response goes out in; the
+/// gateway must get the body whole.
+fn streamed_frame_sizes(features: Features, config: ReceiverConfig) -> Vec<usize> {
+    let mut p = Pair::new(features, GatewayConfig::default());
+    p.rx = Receiver::new(config, features, p.now);
+    let id =
+        p.gw.start_request(p.now, "api.agent.com", get("/svc/big"), RequestBody::Empty)
+            .unwrap();
+    p.pump();
+    let RequestEvent::Head { request, .. } = p.requests[0].clone() else {
+        panic!("no request reached the receiver")
+    };
+    let body: Vec<u8> = (0..1u32 << 20).map(|i| (i % 253) as u8).collect();
+    p.rx.respond(
+        p.now,
+        &request,
+        ResponseHead::new(200),
+        ResponseBody::Streaming,
+    )
+    .unwrap();
+    p.rx.respond_body(p.now, &request, Bytes::from(body.clone()), true)
+        .unwrap();
+    // Frames are taken off the receiver, measured, and handed to the
+    // gateway, whose credit (with flow control) lets the rest go.
+    let mut sizes = Vec::new();
+    loop {
+        let mut moved = false;
+        while let Some(out) = p.rx.poll_output() {
+            moved = true;
+            if let ReceiverOutput::Transmit(message) = out {
+                if let WsMessage::Binary(b) = &message {
+                    sizes.push(b.len());
+                }
+                p.gw.handle_message(p.now, p.link, message);
+            }
+        }
+        let mut read = Vec::new();
+        while let Some(out) = p.gw.poll_output() {
+            moved = true;
+            match out {
+                Output::Transmit { message, .. } => p.rx.handle_message(p.now, message),
+                Output::Response { request, event } => {
+                    if let ResponseEvent::Body(b) = &event {
+                        read.push((request.clone(), b.len()));
+                    }
+                    p.responses.push((request, event))
+                }
+                Output::Close { .. } => panic!("the link was closed"),
+            }
+        }
+        // The client reads everything at once, which returns credit.
+        for (request, n) in read {
+            p.gw.body_read(p.now, &request, n);
+        }
+        if !moved {
+            break;
+        }
+    }
+    assert_eq!(p.body_of(&id), body, "features {features}");
+    assert_eq!(p.events_of(&id).last(), Some(&&ResponseEvent::End));
+    sizes
+}
+
+#[test]
+fn streamed_responses_use_bigger_frames_only_toward_streaming_gateways() {
+    use anpx_core::chunk::{DEFAULT_CHUNK_SIZE, STREAMING_CHUNK_SIZE};
+    // An anpx gateway (streaming): frames up to 256 KiB, so a MiB takes
+    // five (the head's frame, then the body less each frame's header).
+    let streaming = Features::from(Feature::Streaming);
+    let sizes = streamed_frame_sizes(streaming, ReceiverConfig::default());
+    assert!(
+        sizes.iter().all(|&n| n <= STREAMING_CHUNK_SIZE),
+        "{sizes:?}"
+    );
+    assert!(sizes.iter().any(|&n| n > DEFAULT_CHUNK_SIZE), "{sizes:?}");
+    assert!(sizes.len() <= 6, "{sizes:?}");
+    // A reference gateway (no streaming): the reference's 64 KiB chunks.
+    let sizes = streamed_frame_sizes(Features::empty(), ReceiverConfig::default());
+    assert!(sizes.iter().all(|&n| n <= DEFAULT_CHUNK_SIZE), "{sizes:?}");
+    assert!(sizes.len() >= 16, "{sizes:?}");
+    // A configured chunk size above the streaming one is kept.
+    let config = ReceiverConfig {
+        chunk_size: 512 * 1024,
+        ..ReceiverConfig::default()
+    };
+    let sizes = streamed_frame_sizes(streaming, config);
+    assert!(sizes.iter().any(|&n| n > STREAMING_CHUNK_SIZE), "{sizes:?}");
+    assert!(sizes.iter().all(|&n| n <= 512 * 1024), "{sizes:?}");
+    // With flow control no frame outgrows the window, or it could never
+    // be sent.
+    let window = anpx_core::flow::INITIAL_WINDOW as usize;
+    let config = ReceiverConfig {
+        streaming_chunk_size: 4 * window,
+        ..ReceiverConfig::default()
+    };
+    let with_flow: Features = [Feature::Streaming, Feature::FlowControl]
+        .into_iter()
+        .collect();
+    let sizes = streamed_frame_sizes(with_flow, config);
+    assert!(sizes.iter().all(|&n| n <= window), "{sizes:?}");
+}

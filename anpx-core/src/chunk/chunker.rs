@@ -11,6 +11,14 @@ use crate::message::{Head, Message};
 /// The reference's chunk size.
 pub const DEFAULT_CHUNK_SIZE: usize = 64 * 1024;
 
+/// Largest frame of a streamed response body from a receiver to a gateway
+/// that negotiated `streaming` (an anpx gateway; the reference gets
+/// [`DEFAULT_CHUNK_SIZE`]). Each frame costs a header, a WebSocket message
+/// and a CRC set-up, so a MiB in four frames is cheaper than in sixteen; a
+/// quarter of the flow-control window keeps four frames in flight before
+/// the first credit comes back.
+pub const STREAMING_CHUNK_SIZE: usize = 256 * 1024;
+
 /// Splits messages into frames no larger than a chosen size.
 ///
 /// A message that fits is sent as one unchunked frame, as the reference

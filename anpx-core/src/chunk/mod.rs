@@ -6,7 +6,7 @@ mod error;
 mod reassembler;
 mod stream;
 
-pub use chunker::{Chunker, DEFAULT_CHUNK_SIZE};
+pub use chunker::{Chunker, DEFAULT_CHUNK_SIZE, STREAMING_CHUNK_SIZE};
 pub use collector::MessageCollector;
 pub use error::ChunkError;
 pub use reassembler::{Assembled, Reassembler, ReassemblyLimits};

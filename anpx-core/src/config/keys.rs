@@ -226,7 +226,7 @@ static KEYS: [KeyInfo; 51] = [
     key!(
         "gateway.max_frame_bytes", "ANPX_GATEWAY_MAX_FRAME_BYTES", "max-frame-bytes", "BYTES",
         "67108864",
-        "Largest frame accepted from receivers",
+        "Largest frame accepted from receivers (anpx receivers stream responses in frames of up to 256 KiB)",
         gateway.max_frame_bytes,
         parse: |i| v::int(i, MIN_CHUNK, MAX_FRAME), render: v::render_int,
     ),
@@ -513,7 +513,7 @@ static KEYS: [KeyInfo; 51] = [
     ),
     key!(
         "receiver.chunk_size", "ANPX_RECEIVER_CHUNK_SIZE", "chunk-size", "BYTES", "65536",
-        "Largest frame sent to the gateway; larger responses are chunked",
+        "Largest frame sent to the gateway; larger responses are chunked (streamed to an anpx gateway in frames of up to 256 KiB)",
         receiver.chunk_size,
         // Gateways refuse frames above their limit, 64 MiB by default.
         parse: |i| v::int(i, MIN_CHUNK, DEFAULT_MAX_FRAME_LEN as u64), render: v::render_int,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::chunk::{ReassemblyLimits, DEFAULT_CHUNK_SIZE};
+use crate::chunk::{ReassemblyLimits, DEFAULT_CHUNK_SIZE, STREAMING_CHUNK_SIZE};
 use crate::frame::FrameLimits;
 
 /// What the receiver state machine needs to know.
@@ -13,6 +13,10 @@ pub struct ReceiverConfig {
     pub ping_interval: Duration,
     /// Largest frame sent; bigger messages are chunked.
     pub chunk_size: usize,
+    /// Largest frame of a streamed response to a gateway that negotiated
+    /// `streaming`. Below `chunk_size` (0, say) it is `chunk_size`; it is
+    /// never more than the flow-control window when that is in use.
+    pub streaming_chunk_size: usize,
     /// Largest response body held in memory for a gateway that cannot take
     /// a streamed response (a reference gateway).
     pub max_buffered_response: u64,
@@ -27,6 +31,7 @@ impl Default for ReceiverConfig {
         ReceiverConfig {
             ping_interval: Duration::from_secs(30),
             chunk_size: DEFAULT_CHUNK_SIZE,
+            streaming_chunk_size: STREAMING_CHUNK_SIZE,
             max_buffered_response: 64 * 1024 * 1024,
             frame_limits: FrameLimits::default(),
             reassembly: ReassemblyLimits::default(),

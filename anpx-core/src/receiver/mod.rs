@@ -142,6 +142,19 @@ impl Receiver {
         }
     }
 
+    /// The largest frame of a streamed response: bigger than the
+    /// reference's chunks, since only a gateway that negotiated `streaming`
+    /// gets one.
+    fn streamed_frame_len(&self) -> usize {
+        let len = self.config.streaming_chunk_size.max(self.config.chunk_size);
+        if self.features.contains(Feature::FlowControl) {
+            // A frame whose body is over the window could never be sent.
+            len.min(crate::flow::INITIAL_WINDOW as usize)
+        } else {
+            len
+        }
+    }
+
     /// The negotiated extensions.
     pub fn features(&self) -> Features {
         self.features
@@ -273,6 +286,7 @@ impl Receiver {
         head: ResponseHead,
         body: ResponseBody,
     ) -> Result<(), RespondError> {
+        let frame_len = self.streamed_frame_len();
         let serving = self
             .serving
             .get_mut(request)
@@ -291,11 +305,8 @@ impl Receiver {
                 self.send_whole(request, head, body)?;
             }
             ResponseBody::Streaming if self.features.contains(Feature::Streaming) => {
-                let mut stream = ChunkStream::new(
-                    MessageKind::Response,
-                    request.clone(),
-                    self.config.chunk_size,
-                );
+                let mut stream =
+                    ChunkStream::new(MessageKind::Response, request.clone(), frame_len);
                 let mut frames = Vec::new();
                 let json = head.to_meta_json();
                 let written = stream.write(Some((tag::RESP_META, &json)), &[], false, &mut frames);

@@ -162,6 +162,9 @@ fn node(rng: &mut fastrand::Rng, index: usize) -> NodeSpec {
     let config = ReceiverConfig {
         ping_interval: ms(rng.u64(2_000..=15_000)),
         chunk_size: pick(rng, CHUNK_SIZES),
+        // Streamed responses in frames of `chunk_size` too, so the small
+        // sizes above keep exercising many-chunk streams.
+        streaming_chunk_size: 0,
         max_buffered_response: pick(rng, &[64 << 20, 64 << 20, 150_000, 30_000]),
         reassembly: ReassemblyLimits {
             stale_after: ms(rng.u64(1_000..=15_000)),
