@@ -1,11 +1,15 @@
-//! Faults at the process and network level, with the `anpx` binary as the
-//! receiver (and, for restarts, as the gateway): a receiver killed with
-//! SIGKILL, a connection that goes silent without closing (a relay that
-//! stops forwarding), and a gateway killed and started again.
+//! Faults at the process and network level, with the `anpx` and the
+//! `anpx-smol` binary as the receiver (and, for restarts, as the gateway):
+//! a receiver killed with SIGKILL, a connection that goes silent without
+//! closing (a relay that stops forwarding), and a gateway killed and started
+//! again. Each scenario is one function taking the binaries, so both shells
+//! are held to the same limits.
+
+mod support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,49 +23,44 @@ use shell_tokio::gateway::{Gateway, GatewayOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use support::{Binary, Proc};
+
 const HOST: &str = "faults.test";
 
-/// A child process killed when dropped, so a failed test leaves none behind.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn anpx(args: &[&str]) -> Proc {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_anpx"));
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ANPX_")) {
-        c.env_remove(k);
-    }
+fn spawn(binary: Binary, args: &[&str]) -> Proc {
+    let mut c = binary.command();
     c.args(args)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    Proc(c.spawn().expect("the anpx binary starts"))
+    Proc(
+        c.spawn()
+            .unwrap_or_else(|e| panic!("{binary:?} starts: {e}")),
+    )
 }
 
-/// `anpx receiver` dialing `gateway` (a host:port), serving `HOST/svc` from
-/// `backend`, pinging every second and retrying quickly.
-fn receiver_process(gateway: SocketAddr, backend: SocketAddr) -> Proc {
-    anpx(&[
-        "receiver",
-        "--gateway",
-        &format!("ws://{gateway}/ws"),
-        "--upstream",
-        &format!("http://{backend}"),
-        "--services",
-        &format!("{HOST}/svc"),
-        "--ping-interval-secs",
-        "1",
-        "--reconnect-first-delay-ms",
-        "100",
-        "--reconnect-max-delay-secs",
-        "1",
-    ])
+/// `<binary> receiver` dialing `gateway` (a host:port), serving `HOST/svc`
+/// from `backend`, pinging every second and retrying quickly.
+fn receiver_process(binary: Binary, gateway: SocketAddr, backend: SocketAddr) -> Proc {
+    spawn(
+        binary,
+        &[
+            "receiver",
+            "--gateway",
+            &format!("ws://{gateway}/ws"),
+            "--upstream",
+            &format!("http://{backend}"),
+            "--services",
+            &format!("{HOST}/svc"),
+            "--ping-interval-secs",
+            "1",
+            "--reconnect-first-delay-ms",
+            "100",
+            "--reconnect-max-delay-secs",
+            "1",
+        ],
+    )
 }
 
 /// `/svc/hold` never answers; anything else answers `ok`.
@@ -141,9 +140,18 @@ async fn in_flight(g: &Gateway) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receiver_process_killed_mid_request_is_502_within_a_second() {
+    receiver_killed_mid_request(Binary::Anpx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smol_receiver_process_killed_mid_request_is_502_within_a_second() {
+    receiver_killed_mid_request(Binary::AnpxSmol).await;
+}
+
+async fn receiver_killed_mid_request(receiver: Binary) {
     let backend = start_backend().await;
     let g = start_gateway(Duration::from_secs(30)).await;
-    let mut rx = receiver_process(g.public_addr(), backend);
+    let mut rx = receiver_process(receiver, g.public_addr(), backend);
     wait_until(Duration::from_secs(20), "the receiver connects", || async {
         links(&g).await == 1
     })
@@ -169,7 +177,7 @@ async fn receiver_process_killed_mid_request_is_502_within_a_second() {
     assert_eq!(reply.status, 502, "{}", reply.body);
     assert!(took < Duration::from_secs(1), "502 after {took:?}");
     assert!(reply.body.contains("error"), "{}", reply.body);
-    eprintln!("receiver killed: 502 after {took:?}");
+    eprintln!("{receiver:?} receiver killed: 502 after {took:?}");
     wait_until(Duration::from_secs(2), "the link is gone", || async {
         links(&g).await == 0
     })
@@ -236,11 +244,20 @@ async fn pipe(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_network_cut_is_detected_within_two_ping_intervals() {
+    silent_network_cut(Binary::Anpx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_network_cut_to_a_smol_receiver_is_detected_within_two_ping_intervals() {
+    silent_network_cut(Binary::AnpxSmol).await;
+}
+
+async fn silent_network_cut(receiver: Binary) {
     let ping = Duration::from_secs(1);
     let backend = start_backend().await;
     let g = start_gateway(ping).await;
     let relay = Relay::start(g.public_addr()).await;
-    let _rx = receiver_process(relay.addr, backend);
+    let _rx = receiver_process(receiver, relay.addr, backend);
     wait_until(Duration::from_secs(20), "the receiver connects", || async {
         links(&g).await == 1
     })
@@ -271,7 +288,9 @@ async fn silent_network_cut_is_detected_within_two_ping_intervals() {
         g.stats().await.unwrap().totals.links_silent >= 1,
         "counted as silent"
     );
-    eprintln!("silent cut detected after {detected:?} (ping interval {ping:?})");
+    eprintln!(
+        "{receiver:?} receiver: silent cut detected after {detected:?} (ping interval {ping:?})"
+    );
 
     // The network comes back: the receiver, which gave up on the old
     // connection too, dials again through the relay.
@@ -292,16 +311,37 @@ fn free_port() -> SocketAddr {
         .unwrap()
 }
 
-fn gateway_process(listen: SocketAddr) -> Proc {
-    anpx(&["gateway", "--listen", &listen.to_string()])
+fn gateway_process(binary: Binary, listen: SocketAddr) -> Proc {
+    spawn(binary, &["gateway", "--listen", &listen.to_string()])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receiver_process_is_back_within_its_backoff_after_a_gateway_process_restart() {
+    back_after_gateway_restart(Binary::Anpx, Binary::Anpx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smol_receiver_is_back_within_its_backoff_after_a_smol_gateway_restart() {
+    back_after_gateway_restart(Binary::AnpxSmol, Binary::AnpxSmol).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smol_receiver_is_back_within_its_backoff_after_an_anpx_gateway_restart() {
+    back_after_gateway_restart(Binary::AnpxSmol, Binary::Anpx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anpx_receiver_is_back_within_its_backoff_after_a_smol_gateway_restart() {
+    back_after_gateway_restart(Binary::Anpx, Binary::AnpxSmol).await;
+}
+
+/// The `receiver` process served through a `gateway` process that is killed
+/// and started again on the same address.
+async fn back_after_gateway_restart(receiver: Binary, gateway: Binary) {
     let backend = start_backend().await;
     let listen = free_port();
-    let gw = gateway_process(listen);
-    let _rx = receiver_process(listen, backend);
+    let gw = gateway_process(gateway, listen);
+    let _rx = receiver_process(receiver, listen, backend);
     wait_until(
         Duration::from_secs(20),
         "served through the tunnel",
@@ -311,7 +351,7 @@ async fn receiver_process_is_back_within_its_backoff_after_a_gateway_process_res
 
     drop(gw); // SIGKILL
     assert!(get(listen, "/svc/a").await.is_none(), "the gateway is down");
-    let _gw = gateway_process(listen);
+    let _gw = gateway_process(gateway, listen);
     let restarted = Instant::now();
     // The receiver retries at most a second apart (its maximum delay); the
     // new gateway needs a moment to bind.
@@ -320,7 +360,7 @@ async fn receiver_process_is_back_within_its_backoff_after_a_gateway_process_res
     })
     .await;
     eprintln!(
-        "receiver back {:?} after the gateway restarted",
+        "{receiver:?} receiver back {:?} after the {gateway:?} gateway restarted",
         restarted.elapsed()
     );
 }
