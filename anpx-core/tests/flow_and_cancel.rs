@@ -3,59 +3,26 @@
 //! nothing else; cancels reach the receiver; a peer that did not negotiate
 //! them never sees an extension frame.
 
-use std::time::{Duration, Instant};
+mod support;
+
+use std::time::Duration;
+use support::Pair;
 
 use anpx_core::chunk::ChunkStream;
 use anpx_core::features::{Feature, Features};
 use anpx_core::flow::INITIAL_WINDOW;
 use anpx_core::frame::{tag, ExtFrame, Frame, FrameLimits, MessageKind};
-use anpx_core::gateway::{
-    Gateway, GatewayConfig, Identity, LinkFault, LinkId, Output, RequestBody, ResponseEvent,
-};
-use anpx_core::receiver::{Receiver, ReceiverConfig, ReceiverOutput, RequestEvent, ResponseBody};
+use anpx_core::gateway::{GatewayConfig, LinkFault, Output, RequestBody, ResponseEvent};
+use anpx_core::receiver::{RequestEvent, ResponseBody};
 use anpx_core::ws::WsMessage;
 use anpx_core::{RequestHead, RequestId, ResponseHead};
 use bytes::Bytes;
 
 const MIB: usize = 1 << 20;
 
-struct Pair {
-    now: Instant,
-    gw: Gateway,
-    link: LinkId,
-    rx: Receiver,
-    requests: Vec<RequestEvent>,
-    responses: Vec<(RequestId, ResponseEvent)>,
-    gw_closes: Vec<u16>,
-    rx_closes: Vec<u16>,
-    /// Every binary message the gateway sent, to check its types.
-    gw_sent: Vec<Bytes>,
-    /// Every binary message the receiver sent.
-    rx_sent: Vec<Bytes>,
-}
-
 impl Pair {
     fn new(features: Features) -> Self {
-        let now = Instant::now();
-        let mut gw = Gateway::new(GatewayConfig::default(), 3);
-        let link = gw.admit(
-            now,
-            Identity::Anonymous,
-            vec!["api.agent.com/svc".parse().unwrap()],
-            features,
-        );
-        Pair {
-            now,
-            gw,
-            link,
-            rx: Receiver::new(ReceiverConfig::default(), features, now),
-            requests: Vec::new(),
-            responses: Vec::new(),
-            gw_closes: Vec::new(),
-            rx_closes: Vec::new(),
-            gw_sent: Vec::new(),
-            rx_sent: Vec::new(),
-        }
+        Pair::back_to_back("api.agent.com/svc", features, GatewayConfig::default())
     }
 
     fn all() -> Self {
@@ -64,41 +31,6 @@ impl Pair {
                 .into_iter()
                 .collect(),
         )
-    }
-
-    fn pump(&mut self) {
-        loop {
-            let mut moved = false;
-            while let Some(out) = self.gw.poll_output() {
-                moved = true;
-                match out {
-                    Output::Transmit { message, .. } => {
-                        if let WsMessage::Binary(b) = &message {
-                            self.gw_sent.push(b.clone());
-                        }
-                        self.rx.handle_message(self.now, message);
-                    }
-                    Output::Response { request, event } => self.responses.push((request, event)),
-                    Output::Close { code, .. } => self.gw_closes.push(code),
-                }
-            }
-            while let Some(out) = self.rx.poll_output() {
-                moved = true;
-                match out {
-                    ReceiverOutput::Transmit(message) => {
-                        if let WsMessage::Binary(b) = &message {
-                            self.rx_sent.push(b.clone());
-                        }
-                        self.gw.handle_message(self.now, self.link, message)
-                    }
-                    ReceiverOutput::Event(e) => self.requests.push(e),
-                    ReceiverOutput::Close { code, .. } => self.rx_closes.push(code),
-                }
-            }
-            if !moved {
-                return;
-            }
-        }
     }
 
     fn start(&mut self, path: &str, body: RequestBody) -> RequestId {

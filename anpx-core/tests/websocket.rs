@@ -4,33 +4,21 @@
 //! the credit windows, either side can end its direction, and the request
 //! timeout no longer applies once the upgrade is through.
 
-use std::time::{Duration, Instant};
+mod support;
+
+use std::time::Duration;
+use support::Pair;
 
 use anpx_core::features::{Feature, Features};
 use anpx_core::flow::INITIAL_WINDOW;
 use anpx_core::frame::ExtFrame;
-use anpx_core::gateway::{
-    Gateway, GatewayConfig, Identity, LinkId, Output, Reject, RequestBody, ResponseEvent,
-};
+use anpx_core::gateway::{GatewayConfig, Identity, Reject, RequestBody, ResponseEvent};
 use anpx_core::passthrough;
-use anpx_core::receiver::{Receiver, ReceiverConfig, ReceiverOutput, RequestEvent, ResponseBody};
-use anpx_core::ws::WsMessage;
+use anpx_core::receiver::{RequestEvent, ResponseBody};
 use anpx_core::{RequestHead, RequestId, ResponseHead};
 use bytes::Bytes;
 
 const PIECE: usize = 64 * 1024;
-
-struct Pair {
-    config: GatewayConfig,
-    now: Instant,
-    gw: Gateway,
-    link: LinkId,
-    rx: Receiver,
-    requests: Vec<RequestEvent>,
-    responses: Vec<(RequestId, ResponseEvent)>,
-    gw_sent: Vec<Bytes>,
-    closes: usize,
-}
 
 impl Pair {
     fn new(features: Features) -> Self {
@@ -38,59 +26,11 @@ impl Pair {
     }
 
     fn with_config(features: Features, config: GatewayConfig) -> Self {
-        let now = Instant::now();
-        let mut gw = Gateway::new(config.clone(), 5);
-        let link = gw.admit(
-            now,
-            Identity::Anonymous,
-            vec!["chat.example/".parse().unwrap()],
-            features,
-        );
-        Pair {
-            config,
-            now,
-            gw,
-            link,
-            rx: Receiver::new(ReceiverConfig::default(), features, now),
-            requests: Vec::new(),
-            responses: Vec::new(),
-            gw_sent: Vec::new(),
-            closes: 0,
-        }
+        Pair::back_to_back("chat.example/", features, config)
     }
 
     fn all() -> Self {
         Pair::new(Features::all())
-    }
-
-    fn pump(&mut self) {
-        loop {
-            let mut moved = false;
-            while let Some(out) = self.gw.poll_output() {
-                moved = true;
-                match out {
-                    Output::Transmit { message, .. } => {
-                        if let WsMessage::Binary(b) = &message {
-                            self.gw_sent.push(b.clone());
-                        }
-                        self.rx.handle_message(self.now, message);
-                    }
-                    Output::Response { request, event } => self.responses.push((request, event)),
-                    Output::Close { .. } => self.closes += 1,
-                }
-            }
-            while let Some(out) = self.rx.poll_output() {
-                moved = true;
-                match out {
-                    ReceiverOutput::Transmit(m) => self.gw.handle_message(self.now, self.link, m),
-                    ReceiverOutput::Event(e) => self.requests.push(e),
-                    ReceiverOutput::Close { .. } => self.closes += 1,
-                }
-            }
-            if !moved {
-                return;
-            }
-        }
     }
 
     fn start(&mut self, head: RequestHead) -> Result<RequestId, Reject> {

@@ -1,0 +1,95 @@
+//! A gateway and a receiver state machine back to back, with everything
+//! that crosses between them recorded: the harness of the extension tests.
+
+// Each test binary uses its own part of the harness.
+#![allow(dead_code)]
+
+use std::time::Instant;
+
+use anpx_core::features::Features;
+use anpx_core::gateway::{Gateway, GatewayConfig, Identity, LinkId, Output, ResponseEvent};
+use anpx_core::receiver::{Receiver, ReceiverConfig, ReceiverOutput, RequestEvent};
+use anpx_core::ws::WsMessage;
+use anpx_core::RequestId;
+use bytes::Bytes;
+
+pub struct Pair {
+    pub config: GatewayConfig,
+    pub now: Instant,
+    pub gw: Gateway,
+    pub link: LinkId,
+    pub rx: Receiver,
+    pub requests: Vec<RequestEvent>,
+    pub responses: Vec<(RequestId, ResponseEvent)>,
+    /// Close codes the gateway asked for.
+    pub gw_closes: Vec<u16>,
+    /// Close codes the receiver asked for.
+    pub rx_closes: Vec<u16>,
+    /// Every binary message the gateway sent.
+    pub gw_sent: Vec<Bytes>,
+    /// Every binary message the receiver sent.
+    pub rx_sent: Vec<Bytes>,
+}
+
+impl Pair {
+    /// One link serving `route`, both sides offering `features`.
+    pub fn back_to_back(route: &str, features: Features, config: GatewayConfig) -> Self {
+        let now = Instant::now();
+        let mut gw = Gateway::new(config.clone(), 3);
+        let link = gw.admit(
+            now,
+            Identity::Anonymous,
+            vec![route.parse().unwrap()],
+            features,
+        );
+        Pair {
+            config,
+            now,
+            gw,
+            link,
+            rx: Receiver::new(ReceiverConfig::default(), features, now),
+            requests: Vec::new(),
+            responses: Vec::new(),
+            gw_closes: Vec::new(),
+            rx_closes: Vec::new(),
+            gw_sent: Vec::new(),
+            rx_sent: Vec::new(),
+        }
+    }
+
+    /// Moves every output of each side to the other until both are quiet.
+    pub fn pump(&mut self) {
+        loop {
+            let mut moved = false;
+            while let Some(out) = self.gw.poll_output() {
+                moved = true;
+                match out {
+                    Output::Transmit { message, .. } => {
+                        if let WsMessage::Binary(b) = &message {
+                            self.gw_sent.push(b.clone());
+                        }
+                        self.rx.handle_message(self.now, message);
+                    }
+                    Output::Response { request, event } => self.responses.push((request, event)),
+                    Output::Close { code, .. } => self.gw_closes.push(code),
+                }
+            }
+            while let Some(out) = self.rx.poll_output() {
+                moved = true;
+                match out {
+                    ReceiverOutput::Transmit(message) => {
+                        if let WsMessage::Binary(b) = &message {
+                            self.rx_sent.push(b.clone());
+                        }
+                        self.gw.handle_message(self.now, self.link, message)
+                    }
+                    ReceiverOutput::Event(e) => self.requests.push(e),
+                    ReceiverOutput::Close { code, .. } => self.rx_closes.push(code),
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+}
