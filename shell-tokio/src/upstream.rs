@@ -281,24 +281,11 @@ impl Upstream for DemoUpstream {
 /// [`UpstreamRequest`] whose body streams in, and the response is relayed.
 impl Dispatch for dyn Upstream {
     fn dispatch(&self, head: RequestHead, body: BodyStream, reply: Reply) -> BoxFuture<()> {
-        let (target, headers) = upstream_request_parts(&head);
-        let mut builder = http::Request::builder()
-            .method(head.method.as_str())
-            .uri(target);
-        for (name, value) in headers {
-            builder = builder.header(name, value);
-        }
-        let request = match builder.body(ChannelBody::from(body)) {
-            Ok(r) => r,
-            Err(e) => {
-                let answer =
-                    serde_json::json!({ "error": format!("Bad request from gateway: {e}") });
-                let head = anpx_core::ResponseHead::new(400)
-                    .with_header("content-type", "application/json");
-                reply.whole(head, Bytes::from(answer.to_string()));
-                return Box::pin(async {});
-            }
-        };
+        let request =
+            match request_builder(&head, head.method.as_str()).body(ChannelBody::from(body)) {
+                Ok(r) => r,
+                Err(e) => return bad_request(reply, e),
+            };
         let call = self.call(request);
         Box::pin(async move {
             match call.await {
@@ -309,25 +296,13 @@ impl Dispatch for dyn Upstream {
     }
 
     fn upgrade(&self, head: RequestHead, body: BodyStream, reply: Reply) -> BoxFuture<()> {
-        let (target, headers) = upstream_request_parts(&head);
-        let mut builder = http::Request::builder().method("GET").uri(target);
-        for (name, value) in headers {
-            builder = builder.header(name, value);
-        }
-        let request = builder
+        let request = request_builder(&head, "GET")
             .header(http::header::CONNECTION, "upgrade")
             .header(http::header::UPGRADE, "websocket")
             .body(());
         let request = match request {
             Ok(r) => r,
-            Err(e) => {
-                let answer =
-                    serde_json::json!({ "error": format!("Bad request from gateway: {e}") });
-                let head = anpx_core::ResponseHead::new(400)
-                    .with_header("content-type", "application/json");
-                reply.whole(head, Bytes::from(answer.to_string()));
-                return Box::pin(async {});
-            }
+            Err(e) => return bad_request(reply, e),
         };
         let call = Upstream::upgrade(self, request);
         Box::pin(async move {
@@ -341,6 +316,25 @@ impl Dispatch for dyn Upstream {
             }
         })
     }
+}
+
+/// The upstream request for what the gateway sent: its target and the
+/// headers that are forwarded, with `method`.
+fn request_builder(head: &RequestHead, method: &str) -> http::request::Builder {
+    let (target, headers) = upstream_request_parts(head);
+    headers.into_iter().fold(
+        http::Request::builder().method(method).uri(target),
+        |b, (name, value)| b.header(name, value),
+    )
+}
+
+/// Answers a request that cannot be put on the wire to the service (a
+/// header or target `http` refuses) with 400, without calling the service.
+fn bad_request(reply: Reply, e: http::Error) -> BoxFuture<()> {
+    let answer = serde_json::json!({ "error": format!("Bad request from gateway: {e}") });
+    let head = anpx_core::ResponseHead::new(400).with_header("content-type", "application/json");
+    reply.whole(head, Bytes::from(answer.to_string()));
+    Box::pin(async {})
 }
 
 /// Relays a service's response to the gateway.
