@@ -11,194 +11,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anpx_core::auth::VerifierConfig;
-use anpx_core::gateway::GatewayStats;
 use anpx_core::policy::{CorsConfig, RateConfig};
 use anpx_core::registry::{Registry, StaticRegistry};
 use shell_common::did_credentials::DidCredentials;
 use shell_common::did_wba::{DidWbaAdmission, DocumentIo, DocumentSources, FetchError};
-use shell_common::Credentials;
-use shell_common::{GatewayOptions, Status};
+use shell_common::GatewayOptions;
+use support::pairs::{Gw, Rx, Shell};
 use support::pki::TestPki;
 use support::{pattern, send, send_with, sha256, start_backend};
 
 const HOST: &str = "api.agent.com";
 
-#[derive(Debug, Clone, Copy)]
-enum Shell {
-    Tokio,
-    Smol,
-}
-
-enum Gw {
-    Tokio(shell_tokio::gateway::Gateway),
-    Smol(shell_smol::gateway::Gateway),
-}
-
-impl Gw {
-    async fn start(shell: Shell, tune: impl FnOnce(&mut GatewayOptions)) -> Gw {
-        let mut o = GatewayOptions::open("127.0.0.1:0".parse().unwrap());
+/// A gateway of `shell` in open mode, with a short drain so that the
+/// shutdown scenarios end quickly, configured by `tune`.
+async fn gateway(shell: Shell, tune: impl FnOnce(&mut GatewayOptions)) -> Gw {
+    Gw::start(shell, |o| {
         o.drain_grace = Duration::from_secs(2);
-        tune(&mut o);
-        match shell {
-            Shell::Tokio => {
-                let mut t = shell_tokio::gateway::GatewayOptions::open(o.listen);
-                t.ws_listen = o.ws_listen;
-                t.core = o.core;
-                t.drain_grace = o.drain_grace;
-                t.policy = o.policy;
-                t.tls = o.tls;
-                t.admission = o.admission;
-                Gw::Tokio(shell_tokio::gateway::Gateway::bind(t).await.unwrap())
-            }
-            Shell::Smol => Gw::Smol(shell_smol::gateway::Gateway::bind(o).await.unwrap()),
-        }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        match self {
-            Gw::Tokio(g) => g.public_addr(),
-            Gw::Smol(g) => g.public_addr(),
-        }
-    }
-
-    async fn stats(&self) -> Option<GatewayStats> {
-        match self {
-            Gw::Tokio(g) => g.stats().await,
-            Gw::Smol(g) => g.stats().await,
-        }
-    }
-
-    async fn shutdown(self) {
-        match self {
-            Gw::Tokio(g) => g.shutdown().await,
-            Gw::Smol(g) => g.shutdown().await,
-        }
-    }
-
-    fn ws_addr(&self) -> Option<SocketAddr> {
-        match self {
-            Gw::Tokio(g) => g.ws_addr(),
-            Gw::Smol(g) => g.ws_addr(),
-        }
-    }
-
-    /// Waits until `n` requests are in flight across the receivers.
-    async fn wait_in_flight(&self, n: usize) {
-        for _ in 0..400 {
-            let in_flight = self
-                .stats()
-                .await
-                .map(|s| s.links.iter().map(|l| l.in_flight).sum::<usize>());
-            if in_flight == Some(n) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("never {n} requests in flight");
-    }
-
-    async fn wait_for_receivers(&self, n: usize) {
-        for _ in 0..200 {
-            if self.stats().await.is_some_and(|s| s.links.len() == n) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("gateway never had {n} receivers");
-    }
-}
-
-enum Rx {
-    Tokio(shell_tokio::receiver::Receiver),
-    Smol(shell_smol::receiver::Receiver),
-}
-
-impl Rx {
-    async fn start(shell: Shell, gateway: SocketAddr, backend: SocketAddr) -> Rx {
-        let url = format!("ws://{gateway}/ws");
-        let rx = Rx::spawn(shell, url, None, None, backend, &["api.agent.com/svc"]);
-        rx.wait_connected().await;
-        rx
-    }
-
-    /// A receiver dialing `url`, trusting `tls` (else the system's roots)
-    /// for `wss://`, signing with `credentials`, declaring `services`; it
-    /// may not have connected yet.
-    fn spawn(
-        shell: Shell,
-        url: String,
-        tls: Option<Arc<rustls::ClientConfig>>,
-        credentials: Option<Arc<dyn Credentials>>,
-        backend: SocketAddr,
-        services: &[&str],
-    ) -> Rx {
-        let backoff = anpx_core::backoff::BackoffConfig {
-            first_delay: Duration::from_millis(50),
-            max_delay: Duration::from_millis(400),
-            ..Default::default()
-        };
-        let services: Vec<_> = services.iter().map(|s| s.parse().unwrap()).collect();
-        let upstream = format!("http://{backend}");
-        match shell {
-            Shell::Tokio => {
-                let mut o = shell_tokio::receiver::ReceiverOptions::new(
-                    url,
-                    Arc::new(shell_tokio::upstream::HttpUpstream::new(&upstream).unwrap()),
-                );
-                o.services = services;
-                o.backoff = backoff;
-                o.tls = tls;
-                o.credentials = credentials;
-                Rx::Tokio(shell_tokio::receiver::Receiver::spawn(o))
-            }
-            Shell::Smol => {
-                let mut o = shell_smol::receiver::ReceiverOptions::new(
-                    url,
-                    Arc::new(shell_smol::upstream::HttpUpstream::new(&upstream).unwrap()),
-                );
-                o.services = services;
-                o.backoff = backoff;
-                o.tls = tls;
-                o.credentials = credentials;
-                Rx::Smol(shell_smol::receiver::Receiver::spawn(o))
-            }
-        }
-    }
-
-    /// Waits (ten seconds at most) until connected.
-    async fn wait_connected(&self) {
-        let connected = tokio::time::timeout(Duration::from_secs(10), async {
-            match self {
-                Rx::Tokio(r) => matches!(
-                    r.wait_ready().await,
-                    shell_tokio::receiver::Status::Connected { .. }
-                ),
-                Rx::Smol(r) => matches!(r.wait_ready().await, Status::Connected { .. }),
-            }
-        })
-        .await
-        .expect("receiver connects in time");
-        assert!(connected);
-    }
-
-    fn connected(&self) -> bool {
-        match self {
-            Rx::Tokio(r) => matches!(r.status(), shell_tokio::receiver::Status::Connected { .. }),
-            Rx::Smol(r) => matches!(r.status(), Status::Connected { .. }),
-        }
-    }
-
-    async fn shutdown(self) {
-        match self {
-            Rx::Tokio(r) => r.shutdown().await,
-            Rx::Smol(r) => r.shutdown().await,
-        }
-    }
+        tune(o)
+    })
+    .await
 }
 
 async fn every_method_round_trips(gw: Shell, rx: Shell) {
     let backend = start_backend().await;
-    let g = Gw::start(gw, |_| {}).await;
+    let g = gateway(gw, |_| {}).await;
     let _r = Rx::start(rx, g.addr(), backend).await;
     for method in ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
         let body = format!("body of {method}");
@@ -217,7 +53,7 @@ async fn every_method_round_trips(gw: Shell, rx: Shell) {
 
 async fn repeated_query_keys_and_set_cookie(gw: Shell, rx: Shell) {
     let backend = start_backend().await;
-    let g = Gw::start(gw, |_| {}).await;
+    let g = gateway(gw, |_| {}).await;
     let _r = Rx::start(rx, g.addr(), backend).await;
     let r = send(g.addr(), "GET", HOST, "/svc/q?tag=a&tag=b&x=%20y", "").await;
     assert_eq!(r.header("x-query"), "tag=a&tag=b&x=%20y");
@@ -233,7 +69,7 @@ async fn repeated_query_keys_and_set_cookie(gw: Shell, rx: Shell) {
 
 async fn ten_mebibytes_each_way(gw: Shell, rx: Shell) {
     let backend = start_backend().await;
-    let g = Gw::start(gw, |_| {}).await;
+    let g = gateway(gw, |_| {}).await;
     let _r = Rx::start(rx, g.addr(), backend).await;
     let upload = pattern(10 * 1024 * 1024);
     let r = send(g.addr(), "POST", HOST, "/svc/upload", upload.clone()).await;
@@ -253,7 +89,7 @@ async fn ten_mebibytes_each_way(gw: Shell, rx: Shell) {
 async fn chunked_upload_whose_end_is_split(gw: Shell, rx: Shell) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let backend = start_backend().await;
-    let g = Gw::start(gw, |_| {}).await;
+    let g = gateway(gw, |_| {}).await;
     let _r = Rx::start(rx, g.addr(), backend).await;
     let mut tcp = tokio::net::TcpStream::connect(g.addr()).await.unwrap();
     tcp.set_nodelay(true).unwrap();
@@ -293,7 +129,7 @@ async fn chunked_upload_whose_end_is_split(gw: Shell, rx: Shell) {
 
 async fn no_route_is_404_and_at_capacity_is_503(gw: Shell, rx: Shell) {
     let backend = start_backend().await;
-    let g = Gw::start(gw, |o| o.core.max_inflight_per_link = 1).await;
+    let g = gateway(gw, |o| o.core.max_inflight_per_link = 1).await;
     let r = send(g.addr(), "GET", HOST, "/svc/x", "").await;
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"], "No route found");
@@ -311,14 +147,14 @@ async fn no_route_is_404_and_at_capacity_is_503(gw: Shell, rx: Shell) {
 
 async fn slow_upstream_is_504(gw: Shell, rx: Shell) {
     let backend = start_backend().await;
-    let g = Gw::start(gw, |o| o.core.request_timeout = Duration::from_millis(500)).await;
+    let g = gateway(gw, |o| o.core.request_timeout = Duration::from_millis(500)).await;
     let _r = Rx::start(rx, g.addr(), backend).await;
     let r = send(g.addr(), "GET", HOST, "/svc/slow", "").await;
     assert_eq!(r.status, 504);
 }
 
 async fn upstream_down_is_502(gw: Shell, rx: Shell) {
-    let g = Gw::start(gw, |_| {}).await;
+    let g = gateway(gw, |_| {}).await;
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -335,7 +171,7 @@ async fn upstream_down_is_502(gw: Shell, rx: Shell) {
 
 async fn receiver_killed_mid_request_is_502(gw: Shell, rx: Shell) {
     let backend = start_backend().await;
-    let g = Gw::start(gw, |_| {}).await;
+    let g = gateway(gw, |_| {}).await;
     let r = Rx::start(rx, g.addr(), backend).await;
     let addr = g.addr();
     let pending = tokio::spawn(async move { send(addr, "GET", HOST, "/svc/hold", "").await });
@@ -346,12 +182,12 @@ async fn receiver_killed_mid_request_is_502(gw: Shell, rx: Shell) {
 
 async fn receiver_comes_back_after_gateway_restart(gw: Shell, rx: Shell) {
     let backend = start_backend().await;
-    let g = Gw::start(gw, |_| {}).await;
+    let g = gateway(gw, |_| {}).await;
     let addr = g.addr();
     let r = Rx::start(rx, addr, backend).await;
     assert_eq!(send(addr, "GET", HOST, "/svc/a", "x").await.status, 200);
     g.shutdown().await;
-    let g = Gw::start(gw, |o| o.listen = addr).await;
+    let g = gateway(gw, |o| o.listen = addr).await;
     g.wait_for_receivers(1).await;
     assert_eq!(send(addr, "GET", HOST, "/svc/a", "x").await.status, 200);
     r.shutdown().await;
@@ -359,7 +195,7 @@ async fn receiver_comes_back_after_gateway_restart(gw: Shell, rx: Shell) {
 
 async fn health_and_metrics(gw: Shell, rx: Shell) {
     let backend = start_backend().await;
-    let g = Gw::start(gw, |_| {}).await;
+    let g = gateway(gw, |_| {}).await;
     let _r = Rx::start(rx, g.addr(), backend).await;
     send(g.addr(), "GET", HOST, "/svc/a", "").await;
     send(g.addr(), "GET", HOST, "/nowhere", "").await;
@@ -381,7 +217,7 @@ async fn health_and_metrics(gw: Shell, rx: Shell) {
 
 async fn middlewares_are_off_by_default(gw: Shell, rx: Shell) {
     let backend = start_backend().await;
-    let g = Gw::start(gw, |_| {}).await;
+    let g = gateway(gw, |_| {}).await;
     let _r = Rx::start(rx, g.addr(), backend).await;
     // A probe path is forwarded like any other, nothing is added to the
     // response, a preflight reaches the service, and rapid requests are
@@ -418,7 +254,7 @@ async fn until_429(addr: SocketAddr, path: &str) -> (support::Reply, usize) {
 
 async fn rate_limits_answer_429_with_retry_after(gw: Shell, rx: Shell) {
     let backend = start_backend().await;
-    let per_ip = Gw::start(gw, |o| {
+    let per_ip = gateway(gw, |o| {
         o.policy.per_ip = Some(RateConfig {
             per_sec: 1,
             burst: 3,
@@ -458,7 +294,7 @@ async fn rate_limits_answer_429_with_retry_after(gw: Shell, rx: Shell) {
     );
 
     let backend = start_backend().await;
-    let per_route = Gw::start(gw, |o| {
+    let per_route = gateway(gw, |o| {
         o.policy.per_route = Some(RateConfig {
             per_sec: 1,
             burst: 2,
@@ -481,7 +317,7 @@ async fn rate_limits_answer_429_with_retry_after(gw: Shell, rx: Shell) {
 
 async fn cors_security_headers_and_blocklist(gw: Shell, rx: Shell) {
     let backend = start_backend().await;
-    let g = Gw::start(gw, |o| {
+    let g = gateway(gw, |o| {
         o.policy.security_headers = true;
         o.policy.block_probes = true;
         o.policy.blocked_paths = vec!["/svc/private/".into()];
@@ -585,10 +421,10 @@ async fn wss_and_https_with_a_private_ca(gw: Shell, rx: Shell) {
     let pki = TestPki::new("ok");
     let backend = start_backend().await;
     let tls = shell_common::tls::server_config(&pki.cert, &pki.key, false).unwrap();
-    let g = Gw::start(gw, |o| o.tls = Some(tls)).await;
+    let g = gateway(gw, |o| o.tls = Some(tls)).await;
     let url = format!("wss://localhost:{}/ws", g.addr().port());
     let trust = shell_common::tls::client_config(Some(&pki.ca)).unwrap();
-    let r = Rx::spawn(rx, url, Some(trust), None, backend, &["api.agent.com/svc"]);
+    let r = Rx::dial(rx, url, Some(trust), None, backend, &["api.agent.com/svc"]);
     r.wait_connected().await;
     let (status, headers) = pki.https_get(g.addr(), "/svc/hello").await;
     assert_eq!(status, 200);
@@ -602,10 +438,10 @@ async fn a_receiver_that_does_not_trust_the_gateway_does_not_connect(gw: Shell, 
     let pki = TestPki::new("untrusted");
     let backend = start_backend().await;
     let tls = shell_common::tls::server_config(&pki.cert, &pki.key, false).unwrap();
-    let g = Gw::start(gw, |o| o.tls = Some(tls)).await;
+    let g = gateway(gw, |o| o.tls = Some(tls)).await;
     let url = format!("wss://localhost:{}/ws", g.addr().port());
     // System roots only: the private CA is unknown.
-    let r = Rx::spawn(rx, url, None, None, backend, &["api.agent.com/svc"]);
+    let r = Rx::dial(rx, url, None, None, backend, &["api.agent.com/svc"]);
     let wait = tokio::time::timeout(Duration::from_secs(2), async {
         loop {
             if r.connected() {
@@ -615,7 +451,7 @@ async fn a_receiver_that_does_not_trust_the_gateway_does_not_connect(gw: Shell, 
         }
     });
     assert!(wait.await.is_err(), "connected without trusting the CA");
-    assert_eq!(g.stats().await.unwrap().links.len(), 0);
+    assert_eq!(g.stats().await.links.len(), 0);
     r.shutdown().await;
 }
 
@@ -682,7 +518,7 @@ async fn auth_refusals(addr: SocketAddr, reason: &str) -> u64 {
 /// routes the registry grants its DID.
 async fn did_wba_signed_receiver_gets_exactly_its_routes(gw: Shell, rx: Shell) {
     let backend = start_backend().await;
-    let g = Gw::start(gw, |o| o.admission = did_admission(gw)).await;
+    let g = gateway(gw, |o| o.admission = did_admission(gw)).await;
     let dir = did_vectors();
     let creds = DidCredentials::load(
         &dir.join("secp256k1-did.json"),
@@ -691,9 +527,9 @@ async fn did_wba_signed_receiver_gets_exactly_its_routes(gw: Shell, rx: Shell) {
     .unwrap();
     assert_eq!(creds.did(), DID);
     let url = format!("ws://{}/ws", g.addr());
-    let r = Rx::spawn(rx, url, None, Some(Arc::new(creds)), backend, &[]);
+    let r = Rx::dial(rx, url, None, Some(Arc::new(creds)), backend, &[]);
     r.wait_connected().await;
-    let stats = g.stats().await.unwrap();
+    let stats = g.stats().await;
     assert_eq!(stats.links.len(), 1);
     assert_eq!(
         stats.links[0].identity,
@@ -734,13 +570,13 @@ async fn did_wba_grants_come_from_a_sqlite_registry(gw: Shell, rx: Shell) {
     .unwrap();
 
     let backend = start_backend().await;
-    let g = Gw::start(gw, |o| o.admission = did_admission_with(gw, registry)).await;
+    let g = gateway(gw, |o| o.admission = did_admission_with(gw, registry)).await;
     let creds = DidCredentials::load(
         &did_vectors().join("secp256k1-did.json"),
         &did_vectors().join("secp256k1-key-1_private.pem"),
     )
     .unwrap();
-    let r = Rx::spawn(
+    let r = Rx::dial(
         rx,
         format!("ws://{}/ws", g.addr()),
         None,
@@ -749,7 +585,7 @@ async fn did_wba_grants_come_from_a_sqlite_registry(gw: Shell, rx: Shell) {
         &[],
     );
     r.wait_connected().await;
-    let stats = g.stats().await.unwrap();
+    let stats = g.stats().await;
     assert_eq!(stats.links.len(), 1);
     assert_eq!(
         stats.links[0].identity,
@@ -765,9 +601,9 @@ async fn did_wba_grants_come_from_a_sqlite_registry(gw: Shell, rx: Shell) {
 /// the receiver never connects.
 async fn did_wba_unsigned_receiver_is_refused(gw: Shell, rx: Shell) {
     let backend = start_backend().await;
-    let g = Gw::start(gw, |o| o.admission = did_admission(gw)).await;
+    let g = gateway(gw, |o| o.admission = did_admission(gw)).await;
     let url = format!("ws://{}/ws", g.addr());
-    let r = Rx::spawn(rx, url, None, None, backend, &["api.agent.com/one"]);
+    let r = Rx::dial(rx, url, None, None, backend, &["api.agent.com/one"]);
     let counted = tokio::time::timeout(Duration::from_secs(10), async {
         while auth_refusals(g.addr(), "missing_authorization").await == 0 {
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -775,7 +611,7 @@ async fn did_wba_unsigned_receiver_is_refused(gw: Shell, rx: Shell) {
     });
     counted.await.expect("the refusal is counted");
     assert!(!r.connected());
-    assert_eq!(g.stats().await.unwrap().links.len(), 0);
+    assert_eq!(g.stats().await.links.len(), 0);
     r.shutdown().await;
 }
 
@@ -823,7 +659,7 @@ fn did_documents_fetch_over_https_in_both_shells() {
 
 async fn binary_and_empty_bodies(gw: Shell, rx: Shell) {
     let backend = start_backend().await;
-    let g = Gw::start(gw, |_| {}).await;
+    let g = gateway(gw, |_| {}).await;
     let _r = Rx::start(rx, g.addr(), backend).await;
     let binary: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
     let r = send(g.addr(), "POST", HOST, "/svc/bin", binary.clone()).await;
@@ -836,7 +672,7 @@ async fn binary_and_empty_bodies(gw: Shell, rx: Shell) {
 /// Concurrent requests on one route spread over both of its receivers.
 async fn two_receivers_share_the_load_of_one_route(gw: Shell, rx: Shell) {
     let backend = start_backend().await;
-    let g = Gw::start(gw, |_| {}).await;
+    let g = gateway(gw, |_| {}).await;
     let _a = Rx::start(rx, g.addr(), backend).await;
     let _b = Rx::start(rx, g.addr(), backend).await;
     g.wait_for_receivers(2).await;
@@ -845,7 +681,7 @@ async fn two_receivers_share_the_load_of_one_route(gw: Shell, rx: Shell) {
         .map(|_| tokio::spawn(async move { send(addr, "GET", HOST, "/svc/hold", "").await }))
         .collect();
     g.wait_in_flight(6).await;
-    let stats = g.stats().await.unwrap();
+    let stats = g.stats().await;
     let loads: Vec<usize> = stats.links.iter().map(|l| l.in_flight).collect();
     assert_eq!(loads, [3, 3], "{loads:?}");
     for h in holds {
@@ -856,9 +692,9 @@ async fn two_receivers_share_the_load_of_one_route(gw: Shell, rx: Shell) {
 /// On a separate receiver port any path upgrades.
 async fn separate_receiver_port_accepts_any_path(gw: Shell, rx: Shell) {
     let backend = start_backend().await;
-    let g = Gw::start(gw, |o| o.ws_listen = Some("127.0.0.1:0".parse().unwrap())).await;
+    let g = gateway(gw, |o| o.ws_listen = Some("127.0.0.1:0".parse().unwrap())).await;
     let url = format!("ws://{}/any/path", g.ws_addr().unwrap());
-    let r = Rx::spawn(rx, url, None, None, backend, &["api.agent.com/svc"]);
+    let r = Rx::dial(rx, url, None, None, backend, &["api.agent.com/svc"]);
     r.wait_connected().await;
     assert_eq!(send(g.addr(), "GET", HOST, "/svc/a", "").await.status, 200);
     r.shutdown().await;
@@ -868,7 +704,7 @@ async fn separate_receiver_port_accepts_any_path(gw: Shell, rx: Shell) {
 /// then nothing listens.
 async fn shutdown_lets_requests_in_flight_finish(gw: Shell, rx: Shell) {
     let backend = start_backend().await;
-    let g = Gw::start(gw, |o| o.drain_grace = Duration::from_secs(10)).await;
+    let g = gateway(gw, |o| o.drain_grace = Duration::from_secs(10)).await;
     let addr = g.addr();
     let _r = Rx::start(rx, addr, backend).await;
     let slow = tokio::spawn(async move { send(addr, "GET", HOST, "/svc/slow", "").await });

@@ -71,6 +71,34 @@ impl Gw {
         .expect("gateway stats")
     }
 
+    /// The separate receiver address, when configured.
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Gw::Tokio(g) => g.ws_addr(),
+            Gw::Smol(g) => g.ws_addr(),
+        }
+    }
+
+    /// Stops the gateway, draining what is in flight.
+    pub async fn shutdown(self) {
+        match self {
+            Gw::Tokio(g) => g.shutdown().await,
+            Gw::Smol(g) => g.shutdown().await,
+        }
+    }
+
+    /// Waits until `n` requests are in flight across the receivers.
+    pub async fn wait_in_flight(&self, n: usize) {
+        for _ in 0..400 {
+            let stats = self.stats().await;
+            if stats.links.iter().map(|l| l.in_flight).sum::<usize>() == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("never {n} requests in flight");
+    }
+
     /// Waits until the gateway lists `n` receivers.
     pub async fn wait_for_receivers(&self, n: usize) {
         for _ in 0..200 {
@@ -182,6 +210,20 @@ impl Rx {
         credentials: Option<Arc<dyn Credentials>>,
     ) -> Rx {
         let url = format!("ws://{gateway}/ws");
+        Rx::dial(shell, url, None, credentials, backend, services)
+    }
+
+    /// A receiver dialing `url`, trusting `tls` (else the system's roots)
+    /// for `wss://`, proving `credentials` if any, declaring `services`;
+    /// not waited for.
+    pub fn dial(
+        shell: Shell,
+        url: String,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        credentials: Option<Arc<dyn Credentials>>,
+        backend: SocketAddr,
+        services: &[&str],
+    ) -> Rx {
         let upstream = format!("http://{backend}");
         match shell {
             Shell::Tokio => {
@@ -190,6 +232,7 @@ impl Rx {
                     Arc::new(shell_tokio::upstream::HttpUpstream::new(&upstream).unwrap()),
                 );
                 receiver_options(&mut o, services, credentials);
+                o.tls = tls;
                 Rx::Tokio(shell_tokio::receiver::Receiver::spawn(o))
             }
             Shell::Smol => {
@@ -198,9 +241,30 @@ impl Rx {
                     Arc::new(shell_smol::upstream::HttpUpstream::new(&upstream).unwrap()),
                 );
                 receiver_options(&mut o, services, credentials);
+                o.tls = tls;
                 Rx::Smol(shell_smol::receiver::Receiver::spawn(o))
             }
         }
+    }
+
+    /// Waits (ten seconds at most) until connected; fails the test otherwise.
+    pub async fn wait_connected(&self) {
+        let status = tokio::time::timeout(Duration::from_secs(10), self.wait_ready())
+            .await
+            .expect("receiver connects in time");
+        assert!(
+            matches!(status, Status::Connected { .. }),
+            "receiver not connected: {status:?}"
+        );
+    }
+
+    /// Whether the receiver is connected right now.
+    pub fn connected(&self) -> bool {
+        let status = match self {
+            Rx::Tokio(r) => r.status(),
+            Rx::Smol(r) => r.status(),
+        };
+        matches!(status, Status::Connected { .. })
     }
 
     /// Waits until the receiver is connected (or stopped) and returns that status.
