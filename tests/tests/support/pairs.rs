@@ -136,28 +136,15 @@ impl Rx {
         let mut core = anpx_core::receiver::ReceiverConfig::default();
         tune(&mut core);
         let url = format!("ws://{gateway}/ws");
-        let services = vec!["api.agent.com/svc".parse().unwrap()];
-        let upstream = format!("http://{backend}");
-        let rx = match shell {
-            Shell::Tokio => {
-                let mut o = shell_tokio::receiver::ReceiverOptions::new(
-                    url,
-                    Arc::new(shell_tokio::upstream::HttpUpstream::new(&upstream).unwrap()),
-                );
-                o.services = services;
-                o.core = core;
-                Rx::Tokio(shell_tokio::receiver::Receiver::spawn(o))
-            }
-            Shell::Smol => {
-                let mut o = shell_smol::receiver::ReceiverOptions::new(
-                    url,
-                    Arc::new(shell_smol::upstream::HttpUpstream::new(&upstream).unwrap()),
-                );
-                o.services = services;
-                o.core = core;
-                Rx::Smol(shell_smol::receiver::Receiver::spawn(o))
-            }
-        };
+        let rx = Rx::build(
+            shell,
+            url,
+            None,
+            None,
+            backend,
+            &["api.agent.com/svc"],
+            core,
+        );
         let status = tokio::time::timeout(Duration::from_secs(10), async {
             match &rx {
                 Rx::Tokio(r) => match r.wait_ready().await {
@@ -224,6 +211,20 @@ impl Rx {
         backend: SocketAddr,
         services: &[&str],
     ) -> Rx {
+        let core = anpx_core::receiver::ReceiverConfig::default();
+        Rx::build(shell, url, tls, credentials, backend, services, core)
+    }
+
+    /// [`Rx::dial`] with the state machine's settings given.
+    fn build(
+        shell: Shell,
+        url: String,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        credentials: Option<Arc<dyn Credentials>>,
+        backend: SocketAddr,
+        services: &[&str],
+        core: anpx_core::receiver::ReceiverConfig,
+    ) -> Rx {
         let upstream = format!("http://{backend}");
         match shell {
             Shell::Tokio => {
@@ -233,6 +234,7 @@ impl Rx {
                 );
                 receiver_options(&mut o, services, credentials);
                 o.tls = tls;
+                o.core = core;
                 Rx::Tokio(shell_tokio::receiver::Receiver::spawn(o))
             }
             Shell::Smol => {
@@ -242,6 +244,7 @@ impl Rx {
                 );
                 receiver_options(&mut o, services, credentials);
                 o.tls = tls;
+                o.core = core;
                 Rx::Smol(shell_smol::receiver::Receiver::spawn(o))
             }
         }
