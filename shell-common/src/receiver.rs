@@ -419,6 +419,15 @@ impl Reply {
         });
     }
 
+    /// The request cannot be put on the wire to the service (a method,
+    /// target or header the shell's HTTP client refuses): 400 with
+    /// `{"error": message}`, without calling the service.
+    pub fn bad_request(self, message: &str) {
+        let answer = serde_json::json!({ "error": message }).to_string();
+        let head = ResponseHead::new(400).with_header("content-type", "application/json");
+        self.whole(head, Bytes::from(answer));
+    }
+
     /// A whole response.
     pub fn whole(self, head: ResponseHead, body: Bytes) {
         let body = if body.is_empty() {
@@ -870,6 +879,36 @@ pub fn upstream_request_parts(head: &RequestHead) -> (String, Vec<(&str, &str)>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_the_client_refuses_is_answered_400_with_the_reason() {
+        let (tx, mut rx) = mpsc::unbounded();
+        let reply = Reply {
+            request: RequestId::from("r1"),
+            tx,
+            chunk_size: 1024,
+        };
+        reply.bad_request("Bad request from gateway: invalid header name");
+        let Ok(ReplyMsg::Head {
+            request,
+            head,
+            body,
+        }) = rx.try_recv()
+        else {
+            panic!("a whole response is sent");
+        };
+        assert_eq!(request, RequestId::from("r1"));
+        assert_eq!(head.status, 400);
+        assert_eq!(head.headers.get("content-type"), Some("application/json"));
+        let ResponseBody::Full(body) = body else {
+            panic!("the reason is in the body");
+        };
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            json["error"],
+            "Bad request from gateway: invalid header name"
+        );
+    }
 
     fn connected(granted: &[&str]) -> Status {
         Status::Connected {

@@ -5,7 +5,6 @@ use std::future::Future;
 use std::pin::Pin;
 
 use anpx_core::RequestHead;
-use bytes::Bytes;
 use futures_util::AsyncBufReadExt;
 use futures_util::{StreamExt, TryStreamExt};
 use http_types::{Body, Method, Request, Response, StatusCode, Url};
@@ -251,10 +250,7 @@ impl Dispatch for dyn Upstream {
         let call = match request {
             Ok(r) => self.call(r),
             Err(message) => {
-                let answer = serde_json::json!({ "error": message }).to_string();
-                let head = anpx_core::ResponseHead::new(400)
-                    .with_header("content-type", "application/json");
-                reply.whole(head, Bytes::from(answer));
+                reply.bad_request(&message);
                 return Box::pin(async {});
             }
         };

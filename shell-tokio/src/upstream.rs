@@ -331,9 +331,7 @@ fn request_builder(head: &RequestHead, method: &str) -> http::request::Builder {
 /// Answers a request that cannot be put on the wire to the service (a
 /// header or target `http` refuses) with 400, without calling the service.
 fn bad_request(reply: Reply, e: http::Error) -> BoxFuture<()> {
-    let answer = serde_json::json!({ "error": format!("Bad request from gateway: {e}") });
-    let head = anpx_core::ResponseHead::new(400).with_header("content-type", "application/json");
-    reply.whole(head, Bytes::from(answer.to_string()));
+    reply.bad_request(&format!("Bad request from gateway: {e}"));
     Box::pin(async {})
 }
 
