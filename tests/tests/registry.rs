@@ -2,12 +2,12 @@
 //! on SQLite (a temporary file), MariaDB and PostgreSQL, through the tokio
 //! shell's registry and, in one scenario, the smol shell's.
 //!
-//! Every test works in a table of its own, created and dropped by the test,
-//! so runs in parallel (and other users of the same databases) do not
-//! collide. The servers are expected on loopback with passwordless local
-//! accounts (override with `ANPX_TEST_MYSQL_URL` / `ANPX_TEST_POSTGRES_URL`);
-//! a server that does not answer fails the test with the command that
-//! starts it, rather than skipping silently.
+//! MariaDB and PostgreSQL are throwaway servers this test binary starts from
+//! the binaries installed on the machine (one of each, shared by the tests;
+//! see `anpx-test-servers`). Every test works in a table of its own,
+//! created and dropped by the test, so tests running in parallel do not
+//! collide. Where a server is not installed its tests print a skip notice
+//! naming the install command (and fail when `CI` is set).
 
 use std::panic::{resume_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -17,15 +17,13 @@ use std::time::Duration;
 
 use anpx_core::registry::{Registry, RegistryError};
 use anpx_core::route::ServiceUrl;
+use anpx_test_servers::{MariaDb, Postgres};
 use futures_util::FutureExt;
 use shell_tokio::registry::SqlRegistry;
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 use sqlx::{ColumnIndex, Decode, Row, Type};
-
-const MYSQL_URL: &str = "mysql://root@127.0.0.1:3306/test";
-const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend {
@@ -35,27 +33,14 @@ enum Backend {
 }
 
 impl Backend {
-    fn server_url(self) -> Option<String> {
-        let env =
-            |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
+    /// The URL of this test binary's server for the backend: `Some(None)`
+    /// for SQLite (a file of the test's own), `None` when the server is not
+    /// installed (the test is skipped, and says so).
+    fn server_url(self) -> Option<Option<String>> {
         match self {
-            Backend::Sqlite => None,
-            Backend::MariaDb => Some(env("ANPX_TEST_MYSQL_URL", MYSQL_URL)),
-            Backend::Postgres => Some(env("ANPX_TEST_POSTGRES_URL", POSTGRES_URL)),
-        }
-    }
-
-    fn how_to_start(self) -> &'static str {
-        match self {
-            Backend::Sqlite => "",
-            Backend::MariaDb => {
-                "start MariaDB with: start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd \
-                 (then wait for `mariadb-admin ping -h 127.0.0.1`)"
-            }
-            Backend::Postgres => {
-                "start PostgreSQL with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start \
-                 (then wait for `pg_isready -h 127.0.0.1`)"
-            }
+            Backend::Sqlite => Some(None),
+            Backend::MariaDb => MariaDb::shared_or_skip().map(|s| Some(s.url())),
+            Backend::Postgres => Postgres::shared_or_skip().map(|s| Some(s.url())),
         }
     }
 }
@@ -120,7 +105,8 @@ struct Db {
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 impl Db {
-    async fn open(backend: Backend, scenario: &str) -> Db {
+    /// The test's database, or `None` when its server is not installed.
+    async fn open(backend: Backend, scenario: &str) -> Option<Db> {
         let unique = format!(
             "{}_{}_{}",
             std::process::id(),
@@ -128,7 +114,7 @@ impl Db {
             fastrand::u32(..)
         );
         let table = format!("anpx_reg_{scenario}_{unique}");
-        let (url, scratch) = match backend.server_url() {
+        let (url, scratch) = match backend.server_url()? {
             Some(url) => (url, None),
             None => {
                 let dir = std::env::temp_dir().join(format!("anpx-registry-{unique}"));
@@ -155,19 +141,14 @@ impl Db {
                 .await
                 .map(Raw::Postgres),
         };
-        let raw = raw.unwrap_or_else(|e| {
-            panic!(
-                "{backend:?} is not answering at {url}: {e}\n{}",
-                backend.how_to_start()
-            )
-        });
-        Db {
+        let raw = raw.unwrap_or_else(|e| panic!("{backend:?} is not answering at {url}: {e}"));
+        Some(Db {
             backend,
             url,
             table,
             raw,
             scratch,
-        }
+        })
     }
 
     async fn registry(&self) -> Arc<SqlRegistry> {
@@ -657,7 +638,9 @@ macro_rules! on_every_backend {
         )* }
 
         async fn run(backend: Backend, scenario: &str) {
-            let db = Db::open(backend, short(scenario)).await;
+            let Some(db) = Db::open(backend, short(scenario)).await else {
+                return;
+            };
             let outcome = match scenario {
                 $(stringify!($scenario) => AssertUnwindSafe($scenario(&db)).catch_unwind().await,)*
                 other => unreachable!("{other}"),
