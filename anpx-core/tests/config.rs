@@ -75,6 +75,7 @@ fn all_changed() -> Config {
     g.auth.resolver_base_url = Some("http://resolver.test:8000/r".to_owned());
     g.auth.did_documents_dir = Some(PathBuf::from("dids"));
     g.auth.timestamp_window_secs = 5;
+    g.auth.service_names = vec!["gw.example.com".to_owned(), "[::1]".to_owned()];
     g.registry.url = Some("postgres://anpx@registry.test/g?sslmode=disable".to_owned());
     g.registry.refresh_secs = 600;
     g.cluster.nats_url = Some("nats://nats.test:4222".to_owned());
@@ -336,6 +337,10 @@ fn bad_values_are_named() {
         (
             "[gateway.auth]\ndid_documents_dir = 3",
             "gateway.auth.did_documents_dir: expected a file path, got 3",
+        ),
+        (
+            "[gateway.auth]\nservice_names = [\"https://gw.example\"]",
+            "gateway.auth.service_names: expected a list of host names such as [\"gateway.example.com\"], got \"https://gw.example\"",
         ),
         (
             "[gateway.auth]\ntimestamp_window_secs = 0",

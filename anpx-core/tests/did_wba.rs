@@ -692,3 +692,40 @@ fn verifies_fixed(key: &k256::ecdsa::VerifyingKey, hash: &[u8; 32], r: &[u8], s:
         Err(_) => false,
     }
 }
+
+#[test]
+fn only_the_configured_service_names_are_accepted() {
+    let (header, t) = valid_secp();
+    let doc = secp_doc();
+    let now = t + Duration::from_secs(5);
+    // The vector is signed for gateway.example.com.
+    let mut elsewhere = Verifier::new(VerifierConfig {
+        service_names: vec!["other-gateway.example.org".into()],
+        ..VerifierConfig::default()
+    });
+    assert_eq!(
+        login(&mut elsewhere, now, &header, GW, doc.as_bytes()),
+        Err(AuthError::WrongService(GW.into()))
+    );
+    assert_eq!(AuthError::WrongService(GW.into()).reason(), "wrong_service");
+    assert_eq!(elsewhere.nonces_stored(), 0);
+    // Listed (case and port aside): accepted.
+    let mut here = Verifier::new(VerifierConfig {
+        service_names: vec!["other.example".into(), "gateway.example.com".into()],
+        ..VerifierConfig::default()
+    });
+    assert!(here
+        .check_header(now, &header, "Gateway.Example.COM")
+        .is_ok());
+    login(
+        &mut here,
+        now,
+        &header,
+        "gateway.example.com:8443",
+        doc.as_bytes(),
+    )
+    .unwrap();
+    // Unset: any name the header was signed for, as before.
+    let mut any = Verifier::new(VerifierConfig::default());
+    login(&mut any, now, &header, GW, doc.as_bytes()).unwrap();
+}

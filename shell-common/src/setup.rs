@@ -50,6 +50,7 @@ pub fn gateway_options(
         let verifier = VerifierConfig {
             max_age: auth.timestamp_window(),
             resolver_base: auth.resolver_base_url.clone(),
+            service_names: auth.service_names.clone(),
             ..VerifierConfig::default()
         };
         let sources = DocumentSources {

@@ -251,6 +251,41 @@ async fn a_replayed_header_is_refused(gw_shell: Shell, rx_shell: Shell) {
     rx.shutdown().await;
 }
 
+/// A header signed for a name the gateway does not answer to is refused
+/// when `gateway.auth.service_names` is set; the receiver here dials
+/// 127.0.0.1 and signs that.
+async fn a_header_signed_for_another_service_name_is_refused(gw_shell: Shell, rx_shell: Shell) {
+    let backend = start_backend().await;
+    let registry = || {
+        Arc::new(StaticRegistry::new([(
+            DID.to_owned(),
+            "api.agent.com/one".parse().unwrap(),
+        )]))
+    };
+    let named = |names: &[&str]| anpx_core::auth::VerifierConfig {
+        service_names: names.iter().map(|n| n.to_string()).collect(),
+        ..Default::default()
+    };
+    let gw = Gw::start_did_wba_with(gw_shell, vectors(), registry(), named(&["gw.example"])).await;
+    let rx = signed_receiver(rx_shell, gw.addr(), backend, real_credentials(), &[]);
+    wait_refused(&gw, "wrong_service").await;
+    rx.shutdown().await;
+
+    let gw = Gw::start_did_wba_with(
+        gw_shell,
+        vectors(),
+        registry(),
+        named(&["gw.example", "127.0.0.1"]),
+    )
+    .await;
+    let rx = signed_receiver(rx_shell, gw.addr(), backend, real_credentials(), &[]);
+    let status = tokio::time::timeout(Duration::from_secs(10), rx.wait_ready())
+        .await
+        .unwrap();
+    assert!(matches!(status, Status::Connected { .. }), "{status:?}");
+    rx.shutdown().await;
+}
+
 async fn an_unknown_did_is_refused(gw_shell: Shell, rx_shell: Shell) {
     let backend = start_backend().await;
     let gw = did_gateway(gw_shell).await;
@@ -367,6 +402,7 @@ for_every_pair!(
     an_expired_timestamp_is_refused,
     a_replayed_header_is_refused,
     an_unknown_did_is_refused,
+    a_header_signed_for_another_service_name_is_refused,
 );
 
 for_every_gateway!(an_unsigned_authentication_message_gains_nothing_on_a_did_wba_gateway);

@@ -44,6 +44,10 @@ pub enum AuthError {
     /// This DID already logged in with this nonce inside the window.
     #[error("nonce already used")]
     ReplayedNonce,
+    /// The header was signed for a service name this gateway does not
+    /// answer to (`gateway.auth.service_names`).
+    #[error("signed for service {0:?}, which is not one of this gateway's names")]
+    WrongService(String),
     /// The nonce store holds its maximum of unexpired nonces. Forgetting one
     /// early would reopen it to replay, so new logins wait instead.
     #[error(
@@ -103,6 +107,7 @@ impl AuthError {
             Self::Expired { .. } => "expired",
             Self::FromFuture { .. } => "from_future",
             Self::ReplayedNonce => "replayed_nonce",
+            Self::WrongService(_) => "wrong_service",
             Self::NonceStoreFull { .. } => "nonce_store_full",
             Self::DidMismatch { .. } => "did_mismatch",
             Self::UnknownKey(_) => "unknown_key",

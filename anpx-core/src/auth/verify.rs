@@ -32,6 +32,11 @@ pub struct VerifierConfig {
     /// 64 KiB; real ones are under 2 KiB). The shell should stop reading
     /// the fetch at this size too.
     pub max_document_bytes: usize,
+    /// The service names a header may be signed for, lowercased, without
+    /// port. Empty accepts any (the Host the client dialled), so a header
+    /// signed for one gateway is accepted by every gateway reachable under
+    /// that name.
+    pub service_names: Vec<String>,
 }
 
 impl Default for VerifierConfig {
@@ -43,6 +48,7 @@ impl Default for VerifierConfig {
             max_nonces: 100_000,
             resolver_base: None,
             max_document_bytes: 64 * 1024,
+            service_names: Vec::new(),
         }
     }
 }
@@ -186,8 +192,13 @@ impl Verifier {
         if signature.len() > 64 {
             return Err(AuthError::BadSignature);
         }
-        self.nonces.check(now, &header.did, &header.nonce)?;
+        // The hash covers the name as signed; only the comparison folds case.
         let service = service_domain(service).to_owned();
+        let names = &self.config.service_names;
+        if !names.is_empty() && !names.iter().any(|n| n.eq_ignore_ascii_case(&service)) {
+            return Err(AuthError::WrongService(service));
+        }
+        self.nonces.check(now, &header.did, &header.nonce)?;
         let content_hash = content_hash(&header.did, &header.nonce, &header.timestamp, &service)?;
         Ok(ParsedHeader {
             document_url: did.document_url(self.config.resolver_base.as_deref()),

@@ -260,6 +260,11 @@ pub struct AuthSection {
     /// Largest clock difference, in seconds, tolerated in a signed
     /// authentication header (`gateway.auth.timestamp_window_secs`).
     pub timestamp_window_secs: u64,
+    /// The names this gateway accepts as the signed service
+    /// (`gateway.auth.service_names`), lowercased. Empty accepts whatever
+    /// Host the receiver dialled, so a header signed for one gateway is
+    /// good at every gateway reachable under that name.
+    pub service_names: Vec<String>,
 }
 
 impl Default for AuthSection {
@@ -269,6 +274,7 @@ impl Default for AuthSection {
             resolver_base_url: None,
             did_documents_dir: None,
             timestamp_window_secs: 300,
+            service_names: Vec::new(),
         }
     }
 }

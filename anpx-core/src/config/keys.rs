@@ -177,7 +177,7 @@ macro_rules! key {
     };
 }
 
-static KEYS: [KeyInfo; 51] = [
+static KEYS: [KeyInfo; 52] = [
     // [gateway]
     key!(
         "gateway.listen", "ANPX_GATEWAY_LISTEN", "listen", "ADDR", "127.0.0.1:8080",
@@ -330,6 +330,13 @@ static KEYS: [KeyInfo; 51] = [
         "Largest clock difference tolerated in a signed authentication header",
         gateway.auth.timestamp_window_secs,
         parse: |i| v::int(i, 1, MAX_SECS), render: v::render_int,
+    ),
+    key!(
+        "gateway.auth.service_names", "ANPX_GATEWAY_AUTH_SERVICE_NAMES",
+        "auth-service-names", "HOST,..", "",
+        "Host names a receiver may sign as the service; a login signed for any other name is refused (unset: whatever Host the receiver dialled)",
+        gateway.auth.service_names,
+        parse: v::host_names, render: |n: &Vec<String>| v::render_strings(n),
     ),
     // [gateway.registry]
     key!(

@@ -671,6 +671,21 @@ pub(crate) fn origins(input: Input<'_>) -> Result<Vec<String>, ValueError> {
     )
 }
 
+/// Host names (no scheme, port or path), lowercased: the names a receiver
+/// may sign as the service.
+pub(crate) fn host_names(input: Input<'_>) -> Result<Vec<String>, ValueError> {
+    let names = strings(
+        input,
+        "a list of host names such as [\"gateway.example.com\"]",
+        |s| {
+            s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-.[]:".contains(c))
+                && !s.contains("://")
+        },
+    )?;
+    Ok(names.into_iter().map(|n| n.to_ascii_lowercase()).collect())
+}
+
 pub(crate) fn render_strings(v: &[String]) -> Option<Value> {
     Some(Value::Array(
         v.iter().map(|s| Value::String(s.clone())).collect(),

@@ -44,6 +44,16 @@ impl Gw {
         directory: PathBuf,
         registry: Arc<dyn Registry>,
     ) -> Gw {
+        Gw::start_did_wba_with(shell, directory, registry, VerifierConfig::default()).await
+    }
+
+    /// [`start_did_wba`](Self::start_did_wba) with the verifier's settings.
+    pub async fn start_did_wba_with(
+        shell: Shell,
+        directory: PathBuf,
+        registry: Arc<dyn Registry>,
+        verifier: VerifierConfig,
+    ) -> Gw {
         let io: Arc<dyn DocumentIo> = match shell {
             Shell::Tokio => Arc::new(shell_tokio::fetch::TokioDocuments),
             Shell::Smol => Arc::new(shell_smol::fetch::SmolDocuments),
@@ -52,7 +62,7 @@ impl Gw {
             directory: Some(directory),
             tls: shell_common::tls::client_config(None).unwrap(),
         };
-        let admission = DidWbaAdmission::new(VerifierConfig::default(), sources, io, registry);
+        let admission = DidWbaAdmission::new(verifier, sources, io, registry);
         Gw::start(shell, |o| o.admission = Arc::new(admission)).await
     }
 
