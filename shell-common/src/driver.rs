@@ -490,7 +490,7 @@ impl State {
         body: RequestBody,
         events: &Events,
     ) -> Option<Started> {
-        let streaming = matches!(body, RequestBody::Streaming);
+        let streaming = body.is_streaming();
         let (id, request) = remote.start(host, head, body, events.clone())?;
         if streaming {
             self.uploads.insert(id.clone(), request);

@@ -451,8 +451,8 @@ async fn proxy(
                 )));
             }
         },
-        _ => (
-            RequestBody::Streaming,
+        len => (
+            len.map_or(RequestBody::Streaming, |n| RequestBody::Sized(n as u64)),
             Some(std::mem::replace(&mut body, http_types::Body::empty())),
         ),
     };

@@ -90,38 +90,20 @@ impl Chunker {
             return Ok(vec![encode_raw(&single, max)?]);
         }
 
-        // The reference marks the last request chunk with 4 bytes and the
-        // last response chunk with 1; do the same so our frames look like its.
-        let final_marker = match kind {
-            MessageKind::Request => FinalMarker::Word,
-            _ => FinalMarker::Byte,
-        };
-        let tlv = |len: usize| TLV_HEADER_LEN + len;
-        let overhead = HEADER_LEN + tlv(id.len()) + 2 * tlv(4) + tlv(4) + TLV_HEADER_LEN;
-        let meta_len = meta.map_or(0, |(_, json)| tlv(json.len()));
-        let too_small = EncodeError::FrameSizeTooSmall {
-            max: self.max_frame_len,
-            overhead: overhead + meta_len,
-        };
-        let per_chunk = self
-            .max_frame_len
-            .checked_sub(overhead)
-            .filter(|&n| n > 0)
-            .ok_or(too_small.clone())?;
-        let first = per_chunk.checked_sub(meta_len).ok_or(too_small)?;
-
+        let layout = Layout::new(
+            self.max_frame_len,
+            id.len(),
+            meta.map(|(_, json)| json.len()),
+            msg.body.len() as u64,
+        )?;
+        let final_marker = counted_final_marker(kind);
+        let total = layout.total;
         let body = &msg.body[..];
-        let rest = body.len().saturating_sub(first);
-        let count = 1 + rest.div_ceil(per_chunk);
-        let total = u32::try_from(count).map_err(|_| EncodeError::TooLarge {
-            len: body.len() as u64,
-            max: u64::from(u32::MAX) * per_chunk as u64,
-        })?;
 
-        let mut frames = Vec::with_capacity(count);
+        let mut frames = Vec::with_capacity(total as usize);
         let mut offset = 0;
         for index in 0..total {
-            let room = if index == 0 { first } else { per_chunk };
+            let room = layout.room(index);
             let end = (offset + room).min(body.len());
             let piece = &body[offset..end];
             offset = end;
@@ -140,5 +122,72 @@ impl Chunker {
             frames.push(encode_raw(&frame, max)?);
         }
         Ok(frames)
+    }
+}
+
+/// The marker on the last chunk of a sequence that also carries
+/// `chunk_tot`: the reference writes 4 bytes on requests and 1 on
+/// responses, and completes both by count, so either is safe there; doing
+/// the same keeps our request chunks laid out like its.
+pub(crate) fn counted_final_marker(kind: MessageKind) -> FinalMarker {
+    match kind {
+        MessageKind::Request => FinalMarker::Word,
+        _ => FinalMarker::Byte,
+    }
+}
+
+/// How a message of known length is cut into chunks that carry
+/// `chunk_tot`: the head rides in chunk 0, so chunk 0 holds `first` body
+/// bytes and every later one `per_chunk`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Layout {
+    pub(crate) first: usize,
+    pub(crate) per_chunk: usize,
+    pub(crate) total: u32,
+}
+
+impl Layout {
+    /// The layout for frames of at most `max_frame_len` bytes, a request id
+    /// of `id_len` bytes, a meta JSON of `meta_len` bytes (if any) and
+    /// a body of `body_len` bytes.
+    pub(crate) fn new(
+        max_frame_len: usize,
+        id_len: usize,
+        meta_len: Option<usize>,
+        body_len: u64,
+    ) -> Result<Layout, EncodeError> {
+        let tlv = |len: usize| TLV_HEADER_LEN + len;
+        // Index, total and a 4-byte final marker, whichever chunk is last.
+        let overhead = HEADER_LEN + tlv(id_len) + 2 * tlv(4) + tlv(4) + TLV_HEADER_LEN;
+        let meta_tlv = meta_len.map_or(0, tlv);
+        let too_small = EncodeError::FrameSizeTooSmall {
+            max: max_frame_len,
+            overhead: overhead + meta_tlv,
+        };
+        let per_chunk = max_frame_len
+            .checked_sub(overhead)
+            .filter(|&n| n > 0)
+            .ok_or(too_small.clone())?;
+        let first = per_chunk.checked_sub(meta_tlv).ok_or(too_small)?;
+        let rest = body_len.saturating_sub(first as u64);
+        let count = 1 + rest.div_ceil(per_chunk as u64);
+        let total = u32::try_from(count).map_err(|_| EncodeError::TooLarge {
+            len: body_len,
+            max: u64::from(u32::MAX) * per_chunk as u64,
+        })?;
+        Ok(Layout {
+            first,
+            per_chunk,
+            total,
+        })
+    }
+
+    /// Body bytes chunk `index` holds unless it is the last.
+    pub(crate) fn room(&self, index: u32) -> usize {
+        if index == 0 {
+            self.first
+        } else {
+            self.per_chunk
+        }
     }
 }

@@ -123,6 +123,15 @@ pub enum EncodeError {
     /// A meta of one message type in a frame of another.
     #[error("the meta does not match the {0} frame type")]
     MetaMismatch(&'static str),
+    /// A body sent with its length announced (a Content-Length) ended before
+    /// that length or ran past it.
+    #[error("body of {got} bytes does not match its declared length of {declared}")]
+    LengthMismatch {
+        /// The announced length.
+        declared: u64,
+        /// Bytes received when the mismatch showed.
+        got: u64,
+    },
     /// The frame size limit leaves no room for a single body byte.
     #[error("max frame size {max} leaves no room for a body after {overhead} bytes of header and fields")]
     FrameSizeTooSmall {

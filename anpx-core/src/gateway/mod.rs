@@ -96,6 +96,20 @@ pub enum RequestBody {
     Full(Bytes),
     /// The body follows through [`Gateway::push_body`].
     Streaming,
+    /// The body follows through [`Gateway::push_body`] and is exactly this
+    /// many bytes (a Content-Length). A receiver that takes only whole
+    /// messages (no `streaming` extension, e.g. the reference) then gets it
+    /// in full chunks that carry `chunk_tot`, as the reference sends them;
+    /// a body that ends short of the length or runs past it fails the
+    /// request.
+    Sized(u64),
+}
+
+impl RequestBody {
+    /// True when the body follows through [`Gateway::push_body`].
+    pub fn is_streaming(&self) -> bool {
+        matches!(self, RequestBody::Streaming | RequestBody::Sized(_))
+    }
 }
 
 #[derive(Debug)]
@@ -455,6 +469,10 @@ impl Gateway {
         })?;
         let upgrade = passthrough::is_upgrade(&head);
         let link = self.choose_link(host, &head.path, upgrade)?;
+        let features = self
+            .links
+            .get(&link)
+            .map_or(Features::empty(), |l| l.features);
         let id = RequestId::uuid_v4(self.rng.u128(..).to_le_bytes());
         let mut frames = Vec::new();
         let mut upload = None;
@@ -471,9 +489,17 @@ impl Gateway {
                 };
                 self.chunker.frames(&msg).map(|f| frames = f)
             }
-            RequestBody::Streaming => {
-                let mut stream =
-                    ChunkStream::new(MessageKind::Request, id.clone(), self.config.chunk_size);
+            RequestBody::Streaming | RequestBody::Sized(_) => {
+                let chunk_size = self.config.chunk_size;
+                let mut stream = match body {
+                    // A peer that reassembles whole messages gains nothing
+                    // from pieces sent early; the reference's own layout
+                    // (full chunks, `chunk_tot`) is the one it knows best.
+                    RequestBody::Sized(len) if !features.contains(Feature::Streaming) => {
+                        ChunkStream::sized(MessageKind::Request, id.clone(), chunk_size, len)
+                    }
+                    _ => ChunkStream::new(MessageKind::Request, id.clone(), chunk_size),
+                };
                 let json = head.to_meta_json();
                 let r = stream.write(Some((tag::HTTP_META, &json)), &[], false, &mut frames);
                 upload = Some(stream);
@@ -490,10 +516,6 @@ impl Gateway {
             });
             return Ok(id);
         }
-        let features = self
-            .links
-            .get(&link)
-            .map_or(Features::empty(), |l| l.features);
         let deadline = now + self.config.request_timeout;
         self.pending.insert(
             id.clone(),

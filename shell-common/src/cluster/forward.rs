@@ -129,7 +129,9 @@ async fn run(
             });
             (BodyMode::Stream, Bytes::new())
         }
-        RequestBody::Streaming => (BodyMode::Stream, Bytes::new()),
+        // The length is not carried between gateways; the serving one
+        // sends the body as it comes.
+        RequestBody::Streaming | RequestBody::Sized(_) => (BodyMode::Stream, Bytes::new()),
     };
     let mut uploading = mode == BodyMode::Stream && outgoing.is_empty();
     let start = WireMessage::Start {

@@ -167,7 +167,8 @@ async fn proxy(
                 ))
             }
         },
-        _ => (RequestBody::Streaming, Some(body)),
+        Some(n) => (RequestBody::Sized(n), Some(body)),
+        None => (RequestBody::Streaming, Some(body)),
     };
     let public = PublicRequest {
         method: parts.method.as_str(),
