@@ -28,6 +28,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
 pub mod head;
+pub mod response;
 
 /// The limits of the public edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

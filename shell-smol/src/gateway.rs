@@ -557,13 +557,27 @@ async fn proxy(
             response.append_header(name, value);
         }
     }
-    let reader = stream
-        .map_err(|e| std::io::Error::other(e.to_string()))
-        .into_async_read();
-    response.set_body(http_types::Body::from_reader(
-        futures_util::io::BufReader::new(reader),
-        length,
-    ));
+    if matches!(response_head.status, 204 | 304) {
+        // No body, whatever the head says (the gateway state machine drops
+        // what the receiver sends): async-h1 would otherwise frame one,
+        // and a client reads those bytes as its next response. async-h1
+        // always writes a framing header, here `content-length: 0`.
+        response.set_body(http_types::Body::empty());
+        // Read to its end, so the request ends as answered, not cancelled.
+        smol::spawn(async move {
+            let mut stream = stream;
+            while let Some(Ok(_)) = futures_util::StreamExt::next(&mut stream).await {}
+        })
+        .detach();
+    } else {
+        let reader = stream
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .into_async_read();
+        response.set_body(http_types::Body::from_reader(
+            futures_util::io::BufReader::new(reader),
+            length,
+        ));
+    }
     if !content_type {
         // set_body labels the body octet-stream; the upstream said nothing.
         response.remove_header("content-type");

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::chunk::{ReassemblyLimits, DEFAULT_CHUNK_SIZE};
+use crate::edge::response::ResponseLimits;
 use crate::frame::FrameLimits;
 
 /// What the gateway state machine needs to know.
@@ -31,6 +32,8 @@ pub struct GatewayConfig {
     /// How many messages that carry no response data (control messages,
     /// WebSocket pings and pongs, empty chunks) one connection may send.
     pub chatter: MessageBudget,
+    /// Caps on the response heads receivers send.
+    pub response: ResponseLimits,
 }
 
 /// A token bucket: `burst` messages at once, refilled at `per_second`. A
@@ -64,6 +67,7 @@ impl Default for GatewayConfig {
             frame_limits: FrameLimits::default(),
             reassembly: ReassemblyLimits::default(),
             chatter: MessageBudget::default(),
+            response: ResponseLimits::default(),
         }
     }
 }

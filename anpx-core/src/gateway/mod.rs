@@ -54,6 +54,7 @@ use serde::Serialize;
 
 use crate::chunk::{ChunkStream, Chunker, Reassembler};
 use crate::control::{self, Control};
+use crate::edge::response::{check_head, Asked, BodyCheck};
 use crate::features::{Feature, Features};
 use crate::flow::Flow;
 use crate::forward::normalize_path;
@@ -142,6 +143,10 @@ struct Pending {
     cancel: bool,
     /// A WebSocket upgrade request (`websocket`).
     upgrade: bool,
+    /// A `HEAD` request: its response has no body.
+    head_method: bool,
+    /// How the response body is delimited, once its head passed the checks.
+    body: Option<BodyCheck>,
     /// The receiver answered the upgrade with `101`: the request is now a
     /// byte stream each way, timed by the WebSocket idle timeout.
     tunnel: bool,
@@ -389,33 +394,30 @@ impl Gateway {
             }
         };
         match assembled.head {
-            Some(Head::Response(head)) => {
-                let switch = passthrough::is_switch(&head);
-                if let Some(p) = self.pending.get_mut(&id) {
-                    if switch && !p.upgrade {
-                        // Only an upgrade request may be answered by a
-                        // switch; anything else would hand the client a
-                        // raw byte stream it never asked for.
-                        self.count_fault(LinkFault::InvalidResponse);
-                        self.send_cancel(&id, "101 to a request that asked for no upgrade");
-                        return self.fail(
-                            &id,
-                            Failure::new(502, "Receiver switched protocols unasked"),
-                        );
+            Some(Head::Response(mut head)) => {
+                let Some(p) = self.pending.get_mut(&id) else {
+                    return;
+                };
+                let asked = Asked {
+                    head: p.head_method,
+                    upgrade: p.upgrade,
+                };
+                match check_head(&mut head, asked, &self.config.response) {
+                    Ok(rule) => p.body = Some(BodyCheck::new(rule)),
+                    Err(e) => return self.invalid_response(&id, &e.to_string()),
+                }
+                p.head_sent = true;
+                if passthrough::is_switch(&head) {
+                    p.tunnel = true;
+                    p.deadline = p.deadline_after(now, &self.config);
+                    if p.deadline < p.armed {
+                        // An idle timeout shorter than the request
+                        // timeout: the timer must come due sooner.
+                        self.timers.disarm(p.armed, Timer::Request(id.clone()));
+                        p.armed = p.deadline;
+                        self.timers.arm(p.deadline, Timer::Request(id.clone()));
                     }
-                    p.head_sent = true;
-                    if switch {
-                        p.tunnel = true;
-                        p.deadline = p.deadline_after(now, &self.config);
-                        if p.deadline < p.armed {
-                            // An idle timeout shorter than the request
-                            // timeout: the timer must come due sooner.
-                            self.timers.disarm(p.armed, Timer::Request(id.clone()));
-                            p.armed = p.deadline;
-                            self.timers.arm(p.deadline, Timer::Request(id.clone()));
-                        }
-                        self.totals.websockets += 1;
-                    }
+                    self.totals.websockets += 1;
                 }
                 self.emit(&id, ResponseEvent::Head(head));
             }
@@ -424,9 +426,29 @@ impl Gateway {
             Some(Head::Error | Head::Request(_)) | None => {}
         }
         for piece in assembled.body {
-            self.emit(&id, ResponseEvent::Body(piece));
+            let check = self
+                .pending
+                .get_mut(&id)
+                .and_then(|p| p.body.as_mut())
+                .map(|b| b.piece(piece.len()));
+            match check {
+                Some(Err(e)) => return self.invalid_response(&id, &e.to_string()),
+                // A body on a response that has none is dropped, and
+                // counts as read so a flow-controlled receiver is not
+                // left waiting for credit.
+                Some(Ok(false)) => self.body_read(now, &id, piece.len()),
+                Some(Ok(true)) | None => self.emit(&id, ResponseEvent::Body(piece)),
+            }
         }
         if assembled.end {
+            let short = self
+                .pending
+                .get(&id)
+                .and_then(|p| p.body.as_ref())
+                .and_then(|b| b.end().err());
+            if let Some(e) = short {
+                return self.invalid_response(&id, &e.to_string());
+            }
             let uploading = self.pending.get(&id).is_some_and(|p| {
                 p.upload.is_some() || p.flow.as_ref().is_some_and(|f| f.send.queued() > 0)
             });
@@ -468,6 +490,7 @@ impl Gateway {
             Reject::BadPath { error }
         })?;
         let upgrade = passthrough::is_upgrade(&head);
+        let head_method = head.method.eq_ignore_ascii_case("HEAD");
         let link = self.choose_link(host, &head.path, upgrade)?;
         let features = self
             .links
@@ -528,6 +551,8 @@ impl Gateway {
                 flow: features.contains(Feature::FlowControl).then(Flow::new),
                 cancel: features.contains(Feature::Cancel),
                 upgrade,
+                head_method,
+                body: None,
                 tunnel: false,
             },
         );
@@ -925,6 +950,18 @@ impl Gateway {
                 l.reassembler.discard(request);
             }
         }
+    }
+
+    /// The receiver's response broke the rules a client's connection
+    /// depends on: the request fails with 502 (or, after its head, the
+    /// client's connection is cut), and the receiver stops serving it.
+    fn invalid_response(&mut self, request: &RequestId, why: &str) {
+        self.count_fault(LinkFault::InvalidResponse);
+        self.send_cancel(request, "invalid response");
+        self.fail(
+            request,
+            Failure::new(502, format!("Invalid response from receiver: {why}")),
+        );
     }
 
     fn count_fault(&mut self, fault: LinkFault) {

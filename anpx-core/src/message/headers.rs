@@ -80,10 +80,9 @@ impl HeaderList {
     /// True when some name occurs more than once, i.e. when the flat JSON
     /// object of the reference would lose information.
     pub(crate) fn has_repeats(&self) -> bool {
-        self.0
-            .iter()
-            .enumerate()
-            .any(|(i, (n, _))| self.0[..i].iter().any(|(m, _)| m == n))
+        // Linear: a receiver may send thousands of fields.
+        let mut seen = std::collections::HashSet::with_capacity(self.0.len());
+        self.0.iter().any(|(n, _)| !seen.insert(n.as_str()))
     }
 
     pub(crate) fn as_pairs(&self) -> &[(String, String)] {
