@@ -6,9 +6,9 @@
 //! cargo bench -p shell-tokio --bench cluster -- [--seconds N]
 //! ```
 //!
-//! Needs NATS at 127.0.0.1:4222 (`nats-server -js`, or `systemctl start
-//! nats-server`). Everything else runs in this process on loopback: two
-//! gateways in one cluster (a unique subject prefix per run), and one
+//! Starts a throwaway NATS server of its own from the machine's
+//! `nats-server` (`apt-get install nats-server`). Everything else runs in
+//! this process on loopback: two gateways in one cluster, and one
 //! receiver on the first, serving `/small` (40 bytes) and `/big` (1 MiB)
 //! from an in-process handler. "local" cells send to the first gateway,
 //! "forwarded" cells to the second, which carries each request over NATS to
@@ -60,7 +60,13 @@ fn main() {
         .enable_all()
         .build()
         .expect("client runtime");
-    let (local, forwarded, _keep) = servers.block_on(start());
+    let nats = anpx_test_servers::Nats::start().unwrap_or_else(|e| {
+        panic!(
+            "the cluster bench needs a NATS server: {e} (`{}`)",
+            anpx_test_servers::INSTALL
+        )
+    });
+    let (local, forwarded, _keep) = servers.block_on(start(nats.url()));
     println!(
         "anpx cluster bench: {seconds} s per cell, {} cores; p50/p99 latency per request, throughput over the cell",
         std::thread::available_parallelism().map_or(0, |n| n.get())
@@ -115,14 +121,8 @@ async fn answer(path: String, big: Bytes) -> Result<Response<Full<Bytes>>, Infal
     Ok(Response::new(Full::new(body)))
 }
 
-async fn start() -> (SocketAddr, SocketAddr, (Gateway, Gateway, Receiver)) {
-    let prefix = format!(
-        "anpxbench.p{}n{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    );
+async fn start(nats_url: String) -> (SocketAddr, SocketAddr, (Gateway, Gateway, Receiver)) {
+    let prefix = "anpxbench";
     let mut gateways = Vec::new();
     for node in ["bench-local", "bench-forwarding"] {
         let mut options = GatewayOptions::open("127.0.0.1:0".parse().expect("address"));
@@ -130,9 +130,9 @@ async fn start() -> (SocketAddr, SocketAddr, (Gateway, Gateway, Receiver)) {
         options.drain_grace = Duration::ZERO;
         let mut gw = Gateway::bind(options).await.expect("gateway binds");
         let cluster = ClusterOptions {
-            nats_url: "nats://127.0.0.1:4222".into(),
+            nats_url: nats_url.clone(),
             node_name: node.into(),
-            subjects: Subjects::new(&prefix).expect("prefix"),
+            subjects: Subjects::new(prefix).expect("prefix"),
             announce_interval: Duration::from_millis(200),
             route_ttl: Duration::from_secs(1),
             request_timeout: Duration::from_secs(30),

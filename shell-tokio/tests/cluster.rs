@@ -1,9 +1,14 @@
-//! Several gateway processes sharing NATS (127.0.0.1:4222) as one service:
+//! Several gateway processes sharing NATS as one service:
 //! every gateway reaches every receiver's routes, bodies stream across
 //! intact with local timeouts, and killing a gateway mid-load loses only
 //! the requests in flight through it while a receiver connected to two
 //! gateways keeps serving. Each scenario runs on `anpx` gateways alone and
 //! on a cluster mixing `anpx` and `anpx-smol` gateways.
+//!
+//! Each test starts a NATS server of its own (and the registry test a
+//! PostgreSQL server) from the binaries installed on the machine; where
+//! they are not installed the test prints a skip notice naming the install
+//! command, and fails when `CI` is set.
 
 mod support;
 
@@ -14,28 +19,11 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anpx_test_servers::{Nats, Postgres};
 use support::{Binary, Proc};
 
-const NATS: &str = "127.0.0.1:4222";
-
-/// Fails (never skips) when NATS is down, saying how to start it.
-fn require_nats() {
-    let up = NATS
-        .parse::<SocketAddr>()
-        .ok()
-        .and_then(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).ok())
-        .and_then(|mut s| {
-            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-            let mut info = [0u8; 4];
-            s.read_exact(&mut info).ok()?;
-            (&info == b"INFO").then_some(())
-        });
-    assert!(
-        up.is_some(),
-        "NATS is not reachable at {NATS}; the cluster tests need it. \
-         Start it with `nats-server -js` (or `systemctl start nats-server`)."
-    );
-}
+/// The cluster's subject prefix; each test has a NATS server of its own.
+const PREFIX: &str = "anpxtest";
 
 fn anpx() -> Command {
     Binary::Anpx.command()
@@ -56,21 +44,11 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// A subject prefix no other test run uses, so runs sharing the NATS
-/// server do not hear each other.
-fn unique_prefix() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("anpxtest.p{}n{nanos}", std::process::id())
-}
-
 fn gateway(
     binary: Binary,
+    nats: &Nats,
     dir: &Path,
     node: &str,
-    prefix: &str,
     extra: &[&str],
 ) -> (Proc, SocketAddr) {
     let addr = free_addr();
@@ -81,11 +59,11 @@ fn gateway(
             "--listen",
             &addr.to_string(),
             "--cluster-nats-url",
-            &format!("nats://{NATS}"),
+            &nats.url(),
             "--cluster-node-name",
             node,
             "--cluster-subject-prefix",
-            prefix,
+            PREFIX,
             // Faster than the defaults (1 s, 3 s) so the test runs quickly.
             "--cluster-announce-interval-ms",
             "200",
@@ -290,14 +268,15 @@ fn a_cluster_mixing_anpx_and_anpx_smol_reaches_every_service_with_local_semantic
 /// Three gateways of the given binaries, each with its own receiver, one
 /// route served on two of them.
 fn reach(name: &str, binaries: [Binary; 3]) {
-    require_nats();
+    let Some(nats) = Nats::start_or_skip() else {
+        return;
+    };
     let dir = scratch(name);
-    let prefix = unique_prefix();
     let up = upstream();
     let timeout = ["--request-timeout-secs", "2"];
-    let (_g1, a1) = gateway(binaries[0], &dir, "gw-1", &prefix, &timeout);
-    let (_g2, a2) = gateway(binaries[1], &dir, "gw-2", &prefix, &timeout);
-    let (_g3, a3) = gateway(binaries[2], &dir, "gw-3", &prefix, &timeout);
+    let (_g1, a1) = gateway(binaries[0], &nats, &dir, "gw-1", &timeout);
+    let (_g2, a2) = gateway(binaries[1], &nats, &dir, "gw-2", &timeout);
+    let (_g3, a3) = gateway(binaries[2], &nats, &dir, "gw-3", &timeout);
     let gws = [a1, a2, a3];
     let _ra = receiver(&dir, "ra", &[a1], "a.test", up);
     let _rb = receiver(&dir, "rb", &[a2], "b.test", up);
@@ -396,13 +375,14 @@ fn killing_an_anpx_smol_gateway_loses_only_its_in_flight_requests() {
 /// SIGKILL of gw-1 under load, through gw-3 (forwarding to gw-1 and gw-2)
 /// and gw-2 (local); gateways of the given binaries.
 fn kill(name: &str, binaries: [Binary; 3]) {
-    require_nats();
+    let Some(nats) = Nats::start_or_skip() else {
+        return;
+    };
     let dir = scratch(name);
-    let prefix = unique_prefix();
     let up = upstream();
-    let (mut g1, a1) = gateway(binaries[0], &dir, "gw-1", &prefix, &[]);
-    let (_g2, a2) = gateway(binaries[1], &dir, "gw-2", &prefix, &[]);
-    let (_g3, a3) = gateway(binaries[2], &dir, "gw-3", &prefix, &[]);
+    let (mut g1, a1) = gateway(binaries[0], &nats, &dir, "gw-1", &[]);
+    let (_g2, a2) = gateway(binaries[1], &nats, &dir, "gw-2", &[]);
+    let (_g3, a3) = gateway(binaries[2], &nats, &dir, "gw-3", &[]);
     // Multi-homed: one connection to gw-1 and one to gw-2.
     let _rm = receiver(&dir, "rm", &[a1, a2], "multi.test", up);
     for gw in [a1, a2, a3] {
@@ -498,8 +478,6 @@ fn kill(name: &str, binaries: [Binary; 3]) {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
-
 fn ok(c: &mut Command) -> String {
     let out = c.output().unwrap();
     assert!(
@@ -510,38 +488,18 @@ fn ok(c: &mut Command) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Removes the test's registry row however the test ends.
-struct RegistryRow {
-    did: String,
-    service: String,
-}
-
-impl Drop for RegistryRow {
-    fn drop(&mut self) {
-        let _ = anpx()
-            .args(["registry", "remove", "--registry-url", POSTGRES, "--did"])
-            .arg(&self.did)
-            .args(["--service", &self.service])
-            .output();
-    }
-}
-
 #[test]
 fn gateways_sharing_a_postgres_registry_grant_alike_and_forward_signed_receivers() {
-    require_nats();
-    let pg_up =
-        TcpStream::connect_timeout(&"127.0.0.1:5432".parse().unwrap(), Duration::from_secs(2));
-    assert!(
-        pg_up.is_ok(),
-        "PostgreSQL is not reachable at 127.0.0.1:5432; start it with \
-         `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`"
-    );
+    let Some(nats) = Nats::start_or_skip() else {
+        return;
+    };
+    let Some(postgres) = Postgres::start_or_skip() else {
+        return;
+    };
+    let registry = postgres.url();
     let dir = scratch("did");
-    let prefix = unique_prefix();
     let up = upstream();
-    // A DID and route of this run only, so parallel runs on the shared
-    // database do not meet.
-    let name = prefix.replace('.', "-");
+    let name = "agent-1";
     let id = dir.join("id");
     ok(anpx()
         .args([
@@ -550,7 +508,7 @@ fn gateways_sharing_a_postgres_registry_grant_alike_and_forward_signed_receivers
             "--host",
             "agents.example",
             "--path",
-            &name,
+            name,
             "--out",
         ])
         .arg(&id));
@@ -565,16 +523,12 @@ fn gateways_sharing_a_postgres_registry_grant_alike_and_forward_signed_receivers
         "registry",
         "add",
         "--registry-url",
-        POSTGRES,
+        &registry,
         "--did",
         &did,
         "--service",
         &service,
     ]));
-    let _row = RegistryRow {
-        did: did.clone(),
-        service: service.clone(),
-    };
 
     let docs_arg = docs.to_string_lossy().into_owned();
     let auth = [
@@ -583,11 +537,11 @@ fn gateways_sharing_a_postgres_registry_grant_alike_and_forward_signed_receivers
         "--auth-did-documents-dir",
         &docs_arg,
         "--registry-url",
-        POSTGRES,
+        &registry,
     ];
-    let (_g1, a1) = gateway(Binary::Anpx, &dir, "gw-1", &prefix, &auth);
-    let (_g2, a2) = gateway(Binary::Anpx, &dir, "gw-2", &prefix, &auth);
-    let (_g3, a3) = gateway(Binary::Anpx, &dir, "gw-3", &prefix, &auth);
+    let (_g1, a1) = gateway(Binary::Anpx, &nats, &dir, "gw-1", &auth);
+    let (_g2, a2) = gateway(Binary::Anpx, &nats, &dir, "gw-2", &auth);
+    let (_g3, a3) = gateway(Binary::Anpx, &nats, &dir, "gw-3", &auth);
     // Signed and multi-homed: both gateways must grant it from the registry.
     let _signed = Proc(
         anpx()
