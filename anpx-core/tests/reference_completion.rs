@@ -574,3 +574,45 @@ fn a_short_sized_upload_fails_and_never_completes() {
     });
     assert_eq!(failed, Some(502));
 }
+
+/// The reference gateway drops the body of a DELETE (GET, HEAD) but keeps
+/// the client's `content-length`; the receiver hands its service the length
+/// of what came, else the service waits for bytes that never come.
+#[test]
+fn a_whole_request_reaches_the_service_with_its_own_length() {
+    use anpx_core::receiver::ReceiverOutput;
+    use anpx_core::ws::WsMessage;
+    for (declared, body) in [("20", ""), ("3", "abcde"), ("5", "abcde")] {
+        let mut p = Pair::back_to_back(
+            "api.agent.com/svc",
+            Features::empty(),
+            GatewayConfig::default(),
+        );
+        let mut head = RequestHead::new("DELETE", "/svc/x");
+        head.headers.push("content-length", declared);
+        let msg = Message {
+            request_id: RequestId::from("r-del"),
+            head: Head::Request(head),
+            body: Bytes::from(body),
+        };
+        for f in Chunker::new(CHUNK).frames(&msg).unwrap() {
+            p.rx.handle_message(p.now, WsMessage::Binary(f));
+        }
+        let mut got = None;
+        while let Some(o) = p.rx.poll_output() {
+            if let ReceiverOutput::Event(RequestEvent::Head { head, .. }) = o {
+                got = Some(
+                    head.headers
+                        .get_all("content-length")
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>(),
+                );
+            }
+        }
+        assert_eq!(
+            got,
+            Some(vec![body.len().to_string()]),
+            "declared {declared}, body {body:?}"
+        );
+    }
+}

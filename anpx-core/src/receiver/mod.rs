@@ -220,7 +220,11 @@ impl Receiver {
                 return self.send_error_frame(&id, &format!("bad request chunks: {e}"));
             }
         };
-        if let Some(Head::Request(head)) = assembled.head {
+        if let Some(Head::Request(mut head)) = assembled.head {
+            if assembled.end {
+                let actual: u64 = assembled.body.iter().map(|b| b.len() as u64).sum();
+                truthful_length(&mut head, actual);
+            }
             if started {
                 // A second request under a live id: refuse the newcomer.
                 self.totals.stray_frames += 1;
@@ -721,5 +725,17 @@ impl Receiver {
     pub fn unsent(&self, request: &RequestId) -> Option<u64> {
         let s = self.serving.get(request)?;
         Some(s.flow.as_ref().map_or(0, |f| f.send.queued()))
+    }
+}
+
+/// Makes a whole request's `content-length` (when it has one) say the
+/// length of the body that came. The reference gateway drops the body of a
+/// GET, HEAD or DELETE but keeps the client's `content-length`; replayed as
+/// sent, the service would wait for bytes that never come.
+fn truthful_length(head: &mut crate::message::RequestHead, actual: u64) {
+    let declared = head.headers.get("content-length").map(str::trim);
+    if declared.is_some_and(|d| d.parse::<u64>() != Ok(actual)) {
+        head.headers.remove("content-length");
+        head.headers.push("content-length", actual.to_string());
     }
 }

@@ -6,6 +6,7 @@
 #[macro_use]
 pub mod pairs;
 pub mod pki;
+pub mod reference;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -225,6 +225,19 @@ impl Rx {
         Rx::build(shell, url, tls, credentials, backend, services, core)
     }
 
+    /// A receiver dialing `url` with no services declared and the state
+    /// machine's settings tuned by `tune`; not waited for.
+    pub fn dial_with(
+        shell: Shell,
+        url: String,
+        backend: SocketAddr,
+        tune: impl FnOnce(&mut anpx_core::receiver::ReceiverConfig),
+    ) -> Rx {
+        let mut core = anpx_core::receiver::ReceiverConfig::default();
+        tune(&mut core);
+        Rx::build(shell, url, None, None, backend, &[], core)
+    }
+
     /// [`Rx::dial`] with the state machine's settings given.
     fn build(
         shell: Shell,
