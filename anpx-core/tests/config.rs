@@ -44,6 +44,7 @@ fn all_changed() -> Config {
     g.listen = "0.0.0.0:80".parse().unwrap();
     g.ws_listen = Some("[::1]:81".parse().unwrap());
     g.request_timeout_secs = 31;
+    g.body_idle_timeout_secs = 302;
     g.websocket_idle_timeout_secs = 301;
     g.max_inflight_per_receiver = 7;
     g.ping_interval_secs = 11;
@@ -54,6 +55,8 @@ fn all_changed() -> Config {
     g.header_read_timeout_secs = 3;
     g.max_header_bytes = 16384;
     g.max_body_bytes = 1 << 20;
+    g.max_response_bytes = Some(1 << 21);
+    g.max_buffered_response_bytes = 1 << 19;
     g.max_pending_handshakes = 9;
     g.max_receivers_per_ip = 2;
     g.security_headers = true;
@@ -109,6 +112,7 @@ fn all_changed() -> Config {
     r.did_document = Some(PathBuf::from("did.json"));
     r.private_key = Some(PathBuf::from("key.pem"));
     r.chunk_size = 2048;
+    r.max_buffered_response_bytes = 1 << 18;
     c
 }
 
@@ -285,6 +289,22 @@ fn bad_values_are_named() {
         (
             "[gateway]\nmax_body_bytes = 0",
             "gateway.max_body_bytes: expected a positive integer, got 0",
+        ),
+        (
+            "[gateway]\nbody_idle_timeout_secs = 0",
+            "gateway.body_idle_timeout_secs: expected a positive integer, got 0",
+        ),
+        (
+            "[gateway]\nmax_response_bytes = 0",
+            "gateway.max_response_bytes: expected a positive integer, got 0",
+        ),
+        (
+            "[gateway]\nmax_buffered_response_bytes = -1",
+            "gateway.max_buffered_response_bytes: expected a positive integer, got -1",
+        ),
+        (
+            "[receiver]\nmax_buffered_response_bytes = 0",
+            "receiver.max_buffered_response_bytes: expected a positive integer, got 0",
         ),
         (
             "[gateway]\nmax_receivers_per_ip = 0",

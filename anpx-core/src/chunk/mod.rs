@@ -9,7 +9,7 @@ mod stream;
 pub use chunker::{Chunker, DEFAULT_CHUNK_SIZE, STREAMING_CHUNK_SIZE};
 pub use collector::MessageCollector;
 pub use error::ChunkError;
-pub use reassembler::{Assembled, Reassembler, ReassemblyLimits};
+pub use reassembler::{Assembled, Reassembler, ReassemblyLimits, DEFAULT_MAX_HELD_BYTES};
 pub use stream::ChunkStream;
 
 use bytes::{Bytes, BytesMut};

@@ -9,13 +9,21 @@ use super::error::ChunkError;
 use crate::frame::{Frame, MessageKind, Meta};
 use crate::message::{Head, RequestId};
 
+/// Default of [`ReassemblyLimits::max_headless_bytes`]: what a peer that
+/// only sends whole messages (meta in the last chunk, as the reference's
+/// receiver does) may make the reassembler hold, in bytes.
+pub const DEFAULT_MAX_HELD_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Bounds on what the reassembler holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReassemblyLimits {
-    /// Largest body one message may have, in bytes.
+    /// Largest body one message may have, in bytes; `u64::MAX` (the
+    /// default) sets none. A body released as it comes costs no memory
+    /// here, so this is a policy bound, not a buffer bound.
     pub max_message_size: u64,
     /// Largest body held while waiting for a head that comes last (the
-    /// reference's response layout), in bytes.
+    /// reference's response layout), in bytes: the one part of a message
+    /// the reassembler buffers.
     pub max_headless_bytes: u64,
     /// Most chunked messages in progress at once.
     pub max_partials: usize,
@@ -26,8 +34,8 @@ pub struct ReassemblyLimits {
 impl Default for ReassemblyLimits {
     fn default() -> Self {
         ReassemblyLimits {
-            max_message_size: 64 * 1024 * 1024,
-            max_headless_bytes: 64 * 1024 * 1024,
+            max_message_size: u64::MAX,
+            max_headless_bytes: DEFAULT_MAX_HELD_BYTES,
             max_partials: 1024,
             stale_after: Duration::from_secs(60),
         }

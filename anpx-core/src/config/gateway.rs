@@ -5,12 +5,16 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::chunk::DEFAULT_CHUNK_SIZE;
+use crate::chunk::{ReassemblyLimits, DEFAULT_CHUNK_SIZE, DEFAULT_MAX_HELD_BYTES};
 use crate::edge::{EdgeLimits, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEADER_BYTES};
 use crate::frame::{FrameLimits, DEFAULT_MAX_FRAME_LEN};
 use crate::gateway::GatewayConfig;
 use crate::policy::{CorsConfig, PolicyConfig, RateConfig, DEFAULT_MAX_TRACKED};
 use crate::route::ServiceUrl;
+
+/// Default of `gateway.body_idle_timeout_secs`: long enough for a model
+/// that thinks between tokens or an event stream with sparse events.
+pub const DEFAULT_BODY_IDLE_TIMEOUT_SECS: u64 = 300;
 
 /// Settings of `anpx gateway`: the public HTTP front end that receivers
 /// connect to over WebSocket.
@@ -22,9 +26,12 @@ pub struct GatewaySection {
     /// (`gateway.ws_listen`); `None` serves them on [`listen`](Self::listen)
     /// at `/ws`.
     pub ws_listen: Option<SocketAddr>,
-    /// Seconds a request may wait for its response
+    /// Seconds a request may wait for its response head
     /// (`gateway.request_timeout_secs`).
     pub request_timeout_secs: u64,
+    /// Seconds a response may go without a body part once its head is
+    /// sent (`gateway.body_idle_timeout_secs`).
+    pub body_idle_timeout_secs: u64,
     /// Seconds a WebSocket carried through the tunnel may stay silent in
     /// both directions before it is closed
     /// (`gateway.websocket_idle_timeout_secs`).
@@ -51,6 +58,12 @@ pub struct GatewaySection {
     pub max_header_bytes: usize,
     /// Largest request body, in bytes (`gateway.max_body_bytes`).
     pub max_body_bytes: u64,
+    /// Largest response body, in bytes (`gateway.max_response_bytes`);
+    /// `None` sets no limit.
+    pub max_response_bytes: Option<u64>,
+    /// Largest response body held whole for a receiver that sends its head
+    /// last, in bytes (`gateway.max_buffered_response_bytes`).
+    pub max_buffered_response_bytes: u64,
     /// Receiver handshakes in progress at once
     /// (`gateway.max_pending_handshakes`).
     pub max_pending_handshakes: usize,
@@ -85,6 +98,7 @@ impl Default for GatewaySection {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
             ws_listen: None,
             request_timeout_secs: 30,
+            body_idle_timeout_secs: DEFAULT_BODY_IDLE_TIMEOUT_SECS,
             websocket_idle_timeout_secs: 300,
             max_inflight_per_receiver: 100,
             ping_interval_secs: 30,
@@ -95,6 +109,8 @@ impl Default for GatewaySection {
             header_read_timeout_secs: 10,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_response_bytes: None,
+            max_buffered_response_bytes: DEFAULT_MAX_HELD_BYTES,
             max_pending_handshakes: 256,
             max_receivers_per_ip: 64,
             security_headers: false,
@@ -166,12 +182,18 @@ impl GatewaySection {
     pub fn core_config(&self) -> GatewayConfig {
         GatewayConfig {
             request_timeout: self.request_timeout(),
+            body_idle_timeout: Duration::from_secs(self.body_idle_timeout_secs),
             websocket_idle_timeout: Duration::from_secs(self.websocket_idle_timeout_secs),
             max_inflight_per_link: self.max_inflight_per_receiver,
             ping_interval: self.ping_interval(),
             chunk_size: self.chunk_size,
             frame_limits: FrameLimits {
                 max_frame_len: self.max_frame_bytes,
+            },
+            reassembly: ReassemblyLimits {
+                max_message_size: self.max_response_bytes.unwrap_or(u64::MAX),
+                max_headless_bytes: self.max_buffered_response_bytes,
+                ..ReassemblyLimits::default()
             },
             ..GatewayConfig::default()
         }

@@ -177,7 +177,7 @@ macro_rules! key {
     };
 }
 
-static KEYS: [KeyInfo; 52] = [
+static KEYS: [KeyInfo; 56] = [
     // [gateway]
     key!(
         "gateway.listen", "ANPX_GATEWAY_LISTEN", "listen", "ADDR", "127.0.0.1:8080",
@@ -192,8 +192,15 @@ static KEYS: [KeyInfo; 52] = [
     key!(
         "gateway.request_timeout_secs", "ANPX_GATEWAY_REQUEST_TIMEOUT_SECS",
         "request-timeout-secs", "SECS", "30",
-        "Seconds a request may wait for its response before a 504",
+        "Seconds a request may wait for its response head before a 504 (the body then has body_idle_timeout_secs between parts)",
         gateway.request_timeout_secs,
+        parse: |i| v::int(i, 1, MAX_SECS), render: v::render_int,
+    ),
+    key!(
+        "gateway.body_idle_timeout_secs", "ANPX_GATEWAY_BODY_IDLE_TIMEOUT_SECS",
+        "body-idle-timeout-secs", "SECS", "300",
+        "Seconds a response may go without a body part once its head is sent before it is cut (a quiet SSE stream lives while its gaps are shorter)",
+        gateway.body_idle_timeout_secs,
         parse: |i| v::int(i, 1, MAX_SECS), render: v::render_int,
     ),
     key!(
@@ -261,6 +268,20 @@ static KEYS: [KeyInfo; 52] = [
         "1073741824",
         "Largest request body accepted; larger gets 413 (or a cut connection once the response has begun)",
         gateway.max_body_bytes,
+        parse: |i| v::int(i, 1, MAX_BODY_BYTES), render: v::render_int,
+    ),
+    key!(
+        "gateway.max_response_bytes", "ANPX_GATEWAY_MAX_RESPONSE_BYTES", "max-response-bytes",
+        "BYTES", "",
+        "Largest response body passed on; a longer one is cut with a logged reason (unset: no limit, streamed responses cost no memory)",
+        gateway.max_response_bytes,
+        parse: |i| v::opt_int(i, 1, MAX_BODY_BYTES), render: v::render_opt_int,
+    ),
+    key!(
+        "gateway.max_buffered_response_bytes", "ANPX_GATEWAY_MAX_BUFFERED_RESPONSE_BYTES",
+        "max-buffered-response-bytes", "BYTES", "67108864",
+        "Largest response body held whole for a receiver that sends its head last (a reference receiver); larger gets 502",
+        gateway.max_buffered_response_bytes,
         parse: |i| v::int(i, 1, MAX_BODY_BYTES), render: v::render_int,
     ),
     key!(
@@ -524,6 +545,13 @@ static KEYS: [KeyInfo; 52] = [
         receiver.chunk_size,
         // Gateways refuse frames above their limit, 64 MiB by default.
         parse: |i| v::int(i, MIN_CHUNK, DEFAULT_MAX_FRAME_LEN as u64), render: v::render_int,
+    ),
+    key!(
+        "receiver.max_buffered_response_bytes", "ANPX_RECEIVER_MAX_BUFFERED_RESPONSE_BYTES",
+        "max-buffered-response-bytes", "BYTES", "67108864",
+        "Largest response body held whole for a gateway that cannot take it streamed (a reference gateway); larger gets 502",
+        receiver.max_buffered_response_bytes,
+        parse: |i| v::int(i, 1, MAX_BODY_BYTES), render: v::render_int,
     ),
 ];
 

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::backoff::BackoffConfig;
-use crate::chunk::DEFAULT_CHUNK_SIZE;
+use crate::chunk::{DEFAULT_CHUNK_SIZE, DEFAULT_MAX_HELD_BYTES};
 use crate::receiver::ReceiverConfig;
 use crate::route::ServiceUrl;
 
@@ -47,6 +47,9 @@ pub struct ReceiverSection {
     pub private_key: Option<PathBuf>,
     /// Largest frame sent, in bytes (`receiver.chunk_size`).
     pub chunk_size: usize,
+    /// Largest response body held whole for a gateway that cannot take it
+    /// streamed, in bytes (`receiver.max_buffered_response_bytes`).
+    pub max_buffered_response_bytes: u64,
 }
 
 impl Default for ReceiverSection {
@@ -64,6 +67,7 @@ impl Default for ReceiverSection {
             did_document: None,
             private_key: None,
             chunk_size: DEFAULT_CHUNK_SIZE,
+            max_buffered_response_bytes: DEFAULT_MAX_HELD_BYTES,
         }
     }
 }
@@ -90,6 +94,7 @@ impl ReceiverSection {
         ReceiverConfig {
             ping_interval: self.ping_interval(),
             chunk_size: self.chunk_size,
+            max_buffered_response: self.max_buffered_response_bytes,
             ..ReceiverConfig::default()
         }
     }

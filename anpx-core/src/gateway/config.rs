@@ -9,9 +9,13 @@ use crate::frame::FrameLimits;
 /// What the gateway state machine needs to know.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GatewayConfig {
-    /// How long a request may wait for its response head, and how long a
-    /// response may then go without a body part. The reference's `timeout`.
+    /// How long a request may wait for its response head (upload progress
+    /// counts as activity meanwhile). The reference's `timeout`.
     pub request_timeout: Duration,
+    /// How long a response may go without a body part once its head is
+    /// out: a quiet stream (SSE, a model thinking) lives while its gaps
+    /// are shorter, whatever `request_timeout` is.
+    pub body_idle_timeout: Duration,
     /// How long a WebSocket carried through the tunnel (after its `101`)
     /// may go without a byte in either direction before it is closed. It
     /// replaces `request_timeout` once the upgrade is through, so a quiet
@@ -27,7 +31,9 @@ pub struct GatewayConfig {
     pub chunk_size: usize,
     /// Limits on frames received.
     pub frame_limits: FrameLimits,
-    /// Limits on response reassembly, per connection.
+    /// Limits on response reassembly, per connection: the largest response
+    /// body (none by default), and what is held for a receiver that sends
+    /// its head last.
     pub reassembly: ReassemblyLimits,
     /// How many messages that carry no response data (control messages,
     /// WebSocket pings and pongs, empty chunks) one connection may send.
@@ -60,6 +66,7 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
             request_timeout: Duration::from_secs(30),
+            body_idle_timeout: Duration::from_secs(300),
             websocket_idle_timeout: Duration::from_secs(300),
             max_inflight_per_link: 100,
             ping_interval: Duration::from_secs(30),

@@ -52,7 +52,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::chunk::{ChunkStream, Chunker, Reassembler};
+use crate::chunk::{ChunkError, ChunkStream, Chunker, Reassembler};
 use crate::control::{self, Control};
 use crate::edge::response::{check_head, Asked, BodyCheck};
 use crate::features::{Feature, Features};
@@ -153,10 +153,14 @@ struct Pending {
 }
 
 impl Pending {
-    /// The request's deadline after activity at `now`.
+    /// The request's deadline after activity at `now`: the head has
+    /// `request_timeout`, a body then `body_idle_timeout` between parts,
+    /// a WebSocket its idle timeout.
     fn deadline_after(&self, now: Instant, config: &GatewayConfig) -> Instant {
         if self.tunnel {
             now + config.websocket_idle_timeout
+        } else if self.head_sent {
+            now + config.body_idle_timeout
         } else {
             now + config.request_timeout
         }
@@ -384,6 +388,24 @@ impl Gateway {
         };
         let assembled = match l.reassembler.push(now, frame) {
             Ok(a) => a,
+            Err(ChunkError::TooLarge { size, max, .. }) => {
+                // A limit, not a fault of the receiver: the link stays.
+                self.send_cancel(&id, "response over the limit");
+                let limit = if self.config.reassembly.max_message_size == max {
+                    "max_response_bytes"
+                } else {
+                    "max_buffered_response_bytes"
+                };
+                return self.fail(
+                    &id,
+                    Failure::new(
+                        502,
+                        format!(
+                            "Response body of {size} bytes is over the gateway's {limit} ({max})"
+                        ),
+                    ),
+                );
+            }
             Err(e) => {
                 self.count_fault(LinkFault::InvalidResponse);
                 self.send_cancel(&id, "invalid response");
@@ -407,16 +429,16 @@ impl Gateway {
                     Err(e) => return self.invalid_response(&id, &e.to_string()),
                 }
                 p.head_sent = true;
-                if passthrough::is_switch(&head) {
-                    p.tunnel = true;
-                    p.deadline = p.deadline_after(now, &self.config);
-                    if p.deadline < p.armed {
-                        // An idle timeout shorter than the request
-                        // timeout: the timer must come due sooner.
-                        self.timers.disarm(p.armed, Timer::Request(id.clone()));
-                        p.armed = p.deadline;
-                        self.timers.arm(p.deadline, Timer::Request(id.clone()));
-                    }
+                p.tunnel = passthrough::is_switch(&head);
+                p.deadline = p.deadline_after(now, &self.config);
+                if p.deadline < p.armed {
+                    // An idle timeout shorter than the request timeout: the
+                    // timer must come due sooner.
+                    self.timers.disarm(p.armed, Timer::Request(id.clone()));
+                    p.armed = p.deadline;
+                    self.timers.arm(p.deadline, Timer::Request(id.clone()));
+                }
+                if p.tunnel {
                     self.totals.websockets += 1;
                 }
                 self.emit(&id, ResponseEvent::Head(head));
@@ -815,6 +837,16 @@ impl Gateway {
                     } else if p.tunnel {
                         self.send_cancel(&id, "websocket idle");
                         self.fail(&id, Failure::new(504, "WebSocket idle past its timeout"));
+                    } else if p.head_sent {
+                        self.send_cancel(&id, "response body idle");
+                        let secs = self.config.body_idle_timeout.as_secs_f64();
+                        self.fail(
+                            &id,
+                            Failure::new(
+                                504,
+                                format!("Response body idle for {secs} s (body_idle_timeout_secs)"),
+                            ),
+                        );
                     } else {
                         self.send_cancel(&id, "timed out");
                         self.fail(&id, Failure::new(504, "Receiver did not respond in time"));

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use crate::chunk::{ReassemblyLimits, DEFAULT_CHUNK_SIZE, STREAMING_CHUNK_SIZE};
+use crate::chunk::{
+    ReassemblyLimits, DEFAULT_CHUNK_SIZE, DEFAULT_MAX_HELD_BYTES, STREAMING_CHUNK_SIZE,
+};
 use crate::frame::FrameLimits;
 
 /// What the receiver state machine needs to know.
@@ -22,7 +24,9 @@ pub struct ReceiverConfig {
     pub max_buffered_response: u64,
     /// Limits on frames received.
     pub frame_limits: FrameLimits,
-    /// Limits on request reassembly.
+    /// Limits on request reassembly. A request body streams on to the
+    /// upstream as it comes, so the default sets no size limit: the
+    /// gateway's `max_body_bytes` bounds uploads.
     pub reassembly: ReassemblyLimits,
 }
 
@@ -32,7 +36,7 @@ impl Default for ReceiverConfig {
             ping_interval: Duration::from_secs(30),
             chunk_size: DEFAULT_CHUNK_SIZE,
             streaming_chunk_size: STREAMING_CHUNK_SIZE,
-            max_buffered_response: 64 * 1024 * 1024,
+            max_buffered_response: DEFAULT_MAX_HELD_BYTES,
             frame_limits: FrameLimits::default(),
             reassembly: ReassemblyLimits::default(),
         }
