@@ -46,6 +46,9 @@ pub struct EdgeLimits {
     /// Receiver connections (established or in their handshake) one client
     /// address may hold. IPv6 addresses count per /64.
     pub max_receivers_per_ip: usize,
+    /// Forward request headers whose names have underscores; off drops
+    /// them ([`crate::forward::has_underscore`]).
+    pub keep_underscore_headers: bool,
 }
 
 /// The default request head limit: 64 KiB.
@@ -61,6 +64,7 @@ impl Default for EdgeLimits {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_pending_handshakes: 256,
             max_receivers_per_ip: 64,
+            keep_underscore_headers: false,
         }
     }
 }

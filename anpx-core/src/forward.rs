@@ -282,10 +282,124 @@ pub fn response_head_for_client(mut head: ResponseHead) -> ResponseHead {
     head
 }
 
-/// The `Host` a request is routed by: the `host` header, else the URI's
-/// authority (HTTP/2 `:authority`).
+/// The host a request is routed by: the target's authority (an
+/// absolute-form target, HTTP/2 `:authority`) when it has one, else the
+/// `host` header (RFC 9112 §3.2.2, RFC 9113 §8.3.1).
 pub fn routing_host<'a>(host_header: Option<&'a str>, authority: Option<&'a str>) -> &'a str {
-    host_header.or(authority).unwrap_or("")
+    authority.or(host_header).unwrap_or("")
+}
+
+/// Why a request's host is refused with 400.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostError {
+    /// An HTTP/1.1 (or HTTP/2) request naming no host at all.
+    #[error("the request names no host")]
+    Missing,
+    /// More than one `Host` header.
+    #[error("several Host headers")]
+    Several,
+    /// A host that is not `host[:port]`.
+    #[error("{0:?} is not a valid host[:port]")]
+    Invalid(String),
+}
+
+/// The one host a public request is for, checked: what routing uses and
+/// what the receiver gets as `host`. `hosts` are the request's `Host`
+/// header values, `authority` the target's (absolute-form, HTTP/2
+/// `:authority`), `http10` whether the request is HTTP/1.0 (which may
+/// name no host; it then gets `Ok("")`, which no route serves).
+///
+/// The authority wins over the header; a request with neither (HTTP/1.1
+/// and HTTP/2), several `Host` headers, or a host that is not a valid
+/// `host[:port]` (RFC 3986 §3.2.2; no user info, a port of at most 65535)
+/// is refused.
+///
+/// ```
+/// use anpx_core::forward::{request_host, HostError};
+/// assert_eq!(request_host(&["b.example"], Some("a.example"), false), Ok("a.example".into()));
+/// assert_eq!(request_host(&["a.example:8080"], None, false), Ok("a.example:8080".into()));
+/// assert_eq!(request_host(&[], None, false), Err(HostError::Missing));
+/// assert_eq!(request_host(&["a", "b"], None, false), Err(HostError::Several));
+/// assert!(request_host(&["a b"], None, false).is_err());
+/// ```
+pub fn request_host(
+    hosts: &[&str],
+    authority: Option<&str>,
+    http10: bool,
+) -> Result<String, HostError> {
+    if hosts.len() > 1 {
+        return Err(HostError::Several);
+    }
+    let chosen = match (authority, hosts.first()) {
+        (Some(a), _) => a,
+        (None, Some(h)) => h,
+        (None, None) if http10 => return Ok(String::new()),
+        (None, None) => return Err(HostError::Missing),
+    };
+    if !valid_host(chosen) {
+        return Err(HostError::Invalid(chosen.to_owned()));
+    }
+    if let (Some(_), Some(h)) = (authority, hosts.first()) {
+        // Ignored for routing, but still never a malformed header.
+        if !valid_host(h) {
+            return Err(HostError::Invalid((*h).to_owned()));
+        }
+    }
+    Ok(chosen.to_owned())
+}
+
+/// `host[:port]`: an IP literal in brackets, or a reg-name (unreserved,
+/// sub-delims and percent-escapes); a port of digits up to 65535.
+fn valid_host(value: &str) -> bool {
+    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+        let Some((literal, after)) = rest.split_once(']') else {
+            return false;
+        };
+        if literal.is_empty()
+            || !literal
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'))
+        {
+            return false;
+        }
+        match after {
+            "" => (literal, None),
+            p => match p.strip_prefix(':') {
+                Some(port) => (literal, Some(port)),
+                None => return false,
+            },
+        }
+    } else {
+        let (host, port) = match value.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (value, None),
+        };
+        let reg_name = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b);
+        if host.is_empty() || !host.bytes().all(reg_name) {
+            return false;
+        }
+        (host, port)
+    };
+    let _ = host;
+    match port {
+        None => true,
+        Some(p) => {
+            !p.is_empty()
+                && p.len() <= 5
+                && p.bytes().all(|b| b.is_ascii_digit())
+                && p.parse::<u32>().is_ok_and(|n| n <= 65535)
+        }
+    }
+}
+
+/// True for a header name with an underscore. CGI and WSGI origins see
+/// `Content_Length` and `Content-Length` as the same variable
+/// (`HTTP_CONTENT_LENGTH`), so a client could pass framing or identity
+/// headers past the gateway under another spelling; like nginx, the
+/// gateway drops them unless told to keep them.
+pub fn has_underscore(name: &str) -> bool {
+    name.contains('_')
 }
 
 #[cfg(test)]

@@ -446,12 +446,33 @@ impl Shared {
             )));
         }
         let started_at = Instant::now();
-        let host =
-            forward::routing_host(request.host_header, request.authority.as_deref()).to_owned();
+        let hosts: Vec<&str> = request
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("host"))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        let http10 = request.version == http::Version::HTTP_10;
+        let host = match forward::request_host(&hosts, request.authority.as_deref(), http10) {
+            Ok(h) => h,
+            Err(e) => {
+                self.edge.count(EdgeRefusal::Malformed);
+                tracing::info!(method = request.method, path = request.path, status = 400, error = %e, "request refused: bad host");
+                return Err(Answer::failure(&Failure::new(
+                    400,
+                    format!("Bad host: {e}"),
+                )));
+            }
+        };
+        let keep_underscores = self.edge.limits.keep_underscore_headers;
         let mut headers = request.headers;
-        if request.host_header.is_none() && !host.is_empty() {
-            // HTTP/2 carries the host in :authority; receivers expect `host`.
-            headers.push(("host".into(), host.clone()));
+        // The host routed by is the host the receiver sees (HTTP/2 carries
+        // it in :authority, an absolute-form target in the request line).
+        headers.retain(|(n, _)| {
+            !n.eq_ignore_ascii_case("host") && (keep_underscores || !forward::has_underscore(n))
+        });
+        if !host.is_empty() {
+            headers.insert(0, ("host".into(), host.clone()));
         }
         let client = ClientInfo {
             ip: request.peer.ip(),
@@ -715,6 +736,8 @@ pub struct PublicRequest<'a> {
     pub host_header: Option<&'a str>,
     /// The URI's authority (HTTP/2 `:authority`, absolute-form targets).
     pub authority: Option<String>,
+    /// The HTTP version (HTTP/1.0 may name no host).
+    pub version: http::Version,
     /// Every header, in order.
     pub headers: Vec<(String, String)>,
     /// The client's address.

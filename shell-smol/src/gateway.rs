@@ -465,6 +465,7 @@ async fn proxy(
             .get(http::header::HOST)
             .and_then(|v| v.to_str().ok()),
         authority: head.uri.authority().map(|a| a.as_str().to_owned()),
+        version: head.version,
         headers: header_pairs(&head.headers),
         peer: at.peer,
         local: at.local,

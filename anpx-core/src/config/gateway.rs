@@ -70,6 +70,9 @@ pub struct GatewaySection {
     /// Receiver connections per client address
     /// (`gateway.max_receivers_per_ip`).
     pub max_receivers_per_ip: usize,
+    /// Forward request headers with underscores in their names
+    /// (`gateway.keep_underscore_headers`).
+    pub keep_underscore_headers: bool,
     /// Add security headers to responses (`gateway.security_headers`).
     pub security_headers: bool,
     /// Answer common scanner probes with 403 (`gateway.block_probes`).
@@ -113,6 +116,7 @@ impl Default for GatewaySection {
             max_buffered_response_bytes: DEFAULT_MAX_HELD_BYTES,
             max_pending_handshakes: 256,
             max_receivers_per_ip: 64,
+            keep_underscore_headers: false,
             security_headers: false,
             block_probes: false,
             blocked_paths: Vec::new(),
@@ -151,6 +155,7 @@ impl GatewaySection {
             max_body_bytes: self.max_body_bytes,
             max_pending_handshakes: self.max_pending_handshakes,
             max_receivers_per_ip: self.max_receivers_per_ip,
+            keep_underscore_headers: self.keep_underscore_headers,
         }
     }
 

@@ -177,7 +177,7 @@ macro_rules! key {
     };
 }
 
-static KEYS: [KeyInfo; 56] = [
+static KEYS: [KeyInfo; 57] = [
     // [gateway]
     key!(
         "gateway.listen", "ANPX_GATEWAY_LISTEN", "listen", "ADDR", "127.0.0.1:8080",
@@ -297,6 +297,12 @@ static KEYS: [KeyInfo; 56] = [
         "Receiver connections one client address (IPv6: one /64) may hold; more get 429",
         gateway.max_receivers_per_ip,
         parse: |i| v::int(i, 1, u64::from(u32::MAX)), render: v::render_int,
+    ),
+    key!(
+        "gateway.keep_underscore_headers", "ANPX_GATEWAY_KEEP_UNDERSCORE_HEADERS",
+        "keep-underscore-headers", "BOOL", "false",
+        "Forward request headers whose names contain an underscore (dropped by default: CGI/WSGI origins read Content_Length as Content-Length)",
+        gateway.keep_underscore_headers, parse: v::boolean, render: v::render_bool,
     ),
     key!(
         "gateway.security_headers", "ANPX_GATEWAY_SECURITY_HEADERS", "security-headers",

@@ -179,6 +179,7 @@ async fn proxy(
             .get(header::HOST)
             .and_then(|v| v.to_str().ok()),
         authority: parts.uri.authority().map(|a| a.as_str().to_owned()),
+        version: parts.version,
         headers: header_pairs(&parts.headers),
         peer,
         local,
