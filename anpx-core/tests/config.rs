@@ -59,6 +59,7 @@ fn all_changed() -> Config {
     g.max_buffered_response_bytes = 1 << 19;
     g.max_pending_handshakes = 9;
     g.max_receivers_per_ip = 2;
+    g.keep_underscore_headers = true;
     g.security_headers = true;
     g.block_probes = true;
     g.blocked_paths = vec!["/a b/".to_owned(), "x=\"y\"".to_owned()];
@@ -373,6 +374,10 @@ fn bad_values_are_named() {
         (
             "[gateway.registry]\nurl = \"https://registry.test/grants\"",
             "gateway.registry.url: expected a sqlite:, mysql:// or postgres:// URL, got \"https://registry.test/grants\"",
+        ),
+        (
+            "[gateway]\nkeep_underscore_headers = \"yes\"",
+            "gateway.keep_underscore_headers: expected true or false, got \"yes\"",
         ),
         (
             "[gateway]\nsecurity_headers = \"maybe\"",
