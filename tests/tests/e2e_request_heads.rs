@@ -29,10 +29,13 @@ const PATIENCE: Duration = Duration::from_secs(10);
 /// What a raw receiver was sent: one `(host, header names, body)` per
 /// request.
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<(String, Vec<String>, Vec<u8>)>>>);
+struct Seen(Arc<Mutex<Vec<Sent>>>);
+
+/// One request as a receiver got it: its host, header names and body.
+type Sent = (String, Vec<String>, Vec<u8>);
 
 impl Seen {
-    fn take(&self) -> Vec<(String, Vec<String>, Vec<u8>)> {
+    fn take(&self) -> Vec<Sent> {
         std::mem::take(&mut *self.0.lock().unwrap())
     }
 }
@@ -209,7 +212,7 @@ async fn hosts_are_checked_and_the_authority_routes(shell: Shell) {
     ];
     for (what, request, status, by, host) in table {
         let (got, body) = exchange(addr, request).await;
-        let seen: Vec<(&str, Vec<(String, Vec<String>, Vec<u8>)>)> = vec![
+        let seen: Vec<(&str, Vec<Sent>)> = vec![
             ("a", h.a.take()),
             ("b", h.b.take()),
             ("wild", h.wild.take()),
