@@ -1,0 +1,419 @@
+#!/usr/bin/env bash
+# anpx and anpx-smol side by side with rathole, nginx and direct access, on
+# loopback, driven by the same wrk. See docs/BENCHMARKS.md ("Against
+# rathole") for what it measures and the figures.
+#
+#   benches/vs-rathole.sh                 # ~6 min on a 2-core machine
+#   ROUNDS=1 DURATION=2 benches/vs-rathole.sh   # a quick look
+#
+# Knobs (environment): ROUNDS (3), DURATION (seconds per wrk run, 5),
+# SYSTEMS (the systems to drive, default "direct rathole nginx anpx anpx-smol"),
+# BASE_PORT (28400; uses the 12 ports from there), GIB_TEST (1: move 1 GiB
+# through separate gateway and receiver processes of each shell and report
+# their peak RSS; 0: skip), IDLE_WAIT (seconds after the load before the idle
+# RSS is read, 10), OUT (directory for configs, logs and raw results; a new
+# temporary one by default), BIN_ANPX / BIN_ANPX_SMOL / BIN_RATHOLE (binaries to use
+# instead of building or installing them), PERF_SYSTEM and PERF_CELL (record
+# `perf record -g` of that system's process during that cell, e.g.
+# PERF_SYSTEM=anpx PERF_CELL=small32; the data lands in $OUT), BEFORE_ANPX /
+# BEFORE_ANPX_SMOL (another build of either binary, e.g. the commit before a
+# change: driven as the systems anpx-before / anpx-smol-before, alternating
+# with the others, for A/B figures from one run).
+#
+# Everything listens on 127.0.0.1 only. Missing tools are installed: nginx
+# (Debian's nginx-light) and wrk with apt-get, rathole with
+# `cargo install rathole --locked`; anpx and anpx-smol are built with
+# `cargo build --profile bench` (release with debug info, for perf).
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5}
+SYSTEMS=${SYSTEMS:-"direct rathole nginx anpx anpx-smol"}
+BASE_PORT=${BASE_PORT:-28400}
+GIB_TEST=${GIB_TEST:-1}
+IDLE_WAIT=${IDLE_WAIT:-10}
+PERF_SYSTEM=${PERF_SYSTEM:-}
+PERF_CELL=${PERF_CELL:-}
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${OUT:-$(mktemp -d /tmp/anpx-vs-rathole.XXXXXX)}
+mkdir -p "$OUT"
+chmod 755 "$OUT" # nginx workers run as another user and read files here
+
+say() { printf '%s\n' "$*" >&2; }
+die() {
+    say "vs-rathole: $*"
+    exit 1
+}
+
+# --- what is missing gets installed -----------------------------------------
+
+apt_install() {
+    command -v apt-get >/dev/null || die "$1 is missing and apt-get is not available: install $2"
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    say "installing $2 (apt-get)"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq -o DPkg::Lock::Timeout=600 "$2" >&2
+}
+
+NGINX=$(command -v nginx || true)
+[ -n "$NGINX" ] || [ ! -x /usr/sbin/nginx ] || NGINX=/usr/sbin/nginx
+if [ -z "$NGINX" ]; then
+    apt_install nginx nginx-light
+    NGINX=/usr/sbin/nginx
+fi
+command -v wrk >/dev/null || apt_install wrk wrk
+command -v python3 >/dev/null || apt_install python3 python3-minimal
+command -v curl >/dev/null || apt_install curl curl
+
+RATHOLE=${BIN_RATHOLE:-$(command -v rathole || true)}
+if [ -z "$RATHOLE" ] && [ -x "$HOME/.cargo/bin/rathole" ]; then RATHOLE="$HOME/.cargo/bin/rathole"; fi
+if [ -z "$RATHOLE" ] && [[ " $SYSTEMS " == *" rathole "* ]]; then
+    say "installing rathole (cargo install rathole --locked)"
+    cargo install rathole --locked >&2
+    RATHOLE="$HOME/.cargo/bin/rathole"
+fi
+
+# Not ANPX_*: the binaries refuse environment variables of that prefix that
+# are not configuration keys.
+ANPX=${BIN_ANPX:-}
+ANPX_SMOL=${BIN_ANPX_SMOL:-}
+if [ -z "$ANPX" ] || [ -z "$ANPX_SMOL" ]; then
+    say "building anpx and anpx-smol (cargo build --profile bench)"
+    # Line tables are enough for perf and keep the build small.
+    (cd "$REPO" && CARGO_PROFILE_BENCH_DEBUG=line-tables-only \
+        cargo build --profile bench -p shell-tokio --bin anpx -p shell-smol --bin anpx-smol >&2)
+    target=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+    # cargo keeps the `bench` profile's artifacts in target/release
+    ANPX=${ANPX:-$target/release/anpx}
+    ANPX_SMOL=${ANPX_SMOL:-$target/release/anpx-smol}
+fi
+[ -x "$ANPX" ] || die "no anpx binary at $ANPX"
+[ -x "$ANPX_SMOL" ] || die "no anpx-smol binary at $ANPX_SMOL"
+
+# --- ports, files, configurations --------------------------------------------
+
+P_BACKEND=$BASE_PORT
+P_RATHOLE_CTRL=$((BASE_PORT + 1))
+P_RATHOLE=$((BASE_PORT + 2))
+P_NGINX=$((BASE_PORT + 3))
+P_ANPX=$((BASE_PORT + 4))
+P_SMOL=$((BASE_PORT + 5))
+P_GIB_GW=$((BASE_PORT + 6))
+P_GIB_SMOL_GW=$((BASE_PORT + 7))
+
+declare -A PORT=([direct]=$P_BACKEND [rathole]=$P_RATHOLE [nginx]=$P_NGINX [anpx]=$P_ANPX [anpx-smol]=$P_SMOL
+    [anpx-before]=$((BASE_PORT + 8)) [anpx-smol-before]=$((BASE_PORT + 9)))
+declare -A BIN=([anpx]=$ANPX [anpx-smol]=$ANPX_SMOL)
+SHELLS="anpx anpx-smol"
+if [ -n "${BEFORE_ANPX:-}" ]; then
+    BIN[anpx-before]=$BEFORE_ANPX
+    SHELLS+=" anpx-before"
+    SYSTEMS+=" anpx-before"
+fi
+if [ -n "${BEFORE_ANPX_SMOL:-}" ]; then
+    BIN[anpx-smol-before]=$BEFORE_ANPX_SMOL
+    SHELLS+=" anpx-smol-before"
+    SYSTEMS+=" anpx-smol-before"
+fi
+
+mkdir -p "$OUT/www" "$OUT/logs"
+printf 'anpx benchmark: forty bytes of body.....' >"$OUT/www/small" # 40 bytes
+head -c 1048576 /dev/urandom >"$OUT/www/big"
+truncate -s 1G "$OUT/www/gib" # sparse: served without touching the disk
+chmod -R a+rX "$OUT/www"
+[ "$(stat -c %s "$OUT/www/small")" = 40 ] || die "small body is not 40 bytes"
+
+nginx_conf() { # name workers server-block
+    cat >"$OUT/$1.conf" <<EOF
+worker_processes $2;
+pid $OUT/$1.pid;
+error_log $OUT/logs/$1.error.log warn;
+daemon off;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $OUT/$1.tmp;
+    proxy_temp_path $OUT/$1.tmp;
+    keepalive_requests 100000000;
+    keepalive_timeout 120s;
+    default_type application/octet-stream;
+    $3
+}
+EOF
+}
+mkdir -p "$OUT/backend.tmp" "$OUT/proxy.tmp"
+nginx_conf backend 1 "server {
+        listen 127.0.0.1:$P_BACKEND;
+        root $OUT/www;
+        sendfile on;
+        tcp_nopush on;
+        open_file_cache max=16;
+    }"
+nginx_conf proxy auto "upstream backend {
+        server 127.0.0.1:$P_BACKEND;
+        keepalive 64;
+        keepalive_requests 100000000;
+    }
+    server {
+        listen 127.0.0.1:$P_NGINX;
+        proxy_buffering on;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }
+    }"
+
+cat >"$OUT/rathole-server.toml" <<EOF
+[server]
+bind_addr = "127.0.0.1:$P_RATHOLE_CTRL"
+[server.services.bench]
+token = "anpx-bench"
+bind_addr = "127.0.0.1:$P_RATHOLE"
+EOF
+cat >"$OUT/rathole-client.toml" <<EOF
+[client]
+remote_addr = "127.0.0.1:$P_RATHOLE_CTRL"
+[client.services.bench]
+token = "anpx-bench"
+local_addr = "127.0.0.1:$P_BACKEND"
+EOF
+
+# --- processes ----------------------------------------------------------------
+
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+start() { # name command...
+    local name=$1
+    shift
+    "$@" >"$OUT/logs/$name.log" 2>&1 &
+    PIDS+=($!)
+    declare -g "PID_${name//-/_}=$!"
+}
+pid_of() { local v="PID_${1//-/_}"; echo "${!v}"; }
+
+wait_http() { # url what
+    for _ in $(seq 1 200); do
+        if curl -fsS -o /dev/null "$1" 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    die "$2 did not answer $1 (logs in $OUT/logs)"
+}
+
+kib() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
+
+start backend "$NGINX" -c "$OUT/backend.conf" -p "$OUT"
+wait_http "http://127.0.0.1:$P_BACKEND/small" "the nginx backend"
+if [[ " $SYSTEMS " == *" nginx "* ]]; then
+    start proxy "$NGINX" -c "$OUT/proxy.conf" -p "$OUT"
+fi
+if [[ " $SYSTEMS " == *" rathole "* ]]; then
+    start rathole-server "$RATHOLE" -s "$OUT/rathole-server.toml"
+    start rathole-client "$RATHOLE" -c "$OUT/rathole-client.toml"
+fi
+declare -A STARTUP_RSS
+for shell in $SHELLS; do
+    [[ " $SYSTEMS " == *" $shell "* ]] || continue
+    start "$shell" "${BIN[$shell]}" both --upstream "http://127.0.0.1:$P_BACKEND" --listen "127.0.0.1:${PORT[$shell]}"
+done
+for system in $SYSTEMS; do
+    wait_http "http://127.0.0.1:${PORT[$system]}/small" "$system"
+done
+# Startup RSS: the tunnel is up and has carried the one request above.
+for shell in $SHELLS; do
+    [[ " $SYSTEMS " == *" $shell "* ]] && STARTUP_RSS[$shell]=$(kib "$(pid_of "$shell")" VmRSS)
+done
+
+# Every system must hand back the exact bytes before it is timed.
+for system in $SYSTEMS; do
+    for f in small big; do
+        curl -fsS "http://127.0.0.1:${PORT[$system]}/$f" -o "$OUT/check.$f"
+        cmp -s "$OUT/check.$f" "$OUT/www/$f" || die "$system returned a different /$f"
+    done
+done
+
+# --- load ---------------------------------------------------------------------
+
+CELLS="small32 big32 small1"
+RESULTS="$OUT/results.tsv"
+printf 'round\tcell\tsystem\treq_per_s\tp50_us\tp99_us\terrors\n' >"$RESULTS"
+
+cell_args() {
+    case $1 in
+    small32) echo "-t2 -c32 small" ;;
+    big32) echo "-t2 -c32 big" ;;
+    small1) echo "-t1 -c1 small" ;;
+    esac
+}
+
+# wrk's --latency output to "req/s p50_us p99_us errors"
+parse_wrk() {
+    awk '
+    function us(v) {
+        if (v ~ /us$/) return v + 0
+        if (v ~ /ms$/) return v * 1000
+        if (v ~ /m$/) return v * 60e6
+        if (v ~ /s$/) return v * 1e6
+        return v
+    }
+    $1 == "50%" { p50 = us($2) }
+    $1 == "99%" { p99 = us($2) }
+    /^Requests\/sec:/ { rps = $2 }
+    /Non-2xx or 3xx responses:/ { err += $NF }
+    /Socket errors:/ { for (i = 3; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) err += $i + 0 }
+    END { printf "%s\t%.0f\t%.0f\t%d\n", rps, p50, p99, err }' "$1"
+}
+
+run_wrk() { # round cell system
+    read -r threads conns path <<<"$(cell_args "$2")"
+    local log="$OUT/logs/wrk.$1.$2.$3.log" perf_pid=""
+    if [ "$3" = "$PERF_SYSTEM" ] && [ "$2" = "$PERF_CELL" ] && [ "$1" = 1 ]; then
+        perf record -g -o "$OUT/perf.$3.$2.data" -p "$(pid_of "$3")" -- sleep "$DURATION" \
+            >"$OUT/logs/perf.log" 2>&1 &
+        perf_pid=$!
+    fi
+    wrk "$threads" "$conns" -d"${DURATION}s" --latency "http://127.0.0.1:${PORT[$3]}/$path" >"$log" 2>&1 ||
+        die "wrk failed against $3 (see $log)"
+    [ -z "$perf_pid" ] || wait "$perf_pid" || true
+    printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$(parse_wrk "$log")" >>"$RESULTS"
+}
+
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+say "load average before: $LOAD_START; results in $OUT"
+# Warm-up: one short run of each system, not counted.
+for system in $SYSTEMS; do
+    wrk -t2 -c32 -d1s "http://127.0.0.1:${PORT[$system]}/small" >/dev/null 2>&1 || true
+done
+read -r -a order <<<"$SYSTEMS"
+for round in $(seq 1 "$ROUNDS"); do
+    for cell in $CELLS; do
+        for system in "${order[@]}"; do
+            say "round $round/$ROUNDS  $cell  $system"
+            run_wrk "$round" "$cell" "$system"
+        done
+    done
+    # Each round starts with a different system, so none is always first.
+    order=("${order[@]:1}" "${order[0]}")
+done
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+
+declare -A BUSY_RSS IDLE_RSS PEAK_RSS
+for shell in $SHELLS; do
+    [[ " $SYSTEMS " == *" $shell "* ]] && BUSY_RSS[$shell]=$(kib "$(pid_of "$shell")" VmRSS)
+done
+say "waiting ${IDLE_WAIT}s for the idle RSS"
+sleep "$IDLE_WAIT"
+for shell in $SHELLS; do
+    [[ " $SYSTEMS " == *" $shell "* ]] || continue
+    IDLE_RSS[$shell]=$(kib "$(pid_of "$shell")" VmRSS)
+    PEAK_RSS[$shell]=$(kib "$(pid_of "$shell")" VmHWM)
+done
+RSS="$OUT/rss.tsv"
+printf 'process\tstartup_kib\tpeak_kib\tend_of_load_kib\tidle_kib\n' >"$RSS"
+for shell in $SHELLS; do
+    [[ " $SYSTEMS " == *" $shell "* ]] || continue
+    printf '%s both\t%s\t%s\t%s\t%s\n' "$shell" "${STARTUP_RSS[$shell]}" "${PEAK_RSS[$shell]}" \
+        "${BUSY_RSS[$shell]}" "${IDLE_RSS[$shell]}" >>"$RSS"
+done
+
+# --- 1 GiB through separate gateway and receiver processes --------------------
+
+GIB="$OUT/gib.tsv"
+printf 'shell\tseconds\tgateway_peak_kib\treceiver_peak_kib\n' >"$GIB"
+if [ "$GIB_TEST" = 1 ]; then
+    for shell in anpx anpx-smol; do
+        bin=$ANPX
+        port=$P_GIB_GW
+        if [ "$shell" = anpx-smol ]; then
+            bin=$ANPX_SMOL
+            port=$P_GIB_SMOL_GW
+        fi
+        start "gib-gw-$shell" "$bin" gateway --listen "127.0.0.1:$port"
+        sleep 0.3
+        start "gib-rx-$shell" "$bin" receiver --gateway "ws://127.0.0.1:$port/ws" \
+            --upstream "http://127.0.0.1:$P_BACKEND"
+        wait_http "http://127.0.0.1:$port/small" "$shell gateway and receiver"
+        say "1 GiB through $shell gateway and receiver"
+        t0=$(date +%s.%N)
+        size=$(curl -fsS --max-time 300 -o /dev/null -w '%{size_download}' "http://127.0.0.1:$port/gib") ||
+            die "1 GiB through $shell failed"
+        t1=$(date +%s.%N)
+        [ "$size" = 1073741824 ] || die "1 GiB through $shell arrived as $size bytes"
+        gw=$(pid_of "gib-gw-$shell")
+        rx=$(pid_of "gib-rx-$shell")
+        printf '%s\t%.2f\t%s\t%s\n' "$shell" "$(python3 -c "print($t1 - $t0)")" \
+            "$(kib "$gw" VmHWM)" "$(kib "$rx" VmHWM)" >>"$GIB"
+        kill "$gw" "$rx" 2>/dev/null || true
+    done
+fi
+
+# --- summary ------------------------------------------------------------------
+
+python3 - "$RESULTS" "$RSS" "$GIB" "$LOAD_START" "$LOAD_END" "$ROUNDS" "$DURATION" \
+    "$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown)" <<'EOF'
+import csv, statistics, sys
+results, rss, gib, load0, load1, rounds, duration, commit = sys.argv[1:]
+rows = list(csv.DictReader(open(results), delimiter="\t"))
+systems = list(dict.fromkeys(r["system"] for r in rows))
+def med(cell, system, key):
+    vals = [float(r[key]) for r in rows if r["cell"] == cell and r["system"] == system]
+    return statistics.median(vals) if vals else float("nan")
+def errs(system):
+    return sum(int(r["errors"]) for r in rows if r["system"] == system)
+def ratio(a, b):
+    return f"{a / b:.2f}x" if b == b and b else "-"
+print(f"\nanpx vs rathole, commit {commit}: {rounds} rounds of {duration} s per cell, medians")
+print(f"load average before {load0}, after {load1}\n")
+hdr = ("system", "small 32c req/s", "x rathole", "1 MiB 32c MiB/s", "x rathole",
+       "1c p50 us", "+ direct", "1c p99 us", "errors")
+print("| " + " | ".join(hdr) + " |")
+print("|" + "---|" * len(hdr))
+has_rh = "rathole" in systems
+for s in systems:
+    s32 = med("small32", s, "req_per_s"); b32 = med("big32", s, "req_per_s")
+    p50 = med("small1", s, "p50_us"); p99 = med("small1", s, "p99_us")
+    d50 = med("small1", "direct", "p50_us") if "direct" in systems else float("nan")
+    rh_s = med("small32", "rathole", "req_per_s") if has_rh else float("nan")
+    rh_b = med("big32", "rathole", "req_per_s") if has_rh else float("nan")
+    added = "" if s == "direct" or d50 != d50 else f"+{p50 - d50:.0f}"
+    print(f"| {s} | {s32:,.0f} | {ratio(s32, rh_s)} | {b32:,.0f} | {ratio(b32, rh_b)} "
+          f"| {p50:.0f} | {added} | {p99:.0f} | {errs(s)} |")
+if "anpx" in systems and "anpx-smol" in systems:
+    for cell, name in (("small32", "small 32c"), ("big32", "1 MiB 32c")):
+        print(f"anpx-smol / anpx, {name}: {ratio(med(cell, 'anpx-smol', 'req_per_s'), med(cell, 'anpx', 'req_per_s'))}")
+    print(f"anpx-smol / anpx, 1c p50 (lower is better): "
+          f"{ratio(med('small1', 'anpx-smol', 'p50_us'), med('small1', 'anpx', 'p50_us'))}")
+for s in systems:
+    if s + "-before" in systems:
+        b = s + "-before"
+        print(f"{s} / {b}: small 32c {ratio(med('small32', s, 'req_per_s'), med('small32', b, 'req_per_s'))}, "
+              f"1 MiB 32c {ratio(med('big32', s, 'req_per_s'), med('big32', b, 'req_per_s'))}, "
+              f"1c p50 {med('small1', b, 'p50_us'):.0f} -> {med('small1', s, 'p50_us'):.0f} us")
+print("\nper round (req/s; p50 us at 1 connection):")
+for cell in ("small32", "big32", "small1"):
+    key = "p50_us" if cell == "small1" else "req_per_s"
+    for s in systems:
+        vals = [r[key] for r in rows if r["cell"] == cell and r["system"] == s]
+        print(f"  {cell:8} {s:10} " + " ".join(f"{float(v):>9,.0f}" for v in vals))
+rrows = list(csv.DictReader(open(rss), delimiter="\t"))
+if rrows:
+    print("\nRSS (MiB): startup, peak (VmHWM), end of load, idle after the wait; idle / startup")
+    for r in rrows:
+        m = lambda k: int(r[k]) / 1024
+        print(f"  {r['process']:12} {m('startup_kib'):7.1f} {m('peak_kib'):7.1f} "
+              f"{m('end_of_load_kib'):7.1f} {m('idle_kib'):7.1f}   {m('idle_kib') / m('startup_kib'):.2f}x")
+grows = list(csv.DictReader(open(gib), delimiter="\t"))
+if grows:
+    print("\n1 GiB through separate gateway and receiver processes: seconds, peak RSS (MiB)")
+    for r in grows:
+        print(f"  {r['shell']:10} {float(r['seconds']):6.2f} s  gateway {int(r['gateway_peak_kib']) / 1024:6.1f}"
+              f"  receiver {int(r['receiver_peak_kib']) / 1024:6.1f}")
+EOF
