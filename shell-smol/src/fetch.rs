@@ -61,9 +61,9 @@ async fn get(
             .connect(name, tcp)
             .await
             .map_err(transport)?;
-        crate::response::exchange(stream, request).await
+        crate::response::exchange(stream, request, None).await
     } else {
-        crate::response::exchange(tcp, request).await
+        crate::response::exchange(tcp, request, None).await
     }
     .map_err(transport)?;
     let status = u16::from(response.status());

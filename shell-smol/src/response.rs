@@ -8,6 +8,10 @@
 //! whole body delivered but never ended, until the gateway's request
 //! timeout cuts the public response mid-body. Every `Pending` here comes
 //! from the socket itself.
+//!
+//! A connection whose response was read to its end, with nothing after it
+//! and no `connection: close`, can carry another request: [`exchange`]
+//! hands it to a [`Recycler`] then (the receiver's upstream keeps a pool).
 
 use std::io;
 use std::pin::Pin;
@@ -41,22 +45,49 @@ pub enum ResponseError {
     /// The head is larger than [`MAX_HEAD`].
     #[error("response head over {MAX_HEAD} bytes")]
     HeadTooLarge,
+    /// The connection failed or closed before any byte of the response
+    /// arrived: on a reused connection, most likely the service closed it
+    /// while it was idle, and a request without a body can be sent again.
+    #[error("the connection closed before any response: {0}")]
+    NotAnswered(io::Error),
 }
 
+/// Takes back a connection whose response was read to its end, for the
+/// next request.
+pub(crate) type Recycler<S> = Box<dyn FnOnce(S) + Send + Sync>;
+
 /// Sends `request` over `stream` (async-h1 encodes it) and reads the
-/// response.
-pub(crate) async fn exchange<S>(mut stream: S, request: Request) -> Result<Response, ResponseError>
+/// response. `recycle` gets the connection back once the response's body
+/// has been read to its end, when the connection may be used again.
+pub(crate) async fn exchange<S>(
+    mut stream: S,
+    request: Request,
+    recycle: Option<Recycler<S>>,
+) -> Result<Response, ResponseError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
 {
     let head_request = request.method() == http_types::Method::Head;
-    futures_util::io::copy(async_h1::client::Encoder::new(request), &mut stream).await?;
-    read(stream, head_request).await
+    futures_util::io::copy(async_h1::client::Encoder::new(request), &mut stream)
+        .await
+        .map_err(ResponseError::NotAnswered)?;
+    read_response(stream, head_request, recycle).await
 }
 
 /// Reads one response from `stream`. `head_request`: the request was
 /// `HEAD`, so the response has no body whatever its headers say.
 pub async fn read<S>(stream: S, head_request: bool) -> Result<Response, ResponseError>
+where
+    S: AsyncRead + Unpin + Send + Sync + 'static,
+{
+    read_response(stream, head_request, None).await
+}
+
+async fn read_response<S>(
+    stream: S,
+    head_request: bool,
+    recycle: Option<Recycler<S>>,
+) -> Result<Response, ResponseError>
 where
     S: AsyncRead + Unpin + Send + Sync + 'static,
 {
@@ -66,15 +97,27 @@ where
         let n = (&mut reader)
             .take((MAX_HEAD + 1 - head.len()) as u64)
             .read_until(b'\n', &mut head)
-            .await?;
+            .await
+            .map_err(|e| {
+                if head.is_empty() {
+                    ResponseError::NotAnswered(e)
+                } else {
+                    ResponseError::Io(e)
+                }
+            })?;
         if n == 0 {
             if head.len() > MAX_HEAD {
                 return Err(ResponseError::HeadTooLarge);
             }
-            return Err(ResponseError::Io(io::Error::new(
+            let eof = io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "connection closed before the response head was complete",
-            )));
+            );
+            return Err(if head.is_empty() {
+                ResponseError::NotAnswered(eof)
+            } else {
+                ResponseError::Io(eof)
+            });
         }
         if head.ends_with(b"\r\n\r\n") || head.ends_with(b"\n\n") {
             break;
@@ -98,6 +141,9 @@ where
     let mut response = Response::new(status_code(code));
     let mut chunked = false;
     let mut length: Option<u64> = None;
+    // HTTP/1.0 closes by default (a keep-alive opt-in is not worth
+    // following here).
+    let mut reusable = parsed.version == Some(1);
     for h in parsed.headers.iter() {
         let value = std::str::from_utf8(h.value)
             .map_err(|_| ResponseError::Malformed(format!("header {} is not UTF-8", h.name)))?;
@@ -116,6 +162,12 @@ where
                 ));
             }
             length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("connection")
+            && value
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("close"))
+        {
+            reusable = false;
         }
         response.append_header(h.name, value);
     }
@@ -124,27 +176,92 @@ where
     // connection speaks the protocol switched to: what follows is its
     // bytes, to the close, whatever the head says.
     let bodiless = head_request || code < 200 || code == 204 || code == 304;
+    let mut conn = Conn {
+        reader: Some(reader),
+        recycle: recycle.filter(|_| reusable && code != 101),
+    };
     let body = if code == 101 {
         response.remove_header("content-length");
-        Body::from_reader(reader, None)
+        Body::from_reader(conn, None)
     } else if bodiless {
+        conn.ended();
         Body::empty()
     } else if chunked {
         response.remove_header("content-length");
-        Body::from_reader(BufReader::new(Chunked::new(reader)), None)
+        Body::from_reader(BufReader::new(Chunked::new(conn)), None)
     } else if let Some(n) = length {
+        if n == 0 {
+            conn.ended();
+        }
         Body::from_reader(
             BufReader::new(Exact {
-                inner: reader,
+                inner: conn,
                 left: n,
             }),
             usize::try_from(n).ok(),
         )
     } else {
-        Body::from_reader(reader, None)
+        Body::from_reader(conn, None)
     };
     response.set_body(body);
     Ok(response)
+}
+
+/// A reader told when the body it carries has been read to its end.
+pub(crate) trait BodyEnd {
+    /// The body's last byte has been read.
+    fn ended(&mut self) {}
+}
+
+impl<R> BodyEnd for BufReader<R> {}
+
+/// The connection a response is read from; at the body's end it goes to
+/// its recycler if nothing follows the body (bytes after it would be a
+/// service breaking HTTP, and would corrupt the next response).
+struct Conn<S> {
+    reader: Option<BufReader<S>>,
+    recycle: Option<Recycler<S>>,
+}
+
+impl<S> BodyEnd for Conn<S> {
+    fn ended(&mut self) {
+        let Some(recycle) = self.recycle.take() else {
+            return;
+        };
+        if self.reader.as_ref().is_some_and(|r| r.buffer().is_empty()) {
+            if let Some(reader) = self.reader.take() {
+                recycle(reader.into_inner());
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Conn<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.reader.as_mut() {
+            Some(r) => Pin::new(r).poll_read(cx, out),
+            None => Poll::Ready(Ok(0)),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncBufRead for Conn<S> {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+        match self.get_mut().reader.as_mut() {
+            Some(r) => Pin::new(r).poll_fill_buf(cx),
+            None => Poll::Ready(Ok(&[])),
+        }
+    }
+
+    fn consume(mut self: Pin<&mut Self>, amt: usize) {
+        if let Some(r) = self.reader.as_mut() {
+            Pin::new(r).consume(amt);
+        }
+    }
 }
 
 /// A body of a declared length: ends after exactly that many bytes, and a
@@ -154,7 +271,7 @@ struct Exact<R> {
     left: u64,
 }
 
-impl<R: AsyncBufRead + Unpin> AsyncRead for Exact<R> {
+impl<R: AsyncBufRead + BodyEnd + Unpin> AsyncRead for Exact<R> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -166,6 +283,9 @@ impl<R: AsyncBufRead + Unpin> AsyncRead for Exact<R> {
         }
         let n = ready!(poll_copy(&mut this.inner, cx, out, this.left))?;
         this.left -= n as u64;
+        if this.left == 0 {
+            this.inner.ended();
+        }
         Poll::Ready(Ok(n))
     }
 }
@@ -264,7 +384,7 @@ fn is_empty_line(line: &[u8]) -> bool {
     line == b"\r\n" || line == b"\n"
 }
 
-impl<R: AsyncBufRead + Unpin> AsyncRead for Chunked<R> {
+impl<R: AsyncBufRead + BodyEnd + Unpin> AsyncRead for Chunked<R> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -319,12 +439,14 @@ impl<R: AsyncBufRead + Unpin> AsyncRead for Chunked<R> {
                     if seen > MAX_TRAILERS {
                         return Poll::Ready(Err(invalid("trailers too large")));
                     }
-                    this.state = if is_empty_line(&this.line) {
-                        State::Done
-                    } else {
-                        State::Trailers(seen)
-                    };
+                    let last = is_empty_line(&this.line);
                     this.line.clear();
+                    if last {
+                        this.state = State::Done;
+                        this.inner.ended();
+                    } else {
+                        this.state = State::Trailers(seen);
+                    }
                 }
             }
         }

@@ -3,6 +3,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Waker};
 
 use anpx_core::RequestHead;
 use futures_util::AsyncBufReadExt;
@@ -75,13 +77,58 @@ pub enum UpstreamUrlError {
     Scheme(String),
 }
 
-/// A local HTTP service; one connection per request.
+/// A local HTTP service, reached over keep-alive connections: one whose
+/// response was read to its end is kept for the next request.
 #[derive(Debug, Clone)]
 pub struct HttpUpstream {
     host: String,
     port: u16,
     /// Path prefix from the URL, without a trailing `/`.
     prefix: String,
+    idle: Arc<Idle>,
+}
+
+/// The most idle connections kept; more are closed.
+const MAX_IDLE: usize = 256;
+
+/// Idle keep-alive connections to the service, most recently used last.
+#[derive(Debug, Default)]
+struct Idle(Mutex<Vec<smol::net::TcpStream>>);
+
+impl Idle {
+    /// An idle connection the service has not closed, if there is one.
+    fn take(&self) -> Option<smol::net::TcpStream> {
+        loop {
+            let tcp = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+            // A closed connection reads as ready (end of file, or bytes
+            // nobody asked for); an open idle one has nothing to read.
+            let open = {
+                let mut probe = [0u8; 1];
+                let peek = std::pin::pin!(tcp.peek(&mut probe));
+                peek.poll(&mut Context::from_waker(Waker::noop()))
+                    .is_pending()
+            };
+            if open {
+                return Some(tcp);
+            }
+        }
+    }
+
+    fn put(&self, tcp: smol::net::TcpStream) {
+        let mut idle = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(tcp);
+        }
+    }
+
+    fn recycler(self: &Arc<Self>) -> crate::response::Recycler<smol::net::TcpStream> {
+        let idle: Weak<Idle> = Arc::downgrade(self);
+        Box::new(move |tcp| {
+            if let Some(idle) = idle.upgrade() {
+                idle.put(tcp);
+            }
+        })
+    }
 }
 
 impl HttpUpstream {
@@ -100,6 +147,7 @@ impl HttpUpstream {
             host,
             port: parsed.port_or_known_default().unwrap_or(80),
             prefix: parsed.path().trim_end_matches('/').to_owned(),
+            idle: Arc::default(),
         })
     }
 }
@@ -161,11 +209,24 @@ impl Upstream for HttpUpstream {
                     request.remove_header("content-type");
                 }
             }
-            let tcp = smol::net::TcpStream::connect((this.host.as_str(), this.port)).await?;
-            let _ = tcp.set_nodelay(true);
             // async-h1 writes the request; the response is read by
             // `response`, whose module says why.
-            Ok(crate::response::exchange(tcp, request).await?)
+            if let Some(tcp) = this.idle.take() {
+                // The service may close an idle connection just as it is
+                // reused; a request without a body is then sent again on
+                // a new one (one with a body is gone with the connection).
+                let again = (request.len() == Some(0)).then(|| request.clone());
+                match crate::response::exchange(tcp, request, Some(this.idle.recycler())).await {
+                    Err(crate::response::ResponseError::NotAnswered(e)) => match again {
+                        Some(r) => request = r,
+                        None => return Err(e.into()),
+                    },
+                    other => return Ok(other?),
+                }
+            }
+            let tcp = smol::net::TcpStream::connect((this.host.as_str(), this.port)).await?;
+            let _ = tcp.set_nodelay(true);
+            Ok(crate::response::exchange(tcp, request, Some(this.idle.recycler())).await?)
         })
     }
 }
