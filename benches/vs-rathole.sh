@@ -343,14 +343,17 @@ if [ "$GIB_TEST" = 1 ]; then
         wait_http "http://127.0.0.1:$port/small" "$shell gateway and receiver"
         say "1 GiB through $shell gateway and receiver"
         t0=$(date +%s.%N)
-        size=$(curl -fsS --max-time 300 -o /dev/null -w '%{size_download}' "http://127.0.0.1:$port/gib") ||
-            die "1 GiB through $shell failed"
+        size=$(curl -sS --max-time 300 -o /dev/null -w '%{size_download}' "http://127.0.0.1:$port/gib" || true)
         t1=$(date +%s.%N)
-        [ "$size" = 1073741824 ] || die "1 GiB through $shell arrived as $size bytes"
         gw=$(pid_of "gib-gw-$shell")
         rx=$(pid_of "gib-rx-$shell")
-        printf '%s\t%.2f\t%s\t%s\n' "$shell" "$(python3 -c "print($t1 - $t0)")" \
-            "$(kib "$gw" VmHWM)" "$(kib "$rx" VmHWM)" >>"$GIB"
+        if [ "$size" = 1073741824 ]; then
+            seconds=$(python3 -c "print(round($t1 - $t0, 2))")
+        else
+            # Reported, not fatal: the speed and RSS figures above stand.
+            seconds="FAILED after $size bytes (see $OUT/logs/gib-gw-$shell.log)"
+        fi
+        printf '%s\t%s\t%s\t%s\n' "$shell" "$seconds" "$(kib "$gw" VmHWM)" "$(kib "$rx" VmHWM)" >>"$GIB"
         kill "$gw" "$rx" 2>/dev/null || true
     done
 fi
@@ -362,6 +365,8 @@ python3 - "$RESULTS" "$RSS" "$GIB" "$LOAD_START" "$LOAD_END" "$ROUNDS" "$DURATIO
 import csv, statistics, sys
 results, rss, gib, load0, load1, rounds, duration, commit = sys.argv[1:]
 rows = list(csv.DictReader(open(results), delimiter="\t"))
+lost = [r for r in rows if not r["req_per_s"]]
+rows = [r for r in rows if r["req_per_s"]]
 systems = list(dict.fromkeys(r["system"] for r in rows))
 def med(cell, system, key):
     vals = [float(r[key]) for r in rows if r["cell"] == cell and r["system"] == system]
@@ -372,6 +377,8 @@ def ratio(a, b):
     return f"{a / b:.2f}x" if b == b and b else "-"
 print(f"\nanpx vs rathole, commit {commit}: {rounds} rounds of {duration} s per cell, medians")
 print(f"load average before {load0}, after {load1}\n")
+for r in lost:
+    print(f"round {r['round']} {r['cell']} {r['system']}: no figures (wrk's output is empty), left out")
 hdr = ("system", "small 32c req/s", "x rathole", "1 MiB 32c MiB/s", "x rathole",
        "1c p50 us", "+ direct", "1c p99 us", "errors")
 print("| " + " | ".join(hdr) + " |")
@@ -414,6 +421,6 @@ grows = list(csv.DictReader(open(gib), delimiter="\t"))
 if grows:
     print("\n1 GiB through separate gateway and receiver processes: seconds, peak RSS (MiB)")
     for r in grows:
-        print(f"  {r['shell']:10} {float(r['seconds']):6.2f} s  gateway {int(r['gateway_peak_kib']) / 1024:6.1f}"
+        print(f"  {r['shell']:10} {r['seconds']} s  gateway {int(r['gateway_peak_kib']) / 1024:6.1f}"
               f"  receiver {int(r['receiver_peak_kib']) / 1024:6.1f}")
 EOF
