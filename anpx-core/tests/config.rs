@@ -43,6 +43,12 @@ fn all_changed() -> Config {
     let g = &mut c.gateway;
     g.listen = "0.0.0.0:80".parse().unwrap();
     g.ws_listen = Some("[::1]:81".parse().unwrap());
+    g.admin_listen = None;
+    g.health_path = Some("/lb/ready".to_owned());
+    g.inspector.requests = 0;
+    g.inspector.max_bytes = 8192;
+    g.inspector.bodies = true;
+    g.inspector.show_secrets = true;
     g.request_timeout_secs = 31;
     g.body_idle_timeout_secs = 302;
     g.websocket_idle_timeout_secs = 301;
@@ -246,6 +252,34 @@ fn bad_values_are_named() {
         (
             "[gateway]\nws_listen = \"127.0.0.1:8080\"",
             "gateway.ws_listen: must differ from gateway.listen",
+        ),
+        (
+            "[gateway]\nadmin_listen = \"localhost\"",
+            "gateway.admin_listen: expected an IP address and port such as 127.0.0.1:8081, or off, got \"localhost\"",
+        ),
+        (
+            "[gateway]\nadmin_listen = \"127.0.0.1:8080\"",
+            "gateway.admin_listen: must differ from gateway.listen",
+        ),
+        (
+            "[gateway]\nhealth_path = \"health\"",
+            "gateway.health_path: expected a path starting with / (no query, no spaces), or off, got \"health\"",
+        ),
+        (
+            "[gateway.inspector]\nrequests = 1000000",
+            "gateway.inspector.requests: expected at most 100000, got 1000000",
+        ),
+        (
+            "[gateway.inspector]\nmax_bytes = 100",
+            "gateway.inspector.max_bytes: expected at least 4096, got 100",
+        ),
+        (
+            "[gateway.inspector]\nbodies = 1",
+            "gateway.inspector.bodies: expected true or false, got 1",
+        ),
+        (
+            "[gateway.inspector]\nshow_secrets = \"yes\"",
+            "gateway.inspector.show_secrets: expected true or false, got \"yes\"",
         ),
         (
             "[gateway]\nrequest_timeout_secs = 0",

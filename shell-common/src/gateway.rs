@@ -73,10 +73,13 @@ impl Answer {
 /// Which listener a connection came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listener {
-    /// The public port: proxying, `/health`, `/stats`, `/metrics`, `/ws`.
+    /// The public port: proxying, the health path, `/ws`.
     Public,
     /// The separate receiver port: WebSocket at any path.
     Receivers,
+    /// The admin plane: `/metrics`, `/stats`, `/health`, the dashboard
+    /// and its API; never proxied.
+    Admin,
 }
 
 /// Where a request goes.
@@ -86,27 +89,33 @@ pub enum Endpoint {
     Upgrade,
     /// A plain request on the receivers' port.
     NotAWebSocket,
-    /// `GET /health`.
+    /// `GET` of the public health path.
     Health,
-    /// `GET /stats`.
-    Stats,
-    /// `GET /metrics`.
-    Metrics,
+    /// Anything on the admin listener ([`Shared::admin`]).
+    Admin,
     /// Through the tunnel.
     Proxy,
 }
 
 impl Endpoint {
-    /// Routes a request by listener, upgrade, method and path.
-    pub fn of(listener: Listener, is_websocket: bool, method: &str, path: &str) -> Endpoint {
+    /// Routes a request by listener, upgrade, method and path;
+    /// `health_path` is the one path the public listener answers itself.
+    pub fn of(
+        listener: Listener,
+        is_websocket: bool,
+        method: &str,
+        path: &str,
+        health_path: Option<&str>,
+    ) -> Endpoint {
         match (listener, is_websocket, method, path) {
+            (Listener::Admin, _, _, _) => Endpoint::Admin,
             (Listener::Receivers, true, _, _) | (Listener::Public, true, _, "/ws") => {
                 Endpoint::Upgrade
             }
             (Listener::Receivers, false, _, _) => Endpoint::NotAWebSocket,
-            (Listener::Public, false, "GET", "/health") => Endpoint::Health,
-            (Listener::Public, false, "GET", "/stats") => Endpoint::Stats,
-            (Listener::Public, false, "GET", "/metrics") => Endpoint::Metrics,
+            (Listener::Public, false, "GET" | "HEAD", p) if Some(p) == health_path => {
+                Endpoint::Health
+            }
             _ => Endpoint::Proxy,
         }
     }
@@ -169,6 +178,14 @@ pub struct Shared {
     pub max_frame_len: usize,
     /// `http` or `https`.
     pub scheme: &'static str,
+    /// The path the public listener answers itself (`gateway.health_path`).
+    pub health_path: Option<String>,
+    /// What the admin plane's inspector keeps of recent requests.
+    pub inspector: Arc<crate::admin::Inspector>,
+    /// Where receiver connections came from, for the dashboard.
+    pub receivers: crate::admin::Receivers,
+    /// The cluster, for the dashboard, once the gateway joined one.
+    pub cluster_view: std::sync::OnceLock<Arc<dyn crate::admin::ClusterView>>,
     /// Set on shutdown: new requests get 503.
     pub draining: AtomicBool,
     auth_refusals: Mutex<BTreeMap<&'static str, u64>>,
@@ -192,6 +209,10 @@ impl Shared {
             chunk_size: options.core.chunk_size,
             max_frame_len: options.core.frame_limits.max_frame_len,
             scheme,
+            health_path: options.health_path.clone(),
+            inspector: crate::admin::Inspector::new(options.inspector.clone()),
+            receivers: crate::admin::Receivers::default(),
+            cluster_view: std::sync::OnceLock::new(),
             draining: AtomicBool::new(false),
             auth_refusals: Mutex::default(),
             policy: options
@@ -354,6 +375,7 @@ impl Shared {
         // Admission is done, which is what the pending limit guards; the
         // 101 and the hand-over of the socket are cheap.
         slot.upgraded();
+        self.receivers.connected(link.link, peer);
         Ok(AdmittedReceiver {
             answer: accepted.answer,
             link,
@@ -439,11 +461,25 @@ impl Shared {
         request: PublicRequest<'_>,
         body: RequestBody,
     ) -> Result<Pending, Answer> {
+        self.proxy_capturing(request, body, None)
+            .await
+            .map(|(pending, _)| pending)
+            .map_err(|(answer, _)| answer)
+    }
+
+    /// [`proxy`](Self::proxy), also saying which inspector entry records
+    /// the request (when capture is on); `replay_of` marks a replay.
+    pub(crate) async fn proxy_capturing(
+        &self,
+        request: PublicRequest<'_>,
+        body: RequestBody,
+        replay_of: Option<u64>,
+    ) -> Result<(Pending, Option<u64>), (Answer, Option<u64>)> {
         if self.draining.load(Ordering::Relaxed) {
-            return Err(Answer::failure(&Failure::new(
-                503,
-                "Gateway is shutting down",
-            )));
+            return Err((
+                Answer::failure(&Failure::new(503, "Gateway is shutting down")),
+                None,
+            ));
         }
         let started_at = Instant::now();
         let hosts: Vec<&str> = request
@@ -458,13 +494,29 @@ impl Shared {
             Err(e) => {
                 self.edge.count(EdgeRefusal::Malformed);
                 tracing::info!(method = request.method, path = request.path, status = 400, error = %e, "request refused: bad host");
-                return Err(Answer::failure(&Failure::new(
-                    400,
-                    format!("Bad host: {e}"),
-                )));
+                return Err((
+                    Answer::failure(&Failure::new(400, format!("Bad host: {e}"))),
+                    None,
+                ));
             }
         };
         let keep_underscores = self.edge.limits.keep_underscore_headers;
+        let capture = self.inspector.arrive(crate::admin::Arrival {
+            client: request.peer,
+            local: request.local,
+            method: request.method,
+            host: &host,
+            path: request.path,
+            query: request.query,
+            headers: &request.headers,
+            body: match &body {
+                RequestBody::Full(b) => Some(b),
+                RequestBody::Empty => Some(&EMPTY),
+                RequestBody::Streaming | RequestBody::Sized(_) => None,
+            },
+            replay_of,
+        });
+        let entry = capture.as_ref().map(|c| c.id());
         let mut headers = request.headers;
         // The host routed by is the host the receiver sees (HTTP/2 carries
         // it in :authority, an absolute-form target in the request line).
@@ -496,9 +548,16 @@ impl Shared {
             // to a receiver that can).
             passthrough::mark_upgrade(&mut head.headers);
         }
+        let sent = capture.as_ref().map(|_| head.clone());
         let (events_tx, events) = mpsc::unbounded();
         let started = match self.driver.start(host, head, body, events_tx).await {
-            Err(e) => return Err(Answer::failure(&Failure::new(503, e.to_string()))),
+            Err(e) => {
+                let f = Failure::new(503, e.to_string());
+                if let Some(c) = capture {
+                    c.end(f.status, "refused", Some(&f.error));
+                }
+                return Err((Answer::failure(&f), entry));
+            }
             Ok(Err(reject)) => {
                 let f = reject.failure();
                 tracing::info!(
@@ -508,11 +567,17 @@ impl Shared {
                     duration_ms = started_at.elapsed().as_secs_f64() * 1e3,
                     "request refused"
                 );
-                return Err(Answer::failure(&f));
+                if let Some(c) = capture {
+                    c.end(f.status, "refused", Some(&f.error));
+                }
+                return Err((Answer::failure(&f), entry));
             }
             Ok(Ok(s)) => s,
         };
-        Ok(Pending {
+        if let (Some(c), Some(head)) = (&capture, sent) {
+            c.started(started.id.as_str(), &started.receiver, head);
+        }
+        let pending = Pending {
             id: started.id.clone(),
             events,
             guard: Guard {
@@ -524,10 +589,15 @@ impl Shared {
                 started_at,
                 status: None,
                 error: None,
+                capture,
             },
-        })
+        };
+        Ok((pending, entry))
     }
 }
+
+/// The body of a request without one, for the inspector.
+static EMPTY: Bytes = Bytes::new();
 
 /// Which of the middlewares' headers to set on a response, given whether
 /// it `contains` a header already: those that replace the service's, and
@@ -619,6 +689,15 @@ impl Pending {
         &self.id
     }
 
+    /// A streamed request `body`, counted for the inspector as it is
+    /// read; wrap what goes to [`pump_upload`] in it.
+    pub fn meter<S>(&self, body: S) -> crate::admin::Metered<S> {
+        match &self.guard.capture {
+            Some(c) => c.meter(body),
+            None => crate::admin::Metered::uncounted(body),
+        }
+    }
+
     /// Waits for the response head: the head and body stream, or the
     /// failure to answer with.
     pub async fn response(self) -> Result<(ResponseHead, ResponseStream), Answer> {
@@ -693,6 +772,9 @@ fn head_or_failure(
 ) -> Result<(ResponseHead, ResponseStream), Answer> {
     match first {
         Some(ResponseEvent::Head(head)) => {
+            if let Some(c) = &guard.capture {
+                c.head(&head, head.status);
+            }
             let mut head = forward::response_head_for_client(head);
             if passthrough::is_switch(&head) {
                 // The core lets a 101 through only for an upgrade request.
@@ -758,6 +840,8 @@ struct Guard {
     status: Option<u16>,
     /// Why the request failed, when it did.
     error: Option<String>,
+    /// The inspector's record of it, when capture is on.
+    capture: Option<crate::admin::Capture>,
 }
 
 impl Guard {
@@ -768,12 +852,20 @@ impl Guard {
         }
     }
 
+    /// Ends the inspector's record with the log line's outcome.
+    fn record(&mut self, outcome: &str) {
+        if let Some(c) = self.capture.take() {
+            c.end(self.status.unwrap_or(0), outcome, self.error.as_deref());
+        }
+    }
+
     fn fail(&mut self, status: u16, error: &str) {
         self.error = Some(error.to_owned());
         self.finish(status);
     }
 
-    fn log(&self, id: &RequestId, outcome: &str) {
+    fn log(&mut self, id: &RequestId, outcome: &str) {
+        self.record(outcome);
         tracing::info!(
             request = %id,
             method = %self.method,
@@ -843,6 +935,9 @@ impl Stream for ResponseStream {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Some(ResponseEvent::Body(b))) if b.is_empty() => continue,
                 Poll::Ready(Some(ResponseEvent::Body(b))) => {
+                    if let Some(c) = &mut self.guard.capture {
+                        c.response_piece(&b);
+                    }
                     if let Some(id) = &self.id {
                         self.guard.driver.read(id.clone(), b.len());
                     }

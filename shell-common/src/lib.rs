@@ -12,6 +12,7 @@
 //! async-nats do their I/O on tokio, so those futures must be polled in a
 //! tokio context (the smol shell gets one from async-compat).
 
+pub mod admin;
 pub mod admission;
 pub mod body;
 #[cfg(feature = "cluster")]

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anpx_core::backoff::BackoffConfig;
+use anpx_core::config::InspectorSection;
 use anpx_core::edge::EdgeLimits;
 use anpx_core::features::{Feature, Features};
 use anpx_core::gateway::GatewayConfig;
@@ -21,6 +22,14 @@ pub struct GatewayOptions {
     pub listen: SocketAddr,
     /// Optional separate address where receivers connect at any path.
     pub ws_listen: Option<SocketAddr>,
+    /// The admin plane's address (metrics, stats, dashboard); `None` for
+    /// no admin listener.
+    pub admin_listen: Option<SocketAddr>,
+    /// The path the public listener answers itself for health checks;
+    /// `None` proxies every path.
+    pub health_path: Option<String>,
+    /// What the admin plane's request inspector keeps.
+    pub inspector: InspectorSection,
     /// The state machine's settings.
     pub core: GatewayConfig,
     /// Who may connect as a receiver.
@@ -43,6 +52,9 @@ impl GatewayOptions {
         GatewayOptions {
             listen: section.listen,
             ws_listen: section.ws_listen,
+            admin_listen: section.admin_listen,
+            health_path: section.health_path.clone(),
+            inspector: section.inspector.clone(),
             core: section.core_config(),
             admission: Arc::new(OpenAdmission),
             drain_grace: section.drain_grace(),
@@ -52,11 +64,15 @@ impl GatewayOptions {
         }
     }
 
-    /// Open mode on `listen` with default settings.
+    /// Open mode on `listen` with default settings; the admin listener
+    /// on an ephemeral loopback port.
     pub fn open(listen: SocketAddr) -> Self {
         GatewayOptions {
             listen,
             ws_listen: None,
+            admin_listen: Some(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0))),
+            health_path: Some("/health".to_owned()),
+            inspector: InspectorSection::default(),
             core: GatewayConfig::default(),
             admission: Arc::new(OpenAdmission),
             drain_grace: Duration::from_secs(10),

@@ -14,8 +14,9 @@ use async_tungstenite::tungstenite::protocol::Role;
 use async_tungstenite::WebSocketStream;
 use bytes::Bytes;
 use futures_util::io::{AsyncRead, AsyncWrite};
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use http_types::{Request, Response};
+use shell_common::admin::{AdminReply, EVENT_HEADERS};
 use shell_common::driver::Driver;
 use shell_common::edge::{refusal_answer, UploadCut};
 use shell_common::gateway::{
@@ -51,6 +52,7 @@ pub enum BindError {
 pub struct Gateway {
     public_addr: SocketAddr,
     ws_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     listeners: Vec<Task<()>>,
     stop: Stop,
@@ -72,6 +74,10 @@ impl Gateway {
             Some(addr) => Some(listen(addr).await?),
             None => None,
         };
+        let admin = match options.admin_listen {
+            Some(addr) => Some((listen(addr).await?, addr)),
+            None => None,
+        };
         let local = |l: &TcpListener, addr| {
             l.local_addr()
                 .map_err(|source| BindError::Listen { addr, source })
@@ -80,6 +86,10 @@ impl Gateway {
         let ws_addr = match (&ws, options.ws_listen) {
             (Some(l), Some(addr)) => Some(local(l, addr)?),
             _ => None,
+        };
+        let admin_addr = match &admin {
+            Some((l, addr)) => Some(local(l, *addr)?),
+            None => None,
         };
         let core = Core::new(options.core.clone(), fastrand::u64(..));
         let (driver, task) = Driver::new(core, |at| async move {
@@ -110,10 +120,21 @@ impl Gateway {
                 stop.clone(),
             )));
         }
-        tracing::info!(%public_addr, ws_addr = ?ws_addr, "gateway listening");
+        if let Some((admin, _)) = admin {
+            // Plain HTTP: the admin plane is for loopback or a private network.
+            listeners.push(smol::spawn(accept_loop(
+                admin,
+                Listener::Admin,
+                shared.clone(),
+                None,
+                stop.clone(),
+            )));
+        }
+        tracing::info!(%public_addr, ws_addr = ?ws_addr, admin_addr = ?admin_addr, "gateway listening");
         Ok(Gateway {
             public_addr,
             ws_addr,
+            admin_addr,
             shared,
             listeners,
             stop,
@@ -133,12 +154,20 @@ impl Gateway {
         self.ws_addr
     }
 
+    /// The admin plane's address (metrics, stats, dashboard), when
+    /// configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
     /// Joins a cluster of gateways over NATS: from now on this gateway
     /// forwards requests its receivers do not serve to the gateway that
     /// serves them, and serves requests forwarded here.
     pub async fn join_cluster(&mut self, options: ClusterOptions) -> Result<(), ClusterError> {
         let start = Cluster::start(options, self.shared.driver.clone(), Arc::new(SmolWithTokio));
-        self.cluster = Some(async_compat::Compat::new(start).await?);
+        let cluster = async_compat::Compat::new(start).await?;
+        let _ = self.shared.cluster_view.set(cluster.view());
+        self.cluster = Some(cluster);
         Ok(())
     }
 
@@ -326,7 +355,7 @@ async fn handle(head: RequestHead, mut req: Request, shared: Arc<Shared>, at: At
     let headers = &head.headers;
     let (path, query) = (head.uri.path(), head.uri.query());
     let is_ws = is_websocket_upgrade(method, headers);
-    let endpoint = Endpoint::of(at.which, is_ws, method, path);
+    let endpoint = Endpoint::of(at.which, is_ws, method, path, shared.health_path.as_deref());
     let mut response = match endpoint {
         Endpoint::Upgrade => upgrade(headers, &shared, at.peer).await,
         Endpoint::NotAWebSocket => answer(Answer::text(
@@ -334,8 +363,21 @@ async fn handle(head: RequestHead, mut req: Request, shared: Arc<Shared>, at: At
             "receivers connect here with a WebSocket upgrade\n",
         )),
         Endpoint::Health => answer(shared.health()),
-        Endpoint::Stats => answer(shared.stats().await),
-        Endpoint::Metrics => answer(shared.metrics().await),
+        Endpoint::Admin => match shared.admin(method, path, headers).await {
+            AdminReply::Answer(a) => answer(a),
+            AdminReply::Events(events) => {
+                let mut r = Response::new(http_types::StatusCode::Ok);
+                let reader = events.map(Ok::<_, std::io::Error>).into_async_read();
+                r.set_body(http_types::Body::from_reader(
+                    futures_util::io::BufReader::new(reader),
+                    None,
+                ));
+                for (name, value) in EVENT_HEADERS {
+                    r.insert_header(name, value);
+                }
+                r
+            }
+        },
         Endpoint::Proxy => {
             let authority = head.uri.authority().map(|a| a.as_str());
             match shared.screen(method, path, query, headers, authority, at.peer.ip()) {
@@ -353,7 +395,7 @@ async fn handle(head: RequestHead, mut req: Request, shared: Arc<Shared>, at: At
     };
     let own_answer = matches!(
         endpoint,
-        Endpoint::NotAWebSocket | Endpoint::Health | Endpoint::Stats | Endpoint::Metrics
+        Endpoint::NotAWebSocket | Endpoint::Health | Endpoint::Admin
     );
     if own_answer && head.framing != BodyFraming::Empty {
         // A body nobody reads is not drained (it could go on for ever):
@@ -488,7 +530,7 @@ async fn proxy(
     let pump = upload.map(|body| {
         let (limit, upload_cut) = shared.edge.upload_limit();
         cut = upload_cut;
-        let pieces = at.parked.guard(body_stream(body));
+        let pieces = at.parked.guard(pending.meter(body_stream(body)));
         let (driver, id, cutter) = (
             shared.driver.clone(),
             pending.id().clone(),

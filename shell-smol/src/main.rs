@@ -166,7 +166,8 @@ async fn both(mut config: Config, demo: bool, print_try: bool) -> Result<()> {
     }
     if print_try {
         println!("anpx-smol demo: gateway on {http}://{addr}, receiver connected, echo agent serving every path.");
-        println!("Try:\n  curl -s '{http}://{addr}/agents/hello?name=anpx' -d 'ping'\n  curl -s {http}://{addr}/stats\nCtrl-C to stop.");
+        let admin = shell_common::admin::dashboard_hint(gateway.admin_addr());
+        println!("Try:\n  curl -s '{http}://{addr}/agents/hello?name=anpx' -d 'ping'\n  {admin}\nCtrl-C to stop.");
     } else {
         eprintln!("anpx-smol: gateway on {http}://{addr}, receiver connected");
     }

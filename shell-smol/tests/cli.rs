@@ -59,7 +59,13 @@ fn an_unreachable_cluster_stops_the_gateway_with_the_reason() {
         c.env_remove(k);
     }
     let out = c
-        .args(["gateway", "--listen", "127.0.0.1:0"])
+        .args([
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "off",
+        ])
         .args(["--cluster-nats-url", &format!("nats://{nats}")])
         .output()
         .unwrap();

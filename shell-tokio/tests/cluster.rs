@@ -44,6 +44,16 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// Each gateway process's admin address (where /stats and /metrics are),
+/// by its public address.
+static ADMIN: std::sync::Mutex<std::collections::BTreeMap<SocketAddr, SocketAddr>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// The admin address of the gateway process listening on `public`.
+fn admin(public: SocketAddr) -> SocketAddr {
+    ADMIN.lock().unwrap()[&public]
+}
+
 fn gateway(
     binary: Binary,
     nats: &Nats,
@@ -52,12 +62,16 @@ fn gateway(
     extra: &[&str],
 ) -> (Proc, SocketAddr) {
     let addr = free_addr();
+    let admin = free_addr();
+    ADMIN.lock().unwrap().insert(addr, admin);
     let child = binary
         .command()
         .args([
             "gateway",
             "--listen",
             &addr.to_string(),
+            "--admin-listen",
+            &admin.to_string(),
             "--cluster-nats-url",
             &nats.url(),
             "--cluster-node-name",
@@ -343,7 +357,7 @@ fn reach(name: &str, binaries: [Binary; 3]) {
 /// Requests a gateway's core started on its own receivers (local and
 /// forwarded to it), from `/stats`.
 fn started(gateway: SocketAddr) -> u64 {
-    let (_, body) = get(gateway, "ignored", "/stats").expect("stats");
+    let (_, body) = get(admin(gateway), "ignored", "/stats").expect("stats");
     let v: serde_json::Value = serde_json::from_slice(&body).expect("stats JSON");
     v["totals"]["started"].as_u64().expect("totals.started")
 }
@@ -577,7 +591,7 @@ fn gateways_sharing_a_postgres_registry_grant_alike_and_forward_signed_receivers
     for gw in [a1, a2] {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let (_, body) = get(gw, "ignored", "/stats").unwrap();
+            let (_, body) = get(admin(gw), "ignored", "/stats").unwrap();
             let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
             let links = v["links"].as_array().unwrap().clone();
             if links.len() == 1 {
@@ -595,7 +609,7 @@ fn gateways_sharing_a_postgres_registry_grant_alike_and_forward_signed_receivers
     // still knows only the registry's route.
     let _intruder = receiver(&dir, "intruder", &[a3], "intruder.test", up);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !get(a3, "ignored", "/metrics").is_some_and(|(_, m)| {
+    while !get(admin(a3), "ignored", "/metrics").is_some_and(|(_, m)| {
         String::from_utf8_lossy(&m)
             .lines()
             .any(|l| l.starts_with("anpx_receiver_auth_refused_total{") && !l.ends_with(" 0"))

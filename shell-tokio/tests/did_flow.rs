@@ -109,7 +109,13 @@ fn identity_registry_gateway_and_receiver_from_the_command_line() {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let _gateway = Killed(
         anpx()
-            .args(["gateway", "--listen", &addr.to_string()])
+            .args([
+                "gateway",
+                "--listen",
+                &addr.to_string(),
+                "--admin-listen",
+                "off",
+            ])
             .env("ANPX_GATEWAY_AUTH_MODE", "did-wba")
             .env("ANPX_GATEWAY_AUTH_DID_DOCUMENTS_DIR", &docs)
             .env("ANPX_GATEWAY_REGISTRY_URL", &registry)

@@ -312,7 +312,17 @@ fn free_port() -> SocketAddr {
 }
 
 fn gateway_process(binary: Binary, listen: SocketAddr) -> Proc {
-    spawn(binary, &["gateway", "--listen", &listen.to_string()])
+    // No admin listener: its default port would be shared by every process.
+    spawn(
+        binary,
+        &[
+            "gateway",
+            "--listen",
+            &listen.to_string(),
+            "--admin-listen",
+            "off",
+        ],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

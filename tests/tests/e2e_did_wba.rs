@@ -57,7 +57,7 @@ impl Credentials for Forged {
 }
 
 async fn refusals(gw: &Gw, reason: &str) -> u64 {
-    let m = send(gw.addr(), "GET", "x", "/metrics", "").await;
+    let m = send(gw.admin_addr(), "GET", "x", "/metrics", "").await;
     let text = String::from_utf8_lossy(&m.body).into_owned();
     let needle = format!("anpx_receiver_auth_refused_total{{reason=\"{reason}\"}} ");
     text.lines()

@@ -203,10 +203,10 @@ async fn health_and_metrics(gw: Shell, rx: Shell) {
         send(g.addr(), "GET", HOST, "/health", "").await.json()["status"],
         "ok"
     );
-    let s = send(g.addr(), "GET", HOST, "/stats", "").await;
+    let s = send(g.admin_addr(), "GET", HOST, "/stats", "").await;
     assert_eq!(s.json()["links"].as_array().unwrap().len(), 1);
     assert_eq!(s.json()["routes"][0][0], "api.agent.com/svc");
-    let m = send(g.addr(), "GET", HOST, "/metrics", "").await;
+    let m = send(g.admin_addr(), "GET", HOST, "/metrics", "").await;
     let text = String::from_utf8(m.body.to_vec()).unwrap();
     assert!(text.contains("anpx_requests_completed_total 1\n"), "{text}");
     assert!(
@@ -235,7 +235,7 @@ async fn middlewares_are_off_by_default(gw: Shell, rx: Shell) {
     for _ in 0..50 {
         assert_eq!(send(g.addr(), "GET", HOST, "/svc/a", "").await.status, 200);
     }
-    let m = send(g.addr(), "GET", HOST, "/metrics", "").await;
+    let m = send(g.admin_addr(), "GET", HOST, "/metrics", "").await;
     assert!(!String::from_utf8_lossy(&m.body).contains("anpx_policy_answered_total"));
 }
 
@@ -285,7 +285,7 @@ async fn rate_limits_answer_429_with_retry_after(gw: Shell, rx: Shell) {
         }
         assert!(std::time::Instant::now() < deadline, "never served again");
     }
-    let m = send(per_ip.addr(), "GET", HOST, "/metrics", "").await;
+    let m = send(per_ip.admin_addr(), "GET", HOST, "/metrics", "").await;
     let text = String::from_utf8_lossy(&m.body).into_owned();
     assert!(
         !text.contains("anpx_policy_answered_total{reason=\"rate_limited_ip\"} 0\n")
@@ -404,7 +404,7 @@ async fn cors_security_headers_and_blocklist(gw: Shell, rx: Shell) {
     assert_eq!((r.status, r.header("x-method")), (200, "POST"));
     assert!(r.headers.get("access-control-allow-origin").is_none());
 
-    let m = send(addr, "GET", HOST, "/metrics", "").await;
+    let m = send(g.admin_addr(), "GET", HOST, "/metrics", "").await;
     let text = String::from_utf8_lossy(&m.body).into_owned();
     for line in [
         "anpx_policy_answered_total{reason=\"blocked_path\"} 6\n",
@@ -605,7 +605,7 @@ async fn did_wba_unsigned_receiver_is_refused(gw: Shell, rx: Shell) {
     let url = format!("ws://{}/ws", g.addr());
     let r = Rx::dial(rx, url, None, None, backend, &["api.agent.com/one"]);
     let counted = tokio::time::timeout(Duration::from_secs(10), async {
-        while auth_refusals(g.addr(), "missing_authorization").await == 0 {
+        while auth_refusals(g.admin_addr(), "missing_authorization").await == 0 {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     });

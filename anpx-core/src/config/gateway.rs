@@ -26,6 +26,12 @@ pub struct GatewaySection {
     /// (`gateway.ws_listen`); `None` serves them on [`listen`](Self::listen)
     /// at `/ws`.
     pub ws_listen: Option<SocketAddr>,
+    /// Address of the admin plane (`gateway.admin_listen`): `/metrics`,
+    /// `/stats`, the dashboard and its API; `None` serves none of them.
+    pub admin_listen: Option<SocketAddr>,
+    /// Path the public listener answers itself for health checks
+    /// (`gateway.health_path`); `None` sends every path through the tunnel.
+    pub health_path: Option<String>,
     /// Seconds a request may wait for its response head
     /// (`gateway.request_timeout_secs`).
     pub request_timeout_secs: u64,
@@ -79,6 +85,8 @@ pub struct GatewaySection {
     pub block_probes: bool,
     /// More path patterns answered with 403 (`gateway.blocked_paths`).
     pub blocked_paths: Vec<String>,
+    /// `[gateway.inspector]`.
+    pub inspector: InspectorSection,
     /// `[gateway.tls]`.
     pub tls: TlsSection,
     /// `[gateway.auth]`.
@@ -100,6 +108,8 @@ impl Default for GatewaySection {
         GatewaySection {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
             ws_listen: None,
+            admin_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 8081))),
+            health_path: Some("/health".to_owned()),
             request_timeout_secs: 30,
             body_idle_timeout_secs: DEFAULT_BODY_IDLE_TIMEOUT_SECS,
             websocket_idle_timeout_secs: 300,
@@ -120,6 +130,7 @@ impl Default for GatewaySection {
             security_headers: false,
             block_probes: false,
             blocked_paths: Vec::new(),
+            inspector: InspectorSection::default(),
             tls: TlsSection::default(),
             auth: AuthSection::default(),
             registry: RegistrySection::default(),
@@ -253,6 +264,34 @@ impl ClusterSection {
     /// `route_ttl_ms` as a duration.
     pub fn route_ttl(&self) -> Duration {
         Duration::from_millis(self.route_ttl_ms)
+    }
+}
+
+/// `[gateway.inspector]`: what the admin dashboard's request inspector
+/// keeps of recent requests, in memory only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InspectorSection {
+    /// Requests kept, newest first (`gateway.inspector.requests`); 0
+    /// captures nothing.
+    pub requests: usize,
+    /// Bytes the kept requests may hold together
+    /// (`gateway.inspector.max_bytes`).
+    pub max_bytes: usize,
+    /// Keep the first KiB of each body (`gateway.inspector.bodies`).
+    pub bodies: bool,
+    /// Show credentials rather than redact them
+    /// (`gateway.inspector.show_secrets`).
+    pub show_secrets: bool,
+}
+
+impl Default for InspectorSection {
+    fn default() -> Self {
+        InspectorSection {
+            requests: 100,
+            max_bytes: 4 << 20,
+            bodies: false,
+            show_secrets: false,
+        }
     }
 }
 

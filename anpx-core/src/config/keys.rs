@@ -177,7 +177,7 @@ macro_rules! key {
     };
 }
 
-static KEYS: [KeyInfo; 57] = [
+static KEYS: [KeyInfo; 63] = [
     // [gateway]
     key!(
         "gateway.listen", "ANPX_GATEWAY_LISTEN", "listen", "ADDR", "127.0.0.1:8080",
@@ -188,6 +188,17 @@ static KEYS: [KeyInfo; 57] = [
         "gateway.ws_listen", "ANPX_GATEWAY_WS_LISTEN", "ws-listen", "ADDR", "",
         "Separate address for receivers' WebSocket connections (unset: /ws on listen)",
         gateway.ws_listen, parse: v::opt_addr, render: v::render_opt_addr,
+    ),
+    key!(
+        "gateway.admin_listen", "ANPX_GATEWAY_ADMIN_LISTEN", "admin-listen", "ADDR|off",
+        "127.0.0.1:8081",
+        "Address of the admin plane: /metrics, /stats, the dashboard and its API (off: none); keep it private",
+        gateway.admin_listen, parse: v::addr_or_off, render: v::render_addr_or_off,
+    ),
+    key!(
+        "gateway.health_path", "ANPX_GATEWAY_HEALTH_PATH", "health-path", "PATH|off", "/health",
+        "Path the public listener answers itself for load balancers' health checks (off: every path goes through the tunnel)",
+        gateway.health_path, parse: v::path_or_off, render: v::render_path_or_off,
     ),
     key!(
         "gateway.request_timeout_secs", "ANPX_GATEWAY_REQUEST_TIMEOUT_SECS",
@@ -320,6 +331,33 @@ static KEYS: [KeyInfo; 57] = [
         "More case-insensitive patterns of the decoded path or query answered with 403",
         gateway.blocked_paths,
         parse: v::path_patterns, render: |p: &Vec<String>| v::render_strings(p),
+    ),
+    // [gateway.inspector]
+    key!(
+        "gateway.inspector.requests", "ANPX_GATEWAY_INSPECTOR_REQUESTS", "inspector-requests",
+        "N", "100",
+        "Recent requests the admin dashboard's inspector keeps (0: capture nothing)",
+        gateway.inspector.requests,
+        parse: |i| v::int(i, 0, 100_000), render: v::render_int,
+    ),
+    key!(
+        "gateway.inspector.max_bytes", "ANPX_GATEWAY_INSPECTOR_MAX_BYTES", "inspector-max-bytes",
+        "BYTES", "4194304",
+        "Bytes the inspector's captured requests may hold together; the oldest are dropped beyond",
+        gateway.inspector.max_bytes,
+        parse: |i| v::int(i, 4096, 1 << 32), render: v::render_int,
+    ),
+    key!(
+        "gateway.inspector.bodies", "ANPX_GATEWAY_INSPECTOR_BODIES", "inspector-bodies", "BOOL",
+        "false",
+        "Capture the first KiB of each request and response body for the inspector",
+        gateway.inspector.bodies, parse: v::boolean, render: v::render_bool,
+    ),
+    key!(
+        "gateway.inspector.show_secrets", "ANPX_GATEWAY_INSPECTOR_SHOW_SECRETS",
+        "inspector-show-secrets", "BOOL", "false",
+        "Show Authorization, Cookie and Set-Cookie values in the inspector instead of redacting them",
+        gateway.inspector.show_secrets, parse: v::boolean, render: v::render_bool,
     ),
     // [gateway.tls]
     key!(

@@ -24,8 +24,8 @@ mod value;
 
 pub use error::{ConfigError, ValueError};
 pub use gateway::{
-    AuthMode, AuthSection, ClusterSection, CorsSection, GatewaySection, Grant, LogFormat,
-    RateLimitSection, RegistrySection, RoutesSection, TlsSection,
+    AuthMode, AuthSection, ClusterSection, CorsSection, GatewaySection, Grant, InspectorSection,
+    LogFormat, RateLimitSection, RegistrySection, RoutesSection, TlsSection,
 };
 pub use keys::{find_env, find_flag, find_key, keys, KeyInfo, CONFIG_FILE_ENV, ENV_PREFIX};
 pub use receiver::ReceiverSection;
@@ -139,6 +139,20 @@ impl Config {
                 other: "gateway.listen",
             }
             .at("gateway.ws_listen"));
+        }
+        if let Some(admin) = g.admin_listen.filter(|a| a.port() != 0) {
+            if admin == g.listen {
+                return Err(ValueError::SameAs {
+                    other: "gateway.listen",
+                }
+                .at("gateway.admin_listen"));
+            }
+            if g.ws_listen == Some(admin) {
+                return Err(ValueError::SameAs {
+                    other: "gateway.ws_listen",
+                }
+                .at("gateway.admin_listen"));
+            }
         }
         pair(
             (&g.tls.cert, "gateway.tls.cert"),

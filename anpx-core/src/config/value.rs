@@ -202,6 +202,43 @@ pub(crate) fn opt_addr(input: Input<'_>) -> Result<Option<SocketAddr>, ValueErro
     addr(input).map(Some)
 }
 
+/// An address, or `off` for none.
+pub(crate) fn addr_or_off(input: Input<'_>) -> Result<Option<SocketAddr>, ValueError> {
+    if input.as_str() == Some("off") {
+        return Ok(None);
+    }
+    addr(input)
+        .map(Some)
+        .map_err(|_| input.expected("an IP address and port such as 127.0.0.1:8081, or off"))
+}
+
+pub(crate) fn render_addr_or_off(v: &Option<SocketAddr>) -> Option<Value> {
+    Some(Value::String(
+        v.map_or_else(|| "off".to_owned(), |a| a.to_string()),
+    ))
+}
+
+/// An absolute URL path without query or fragment (`/health`), or `off`.
+pub(crate) fn path_or_off(input: Input<'_>) -> Result<Option<String>, ValueError> {
+    const EXPECTED: &str = "a path starting with / (no query, no spaces), or off";
+    match input.as_str() {
+        Some("off") => Ok(None),
+        Some(p)
+            if p.starts_with('/')
+                && p.len() <= 256
+                && p.bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#') =>
+        {
+            Ok(Some(p.to_owned()))
+        }
+        _ => Err(input.expected(EXPECTED)),
+    }
+}
+
+pub(crate) fn render_path_or_off(v: &Option<String>) -> Option<Value> {
+    Some(Value::String(v.clone().unwrap_or_else(|| "off".to_owned())))
+}
+
 pub(crate) fn render_addr(v: &SocketAddr) -> Option<Value> {
     Some(Value::String(v.to_string()))
 }

@@ -208,6 +208,11 @@ impl Cluster {
             .collect()
     }
 
+    /// The membership as the admin dashboard shows it.
+    pub fn view(&self) -> Arc<dyn crate::admin::ClusterView> {
+        Arc::new(View(self.inner.clone()))
+    }
+
     /// Requests forwarded to other gateways and not finished yet.
     pub fn forwarded_in_flight(&self) -> usize {
         self.inner.forwarded.load(Ordering::Relaxed)
@@ -244,6 +249,23 @@ impl Cluster {
 }
 
 /// Takes the other gateways' announcements.
+struct View(Arc<Inner>);
+
+impl crate::admin::ClusterView for View {
+    fn node(&self) -> String {
+        self.0.options.node_name.clone()
+    }
+
+    fn peers(&self) -> Vec<String> {
+        self.0
+            .book()
+            .nodes()
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
 async fn listen(inner: Arc<Inner>, mut routes: async_nats::Subscriber) {
     while let Some(msg) = routes.next().await {
         match Announcement::from_json(&msg.payload) {

@@ -20,9 +20,10 @@ use futures_util::StreamExt;
 use http::{header, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use shell_common::admin::{AdminReply, EVENT_HEADERS};
 use shell_common::edge::{refusal_answer, UploadCut};
 use shell_common::gateway::{
     decorate, header_pairs, is_websocket_upgrade, pump_upload, Answer, Endpoint, Listener,
@@ -45,15 +46,26 @@ pub(crate) async fn handle(
 ) -> Result<Response<GatewayBody>, Infallible> {
     let method = req.method().as_str();
     let is_ws = is_websocket_upgrade(method, req.headers());
-    let response = match Endpoint::of(listener, is_ws, method, req.uri().path()) {
+    let health_path = shared.health_path.as_deref();
+    let response = match Endpoint::of(listener, is_ws, method, req.uri().path(), health_path) {
         Endpoint::Upgrade => upgrade(req, shared, peer).await,
         Endpoint::NotAWebSocket => answer(Answer::text(
             400,
             "receivers connect here with a WebSocket upgrade\n",
         )),
         Endpoint::Health => answer(shared.health()),
-        Endpoint::Stats => answer(shared.stats().await),
-        Endpoint::Metrics => answer(shared.metrics().await),
+        Endpoint::Admin => match shared.admin(method, req.uri().path(), req.headers()).await {
+            AdminReply::Answer(a) => answer(a),
+            AdminReply::Events(events) => {
+                let body = StreamBody::new(events.map(|b| Ok::<_, BoxError>(Frame::data(b))));
+                let mut r = Response::new(BodyExt::boxed(body));
+                for (name, value) in EVENT_HEADERS {
+                    r.headers_mut()
+                        .insert(name, HeaderValue::from_static(value));
+                }
+                r
+            }
+        },
         Endpoint::Proxy => {
             let screened = shared.screen(
                 method,
@@ -196,7 +208,7 @@ async fn proxy(
         let (limit, upload_cut) = shared.edge.upload_limit();
         cut = upload_cut;
         tokio::spawn(pump_upload(
-            body.into_data_stream(),
+            pending.meter(body.into_data_stream()),
             shared.driver.clone(),
             pending.id().clone(),
             limit,

@@ -28,6 +28,7 @@ use shell_common::gateway::{Listener, Shared};
 pub struct Gateway {
     public_addr: SocketAddr,
     ws_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
@@ -40,6 +41,10 @@ impl Gateway {
     pub async fn bind(options: GatewayOptions) -> std::io::Result<Gateway> {
         let public = TcpListener::bind(options.listen).await?;
         let ws = match options.ws_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        let admin = match options.admin_listen {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
         };
@@ -57,6 +62,7 @@ impl Gateway {
         let (stop, stopped) = watch::channel(false);
         let public_addr = public.local_addr()?;
         let ws_addr = ws.as_ref().map(TcpListener::local_addr).transpose()?;
+        let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
         let mut tasks = JoinSet::new();
         let tls = options.tls.map(tokio_rustls::TlsAcceptor::from);
         tasks.spawn(accept_loop(
@@ -72,13 +78,24 @@ impl Gateway {
                 Listener::Receivers,
                 shared.clone(),
                 tls,
+                stopped.clone(),
+            ));
+        }
+        if let Some(admin) = admin {
+            // Plain HTTP: the admin plane is for loopback or a private network.
+            tasks.spawn(accept_loop(
+                admin,
+                Listener::Admin,
+                shared.clone(),
+                None,
                 stopped,
             ));
         }
-        tracing::info!(%public_addr, ws_addr = ?ws_addr, "gateway listening");
+        tracing::info!(%public_addr, ws_addr = ?ws_addr, admin_addr = ?admin_addr, "gateway listening");
         Ok(Gateway {
             public_addr,
             ws_addr,
+            admin_addr,
             shared,
             stop,
             tasks,
@@ -97,6 +114,12 @@ impl Gateway {
         self.ws_addr
     }
 
+    /// The admin plane's address (metrics, stats, dashboard), when
+    /// configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
     /// Joins a cluster of gateways over NATS: from now on this gateway
     /// forwards requests its receivers do not serve to the gateway that
     /// serves them, and serves requests forwarded here.
@@ -107,6 +130,7 @@ impl Gateway {
             Arc::new(crate::rt::Tokio),
         )
         .await?;
+        let _ = self.shared.cluster_view.set(cluster.view());
         self.cluster = Some(cluster);
         Ok(())
     }

@@ -73,6 +73,15 @@ impl Gw {
         }
     }
 
+    /// The admin plane's address (an ephemeral loopback port in tests).
+    pub fn admin_addr(&self) -> SocketAddr {
+        match self {
+            Gw::Tokio(g) => g.admin_addr(),
+            Gw::Smol(g) => g.admin_addr(),
+        }
+        .expect("an admin listener")
+    }
+
     pub async fn stats(&self) -> anpx_core::gateway::GatewayStats {
         match self {
             Gw::Tokio(g) => g.stats().await,
