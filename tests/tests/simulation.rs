@@ -42,10 +42,7 @@ fn run_shard(shard: u64) {
             ("404", totals.refused_404),
             ("503", totals.refused_503),
             ("502", totals.failed_502),
-            (
-                "502 for a response over the limit",
-                totals.invalid_responses,
-            ),
+            ("502 for a response over the limit", totals.over_limit),
             ("504", totals.failed_504),
             ("cancel", totals.cancelled),
             ("upstream error", totals.upstream_errors),

@@ -423,9 +423,10 @@ fn check_failure(
                         f.error
                     );
                 }
-            } else if f.error.starts_with("Invalid response from receiver")
-                && over(cx.response_limit)
-            {
+            } else if f.error.ends_with(&format!(
+                "is over the gateway's max_response_bytes ({})",
+                cx.response_limit
+            )) {
                 let exceeded = matches!(record, Some(r) if r.sent as u64 > cx.response_limit);
                 if !exceeded {
                     bail!(

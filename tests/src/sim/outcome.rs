@@ -42,8 +42,11 @@ pub struct Counters {
     pub refused_503: u64,
     pub completed: u64,
     pub failed_502: u64,
-    /// Of those, responses the gateway could not reassemble (over its limit).
+    /// Of those, responses the gateway refused as invalid.
     pub invalid_responses: u64,
+    /// Of those, responses over the gateway's `max_response_bytes` (a
+    /// limit, not a receiver fault: the link stays).
+    pub over_limit: u64,
     pub failed_504: u64,
     pub cancelled: u64,
     pub upload_pieces: u64,
@@ -67,6 +70,7 @@ impl Counters {
         self.completed += o.completed;
         self.failed_502 += o.failed_502;
         self.invalid_responses += o.invalid_responses;
+        self.over_limit += o.over_limit;
         self.failed_504 += o.failed_504;
         self.cancelled += o.cancelled;
         self.upload_pieces += o.upload_pieces;

@@ -231,6 +231,10 @@ impl World {
                 self.counters.failed_502 += 1;
                 self.counters.invalid_responses += 1;
             }
+            ResponseEvent::Failed(f) if f.error.contains("max_response_bytes") => {
+                self.counters.failed_502 += 1;
+                self.counters.over_limit += 1;
+            }
             ResponseEvent::Failed(_) => self.counters.failed_502 += 1,
             _ => {}
         }
