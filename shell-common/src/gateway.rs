@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anpx_core::edge::EdgeRefusal;
 use anpx_core::features::{negotiate, Features};
 use anpx_core::forward::{self, ClientInfo};
+use anpx_core::gateway::Ending;
 use anpx_core::gateway::{Failure, Identity, RequestBody, ResponseEvent};
 use anpx_core::handshake::{self, FEATURES_HEADER, GRANTED_HEADER, SERVICES_HEADER};
 use anpx_core::passthrough;
@@ -188,6 +189,8 @@ pub struct Shared {
     pub cluster_view: std::sync::OnceLock<Arc<dyn crate::admin::ClusterView>>,
     /// Set on shutdown: new requests get 503.
     pub draining: AtomicBool,
+    /// How public requests ended.
+    pub endings: Arc<crate::endings::Endings>,
     auth_refusals: Mutex<BTreeMap<&'static str, u64>>,
     /// The optional middlewares; `None` when all are off, so a plain
     /// tunnel takes no lock for them.
@@ -214,6 +217,7 @@ impl Shared {
             receivers: crate::admin::Receivers::default(),
             cluster_view: std::sync::OnceLock::new(),
             draining: AtomicBool::new(false),
+            endings: Arc::default(),
             auth_refusals: Mutex::default(),
             policy: options
                 .policy
@@ -339,6 +343,7 @@ impl Shared {
             ));
         }
         text.push_str(&self.edge.prometheus());
+        text.push_str(&self.endings.prometheus());
         Answer::new(200, "text/plain; version=0.0.4", text)
     }
 
@@ -560,12 +565,18 @@ impl Shared {
             }
             Ok(Err(reject)) => {
                 let f = reject.failure();
-                tracing::info!(
-                    method = request.method,
-                    path = request.path,
-                    status = f.status,
-                    duration_ms = started_at.elapsed().as_secs_f64() * 1e3,
-                    "request refused"
+                crate::endings::report(
+                    &self.endings,
+                    Ending::Refused,
+                    &crate::endings::EndLine {
+                        request: "",
+                        method: request.method,
+                        path: request.path,
+                        status: f.status,
+                        duration: started_at.elapsed(),
+                        receiver: "",
+                        error: Some(&f.error),
+                    },
                 );
                 if let Some(c) = capture {
                     c.end(f.status, "refused", Some(&f.error));
@@ -590,6 +601,9 @@ impl Shared {
                 status: None,
                 error: None,
                 capture,
+                endings: self.endings.clone(),
+                declared_len: None,
+                sent: 0,
             },
         };
         Ok((pending, entry))
@@ -781,6 +795,15 @@ fn head_or_failure(
                 passthrough::mark_upgrade(&mut head.headers);
             }
             guard.status = Some(head.status);
+            // A HEAD answer, a 204 or a 304 has no body whatever its
+            // Content-Length says.
+            guard.declared_len = if guard.method == "HEAD" || matches!(head.status, 204 | 304) {
+                Some(0)
+            } else {
+                head.headers
+                    .get("content-length")
+                    .and_then(|v| v.trim().parse().ok())
+            };
             let id = guard.id.clone();
             Ok((
                 head,
@@ -842,14 +865,26 @@ struct Guard {
     error: Option<String>,
     /// The inspector's record of it, when capture is on.
     capture: Option<crate::admin::Capture>,
+    endings: Arc<crate::endings::Endings>,
+    /// The response's Content-Length, when it declared one.
+    declared_len: Option<u64>,
+    /// Response body bytes handed to the shell.
+    sent: u64,
 }
 
 impl Guard {
     fn finish(&mut self, status: u16) {
         self.status = Some(status);
         if let Some(id) = self.id.take() {
-            self.log(&id, "done");
+            self.log(&id, Ending::Completed);
         }
+    }
+
+    /// Whether the client has had the whole body a Content-Length
+    /// declared: an HTTP server may drop the stream then, before the
+    /// receiver's end is read, and that is a completed response.
+    fn body_complete(&self) -> bool {
+        self.declared_len == Some(self.sent)
     }
 
     /// Ends the inspector's record with the log line's outcome.
@@ -860,22 +895,35 @@ impl Guard {
     }
 
     fn fail(&mut self, status: u16, error: &str) {
-        self.error = Some(error.to_owned());
-        self.finish(status);
+        self.fail_as(
+            Ending::of_failure(&Failure::new(status, error)),
+            status,
+            error,
+        );
     }
 
-    fn log(&mut self, id: &RequestId, outcome: &str) {
-        self.record(outcome);
-        tracing::info!(
-            request = %id,
-            method = %self.method,
-            path = %self.path,
-            status = self.status.unwrap_or(0),
-            duration_ms = self.started_at.elapsed().as_secs_f64() * 1e3,
-            receiver = %self.receiver,
-            outcome,
-            error = self.error.as_deref().unwrap_or(""),
-            "request"
+    fn fail_as(&mut self, ending: Ending, status: u16, error: &str) {
+        self.error = Some(error.to_owned());
+        self.status = Some(status);
+        if let Some(id) = self.id.take() {
+            self.log(&id, ending);
+        }
+    }
+
+    fn log(&mut self, id: &RequestId, ending: Ending) {
+        self.record(ending.label());
+        crate::endings::report(
+            &self.endings,
+            ending,
+            &crate::endings::EndLine {
+                request: id.as_str(),
+                method: &self.method,
+                path: &self.path,
+                status: self.status.unwrap_or(0),
+                duration: self.started_at.elapsed(),
+                receiver: &self.receiver,
+                error: self.error.as_deref(),
+            },
         );
     }
 }
@@ -883,7 +931,12 @@ impl Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         if let Some(id) = self.id.take() {
-            self.log(&id, "client went away");
+            let ending = if self.body_complete() {
+                Ending::Completed
+            } else {
+                Ending::ClientLeft
+            };
+            self.log(&id, ending);
             self.driver.cancel(id);
         }
     }
@@ -941,6 +994,7 @@ impl Stream for ResponseStream {
                     if let Some(id) = &self.id {
                         self.guard.driver.read(id.clone(), b.len());
                     }
+                    self.guard.sent += b.len() as u64;
                     Poll::Ready(Some(Ok(b)))
                 }
                 Poll::Ready(Some(ResponseEvent::End)) => {

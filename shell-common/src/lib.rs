@@ -23,6 +23,7 @@ pub mod did_credentials;
 pub mod did_wba;
 pub mod driver;
 pub mod edge;
+pub mod endings;
 pub mod gateway;
 pub mod link;
 pub mod options;

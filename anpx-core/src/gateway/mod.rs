@@ -36,11 +36,13 @@
 //! ```
 
 mod config;
+mod ending;
 mod fault;
 mod output;
 mod stats;
 
 pub use config::{GatewayConfig, MessageBudget};
+pub use ending::Ending;
 pub use fault::LinkFault;
 pub use output::{Failure, Output, Reject, RequestGone, ResponseEvent};
 pub use stats::{GatewayStats, LinkStats, Totals};
@@ -1033,10 +1035,7 @@ impl Gateway {
             self.totals.bad_gateway += 1;
             self.emit(
                 &id,
-                ResponseEvent::Failed(Failure::new(
-                    502,
-                    format!("Receiver connection lost: {why}"),
-                )),
+                ResponseEvent::Failed(Failure::new(502, format!("{}: {why}", ending::LINK_LOST))),
             );
             if let Some(p) = self.pending.remove(&id) {
                 self.timers.disarm(p.armed, Timer::Request(id));
