@@ -2,7 +2,9 @@
 //! (gateway shell, receiver shell) pair: server-sent events arrive event by
 //! event; a client that goes away gets its upstream request aborted; an
 //! upstream that fails mid-body gets the client's connection cut; one
-//! download nobody reads does not hold up the other requests.
+//! download nobody reads does not hold up the other requests; a stream
+//! that goes quiet for longer than the request timeout is held, and one
+//! quiet for longer than the body idle timeout is cut.
 
 #[macro_use]
 mod support;
@@ -59,6 +61,7 @@ type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 /// - `/svc/hold`: never answers, and counts when it is abandoned;
 /// - `/svc/fail`: announces 1 MiB, sends 100 KiB, then fails;
 /// - `/svc/big`: 256 MiB, as fast as it is read, counting what left;
+/// - `/svc/quiet/<ms>`: an event, `<ms>` of silence, a second event, end;
 /// - anything else: `ok`.
 async fn backend(
     seen: Arc<Seen>,
@@ -112,6 +115,23 @@ async fn backend(
                     Ok(Frame::data(piece.clone()))
                 });
             BodyExt::boxed(StreamBody::new(pieces))
+        }
+        quiet if quiet.starts_with("/svc/quiet/") => {
+            let gap: u64 = quiet["/svc/quiet/".len()..].parse().unwrap();
+            let events = futures_util::stream::unfold(0u32, move |i| async move {
+                match i {
+                    0 => Some((Ok(Frame::data(Bytes::from_static(b"data: first\n\n"))), 1)),
+                    1 => {
+                        tokio::time::sleep(Duration::from_millis(gap)).await;
+                        Some((Ok(Frame::data(Bytes::from_static(b"data: second\n\n"))), 2))
+                    }
+                    _ => None,
+                }
+            });
+            return Ok(http::Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(BodyExt::boxed(StreamBody::new(events)))
+                .unwrap());
         }
         _ => http_body_util::Full::new(Bytes::from_static(b"ok"))
             .map_err(|e: Infallible| match e {})
@@ -311,7 +331,49 @@ async fn an_unread_download_does_not_hold_up_other_requests(gw: Shell, rx: Shell
     drop(stalled);
 }
 
+/// GETs `/svc/quiet/<gap_ms>` through a gateway whose request timeout is
+/// 1 s and whose body idle timeout is `body_idle`; what the client read,
+/// and whether the body ended cleanly.
+async fn quiet_stream(gw: Shell, rx: Shell, gap_ms: u64, body_idle: Duration) -> (String, bool) {
+    let (backend, _) = start_backend().await;
+    let g = Gw::start(gw, |o| {
+        o.core.request_timeout = Duration::from_secs(1);
+        o.core.body_idle_timeout = body_idle;
+    })
+    .await;
+    let _r = Rx::start(rx, g.addr(), backend).await;
+    let mut tcp = raw_get(g.addr(), &format!("/svc/quiet/{gap_ms}")).await;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), tcp.read_to_end(&mut raw))
+        .await
+        .expect("the stream ends or is cut in time")
+        .ok();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    // A chunked body that ended cleanly closes with the zero-size chunk.
+    let clean = text.ends_with("0\r\n\r\n");
+    (text, clean)
+}
+
+async fn a_quiet_stream_outlives_the_request_timeout(gw: Shell, rx: Shell) {
+    // Two seconds of silence after the head: twice the request timeout,
+    // within the body idle timeout.
+    let (text, clean) = quiet_stream(gw, rx, 2000, Duration::from_secs(4)).await;
+    assert!(text.contains("data: first"), "{text}");
+    assert!(text.contains("data: second"), "{text}");
+    assert!(clean, "the stream ends cleanly: {text:?}");
+}
+
+async fn a_stream_quiet_past_the_body_idle_timeout_is_cut(gw: Shell, rx: Shell) {
+    let (text, clean) = quiet_stream(gw, rx, 4000, Duration::from_secs(2)).await;
+    assert!(text.contains("data: first"), "{text}");
+    assert!(!text.contains("data: second"), "{text}");
+    assert!(!clean, "a cut stream must not look complete: {text:?}");
+}
+
 for_every_pair!(
+    a_quiet_stream_outlives_the_request_timeout,
+    a_stream_quiet_past_the_body_idle_timeout_is_cut,
     events_arrive_as_they_are_emitted,
     a_client_going_away_aborts_the_upstream_request,
     an_upstream_failing_mid_body_cuts_the_client,
