@@ -101,6 +101,16 @@ async fn backend(req: http::Request<Incoming>) -> Result<http::Response<Body>, I
 
 /// Starts the backend on an ephemeral loopback port.
 pub async fn start_backend() -> SocketAddr {
+    serve_on_loopback(backend).await
+}
+
+/// Serves `handler` over HTTP/1 on an ephemeral loopback port until the
+/// test's runtime ends; the address it listens on.
+pub async fn serve_on_loopback<F, Fut>(handler: F) -> SocketAddr
+where
+    F: Fn(http::Request<Incoming>) -> Fut + Copy + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<http::Response<Body>, Infallible>> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -110,7 +120,7 @@ pub async fn start_backend() -> SocketAddr {
             };
             tokio::spawn(async move {
                 let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service_fn(backend))
+                    .serve_connection(TokioIo::new(tcp), service_fn(handler))
                     .await;
             });
         }

@@ -23,10 +23,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use sha2::{Digest, Sha256};
-use tokio::net::TcpListener;
 
 use super::Body;
 
@@ -405,19 +402,5 @@ async fn echo(req: http::Request<Incoming>) -> Result<http::Response<Body>, Infa
 
 /// Starts the Rust echo service on an ephemeral loopback port.
 pub async fn start_echo_backend() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service_fn(echo))
-                    .await;
-            });
-        }
-    });
-    addr
+    super::serve_on_loopback(echo).await
 }
