@@ -143,7 +143,15 @@ impl Tunnel {
                     .unwrap_or_else(|e| panic!("{binary:?} starts: {e}")),
             )
         };
-        let mut args = vec!["gateway".to_owned(), "--listen".into(), public.to_string()];
+        // Without its own admin address every gateway a test starts would
+        // bind the default 127.0.0.1:8081, and the second one would fail.
+        let mut args = vec![
+            "gateway".to_owned(),
+            "--listen".into(),
+            public.to_string(),
+            "--admin-listen".into(),
+            "off".into(),
+        ];
         args.extend(gateway_args.iter().map(|a| a.to_string()));
         let gateway = spawn(gateway, args);
         let receiver = spawn(
