@@ -665,3 +665,69 @@ fn streamed_responses_use_bigger_frames_only_toward_streaming_gateways() {
     let sizes = streamed_frame_sizes(with_flow, config);
     assert!(sizes.iter().all(|&n| n <= window), "{sizes:?}");
 }
+
+/// The registry took a route away from a connected receiver: the request
+/// already on it finishes, new ones find no route; granting it back
+/// routes them again, on the same connection.
+#[test]
+fn a_regrant_stops_new_requests_and_lets_in_flight_ones_finish() {
+    use anpx_core::gateway::Reject;
+    let mut p = Pair::new(Features::empty(), GatewayConfig::default());
+    let svc: anpx_core::route::ServiceUrl = "api.agent.com/svc".parse().unwrap();
+    let other: anpx_core::route::ServiceUrl = "api.agent.com/other".parse().unwrap();
+    let in_flight =
+        p.gw.start_request(p.now, "api.agent.com", get("/svc/slow"), RequestBody::Empty)
+            .unwrap();
+    p.pump();
+
+    let change = p.gw.regrant(p.now, p.link, std::slice::from_ref(&other));
+    assert_eq!(
+        (change.added, change.removed),
+        (vec![other], vec![svc.clone()])
+    );
+    let refused =
+        p.gw.start_request(p.now, "api.agent.com", get("/svc/new"), RequestBody::Empty);
+    assert!(
+        matches!(refused, Err(Reject::NoRoute { .. })),
+        "{refused:?}"
+    );
+    assert!(p
+        .gw
+        .start_request(p.now, "api.agent.com", get("/other/x"), RequestBody::Empty)
+        .is_ok());
+
+    let RequestEvent::Head { request, .. } = &p.requests[0] else {
+        panic!("{:?}", p.requests)
+    };
+    let request = request.clone();
+    p.rx.respond(
+        p.now,
+        &request,
+        ResponseHead::new(200),
+        ResponseBody::Full(Bytes::from_static(b"done")),
+    )
+    .unwrap();
+    p.pump();
+    assert_eq!(p.body_of(&in_flight), b"done");
+    assert_eq!(p.events_of(&in_flight).last(), Some(&&ResponseEvent::End));
+
+    assert_eq!(
+        p.gw.regrant(p.now, p.link, std::slice::from_ref(&svc))
+            .added,
+        [svc]
+    );
+    assert!(p
+        .gw
+        .start_request(
+            p.now,
+            "api.agent.com",
+            get("/svc/again"),
+            RequestBody::Empty
+        )
+        .is_ok());
+    assert!(
+        p.closes.is_empty(),
+        "the connection stays up: {:?}",
+        p.closes
+    );
+}

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use anpx_core::gateway::Identity;
+use anpx_core::registry::RegistryFuture;
 use anpx_core::route::ServiceUrl;
 
 /// The outcome of a successful admission check.
@@ -34,6 +35,17 @@ pub trait Admission: Send + Sync + 'static {
         headers: &'a http::HeaderMap,
         service: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<Admitted, Refusal>> + Send + 'a>>;
+
+    /// What `identity` may serve now, read afresh from the registry, for a
+    /// receiver that stays connected; `None` when grants do not come from
+    /// a registry (open mode), so there is nothing to follow.
+    fn current_grants<'a>(
+        &'a self,
+        identity: &'a Identity,
+    ) -> Option<RegistryFuture<'a, Vec<ServiceUrl>>> {
+        let _ = identity;
+        None
+    }
 }
 
 /// Open mode: everyone is admitted anonymously and serves what it declares.

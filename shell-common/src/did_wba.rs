@@ -280,6 +280,16 @@ impl Admission for DidWbaAdmission {
     ) -> Pin<Box<dyn Future<Output = Result<Admitted, Refusal>> + Send + 'a>> {
         Box::pin(self.check_inner(headers, service))
     }
+
+    fn current_grants<'a>(
+        &'a self,
+        identity: &'a Identity,
+    ) -> Option<anpx_core::registry::RegistryFuture<'a, Vec<anpx_core::route::ServiceUrl>>> {
+        match identity {
+            Identity::Did(did) => Some(self.registry.current_grants(did)),
+            _ => None,
+        }
+    }
 }
 
 /// The document in `dir` whose `id` is `did`, if any (blocking).

@@ -68,6 +68,10 @@ enum Command {
     Closed {
         link: LinkId,
     },
+    Regrant {
+        link: LinkId,
+        grants: Vec<ServiceUrl>,
+    },
     Fault {
         link: LinkId,
         fault: LinkFault,
@@ -159,6 +163,12 @@ impl Driver {
     /// A receiver connection ended.
     pub fn closed(&self, link: LinkId) {
         let _ = self.send(Command::Closed { link });
+    }
+
+    /// Replaces what receiver connection `link` serves (the registry
+    /// changed while it stayed connected); in-flight requests finish.
+    pub fn regrant(&self, link: LinkId, grants: Vec<ServiceUrl>) {
+        let _ = self.send(Command::Regrant { link, grants });
     }
 
     /// The connection broke the protocol below the frames (a message over
@@ -353,6 +363,23 @@ impl State {
                 }
             }
             Command::Message { link, message } => self.core.handle_message(now, link, message),
+            Command::Regrant { link, grants } => {
+                let change = self.core.regrant(now, link, &grants);
+                if !change.is_empty() {
+                    let list = |urls: &[ServiceUrl]| {
+                        urls.iter()
+                            .map(|u| u.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    tracing::info!(
+                        %link,
+                        added = %list(&change.added),
+                        removed = %list(&change.removed),
+                        "receiver's grants changed in the registry"
+                    );
+                }
+            }
             Command::Closed { link } => {
                 self.links.remove(&link);
                 self.core.close_link(now, link);

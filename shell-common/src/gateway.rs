@@ -147,6 +147,9 @@ pub struct Accepted {
     pub identity: Identity,
     /// What it may serve.
     pub grants: Vec<ServiceUrl>,
+    /// What it asked to serve (`x-anpx-services`; empty for everything
+    /// it is allowed), which later registry changes are granted against.
+    pub declared: Vec<ServiceUrl>,
     /// Extensions in use on the link.
     pub features: Features,
 }
@@ -191,6 +194,9 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// How public requests ended.
     pub endings: Arc<crate::endings::Endings>,
+    /// How often a connected receiver's grants are read again from the
+    /// registry (`gateway.registry.refresh_secs`).
+    pub grants_refresh: std::time::Duration,
     auth_refusals: Mutex<BTreeMap<&'static str, u64>>,
     /// The optional middlewares; `None` when all are off, so a plain
     /// tunnel takes no lock for them.
@@ -218,6 +224,7 @@ impl Shared {
             cluster_view: std::sync::OnceLock::new(),
             draining: AtomicBool::new(false),
             endings: Arc::default(),
+            grants_refresh: options.grants_refresh,
             auth_refusals: Mutex::default(),
             policy: options
                 .policy
@@ -369,11 +376,19 @@ impl Shared {
             }
         };
         let accepted = self.handshake(headers).await?;
+        let follow = link::FollowGrants {
+            admission: self.admission.clone(),
+            identity: accepted.identity.clone(),
+            declared: accepted.declared,
+            granted: accepted.grants.clone(),
+            every: self.grants_refresh,
+        };
         let link = link::admit(
             &self.driver,
             accepted.identity,
             accepted.grants,
             accepted.features,
+            follow,
         )
         .await
         .map_err(|e| Answer::failure(&Failure::new(503, e.to_string())))?;
@@ -453,6 +468,7 @@ impl Shared {
             answer,
             identity: admitted.identity,
             grants,
+            declared,
             features,
         })
     }

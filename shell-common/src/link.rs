@@ -3,11 +3,13 @@
 
 use std::future::poll_fn;
 use std::pin::pin;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use anpx_core::features::Features;
 use anpx_core::gateway::{Identity, LinkFault, LinkId};
+use anpx_core::handshake;
 use anpx_core::route::ServiceUrl;
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::WebSocketStream;
@@ -16,6 +18,7 @@ use futures_util::future::{select, Either};
 use futures_util::io::{AsyncRead, AsyncWrite};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 
+use crate::admission::Admission;
 use crate::driver::{Driver, DriverGone, LinkOut};
 use crate::receiver::Runtime;
 use crate::ws::{close, from_wire, to_wire};
@@ -31,6 +34,49 @@ pub struct AdmittedLink {
     queued: mpsc::UnboundedReceiver<LinkOut>,
     who: String,
     features: Features,
+    follow: FollowGrants,
+}
+
+/// How a connected receiver's grants follow the registry: every `every`,
+/// what `identity` may serve is read again and `declared` granted against
+/// it, so a service URL removed from the registry stops routing to a
+/// receiver that is still connected, and one added starts.
+pub struct FollowGrants {
+    /// Where grants come from; with nothing to follow (open mode) the
+    /// connection keeps what it was granted.
+    pub admission: Arc<dyn Admission>,
+    /// Who the receiver proved to be.
+    pub identity: Identity,
+    /// What it asked to serve at its handshake.
+    pub declared: Vec<ServiceUrl>,
+    /// What it was granted at its handshake.
+    pub granted: Vec<ServiceUrl>,
+    /// How often to read the registry again.
+    pub every: Duration,
+}
+
+impl FollowGrants {
+    /// Runs for as long as the connection is served; never returns.
+    async fn run(mut self, driver: &Driver, link: LinkId, runtime: &dyn Runtime) {
+        loop {
+            runtime.sleep_until(Instant::now() + self.every).await;
+            let Some(read) = self.admission.current_grants(&self.identity) else {
+                return std::future::pending().await;
+            };
+            match read.await {
+                Ok(allowed) => {
+                    let grants = handshake::grant(&self.declared, Some(&allowed));
+                    if grants != self.granted {
+                        driver.regrant(link, grants.clone());
+                        self.granted = grants;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%link, error = %e, "registry unreadable; the receiver keeps its grants");
+                }
+            }
+        }
+    }
 }
 
 /// Admits a receiver before its handshake is answered, so that its routes
@@ -41,6 +87,7 @@ pub async fn admit(
     identity: Identity,
     grants: Vec<ServiceUrl>,
     features: Features,
+    follow: FollowGrants,
 ) -> Result<AdmittedLink, DriverGone> {
     let (outbox, queued) = mpsc::unbounded();
     let who = format!("{identity:?}");
@@ -50,6 +97,7 @@ pub async fn admit(
         queued,
         who,
         features,
+        follow,
     })
 }
 
@@ -68,6 +116,7 @@ pub async fn serve<S>(
         mut queued,
         who,
         features,
+        follow,
     } = admitted;
     tracing::info!(%link, receiver = %who, features = %features, "receiver connected");
     let (mut sink, mut stream) = ws.split();
@@ -131,9 +180,11 @@ pub async fn serve<S>(
             }
         }
     };
-    let closed_by_us = match select(pin!(writer), pin!(reader)).await {
-        Either::Left((sent, _)) => sent,
-        Either::Right(((), _)) => false,
+    // The follower never ends; the connection ends when either side does.
+    let following = follow.run(&driver, link, runtime);
+    let closed_by_us = match select(select(pin!(writer), pin!(reader)), pin!(following)).await {
+        Either::Left((Either::Left((sent, _)), _)) => sent,
+        Either::Left((Either::Right(((), _)), _)) | Either::Right(((), _)) => false,
     };
     driver.closed(link);
     if closed_by_us {

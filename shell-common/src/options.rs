@@ -40,6 +40,9 @@ pub struct GatewayOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// What public clients and unauthenticated receivers may send.
     pub edge: EdgeLimits,
+    /// How often a connected receiver's grants are read again from the
+    /// registry (`gateway.registry.refresh_secs`).
+    pub grants_refresh: Duration,
     /// The optional middlewares (rate limits, CORS, security headers,
     /// blocklist); all off by default.
     pub policy: PolicyConfig,
@@ -60,6 +63,7 @@ impl GatewayOptions {
             drain_grace: section.drain_grace(),
             tls: None,
             edge: section.edge_limits(),
+            grants_refresh: section.registry.refresh_interval(),
             policy: section.policy_config(),
         }
     }
@@ -78,6 +82,7 @@ impl GatewayOptions {
             drain_grace: Duration::from_secs(10),
             tls: None,
             edge: EdgeLimits::default(),
+            grants_refresh: anpx_core::config::RegistrySection::default().refresh_interval(),
             policy: PolicyConfig::default(),
         }
     }

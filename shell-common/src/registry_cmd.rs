@@ -76,8 +76,8 @@ async fn database(url: &str) -> Result<SqlRegistry> {
 fn reload_text(refresh_secs: u64) -> String {
     format!(
         "A running gateway needs no reload: it reads a DID's grants from the registry when \
-         that DID's receiver connects, and reuses them for gateway.registry.refresh_secs \
-         ({refresh_secs} s). Changes reach receivers that connect after that; receivers \
-         already connected keep what they were granted until they reconnect."
+         that DID's receiver connects, and again every gateway.registry.refresh_secs \
+         ({refresh_secs} s) while it stays connected. Changes reach connected receivers \
+         within that time, without a reconnect; requests in flight finish."
     )
 }

@@ -413,7 +413,7 @@ static KEYS: [KeyInfo; 63] = [
     key!(
         "gateway.registry.refresh_secs", "ANPX_GATEWAY_REGISTRY_REFRESH_SECS",
         "registry-refresh-secs", "SECS", "60",
-        "Seconds a DID's grants read from the registry are reused before reading again",
+        "Seconds between reads of a connected DID's grants from the registry (a change reaches live connections within this time); also how long grants read at a connect are reused",
         gateway.registry.refresh_secs,
         parse: |i| v::int(i, 1, MAX_SECS), render: v::render_int,
     ),

@@ -115,6 +115,22 @@ impl RequestBody {
     }
 }
 
+/// What [`Gateway::regrant`] changed on one connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Regrant {
+    /// Service URLs the connection serves now and did not before.
+    pub added: Vec<ServiceUrl>,
+    /// Service URLs it no longer serves.
+    pub removed: Vec<ServiceUrl>,
+}
+
+impl Regrant {
+    /// Nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty()
+    }
+}
+
 #[derive(Debug)]
 struct Link {
     identity: Identity,
@@ -245,6 +261,44 @@ impl Gateway {
             .arm(now + self.config.liveness_timeout(), Timer::Liveness(id));
         self.totals.links_admitted += 1;
         id
+    }
+
+    /// Replaces what `link` serves with `grants`, as when the registry
+    /// changed while the receiver stayed connected. Requests already on
+    /// the link run to their end; only new requests are routed by the new
+    /// grants. An empty `grants` leaves the connection up with no routes
+    /// (a later grant can give them back). Unknown links change nothing.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use anpx_core::features::Features;
+    /// use anpx_core::gateway::{Gateway, GatewayConfig, Identity};
+    ///
+    /// let mut gw = Gateway::new(GatewayConfig::default(), 1);
+    /// let now = Instant::now();
+    /// let u = |s: &str| s.parse().unwrap();
+    /// let link = gw.admit(now, Identity::Anonymous, vec![u("a.com/x"), u("a.com/y")], Features::empty());
+    /// let change = gw.regrant(now, link, &[u("a.com/y"), u("b.com")]);
+    /// assert_eq!(change.removed, [u("a.com/x")]);
+    /// assert_eq!(change.added, [u("b.com")]);
+    /// assert!(gw.regrant(now, link, &[u("a.com/y"), u("b.com")]).is_empty());
+    /// ```
+    pub fn regrant(&mut self, _now: Instant, link: LinkId, grants: &[ServiceUrl]) -> Regrant {
+        let mut change = Regrant::default();
+        if !self.links.contains_key(&link) {
+            return change;
+        }
+        let current: Vec<ServiceUrl> = self.routes.links_of(link).cloned().collect();
+        for url in current.iter().filter(|u| !grants.contains(u)) {
+            self.routes.remove(url, link);
+            change.removed.push(url.clone());
+        }
+        for url in grants {
+            if self.routes.insert(url, link) {
+                change.added.push(url.clone());
+            }
+        }
+        change
     }
 
     /// The shell saw the connection close: fail its requests with 502 and

@@ -107,6 +107,12 @@ pub trait Registry: Send + Sync {
 
     /// Every `(did, service URL)` entry.
     fn list(&self) -> RegistryFuture<'_, Vec<(String, ServiceUrl)>>;
+
+    /// [`grants_for`](Registry::grants_for) read from the store itself,
+    /// past any cache: what a connected receiver's grants follow.
+    fn current_grants<'a>(&'a self, did: &'a str) -> RegistryFuture<'a, Vec<ServiceUrl>> {
+        self.grants_for(did)
+    }
 }
 
 /// Why a registry operation failed.

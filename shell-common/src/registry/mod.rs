@@ -171,6 +171,17 @@ impl Registry for GrantCache {
     fn list(&self) -> RegistryFuture<'_, Vec<(String, ServiceUrl)>> {
         self.registry.list()
     }
+
+    /// Reads the registry itself and keeps what it read for the next
+    /// connect; a failure is the caller's to handle (a connected receiver
+    /// keeps the grants it has).
+    fn current_grants<'a>(&'a self, did: &'a str) -> RegistryFuture<'a, Vec<ServiceUrl>> {
+        Box::pin(async move {
+            let grants = self.registry.grants_for(did).await?;
+            self.lock().store(did, grants.clone(), Instant::now());
+            Ok(grants)
+        })
+    }
 }
 
 impl std::fmt::Debug for GrantCache {
