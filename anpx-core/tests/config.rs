@@ -63,6 +63,8 @@ fn all_changed() -> Config {
     g.max_body_bytes = 1 << 20;
     g.max_response_bytes = Some(1 << 21);
     g.max_buffered_response_bytes = 1 << 19;
+    g.max_buffered_per_receiver_bytes = 1 << 22;
+    g.max_buffered_bytes = 1 << 23;
     g.max_pending_handshakes = 9;
     g.max_receivers_per_ip = 2;
     g.keep_underscore_headers = true;
@@ -352,6 +354,14 @@ fn bad_values_are_named() {
         (
             "[gateway]\nchunk_size = 2048\nmax_frame_bytes = 1024",
             "gateway.chunk_size: 2048 is more than gateway.max_frame_bytes (1024)",
+        ),
+        (
+            "[gateway]\nmax_buffered_per_receiver_bytes = 2048\nmax_buffered_bytes = 1024",
+            "gateway.max_buffered_per_receiver_bytes: 2048 is more than gateway.max_buffered_bytes (1024)",
+        ),
+        (
+            "[gateway]\nmax_buffered_bytes = 0",
+            "gateway.max_buffered_bytes: expected a positive integer, got 0",
         ),
         (
             "[gateway]\nmax_frame_bytes = 0",
@@ -923,4 +933,20 @@ proptest! {
             Err(e) => prop_assert!(e.to_string().starts_with(key), "{}", e),
         }
     }
+}
+
+#[test]
+fn the_receiver_budget_caps_the_message_and_late_head_limits() {
+    let mut c = Config::default();
+    let core = c.gateway.core_config();
+    assert_eq!(core.buffers.per_link, 32 << 20);
+    assert_eq!(core.buffers.total, 256 << 20);
+    // 64 MiB frames and late-head bodies by their own keys, 32 MiB in force.
+    assert_eq!(core.frame_limits.max_frame_len, 32 << 20);
+    assert_eq!(core.reassembly.max_headless_bytes, 32 << 20);
+    c.gateway.max_buffered_per_receiver_bytes = 100 << 20;
+    let core = c.gateway.core_config();
+    assert_eq!(core.frame_limits.max_frame_len, 64 << 20);
+    assert_eq!(core.reassembly.max_headless_bytes, 64 << 20);
+    assert_eq!(core.buffers.per_link, 100 << 20);
 }

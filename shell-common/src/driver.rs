@@ -586,6 +586,11 @@ impl State {
                         .is_some_and(|tx| tx.unbounded_send(event).is_ok());
                     if terminal {
                         self.requests.remove(&request);
+                        if !sent {
+                            // Nobody will take the body passed on before
+                            // the end: the core stops counting it.
+                            self.core.cancel(Instant::now(), &request);
+                        }
                     } else if !sent && self.requests.remove(&request).is_some() {
                         // The client is gone: stop the request.
                         self.core.cancel(Instant::now(), &request);

@@ -105,6 +105,9 @@ struct Partial {
 pub struct Reassembler {
     limits: ReassemblyLimits,
     partials: HashMap<RequestId, Partial>,
+    /// Body bytes held across every partial message, kept as they change
+    /// so that a memory budget can read it on every frame.
+    held: u64,
 }
 
 impl Reassembler {
@@ -113,6 +116,7 @@ impl Reassembler {
         Reassembler {
             limits,
             partials: HashMap::new(),
+            held: 0,
         }
     }
 
@@ -126,6 +130,12 @@ impl Reassembler {
         self.partials.len()
     }
 
+    /// Body bytes held while their heads are awaited, over every message in
+    /// progress: the memory the reassembler's peer pins.
+    pub fn held_bytes(&self) -> u64 {
+        self.held
+    }
+
     /// True when `id` has a chunked message in progress.
     pub fn is_in_progress(&self, id: &RequestId) -> bool {
         self.partials.contains_key(id)
@@ -133,7 +143,13 @@ impl Reassembler {
 
     /// Forgets `id`'s partial message, if any (its request was cancelled).
     pub fn discard(&mut self, id: &RequestId) -> bool {
-        self.partials.remove(id).is_some()
+        match self.partials.remove(id) {
+            Some(p) => {
+                self.held -= p.held_bytes;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Counts `id`'s partial message, if any, as seen at `now`: a message
@@ -176,7 +192,12 @@ impl Reassembler {
         };
 
         let mut partial = match self.partials.remove(&id) {
-            Some(p) => p,
+            // Out of the map, its bytes are uncounted until it goes back in
+            // (every early return below drops it).
+            Some(p) => {
+                self.held -= p.held_bytes;
+                p
+            }
             None => {
                 if self.partials.len() >= self.limits.max_partials {
                     return Err(ChunkError::TooManyPartials {
@@ -300,6 +321,7 @@ impl Reassembler {
         };
         partial.next_index = next;
         partial.last_seen = now;
+        self.held += partial.held_bytes;
         self.partials.insert(id, partial);
         Ok(out)
     }
@@ -307,6 +329,7 @@ impl Reassembler {
     /// Forgets every partial message (the connection is gone).
     pub fn clear(&mut self) {
         self.partials.clear();
+        self.held = 0;
     }
 
     /// When the oldest partial message goes stale, if any is in progress.
@@ -321,13 +344,16 @@ impl Reassembler {
     pub fn expire(&mut self, now: Instant) -> Vec<RequestId> {
         let stale_after = self.limits.stale_after;
         let mut gone = Vec::new();
+        let mut freed = 0;
         self.partials.retain(|id, p| {
             let keep = now < p.last_seen + stale_after;
             if !keep {
                 gone.push(id.clone());
+                freed += p.held_bytes;
             }
             keep
         });
+        self.held -= freed;
         // A fixed order, so that what callers do with the ids (abort
         // events, error frames) does not depend on hash-map iteration.
         gone.sort_unstable();

@@ -8,7 +8,9 @@ use std::time::Duration;
 use crate::chunk::{ReassemblyLimits, DEFAULT_CHUNK_SIZE, DEFAULT_MAX_HELD_BYTES};
 use crate::edge::{EdgeLimits, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEADER_BYTES};
 use crate::frame::{FrameLimits, DEFAULT_MAX_FRAME_LEN};
-use crate::gateway::GatewayConfig;
+use crate::gateway::{
+    BufferBudget, GatewayConfig, DEFAULT_MAX_BUFFERED_PER_LINK, DEFAULT_MAX_BUFFERED_TOTAL,
+};
 use crate::policy::{CorsConfig, PolicyConfig, RateConfig, DEFAULT_MAX_TRACKED};
 use crate::route::ServiceUrl;
 
@@ -70,6 +72,13 @@ pub struct GatewaySection {
     /// Largest response body held whole for a receiver that sends its head
     /// last, in bytes (`gateway.max_buffered_response_bytes`).
     pub max_buffered_response_bytes: u64,
+    /// Response bytes one receiver connection may make the gateway hold
+    /// (`gateway.max_buffered_per_receiver_bytes`); also caps the
+    /// WebSocket message and frame sizes and `max_buffered_response_bytes`.
+    pub max_buffered_per_receiver_bytes: u64,
+    /// Response bytes all receiver connections together may make the
+    /// gateway hold (`gateway.max_buffered_bytes`).
+    pub max_buffered_bytes: u64,
     /// Receiver handshakes in progress at once
     /// (`gateway.max_pending_handshakes`).
     pub max_pending_handshakes: usize,
@@ -124,6 +133,8 @@ impl Default for GatewaySection {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_response_bytes: None,
             max_buffered_response_bytes: DEFAULT_MAX_HELD_BYTES,
+            max_buffered_per_receiver_bytes: DEFAULT_MAX_BUFFERED_PER_LINK,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_TOTAL,
             max_pending_handshakes: 256,
             max_receivers_per_ip: 64,
             keep_underscore_headers: false,
@@ -193,6 +204,15 @@ impl GatewaySection {
         }
     }
 
+    /// The largest WebSocket message and ANPX frame a receiver may send:
+    /// `max_frame_bytes`, but never more than the connection's buffer
+    /// budget, since a message received whole is held whole (a reference
+    /// receiver sends each response as one message).
+    pub fn max_frame_len(&self) -> usize {
+        let budget = usize::try_from(self.max_buffered_per_receiver_bytes).unwrap_or(usize::MAX);
+        self.max_frame_bytes.min(budget)
+    }
+
     /// The gateway state machine's settings. Settings this file has no key
     /// for keep their defaults.
     pub fn core_config(&self) -> GatewayConfig {
@@ -204,12 +224,20 @@ impl GatewaySection {
             ping_interval: self.ping_interval(),
             chunk_size: self.chunk_size,
             frame_limits: FrameLimits {
-                max_frame_len: self.max_frame_bytes,
+                max_frame_len: self.max_frame_len(),
             },
             reassembly: ReassemblyLimits {
                 max_message_size: self.max_response_bytes.unwrap_or(u64::MAX),
-                max_headless_bytes: self.max_buffered_response_bytes,
+                // One message held whole past the connection's budget would
+                // close the connection; over this it fails alone (502).
+                max_headless_bytes: self
+                    .max_buffered_response_bytes
+                    .min(self.max_buffered_per_receiver_bytes),
                 ..ReassemblyLimits::default()
+            },
+            buffers: BufferBudget {
+                per_link: self.max_buffered_per_receiver_bytes,
+                total: self.max_buffered_bytes,
             },
             ..GatewayConfig::default()
         }

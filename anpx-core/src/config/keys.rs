@@ -177,7 +177,7 @@ macro_rules! key {
     };
 }
 
-static KEYS: [KeyInfo; 63] = [
+static KEYS: [KeyInfo; 65] = [
     // [gateway]
     key!(
         "gateway.listen", "ANPX_GATEWAY_LISTEN", "listen", "ADDR", "127.0.0.1:8080",
@@ -244,7 +244,7 @@ static KEYS: [KeyInfo; 63] = [
     key!(
         "gateway.max_frame_bytes", "ANPX_GATEWAY_MAX_FRAME_BYTES", "max-frame-bytes", "BYTES",
         "67108864",
-        "Largest frame accepted from receivers (anpx receivers stream responses in frames of up to 256 KiB)",
+        "Largest WebSocket message and frame accepted from receivers (anpx receivers stream responses in frames of up to 256 KiB); at most gateway.max_buffered_per_receiver_bytes, whichever is smaller applies",
         gateway.max_frame_bytes,
         parse: |i| v::int(i, MIN_CHUNK, MAX_FRAME), render: v::render_int,
     ),
@@ -293,6 +293,21 @@ static KEYS: [KeyInfo; 63] = [
         "max-buffered-response-bytes", "BYTES", "67108864",
         "Largest response body held whole for a receiver that sends its head last (a reference receiver); larger gets 502",
         gateway.max_buffered_response_bytes,
+        parse: |i| v::int(i, 1, MAX_BODY_BYTES), render: v::render_int,
+    ),
+    key!(
+        "gateway.max_buffered_per_receiver_bytes",
+        "ANPX_GATEWAY_MAX_BUFFERED_PER_RECEIVER_BYTES", "max-buffered-per-receiver-bytes", "BYTES",
+        "33554432",
+        "Response bytes one receiver connection may make the gateway hold (bodies awaiting a late head, bodies its clients have not read yet); past it the connection is closed (1008, over_budget). Also caps gateway.max_frame_bytes and gateway.max_buffered_response_bytes",
+        gateway.max_buffered_per_receiver_bytes,
+        parse: |i| v::int(i, 1, MAX_BODY_BYTES), render: v::render_int,
+    ),
+    key!(
+        "gateway.max_buffered_bytes", "ANPX_GATEWAY_MAX_BUFFERED_BYTES", "max-buffered-bytes",
+        "BYTES", "268435456",
+        "Response bytes all receiver connections together may make the gateway hold; past it the connection holding the most is closed (1008, over_budget)",
+        gateway.max_buffered_bytes,
         parse: |i| v::int(i, 1, MAX_BODY_BYTES), render: v::render_int,
     ),
     key!(

@@ -126,6 +126,14 @@ impl Config {
             }
             .at("gateway.chunk_size"));
         }
+        if g.max_buffered_per_receiver_bytes > g.max_buffered_bytes {
+            return Err(ValueError::Exceeds {
+                value: g.max_buffered_per_receiver_bytes,
+                other: "gateway.max_buffered_bytes",
+                limit: g.max_buffered_bytes,
+            }
+            .at("gateway.max_buffered_per_receiver_bytes"));
+        }
         if g.cluster.route_ttl_ms <= g.cluster.announce_interval_ms {
             return Err(ValueError::NotLongerThan {
                 other: "gateway.cluster.announce_interval_ms",

@@ -40,6 +40,36 @@ pub struct GatewayConfig {
     pub chatter: MessageBudget,
     /// Caps on the response heads receivers send.
     pub response: ResponseLimits,
+    /// Caps on the response bytes the gateway holds for receivers.
+    pub buffers: BufferBudget,
+}
+
+/// Caps on the response bytes the gateway holds because of what receivers
+/// sent: bodies held for a head that comes last, and bodies passed on but
+/// not yet taken by their (slow) clients, including after the response
+/// ended. A receiver connection that would take its holdings past
+/// `per_link` is closed (`over_budget`, 1008); when the whole gateway
+/// would pass `total`, the connection holding the most is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufferBudget {
+    /// Bytes one receiver connection may make the gateway hold.
+    pub per_link: u64,
+    /// Bytes all receiver connections together may make it hold.
+    pub total: u64,
+}
+
+/// Default of [`BufferBudget::per_link`].
+pub const DEFAULT_MAX_BUFFERED_PER_LINK: u64 = 32 * 1024 * 1024;
+/// Default of [`BufferBudget::total`].
+pub const DEFAULT_MAX_BUFFERED_TOTAL: u64 = 256 * 1024 * 1024;
+
+impl Default for BufferBudget {
+    fn default() -> Self {
+        BufferBudget {
+            per_link: DEFAULT_MAX_BUFFERED_PER_LINK,
+            total: DEFAULT_MAX_BUFFERED_TOTAL,
+        }
+    }
 }
 
 /// A token bucket: `burst` messages at once, refilled at `per_second`. A
@@ -71,10 +101,22 @@ impl Default for GatewayConfig {
             max_inflight_per_link: 100,
             ping_interval: Duration::from_secs(30),
             chunk_size: DEFAULT_CHUNK_SIZE,
-            frame_limits: FrameLimits::default(),
-            reassembly: ReassemblyLimits::default(),
+            // A message received whole is held whole: neither it nor a body
+            // awaiting its head may pass the connection's budget.
+            frame_limits: FrameLimits {
+                max_frame_len: FrameLimits::default()
+                    .max_frame_len
+                    .min(DEFAULT_MAX_BUFFERED_PER_LINK as usize),
+            },
+            reassembly: ReassemblyLimits {
+                max_headless_bytes: ReassemblyLimits::default()
+                    .max_headless_bytes
+                    .min(DEFAULT_MAX_BUFFERED_PER_LINK),
+                ..ReassemblyLimits::default()
+            },
             chatter: MessageBudget::default(),
             response: ResponseLimits::default(),
+            buffers: BufferBudget::default(),
         }
     }
 }

@@ -31,11 +31,14 @@ pub enum LinkFault {
     /// A response body past its credit window, or window updates opening
     /// more than 2^31-1 bytes (`flow-control`).
     FlowControl,
+    /// Response bytes held for the connection past its budget, or the
+    /// most held when the whole gateway passed its budget.
+    OverBudget,
 }
 
 impl LinkFault {
     /// Every fault, in the order metrics list them.
-    pub const ALL: [LinkFault; 7] = [
+    pub const ALL: [LinkFault; 8] = [
         LinkFault::BadFrame,
         LinkFault::RequestFrame,
         LinkFault::ForeignRequest,
@@ -43,6 +46,7 @@ impl LinkFault {
         LinkFault::Flood,
         LinkFault::InvalidResponse,
         LinkFault::FlowControl,
+        LinkFault::OverBudget,
     ];
 
     /// The metrics label.
@@ -55,6 +59,7 @@ impl LinkFault {
             LinkFault::Flood => "flood",
             LinkFault::InvalidResponse => "invalid_response",
             LinkFault::FlowControl => "flow_control",
+            LinkFault::OverBudget => "over_budget",
         }
     }
 
@@ -66,7 +71,7 @@ impl LinkFault {
             | LinkFault::ForeignRequest
             | LinkFault::FlowControl => Some(CLOSE_PROTOCOL_ERROR),
             LinkFault::TooBig => Some(CLOSE_TOO_BIG),
-            LinkFault::Flood => Some(CLOSE_POLICY_VIOLATION),
+            LinkFault::Flood | LinkFault::OverBudget => Some(CLOSE_POLICY_VIOLATION),
             LinkFault::InvalidResponse => None,
         }
     }

@@ -41,7 +41,10 @@ mod fault;
 mod output;
 mod stats;
 
-pub use config::{GatewayConfig, MessageBudget};
+pub use config::{
+    BufferBudget, GatewayConfig, MessageBudget, DEFAULT_MAX_BUFFERED_PER_LINK,
+    DEFAULT_MAX_BUFFERED_TOTAL,
+};
 pub use ending::Ending;
 pub use fault::LinkFault;
 pub use output::{Failure, Output, Reject, RequestGone, ResponseEvent};
@@ -141,6 +144,25 @@ struct Link {
     reassembler: Reassembler,
     /// Messages carrying no response data it may still send.
     chatter: Bucket,
+    /// Response body bytes passed on for its requests and not yet taken by
+    /// their clients.
+    unread: u64,
+}
+
+impl Link {
+    /// The response bytes the gateway holds because of this connection.
+    fn buffered(&self) -> u64 {
+        self.reassembler.held_bytes() + self.unread
+    }
+}
+
+/// Response body bytes passed on for one request and not yet taken by its
+/// client. Kept after the request ends: a slow client's unread body is
+/// still in memory.
+#[derive(Debug)]
+struct Unread {
+    link: LinkId,
+    bytes: u64,
 }
 
 #[derive(Debug)]
@@ -205,6 +227,10 @@ pub struct Gateway {
     timers: TimerQueue<Timer>,
     out: VecDeque<Output>,
     totals: Totals,
+    unread: HashMap<RequestId, Unread>,
+    /// What the connections admitted hold, counted against
+    /// [`BufferBudget::total`].
+    buffered: u64,
 }
 
 impl Gateway {
@@ -222,6 +248,8 @@ impl Gateway {
             timers: TimerQueue::default(),
             out: VecDeque::new(),
             totals: Totals::default(),
+            unread: HashMap::new(),
+            buffered: 0,
         }
     }
 
@@ -253,6 +281,7 @@ impl Gateway {
                 requests: HashSet::new(),
                 reassembler: Reassembler::new(self.config.reassembly),
                 chatter: Bucket::new(self.config.chatter, now),
+                unread: 0,
             },
         );
         self.timers
@@ -442,7 +471,10 @@ impl Gateway {
         let Some(l) = self.links.get_mut(&link) else {
             return;
         };
-        let assembled = match l.reassembler.push(now, frame) {
+        let held_before = l.reassembler.held_bytes();
+        let pushed = l.reassembler.push(now, frame);
+        self.buffered = self.buffered + l.reassembler.held_bytes() - held_before;
+        let assembled = match pushed {
             Ok(a) => a,
             Err(ChunkError::TooLarge { size, max, .. }) => {
                 // A limit, not a fault of the receiver: the link stays.
@@ -471,6 +503,10 @@ impl Gateway {
                 );
             }
         };
+        let incoming = assembled.body.iter().map(|b| b.len() as u64).sum();
+        if !self.within_budget(now, link, incoming) {
+            return;
+        }
         match assembled.head {
             Some(Head::Response(mut head)) => {
                 let Some(p) = self.pending.get_mut(&id) else {
@@ -757,6 +793,7 @@ impl Gateway {
     /// public client. With `flow-control`, this is what reopens the
     /// receiver's window for that response; without it, nothing happens.
     pub fn body_read(&mut self, _now: Instant, request: &RequestId, n: usize) {
+        self.release_unread(request, n as u64);
         let Some(p) = self.pending.get_mut(request) else {
             return;
         };
@@ -860,6 +897,8 @@ impl Gateway {
     /// receiver when the link negotiated `cancel`. A late response is
     /// dropped when it comes.
     pub fn cancel(&mut self, _now: Instant, request: &RequestId) {
+        // What the client never took goes with its connection.
+        self.release_unread(request, u64::MAX);
         if self.pending.contains_key(request) {
             self.send_cancel(request, "the client went away");
             self.totals.cancelled += 1;
@@ -1011,6 +1050,19 @@ impl Gateway {
     }
 
     fn emit(&mut self, request: &RequestId, event: ResponseEvent) {
+        if let ResponseEvent::Body(piece) = &event {
+            let n = piece.len() as u64;
+            if let Some(link) = self.pending.get(request).map(|p| p.link) {
+                if let Some(l) = self.links.get_mut(&link) {
+                    l.unread += n;
+                }
+                self.unread
+                    .entry(request.clone())
+                    .or_insert(Unread { link, bytes: 0 })
+                    .bytes += n;
+                self.buffered += n;
+            }
+        }
         self.out.push_back(Output::Response {
             request: request.clone(),
             event,
@@ -1029,15 +1081,109 @@ impl Gateway {
         self.finish(request);
     }
 
-    /// Forgets a request everywhere it is recorded.
+    /// Forgets a request everywhere it is recorded, except its unread
+    /// body, which lasts until the client takes it or leaves.
     fn finish(&mut self, request: &RequestId) {
         if let Some(p) = self.pending.remove(request) {
             self.timers.disarm(p.armed, Timer::Request(request.clone()));
             if let Some(l) = self.links.get_mut(&p.link) {
                 l.requests.remove(request);
+                let before = l.reassembler.held_bytes();
                 l.reassembler.discard(request);
+                self.buffered -= before - l.reassembler.held_bytes();
             }
         }
+    }
+
+    /// `n` bytes of `request`'s response left the gateway (or will never
+    /// be taken: `u64::MAX`).
+    fn release_unread(&mut self, request: &RequestId, n: u64) {
+        let Some(u) = self.unread.get_mut(request) else {
+            return;
+        };
+        let n = n.min(u.bytes);
+        u.bytes -= n;
+        let link = u.link;
+        if u.bytes == 0 {
+            self.unread.remove(request);
+        }
+        // A closed connection's bytes left the count when it closed.
+        if let Some(l) = self.links.get_mut(&link) {
+            l.unread -= n;
+            self.buffered -= n;
+        }
+    }
+
+    /// Whether `link` may have `incoming` more response bytes passed on
+    /// for it. Past its own budget it is closed; past the gateway's, the
+    /// connection holding the most is closed: counting `incoming` for this
+    /// one, it holds at least `incoming`, so the total fits again.
+    fn within_budget(&mut self, now: Instant, link: LinkId, incoming: u64) -> bool {
+        let Some(l) = self.links.get(&link) else {
+            return false;
+        };
+        let budget = self.config.buffers;
+        let charge = l.buffered() + incoming;
+        if charge > budget.per_link {
+            self.fault(
+                now,
+                link,
+                LinkFault::OverBudget,
+                format!(
+                    "over_budget: {charge} response bytes held for this connection, over \
+                     gateway.max_buffered_per_receiver_bytes ({})",
+                    budget.per_link
+                ),
+            );
+            return false;
+        }
+        if self.buffered + incoming <= budget.total {
+            return true;
+        }
+        let largest = self
+            .links
+            .iter()
+            .map(|(id, l)| {
+                let extra = if *id == link { incoming } else { 0 };
+                (l.buffered() + extra, *id == link, *id)
+            })
+            .max();
+        let victim = largest.map_or(link, |(_, _, id)| id);
+        let total = self.buffered + incoming;
+        let why = |held: u64| {
+            format!(
+                "over_budget: receivers' response bytes at {total}, over gateway.max_buffered_bytes \
+                 ({}); this connection holds {held}",
+                budget.total
+            )
+        };
+        let held = largest.map_or(charge, |(held, ..)| held);
+        self.fault(now, victim, LinkFault::OverBudget, why(held));
+        if victim == link {
+            return false;
+        }
+        if self.buffered + incoming <= budget.total {
+            return true;
+        }
+        // Not reached while the total fitted before this frame; kept so the
+        // budget holds whatever happened before.
+        self.fault(now, link, LinkFault::OverBudget, why(charge));
+        false
+    }
+
+    /// Response bytes held because of `link` (bodies awaiting their heads,
+    /// bodies not yet taken by their clients); `None` for a connection not
+    /// admitted or gone.
+    pub fn link_buffered(&self, link: LinkId) -> Option<u64> {
+        self.links.get(&link).map(Link::buffered)
+    }
+
+    /// Response bytes held because of the receivers connected, counted
+    /// against [`BufferBudget::total`]. A closed connection's bodies still
+    /// on their way to slow clients are not: they are freed as those
+    /// clients read them or leave, and the connection can add no more.
+    pub fn buffered(&self) -> u64 {
+        self.buffered
     }
 
     /// The receiver's response broke the rules a client's connection
@@ -1082,6 +1228,7 @@ impl Gateway {
         let Some(l) = self.links.remove(&link) else {
             return;
         };
+        self.buffered -= l.buffered();
         self.routes.remove_link(link);
         let mut ids: Vec<RequestId> = l.requests.into_iter().collect();
         ids.sort();

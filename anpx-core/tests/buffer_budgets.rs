@@ -1,0 +1,284 @@
+//! The memory receivers can make the gateway hold: bodies waiting for a
+//! head that comes last and bodies their clients have not read yet are
+//! counted per connection and for the whole gateway; a connection that
+//! would pass a budget is closed (1008, `over_budget`), and the other
+//! connections keep working.
+
+use std::time::Instant;
+
+use anpx_core::features::Features;
+use anpx_core::frame::{ChunkInfo, Frame, MessageKind, Meta};
+use anpx_core::gateway::{
+    BufferBudget, Gateway, GatewayConfig, Identity, LinkFault, LinkId, Output, RequestBody,
+    ResponseEvent,
+};
+use anpx_core::ws::{WsMessage, CLOSE_POLICY_VIOLATION};
+use anpx_core::{RequestHead, RequestId, ResponseHead};
+use bytes::Bytes;
+
+const HOST: &str = "api.agent.com";
+const PER_LINK: u64 = 100_000;
+const TOTAL: u64 = 250_000;
+
+struct Bench {
+    now: Instant,
+    gw: Gateway,
+    links: Vec<LinkId>,
+}
+
+impl Bench {
+    /// Three receivers, serving `/r0`, `/r1` and `/r2`.
+    fn new() -> Self {
+        let config = GatewayConfig {
+            buffers: BufferBudget {
+                per_link: PER_LINK,
+                total: TOTAL,
+            },
+            ..GatewayConfig::default()
+        };
+        let now = Instant::now();
+        let mut gw = Gateway::new(config, 5);
+        let links = (0..3)
+            .map(|i| {
+                gw.admit(
+                    now,
+                    Identity::Anonymous,
+                    vec![format!("{HOST}/r{i}").parse().unwrap()],
+                    Features::empty(),
+                )
+            })
+            .collect();
+        Bench { now, gw, links }
+    }
+
+    fn start(&mut self, receiver: usize) -> RequestId {
+        let id = self
+            .gw
+            .start_request(
+                self.now,
+                HOST,
+                RequestHead::new("GET", format!("/r{receiver}/x")),
+                RequestBody::Empty,
+            )
+            .unwrap();
+        self.drain();
+        id
+    }
+
+    /// Feeds one message from receiver `i`, checks the budgets held, and
+    /// returns what came out.
+    fn feed(&mut self, i: usize, message: WsMessage) -> Vec<Output> {
+        self.gw.handle_message(self.now, self.links[i], message);
+        let out = self.drain();
+        assert!(self.gw.buffered() <= TOTAL, "{} held", self.gw.buffered());
+        for link in &self.links {
+            let held = self.gw.link_buffered(*link).unwrap_or(0);
+            assert!(held <= PER_LINK, "{link} holds {held}");
+        }
+        out
+    }
+
+    fn drain(&mut self) -> Vec<Output> {
+        std::iter::from_fn(|| self.gw.poll_output()).collect()
+    }
+
+    fn over_budget(&self) -> u64 {
+        self.gw
+            .stats(self.now)
+            .totals
+            .receiver_faults
+            .get(LinkFault::OverBudget.label())
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn alive(&self, i: usize) -> bool {
+        self.gw.link_buffered(self.links[i]).is_some()
+    }
+
+    /// Receiver `i` answers a fresh request with `size` bytes whole; the
+    /// answer is checked to have come through.
+    fn answered(&mut self, i: usize, size: usize) -> RequestId {
+        let id = self.start(i);
+        let out = self.feed(i, whole(&id, size));
+        assert!(
+            matches!(
+                events(&out, &id)[..],
+                [ResponseEvent::Head(_), ResponseEvent::Body(b), ResponseEvent::End] if b.len() == size
+            ),
+            "{out:?}"
+        );
+        id
+    }
+}
+
+/// A whole response in one message, as a reference receiver sends it.
+fn whole(id: &RequestId, size: usize) -> WsMessage {
+    let frame = Frame {
+        kind: MessageKind::Response,
+        request_id: id.clone(),
+        chunk: None,
+        meta: Some(Meta::Response(ResponseHead::new(200))),
+        body: Some(Bytes::from(vec![b'x'; size])),
+    };
+    WsMessage::Binary(frame.encode().unwrap())
+}
+
+/// The first chunk of a response whose head comes last.
+fn headless_chunk(id: &RequestId, size: usize) -> WsMessage {
+    let frame = Frame {
+        kind: MessageKind::Response,
+        request_id: id.clone(),
+        chunk: Some(ChunkInfo {
+            index: 0,
+            total: Some(2),
+            final_marker: None,
+        }),
+        meta: None,
+        body: Some(Bytes::from(vec![b'y'; size])),
+    };
+    WsMessage::Binary(frame.encode().unwrap())
+}
+
+fn events<'a>(out: &'a [Output], id: &RequestId) -> Vec<&'a ResponseEvent> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Response { request, event } if request == id => Some(event),
+            _ => None,
+        })
+        .collect()
+}
+
+fn closes(out: &[Output]) -> Vec<(LinkId, u16, String)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Close { link, code, reason } => Some((*link, *code, reason.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn bodies_waiting_for_late_heads_past_the_budget_close_that_connection_only() {
+    let mut b = Bench::new();
+    let healthy = b.start(1);
+    let mut out = Vec::new();
+    let mut ids = Vec::new();
+    // Twenty bodies of 10 kB, each under every per-message limit, whose
+    // heads never come: 200 kB on one connection.
+    for _ in 0..20 {
+        let id = b.start(0);
+        out.extend(b.feed(0, headless_chunk(&id, 10_000)));
+        ids.push(id);
+        if !b.alive(0) {
+            break;
+        }
+    }
+    let closed = closes(&out);
+    assert_eq!(closed.len(), 1, "{closed:?}");
+    let (link, code, reason) = &closed[0];
+    assert_eq!((*link, *code), (b.links[0], CLOSE_POLICY_VIOLATION));
+    assert!(reason.starts_with("over_budget"), "{reason}");
+    assert!(
+        reason.contains("max_buffered_per_receiver_bytes"),
+        "{reason}"
+    );
+    assert_eq!(b.over_budget(), 1);
+    // Its requests fail; nothing of theirs reached a client.
+    for id in &ids {
+        assert!(
+            matches!(events(&out, id)[..], [ResponseEvent::Failed(f)] if f.status == 502),
+            "{:?}",
+            events(&out, id)
+        );
+    }
+    assert_eq!(b.gw.buffered(), 0);
+    // The other receiver's request in flight completes.
+    let out = b.feed(1, whole(&healthy, 500));
+    assert!(events(&out, &healthy).contains(&&ResponseEvent::End));
+    assert!(closes(&out).is_empty());
+}
+
+#[test]
+fn bodies_a_client_has_not_read_count_until_it_reads_them() {
+    let mut b = Bench::new();
+    // Answers its clients take as they come never add up.
+    for _ in 0..50 {
+        let id = b.answered(0, 30_000);
+        b.gw.body_read(b.now, &id, 30_000);
+    }
+    assert_eq!(b.gw.link_buffered(b.links[0]), Some(0));
+    // Answers nobody reads do, after their responses ended.
+    let unread: Vec<RequestId> = (0..3).map(|_| b.answered(0, 30_000)).collect();
+    assert_eq!(b.gw.link_buffered(b.links[0]), Some(90_000));
+    // A client taking part of its body makes room for exactly that much.
+    b.gw.body_read(b.now, &unread[0], 20_000);
+    b.answered(0, 30_000);
+    assert_eq!(b.gw.link_buffered(b.links[0]), Some(100_000));
+    // A client that leaves frees what it never read.
+    b.gw.cancel(b.now, &unread[1]);
+    assert_eq!(b.gw.link_buffered(b.links[0]), Some(70_000));
+    // One byte past the budget closes the connection.
+    let id = b.start(0);
+    let other = b.start(2);
+    let out = b.feed(0, whole(&id, 30_001));
+    let closed = closes(&out);
+    assert_eq!(closed.len(), 1, "{closed:?}");
+    assert_eq!(closed[0].0, b.links[0]);
+    assert!(closed[0].2.starts_with("over_budget"), "{}", closed[0].2);
+    assert!(
+        matches!(events(&out, &id)[..], [ResponseEvent::Failed(f)] if f.status == 502),
+        "the body past the budget was passed on: {out:?}"
+    );
+    assert_eq!(b.over_budget(), 1);
+    // Another receiver is untouched.
+    let out = b.feed(2, whole(&other, 30_000));
+    assert!(events(&out, &other).contains(&&ResponseEvent::End));
+    assert!(b.alive(1) && b.alive(2));
+}
+
+#[test]
+fn past_the_gateways_budget_the_connection_holding_the_most_is_closed() {
+    let mut b = Bench::new();
+    // 90 kB held on receiver 0 (bodies waiting for heads), 80 kB unread on
+    // receiver 1, then receiver 2 brings the total past 250 kB.
+    for _ in 0..9 {
+        let id = b.start(0);
+        b.feed(0, headless_chunk(&id, 10_000));
+    }
+    for _ in 0..8 {
+        b.answered(1, 10_000);
+    }
+    for _ in 0..7 {
+        b.answered(2, 10_000);
+    }
+    assert_eq!(b.gw.buffered(), 240_000);
+    assert_eq!(b.over_budget(), 0);
+    let id = b.start(2);
+    let out = b.feed(2, whole(&id, 15_000));
+    let closed = closes(&out);
+    assert_eq!(closed.len(), 1, "{closed:?}");
+    assert_eq!(closed[0].0, b.links[0]);
+    assert!(
+        closed[0].2.contains("max_buffered_bytes"),
+        "{}",
+        closed[0].2
+    );
+    // The sender's answer went through, receiver 1 is untouched.
+    assert!(events(&out, &id).contains(&&ResponseEvent::End));
+    assert!(!b.alive(0) && b.alive(1) && b.alive(2));
+    assert_eq!(b.gw.buffered(), 165_000);
+    assert_eq!(b.over_budget(), 1);
+}
+
+#[test]
+fn a_closed_connections_unread_bodies_stop_counting_and_reads_of_them_are_harmless() {
+    let mut b = Bench::new();
+    let id = b.answered(0, 50_000);
+    b.gw.close_link(b.now, b.links[0]);
+    assert_eq!(b.gw.buffered(), 0);
+    // The slow client reads the rest later: nothing is counted twice.
+    b.gw.body_read(b.now, &id, 50_000);
+    b.answered(1, 40_000);
+    assert_eq!(b.gw.buffered(), 40_000);
+}
