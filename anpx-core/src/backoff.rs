@@ -5,6 +5,12 @@
 //! receiver), yet should come back quickly after a blip. [`Backoff`] grows the
 //! delay exponentially up to a cap, randomizes it, and starts over once a
 //! connection has proved stable.
+//!
+//! Not every failure deserves a retry: a gateway that refuses the
+//! receiver's identity (401, 403) or knows no receiver endpoint at the URL
+//! (404) will refuse it again, however long the wait. [`Failure`] sorts what
+//! went wrong, and [`Backoff::after`] turns it into the next step: wait and
+//! retry, or stop with the cause.
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +29,9 @@ pub struct BackoffConfig {
     /// A connection that stayed up at least this long resets the schedule.
     /// Default 60 s.
     pub reset_after: Duration,
+    /// Retry even failures that retrying cannot fix
+    /// ([`Failure::Permanent`]); default `false`, which stops at once.
+    pub keep_retrying: bool,
 }
 
 impl Default for BackoffConfig {
@@ -33,8 +42,56 @@ impl Default for BackoffConfig {
             multiplier: 2.0,
             max_attempts: None,
             reset_after: Duration::from_secs(60),
+            keep_retrying: false,
         }
     }
+}
+
+/// What kind of failure ended a connection attempt or a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Retrying cannot fix it: the gateway refused the receiver's identity
+    /// or services (401, 403) or has no receiver endpoint there (404), the
+    /// gateway URL is unusable, or the local identity cannot sign.
+    Permanent,
+    /// It may pass: the gateway is unreachable or overloaded, TLS or the
+    /// connection broke, the connection was lost.
+    Transient,
+    /// The gateway closed with 1001 "going away": it is shutting down or
+    /// restarting, so it (or its replacement) is worth trying again soon.
+    GoingAway,
+}
+
+impl Failure {
+    /// The failure a handshake answered with `status` instead of 101 is.
+    pub fn of_handshake_status(status: u16) -> Failure {
+        match status {
+            401 | 403 | 404 => Failure::Permanent,
+            _ => Failure::Transient,
+        }
+    }
+
+    /// The failure a connection closed by the gateway with `code` is.
+    pub fn of_close_code(code: u16) -> Failure {
+        match code {
+            1001 => Failure::GoingAway,
+            _ => Failure::Transient,
+        }
+    }
+}
+
+/// What to do after a [`Failure`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Wait this long, then try again.
+    Retry(Duration),
+    /// Stop: the failure was permanent (and `keep_retrying` is off).
+    StopPermanent,
+    /// Stop: `max_attempts` attempts in a row failed.
+    GiveUp {
+        /// The attempts made.
+        attempts: u32,
+    },
 }
 
 /// Why a [`BackoffConfig`] is refused.
@@ -149,6 +206,24 @@ impl Backoff {
         let delay = fixed + self.rng.u128(0..=ceiling / 2);
         self.attempts = self.attempts.saturating_add(1);
         Some(nanos_to_duration(delay))
+    }
+
+    /// The step after `failure`: a permanent one stops (unless
+    /// `keep_retrying`), "going away" starts the schedule over so the
+    /// next attempt comes within `first_delay`, and anything else takes the
+    /// next delay of the schedule, or gives up after `max_attempts`.
+    pub fn after(&mut self, failure: Failure) -> Next {
+        match failure {
+            Failure::Permanent if !self.config.keep_retrying => return Next::StopPermanent,
+            Failure::GoingAway => self.reset(),
+            Failure::Permanent | Failure::Transient => {}
+        }
+        match self.next_delay() {
+            Some(delay) => Next::Retry(delay),
+            None => Next::GiveUp {
+                attempts: self.attempts,
+            },
+        }
     }
 
     /// Consecutive attempts made since the schedule was last reset.
@@ -359,6 +434,90 @@ mod tests {
         b.on_connected(t0 + secs(10.0));
         b.on_disconnected(t0);
         assert_eq!(b.attempts(), 2);
+    }
+
+    #[test]
+    fn failures_are_sorted_by_whether_retrying_can_fix_them() {
+        for status in [401, 403, 404] {
+            assert_eq!(Failure::of_handshake_status(status), Failure::Permanent);
+        }
+        for status in [400, 408, 429, 500, 502, 503, 504, 200] {
+            assert_eq!(Failure::of_handshake_status(status), Failure::Transient);
+        }
+        assert_eq!(Failure::of_close_code(1001), Failure::GoingAway);
+        for code in [1000, 1006, 1008, 1011, 4000] {
+            assert_eq!(Failure::of_close_code(code), Failure::Transient);
+        }
+    }
+
+    #[test]
+    fn a_permanent_failure_stops_unless_asked_to_keep_retrying() {
+        let mut b = backoff(BackoffConfig::default(), 3);
+        assert_eq!(b.after(Failure::Permanent), Next::StopPermanent);
+        assert_eq!(b.attempts(), 0, "stopping is not an attempt");
+
+        let config = BackoffConfig {
+            keep_retrying: true,
+            ..BackoffConfig::default()
+        };
+        let mut b = backoff(config, 3);
+        let Next::Retry(first) = b.after(Failure::Permanent) else {
+            panic!("keep_retrying retries");
+        };
+        assert!(first <= secs(1.0));
+        let Next::Retry(second) = b.after(Failure::Permanent) else {
+            panic!("keep_retrying retries");
+        };
+        assert!(second >= secs(1.0), "and still backs off: {second:?}");
+    }
+
+    #[test]
+    fn transient_failures_back_off_then_give_up_after_max_attempts() {
+        let config = BackoffConfig {
+            max_attempts: Some(2),
+            ..BackoffConfig::default()
+        };
+        let mut b = backoff(config, 8);
+        assert!(matches!(b.after(Failure::Transient), Next::Retry(d) if d <= secs(1.0)));
+        assert!(matches!(b.after(Failure::Transient), Next::Retry(d) if d >= secs(1.0)));
+        assert_eq!(b.after(Failure::Transient), Next::GiveUp { attempts: 2 });
+    }
+
+    #[test]
+    fn going_away_reconnects_within_the_first_delay() {
+        let config = BackoffConfig {
+            max_attempts: Some(5),
+            ..BackoffConfig::default()
+        };
+        let mut b = backoff(config, 11);
+        for _ in 0..5 {
+            b.after(Failure::Transient);
+        }
+        assert_eq!(b.after(Failure::Transient), Next::GiveUp { attempts: 5 });
+        let Next::Retry(d) = b.after(Failure::GoingAway) else {
+            panic!("going away is retried even after the attempts ran out");
+        };
+        assert!(d <= secs(1.0), "{d:?}");
+        assert_eq!(b.attempts(), 1);
+    }
+
+    #[test]
+    fn reset_after_is_configurable() {
+        let config = BackoffConfig {
+            reset_after: secs(5.0),
+            ..BackoffConfig::default()
+        };
+        let t0 = Instant::now();
+        let mut b = backoff(config, 2);
+        for _ in 0..4 {
+            b.after(Failure::Transient);
+        }
+        b.on_connected(t0);
+        b.on_disconnected(t0 + secs(4.9));
+        assert_eq!(b.attempts(), 4);
+        b.on_connected(t0);
+        b.on_disconnected(t0 + secs(5.0));
+        assert_eq!(b.attempts(), 0);
     }
 
     #[test]

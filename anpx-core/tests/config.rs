@@ -118,6 +118,8 @@ fn all_changed() -> Config {
     r.reconnect_first_delay_ms = 250;
     r.reconnect_max_delay_secs = 20;
     r.reconnect_max_attempts = Some(3);
+    r.reconnect_reset_after_secs = 90;
+    r.keep_retrying = true;
     r.did_document = Some(PathBuf::from("did.json"));
     r.private_key = Some(PathBuf::from("key.pem"));
     r.chunk_size = 2048;
@@ -554,8 +556,16 @@ fn bad_values_are_named() {
             "receiver.reconnect_max_delay_secs: 1s is shorter than receiver.reconnect_first_delay_ms (5s)",
         ),
         (
-            "[receiver]\nreconnect_max_attempts = 0",
-            "receiver.reconnect_max_attempts: expected a positive integer, got 0",
+            "[receiver]\nreconnect_max_attempts = -1",
+            "receiver.reconnect_max_attempts: expected a non-negative integer, got -1",
+        ),
+        (
+            "[receiver]\nreconnect_reset_after_secs = 0",
+            "receiver.reconnect_reset_after_secs: expected a positive integer, got 0",
+        ),
+        (
+            "[receiver]\nkeep_retrying = \"maybe\"",
+            "receiver.keep_retrying: expected true or false, got \"maybe\"",
         ),
         (
             "[receiver]\ndid_document = \"did.json\"",
@@ -652,6 +662,10 @@ fn later_set_overrides_earlier() {
     c.set("receiver.reconnect_max_attempts", "5").unwrap();
     assert_eq!(c.receiver.reconnect_max_attempts, Some(5));
     c.set("receiver.reconnect_max_attempts", "").unwrap();
+    assert_eq!(c.receiver.reconnect_max_attempts, None);
+    c.set("receiver.reconnect_max_attempts", "5").unwrap();
+    // 0 is "never give up", as unset.
+    c.set("receiver.reconnect_max_attempts", "0").unwrap();
     assert_eq!(c.receiver.reconnect_max_attempts, None);
 }
 

@@ -31,7 +31,10 @@ pub enum CredentialsError {
 }
 
 impl DidCredentials {
-    /// Loads `did.json` and a PKCS#8 PEM private key.
+    /// Loads `did.json` and a PKCS#8 PEM private key, and checks that the
+    /// key can sign for the document: a key that matches none of its
+    /// authentication methods is refused here, at start, rather than by
+    /// every gateway the receiver dials.
     pub fn load(did_document: &Path, private_key: &Path) -> Result<Self, CredentialsError> {
         let read = |p: &Path| {
             std::fs::read(p).map_err(|source| CredentialsError::Read {
@@ -42,6 +45,7 @@ impl DidCredentials {
         let document = DidDocument::from_json(&read(did_document)?)?;
         let pem = String::from_utf8_lossy(&read(private_key)?).into_owned();
         let key = PrivateKey::from_pem(&pem)?;
+        build_header_with_key(&document, &key, "localhost", SystemTime::now(), [0; 16])?;
         Ok(DidCredentials { document, key })
     }
 
@@ -57,5 +61,40 @@ impl Credentials for DidCredentials {
         getrandom::fill(&mut nonce).map_err(|e| format!("no randomness for the nonce: {e}"))?;
         build_header_with_key(&self.document, &self.key, service, SystemTime::now(), nonce)
             .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anpx_core::auth::{generate_did_document, KeyMaterial};
+
+    #[test]
+    fn a_key_of_another_identity_is_refused_at_load() {
+        let dir = std::env::temp_dir().join(format!("anpx-creds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (doc, key) =
+            generate_did_document("a.example", None, KeyMaterial::Secp256k1([1; 32])).unwrap();
+        let (_, other_key) =
+            generate_did_document("a.example", None, KeyMaterial::Secp256k1([2; 32])).unwrap();
+        let (doc_path, key_path, other_path) = (
+            dir.join("did.json"),
+            dir.join("key.pem"),
+            dir.join("other.pem"),
+        );
+        std::fs::write(&doc_path, doc).unwrap();
+        std::fs::write(&key_path, key).unwrap();
+        std::fs::write(&other_path, other_key).unwrap();
+
+        assert!(DidCredentials::load(&doc_path, &key_path).is_ok());
+        let Err(e) = DidCredentials::load(&doc_path, &other_path) else {
+            panic!("a key that matches no method is refused");
+        };
+        assert!(
+            e.to_string()
+                .contains("matches no authentication method of the DID document"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

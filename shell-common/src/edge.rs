@@ -93,6 +93,13 @@ impl Edge {
         )
     }
 
+    /// Whether any receiver connection (or handshake) is still open.
+    pub fn receivers_open(&self) -> bool {
+        let mut open = false;
+        self.with_slots(|s| open = s.addresses() > 0);
+        open
+    }
+
     fn with_slots(&self, f: impl FnOnce(&mut HandshakeSlots)) {
         match self.slots.lock() {
             Ok(mut slots) => f(&mut slots),

@@ -166,6 +166,10 @@ pub struct AdmittedReceiver {
     pub slot: ReceiverSlot,
 }
 
+/// How long a gateway shutting down waits for its receiver connections to
+/// close: a receiver's answer to the close frame may take up to a second.
+pub const RECEIVER_CLOSE_WAIT: Duration = Duration::from_secs(2);
+
 /// What every connection handler shares.
 pub struct Shared {
     /// The gateway task.
@@ -297,6 +301,20 @@ impl Shared {
                 }
                 _ => break,
             }
+        }
+    }
+
+    /// After the gateway task told every receiver connection to close,
+    /// waits (at most `limit`) for them to send their close frames: a
+    /// process that exits first leaves the receivers a reset connection
+    /// instead of 1001 "going away", and they would not know to come back
+    /// at once.
+    pub async fn wait_receivers_closed(&self, limit: Duration, runtime: &dyn Runtime) {
+        let deadline = Instant::now() + limit;
+        while self.edge.receivers_open() && Instant::now() < deadline {
+            runtime
+                .sleep_until(Instant::now() + Duration::from_millis(10))
+                .await;
         }
     }
 

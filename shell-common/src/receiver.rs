@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
 
-use anpx_core::backoff::Backoff;
+use anpx_core::backoff::{Backoff, Failure, Next};
 use anpx_core::features::{negotiate, Features};
 use anpx_core::handshake::{self, FEATURES_HEADER, GRANTED_HEADER, SERVICES_HEADER};
 use anpx_core::receiver::{Receiver as Core, ReceiverOutput, RequestEvent, ResponseBody};
@@ -110,7 +110,7 @@ pub enum DialError {
     #[error("tls: {0}")]
     Tls(String),
     /// The gateway answered the handshake with an error status.
-    #[error("the gateway refused the connection with {status}: {body}")]
+    #[error("the gateway refused the connection with {status}: {}", refusal_text(.body))]
     Refused {
         /// HTTP status.
         status: u16,
@@ -120,6 +120,39 @@ pub enum DialError {
     /// The WebSocket handshake failed otherwise.
     #[error("{0}")]
     WebSocket(#[from] async_tungstenite::tungstenite::Error),
+}
+
+impl DialError {
+    /// Whether retrying could fix this: a refusal with 401, 403 or 404, an
+    /// unusable URL or identity cannot be; being unreachable, TLS, other
+    /// statuses and broken handshakes may.
+    pub fn failure(&self) -> Failure {
+        match self {
+            DialError::Url(_) | DialError::Credentials(_) => Failure::Permanent,
+            DialError::Refused { status, .. } => Failure::of_handshake_status(*status),
+            DialError::Connect { .. } | DialError::Tls(_) | DialError::WebSocket(_) => {
+                Failure::Transient
+            }
+        }
+    }
+}
+
+/// A refusal's body for a person: a JSON answer's `error` and `reason`,
+/// else the text itself, trimmed.
+fn refusal_text(body: &str) -> String {
+    let json = serde_json::from_str::<serde_json::Value>(body).ok();
+    let field = |name: &str| {
+        json.as_ref()
+            .and_then(|j| j.get(name))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    match (field("error"), field("reason")) {
+        (Some(error), Some(reason)) => format!("{error} ({reason})"),
+        (Some(error), None) => error,
+        _ if body.trim().is_empty() => "(no body)".to_owned(),
+        _ => body.trim().to_owned(),
+    }
 }
 
 /// An open connection to the gateway.
@@ -324,31 +357,52 @@ async fn run_one<U>(
             break;
         }
         status.set(Status::Connecting);
-        match dial(&options, connector.as_ref()).await {
+        let (failure, cause) = match dial(&options, connector.as_ref()).await {
             Ok(conn) => {
                 backoff.on_connected(Instant::now());
-                tracing::info!(gateway = %options.gateway, granted = ?conn.granted, features = %conn.features, "connected to gateway");
+                tracing::info!(
+                    gateway = %options.gateway,
+                    granted = %conn.granted.join(", "),
+                    features = %conn.features,
+                    "connected to gateway"
+                );
                 status.set(Status::Connected {
                     granted: conn.granted.clone(),
                     features: conn.features,
                 });
-                let why = serve(conn, &options, runtime.as_ref(), &stop).await;
+                let ended = serve(conn, &options, runtime.as_ref(), &stop).await;
                 backoff.on_disconnected(Instant::now());
-                tracing::warn!(gateway = %options.gateway, reason = %why, "connection to gateway ended");
+                if !stop.get() {
+                    tracing::warn!(gateway = %options.gateway, reason = %ended.reason, "connection to gateway ended");
+                }
+                (ended.failure, ended.reason)
             }
             Err(e) => {
-                tracing::warn!(gateway = %options.gateway, error = %e, "could not connect to gateway")
+                tracing::warn!(gateway = %options.gateway, error = %e, "could not connect to gateway");
+                (e.failure(), e.to_string())
             }
-        }
+        };
         if stop.get() {
             break;
         }
-        let Some(delay) = backoff.next_delay() else {
-            status.set(Status::Stopped("gave up reconnecting".into()));
-            return;
+        let delay = match backoff.after(failure) {
+            Next::Retry(delay) => delay,
+            Next::StopPermanent => {
+                status.set(Status::Stopped(format!(
+                    "{cause}; retrying cannot fix this, so the receiver stops \
+                     (receiver.keep_retrying or --keep-retrying retries anyway)"
+                )));
+                return;
+            }
+            Next::GiveUp { attempts } => {
+                status.set(Status::Stopped(format!(
+                    "gave up after {attempts} reconnect attempts; last error: {cause}"
+                )));
+                return;
+            }
         };
         status.set(Status::Connecting);
-        tracing::info!(delay_ms = delay.as_millis() as u64, "reconnecting");
+        tracing::info!(gateway = %options.gateway, delay_ms = delay.as_millis() as u64, "reconnecting");
         let mut sleep = runtime.sleep_until(Instant::now() + delay);
         let stopped = poll_fn(|cx| {
             if stop.poll_changed(cx, 0).is_ready() {
@@ -577,13 +631,22 @@ enum Event {
     Stop,
 }
 
-/// Serves until the connection ends; returns why it ended.
+/// How a connection ended.
+#[derive(Debug, Clone)]
+pub struct Ended {
+    /// Why, for a person.
+    pub reason: String,
+    /// What it means for reconnecting.
+    pub failure: Failure,
+}
+
+/// Serves until the connection ends; returns how it ended.
 pub async fn serve<U>(
     conn: Connection,
     options: &ReceiverOptions<U>,
     runtime: &dyn Runtime,
     stop: &Stop,
-) -> String
+) -> Ended
 where
     U: Dispatch + ?Sized,
 {
@@ -633,7 +696,19 @@ where
         match event {
             Event::Ws(Some(Ok(Message::Close(frame)))) => {
                 core.handle_close(now);
-                break format!("gateway closed the connection: {frame:?}");
+                let Some(frame) = frame else {
+                    break transient("the gateway closed the connection without a code".into());
+                };
+                let code = u16::from(frame.code);
+                let why = if frame.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", frame.reason)
+                };
+                break Ended {
+                    reason: format!("the gateway closed the connection with {code}{why}"),
+                    failure: Failure::of_close_code(code),
+                };
             }
             Event::Ws(Some(Ok(m))) => {
                 if let Some(m) = from_wire(m) {
@@ -642,11 +717,11 @@ where
             }
             Event::Ws(Some(Err(e))) => {
                 core.handle_close(now);
-                break format!("connection error: {e}");
+                break transient(format!("connection error: {e}"));
             }
             Event::Ws(None) => {
                 core.handle_close(now);
-                break "connection closed".into();
+                break transient("connection closed".into());
             }
             Event::Reply(reply) => apply_reply(&mut core, &mut in_flight, &mut unsent, reply),
             Event::Timeout => {
@@ -656,7 +731,7 @@ where
             Event::Stop => {
                 core.handle_close(now);
                 let _ = sink.send(close(1001, "receiver shutting down")).await;
-                break "shut down".into();
+                break transient("shut down".into());
             }
         }
         let mut closing = None;
@@ -688,7 +763,7 @@ where
         }
         if let Some(reason) = closing {
             core.handle_close(Instant::now());
-            break reason;
+            break transient(reason);
         }
         release_unsent(&core, &mut unsent);
     };
@@ -700,6 +775,13 @@ where
         }
     }
     reason
+}
+
+fn transient(reason: String) -> Ended {
+    Ended {
+        reason,
+        failure: Failure::Transient,
+    }
 }
 
 /// Tells each relay whose last piece left that it may read the next one;

@@ -193,6 +193,9 @@ impl Gateway {
         }
         self.shared.wait_in_flight(self.drain_grace, &Smol).await;
         self.shared.driver.shutdown();
+        self.shared
+            .wait_receivers_closed(shell_common::gateway::RECEIVER_CLOSE_WAIT, &Smol)
+            .await;
         for task in self.listeners {
             task.cancel().await;
         }

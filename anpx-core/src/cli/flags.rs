@@ -71,6 +71,13 @@ impl<S: Section> Args for SectionFlags<S> {
             if is_list(k.key) {
                 arg = arg.visible_alias("service").action(ArgAction::Append);
             }
+            // `--keep-retrying` alone reads as `--keep-retrying true`.
+            if k.value_name == "BOOL" {
+                arg = arg
+                    .num_args(0..=1)
+                    .require_equals(false)
+                    .default_missing_value("true");
+            }
             cmd.arg(arg)
         })
     }

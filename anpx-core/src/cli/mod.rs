@@ -367,6 +367,40 @@ mod tests {
     }
 
     #[test]
+    fn a_boolean_flag_alone_means_true_and_zero_attempts_means_no_limit() {
+        let load = |args: &[&str]| {
+            Cli::try_parse_from(args)
+                .unwrap()
+                .load_config("", std::iter::empty())
+                .unwrap()
+        };
+        let c = load(&[
+            "anpx",
+            "receiver",
+            "--keep-retrying",
+            "--reconnect-max-attempts",
+            "0",
+        ]);
+        assert!(c.receiver.keep_retrying);
+        assert_eq!(c.receiver.reconnect_max_attempts, None);
+        assert!(c.receiver.backoff_config().max_attempts.is_none());
+        let c = load(&["anpx", "receiver", "--keep-retrying", "false"]);
+        assert!(!c.receiver.keep_retrying);
+        let c = load(&[
+            "anpx",
+            "receiver",
+            "--reconnect-max-attempts",
+            "3",
+            "--reconnect-reset-after-secs",
+            "5",
+        ]);
+        assert_eq!(c.receiver.reconnect_max_attempts, Some(3));
+        let b = c.receiver.backoff_config();
+        assert_eq!(b.reset_after, std::time::Duration::from_secs(5));
+        assert!(!b.keep_retrying);
+    }
+
+    #[test]
     fn unknown_flags_are_refused() {
         assert!(Cli::try_parse_from(["anpx", "gateway", "--listne", "x"]).is_err());
     }

@@ -177,7 +177,7 @@ macro_rules! key {
     };
 }
 
-static KEYS: [KeyInfo; 65] = [
+static KEYS: [KeyInfo; 67] = [
     // [gateway]
     key!(
         "gateway.listen", "ANPX_GATEWAY_LISTEN", "listen", "ADDR", "127.0.0.1:8080",
@@ -584,9 +584,23 @@ static KEYS: [KeyInfo; 65] = [
     key!(
         "receiver.reconnect_max_attempts", "ANPX_RECEIVER_RECONNECT_MAX_ATTEMPTS",
         "reconnect-max-attempts", "N", "",
-        "Failed reconnect attempts in a row before giving up (unset: never give up)",
+        "Failed reconnect attempts in a row before giving up (unset or 0: never give up)",
         receiver.reconnect_max_attempts,
-        parse: |i| v::opt_int(i, 1, u64::from(u32::MAX)), render: v::render_opt_int,
+        // 0 reads as "no limit", the way operators of other tunnels spell it.
+        parse: |i| v::opt_int(i, 0, u64::from(u32::MAX)).map(|n: Option<u32>| n.filter(|&n| n != 0)),
+        render: v::render_opt_int,
+    ),
+    key!(
+        "receiver.reconnect_reset_after_secs", "ANPX_RECEIVER_RECONNECT_RESET_AFTER_SECS",
+        "reconnect-reset-after-secs", "SECS", "60",
+        "Seconds a connection must stay up for the reconnect delays to start over from the first",
+        receiver.reconnect_reset_after_secs,
+        parse: |i| v::int(i, 1, MAX_SECS), render: v::render_int,
+    ),
+    key!(
+        "receiver.keep_retrying", "ANPX_RECEIVER_KEEP_RETRYING", "keep-retrying", "BOOL", "false",
+        "Keep retrying when the gateway refuses this receiver (401, 403, 404) instead of exiting",
+        receiver.keep_retrying, parse: v::boolean, render: v::render_bool,
     ),
     key!(
         "receiver.did_document", "ANPX_RECEIVER_DID_DOCUMENT", "did-document", "PATH", "",

@@ -37,8 +37,16 @@ pub struct ReceiverSection {
     /// (`receiver.reconnect_max_delay_secs`).
     pub reconnect_max_delay_secs: u64,
     /// Consecutive failed attempts before giving up
-    /// (`receiver.reconnect_max_attempts`); `None` retries forever.
+    /// (`receiver.reconnect_max_attempts`); `None` (also spelled `0`)
+    /// retries forever.
     pub reconnect_max_attempts: Option<u32>,
+    /// Seconds a connection must stay up for the reconnect schedule to
+    /// start over from the first delay
+    /// (`receiver.reconnect_reset_after_secs`).
+    pub reconnect_reset_after_secs: u64,
+    /// Retry failures that retrying cannot fix (a 401, 403 or 404
+    /// handshake) instead of stopping (`receiver.keep_retrying`).
+    pub keep_retrying: bool,
     /// This receiver's DID document, for DID-WBA authentication
     /// (`receiver.did_document`).
     pub did_document: Option<PathBuf>,
@@ -64,6 +72,8 @@ impl Default for ReceiverSection {
             reconnect_first_delay_ms: 1000,
             reconnect_max_delay_secs: 300,
             reconnect_max_attempts: None,
+            reconnect_reset_after_secs: 60,
+            keep_retrying: false,
             did_document: None,
             private_key: None,
             chunk_size: DEFAULT_CHUNK_SIZE,
@@ -99,13 +109,14 @@ impl ReceiverSection {
         }
     }
 
-    /// The reconnect schedule's settings; growth and reset keep their
-    /// defaults.
+    /// The reconnect schedule's settings; growth keeps its default.
     pub fn backoff_config(&self) -> BackoffConfig {
         BackoffConfig {
             first_delay: self.reconnect_first_delay(),
             max_delay: self.reconnect_max_delay(),
             max_attempts: self.reconnect_max_attempts,
+            reset_after: Duration::from_secs(self.reconnect_reset_after_secs),
+            keep_retrying: self.keep_retrying,
             ..BackoffConfig::default()
         }
     }

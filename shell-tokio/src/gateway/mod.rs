@@ -159,6 +159,12 @@ impl Gateway {
             .wait_in_flight(self.drain_grace, &crate::rt::Tokio)
             .await;
         self.shared.driver.shutdown();
+        self.shared
+            .wait_receivers_closed(
+                shell_common::gateway::RECEIVER_CLOSE_WAIT,
+                &crate::rt::Tokio,
+            )
+            .await;
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
     }

@@ -1,0 +1,370 @@
+//! What an operator sees of the `anpx` and `anpx-smol` binaries: when a
+//! receiver stops instead of retrying, and what it says when it does.
+
+mod support;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{Binary, Proc};
+
+/// A fresh directory for one test, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("anpx-operator-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Starts `binary` with `args`, its stderr written to `log` (a file, as
+/// when an operator redirects it) and stdout to `log` + `.out`.
+fn start(binary: Binary, args: &[&str], log: &Path) -> Proc {
+    start_with_env(binary, args, &[], log)
+}
+
+fn start_with_env(binary: Binary, args: &[&str], env: &[(&str, &str)], log: &Path) -> Proc {
+    let mut c = binary.command();
+    c.args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(log.with_extension("out")).unwrap())
+        .stderr(std::fs::File::create(log).unwrap());
+    Proc(
+        c.spawn()
+            .unwrap_or_else(|e| panic!("{binary:?} starts: {e}")),
+    )
+}
+
+/// The process's exit status, once it exits within `limit`.
+fn exits_within(p: &mut Proc, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = p.0.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_listening(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// A DID identity made with `anpx did new`: its folder, and a documents
+/// folder a gateway can resolve it from.
+fn identity(dir: &TempDir) -> (PathBuf, PathBuf) {
+    let id = dir.path("id");
+    let out = Binary::Anpx
+        .command()
+        .args([
+            "did",
+            "new",
+            "--host",
+            "agents.example",
+            "--path",
+            "a1",
+            "--out",
+        ])
+        .arg(&id)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs = dir.path("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::copy(id.join("did.json"), docs.join("a1.json")).unwrap();
+    (id, docs)
+}
+
+/// A gateway in did-wba mode that resolves DIDs from `docs` and grants
+/// `did` only `api.agent.com/other`, so a receiver signed as `did` that
+/// asks for `api.agent.com/a1` is refused with 403, and an unsigned one
+/// with 401.
+fn refusing_gateway(
+    binary: Binary,
+    listen: SocketAddr,
+    docs: &Path,
+    did: &str,
+    log: &Path,
+) -> Proc {
+    let docs = docs.to_str().unwrap();
+    let grant = format!("{did}=api.agent.com/other");
+    start_with_env(
+        binary,
+        &[
+            "gateway",
+            "--listen",
+            &listen.to_string(),
+            "--admin-listen",
+            "off",
+            "--auth-mode",
+            "did-wba",
+            "--auth-did-documents-dir",
+            docs,
+        ],
+        &[("ANPX_GATEWAY_ROUTES_GRANT", &grant)],
+        log,
+    )
+}
+
+fn receiver_args(gateway: SocketAddr, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "receiver",
+        "--demo",
+        "--gateway",
+        &format!("ws://{gateway}/ws"),
+        "--service",
+        "api.agent.com/a1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn start_receiver(binary: Binary, args: &[String], log: &Path) -> Proc {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    start(binary, &args, log)
+}
+
+#[test]
+fn a_refused_anpx_receiver_exits_with_the_cause() {
+    refused_receiver_exits(Binary::Anpx);
+}
+
+#[test]
+fn a_refused_anpx_smol_receiver_exits_with_the_cause() {
+    refused_receiver_exits(Binary::AnpxSmol);
+}
+
+/// 403 (the DID is granted nothing) and 401 (no signature) stop the
+/// receiver at once, saying why and how to retry anyway; with
+/// `--keep-retrying` it keeps dialing.
+fn refused_receiver_exits(binary: Binary) {
+    let dir = TempDir::new(&format!("refused-{binary:?}"));
+    let (id, docs) = identity(&dir);
+    let listen = free_addr();
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(id.join("did.json")).unwrap()).unwrap();
+    let did = doc["id"].as_str().unwrap();
+    let _gateway = refusing_gateway(binary, listen, &docs, did, &dir.path("gateway.log"));
+    wait_listening(listen);
+
+    let did_document = id.join("did.json");
+    let private_key = id.join("key-1_private.pem");
+    let signed = [
+        "--did-document",
+        did_document.to_str().unwrap(),
+        "--private-key",
+        private_key.to_str().unwrap(),
+    ];
+    // Long delays: a receiver that retried would still be waiting.
+    let slow = ["--reconnect-first-delay-ms", "10000"];
+    for (what, extra, status) in [
+        ("signed", [&signed[..], &slow[..]].concat(), "403"),
+        ("unsigned", slow.to_vec(), "401"),
+    ] {
+        let log = dir.path(&format!("{what}.log"));
+        let started = Instant::now();
+        let mut rx = start_receiver(binary, &receiver_args(listen, &extra), &log);
+        let exit = exits_within(&mut rx, Duration::from_secs(10));
+        let took = started.elapsed();
+        let err = read(&log);
+        let exit = exit.unwrap_or_else(|| panic!("{what} {binary:?} receiver still runs: {err}"));
+        assert!(!exit.success(), "{what}: exits non-zero: {err}");
+        assert!(
+            took < Duration::from_secs(5),
+            "{what}: exited after {took:?}"
+        );
+        assert!(
+            err.contains(&format!("refused the connection with {status}")),
+            "{what}: {err}"
+        );
+        assert!(
+            err.contains("--keep-retrying"),
+            "{what}: says how to retry anyway: {err}"
+        );
+    }
+
+    let log = dir.path("keep.log");
+    let extra = [
+        &signed[..],
+        &[
+            "--keep-retrying",
+            "--reconnect-first-delay-ms",
+            "50",
+            "--reconnect-max-delay-secs",
+            "1",
+        ][..],
+    ]
+    .concat();
+    let mut rx = start_receiver(binary, &receiver_args(listen, &extra), &log);
+    assert!(
+        exits_within(&mut rx, Duration::from_secs(2)).is_none(),
+        "--keep-retrying keeps the receiver running: {}",
+        read(&log)
+    );
+    let tries = read(&log).matches("could not connect to gateway").count();
+    assert!(
+        tries >= 2,
+        "and it retried ({tries} attempts): {}",
+        read(&log)
+    );
+}
+
+#[test]
+fn an_anpx_receiver_that_gives_up_names_the_last_cause() {
+    gives_up_naming_the_cause(Binary::Anpx);
+}
+
+#[test]
+fn an_anpx_smol_receiver_that_gives_up_names_the_last_cause() {
+    gives_up_naming_the_cause(Binary::AnpxSmol);
+}
+
+fn gives_up_naming_the_cause(binary: Binary) {
+    let dir = TempDir::new(&format!("gives-up-{binary:?}"));
+    // Nothing listens there: every attempt fails, and may be retried.
+    let nobody = free_addr();
+    let log = dir.path("receiver.log");
+    let args = receiver_args(
+        nobody,
+        &[
+            "--reconnect-max-attempts",
+            "2",
+            "--reconnect-first-delay-ms",
+            "50",
+        ],
+    );
+    let mut rx = start_receiver(binary, &args, &log);
+    let exit = exits_within(&mut rx, Duration::from_secs(10));
+    let err = read(&log);
+    assert!(exit.is_some_and(|s| !s.success()), "{err}");
+    assert!(
+        err.contains("gave up after 2 reconnect attempts; last error: cannot reach"),
+        "{err}"
+    );
+    assert!(err.contains(&nobody.port().to_string()), "{err}");
+}
+
+fn signal(p: &Proc, sig: i32) {
+    let pid = i32::try_from(p.0.id()).unwrap();
+    // SAFETY: kill(2) on our own child's pid has no memory effects.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "signal {sig} to {pid}");
+}
+
+fn receiver_connected_lines(log: &Path) -> usize {
+    read(log).matches("connected to gateway").count()
+}
+
+fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !cond() {
+        assert!(started.elapsed() < limit, "{what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    started.elapsed()
+}
+
+#[test]
+fn an_anpx_receiver_is_back_within_its_first_delay_after_a_gateway_goes_away() {
+    back_after_going_away(Binary::Anpx);
+}
+
+#[test]
+fn an_anpx_smol_receiver_is_back_within_its_first_delay_after_a_gateway_goes_away() {
+    back_after_going_away(Binary::AnpxSmol);
+}
+
+/// A receiver whose back-off grew (the gateway was not there yet) is back
+/// within its first delay after the gateway closed with 1001 on SIGTERM and
+/// came back: the close starts the schedule over.
+fn back_after_going_away(binary: Binary) {
+    let dir = TempDir::new(&format!("going-away-{binary:?}"));
+    let listen = free_addr();
+    let rx_log = dir.path("receiver.log");
+    let args = receiver_args(
+        listen,
+        &[
+            "--reconnect-first-delay-ms",
+            "200",
+            "--reconnect-max-delay-secs",
+            "60",
+        ],
+    );
+    let _rx = start_receiver(binary, &args, &rx_log);
+    // Failures grow the delay ceiling: 0.2, 0.4, 0.8, 1.6, 3.2 s ...
+    std::thread::sleep(Duration::from_millis(2500));
+    let gateway_args = [
+        "gateway",
+        "--listen",
+        &listen.to_string(),
+        "--admin-listen",
+        "off",
+    ];
+    let gateway = start(binary, &gateway_args, &dir.path("gateway1.log"));
+    wait_for(Duration::from_secs(15), "the receiver connects", || {
+        receiver_connected_lines(&rx_log) == 1
+    });
+
+    signal(&gateway, libc::SIGTERM);
+    let mut gateway = gateway;
+    assert!(
+        exits_within(&mut gateway, Duration::from_secs(10)).is_some(),
+        "the gateway drains and exits on SIGTERM"
+    );
+    assert!(
+        read(&rx_log).contains("closed the connection with 1001"),
+        "{}",
+        read(&rx_log)
+    );
+    let _gateway = start(binary, &gateway_args, &dir.path("gateway2.log"));
+    let took = wait_for(Duration::from_secs(10), "the receiver reconnects", || {
+        receiver_connected_lines(&rx_log) == 2
+    });
+    // Without the reset the next delay would be drawn from a ceiling of
+    // 3.2 s or more, at least 1.6 s.
+    assert!(
+        took < Duration::from_millis(1500),
+        "back after {took:?}: {}",
+        read(&rx_log)
+    );
+}
