@@ -27,6 +27,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
+pub mod chunk_ext;
 pub mod head;
 pub mod response;
 

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use anpx_core::edge::chunk_ext::{ChunkExtStrip, ChunkLineError};
 use anpx_core::edge::head::{chunked_body_len, parse_head, BodyFraming, RequestHead};
 use anpx_core::edge::{EdgeLimits, EdgeRefusal};
 use bytes::Bytes;
@@ -51,6 +52,11 @@ struct ReplayState {
     /// takes a head and what follows it in one read.
     queued: VecDeque<Bytes>,
     cut: bool,
+    /// A chunked body still coming from the socket, its extensions
+    /// dropped on the way: async-h1's decoder refuses them.
+    strip: Option<ChunkExtStrip>,
+    /// The chunked body could not be passed on: reads fail with this.
+    failed: Option<ChunkLineError>,
 }
 
 impl<S: Clone> Clone for Replay<S> {
@@ -135,12 +141,41 @@ impl<S: AsyncRead + Unpin> AsyncRead for Replay<S> {
                 }
                 return Poll::Ready(Ok(n));
             }
+            if let Some(e) = state.failed {
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
+            }
         }
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if polled.is_pending() {
-            self.parked.parked();
+        loop {
+            let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+            let n = match polled {
+                Poll::Pending => {
+                    self.parked.parked();
+                    return Poll::Pending;
+                }
+                Poll::Ready(Ok(n)) => n,
+                other => return other,
+            };
+            let mut state = self.state();
+            let Some(strip) = state.strip.as_mut() else {
+                return Poll::Ready(Ok(n));
+            };
+            let stripped = strip.strip_in_place(&mut buf[..n]);
+            let done = strip.is_done();
+            if done {
+                state.strip = None;
+            }
+            match stripped {
+                // A read that was all extension bytes gives nothing to
+                // return, and 0 would read as the end: read again.
+                Ok(0) if n > 0 => continue,
+                Ok(kept) => return Poll::Ready(Ok(kept)),
+                Err(e) => {
+                    state.strip = None;
+                    state.failed = Some(e);
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
+                }
+            }
         }
-        polled
     }
 }
 
@@ -200,11 +235,28 @@ where
                 }
                 // async-h1's chunked decoder fails on bytes after the body
                 // in the read that holds its end, so a body that is whole
-                // here is a piece of its own too.
+                // here is a piece of its own too. Its chunk extensions are
+                // dropped (RFC 9112 §7.1.1: ignored), here and in what
+                // the socket brings of it later, as that decoder refuses
+                // them.
                 BodyFraming::Chunked => {
                     let mut rest = Bytes::from(rest);
                     let body = rest.split_to(chunked_body_len(&rest).unwrap_or(rest.len()));
-                    conn.put_back([canonical, body, rest]);
+                    let mut body = body.to_vec();
+                    let mut strip = ChunkExtStrip::new();
+                    match strip.strip_in_place(&mut body) {
+                        Ok(kept) => {
+                            body.truncate(kept);
+                            conn.put_back([canonical, Bytes::from(body), rest]);
+                            if !strip.is_done() {
+                                conn.state().strip = Some(strip);
+                            }
+                        }
+                        Err(e) => {
+                            conn.put_back([canonical]);
+                            conn.state().failed = Some(e);
+                        }
+                    }
                 }
                 BodyFraming::Empty => conn.put_back([canonical, Bytes::from(rest)]),
             }

@@ -109,7 +109,24 @@ async fn exchange(addr: SocketAddr, request: &str) -> (u16, String) {
     let _ = tcp.write_all(request.as_bytes()).await;
     let mut out = Vec::new();
     let _ = tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut out)).await;
-    let text = String::from_utf8_lossy(&out).into_owned();
+    status_and_body(&out)
+}
+
+/// Sends `pieces` one write at a time, a moment apart; the status and
+/// body of the answer.
+async fn exchange_in_pieces(addr: SocketAddr, pieces: &[String]) -> (u16, String) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    for piece in pieces {
+        let _ = tcp.write_all(piece.as_bytes()).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut out)).await;
+    status_and_body(&out)
+}
+
+fn status_and_body(out: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(out).into_owned();
     let status = text
         .strip_prefix("HTTP/1.1 ")
         .and_then(|r| r.get(..3))
@@ -301,6 +318,35 @@ async fn framing_edge_cases_are_treated_alike(shell: Shell) {
             "Content-Length: 5, 5: {status} {body:?}, {} reached a receiver",
             seen.len()
         ));
+    }
+    // Chunk extensions are ignored (RFC 9112 §7.1.1), whether the body
+    // comes with the head or after it.
+    let chunked = "POST /admin HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    for (what, pieces) in [
+        (
+            "with the head",
+            vec![format!("{chunked}5;a=b\r\nhello\r\n0\r\n\r\n")],
+        ),
+        (
+            "after the head",
+            vec![
+                chunked.to_owned(),
+                "3;name=\"quoted;value\"\r\nhel\r\n2 ;x\r\n".to_owned(),
+                "lo\r\n0;last\r\n\r\n".to_owned(),
+            ],
+        ),
+    ] {
+        let (status, body) = exchange_in_pieces(addr, &pieces).await;
+        let seen = h.a.take();
+        let bodies: Vec<String> = seen
+            .iter()
+            .map(|(_, _, b)| String::from_utf8_lossy(b).into_owned())
+            .collect();
+        if status != 200 || body != "a" || bodies != ["hello"] {
+            failures.push(format!(
+                "chunk extensions {what}: {status} {body:?}, the receiver got {bodies:?}"
+            ));
+        }
     }
     assert!(
         failures.is_empty(),
