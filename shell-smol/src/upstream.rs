@@ -47,7 +47,11 @@ pub trait Upstream: Send + Sync + 'static {
     /// Sends a WebSocket upgrade request, `head` as it came from the
     /// gateway (`connection: upgrade` and `upgrade: websocket` included).
     /// The default, for upstreams that are not reached over a connection
-    /// of their own, answers 501.
+    /// of their own, answers 501. An in-process upstream that serves
+    /// WebSockets implements this itself, returning [`Upgrade::Switched`]
+    /// with its side of the byte stream: unlike hyper on the tokio shell
+    /// (where `ServiceUpstream` answers upgrades), async-h1 has no upgrade
+    /// handle that a generic service adapter could pass on.
     fn upgrade(&self, head: RequestHead) -> UpgradeFuture {
         drop(head);
         Box::pin(async {

@@ -35,6 +35,13 @@ impl From<BodyStream> for ChannelBody {
 }
 
 impl ChannelBody {
+    /// A body with no bytes, already ended.
+    pub fn empty() -> Self {
+        let (sender, body) = channel(Some(0));
+        drop(sender);
+        body
+    }
+
     /// Runs `f` if the body is dropped before its end was read: the reader
     /// (the HTTP client or upstream) went away.
     pub fn on_abandon(mut self, f: impl FnOnce() + Send + 'static) -> Self {

@@ -12,6 +12,7 @@ use futures_util::AsyncReadExt;
 use http_body::Body as _;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyDataStream, BodyExt};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -156,34 +157,7 @@ impl Upstream for HttpUpstream {
         Box::pin(async move {
             let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
             let _ = tcp.set_nodelay(true);
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.with_upgrades().await {
-                    tracing::debug!(error = %e, "upstream upgrade connection failed");
-                }
-            });
-            let (mut parts, ()) = request.into_parts();
-            let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-            parts.uri = format!("{prefix}{target}").parse()?;
-            let request = http::Request::from_parts(parts, http_body_util::Empty::<Bytes>::new());
-            let mut response = sender.send_request(request).await?;
-            if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
-                let response = response.map(|b| b.map_err(BoxError::from).boxed_unsync());
-                return Ok(Upgrade::Answered(response));
-            }
-            let headers = response
-                .headers()
-                .iter()
-                .map(|(n, v)| {
-                    (
-                        n.as_str().to_owned(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect();
-            let io = hyper::upgrade::on(&mut response).await?;
-            Ok(Upgrade::Switched { headers, io })
+            upgrade_over(TokioIo::new(tcp), request, &prefix).await
         })
     }
 
@@ -202,6 +176,62 @@ impl Upstream for HttpUpstream {
         })
     }
 }
+
+/// Sends the upgrade `request` (its target behind `prefix`) as the only
+/// request on connection `io`, and on `101` takes the connection over.
+async fn upgrade_over<I>(
+    io: I,
+    request: http::Request<()>,
+    prefix: &str,
+) -> Result<Upgrade, BoxError>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream upgrade connection failed");
+        }
+    });
+    let (mut parts, ()) = request.into_parts();
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    parts.uri = format!("{prefix}{target}").parse()?;
+    let request = http::Request::from_parts(parts, http_body_util::Empty::<Bytes>::new());
+    let mut response = sender.send_request(request).await?;
+    if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        let response = response.map(|b| b.map_err(BoxError::from).boxed_unsync());
+        return Ok(Upgrade::Answered(response));
+    }
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let io = hyper::upgrade::on(&mut response).await?;
+    Ok(Upgrade::Switched { headers, io })
+}
+
+/// An in-process service's error, as a type of its own: hyper's server
+/// takes it where a bare boxed error trips the compiler's lifetime
+/// inference.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+struct InProcessError(BoxError);
+
+impl InProcessError {
+    fn of(e: impl Into<BoxError>) -> Self {
+        InProcessError(e.into())
+    }
+}
+
+/// How much an in-process WebSocket may have in flight each way between the
+/// receiver and the service before the writer waits.
+const IN_PROCESS_PIPE: usize = 64 * 1024;
 
 /// Any `tower` service as an upstream: an axum `Router`, a hyper
 /// `service_fn`, ... Plugging one in is one line:
@@ -244,6 +274,46 @@ where
                 .map_err(Into::into)?;
             let response = service.call(request).await.map_err(Into::into)?;
             Ok(response.map(|b| b.map_err(Into::into).boxed_unsync()))
+        })
+    }
+
+    /// The service answers upgrades the way it does on a server of its own
+    /// (an axum `WebSocketUpgrade` needs hyper's upgrade handle in the
+    /// request): hyper serves it on one end of an in-memory pipe, and the
+    /// upgrade is sent from the other end, as to a local HTTP service.
+    fn upgrade(&self, request: http::Request<()>) -> UpgradeFuture {
+        let service = self.service.clone();
+        Box::pin(async move {
+            let (ours, theirs) = tokio::io::duplex(IN_PROCESS_PIPE);
+            let serve = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                let mut service = service.clone();
+                async move {
+                    // An upgrade request has no body; its extensions carry
+                    // the upgrade handle.
+                    let (parts, _) = req.into_parts();
+                    let req = http::Request::from_parts(parts, ChannelBody::empty());
+                    // Converted at once: the service's own error type
+                    // need not be `Send` across the next await.
+                    let ready = std::future::poll_fn(|cx| service.poll_ready(cx))
+                        .await
+                        .map_err(InProcessError::of);
+                    ready?;
+                    let response = service.call(req).await.map_err(InProcessError::of)?;
+                    Ok::<_, InProcessError>(
+                        response.map(|b| b.map_err(InProcessError::of).boxed_unsync()),
+                    )
+                }
+            });
+            tokio::spawn(async move {
+                let served = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(theirs), serve)
+                    .with_upgrades()
+                    .await;
+                if let Err(e) = served {
+                    tracing::debug!(error = %e, "in-process upgrade connection failed");
+                }
+            });
+            upgrade_over(TokioIo::new(ours), request, "").await
         })
     }
 }

@@ -392,3 +392,72 @@ async fn refused_without_the_extension_tokio() {
 async fn refused_without_the_extension_smol() {
     refused_without_the_extension(Shell::Smol).await
 }
+
+/// An axum `Router` with a WebSocket route, served in-process by a tokio
+/// receiver (`ServiceUpstream`, no socket of its own): the upgrade is
+/// answered by the router, and text and a 3 MiB binary message go both
+/// ways through the gateway.
+async fn in_process_service(gw_shell: Shell) {
+    use axum::extract::ws::{Message as AxumMessage, WebSocket, WebSocketUpgrade};
+    use axum::routing::get;
+
+    async fn echo(mut socket: WebSocket) {
+        while let Some(Ok(msg)) = socket.recv().await {
+            let answer = match msg {
+                AxumMessage::Text(t) => AxumMessage::Text(format!("echo: {}", t.as_str()).into()),
+                AxumMessage::Binary(b) => AxumMessage::Binary(b),
+                AxumMessage::Close(_) => return,
+                _ => continue,
+            };
+            if socket.send(answer).await.is_err() {
+                return;
+            }
+        }
+    }
+    let router = axum::Router::new().route(
+        "/svc/ws/echo",
+        get(|ws: WebSocketUpgrade| async move { ws.max_message_size(64 << 20).on_upgrade(echo) }),
+    );
+
+    let gw = Gw::start(gw_shell, |_| {}).await;
+    let mut o = shell_tokio::receiver::ReceiverOptions::new(
+        format!("ws://{}/ws", gw.addr()),
+        std::sync::Arc::new(shell_tokio::upstream::ServiceUpstream::new(router))
+            as std::sync::Arc<dyn shell_tokio::upstream::Upstream>,
+    );
+    o.services = vec![format!("{HOST}/svc").parse().unwrap()];
+    let rx = shell_tokio::receiver::Receiver::spawn(o);
+    assert!(matches!(
+        tokio::time::timeout(PATIENCE, rx.wait_ready()).await,
+        Ok(shell_tokio::receiver::Status::Connected { .. })
+    ));
+
+    let (mut ws, status) = open(gw.addr(), "/svc/ws/echo").await.expect("upgrade");
+    assert_eq!(status, 101);
+    ws.send(Message::text("hello")).await.unwrap();
+    assert_eq!(next(&mut ws).await, Message::text("echo: hello"));
+    let big = support::pattern(3 << 20);
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    match next(&mut ws).await {
+        Message::Binary(b) => assert!(b[..] == big[..], "the 3 MiB message came back changed"),
+        other => panic!("expected the big message back, got {other:?}"),
+    }
+    ws.close(None).await.unwrap();
+    settled(&gw).await;
+    assert_eq!(gw.stats().await.totals.websockets, 1);
+
+    // A path the router has no WebSocket route for is its own 404.
+    let refused = handshake_refused(gw.addr(), "/svc/ws/none").await;
+    assert_eq!(refused.status, 404);
+    rx.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_service_answers_upgrades_tokio_gateway() {
+    in_process_service(Shell::Tokio).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_service_answers_upgrades_smol_gateway() {
+    in_process_service(Shell::Smol).await
+}
