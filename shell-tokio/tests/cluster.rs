@@ -198,9 +198,11 @@ fn get(addr: SocketAddr, host: &str, path: &str) -> Option<(u16, Vec<u8>)> {
     http(addr, "GET", host, path, b"")
 }
 
-/// Polls until `addr` answers `host` `path` with 200.
+/// Polls until `addr` answers `host` `path` with 200. Generous: on a
+/// loaded machine three gateways, their NATS and PostgreSQL start slowly,
+/// and a wait is not a speed claim.
 fn wait_serving(addr: SocketAddr, host: &str, path: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(90);
     let mut last = None;
     while Instant::now() < deadline {
         last = get(addr, host, path).map(|(s, b)| (s, String::from_utf8_lossy(&b).into_owned()));
