@@ -237,6 +237,29 @@ pub fn negotiate(ours: Features, theirs: Option<&str>) -> Features {
     }
 }
 
+/// What a gateway agrees to with a receiver: [`negotiate`], except that
+/// `streaming` is granted only together with `flow-control`. A streamed
+/// response without credit windows arrives as fast as the receiver sends
+/// it, whatever its client reads, so the gateway would have to hold it;
+/// without `streaming` the receiver sends whole messages, which the
+/// WebSocket message limit bounds.
+///
+/// ```
+/// use anpx_core::features::{negotiate_gateway, Feature, Features};
+///
+/// let agreed = negotiate_gateway(Features::all(), Some("streaming,cancel"));
+/// assert_eq!(agreed.to_header_value(), "cancel");
+/// let agreed = negotiate_gateway(Features::all(), Some("streaming,flow-control"));
+/// assert!(agreed.contains(Feature::Streaming));
+/// ```
+pub fn negotiate_gateway(ours: Features, theirs: Option<&str>) -> Features {
+    let mut agreed = negotiate(ours, theirs);
+    if !agreed.contains(Feature::FlowControl) {
+        agreed.remove(Feature::Streaming);
+    }
+    agreed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

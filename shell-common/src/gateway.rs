@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use anpx_core::edge::EdgeRefusal;
-use anpx_core::features::{negotiate, Features};
+use anpx_core::features::{negotiate_gateway, Features};
 use anpx_core::forward::{self, ClientInfo};
 use anpx_core::gateway::Ending;
 use anpx_core::gateway::{Failure, Identity, RequestBody, ResponseEvent};
@@ -220,7 +220,7 @@ impl Shared {
             admission: options.admission.clone(),
             features: crate::options::supported_features(),
             chunk_size: options.core.chunk_size,
-            max_frame_len: options.core.frame_limits.max_frame_len,
+            max_frame_len: options.core.max_message_len(),
             scheme,
             health_path: options.health_path.clone(),
             inspector: crate::admin::Inspector::new(options.inspector.clone()),
@@ -470,7 +470,7 @@ impl Shared {
             ));
         }
         let theirs = headers.get(FEATURES_HEADER).and_then(|v| v.to_str().ok());
-        let features = negotiate(self.features, theirs);
+        let features = negotiate_gateway(self.features, theirs);
         let answer = Answer {
             status: 101,
             headers: vec![

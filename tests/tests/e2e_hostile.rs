@@ -1165,7 +1165,93 @@ async fn an_unsigned_authentication_message_grants_nothing(shell: Shell) {
     assert!(matches!(pong, Some(Ok(WsMessage::Text(_)))), "{pong:?}");
 }
 
+async fn bodies_held_past_the_receiver_budget_close_the_hostile_receiver(shell: Shell) {
+    let (arena, mut evil) = arena(shell, |o| {
+        o.core.buffers.per_link = 1 << 20;
+        o.core.buffers.total = 8 << 20;
+    })
+    .await;
+    // Eleven bodies of 100 KiB in the meta-last layout, each far under
+    // every per-message limit, whose heads never come: the eleventh takes
+    // the connection past 1 MiB.
+    let piece = vec![b'e'; 100 * 1024];
+    let mut clients = Vec::new();
+    for i in 0..11 {
+        clients.push(arena.request(&format!("/evil/{i}")));
+        let id = next_request(&mut evil).await.request_id;
+        evil.send(response_frame(&id, chunk(0), false, &piece))
+            .await
+            .unwrap();
+    }
+    assert_eq!(closed_with(&mut evil).await, Some(1008));
+    for client in clients {
+        let r = tokio::time::timeout(PATIENCE, client)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.status, 502, "{:?}", String::from_utf8_lossy(&r.body));
+    }
+    wait_metric(&arena.gw, &fault("over_budget"), 1).await;
+    arena.gw.wait_for_receivers(1).await;
+    arena.finish().await;
+}
+
+async fn messages_over_the_receiver_budget_are_refused_by_size(shell: Shell) {
+    // The frame limit is left at its default; the budget is what applies.
+    let (arena, mut evil) = arena(shell, |o| {
+        o.core.buffers.per_link = 1 << 20;
+        o.core.buffers.total = 8 << 20;
+    })
+    .await;
+    let _ = evil
+        .send(WsMessage::Binary(Bytes::from(vec![0u8; (1 << 20) + 1])))
+        .await;
+    closed_with(&mut evil).await;
+    wait_metric(&arena.gw, &fault("too_big"), 1).await;
+    arena.gw.wait_for_receivers(1).await;
+    arena.finish().await;
+}
+
+async fn streaming_is_granted_only_with_flow_control(shell: Shell) {
+    let gw = Gw::start(shell, |_| {}).await;
+    let agreed = |offer: &'static str| {
+        let addr = gw.addr();
+        async move {
+            let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+            let headers = request.headers_mut();
+            headers.insert(
+                "x-anpx-services",
+                HeaderValue::from_static("api.agent.com/s"),
+            );
+            headers.insert("x-anpx-features", HeaderValue::from_static(offer));
+            let (_ws, response) =
+                tokio::time::timeout(PATIENCE, async_tungstenite::tokio::connect_async(request))
+                    .await
+                    .expect("handshake answered in time")
+                    .expect("admitted");
+            response
+                .headers()
+                .get("x-anpx-features")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default()
+        }
+    };
+    // Streamed without credit windows, a response arrives as fast as the
+    // receiver sends it, however slowly its client reads.
+    let without = agreed("streaming,cancel").await;
+    assert!(!without.contains("streaming"), "{without}");
+    assert!(without.contains("cancel"), "{without}");
+    let with = agreed("streaming,flow-control").await;
+    assert!(
+        with.contains("streaming") && with.contains("flow-control"),
+        "{with}"
+    );
+}
+
 for_every_gateway!(
+    bodies_held_past_the_receiver_budget_close_the_hostile_receiver,
+    streaming_is_granted_only_with_flow_control,
+    messages_over_the_receiver_budget_are_refused_by_size,
     slow_and_silent_clients_are_cut_at_the_header_read_timeout,
     oversized_heads_get_431,
     malformed_requests_get_400,

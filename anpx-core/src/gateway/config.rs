@@ -122,6 +122,14 @@ impl Default for GatewayConfig {
 }
 
 impl GatewayConfig {
+    /// The largest WebSocket message and ANPX frame a receiver may send:
+    /// the frame limit, but never past the connection's buffer budget,
+    /// since a message is received whole before anything of it moves on.
+    pub fn max_message_len(&self) -> usize {
+        let budget = usize::try_from(self.buffers.per_link).unwrap_or(usize::MAX);
+        self.frame_limits.max_frame_len.min(budget)
+    }
+
     /// Silence longer than this ends a receiver connection.
     pub fn liveness_timeout(&self) -> Duration {
         self.ping_interval * 2

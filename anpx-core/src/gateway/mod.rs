@@ -236,7 +236,8 @@ pub struct Gateway {
 impl Gateway {
     /// A gateway with no receivers. `seed` feeds the request-id generator;
     /// the shells seed it from the OS, tests from a fixed value.
-    pub fn new(config: GatewayConfig, seed: u64) -> Self {
+    pub fn new(mut config: GatewayConfig, seed: u64) -> Self {
+        config.frame_limits.max_frame_len = config.max_message_len();
         Gateway {
             chunker: Chunker::new(config.chunk_size),
             config,
