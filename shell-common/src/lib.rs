@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod banner;
 pub mod body;
 #[cfg(feature = "cluster")]
 pub mod cluster;

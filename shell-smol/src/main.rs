@@ -8,6 +8,7 @@ use anpx_core::cli::{Cli, Command};
 use anpx_core::config::Config;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use shell_common::banner::{self, Forwarding};
 use shell_common::process::{init_logging, load_config};
 use shell_common::setup::{self, SetupError};
 use shell_smol::cluster::ClusterOptions;
@@ -69,23 +70,22 @@ async fn run(command: Command, config: Config) -> Result<()> {
     match command {
         Command::Gateway(_) => {
             let gateway = gateway(&config).await?;
-            let (http, ws) = schemes(&config);
-            eprintln!(
-                "anpx-smol gateway on {http}://{0} (receivers: {ws}://{0}/ws)",
-                gateway.public_addr()
-            );
+            print_gateway(&gateway, &config);
             shutdown_signal().await?;
             gateway.shutdown().await;
             Ok(())
         }
         Command::Receiver(args) => {
             let receiver = Receiver::spawn(receiver_options(&config, args.demo)?);
+            let mut forwarding = Forwarding::new(&config, args.demo);
             let watch = receiver.watch();
             let stopped = async {
                 loop {
                     let (status, seen) = watch.get_versioned();
-                    if let Status::Stopped(why) = status {
-                        return why;
+                    match status {
+                        Status::Stopped(why) => return why,
+                        Status::Connected { granted, .. } => forwarding.print(&granted),
+                        Status::Connecting => {}
                     }
                     watch.changed(seen).await;
                 }
@@ -160,21 +160,35 @@ async fn both(mut config: Config, demo: bool, print_try: bool) -> Result<()> {
     let (http, ws) = schemes(&config);
     config.receiver.gateway = format!("{ws}://{addr}/ws");
     let receiver = Receiver::spawn(receiver_options(&config, demo)?);
-    match receiver.wait_ready().await {
-        Status::Connected { granted, .. } => tracing::info!(?granted, "tunnel up"),
-        other => bail!("the receiver could not connect to its own gateway: {other:?}"),
-    }
+    let granted = match receiver.wait_ready().await {
+        Status::Connected { granted, .. } => granted,
+        Status::Stopped(why) => bail!("the receiver could not connect to its own gateway: {why}"),
+        Status::Connecting => bail!("the receiver could not connect to its own gateway"),
+    };
+    print_gateway(&gateway, &config);
+    Forwarding::new(&config, demo).print(&granted);
     if print_try {
         println!("anpx-smol demo: gateway on {http}://{addr}, receiver connected, echo agent serving every path.");
         let admin = shell_common::admin::dashboard_hint(gateway.admin_addr());
         println!("Try:\n  curl -s '{http}://{addr}/agents/hello?name=anpx' -d 'ping'\n  {admin}\nCtrl-C to stop.");
-    } else {
-        eprintln!("anpx-smol: gateway on {http}://{addr}, receiver connected");
     }
     shutdown_signal().await?;
     receiver.shutdown().await;
     gateway.shutdown().await;
     Ok(())
+}
+
+/// Where the gateway is reachable, on stdout.
+fn print_gateway(gateway: &Gateway, config: &Config) {
+    let lines = banner::gateway_lines(
+        gateway.public_addr(),
+        gateway.ws_addr(),
+        gateway.admin_addr(),
+        config.gateway.tls.enabled(),
+    );
+    for line in lines {
+        println!("anpx-smol gateway: {line}");
+    }
 }
 
 /// The public and receiver URL schemes: with or without TLS.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use anpx_core::cli::Command;
 use anpx_core::config::Config;
 use anyhow::{bail, Context, Result};
+use shell_common::banner::{self, Forwarding};
 use shell_common::setup::{self, SetupError};
 use shell_tokio::cluster::ClusterOptions;
 use shell_tokio::gateway::{Gateway, GatewayOptions};
@@ -17,7 +18,8 @@ pub(crate) async fn run(command: Command, config: Config) -> Result<()> {
         Command::Receiver(args) => {
             let upstream = upstream(&config, args.demo)?;
             let receiver = Receiver::spawn(receiver_options(&config, upstream)?);
-            follow_until_signal(receiver).await
+            let forwarding = Forwarding::new(&config, args.demo);
+            follow_until_signal(receiver, forwarding).await
         }
         Command::Both(args) => both(config, args.demo, false).await,
         Command::Demo(_) => both(config, true, true).await,
@@ -61,11 +63,7 @@ async fn gateway_until_signal(config: Config) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     join_cluster(&mut gateway, &config).await?;
-    eprintln!(
-        "anpx gateway on http://{} (receivers: ws://{}/ws)",
-        gateway.public_addr(),
-        gateway.public_addr()
-    );
+    print_gateway(&gateway, &config);
     shutdown_signal().await;
     tracing::info!("shutting down: draining requests in flight");
     gateway.shutdown().await;
@@ -88,13 +86,32 @@ async fn join_cluster(gateway: &mut Gateway, config: &Config) -> Result<()> {
     Ok(())
 }
 
-async fn follow_until_signal(receiver: Receiver) -> Result<()> {
+/// Where the gateway is reachable, on stdout.
+fn print_gateway(gateway: &Gateway, config: &Config) {
+    let lines = banner::gateway_lines(
+        gateway.public_addr(),
+        gateway.ws_addr(),
+        gateway.admin_addr(),
+        config.gateway.tls.enabled(),
+    );
+    for line in lines {
+        println!("anpx gateway: {line}");
+    }
+}
+
+async fn follow_until_signal(receiver: Receiver, mut forwarding: Forwarding) -> Result<()> {
     let mut status = receiver.watch();
     tokio::select! {
         () = shutdown_signal() => {}
         () = async {
-            while status.changed().await.is_ok() {
-                if matches!(*status.borrow(), Status::Stopped(_)) {
+            loop {
+                let now = status.borrow_and_update().clone();
+                match now {
+                    Status::Stopped(_) => return,
+                    Status::Connected { granted, .. } => forwarding.print(&granted),
+                    Status::Connecting => {}
+                }
+                if status.changed().await.is_err() {
                     return;
                 }
             }
@@ -128,16 +145,17 @@ async fn both(mut config: Config, demo: bool, print_try: bool) -> Result<()> {
     };
     config.receiver.gateway = format!("{scheme}://{addr}/ws");
     let receiver = Receiver::spawn(receiver_options(&config, upstream)?);
-    match receiver.wait_ready().await {
-        Status::Connected { granted, .. } => tracing::info!(?granted, "tunnel up"),
-        other => bail!("the receiver could not connect to its own gateway: {other:?}"),
-    }
+    let granted = match receiver.wait_ready().await {
+        Status::Connected { granted, .. } => granted,
+        Status::Stopped(why) => bail!("the receiver could not connect to its own gateway: {why}"),
+        Status::Connecting => bail!("the receiver could not connect to its own gateway"),
+    };
+    print_gateway(&gateway, &config);
+    Forwarding::new(&config, demo).print(&granted);
     if print_try {
         println!("anpx demo: gateway on http://{addr}, receiver connected, echo agent serving every path.");
         let admin = shell_common::admin::dashboard_hint(gateway.admin_addr());
         println!("Try:\n  curl -s 'http://{addr}/agents/hello?name=anpx' -d 'ping'\n  {admin}\nCtrl-C to stop.");
-    } else {
-        eprintln!("anpx: gateway on http://{addr}, receiver connected");
     }
     shutdown_signal().await;
     receiver.shutdown().await;

@@ -368,3 +368,117 @@ fn back_after_going_away(binary: Binary) {
         read(&rx_log)
     );
 }
+
+/// A plain HTTP/1.0 GET with `host`; the status code.
+fn get_status(addr: SocketAddr, host: &str, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn anpx_says_where_things_are_reachable() {
+    says_where_things_are_reachable(Binary::Anpx);
+}
+
+#[test]
+fn anpx_smol_says_where_things_are_reachable() {
+    says_where_things_are_reachable(Binary::AnpxSmol);
+}
+
+/// The gateway prints its public, receiver and admin URLs; a receiver
+/// prints a Forwarding line per service, and the curl it prints for a
+/// service on another host name works from this machine as written.
+fn says_where_things_are_reachable(binary: Binary) {
+    let dir = TempDir::new(&format!("reachable-{binary:?}"));
+    let (listen, admin) = (free_addr(), free_addr());
+    let gateway_log = dir.path("gateway.log");
+    let _gateway = start(
+        binary,
+        &[
+            "gateway",
+            "--listen",
+            &listen.to_string(),
+            "--admin-listen",
+            &admin.to_string(),
+        ],
+        &gateway_log,
+    );
+    let out = gateway_log.with_extension("out");
+    wait_for(Duration::from_secs(15), "the gateway's banner", || {
+        read(&out).contains("admin URL")
+    });
+    let banner = read(&out);
+    assert!(
+        banner.contains(&format!("public URL:       http://{listen}\n")),
+        "{banner}"
+    );
+    assert!(
+        banner.contains(&format!("receivers dial:   ws://{listen}/ws\n")),
+        "{banner}"
+    );
+    assert!(
+        banner.contains(&format!("admin URL:        http://{admin}/ ")),
+        "{banner}"
+    );
+
+    let log = dir.path("other-host.log");
+    let args = [
+        "receiver",
+        "--demo",
+        "--gateway",
+        &format!("ws://{listen}/ws"),
+        "--service",
+        "api.example.com/agents",
+    ];
+    let _rx = start(binary, &args, &log);
+    let out = log.with_extension("out");
+    wait_for(
+        Duration::from_secs(15),
+        "the receiver's Forwarding line",
+        || read(&out).contains("Forwarding"),
+    );
+    let line = read(&out);
+    let curl = format!("curl -H 'Host: api.example.com' http://{listen}/agents");
+    assert!(
+        line.contains(&format!(
+            "Forwarding http://api.example.com/agents -> the built-in echo agent (through this gateway: {curl})"
+        )),
+        "{line}"
+    );
+    assert_eq!(
+        get_status(listen, "api.example.com", "/agents/hello"),
+        Some(200),
+        "what the line says works"
+    );
+
+    // A service on the gateway's own address is its URL, nothing to add.
+    let log = dir.path("own-host.log");
+    let upstream = format!("http://{}", free_addr());
+    let args = [
+        "receiver",
+        "--upstream",
+        &upstream,
+        "--gateway",
+        &format!("ws://{listen}/ws"),
+        "--service",
+        "127.0.0.1/direct",
+    ];
+    let _rx2 = start(binary, &args, &log);
+    let out = log.with_extension("out");
+    wait_for(
+        Duration::from_secs(15),
+        "the receiver's Forwarding line",
+        || read(&out).contains("Forwarding"),
+    );
+    let line = read(&out);
+    assert_eq!(
+        line,
+        format!("Forwarding http://{listen}/direct -> {upstream}\n"),
+        "{line}"
+    );
+}
