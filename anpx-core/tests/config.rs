@@ -88,6 +88,7 @@ fn all_changed() -> Config {
     g.auth.did_documents_dir = Some(PathBuf::from("dids"));
     g.auth.timestamp_window_secs = 5;
     g.auth.service_names = vec!["gw.example.com".to_owned(), "[::1]".to_owned()];
+    g.auth.max_nonces_per_did = 20;
     g.registry.url = Some("postgres://anpx@registry.test/g?sslmode=disable".to_owned());
     g.registry.refresh_secs = 600;
     g.cluster.nats_url = Some("nats://nats.test:4222".to_owned());
@@ -408,6 +409,10 @@ fn bad_values_are_named() {
         (
             "[gateway.auth]\nservice_names = [\"https://gw.example\"]",
             "gateway.auth.service_names: expected a list of host names such as [\"gateway.example.com\"], got \"https://gw.example\"",
+        ),
+        (
+            "[gateway.auth]\nmax_nonces_per_did = 100001",
+            "gateway.auth.max_nonces_per_did: expected at most 100000, got 100001",
         ),
         (
             "[gateway.auth]\ntimestamp_window_secs = 0",

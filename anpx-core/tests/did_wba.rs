@@ -435,6 +435,66 @@ fn nonce_store_full_refuses_and_recovers() {
 }
 
 #[test]
+fn one_did_flooding_logins_cannot_lock_out_another() {
+    let (ed, ed_pem) = (ed_doc(), read("ed25519-key-1_private.pem"));
+    let (secp, secp_pem) = (secp_doc(), read("secp256k1-key-1_private.pem"));
+    let t = ts("2026-11-22T01:35:30Z");
+    let mut v = Verifier::new(VerifierConfig {
+        max_nonces: 100,
+        max_nonces_per_did: 3,
+        ..VerifierConfig::default()
+    });
+    for n in 0..3u8 {
+        let h = build_header(ed.as_bytes(), &ed_pem, GW, t, [n; 16]).unwrap();
+        login(&mut v, t, &h, GW, ed.as_bytes()).unwrap();
+    }
+    // The flooding DID is refused before any document fetch...
+    let h = build_header(ed.as_bytes(), &ed_pem, GW, t, [9; 16]).unwrap();
+    assert_eq!(
+        v.check_header(t, &h, GW),
+        Err(AuthError::NonceQuotaFull { per_did: 3 })
+    );
+    // ...and the other DID's genuine login goes through, as often as its
+    // own quota allows.
+    for n in 0..3u8 {
+        let h = build_header(secp.as_bytes(), &secp_pem, GW, t, [n; 16]).unwrap();
+        login(&mut v, t, &h, GW, secp.as_bytes()).unwrap();
+    }
+    assert_eq!(v.nonces_stored(), 6);
+}
+
+#[test]
+fn a_login_that_fails_stores_no_nonce_and_replays_are_refused() {
+    let (doc, pem) = (ed_doc(), read("ed25519-key-1_private.pem"));
+    let t = ts("2026-11-22T01:35:30Z");
+    let mut v = Verifier::new(VerifierConfig {
+        max_nonces_per_did: 1,
+        ..VerifierConfig::default()
+    });
+    let h = build_header(doc.as_bytes(), &pem, GW, t, [1; 16]).unwrap();
+    // The signature checks out, then a later check (no grants) refuses the
+    // login: the nonce is not spent, so the quota of one is still free.
+    let parsed = v.check_header(t, &h, GW).unwrap();
+    v.check_document_json(t, &parsed, doc.as_bytes()).unwrap();
+    assert_eq!(v.nonces_stored(), 0);
+    // A document that does not verify spends nothing either.
+    let parsed = v.check_header(t, &h, GW).unwrap();
+    assert!(v
+        .check_document_json(t, &parsed, secp_doc().as_bytes())
+        .is_err());
+    assert_eq!(v.nonces_stored(), 0);
+    // The same header, once every check passes, logs in and is spent.
+    let parsed = v.check_header(t, &h, GW).unwrap();
+    v.check_document_json(t, &parsed, doc.as_bytes()).unwrap();
+    v.spend(t, &parsed).unwrap();
+    assert_eq!(v.nonces_stored(), 1);
+    // Replayed: refused at the header, and at the spend of a login that
+    // raced it past the header check.
+    assert_eq!(v.check_header(t, &h, GW), Err(AuthError::ReplayedNonce));
+    assert_eq!(v.spend(t, &parsed), Err(AuthError::ReplayedNonce));
+}
+
+#[test]
 fn nonce_memory_never_shorter_than_the_window() {
     let (header, t) = valid_secp();
     let mut v = Verifier::new(VerifierConfig {

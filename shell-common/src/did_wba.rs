@@ -250,7 +250,7 @@ impl DidWbaAdmission {
                 .lock()
                 .map_err(|_| Self::refusal("internal", "verifier unavailable"))?;
             verifier
-                .verify_json(SystemTime::now(), &parsed, &document)
+                .check_document_json(SystemTime::now(), &parsed, &document)
                 .map_err(|e| Self::refusal(e.reason(), e.to_string()))?
         };
         let allowed = self
@@ -264,6 +264,13 @@ impl DidWbaAdmission {
                 format!("{} has no registered service URLs", verified.did),
             ));
         }
+        // Spent only now that every check passed: a login that fails,
+        // for want of grants too, leaves no nonce to fill the store.
+        self.verifier
+            .lock()
+            .map_err(|_| Self::refusal("internal", "verifier unavailable"))?
+            .spend(SystemTime::now(), &parsed)
+            .map_err(|e| Self::refusal(e.reason(), e.to_string()))?;
         tracing::info!(did = %verified.did, key = %verified.verification_method, "receiver authenticated");
         Ok(Admitted {
             identity: Identity::Did(verified.did),
@@ -324,6 +331,73 @@ mod tests {
         parts: Vec<Result<&'static [u8], &'static str>>,
     ) -> impl futures_util::Stream<Item = Result<Bytes, &'static str>> + Unpin {
         futures_util::stream::iter(parts.into_iter().map(|p| p.map(Bytes::from_static)))
+    }
+
+    /// Documents from the test vectors' folder only; no network.
+    struct LocalIo;
+
+    impl DocumentIo for LocalIo {
+        fn get(
+            &self,
+            url: String,
+            _timeout: Duration,
+            _max_bytes: usize,
+            _tls: Arc<rustls::ClientConfig>,
+        ) -> BoxFuture<Result<Bytes, FetchError>> {
+            Box::pin(async move { Err(FetchError::Transport(format!("no network: {url}"))) })
+        }
+
+        fn unblock(
+            &self,
+            work: Box<dyn FnOnce() -> Option<Bytes> + Send>,
+        ) -> BoxFuture<Option<Bytes>> {
+            Box::pin(async move { work() })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_login_refused_for_want_of_grants_spends_no_nonce() {
+        let dir = PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../testdata/did-wba-vectors"
+        ));
+        let doc = std::fs::read(dir.join("ed25519-did.json")).unwrap();
+        let pem = std::fs::read_to_string(dir.join("ed25519-key-1_private.pem")).unwrap();
+        let registry = Arc::new(anpx_core::registry::StaticRegistry::new([]));
+        let admission = DidWbaAdmission::new(
+            VerifierConfig::default(),
+            DocumentSources {
+                directory: Some(dir),
+                tls: crate::tls::client_config(None).unwrap(),
+            },
+            Arc::new(LocalIo),
+            registry.clone(),
+        );
+        let service = "gateway.example.com";
+        let header =
+            anpx_core::auth::build_header(&doc, &pem, service, SystemTime::now(), [5; 16]).unwrap();
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::AUTHORIZATION, header.parse().unwrap());
+        let label = |r: Result<Admitted, Refusal>| r.err().map(|r| r.label);
+        // Refused for want of grants, twice: the first refusal did not
+        // spend the nonce (else the second would be a replay).
+        for _ in 0..2 {
+            assert_eq!(
+                label(admission.check(&headers, service).await),
+                Some("no_grants")
+            );
+        }
+        let did = DidDocument::from_json(&doc).unwrap().id;
+        registry
+            .add(&did, &"gateway.example.com/a".parse().unwrap())
+            .await
+            .unwrap();
+        // Granted now, the same header logs in once, and only once.
+        assert_eq!(label(admission.check(&headers, service).await), None);
+        assert_eq!(
+            label(admission.check(&headers, service).await),
+            Some("replayed_nonce")
+        );
     }
 
     #[tokio::test]

@@ -51,6 +51,7 @@ pub fn gateway_options(
             max_age: auth.timestamp_window(),
             resolver_base: auth.resolver_base_url.clone(),
             service_names: auth.service_names.clone(),
+            max_nonces_per_did: auth.max_nonces_per_did,
             ..VerifierConfig::default()
         };
         let sources = DocumentSources {

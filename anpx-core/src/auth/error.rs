@@ -57,6 +57,15 @@ pub enum AuthError {
         /// The configured capacity.
         capacity: usize,
     },
+    /// This DID holds its maximum of unexpired nonces: it logged in that
+    /// many times within the nonce memory. Other DIDs are not affected.
+    #[error(
+        "this DID already holds {per_did} unexpired nonces; refusing its new logins until some expire"
+    )]
+    NonceQuotaFull {
+        /// The configured per-DID quota.
+        per_did: usize,
+    },
     /// The DID document's `id` is not the DID of the header.
     #[error("DID document id {found:?} does not match the DID {expected:?}")]
     DidMismatch {
@@ -109,6 +118,7 @@ impl AuthError {
             Self::ReplayedNonce => "replayed_nonce",
             Self::WrongService(_) => "wrong_service",
             Self::NonceStoreFull { .. } => "nonce_store_full",
+            Self::NonceQuotaFull { .. } => "nonce_quota_full",
             Self::DidMismatch { .. } => "did_mismatch",
             Self::UnknownKey(_) => "unknown_key",
             Self::UnsupportedKeyType(_) => "unsupported_key_type",

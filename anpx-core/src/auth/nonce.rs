@@ -1,6 +1,7 @@
-//! Single-use nonces, remembered for a fixed time and bounded in number.
+//! Single-use nonces, remembered for a fixed time and bounded in number,
+//! in all and per DID.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
@@ -11,13 +12,17 @@ use super::AuthError;
 ///
 /// Entries are keyed by a SHA-256 of the pair, so each costs the same small
 /// amount whatever the client sent. An entry is forgotten once more than
-/// `memory` has passed since it was recorded; until then it is never dropped, and a full store refuses
-/// new entries instead, since forgetting early would reopen a replay window.
+/// `memory` has passed since it was recorded; until then it is never
+/// dropped, and a full store refuses new entries instead, since forgetting
+/// early would reopen a replay window.
+///
+/// Each DID may hold at most `per_did` entries, so one DID logging in
+/// over and over fills only its own quota, not the store other DIDs need.
 ///
 /// ```
 /// use std::time::{Duration, UNIX_EPOCH};
 /// use anpx_core::auth::{AuthError, NonceStore};
-/// let mut store = NonceStore::new(1, Duration::from_secs(60));
+/// let mut store = NonceStore::new(1, 1, Duration::from_secs(60));
 /// let t = UNIX_EPOCH + Duration::from_secs(1_000_000);
 /// store.insert(t, "did:wba:a.example", "n1").unwrap();
 /// assert_eq!(store.insert(t, "did:wba:a.example", "n1"), Err(AuthError::ReplayedNonce));
@@ -28,23 +33,30 @@ use super::AuthError;
 #[derive(Debug, Clone)]
 pub struct NonceStore {
     capacity: usize,
+    per_did: usize,
     memory: Duration,
     seen: HashSet<Key>,
     // Ordered by recording time, so expiry pops from the front. A clock that
     // steps back only makes later entries live longer, never shorter.
-    by_time: BTreeSet<(SystemTime, Key)>,
+    // Each entry also names its DID's key, to give back its quota.
+    by_time: BTreeSet<(SystemTime, Key, Key)>,
+    // Entries per DID; never more keys than `seen` has entries.
+    per_did_count: HashMap<Key, usize>,
 }
 
 type Key = [u8; 32];
 
 impl NonceStore {
-    /// A store holding at most `capacity` nonces, each for `memory`.
-    pub fn new(capacity: usize, memory: Duration) -> Self {
+    /// A store holding at most `capacity` nonces, at most `per_did` of
+    /// them for one DID, each for `memory`.
+    pub fn new(capacity: usize, per_did: usize, memory: Duration) -> Self {
         Self {
             capacity,
+            per_did,
             memory,
             seen: HashSet::new(),
             by_time: BTreeSet::new(),
+            per_did_count: HashMap::new(),
         }
     }
 
@@ -52,16 +64,17 @@ impl NonceStore {
     /// [`NonceStore::insert`] would; records nothing.
     pub fn check(&mut self, now: SystemTime, did: &str, nonce: &str) -> Result<(), AuthError> {
         self.expire(now);
-        self.check_key(&key(did, nonce))
+        self.check_key(&key(did, nonce), &did_key(did))
     }
 
     /// Records the pair as used.
     pub fn insert(&mut self, now: SystemTime, did: &str, nonce: &str) -> Result<(), AuthError> {
         self.expire(now);
-        let key = key(did, nonce);
-        self.check_key(&key)?;
+        let (key, did) = (key(did, nonce), did_key(did));
+        self.check_key(&key, &did)?;
         self.seen.insert(key);
-        self.by_time.insert((now, key));
+        self.by_time.insert((now, key, did));
+        *self.per_did_count.entry(did).or_default() += 1;
         Ok(())
     }
 
@@ -80,18 +93,29 @@ impl NonceStore {
     /// more: the timestamp window is inclusive at both ends, so a nonce
     /// must outlive the exact boundary.
     pub fn expire(&mut self, now: SystemTime) {
-        while let Some(&(at, key)) = self.by_time.first() {
+        while let Some(&(at, key, did)) = self.by_time.first() {
             match now.duration_since(at) {
                 Ok(age) if age > self.memory => {
                     self.by_time.pop_first();
                     self.seen.remove(&key);
+                    if let Some(n) = self.per_did_count.get_mut(&did) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.per_did_count.remove(&did);
+                        }
+                    }
                 }
                 _ => break,
             }
         }
     }
 
-    fn check_key(&self, key: &Key) -> Result<(), AuthError> {
+    /// How many nonces of `did` are remembered.
+    pub fn len_for(&self, did: &str) -> usize {
+        self.per_did_count.get(&did_key(did)).copied().unwrap_or(0)
+    }
+
+    fn check_key(&self, key: &Key, did: &Key) -> Result<(), AuthError> {
         if self.seen.contains(key) {
             return Err(AuthError::ReplayedNonce);
         }
@@ -100,8 +124,17 @@ impl NonceStore {
                 capacity: self.capacity,
             });
         }
+        if self.per_did_count.get(did).copied().unwrap_or(0) >= self.per_did {
+            return Err(AuthError::NonceQuotaFull {
+                per_did: self.per_did,
+            });
+        }
         Ok(())
     }
+}
+
+fn did_key(did: &str) -> Key {
+    Sha256::digest(did.as_bytes()).into()
 }
 
 fn key(did: &str, nonce: &str) -> Key {
@@ -124,7 +157,7 @@ mod tests {
 
     #[test]
     fn replay_is_per_did() {
-        let mut s = NonceStore::new(10, Duration::from_secs(360));
+        let mut s = NonceStore::new(10, 10, Duration::from_secs(360));
         s.insert(t(0), "did:wba:a", "n").unwrap();
         assert_eq!(
             s.check(t(1), "did:wba:a", "n"),
@@ -139,7 +172,7 @@ mod tests {
 
     #[test]
     fn expiry_and_capacity() {
-        let mut s = NonceStore::new(2, Duration::from_secs(360));
+        let mut s = NonceStore::new(2, 2, Duration::from_secs(360));
         s.insert(t(0), "d", "1").unwrap();
         s.insert(t(100), "d", "2").unwrap();
         assert_eq!(
@@ -156,7 +189,7 @@ mod tests {
 
     #[test]
     fn clock_stepping_back_keeps_entries() {
-        let mut s = NonceStore::new(10, Duration::from_secs(60));
+        let mut s = NonceStore::new(10, 10, Duration::from_secs(60));
         s.insert(t(1000), "d", "1").unwrap();
         s.insert(t(10), "d", "2").unwrap();
         s.expire(t(500));
@@ -167,8 +200,36 @@ mod tests {
     }
 
     #[test]
+    fn one_did_fills_only_its_own_quota() {
+        let mut s = NonceStore::new(10, 3, Duration::from_secs(360));
+        for n in 0..3 {
+            s.insert(t(0), "did:wba:flood", &n.to_string()).unwrap();
+        }
+        assert_eq!(
+            s.insert(t(1), "did:wba:flood", "3"),
+            Err(AuthError::NonceQuotaFull { per_did: 3 })
+        );
+        // Another DID still has all of its own.
+        for n in 0..3 {
+            s.insert(t(1), "did:wba:genuine", &n.to_string()).unwrap();
+        }
+        assert_eq!(s.len_for("did:wba:flood"), 3);
+        // A replay is still a replay, not a quota matter.
+        assert_eq!(
+            s.insert(t(2), "did:wba:flood", "0"),
+            Err(AuthError::ReplayedNonce)
+        );
+        // Expiry gives the quota back, and forgets the DID once empty.
+        s.insert(t(361), "did:wba:flood", "3").unwrap();
+        assert_eq!(s.len_for("did:wba:flood"), 1);
+        s.expire(t(1000));
+        assert!(s.is_empty());
+        assert!(s.per_did_count.is_empty());
+    }
+
+    #[test]
     fn zero_capacity_refuses_all() {
-        let mut s = NonceStore::new(0, Duration::from_secs(60));
+        let mut s = NonceStore::new(0, 0, Duration::from_secs(60));
         assert_eq!(
             s.insert(t(0), "d", "1"),
             Err(AuthError::NonceStoreFull { capacity: 0 })

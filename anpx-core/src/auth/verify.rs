@@ -25,6 +25,11 @@ pub struct VerifierConfig {
     /// logins are refused with [`AuthError::NonceStoreFull`] until old
     /// nonces expire.
     pub max_nonces: usize,
+    /// Most nonces remembered at once for one DID (default 1 000): a DID
+    /// logging in more often than that within `nonce_memory` is refused
+    /// with [`AuthError::NonceQuotaFull`], and other DIDs' logins are not
+    /// affected.
+    pub max_nonces_per_did: usize,
     /// Replaces `https://host[:port]` in document URLs, e.g. a local
     /// resolver or a test server.
     pub resolver_base: Option<String>,
@@ -46,6 +51,7 @@ impl Default for VerifierConfig {
             max_ahead: Duration::from_secs(60),
             nonce_memory: Duration::from_secs(7 * 60),
             max_nonces: 100_000,
+            max_nonces_per_did: 1_000,
             resolver_base: None,
             max_document_bytes: 64 * 1024,
             service_names: Vec::new(),
@@ -156,7 +162,7 @@ impl Verifier {
         let floor = config.max_age.saturating_add(config.max_ahead);
         let memory = config.nonce_memory.max(floor);
         Self {
-            nonces: NonceStore::new(config.max_nonces, memory),
+            nonces: NonceStore::new(config.max_nonces, config.max_nonces_per_did, memory),
             config,
         }
     }
@@ -218,24 +224,49 @@ impl Verifier {
         parsed: &ParsedHeader,
         document_json: &[u8],
     ) -> Result<VerifiedDid, AuthError> {
+        let verified = self.check_document_json(now, parsed, document_json)?;
+        self.spend(now, parsed)?;
+        Ok(verified)
+    }
+
+    /// The checks that need the DID document, then the nonce is spent
+    /// ([`check_document`](Self::check_document), then
+    /// [`spend`](Self::spend)), for a caller with no check of its own after
+    /// the signature.
+    pub fn verify(
+        &mut self,
+        now: SystemTime,
+        parsed: &ParsedHeader,
+        document: &DidDocument,
+    ) -> Result<VerifiedDid, AuthError> {
+        let verified = self.check_document(now, parsed, document)?;
+        self.spend(now, parsed)?;
+        Ok(verified)
+    }
+
+    /// [`check_document`](Self::check_document) on the fetched JSON.
+    pub fn check_document_json(
+        &mut self,
+        now: SystemTime,
+        parsed: &ParsedHeader,
+        document_json: &[u8],
+    ) -> Result<VerifiedDid, AuthError> {
         if document_json.len() > self.config.max_document_bytes {
             return Err(AuthError::BadDocument(format!(
                 "larger than {} bytes",
                 self.config.max_document_bytes
             )));
         }
-        self.verify(now, parsed, &DidDocument::from_json(document_json)?)
+        self.check_document(now, parsed, &DidDocument::from_json(document_json)?)
     }
 
     /// The checks that need the DID document: its id is the DID, the
     /// header's `verification_method` names a key in it (under
     /// `verificationMethod` or embedded in `authentication`), and the
-    /// signature verifies with that key. On success the nonce is recorded.
-    ///
-    /// The timestamp window and the nonce are checked again with this
-    /// `now`, as the fetch took time and another login may have used the
-    /// nonce meanwhile.
-    pub fn verify(
+    /// signature verifies with that key. Records nothing: a caller with
+    /// further checks (the DID's grants) [`spend`](Self::spend)s the nonce
+    /// once they pass, so a login that fails leaves no nonce behind.
+    pub fn check_document(
         &mut self,
         now: SystemTime,
         parsed: &ParsedHeader,
@@ -255,13 +286,23 @@ impl Verifier {
             .ok_or_else(|| AuthError::UnknownKey(method_id.clone()))?;
         let key = method.public_key()?;
         key.verify(&parsed.content_hash, &parsed.signature)?;
-        self.nonces.insert(now, did, &parsed.header.nonce)?;
+        self.nonces.check(now, did, &parsed.header.nonce)?;
         Ok(VerifiedDid {
             did: did.to_owned(),
             verification_method: method_id,
             key_type: key.key_type(),
             timestamp: parsed.timestamp,
         })
+    }
+
+    /// Records the header's nonce as used, ending the login: the timestamp
+    /// window and the nonce are checked again with this `now`, as the fetch
+    /// and later checks took time and another login may have used the nonce
+    /// meanwhile. Call it only for a login that passed every check.
+    pub fn spend(&mut self, now: SystemTime, parsed: &ParsedHeader) -> Result<(), AuthError> {
+        self.check_window(now, parsed.timestamp)?;
+        self.nonces
+            .insert(now, parsed.did.as_str(), &parsed.header.nonce)
     }
 
     fn check_window(&self, now: SystemTime, timestamp: SystemTime) -> Result<(), AuthError> {

@@ -359,6 +359,10 @@ pub struct AuthSection {
     /// Host the receiver dialled, so a header signed for one gateway is
     /// good at every gateway reachable under that name.
     pub service_names: Vec<String>,
+    /// Most unexpired login nonces one DID may hold
+    /// (`gateway.auth.max_nonces_per_did`): a DID logging in more often
+    /// within the nonce memory (7 minutes) is refused, others are not.
+    pub max_nonces_per_did: usize,
 }
 
 impl Default for AuthSection {
@@ -369,6 +373,7 @@ impl Default for AuthSection {
             did_documents_dir: None,
             timestamp_window_secs: 300,
             service_names: Vec::new(),
+            max_nonces_per_did: 1_000,
         }
     }
 }

@@ -177,7 +177,7 @@ macro_rules! key {
     };
 }
 
-static KEYS: [KeyInfo; 67] = [
+static KEYS: [KeyInfo; 68] = [
     // [gateway]
     key!(
         "gateway.listen", "ANPX_GATEWAY_LISTEN", "listen", "ADDR", "127.0.0.1:8080",
@@ -417,6 +417,13 @@ static KEYS: [KeyInfo; 67] = [
         "Host names a receiver may sign as the service; a login signed for any other name is refused (unset: whatever Host the receiver dialled)",
         gateway.auth.service_names,
         parse: v::host_names, render: |n: &Vec<String>| v::render_strings(n),
+    ),
+    key!(
+        "gateway.auth.max_nonces_per_did", "ANPX_GATEWAY_AUTH_MAX_NONCES_PER_DID",
+        "auth-max-nonces-per-did", "N", "1000",
+        "Most logins one DID may make within the 7-minute nonce memory; more are refused for that DID only (all DIDs together: 100 000)",
+        gateway.auth.max_nonces_per_did,
+        parse: |i| v::int(i, 1, 100_000), render: v::render_int,
     ),
     // [gateway.registry]
     key!(
