@@ -1,0 +1,207 @@
+//! Drives the gateway state machine with arbitrary receiver input (well-
+//! and ill-formed response frames, raw binary and text messages, pings,
+//! window updates, closes) next to client requests, reads, cancels, upload
+//! pieces and the passing of time, and holds it to its buffer budgets: what
+//! one receiver connection makes the gateway hold never passes the
+//! per-connection budget, all of them together never pass the total, the
+//! total is exactly the sum over the connections, and nothing panics
+//! (the fuzz profile turns integer overflow into a crash).
+//!
+//! Input: a sequence of operations, three bytes each, `[op, a, b]`;
+//! `a` picks a receiver or request, `b` a size, flag or delay.
+
+#![no_main]
+
+use std::time::{Duration, Instant};
+
+use anpx_core::features::{Feature, Features};
+use anpx_core::frame::{ChunkInfo, ExtFrame, FinalMarker, Frame, MessageKind, Meta};
+use anpx_core::gateway::{
+    BufferBudget, Gateway, GatewayConfig, Identity, LinkId, Output, RequestBody,
+};
+use anpx_core::ws::WsMessage;
+use anpx_core::{RequestHead, RequestId, ResponseHead};
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+
+const HOST: &str = "api.agent.com";
+const RECEIVERS: usize = 3;
+// Small enough that a few frames reach each budget.
+const PER_LINK: u64 = 20_000;
+const TOTAL: u64 = 45_000;
+
+struct World {
+    now: Instant,
+    gw: Gateway,
+    links: [LinkId; RECEIVERS],
+    requests: Vec<RequestId>,
+}
+
+fn admit(gw: &mut Gateway, now: Instant, receiver: usize, flags: u8) -> LinkId {
+    let mut features = Features::empty();
+    if flags & 1 != 0 {
+        features.insert(Feature::Streaming);
+    }
+    if flags & 2 != 0 {
+        features.insert(Feature::FlowControl);
+    }
+    if flags & 4 != 0 {
+        features.insert(Feature::Cancel);
+    }
+    gw.admit(
+        now,
+        Identity::Anonymous,
+        vec![format!("{HOST}/r{receiver}").parse().unwrap()],
+        features,
+    )
+}
+
+impl World {
+    fn request(&self, a: u8) -> RequestId {
+        match self.requests.len() {
+            // An id never sent: a stray frame.
+            0 => RequestId::from("never-sent"),
+            n => self.requests[usize::from(a) % n].clone(),
+        }
+    }
+
+    fn check(&mut self) {
+        while let Some(out) = self.gw.poll_output() {
+            if let Output::Close { link, .. } = out {
+                assert!(
+                    self.gw.link_buffered(link).is_none(),
+                    "{link} closed but still counted"
+                );
+            }
+        }
+        let mut sum = 0;
+        for link in self.links {
+            if let Some(held) = self.gw.link_buffered(link) {
+                assert!(held <= PER_LINK, "{link} holds {held} > {PER_LINK}");
+                sum += held;
+            }
+        }
+        let total = self.gw.buffered();
+        assert!(total <= TOTAL, "receivers hold {total} > {TOTAL}");
+        assert_eq!(total, sum, "the total is not the sum over connections");
+    }
+}
+
+fn response(id: RequestId, a: u8, b: u8) -> Option<WsMessage> {
+    let size = usize::from(b) * 40;
+    let chunk = match a % 4 {
+        0 => None,
+        n => Some(ChunkInfo {
+            index: u32::from(a >> 3),
+            total: (n == 2).then_some(u32::from(a >> 5) + 1),
+            final_marker: (n == 3).then_some(if b & 1 == 0 {
+                FinalMarker::Byte
+            } else {
+                FinalMarker::Word
+            }),
+        }),
+    };
+    let kind = if a & 4 != 0 && b & 2 != 0 {
+        MessageKind::Error
+    } else {
+        MessageKind::Response
+    };
+    let head = chunk.is_none() || a & 4 != 0;
+    let frame = Frame {
+        kind,
+        request_id: id,
+        chunk,
+        meta: (kind == MessageKind::Response && head)
+            .then(|| Meta::Response(ResponseHead::new(200 + u16::from(b % 4)))),
+        body: (size > 0).then(|| Bytes::from(vec![b'z'; size])),
+    };
+    frame.encode().ok().map(WsMessage::Binary)
+}
+
+fuzz_target!(|data: &[u8]| {
+    let config = GatewayConfig {
+        buffers: BufferBudget {
+            per_link: PER_LINK,
+            total: TOTAL,
+        },
+        ..GatewayConfig::default()
+    };
+    let now = Instant::now();
+    let mut gw = Gateway::new(config, 11);
+    let links = std::array::from_fn(|r| admit(&mut gw, now, r, r as u8 * 3));
+    let mut w = World {
+        now,
+        gw,
+        links,
+        requests: Vec::new(),
+    };
+    for op in data.chunks_exact(3) {
+        let (a, b) = (op[1], op[2]);
+        let receiver = usize::from(a) % RECEIVERS;
+        let link = w.links[receiver];
+        match op[0] % 11 {
+            0 => {
+                let body = if b & 1 == 0 {
+                    RequestBody::Empty
+                } else {
+                    RequestBody::Streaming
+                };
+                let head = RequestHead::new("GET", format!("/r{receiver}/x"));
+                if let Ok(id) = w.gw.start_request(w.now, HOST, head, body) {
+                    w.requests.push(id);
+                }
+            }
+            1 | 2 => {
+                let id = w.request(a);
+                if let Some(message) = response(id, a, b) {
+                    w.gw.handle_message(w.now, link, message);
+                }
+            }
+            3 => {
+                let raw: Bytes = op.iter().copied().cycle().take(usize::from(b)).collect();
+                w.gw.handle_message(w.now, link, WsMessage::Binary(raw));
+            }
+            4 => {
+                let text = match b % 3 {
+                    0 => r#"{"type":"ping","timestamp":1}"#,
+                    1 => r#"{"type":"heartbeat"}"#,
+                    _ => "not json",
+                };
+                w.gw.handle_message(w.now, link, WsMessage::Text(text.into()));
+            }
+            5 => {
+                w.gw.handle_message(w.now, link, WsMessage::Ping(Bytes::new()))
+            }
+            6 => {
+                let update = ExtFrame::WindowUpdate {
+                    request_id: w.request(a),
+                    increment: u32::from(b) << 12,
+                };
+                w.gw.handle_message(w.now, link, WsMessage::Binary(update.encode()));
+            }
+            7 => {
+                // The receiver's connection goes; another takes its routes.
+                w.gw.close_link(w.now, link);
+                w.links[receiver] = admit(&mut w.gw, w.now, receiver, b);
+            }
+            8 => {
+                let id = w.request(a);
+                w.gw.body_read(w.now, &id, usize::from(b) * 100);
+            }
+            9 => {
+                let id = w.request(a);
+                if b & 1 == 0 {
+                    w.gw.cancel(w.now, &id);
+                } else {
+                    let piece = Bytes::from(vec![b'u'; usize::from(b)]);
+                    let _ = w.gw.push_body(w.now, &id, piece, b & 2 != 0);
+                }
+            }
+            _ => {
+                w.now += Duration::from_secs(u64::from(b));
+                w.gw.handle_timeout(w.now);
+            }
+        }
+        w.check();
+    }
+});
