@@ -20,6 +20,7 @@ use anpx_core::gateway::Identity;
 use anpx_core::registry::Registry;
 use bytes::Bytes;
 
+use crate::fetch_gate::{FetchGate, FetchLimits};
 use crate::receiver::BoxFuture;
 use crate::{Admission, Admitted, Refusal};
 
@@ -151,6 +152,22 @@ pub struct DidWbaAdmission {
     registry: Arc<dyn Registry>,
     cache: Mutex<HashMap<String, (Instant, Bytes)>>,
     max_document_bytes: usize,
+    fetches: Mutex<FetchGate>,
+}
+
+/// A fetch's place in the [`FetchGate`], given back however the fetch
+/// ends (a handshake dropped mid-fetch included).
+struct FetchPlace<'a> {
+    gate: &'a Mutex<FetchGate>,
+    host: String,
+    failed: bool,
+}
+
+impl Drop for FetchPlace<'_> {
+    fn drop(&mut self) {
+        let mut gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+        gate.end(&self.host, !self.failed, Instant::now());
+    }
 }
 
 impl DidWbaAdmission {
@@ -169,6 +186,7 @@ impl DidWbaAdmission {
             io,
             registry,
             cache: Mutex::new(HashMap::new()),
+            fetches: Mutex::new(FetchGate::new(FetchLimits::default())),
         }
     }
 
@@ -198,7 +216,24 @@ impl DidWbaAdmission {
         if let Some(doc) = cached {
             return Ok(doc);
         }
-        let doc = self
+        // A host that is slow or failing gets only its share of fetches,
+        // so logins needing no fetch are never left without a handshake
+        // slot behind it.
+        let host = DocumentUrl::parse(url)
+            .map_or_else(|_| url.to_owned(), |u| u.authority.to_ascii_lowercase());
+        self.fetches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .begin(&host, Instant::now())
+            .map_err(|e| {
+                Self::refusal("document_fetch_refused", format!("DID document {url}: {e}"))
+            })?;
+        let mut place = FetchPlace {
+            gate: &self.fetches,
+            host,
+            failed: false,
+        };
+        let fetched = self
             .io
             .get(
                 url.to_owned(),
@@ -206,10 +241,14 @@ impl DidWbaAdmission {
                 self.max_document_bytes,
                 self.sources.tls.clone(),
             )
-            .await
-            .map_err(|e| {
-                Self::refusal("document_unavailable", format!("DID document {url}: {e}"))
-            })?;
+            .await;
+        // Only a fetch that failed marks its host; one dropped with its
+        // handshake says nothing about the host.
+        place.failed = fetched.is_err();
+        drop(place);
+        let doc = fetched.map_err(|e| {
+            Self::refusal("document_unavailable", format!("DID document {url}: {e}"))
+        })?;
         if let Ok(mut c) = self.cache.lock() {
             // Bounded: drop expired entries before they can pile up.
             c.retain(|_, (at, _)| at.elapsed() < DOCUMENT_TTL);
@@ -398,6 +437,93 @@ mod tests {
             label(admission.check(&headers, service).await),
             Some("replayed_nonce")
         );
+    }
+
+    /// Fetches that never answer.
+    struct SilentIo;
+
+    impl DocumentIo for SilentIo {
+        fn get(
+            &self,
+            _url: String,
+            _timeout: Duration,
+            _max_bytes: usize,
+            _tls: Arc<rustls::ClientConfig>,
+        ) -> BoxFuture<Result<Bytes, FetchError>> {
+            Box::pin(std::future::pending())
+        }
+
+        fn unblock(
+            &self,
+            work: Box<dyn FnOnce() -> Option<Bytes> + Send>,
+        ) -> BoxFuture<Option<Bytes>> {
+            Box::pin(async move { work() })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_silent_host_is_refused_at_once_past_its_share_and_local_logins_go_on() {
+        use futures_util::FutureExt;
+        let dir = PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../testdata/did-wba-vectors"
+        ));
+        let doc = std::fs::read(dir.join("ed25519-did.json")).unwrap();
+        let pem = std::fs::read_to_string(dir.join("ed25519-key-1_private.pem")).unwrap();
+        let did = DidDocument::from_json(&doc).unwrap().id;
+        let registry = Arc::new(anpx_core::registry::StaticRegistry::new([(
+            did.clone(),
+            "gateway.example.com/a".parse().unwrap(),
+        )]));
+        let admission = DidWbaAdmission::new(
+            VerifierConfig::default(),
+            DocumentSources {
+                directory: Some(dir),
+                tls: crate::tls::client_config(None).unwrap(),
+            },
+            Arc::new(SilentIo),
+            registry,
+        );
+        let service = "gateway.example.com";
+        let headers = |did_in_header: &str, nonce: u8| {
+            let header =
+                anpx_core::auth::build_header(&doc, &pem, service, SystemTime::now(), [nonce; 16])
+                    .unwrap()
+                    .replace(&did, did_in_header);
+            let mut h = http::HeaderMap::new();
+            h.insert(http::header::AUTHORIZATION, header.parse().unwrap());
+            h
+        };
+        // Handshakes naming documents on a host that never answers: the
+        // host's share of fetches hangs...
+        let per_host = FetchLimits::default().per_host;
+        let slow: Vec<_> = (0..per_host as u8)
+            .map(|n| headers(&format!("did:wba:silent.example:u{n}"), n))
+            .collect();
+        let mut hanging: Vec<_> = slow
+            .iter()
+            .map(|h| Box::pin(admission.check(h, service)))
+            .collect();
+        for f in &mut hanging {
+            assert!(f.as_mut().now_or_never().is_none());
+        }
+        // ...and the next is refused at once instead of holding a slot.
+        let next = headers("did:wba:silent.example:more", 99);
+        let refused = admission.check(&next, service).now_or_never();
+        assert!(
+            matches!(&refused, Some(Err(r)) if r.label == "document_fetch_refused"),
+            "{:?}",
+            refused.map(|r| r.err().map(|r| r.label))
+        );
+        // A DID whose document is local logs in meanwhile.
+        let genuine = headers(&did, 200);
+        assert!(admission.check(&genuine, service).await.is_ok());
+        // Dropped handshakes give their places back, without marking the
+        // host as failed.
+        drop(hanging);
+        assert_eq!(admission.fetches.lock().unwrap().in_flight(), 0);
+        let again = admission.check(&slow[0], service).now_or_never();
+        assert!(again.is_none(), "a dropped fetch is not a failure");
     }
 
     #[tokio::test]

@@ -25,6 +25,7 @@ pub mod did_wba;
 pub mod driver;
 pub mod edge;
 pub mod endings;
+pub mod fetch_gate;
 pub mod gateway;
 pub mod link;
 pub mod options;
