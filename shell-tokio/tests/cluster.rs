@@ -10,6 +10,8 @@
 //! they are not installed the test prints a skip notice naming the install
 //! command, and fails when `CI` is set.
 
+#[path = "support/identity.rs"]
+mod identity;
 mod support;
 
 use std::io::{Read, Write};
@@ -20,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anpx_test_servers::{Nats, Postgres};
+use identity::{new_identity, registry as registry_cmd};
 use support::{Binary, Proc};
 
 /// The cluster's subject prefix; each test has a NATS server of its own.
@@ -494,16 +497,6 @@ fn kill(name: &str, binaries: [Binary; 3]) {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-fn ok(c: &mut Command) -> String {
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{c:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[test]
 fn gateways_sharing_a_postgres_registry_grant_alike_and_forward_signed_receivers() {
     let Some(nats) = Nats::start_or_skip() else {
@@ -516,37 +509,11 @@ fn gateways_sharing_a_postgres_registry_grant_alike_and_forward_signed_receivers
     let dir = scratch("did");
     let up = upstream();
     let name = "agent-1";
-    let id = dir.join("id");
-    ok(anpx()
-        .args([
-            "did",
-            "new",
-            "--host",
-            "agents.example",
-            "--path",
-            name,
-            "--out",
-        ])
-        .arg(&id));
-    let docs = dir.join("docs");
-    std::fs::create_dir_all(&docs).unwrap();
-    std::fs::copy(id.join("did.json"), docs.join(format!("{name}.json"))).unwrap();
-    let doc: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(id.join("did.json")).unwrap()).unwrap();
-    let did = doc["id"].as_str().unwrap().to_owned();
-    let service = format!("signed.test/{name}");
-    ok(anpx().args([
-        "registry",
-        "add",
-        "--registry-url",
-        &registry,
-        "--did",
-        &did,
-        "--service",
-        &service,
-    ]));
+    let me = new_identity(&dir, name);
+    let did = me.did.clone();
+    registry_cmd(&registry, "add", &did, &format!("signed.test/{name}"));
 
-    let docs_arg = docs.to_string_lossy().into_owned();
+    let docs_arg = me.documents_dir.to_string_lossy().into_owned();
     let auth = [
         "--auth-mode",
         "did-wba",
@@ -571,9 +538,9 @@ fn gateways_sharing_a_postgres_registry_grant_alike_and_forward_signed_receivers
                 &format!("http://{up}"),
                 "--did-document",
             ])
-            .arg(id.join("did.json"))
+            .arg(&me.document)
             .arg("--private-key")
-            .arg(id.join("key-1_private.pem"))
+            .arg(&me.key)
             .args([
                 "--reconnect-first-delay-ms",
                 "100",

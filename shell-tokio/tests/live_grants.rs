@@ -6,30 +6,23 @@
 //! SQLite and in PostgreSQL (a throwaway server; skipped by name when
 //! PostgreSQL is not installed).
 
+#[path = "support/identity.rs"]
+mod identity;
 mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anpx_test_servers::Postgres;
+use identity::{new_identity, registry};
 use support::{Binary, Proc};
 
 const HOST: &str = "live.test";
 /// `gateway.registry.refresh_secs` in these tests.
 const REFRESH_SECS: u64 = 1;
-
-fn ok(c: &mut Command) -> String {
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{c:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
@@ -94,56 +87,9 @@ fn answer(mut conn: TcpStream) {
     let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
 }
 
-struct Identity {
-    did: String,
-    document: PathBuf,
-    key: PathBuf,
-    documents_dir: PathBuf,
-}
-
-fn identity(dir: &Path) -> Identity {
-    let id = dir.join("id");
-    ok(support::Binary::Anpx
-        .command()
-        .args([
-            "did",
-            "new",
-            "--host",
-            "agents.example",
-            "--path",
-            "live",
-            "--out",
-        ])
-        .arg(&id));
-    let documents_dir = dir.join("docs");
-    std::fs::create_dir_all(&documents_dir).unwrap();
-    std::fs::copy(id.join("did.json"), documents_dir.join("live.json")).unwrap();
-    let doc: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(id.join("did.json")).unwrap()).unwrap();
-    Identity {
-        did: doc["id"].as_str().unwrap().to_owned(),
-        document: id.join("did.json"),
-        key: id.join("key-1_private.pem"),
-        documents_dir,
-    }
-}
-
-fn registry(url: &str, verb: &str, did: &str, service: &str) {
-    ok(Binary::Anpx.command().args([
-        "registry",
-        verb,
-        "--registry-url",
-        url,
-        "--did",
-        did,
-        "--service",
-        service,
-    ]));
-}
-
 /// The scenario on `gateway`'s binary with the registry at `url`.
 fn follows(gateway: Binary, url: &str, dir: &Path) {
-    let me = identity(dir);
+    let me = new_identity(dir, "live");
     registry(url, "add", &me.did, &format!("{HOST}/kept"));
     registry(url, "add", &me.did, &format!("{HOST}/withdrawn"));
 
