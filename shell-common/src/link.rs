@@ -90,7 +90,7 @@ pub async fn admit(
     follow: FollowGrants,
 ) -> Result<AdmittedLink, DriverGone> {
     let (outbox, queued) = mpsc::unbounded();
-    let who = format!("{identity:?}");
+    let who = identity.to_string();
     let link = driver.admit(identity, grants, features, outbox).await?;
     Ok(AdmittedLink {
         link,

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anpx_core::cli::Cli;
 use anpx_core::config::{Config, ConfigError, LogFormat, CONFIG_FILE_ENV};
+use std::fmt::Display;
 use tracing_subscriber::EnvFilter;
 
 /// The configuration could not be loaded.
@@ -46,14 +47,29 @@ pub fn load_config(cli: &Cli) -> Result<Config, LoadError> {
 }
 
 /// Log output: human-readable lines by default, JSON lines on request.
-/// `RUST_LOG` picks what is logged (default `info`).
+/// `RUST_LOG` picks what is logged (default `info`). Colour only when
+/// stderr is a terminal and `NO_COLOR` is unset: escape codes in a log
+/// file or a journal are noise.
 pub fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         _ => builder.init(),
+    }
+}
+
+/// Reports the error that ends the process, once: as a JSON log line when
+/// the logs are JSON (so the stream stays parseable), else as one
+/// `program: error` line on stderr.
+pub fn report_fatal(program: &str, format: LogFormat, error: impl Display) {
+    match format {
+        LogFormat::Json => tracing::error!("{error}"),
+        _ => eprintln!("{program}: {error}"),
     }
 }

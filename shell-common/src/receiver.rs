@@ -180,7 +180,12 @@ pub async fn dial<U: ?Sized>(
     let secure = match uri.scheme_str() {
         Some("ws") => false,
         Some("wss") => true,
-        other => return Err(DialError::Url(format!("scheme {other:?} is not ws or wss"))),
+        other => {
+            return Err(DialError::Url(format!(
+                "scheme {} is not ws or wss",
+                other.unwrap_or("(none)")
+            )))
+        }
     };
     let host = uri
         .host()

@@ -9,7 +9,7 @@ use anpx_core::config::Config;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use shell_common::banner::{self, Forwarding};
-use shell_common::process::{init_logging, load_config};
+use shell_common::process::{init_logging, load_config, report_fatal};
 use shell_common::setup::{self, SetupError};
 use shell_smol::cluster::ClusterOptions;
 use shell_smol::fetch::SmolDocuments;
@@ -55,12 +55,12 @@ fn main() -> ExitCode {
             }
         };
     }
-    init_logging(config.gateway.log_format);
+    let log_format = config.gateway.log_format;
+    init_logging(log_format);
     match smol::block_on(run(cli.command, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("anpx-smol: {e:#}");
+            report_fatal("anpx-smol", log_format, format_args!("{e:#}"));
             ExitCode::FAILURE
         }
     }

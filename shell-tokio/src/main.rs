@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anpx_core::cli::{Cli, Command};
 use clap::Parser;
-use shell_common::process::{init_logging, load_config};
+use shell_common::process::{init_logging, load_config, report_fatal};
 
 /// mimalloc instead of glibc's malloc: the request path allocates many
 /// small, short-lived objects, often freed on another worker than the one
@@ -36,7 +36,8 @@ fn main() -> ExitCode {
         print!("{}", config.to_toml_string());
         return ExitCode::SUCCESS;
     }
-    init_logging(config.gateway.log_format);
+    let log_format = config.gateway.log_format;
+    init_logging(log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -50,8 +51,7 @@ fn main() -> ExitCode {
     match runtime.block_on(commands::run(cli.command, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("anpx: {e:#}");
+            report_fatal("anpx", log_format, format_args!("{e:#}"));
             ExitCode::FAILURE
         }
     }

@@ -482,3 +482,92 @@ fn says_where_things_are_reachable(binary: Binary) {
         "{line}"
     );
 }
+
+/// What a log written to a file must not carry: terminal escape codes and
+/// Rust's Debug formatting.
+fn assert_clean_log(what: &str, log: &str) {
+    assert!(!log.contains('\u{1b}'), "{what}: an ESC byte in {log}");
+    for debug in ["Some(", "None,", "Did(\"", "Anonymous", "secs:", "nanos"] {
+        assert!(!log.contains(debug), "{what}: {debug} in {log}");
+    }
+}
+
+#[test]
+fn anpx_logs_to_a_file_are_clean_and_say_a_fatal_error_once() {
+    clean_logs(Binary::Anpx, "anpx");
+}
+
+#[test]
+fn anpx_smol_logs_to_a_file_are_clean_and_say_a_fatal_error_once() {
+    clean_logs(Binary::AnpxSmol, "anpx-smol");
+}
+
+/// Stderr redirected to a file, as a service manager does: a request run
+/// (gateway and receiver serving one request) and a failing run (a
+/// receiver that gives up) leave no colour codes or Debug formatting, the
+/// fatal error is one line, and with `--log-format json` every line is JSON.
+fn clean_logs(binary: Binary, program: &str) {
+    let dir = TempDir::new(&format!("logs-{binary:?}"));
+    let listen = free_addr();
+    let gateway_log = dir.path("gateway.log");
+    let _gateway = start(
+        binary,
+        &[
+            "gateway",
+            "--listen",
+            &listen.to_string(),
+            "--admin-listen",
+            "off",
+        ],
+        &gateway_log,
+    );
+    wait_listening(listen);
+    let rx_log = dir.path("receiver.log");
+    let args = receiver_args(listen, &[]);
+    let _rx = start_receiver(binary, &args, &rx_log);
+    wait_for(Duration::from_secs(15), "the receiver connects", || {
+        read(&rx_log).contains("connected to gateway")
+    });
+    assert_eq!(get_status(listen, "api.agent.com", "/a1/x"), Some(200));
+    wait_for(Duration::from_secs(5), "the request's log line", || {
+        read(&gateway_log).contains("/a1/x")
+    });
+    assert_clean_log("gateway", &read(&gateway_log));
+    assert_clean_log("receiver", &read(&rx_log));
+
+    let nobody = free_addr();
+    let failing = |extra: &[&str], name: &str| {
+        let log = dir.path(name);
+        let mut args = vec![
+            "--reconnect-max-attempts",
+            "1",
+            "--reconnect-first-delay-ms",
+            "10",
+        ];
+        args.extend_from_slice(extra);
+        let mut rx = start_receiver(binary, &receiver_args(nobody, &args), &log);
+        let exit = exits_within(&mut rx, Duration::from_secs(10));
+        assert!(exit.is_some_and(|s| !s.success()), "{}", read(&log));
+        read(&log)
+    };
+    let text = failing(&[], "failing.log");
+    assert_clean_log("failing receiver", &text);
+    let fatal: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("receiver stopped"))
+        .collect();
+    assert_eq!(fatal.len(), 1, "the fatal error once: {text}");
+    assert!(
+        fatal[0].starts_with(&format!("{program}: receiver stopped: gave up")),
+        "{text}"
+    );
+
+    let json = failing(&["--log-format", "json"], "failing-json.log");
+    assert_clean_log("failing receiver, JSON", &json);
+    for line in json.lines() {
+        let parsed: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(parsed["level"].is_string(), "{line}");
+    }
+    assert_eq!(json.matches("receiver stopped").count(), 1, "{json}");
+}

@@ -120,6 +120,10 @@ pub struct ReceiverArgs {
     /// Serve requests with the built-in echo agent instead of an upstream.
     #[arg(long)]
     pub demo: bool,
+    /// Log line format (gateway.log_format, which sets it for every
+    /// subcommand) [env: ANPX_GATEWAY_LOG_FORMAT].
+    #[arg(long, value_name = "text|json")]
+    pub log_format: Option<String>,
     /// Receiver settings.
     #[command(flatten)]
     pub flags: SectionFlags<ReceiverKeys>,
@@ -148,6 +152,9 @@ pub struct DemoArgs {
     /// Public address of the demo gateway.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub listen: String,
+    /// Log line format (gateway.log_format) [env: ANPX_GATEWAY_LOG_FORMAT].
+    #[arg(long, value_name = "text|json")]
+    pub log_format: Option<String>,
 }
 
 /// Options of `anpx decode`.
@@ -227,7 +234,13 @@ impl Cli {
     pub fn flag_pairs(&self) -> Vec<(String, String)> {
         match &self.command {
             Command::Gateway(a) => a.flags.pairs.clone(),
-            Command::Receiver(a) => a.flags.pairs.clone(),
+            Command::Receiver(a) => {
+                let mut pairs = a.flags.pairs.clone();
+                if let Some(f) = &a.log_format {
+                    pairs.push(("gateway.log_format".into(), f.clone()));
+                }
+                pairs
+            }
             Command::Both(a) => {
                 let mut pairs = a.flags.pairs.clone();
                 if let Some(u) = &a.upstream {
@@ -238,7 +251,13 @@ impl Cli {
                 }
                 pairs
             }
-            Command::Demo(a) => vec![("gateway.listen".into(), a.listen.clone())],
+            Command::Demo(a) => {
+                let mut pairs = vec![("gateway.listen".into(), a.listen.clone())];
+                if let Some(f) = &a.log_format {
+                    pairs.push(("gateway.log_format".into(), f.clone()));
+                }
+                pairs
+            }
             Command::Registry(a) => a
                 .registry_url
                 .iter()
@@ -398,6 +417,25 @@ mod tests {
         let b = c.receiver.backoff_config();
         assert_eq!(b.reset_after, std::time::Duration::from_secs(5));
         assert!(!b.keep_retrying);
+    }
+
+    #[test]
+    fn log_format_is_taken_by_every_running_subcommand() {
+        use crate::config::LogFormat;
+        for args in [
+            &["anpx", "gateway", "--log-format", "json"][..],
+            &["anpx", "receiver", "--log-format", "json"],
+            &["anpx", "both", "--log-format", "json"],
+            &["anpx", "demo", "--log-format", "json"],
+        ] {
+            let config = Cli::try_parse_from(args)
+                .unwrap()
+                .load_config("", std::iter::empty())
+                .unwrap();
+            assert_eq!(config.gateway.log_format, LogFormat::Json, "{args:?}");
+        }
+        let bad = Cli::try_parse_from(["anpx", "receiver", "--log-format", "xml"]).unwrap();
+        assert!(bad.load_config("", std::iter::empty()).is_err());
     }
 
     #[test]

@@ -92,6 +92,15 @@ pub enum Identity {
     Did(String),
 }
 
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Identity::Anonymous => f.write_str("anonymous"),
+            Identity::Did(did) => f.write_str(did),
+        }
+    }
+}
+
 /// How the body of a public request reaches the gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RequestBody {

@@ -91,7 +91,14 @@ impl Gateway {
                 stopped,
             ));
         }
-        tracing::info!(%public_addr, ws_addr = ?ws_addr, admin_addr = ?admin_addr, "gateway listening");
+        let or_none =
+            |a: Option<SocketAddr>| a.map_or_else(|| "none".to_owned(), |a| a.to_string());
+        tracing::info!(
+            %public_addr,
+            ws_addr = %or_none(ws_addr),
+            admin_addr = %or_none(admin_addr),
+            "gateway listening"
+        );
         Ok(Gateway {
             public_addr,
             ws_addr,
