@@ -67,6 +67,16 @@ fn main() -> ExitCode {
 }
 
 async fn run(command: Command, config: Config) -> Result<()> {
+    // SIGHUP's default action ends the process; caught, it is only logged.
+    let hangups = async_signal::Signals::new([async_signal::Signal::Hup])
+        .context("cannot listen for SIGHUP")?;
+    smol::spawn(async move {
+        let mut hangups = std::pin::pin!(hangups);
+        while futures_util::StreamExt::next(&mut hangups).await.is_some() {
+            shell_common::signal::log_hangup();
+        }
+    })
+    .detach();
     match command {
         Command::Gateway(_) => {
             let gateway = gateway(&config).await?;

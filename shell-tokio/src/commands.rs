@@ -13,6 +13,15 @@ use shell_tokio::receiver::{Receiver, ReceiverOptions, Status};
 use shell_tokio::upstream::{DemoUpstream, HttpUpstream, Upstream};
 
 pub(crate) async fn run(command: Command, config: Config) -> Result<()> {
+    #[cfg(unix)]
+    if let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    {
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                shell_common::signal::log_hangup();
+            }
+        });
+    }
     match command {
         Command::Gateway(_) => gateway_until_signal(config).await,
         Command::Receiver(args) => {

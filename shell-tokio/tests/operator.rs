@@ -571,3 +571,56 @@ fn clean_logs(binary: Binary, program: &str) {
     }
     assert_eq!(json.matches("receiver stopped").count(), 1, "{json}");
 }
+
+#[test]
+fn sighup_does_not_end_anpx() {
+    sighup_is_logged_not_fatal(Binary::Anpx);
+}
+
+#[test]
+fn sighup_does_not_end_anpx_smol() {
+    sighup_is_logged_not_fatal(Binary::AnpxSmol);
+}
+
+/// SIGHUP, which by default ends a process, leaves the gateway and the
+/// receiver running and serving, and each logs what it did.
+fn sighup_is_logged_not_fatal(binary: Binary) {
+    let dir = TempDir::new(&format!("sighup-{binary:?}"));
+    let listen = free_addr();
+    let gateway_log = dir.path("gateway.log");
+    let mut gateway = start(
+        binary,
+        &[
+            "gateway",
+            "--listen",
+            &listen.to_string(),
+            "--admin-listen",
+            "off",
+        ],
+        &gateway_log,
+    );
+    wait_listening(listen);
+    let rx_log = dir.path("receiver.log");
+    let mut rx = start_receiver(binary, &receiver_args(listen, &[]), &rx_log);
+    wait_for(Duration::from_secs(15), "the receiver connects", || {
+        read(&rx_log).contains("connected to gateway")
+    });
+    signal(&gateway, libc::SIGHUP);
+    signal(&rx, libc::SIGHUP);
+    wait_for(Duration::from_secs(5), "both log the SIGHUP", || {
+        read(&gateway_log).contains("SIGHUP received") && read(&rx_log).contains("SIGHUP received")
+    });
+    assert!(
+        exits_within(&mut gateway, Duration::from_millis(300)).is_none(),
+        "gateway lives"
+    );
+    assert!(
+        exits_within(&mut rx, Duration::from_millis(300)).is_none(),
+        "receiver lives"
+    );
+    assert_eq!(
+        get_status(listen, "api.agent.com", "/a1/x"),
+        Some(200),
+        "and serves"
+    );
+}
