@@ -51,6 +51,7 @@ fn all_changed() -> Config {
     g.inspector.show_secrets = true;
     g.request_timeout_secs = 31;
     g.body_idle_timeout_secs = 302;
+    g.upload_timeout_secs = 601;
     g.websocket_idle_timeout_secs = 301;
     g.max_inflight_per_receiver = 7;
     g.ping_interval_secs = 11;
@@ -329,6 +330,10 @@ fn bad_values_are_named() {
         (
             "[gateway]\nmax_body_bytes = 0",
             "gateway.max_body_bytes: expected a positive integer, got 0",
+        ),
+        (
+            "[gateway]\nupload_timeout_secs = 0",
+            "gateway.upload_timeout_secs: expected a positive integer, got 0",
         ),
         (
             "[gateway]\nbody_idle_timeout_secs = 0",

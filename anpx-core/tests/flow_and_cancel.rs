@@ -208,6 +208,47 @@ fn a_timeout_cancels_the_upstream_request_too() {
 }
 
 #[test]
+fn a_trickled_upload_cannot_hold_a_request_past_the_upload_timeout() {
+    let config = GatewayConfig {
+        request_timeout: Duration::from_secs(30),
+        upload_timeout: Duration::from_secs(60),
+        ..GatewayConfig::default()
+    };
+    let features = [Feature::Streaming, Feature::FlowControl, Feature::Cancel]
+        .into_iter()
+        .collect();
+    let mut p = Pair::back_to_back("api.agent.com/svc", features, config);
+    let id = p.start("/svc/upload", RequestBody::Streaming);
+    let timed_out = |p: &Pair| {
+        p.responses
+            .iter()
+            .any(|(r, e)| r == &id && matches!(e, ResponseEvent::Failed(f) if f.status == 504))
+    };
+    let mut trickle = |p: &mut Pair, secs: u32| {
+        for _ in 0..secs {
+            p.now += Duration::from_secs(1);
+            let _ = p.gw.push_body(p.now, &id, Bytes::from_static(b"x"), false);
+            p.gw.handle_timeout(p.now);
+            p.pump();
+        }
+    };
+    // One byte a second, never a gap as long as the request timeout: the
+    // request lives, past its request timeout, up to the upload timeout...
+    trickle(&mut p, 59);
+    assert!(
+        !timed_out(&p),
+        "cut before the upload timeout: {:?}",
+        p.responses
+    );
+    // ...and no further, though the bytes keep coming.
+    trickle(&mut p, 1);
+    assert!(
+        timed_out(&p),
+        "a trickled upload held the request past 60 s"
+    );
+}
+
+#[test]
 fn a_response_complete_before_its_upload_ends_the_upload_at_the_receiver() {
     let mut p = Pair::all();
     let id = p.start("/svc/early", RequestBody::Streaming);

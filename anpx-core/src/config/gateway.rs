@@ -40,6 +40,10 @@ pub struct GatewaySection {
     /// Seconds a response may go without a body part once its head is
     /// sent (`gateway.body_idle_timeout_secs`).
     pub body_idle_timeout_secs: u64,
+    /// Seconds a request's upload may keep it waiting for its response
+    /// head, however steadily its bytes come
+    /// (`gateway.upload_timeout_secs`).
+    pub upload_timeout_secs: u64,
     /// Seconds a WebSocket carried through the tunnel may stay silent in
     /// both directions before it is closed
     /// (`gateway.websocket_idle_timeout_secs`).
@@ -121,6 +125,7 @@ impl Default for GatewaySection {
             health_path: Some("/health".to_owned()),
             request_timeout_secs: 30,
             body_idle_timeout_secs: DEFAULT_BODY_IDLE_TIMEOUT_SECS,
+            upload_timeout_secs: 600,
             websocket_idle_timeout_secs: 300,
             max_inflight_per_receiver: 100,
             ping_interval_secs: 30,
@@ -219,6 +224,7 @@ impl GatewaySection {
         GatewayConfig {
             request_timeout: self.request_timeout(),
             body_idle_timeout: Duration::from_secs(self.body_idle_timeout_secs),
+            upload_timeout: Duration::from_secs(self.upload_timeout_secs),
             websocket_idle_timeout: Duration::from_secs(self.websocket_idle_timeout_secs),
             max_inflight_per_link: self.max_inflight_per_receiver,
             ping_interval: self.ping_interval(),

@@ -177,7 +177,7 @@ macro_rules! key {
     };
 }
 
-static KEYS: [KeyInfo; 68] = [
+static KEYS: [KeyInfo; 69] = [
     // [gateway]
     key!(
         "gateway.listen", "ANPX_GATEWAY_LISTEN", "listen", "ADDR", "127.0.0.1:8080",
@@ -212,6 +212,13 @@ static KEYS: [KeyInfo; 68] = [
         "body-idle-timeout-secs", "SECS", "300",
         "Seconds a response may go without a body part once its head is sent before it is cut (a quiet SSE stream lives while its gaps are shorter)",
         gateway.body_idle_timeout_secs,
+        parse: |i| v::int(i, 1, MAX_SECS), render: v::render_int,
+    ),
+    key!(
+        "gateway.upload_timeout_secs", "ANPX_GATEWAY_UPLOAD_TIMEOUT_SECS",
+        "upload-timeout-secs", "SECS", "600",
+        "Seconds after a request began that its upload stops extending the wait for the response head: a body trickled in slowly cannot hold a request (and a place under the route's cap) longer",
+        gateway.upload_timeout_secs,
         parse: |i| v::int(i, 1, MAX_SECS), render: v::render_int,
     ),
     key!(

@@ -16,6 +16,11 @@ pub struct GatewayConfig {
     /// out: a quiet stream (SSE, a model thinking) lives while its gaps
     /// are shorter, whatever `request_timeout` is.
     pub body_idle_timeout: Duration,
+    /// How long after a request began its upload's progress may still
+    /// push back the wait for the response head. Past it the request
+    /// times out as if the upload were quiet, so a body trickled in a
+    /// byte at a time cannot hold the request for ever.
+    pub upload_timeout: Duration,
     /// How long a WebSocket carried through the tunnel (after its `101`)
     /// may go without a byte in either direction before it is closed. It
     /// replaces `request_timeout` once the upgrade is through, so a quiet
@@ -97,6 +102,7 @@ impl Default for GatewayConfig {
         GatewayConfig {
             request_timeout: Duration::from_secs(30),
             body_idle_timeout: Duration::from_secs(300),
+            upload_timeout: Duration::from_secs(600),
             websocket_idle_timeout: Duration::from_secs(300),
             max_inflight_per_link: 100,
             ping_interval: Duration::from_secs(30),

@@ -180,6 +180,8 @@ struct Pending {
     head_sent: bool,
     /// Head deadline, then idle deadline once the head is out.
     deadline: Instant,
+    /// Upload progress moves the head deadline no later than this.
+    upload_until: Instant,
     /// Where this request's entry sits in the timer queue (it lags
     /// `deadline` until it comes due and is re-armed), so that finishing
     /// the request can remove it.
@@ -670,6 +672,7 @@ impl Gateway {
                 link,
                 head_sent: false,
                 deadline,
+                upload_until: now + self.config.upload_timeout,
                 armed: deadline,
                 upload,
                 flow: features.contains(Feature::FlowControl).then(Flow::new),
@@ -742,10 +745,17 @@ impl Gateway {
         if stream.is_finished() {
             p.upload = None;
         }
-        if !p.head_sent || p.tunnel {
-            // Upload progress counts as activity on the request; on a
-            // WebSocket, the client's bytes are half of its traffic.
+        if p.tunnel {
+            // On a WebSocket, the client's bytes are half of its traffic.
             p.deadline = p.deadline_after(now, &self.config);
+        } else if !p.head_sent {
+            // Upload progress counts as activity on the request, up to
+            // the upload timeout: trickled bytes cannot hold it longer.
+            // Never earlier than it was, so the armed timer stays valid.
+            p.deadline = p
+                .deadline_after(now, &self.config)
+                .min(p.upload_until)
+                .max(p.deadline);
         }
         if let Err(e) = written {
             self.send_cancel(request, "request body could not be encoded");
