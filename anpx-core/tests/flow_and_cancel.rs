@@ -224,7 +224,7 @@ fn a_trickled_upload_cannot_hold_a_request_past_the_upload_timeout() {
             .iter()
             .any(|(r, e)| r == &id && matches!(e, ResponseEvent::Failed(f) if f.status == 504))
     };
-    let mut trickle = |p: &mut Pair, secs: u32| {
+    let trickle = |p: &mut Pair, secs: u32| {
         for _ in 0..secs {
             p.now += Duration::from_secs(1);
             let _ = p.gw.push_body(p.now, &id, Bytes::from_static(b"x"), false);
