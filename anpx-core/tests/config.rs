@@ -126,6 +126,11 @@ fn all_changed() -> Config {
     r.private_key = Some(PathBuf::from("key.pem"));
     r.chunk_size = 2048;
     r.max_buffered_response_bytes = 1 << 18;
+    r.admin_listen = Some("127.0.0.1:9082".parse().unwrap());
+    r.inspector.requests = 3;
+    r.inspector.max_bytes = 16384;
+    r.inspector.bodies = true;
+    r.inspector.show_secrets = true;
     c
 }
 
@@ -245,6 +250,31 @@ fn unknown_keys_are_named() {
 }
 
 #[test]
+fn one_process_keeps_the_receiver_admin_plane_off_the_gateway_listeners() {
+    // Alone, a receiver may take any address, 127.0.0.1:8081 included.
+    let alone = Config::from_toml_str("[receiver]\nadmin_listen = \"127.0.0.1:8081\"").unwrap();
+    assert_eq!(
+        alone.receiver.admin_listen,
+        Some("127.0.0.1:8081".parse().unwrap())
+    );
+    // Beside a gateway in one process, not one of its addresses.
+    assert_eq!(
+        alone.check_both().unwrap_err().to_string(),
+        "receiver.admin_listen: must differ from gateway.admin_listen"
+    );
+    let public = Config::from_toml_str("[receiver]\nadmin_listen = \"127.0.0.1:8080\"").unwrap();
+    assert_eq!(
+        public.check_both().unwrap_err().to_string(),
+        "receiver.admin_listen: must differ from gateway.listen"
+    );
+    let apart = Config::from_toml_str("[receiver]\nadmin_listen = \"127.0.0.1:8082\"").unwrap();
+    assert!(apart.check_both().is_ok());
+    // Off by default.
+    assert_eq!(Config::default().receiver.admin_listen, None);
+    assert!(Config::default().check_both().is_ok());
+}
+
+#[test]
 fn bad_values_are_named() {
     let cases = [
         (
@@ -346,6 +376,26 @@ fn bad_values_are_named() {
         (
             "[gateway]\nmax_buffered_response_bytes = -1",
             "gateway.max_buffered_response_bytes: expected a positive integer, got -1",
+        ),
+        (
+            "[receiver]\nadmin_listen = \"8082\"",
+            "receiver.admin_listen: expected an IP address and port such as 127.0.0.1:8081, or off, got \"8082\"",
+        ),
+        (
+            "[receiver.inspector]\nrequests = 1000000",
+            "receiver.inspector.requests: expected at most 100000, got 1000000",
+        ),
+        (
+            "[receiver.inspector]\nmax_bytes = 100",
+            "receiver.inspector.max_bytes: expected at least 4096, got 100",
+        ),
+        (
+            "[receiver.inspector]\nbodies = \"yes\"",
+            "receiver.inspector.bodies: expected true or false, got \"yes\"",
+        ),
+        (
+            "[receiver.inspector]\nshow_secrets = 1",
+            "receiver.inspector.show_secrets: expected true or false, got 1",
         ),
         (
             "[receiver]\nmax_buffered_response_bytes = 0",

@@ -541,8 +541,8 @@ impl Shared {
         };
         let keep_underscores = self.edge.limits.keep_underscore_headers;
         let capture = self.inspector.arrive(crate::admin::Arrival {
-            client: request.peer,
-            local: request.local,
+            client: Some(request.peer),
+            local: Some(request.local),
             method: request.method,
             host: &host,
             path: request.path,

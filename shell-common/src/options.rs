@@ -13,6 +13,7 @@ use anpx_core::policy::PolicyConfig;
 use anpx_core::receiver::ReceiverConfig;
 use anpx_core::route::ServiceUrl;
 
+use crate::admin::ReceiverMonitor;
 use crate::admission::{Admission, OpenAdmission};
 
 /// How to run a gateway.
@@ -114,6 +115,12 @@ pub struct ReceiverOptions<U: ?Sized> {
     pub credentials: Option<Arc<dyn Credentials>>,
     /// Trust for a `wss://` gateway; `None` uses the system's roots.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The admin plane's address (`receiver.admin_listen`); `None`
+    /// serves none.
+    pub admin_listen: Option<SocketAddr>,
+    /// What the admin plane reports: connections, counters and the
+    /// inspector, shared by every connection loop.
+    pub monitor: Arc<ReceiverMonitor>,
 }
 
 // Derived Clone would ask `U: Clone`; only the Arc is cloned.
@@ -128,6 +135,8 @@ impl<U: ?Sized> Clone for ReceiverOptions<U> {
             upstream: self.upstream.clone(),
             credentials: self.credentials.clone(),
             tls: self.tls.clone(),
+            admin_listen: self.admin_listen,
+            monitor: self.monitor.clone(),
         }
     }
 }
@@ -145,6 +154,17 @@ impl<U: ?Sized> ReceiverOptions<U> {
             upstream,
             credentials: None,
             tls: None,
+            admin_listen: None,
+            // Capture off: a library user turns it on with a monitor of
+            // its own.
+            monitor: Arc::new(ReceiverMonitor::new(
+                Vec::new(),
+                InspectorSection {
+                    requests: 0,
+                    ..InspectorSection::default()
+                },
+                ReceiverConfig::default().chunk_size,
+            )),
         }
     }
 
@@ -159,6 +179,12 @@ impl<U: ?Sized> ReceiverOptions<U> {
             upstream,
             credentials: None,
             tls: None,
+            admin_listen: section.admin_listen,
+            monitor: Arc::new(ReceiverMonitor::new(
+                section.services.iter().map(ToString::to_string).collect(),
+                section.inspector.clone(),
+                section.chunk_size,
+            )),
         }
     }
 }

@@ -26,6 +26,7 @@ use futures_util::io::{AsyncRead, AsyncWrite};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
 
+use crate::admin::{ReceiverEnding, ReceiverMonitor, Tracked};
 use crate::body::{self, BodySender, BodyStream};
 use crate::options::{supported_features, ReceiverOptions, Status};
 use crate::signal::{Stop, Watch};
@@ -357,14 +358,17 @@ async fn run_one<U>(
             return;
         }
     };
+    let monitor = options.monitor.clone();
     loop {
         if stop.get() {
             break;
         }
         status.set(Status::Connecting);
+        monitor.connecting(&options.gateway);
         let (failure, cause) = match dial(&options, connector.as_ref()).await {
             Ok(conn) => {
                 backoff.on_connected(Instant::now());
+                monitor.connected(&options.gateway, &conn.features.to_string(), &conn.granted);
                 tracing::info!(
                     gateway = %options.gateway,
                     granted = %conn.granted.join(", "),
@@ -377,12 +381,14 @@ async fn run_one<U>(
                 });
                 let ended = serve(conn, &options, runtime.as_ref(), &stop).await;
                 backoff.on_disconnected(Instant::now());
+                monitor.disconnected(&options.gateway, &ended.reason);
                 if !stop.get() {
                     tracing::warn!(gateway = %options.gateway, reason = %ended.reason, "connection to gateway ended");
                 }
                 (ended.failure, ended.reason)
             }
             Err(e) => {
+                monitor.disconnected(&options.gateway, &e.to_string());
                 tracing::warn!(gateway = %options.gateway, error = %e, "could not connect to gateway");
                 (e.failure(), e.to_string())
             }
@@ -659,6 +665,9 @@ where
     let (mut sink, mut stream) = conn.ws.split();
     let (reply_tx, mut replies) = mpsc::unbounded::<ReplyMsg>();
     let mut in_flight: HashMap<RequestId, InFlight> = HashMap::new();
+    let monitor = options.monitor.as_ref();
+    // What the admin plane follows of each request, from its head to its end.
+    let mut tracked: HashMap<RequestId, Tracked> = HashMap::new();
     // Response pieces waiting for the gateway's credit.
     let mut unsent: HashMap<RequestId, futures_channel::oneshot::Sender<()>> = HashMap::new();
     let chunk_size = options.core.chunk_size;
@@ -728,7 +737,13 @@ where
                 core.handle_close(now);
                 break transient("connection closed".into());
             }
-            Event::Reply(reply) => apply_reply(&mut core, &mut in_flight, &mut unsent, reply),
+            Event::Reply(reply) => apply_reply(
+                &mut core,
+                &mut in_flight,
+                &mut unsent,
+                (monitor, &mut tracked),
+                reply,
+            ),
             Event::Timeout => {
                 timer = None;
                 core.handle_timeout(now);
@@ -748,6 +763,7 @@ where
                     }
                 }
                 ReceiverOutput::Event(event) => {
+                    track(monitor, &options.gateway, &mut tracked, &event);
                     let new_calls = Calls {
                         upstream: options.upstream.as_ref(),
                         runtime,
@@ -773,6 +789,9 @@ where
         release_unsent(&core, &mut unsent);
     };
     // Everything still running belongs to a connection that is gone.
+    for (_, t) in tracked.drain() {
+        monitor.ended(t, ReceiverEnding::ConnectionLost, Some(&reason.reason));
+    }
     for (_, f) in in_flight.drain() {
         f.task.abort();
         if let Some(u) = f.upload {
@@ -815,13 +834,128 @@ fn release_unsent(
     }
 }
 
+/// Follows a request event from the gateway for the admin plane.
+fn track(
+    monitor: &ReceiverMonitor,
+    gateway: &str,
+    tracked: &mut HashMap<RequestId, Tracked>,
+    event: &RequestEvent,
+) {
+    match event {
+        RequestEvent::Head { request, head } => {
+            let t = monitor.request(gateway, request.as_str(), head);
+            tracked.insert(request.clone(), t);
+        }
+        RequestEvent::Body { request, data } => {
+            if let Some(t) = tracked.get_mut(request) {
+                t.request_piece(monitor, data);
+            }
+        }
+        RequestEvent::End { .. } => {}
+        RequestEvent::Aborted { request, reason } => {
+            if let Some(t) = tracked.remove(request) {
+                monitor.ended(t, ReceiverEnding::Cancelled, Some(reason));
+            }
+        }
+    }
+}
+
+/// What the admin plane needs of a reply, kept before the reply moves
+/// into the core.
+enum Seen {
+    Head {
+        status: u16,
+        /// The head itself, only when the inspector keeps it.
+        head: Option<ResponseHead>,
+        /// The whole body, or `None` when it streams.
+        whole: Option<Bytes>,
+    },
+    Body {
+        data: Bytes,
+        last: bool,
+    },
+    Failed(String),
+}
+
+impl Seen {
+    fn of(reply: &ReplyMsg, capturing: bool) -> Option<Seen> {
+        Some(match reply {
+            ReplyMsg::Head { head, body, .. } => Seen::Head {
+                status: head.status,
+                head: capturing.then(|| head.clone()),
+                whole: match body {
+                    ResponseBody::Empty => Some(Bytes::new()),
+                    ResponseBody::Full(b) => Some(b.clone()),
+                    ResponseBody::Streaming => None,
+                },
+            },
+            ReplyMsg::Body { data, last, .. } => Seen::Body {
+                data: data.clone(),
+                last: *last,
+            },
+            ReplyMsg::Failed { message, .. } => Seen::Failed(message.clone()),
+            ReplyMsg::Read { .. } => return None,
+        })
+    }
+}
+
+/// Follows a reply for the admin plane: `result` says whether the core
+/// took it.
+fn track_reply<E: std::fmt::Display>(
+    monitor: &ReceiverMonitor,
+    tracked: &mut HashMap<RequestId, Tracked>,
+    request: &RequestId,
+    seen: Seen,
+    result: &Result<(), E>,
+) {
+    if let Err(e) = result {
+        if let Some(t) = tracked.remove(request) {
+            monitor.ended(t, ReceiverEnding::Cancelled, Some(&e.to_string()));
+        }
+        return;
+    }
+    let Some(t) = tracked.get_mut(request) else {
+        return;
+    };
+    let done = match seen {
+        Seen::Head {
+            status,
+            head,
+            whole,
+        } => {
+            t.head(status, head.as_ref());
+            if let Some(b) = &whole {
+                t.response_piece(monitor, b);
+            }
+            whole.is_some()
+        }
+        Seen::Body { data, last } => {
+            t.response_piece(monitor, &data);
+            last
+        }
+        Seen::Failed(message) => {
+            if let Some(t) = tracked.remove(request) {
+                monitor.ended(t, ReceiverEnding::UpstreamFailed, Some(&message));
+            }
+            return;
+        }
+    };
+    if done {
+        if let Some(t) = tracked.remove(request) {
+            monitor.ended(t, ReceiverEnding::Completed, None);
+        }
+    }
+}
+
 fn apply_reply(
     core: &mut Core,
     in_flight: &mut HashMap<RequestId, InFlight>,
     unsent: &mut HashMap<RequestId, futures_channel::oneshot::Sender<()>>,
+    (monitor, tracked): (&ReceiverMonitor, &mut HashMap<RequestId, Tracked>),
     reply: ReplyMsg,
 ) {
     let now = Instant::now();
+    let seen = Seen::of(&reply, monitor.inspector().enabled());
     let (request, result) = match reply {
         ReplyMsg::Head {
             request,
@@ -864,6 +998,9 @@ fn apply_reply(
             (request, r)
         }
     };
+    if let Some(seen) = seen {
+        track_reply(monitor, tracked, &request, seen, &result);
+    }
     if let Err(e) = result {
         // The request was aborted meanwhile, or the response could not be
         // sent: stop the upstream work for it.

@@ -82,7 +82,11 @@ pub fn receiver_options<U: ?Sized>(
             did = creds.did(),
             "signing the gateway handshake with DID-WBA"
         );
+        options.monitor.set_identity(creds.did());
         options.credentials = Some(Arc::new(creds));
+    }
+    if let Some(upstream) = &config.receiver.upstream {
+        options.monitor.set_upstream(upstream);
     }
     if let Some(ca) = &config.receiver.ca_file {
         options.tls = Some(crate::tls::client_config(Some(ca)).map_err(SetupError::ReceiverCa)?);

@@ -373,21 +373,7 @@ async fn handle(head: RequestHead, mut req: Request, shared: Arc<Shared>, at: At
             "receivers connect here with a WebSocket upgrade\n",
         )),
         Endpoint::Health => answer(shared.health()),
-        Endpoint::Admin => match shared.admin(method, path, headers).await {
-            AdminReply::Answer(a) => answer(a),
-            AdminReply::Events(events) => {
-                let mut r = Response::new(http_types::StatusCode::Ok);
-                let reader = events.map(Ok::<_, std::io::Error>).into_async_read();
-                r.set_body(http_types::Body::from_reader(
-                    futures_util::io::BufReader::new(reader),
-                    None,
-                ));
-                for (name, value) in EVENT_HEADERS {
-                    r.insert_header(name, value);
-                }
-                r
-            }
-        },
+        Endpoint::Admin => admin_response(shared.admin(method, path, headers).await),
         Endpoint::Proxy => {
             let authority = head.uri.authority().map(|a| a.as_str());
             match shared.screen(method, path, query, headers, authority, at.peer.ip()) {
@@ -417,6 +403,26 @@ async fn handle(head: RequestHead, mut req: Request, shared: Arc<Shared>, at: At
         response.insert_header("connection", "close");
     }
     response
+}
+
+/// The async-h1 response for an answer of an admin plane, the gateway's
+/// or the receiver's.
+pub(crate) fn admin_response(reply: AdminReply) -> Response {
+    match reply {
+        AdminReply::Answer(a) => answer(a),
+        AdminReply::Events(events) => {
+            let mut r = Response::new(http_types::StatusCode::Ok);
+            let reader = events.map(Ok::<_, std::io::Error>).into_async_read();
+            r.set_body(http_types::Body::from_reader(
+                futures_util::io::BufReader::new(reader),
+                None,
+            ));
+            for (name, value) in EVENT_HEADERS {
+                r.insert_header(name, value);
+            }
+            r
+        }
+    }
 }
 
 fn answer(a: Answer) -> Response {

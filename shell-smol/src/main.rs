@@ -86,7 +86,7 @@ async fn run(command: Command, config: Config) -> Result<()> {
             Ok(())
         }
         Command::Receiver(args) => {
-            let receiver = Receiver::spawn(receiver_options(&config, args.demo)?);
+            let receiver = bind_receiver(receiver_options(&config, args.demo)?).await?;
             let mut forwarding = Forwarding::new(&config, args.demo);
             let watch = receiver.watch();
             let stopped = async {
@@ -161,15 +161,33 @@ fn receiver_options(config: &Config, demo: bool) -> Result<ReceiverOptions> {
     Ok(setup::receiver_options(config, upstream)?)
 }
 
+/// The receiver, with its admin listener when `receiver.admin_listen` is set.
+async fn bind_receiver(options: ReceiverOptions) -> Result<Receiver> {
+    let admin = options.admin_listen;
+    let receiver = Receiver::bind(options).await.with_context(|| {
+        format!(
+            "cannot listen on {} (receiver.admin_listen)",
+            admin.map(|a| a.to_string()).unwrap_or_default()
+        )
+    })?;
+    if let Some(addr) = receiver.admin_addr() {
+        eprintln!(
+            "anpx-smol receiver: admin plane on http://{addr}/status (also /metrics, /api/requests)"
+        );
+    }
+    Ok(receiver)
+}
+
 /// Gateway and receiver in one process; `demo` prints how to try it.
 async fn both(mut config: Config, demo: bool, print_try: bool) -> Result<()> {
+    config.check_both()?;
     let gateway = gateway(&config).await?;
     let addr = gateway.public_addr();
     // With TLS on, the in-process receiver dials wss:// like any other and
     // trusts the gateway through receiver.ca_file or the system roots.
     let (http, ws) = schemes(&config);
     config.receiver.gateway = format!("{ws}://{addr}/ws");
-    let receiver = Receiver::spawn(receiver_options(&config, demo)?);
+    let receiver = bind_receiver(receiver_options(&config, demo)?).await?;
     let granted = match receiver.wait_ready().await {
         Status::Connected { granted, .. } => granted,
         Status::Stopped(why) => bail!("the receiver could not connect to its own gateway: {why}"),

@@ -2,8 +2,11 @@
 //! futures-rustls for `wss://`) and runs the shared reconnect and
 //! connection loops.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use shell_common::admin::ReceiverMonitor;
 use shell_common::receiver::{BoxFuture, Connector, DialError, Io, Target};
 use shell_common::signal::{Stop, Watch};
 use smol::Task;
@@ -52,10 +55,35 @@ pub struct Receiver {
     stop: Stop,
     status: Watch<Status>,
     task: Task<()>,
+    admin: Option<(SocketAddr, Task<()>)>,
 }
 
 impl Receiver {
-    /// Starts dialing in the background.
+    /// Binds the admin listener when `options.admin_listen` asks for one,
+    /// then starts dialing in the background.
+    pub async fn bind(options: ReceiverOptions) -> std::io::Result<Receiver> {
+        let admin = match options.admin_listen {
+            Some(addr) => {
+                let listener = smol::net::TcpListener::bind(addr).await?;
+                let addr = listener.local_addr()?;
+                tracing::info!(admin_addr = %addr, "receiver admin plane listening");
+                let task = smol::spawn(serve_admin(listener, options.monitor.clone()));
+                Some((addr, task))
+            }
+            None => None,
+        };
+        let mut receiver = Receiver::spawn(options);
+        receiver.admin = admin;
+        Ok(receiver)
+    }
+
+    /// The admin plane's address, when [`Receiver::bind`] opened one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(a, _)| *a)
+    }
+
+    /// Starts dialing in the background, without an admin listener (see
+    /// [`Receiver::bind`]).
     pub fn spawn(options: ReceiverOptions) -> Receiver {
         let stop = Stop::new(false);
         let status = Watch::new(Status::Connecting);
@@ -66,7 +94,12 @@ impl Receiver {
             stop.clone(),
             status.clone(),
         ));
-        Receiver { stop, status, task }
+        Receiver {
+            stop,
+            status,
+            task,
+            admin: None,
+        }
     }
 
     /// The current status.
@@ -95,5 +128,56 @@ impl Receiver {
     pub async fn shutdown(self) {
         self.stop.set(true);
         self.task.await;
+        if let Some((_, admin)) = self.admin {
+            admin.cancel().await;
+        }
     }
+}
+
+/// Serves the admin listener (plain HTTP/1.1 on async-h1) until cancelled;
+/// each connection is a task of its own, dropped with this one.
+async fn serve_admin(listener: smol::net::TcpListener, monitor: Arc<ReceiverMonitor>) {
+    let mut connections: Vec<Task<()>> = Vec::new();
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                smol::Timer::after(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        connections.retain(|t| !t.is_finished());
+        let monitor = monitor.clone();
+        connections.push(smol::spawn(async move {
+            let served = async_h1::accept(tcp, |req| {
+                let monitor = monitor.clone();
+                async move {
+                    let headers = admin_headers(&req);
+                    let reply = monitor.admin(req.method().as_ref(), req.url().path(), &headers);
+                    Ok(crate::gateway::admin_response(reply))
+                }
+            })
+            .await;
+            if let Err(e) = served {
+                tracing::debug!(%peer, error = %e, "admin connection ended with an error");
+            }
+        }));
+    }
+}
+
+/// The request's headers as the shared admin code reads them.
+fn admin_headers(req: &http_types::Request) -> http::HeaderMap {
+    let mut map = http::HeaderMap::new();
+    for (name, values) in req.iter() {
+        for value in values.iter() {
+            if let (Ok(n), Ok(v)) = (
+                http::HeaderName::from_bytes(name.as_str().as_bytes()),
+                http::HeaderValue::from_str(value.as_str()),
+            ) {
+                map.append(n, v);
+            }
+        }
+    }
+    map
 }

@@ -26,7 +26,7 @@ pub(crate) async fn run(command: Command, config: Config) -> Result<()> {
         Command::Gateway(_) => gateway_until_signal(config).await,
         Command::Receiver(args) => {
             let upstream = upstream(&config, args.demo)?;
-            let receiver = Receiver::spawn(receiver_options(&config, upstream)?);
+            let receiver = bind_receiver(receiver_options(&config, upstream)?).await?;
             let forwarding = Forwarding::new(&config, args.demo);
             follow_until_signal(receiver, forwarding).await
         }
@@ -63,6 +63,23 @@ fn gateway_options(config: &Config) -> Result<GatewayOptions> {
 
 fn receiver_options(config: &Config, upstream: Arc<dyn Upstream>) -> Result<ReceiverOptions> {
     Ok(setup::receiver_options(config, upstream)?)
+}
+
+/// The receiver, with its admin listener when `receiver.admin_listen` is set.
+async fn bind_receiver(options: ReceiverOptions) -> Result<Receiver> {
+    let admin = options.admin_listen;
+    let receiver = Receiver::bind(options).await.with_context(|| {
+        format!(
+            "cannot listen on {} (receiver.admin_listen)",
+            admin.map(|a| a.to_string()).unwrap_or_default()
+        )
+    })?;
+    if let Some(addr) = receiver.admin_addr() {
+        eprintln!(
+            "anpx receiver: admin plane on http://{addr}/status (also /metrics, /api/requests)"
+        );
+    }
+    Ok(receiver)
 }
 
 async fn gateway_until_signal(config: Config) -> Result<()> {
@@ -137,6 +154,7 @@ async fn follow_until_signal(receiver: Receiver, mut forwarding: Forwarding) -> 
 
 /// Gateway and receiver in one process; `demo` prints how to try it.
 async fn both(mut config: Config, demo: bool, print_try: bool) -> Result<()> {
+    config.check_both()?;
     let upstream = upstream(&config, demo)?;
     let options = gateway_options(&config)?;
     let listen = options.listen;
@@ -153,7 +171,7 @@ async fn both(mut config: Config, demo: bool, print_try: bool) -> Result<()> {
         "ws"
     };
     config.receiver.gateway = format!("{scheme}://{addr}/ws");
-    let receiver = Receiver::spawn(receiver_options(&config, upstream)?);
+    let receiver = bind_receiver(receiver_options(&config, upstream)?).await?;
     let granted = match receiver.wait_ready().await {
         Status::Connected { granted, .. } => granted,
         Status::Stopped(why) => bail!("the receiver could not connect to its own gateway: {why}"),

@@ -177,7 +177,7 @@ macro_rules! key {
     };
 }
 
-static KEYS: [KeyInfo; 69] = [
+static KEYS: [KeyInfo; 74] = [
     // [gateway]
     key!(
         "gateway.listen", "ANPX_GATEWAY_LISTEN", "listen", "ADDR", "127.0.0.1:8080",
@@ -639,6 +639,38 @@ static KEYS: [KeyInfo; 69] = [
         "Largest response body held whole for a gateway that cannot take it streamed (a reference gateway); larger gets 502",
         receiver.max_buffered_response_bytes,
         parse: |i| v::int(i, 1, MAX_BODY_BYTES), render: v::render_int,
+    ),
+    key!(
+        "receiver.admin_listen", "ANPX_RECEIVER_ADMIN_LISTEN", "admin-listen", "ADDR|off", "off",
+        "Address of the receiver's admin plane: /status, /metrics and its request inspector (off: none; 127.0.0.1:8082 keeps it beside a gateway's 8081); keep it private",
+        receiver.admin_listen, parse: v::addr_or_off, render: v::render_addr_or_off,
+    ),
+    // [receiver.inspector]
+    key!(
+        "receiver.inspector.requests", "ANPX_RECEIVER_INSPECTOR_REQUESTS", "inspector-requests",
+        "N", "100",
+        "Recent requests the receiver's inspector keeps (0: capture nothing)",
+        receiver.inspector.requests,
+        parse: |i| v::int(i, 0, 100_000), render: v::render_int,
+    ),
+    key!(
+        "receiver.inspector.max_bytes", "ANPX_RECEIVER_INSPECTOR_MAX_BYTES", "inspector-max-bytes",
+        "BYTES", "4194304",
+        "Bytes the receiver inspector's captured requests may hold together; the oldest are dropped beyond",
+        receiver.inspector.max_bytes,
+        parse: |i| v::int(i, 4096, 1 << 32), render: v::render_int,
+    ),
+    key!(
+        "receiver.inspector.bodies", "ANPX_RECEIVER_INSPECTOR_BODIES", "inspector-bodies", "BOOL",
+        "false",
+        "Capture the first KiB of each request and response body for the receiver's inspector",
+        receiver.inspector.bodies, parse: v::boolean, render: v::render_bool,
+    ),
+    key!(
+        "receiver.inspector.show_secrets", "ANPX_RECEIVER_INSPECTOR_SHOW_SECRETS",
+        "inspector-show-secrets", "BOOL", "false",
+        "Show Authorization, Cookie and Set-Cookie values in the receiver's inspector instead of redacting them",
+        receiver.inspector.show_secrets, parse: v::boolean, render: v::render_bool,
     ),
 ];
 

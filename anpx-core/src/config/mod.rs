@@ -168,6 +168,27 @@ impl Config {
         )
     }
 
+    /// The checks a gateway and a receiver in one process (`anpx both`)
+    /// need beyond [`validate`](Config::validate): the receiver's admin
+    /// plane on an address none of the gateway's listeners takes.
+    pub fn check_both(&self) -> Result<(), ConfigError> {
+        let g = &self.gateway;
+        let Some(admin) = self.receiver.admin_listen.filter(|a| a.port() != 0) else {
+            return Ok(());
+        };
+        let taken = [
+            (Some(g.listen), "gateway.listen"),
+            (g.ws_listen, "gateway.ws_listen"),
+            (g.admin_listen, "gateway.admin_listen"),
+        ];
+        for (addr, key) in taken {
+            if addr == Some(admin) {
+                return Err(ValueError::SameAs { other: key }.at("receiver.admin_listen"));
+            }
+        }
+        Ok(())
+    }
+
     fn check_receiver(&self) -> Result<(), ConfigError> {
         let r = &self.receiver;
         if r.reconnect_max_delay() < r.reconnect_first_delay() {

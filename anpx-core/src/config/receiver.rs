@@ -1,5 +1,6 @@
 //! The `[receiver]` section.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -7,6 +8,8 @@ use crate::backoff::BackoffConfig;
 use crate::chunk::{DEFAULT_CHUNK_SIZE, DEFAULT_MAX_HELD_BYTES};
 use crate::receiver::ReceiverConfig;
 use crate::route::ServiceUrl;
+
+use super::InspectorSection;
 
 /// Settings of `anpx receiver`: the side next to the private service, which
 /// dials out to the gateway and forwards requests to its upstream.
@@ -58,6 +61,13 @@ pub struct ReceiverSection {
     /// Largest response body held whole for a gateway that cannot take it
     /// streamed, in bytes (`receiver.max_buffered_response_bytes`).
     pub max_buffered_response_bytes: u64,
+    /// Address of the receiver's admin plane (`receiver.admin_listen`):
+    /// its status, `/metrics` and request inspector; `None` (the default)
+    /// serves none.
+    pub admin_listen: Option<SocketAddr>,
+    /// `[receiver.inspector]`: what the receiver's request inspector keeps
+    /// of the requests it replayed to its upstream.
+    pub inspector: InspectorSection,
 }
 
 impl Default for ReceiverSection {
@@ -78,6 +88,8 @@ impl Default for ReceiverSection {
             private_key: None,
             chunk_size: DEFAULT_CHUNK_SIZE,
             max_buffered_response_bytes: DEFAULT_MAX_HELD_BYTES,
+            admin_listen: None,
+            inspector: InspectorSection::default(),
         }
     }
 }

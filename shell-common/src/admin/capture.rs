@@ -39,10 +39,11 @@ pub struct Entry {
     /// When it came in.
     pub time: SystemTime,
     started_at: Instant,
-    /// The client's address.
-    pub client: SocketAddr,
-    /// The address the client connected to.
-    pub local: SocketAddr,
+    /// The client's address; `None` in a receiver's inspector, whose
+    /// requests come over its gateway connection.
+    pub client: Option<SocketAddr>,
+    /// The address the client connected to, when there was one.
+    pub local: Option<SocketAddr>,
     /// Method.
     pub method: String,
     /// The routing host.
@@ -131,10 +132,10 @@ impl Entry {
 
 /// What a request looked like when it came in.
 pub struct Arrival<'a> {
-    /// Client address.
-    pub client: SocketAddr,
-    /// Address the client connected to.
-    pub local: SocketAddr,
+    /// Client address, when the request came over a connection of its own.
+    pub client: Option<SocketAddr>,
+    /// Address the client connected to, likewise.
+    pub local: Option<SocketAddr>,
     /// Method.
     pub method: &'a str,
     /// Routing host.
@@ -259,6 +260,7 @@ impl Inspector {
             bodies: self.config.bodies,
             response_body: Vec::new(),
             response_bytes: 0,
+            request_body: Vec::new(),
             request_bytes: 0,
             uploaded: Arc::default(),
         })
@@ -375,6 +377,9 @@ pub struct Capture {
     bodies: bool,
     response_body: Vec<u8>,
     response_bytes: u64,
+    /// The request body's first bytes, when it arrives in pieces
+    /// ([`Capture::request_piece`]).
+    request_body: Vec<u8>,
     request_bytes: u64,
     uploaded: Arc<AtomicU64>,
 }
@@ -426,6 +431,18 @@ impl Capture {
         self.request_bytes += n;
     }
 
+    /// A piece of a request body that arrives in pieces (at a receiver,
+    /// from its gateway): counted, and its first [`BODY_PREFIX`] bytes
+    /// kept when bodies are captured.
+    pub fn request_piece(&mut self, piece: &[u8]) {
+        self.request_bytes += piece.len() as u64;
+        if self.bodies && self.request_body.len() < BODY_PREFIX {
+            let room = BODY_PREFIX - self.request_body.len();
+            self.request_body
+                .extend_from_slice(&piece[..piece.len().min(room)]);
+        }
+    }
+
     /// The request ended: its status, how (the log line's outcome) and
     /// why, when it failed.
     pub fn end(self, status: u16, ending: &str, error: Option<&str>) {
@@ -434,6 +451,7 @@ impl Capture {
             id,
             response_body,
             response_bytes,
+            request_body,
             request_bytes,
             uploaded,
             ..
@@ -450,6 +468,10 @@ impl Capture {
                 e.response_bytes = response_bytes;
                 e.response_body = response_body;
                 e.request_bytes += request_bytes;
+                if !request_body.is_empty() {
+                    e.request_body_whole = e.request_bytes <= BODY_PREFIX as u64;
+                    e.request_body = Bytes::from(request_body);
+                }
                 served = Some((e.receiver.clone(), e.request_bytes));
             });
             if let Some((receiver, up)) = served.filter(|(r, _)| !r.is_empty()) {
@@ -515,8 +537,8 @@ mod tests {
     fn arrive(i: &Arc<Inspector>, headers: &[(String, String)], body: &Bytes) -> Capture {
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
         i.arrive(Arrival {
-            client: addr,
-            local: addr,
+            client: Some(addr),
+            local: Some(addr),
             method: "POST",
             host: "h",
             path: "/p",
@@ -580,8 +602,8 @@ mod tests {
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
         assert!(i
             .arrive(Arrival {
-                client: addr,
-                local: addr,
+                client: Some(addr),
+                local: Some(addr),
                 method: "GET",
                 host: "h",
                 path: "/",
@@ -603,6 +625,20 @@ mod tests {
         assert!(e[0].request_body.is_empty() && !e[0].request_body_whole);
         assert_eq!(e[0].request_bytes, 6);
         assert!(e[1].request_body_whole);
+    }
+
+    #[test]
+    fn a_body_in_pieces_keeps_its_prefix_and_its_count() {
+        let i = inspector(10, 1 << 20, true);
+        let mut c = arrive(&i, &[], &Bytes::new());
+        c.request_piece(&[b'x'; 700]);
+        c.request_piece(&[b'y'; 700]);
+        c.end(200, "completed", None);
+        let e = &i.entries()[0];
+        assert_eq!(e.request_bytes, 1400);
+        assert_eq!(e.request_body.len(), BODY_PREFIX);
+        assert_eq!(&e.request_body[698..702], b"xxyy");
+        assert!(!e.request_body_whole);
     }
 
     #[test]

@@ -14,6 +14,7 @@
 
 mod assets;
 mod capture;
+mod receiver;
 mod view;
 
 use std::collections::{BTreeMap, HashMap};
@@ -29,6 +30,7 @@ use futures_util::{Stream, StreamExt};
 use serde_json::json;
 
 pub use capture::{Arrival, Capture, Entry, Inspector, Metered, BODY_PREFIX, ENTRY_OVERHEAD};
+pub use receiver::{ReceiverEnding, ReceiverMonitor, Tracked};
 pub use view::{REDACTED, SECRET_HEADERS};
 
 use crate::gateway::{Answer, PublicRequest, Shared};
@@ -125,54 +127,36 @@ impl Shared {
             (true, "/dashboard.js") => reply(assets::script()),
             (true, "/dashboard.css") => reply(assets::style()),
             (true, "/api/overview") => reply(self.overview().await),
-            (true, "/api/requests") => {
-                let rows: Vec<_> = self.inspector.entries().iter().map(view::summary).collect();
-                reply(Answer::json(200, &json!({ "requests": rows })))
+            (_, p) => {
+                if let Some(rest) = p.strip_prefix("/api/requests/") {
+                    if let Some(("POST", "replay")) =
+                        rest.split_once('/').map(|(_, action)| (method, action))
+                    {
+                        return reply(self.replay_api(rest, headers).await);
+                    }
+                }
+                match inspector_api(&self.inspector, "gateway", method, path, self.chunk_size) {
+                    Some(r) => r,
+                    None if get => reply(Answer::text(404, "not found on the admin listener\n")),
+                    None => reply(Answer::text(405, "method not allowed\n")),
+                }
             }
-            (true, "/api/events") => AdminReply::Events(EventStream {
-                first: Some(Bytes::from_static(
-                    b": anpx inspector feed\nretry: 1000\n\n",
-                )),
-                feed: self.inspector.subscribe(),
-            }),
-            (_, p) => match p.strip_prefix("/api/requests/") {
-                Some(rest) => reply(self.request_api(method, rest, headers).await),
-                None if get => reply(Answer::text(404, "not found on the admin listener\n")),
-                None => reply(Answer::text(405, "method not allowed\n")),
-            },
         }
     }
 
-    async fn request_api(&self, method: &str, rest: &str, headers: &http::HeaderMap) -> Answer {
-        let (number, action) = rest.split_once('/').unwrap_or((rest, ""));
-        let Ok(id) = number.parse::<u64>() else {
-            return Answer::json(400, &json!({ "error": "not a request number" }));
+    async fn replay_api(&self, rest: &str, headers: &http::HeaderMap) -> Answer {
+        let number = rest.split_once('/').map_or(rest, |(n, _)| n);
+        let entry = match entry_of(&self.inspector, "gateway", number) {
+            Ok(e) => e,
+            Err(answer) => return answer,
         };
-        let Some(entry) = self.inspector.get(id) else {
+        if !headers.contains_key(ADMIN_HEADER) {
             return Answer::json(
-                404,
-                &json!({ "error": "no such request in the inspector (it keeps the last gateway.inspector.requests)" }),
+                403,
+                &json!({ "error": format!("a replay needs the {ADMIN_HEADER} header") }),
             );
-        };
-        match (method, action) {
-            ("GET" | "HEAD", "") => {
-                let c = self.inspector.config();
-                Answer::json(
-                    200,
-                    &view::detail(&entry, c.show_secrets, c.bodies, self.chunk_size),
-                )
-            }
-            ("POST", "replay") => {
-                if !headers.contains_key(ADMIN_HEADER) {
-                    return Answer::json(
-                        403,
-                        &json!({ "error": format!("a replay needs the {ADMIN_HEADER} header") }),
-                    );
-                }
-                self.replay(&entry).await
-            }
-            _ => Answer::json(405, &json!({ "error": "method not allowed" })),
         }
+        self.replay(&entry).await
     }
 
     /// Sends a captured request through the tunnel again, as it came
@@ -182,6 +166,12 @@ impl Shared {
         if let Err(why) = view::replayable(e) {
             return Answer::json(409, &json!({ "error": format!("cannot replay: {why}") }));
         }
+        let (Some(peer), Some(local)) = (e.client, e.local) else {
+            return Answer::json(
+                409,
+                &json!({ "error": "cannot replay: the request came over no connection of its own" }),
+            );
+        };
         let host_header = e
             .request_headers
             .iter()
@@ -200,8 +190,8 @@ impl Shared {
             authority: host_header.is_none().then(|| e.host.clone()),
             version: http::Version::HTTP_11,
             headers: e.request_headers.clone(),
-            peer: e.client,
-            local: e.local,
+            peer,
+            local,
         };
         let (pending, id) = match self.proxy_capturing(request, body, Some(e.id)).await {
             Ok(p) => p,
@@ -286,5 +276,66 @@ impl Shared {
                 },
             }),
         )
+    }
+}
+
+/// Entry `number` of `inspector`, or the answer saying why there is none;
+/// `section` names the configuration section it is set in.
+fn entry_of(inspector: &Inspector, section: &str, number: &str) -> Result<Entry, Answer> {
+    let Ok(id) = number.parse::<u64>() else {
+        return Err(Answer::json(
+            400,
+            &json!({ "error": "not a request number" }),
+        ));
+    };
+    inspector.get(id).ok_or_else(|| {
+        Answer::json(
+            404,
+            &json!({ "error": format!("no such request in the inspector (it keeps the last {section}.inspector.requests)") }),
+        )
+    })
+}
+
+/// The inspector's read-only routes, the same on the gateway's and the
+/// receiver's admin planes: `GET /api/requests`, `GET /api/requests/N`,
+/// `GET /api/events`. `None` when `path` is none of them.
+pub fn inspector_api(
+    inspector: &Inspector,
+    section: &str,
+    method: &str,
+    path: &str,
+    chunk_size: usize,
+) -> Option<AdminReply> {
+    let get = method == "GET" || method == "HEAD";
+    let reply = |a| Some(AdminReply::Answer(a));
+    match path {
+        "/api/requests" if get => {
+            let rows: Vec<_> = inspector.entries().iter().map(view::summary).collect();
+            reply(Answer::json(200, &json!({ "requests": rows })))
+        }
+        "/api/events" if get => Some(AdminReply::Events(EventStream {
+            first: Some(Bytes::from_static(
+                b": anpx inspector feed\nretry: 1000\n\n",
+            )),
+            feed: inspector.subscribe(),
+        })),
+        _ => {
+            let rest = path.strip_prefix("/api/requests/")?;
+            if !get {
+                return reply(Answer::json(405, &json!({ "error": "method not allowed" })));
+            }
+            if rest.contains('/') {
+                return None;
+            }
+            let entry = match entry_of(inspector, section, rest) {
+                Ok(e) => e,
+                Err(answer) => return reply(answer),
+            };
+            let c = inspector.config();
+            reply(Answer::json(
+                200,
+                &view::detail(&entry, c.show_secrets, c.bodies, chunk_size),
+            ))
+        }
     }
 }

@@ -34,7 +34,7 @@ pub fn summary(e: &Entry) -> Value {
     json!({
         "id": e.id,
         "time_ms": millis,
-        "client": e.client.to_string(),
+        "client": e.client.map(|c| c.to_string()),
         "method": e.method,
         "host": e.host,
         "path": e.path,
@@ -117,7 +117,7 @@ pub fn detail(e: &Entry, show_secrets: bool, bodies: bool, chunk_size: usize) ->
         )
     });
     let extra = json!({
-        "local": e.local.to_string(),
+        "local": e.local.map(|l| l.to_string()),
         "request_headers": headers(e.request_headers.iter().map(|(n, v)| (n.as_str(), v.as_str())), show_secrets),
         "sent_head": sent,
         "response_head": received,

@@ -54,18 +54,9 @@ pub(crate) async fn handle(
             "receivers connect here with a WebSocket upgrade\n",
         )),
         Endpoint::Health => answer(shared.health()),
-        Endpoint::Admin => match shared.admin(method, req.uri().path(), req.headers()).await {
-            AdminReply::Answer(a) => answer(a),
-            AdminReply::Events(events) => {
-                let body = StreamBody::new(events.map(|b| Ok::<_, BoxError>(Frame::data(b))));
-                let mut r = Response::new(BodyExt::boxed(body));
-                for (name, value) in EVENT_HEADERS {
-                    r.headers_mut()
-                        .insert(name, HeaderValue::from_static(value));
-                }
-                r
-            }
-        },
+        Endpoint::Admin => {
+            admin_response(shared.admin(method, req.uri().path(), req.headers()).await)
+        }
         Endpoint::Proxy => {
             let screened = shared.screen(
                 method,
@@ -91,6 +82,23 @@ pub(crate) async fn handle(
         }
     };
     Ok(response)
+}
+
+/// The hyper response for an answer of an admin plane, the gateway's or
+/// the receiver's.
+pub(crate) fn admin_response(reply: AdminReply) -> Response<GatewayBody> {
+    match reply {
+        AdminReply::Answer(a) => answer(a),
+        AdminReply::Events(events) => {
+            let body = StreamBody::new(events.map(|b| Ok::<_, BoxError>(Frame::data(b))));
+            let mut r = Response::new(BodyExt::boxed(body));
+            for (name, value) in EVENT_HEADERS {
+                r.headers_mut()
+                    .insert(name, HeaderValue::from_static(value));
+            }
+            r
+        }
+    }
 }
 
 /// The hyper response for an answer of the shared gateway.

@@ -2,7 +2,7 @@
 //! the task that drives `anpx_core::gateway`.
 
 mod edge;
-mod http;
+pub(crate) mod http;
 
 pub use shell_common::did_wba::{DidWbaAdmission, DocumentSources};
 pub use shell_common::{Admission, Admitted, GatewayOptions, OpenAdmission, Refusal};

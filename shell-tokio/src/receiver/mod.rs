@@ -2,9 +2,12 @@
 //! `wss://`) and runs the shared reconnect and connection loops, serving
 //! requests from an [`Upstream`].
 
+mod admin;
+
 pub use shell_common::did_credentials::{CredentialsError, DidCredentials};
 pub use shell_common::{Credentials, Status};
 
+use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
 
@@ -57,10 +60,35 @@ pub struct Receiver {
     stop: Stop,
     status: watch::Receiver<Status>,
     task: JoinHandle<()>,
+    admin: Option<(SocketAddr, JoinHandle<()>)>,
 }
 
 impl Receiver {
-    /// Starts dialing in the background.
+    /// Binds the admin listener when `options.admin_listen` asks for one,
+    /// then starts dialing in the background.
+    pub async fn bind(options: ReceiverOptions) -> std::io::Result<Receiver> {
+        let admin = match options.admin_listen {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr).await?;
+                let addr = listener.local_addr()?;
+                tracing::info!(admin_addr = %addr, "receiver admin plane listening");
+                let task = tokio::spawn(admin::serve(listener, options.monitor.clone()));
+                Some((addr, task))
+            }
+            None => None,
+        };
+        let mut receiver = Receiver::spawn(options);
+        receiver.admin = admin;
+        Ok(receiver)
+    }
+
+    /// The admin plane's address, when [`Receiver::bind`] opened one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(a, _)| *a)
+    }
+
+    /// Starts dialing in the background, without an admin listener (see
+    /// [`Receiver::bind`]).
     pub fn spawn(options: ReceiverOptions) -> Receiver {
         let stop = Stop::new(false);
         let (status_tx, status) = watch::channel(Status::Connecting);
@@ -85,7 +113,12 @@ impl Receiver {
             futures_util::future::select(pin!(run), pin!(forward)).await;
             status_tx.send_replace(shared.get());
         });
-        Receiver { stop, status, task }
+        Receiver {
+            stop,
+            status,
+            task,
+            admin: None,
+        }
     }
 
     /// The current status.
@@ -116,5 +149,8 @@ impl Receiver {
     pub async fn shutdown(self) {
         self.stop.set(true);
         let _ = self.task.await;
+        if let Some((_, admin)) = self.admin {
+            admin.abort();
+        }
     }
 }

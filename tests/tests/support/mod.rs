@@ -146,16 +146,13 @@ pub fn receiver_options(
         max_delay: Duration::from_millis(400),
         ..Default::default()
     };
-    ReceiverOptions {
-        gateway: format!("ws://{gateway}/ws"),
-        extra_gateways: Vec::new(),
-        services: services.iter().map(|s| s.parse().unwrap()).collect(),
-        core: Default::default(),
-        backoff,
-        upstream: Arc::new(HttpUpstream::new(&format!("http://{backend}")).unwrap()),
-        credentials: None,
-        tls: None,
-    }
+    let mut o = ReceiverOptions::new(
+        format!("ws://{gateway}/ws"),
+        Arc::new(HttpUpstream::new(&format!("http://{backend}")).unwrap()),
+    );
+    o.services = services.iter().map(|s| s.parse().unwrap()).collect();
+    o.backoff = backoff;
+    o
 }
 
 /// A receiver serving `services` from `backend`, connected before returning.

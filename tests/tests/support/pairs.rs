@@ -282,6 +282,58 @@ impl Rx {
         }
     }
 
+    /// A receiver serving `api.agent.com/svc` from `backend` with its admin
+    /// plane on a free loopback port, capturing as `inspector` says;
+    /// connected before returning, with the admin plane's address.
+    pub async fn start_with_admin(
+        shell: Shell,
+        gateway: SocketAddr,
+        backend: SocketAddr,
+        inspector: anpx_core::config::InspectorSection,
+    ) -> (Rx, SocketAddr) {
+        let url = format!("ws://{gateway}/ws");
+        let upstream = format!("http://{backend}");
+        let services = ["api.agent.com/svc"];
+        let monitor = || {
+            let m = shell_common::admin::ReceiverMonitor::new(
+                services.iter().map(|s| s.to_string()).collect(),
+                inspector.clone(),
+                65536,
+            );
+            m.set_upstream(&upstream);
+            Arc::new(m)
+        };
+        let admin = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let rx = match shell {
+            Shell::Tokio => {
+                let mut o = shell_tokio::receiver::ReceiverOptions::new(
+                    url,
+                    Arc::new(shell_tokio::upstream::HttpUpstream::new(&upstream).unwrap()),
+                );
+                receiver_options(&mut o, &services, None);
+                o.admin_listen = admin;
+                o.monitor = monitor();
+                Rx::Tokio(shell_tokio::receiver::Receiver::bind(o).await.unwrap())
+            }
+            Shell::Smol => {
+                let mut o = shell_smol::receiver::ReceiverOptions::new(
+                    url,
+                    Arc::new(shell_smol::upstream::HttpUpstream::new(&upstream).unwrap()),
+                );
+                receiver_options(&mut o, &services, None);
+                o.admin_listen = admin;
+                o.monitor = monitor();
+                Rx::Smol(shell_smol::receiver::Receiver::bind(o).await.unwrap())
+            }
+        };
+        rx.wait_connected().await;
+        let addr = match &rx {
+            Rx::Tokio(r) => r.admin_addr(),
+            Rx::Smol(r) => r.admin_addr(),
+        };
+        (rx, addr.expect("the admin plane is bound"))
+    }
+
     /// Waits (ten seconds at most) until connected; fails the test otherwise.
     pub async fn wait_connected(&self) {
         let status = tokio::time::timeout(Duration::from_secs(10), self.wait_ready())
