@@ -46,6 +46,22 @@ impl Forwarding {
     }
 }
 
+/// The line a receiver prints for its admin plane; `program` names the
+/// binary (`anpx`, `anpx-smol`).
+pub fn receiver_admin_line(program: &str, admin: SocketAddr) -> String {
+    format!(
+        "{program} receiver: admin plane on http://{admin}/status (also /metrics, /api/requests)"
+    )
+}
+
+/// What a failed bind of the receiver's admin listener is reported with.
+pub fn receiver_admin_bind_context(admin: Option<SocketAddr>) -> String {
+    format!(
+        "cannot listen on {} (receiver.admin_listen)",
+        admin.map(|a| a.to_string()).unwrap_or_default()
+    )
+}
+
 /// A gateway's addresses, one line each: the public URL, where receivers
 /// connect, and the admin plane. `tls` is whether the public and receiver
 /// listeners speak TLS (the admin plane is always plain HTTP).

@@ -68,16 +68,11 @@ fn receiver_options(config: &Config, upstream: Arc<dyn Upstream>) -> Result<Rece
 /// The receiver, with its admin listener when `receiver.admin_listen` is set.
 async fn bind_receiver(options: ReceiverOptions) -> Result<Receiver> {
     let admin = options.admin_listen;
-    let receiver = Receiver::bind(options).await.with_context(|| {
-        format!(
-            "cannot listen on {} (receiver.admin_listen)",
-            admin.map(|a| a.to_string()).unwrap_or_default()
-        )
-    })?;
+    let receiver = Receiver::bind(options)
+        .await
+        .with_context(|| banner::receiver_admin_bind_context(admin))?;
     if let Some(addr) = receiver.admin_addr() {
-        eprintln!(
-            "anpx receiver: admin plane on http://{addr}/status (also /metrics, /api/requests)"
-        );
+        eprintln!("{}", banner::receiver_admin_line("anpx", addr));
     }
     Ok(receiver)
 }
