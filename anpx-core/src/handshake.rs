@@ -4,6 +4,7 @@
 use crate::route::{ServiceUrl, ServiceUrlError};
 
 pub use crate::features::HEADER as FEATURES_HEADER;
+pub use crate::features::{negotiate, negotiate_gateway};
 
 /// Request header: the service URLs the receiver wants to serve now.
 pub const SERVICES_HEADER: &str = "x-anpx-services";

@@ -7,22 +7,155 @@
 //! This crate does no I/O: no sockets, no files, no async runtime, and it
 //! never reads the clock. Callers hand it bytes and the current time, and
 //! it hands back bytes to send, events and the next instant it wants to be
-//! woken at. The runtime shells (`shell-tokio`, `shell-smol`) are thin loops
-//! around it, and it can be embedded in any other transport the same way.
+//! woken at. The runtime shells (`shell-tokio`, `shell-smol`) are loops
+//! around it, and it embeds in any other transport the same way
+//! (`examples/embedded.rs`, `docs/EMBEDDING.md`).
 //!
-//! Modules:
+//! ## The machine
+//!
+//! Two state machines speak ANPX v1 to each other over one ordered,
+//! message-oriented connection (a WebSocket in the shells; anything that
+//! keeps [`WsMessage`]s whole and in order in an embedding):
+//!
+//! - [`Gateway`] (one per public gateway) owns every receiver connection it
+//!   admitted (a [`LinkId`] each, with its [`Identity`], negotiated
+//!   [`Features`] and granted [`ServiceUrl`]s), the routing table, and every
+//!   public request in flight (a [`RequestId`] each): its deadlines, its
+//!   upload and response credit windows, the checks on its response head
+//!   and body, and the memory budgets receivers may make it hold. Public
+//!   requests go in with [`Gateway::start_request`] and
+//!   [`Gateway::push_body`]; responses come out as [`ResponseEvent`]s.
+//! - [`Receiver`] (one per connection to a gateway) reassembles the
+//!   requests the gateway sends into [`RequestEvent`]s for the local
+//!   service, and turns the service's answers ([`Receiver::respond`],
+//!   [`Receiver::respond_body`]) into frames.
+//!
+//! Around them, plain functions and values that every shell applies the
+//! same way: the handshake ([`handshake`]: service URLs declared and
+//! granted; [`features::negotiate_gateway`]: extensions), the public edge's
+//! limits ([`edge`]), the forwarding rules ([`forward`]: path
+//! normalization, hop-by-hop and `X-Forwarded-*` headers), the receiver's
+//! reconnect schedule ([`backoff`]), and, behind features, DID-WBA
+//! ([`auth`]), request policy ([`policy`]) and configuration files
+//! ([`config`]).
+//!
+//! ## Run loop
+//!
+//! Both machines have the same shape, that of quinn-proto's `Connection`
+//! or str0m's `Rtc`:
+//!
+//! - **Inputs** are method calls, each taking `now`: a message from the
+//!   connection (`handle_message`), something from the application (a
+//!   public request, a body piece, a response, a cancel), or
+//!   `handle_timeout(now)` when the deadline came.
+//! - **Outputs** are polled from one place, `poll_output`, until it
+//!   returns `None`: a message to transmit ([`Output::Transmit`],
+//!   [`ReceiverOutput::Transmit`]), an event for the application
+//!   ([`Output::Response`], [`ReceiverOutput::Event`]), or a close
+//!   ([`Output::Close`], [`ReceiverOutput::Close`]).
+//! - **Time**: `poll_timeout` is the next instant the machine wants
+//!   `handle_timeout` called; nothing happens between calls.
+//!
+//! So a driver repeats: wait for a message, an application call or the
+//! timeout; feed that one input with the current time; drain
+//! `poll_output`, sending transmits and dispatching events (calls made
+//! while draining are fine, the drain goes on); read `poll_timeout`; wait
+//! again. Backpressure is the application's to apply from what the
+//! machines report: [`Gateway::upload_queued`] says how much of an upload
+//! waits for the receiver's credit (stop reading the client until it is
+//! 0), [`Receiver::unsent`] the same for a response, and
+//! [`Gateway::body_read`] / [`Receiver::request_body_read`] return credit
+//! once a body was consumed.
+//!
+//! Here both machines are driven by hand in virtual time, their transmits
+//! handed straight to each other:
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use anpx_core::{
+//!     Features, Gateway, GatewayConfig, Identity, Output, Receiver, ReceiverConfig,
+//!     ReceiverOutput, RequestBody, RequestEvent, RequestHead, ResponseBody, ResponseEvent,
+//!     ResponseHead,
+//! };
+//!
+//! let mut now = Instant::now(); // virtual: only ever moved by hand
+//! let mut gw = Gateway::new(GatewayConfig::default(), 1);
+//! let mut rx = Receiver::new(ReceiverConfig::default(), Features::empty(), now);
+//! let link = gw.admit(now, Identity::Anonymous, vec!["api.agent.com".parse().unwrap()], Features::empty());
+//!
+//! let id = gw
+//!     .start_request(now, "api.agent.com", RequestHead::new("GET", "/hello"), RequestBody::Empty)
+//!     .unwrap();
+//! let mut status = None;
+//! loop {
+//!     // Drain the gateway: its transmits are the receiver's input.
+//!     while let Some(out) = gw.poll_output() {
+//!         match out {
+//!             Output::Transmit { message, .. } => rx.handle_message(now, message),
+//!             Output::Response { event: ResponseEvent::Head(h), .. } => status = Some(h.status),
+//!             Output::Response { .. } | Output::Close { .. } => {}
+//!         }
+//!     }
+//!     // Drain the receiver: serve its requests, send its transmits back.
+//!     let mut sent = false;
+//!     while let Some(out) = rx.poll_output() {
+//!         match out {
+//!             ReceiverOutput::Transmit(m) => {
+//!                 gw.handle_message(now, link, m);
+//!                 sent = true;
+//!             }
+//!             ReceiverOutput::Event(RequestEvent::End { request }) => {
+//!                 rx.respond(now, &request, ResponseHead::new(200), ResponseBody::Full("hi".into()))
+//!                     .unwrap();
+//!             }
+//!             ReceiverOutput::Event(_) | ReceiverOutput::Close { .. } => {}
+//!         }
+//!     }
+//!     if !sent {
+//!         // Quiet: jump to the next deadline, as a shell's timer would.
+//!         match gw.poll_timeout() {
+//!             Some(at) if status.is_none() => { now = at; gw.handle_timeout(now); }
+//!             _ => break,
+//!         }
+//!     }
+//! }
+//! assert_eq!(status, Some(200));
+//! assert_eq!(gw.in_flight(), 0, "request {id} ended");
+//! ```
+//!
+//! ## Modules and features
+//!
+//! The machines and their inputs and outputs are re-exported here. The
+//! modules hold the rest:
+//!
 //! - [`frame`]: the ANPX v1 frame codec (24-byte header, TLV body, CRC-32s).
 //! - [`message`]: typed request/response heads and their meta JSON.
 //! - [`chunk`]: splitting messages into chunk frames and reassembling them.
 //! - [`route`]: service URLs and the routing table.
-//! - [`gateway`]: the gateway state machine (receiver connections, routing,
-//!   requests in flight, timeouts).
-//! - [`receiver`]: the receiver state machine (one per connection).
-//! - [`edge`], [`forward`]: the limits and checks of the public edge, and
-//!   the rules for forwarding a public request (path normalization, hop-by-hop
-//!   headers).
-//! - [`backoff`], [`features`], [`control`], [`ws`]: reconnect schedule,
-//!   extension negotiation, JSON control messages, WebSocket message types.
+//! - [`gateway`], [`receiver`]: the two state machines and their types.
+//! - [`handshake`], [`features`]: what the WebSocket handshake carries.
+//! - [`edge`], [`forward`], [`passthrough`]: the public edge's limits and
+//!   checks, the forwarding rules, WebSocket passthrough headers.
+//! - [`flow`], [`control`], [`ws`]: credit windows, JSON control messages,
+//!   WebSocket message types.
+//! - [`backoff`]: the receiver's reconnect schedule.
+//! - [`cluster`]: the pure logic of several gateways acting as one.
+//! - [`registry`]: where receivers' grants come from.
+//! - [`demo`]: the echo agent of `anpx demo`.
+//!
+//! With `default-features = false` the crate is the protocol alone and
+//! depends on little more than `bytes`, `crc32fast`, `serde`/`serde_json`
+//! and `httparse`. The default features add what the shells need:
+//!
+//! | feature    | adds                                                         |
+//! |------------|--------------------------------------------------------------|
+//! | `auth`     | [`auth`]: DID-WBA keys, documents, signing, verifying, nonces  |
+//! | `policy`   | [`policy`]: rate limits, blocklist, CORS for public requests |
+//! | `subjects` | `cluster::Subjects`: NATS subject names (SHA-256 of a URL)   |
+//! | `config`   | [`config`]: files, environment, flags; the static registry   |
+//! | `cli`      | `cli`: the `anpx` command line (not default; clap)           |
+//!
+//! ## The codec alone
 //!
 //! ```
 //! use anpx_core::frame::{Frame, FrameLimits};
@@ -42,12 +175,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "auth")]
 pub mod auth;
 pub mod backoff;
 pub mod chunk;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod cluster;
+#[cfg(feature = "config")]
 pub mod config;
 pub mod control;
 pub mod demo;
@@ -60,6 +195,7 @@ pub mod gateway;
 pub mod handshake;
 pub mod message;
 pub mod passthrough;
+#[cfg(feature = "policy")]
 pub mod policy;
 pub mod receiver;
 pub mod registry;
@@ -67,6 +203,16 @@ pub mod route;
 mod timer;
 pub mod ws;
 
+pub use features::{Feature, Features};
+pub use gateway::{
+    Ending, Failure, Gateway, GatewayConfig, GatewayStats, Identity, LinkFault, LinkId, Output,
+    Regrant, Reject, RequestBody, RequestGone, ResponseEvent,
+};
 pub use message::{
     canonical_reason, Head, HeaderList, Message, RequestHead, RequestId, ResponseHead,
 };
+pub use receiver::{
+    Receiver, ReceiverConfig, ReceiverOutput, RequestEvent, RespondError, ResponseBody,
+};
+pub use route::ServiceUrl;
+pub use ws::WsMessage;

@@ -147,6 +147,7 @@ fn a_body_idle_timeout_shorter_than_the_request_timeout_fires_on_time() {
     assert_eq!(failures(&p, &id).len(), 1, "cut 2 s after the head, not 30");
 }
 
+#[cfg(feature = "config")]
 #[test]
 fn the_default_body_idle_timeout_is_at_least_five_minutes() {
     let c = GatewayConfig::default();

@@ -15,12 +15,14 @@
 
 mod announce;
 mod book;
+#[cfg(feature = "subjects")]
 mod subject;
 mod window;
 mod wire;
 
 pub use announce::{check_node_name, Announcement, AnnouncementError, MAX_NODE_NAME, MAX_SERVICES};
 pub use book::{Plan, RouteBook};
+#[cfg(feature = "subjects")]
 pub use subject::{check_prefix, SubjectPrefixError, Subjects, DEFAULT_SUBJECT_PREFIX};
 pub use window::{Intake, SequenceGap, Window, DEFAULT_WINDOW, MAX_PIECE};
 pub use wire::{BodyMode, WireError, WireMessage};

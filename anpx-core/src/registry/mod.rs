@@ -64,6 +64,7 @@
 mod backend;
 mod cache;
 mod rules;
+#[cfg(feature = "config")]
 mod static_table;
 
 pub use backend::BackendKind;
@@ -72,6 +73,7 @@ pub use rules::{
     check_add, check_entry, overlaps, parse_rows, proxy_path_to_service_url,
     service_url_to_proxy_path, MAX_DID_LEN, MAX_PROXY_PATH_LEN, SUFFIX,
 };
+#[cfg(feature = "config")]
 pub use static_table::StaticRegistry;
 
 use std::fmt::Display;

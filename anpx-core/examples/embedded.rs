@@ -1,0 +1,259 @@
+//! The core embedded in a transport of its own: a gateway and a receiver
+//! joined by an in-memory byte pipe instead of a WebSocket, driven in
+//! virtual time by one loop. This file is the whole "shell": it frames
+//! messages on the pipe, does the handshake, feeds inputs with `now`,
+//! drains outputs and sleeps (jumps) to the next deadline. It walks
+//! through the handshake, flow credit, a timeout, a cancellation and a
+//! close; `docs/EMBEDDING.md` explains each part.
+//!
+//! ```text
+//! cargo run -p anpx-core --example embedded
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use anpx_core::handshake::{format_services, grant, negotiate_gateway, parse_services};
+use anpx_core::{
+    Features, Gateway, GatewayConfig, Identity, Output, Receiver, ReceiverConfig, ReceiverOutput,
+    RequestBody, RequestEvent, RequestHead, RequestId, ResponseBody, ResponseEvent, ResponseHead,
+    WsMessage,
+};
+
+/// One direction of the byte pipe: records of `[kind][len: u32][payload]`,
+/// handed over in pieces of at most `PIECE` bytes, so a record may arrive
+/// split.
+#[derive(Default)]
+struct Pipe {
+    bytes: VecDeque<u8>,
+    arrived: Vec<u8>,
+}
+const PIECE: usize = 10_000;
+const HELLO: u8 = 9;
+const CLOSE: u8 = 8;
+
+impl Pipe {
+    fn send(&mut self, kind: u8, payload: &[u8]) {
+        self.bytes.push_back(kind);
+        self.bytes.extend((payload.len() as u32).to_be_bytes());
+        self.bytes.extend(payload);
+    }
+    fn send_ws(&mut self, m: &WsMessage) {
+        match m {
+            WsMessage::Binary(b) => self.send(0, b),
+            WsMessage::Text(t) => self.send(1, t.as_bytes()),
+            WsMessage::Ping(b) => self.send(2, b),
+            WsMessage::Pong(b) => self.send(3, b),
+        }
+    }
+    /// A handshake line, sent and read at once (the pipe is empty then).
+    fn hello(&mut self, line: String) -> String {
+        self.send(HELLO, line.as_bytes());
+        String::from_utf8(self.deliver().remove(0).1).unwrap()
+    }
+    /// Moves one piece across; returns the records now whole.
+    fn deliver(&mut self) -> Vec<(u8, Vec<u8>)> {
+        let n = self.bytes.len().min(PIECE);
+        self.arrived.extend(self.bytes.drain(..n));
+        let mut records = Vec::new();
+        while self.arrived.len() >= 5 {
+            let len = u32::from_be_bytes(self.arrived[1..5].try_into().unwrap()) as usize;
+            if self.arrived.len() < 5 + len {
+                break;
+            }
+            let record: Vec<u8> = self.arrived.drain(..5 + len).collect();
+            records.push((record[0], record[5..].to_vec()));
+        }
+        records
+    }
+}
+
+fn ws(kind: u8, payload: Vec<u8>) -> WsMessage {
+    match kind {
+        0 => WsMessage::Binary(payload.into()),
+        1 => WsMessage::Text(String::from_utf8_lossy(&payload).into_owned()),
+        2 => WsMessage::Ping(payload.into()),
+        _ => WsMessage::Pong(payload.into()),
+    }
+}
+
+/// What happened, for the test to check.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Features both sides agreed in the handshake.
+    pub agreed: Features,
+    /// Status and body length of `/big` (2 MiB streamed).
+    pub big: (u16, usize),
+    /// `/big` bytes that reached the client while it read nothing.
+    pub big_before_reading: usize,
+    /// Status of `/slow`, which the service never answers.
+    pub slow: u16,
+    /// Whether the receiver saw `/cancel` aborted after its client left.
+    pub cancel_aborted: bool,
+    /// Status of `/last`, in flight when the receiver's uplink is cut.
+    pub last: u16,
+    /// Close code the gateway gave the silent receiver.
+    pub close: Option<u16>,
+    /// Whether the receiver aborted `/last` when the close reached it.
+    pub last_aborted: bool,
+}
+
+pub fn run() -> Outcome {
+    const MIB: usize = 1 << 20;
+    let start = Instant::now(); // virtual: moved only by this loop
+    let mut now = start;
+    let config = GatewayConfig {
+        request_timeout: Duration::from_secs(5),
+        ping_interval: Duration::from_secs(1), // silent for 2 s: closed
+        ..Default::default()
+    };
+    let mut gw = Gateway::new(config, 7);
+    let (mut down, mut up) = (Pipe::default(), Pipe::default()); // gateway→receiver, back
+    let mut out = Outcome::default();
+
+    // Handshake: the receiver declares services and features; the gateway
+    // grants, negotiates, admits, and answers with what it agreed.
+    let ours = Features::all().to_header_value();
+    let hello = up.hello(format!("api.agent.com\n{ours}"));
+    let (services, features) = hello.split_once('\n').unwrap();
+    let granted = grant(&parse_services(services).unwrap(), None); // open mode
+    let agreed = negotiate_gateway(Features::all(), Some(features));
+    let link = gw.admit(now, Identity::Anonymous, granted.clone(), agreed);
+    let theirs = format!("{}\n{agreed}", format_services(&granted));
+    let answer = down.hello(theirs);
+    out.agreed = Features::parse_header(answer.split_once('\n').unwrap().1);
+    let mut rx = Receiver::new(ReceiverConfig::default(), out.agreed, now);
+
+    // Public requests, all at once; `/last` comes later.
+    let get = |gw: &mut Gateway, now, path| {
+        let head = RequestHead::new("GET", path);
+        let id = gw.start_request(now, "api.agent.com", head, RequestBody::Empty);
+        (id.unwrap(), path)
+    };
+    let mut ids: HashMap<RequestId, &str> = ["/big", "/slow", "/cancel"]
+        .map(|p| get(&mut gw, now, p))
+        .into();
+    let read_from = start + Duration::from_secs(1); // the /big client reads from then on
+    let mut big_unread = 0; // bytes the client has and has not yet read
+                            // The service: path of each request, and what is left of its answer.
+    let mut serving: HashMap<RequestId, (String, Option<usize>)> = HashMap::new();
+    let mut uplink_cut = false;
+
+    loop {
+        // Gateway side: inputs from the pipe, then drain its outputs.
+        let mut busy = false;
+        if !uplink_cut {
+            for (_, payload) in up.deliver().into_iter().map(|(k, p)| (k, ws(k, p))) {
+                gw.handle_message(now, link, payload);
+                busy = true;
+            }
+        }
+        while let Some(o) = gw.poll_output() {
+            busy = true;
+            match o {
+                Output::Transmit { message, .. } => down.send_ws(&message),
+                Output::Close { code, .. } => {
+                    out.close = Some(code);
+                    down.send(CLOSE, &code.to_be_bytes());
+                }
+                Output::Response { request, event } => match (ids[&request], event) {
+                    ("/big", ResponseEvent::Head(h)) => out.big.0 = h.status,
+                    ("/big", ResponseEvent::Body(b)) => big_unread += b.len(),
+                    ("/cancel", ResponseEvent::Body(_)) => gw.cancel(now, &request), // client left
+                    ("/slow", ResponseEvent::Failed(f)) => out.slow = f.status,
+                    ("/last", ResponseEvent::Failed(f)) => out.last = f.status,
+                    _ => {}
+                },
+            }
+        }
+        // The /big client: reading is what returns credit to the receiver.
+        if now < read_from {
+            out.big_before_reading = big_unread;
+        } else if big_unread > 0 {
+            let id = ids.iter().find(|(_, p)| **p == "/big").unwrap().0.clone();
+            gw.body_read(now, &id, big_unread);
+            out.big.1 += big_unread;
+            big_unread = 0;
+            busy = true;
+        }
+
+        // Receiver side: the same, with the service behind it.
+        for (kind, payload) in down.deliver() {
+            busy = true;
+            if kind == CLOSE {
+                rx.handle_close(now);
+            } else if kind == 2 {
+                up.send(3, &payload); // a WebSocket library answers pings itself
+            } else {
+                rx.handle_message(now, ws(kind, payload));
+            }
+        }
+        while let Some(o) = rx.poll_output() {
+            busy = true;
+            match o {
+                ReceiverOutput::Transmit(m) => up.send_ws(&m),
+                ReceiverOutput::Event(RequestEvent::Head { request, head }) => {
+                    serving.insert(request, (head.path, None));
+                }
+                ReceiverOutput::Event(RequestEvent::End { request }) => {
+                    let (path, left) = serving.get_mut(&request).unwrap();
+                    if path == "/big" || path == "/cancel" {
+                        let head = ResponseHead::new(200);
+                        rx.respond(now, &request, head, ResponseBody::Streaming)
+                            .unwrap();
+                        *left = Some(2 * MIB);
+                    }
+                }
+                ReceiverOutput::Event(RequestEvent::Aborted { request, .. }) => {
+                    let path = serving.remove(&request).map(|s| s.0);
+                    out.cancel_aborted |= path.as_deref() == Some("/cancel");
+                    out.last_aborted |= path.as_deref() == Some("/last");
+                }
+                ReceiverOutput::Event(_) | ReceiverOutput::Close { .. } => {}
+            }
+        }
+        // The service streams /big and /cancel, a piece whenever the
+        // receiver holds nothing unsent: that is its backpressure.
+        for (id, (_, left)) in serving.iter_mut() {
+            if let Some(left) = left
+                .as_mut()
+                .filter(|l| **l > 0 && rx.unsent(id) == Some(0))
+            {
+                let n = (*left).min(64 * 1024);
+                *left -= n;
+                rx.respond_body(now, id, vec![b'x'; n].into(), *left == 0)
+                    .unwrap();
+                busy = true;
+            }
+        }
+        // Bytes still on their way count as work: a record may be split.
+        if busy || !down.bytes.is_empty() || (!uplink_cut && !up.bytes.is_empty()) {
+            continue;
+        }
+
+        // Idle. Once /big and /slow are done, start /last and cut the
+        // receiver's uplink: the gateway hears nothing more from it.
+        if out.big.1 == 2 * MIB && out.slow != 0 && !uplink_cut {
+            let (id, path) = get(&mut gw, now, "/last");
+            ids.insert(id, path);
+            uplink_cut = true;
+            continue;
+        }
+        if out.close.is_some() && rx.poll_timeout().is_none() {
+            return out; // both sides closed
+        }
+        // Sleep until the earliest deadline: the machines' or the client's.
+        let app = (now < read_from).then_some(read_from);
+        let next = [gw.poll_timeout(), rx.poll_timeout(), app]
+            .into_iter()
+            .flatten()
+            .min();
+        now = next.expect("a deadline while anything is open").max(now);
+        gw.handle_timeout(now);
+        rx.handle_timeout(now);
+    }
+}
+
+fn main() {
+    println!("{:#?}", run());
+}
