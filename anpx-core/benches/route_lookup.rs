@@ -7,7 +7,7 @@
 //! cover hits at several depths, upper-case hosts with ports, misses that
 //! fall back to the wildcard host, and query strings.
 
-use anpx_core::route::{RouteTable, ServiceUrl};
+use anpx_core::{RouteTable, ServiceUrl};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 const SIZES: [usize; 3] = [10, 1_000, 100_000];

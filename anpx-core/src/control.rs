@@ -36,13 +36,8 @@ struct Wire<'a> {
 }
 
 impl Control {
-    /// Parses a text message.
-    ///
-    /// ```
-    /// use anpx_core::control::Control;
-    /// let c = Control::parse(r#"{"type":"ping","timestamp":1732240542.5}"#).unwrap();
-    /// assert_eq!(c, Control::Ping { timestamp: Some("1732240542.5".into()) });
-    /// ```
+    /// Parses a text message: `{"type":"ping","timestamp":1732240542.5}`
+    /// is a `Ping` carrying `1732240542.5`, digit for digit.
     pub fn parse(text: &str) -> Result<Control, ControlError> {
         let wire: Wire<'_> = serde_json::from_str(text)?;
         Ok(match wire.kind.as_ref() {
@@ -74,6 +69,17 @@ pub fn ping(seconds: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ping_keeps_its_timestamp_as_written() {
+        let c = Control::parse(r#"{"type":"ping","timestamp":1732240542.5}"#).unwrap();
+        assert_eq!(
+            c,
+            Control::Ping {
+                timestamp: Some("1732240542.5".into())
+            }
+        );
+    }
 
     #[test]
     fn pong_echoes_the_raw_timestamp() {

@@ -71,7 +71,8 @@ impl fmt::Display for Feature {
 /// A set of [`Feature`]s.
 ///
 /// ```
-/// use anpx_core::features::{negotiate, Feature, Features};
+/// use anpx_core::handshake::negotiate;
+/// use anpx_core::{Feature, Features};
 ///
 /// let ours = Features::all();
 /// // A newer peer may list tokens this version does not know: ignored.
@@ -245,7 +246,8 @@ pub fn negotiate(ours: Features, theirs: Option<&str>) -> Features {
 /// WebSocket message limit bounds.
 ///
 /// ```
-/// use anpx_core::features::{negotiate_gateway, Feature, Features};
+/// use anpx_core::handshake::negotiate_gateway;
+/// use anpx_core::{Feature, Features};
 ///
 /// let agreed = negotiate_gateway(Features::all(), Some("streaming,cancel"));
 /// assert_eq!(agreed.to_header_value(), "cancel");

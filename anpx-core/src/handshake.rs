@@ -56,7 +56,7 @@ pub fn covers(outer: &ServiceUrl, inner: &ServiceUrl) -> bool {
 ///
 /// ```
 /// use anpx_core::handshake::grant;
-/// use anpx_core::route::ServiceUrl;
+/// use anpx_core::ServiceUrl;
 /// let u = |s: &str| s.parse::<ServiceUrl>().unwrap();
 /// let allowed = [u("api.agent.com/a")];
 /// assert_eq!(grant(&[u("api.agent.com/a/b"), u("other.com")], Some(&allowed)), [u("api.agent.com/a/b")]);

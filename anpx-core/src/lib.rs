@@ -32,7 +32,7 @@
 //!
 //! Around them, plain functions and values that every shell applies the
 //! same way: the handshake ([`handshake`]: service URLs declared and
-//! granted; [`features::negotiate_gateway`]: extensions), the public edge's
+//! granted, [`handshake::negotiate_gateway`] for extensions), the public edge's
 //! limits ([`edge`]), the forwarding rules ([`forward`]: path
 //! normalization, hop-by-hop and `X-Forwarded-*` headers), the receiver's
 //! reconnect schedule ([`backoff`]), and, behind features, DID-WBA
@@ -125,19 +125,19 @@
 //!
 //! ## Modules and features
 //!
-//! The machines and their inputs and outputs are re-exported here. The
-//! modules hold the rest:
+//! The machines, their inputs and outputs, and the types they speak in
+//! (messages, service URLs, features, WebSocket messages, credit
+//! constants) are re-exported here, at the root; the modules that hold
+//! them are private. The public modules are the parts an embedder or a
+//! shell uses on its own:
 //!
-//! - [`frame`]: the ANPX v1 frame codec (24-byte header, TLV body, CRC-32s).
-//! - [`message`]: typed request/response heads and their meta JSON.
-//! - [`chunk`]: splitting messages into chunk frames and reassembling them.
-//! - [`route`]: service URLs and the routing table.
-//! - [`gateway`], [`receiver`]: the two state machines and their types.
-//! - [`handshake`], [`features`]: what the WebSocket handshake carries.
+//! - [`frame`], [`chunk`]: the ANPX v1 frame codec (24-byte header, TLV
+//!   body, CRC-32s), and splitting messages into chunk frames and
+//!   reassembling them.
+//! - [`handshake`]: what the connection handshake carries and how the
+//!   gateway decides grants and extensions.
 //! - [`edge`], [`forward`], [`passthrough`]: the public edge's limits and
 //!   checks, the forwarding rules, WebSocket passthrough headers.
-//! - [`flow`], [`control`], [`ws`]: credit windows, JSON control messages,
-//!   WebSocket message types.
 //! - [`backoff`]: the receiver's reconnect schedule.
 //! - [`cluster`]: the pure logic of several gateways acting as one.
 //! - [`registry`]: where receivers' grants come from.
@@ -184,35 +184,43 @@ pub mod cli;
 pub mod cluster;
 #[cfg(feature = "config")]
 pub mod config;
-pub mod control;
+mod control;
 pub mod demo;
 pub mod edge;
-pub mod features;
-pub mod flow;
+mod features;
+mod flow;
 pub mod forward;
 pub mod frame;
-pub mod gateway;
+mod gateway;
 pub mod handshake;
-pub mod message;
+mod message;
 pub mod passthrough;
 #[cfg(feature = "policy")]
 pub mod policy;
-pub mod receiver;
+mod receiver;
 pub mod registry;
-pub mod route;
+mod route;
 mod timer;
-pub mod ws;
+mod ws;
 
 pub use features::{Feature, Features};
+pub use flow::{FlowError, INITIAL_WINDOW, UPDATE_THRESHOLD};
 pub use gateway::{
-    Ending, Failure, Gateway, GatewayConfig, GatewayStats, Identity, LinkFault, LinkId, Output,
-    Regrant, Reject, RequestBody, RequestGone, ResponseEvent,
+    BufferBudget, Ending, Failure, Gateway, GatewayConfig, GatewayStats, Identity, LinkFault,
+    LinkId, LinkStats, MessageBudget, Output, Regrant, Reject, RequestBody, RequestGone,
+    ResponseEvent, Totals, DEFAULT_MAX_BUFFERED_PER_LINK, DEFAULT_MAX_BUFFERED_TOTAL,
 };
 pub use message::{
     canonical_reason, Head, HeaderList, Message, RequestHead, RequestId, ResponseHead,
 };
 pub use receiver::{
-    Receiver, ReceiverConfig, ReceiverOutput, RequestEvent, RespondError, ResponseBody,
+    Receiver, ReceiverConfig, ReceiverOutput, ReceiverTotals, RequestEvent, RespondError,
+    ResponseBody,
 };
-pub use route::ServiceUrl;
-pub use ws::WsMessage;
+pub use route::{
+    RouteMatch, RouteTable, ServiceUrl, ServiceUrlError, MAX_LEN as MAX_SERVICE_URL_LEN,
+};
+pub use ws::{
+    WsMessage, CLOSE_AUTH_FAILED, CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION, CLOSE_PROTOCOL_ERROR,
+    CLOSE_TOO_BIG,
+};

@@ -6,14 +6,14 @@
 
 use std::time::Instant;
 
-use anpx_core::features::Features;
 use anpx_core::frame::{ChunkInfo, Frame, MessageKind, Meta};
-use anpx_core::gateway::{
+use anpx_core::Features;
+use anpx_core::{
     BufferBudget, Gateway, GatewayConfig, Identity, LinkFault, LinkId, Output, RequestBody,
     ResponseEvent,
 };
-use anpx_core::ws::{WsMessage, CLOSE_POLICY_VIOLATION};
 use anpx_core::{RequestHead, RequestId, ResponseHead};
+use anpx_core::{WsMessage, CLOSE_POLICY_VIOLATION};
 use bytes::Bytes;
 
 const HOST: &str = "api.agent.com";

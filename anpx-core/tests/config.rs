@@ -10,7 +10,7 @@ use anpx_core::backoff::Backoff;
 use anpx_core::config::{
     keys, AuthMode, Config, ConfigError, Grant, LogFormat, ValueError, CONFIG_FILE_ENV,
 };
-use anpx_core::route::ServiceUrl;
+use anpx_core::ServiceUrl;
 use proptest::prelude::*;
 
 const EXAMPLE: &str = include_str!("../../docs/anpx.example.toml");
@@ -933,13 +933,10 @@ fn conversions_to_the_state_machines() {
 
     // Defaults convert to the state machines' own defaults.
     let d = Config::default();
-    assert_eq!(
-        d.gateway.core_config(),
-        anpx_core::gateway::GatewayConfig::default()
-    );
+    assert_eq!(d.gateway.core_config(), anpx_core::GatewayConfig::default());
     assert_eq!(
         d.receiver.core_config(),
-        anpx_core::receiver::ReceiverConfig::default()
+        anpx_core::ReceiverConfig::default()
     );
     assert_eq!(
         d.receiver.backoff_config(),

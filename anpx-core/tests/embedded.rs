@@ -8,7 +8,7 @@
 #[allow(dead_code)]
 mod embedded;
 
-use anpx_core::flow::INITIAL_WINDOW;
+use anpx_core::INITIAL_WINDOW;
 use anpx_core::{Feature, Features};
 
 #[test]

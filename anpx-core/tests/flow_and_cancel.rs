@@ -9,12 +9,12 @@ use std::time::Duration;
 use support::Pair;
 
 use anpx_core::chunk::ChunkStream;
-use anpx_core::features::{Feature, Features};
-use anpx_core::flow::INITIAL_WINDOW;
 use anpx_core::frame::{tag, ExtFrame, Frame, FrameLimits, MessageKind};
-use anpx_core::gateway::{GatewayConfig, LinkFault, Output, RequestBody, ResponseEvent};
-use anpx_core::receiver::{RequestEvent, ResponseBody};
-use anpx_core::ws::WsMessage;
+use anpx_core::WsMessage;
+use anpx_core::INITIAL_WINDOW;
+use anpx_core::{Feature, Features};
+use anpx_core::{GatewayConfig, LinkFault, Output, RequestBody, ResponseEvent};
+use anpx_core::{RequestEvent, ResponseBody};
 use anpx_core::{RequestHead, RequestId, ResponseHead};
 use bytes::Bytes;
 

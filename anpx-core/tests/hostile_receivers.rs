@@ -5,14 +5,14 @@
 
 use std::time::{Duration, Instant};
 
-use anpx_core::features::Features;
 use anpx_core::frame::{ChunkInfo, FinalMarker, Frame, MessageKind, Meta};
-use anpx_core::gateway::{
+use anpx_core::Features;
+use anpx_core::{
     Gateway, GatewayConfig, Identity, LinkFault, LinkId, MessageBudget, Output, Reject,
     RequestBody, ResponseEvent,
 };
-use anpx_core::ws::{WsMessage, CLOSE_POLICY_VIOLATION, CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG};
 use anpx_core::{RequestHead, RequestId, ResponseHead};
+use anpx_core::{WsMessage, CLOSE_POLICY_VIOLATION, CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG};
 use bytes::Bytes;
 
 const HOST: &str = "api.agent.com";

@@ -9,9 +9,9 @@ mod support;
 use std::time::Duration;
 use support::Pair;
 
-use anpx_core::features::{Feature, Features};
-use anpx_core::gateway::{GatewayConfig, RequestBody, ResponseEvent};
-use anpx_core::receiver::ResponseBody;
+use anpx_core::ResponseBody;
+use anpx_core::{Feature, Features};
+use anpx_core::{GatewayConfig, RequestBody, ResponseEvent};
 use anpx_core::{RequestHead, RequestId, ResponseHead};
 use bytes::Bytes;
 

@@ -12,9 +12,9 @@ mod support;
 use std::collections::HashMap;
 use std::time::Instant;
 
-use anpx_core::features::{Feature, Features};
-use anpx_core::gateway::{GatewayConfig, RequestBody, ResponseEvent};
-use anpx_core::receiver::RequestEvent;
+use anpx_core::RequestEvent;
+use anpx_core::{Feature, Features};
+use anpx_core::{GatewayConfig, RequestBody, ResponseEvent};
 use support::Pair;
 
 use anpx_core::chunk::{ChunkStream, Chunker, Reassembler, ReassemblyLimits};
@@ -580,8 +580,8 @@ fn a_short_sized_upload_fails_and_never_completes() {
 /// of what came, else the service waits for bytes that never come.
 #[test]
 fn a_whole_request_reaches_the_service_with_its_own_length() {
-    use anpx_core::receiver::ReceiverOutput;
-    use anpx_core::ws::WsMessage;
+    use anpx_core::ReceiverOutput;
+    use anpx_core::WsMessage;
     for (declared, body) in [("20", ""), ("3", "abcde"), ("5", "abcde")] {
         let mut p = Pair::back_to_back(
             "api.agent.com/svc",

@@ -3,12 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use anpx_core::features::{Feature, Features};
-use anpx_core::gateway::{
+use anpx_core::WsMessage;
+use anpx_core::{
     Failure, Gateway, GatewayConfig, Identity, LinkId, Output, RequestBody, ResponseEvent,
 };
-use anpx_core::receiver::{Receiver, ReceiverConfig, ReceiverOutput, RequestEvent, ResponseBody};
-use anpx_core::ws::WsMessage;
+use anpx_core::{Feature, Features};
+use anpx_core::{Receiver, ReceiverConfig, ReceiverOutput, RequestEvent, ResponseBody};
 use anpx_core::{RequestHead, RequestId, ResponseHead};
 use bytes::Bytes;
 
@@ -654,7 +654,7 @@ fn streamed_responses_use_bigger_frames_only_toward_streaming_gateways() {
     assert!(sizes.iter().all(|&n| n <= 512 * 1024), "{sizes:?}");
     // With flow control no frame outgrows the window, or it could never
     // be sent.
-    let window = anpx_core::flow::INITIAL_WINDOW as usize;
+    let window = anpx_core::INITIAL_WINDOW as usize;
     let config = ReceiverConfig {
         streaming_chunk_size: 4 * window,
         ..ReceiverConfig::default()
@@ -671,10 +671,10 @@ fn streamed_responses_use_bigger_frames_only_toward_streaming_gateways() {
 /// routes them again, on the same connection.
 #[test]
 fn a_regrant_stops_new_requests_and_lets_in_flight_ones_finish() {
-    use anpx_core::gateway::Reject;
+    use anpx_core::Reject;
     let mut p = Pair::new(Features::empty(), GatewayConfig::default());
-    let svc: anpx_core::route::ServiceUrl = "api.agent.com/svc".parse().unwrap();
-    let other: anpx_core::route::ServiceUrl = "api.agent.com/other".parse().unwrap();
+    let svc: anpx_core::ServiceUrl = "api.agent.com/svc".parse().unwrap();
+    let other: anpx_core::ServiceUrl = "api.agent.com/other".parse().unwrap();
     let in_flight =
         p.gw.start_request(p.now, "api.agent.com", get("/svc/slow"), RequestBody::Empty)
             .unwrap();

@@ -9,12 +9,12 @@ mod support;
 use std::time::Duration;
 use support::Pair;
 
-use anpx_core::features::{Feature, Features};
-use anpx_core::flow::INITIAL_WINDOW;
 use anpx_core::frame::ExtFrame;
-use anpx_core::gateway::{GatewayConfig, Identity, Reject, RequestBody, ResponseEvent};
 use anpx_core::passthrough;
-use anpx_core::receiver::{RequestEvent, ResponseBody};
+use anpx_core::INITIAL_WINDOW;
+use anpx_core::{Feature, Features};
+use anpx_core::{GatewayConfig, Identity, Reject, RequestBody, ResponseEvent};
+use anpx_core::{RequestEvent, ResponseBody};
 use anpx_core::{RequestHead, RequestId, ResponseHead};
 use bytes::Bytes;
 

@@ -14,12 +14,10 @@
 
 use std::time::{Duration, Instant};
 
-use anpx_core::features::{Feature, Features};
 use anpx_core::frame::{ChunkInfo, ExtFrame, FinalMarker, Frame, MessageKind, Meta};
-use anpx_core::gateway::{
-    BufferBudget, Gateway, GatewayConfig, Identity, LinkId, Output, RequestBody,
-};
-use anpx_core::ws::WsMessage;
+use anpx_core::WsMessage;
+use anpx_core::{BufferBudget, Gateway, GatewayConfig, Identity, LinkId, Output, RequestBody};
+use anpx_core::{Feature, Features};
 use anpx_core::{RequestHead, RequestId, ResponseHead};
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;

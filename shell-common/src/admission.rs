@@ -3,9 +3,9 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use anpx_core::gateway::Identity;
 use anpx_core::registry::RegistryFuture;
-use anpx_core::route::ServiceUrl;
+use anpx_core::Identity;
+use anpx_core::ServiceUrl;
 
 /// The outcome of a successful admission check.
 #[derive(Debug, Clone)]

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use anpx_core::config::Config;
-use anpx_core::route::ServiceUrl;
+use anpx_core::ServiceUrl;
 
 /// Prints a receiver's `Forwarding` lines on stdout when it connects, and
 /// again whenever what the gateway granted changes.

@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anpx_core::auth::{DidDocument, Verifier, VerifierConfig};
-use anpx_core::gateway::Identity;
 use anpx_core::registry::Registry;
+use anpx_core::Identity;
 use bytes::Bytes;
 
 use crate::fetch_gate::{FetchGate, FetchLimits};
@@ -330,7 +330,7 @@ impl Admission for DidWbaAdmission {
     fn current_grants<'a>(
         &'a self,
         identity: &'a Identity,
-    ) -> Option<anpx_core::registry::RegistryFuture<'a, Vec<anpx_core::route::ServiceUrl>>> {
+    ) -> Option<anpx_core::registry::RegistryFuture<'a, Vec<anpx_core::ServiceUrl>>> {
         match identity {
             Identity::Did(did) => Some(self.registry.current_grants(did)),
             _ => None,

@@ -8,15 +8,15 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anpx_core::features::Features;
 use anpx_core::forward::normalize_path;
-use anpx_core::gateway::{
+use anpx_core::passthrough;
+use anpx_core::Features;
+use anpx_core::ServiceUrl;
+use anpx_core::WsMessage;
+use anpx_core::{
     Gateway as Core, GatewayStats, Identity, LinkFault, LinkId, Output, Reject, RequestBody,
     ResponseEvent,
 };
-use anpx_core::passthrough;
-use anpx_core::route::ServiceUrl;
-use anpx_core::ws::WsMessage;
 use anpx_core::{RequestHead, RequestId};
 use bytes::Bytes;
 use futures_channel::{mpsc, oneshot};
@@ -562,7 +562,7 @@ impl State {
         let now = Instant::now();
         for (link, tx) in self.links.drain() {
             let _ = tx.unbounded_send(LinkOut::Close {
-                code: anpx_core::ws::CLOSE_GOING_AWAY,
+                code: anpx_core::CLOSE_GOING_AWAY,
                 reason: "gateway shutting down".into(),
             });
             self.core.close_link(now, link);

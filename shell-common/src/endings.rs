@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use anpx_core::gateway::Ending;
+use anpx_core::Ending;
 
 /// How many public requests ended each way.
 #[derive(Debug, Default)]

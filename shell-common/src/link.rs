@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use anpx_core::features::Features;
-use anpx_core::gateway::{Identity, LinkFault, LinkId};
 use anpx_core::handshake;
-use anpx_core::route::ServiceUrl;
+use anpx_core::Features;
+use anpx_core::ServiceUrl;
+use anpx_core::{Identity, LinkFault, LinkId};
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::WebSocketStream;
 use futures_channel::mpsc;

@@ -7,11 +7,11 @@ use std::time::Duration;
 use anpx_core::backoff::BackoffConfig;
 use anpx_core::config::InspectorSection;
 use anpx_core::edge::EdgeLimits;
-use anpx_core::features::{Feature, Features};
-use anpx_core::gateway::GatewayConfig;
 use anpx_core::policy::PolicyConfig;
-use anpx_core::receiver::ReceiverConfig;
-use anpx_core::route::ServiceUrl;
+use anpx_core::GatewayConfig;
+use anpx_core::ReceiverConfig;
+use anpx_core::ServiceUrl;
+use anpx_core::{Feature, Features};
 
 use crate::admin::ReceiverMonitor;
 use crate::admission::{Admission, OpenAdmission};

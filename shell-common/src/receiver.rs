@@ -11,10 +11,11 @@ use std::task::Poll;
 use std::time::Instant;
 
 use anpx_core::backoff::{Backoff, Failure, Next};
-use anpx_core::features::{negotiate, Features};
+use anpx_core::handshake::negotiate;
 use anpx_core::handshake::{self, FEATURES_HEADER, GRANTED_HEADER, SERVICES_HEADER};
-use anpx_core::receiver::{Receiver as Core, ReceiverOutput, RequestEvent, ResponseBody};
+use anpx_core::Features;
 use anpx_core::{canonical_reason, RequestHead, RequestId, ResponseHead};
+use anpx_core::{Receiver as Core, ReceiverOutput, RequestEvent, ResponseBody};
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::http::HeaderValue;
 use async_tungstenite::tungstenite::Message;

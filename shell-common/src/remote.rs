@@ -5,7 +5,7 @@
 //! events back, so the HTTP side cannot tell a remote request from a
 //! local one.
 
-use anpx_core::gateway::RequestBody;
+use anpx_core::RequestBody;
 use anpx_core::{RequestHead, RequestId};
 use bytes::Bytes;
 

@@ -1,6 +1,6 @@
 //! Conversions between the core's WebSocket messages and tungstenite's.
 
-use anpx_core::ws::WsMessage;
+use anpx_core::WsMessage;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use async_tungstenite::tungstenite::Message;

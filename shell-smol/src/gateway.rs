@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anpx_core::edge::head::{BodyFraming, RequestHead};
-use anpx_core::gateway::{Gateway as Core, GatewayStats, RequestBody};
 use anpx_core::passthrough;
+use anpx_core::{Gateway as Core, GatewayStats, RequestBody};
 use async_h1::server::ConnectionStatus;
 use async_tungstenite::tungstenite::protocol::Role;
 use async_tungstenite::WebSocketStream;
@@ -503,7 +503,7 @@ async fn proxy(
             Ok(b) => (RequestBody::Full(Bytes::from(b)), None),
             Err(e) => {
                 at.cutter.cut();
-                return answer(Answer::failure(&anpx_core::gateway::Failure::new(
+                return answer(Answer::failure(&anpx_core::Failure::new(
                     400,
                     format!("Could not read the request body: {e}"),
                 )));

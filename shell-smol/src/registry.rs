@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anpx_core::config::GatewaySection;
 use anpx_core::registry::{Registry, RegistryError, RegistryFuture};
-use anpx_core::route::ServiceUrl;
+use anpx_core::ServiceUrl;
 use async_compat::Compat;
 
 /// [`shell_common::registry::try_registry_from_config`], callable from smol.

@@ -104,7 +104,7 @@ async fn a_signed_receiver_gets_exactly_its_registered_routes(gw_shell: Shell, r
     let stats = gw.stats().await;
     assert_eq!(
         stats.links[0].identity,
-        anpx_core::gateway::Identity::Did(DID.into())
+        anpx_core::Identity::Did(DID.into())
     );
     assert_eq!(
         send(gw.addr(), "GET", "api.agent.com", "/one/x", "")
@@ -358,7 +358,7 @@ async fn an_unsigned_authentication_message_gains_nothing_on_a_did_wba_gateway(s
     let before = gw.stats().await;
     assert_eq!(
         before.links[0].identity,
-        anpx_core::gateway::Identity::Did(DID.into())
+        anpx_core::Identity::Did(DID.into())
     );
 
     // It claims anpproxy2, which would grant api.agent.com/two.

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use anpx_core::auth::{build_header, VerifierConfig};
 use anpx_core::frame::{ChunkInfo, Frame, FrameLimits, MessageKind, Meta};
-use anpx_core::gateway::Identity;
 use anpx_core::registry::StaticRegistry;
+use anpx_core::Identity;
 use anpx_core::{RequestId, ResponseHead};
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::http::HeaderValue;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anpx_core::registry::{Registry, RegistryError};
-use anpx_core::route::ServiceUrl;
+use anpx_core::ServiceUrl;
 use anpx_test_servers::{MariaDb, Postgres};
 use futures_util::FutureExt;
 use shell_tokio::registry::SqlRegistry;

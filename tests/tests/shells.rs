@@ -533,7 +533,7 @@ async fn did_wba_signed_receiver_gets_exactly_its_routes(gw: Shell, rx: Shell) {
     assert_eq!(stats.links.len(), 1);
     assert_eq!(
         stats.links[0].identity,
-        anpx_core::gateway::Identity::Did(DID.into())
+        anpx_core::Identity::Did(DID.into())
     );
     assert_eq!(send(g.addr(), "GET", HOST, "/one/x", "").await.status, 200);
     assert_eq!(send(g.addr(), "GET", HOST, "/two/x", "").await.status, 404);
@@ -589,7 +589,7 @@ async fn did_wba_grants_come_from_a_sqlite_registry(gw: Shell, rx: Shell) {
     assert_eq!(stats.links.len(), 1);
     assert_eq!(
         stats.links[0].identity,
-        anpx_core::gateway::Identity::Did(DID.into())
+        anpx_core::Identity::Did(DID.into())
     );
     assert_eq!(send(g.addr(), "GET", HOST, "/one/x", "").await.status, 200);
     assert_eq!(send(g.addr(), "GET", HOST, "/two/x", "").await.status, 404);

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use anpx_core::gateway::{Failure, LinkId, ResponseEvent};
+use anpx_core::{Failure, LinkId, ResponseEvent};
 use anpx_core::{RequestId, ResponseHead};
 use anpx_tests::sim::invariants::CheckContext;
 use anpx_tests::sim::{
@@ -287,15 +287,11 @@ mod known_core_bugs {
     use std::time::{Duration, Instant};
 
     use anpx_core::chunk::{ChunkStream, ReassemblyLimits};
-    use anpx_core::features::{Feature, Features};
     use anpx_core::frame::{tag, MessageKind};
-    use anpx_core::gateway::{
-        Gateway, GatewayConfig, Identity, Output, RequestBody, ResponseEvent,
-    };
-    use anpx_core::receiver::{
-        Receiver, ReceiverConfig, ReceiverOutput, RequestEvent, ResponseBody,
-    };
-    use anpx_core::ws::WsMessage;
+    use anpx_core::WsMessage;
+    use anpx_core::{Feature, Features};
+    use anpx_core::{Gateway, GatewayConfig, Identity, Output, RequestBody, ResponseEvent};
+    use anpx_core::{Receiver, ReceiverConfig, ReceiverOutput, RequestEvent, ResponseBody};
     use anpx_core::{RequestHead, RequestId, ResponseHead};
     use bytes::Bytes;
 

@@ -19,7 +19,7 @@ pub struct SubjectPrefixError(pub String);
 ///
 /// ```
 /// use anpx_core::cluster::Subjects;
-/// use anpx_core::route::ServiceUrl;
+/// use anpx_core::ServiceUrl;
 ///
 /// let s = Subjects::new("anpx").unwrap();
 /// assert_eq!(s.routes(), "anpx.routes");

@@ -9,9 +9,9 @@
 //!
 //! ```
 //! use std::time::Instant;
-//! use anpx_core::gateway::{Gateway, GatewayConfig, Identity, Output, RequestBody, ResponseEvent};
-//! use anpx_core::features::Features;
-//! use anpx_core::route::ServiceUrl;
+//! use anpx_core::{Gateway, GatewayConfig, Identity, Output, RequestBody, ResponseEvent};
+//! use anpx_core::Features;
+//! use anpx_core::ServiceUrl;
 //! use anpx_core::RequestHead;
 //!
 //! let now = Instant::now();
@@ -312,8 +312,8 @@ impl Gateway {
     ///
     /// ```
     /// use std::time::Instant;
-    /// use anpx_core::features::Features;
-    /// use anpx_core::gateway::{Gateway, GatewayConfig, Identity};
+    /// use anpx_core::Features;
+    /// use anpx_core::{Gateway, GatewayConfig, Identity};
     ///
     /// let mut gw = Gateway::new(GatewayConfig::default(), 1);
     /// let now = Instant::now();

@@ -78,7 +78,7 @@ impl Failure {
     /// `{"error": "No route found", "path": "/x"}`.
     ///
     /// ```
-    /// use anpx_core::gateway::Reject;
+    /// use anpx_core::Reject;
     /// let f = Reject::NoRoute { path: "/x".into() }.failure();
     /// assert_eq!(f.status, 404);
     /// assert_eq!(f.body_json(), r#"{"error":"No route found","path":"/x"}"#);

@@ -91,7 +91,7 @@ impl GatewayStats {
     /// The Prometheus text exposition of these figures.
     ///
     /// ```
-    /// use anpx_core::gateway::{Gateway, GatewayConfig};
+    /// use anpx_core::{Gateway, GatewayConfig};
     /// let gw = Gateway::new(GatewayConfig::default(), 1);
     /// let text = gw.stats(std::time::Instant::now()).to_prometheus();
     /// assert!(text.contains("anpx_receivers 0\n"));

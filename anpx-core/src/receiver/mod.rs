@@ -10,9 +10,9 @@
 //!
 //! ```
 //! use std::time::Instant;
-//! use anpx_core::features::Features;
-//! use anpx_core::receiver::{Receiver, ReceiverConfig, ReceiverOutput, RequestEvent, ResponseBody};
-//! use anpx_core::ws::WsMessage;
+//! use anpx_core::Features;
+//! use anpx_core::{Receiver, ReceiverConfig, ReceiverOutput, RequestEvent, ResponseBody};
+//! use anpx_core::WsMessage;
 //! use anpx_core::{chunk::Chunker, Head, Message, RequestHead, RequestId, ResponseHead};
 //!
 //! let now = Instant::now();

@@ -6,7 +6,7 @@
 //! routes of the request's own host over wildcard ones.
 //!
 //! ```
-//! use anpx_core::route::{RouteTable, ServiceUrl};
+//! use anpx_core::{RouteTable, ServiceUrl};
 //!
 //! let mut table = RouteTable::new();
 //! table.insert(&"api.agent.com/anpproxy1".parse::<ServiceUrl>().unwrap(), "receiver-1");

@@ -62,7 +62,7 @@ pub enum ServiceUrlError {
 /// `did_proxy_path` (which drops a trailing `/ad.json`) is the caller's job.
 ///
 /// ```
-/// use anpx_core::route::ServiceUrl;
+/// use anpx_core::ServiceUrl;
 ///
 /// let url: ServiceUrl = "https://API.Agent.com:8080/anpproxy1//v2/".parse().unwrap();
 /// assert_eq!(url.host(), Some("api.agent.com"));

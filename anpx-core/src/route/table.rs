@@ -37,7 +37,7 @@ pub struct RouteMatch<'a, L> {
 ///   wildcard route; otherwise the wildcard routes are searched.
 ///
 /// ```
-/// use anpx_core::route::{RouteTable, ServiceUrl};
+/// use anpx_core::{RouteTable, ServiceUrl};
 ///
 /// let mut table = RouteTable::new();
 /// let api: ServiceUrl = "api.agent.com/anpproxy1".parse().unwrap();

@@ -6,11 +6,11 @@
 
 use std::time::Instant;
 
-use anpx_core::features::Features;
-use anpx_core::gateway::{Gateway, GatewayConfig, Identity, LinkId, Output, ResponseEvent};
-use anpx_core::receiver::{Receiver, ReceiverConfig, ReceiverOutput, RequestEvent};
-use anpx_core::ws::WsMessage;
+use anpx_core::Features;
 use anpx_core::RequestId;
+use anpx_core::WsMessage;
+use anpx_core::{Gateway, GatewayConfig, Identity, LinkId, Output, ResponseEvent};
+use anpx_core::{Receiver, ReceiverConfig, ReceiverOutput, RequestEvent};
 use bytes::Bytes;
 
 pub struct Pair {

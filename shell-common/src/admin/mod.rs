@@ -23,7 +23,7 @@ use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::{Context, Poll};
 
-use anpx_core::gateway::{LinkId, RequestBody};
+use anpx_core::{LinkId, RequestBody};
 use bytes::Bytes;
 use futures_channel::mpsc;
 use futures_util::{Stream, StreamExt};
@@ -226,8 +226,8 @@ impl Shared {
             .iter()
             .map(|l| {
                 let label = match &l.identity {
-                    anpx_core::gateway::Identity::Anonymous => l.id.to_string(),
-                    anpx_core::gateway::Identity::Did(d) => d.clone(),
+                    anpx_core::Identity::Anonymous => l.id.to_string(),
+                    anpx_core::Identity::Did(d) => d.clone(),
                 };
                 let (up, down) = bytes.get(&label).copied().unwrap_or_default();
                 json!({

@@ -6,8 +6,8 @@ use std::time::UNIX_EPOCH;
 
 use anpx_core::chunk::Chunker;
 use anpx_core::cli::DecodeArgs;
-use anpx_core::message::{Head, Message};
 use anpx_core::RequestId;
+use anpx_core::{Head, Message};
 use bytes::Bytes;
 use serde_json::{json, Value};
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anpx_core::cluster::{BodyMode, Intake, Plan, Window, WireMessage, DEFAULT_WINDOW, MAX_PIECE};
 use anpx_core::forward::normalize_path;
-use anpx_core::gateway::{Failure, RequestBody, ResponseEvent};
+use anpx_core::{Failure, RequestBody, ResponseEvent};
 use anpx_core::{RequestHead, RequestId};
 use bytes::Bytes;
 use futures_channel::mpsc;

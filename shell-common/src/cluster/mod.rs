@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use anpx_core::cluster::{Announcement, RouteBook, Subjects};
 use anpx_core::config::ClusterSection;
-use anpx_core::route::ServiceUrl;
+use anpx_core::ServiceUrl;
 use futures_util::future::{AbortHandle, Abortable};
 use futures_util::{Future, StreamExt};
 

@@ -9,8 +9,8 @@ use std::task::Poll;
 use std::time::Instant;
 
 use anpx_core::cluster::{BodyMode, Intake, Window, WireMessage, DEFAULT_WINDOW, MAX_PIECE};
-use anpx_core::gateway::{Failure, RequestBody, ResponseEvent};
 use anpx_core::RequestId;
+use anpx_core::{Failure, RequestBody, ResponseEvent};
 use bytes::Bytes;
 use futures_channel::mpsc;
 use futures_util::{FutureExt, StreamExt};

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anpx_core::config::GatewaySection;
 use anpx_core::registry::{CachedGrants, Registry, RegistryError, RegistryFuture, StaticRegistry};
-use anpx_core::route::ServiceUrl;
+use anpx_core::ServiceUrl;
 
 /// The registry a gateway configured by `section` uses: the database at
 /// `gateway.registry.url` when set, read through a [`GrantCache`] that

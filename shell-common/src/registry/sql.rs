@@ -6,7 +6,7 @@ use anpx_core::registry::{
     check_add, parse_rows, service_url_to_proxy_path, BackendKind, Registry, RegistryError,
     RegistryFuture,
 };
-use anpx_core::route::ServiceUrl;
+use anpx_core::ServiceUrl;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};

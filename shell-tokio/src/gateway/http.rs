@@ -9,9 +9,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use anpx_core::gateway::{Failure, RequestBody};
 use anpx_core::passthrough;
 use anpx_core::RequestId;
+use anpx_core::{Failure, RequestBody};
 use async_tungstenite::tokio::TokioAdapter;
 use async_tungstenite::tungstenite::protocol::Role;
 use async_tungstenite::WebSocketStream;

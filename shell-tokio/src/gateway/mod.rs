@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anpx_core::gateway::{Gateway as Core, GatewayStats};
+use anpx_core::{Gateway as Core, GatewayStats};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;

@@ -1,7 +1,7 @@
 //! Public clients: what each request asks for and how much of its body has
 //! been handed to the gateway so far.
 
-use anpx_core::gateway::RequestBody;
+use anpx_core::RequestBody;
 use anpx_core::RequestHead;
 use bytes::Bytes;
 

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
-use anpx_core::gateway::{Failure, LinkId, ResponseEvent};
 use anpx_core::RequestId;
+use anpx_core::{Failure, LinkId, ResponseEvent};
 use bytes::Bytes;
 
 /// A broken rule, described for a human.

@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use anpx_core::ws::WsMessage;
+use anpx_core::WsMessage;
 
 /// Which way a message travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use anpx_core::chunk::ReassemblyLimits;
-use anpx_core::features::{Feature, Features};
-use anpx_core::gateway::{GatewayConfig, Identity};
-use anpx_core::receiver::ReceiverConfig;
+use anpx_core::ReceiverConfig;
+use anpx_core::{Feature, Features};
+use anpx_core::{GatewayConfig, Identity};
 
 use super::network::Latency;
 

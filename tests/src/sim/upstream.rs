@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use anpx_core::receiver::{Receiver, RespondError, ResponseBody};
+use anpx_core::{Receiver, RespondError, ResponseBody};
 use anpx_core::{RequestId, ResponseHead};
 use bytes::Bytes;
 

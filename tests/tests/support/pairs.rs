@@ -82,7 +82,7 @@ impl Gw {
         .expect("an admin listener")
     }
 
-    pub async fn stats(&self) -> anpx_core::gateway::GatewayStats {
+    pub async fn stats(&self) -> anpx_core::GatewayStats {
         match self {
             Gw::Tokio(g) => g.stats().await,
             Gw::Smol(g) => g.stats().await,
@@ -150,9 +150,9 @@ impl Rx {
         shell: Shell,
         gateway: SocketAddr,
         backend: SocketAddr,
-        tune: impl FnOnce(&mut anpx_core::receiver::ReceiverConfig),
+        tune: impl FnOnce(&mut anpx_core::ReceiverConfig),
     ) -> Rx {
-        let mut core = anpx_core::receiver::ReceiverConfig::default();
+        let mut core = anpx_core::ReceiverConfig::default();
         tune(&mut core);
         let url = format!("ws://{gateway}/ws");
         let rx = Rx::build(
@@ -230,7 +230,7 @@ impl Rx {
         backend: SocketAddr,
         services: &[&str],
     ) -> Rx {
-        let core = anpx_core::receiver::ReceiverConfig::default();
+        let core = anpx_core::ReceiverConfig::default();
         Rx::build(shell, url, tls, credentials, backend, services, core)
     }
 
@@ -240,9 +240,9 @@ impl Rx {
         shell: Shell,
         url: String,
         backend: SocketAddr,
-        tune: impl FnOnce(&mut anpx_core::receiver::ReceiverConfig),
+        tune: impl FnOnce(&mut anpx_core::ReceiverConfig),
     ) -> Rx {
-        let mut core = anpx_core::receiver::ReceiverConfig::default();
+        let mut core = anpx_core::ReceiverConfig::default();
         tune(&mut core);
         Rx::build(shell, url, None, None, backend, &[], core)
     }
@@ -255,7 +255,7 @@ impl Rx {
         credentials: Option<Arc<dyn Credentials>>,
         backend: SocketAddr,
         services: &[&str],
-        core: anpx_core::receiver::ReceiverConfig,
+        core: anpx_core::ReceiverConfig,
     ) -> Rx {
         let upstream = format!("http://{backend}");
         match shell {

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use anpx_core::gateway::LinkId;
+use anpx_core::LinkId;
 use anpx_core::RequestId;
 
 use super::{Closer, Stage, World, MAX_EVENTS_PER_INSTANT};

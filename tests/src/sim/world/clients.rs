@@ -1,7 +1,7 @@
 //! The public clients: starting, uploading, cancelling, and what they get.
 
-use anpx_core::gateway::{LinkId, Output, Reject, ResponseEvent};
 use anpx_core::RequestId;
+use anpx_core::{LinkId, Output, Reject, ResponseEvent};
 use bytes::Bytes;
 
 use super::World;

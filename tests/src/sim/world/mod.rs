@@ -4,11 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use anpx_core::gateway::{Gateway, LinkId};
-use anpx_core::receiver::Receiver;
-use anpx_core::route::ServiceUrl;
-use anpx_core::ws::WsMessage;
+use anpx_core::Receiver;
 use anpx_core::RequestId;
+use anpx_core::ServiceUrl;
+use anpx_core::WsMessage;
+use anpx_core::{Gateway, LinkId};
 use bytes::Bytes;
 
 use super::client::ClientRequest;

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use anpx_core::features::Feature;
-use anpx_core::gateway::{Output, ResponseEvent};
-use anpx_core::receiver::{ReceiverOutput, RequestEvent, RespondError, ResponseBody};
-use anpx_core::ws::{CLOSE_GOING_AWAY, CLOSE_PROTOCOL_ERROR};
+use anpx_core::Feature;
+use anpx_core::{Output, ResponseEvent};
+use anpx_core::{ReceiverOutput, RequestEvent, RespondError, ResponseBody};
 use anpx_core::{RequestId, ResponseHead};
+use anpx_core::{CLOSE_GOING_AWAY, CLOSE_PROTOCOL_ERROR};
 
 use super::{Closer, Task, World};
 use crate::sim::invariants::{bail, UpstreamRecord, Violation};
