@@ -36,8 +36,8 @@
 //! limits ([`edge`]), the forwarding rules ([`forward`]: path
 //! normalization, hop-by-hop and `X-Forwarded-*` headers), the receiver's
 //! reconnect schedule ([`backoff`]), and, behind features, DID-WBA
-//! ([`auth`]), request policy ([`policy`]) and configuration files
-//! ([`config`]).
+//! (`auth`), request policy (`policy`) and configuration files
+//! (`config`).
 //!
 //! ## Run loop
 //!
@@ -147,13 +147,13 @@
 //! depends on little more than `bytes`, `crc32fast`, `serde`/`serde_json`
 //! and `httparse`. The default features add what the shells need:
 //!
-//! | feature    | adds                                                         |
-//! |------------|--------------------------------------------------------------|
-//! | `auth`     | [`auth`]: DID-WBA keys, documents, signing, verifying, nonces  |
-//! | `policy`   | [`policy`]: rate limits, blocklist, CORS for public requests |
-//! | `subjects` | `cluster::Subjects`: NATS subject names (SHA-256 of a URL)   |
-//! | `config`   | [`config`]: files, environment, flags; the static registry   |
-//! | `cli`      | `cli`: the `anpx` command line (not default; clap)           |
+//! | feature    | adds                                                       |
+//! |------------|------------------------------------------------------------|
+//! | `auth`     | `auth`: DID-WBA keys, documents, signing, verifying, nonces |
+//! | `policy`   | `policy`: rate limits, blocklist, CORS for public requests |
+//! | `subjects` | `cluster::Subjects`: NATS subject names (SHA-256 of a URL) |
+//! | `config`   | `config`: files, environment, flags; the static registry   |
+//! | `cli`      | `cli`: the `anpx` command line (not default; clap)         |
 //!
 //! ## The codec alone
 //!

@@ -3,10 +3,10 @@
 //!
 //! Gateways share a NATS server. Each announces, about once a second, the
 //! service URLs its own receivers serve ([`Announcement`] on
-//! [`Subjects::routes`]); every gateway keeps what it hears in a
+//! `Subjects::routes`); every gateway keeps what it hears in a
 //! [`RouteBook`], which forgets a gateway that falls silent. A public
 //! request that no local receiver can serve, but another gateway's can, is
-//! carried over NATS to [`Subjects::service`] of the matched service URL,
+//! carried over NATS to `Subjects::service` of the matched service URL,
 //! where every gateway serving that URL listens in one queue group; the
 //! answer streams back as [`WireMessage`]s under a credit [`Window`].
 //!

@@ -1,39 +1,4 @@
-//! The gateway state machine: receiver connections, routing, and the
-//! requests in flight on them.
-//!
-//! The shell owns the sockets. It admits a receiver connection after its
-//! WebSocket handshake (and DID-WBA check), feeds every WebSocket message to
-//! [`Gateway::handle_message`], starts public requests with
-//! [`Gateway::start_request`], and after each call drains
-//! [`Gateway::poll_output`] and sleeps until [`Gateway::poll_timeout`].
-//!
-//! ```
-//! use std::time::Instant;
-//! use anpx_core::{Gateway, GatewayConfig, Identity, Output, RequestBody, ResponseEvent};
-//! use anpx_core::Features;
-//! use anpx_core::ServiceUrl;
-//! use anpx_core::RequestHead;
-//!
-//! let now = Instant::now();
-//! let mut gw = Gateway::new(GatewayConfig::default(), 7);
-//! let link = gw.admit(now, Identity::Anonymous, vec!["api.agent.com/travel".parse().unwrap()], Features::empty());
-//!
-//! // No route: refused at once, with the reference's 404.
-//! let err = gw.start_request(now, "other.com", RequestHead::new("GET", "/"), RequestBody::Empty).unwrap_err();
-//! assert_eq!(err.failure().status, 404);
-//!
-//! // A routed request becomes a frame to send on the receiver's connection.
-//! let id = gw.start_request(now, "api.agent.com", RequestHead::new("GET", "/travel/x"), RequestBody::Empty).unwrap();
-//! assert!(matches!(gw.poll_output(), Some(Output::Transmit { link: l, .. }) if l == link));
-//!
-//! // Nothing comes back in time: 504.
-//! gw.handle_timeout(now + std::time::Duration::from_secs(31));
-//! let failed = std::iter::from_fn(|| gw.poll_output()).find_map(|o| match o {
-//!     Output::Response { request, event: ResponseEvent::Failed(f) } if request == id => Some(f.status),
-//!     _ => None,
-//! });
-//! assert_eq!(failed, Some(504));
-//! ```
+//! The gateway state machine: receiver connections, routing, and the requests in flight on them (documented on [`Gateway`]).
 
 mod config;
 mod ending;
@@ -225,7 +190,42 @@ enum Timer {
     Liveness(LinkId),
 }
 
-/// The gateway state machine. See the [module docs](self).
+/// The gateway state machine: receiver connections, routing, and the
+/// requests in flight on them.
+///
+/// The shell owns the sockets. It admits a receiver connection after its
+/// WebSocket handshake (and DID-WBA check), feeds every WebSocket message to
+/// [`Gateway::handle_message`], starts public requests with
+/// [`Gateway::start_request`], and after each call drains
+/// [`Gateway::poll_output`] and sleeps until [`Gateway::poll_timeout`].
+///
+/// ```
+/// use std::time::Instant;
+/// use anpx_core::{Gateway, GatewayConfig, Identity, Output, RequestBody, ResponseEvent};
+/// use anpx_core::Features;
+/// use anpx_core::ServiceUrl;
+/// use anpx_core::RequestHead;
+///
+/// let now = Instant::now();
+/// let mut gw = Gateway::new(GatewayConfig::default(), 7);
+/// let link = gw.admit(now, Identity::Anonymous, vec!["api.agent.com/travel".parse().unwrap()], Features::empty());
+///
+/// // No route: refused at once, with the reference's 404.
+/// let err = gw.start_request(now, "other.com", RequestHead::new("GET", "/"), RequestBody::Empty).unwrap_err();
+/// assert_eq!(err.failure().status, 404);
+///
+/// // A routed request becomes a frame to send on the receiver's connection.
+/// let id = gw.start_request(now, "api.agent.com", RequestHead::new("GET", "/travel/x"), RequestBody::Empty).unwrap();
+/// assert!(matches!(gw.poll_output(), Some(Output::Transmit { link: l, .. }) if l == link));
+///
+/// // Nothing comes back in time: 504.
+/// gw.handle_timeout(now + std::time::Duration::from_secs(31));
+/// let failed = std::iter::from_fn(|| gw.poll_output()).find_map(|o| match o {
+///     Output::Response { request, event: ResponseEvent::Failed(f) } if request == id => Some(f.status),
+///     _ => None,
+/// });
+/// assert_eq!(failed, Some(504));
+/// ```
 #[derive(Debug)]
 pub struct Gateway {
     config: GatewayConfig,

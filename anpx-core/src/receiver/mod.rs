@@ -1,37 +1,4 @@
-//! The receiver state machine: one per WebSocket connection to a gateway.
-//!
-//! The shell dials the gateway, creates a [`Receiver`] with the features the
-//! gateway accepted, feeds it every WebSocket message, serves each
-//! [`RequestEvent`] from the upstream service, hands the response back with
-//! [`Receiver::respond`] / [`Receiver::respond_body`], and drains
-//! [`Receiver::poll_output`]. When the connection ends it drops the
-//! `Receiver` and reconnects on the [`Backoff`](crate::backoff::Backoff)
-//! schedule with a fresh one.
-//!
-//! ```
-//! use std::time::Instant;
-//! use anpx_core::Features;
-//! use anpx_core::{Receiver, ReceiverConfig, ReceiverOutput, RequestEvent, ResponseBody};
-//! use anpx_core::WsMessage;
-//! use anpx_core::{chunk::Chunker, Head, Message, RequestHead, RequestId, ResponseHead};
-//!
-//! let now = Instant::now();
-//! let mut rx = Receiver::new(ReceiverConfig::default(), Features::empty(), now);
-//! let request = Message {
-//!     request_id: RequestId::from("r-1"),
-//!     head: Head::Request(RequestHead::new("GET", "/hello")),
-//!     body: Default::default(),
-//! };
-//! for frame in Chunker::default().frames(&request).unwrap() {
-//!     rx.handle_message(now, WsMessage::Binary(frame));
-//! }
-//! let events: Vec<_> = std::iter::from_fn(|| rx.poll_output()).collect();
-//! assert!(matches!(&events[0], ReceiverOutput::Event(RequestEvent::Head { head, .. }) if head.path == "/hello"));
-//! assert!(matches!(&events[1], ReceiverOutput::Event(RequestEvent::End { .. })));
-//!
-//! rx.respond(now, &RequestId::from("r-1"), ResponseHead::new(200), ResponseBody::Full("hi".into())).unwrap();
-//! assert!(matches!(rx.poll_output(), Some(ReceiverOutput::Transmit(WsMessage::Binary(_)))));
-//! ```
+//! The receiver state machine: one per WebSocket connection to a gateway (documented on [`Receiver`]).
 
 mod config;
 mod output;
@@ -102,7 +69,40 @@ pub struct ReceiverTotals {
     pub cancelled: u64,
 }
 
-/// The receiver state machine. See the [module docs](self).
+/// The receiver state machine: one per WebSocket connection to a gateway.
+///
+/// The shell dials the gateway, creates a [`Receiver`] with the features the
+/// gateway accepted, feeds it every WebSocket message, serves each
+/// [`RequestEvent`] from the upstream service, hands the response back with
+/// [`Receiver::respond`] / [`Receiver::respond_body`], and drains
+/// [`Receiver::poll_output`]. When the connection ends it drops the
+/// `Receiver` and reconnects on the [`Backoff`](crate::backoff::Backoff)
+/// schedule with a fresh one.
+///
+/// ```
+/// use std::time::Instant;
+/// use anpx_core::Features;
+/// use anpx_core::{Receiver, ReceiverConfig, ReceiverOutput, RequestEvent, ResponseBody};
+/// use anpx_core::WsMessage;
+/// use anpx_core::{chunk::Chunker, Head, Message, RequestHead, RequestId, ResponseHead};
+///
+/// let now = Instant::now();
+/// let mut rx = Receiver::new(ReceiverConfig::default(), Features::empty(), now);
+/// let request = Message {
+///     request_id: RequestId::from("r-1"),
+///     head: Head::Request(RequestHead::new("GET", "/hello")),
+///     body: Default::default(),
+/// };
+/// for frame in Chunker::default().frames(&request).unwrap() {
+///     rx.handle_message(now, WsMessage::Binary(frame));
+/// }
+/// let events: Vec<_> = std::iter::from_fn(|| rx.poll_output()).collect();
+/// assert!(matches!(&events[0], ReceiverOutput::Event(RequestEvent::Head { head, .. }) if head.path == "/hello"));
+/// assert!(matches!(&events[1], ReceiverOutput::Event(RequestEvent::End { .. })));
+///
+/// rx.respond(now, &RequestId::from("r-1"), ResponseHead::new(200), ResponseBody::Full("hi".into())).unwrap();
+/// assert!(matches!(rx.poll_output(), Some(ReceiverOutput::Transmit(WsMessage::Binary(_)))));
+/// ```
 #[derive(Debug)]
 pub struct Receiver {
     config: ReceiverConfig,

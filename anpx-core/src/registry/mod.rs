@@ -7,9 +7,9 @@
 //!
 //! This module is pure: the [`Registry`] trait is runtime-agnostic (it
 //! returns boxed `Send` futures and names no executor), the rules are plain
-//! functions, and the only implementation here, [`StaticRegistry`], is the
-//! in-memory table from `[[gateway.routes.grant]]`. Database backends live
-//! in the runtime shells.
+//! functions, and the only implementation here, `StaticRegistry` (feature
+//! `config`), is the in-memory table from `[[gateway.routes.grant]]`.
+//! Database backends live in the runtime shells.
 //!
 //! # The reference's table
 //!
