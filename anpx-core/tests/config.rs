@@ -90,6 +90,10 @@ fn all_changed() -> Config {
     g.auth.timestamp_window_secs = 5;
     g.auth.service_names = vec!["gw.example.com".to_owned(), "[::1]".to_owned()];
     g.auth.max_nonces_per_did = 20;
+    g.caller_auth.services = vec![svc("a.test/secure"), svc("*/private")];
+    g.caller_auth.token_key = Some(PathBuf::from("token-key.pem"));
+    g.caller_auth.token_lifetime_secs = 120;
+    g.caller_auth.did_header = "x-verified-did".to_owned();
     g.registry.url = Some("postgres://anpx@registry.test/g?sslmode=disable".to_owned());
     g.registry.refresh_secs = 600;
     g.cluster.nats_url = Some("nats://nats.test:4222".to_owned());
@@ -288,6 +292,30 @@ fn bad_values_are_named() {
         (
             "[gateway]\nws_listen = \"127.0.0.1:8080\"",
             "gateway.ws_listen: must differ from gateway.listen",
+        ),
+        (
+            "[gateway.caller_auth]\nservices = [\"a.test/secure\"]",
+            "gateway.caller_auth.token_key: required when gateway.caller_auth.services is set",
+        ),
+        (
+            "[gateway.caller_auth]\nservices = [\"a.test/x y\"]",
+            "gateway.caller_auth.services: invalid service URL \"a.test/x y\": service URL contains whitespace or a control character (' ')",
+        ),
+        (
+            "[gateway.caller_auth]\ntoken_key = 3",
+            "gateway.caller_auth.token_key: expected a file path, got 3",
+        ),
+        (
+            "[gateway.caller_auth]\ntoken_lifetime_secs = 0",
+            "gateway.caller_auth.token_lifetime_secs: expected a positive integer, got 0",
+        ),
+        (
+            "[gateway.caller_auth]\ndid_header = \"Authorization\"",
+            "gateway.caller_auth.did_header: expected a header name of letters, digits and '-' (not host, authorization, cookie, a hop-by-hop or forwarding header), got \"Authorization\"",
+        ),
+        (
+            "[gateway.caller_auth]\ndid_header = \"x_did\"",
+            "gateway.caller_auth.did_header: expected a header name of letters, digits and '-' (not host, authorization, cookie, a hop-by-hop or forwarding header), got \"x_did\"",
         ),
         (
             "[gateway]\nadmin_listen = \"localhost\"",

@@ -10,6 +10,9 @@
 //! - Gateway: [`Verifier::check_header`] (no document needed: syntax,
 //!   timestamp window, nonce not yet used) tells which document to fetch;
 //!   [`Verifier::verify`] checks it and the signature and spends the nonce.
+//! - Callers at the edge: [`CallerPolicy`] says which routes require a
+//!   DID, [`Credential`] reads the caller's header, [`TokenKey`] mints and
+//!   checks the bearer tokens a verified caller gets.
 //! - Receiver: [`build_header`] signs; [`generate_did_document`] makes a new
 //!   DID document and key.
 //!
@@ -18,6 +21,7 @@
 //! reference SDK, except that a genuine secp256k1 signature whose r or s
 //! lost a leading zero byte is accepted (the reference mis-splits it).
 
+mod caller;
 mod did;
 mod document;
 mod error;
@@ -29,8 +33,12 @@ mod nonce;
 mod private_key;
 mod sign;
 mod time;
+mod token;
 mod verify;
 
+pub use caller::{
+    challenge, forward_did, CallerPolicy, Credential, DEFAULT_DID_HEADER, DEFAULT_TOKEN_LIFETIME,
+};
 pub use did::{Did, MAX_DID_LEN};
 pub use document::{Authentication, DidDocument, Jwk, KeyEncoding, VerificationMethod};
 pub use error::AuthError;
@@ -42,6 +50,7 @@ pub use nonce::NonceStore;
 pub use private_key::{KeyMaterial, PrivateKey};
 pub use sign::{build_header, build_header_with_key};
 pub use time::{format_timestamp, parse_timestamp};
+pub use token::{TokenClaims, TokenError, TokenKey, MAX_TOKEN_LEN};
 pub use verify::{ParsedHeader, VerifiedDid, Verifier, VerifierConfig};
 
 /// The service name a client signs for: the host of the gateway address

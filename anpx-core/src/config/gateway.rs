@@ -104,6 +104,8 @@ pub struct GatewaySection {
     pub tls: TlsSection,
     /// `[gateway.auth]`.
     pub auth: AuthSection,
+    /// `[gateway.caller_auth]`.
+    pub caller_auth: CallerAuthSection,
     /// `[gateway.registry]`.
     pub registry: RegistrySection,
     /// `[gateway.rate_limit]`.
@@ -149,6 +151,7 @@ impl Default for GatewaySection {
             inspector: InspectorSection::default(),
             tls: TlsSection::default(),
             auth: AuthSection::default(),
+            caller_auth: CallerAuthSection::default(),
             registry: RegistrySection::default(),
             rate_limit: RateLimitSection::default(),
             cors: CorsSection::default(),
@@ -388,6 +391,49 @@ impl AuthSection {
     /// `timestamp_window_secs` as a duration.
     pub fn timestamp_window(&self) -> Duration {
         Duration::from_secs(self.timestamp_window_secs)
+    }
+}
+
+/// `[gateway.caller_auth]`: routes whose callers must prove a DID with a
+/// DID-WBA `Authorization` header (or a bearer token the gateway issued
+/// for one). Off while `services` is empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerAuthSection {
+    /// Service URLs (`host/prefix`) whose callers must authenticate
+    /// (`gateway.caller_auth.services`); empty turns it off.
+    pub services: Vec<ServiceUrl>,
+    /// PEM PKCS#8 Ed25519 private key the access tokens are signed with
+    /// (`gateway.caller_auth.token_key`); required when `services` is set.
+    pub token_key: Option<PathBuf>,
+    /// Seconds an access token is good for
+    /// (`gateway.caller_auth.token_lifetime_secs`).
+    pub token_lifetime_secs: u64,
+    /// The request header the verified DID is forwarded to the agent in
+    /// (`gateway.caller_auth.did_header`), lower-case. Any header of that
+    /// name a caller sends is removed on every route.
+    pub did_header: String,
+}
+
+impl Default for CallerAuthSection {
+    fn default() -> Self {
+        CallerAuthSection {
+            services: Vec::new(),
+            token_key: None,
+            token_lifetime_secs: crate::auth::DEFAULT_TOKEN_LIFETIME.as_secs(),
+            did_header: crate::auth::DEFAULT_DID_HEADER.to_owned(),
+        }
+    }
+}
+
+impl CallerAuthSection {
+    /// Whether any route requires caller authentication.
+    pub fn enabled(&self) -> bool {
+        !self.services.is_empty()
+    }
+
+    /// `token_lifetime_secs` as a duration.
+    pub fn token_lifetime(&self) -> Duration {
+        Duration::from_secs(self.token_lifetime_secs)
     }
 }
 

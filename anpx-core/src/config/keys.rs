@@ -177,7 +177,7 @@ macro_rules! key {
     };
 }
 
-static KEYS: [KeyInfo; 74] = [
+static KEYS: [KeyInfo; 78] = [
     // [gateway]
     key!(
         "gateway.listen", "ANPX_GATEWAY_LISTEN", "listen", "ADDR", "127.0.0.1:8080",
@@ -431,6 +431,33 @@ static KEYS: [KeyInfo; 74] = [
         "Most logins one DID may make within the 7-minute nonce memory; more are refused for that DID only (all DIDs together: 100 000)",
         gateway.auth.max_nonces_per_did,
         parse: |i| v::int(i, 1, 100_000), render: v::render_int,
+    ),
+    // [gateway.caller_auth]
+    key!(
+        "gateway.caller_auth.services", "ANPX_GATEWAY_CALLER_AUTH_SERVICES",
+        "caller-auth-services", "SVC,..", "",
+        "Service URLs (host/prefix) whose callers must authenticate with DID-WBA or a bearer token the gateway issued (empty: off)",
+        gateway.caller_auth.services,
+        parse: v::services, render: |s: &Vec<_>| Some(v::render_services(s)),
+    ),
+    key!(
+        "gateway.caller_auth.token_key", "ANPX_GATEWAY_CALLER_AUTH_TOKEN_KEY",
+        "caller-auth-token-key", "PATH", "",
+        "PEM PKCS#8 Ed25519 private key the callers' access tokens are signed with (required with caller_auth.services)",
+        gateway.caller_auth.token_key, parse: v::opt_path, render: v::render_opt_path,
+    ),
+    key!(
+        "gateway.caller_auth.token_lifetime_secs", "ANPX_GATEWAY_CALLER_AUTH_TOKEN_LIFETIME_SECS",
+        "caller-auth-token-lifetime-secs", "SECS", "3600",
+        "Seconds an access token issued to a verified caller is accepted",
+        gateway.caller_auth.token_lifetime_secs,
+        parse: |i| v::int(i, 1, MAX_SECS), render: v::render_int,
+    ),
+    key!(
+        "gateway.caller_auth.did_header", "ANPX_GATEWAY_CALLER_AUTH_DID_HEADER",
+        "caller-auth-did-header", "NAME", "x-anpx-caller-did",
+        "Request header the verified caller DID reaches the agent in; any the caller sends is removed on every route",
+        gateway.caller_auth.did_header, parse: v::header_name, render: |n: &String| v::render_str(n),
     ),
     // [gateway.registry]
     key!(

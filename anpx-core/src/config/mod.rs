@@ -142,6 +142,12 @@ impl Config {
             }
             .at("gateway.cluster.route_ttl_ms"));
         }
+        if g.caller_auth.enabled() && g.caller_auth.token_key.is_none() {
+            return Err(ValueError::RequiredWith {
+                other: "gateway.caller_auth.services",
+            }
+            .at("gateway.caller_auth.token_key"));
+        }
         if g.ws_listen == Some(g.listen) {
             return Err(ValueError::SameAs {
                 other: "gateway.listen",

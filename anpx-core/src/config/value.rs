@@ -351,6 +351,46 @@ pub(crate) fn subject_prefix(input: Input<'_>) -> Result<String, ValueError> {
         })
 }
 
+/// Headers the gateway or HTTP itself gives a meaning: the DID header may
+/// not be one of them.
+const RESERVED_HEADERS: [&str; 16] = [
+    "host",
+    "authorization",
+    "cookie",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+];
+
+/// A request header name of letters, digits and `-`, lower-cased, not one
+/// HTTP or the gateway already gives a meaning.
+pub(crate) fn header_name(input: Input<'_>) -> Result<String, ValueError> {
+    input
+        .as_str()
+        .map(str::to_ascii_lowercase)
+        .filter(|s| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !RESERVED_HEADERS.contains(&s.as_str())
+        })
+        .ok_or_else(|| {
+            input.expected(
+                "a header name of letters, digits and '-' (not host, authorization, cookie, a hop-by-hop or forwarding header)",
+            )
+        })
+}
+
 pub(crate) fn render_str(v: &str) -> Option<Value> {
     Some(Value::String(v.to_owned()))
 }
