@@ -144,15 +144,22 @@ pub struct DocumentSources {
     pub tls: Arc<rustls::ClientConfig>,
 }
 
-/// The DID-WBA admission check.
-pub struct DidWbaAdmission {
-    verifier: Mutex<Verifier>,
+/// Finds DID documents: the local folder, a short cache, then a fetch
+/// through the bounded [`FetchGate`]. One resolver serves receiver logins
+/// and callers alike, so both share the cache and the fetch pool.
+pub struct DocumentResolver {
     sources: DocumentSources,
     io: Arc<dyn DocumentIo>,
-    registry: Arc<dyn Registry>,
     cache: Mutex<HashMap<String, (Instant, Bytes)>>,
     max_document_bytes: usize,
     fetches: Mutex<FetchGate>,
+}
+
+/// The DID-WBA admission check.
+pub struct DidWbaAdmission {
+    verifier: Mutex<Verifier>,
+    documents: Arc<DocumentResolver>,
+    registry: Arc<dyn Registry>,
 }
 
 /// A fetch's place in the [`FetchGate`], given back however the fetch
@@ -170,34 +177,26 @@ impl Drop for FetchPlace<'_> {
     }
 }
 
-impl DidWbaAdmission {
-    /// A check with `config` (window, resolver base URL, limits), documents
-    /// from `sources` read through the shell's `io`, grants from `registry`.
+impl DocumentResolver {
+    /// Documents from `sources` read through the shell's `io`, none over
+    /// `max_document_bytes`.
     pub fn new(
-        config: VerifierConfig,
         sources: DocumentSources,
         io: Arc<dyn DocumentIo>,
-        registry: Arc<dyn Registry>,
+        max_document_bytes: usize,
     ) -> Self {
-        DidWbaAdmission {
-            max_document_bytes: config.max_document_bytes,
-            verifier: Mutex::new(Verifier::new(config)),
+        DocumentResolver {
             sources,
             io,
-            registry,
             cache: Mutex::new(HashMap::new()),
+            max_document_bytes,
             fetches: Mutex::new(FetchGate::new(FetchLimits::default())),
         }
     }
 
-    fn refusal(label: &'static str, reason: impl Into<String>) -> Refusal {
-        Refusal {
-            label,
-            reason: reason.into(),
-        }
-    }
-
-    async fn document(&self, did: &str, url: &str) -> Result<Bytes, Refusal> {
+    /// The document of `did`, found at `url` unless the local folder has
+    /// it. `Err` is the refusal of the login or call that needed it.
+    pub async fn document(&self, did: &str, url: &str) -> Result<Bytes, Refusal> {
         if let Some(dir) = &self.sources.directory {
             let (dir, did, max) = (dir.clone(), did.to_owned(), self.max_document_bytes);
             let found = self
@@ -225,9 +224,7 @@ impl DidWbaAdmission {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .begin(&host, Instant::now())
-            .map_err(|e| {
-                Self::refusal("document_fetch_refused", format!("DID document {url}: {e}"))
-            })?;
+            .map_err(|e| refusal("document_fetch_refused", format!("DID document {url}: {e}")))?;
         let mut place = FetchPlace {
             gate: &self.fetches,
             host,
@@ -246,15 +243,61 @@ impl DidWbaAdmission {
         // handshake says nothing about the host.
         place.failed = fetched.is_err();
         drop(place);
-        let doc = fetched.map_err(|e| {
-            Self::refusal("document_unavailable", format!("DID document {url}: {e}"))
-        })?;
+        let doc = fetched
+            .map_err(|e| refusal("document_unavailable", format!("DID document {url}: {e}")))?;
         if let Ok(mut c) = self.cache.lock() {
             // Bounded: drop expired entries before they can pile up.
             c.retain(|_, (at, _)| at.elapsed() < DOCUMENT_TTL);
             c.insert(url.to_owned(), (Instant::now(), doc.clone()));
         }
         Ok(doc)
+    }
+
+    /// Fetches in flight now.
+    pub fn fetches_in_flight(&self) -> usize {
+        self.fetches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .in_flight()
+    }
+}
+
+fn refusal(label: &'static str, reason: impl Into<String>) -> Refusal {
+    Refusal {
+        label,
+        reason: reason.into(),
+    }
+}
+
+impl DidWbaAdmission {
+    /// A check with `config` (window, resolver base URL, limits), documents
+    /// from `sources` read through the shell's `io`, grants from `registry`.
+    pub fn new(
+        config: VerifierConfig,
+        sources: DocumentSources,
+        io: Arc<dyn DocumentIo>,
+        registry: Arc<dyn Registry>,
+    ) -> Self {
+        let documents = Arc::new(DocumentResolver::new(
+            sources,
+            io,
+            config.max_document_bytes,
+        ));
+        Self::with_resolver(config, documents, registry)
+    }
+
+    /// [`new`](Self::new) with a resolver shared with others (the callers'
+    /// check), so that they share its cache and fetch pool.
+    pub fn with_resolver(
+        config: VerifierConfig,
+        documents: Arc<DocumentResolver>,
+        registry: Arc<dyn Registry>,
+    ) -> Self {
+        DidWbaAdmission {
+            verifier: Mutex::new(Verifier::new(config)),
+            documents,
+            registry,
+        }
     }
 
     async fn check_inner(
@@ -265,40 +308,40 @@ impl DidWbaAdmission {
         let header = headers
             .get(http::header::AUTHORIZATION)
             .ok_or_else(|| {
-                Self::refusal(
+                refusal(
                     "missing_authorization",
                     "no Authorization header (DID-WBA required)",
                 )
             })?
             .to_str()
-            .map_err(|_| Self::refusal("malformed_header", "Authorization header is not text"))?;
+            .map_err(|_| refusal("malformed_header", "Authorization header is not text"))?;
         let parsed = {
             let mut verifier = self
                 .verifier
                 .lock()
-                .map_err(|_| Self::refusal("internal", "verifier unavailable"))?;
+                .map_err(|_| refusal("internal", "verifier unavailable"))?;
             verifier
                 .check_header(SystemTime::now(), header, service)
-                .map_err(|e| Self::refusal(e.reason(), e.to_string()))?
+                .map_err(|e| refusal(e.reason(), e.to_string()))?
         };
         let did = parsed.did().as_str().to_owned();
-        let document = self.document(&did, parsed.document_url()).await?;
+        let document = self.documents.document(&did, parsed.document_url()).await?;
         let verified = {
             let mut verifier = self
                 .verifier
                 .lock()
-                .map_err(|_| Self::refusal("internal", "verifier unavailable"))?;
+                .map_err(|_| refusal("internal", "verifier unavailable"))?;
             verifier
                 .check_document_json(SystemTime::now(), &parsed, &document)
-                .map_err(|e| Self::refusal(e.reason(), e.to_string()))?
+                .map_err(|e| refusal(e.reason(), e.to_string()))?
         };
         let allowed = self
             .registry
             .grants_for(&verified.did)
             .await
-            .map_err(|e| Self::refusal("registry_unavailable", e.to_string()))?;
+            .map_err(|e| refusal("registry_unavailable", e.to_string()))?;
         if allowed.is_empty() {
-            return Err(Self::refusal(
+            return Err(refusal(
                 "no_grants",
                 format!("{} has no registered service URLs", verified.did),
             ));
@@ -307,9 +350,9 @@ impl DidWbaAdmission {
         // for want of grants too, leaves no nonce to fill the store.
         self.verifier
             .lock()
-            .map_err(|_| Self::refusal("internal", "verifier unavailable"))?
+            .map_err(|_| refusal("internal", "verifier unavailable"))?
             .spend(SystemTime::now(), &parsed)
-            .map_err(|e| Self::refusal(e.reason(), e.to_string()))?;
+            .map_err(|e| refusal(e.reason(), e.to_string()))?;
         tracing::info!(did = %verified.did, key = %verified.verification_method, "receiver authenticated");
         Ok(Admitted {
             identity: Identity::Did(verified.did),
@@ -521,7 +564,7 @@ mod tests {
         // Dropped handshakes give their places back, without marking the
         // host as failed.
         drop(hanging);
-        assert_eq!(admission.fetches.lock().unwrap().in_flight(), 0);
+        assert_eq!(admission.documents.fetches_in_flight(), 0);
         let again = admission.check(&slow[0], service).now_or_never();
         assert!(again.is_none(), "a dropped fetch is not a failure");
     }

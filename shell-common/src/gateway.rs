@@ -203,6 +203,11 @@ pub struct Shared {
     /// registry (`gateway.registry.refresh_secs`).
     pub grants_refresh: std::time::Duration,
     auth_refusals: Mutex<BTreeMap<&'static str, u64>>,
+    /// Caller authentication on the routes that require it.
+    caller_auth: Option<Arc<crate::caller_auth::CallerAuth>>,
+    /// The header a verified caller's DID is forwarded in, and that no
+    /// caller may send.
+    caller_did_header: String,
     /// The optional middlewares; `None` when all are off, so a plain
     /// tunnel takes no lock for them.
     policy: Option<Mutex<Policy>>,
@@ -231,6 +236,11 @@ impl Shared {
             endings: Arc::default(),
             grants_refresh: options.grants_refresh,
             auth_refusals: Mutex::default(),
+            caller_auth: options.caller_auth.clone(),
+            caller_did_header: match &options.caller_auth {
+                Some(c) => c.did_header().to_owned(),
+                None => options.caller_did_header.clone(),
+            },
             policy: options
                 .policy
                 .enabled()
@@ -367,6 +377,9 @@ impl Shared {
             text.push_str(&format!(
                 "anpx_receiver_auth_refused_total{{reason=\"{label}\"}} {n}\n"
             ));
+        }
+        if let Some(caller_auth) = &self.caller_auth {
+            text.push_str(&caller_auth.prometheus());
         }
         text.push_str(&self.edge.prometheus());
         text.push_str(&self.endings.prometheus());
@@ -540,6 +553,20 @@ impl Shared {
                 ));
             }
         };
+        let caller = match &self.caller_auth {
+            None => None,
+            Some(auth) => {
+                let authorization: Vec<&str> = request
+                    .headers
+                    .iter()
+                    .filter(|(n, _)| n.eq_ignore_ascii_case("authorization"))
+                    .map(|(_, v)| v.as_str())
+                    .collect();
+                auth.check(&host, request.path, &authorization, request.peer.ip())
+                    .await
+                    .map_err(|answer| (answer, None))?
+            }
+        };
         let keep_underscores = self.edge.limits.keep_underscore_headers;
         let capture = self.inspector.arrive(crate::admin::Arrival {
             client: Some(request.peer),
@@ -566,6 +593,13 @@ impl Shared {
         if !host.is_empty() {
             headers.insert(0, ("host".into(), host.clone()));
         }
+        // The agent trusts this header to be the gateway's: whatever a
+        // caller sent under its name is dropped on every route.
+        anpx_core::auth::forward_did(
+            &mut headers,
+            &self.caller_did_header,
+            caller.as_ref().map(|c| c.did.as_str()),
+        );
         let client = ClientInfo {
             ip: request.peer.ip(),
             scheme: self.scheme,
@@ -639,6 +673,7 @@ impl Shared {
                 endings: self.endings.clone(),
                 declared_len: None,
                 sent: 0,
+                issued: caller.and_then(|c| c.token),
             },
         };
         Ok((pending, entry))
@@ -825,6 +860,12 @@ fn head_or_failure(
                 c.head(&head, head.status);
             }
             let mut head = forward::response_head_for_client(head);
+            if let Some(token) = guard.issued.take() {
+                // Where the reference SDK's client looks for it
+                // (`DIDWbaAuthHeader.update_token`).
+                head.headers
+                    .push("authorization", format!("Bearer {token}"));
+            }
             if passthrough::is_switch(&head) {
                 // The core lets a 101 through only for an upgrade request.
                 passthrough::mark_upgrade(&mut head.headers);
@@ -905,6 +946,9 @@ struct Guard {
     declared_len: Option<u64>,
     /// Response body bytes handed to the shell.
     sent: u64,
+    /// An access token minted for a caller that signed a `DIDWba` header,
+    /// for the response head.
+    issued: Option<String>,
 }
 
 impl Guard {

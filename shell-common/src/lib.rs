@@ -16,6 +16,7 @@ pub mod admin;
 pub mod admission;
 pub mod banner;
 pub mod body;
+pub mod caller_auth;
 #[cfg(feature = "cluster")]
 pub mod cluster;
 pub mod decode;

@@ -47,6 +47,12 @@ pub struct GatewayOptions {
     /// The optional middlewares (rate limits, CORS, security headers,
     /// blocklist); all off by default.
     pub policy: PolicyConfig,
+    /// DID-WBA authentication of callers on the routes that require it
+    /// (`[gateway.caller_auth]`); `None` when no route does.
+    pub caller_auth: Option<Arc<crate::caller_auth::CallerAuth>>,
+    /// The header the verified caller DID is forwarded in; removed from
+    /// every request a caller sends, whether or not its route is protected.
+    pub caller_did_header: String,
 }
 
 impl GatewayOptions {
@@ -66,6 +72,8 @@ impl GatewayOptions {
             edge: section.edge_limits(),
             grants_refresh: section.registry.refresh_interval(),
             policy: section.policy_config(),
+            caller_auth: None,
+            caller_did_header: section.caller_auth.did_header.clone(),
         }
     }
 
@@ -85,6 +93,8 @@ impl GatewayOptions {
             edge: EdgeLimits::default(),
             grants_refresh: anpx_core::config::RegistrySection::default().refresh_interval(),
             policy: PolicyConfig::default(),
+            caller_auth: None,
+            caller_did_header: anpx_core::auth::DEFAULT_DID_HEADER.to_owned(),
         }
     }
 }

@@ -5,12 +5,13 @@
 
 use std::sync::Arc;
 
-use anpx_core::auth::VerifierConfig;
+use anpx_core::auth::{CallerPolicy, TokenKey, VerifierConfig};
 use anpx_core::config::{AuthMode, Config};
 use anpx_core::registry::Registry;
 
+use crate::caller_auth::CallerAuth;
 use crate::did_credentials::{CredentialsError, DidCredentials};
-use crate::did_wba::{DidWbaAdmission, DocumentIo, DocumentSources};
+use crate::did_wba::{DidWbaAdmission, DocumentIo, DocumentResolver, DocumentSources};
 use crate::tls::TlsError;
 use crate::{GatewayOptions, ReceiverOptions};
 
@@ -26,6 +27,9 @@ pub enum SetupError {
     /// The registry cannot be set up.
     #[error("gateway.registry: {0}")]
     Registry(String),
+    /// The key callers' access tokens are signed with.
+    #[error("gateway.caller_auth.token_key: {0}")]
+    TokenKey(String),
     /// The receiver's private CA.
     #[error("receiver.ca_file: {0}")]
     ReceiverCa(TlsError),
@@ -37,7 +41,8 @@ pub enum SetupError {
 /// The gateway's options from `config`: listeners and limits, TLS when
 /// `gateway.tls` is set (offering HTTP/2 when `http2`), and DID-WBA
 /// admission when `gateway.auth.mode = did-wba`, with documents fetched
-/// through `io` and grants from `registry()` (only called in that mode).
+/// through `io` and grants from `registry()` (only called in that mode),
+/// and the callers' check when `gateway.caller_auth.services` is set.
 pub fn gateway_options(
     config: &Config,
     http2: bool,
@@ -45,20 +50,57 @@ pub fn gateway_options(
     registry: impl FnOnce() -> Result<Arc<dyn Registry>, SetupError>,
 ) -> Result<GatewayOptions, SetupError> {
     let mut options = GatewayOptions::from_config(&config.gateway);
-    if config.gateway.auth.mode == AuthMode::DidWba {
-        let auth = &config.gateway.auth;
-        let verifier = VerifierConfig {
-            max_age: auth.timestamp_window(),
-            resolver_base: auth.resolver_base_url.clone(),
-            service_names: auth.service_names.clone(),
-            max_nonces_per_did: auth.max_nonces_per_did,
-            ..VerifierConfig::default()
-        };
+    let auth = &config.gateway.auth;
+    let callers = &config.gateway.caller_auth;
+    let verifier = VerifierConfig {
+        max_age: auth.timestamp_window(),
+        resolver_base: auth.resolver_base_url.clone(),
+        service_names: auth.service_names.clone(),
+        max_nonces_per_did: auth.max_nonces_per_did,
+        ..VerifierConfig::default()
+    };
+    // One resolver for receiver logins and callers: one cache, one pool of
+    // fetches.
+    let documents = if auth.mode == AuthMode::DidWba || callers.enabled() {
         let sources = DocumentSources {
             directory: auth.did_documents_dir.clone(),
             tls: crate::tls::client_config(None).map_err(SetupError::DocumentRoots)?,
         };
-        options.admission = Arc::new(DidWbaAdmission::new(verifier, sources, io, registry()?));
+        Some(Arc::new(DocumentResolver::new(
+            sources,
+            io,
+            verifier.max_document_bytes,
+        )))
+    } else {
+        None
+    };
+    if let (AuthMode::DidWba, Some(documents)) = (auth.mode, &documents) {
+        options.admission = Arc::new(DidWbaAdmission::with_resolver(
+            verifier.clone(),
+            documents.clone(),
+            registry()?,
+        ));
+    }
+    if let (true, Some(documents)) = (callers.enabled(), documents) {
+        let key = callers
+            .token_key
+            .as_deref()
+            .ok_or_else(|| {
+                SetupError::TokenKey("required with gateway.caller_auth.services".into())
+            })
+            .and_then(|path| {
+                let pem = std::fs::read_to_string(path)
+                    .map_err(|e| SetupError::TokenKey(format!("{}: {e}", path.display())))?;
+                TokenKey::from_pem(&pem)
+                    .map_err(|e| SetupError::TokenKey(format!("{}: {e}", path.display())))
+            })?;
+        let policy = CallerPolicy::new(
+            &callers.services,
+            key,
+            callers.token_lifetime(),
+            &callers.did_header,
+        );
+        options.caller_auth = Some(Arc::new(CallerAuth::new(policy, verifier, documents)));
     }
     let tls = &config.gateway.tls;
     if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {

@@ -219,11 +219,17 @@ mod tests {
 
     #[test]
     fn credentials_are_read_by_scheme() {
-        assert_eq!(Credential::of(Some("  Bearer  t.o.k ")), Credential::Bearer("t.o.k"));
+        assert_eq!(
+            Credential::of(Some("  Bearer  t.o.k ")),
+            Credential::Bearer("t.o.k")
+        );
         assert_eq!(Credential::of(Some("BEARER x")), Credential::Bearer("x"));
         assert_eq!(Credential::of(Some("Bearer")), Credential::Unsupported);
         assert_eq!(Credential::of(Some("Bearer ")), Credential::Unsupported);
-        assert_eq!(Credential::of(Some("didwba a")), Credential::DidWba("didwba a"));
+        assert_eq!(
+            Credential::of(Some("didwba a")),
+            Credential::DidWba("didwba a")
+        );
         assert_eq!(Credential::of(Some("")), Credential::Unsupported);
         assert_eq!(Credential::of(Some("Bearerx y")), Credential::Unsupported);
     }

@@ -196,9 +196,7 @@ impl TokenKey {
         let claims = decode_base64url(claims).ok_or(TokenError::Malformed("claims"))?;
         let claims: Claims =
             serde_json::from_slice(&claims).map_err(|_| TokenError::Malformed("claims"))?;
-        let now_secs = now
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now_secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         if claims.iat > now_secs.saturating_add(ISSUED_AHEAD_TOLERANCE.as_secs()) {
             return Err(TokenError::IssuedInFuture);
         }

@@ -209,6 +209,11 @@ pub fn tail(text: &str, n: usize) -> String {
 static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 impl Reference {
+    /// The virtualenv's Python, which has the reference SDK (agent-connect).
+    pub fn python(&self) -> PathBuf {
+        self.dir.join("venv/bin/python")
+    }
+
     /// Starts `anp_proxy.py` with `config` (TOML) as `name`.
     pub fn spawn(&self, name: &str, config: &str) -> RefProcess {
         let run = self.dir.join("runs");
