@@ -94,7 +94,7 @@ impl GatewayOptions {
             grants_refresh: anpx_core::config::RegistrySection::default().refresh_interval(),
             policy: PolicyConfig::default(),
             caller_auth: None,
-            caller_did_header: anpx_core::auth::DEFAULT_DID_HEADER.to_owned(),
+            caller_did_header: anpx_core::config::DEFAULT_CALLER_DID_HEADER.to_owned(),
         }
     }
 }

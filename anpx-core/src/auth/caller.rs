@@ -11,12 +11,6 @@ use crate::route::{RouteTable, ServiceUrl};
 
 use super::TokenKey;
 
-/// Default name of the header the verified DID is forwarded in.
-pub const DEFAULT_DID_HEADER: &str = "x-anpx-caller-did";
-
-/// Default token lifetime: an hour, as the reference SDK's verifier.
-pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
-
 /// What a caller's `Authorization` header offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Credential<'a> {
@@ -188,7 +182,7 @@ mod tests {
         CallerPolicy::new(
             &services,
             TokenKey::from_seed([3; 32]),
-            DEFAULT_TOKEN_LIFETIME,
+            Duration::from_secs(3600),
             "X-Caller-DID",
         )
     }

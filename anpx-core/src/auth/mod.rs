@@ -36,9 +36,7 @@ mod time;
 mod token;
 mod verify;
 
-pub use caller::{
-    challenge, forward_did, CallerPolicy, Credential, DEFAULT_DID_HEADER, DEFAULT_TOKEN_LIFETIME,
-};
+pub use caller::{challenge, forward_did, CallerPolicy, Credential};
 pub use did::{Did, MAX_DID_LEN};
 pub use document::{Authentication, DidDocument, Jwk, KeyEncoding, VerificationMethod};
 pub use error::AuthError;

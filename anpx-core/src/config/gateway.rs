@@ -394,6 +394,13 @@ impl AuthSection {
     }
 }
 
+/// Default of `gateway.caller_auth.did_header`.
+pub const DEFAULT_CALLER_DID_HEADER: &str = "x-anpx-caller-did";
+
+/// Default of `gateway.caller_auth.token_lifetime_secs`: an hour, as the
+/// reference SDK's verifier.
+pub const DEFAULT_CALLER_TOKEN_LIFETIME_SECS: u64 = 3600;
+
 /// `[gateway.caller_auth]`: routes whose callers must prove a DID with a
 /// DID-WBA `Authorization` header (or a bearer token the gateway issued
 /// for one). Off while `services` is empty.
@@ -419,8 +426,8 @@ impl Default for CallerAuthSection {
         CallerAuthSection {
             services: Vec::new(),
             token_key: None,
-            token_lifetime_secs: crate::auth::DEFAULT_TOKEN_LIFETIME.as_secs(),
-            did_header: crate::auth::DEFAULT_DID_HEADER.to_owned(),
+            token_lifetime_secs: DEFAULT_CALLER_TOKEN_LIFETIME_SECS,
+            did_header: DEFAULT_CALLER_DID_HEADER.to_owned(),
         }
     }
 }

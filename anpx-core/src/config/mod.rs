@@ -24,8 +24,9 @@ mod value;
 
 pub use error::{ConfigError, ValueError};
 pub use gateway::{
-    AuthMode, AuthSection, ClusterSection, CorsSection, GatewaySection, Grant, InspectorSection,
-    LogFormat, RateLimitSection, RegistrySection, RoutesSection, TlsSection,
+    AuthMode, AuthSection, CallerAuthSection, ClusterSection, CorsSection, GatewaySection, Grant,
+    InspectorSection, LogFormat, RateLimitSection, RegistrySection, RoutesSection, TlsSection,
+    DEFAULT_CALLER_DID_HEADER, DEFAULT_CALLER_TOKEN_LIFETIME_SECS,
 };
 pub use keys::{find_env, find_flag, find_key, keys, KeyInfo, CONFIG_FILE_ENV, ENV_PREFIX};
 pub use receiver::ReceiverSection;
