@@ -237,6 +237,59 @@ async fn an_sdk_signed_caller_gets_through_and_its_token_works_after(shell: Shel
     gw.shutdown().await;
 }
 
+/// The reference SDK's own client, end to end: it signs the first call,
+/// takes the token from the response (`update_token`), and its next
+/// call, which then carries the token, gets through too.
+async fn the_sdk_client_signs_once_then_uses_the_token_it_was_given(shell: Shell) {
+    let (gw, rx) = protected(shell).await;
+    let Some(reference) =
+        reference::reference("the_sdk_client_signs_once_then_uses_the_token_it_was_given")
+    else {
+        return;
+    };
+    let script = "import sys, httpx\n\
+        from agent_connect.authentication import DIDWbaAuthHeader\n\
+        auth = DIDWbaAuthHeader(sys.argv[1], sys.argv[2])\n\
+        port = sys.argv[3]\n\
+        url = f'http://api.agent.com:{port}/secure/chat'\n\
+        for _ in range(2):\n    \
+            h = auth.get_auth_header(url)\n    \
+            scheme = h['Authorization'].split(' ')[0]\n    \
+            r = httpx.get(f'http://127.0.0.1:{port}/secure/chat', headers={**h, 'Host': f'api.agent.com:{port}'})\n    \
+            print(scheme, r.status_code, r.headers.get('x-seen-did'), auth.update_token(url, r.headers) is not None)\n";
+    let port = gw.addr().port().to_string();
+    let out = tokio::task::spawn_blocking({
+        let python = reference.python();
+        move || {
+            Command::new(python)
+                .arg("-c")
+                .arg(script)
+                .arg(vectors().join("secp256k1-did.json"))
+                .arg(vectors().join("secp256k1-key-1_private.pem"))
+                .arg(port)
+                .output()
+                .expect("run the reference SDK")
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "the SDK failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        lines.lines().collect::<Vec<_>>(),
+        [
+            format!("DIDWba 200 {DID} True"),
+            format!("Bearer 200 {DID} False"),
+        ],
+    );
+    rx.shutdown().await;
+    gw.shutdown().await;
+}
+
 async fn unauthenticated_and_bad_calls_get_401(shell: Shell) {
     let (gw, rx) = protected(shell).await;
     let none = call(&gw, "/secure/chat", &[]).await;
@@ -367,6 +420,7 @@ async fn the_did_header_is_stripped_with_caller_auth_off(shell: Shell) {
 
 for_every_gateway!(
     an_sdk_signed_caller_gets_through_and_its_token_works_after,
+    the_sdk_client_signs_once_then_uses_the_token_it_was_given,
     unauthenticated_and_bad_calls_get_401,
     a_route_without_the_setting_is_unaffected_but_for_the_did_header,
     the_did_header_is_stripped_with_caller_auth_off,
