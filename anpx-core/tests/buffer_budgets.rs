@@ -7,11 +7,11 @@
 use std::time::Instant;
 
 use anpx_core::frame::{ChunkInfo, Frame, MessageKind, Meta};
-use anpx_core::Features;
 use anpx_core::{
-    BufferBudget, Gateway, GatewayConfig, Identity, LinkFault, LinkId, Output, RequestBody,
+    BufferBudget, Gateway, GatewayConfig, Identity, LinkFault, LinkId, Output, Reject, RequestBody,
     ResponseEvent,
 };
+use anpx_core::{Feature, Features};
 use anpx_core::{RequestHead, RequestId, ResponseHead};
 use anpx_core::{WsMessage, CLOSE_POLICY_VIOLATION};
 use bytes::Bytes;
@@ -272,13 +272,141 @@ fn past_the_gateways_budget_the_connection_holding_the_most_is_closed() {
 }
 
 #[test]
-fn a_closed_connections_unread_bodies_stop_counting_and_reads_of_them_are_harmless() {
+fn a_closed_connections_unread_bodies_count_until_their_clients_take_them() {
     let mut b = Bench::new();
     let id = b.answered(0, 50_000);
+    let gone = b.answered(0, 30_000);
     b.gw.close_link(b.now, b.links[0]);
-    assert_eq!(b.gw.buffered(), 0);
-    // The slow client reads the rest later: nothing is counted twice.
+    // The bodies are still in memory on their way to slow clients.
+    assert_eq!(b.gw.buffered(), 80_000);
+    assert_eq!(b.gw.stats(b.now).buffered_bytes, 80_000);
+    assert!(b
+        .gw
+        .stats(b.now)
+        .to_prometheus()
+        .contains("\nanpx_buffered_bytes 80000\n"));
+    // They leave room in the total for others only as they are freed.
+    let id2 = b.start(1);
+    let out = b.feed(1, whole(&id2, 90_000));
+    assert!(events(&out, &id2).contains(&&ResponseEvent::End));
+    assert_eq!(b.gw.buffered(), 170_000);
+    let id3 = b.start(2);
+    let out = b.feed(2, whole(&id3, 90_000));
+    // 260 kB would pass the 250 kB total: the largest holder connected is
+    // closed (receiver 2 itself, bringing 90 kB over 1's 90 kB).
+    assert_eq!(closes(&out).len(), 1, "{out:?}");
+    // Reads and departures of the closed connection's clients free it all.
     b.gw.body_read(b.now, &id, 50_000);
-    b.answered(1, 40_000);
-    assert_eq!(b.gw.buffered(), 40_000);
+    b.gw.cancel(b.now, &gone);
+    assert_eq!(b.gw.buffered(), 90_000);
+    b.gw.body_read(b.now, &id, 50_000);
+    assert_eq!(b.gw.buffered(), 90_000);
+}
+
+/// A receiver that negotiated `flow-control`, with many slow downloads.
+fn flow_bench(per_link: u64, total: u64) -> (Instant, Gateway, LinkId) {
+    let config = GatewayConfig {
+        buffers: BufferBudget { per_link, total },
+        ..GatewayConfig::default()
+    };
+    let now = Instant::now();
+    let mut gw = Gateway::new(config, 9);
+    let features: Features = [Feature::Streaming, Feature::FlowControl]
+        .into_iter()
+        .collect();
+    let link = gw.admit(
+        now,
+        Identity::Anonymous,
+        vec![format!("{HOST}/f").parse().unwrap()],
+        features,
+    );
+    (now, gw, link)
+}
+
+const WINDOW: usize = 1 << 20;
+
+/// Starts a request on the flow-controlled receiver and answers it with
+/// a full window (head and 1 MiB in one message), which nobody reads.
+fn fill_window(now: Instant, gw: &mut Gateway, link: LinkId) -> Result<RequestId, Reject> {
+    let id = gw.start_request(
+        now,
+        HOST,
+        RequestHead::new("GET", "/f/download"),
+        RequestBody::Empty,
+    )?;
+    let frame = Frame {
+        kind: MessageKind::Response,
+        request_id: id.clone(),
+        chunk: Some(ChunkInfo {
+            index: 0,
+            total: None,
+            final_marker: None,
+        }),
+        meta: Some(Meta::Response(ResponseHead::new(200))),
+        body: Some(Bytes::from(vec![b'f'; WINDOW])),
+    };
+    gw.handle_message(now, link, WsMessage::Binary(frame.encode().unwrap()));
+    Ok(id)
+}
+
+#[test]
+fn flow_controlled_bytes_within_their_windows_never_close_the_receiver() {
+    // 4 MiB per receiver, 256 MiB in all: forty slow downloads with their
+    // windows full hold 40 MiB on one connection.
+    let (now, mut gw, link) = flow_bench(4 << 20, 256 << 20);
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        ids.push(fill_window(now, &mut gw, link).unwrap());
+    }
+    let out: Vec<Output> = std::iter::from_fn(|| gw.poll_output()).collect();
+    assert!(closes(&out).is_empty(), "{:?}", closes(&out));
+    for id in &ids {
+        assert!(
+            matches!(events(&out, id)[..], [ResponseEvent::Head(_), ResponseEvent::Body(b)] if b.len() == WINDOW),
+            "{:?}",
+            events(&out, id)
+        );
+    }
+    assert_eq!(gw.link_buffered(link), Some(40 * WINDOW as u64));
+    // What it holds and may still send never passes its limit: a window
+    // for each request it may have in flight.
+    assert!(gw.link_charged(link).unwrap() <= gw.link_limit(link).unwrap());
+    // A byte past a window is still a fault that closes it.
+    let over = Frame {
+        kind: MessageKind::Response,
+        request_id: ids[0].clone(),
+        chunk: Some(ChunkInfo {
+            index: 1,
+            total: None,
+            final_marker: None,
+        }),
+        meta: None,
+        body: Some(Bytes::from_static(b"!")),
+    };
+    gw.handle_message(now, link, WsMessage::Binary(over.encode().unwrap()));
+    let out: Vec<Output> = std::iter::from_fn(|| gw.poll_output()).collect();
+    assert_eq!(closes(&out).len(), 1, "{out:?}");
+}
+
+#[test]
+fn past_the_total_flow_controlled_requests_wait_for_room_instead_of_closing_anyone() {
+    // Room for eight windows in the whole gateway.
+    let (now, mut gw, link) = flow_bench(32 << 20, 8 << 20);
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        ids.push(fill_window(now, &mut gw, link).unwrap());
+    }
+    // The ninth cannot reserve its window: refused like a full route (503),
+    // nobody closed.
+    let refused = fill_window(now, &mut gw, link).unwrap_err();
+    assert_eq!(refused.failure().status, 503);
+    let out: Vec<Output> = std::iter::from_fn(|| gw.poll_output()).collect();
+    assert!(closes(&out).is_empty(), "{:?}", closes(&out));
+    assert!(gw.charged() <= 8 << 20);
+    // A client taking its body makes room again.
+    gw.body_read(now, &ids[0], WINDOW);
+    gw.cancel(now, &ids[0]);
+    fill_window(now, &mut gw, link).unwrap();
+    assert!(gw.charged() <= 8 << 20);
+    assert_eq!(gw.link_count(), 1);
 }

@@ -219,10 +219,13 @@ fn a_trickled_upload_cannot_hold_a_request_past_the_upload_timeout() {
         .collect();
     let mut p = Pair::back_to_back("api.agent.com/svc", features, config);
     let id = p.start("/svc/upload", RequestBody::Streaming);
+    // The client is the one late: 408 with a message of its own.
     let timed_out = |p: &Pair| {
-        p.responses
-            .iter()
-            .any(|(r, e)| r == &id && matches!(e, ResponseEvent::Failed(f) if f.status == 504))
+        p.responses.iter().any(|(r, e)| {
+            r == &id
+                && matches!(e, ResponseEvent::Failed(f) if f.status == 408
+                    && f.error.contains("upload_timeout_secs"))
+        })
     };
     let trickle = |p: &mut Pair, secs: u32| {
         for _ in 0..secs {
@@ -246,6 +249,34 @@ fn a_trickled_upload_cannot_hold_a_request_past_the_upload_timeout() {
         timed_out(&p),
         "a trickled upload held the request past 60 s"
     );
+}
+
+#[test]
+fn an_upload_gone_quiet_is_a_408_and_a_silent_receiver_a_504() {
+    let mut p = Pair::all();
+    let quiet = p.start("/svc/upload", RequestBody::Streaming);
+    p.gw.push_body(p.now, &quiet, Bytes::from_static(b"part"), false)
+        .unwrap();
+    let done = p.start("/svc/upload", RequestBody::Streaming);
+    p.gw.push_body(p.now, &done, Bytes::from_static(b"all"), true)
+        .unwrap();
+    p.pump();
+    p.now += Duration::from_secs(31);
+    p.gw.handle_timeout(p.now);
+    p.pump();
+    let failed = |id: &RequestId| {
+        p.responses.iter().find_map(|(r, e)| match e {
+            ResponseEvent::Failed(f) if r == id => Some((f.status, f.error.clone())),
+            _ => None,
+        })
+    };
+    let (status, why) = failed(&quiet).unwrap();
+    assert_eq!(status, 408, "{why}");
+    assert!(why.contains("request_timeout_secs"), "{why}");
+    // Its whole body sent, the wait is the receiver's.
+    assert_eq!(failed(&done).unwrap().0, 504);
+    let t = p.gw.stats(p.now).totals;
+    assert_eq!((t.upload_timed_out, t.timed_out), (1, 1));
 }
 
 #[test]

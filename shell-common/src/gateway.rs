@@ -183,6 +183,9 @@ pub struct Shared {
     pub features: Features,
     /// Bodies up to this size are read whole before the request starts.
     pub chunk_size: usize,
+    /// How long such a body may take to arrive (`gateway.upload_timeout_secs`):
+    /// past it the client gets [`Failure::upload_timed_out`].
+    pub upload_timeout: std::time::Duration,
     /// The largest WebSocket message accepted.
     pub max_frame_len: usize,
     /// `http` or `https`.
@@ -226,6 +229,7 @@ impl Shared {
             admission: options.admission.clone(),
             features: crate::options::supported_features(),
             chunk_size: options.core.chunk_size,
+            upload_timeout: options.core.upload_timeout,
             max_frame_len: options.core.max_message_len(),
             scheme,
             health_path: options.health_path.clone(),

@@ -499,16 +499,32 @@ async fn proxy(
         // The client's WebSocket bytes come after the 101, as the body.
         _ if is_ws => (RequestBody::Streaming, None),
         Some(0) => (RequestBody::Empty, None),
-        Some(n) if n <= shared.chunk_size => match body.into_bytes().await {
-            Ok(b) => (RequestBody::Full(Bytes::from(b)), None),
-            Err(e) => {
-                at.cutter.cut();
-                return answer(Answer::failure(&anpx_core::Failure::new(
-                    400,
-                    format!("Could not read the request body: {e}"),
-                )));
+        // Read whole before the request starts, so it is timed here: a
+        // trickled small body cannot hold its connection past the upload
+        // timeout either.
+        Some(n) if n <= shared.chunk_size => {
+            match smol::future::or(async { Some(body.into_bytes().await) }, async {
+                smol::Timer::after(shared.upload_timeout).await;
+                None
+            })
+            .await
+            {
+                None => {
+                    at.cutter.cut();
+                    return answer(Answer::failure(&anpx_core::Failure::upload_timed_out(
+                        shared.upload_timeout,
+                    )));
+                }
+                Some(Ok(b)) => (RequestBody::Full(Bytes::from(b)), None),
+                Some(Err(e)) => {
+                    at.cutter.cut();
+                    return answer(Answer::failure(&anpx_core::Failure::new(
+                        400,
+                        format!("Could not read the request body: {e}"),
+                    )));
+                }
             }
-        },
+        }
         len => (
             len.map_or(RequestBody::Streaming, |n| RequestBody::Sized(n as u64)),
             Some(std::mem::replace(&mut body, http_types::Body::empty())),

@@ -285,6 +285,65 @@ async fn slow_and_silent_clients_are_cut_at_the_header_read_timeout(shell: Shell
     );
 }
 
+/// Sends a head declaring `len` body bytes, then a byte every 200 ms;
+/// returns what the gateway answered and whether the client was still
+/// sending when it did.
+async fn trickle(gw: &Gw, len: usize) -> (String, bool) {
+    let tcp = TcpStream::connect(gw.addr()).await.unwrap();
+    let (mut rx, mut tx) = tcp.into_split();
+    tx.write_all(
+        format!("POST /good/echo HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {len}\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let dripping = tokio::spawn(async move {
+        for _ in 0..len {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if tx.write_all(b"x").await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("_secs)") {
+        match tokio::time::timeout(PATIENCE, rx.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("no answer to a trickled upload in {PATIENCE:?}"),
+        }
+    }
+    let sending = !dripping.is_finished();
+    dripping.abort();
+    (String::from_utf8_lossy(&answer).into_owned(), sending)
+}
+
+async fn a_trickled_upload_is_cut_at_the_upload_timeout_with_408(shell: Shell) {
+    let (backend, _) = recording_backend().await;
+    let gw = Gw::start(shell, |o| {
+        o.core.request_timeout = Duration::from_secs(1);
+        o.core.upload_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let _receiver = start_receiver(gw.addr(), backend, &["api.agent.com/good"]).await;
+    gw.wait_for_receivers(1).await;
+    // A byte every 200 ms: never quiet for the request timeout, never done
+    // within the upload timeout. A body over one chunk streams to the
+    // receiver as it comes; a small one is read whole first; both are cut.
+    for len in [100_000, 1000] {
+        let (answer, sending) = trickle(&gw, len).await;
+        assert_eq!(status_of(&answer), 408, "{len}: {answer}");
+        assert!(
+            answer.contains("Request body not received within 2 s (upload_timeout_secs)"),
+            "{len}: {answer}"
+        );
+        assert!(sending, "{len}: answered after the whole body");
+    }
+    wait_metric(&gw, "anpx_requests_failed_total{status=\"408\"}", 1).await;
+    wait_metric(&gw, "anpx_requests_ended_total{ending=\"timed_out\"}", 1).await;
+}
+
 async fn oversized_heads_get_431(shell: Shell) {
     let gw = Gw::start(shell, |_| {}).await;
     let addr = gw.addr();
@@ -1182,6 +1241,10 @@ async fn bodies_held_past_the_receiver_budget_close_the_hostile_receiver(shell: 
         evil.send(response_frame(&id, chunk(0), false, &piece))
             .await
             .unwrap();
+        if i == 4 {
+            // What it makes the gateway hold shows on /metrics.
+            wait_metric(&arena.gw, "anpx_buffered_bytes", 5 * 100 * 1024).await;
+        }
     }
     assert_eq!(closed_with(&mut evil).await, Some(1008));
     for client in clients {
@@ -1249,6 +1312,7 @@ async fn streaming_is_granted_only_with_flow_control(shell: Shell) {
 }
 
 for_every_gateway!(
+    a_trickled_upload_is_cut_at_the_upload_timeout_with_408,
     bodies_held_past_the_receiver_budget_close_the_hostile_receiver,
     streaming_is_granted_only_with_flow_control,
     messages_over_the_receiver_budget_are_refused_by_size,

@@ -52,9 +52,14 @@ pub struct GatewayConfig {
 /// Caps on the response bytes the gateway holds because of what receivers
 /// sent: bodies held for a head that comes last, and bodies passed on but
 /// not yet taken by their (slow) clients, including after the response
-/// ended. A receiver connection that would take its holdings past
-/// `per_link` is closed (`over_budget`, 1008); when the whole gateway
-/// would pass `total`, the connection holding the most is.
+/// ended, also once their connection closed. A receiver connection that
+/// would take its holdings past `per_link` is closed (`over_budget`,
+/// 1008); when the whole gateway would pass `total`, the connection
+/// without `flow-control` holding the most is. A flow-controlled request
+/// reserves its credit window in both when it starts (its connection's
+/// limit being the larger of `per_link` and a window per request it may
+/// have in flight), so bytes within the windows never close anyone; a
+/// request whose window does not fit is refused (503).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BufferBudget {
     /// Bytes one receiver connection may make the gateway hold.

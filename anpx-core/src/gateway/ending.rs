@@ -55,7 +55,7 @@ impl Ending {
         match failure.status {
             // The status shells log for a client that hung up.
             499 => Ending::ClientLeft,
-            504 => Ending::TimedOut,
+            408 | 504 => Ending::TimedOut,
             502 if failure.error.starts_with(LINK_LOST) => Ending::ReceiverLost,
             502 => Ending::UpstreamFailed,
             _ => Ending::Refused,
@@ -74,6 +74,10 @@ mod tests {
     fn failures_map_to_endings() {
         let f = |s, e: &str| Ending::of_failure(&Failure::new(s, e.to_owned()));
         assert_eq!(f(504, "Receiver did not respond in time"), Ending::TimedOut);
+        assert_eq!(
+            f(408, "Request body not received in time"),
+            Ending::TimedOut
+        );
         assert_eq!(
             f(502, "Receiver connection lost: closed"),
             Ending::ReceiverLost

@@ -26,7 +26,7 @@ use crate::chunk::{ChunkError, ChunkStream, Chunker, Reassembler};
 use crate::control::{self, Control};
 use crate::edge::response::{check_head, Asked, BodyCheck};
 use crate::features::{Feature, Features};
-use crate::flow::Flow;
+use crate::flow::{Flow, INITIAL_WINDOW};
 use crate::forward::normalize_path;
 use crate::frame::{tag, ExtFrame, Frame, MessageKind};
 use crate::message::{Head, Message, RequestHead, RequestId};
@@ -121,12 +121,27 @@ struct Link {
     /// Response body bytes passed on for its requests and not yet taken by
     /// their clients.
     unread: u64,
+    /// With `flow-control`: the credit its requests in flight still give
+    /// it (what it may yet send without breaking a window). Reserved in
+    /// the budgets when a request starts, so bytes sent within the
+    /// windows never take a connection or the gateway past a budget.
+    reserved: u64,
 }
 
 impl Link {
     /// The response bytes the gateway holds because of this connection.
     fn buffered(&self) -> u64 {
         self.reassembler.held_bytes() + self.unread
+    }
+
+    /// What counts against the budgets: what it holds, and what its
+    /// windows still let it send.
+    fn charge(&self) -> u64 {
+        self.buffered() + self.reserved
+    }
+
+    fn flow_controlled(&self) -> bool {
+        self.features.contains(Feature::FlowControl)
     }
 }
 
@@ -169,6 +184,31 @@ struct Pending {
 }
 
 impl Pending {
+    /// Why the request timed out on its client, when it did: its body had
+    /// not all arrived (and none was waiting for the receiver's credit),
+    /// either past the upload timeout or after a quiet request timeout.
+    fn upload_late(&self, now: Instant, config: &GatewayConfig) -> Option<Failure> {
+        // An upgrade's "body" is the client's bytes after a 101 that has
+        // not come: the wait is the receiver's.
+        let waiting_for_client = !self.upgrade
+            && self.upload.is_some()
+            && self.flow.as_ref().is_none_or(|f| f.send.queued() == 0);
+        if !waiting_for_client {
+            return None;
+        }
+        Some(if now >= self.upload_until {
+            Failure::upload_timed_out(config.upload_timeout)
+        } else {
+            Failure::new(
+                408,
+                format!(
+                    "Request body quiet for {} s (request_timeout_secs)",
+                    config.request_timeout.as_secs()
+                ),
+            )
+        })
+    }
+
     /// The request's deadline after activity at `now`: the head has
     /// `request_timeout`, a body then `body_idle_timeout` between parts,
     /// a WebSocket its idle timeout.
@@ -239,9 +279,13 @@ pub struct Gateway {
     out: VecDeque<Output>,
     totals: Totals,
     unread: HashMap<RequestId, Unread>,
-    /// What the connections admitted hold, counted against
+    /// What the gateway holds because of receivers (connected or not, as
+    /// long as a client has not taken it), counted against
     /// [`BufferBudget::total`].
     buffered: u64,
+    /// The credit flow-controlled requests in flight still have: the sum
+    /// of [`Link::reserved`], also counted against the total.
+    reserved: u64,
 }
 
 impl Gateway {
@@ -262,6 +306,7 @@ impl Gateway {
             totals: Totals::default(),
             unread: HashMap::new(),
             buffered: 0,
+            reserved: 0,
         }
     }
 
@@ -294,6 +339,7 @@ impl Gateway {
                 reassembler: Reassembler::new(self.config.reassembly),
                 chatter: Bucket::new(self.config.chatter, now),
                 unread: 0,
+                reserved: 0,
             },
         );
         self.timers
@@ -470,6 +516,10 @@ impl Gateway {
                     format!("request {id}: {e}"),
                 );
             }
+            if self.pending.get(&id).is_some_and(|p| p.flow.is_some()) {
+                // Credit spent: what was reserved for these bytes holds them.
+                self.unreserve(link, n);
+            }
         }
         // An error frame ends the request whatever else is in progress for
         // it (a receiver whose upstream failed mid-body sends one unchunked).
@@ -516,7 +566,10 @@ impl Gateway {
             }
         };
         let incoming = assembled.body.iter().map(|b| b.len() as u64).sum();
-        if !self.within_budget(now, link, incoming) {
+        // Within its windows a flow-controlled receiver only fills what was
+        // reserved for it when the request started: never over a budget.
+        let reserved = self.links.get(&link).is_some_and(Link::flow_controlled);
+        if !reserved && !self.within_budget(now, link, incoming) {
             return;
         }
         match assembled.head {
@@ -683,6 +736,10 @@ impl Gateway {
                 tunnel: false,
             },
         );
+        if features.contains(Feature::FlowControl) {
+            // choose_link saw that the window fits both budgets.
+            self.reserve(link, INITIAL_WINDOW);
+        }
         self.send_frames(&id, frames);
         if let Some(l) = self.links.get_mut(&link) {
             l.requests.insert(id.clone());
@@ -713,13 +770,27 @@ impl Gateway {
                 route: route.url.to_string(),
             });
         }
+        // A flow-controlled connection takes a request only when its window
+        // can be reserved: on the connection, within the larger of its budget
+        // and a window for each request it may have in flight (so the
+        // in-flight cap, not the budget, limits an honest receiver), and in
+        // the gateway's total.
+        let budget = self.config.buffers;
+        let link_room = budget
+            .per_link
+            .max(INITIAL_WINDOW.saturating_mul(cap as u64));
+        let total_room =
+            budget.total.saturating_sub(self.buffered + self.reserved) >= INITIAL_WINDOW;
+        let fits = |l: &Link| {
+            !l.flow_controlled() || (total_room && l.charge() + INITIAL_WINDOW <= link_room)
+        };
         let best = route
             .links
             .iter()
             .filter(able)
-            .filter_map(|id| links.get(id).map(|l| (*id, l.requests.len())))
-            .filter(|(_, n)| *n < cap)
-            .min_by_key(|(id, n)| (*n, *id))
+            .filter_map(|id| links.get(id).map(|l| (*id, l)))
+            .filter(|(_, l)| l.requests.len() < cap && fits(l))
+            .min_by_key(|(id, l)| (l.requests.len(), *id))
             .map(|(id, _)| id);
         best.ok_or_else(|| {
             self.totals.unavailable += 1;
@@ -819,6 +890,8 @@ impl Gateway {
         };
         let link = p.link;
         if let Some(increment) = p.flow.as_mut().and_then(|f| f.recv.consumed(n as u64)) {
+            // The credit given back is reserved again: read bytes made room.
+            self.reserve(link, u64::from(increment));
             let frame = ExtFrame::WindowUpdate {
                 request_id: request.clone(),
                 increment,
@@ -962,6 +1035,11 @@ impl Gateway {
                                 format!("Response body idle for {secs} s (body_idle_timeout_secs)"),
                             ),
                         );
+                    } else if let Some(why) = p.upload_late(now, &self.config) {
+                        // The client, not the receiver, is late: RFC 9110
+                        // §15.5.9 (408), and the shell closes its connection.
+                        self.send_cancel(&id, "request body timed out");
+                        self.fail(&id, why);
                     } else {
                         self.send_cancel(&id, "timed out");
                         self.fail(&id, Failure::new(504, "Receiver did not respond in time"));
@@ -1048,6 +1126,8 @@ impl Gateway {
             links,
             routes,
             in_flight: self.pending.len(),
+            buffered_bytes: self.buffered,
+            reserved_bytes: self.reserved,
             totals: self.totals.clone(),
         }
     }
@@ -1095,6 +1175,7 @@ impl Gateway {
         }
         match failure.status {
             504 => self.totals.timed_out += 1,
+            408 => self.totals.upload_timed_out += 1,
             _ => self.totals.bad_gateway += 1,
         }
         self.emit(request, ResponseEvent::Failed(failure));
@@ -1106,6 +1187,9 @@ impl Gateway {
     fn finish(&mut self, request: &RequestId) {
         if let Some(p) = self.pending.remove(request) {
             self.timers.disarm(p.armed, Timer::Request(request.clone()));
+            if let Some(flow) = &p.flow {
+                self.unreserve(p.link, flow.recv.open());
+            }
             if let Some(l) = self.links.get_mut(&p.link) {
                 l.requests.remove(request);
                 let before = l.reassembler.held_bytes();
@@ -1127,10 +1211,26 @@ impl Gateway {
         if u.bytes == 0 {
             self.unread.remove(request);
         }
-        // A closed connection's bytes left the count when it closed.
+        // A closed connection's bytes count in the total until freed.
+        self.buffered -= n;
         if let Some(l) = self.links.get_mut(&link) {
             l.unread -= n;
-            self.buffered -= n;
+        }
+    }
+
+    /// Reserves `n` bytes of credit for `link`'s flow-controlled requests.
+    fn reserve(&mut self, link: LinkId, n: u64) {
+        if let Some(l) = self.links.get_mut(&link) {
+            l.reserved += n;
+            self.reserved += n;
+        }
+    }
+
+    /// Gives back `n` reserved bytes (credit spent, or no longer usable).
+    fn unreserve(&mut self, link: LinkId, n: u64) {
+        if let Some(l) = self.links.get_mut(&link) {
+            l.reserved -= n;
+            self.reserved -= n;
         }
     }
 
@@ -1143,7 +1243,7 @@ impl Gateway {
             return false;
         };
         let budget = self.config.buffers;
-        let charge = l.buffered() + incoming;
+        let charge = l.charge() + incoming;
         if charge > budget.per_link {
             self.fault(
                 now,
@@ -1157,19 +1257,22 @@ impl Gateway {
             );
             return false;
         }
-        if self.buffered + incoming <= budget.total {
+        if self.charged() + incoming <= budget.total {
             return true;
         }
+        // Flow-controlled connections hold only what was reserved for them:
+        // they are never the ones at fault.
         let largest = self
             .links
             .iter()
+            .filter(|(_, l)| !l.flow_controlled())
             .map(|(id, l)| {
                 let extra = if *id == link { incoming } else { 0 };
                 (l.buffered() + extra, *id == link, *id)
             })
             .max();
         let victim = largest.map_or(link, |(_, _, id)| id);
-        let total = self.buffered + incoming;
+        let total = self.charged() + incoming;
         let why = |held: u64| {
             format!(
                 "over_budget: receivers' response bytes at {total}, over gateway.max_buffered_bytes \
@@ -1182,7 +1285,7 @@ impl Gateway {
         if victim == link {
             return false;
         }
-        if self.buffered + incoming <= budget.total {
+        if self.charged() + incoming <= budget.total {
             return true;
         }
         // Not reached while the total fitted before this frame; kept so the
@@ -1198,12 +1301,48 @@ impl Gateway {
         self.links.get(&link).map(Link::buffered)
     }
 
-    /// Response bytes held because of the receivers connected, counted
-    /// against [`BufferBudget::total`]. A closed connection's bodies still
-    /// on their way to slow clients are not: they are freed as those
-    /// clients read them or leave, and the connection can add no more.
+    /// Response bytes held because of receivers: bodies awaiting their
+    /// heads, and bodies not yet taken by their clients, including those
+    /// of connections closed since (they are freed as those clients read
+    /// them or leave). The `anpx_buffered_bytes` gauge.
     pub fn buffered(&self) -> u64 {
         self.buffered
+    }
+
+    /// Credit that flow-controlled requests in flight still have: bytes
+    /// their receivers may send within their windows, reserved in the
+    /// budgets (`anpx_buffer_reserved_bytes`).
+    pub fn reserved(&self) -> u64 {
+        self.reserved
+    }
+
+    /// What counts against [`BufferBudget::total`]: [`buffered`] and
+    /// [`reserved`] together; never past the total.
+    ///
+    /// [`buffered`]: Self::buffered
+    /// [`reserved`]: Self::reserved
+    pub fn charged(&self) -> u64 {
+        self.buffered + self.reserved
+    }
+
+    /// What counts against `link`'s budget: what it holds and the credit
+    /// its requests in flight still have. A flow-controlled connection's
+    /// limit is [`link_limit`](Self::link_limit).
+    pub fn link_charged(&self, link: LinkId) -> Option<u64> {
+        self.links.get(&link).map(Link::charge)
+    }
+
+    /// The most `link` may have charged: its budget, or for a
+    /// flow-controlled connection the larger of that and a window for
+    /// each request it may have in flight.
+    pub fn link_limit(&self, link: LinkId) -> Option<u64> {
+        let l = self.links.get(&link)?;
+        let per_link = self.config.buffers.per_link;
+        Some(if l.flow_controlled() {
+            per_link.max(INITIAL_WINDOW.saturating_mul(self.config.max_inflight_per_link as u64))
+        } else {
+            per_link
+        })
     }
 
     /// The receiver's response broke the rules a client's connection
@@ -1248,7 +1387,9 @@ impl Gateway {
         let Some(l) = self.links.remove(&link) else {
             return;
         };
-        self.buffered -= l.buffered();
+        // Bodies on their way to slow clients stay counted until freed.
+        self.buffered -= l.reassembler.held_bytes();
+        self.reserved -= l.reserved;
         self.routes.remove_link(link);
         let mut ids: Vec<RequestId> = l.requests.into_iter().collect();
         ids.sort();

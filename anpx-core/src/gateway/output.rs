@@ -56,7 +56,7 @@ pub enum ResponseEvent {
 /// Why a request got no (complete) response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
-    /// HTTP status for the client: 400, 404, 501, 502, 503 or 504.
+    /// HTTP status for the client: 400, 404, 408, 501, 502, 503 or 504.
     pub status: u16,
     /// A human-readable message.
     pub error: String,
@@ -72,6 +72,19 @@ impl Failure {
             error: error.into(),
             path: None,
         }
+    }
+
+    /// The client's body did not all arrive within `upload_timeout`
+    /// (`gateway.upload_timeout_secs`): 408, the client being the one late
+    /// (RFC 9110 §15.5.9), with a message naming the setting.
+    pub fn upload_timed_out(upload_timeout: std::time::Duration) -> Self {
+        Failure::new(
+            408,
+            format!(
+                "Request body not received within {} s (upload_timeout_secs)",
+                upload_timeout.as_secs()
+            ),
+        )
     }
 
     /// The JSON body the reference answers with, e.g.

@@ -26,6 +26,8 @@ pub struct Totals {
     pub bad_gateway: u64,
     /// Requests failed with 504.
     pub timed_out: u64,
+    /// Requests failed with 408: the client's body did not arrive in time.
+    pub upload_timed_out: u64,
     /// Requests the client gave up on.
     pub cancelled: u64,
     /// Cancel frames sent to receivers (`cancel` extension): the client went
@@ -79,6 +81,13 @@ pub struct GatewayStats {
     pub routes: Vec<(String, usize)>,
     /// Requests in flight in all.
     pub in_flight: usize,
+    /// Response bytes held because of receivers, including bodies of
+    /// closed connections not yet taken by their clients
+    /// ([`Gateway::buffered`](super::Gateway::buffered)).
+    pub buffered_bytes: u64,
+    /// Credit reserved for flow-controlled requests in flight
+    /// ([`Gateway::reserved`](super::Gateway::reserved)).
+    pub reserved_bytes: u64,
     /// Counters.
     pub totals: Totals,
 }
@@ -123,6 +132,18 @@ impl GatewayStats {
             "gauge",
             "Requests in flight.",
             self.in_flight as u64,
+        );
+        metric(
+            "anpx_buffered_bytes",
+            "gauge",
+            "Response bytes held because of receivers (bodies awaiting their heads or their clients), counted against gateway.max_buffered_bytes.",
+            self.buffered_bytes,
+        );
+        metric(
+            "anpx_buffer_reserved_bytes",
+            "gauge",
+            "Window credit of flow-controlled requests in flight, reserved against gateway.max_buffered_bytes.",
+            self.reserved_bytes,
         );
         metric(
             "anpx_requests_started_total",
@@ -197,6 +218,7 @@ impl GatewayStats {
         for (status, n) in [
             (400, t.bad_request),
             (404, t.not_found),
+            (408, t.upload_timed_out),
             (501, t.websockets_refused),
             (502, t.bad_gateway),
             (503, t.unavailable),

@@ -178,15 +178,23 @@ async fn proxy(
         // The client's WebSocket bytes come after the 101, as the body.
         _ if is_ws => (RequestBody::Streaming, None),
         Some(0) => (RequestBody::Empty, None),
-        Some(n) if n <= shared.chunk_size as u64 => match body.collect().await {
-            Ok(b) => (RequestBody::Full(b.to_bytes()), None),
-            Err(e) => {
-                return failure_response(&Failure::new(
-                    400,
-                    format!("Could not read the request body: {e}"),
-                ))
+        // Read whole before the request starts, so it is timed here: a
+        // trickled small body cannot hold its connection past the upload
+        // timeout either.
+        Some(n) if n <= shared.chunk_size as u64 => {
+            match tokio::time::timeout(shared.upload_timeout, body.collect()).await {
+                Err(_) => {
+                    return failure_response(&Failure::upload_timed_out(shared.upload_timeout))
+                }
+                Ok(Ok(b)) => (RequestBody::Full(b.to_bytes()), None),
+                Ok(Err(e)) => {
+                    return failure_response(&Failure::new(
+                        400,
+                        format!("Could not read the request body: {e}"),
+                    ))
+                }
             }
-        },
+        }
         Some(n) => (RequestBody::Sized(n), Some(body)),
         None => (RequestBody::Streaming, Some(body)),
     };
