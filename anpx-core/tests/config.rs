@@ -90,6 +90,10 @@ fn all_changed() -> Config {
     g.auth.timestamp_window_secs = 5;
     g.auth.service_names = vec!["gw.example.com".to_owned(), "[::1]".to_owned()];
     g.auth.max_nonces_per_did = 20;
+    g.auth.max_nonces = 5_000;
+    g.auth.max_document_fetches = 32;
+    g.auth.max_document_fetches_per_host = 2;
+    g.auth.failed_host_memory_secs = 30;
     g.caller_auth.services = vec![svc("a.test/secure"), svc("*/private")];
     g.caller_auth.token_key = Some(PathBuf::from("token-key.pem"));
     g.caller_auth.token_lifetime_secs = 120;
@@ -495,7 +499,19 @@ fn bad_values_are_named() {
         ),
         (
             "[gateway.auth]\nmax_nonces_per_did = 100001",
-            "gateway.auth.max_nonces_per_did: expected at most 100000, got 100001",
+            "gateway.auth.max_nonces_per_did: 100001 is more than gateway.auth.max_nonces (100000)",
+        ),
+        (
+            "[gateway.auth]\nmax_nonces = 0",
+            "gateway.auth.max_nonces: expected a positive integer, got 0",
+        ),
+        (
+            "[gateway.auth]\nfailed_host_memory_secs = -1",
+            "gateway.auth.failed_host_memory_secs: expected a non-negative integer, got -1",
+        ),
+        (
+            "[gateway.auth]\nmax_document_fetches = 2\nmax_document_fetches_per_host = 3",
+            "gateway.auth.max_document_fetches_per_host: 3 is more than gateway.auth.max_document_fetches (2)",
         ),
         (
             "[gateway.auth]\ntimestamp_window_secs = 0",

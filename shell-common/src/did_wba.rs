@@ -194,6 +194,16 @@ impl DocumentResolver {
         }
     }
 
+    /// Bounds document fetches with `limits` instead of
+    /// [`FetchLimits::default`] (`gateway.auth.max_document_fetches` and
+    /// its neighbours).
+    pub fn with_fetch_limits(self, limits: FetchLimits) -> Self {
+        DocumentResolver {
+            fetches: Mutex::new(FetchGate::new(limits)),
+            ..self
+        }
+    }
+
     /// The document of `did`, found at `url` unless the local folder has
     /// it. `Err` is the refusal of the login or call that needed it.
     pub async fn document(&self, did: &str, url: &str) -> Result<Bytes, Refusal> {

@@ -4,6 +4,7 @@
 //! its server speaks HTTP/2, its document fetcher and its registry.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anpx_core::auth::{CallerPolicy, TokenKey, VerifierConfig};
 use anpx_core::config::{AuthMode, Config};
@@ -12,6 +13,7 @@ use anpx_core::registry::Registry;
 use crate::caller_auth::CallerAuth;
 use crate::did_credentials::{CredentialsError, DidCredentials};
 use crate::did_wba::{DidWbaAdmission, DocumentIo, DocumentResolver, DocumentSources};
+use crate::fetch_gate::FetchLimits;
 use crate::tls::TlsError;
 use crate::{GatewayOptions, ReceiverOptions};
 
@@ -57,7 +59,13 @@ pub fn gateway_options(
         resolver_base: auth.resolver_base_url.clone(),
         service_names: auth.service_names.clone(),
         max_nonces_per_did: auth.max_nonces_per_did,
+        max_nonces: auth.max_nonces,
         ..VerifierConfig::default()
+    };
+    let fetches = FetchLimits {
+        max_in_flight: auth.max_document_fetches,
+        per_host: auth.max_document_fetches_per_host,
+        failed_host_memory: Duration::from_secs(auth.failed_host_memory_secs),
     };
     // One resolver for receiver logins and callers: one cache, one pool of
     // fetches.
@@ -66,11 +74,10 @@ pub fn gateway_options(
             directory: auth.did_documents_dir.clone(),
             tls: crate::tls::client_config(None).map_err(SetupError::DocumentRoots)?,
         };
-        Some(Arc::new(DocumentResolver::new(
-            sources,
-            io,
-            verifier.max_document_bytes,
-        )))
+        Some(Arc::new(
+            DocumentResolver::new(sources, io, verifier.max_document_bytes)
+                .with_fetch_limits(fetches),
+        ))
     } else {
         None
     };

@@ -372,6 +372,20 @@ pub struct AuthSection {
     /// (`gateway.auth.max_nonces_per_did`): a DID logging in more often
     /// within the nonce memory (7 minutes) is refused, others are not.
     pub max_nonces_per_did: usize,
+    /// Unexpired login nonces all DIDs together may hold
+    /// (`gateway.auth.max_nonces`); logins past it are refused until old
+    /// nonces expire. Bounds the nonce store's memory.
+    pub max_nonces: usize,
+    /// DID document fetches in flight at once, all hosts together
+    /// (`gateway.auth.max_document_fetches`); a handshake that would start
+    /// one more is refused at once (`document_fetch_refused`).
+    pub max_document_fetches: usize,
+    /// DID document fetches in flight at once to one host
+    /// (`gateway.auth.max_document_fetches_per_host`).
+    pub max_document_fetches_per_host: usize,
+    /// Seconds a host whose document fetch failed is not asked again
+    /// (`gateway.auth.failed_host_memory_secs`; 0: always ask).
+    pub failed_host_memory_secs: u64,
 }
 
 impl Default for AuthSection {
@@ -383,6 +397,10 @@ impl Default for AuthSection {
             timestamp_window_secs: 300,
             service_names: Vec::new(),
             max_nonces_per_did: 1_000,
+            max_nonces: 100_000,
+            max_document_fetches: 64,
+            max_document_fetches_per_host: 4,
+            failed_host_memory_secs: 10,
         }
     }
 }

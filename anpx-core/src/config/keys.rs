@@ -14,6 +14,10 @@ use super::value::{
 use super::Config;
 use crate::frame::DEFAULT_MAX_FRAME_LEN;
 
+/// Largest `gateway.auth.max_nonces` (and per-DID quota): 10 million
+/// nonces, about a gigabyte.
+const MAX_NONCES: u64 = 10_000_000;
+
 /// Prefix of every environment variable of the table.
 pub const ENV_PREFIX: &str = "ANPX_";
 
@@ -177,7 +181,7 @@ macro_rules! key {
     };
 }
 
-static KEYS: [KeyInfo; 78] = [
+static KEYS: [KeyInfo; 82] = [
     // [gateway]
     key!(
         "gateway.listen", "ANPX_GATEWAY_LISTEN", "listen", "ADDR", "127.0.0.1:8080",
@@ -428,9 +432,37 @@ static KEYS: [KeyInfo; 78] = [
     key!(
         "gateway.auth.max_nonces_per_did", "ANPX_GATEWAY_AUTH_MAX_NONCES_PER_DID",
         "auth-max-nonces-per-did", "N", "1000",
-        "Most logins one DID may make within the 7-minute nonce memory; more are refused for that DID only (all DIDs together: 100 000)",
+        "Most logins one DID may make within the 7-minute nonce memory; more are refused for that DID only (at most gateway.auth.max_nonces)",
         gateway.auth.max_nonces_per_did,
-        parse: |i| v::int(i, 1, 100_000), render: v::render_int,
+        parse: |i| v::int(i, 1, MAX_NONCES), render: v::render_int,
+    ),
+    key!(
+        "gateway.auth.max_nonces", "ANPX_GATEWAY_AUTH_MAX_NONCES",
+        "auth-max-nonces", "N", "100000",
+        "Logins all DIDs together may make within the 7-minute nonce memory (its size: about 100 bytes each); more are refused until old ones expire",
+        gateway.auth.max_nonces,
+        parse: |i| v::int(i, 1, MAX_NONCES), render: v::render_int,
+    ),
+    key!(
+        "gateway.auth.max_document_fetches", "ANPX_GATEWAY_AUTH_MAX_DOCUMENT_FETCHES",
+        "auth-max-document-fetches", "N", "64",
+        "DID document fetches in flight at once, all hosts together; a login needing one more is refused at once (document_fetch_refused), logins whose document is cached or local are not",
+        gateway.auth.max_document_fetches,
+        parse: |i| v::int(i, 1, u64::from(u32::MAX)), render: v::render_int,
+    ),
+    key!(
+        "gateway.auth.max_document_fetches_per_host", "ANPX_GATEWAY_AUTH_MAX_DOCUMENT_FETCHES_PER_HOST",
+        "auth-max-document-fetches-per-host", "N", "4",
+        "DID document fetches in flight at once to one host (at most gateway.auth.max_document_fetches)",
+        gateway.auth.max_document_fetches_per_host,
+        parse: |i| v::int(i, 1, u64::from(u32::MAX)), render: v::render_int,
+    ),
+    key!(
+        "gateway.auth.failed_host_memory_secs", "ANPX_GATEWAY_AUTH_FAILED_HOST_MEMORY_SECS",
+        "auth-failed-host-memory-secs", "SECS", "10",
+        "Seconds a host whose DID document fetch failed is not asked again (its logins are refused meanwhile; 0: always ask)",
+        gateway.auth.failed_host_memory_secs,
+        parse: |i| v::int(i, 0, MAX_SECS), render: v::render_int,
     ),
     // [gateway.caller_auth]
     key!(

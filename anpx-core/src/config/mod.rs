@@ -135,6 +135,22 @@ impl Config {
             }
             .at("gateway.max_buffered_per_receiver_bytes"));
         }
+        if g.auth.max_nonces_per_did > g.auth.max_nonces {
+            return Err(ValueError::Exceeds {
+                value: g.auth.max_nonces_per_did as u64,
+                other: "gateway.auth.max_nonces",
+                limit: g.auth.max_nonces as u64,
+            }
+            .at("gateway.auth.max_nonces_per_did"));
+        }
+        if g.auth.max_document_fetches_per_host > g.auth.max_document_fetches {
+            return Err(ValueError::Exceeds {
+                value: g.auth.max_document_fetches_per_host as u64,
+                other: "gateway.auth.max_document_fetches",
+                limit: g.auth.max_document_fetches as u64,
+            }
+            .at("gateway.auth.max_document_fetches_per_host"));
+        }
         if g.cluster.route_ttl_ms <= g.cluster.announce_interval_ms {
             return Err(ValueError::NotLongerThan {
                 other: "gateway.cluster.announce_interval_ms",
