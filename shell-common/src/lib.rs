@@ -7,10 +7,12 @@
 //! A shell supplies only what is runtime-specific: sockets, TLS, its HTTP
 //! server and client, spawning and a sleep.
 //!
-//! The exceptions are the `sql-registry` feature (`registry`,
-//! `registry_cmd`) and the `cluster` feature (`cluster`): sqlx and
-//! async-nats do their I/O on tokio, so those futures must be polled in a
-//! tokio context (the smol shell gets one from async-compat).
+//! The exceptions are the `sql-registry` feature (the SQL backends of
+//! `registry` and `registry_cmd`) and the `cluster` feature (`cluster`):
+//! sqlx and async-nats do their I/O on tokio, so those futures must be
+//! polled in a tokio context (the smol shell gets one from async-compat).
+//! Without them there is no tokio at all, and [`integrations`] refuses a
+//! configuration that names a registry database or a NATS server.
 
 pub mod admin;
 pub mod admission;
@@ -28,13 +30,12 @@ pub mod edge;
 pub mod endings;
 pub mod fetch_gate;
 pub mod gateway;
+pub mod integrations;
 pub mod link;
 pub mod options;
 pub mod process;
 pub mod receiver;
-#[cfg(feature = "sql-registry")]
 pub mod registry;
-#[cfg(feature = "sql-registry")]
 pub mod registry_cmd;
 pub mod remote;
 pub mod setup;

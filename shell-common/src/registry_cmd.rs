@@ -1,11 +1,12 @@
 //! `anpx registry`: add, remove and list which service URLs each DID may
 //! serve, in the database at `gateway.registry.url`. Both binaries run it;
 //! its futures must be polled inside a tokio runtime (see
-//! [`crate::registry`]).
+//! [`crate::registry`]). Without the `sql-registry` feature only `list`
+//! of the static table and `reload` work; the database commands say which
+//! feature they need.
 
 use std::sync::Arc;
 
-use crate::registry::SqlRegistry;
 use anpx_core::cli::{RegistryAction, RegistryArgs};
 use anpx_core::config::Config;
 use anpx_core::registry::{Registry, StaticRegistry};
@@ -67,8 +68,15 @@ fn require_url(url: Option<&str>) -> Result<&str> {
     )
 }
 
-async fn database(url: &str) -> Result<SqlRegistry> {
-    Ok(SqlRegistry::connect(url).await?)
+#[cfg(feature = "sql-registry")]
+async fn database(url: &str) -> Result<crate::registry::SqlRegistry> {
+    Ok(crate::registry::SqlRegistry::connect(url).await?)
+}
+
+#[cfg(not(feature = "sql-registry"))]
+async fn database(url: &str) -> Result<StaticRegistry> {
+    Err(crate::integrations::MissingIntegration::SqlRegistry)
+        .with_context(|| format!("cannot open the registry at {url}"))
 }
 
 /// A gateway has no reload endpoint: it reads the registry on its own

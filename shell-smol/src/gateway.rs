@@ -28,6 +28,7 @@ use shell_common::{link, websocket, ws, GatewayOptions};
 use smol::net::{TcpListener, TcpStream};
 use smol::Task;
 
+#[cfg(feature = "cluster")]
 use crate::cluster::{Cluster, ClusterError, ClusterOptions, SmolWithTokio};
 use crate::edge::{answer_refusal, next_head, Cutter, NextHead, Replay};
 use crate::rt::{body_stream, Smol};
@@ -58,6 +59,7 @@ pub struct Gateway {
     stop: Stop,
     driver_task: Task<()>,
     drain_grace: Duration,
+    #[cfg(feature = "cluster")]
     cluster: Option<Cluster>,
 }
 
@@ -147,6 +149,7 @@ impl Gateway {
             stop,
             driver_task,
             drain_grace: options.drain_grace,
+            #[cfg(feature = "cluster")]
             cluster: None,
         })
     }
@@ -170,6 +173,7 @@ impl Gateway {
     /// Joins a cluster of gateways over NATS: from now on this gateway
     /// forwards requests its receivers do not serve to the gateway that
     /// serves them, and serves requests forwarded here.
+    #[cfg(feature = "cluster")]
     pub async fn join_cluster(&mut self, options: ClusterOptions) -> Result<(), ClusterError> {
         let start = Cluster::start(options, self.shared.driver.clone(), Arc::new(SmolWithTokio));
         let cluster = async_compat::Compat::new(start).await?;
@@ -179,6 +183,7 @@ impl Gateway {
     }
 
     /// The cluster membership, when this gateway joined one.
+    #[cfg(feature = "cluster")]
     pub fn cluster(&self) -> Option<&Cluster> {
         self.cluster.as_ref()
     }
@@ -190,11 +195,14 @@ impl Gateway {
 
     /// Stops accepting, lets requests in flight finish within the drain
     /// grace period, then stops.
+    // `mut` is for leaving the cluster, which only the `cluster` feature has.
+    #[cfg_attr(not(feature = "cluster"), allow(unused_mut))]
     pub async fn shutdown(mut self) {
         self.shared.draining.store(true, Ordering::Relaxed);
         self.stop.set(true);
         // The other gateways stop forwarding here at once, rather than
         // after the announcement's time to live.
+        #[cfg(feature = "cluster")]
         if let Some(cluster) = self.cluster.take() {
             async_compat::Compat::new(cluster.leave()).await;
         }

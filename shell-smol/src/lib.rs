@@ -10,8 +10,14 @@
 //! TLS is futures-rustls; DID-WBA admission is the shared check from
 //! `shell-common` with documents fetched by [`fetch`]; grants come from the
 //! shared registry (static table or SQL database) through [`registry`];
-//! cluster mode is the shared one, driven through [`cluster`].
+//! cluster mode is the shared one, driven through `cluster`.
+//!
+//! The SQL registry and cluster mode do their I/O on tokio (reached through
+//! async-compat) and are the cargo features `sql-registry` and `cluster`,
+//! both on by default. Without them this crate has no tokio in its tree,
+//! and [`INTEGRATIONS`] refuses a configuration that needs either.
 
+#[cfg(feature = "cluster")]
 pub mod cluster;
 mod edge;
 pub mod fetch;
@@ -25,3 +31,10 @@ mod stall;
 pub mod upstream;
 
 pub use shell_common::{GatewayOptions, Status};
+
+/// The optional integrations this build carries: its cargo features.
+pub const INTEGRATIONS: shell_common::integrations::Integrations =
+    shell_common::integrations::Integrations {
+        sql_registry: cfg!(feature = "sql-registry"),
+        cluster: cfg!(feature = "cluster"),
+    };

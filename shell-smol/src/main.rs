@@ -11,12 +11,13 @@ use clap::Parser;
 use shell_common::banner::{self, Forwarding};
 use shell_common::process::{init_logging, load_config, report_fatal};
 use shell_common::setup::{self, SetupError};
+#[cfg(feature = "cluster")]
 use shell_smol::cluster::ClusterOptions;
 use shell_smol::fetch::SmolDocuments;
 use shell_smol::gateway::Gateway;
 use shell_smol::receiver::{Receiver, ReceiverOptions};
 use shell_smol::upstream::{DemoUpstream, HttpUpstream, Upstream};
-use shell_smol::Status;
+use shell_smol::{Status, INTEGRATIONS};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -40,14 +41,27 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // A registry database or a NATS server this build cannot reach is
+    // refused before anything starts (a receiver alone needs neither).
+    let usable = match &cli.command {
+        Command::Receiver(_) => Ok(()),
+        Command::Registry(_) => INTEGRATIONS.check_registry(&config.gateway),
+        _ => INTEGRATIONS.check(&config),
+    };
+    if let Err(e) = usable {
+        eprintln!("anpx-smol: {e}");
+        return ExitCode::from(2);
+    }
     if let Command::CheckConfig = cli.command {
         print!("{}", config.to_toml_string());
         return ExitCode::SUCCESS;
     }
     if let Command::Registry(args) = cli.command {
-        // sqlx's futures need tokio's context, which async-compat provides.
         let run = shell_common::registry_cmd::run("anpx-smol", args, &config);
-        return match smol::block_on(async_compat::Compat::new(run)) {
+        // sqlx's futures need tokio's context, which async-compat provides.
+        #[cfg(feature = "sql-registry")]
+        let run = async_compat::Compat::new(run);
+        return match smol::block_on(run) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("anpx-smol: {e:#}");
@@ -132,9 +146,18 @@ async fn gateway(config: &Config) -> Result<Gateway> {
     // async-h1 speaks HTTP/1.1 only, so ALPN offers nothing else.
     let options = setup::gateway_options(config, false, Arc::new(SmolDocuments), registry)?;
     let listen = options.listen;
+    #[cfg_attr(not(feature = "cluster"), allow(unused_mut))]
     let mut gateway = Gateway::bind(options)
         .await
         .with_context(|| format!("cannot start the gateway on {listen}"))?;
+    #[cfg(feature = "cluster")]
+    join_cluster(&mut gateway, config).await?;
+    Ok(gateway)
+}
+
+/// Joins the cluster when `[gateway.cluster]` is configured.
+#[cfg(feature = "cluster")]
+async fn join_cluster(gateway: &mut Gateway, config: &Config) -> Result<()> {
     let cluster =
         ClusterOptions::from_config(&config.gateway.cluster, config.gateway.request_timeout())
             .context("gateway.cluster")?;
@@ -146,7 +169,7 @@ async fn gateway(config: &Config) -> Result<Gateway> {
             .context("gateway.cluster.nats_url")?;
         eprintln!("anpx-smol gateway: node {node} of the cluster");
     }
-    Ok(gateway)
+    Ok(())
 }
 
 fn receiver_options(config: &Config, demo: bool) -> Result<ReceiverOptions> {

@@ -5,13 +5,16 @@
 //! sqlx does its I/O on tokio, so [`SqlRegistry`]'s futures must be polled
 //! inside a tokio runtime: the tokio shell polls them directly, the smol
 //! shell wraps them in `async_compat::Compat`. Only with the
-//! `sql-registry` feature.
+//! `sql-registry` feature; without it a `gateway.registry.url` is refused
+//! (see [`crate::integrations`]) and only the static table is served.
 //!
 //! The rules (ownership, `/ad.json`, bad rows) are
 //! [`anpx_core::registry`]'s; this module only does the I/O.
 
+#[cfg(feature = "sql-registry")]
 mod sql;
 
+#[cfg(feature = "sql-registry")]
 pub use sql::{SqlRegistry, DEFAULT_TABLE};
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -44,11 +47,26 @@ pub fn try_registry_from_config(
 ) -> Result<Arc<dyn Registry>, RegistryError> {
     Ok(match &section.registry.url {
         Some(url) => Arc::new(GrantCache::new(
-            Arc::new(SqlRegistry::new(url, DEFAULT_TABLE)?),
+            database(url)?,
             section.registry.refresh_interval(),
         )),
         None => Arc::new(StaticRegistry::from_config(section)),
     })
+}
+
+/// The database at `url`, connected on first use.
+#[cfg(feature = "sql-registry")]
+fn database(url: &str) -> Result<Arc<dyn Registry>, RegistryError> {
+    Ok(Arc::new(SqlRegistry::new(url, DEFAULT_TABLE)?))
+}
+
+/// Without the SQL backends a database URL cannot be served.
+#[cfg(not(feature = "sql-registry"))]
+fn database(url: &str) -> Result<Arc<dyn Registry>, RegistryError> {
+    Err(RegistryError::backend(
+        format!("opening {url}"),
+        crate::integrations::MissingIntegration::SqlRegistry,
+    ))
 }
 
 /// A registry that could not be set up: every call says why.
@@ -273,6 +291,7 @@ mod tests {
         assert!(Registry::list(&cache).await.unwrap().is_empty());
     }
 
+    #[cfg(feature = "sql-registry")]
     #[tokio::test]
     async fn the_static_table_without_a_url_and_the_database_with_one() {
         let mut section = GatewaySection::default();
