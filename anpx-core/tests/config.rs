@@ -124,6 +124,7 @@ fn all_changed() -> Config {
     r.upstream = Some("https://127.0.0.1:9443".to_owned());
     r.services = vec![svc("a.test/x"), svc("a.test/y")];
     r.ca_file = Some(PathBuf::from("ca.pem"));
+    r.pin_sha256 = vec!["sha256//47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=".to_owned()];
     r.ping_interval_secs = 12;
     r.reconnect_first_delay_ms = 250;
     r.reconnect_max_delay_secs = 20;
@@ -682,6 +683,10 @@ fn bad_values_are_named() {
         (
             "[receiver]\nchunk_size = 100000000",
             "receiver.chunk_size: expected at most 67108864, got 100000000",
+        ),
+        (
+            "[receiver]\npin_sha256 = [\"sha1//abc\"]",
+            "receiver.pin_sha256: expected a list of SHA-256 pins such as [\"sha256//<44 base64 characters>\"] or 64 hex digits, got \"sha1//abc\"",
         ),
         (
             "[receiver]\nchunk_size = 0",

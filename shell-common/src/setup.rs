@@ -32,8 +32,8 @@ pub enum SetupError {
     /// The key callers' access tokens are signed with.
     #[error("gateway.caller_auth.token_key: {0}")]
     TokenKey(String),
-    /// The receiver's private CA.
-    #[error("receiver.ca_file: {0}")]
+    /// What the receiver trusts for `wss://`.
+    #[error("receiver.ca_file / receiver.pin_sha256: {0}")]
     ReceiverCa(TlsError),
     /// The receiver's DID identity.
     #[error("receiver.did_document / receiver.private_key: {0}")]
@@ -119,7 +119,7 @@ pub fn gateway_options(
 
 /// The receiver's options from `config`, serving `upstream`: DID-WBA
 /// signing when `receiver.did_document` and `receiver.private_key` are set,
-/// and `receiver.ca_file` trusted for `wss://`.
+/// and `receiver.ca_file` / `receiver.pin_sha256` trusted for `wss://`.
 pub fn receiver_options<U: ?Sized>(
     config: &Config,
     upstream: Arc<U>,
@@ -137,8 +137,12 @@ pub fn receiver_options<U: ?Sized>(
     if let Some(upstream) = &config.receiver.upstream {
         options.monitor.set_upstream(upstream);
     }
-    if let Some(ca) = &config.receiver.ca_file {
-        options.tls = Some(crate::tls::client_config(Some(ca)).map_err(SetupError::ReceiverCa)?);
+    let receiver = &config.receiver;
+    if receiver.ca_file.is_some() || !receiver.pin_sha256.is_empty() {
+        options.tls = Some(
+            crate::tls::receiver_client_config(receiver.ca_file.as_deref(), &receiver.pin_sha256)
+                .map_err(SetupError::ReceiverCa)?,
+        );
     }
     Ok(options)
 }

@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
 /// A TLS setting that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -26,8 +27,16 @@ pub enum TlsError {
     /// rustls refused the material.
     #[error("tls: {0}")]
     Rustls(#[from] rustls::Error),
+    /// A `receiver.pin_sha256` value that is no SHA-256 digest.
+    #[error(
+        "pin '{0}' is not a SHA-256 digest: write sha256// and its base64 (as curl's --pinnedpubkey) or 64 hex digits"
+    )]
+    Pin(String),
+    /// The certificate verifier could not be built from the roots.
+    #[error("certificate verifier: {0}")]
+    Verifier(String),
     /// A host to dial that cannot be a TLS server name.
-    #[error("{host:?} cannot be a TLS server name: {reason}")]
+    #[error("'{host}' cannot be a TLS server name: {reason}")]
     ServerName {
         /// The host.
         host: String,
@@ -81,24 +90,181 @@ pub fn server_config(cert: &Path, key: &Path, http2: bool) -> Result<Arc<ServerC
 }
 
 /// What a receiver trusts: the system's roots, plus the certificates in
-/// `ca_file` (a private CA) when given.
+/// `ca_file` (a private CA) when given. A certificate in `ca_file` that the
+/// gateway presents itself (a self-signed one, as `openssl req -x509`
+/// makes) is trusted as it is, without a chain or name check.
 pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
+    receiver_client_config(ca_file, &[])
+}
+
+/// A receiver's trust (`receiver.ca_file`, `receiver.pin_sha256`): see
+/// [`PinningVerifier`] for what each accepts. Handshake signatures are
+/// checked in every case, so a gateway must hold the private key of the
+/// certificate it presents.
+pub fn receiver_client_config(
+    ca_file: Option<&Path>,
+    pins: &[String],
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let provider = provider();
     let mut roots = RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for cert in native.certs {
         // A broken system certificate must not stop the others from loading.
         let _ = roots.add(cert);
     }
+    let mut exact = Vec::new();
     if let Some(path) = ca_file {
         for cert in certs(path)? {
-            roots.add(cert)?;
+            roots.add(cert.clone())?;
+            exact.push(cert);
         }
     }
-    let config = ClientConfig::builder_with_provider(provider())
+    let pins = pins
+        .iter()
+        .map(|p| parse_pin(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Without any root (a system without a store, no ca_file) only a pin
+    // or an exact certificate can be trusted.
+    let chain = if roots.is_empty() {
+        None
+    } else {
+        Some(
+            rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider.clone(),
+            )
+            .build()
+            .map_err(|e| TlsError::Verifier(e.to_string()))?,
+        )
+    };
+    let verifier = PinningVerifier {
+        chain,
+        exact,
+        pins,
+        provider: provider.clone(),
+    };
+    let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// A `receiver.pin_sha256` value: the SHA-256 of the certificate's
+/// SubjectPublicKeyInfo (its public key, as curl's `--pinnedpubkey`), as
+/// curl writes it (`sha256//` and base64) or as 64 hex digits.
+pub fn parse_pin(pin: &str) -> Result<[u8; 32], TlsError> {
+    use base64::Engine as _;
+    let bad = || TlsError::Pin(pin.to_owned());
+    let bytes = match pin.strip_prefix("sha256//") {
+        Some(b64) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|_| bad())?,
+        None => hex::decode(pin).map_err(|_| bad())?,
+    };
+    bytes.try_into().map_err(|_| bad())
+}
+
+/// The pin of a DER certificate: SHA-256 of its SubjectPublicKeyInfo.
+pub fn spki_sha256(cert: &CertificateDer<'_>) -> Result<[u8; 32], rustls::Error> {
+    use sha2::Digest as _;
+    let parsed = webpki::EndEntityCert::try_from(cert)
+        .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+    Ok(sha2::Sha256::digest(parsed.subject_public_key_info().as_ref()).into())
+}
+
+/// How a receiver decides whether the gateway's certificate is the one it
+/// means, in this order:
+/// 1. the certificate is one of `receiver.ca_file`'s, byte for byte: trusted
+///    (a self-signed test certificate; its name and dates are the
+///    operator's choice, as with any pin);
+/// 2. `receiver.pin_sha256` is set: trusted exactly when the SHA-256 of its
+///    public key (SPKI) is one of the pins; a CA-signed certificate with
+///    another key is refused, so a pin also guards against a mis-issued
+///    certificate;
+/// 3. otherwise the usual check: a chain to the system's roots or
+///    `ca_file`'s CAs, for the name dialed, within its dates.
+///
+/// In every case the handshake's signatures are verified with the
+/// certificate's key, so only the holder of that key gets through.
+#[derive(Debug)]
+pub struct PinningVerifier {
+    chain: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+    exact: Vec<CertificateDer<'static>>,
+    pins: Vec<[u8; 32]>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinningVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if self.exact.iter().any(|c| c.as_ref() == end_entity.as_ref()) {
+            return Ok(ServerCertVerified::assertion());
+        }
+        if !self.pins.is_empty() {
+            let pin = spki_sha256(end_entity)?;
+            return if self.pins.contains(&pin) {
+                Ok(ServerCertVerified::assertion())
+            } else {
+                Err(rustls::Error::General(format!(
+                    "the gateway's public key (sha256//{}) matches no receiver.pin_sha256",
+                    {
+                        use base64::Engine as _;
+                        base64::engine::general_purpose::STANDARD.encode(pin)
+                    }
+                )))
+            };
+        }
+        match &self.chain {
+            Some(chain) => {
+                chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            }
+            None => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 /// What a client dials `host` with: `config` when given (a private CA),
@@ -116,4 +282,24 @@ pub fn dial(
         reason: e.to_string(),
     })?;
     Ok((config, name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_read_as_curl_writes_them_or_as_hex() {
+        let digest: [u8; 32] = std::array::from_fn(|i| u8::try_from(i * 7).unwrap_or(0));
+        let b64 = {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(digest)
+        };
+        assert_eq!(parse_pin(&format!("sha256//{b64}")).unwrap(), digest);
+        assert_eq!(parse_pin(&hex::encode(digest)).unwrap(), digest);
+        for bad in ["sha256//short=", "abcd", "", &format!("sha1//{b64}")] {
+            let err = parse_pin(bad).unwrap_err().to_string();
+            assert!(err.contains("sha256//"), "{err}");
+        }
+    }
 }

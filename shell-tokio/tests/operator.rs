@@ -10,6 +10,35 @@ use std::time::{Duration, Instant};
 
 use support::{Binary, Proc};
 
+/// Every scenario runs on both shells: `per_shell!(scenario)` makes the
+/// tests `scenario::anpx` and `scenario::anpx_smol`, calling
+/// `scenario(Binary::Anpx)` and `scenario(Binary::AnpxSmol)`.
+macro_rules! per_shell {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[test]
+            fn anpx() {
+                super::$scenario(super::Binary::Anpx);
+            }
+
+            #[test]
+            fn anpx_smol() {
+                super::$scenario(super::Binary::AnpxSmol);
+            }
+        }
+    )*};
+}
+
+per_shell!(
+    refused_receiver_exits,
+    gives_up_naming_the_cause,
+    back_after_going_away,
+    says_where_things_are_reachable,
+    clean_logs,
+    sighup_is_logged_not_fatal,
+    trusts_a_self_signed_gateway_when_pinned,
+);
+
 /// A fresh directory for one test, removed when dropped.
 struct TempDir(PathBuf);
 
@@ -70,6 +99,14 @@ fn exits_within(p: &mut Proc, limit: Duration) -> Option<ExitStatus> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// `binary gateway` on `listen` without an admin plane, with `extra` flags.
+fn start_gateway(binary: Binary, listen: SocketAddr, extra: &[&str], log: &Path) -> Proc {
+    let listen = listen.to_string();
+    let mut args = vec!["gateway", "--listen", &listen, "--admin-listen", "off"];
+    args.extend_from_slice(extra);
+    start(binary, &args, log)
 }
 
 fn wait_listening(addr: SocketAddr) {
@@ -165,16 +202,6 @@ fn start_receiver(binary: Binary, args: &[String], log: &Path) -> Proc {
     start(binary, &args, log)
 }
 
-#[test]
-fn a_refused_anpx_receiver_exits_with_the_cause() {
-    refused_receiver_exits(Binary::Anpx);
-}
-
-#[test]
-fn a_refused_anpx_smol_receiver_exits_with_the_cause() {
-    refused_receiver_exits(Binary::AnpxSmol);
-}
-
 /// 403 (the DID is granted nothing) and 401 (no signature) stop the
 /// receiver at once, saying why and how to retry anyway; with
 /// `--keep-retrying` it keeps dialing.
@@ -250,16 +277,6 @@ fn refused_receiver_exits(binary: Binary) {
     );
 }
 
-#[test]
-fn an_anpx_receiver_that_gives_up_names_the_last_cause() {
-    gives_up_naming_the_cause(Binary::Anpx);
-}
-
-#[test]
-fn an_anpx_smol_receiver_that_gives_up_names_the_last_cause() {
-    gives_up_naming_the_cause(Binary::AnpxSmol);
-}
-
 fn gives_up_naming_the_cause(binary: Binary) {
     let dir = TempDir::new(&format!("gives-up-{binary:?}"));
     // Nothing listens there: every attempt fails, and may be retried.
@@ -302,16 +319,6 @@ fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Dura
         std::thread::sleep(Duration::from_millis(20));
     }
     started.elapsed()
-}
-
-#[test]
-fn an_anpx_receiver_is_back_within_its_first_delay_after_a_gateway_goes_away() {
-    back_after_going_away(Binary::Anpx);
-}
-
-#[test]
-fn an_anpx_smol_receiver_is_back_within_its_first_delay_after_a_gateway_goes_away() {
-    back_after_going_away(Binary::AnpxSmol);
 }
 
 /// A receiver whose back-off grew (the gateway was not there yet) is back
@@ -378,16 +385,6 @@ fn get_status(addr: SocketAddr, host: &str, path: &str) -> Option<u16> {
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     text.split_whitespace().nth(1)?.parse().ok()
-}
-
-#[test]
-fn anpx_says_where_things_are_reachable() {
-    says_where_things_are_reachable(Binary::Anpx);
-}
-
-#[test]
-fn anpx_smol_says_where_things_are_reachable() {
-    says_where_things_are_reachable(Binary::AnpxSmol);
 }
 
 /// The gateway prints its public, receiver and admin URLs; a receiver
@@ -492,35 +489,19 @@ fn assert_clean_log(what: &str, log: &str) {
     }
 }
 
-#[test]
-fn anpx_logs_to_a_file_are_clean_and_say_a_fatal_error_once() {
-    clean_logs(Binary::Anpx, "anpx");
-}
-
-#[test]
-fn anpx_smol_logs_to_a_file_are_clean_and_say_a_fatal_error_once() {
-    clean_logs(Binary::AnpxSmol, "anpx-smol");
-}
-
 /// Stderr redirected to a file, as a service manager does: a request run
 /// (gateway and receiver serving one request) and a failing run (a
 /// receiver that gives up) leave no colour codes or Debug formatting, the
 /// fatal error is one line, and with `--log-format json` every line is JSON.
-fn clean_logs(binary: Binary, program: &str) {
+fn clean_logs(binary: Binary) {
+    let program = match binary {
+        Binary::Anpx => "anpx",
+        Binary::AnpxSmol => "anpx-smol",
+    };
     let dir = TempDir::new(&format!("logs-{binary:?}"));
     let listen = free_addr();
     let gateway_log = dir.path("gateway.log");
-    let _gateway = start(
-        binary,
-        &[
-            "gateway",
-            "--listen",
-            &listen.to_string(),
-            "--admin-listen",
-            "off",
-        ],
-        &gateway_log,
-    );
+    let _gateway = start_gateway(binary, listen, &[], &gateway_log);
     wait_listening(listen);
     let rx_log = dir.path("receiver.log");
     let args = receiver_args(listen, &[]);
@@ -572,33 +553,13 @@ fn clean_logs(binary: Binary, program: &str) {
     assert_eq!(json.matches("receiver stopped").count(), 1, "{json}");
 }
 
-#[test]
-fn sighup_does_not_end_anpx() {
-    sighup_is_logged_not_fatal(Binary::Anpx);
-}
-
-#[test]
-fn sighup_does_not_end_anpx_smol() {
-    sighup_is_logged_not_fatal(Binary::AnpxSmol);
-}
-
 /// SIGHUP, which by default ends a process, leaves the gateway and the
 /// receiver running and serving, and each logs what it did.
 fn sighup_is_logged_not_fatal(binary: Binary) {
     let dir = TempDir::new(&format!("sighup-{binary:?}"));
     let listen = free_addr();
     let gateway_log = dir.path("gateway.log");
-    let mut gateway = start(
-        binary,
-        &[
-            "gateway",
-            "--listen",
-            &listen.to_string(),
-            "--admin-listen",
-            "off",
-        ],
-        &gateway_log,
-    );
+    let mut gateway = start_gateway(binary, listen, &[], &gateway_log);
     wait_listening(listen);
     let rx_log = dir.path("receiver.log");
     let mut rx = start_receiver(binary, &receiver_args(listen, &[]), &rx_log);
@@ -622,5 +583,125 @@ fn sighup_is_logged_not_fatal(binary: Binary) {
         get_status(listen, "api.agent.com", "/a1/x"),
         Some(200),
         "and serves"
+    );
+}
+
+/// `get_status` over TLS, trusting `cert` as the receivers do.
+fn get_tls_status(addr: SocketAddr, host: &str, path: &str, cert: &Path) -> Option<u16> {
+    use std::io::{Read, Write};
+    let config = shell_common::tls::receiver_client_config(Some(cert), &[]).ok()?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").ok()?;
+    let conn = rustls::ClientConnection::new(config, name).ok()?;
+    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").ok()?;
+    let mut text = Vec::new();
+    // A peer that closes without close_notify ends the read with an error
+    // after the bytes it sent.
+    let _ = s.read_to_end(&mut text);
+    let text = String::from_utf8_lossy(&text);
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A certificate as `openssl req -x509 -subj /CN=localhost` makes it:
+/// self-signed, marked as a CA, no subjectAltName. Its PEM files, and the
+/// SHA-256 of its public key (SPKI) in hex.
+fn self_signed_certificate(dir: &TempDir) -> (PathBuf, PathBuf, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, PublicKeyData};
+    use sha2::Digest;
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_path, key_path) = (dir.path("cert.pem"), dir.path("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let pin = sha2::Sha256::digest(key.subject_public_key_info())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    (cert_path, key_path, pin)
+}
+
+/// A gateway serving a self-signed certificate says https:// and wss://; a
+/// receiver that trusts only the system's roots cannot connect, one given
+/// the certificate as `--ca-file` or its key's SHA-256 as `--pin-sha256`
+/// connects and serves, and one with another pin is refused, saying so.
+fn trusts_a_self_signed_gateway_when_pinned(binary: Binary) {
+    let dir = TempDir::new(&format!("pinned-{binary:?}"));
+    let (cert, key, pin) = self_signed_certificate(&dir);
+    let listen = free_addr();
+    let gateway_log = dir.path("gateway.log");
+    let _gateway = start_gateway(
+        binary,
+        listen,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        &gateway_log,
+    );
+    let out = gateway_log.with_extension("out");
+    wait_for(Duration::from_secs(15), "the gateway's banner", || {
+        read(&out).contains("receivers dial")
+    });
+    let banner = read(&out);
+    assert!(
+        banner.contains(&format!("public URL:       https://{listen}\n"))
+            && banner.contains(&format!("receivers dial:   wss://{listen}/ws\n")),
+        "{banner}"
+    );
+
+    let gateway = format!("wss://{listen}/ws");
+    let receiver = |name: &str, trust: &[&str]| {
+        let log = dir.path(name);
+        let mut args = vec![
+            "receiver",
+            "--demo",
+            "--gateway",
+            &gateway,
+            "--service",
+            "api.agent.com/a1",
+            "--reconnect-max-attempts",
+            "1",
+            "--reconnect-first-delay-ms",
+            "10",
+        ];
+        args.extend_from_slice(trust);
+        (start(binary, &args, &log), log)
+    };
+    let refused = |name: &str, trust: &[&str], why: &str| {
+        let (mut rx, log) = receiver(name, trust);
+        let exit = exits_within(&mut rx, Duration::from_secs(15));
+        let text = read(&log);
+        assert!(exit.is_some_and(|s| !s.success()), "{name}: {text}");
+        assert!(text.contains(why), "{name}: {why} in {text}");
+    };
+    let trusted = |name: &str, trust: &[&str]| {
+        let (_rx, log) = receiver(name, trust);
+        wait_for(Duration::from_secs(15), name, || {
+            read(&log).contains("connected to gateway")
+        });
+        assert_eq!(
+            get_tls_status(listen, "api.agent.com", "/a1/x", &cert),
+            Some(200),
+            "{name}: serves through the gateway"
+        );
+    };
+
+    refused("system-roots.log", &[], "certificate");
+    trusted("ca-file.log", &["--ca-file", cert.to_str().unwrap()]);
+    trusted("pin.log", &["--pin-sha256", &pin]);
+    let other = "00".repeat(32);
+    refused(
+        "other-pin.log",
+        &["--pin-sha256", &other],
+        "matches no receiver.pin_sha256",
     );
 }

@@ -181,7 +181,7 @@ macro_rules! key {
     };
 }
 
-static KEYS: [KeyInfo; 82] = [
+static KEYS: [KeyInfo; 83] = [
     // [gateway]
     key!(
         "gateway.listen", "ANPX_GATEWAY_LISTEN", "listen", "ADDR", "127.0.0.1:8080",
@@ -630,8 +630,13 @@ static KEYS: [KeyInfo; 82] = [
     ),
     key!(
         "receiver.ca_file", "ANPX_RECEIVER_CA_FILE", "ca-file", "PATH", "",
-        "PEM CA certificates trusted for a wss:// gateway, besides the system's",
+        "PEM CA certificates trusted for a wss:// gateway, besides the system's; a self-signed gateway certificate listed here is trusted as it is",
         receiver.ca_file, parse: v::opt_path, render: v::render_opt_path,
+    ),
+    key!(
+        "receiver.pin_sha256", "ANPX_RECEIVER_PIN_SHA256", "pin-sha256", "PIN,..", "",
+        "SHA-256 of the gateway's public key (SPKI), sha256//BASE64 as curl's --pinnedpubkey or hex; when set, only a matching key is trusted",
+        receiver.pin_sha256, parse: v::pins, render: |p: &Vec<String>| v::render_strings(p),
     ),
     key!(
         "receiver.ping_interval_secs", "ANPX_RECEIVER_PING_INTERVAL_SECS",

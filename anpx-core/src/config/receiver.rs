@@ -31,6 +31,11 @@ pub struct ReceiverSection {
     /// PEM file of CA certificates trusted for a `wss://` gateway, besides
     /// the system's (`receiver.ca_file`).
     pub ca_file: Option<PathBuf>,
+    /// SHA-256 digests of the public keys (SPKI) a `wss://` gateway may
+    /// present (`receiver.pin_sha256`), as `sha256//BASE64` (curl's
+    /// `--pinnedpubkey`) or 64 hex digits; when set, the gateway is
+    /// trusted exactly when its key matches one.
+    pub pin_sha256: Vec<String>,
     /// Seconds between pings to the gateway (`receiver.ping_interval_secs`).
     pub ping_interval_secs: u64,
     /// Ceiling of the first reconnect delay, in milliseconds
@@ -78,6 +83,7 @@ impl Default for ReceiverSection {
             upstream: None,
             services: Vec::new(),
             ca_file: None,
+            pin_sha256: Vec::new(),
             ping_interval_secs: 30,
             reconnect_first_delay_ms: 1000,
             reconnect_max_delay_secs: 300,

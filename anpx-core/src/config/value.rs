@@ -763,6 +763,26 @@ pub(crate) fn host_names(input: Input<'_>) -> Result<Vec<String>, ValueError> {
     Ok(names.into_iter().map(|n| n.to_ascii_lowercase()).collect())
 }
 
+/// SHA-256 pins: `sha256//` and 44 characters of base64 (curl's
+/// `--pinnedpubkey` form), or 64 hex digits. The shell decodes them; this
+/// checks their shape so a typo is named at start-up.
+pub(crate) fn pins(input: Input<'_>) -> Result<Vec<String>, ValueError> {
+    strings(
+        input,
+        "a list of SHA-256 pins such as [\"sha256//<44 base64 characters>\"] or 64 hex digits",
+        |s| match s.strip_prefix("sha256//") {
+            Some(b64) => {
+                b64.len() == 44
+                    && b64.ends_with('=')
+                    && b64[..43]
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
+            }
+            None => s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit()),
+        },
+    )
+}
+
 pub(crate) fn render_strings(v: &[String]) -> Option<Value> {
     Some(Value::Array(
         v.iter().map(|s| Value::String(s.clone())).collect(),
