@@ -8,8 +8,8 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use anpx_core::handshake;
-use anpx_core::Features;
 use anpx_core::ServiceUrl;
+use anpx_core::{Feature, Features, INITIAL_WINDOW};
 use anpx_core::{Identity, LinkFault, LinkId};
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::WebSocketStream;
@@ -75,6 +75,27 @@ impl FollowGrants {
                     tracing::warn!(%link, error = %e, "registry unreadable; the receiver keeps its grants");
                 }
             }
+        }
+    }
+}
+
+/// Room above a credit window for what else one frame carries (its header
+/// and a response head, itself capped at 64 KiB of headers).
+const FRAME_OVERHEAD: usize = 128 * 1024;
+
+impl AdmittedLink {
+    /// The largest WebSocket message (and frame) to accept from this
+    /// receiver, given the gateway's `max_message_len`. A flow-controlled
+    /// receiver never sends more than its 1 MiB window of body in a frame
+    /// (more closes it anyway), so its limit is the window and a head:
+    /// what one of its connections can hold in a message still arriving
+    /// is ~1 MiB rather than the whole budget.
+    pub fn message_limit(&self, max_message_len: usize) -> usize {
+        if self.features.contains(Feature::FlowControl) {
+            let window = usize::try_from(INITIAL_WINDOW).unwrap_or(usize::MAX);
+            max_message_len.min(window + FRAME_OVERHEAD)
+        } else {
+            max_message_len
         }
     }
 }

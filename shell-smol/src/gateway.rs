@@ -452,7 +452,7 @@ async fn upgrade(headers: &http::HeaderMap, shared: &Arc<Shared>, peer: SocketAd
         response.insert_header(*name, value.as_str());
     }
     let upgraded = response.recv_upgrade().await;
-    let config = ws::config(shared.max_frame_len);
+    let config = ws::config(receiver.link.message_limit(shared.max_frame_len));
     let driver = shared.driver.clone();
     let (admitted, slot) = (receiver.link, receiver.slot);
     smol::spawn(async move {

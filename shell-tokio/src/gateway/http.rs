@@ -130,7 +130,7 @@ async fn upgrade(
         Err(refusal) => return answer(refusal),
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let ws_config = ws::config(shared.max_frame_len);
+    let ws_config = ws::config(receiver.link.message_limit(shared.max_frame_len));
     let driver = shared.driver.clone();
     let (admitted, slot) = (receiver.link, receiver.slot);
     tokio::spawn(async move {
