@@ -25,16 +25,21 @@ pub enum Feature {
     /// Message heads carried without the reference's lossy meta encoding
     /// (`lossless-meta`).
     Lossless,
+    /// A receiver's own 502 (its service unreachable, cut, timed out)
+    /// marked with its cause, which the gateway takes off and logs
+    /// (`upstream-failure`; see [`crate::upstream_failure`]).
+    UpstreamFailure,
 }
 
 impl Feature {
     /// Every feature, in canonical (header) order.
-    pub const ALL: [Feature; 5] = [
+    pub const ALL: [Feature; 6] = [
         Feature::Streaming,
         Feature::FlowControl,
         Feature::Cancel,
         Feature::WebSocket,
         Feature::Lossless,
+        Feature::UpstreamFailure,
     ];
 
     /// The header token, lower-case.
@@ -45,6 +50,7 @@ impl Feature {
             Feature::Cancel => "cancel",
             Feature::WebSocket => "websocket",
             Feature::Lossless => "lossless-meta",
+            Feature::UpstreamFailure => "upstream-failure",
         }
     }
 
@@ -287,7 +293,8 @@ mod tests {
                 "flow-control",
                 "cancel",
                 "websocket",
-                "lossless-meta"
+                "lossless-meta",
+                "upstream-failure"
             ]
         );
     }
@@ -357,12 +364,12 @@ mod tests {
         assert_eq!(Features::empty().to_header_value(), "");
         assert_eq!(
             Features::all().to_header_value(),
-            "streaming,flow-control,cancel,websocket,lossless-meta"
+            "streaming,flow-control,cancel,websocket,lossless-meta,upstream-failure"
         );
         let s = Features::parse_header("LOSSLESS-META , streaming");
         assert_eq!(s.to_header_value(), "streaming,lossless-meta");
         assert_eq!(s.to_string(), s.to_header_value());
-        for bits in 0..32u8 {
+        for bits in 0..64u8 {
             let s: Features = Feature::ALL
                 .into_iter()
                 .filter(|f| bits & f.bit() != 0)

@@ -201,13 +201,14 @@ mod receiver;
 pub mod registry;
 mod route;
 mod timer;
+pub mod upstream_failure;
 mod ws;
 
 pub use features::{Feature, Features};
 pub use flow::{FlowError, INITIAL_WINDOW, UPDATE_THRESHOLD};
 pub use gateway::{
-    BufferBudget, Ending, Failure, Gateway, GatewayConfig, GatewayStats, Identity, LinkFault,
-    LinkId, LinkStats, MessageBudget, Output, Regrant, Reject, RequestBody, RequestGone,
+    BufferBudget, Ending, Failure, FailureKind, Gateway, GatewayConfig, GatewayStats, Identity,
+    LinkFault, LinkId, LinkStats, MessageBudget, Output, Regrant, Reject, RequestBody, RequestGone,
     ResponseEvent, Totals, DEFAULT_MAX_BUFFERED_PER_LINK, DEFAULT_MAX_BUFFERED_TOTAL,
 };
 pub use message::{

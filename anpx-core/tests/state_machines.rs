@@ -468,6 +468,72 @@ fn upstream_failure_before_head_is_a_502_with_the_message() {
         .contains("upstream refused the connection"));
 }
 
+/// With `upstream-failure` negotiated, the receiver's own 502 carries its
+/// cause to the gateway (for the shell to log and take off); without it,
+/// nothing is marked, and a service's header of that name never passes.
+#[test]
+fn upstream_failure_is_marked_only_between_peers_that_negotiated_it() {
+    use anpx_core::upstream_failure::{UpstreamCause, UpstreamFailure, HEADER};
+    let refused = UpstreamFailure::new(UpstreamCause::Unreachable, "connection refused");
+    let run = |features: Features, service_marks: bool| {
+        let mut p = Pair::new(features, GatewayConfig::default());
+        let id =
+            p.gw.start_request(p.now, "api.agent.com", get("/svc/x"), RequestBody::Empty)
+                .unwrap();
+        p.pump();
+        let RequestEvent::Head { request, .. } = p.requests[0].clone() else {
+            panic!()
+        };
+        if service_marks {
+            let head = ResponseHead::new(502).with_header(HEADER, "unreachable; forged");
+            p.rx.respond(p.now, &request, head, ResponseBody::Empty)
+                .unwrap();
+        } else {
+            p.rx.respond_upstream_failure(p.now, &request, &refused)
+                .unwrap();
+        }
+        p.pump();
+        let ResponseEvent::Head(mut h) = p.events_of(&id)[0].clone() else {
+            panic!()
+        };
+        assert_eq!(h.status, 502);
+        UpstreamFailure::take(&mut h)
+    };
+    assert_eq!(
+        run(Features::from(Feature::UpstreamFailure), false),
+        Some(refused.clone())
+    );
+    assert_eq!(run(Features::empty(), false), None, "plain v1: no marker");
+    assert_eq!(
+        run(Features::from(Feature::UpstreamFailure), true),
+        None,
+        "the receiver drops a service's marker"
+    );
+    // A link that did not negotiate it cannot mark a response either: a
+    // receiver sending the header anyway has it dropped by the gateway.
+    let mut p = Pair::new(Features::empty(), GatewayConfig::default());
+    p.rx = Receiver::new(
+        ReceiverConfig::default(),
+        Features::from(Feature::UpstreamFailure),
+        p.now,
+    );
+    let id =
+        p.gw.start_request(p.now, "api.agent.com", get("/svc/x"), RequestBody::Empty)
+            .unwrap();
+    p.pump();
+    let RequestEvent::Head { request, .. } = p.requests[0].clone() else {
+        panic!()
+    };
+    p.rx.respond_upstream_failure(p.now, &request, &refused)
+        .unwrap();
+    p.pump();
+    let ResponseEvent::Head(h) = p.events_of(&id)[0].clone() else {
+        panic!()
+    };
+    assert_eq!(h.status, 502);
+    assert_eq!(h.headers.get(HEADER), None);
+}
+
 #[test]
 fn upstream_failure_mid_body_makes_the_gateway_cut_the_response() {
     let mut p = Pair::new(Features::from(Feature::Streaming), GatewayConfig::default());

@@ -18,10 +18,11 @@ use anpx_core::handshake::negotiate_gateway;
 use anpx_core::handshake::{self, FEATURES_HEADER, GRANTED_HEADER, SERVICES_HEADER};
 use anpx_core::passthrough;
 use anpx_core::policy::{Decoration, Policy, PublicHead, Screen};
+use anpx_core::upstream_failure::UpstreamFailure;
 use anpx_core::Ending;
 use anpx_core::Features;
 use anpx_core::ServiceUrl;
-use anpx_core::{Failure, Identity, RequestBody, ResponseEvent};
+use anpx_core::{Failure, FailureKind, Identity, RequestBody, ResponseEvent};
 use anpx_core::{RequestId, ResponseHead};
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use bytes::Bytes;
@@ -289,6 +290,20 @@ impl Shared {
             Screen::Forward(decorations) => Ok(decorations),
             Screen::Refuse(r) => {
                 tracing::info!(%peer, method, path, status = r.status, reason = r.reason.label(), "request answered by the gateway");
+                // A CORS preflight answered here is served, not refused.
+                let ending = if r.status < 400 {
+                    Ending::Completed
+                } else {
+                    Ending::Refused
+                };
+                self.answered_itself(
+                    method,
+                    path,
+                    ending,
+                    r.status,
+                    (ending == Ending::Refused).then(|| r.reason.label()),
+                    Instant::now(),
+                );
                 let mut headers = Vec::with_capacity(r.headers.len() + 1);
                 if !r.body.is_empty() {
                     headers.push(("content-type", "application/json".to_owned()));
@@ -300,6 +315,67 @@ impl Shared {
                     body: r.body.into(),
                 })
             }
+        }
+    }
+
+    /// Ends a public request the gateway answered without routing it (a
+    /// limit, a bad host, the middlewares, shutting down): its one log
+    /// line and count, like every routed request's.
+    pub fn answered_itself(
+        &self,
+        method: &str,
+        path: &str,
+        ending: Ending,
+        status: u16,
+        error: Option<&str>,
+        started_at: Instant,
+    ) {
+        crate::endings::report(
+            &self.endings,
+            ending,
+            &crate::endings::EndLine {
+                request: "",
+                method,
+                path,
+                status,
+                duration: started_at.elapsed(),
+                receiver: "",
+                error,
+            },
+        );
+    }
+
+    /// [`answered_itself`](Self::answered_itself) for a `failure`.
+    pub fn refused(&self, method: &str, path: &str, failure: &Failure, started_at: Instant) {
+        let error = Some(failure.error.as_str());
+        self.answered_itself(
+            method,
+            path,
+            failure.ending(),
+            failure.status,
+            error,
+            started_at,
+        );
+    }
+
+    /// The edge ended a connection while reading a request head: counted
+    /// by reason (`anpx_edge_refused_total`), and, when the client got an
+    /// answer (431, 400), as a refused request with its line. A head that
+    /// never came (`head_timeout`, also an idle kept-alive connection) was
+    /// no request.
+    pub fn head_refused(&self, refusal: EdgeRefusal, peer: SocketAddr) {
+        self.edge.count(refusal);
+        if let Some(status) = refusal.status() {
+            tracing::debug!(%peer, error = %refusal, "request head refused");
+            let reason = refusal.to_string();
+            self.answered_itself(
+                "",
+                "",
+                Ending::Refused,
+                status,
+                Some(&reason),
+                Instant::now(),
+            );
         }
     }
 
@@ -351,7 +427,7 @@ impl Shared {
                 "application/json",
                 serde_json::to_string_pretty(&s).unwrap_or_default(),
             ),
-            Err(e) => Answer::failure(&Failure::new(503, e.to_string())),
+            Err(e) => Answer::failure(&Failure::new(FailureKind::Refused, 503, e.to_string())),
         }
     }
 
@@ -360,7 +436,9 @@ impl Shared {
     pub async fn metrics(&self) -> Answer {
         let stats = match self.driver.stats().await {
             Ok(s) => s,
-            Err(e) => return Answer::failure(&Failure::new(503, e.to_string())),
+            Err(e) => {
+                return Answer::failure(&Failure::new(FailureKind::Refused, 503, e.to_string()))
+            }
         };
         let mut text = stats.to_prometheus();
         if let Some(policy) = &self.policy {
@@ -427,7 +505,7 @@ impl Shared {
             follow,
         )
         .await
-        .map_err(|e| Answer::failure(&Failure::new(503, e.to_string())))?;
+        .map_err(|e| Answer::failure(&Failure::new(FailureKind::Refused, 503, e.to_string())))?;
         // Admission is done, which is what the pending limit guards; the
         // 101 and the hand-over of the socket are cheap.
         slot.upgraded();
@@ -532,13 +610,12 @@ impl Shared {
         body: RequestBody,
         replay_of: Option<u64>,
     ) -> Result<(Pending, Option<u64>), (Answer, Option<u64>)> {
-        if self.draining.load(Ordering::Relaxed) {
-            return Err((
-                Answer::failure(&Failure::new(503, "Gateway is shutting down")),
-                None,
-            ));
-        }
         let started_at = Instant::now();
+        if self.draining.load(Ordering::Relaxed) {
+            let f = Failure::new(FailureKind::Refused, 503, "Gateway is shutting down");
+            self.refused(request.method, request.path, &f, started_at);
+            return Err((Answer::failure(&f), None));
+        }
         let hosts: Vec<&str> = request
             .headers
             .iter()
@@ -550,11 +627,9 @@ impl Shared {
             Ok(h) => h,
             Err(e) => {
                 self.edge.count(EdgeRefusal::Malformed);
-                tracing::info!(method = request.method, path = request.path, status = 400, error = %e, "request refused: bad host");
-                return Err((
-                    Answer::failure(&Failure::new(400, format!("Bad host: {e}"))),
-                    None,
-                ));
+                let f = Failure::new(FailureKind::Refused, 400, format!("Bad host: {e}"));
+                self.refused(request.method, request.path, &f, started_at);
+                return Err((Answer::failure(&f), None));
             }
         };
         let caller = match &self.caller_auth {
@@ -630,7 +705,8 @@ impl Shared {
         let (events_tx, events) = mpsc::unbounded();
         let started = match self.driver.start(host, head, body, events_tx).await {
             Err(e) => {
-                let f = Failure::new(503, e.to_string());
+                let f = Failure::new(FailureKind::Refused, 503, e.to_string());
+                self.refused(request.method, request.path, &f, started_at);
                 if let Some(c) = capture {
                     c.end(f.status, "refused", Some(&f.error));
                 }
@@ -638,19 +714,7 @@ impl Shared {
             }
             Ok(Err(reject)) => {
                 let f = reject.failure();
-                crate::endings::report(
-                    &self.endings,
-                    Ending::Refused,
-                    &crate::endings::EndLine {
-                        request: "",
-                        method: request.method,
-                        path: request.path,
-                        status: f.status,
-                        duration: started_at.elapsed(),
-                        receiver: "",
-                        error: Some(&f.error),
-                    },
-                );
+                self.refused(request.method, request.path, &f, started_at);
                 if let Some(c) = capture {
                     c.end(f.status, "refused", Some(&f.error));
                 }
@@ -678,6 +742,7 @@ impl Shared {
                 declared_len: None,
                 sent: 0,
                 issued: caller.and_then(|c| c.token),
+                upstream: None,
             },
         };
         Ok((pending, entry))
@@ -798,12 +863,11 @@ impl Pending {
 
     /// Like [`response`](Self::response), unless `cut` resolves first (the
     /// shell gave up on the request, say its body crossed a limit): then
-    /// `None`, and the request is logged with `status` and `error`.
+    /// `None`, and the request ends as `failure` says.
     pub async fn response_unless<F>(
         self,
         mut cut: F,
-        status: u16,
-        error: &str,
+        failure: Failure,
     ) -> Option<Result<(ResponseHead, ResponseStream), Answer>>
     where
         F: Future<Output = ()> + Unpin,
@@ -824,7 +888,7 @@ impl Pending {
             other => other,
         };
         let Some(first) = first else {
-            guard.fail(status, error);
+            guard.fail(&failure);
             return None;
         };
         Some(head_or_failure(first, events, guard))
@@ -841,7 +905,8 @@ impl Pending {
     ) -> Result<(ResponseHead, ResponseStream), Answer> {
         const OVER: &str = "request body over the limit";
         let cutting = std::future::poll_fn(|cx| cut.poll_cut(cx));
-        let Some(first) = self.response_unless(cutting, 413, OVER).await else {
+        let over = Failure::new(FailureKind::Refused, 413, OVER);
+        let Some(first) = self.response_unless(cutting, over).await else {
             return Err(refusal_answer(
                 EdgeRefusal::BodyTooLarge,
                 Some(max_body_bytes),
@@ -859,7 +924,11 @@ fn head_or_failure(
     mut guard: Guard,
 ) -> Result<(ResponseHead, ResponseStream), Answer> {
     match first {
-        Some(ResponseEvent::Head(head)) => {
+        Some(ResponseEvent::Head(mut head)) => {
+            // The receiver's own 502 for a service it could not reach ends
+            // the request as an upstream failure; its marker is ours, not
+            // the client's.
+            guard.upstream = UpstreamFailure::take(&mut head);
             if let Some(c) = &guard.capture {
                 c.head(&head, head.status);
             }
@@ -896,15 +965,17 @@ fn head_or_failure(
             ))
         }
         Some(ResponseEvent::Failed(f)) => {
-            guard.fail(f.status, &f.error);
+            guard.fail(&f);
             Err(Answer::failure(&f))
         }
         Some(ResponseEvent::Body(_) | ResponseEvent::End) | None => {
-            guard.fail(502, "receiver response ended before its head");
-            Err(Answer::failure(&Failure::new(
+            let f = Failure::new(
+                FailureKind::ReceiverLost,
                 502,
                 "Receiver response ended before its head",
-            )))
+            );
+            guard.fail(&f);
+            Err(Answer::failure(&f))
         }
     }
 }
@@ -953,13 +1024,30 @@ struct Guard {
     /// An access token minted for a caller that signed a `DIDWba` header,
     /// for the response head.
     issued: Option<String>,
+    /// The receiver's account of its service failing, when its response
+    /// is its own 502 in the service's place.
+    upstream: Option<UpstreamFailure>,
 }
 
 impl Guard {
     fn finish(&mut self, status: u16) {
         self.status = Some(status);
         if let Some(id) = self.id.take() {
-            self.log(&id, Ending::Completed);
+            let ending = self.answered_ending();
+            self.log(&id, ending);
+        }
+    }
+
+    /// How a request whose whole response reached the client ended:
+    /// completed, unless that response was the receiver's 502 for a
+    /// service that failed.
+    fn answered_ending(&mut self) -> Ending {
+        match self.upstream.take() {
+            Some(u) => {
+                self.error = Some(u.to_string());
+                Ending::UpstreamFailed
+            }
+            None => Ending::Completed,
         }
     }
 
@@ -977,19 +1065,11 @@ impl Guard {
         }
     }
 
-    fn fail(&mut self, status: u16, error: &str) {
-        self.fail_as(
-            Ending::of_failure(&Failure::new(status, error)),
-            status,
-            error,
-        );
-    }
-
-    fn fail_as(&mut self, ending: Ending, status: u16, error: &str) {
-        self.error = Some(error.to_owned());
-        self.status = Some(status);
+    fn fail(&mut self, failure: &Failure) {
+        self.error = Some(failure.error.clone());
+        self.status = Some(failure.status);
         if let Some(id) = self.id.take() {
-            self.log(&id, ending);
+            self.log(&id, failure.ending());
         }
     }
 
@@ -1015,7 +1095,7 @@ impl Drop for Guard {
     fn drop(&mut self) {
         if let Some(id) = self.id.take() {
             let ending = if self.body_complete() {
-                Ending::Completed
+                self.answered_ending()
             } else {
                 Ending::ClientLeft
             };
@@ -1051,9 +1131,9 @@ impl ResponseStream {
     }
 
     /// The shell cut the response short (the request is cancelled
-    /// separately): logs the request with `status` and `error`.
-    pub fn fail(&mut self, status: u16, error: &str) {
-        self.guard.fail(status, error);
+    /// separately): the request ends as `failure` says.
+    pub fn fail(&mut self, failure: &Failure) {
+        self.guard.fail(failure);
     }
 }
 
@@ -1063,7 +1143,8 @@ impl Stream for ResponseStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         const OVER: &str = "request body over the limit";
         if self.cut.poll_cut(cx).is_ready() {
-            self.guard.fail(413, OVER);
+            self.guard
+                .fail(&Failure::new(FailureKind::Refused, 413, OVER));
             return Poll::Ready(Some(Err(ResponseAborted(OVER.into()))));
         }
         loop {
@@ -1086,11 +1167,15 @@ impl Stream for ResponseStream {
                     Poll::Ready(None)
                 }
                 Poll::Ready(Some(ResponseEvent::Failed(f))) => {
-                    self.guard.fail(f.status, &f.error);
+                    self.guard.fail(&f);
                     Poll::Ready(Some(Err(ResponseAborted(f.error))))
                 }
                 Poll::Ready(Some(ResponseEvent::Head(_))) | Poll::Ready(None) => {
-                    self.guard.fail(502, "gateway lost the response");
+                    self.guard.fail(&Failure::new(
+                        FailureKind::ReceiverLost,
+                        502,
+                        "gateway lost the response",
+                    ));
                     Poll::Ready(Some(Err(ResponseAborted(
                         "gateway lost the response".into(),
                     ))))

@@ -223,6 +223,7 @@ pub fn supported_features() -> Features {
         Feature::Cancel,
         Feature::WebSocket,
         Feature::Lossless,
+        Feature::UpstreamFailure,
     ]
     .into_iter()
     .collect()

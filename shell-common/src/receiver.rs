@@ -13,6 +13,7 @@ use std::time::Instant;
 use anpx_core::backoff::{Backoff, Failure, Next};
 use anpx_core::handshake::negotiate;
 use anpx_core::handshake::{self, FEATURES_HEADER, GRANTED_HEADER, SERVICES_HEADER};
+use anpx_core::upstream_failure::{UpstreamCause, UpstreamFailure};
 use anpx_core::Features;
 use anpx_core::{canonical_reason, RequestHead, RequestId, ResponseHead};
 use anpx_core::{Receiver as Core, ReceiverOutput, RequestEvent, ResponseBody};
@@ -459,12 +460,10 @@ enum ReplyMsg {
         sent: Option<futures_channel::oneshot::Sender<()>>,
     },
     /// The upstream took `bytes` of the request body.
-    Read {
-        request: RequestId,
-        bytes: usize,
-    },
+    Read { request: RequestId, bytes: usize },
     Failed {
         request: RequestId,
+        cause: UpstreamCause,
         message: String,
     },
 }
@@ -477,12 +476,22 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// The request could not be served: the gateway answers 502 with `message`.
-    pub fn failed(self, message: String) {
+    /// The request could not be served because of `cause`: the gateway
+    /// answers 502 with `message`.
+    pub fn failed(self, cause: UpstreamCause, message: String) {
         let _ = self.tx.unbounded_send(ReplyMsg::Failed {
             request: self.request,
+            cause,
             message,
         });
+    }
+
+    /// The service could not be called, or gave no response: 502 naming
+    /// the error and each error under it, with its cause read off the
+    /// first I/O error in that chain.
+    pub fn upstream_error(self, error: &(dyn std::error::Error + 'static)) {
+        let (cause, message) = upstream_cause(error);
+        self.failed(cause, format!("Upstream error: {message}"));
     }
 
     /// The request cannot be put on the wire to the service (a method,
@@ -535,7 +544,10 @@ impl Reply {
             while let Some(piece) = body.next().await {
                 match piece {
                     Ok(b) => whole.extend_from_slice(&b),
-                    Err(e) => return self.failed(format!("Upstream body failed: {e}")),
+                    Err(e) => {
+                        return self
+                            .failed(UpstreamCause::Cut, format!("Upstream body failed: {e}"))
+                    }
                 }
             }
             return self.whole(head, whole.into());
@@ -605,12 +617,14 @@ impl Reply {
                 }
                 Some(Err(e)) => ReplyMsg::Failed {
                     request: id.clone(),
+                    cause: UpstreamCause::Cut,
                     message: format!("Upstream body failed: {e}"),
                 },
                 // A body that ends short of (or past) its announced length
                 // was cut: some HTTP clients report that as a normal end.
                 None if exact_len.is_some_and(|n| n != relayed) => ReplyMsg::Failed {
                     request: id.clone(),
+                    cause: UpstreamCause::Cut,
                     message: format!(
                         "Upstream body ended after {relayed} of {} bytes",
                         exact_len.unwrap_or_default()
@@ -992,10 +1006,15 @@ fn apply_reply(
             core.request_body_read(now, &request, bytes);
             return;
         }
-        ReplyMsg::Failed { request, message } => {
-            tracing::warn!(%request, %message, "upstream failed");
+        ReplyMsg::Failed {
+            request,
+            cause,
+            message,
+        } => {
+            tracing::warn!(%request, %cause, %message, "upstream failed");
             in_flight.remove(&request);
-            let r = core.respond_error(now, &request, &message);
+            let failure = UpstreamFailure::new(cause, message);
+            let r = core.respond_upstream_failure(now, &request, &failure);
             (request, r)
         }
     };
@@ -1166,5 +1185,53 @@ mod tests {
             merge_status([Status::Stopped("a".into()), Status::Stopped("b".into())].into_iter()),
             Status::Stopped("a; b".into())
         );
+    }
+}
+
+/// The cause and the words of an upstream error: its message and each
+/// source's after it (`client error (Connect): tcp connect error:
+/// Connection refused`), the cause from the first I/O error among them.
+fn upstream_cause(error: &(dyn std::error::Error + 'static)) -> (UpstreamCause, String) {
+    let mut cause = None;
+    let mut message = String::new();
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let text = e.to_string();
+        // Wrappers often repeat their source's words.
+        if !message.ends_with(&text) {
+            if !message.is_empty() {
+                message.push_str(": ");
+            }
+            message.push_str(&text);
+        }
+        if cause.is_none() {
+            cause = e
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| UpstreamCause::of_io(io.kind()));
+        }
+        next = e.source();
+    }
+    (cause.unwrap_or(UpstreamCause::Failed), message)
+}
+
+#[cfg(test)]
+mod upstream_cause_tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("client error (Connect)")]
+    struct Wrapper(#[source] std::io::Error);
+
+    #[test]
+    fn the_cause_is_read_off_the_chain() {
+        let e = Wrapper(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused",
+        ));
+        let (cause, message) = upstream_cause(&e);
+        assert_eq!(cause, UpstreamCause::Unreachable);
+        assert_eq!(message, "client error (Connect): Connection refused");
+        let other = std::fmt::Error;
+        assert_eq!(upstream_cause(&other).0, UpstreamCause::Failed);
     }
 }

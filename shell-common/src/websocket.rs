@@ -20,6 +20,7 @@ use crate::driver::Driver;
 use crate::gateway::ResponseStream;
 use crate::receiver::Reply;
 use anpx_core::RequestId;
+use anpx_core::{Failure, FailureKind};
 
 /// The most bytes read from a socket at once: one piece of body, which the
 /// credit windows then pace.
@@ -70,7 +71,11 @@ where
                 return;
             };
             if to_client.write_all(&piece).await.is_err() || to_client.flush().await.is_err() {
-                service.fail(499, "websocket client went away");
+                service.fail(&Failure::new(
+                    FailureKind::ClientLeft,
+                    499,
+                    "websocket client went away",
+                ));
                 return;
             }
         }

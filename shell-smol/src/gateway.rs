@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anpx_core::edge::head::{BodyFraming, RequestHead};
 use anpx_core::passthrough;
-use anpx_core::{Gateway as Core, GatewayStats, RequestBody};
+use anpx_core::{Failure, FailureKind, Gateway as Core, GatewayStats, RequestBody};
 use async_h1::server::ConnectionStatus;
 use async_tungstenite::tungstenite::protocol::Role;
 use async_tungstenite::WebSocketStream;
@@ -324,7 +324,7 @@ async fn serve_connection<S>(
         match next_head(&mut conn, &edge_shared.edge.limits).await {
             NextHead::Closed => return,
             NextHead::Refused(refusal) => {
-                edge_shared.edge.count(refusal);
+                edge_shared.head_refused(refusal, peer);
                 tracing::debug!(%peer, error = %refusal, "connection ended with an error");
                 if let Some(status) = refusal.status() {
                     answer_refusal(&mut conn, status).await;
@@ -482,6 +482,7 @@ async fn proxy(
     at: &At<'_>,
     is_ws: bool,
 ) -> Response {
+    let started_at = std::time::Instant::now();
     let method = head.method.as_str();
     let path = head.uri.path();
     let limits = shared.edge.limits;
@@ -493,13 +494,9 @@ async fn proxy(
     };
     if let Err(refusal) = limits.check_declared_body(declared) {
         shared.edge.count(refusal);
-        tracing::info!(
-            method,
-            path,
-            status = 413,
-            declared,
-            "request refused: body over the limit"
-        );
+        let why = format!("{refusal}: {} bytes declared", declared.unwrap_or_default());
+        let f = Failure::new(FailureKind::Refused, 413, why);
+        shared.refused(method, path, &f, started_at);
         at.cutter.cut();
         return answer(refusal_answer(refusal, Some(limits.max_body_bytes)));
     }
@@ -519,17 +516,22 @@ async fn proxy(
             {
                 None => {
                     at.cutter.cut();
-                    return answer(Answer::failure(&anpx_core::Failure::upload_timed_out(
-                        shared.upload_timeout,
-                    )));
+                    let f = Failure::upload_timed_out(shared.upload_timeout);
+                    shared.refused(method, path, &f, started_at);
+                    return answer(Answer::failure(&f));
                 }
                 Some(Ok(b)) => (RequestBody::Full(Bytes::from(b)), None),
                 Some(Err(e)) => {
                     at.cutter.cut();
-                    return answer(Answer::failure(&anpx_core::Failure::new(
+                    // A body of announced length that did not come whole:
+                    // the client's connection ended or failed.
+                    let f = Failure::new(
+                        FailureKind::ClientLeft,
                         400,
                         format!("Could not read the request body: {e}"),
-                    )));
+                    );
+                    shared.refused(method, path, &f, started_at);
+                    return answer(Answer::failure(&f));
                 }
             }
         }
@@ -590,7 +592,14 @@ async fn proxy(
         let id = pending.id().clone();
         let gone = Box::pin(client_gone(client));
         match pending
-            .response_unless(gone, 499, "client went away before the response")
+            .response_unless(
+                gone,
+                Failure::new(
+                    FailureKind::ClientLeft,
+                    499,
+                    "client went away before the response",
+                ),
+            )
             .await
         {
             Some(r) => r,

@@ -360,7 +360,7 @@ impl Dispatch for dyn Upstream {
         Box::pin(async move {
             match call.await {
                 Ok(r) => relay(reply, r).await,
-                Err(e) => reply.failed(format!("Upstream error: {e}")),
+                Err(e) => reply.upstream_error(&*e),
             }
         })
     }
@@ -382,7 +382,7 @@ impl Dispatch for dyn Upstream {
                     websocket::serve_upstream(reply, headers, body, from_service, to_service).await
                 }
                 Ok(Upgrade::Answered(r)) => relay(reply, r).await,
-                Err(e) => reply.failed(format!("Upstream error: {e}")),
+                Err(e) => reply.upstream_error(&*e),
             }
         })
     }

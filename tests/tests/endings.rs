@@ -177,7 +177,72 @@ async fn receiver_killed_is_receiver_lost(gw: Shell, rx: Shell) {
     assert_ended(&g, &path, "receiver_lost").await;
 }
 
+/// The receiver's own 502 for a service it cannot reach is an upstream
+/// failure with its cause, not a completed response: the receiver marks
+/// it, the gateway logs the cause and takes the marker off, and the
+/// client still gets the 502 with a body that names the cause.
+async fn unreachable_upstream_is_upstream_failed(gw: Shell, rx: Shell) {
+    // A port nothing listens on any more.
+    let nowhere = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let g = gateway(gw, |_| {}).await;
+    let _r = Rx::start(rx, g.addr(), nowhere).await;
+    let path = unique("/echo");
+    let r = send(g.addr(), "GET", HOST, &path, "").await;
+    assert_eq!(r.status, 502);
+    let body = String::from_utf8_lossy(&r.body).to_lowercase();
+    assert!(body.contains("refused"), "the body names the cause: {body}");
+    assert!(
+        r.headers.get(anpx_core::upstream_failure::HEADER).is_none(),
+        "the marker is the gateway's, not the client's: {:?}",
+        r.headers
+    );
+    let line = assert_ended(&g, &path, "upstream_failed").await;
+    assert_eq!(line["status"], 502);
+    let error = line["error"].as_str().unwrap().to_lowercase();
+    assert!(
+        error.starts_with("upstream unreachable: ") && error.contains("refused"),
+        "{line:?}"
+    );
+}
+
+/// A body whose Content-Length is over `max_body_bytes` is refused at the
+/// edge, before routing: one `refused` line naming the limit, one count.
+async fn body_over_the_limit_is_refused(gw: Shell, rx: Shell) {
+    let backend = start_backend().await;
+    let g = gateway(gw, |o| o.edge.max_body_bytes = 16).await;
+    let _r = Rx::start(rx, g.addr(), backend).await;
+    let path = unique("/echo");
+    let r = send(g.addr(), "POST", HOST, &path, vec![b'x'; 100]).await;
+    assert_eq!(r.status, 413);
+    let line = assert_ended(&g, &path, "refused").await;
+    assert_eq!(line["status"], 413);
+    let error = line["error"].as_str().unwrap();
+    assert!(error.contains("over the size limit"), "{line:?}");
+}
+
+/// A request the gateway refuses before routing for its Host is refused
+/// with its line and count too.
+async fn bad_host_is_refused(gw: Shell, rx: Shell) {
+    let backend = start_backend().await;
+    let g = gateway(gw, |_| {}).await;
+    let _r = Rx::start(rx, g.addr(), backend).await;
+    let path = unique("/echo");
+    let r = send(g.addr(), "GET", "bad host name", &path, "").await;
+    assert_eq!(r.status, 400);
+    let line = assert_ended(&g, &path, "refused").await;
+    assert!(
+        line["error"].as_str().unwrap().starts_with("Bad host"),
+        "{line:?}"
+    );
+}
+
 for_every_pair!(
+    unreachable_upstream_is_upstream_failed,
+    body_over_the_limit_is_refused,
+    bad_host_is_refused,
     content_length_response_is_completed,
     client_that_hangs_up_left,
     slow_upstream_timed_out,

@@ -9,7 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::gateway::Failure;
+use crate::gateway::{Failure, FailureKind};
 use crate::message::{RequestHead, ResponseHead};
 
 /// Largest metadata part accepted.
@@ -139,6 +139,8 @@ struct Meta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     last: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    kind: Option<FailureKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     status: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     error: Option<String>,
@@ -157,6 +159,7 @@ impl Meta {
             inbox: None,
             seq: None,
             last: None,
+            kind: None,
             status: None,
             error: None,
             upto: None,
@@ -213,6 +216,7 @@ impl WireMessage {
                 }
             }
             WireMessage::Failed(f) => Meta {
+                kind: Some(f.kind),
                 status: Some(f.status),
                 error: Some(f.error.clone()),
                 ..Meta::new(Kind::Failed)
@@ -289,6 +293,7 @@ impl WireMessage {
             Kind::Failed => no_body(
                 "failed",
                 WireMessage::Failed(Failure::new(
+                    need(meta.kind, "kind")?,
                     need(meta.status, "status")?,
                     need(meta.error, "error")?,
                 )),
@@ -337,7 +342,11 @@ mod tests {
                 last: false,
                 data: Bytes::new(),
             },
-            WireMessage::Failed(Failure::new(504, "Receiver did not respond in time")),
+            WireMessage::Failed(Failure::new(
+                FailureKind::HeadTimeout,
+                504,
+                "Receiver did not respond in time",
+            )),
             WireMessage::Credit { upto: 99 },
             WireMessage::Cancel,
         ];

@@ -1,8 +1,6 @@
 //! How a public request ended: the one value its log line and its
 //! `anpx_requests_ended_total` counter name.
 
-use super::Failure;
-
 /// How a public request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Ending {
@@ -48,18 +46,60 @@ impl Ending {
         self as usize
     }
 
-    /// The ending a failure answered with `status` stands for: 504 is a
-    /// timeout, 499 a client that left, a 502 whose receiver link dropped is a lost receiver, any
-    /// other 502 an upstream failure, everything else a refusal.
-    pub fn of_failure(failure: &Failure) -> Ending {
-        match failure.status {
-            // The status shells log for a client that hung up.
-            499 => Ending::ClientLeft,
-            408 | 504 => Ending::TimedOut,
-            502 if failure.error.starts_with(LINK_LOST) => Ending::ReceiverLost,
-            502 => Ending::UpstreamFailed,
-            _ => Ending::Refused,
+    /// The ending a failure of `kind` stands for.
+    pub fn of(kind: FailureKind) -> Ending {
+        match kind {
+            FailureKind::Refused | FailureKind::ResponseTooLarge => Ending::Refused,
+            FailureKind::HeadTimeout
+            | FailureKind::UploadTimeout
+            | FailureKind::BodyIdle
+            | FailureKind::WebSocketIdle => Ending::TimedOut,
+            FailureKind::ReceiverLost => Ending::ReceiverLost,
+            FailureKind::Upstream | FailureKind::InvalidResponse | FailureKind::Unencodable => {
+                Ending::UpstreamFailed
+            }
+            FailureKind::ClientLeft => Ending::ClientLeft,
         }
+    }
+}
+
+/// What made a request fail, named where it happened; its
+/// [`Ending`] follows from it ([`Ending::of`]), never from the status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// The gateway refused it: no route, every receiver at capacity, a bad
+    /// path or host, a limit, shutting down.
+    Refused,
+    /// No response head within `request_timeout_secs`.
+    HeadTimeout,
+    /// The client's body did not all arrive within `upload_timeout_secs`
+    /// (408).
+    UploadTimeout,
+    /// The response body was quiet past `body_idle_timeout_secs`.
+    BodyIdle,
+    /// A WebSocket carried through was idle past its timeout.
+    WebSocketIdle,
+    /// The receiver's connection was lost (closed, silent, faulty).
+    ReceiverLost,
+    /// The receiver reported its service failed: an error frame, or its
+    /// own 502 marked with [`crate::upstream_failure`].
+    Upstream,
+    /// The receiver's response broke the protocol or HTTP's rules.
+    InvalidResponse,
+    /// The response was over a gateway limit.
+    ResponseTooLarge,
+    /// The request could not be encoded for the receiver.
+    Unencodable,
+    /// The client went away.
+    ClientLeft,
+}
+
+impl FailureKind {
+    /// The ending this failure stands for.
+    pub fn ending(self) -> Ending {
+        Ending::of(self)
     }
 }
 
@@ -71,21 +111,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn failures_map_to_endings() {
-        let f = |s, e: &str| Ending::of_failure(&Failure::new(s, e.to_owned()));
-        assert_eq!(f(504, "Receiver did not respond in time"), Ending::TimedOut);
+    fn failure_kinds_map_to_endings() {
+        assert_eq!(FailureKind::HeadTimeout.ending(), Ending::TimedOut);
+        assert_eq!(FailureKind::BodyIdle.ending(), Ending::TimedOut);
+        assert_eq!(FailureKind::UploadTimeout.ending(), Ending::TimedOut);
+        assert_eq!(FailureKind::ReceiverLost.ending(), Ending::ReceiverLost);
+        assert_eq!(FailureKind::Upstream.ending(), Ending::UpstreamFailed);
         assert_eq!(
-            f(408, "Request body not received in time"),
-            Ending::TimedOut
+            FailureKind::InvalidResponse.ending(),
+            Ending::UpstreamFailed
         );
-        assert_eq!(
-            f(502, "Receiver connection lost: closed"),
-            Ending::ReceiverLost
-        );
-        assert_eq!(f(502, "Receiver error: boom"), Ending::UpstreamFailed);
-        assert_eq!(f(499, "client went away"), Ending::ClientLeft);
-        assert_eq!(f(413, "too big"), Ending::Refused);
-        assert_eq!(f(404, "no route"), Ending::Refused);
+        assert_eq!(FailureKind::ClientLeft.ending(), Ending::ClientLeft);
+        assert_eq!(FailureKind::Refused.ending(), Ending::Refused);
+        assert_eq!(FailureKind::ResponseTooLarge.ending(), Ending::Refused);
     }
 
     #[test]

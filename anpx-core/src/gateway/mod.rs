@@ -10,7 +10,7 @@ pub use config::{
     BufferBudget, GatewayConfig, MessageBudget, DEFAULT_MAX_BUFFERED_PER_LINK,
     DEFAULT_MAX_BUFFERED_TOTAL,
 };
-pub use ending::Ending;
+pub use ending::{Ending, FailureKind};
 pub use fault::LinkFault;
 pub use output::{Failure, Output, Reject, RequestGone, ResponseEvent};
 pub use stats::{GatewayStats, LinkStats, Totals};
@@ -33,6 +33,7 @@ use crate::message::{Head, Message, RequestHead, RequestId};
 use crate::passthrough;
 use crate::route::{RouteTable, ServiceUrl};
 use crate::timer::TimerQueue;
+use crate::upstream_failure;
 use crate::ws::{WsMessage, CLOSE_GOING_AWAY};
 
 use self::fault::Bucket;
@@ -200,6 +201,7 @@ impl Pending {
             Failure::upload_timed_out(config.upload_timeout)
         } else {
             Failure::new(
+                FailureKind::UploadTimeout,
                 408,
                 format!(
                     "Request body quiet for {} s (request_timeout_secs)",
@@ -528,7 +530,14 @@ impl Gateway {
                 .body
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
                 .unwrap_or_default();
-            return self.fail(&id, Failure::new(502, format!("Receiver error: {message}")));
+            return self.fail(
+                &id,
+                Failure::new(
+                    FailureKind::Upstream,
+                    502,
+                    format!("Receiver error: {message}"),
+                ),
+            );
         }
         let Some(l) = self.links.get_mut(&link) else {
             return;
@@ -549,6 +558,7 @@ impl Gateway {
                 return self.fail(
                     &id,
                     Failure::new(
+                        FailureKind::ResponseTooLarge,
                         502,
                         format!(
                             "Response body of {size} bytes is over the gateway's {limit} ({max})"
@@ -561,7 +571,11 @@ impl Gateway {
                 self.send_cancel(&id, "invalid response");
                 return self.fail(
                     &id,
-                    Failure::new(502, format!("Invalid response from receiver: {e}")),
+                    Failure::new(
+                        FailureKind::InvalidResponse,
+                        502,
+                        format!("Invalid response from receiver: {e}"),
+                    ),
                 );
             }
         };
@@ -574,6 +588,16 @@ impl Gateway {
         }
         match assembled.head {
             Some(Head::Response(mut head)) => {
+                let marks = self
+                    .links
+                    .get(&link)
+                    .is_some_and(|l| l.features.contains(Feature::UpstreamFailure));
+                if !marks {
+                    // Only a receiver that negotiated the extension marks
+                    // its own 502s; from any other peer the header is a
+                    // service's, and means nothing.
+                    head.headers.remove(upstream_failure::HEADER);
+                }
                 let Some(p) = self.pending.get_mut(&id) else {
                     return;
                 };
@@ -711,7 +735,11 @@ impl Gateway {
         if let Err(e) = encoded {
             // A head too large for one frame; the shell answers it like a 502.
             self.totals.bad_gateway += 1;
-            let failure = Failure::new(502, format!("Request could not be encoded: {e}"));
+            let failure = Failure::new(
+                FailureKind::Unencodable,
+                502,
+                format!("Request could not be encoded: {e}"),
+            );
             self.out.push_back(Output::Response {
                 request: id.clone(),
                 event: ResponseEvent::Failed(failure),
@@ -832,7 +860,11 @@ impl Gateway {
             self.send_cancel(request, "request body could not be encoded");
             self.fail(
                 request,
-                Failure::new(502, format!("Request body could not be encoded: {e}")),
+                Failure::new(
+                    FailureKind::Unencodable,
+                    502,
+                    format!("Request body could not be encoded: {e}"),
+                ),
             );
             return Err(gone());
         }
@@ -1024,13 +1056,21 @@ impl Gateway {
                         self.timers.arm(at, Timer::Request(id));
                     } else if p.tunnel {
                         self.send_cancel(&id, "websocket idle");
-                        self.fail(&id, Failure::new(504, "WebSocket idle past its timeout"));
+                        self.fail(
+                            &id,
+                            Failure::new(
+                                FailureKind::WebSocketIdle,
+                                504,
+                                "WebSocket idle past its timeout",
+                            ),
+                        );
                     } else if p.head_sent {
                         self.send_cancel(&id, "response body idle");
                         let secs = self.config.body_idle_timeout.as_secs_f64();
                         self.fail(
                             &id,
                             Failure::new(
+                                FailureKind::BodyIdle,
                                 504,
                                 format!("Response body idle for {secs} s (body_idle_timeout_secs)"),
                             ),
@@ -1042,7 +1082,14 @@ impl Gateway {
                         self.fail(&id, why);
                     } else {
                         self.send_cancel(&id, "timed out");
-                        self.fail(&id, Failure::new(504, "Receiver did not respond in time"));
+                        self.fail(
+                            &id,
+                            Failure::new(
+                                FailureKind::HeadTimeout,
+                                504,
+                                "Receiver did not respond in time",
+                            ),
+                        );
                     }
                 }
                 Timer::Ping(link) => {
@@ -1353,7 +1400,11 @@ impl Gateway {
         self.send_cancel(request, "invalid response");
         self.fail(
             request,
-            Failure::new(502, format!("Invalid response from receiver: {why}")),
+            Failure::new(
+                FailureKind::InvalidResponse,
+                502,
+                format!("Invalid response from receiver: {why}"),
+            ),
         );
     }
 
@@ -1397,7 +1448,11 @@ impl Gateway {
             self.totals.bad_gateway += 1;
             self.emit(
                 &id,
-                ResponseEvent::Failed(Failure::new(502, format!("{}: {why}", ending::LINK_LOST))),
+                ResponseEvent::Failed(Failure::new(
+                    FailureKind::ReceiverLost,
+                    502,
+                    format!("{}: {why}", ending::LINK_LOST),
+                )),
             );
             if let Some(p) = self.pending.remove(&id) {
                 self.timers.disarm(p.armed, Timer::Request(id));

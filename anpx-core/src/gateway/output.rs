@@ -6,7 +6,7 @@ use crate::forward::PathError;
 use crate::message::{RequestId, ResponseHead};
 use crate::ws::WsMessage;
 
-use super::LinkId;
+use super::{Ending, FailureKind, LinkId};
 
 /// One instruction for the shell, from [`Gateway::poll_output`](super::Gateway::poll_output).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +56,8 @@ pub enum ResponseEvent {
 /// Why a request got no (complete) response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
+    /// What failed, as named where it happened: how the request ended.
+    pub kind: FailureKind,
     /// HTTP status for the client: 400, 404, 408, 501, 502, 503 or 504.
     pub status: u16,
     /// A human-readable message.
@@ -65,13 +67,19 @@ pub struct Failure {
 }
 
 impl Failure {
-    /// A failure with a status and message.
-    pub fn new(status: u16, error: impl Into<String>) -> Self {
+    /// A failure of `kind` with a status and message.
+    pub fn new(kind: FailureKind, status: u16, error: impl Into<String>) -> Self {
         Failure {
+            kind,
             status,
             error: error.into(),
             path: None,
         }
+    }
+
+    /// How the request ended.
+    pub fn ending(&self) -> Ending {
+        self.kind.ending()
     }
 
     /// The client's body did not all arrive within `upload_timeout`
@@ -79,6 +87,7 @@ impl Failure {
     /// (RFC 9110 §15.5.9), with a message naming the setting.
     pub fn upload_timed_out(upload_timeout: std::time::Duration) -> Self {
         Failure::new(
+            FailureKind::UploadTimeout,
             408,
             format!(
                 "Request body not received within {} s (upload_timeout_secs)",
@@ -141,16 +150,24 @@ impl Reject {
     pub fn failure(&self) -> Failure {
         match self {
             Reject::NoRoute { path } => Failure {
+                kind: FailureKind::Refused,
                 status: 404,
                 error: "No route found".into(),
                 path: Some(path.clone()),
             },
-            Reject::AtCapacity { .. } => Failure::new(503, "No healthy receiver available"),
+            Reject::AtCapacity { .. } => {
+                Failure::new(FailureKind::Refused, 503, "No healthy receiver available")
+            }
             Reject::NoWebSocket { .. } => Failure::new(
+                FailureKind::Refused,
                 501,
                 "The receiver serving this route cannot carry WebSockets",
             ),
-            Reject::BadPath { error } => Failure::new(400, format!("Bad request path: {error}")),
+            Reject::BadPath { error } => Failure::new(
+                FailureKind::Refused,
+                400,
+                format!("Bad request path: {error}"),
+            ),
         }
     }
 }

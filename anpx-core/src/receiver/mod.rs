@@ -19,6 +19,7 @@ use crate::frame::{tag, ExtFrame, Frame, MessageKind};
 use crate::message::{Head, Message, RequestId, ResponseHead};
 use crate::passthrough;
 use crate::timer::TimerQueue;
+use crate::upstream_failure::{self, UpstreamCause, UpstreamFailure};
 use crate::ws::{WsMessage, CLOSE_GOING_AWAY, CLOSE_PROTOCOL_ERROR};
 
 #[derive(Debug)]
@@ -287,9 +288,12 @@ impl Receiver {
         &mut self,
         _now: Instant,
         request: &RequestId,
-        head: ResponseHead,
+        mut head: ResponseHead,
         body: ResponseBody,
     ) -> Result<(), RespondError> {
+        // Only the receiver's own 502 may carry the marker; a service's
+        // response is never taken for it.
+        head.headers.remove(upstream_failure::HEADER);
         let frame_len = self.streamed_frame_len();
         let serving = self
             .serving
@@ -409,10 +413,25 @@ impl Receiver {
     /// the client's connection instead of ending the body as if complete.
     pub fn respond_error(
         &mut self,
-        _now: Instant,
+        now: Instant,
         request: &RequestId,
         message: &str,
     ) -> Result<(), RespondError> {
+        let failure = UpstreamFailure::new(UpstreamCause::Failed, message);
+        self.respond_upstream_failure(now, request, &failure)
+    }
+
+    /// [`respond_error`](Self::respond_error) with the cause named: with
+    /// `upstream-failure` negotiated, the 502 carries it
+    /// ([`crate::upstream_failure`]) so the gateway logs and counts the
+    /// request as an upstream failure rather than a completed response.
+    pub fn respond_upstream_failure(
+        &mut self,
+        _now: Instant,
+        request: &RequestId,
+        failure: &UpstreamFailure,
+    ) -> Result<(), RespondError> {
+        let message = failure.message.as_str();
         let serving = self
             .serving
             .get_mut(request)
@@ -424,7 +443,7 @@ impl Receiver {
             return Err(RespondError::NotStreaming(request.clone()));
         }
         if before_head {
-            self.send_failure(request, message);
+            self.send_marked_failure(request, message, Some(failure));
         } else {
             self.send_error_frame(request, message);
         }
@@ -542,8 +561,23 @@ impl Receiver {
 
     /// A 502 response in place of one that cannot be sent.
     fn send_failure(&mut self, request: &RequestId, message: &str) {
+        self.send_marked_failure(request, message, None);
+    }
+
+    /// A 502 response with `message`, marked with `upstream` when the
+    /// gateway negotiated `upstream-failure`.
+    fn send_marked_failure(
+        &mut self,
+        request: &RequestId,
+        message: &str,
+        upstream: Option<&UpstreamFailure>,
+    ) {
         let body = serde_json::json!({ "error": message }).to_string();
-        let head = ResponseHead::new(502).with_header("content-type", "application/json");
+        let mut head = ResponseHead::new(502).with_header("content-type", "application/json");
+        if let Some(u) = upstream.filter(|_| self.features.contains(Feature::UpstreamFailure)) {
+            head.headers
+                .push(upstream_failure::HEADER, u.to_header_value());
+        }
         let msg = Message {
             request_id: request.clone(),
             head: Head::Response(head),

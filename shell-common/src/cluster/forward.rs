@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anpx_core::cluster::{BodyMode, Intake, Plan, Window, WireMessage, DEFAULT_WINDOW, MAX_PIECE};
 use anpx_core::forward::normalize_path;
-use anpx_core::{Failure, RequestBody, ResponseEvent};
+use anpx_core::{Failure, FailureKind, RequestBody, ResponseEvent};
 use anpx_core::{RequestHead, RequestId};
 use bytes::Bytes;
 use futures_channel::mpsc;
@@ -106,14 +106,20 @@ async fn run(
     events: Events,
     mut uploads: mpsc::UnboundedReceiver<Upload>,
 ) {
-    let fail = |status: u16, error: String| {
-        let _ = events.unbounded_send(ResponseEvent::Failed(Failure::new(status, error)));
+    let fail = |kind: FailureKind, status: u16, error: String| {
+        let _ = events.unbounded_send(ResponseEvent::Failed(Failure::new(kind, status, error)));
     };
     let client = &inner.client;
     let inbox = client.new_inbox();
     let mut replies = match client.subscribe(inbox.clone()).await {
         Ok(s) => s,
-        Err(e) => return fail(502, format!("Cluster unavailable: {e}")),
+        Err(e) => {
+            return fail(
+                FailureKind::ReceiverLost,
+                502,
+                format!("Cluster unavailable: {e}"),
+            )
+        }
     };
     // A whole body too large for one message goes as pieces instead.
     let mut outgoing: VecDeque<WireMessage> = VecDeque::new();
@@ -144,7 +150,11 @@ async fn run(
         .publish_with_reply(request.subject, inbox, start.encode())
         .await
     {
-        return fail(502, format!("Could not forward the request: {e}"));
+        return fail(
+            FailureKind::ReceiverLost,
+            502,
+            format!("Could not forward the request: {e}"),
+        );
     }
     let idle = inner.options.request_timeout + TIMEOUT_SLACK;
     let mut deadline = Instant::now() + idle;
@@ -189,17 +199,29 @@ async fn run(
         match step {
             Step::Reply(msg) => {
                 let Some(msg) = msg else {
-                    return fail(502, "Cluster connection lost".into());
+                    return fail(
+                        FailureKind::ReceiverLost,
+                        502,
+                        "Cluster connection lost".into(),
+                    );
                 };
                 if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
-                    return fail(502, "No gateway serves this route any more".into());
+                    return fail(
+                        FailureKind::ReceiverLost,
+                        502,
+                        "No gateway serves this route any more".into(),
+                    );
                 }
                 deadline = Instant::now() + idle;
                 let m = match WireMessage::decode(msg.payload) {
                     Ok(m) => m,
                     Err(e) => {
                         cancel(inner, &serving).await;
-                        return fail(502, format!("Bad message from the serving gateway: {e}"));
+                        return fail(
+                            FailureKind::InvalidResponse,
+                            502,
+                            format!("Bad message from the serving gateway: {e}"),
+                        );
                     }
                 };
                 let event = match m {
@@ -225,6 +247,7 @@ async fn run(
                             Err(gap) => {
                                 cancel(inner, &serving).await;
                                 return fail(
+                                    FailureKind::InvalidResponse,
                                     502,
                                     format!("Response from the serving gateway broken: {gap}"),
                                 );
@@ -277,6 +300,7 @@ async fn run(
                     let alive = inner.book().is_alive(node);
                     if seen_alive && !alive {
                         return fail(
+                            FailureKind::ReceiverLost,
                             502,
                             format!("Gateway {node} serving the request left the cluster"),
                         );
@@ -286,6 +310,7 @@ async fn run(
                 if Instant::now() >= deadline {
                     cancel(inner, &serving).await;
                     return fail(
+                        FailureKind::HeadTimeout,
                         504,
                         "Gateway serving the route did not respond in time".into(),
                     );

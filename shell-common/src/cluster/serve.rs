@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anpx_core::cluster::{BodyMode, Intake, Window, WireMessage, DEFAULT_WINDOW, MAX_PIECE};
 use anpx_core::RequestId;
-use anpx_core::{Failure, RequestBody, ResponseEvent};
+use anpx_core::{Failure, FailureKind, RequestBody, ResponseEvent};
 use bytes::Bytes;
 use futures_channel::mpsc;
 use futures_util::{FutureExt, StreamExt};
@@ -64,6 +64,7 @@ async fn serve_one(
         Ok(s) => s,
         Err(e) => {
             send(WireMessage::Failed(Failure::new(
+                FailureKind::ReceiverLost,
                 502,
                 format!("Serving gateway could not subscribe: {e}"),
             )))
@@ -74,7 +75,12 @@ async fn serve_one(
     let (events_tx, mut events) = mpsc::unbounded();
     let id = match inner.driver.start_local(host, head, body, events_tx).await {
         Err(e) => {
-            send(WireMessage::Failed(Failure::new(503, e.to_string()))).await;
+            send(WireMessage::Failed(Failure::new(
+                FailureKind::Refused,
+                503,
+                e.to_string(),
+            )))
+            .await;
             return;
         }
         Ok(Err(reject)) => {
@@ -162,6 +168,7 @@ async fn serve_one(
                 None => {
                     response_done = true;
                     queue.push_back(WireMessage::Failed(Failure::new(
+                        FailureKind::ReceiverLost,
                         502,
                         "Serving gateway lost the response",
                     )));
@@ -191,6 +198,7 @@ async fn serve_one(
                         Err(gap) => {
                             cancel(&id);
                             send(WireMessage::Failed(Failure::new(
+                                FailureKind::InvalidResponse,
                                 502,
                                 format!("Forwarded request body broken: {gap}"),
                             )))

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anpx_core::edge::{EdgeLimits, EdgeRefusal};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use shell_common::edge::Edge;
+use shell_common::gateway::Shared;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
@@ -45,10 +45,15 @@ pub(crate) fn builder(limits: &EdgeLimits) -> auto::Builder<TokioExecutor> {
 }
 
 /// Counts a connection that hyper (or the first-bytes deadline) ended for
-/// one of the edge's reasons.
-pub(crate) fn count_connection_error(edge: &Edge, error: &(dyn std::error::Error + 'static)) {
+/// one of the edge's reasons, with the refused request's line when hyper
+/// answered it (431, 400).
+pub(crate) fn connection_error(
+    shared: &Shared,
+    error: &(dyn std::error::Error + 'static),
+    peer: std::net::SocketAddr,
+) {
     if let Some(r) = classify(error) {
-        edge.count(r);
+        shared.head_refused(r, peer);
     }
 }
 

@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 
 use anpx_core::passthrough;
 use anpx_core::RequestId;
-use anpx_core::{Failure, RequestBody};
+use anpx_core::{Failure, FailureKind, RequestBody};
 use async_tungstenite::tokio::TokioAdapter;
 use async_tungstenite::tungstenite::protocol::Role;
 use async_tungstenite::WebSocketStream;
@@ -161,8 +161,11 @@ async fn proxy(
     local: SocketAddr,
     is_ws: bool,
 ) -> Response<GatewayBody> {
+    let started_at = std::time::Instant::now();
     if shared.draining.load(Ordering::Relaxed) {
-        return failure_response(&Failure::new(503, "Gateway is shutting down"));
+        let f = Failure::new(FailureKind::Refused, 503, "Gateway is shutting down");
+        shared.refused(req.method().as_str(), req.uri().path(), &f, started_at);
+        return failure_response(&f);
     }
     let on_upgrade = is_ws.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
@@ -171,7 +174,9 @@ async fn proxy(
     // before a byte of the body is read.
     if let Err(refusal) = limits.check_declared_body(Some(body.size_hint().lower())) {
         shared.edge.count(refusal);
-        tracing::info!(method = %parts.method, path = %parts.uri.path(), status = 413, declared = body.size_hint().lower(), "request refused: body over the limit");
+        let why = format!("{refusal}: {} bytes declared", body.size_hint().lower());
+        let f = Failure::new(FailureKind::Refused, 413, why);
+        shared.refused(parts.method.as_str(), parts.uri.path(), &f, started_at);
         return answer(refusal_answer(refusal, Some(limits.max_body_bytes)));
     }
     let (request_body, stream_body) = match body.size_hint().exact() {
@@ -184,14 +189,21 @@ async fn proxy(
         Some(n) if n <= shared.chunk_size as u64 => {
             match tokio::time::timeout(shared.upload_timeout, body.collect()).await {
                 Err(_) => {
-                    return failure_response(&Failure::upload_timed_out(shared.upload_timeout))
+                    let f = Failure::upload_timed_out(shared.upload_timeout);
+                    shared.refused(parts.method.as_str(), parts.uri.path(), &f, started_at);
+                    return failure_response(&f);
                 }
                 Ok(Ok(b)) => (RequestBody::Full(b.to_bytes()), None),
                 Ok(Err(e)) => {
-                    return failure_response(&Failure::new(
+                    // A body of announced length that did not come whole:
+                    // the client's connection ended or failed.
+                    let f = Failure::new(
+                        FailureKind::ClientLeft,
                         400,
                         format!("Could not read the request body: {e}"),
-                    ))
+                    );
+                    shared.refused(parts.method.as_str(), parts.uri.path(), &f, started_at);
+                    return failure_response(&f);
                 }
             }
         }
@@ -240,15 +252,20 @@ async fn proxy(
         }
         // Refused by the service: an ordinary answer, and the body the
         // request kept open for the WebSocket's bytes ends empty.
-        shared.driver.body(id, Bytes::new(), true);
+        shared.driver.body(id.clone(), Bytes::new(), true);
     }
     let (status, headers) = match response_head(head) {
         Ok(h) => h,
         Err(e) => {
-            return failure_response(&Failure::new(
+            let f = Failure::new(
+                FailureKind::InvalidResponse,
                 502,
                 format!("Receiver sent an invalid response head: {e}"),
-            ))
+            );
+            let mut events = events;
+            events.fail(&f);
+            shared.driver.cancel(id);
+            return failure_response(&f);
         }
     };
     let mut r = Response::new(ResponseStream(events).boxed());
@@ -290,11 +307,15 @@ fn switch(
     let response = match builder.body(GatewayBody::default()) {
         Ok(r) => r,
         Err(e) => {
-            // Dropping `events` cancels the request.
-            return failure_response(&Failure::new(
+            let f = Failure::new(
+                FailureKind::InvalidResponse,
                 502,
                 format!("Receiver sent an invalid response head: {e}"),
-            ));
+            );
+            let mut events = events;
+            events.fail(&f);
+            shared.driver.cancel(id);
+            return failure_response(&f);
         }
     };
     let driver = shared.driver.clone();

@@ -202,6 +202,7 @@ async fn accept_loop(
                 let tls = tls.clone();
                 connections.spawn(async move {
                     let edge = shared.edge.clone();
+                    let reporting = shared.clone();
                     let first_bytes = edge.limits.header_read_timeout;
                     let service = service_fn(move |req| http::handle(req, shared.clone(), peer, local, which));
                     let builder = edge::builder(&edge.limits);
@@ -220,7 +221,7 @@ async fn accept_loop(
                         },
                     };
                     if let Err(e) = served {
-                        edge::count_connection_error(&edge, &*e);
+                        edge::connection_error(&reporting, &*e, peer);
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 });
