@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use anpx_core::{Failure, LinkId, ResponseEvent};
+use anpx_core::{Failure, FailureKind, LinkId, ResponseEvent};
 use anpx_core::{RequestId, ResponseHead};
 use anpx_tests::sim::invariants::CheckContext;
 use anpx_tests::sim::{
@@ -231,6 +231,7 @@ fn the_checker_rejects_broken_client_views() {
         (
             "before the",
             vec![ResponseEvent::Failed(failure(
+                FailureKind::HeadTimeout,
                 504,
                 "Receiver did not respond in time",
             ))],
@@ -261,24 +262,24 @@ fn the_checker_rejects_broken_client_views() {
     // A "connection lost" 502 needs its link closed; a stranger 502 never passes.
     let mut ledger = fresh();
     let lost = ResponseEvent::Failed(failure(
+        FailureKind::ReceiverLost,
         502,
         "Receiver connection lost: receiver disconnected",
     ));
     assert!(ledger.observe(&id, &lost, Some(&record), &cx).is_err());
-    let unexpected = ResponseEvent::Failed(failure(502, "Invalid response from receiver: boom"));
+    let unexpected = ResponseEvent::Failed(failure(
+        FailureKind::InvalidResponse,
+        502,
+        "Invalid response from receiver: boom",
+    ));
     assert!(ledger
         .observe(&id, &unexpected, Some(&record), &cx)
         .is_err());
     assert!(ledger.check_all_ended().is_err());
 }
 
-fn failure(status: u16, error: &str) -> Failure {
-    // Failure's constructor is private to the core; build it field by field.
-    Failure {
-        status,
-        error: error.to_owned(),
-        path: None,
-    }
+fn failure(kind: FailureKind, status: u16, error: &str) -> Failure {
+    Failure::new(kind, status, error)
 }
 
 /// Minimal reproductions of core bugs the simulation found, kept as
