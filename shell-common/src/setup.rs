@@ -20,6 +20,11 @@ use crate::{GatewayOptions, ReceiverOptions};
 /// A setting that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
+    /// A receiver with nothing to serve.
+    #[error(
+        "no upstream: set receiver.upstream (--upstream, ANPX_RECEIVER_UPSTREAM) or use --demo"
+    )]
+    NoUpstream,
     /// The gateway's certificate or key.
     #[error("gateway.tls: {0}")]
     GatewayTls(TlsError),
@@ -117,6 +122,28 @@ pub fn gateway_options(
     Ok(options)
 }
 
+/// What a receiver serves: the built-in demo agent, or the service at a URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamChoice<'a> {
+    /// The demo agent (`--demo`).
+    Demo,
+    /// `receiver.upstream`.
+    Url(&'a str),
+}
+
+/// The upstream a receiver started with `demo` serves: the demo agent when
+/// asked for, otherwise `receiver.upstream`, which must then be set. Each
+/// shell builds its own client for the choice.
+pub fn upstream_choice(config: &Config, demo: bool) -> Result<UpstreamChoice<'_>, SetupError> {
+    if demo {
+        return Ok(UpstreamChoice::Demo);
+    }
+    match &config.receiver.upstream {
+        Some(url) => Ok(UpstreamChoice::Url(url)),
+        None => Err(SetupError::NoUpstream),
+    }
+}
+
 /// The receiver's options from `config`, serving `upstream`: DID-WBA
 /// signing when `receiver.did_document` and `receiver.private_key` are set,
 /// and `receiver.ca_file` / `receiver.pin_sha256` trusted for `wss://`.
@@ -145,4 +172,31 @@ pub fn receiver_options<U: ?Sized>(
         );
     }
     Ok(options)
+}
+
+#[cfg(test)]
+mod upstream_tests {
+    use super::*;
+
+    #[test]
+    fn a_receiver_serves_the_demo_or_its_configured_upstream() {
+        let mut config = Config::default();
+        assert!(matches!(
+            upstream_choice(&config, false),
+            Err(SetupError::NoUpstream)
+        ));
+        assert_eq!(
+            upstream_choice(&config, true).unwrap(),
+            UpstreamChoice::Demo
+        );
+        config.receiver.upstream = Some("http://127.0.0.1:9000".into());
+        assert_eq!(
+            upstream_choice(&config, false).unwrap(),
+            UpstreamChoice::Url("http://127.0.0.1:9000")
+        );
+        assert_eq!(
+            upstream_choice(&config, true).unwrap(),
+            UpstreamChoice::Demo
+        );
+    }
 }

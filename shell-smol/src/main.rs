@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use shell_common::banner::{self, Forwarding};
 use shell_common::process::{init_logging, load_config, report_fatal};
-use shell_common::setup::{self, SetupError};
+use shell_common::setup::{self, SetupError, UpstreamChoice};
 #[cfg(feature = "cluster")]
 use shell_smol::cluster::ClusterOptions;
 use shell_smol::fetch::SmolDocuments;
@@ -173,13 +173,9 @@ async fn join_cluster(gateway: &mut Gateway, config: &Config) -> Result<()> {
 }
 
 fn receiver_options(config: &Config, demo: bool) -> Result<ReceiverOptions> {
-    let upstream: Arc<dyn Upstream> = if demo {
-        Arc::new(DemoUpstream)
-    } else {
-        let Some(url) = &config.receiver.upstream else {
-            bail!("no upstream: set receiver.upstream (--upstream, ANPX_RECEIVER_UPSTREAM) or use --demo");
-        };
-        Arc::new(HttpUpstream::new(url).context("receiver.upstream")?)
+    let upstream: Arc<dyn Upstream> = match setup::upstream_choice(config, demo)? {
+        UpstreamChoice::Demo => Arc::new(DemoUpstream),
+        UpstreamChoice::Url(url) => Arc::new(HttpUpstream::new(url).context("receiver.upstream")?),
     };
     Ok(setup::receiver_options(config, upstream)?)
 }

@@ -6,7 +6,7 @@ use anpx_core::cli::Command;
 use anpx_core::config::Config;
 use anyhow::{bail, Context, Result};
 use shell_common::banner::{self, Forwarding};
-use shell_common::setup::{self, SetupError};
+use shell_common::setup::{self, SetupError, UpstreamChoice};
 use shell_tokio::cluster::ClusterOptions;
 use shell_tokio::gateway::{Gateway, GatewayOptions};
 use shell_tokio::receiver::{Receiver, ReceiverOptions, Status};
@@ -39,17 +39,10 @@ pub(crate) async fn run(command: Command, config: Config) -> Result<()> {
 }
 
 fn upstream(config: &Config, demo: bool) -> Result<Arc<dyn Upstream>> {
-    if demo {
-        return Ok(Arc::new(DemoUpstream));
-    }
-    let Some(url) = &config.receiver.upstream else {
-        bail!(
-            "no upstream: set receiver.upstream (--upstream, ANPX_RECEIVER_UPSTREAM) or use --demo"
-        );
-    };
-    Ok(Arc::new(
-        HttpUpstream::new(url).context("receiver.upstream")?,
-    ))
+    Ok(match setup::upstream_choice(config, demo)? {
+        UpstreamChoice::Demo => Arc::new(DemoUpstream),
+        UpstreamChoice::Url(url) => Arc::new(HttpUpstream::new(url).context("receiver.upstream")?),
+    })
 }
 
 fn gateway_options(config: &Config) -> Result<GatewayOptions> {
