@@ -125,6 +125,7 @@ fn all_changed() -> Config {
     r.services = vec![svc("a.test/x"), svc("a.test/y")];
     r.ca_file = Some(PathBuf::from("ca.pem"));
     r.pin_sha256 = vec!["sha256//47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=".to_owned()];
+    r.drain_grace_secs = 20;
     r.ping_interval_secs = 12;
     r.reconnect_first_delay_ms = 250;
     r.reconnect_max_delay_secs = 20;
@@ -683,6 +684,10 @@ fn bad_values_are_named() {
         (
             "[receiver]\nchunk_size = 100000000",
             "receiver.chunk_size: expected at most 67108864, got 100000000",
+        ),
+        (
+            "[receiver]\ndrain_grace_secs = -1",
+            "receiver.drain_grace_secs: expected a non-negative integer, got -1",
         ),
         (
             "[receiver]\npin_sha256 = [\"sha1//abc\"]",

@@ -128,6 +128,9 @@ pub struct ReceiverOptions<U: ?Sized> {
     /// The admin plane's address (`receiver.admin_listen`); `None`
     /// serves none.
     pub admin_listen: Option<SocketAddr>,
+    /// How long a stopping receiver lets requests in flight finish
+    /// (`receiver.drain_grace_secs`); zero closes at once.
+    pub drain_grace: Duration,
     /// What the admin plane reports: connections, counters and the
     /// inspector, shared by every connection loop.
     pub monitor: Arc<ReceiverMonitor>,
@@ -146,6 +149,7 @@ impl<U: ?Sized> Clone for ReceiverOptions<U> {
             credentials: self.credentials.clone(),
             tls: self.tls.clone(),
             admin_listen: self.admin_listen,
+            drain_grace: self.drain_grace,
             monitor: self.monitor.clone(),
         }
     }
@@ -165,6 +169,7 @@ impl<U: ?Sized> ReceiverOptions<U> {
             credentials: None,
             tls: None,
             admin_listen: None,
+            drain_grace: Duration::from_secs(10),
             // Capture off: a library user turns it on with a monitor of
             // its own.
             monitor: Arc::new(ReceiverMonitor::new(
@@ -190,6 +195,7 @@ impl<U: ?Sized> ReceiverOptions<U> {
             credentials: None,
             tls: None,
             admin_listen: section.admin_listen,
+            drain_grace: Duration::from_secs(section.drain_grace_secs),
             monitor: Arc::new(ReceiverMonitor::new(
                 section.services.iter().map(ToString::to_string).collect(),
                 section.inspector.clone(),

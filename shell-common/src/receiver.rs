@@ -503,6 +503,17 @@ impl Reply {
         self.whole(head, Bytes::from(answer));
     }
 
+    /// The receiver is draining: 503 with `{"error": ...}` and
+    /// `Retry-After: 1`, without calling the service, so a client may try
+    /// again (another receiver, or this one restarted).
+    fn refuse_draining(self) {
+        let answer = serde_json::json!({ "error": "receiver shutting down" }).to_string();
+        let head = ResponseHead::new(503)
+            .with_header("content-type", "application/json")
+            .with_header("retry-after", "1");
+        self.whole(head, Bytes::from(answer));
+    }
+
     /// A whole response.
     pub fn whole(self, head: ResponseHead, body: Bytes) {
         let body = if body.is_empty() {
@@ -655,6 +666,8 @@ enum Event {
     Reply(ReplyMsg),
     Timeout,
     Stop,
+    /// The drain's grace period is over.
+    DrainEnd,
 }
 
 /// How a connection ended.
@@ -693,6 +706,10 @@ where
     // The core's next deadline and its sleep, kept while the deadline
     // stays the same instead of a new sleep for every event.
     let mut timer: Option<(Instant, BoxFuture<()>)> = None;
+    // Once stopped with requests in flight: the end of the grace period.
+    // New requests are refused meanwhile; the connection closes when the
+    // last one finishes or the period ends.
+    let mut draining: Option<BoxFuture<()>> = None;
 
     let reason = loop {
         match core.poll_timeout() {
@@ -701,8 +718,17 @@ where
             Some(at) => timer = Some((at, runtime.sleep_until(at))),
         }
         let event = poll_fn(|cx| {
-            if stop.poll_changed(cx, 0).is_ready() {
-                return Poll::Ready(Event::Stop);
+            match draining.as_mut() {
+                None => {
+                    if stop.poll_changed(cx, 0).is_ready() {
+                        return Poll::Ready(Event::Stop);
+                    }
+                }
+                Some(end) => {
+                    if end.poll_unpin(cx).is_ready() {
+                        return Poll::Ready(Event::DrainEnd);
+                    }
+                }
             }
             // Calls first: what they reply is then read below, in the same
             // turn. `Ready(None)` means none is left.
@@ -763,6 +789,25 @@ where
                 timer = None;
                 core.handle_timeout(now);
             }
+            Event::Stop if !in_flight.is_empty() && !options.drain_grace.is_zero() => {
+                tracing::info!(
+                    gateway = %options.gateway,
+                    in_flight = in_flight.len(),
+                    grace_secs = options.drain_grace.as_secs(),
+                    "draining: requests in flight may finish, new ones are refused with 503"
+                );
+                draining = Some(runtime.sleep_until(now + options.drain_grace));
+            }
+            Event::DrainEnd => {
+                tracing::warn!(
+                    gateway = %options.gateway,
+                    in_flight = in_flight.len(),
+                    "drain grace period over: closing with requests still in flight"
+                );
+                core.handle_close(now);
+                let _ = sink.send(close(1001, "receiver shutting down")).await;
+                break transient("shut down".into());
+            }
             Event::Stop => {
                 core.handle_close(now);
                 let _ = sink.send(close(1001, "receiver shutting down")).await;
@@ -776,6 +821,18 @@ where
                     if sink.feed(to_wire(m)).await.is_err() {
                         closing.get_or_insert_with(|| "write to gateway failed".to_owned());
                     }
+                }
+                ReceiverOutput::Event(RequestEvent::Head { request, .. }) if draining.is_some() => {
+                    // Held until its 503 is sent, so the drain does not
+                    // close the connection under it.
+                    let (task, _) = AbortHandle::new_pair();
+                    in_flight.insert(request.clone(), InFlight { upload: None, task });
+                    Reply {
+                        request,
+                        tx: reply_tx.clone(),
+                        chunk_size,
+                    }
+                    .refuse_draining();
                 }
                 ReceiverOutput::Event(event) => {
                     track(monitor, &options.gateway, &mut tracked, &event);
@@ -802,6 +859,12 @@ where
             break transient(reason);
         }
         release_unsent(&core, &mut unsent);
+        if draining.is_some() && in_flight.is_empty() {
+            tracing::info!(gateway = %options.gateway, "drained: every request in flight finished");
+            core.handle_close(Instant::now());
+            let _ = sink.send(close(1001, "receiver shutting down")).await;
+            break transient("shut down".into());
+        }
     };
     // Everything still running belongs to a connection that is gone.
     for (_, t) in tracked.drain() {

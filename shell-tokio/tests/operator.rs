@@ -37,6 +37,7 @@ per_shell!(
     clean_logs,
     sighup_is_logged_not_fatal,
     trusts_a_self_signed_gateway_when_pinned,
+    receiver_drains_on_sigterm,
 );
 
 /// A fresh directory for one test, removed when dropped.
@@ -704,4 +705,95 @@ fn trusts_a_self_signed_gateway_when_pinned(binary: Binary) {
         &["--pin-sha256", &other],
         "matches no receiver.pin_sha256",
     );
+}
+
+/// An upstream whose first request waits for `release` before it is
+/// answered; `arrived` says when it came. Later requests are answered at
+/// once.
+fn held_upstream() -> (
+    SocketAddr,
+    std::sync::mpsc::Receiver<()>,
+    std::sync::mpsc::Sender<()>,
+) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (arrived_tx, arrived) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(conn) = conn else { return };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|read| read > 2) {
+                line.clear();
+            }
+            if n == 0 {
+                let _ = arrived_tx.send(());
+                let _ = release_rx.recv();
+            }
+            let mut conn = conn;
+            let _ = conn.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\ndone",
+            );
+        }
+    });
+    (addr, arrived, release)
+}
+
+/// SIGTERM during a slow request: the receiver logs that it drains,
+/// refuses a new request with 503, lets the slow one finish with 200, then
+/// closes and exits cleanly.
+fn receiver_drains_on_sigterm(binary: Binary) {
+    let dir = TempDir::new(&format!("drain-{binary:?}"));
+    let listen = free_addr();
+    let _gateway = start_gateway(binary, listen, &[], &dir.path("gateway.log"));
+    wait_listening(listen);
+    let (upstream, arrived, release) = held_upstream();
+    let rx_log = dir.path("receiver.log");
+    let upstream = format!("http://{upstream}");
+    let args = [
+        "receiver",
+        "--gateway",
+        &format!("ws://{listen}/ws"),
+        "--service",
+        "api.agent.com/a1",
+        "--upstream",
+        &upstream,
+        "--drain-grace-secs",
+        "60",
+    ];
+    let mut rx = start(binary, &args, &rx_log);
+    wait_for(Duration::from_secs(15), "the receiver connects", || {
+        read(&rx_log).contains("connected to gateway")
+    });
+    let slow = std::thread::spawn(move || get_status(listen, "api.agent.com", "/a1/slow"));
+    arrived
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the slow request reaches the upstream");
+
+    signal(&rx, libc::SIGTERM);
+    wait_for(Duration::from_secs(10), "the receiver drains", || {
+        read(&rx_log).contains("draining")
+    });
+    assert_eq!(
+        get_status(listen, "api.agent.com", "/a1/new"),
+        Some(503),
+        "a new request is refused while draining: {}",
+        read(&rx_log)
+    );
+    assert!(
+        exits_within(&mut rx, Duration::from_millis(500)).is_none(),
+        "the receiver waits for the request in flight"
+    );
+    release.send(()).unwrap();
+    assert_eq!(
+        slow.join().unwrap(),
+        Some(200),
+        "the request in flight finishes: {}",
+        read(&rx_log)
+    );
+    let exit = exits_within(&mut rx, Duration::from_secs(10));
+    assert!(exit.is_some_and(|s| s.success()), "{}", read(&rx_log));
+    assert!(read(&rx_log).contains("drained"), "{}", read(&rx_log));
 }

@@ -181,7 +181,7 @@ macro_rules! key {
     };
 }
 
-static KEYS: [KeyInfo; 83] = [
+static KEYS: [KeyInfo; 84] = [
     // [gateway]
     key!(
         "gateway.listen", "ANPX_GATEWAY_LISTEN", "listen", "ADDR", "127.0.0.1:8080",
@@ -637,6 +637,13 @@ static KEYS: [KeyInfo; 83] = [
         "receiver.pin_sha256", "ANPX_RECEIVER_PIN_SHA256", "pin-sha256", "PIN,..", "",
         "SHA-256 of the gateway's public key (SPKI), sha256//BASE64 as curl's --pinnedpubkey or hex; when set, only a matching key is trusted",
         receiver.pin_sha256, parse: v::pins, render: |p: &Vec<String>| v::render_strings(p),
+    ),
+    key!(
+        "receiver.drain_grace_secs", "ANPX_RECEIVER_DRAIN_GRACE_SECS", "drain-grace-secs", "SECS",
+        "10",
+        "On SIGTERM/Ctrl-C: seconds requests in flight may take to finish while new ones get 503; 0 closes at once",
+        receiver.drain_grace_secs,
+        parse: |i| v::int(i, 0, MAX_SECS), render: v::render_int,
     ),
     key!(
         "receiver.ping_interval_secs", "ANPX_RECEIVER_PING_INTERVAL_SECS",

@@ -36,6 +36,10 @@ pub struct ReceiverSection {
     /// `--pinnedpubkey`) or 64 hex digits; when set, the gateway is
     /// trusted exactly when its key matches one.
     pub pin_sha256: Vec<String>,
+    /// Seconds a stopping receiver (SIGTERM, Ctrl-C) lets requests in
+    /// flight finish while refusing new ones with 503
+    /// (`receiver.drain_grace_secs`); 0 closes at once.
+    pub drain_grace_secs: u64,
     /// Seconds between pings to the gateway (`receiver.ping_interval_secs`).
     pub ping_interval_secs: u64,
     /// Ceiling of the first reconnect delay, in milliseconds
@@ -84,6 +88,7 @@ impl Default for ReceiverSection {
             services: Vec::new(),
             ca_file: None,
             pin_sha256: Vec::new(),
+            drain_grace_secs: 10,
             ping_interval_secs: 30,
             reconnect_first_delay_ms: 1000,
             reconnect_max_delay_secs: 300,
