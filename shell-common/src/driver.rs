@@ -8,8 +8,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anpx_core::forward::normalize_path;
-use anpx_core::passthrough;
+use anpx_core::cluster::Choice;
 use anpx_core::Features;
 use anpx_core::ServiceUrl;
 use anpx_core::WsMessage;
@@ -397,32 +396,33 @@ impl State {
                 may_forward,
                 reply,
             } => {
-                // WebSockets are not carried between gateways (the cluster
-                // messages have no upgrade): only local receivers serve them.
-                let remote = self
-                    .remote
-                    .clone()
-                    .filter(|_| may_forward && !passthrough::is_upgrade(&head));
-                if let Some(remote) = &remote {
-                    let path = normalize_path(&head.path).unwrap_or_default();
-                    if remote.prefers_remote(&host, &path) {
-                        if let Some(started) =
-                            self.start_remote(remote, &host, head.clone(), body.clone(), &events)
-                        {
-                            let _ = reply.send(Ok(started));
-                            return;
-                        }
+                // The route book decides; a request another gateway
+                // forwarded here never travels again.
+                let remote = self.remote.clone().filter(|_| may_forward);
+                let choice = remote
+                    .as_ref()
+                    .map_or(Choice::Local { fallback: false }, |r| {
+                        r.choose(&host, &head)
+                    });
+                if let (Choice::Remote(_), Some(remote)) = (&choice, &remote) {
+                    if let Some(started) =
+                        self.start_remote(remote, &host, head.clone(), body.clone(), &events)
+                    {
+                        let _ = reply.send(Ok(started));
+                        return;
                     }
                 }
                 // Kept only when another gateway may take the request after
                 // the core finds no receiver for it.
-                let retry = remote.as_ref().map(|_| (head.clone(), body.clone()));
+                let retry = remote
+                    .filter(|_| choice != Choice::Local { fallback: false })
+                    .map(|r| (r, head.clone(), body.clone()));
                 let result = self.core.start_request(now, &host, head, body);
-                let result = match (result, remote, retry) {
-                    (Err(Reject::NoRoute { path }), Some(remote), Some((head, body))) => self
+                let result = match (result, retry) {
+                    (Err(Reject::NoRoute { path }), Some((remote, head, body))) => self
                         .start_remote(&remote, &host, head, body, &events)
                         .ok_or(Reject::NoRoute { path }),
-                    (result, ..) => result.map(|id| self.started(id, events)),
+                    (result, _) => result.map(|id| self.started(id, events)),
                 };
                 match result {
                     Ok(started) => {
@@ -442,7 +442,7 @@ impl State {
                 last,
             } if self.uploads.contains_key(&request) => {
                 if let Some(upload) = self.uploads.get_mut(&request) {
-                    upload.body(data, last);
+                    upload.body(data, last, None);
                 }
                 if last {
                     self.uploads.remove(&request);
@@ -463,14 +463,14 @@ impl State {
                 last,
                 sent,
             } if self.uploads.contains_key(&request) => {
-                // Another gateway's request: the cluster link paces it.
+                // Another gateway's request: the cluster link paces it;
+                // `sent` is told once the forwarding machine took the piece.
                 if let Some(upload) = self.uploads.get_mut(&request) {
-                    upload.body(data, last);
+                    upload.body(data, last, Some(sent));
                 }
                 if last {
                     self.uploads.remove(&request);
                 }
-                let _ = sent.send(());
             }
             Command::SendBody {
                 request,

@@ -5,6 +5,7 @@
 //! events back, so the HTTP side cannot tell a remote request from a
 //! local one.
 
+use anpx_core::cluster::Choice;
 use anpx_core::RequestBody;
 use anpx_core::{RequestHead, RequestId};
 use bytes::Bytes;
@@ -13,10 +14,9 @@ use crate::driver::Events;
 
 /// Another place requests can be served: the other gateways of a cluster.
 pub trait Remote: Send + Sync + 'static {
-    /// Whether a request for `host` and normalized `path` belongs
-    /// elsewhere even though this gateway may serve it: another gateway
-    /// holds a more specific route.
-    fn prefers_remote(&self, host: &str, path: &str) -> bool;
+    /// Where a request for `host` goes first (the cluster's route book
+    /// decides, [`anpx_core::cluster::RouteBook::choose`]).
+    fn choose(&self, host: &str, head: &RequestHead) -> Choice;
 
     /// Starts the request at another gateway; its response events go to
     /// `events`. `None` when no other gateway serves it.
@@ -34,8 +34,15 @@ pub trait Remote: Send + Sync + 'static {
 
 /// A request started through [`Remote::start`].
 pub trait RemoteRequest: Send {
-    /// A piece of its streamed body; `last` ends it.
-    fn body(&mut self, data: Bytes, last: bool);
+    /// A piece of its streamed body; `last` ends it. `taken`, when given,
+    /// is told once the piece was taken on (so the client's pump, awaiting
+    /// it, reads no further ahead than the cluster link allows).
+    fn body(
+        &mut self,
+        data: Bytes,
+        last: bool,
+        taken: Option<futures_channel::oneshot::Sender<()>>,
+    );
     /// The client went away.
     fn cancel(self: Box<Self>);
 }

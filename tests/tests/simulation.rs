@@ -409,3 +409,73 @@ mod known_core_bugs {
         );
     }
 }
+
+/// Seeds of the cluster simulation a plain `cargo test` runs.
+const CLUSTER_SEEDS: u64 = 600;
+
+/// Several gateways forwarding to each other over a simulated bus (see
+/// `anpx_tests::sim::cluster`): every seed must end every request exactly
+/// once with the bytes the serving side sent, hold no machine at the end
+/// and keep every credit window. `ANPX_SIM_SEEDS` and
+/// `ANPX_SIM_FIRST_SEED` pick the seeds, `ANPX_SIM_SEED` replays one.
+#[test]
+fn cluster_seeds() {
+    use sim::cluster::{run_cluster, ClusterCounters, ClusterInjection};
+    let seeds: Vec<u64> = match sim::replay_seed() {
+        Some(seed) => vec![seed],
+        None => {
+            let first = sim::first_seed();
+            (first..first + sim::seed_count(CLUSTER_SEEDS)).collect()
+        }
+    };
+    let started = Instant::now();
+    let mut totals = ClusterCounters::default();
+    let mut virtual_time = Duration::ZERO;
+    for &seed in &seeds {
+        match run_cluster(seed, ClusterInjection::None) {
+            Ok(report) => {
+                totals.add(&report.counters);
+                virtual_time += report.virtual_time;
+            }
+            Err(failure) => panic!("{failure}"),
+        }
+    }
+    println!(
+        "{} cluster seeds: {virtual_time:?} of virtual time in {:?}: {totals:?}",
+        seeds.len(),
+        started.elapsed()
+    );
+    // Enough seeds must reach every outcome, or the simulation has stopped
+    // exercising something.
+    if seeds.len() >= 500 {
+        let failed = |s| totals.failed.get(&s).copied().unwrap_or(0);
+        let reached = [
+            ("forwarded", totals.forwarded),
+            ("completed", totals.completed),
+            ("404 from the serving gateway", failed(404)),
+            ("502", failed(502)),
+            ("504", failed(504)),
+            ("cancel", totals.cancelled),
+            ("streamed upload", totals.uploads),
+            ("lost message", totals.lost),
+            ("crash", totals.crashes),
+            ("request dying with its gateway", totals.died),
+        ];
+        for (what, n) in reached {
+            assert!(n > 0, "no {what} in {} seeds: {totals:?}", seeds.len());
+        }
+    }
+}
+
+/// The cluster simulation's checks bite: clients that never see their end
+/// fail the run.
+#[test]
+fn a_lost_cluster_end_fails_the_run() {
+    use sim::cluster::{run_cluster, ClusterInjection};
+    let failed = (0..50).find_map(|seed| run_cluster(seed, ClusterInjection::LoseEnds).err());
+    let failure = failed.expect("losing every end went unnoticed in 50 seeds");
+    assert!(
+        failure.contains("never saw its request end") || failure.contains("without an ending"),
+        "{failure}"
+    );
+}

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::message::RequestHead;
 use crate::route::{RouteTable, ServiceUrl};
 
 use super::Announcement;
@@ -16,6 +17,21 @@ pub enum Plan {
     Local,
     /// By another gateway: the most specific route is served elsewhere only.
     Remote(ServiceUrl),
+}
+
+/// Where a public request goes first, from [`RouteBook::choose`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Choice {
+    /// Another gateway serves it more specifically than any local
+    /// receiver: forward it to this route's subject (and serve it here
+    /// only if that fails to start).
+    Remote(ServiceUrl),
+    /// Serve it here. With `fallback`, a request no local receiver serves
+    /// after all goes to another gateway that does.
+    Local {
+        /// Whether it may still go to another gateway.
+        fallback: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -159,6 +175,23 @@ impl RouteBook {
         match self.local.lookup(host, path) {
             Some(local) if !more_specific(remote.url, local.url) => Plan::Local,
             _ => Plan::Remote(remote.url.clone()),
+        }
+    }
+
+    /// Where a public request for `host` goes first. WebSocket upgrades
+    /// stay local (the cluster messages carry no upgrade); a request
+    /// whose path does not normalize is left to the local machine, which
+    /// refuses it.
+    pub fn choose(&self, host: &str, head: &RequestHead) -> Choice {
+        if crate::passthrough::is_upgrade(head) {
+            return Choice::Local { fallback: false };
+        }
+        let Ok(path) = crate::forward::normalize_path(&head.path) else {
+            return Choice::Local { fallback: false };
+        };
+        match self.plan(host, &path) {
+            Plan::Remote(url) => Choice::Remote(url),
+            Plan::Local => Choice::Local { fallback: true },
         }
     }
 

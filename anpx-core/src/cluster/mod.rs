@@ -11,17 +11,24 @@
 //! answer streams back as [`WireMessage`]s under a credit [`Window`].
 //!
 //! Like the rest of the crate this module does no I/O and reads no clock:
-//! the shell owns the NATS connection and passes `now` in.
+//! the shell owns the NATS connection and passes `now` in. The life of a
+//! forwarded request is two machines, one per side: [`Forwarding`] at the
+//! gateway the client reached, [`Serving`] at the gateway whose receiver
+//! answers; the bus carries their [`WireMessage`]s.
 
 mod announce;
 mod book;
+mod forwarding;
+mod serving;
 #[cfg(feature = "subjects")]
 mod subject;
 mod window;
 mod wire;
 
 pub use announce::{check_node_name, Announcement, AnnouncementError, MAX_NODE_NAME, MAX_SERVICES};
-pub use book::{Plan, RouteBook};
+pub use book::{Choice, Plan, RouteBook};
+pub use forwarding::{Forwarding, Reply, To, Transmit, Upload, CHECK_EVERY, TIMEOUT_SLACK};
+pub use serving::{Local, Serving, Stall};
 #[cfg(feature = "subjects")]
 pub use subject::{check_prefix, SubjectPrefixError, Subjects, DEFAULT_SUBJECT_PREFIX};
 pub use window::{Intake, SequenceGap, Window, DEFAULT_WINDOW, MAX_PIECE};

@@ -1,58 +1,51 @@
 //! The forwarding side: a request this gateway's receivers cannot serve,
-//! carried to a gateway whose receivers can.
+//! carried to a gateway whose receivers can. Every decision of its life is
+//! made by [`anpx_core::cluster::Forwarding`]; this loop only moves NATS
+//! messages, upload pieces, response events and timer ticks between it and
+//! the world.
 
-use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anpx_core::cluster::{BodyMode, Intake, Plan, Window, WireMessage, DEFAULT_WINDOW, MAX_PIECE};
+use anpx_core::cluster::{Choice, Forwarding, Reply, To, Upload};
 use anpx_core::forward::normalize_path;
-use anpx_core::{Failure, FailureKind, RequestBody, ResponseEvent};
+use anpx_core::{RequestBody, ResponseEvent};
 use anpx_core::{RequestHead, RequestId};
 use bytes::Bytes;
-use futures_channel::mpsc;
+use futures_channel::{mpsc, oneshot};
 use futures_util::{FutureExt, StreamExt};
 
 use crate::driver::Events;
 use crate::remote::{Remote, RemoteRequest};
 
-use super::serve::pieces;
 use super::Inner;
-
-/// Extra time a forwarded request waits beyond the request timeout, so
-/// that the serving gateway's own 504 (which names the cause) comes first.
-const TIMEOUT_SLACK: Duration = Duration::from_secs(2);
-
-/// How often a waiting request checks that its client and the serving
-/// gateway are still there.
-const CHECK_EVERY: Duration = Duration::from_millis(250);
 
 /// The gateway task's [`Remote`]: the rest of the cluster.
 pub(super) struct Forwarder(pub(super) Arc<Inner>);
 
-enum Upload {
-    Body(Bytes, bool),
-    Cancel,
-}
+/// A piece of the client's upload and who waits for the forwarding machine
+/// to take it. The client's pump awaits that before reading more, so at
+/// most one piece per request waits in the channel.
+type Piece = (Upload, Option<oneshot::Sender<()>>);
 
-struct Handle(mpsc::UnboundedSender<Upload>);
+struct Handle(mpsc::UnboundedSender<Piece>);
 
 impl RemoteRequest for Handle {
-    fn body(&mut self, data: Bytes, last: bool) {
-        let _ = self.0.unbounded_send(Upload::Body(data, last));
+    fn body(&mut self, data: Bytes, last: bool, taken: Option<oneshot::Sender<()>>) {
+        let _ = self.0.unbounded_send((Upload::Body(data, last), taken));
     }
 
     fn cancel(self: Box<Self>) {
-        let _ = self.0.unbounded_send(Upload::Cancel);
+        let _ = self.0.unbounded_send((Upload::Cancel, None));
     }
 }
 
 impl Remote for Forwarder {
-    fn prefers_remote(&self, host: &str, path: &str) -> bool {
-        matches!(self.0.book().plan(host, path), Plan::Remote(_))
+    fn choose(&self, host: &str, head: &RequestHead) -> Choice {
+        self.0.book().choose(host, head)
     }
 
     fn start(
@@ -69,17 +62,18 @@ impl Remote for Forwarder {
         let (tx, rx) = mpsc::unbounded();
         self.0.forwarded.fetch_add(1, Ordering::Relaxed);
         let inner = self.0.clone();
-        let request = Forwarded {
-            id: id.clone(),
-            subject,
-            host: host.to_owned(),
+        let machine = Forwarding::new(
+            Instant::now(),
+            host.to_owned(),
             head,
             body,
-        };
+            self.0.options.request_timeout,
+        );
+        let request_id = id.clone();
         // Detached: the request ends by itself (response, failure, cancel
         // or timeout), not by a handle.
         drop(self.0.spawn(async move {
-            run(&inner, request, events, rx).await;
+            run(&inner, &request_id, subject, machine, events, rx).await;
             inner.forwarded.fetch_sub(1, Ordering::Relaxed);
         }));
         Some((id, Box::new(Handle(tx))))
@@ -90,105 +84,75 @@ impl Remote for Forwarder {
     }
 }
 
-struct Forwarded {
-    id: RequestId,
-    subject: String,
-    host: String,
-    head: RequestHead,
-    body: RequestBody,
-}
-
-/// Carries one request: start, then response messages into `events` and
-/// upload pieces out, until the response ends or fails.
+/// Carries one request between its machine and the world until the
+/// machine is finished.
 async fn run(
     inner: &Inner,
-    request: Forwarded,
+    id: &RequestId,
+    subject: String,
+    mut machine: Forwarding,
     events: Events,
-    mut uploads: mpsc::UnboundedReceiver<Upload>,
+    mut uploads: mpsc::UnboundedReceiver<Piece>,
 ) {
-    let fail = |kind: FailureKind, status: u16, error: String| {
-        let _ = events.unbounded_send(ResponseEvent::Failed(Failure::new(kind, status, error)));
-    };
     let client = &inner.client;
     let inbox = client.new_inbox();
     let mut replies = match client.subscribe(inbox.clone()).await {
         Ok(s) => s,
         Err(e) => {
-            return fail(
-                FailureKind::ReceiverLost,
-                502,
-                format!("Cluster unavailable: {e}"),
-            )
+            let failure = Forwarding::unavailable(e);
+            let _ = events.unbounded_send(ResponseEvent::Failed(failure));
+            return;
         }
     };
-    // A whole body too large for one message goes as pieces instead.
-    let mut outgoing: VecDeque<WireMessage> = VecDeque::new();
-    let (mode, payload) = match request.body {
-        RequestBody::Empty => (BodyMode::Empty, Bytes::new()),
-        RequestBody::Full(b) if b.len() <= MAX_PIECE => (BodyMode::Full, b),
-        RequestBody::Full(b) => {
-            outgoing.extend(pieces(b));
-            outgoing.push_back(WireMessage::Data {
-                seq: 0,
-                last: true,
-                data: Bytes::new(),
-            });
-            (BodyMode::Stream, Bytes::new())
-        }
-        // The length is not carried between gateways; the serving one
-        // sends the body as it comes.
-        RequestBody::Streaming | RequestBody::Sized(_) => (BodyMode::Stream, Bytes::new()),
-    };
-    let mut uploading = mode == BodyMode::Stream && outgoing.is_empty();
-    let start = WireMessage::Start {
-        host: request.host,
-        head: request.head,
-        body: mode,
-        payload,
-    };
-    if let Err(e) = client
-        .publish_with_reply(request.subject, inbox, start.encode())
-        .await
-    {
-        return fail(
-            FailureKind::ReceiverLost,
-            502,
-            format!("Could not forward the request: {e}"),
-        );
-    }
-    let idle = inner.options.request_timeout + TIMEOUT_SLACK;
-    let mut deadline = Instant::now() + idle;
-    let mut window = Window::new(DEFAULT_WINDOW);
-    let mut intake = Intake::new(DEFAULT_WINDOW);
-    // Set once the serving gateway accepted: its name and inbox.
-    let mut serving: Option<(String, String)> = None;
-    // Whether the serving gateway's announcements were heard since it
-    // accepted; one that accepted before its first announcement reached
-    // us is not yet known, which is no sign of its death.
-    let mut seen_alive = false;
-    let mut check = inner.runtime.sleep_until(Instant::now() + CHECK_EVERY);
-    let id = request.id;
+    let mut timer = None;
     loop {
-        if let Some((_, theirs)) = &serving {
-            while window.can_send() {
-                let Some(mut m) = outgoing.pop_front() else {
-                    break;
-                };
-                if let WireMessage::Data { seq, .. } = &mut m {
-                    *seq = window.try_send().unwrap_or_default();
+        // A failed publish or a gone client makes more to say: drain until
+        // the machine is quiet.
+        let mut moved = true;
+        while moved {
+            moved = false;
+            while let Some(t) = machine.poll_transmit() {
+                moved = true;
+                let payload = t.message.encode();
+                match t.to {
+                    To::Service => {
+                        if let Err(e) = client
+                            .publish_with_reply(subject.clone(), inbox.clone(), payload)
+                            .await
+                        {
+                            machine.handle_start_failed(e);
+                        }
+                    }
+                    To::Inbox(theirs) => {
+                        let _ = client.publish(theirs, payload).await;
+                    }
                 }
-                let _ = client.publish(theirs.clone(), m.encode()).await;
+            }
+            while let Some(event) = machine.poll_event() {
+                moved = true;
+                if events.unbounded_send(event).is_err() {
+                    machine.cancel();
+                }
             }
         }
-        let may_read_upload = uploading && serving.is_some() && outgoing.is_empty();
+        if machine.is_finished() {
+            return;
+        }
+        let wake = machine.poll_timeout();
+        if timer.as_ref().map(|(at, _)| *at) != wake {
+            timer = wake.map(|at| (at, inner.runtime.sleep_until(at)));
+        }
+        let wants_upload = machine.wants_upload();
         let step = poll_fn(|cx| {
-            if check.poll_unpin(cx).is_ready() {
-                return Poll::Ready(Step::Check);
+            if let Some((_, sleep)) = &mut timer {
+                if sleep.poll_unpin(cx).is_ready() {
+                    return Poll::Ready(Step::Timer);
+                }
             }
             if let Poll::Ready(msg) = replies.poll_next_unpin(cx) {
                 return Poll::Ready(Step::Reply(msg));
             }
-            if may_read_upload {
+            if wants_upload {
                 if let Poll::Ready(up) = uploads.poll_next_unpin(cx) {
                     return Poll::Ready(Step::Upload(up));
                 }
@@ -196,124 +160,35 @@ async fn run(
             Poll::Pending
         })
         .await;
+        let now = Instant::now();
         match step {
             Step::Reply(msg) => {
-                let Some(msg) = msg else {
-                    return fail(
-                        FailureKind::ReceiverLost,
-                        502,
-                        "Cluster connection lost".into(),
-                    );
+                let reply = match msg {
+                    None => Reply::Ended,
+                    Some(m) if m.status == Some(async_nats::StatusCode::NO_RESPONDERS) => {
+                        Reply::NoResponders
+                    }
+                    Some(m) => Reply::Message(m.payload),
                 };
-                if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
-                    return fail(
-                        FailureKind::ReceiverLost,
-                        502,
-                        "No gateway serves this route any more".into(),
-                    );
-                }
-                deadline = Instant::now() + idle;
-                let m = match WireMessage::decode(msg.payload) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        cancel(inner, &serving).await;
-                        return fail(
-                            FailureKind::InvalidResponse,
-                            502,
-                            format!("Bad message from the serving gateway: {e}"),
-                        );
-                    }
-                };
-                let event = match m {
-                    WireMessage::Accepted { node, inbox } => {
-                        tracing::debug!(request = %id, %node, "forwarded");
-                        serving = Some((node, inbox));
-                        continue;
-                    }
-                    WireMessage::Credit { upto } => {
-                        window.handle_credit(upto);
-                        continue;
-                    }
-                    WireMessage::Head(h) => ResponseEvent::Head(h),
-                    WireMessage::Data { seq, last, data } => {
-                        match intake.accept(seq) {
-                            Ok(Some(upto)) => {
-                                if let Some((_, theirs)) = &serving {
-                                    let m = WireMessage::Credit { upto };
-                                    let _ = client.publish(theirs.clone(), m.encode()).await;
-                                }
-                            }
-                            Ok(None) => {}
-                            Err(gap) => {
-                                cancel(inner, &serving).await;
-                                return fail(
-                                    FailureKind::InvalidResponse,
-                                    502,
-                                    format!("Response from the serving gateway broken: {gap}"),
-                                );
-                            }
-                        }
-                        if !data.is_empty()
-                            && events.unbounded_send(ResponseEvent::Body(data)).is_err()
-                        {
-                            return cancel(inner, &serving).await;
-                        }
-                        if last {
-                            let _ = events.unbounded_send(ResponseEvent::End);
-                            return;
-                        }
-                        continue;
-                    }
-                    WireMessage::Failed(f) => {
-                        let _ = events.unbounded_send(ResponseEvent::Failed(f));
-                        return;
-                    }
-                    WireMessage::Start { .. } | WireMessage::Cancel => continue,
-                };
-                if events.unbounded_send(event).is_err() {
-                    return cancel(inner, &serving).await;
+                if let Some(node) = machine.handle_reply(now, reply) {
+                    tracing::debug!(request = %id, %node, "forwarded");
                 }
             }
-            Step::Upload(up) => match up {
-                Some(Upload::Body(data, last)) => {
-                    outgoing.extend(pieces(data));
-                    if last {
-                        uploading = false;
-                        outgoing.push_back(WireMessage::Data {
-                            seq: 0,
-                            last: true,
-                            data: Bytes::new(),
-                        });
-                    }
+            Step::Upload(Some((upload, taken))) => {
+                machine.handle_upload(now, upload);
+                if let Some(taken) = taken {
+                    let _ = taken.send(());
                 }
-                Some(Upload::Cancel) => return cancel(inner, &serving).await,
-                // The gateway task let go of the upload without ending it:
-                // the client is gone.
-                None => return cancel(inner, &serving).await,
-            },
-            Step::Check => {
-                check = inner.runtime.sleep_until(Instant::now() + CHECK_EVERY);
+            }
+            // The gateway task let go of the upload without ending it: the
+            // client is gone.
+            Step::Upload(None) => machine.cancel(),
+            Step::Timer => {
+                timer = None;
                 if events.is_closed() {
-                    return cancel(inner, &serving).await;
-                }
-                if let Some((node, _)) = &serving {
-                    let alive = inner.book().is_alive(node);
-                    if seen_alive && !alive {
-                        return fail(
-                            FailureKind::ReceiverLost,
-                            502,
-                            format!("Gateway {node} serving the request left the cluster"),
-                        );
-                    }
-                    seen_alive |= alive;
-                }
-                if Instant::now() >= deadline {
-                    cancel(inner, &serving).await;
-                    return fail(
-                        FailureKind::HeadTimeout,
-                        504,
-                        "Gateway serving the route did not respond in time".into(),
-                    );
+                    machine.cancel();
+                } else {
+                    machine.handle_timeout(now, &inner.book());
                 }
             }
         }
@@ -325,17 +200,7 @@ enum Step {
     /// A message on its reply inbox; `None` when the subscription ended.
     Reply(Option<async_nats::Message>),
     /// A piece of the client's upload, or its end.
-    Upload(Option<Upload>),
+    Upload(Option<Piece>),
     /// Time to check the client, the serving gateway and the deadline.
-    Check,
-}
-
-/// Tells the serving gateway (when known) to drop the request.
-async fn cancel(inner: &Inner, serving: &Option<(String, String)>) {
-    if let Some((_, theirs)) = serving {
-        let _ = inner
-            .client
-            .publish(theirs.clone(), WireMessage::Cancel.encode())
-            .await;
-    }
+    Timer,
 }

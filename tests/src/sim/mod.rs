@@ -18,6 +18,7 @@
 
 mod body;
 mod client;
+pub mod cluster;
 pub mod invariants;
 mod network;
 mod outcome;

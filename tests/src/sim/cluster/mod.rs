@@ -1,0 +1,874 @@
+//! A deterministic simulation of a gateway cluster: two to four gateways,
+//! each with its route book and the core's forwarding and serving
+//! machines, exchanging cluster messages over a simulated bus in virtual
+//! time, with public clients at every gateway and local services behind
+//! them.
+//!
+//! A seed fixes the scenario (how many gateways, who serves what, bus
+//! latency and loss, crashes, service churn, timeouts) and every choice
+//! after it. The bus keeps NATS's promises and no more: per sender and
+//! receiver messages arrive in order, a message may be lost, a service
+//! subject's message goes to one member of its queue group, and one with
+//! no member comes back as "no responders". Checked throughout: every
+//! client sees its response in order and the bytes the serving service
+//! sent; no body piece is sent beyond the credit its reader granted; a
+//! served response waits for at most one local event. Checked at the end:
+//! every client request ended exactly once (or was cancelled by its
+//! client, or died with its gateway), and no gateway holds a machine or a
+//! local request any more.
+
+mod bus;
+mod service;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use anpx_core::cluster::{
+    Announcement, Choice, Forwarding, Local, Reply, RouteBook, Serving, To, Upload, WireMessage,
+    DEFAULT_WINDOW,
+};
+use anpx_core::RequestHead;
+use anpx_core::ServiceUrl;
+use anpx_core::{Reject, RequestBody, ResponseEvent};
+use bytes::Bytes;
+
+use bus::{Bus, Dest, Envelope};
+use service::LocalRequest;
+
+/// A wrong turn the simulation injects into itself, to prove the checks
+/// catch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClusterInjection {
+    /// Nothing.
+    #[default]
+    None,
+    /// The clients lose every `End` event, as a forwarding side that
+    /// forgot to finish would look.
+    LoseEnds,
+}
+
+/// What a run saw, summed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterCounters {
+    /// Requests forwarded to another gateway.
+    pub forwarded: u64,
+    /// Requests served by the gateway they reached.
+    pub local: u64,
+    /// Requests nobody served (404 at the gateway reached).
+    pub no_route: u64,
+    /// Forwarded requests answered completely.
+    pub completed: u64,
+    /// Forwarded requests failed, by status.
+    pub failed: BTreeMap<u16, u64>,
+    /// Requests their client cancelled.
+    pub cancelled: u64,
+    /// Requests lost with the gateway their client reached.
+    pub died: u64,
+    /// Streamed uploads carried.
+    pub uploads: u64,
+    /// Bus messages carried and lost.
+    pub messages: u64,
+    /// Bus messages lost.
+    pub lost: u64,
+    /// Gateways that crashed.
+    pub crashes: u64,
+}
+
+impl ClusterCounters {
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: &ClusterCounters) {
+        self.forwarded += other.forwarded;
+        self.local += other.local;
+        self.no_route += other.no_route;
+        self.completed += other.completed;
+        for (s, n) in &other.failed {
+            *self.failed.entry(*s).or_default() += n;
+        }
+        self.cancelled += other.cancelled;
+        self.died += other.died;
+        self.uploads += other.uploads;
+        self.messages += other.messages;
+        self.lost += other.lost;
+        self.crashes += other.crashes;
+    }
+}
+
+/// The result of one seed.
+#[derive(Debug, Clone)]
+pub struct ClusterReport {
+    /// The seed.
+    pub seed: u64,
+    /// What happened.
+    pub counters: ClusterCounters,
+    /// Virtual time the run covered.
+    pub virtual_time: Duration,
+}
+
+/// Runs the cluster scenario of `seed` and checks it throughout.
+pub fn run_cluster(seed: u64, injection: ClusterInjection) -> Result<ClusterReport, String> {
+    let mut world = World::new(seed, injection);
+    world
+        .run()
+        .map_err(|e| format!("cluster seed {seed} at {:?}: {e}", world.now - world.start))?;
+    world.counters.messages = world.bus.messages;
+    world.counters.lost = world.bus.lost;
+    Ok(ClusterReport {
+        seed,
+        counters: world.counters.clone(),
+        virtual_time: world.now - world.start,
+    })
+}
+
+/// One public client's request and what it saw.
+#[derive(Debug, Default)]
+struct Client {
+    /// The gateway it reached.
+    node: usize,
+    /// Its upload, when streamed, and how much of it went out.
+    upload: Vec<Bytes>,
+    uploaded: usize,
+    got_head: Option<u16>,
+    body: Vec<u8>,
+    ended: bool,
+    cancelled: bool,
+    died: bool,
+    /// Not forwarded: answered at the gateway it reached.
+    settled: bool,
+}
+
+/// A forwarding machine and its bookkeeping.
+struct Fwd {
+    machine: Forwarding,
+    client: usize,
+    /// Credit the serving side granted for the upload.
+    credit: u64,
+}
+
+/// A serving machine, its local request and its bookkeeping.
+struct Srv {
+    machine: Serving,
+    /// The forwarding side's reply inbox.
+    origin: String,
+    local: LocalRequest,
+    /// Credit the forwarding side granted for the response.
+    credit: u64,
+}
+
+struct Node {
+    name: String,
+    alive: bool,
+    /// Services its receivers serve now.
+    services: BTreeSet<usize>,
+    /// Service subjects it has joined (at its last announcement round).
+    joined: BTreeSet<usize>,
+    book: RouteBook,
+    forwards: BTreeMap<u64, Fwd>,
+    serves: BTreeMap<u64, Srv>,
+    next_announce: Instant,
+}
+
+/// Things the simulation schedules.
+#[derive(Debug)]
+enum Ev {
+    NewClient,
+    Cancel(usize),
+    Crash(usize),
+    Churn(usize),
+}
+
+struct World {
+    rng: fastrand::Rng,
+    injection: ClusterInjection,
+    start: Instant,
+    now: Instant,
+    /// Clients stop arriving then.
+    arrivals_end: Instant,
+    nodes: Vec<Node>,
+    services: Vec<ServiceUrl>,
+    clients: Vec<Client>,
+    /// What each client's request got from the service that served it:
+    /// status and body.
+    truth: BTreeMap<usize, (u16, Vec<u8>)>,
+    bus: Bus,
+    queue: BTreeMap<(Instant, u64), Ev>,
+    seq: u64,
+    next_key: u64,
+    request_timeout: Duration,
+    announce_interval: Duration,
+    route_ttl: Duration,
+    counters: ClusterCounters,
+}
+
+impl World {
+    fn new(seed: u64, injection: ClusterInjection) -> World {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let start = Instant::now();
+        let n_nodes = rng.usize(2..=4);
+        let n_services = rng.usize(1..=4);
+        let services = (0..n_services)
+            .map(|k| format!("svc{k}.sim/").parse().expect("a valid service URL"))
+            .collect();
+        let announce_interval = Duration::from_millis(rng.u64(200..=1500));
+        let route_ttl = announce_interval * rng.u32(3..=5);
+        let nodes = (0..n_nodes)
+            .map(|i| {
+                let name = format!("n{i}");
+                let services = (0..n_services).filter(|_| rng.bool()).collect();
+                Node {
+                    book: RouteBook::new(name.clone(), route_ttl),
+                    name,
+                    alive: true,
+                    services,
+                    joined: BTreeSet::new(),
+                    forwards: BTreeMap::new(),
+                    serves: BTreeMap::new(),
+                    next_announce: start + Duration::from_millis(rng.u64(0..200)),
+                }
+            })
+            .collect();
+        let bus = Bus::new(&mut rng, start);
+        let mut w = World {
+            injection,
+            start,
+            now: start,
+            arrivals_end: start + Duration::from_secs(rng.u64(5..=40)),
+            nodes,
+            services,
+            clients: Vec::new(),
+            truth: BTreeMap::new(),
+            bus,
+            queue: BTreeMap::new(),
+            seq: 0,
+            next_key: 0,
+            request_timeout: Duration::from_secs(rng.u64(2..=30)),
+            announce_interval,
+            route_ttl,
+            counters: ClusterCounters::default(),
+            rng,
+        };
+        let first = start + Duration::from_millis(w.rng.u64(0..3000));
+        w.schedule(first, Ev::NewClient);
+        for i in 0..n_nodes {
+            if w.rng.u8(0..6) == 0 {
+                let at = start + Duration::from_millis(w.rng.u64(2000..40_000));
+                w.schedule(at, Ev::Crash(i));
+            }
+            if w.rng.u8(0..3) == 0 {
+                let at = start + Duration::from_millis(w.rng.u64(1000..40_000));
+                w.schedule(at, Ev::Churn(i));
+            }
+        }
+        w
+    }
+
+    fn schedule(&mut self, at: Instant, ev: Ev) {
+        self.seq += 1;
+        self.queue.insert((at, self.seq), ev);
+    }
+
+    fn run(&mut self) -> Result<(), String> {
+        // Long enough for the slowest request to end by its deadlines.
+        let limit = self.arrivals_end + self.request_timeout * 4 + self.route_ttl * 4;
+        loop {
+            self.settle()?;
+            if self.now > self.arrivals_end && self.all_quiet() {
+                return self.final_checks();
+            }
+            let Some(next) = self.next_wake() else {
+                return self.final_checks();
+            };
+            if next > limit {
+                return Err(format!(
+                    "still busy long after the last client arrived: {}",
+                    self.busy_summary()
+                ));
+            }
+            self.now = self.now.max(next);
+            self.step()?;
+        }
+    }
+
+    /// Whether no request is in flight anywhere.
+    fn all_quiet(&self) -> bool {
+        self.queue
+            .values()
+            .all(|e| !matches!(e, Ev::NewClient | Ev::Cancel(_)))
+            && self
+                .nodes
+                .iter()
+                .all(|n| !n.alive || (n.forwards.is_empty() && n.serves.is_empty()))
+            && self.bus.requests_in_flight() == 0
+    }
+
+    fn busy_summary(&self) -> String {
+        self.nodes
+            .iter()
+            .filter(|n| n.alive)
+            .map(|n| {
+                format!(
+                    "{}: {} forwarding, {} serving",
+                    n.name,
+                    n.forwards.len(),
+                    n.serves.len()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// The earliest instant something wants to happen.
+    fn next_wake(&self) -> Option<Instant> {
+        let mut next = self.queue.keys().next().map(|(at, _)| *at);
+        let mut take = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n: Instant| n.min(t)));
+            }
+        };
+        for n in self.nodes.iter().filter(|n| n.alive) {
+            take(Some(n.next_announce));
+            take(n.book.poll_timeout());
+            for f in n.forwards.values() {
+                take(f.machine.poll_timeout());
+            }
+            for s in n.serves.values() {
+                take(s.machine.poll_timeout());
+                take(s.local.poll_timeout());
+            }
+        }
+        take(self.bus.next_delivery());
+        next
+    }
+
+    /// Everything due at `now`.
+    fn step(&mut self) -> Result<(), String> {
+        let now = self.now;
+        for env in self.bus.due(now) {
+            self.deliver(env)?;
+        }
+        while let Some(entry) = self.queue.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let ev = entry.remove();
+            match ev {
+                Ev::NewClient => self.new_client(),
+                Ev::Cancel(c) => self.cancel(c),
+                Ev::Crash(i) => self.crash(i),
+                Ev::Churn(i) => {
+                    let k = self.rng.usize(0..self.services.len());
+                    let node = &mut self.nodes[i];
+                    if !node.services.remove(&k) {
+                        node.services.insert(k);
+                    }
+                }
+            }
+        }
+        for i in 0..self.nodes.len() {
+            if !self.nodes[i].alive {
+                continue;
+            }
+            if self.nodes[i].next_announce <= now {
+                self.announce(i);
+            }
+            let node = &mut self.nodes[i];
+            node.book.handle_timeout(now);
+            for f in node.forwards.values_mut() {
+                if f.machine.poll_timeout().is_some_and(|t| t <= now) {
+                    f.machine.handle_timeout(now, &node.book);
+                }
+            }
+            for s in node.serves.values_mut() {
+                if s.machine.poll_timeout().is_some_and(|t| t <= now) {
+                    s.machine.handle_timeout(now);
+                }
+                s.local.handle_timeout(now);
+            }
+        }
+        Ok(())
+    }
+
+    /// One announcement round, as the shell's: the local routes into the
+    /// book, the service subjects joined, the announcement out.
+    fn announce(&mut self, i: usize) {
+        let urls: Vec<ServiceUrl> = self.nodes[i]
+            .services
+            .iter()
+            .map(|k| self.services[*k].clone())
+            .collect();
+        let node = &mut self.nodes[i];
+        node.book.set_local(urls.clone());
+        node.joined = node.services.clone();
+        node.next_announce = self.now + self.announce_interval;
+        let a = Announcement::new(node.name.clone(), urls);
+        let name = node.name.clone();
+        self.bus.publish(
+            &mut self.rng,
+            self.now,
+            &name,
+            Dest::Routes,
+            None,
+            a.to_json().into(),
+        );
+    }
+
+    fn new_client(&mut self) {
+        if self.now < self.arrivals_end {
+            let gap = Duration::from_millis(self.rng.u64(1..800));
+            self.schedule(self.now + gap, Ev::NewClient);
+        }
+        let alive: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].alive)
+            .collect();
+        if alive.is_empty() {
+            return;
+        }
+        let node = alive[self.rng.usize(0..alive.len())];
+        let k = self.rng.usize(0..self.services.len());
+        let c = self.clients.len();
+        let host = format!("svc{k}.sim");
+        let head =
+            RequestHead::new("POST", format!("/c/{c}")).with_header("x-sim-client", c.to_string());
+        let (body, upload) = match self.rng.u8(0..4) {
+            0 => (RequestBody::Empty, Vec::new()),
+            1 => (
+                RequestBody::Full(service::bytes(&mut self.rng, 0..140_000)),
+                Vec::new(),
+            ),
+            _ => {
+                let pieces = (0..self.rng.usize(0..5))
+                    .map(|_| service::bytes(&mut self.rng, 1..80_000))
+                    .collect();
+                (RequestBody::Streaming, pieces)
+            }
+        };
+        let streaming = body.is_streaming();
+        self.clients.push(Client {
+            node,
+            upload,
+            ..Client::default()
+        });
+        if self.rng.u8(0..5) == 0 {
+            let at = self.now
+                + Duration::from_millis(
+                    self.rng.u64(0..self.request_timeout.as_millis() as u64 * 2),
+                );
+            self.schedule(at, Ev::Cancel(c));
+        }
+        let n = &self.nodes[node];
+        let serves_here = n.services.contains(&k);
+        let go = match n.book.choose(&host, &head) {
+            Choice::Remote(_) => true,
+            Choice::Local { fallback } => {
+                !serves_here && fallback && {
+                    let path = anpx_core::forward::normalize_path(&head.path).unwrap_or_default();
+                    n.book.remote_route(&host, &path).is_some()
+                }
+            }
+        };
+        if !go {
+            self.clients[c].settled = true;
+            if serves_here {
+                self.counters.local += 1;
+            } else {
+                self.counters.no_route += 1;
+            }
+            return;
+        }
+        self.counters.forwarded += 1;
+        if streaming {
+            self.counters.uploads += 1;
+        }
+        let key = self.next_key;
+        self.next_key += 1;
+        let machine = Forwarding::new(self.now, host, head, body, self.request_timeout);
+        self.nodes[node].forwards.insert(
+            key,
+            Fwd {
+                machine,
+                client: c,
+                credit: DEFAULT_WINDOW,
+            },
+        );
+    }
+
+    fn cancel(&mut self, c: usize) {
+        let client = &mut self.clients[c];
+        if client.ended || client.died || client.settled || client.cancelled {
+            return;
+        }
+        client.cancelled = true;
+        self.counters.cancelled += 1;
+        let node = &mut self.nodes[client.node];
+        if let Some(f) = node.forwards.values_mut().find(|f| f.client == c) {
+            f.machine.handle_upload(self.now, Upload::Cancel);
+        }
+    }
+
+    fn crash(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        if !node.alive {
+            return;
+        }
+        node.alive = false;
+        self.counters.crashes += 1;
+        for f in std::mem::take(&mut node.forwards).into_values() {
+            let client = &mut self.clients[f.client];
+            if !client.ended && !client.cancelled {
+                client.died = true;
+                self.counters.died += 1;
+            }
+        }
+        node.serves.clear();
+    }
+
+    /// A bus message reached its destination.
+    fn deliver(&mut self, env: Envelope) -> Result<(), String> {
+        let now = self.now;
+        match env.dest {
+            Dest::Routes => {
+                for node in self.nodes.iter_mut().filter(|n| n.alive) {
+                    if let Ok(a) = Announcement::from_json(&env.payload) {
+                        node.book.handle_announcement(now, a);
+                    }
+                }
+            }
+            Dest::Service(k) => {
+                let members: Vec<usize> = (0..self.nodes.len())
+                    .filter(|i| self.nodes[*i].alive && self.nodes[*i].joined.contains(&k))
+                    .collect();
+                let Some(reply) = env.reply else {
+                    return Err("a start message without a reply inbox".into());
+                };
+                if members.is_empty() {
+                    self.bus.no_responders(&mut self.rng, now, &reply);
+                    return Ok(());
+                }
+                let i = members[self.rng.usize(0..members.len())];
+                self.serve(i, k, reply, env.payload)?;
+            }
+            Dest::Inbox(inbox) => {
+                let Some((i, side, key)) = bus::parse_inbox(&inbox) else {
+                    return Err(format!("a message for an unknown inbox {inbox}"));
+                };
+                let node = &mut self.nodes[i];
+                if !node.alive {
+                    return Ok(());
+                }
+                if side == 'f' {
+                    let Some(f) = node.forwards.get_mut(&key) else {
+                        return Ok(());
+                    };
+                    if let Ok(WireMessage::Credit { upto }) =
+                        WireMessage::decode(env.payload.clone())
+                    {
+                        f.credit = f.credit.max(upto);
+                    }
+                    let reply = if env.no_responders {
+                        Reply::NoResponders
+                    } else {
+                        Reply::Message(env.payload)
+                    };
+                    f.machine.handle_reply(now, reply);
+                } else {
+                    let Some(s) = node.serves.get_mut(&key) else {
+                        return Ok(());
+                    };
+                    if let Ok(WireMessage::Credit { upto }) =
+                        WireMessage::decode(env.payload.clone())
+                    {
+                        s.credit = s.credit.max(upto);
+                    }
+                    s.machine
+                        .handle_origin(now, Some(env.payload))
+                        .map_err(|e| format!("an undecodable message between gateways: {e}"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A start message reached gateway `i` for service `k`.
+    fn serve(&mut self, i: usize, k: usize, reply: String, payload: Bytes) -> Result<(), String> {
+        let Ok(WireMessage::Start {
+            head,
+            body,
+            payload,
+            ..
+        }) = WireMessage::decode(payload)
+        else {
+            return Err("a service subject carried something other than a start".into());
+        };
+        let name = self.nodes[i].name.clone();
+        if !self.nodes[i].services.contains(&k) {
+            // Its receiver left since the last round: the core refuses.
+            let m = Serving::refused(&Reject::NoRoute {
+                path: head.path.clone(),
+            });
+            self.bus.publish(
+                &mut self.rng,
+                self.now,
+                &name,
+                Dest::Inbox(reply),
+                None,
+                m.encode(),
+            );
+            return Ok(());
+        }
+        let client: usize = head
+            .headers
+            .get("x-sim-client")
+            .and_then(|v| v.parse().ok())
+            .ok_or("a forwarded head lost its client header")?;
+        let body = Serving::request_body(body, payload);
+        let local = LocalRequest::new(&mut self.rng, self.now, client, body, self.request_timeout);
+        let key = self.next_key;
+        self.next_key += 1;
+        let inbox = bus::inbox(i, 's', key);
+        let machine = Serving::new(self.now, name, inbox, self.request_timeout);
+        self.nodes[i].serves.insert(
+            key,
+            Srv {
+                machine,
+                origin: reply,
+                local,
+                credit: DEFAULT_WINDOW,
+            },
+        );
+        Ok(())
+    }
+
+    /// Moves everything the machines have to say until nothing moves.
+    fn settle(&mut self) -> Result<(), String> {
+        let now = self.now;
+        let mut moved = true;
+        while moved {
+            moved = false;
+            for i in 0..self.nodes.len() {
+                if !self.nodes[i].alive {
+                    continue;
+                }
+                moved |= self.settle_forwards(i, now)?;
+                moved |= self.settle_serves(i, now)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn settle_forwards(&mut self, i: usize, now: Instant) -> Result<bool, String> {
+        let mut moved = false;
+        let name = self.nodes[i].name.clone();
+        let keys: Vec<u64> = self.nodes[i].forwards.keys().copied().collect();
+        for key in keys {
+            let Some(f) = self.nodes[i].forwards.get_mut(&key) else {
+                continue;
+            };
+            let c = f.client;
+            let credit = f.credit;
+            let transmits: Vec<_> = std::iter::from_fn(|| f.machine.poll_transmit()).collect();
+            let events: Vec<_> = std::iter::from_fn(|| f.machine.poll_event()).collect();
+            for t in transmits {
+                moved = true;
+                if let WireMessage::Data { seq, .. } = &t.message {
+                    if *seq >= credit {
+                        return Err(format!(
+                            "upload piece {seq} sent beyond the credit {credit}"
+                        ));
+                    }
+                }
+                let (dest, reply) = match t.to {
+                    To::Service => {
+                        let WireMessage::Start { host, .. } = &t.message else {
+                            return Err("only a start goes to a service subject".into());
+                        };
+                        let k = self.service_of(host)?;
+                        (Dest::Service(k), Some(bus::inbox(i, 'f', key)))
+                    }
+                    To::Inbox(theirs) => (Dest::Inbox(theirs), None),
+                };
+                self.bus
+                    .publish(&mut self.rng, now, &name, dest, reply, t.message.encode());
+            }
+            for event in events {
+                moved = true;
+                self.client_event(c, event)?;
+            }
+            let Some(f) = self.nodes[i].forwards.get_mut(&key) else {
+                continue;
+            };
+            if f.machine.wants_upload() {
+                let client = &mut self.clients[c];
+                if let Some(piece) = client.upload.get(client.uploaded).cloned() {
+                    client.uploaded += 1;
+                    let last = client.uploaded == client.upload.len();
+                    f.machine.handle_upload(now, Upload::Body(piece, last));
+                    moved = true;
+                } else if client.upload.is_empty() && client.uploaded == 0 {
+                    client.uploaded = 1;
+                    f.machine
+                        .handle_upload(now, Upload::Body(Bytes::new(), true));
+                    moved = true;
+                }
+            }
+            if f.machine.is_finished() {
+                self.nodes[i].forwards.remove(&key);
+                let client = &self.clients[c];
+                if !client.ended && !client.cancelled {
+                    return Err(format!("request of client {c} finished without an ending"));
+                }
+                moved = true;
+            }
+        }
+        Ok(moved)
+    }
+
+    fn settle_serves(&mut self, i: usize, now: Instant) -> Result<bool, String> {
+        let mut moved = false;
+        let keys: Vec<u64> = self.nodes[i].serves.keys().copied().collect();
+        for key in keys {
+            let Some(s) = self.nodes[i].serves.get_mut(&key) else {
+                continue;
+            };
+            let credit = s.credit;
+            let origin = s.origin.clone();
+            let transmits: Vec<_> = std::iter::from_fn(|| s.machine.poll_transmit()).collect();
+            let name = self.nodes[i].name.clone();
+            for m in transmits {
+                moved = true;
+                if let WireMessage::Data { seq, .. } = &m {
+                    if *seq >= credit {
+                        return Err(format!(
+                            "response piece {seq} sent beyond the credit {credit}"
+                        ));
+                    }
+                }
+                self.bus.publish(
+                    &mut self.rng,
+                    now,
+                    &name,
+                    Dest::Inbox(origin.clone()),
+                    None,
+                    m.encode(),
+                );
+            }
+            let Some(s) = self.nodes[i].serves.get_mut(&key) else {
+                continue;
+            };
+            while let Some(action) = s.machine.poll_local() {
+                moved = true;
+                match action {
+                    Local::Body { data, last } => {
+                        let passed = s.local.take_upload(data, last);
+                        s.machine.handle_body_passed(passed);
+                    }
+                    Local::Read(n) => s.local.read(n),
+                    Local::Cancel => s.local.cancel(),
+                }
+            }
+            if s.machine.wants_events() {
+                if let Some(event) = s.local.poll_event() {
+                    if event == ResponseEvent::End {
+                        // Recorded as it leaves: the client compares when its
+                        // end arrives, even if this gateway dies meanwhile.
+                        if let Some(truth) = s.local.truth() {
+                            self.truth.insert(s.local.client(), truth);
+                        }
+                    }
+                    s.machine.handle_event(now, Some(event));
+                    moved = true;
+                }
+            } else if s.local.waiting() > 1 {
+                return Err(format!(
+                    "{} local events wait for a served response",
+                    s.local.waiting()
+                ));
+            }
+            if s.machine.is_finished() {
+                let s = self.nodes[i].serves.remove(&key).ok_or("vanished")?;
+                if !s.local.is_ended() {
+                    return Err("a served request finished while its local request runs on".into());
+                }
+                moved = true;
+            }
+        }
+        Ok(moved)
+    }
+
+    fn service_of(&self, host: &str) -> Result<usize, String> {
+        host.strip_prefix("svc")
+            .and_then(|r| r.strip_suffix(".sim"))
+            .and_then(|k| k.parse().ok())
+            .ok_or_else(|| format!("a start for an unknown host {host}"))
+    }
+
+    /// An event for client `c`, checked as it arrives.
+    fn client_event(&mut self, c: usize, event: ResponseEvent) -> Result<(), String> {
+        let client = &mut self.clients[c];
+        if client.ended || client.cancelled || client.died {
+            return Err(format!("client {c} got {event:?} after its request ended"));
+        }
+        match event {
+            ResponseEvent::Head(h) => {
+                if client.got_head.is_some() {
+                    return Err(format!("client {c} got a second head"));
+                }
+                client.got_head = Some(h.status);
+            }
+            ResponseEvent::Body(b) => {
+                if client.got_head.is_none() {
+                    return Err(format!("client {c} got body before the head"));
+                }
+                client.body.extend_from_slice(&b);
+            }
+            ResponseEvent::End => {
+                if self.injection == ClusterInjection::LoseEnds {
+                    return Ok(());
+                }
+                let Some(status) = client.got_head else {
+                    return Err(format!("client {c} got an end without a head"));
+                };
+                client.ended = true;
+                self.counters.completed += 1;
+                match self.truth.get(&c) {
+                    Some((s, body)) if *s == status && *body == client.body => {}
+                    Some((s, body)) => {
+                        return Err(format!(
+                        "client {c} got {status} and {} bytes, the service sent {s} and {} bytes",
+                        client.body.len(),
+                        body.len()
+                    ))
+                    }
+                    None => return Err(format!("client {c} completed but no service answered it")),
+                }
+            }
+            ResponseEvent::Failed(f) => {
+                client.ended = true;
+                *self.counters.failed.entry(f.status).or_default() += 1;
+                if !matches!(f.status, 404 | 502 | 503 | 504) {
+                    return Err(format!("client {c} failed with an unexpected {}", f.status));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn final_checks(&self) -> Result<(), String> {
+        for (c, client) in self.clients.iter().enumerate() {
+            if !(client.ended || client.cancelled || client.died || client.settled) {
+                return Err(format!(
+                    "client {c} (at {}) never saw its request end",
+                    self.nodes[client.node].name
+                ));
+            }
+        }
+        for n in self.nodes.iter().filter(|n| n.alive) {
+            if !n.forwards.is_empty() || !n.serves.is_empty() {
+                return Err(format!(
+                    "{} still holds machines: {}",
+                    n.name,
+                    self.busy_summary()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
