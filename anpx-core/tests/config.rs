@@ -288,12 +288,12 @@ fn one_process_keeps_the_receiver_admin_plane_off_the_gateway_listeners() {
 fn bad_values_are_named() {
     let cases = [
         (
-            "[gateway]\nlisten = \"localhost:8080\"",
-            "gateway.listen: expected an IP address and port such as 127.0.0.1:8080, got \"localhost:8080\"",
+            "[gateway]\nlisten = \"example.com:8080\"",
+            "gateway.listen: expected an IP address and port such as 127.0.0.1:8080 (or localhost:8080), got \"example.com:8080\"",
         ),
         (
             "[gateway]\nws_listen = 8081",
-            "gateway.ws_listen: expected an IP address and port such as 127.0.0.1:8080, got 8081",
+            "gateway.ws_listen: expected an IP address and port such as 127.0.0.1:8080 (or localhost:8080), got 8081",
         ),
         (
             "[gateway]\nws_listen = \"127.0.0.1:8080\"",
@@ -790,7 +790,7 @@ fn set_refuses_like_the_file() {
     let cases = [
         ("gateway.request_timeout_secs", "0", "gateway.request_timeout_secs: expected a positive integer, got 0"),
         ("gateway.request_timeout_secs", "soon", "gateway.request_timeout_secs: expected a positive integer, got \"soon\""),
-        ("gateway.listen", "", "gateway.listen: expected an IP address and port such as 127.0.0.1:8080, got \"\""),
+        ("gateway.listen", "", "gateway.listen: expected an IP address and port such as 127.0.0.1:8080 (or localhost:8080), got \"\""),
         ("receiver.gateway", "", "receiver.gateway: expected a ws:// or wss:// URL, got \"\""),
         ("gateway.log_format", "JSON", "gateway.log_format: expected \"text\" or \"json\", got \"JSON\""),
         ("receiver.services", "a.test,b test", "receiver.services: invalid service URL \"b test\": service URL contains whitespace or a control character (' ')"),
@@ -1074,4 +1074,15 @@ fn the_receiver_budget_caps_the_message_and_late_head_limits() {
     assert_eq!(core.frame_limits.max_frame_len, 64 << 20);
     assert_eq!(core.reassembly.max_headless_bytes, 64 << 20);
     assert_eq!(core.buffers.per_link, 100 << 20);
+}
+
+#[test]
+fn localhost_listens_on_the_loopback_address() {
+    let c = Config::load(
+        "[gateway]\nlisten = \"localhost:9000\"",
+        [],
+        Vec::<(String, String)>::new(),
+    )
+    .unwrap();
+    assert_eq!(c.gateway.listen.to_string(), "127.0.0.1:9000");
 }

@@ -38,6 +38,7 @@ per_shell!(
     sighup_is_logged_not_fatal,
     trusts_a_self_signed_gateway_when_pinned,
     receiver_drains_on_sigterm,
+    listens_on_localhost,
 );
 
 /// A fresh directory for one test, removed when dropped.
@@ -796,4 +797,32 @@ fn receiver_drains_on_sigterm(binary: Binary) {
     let exit = exits_within(&mut rx, Duration::from_secs(10));
     assert!(exit.is_some_and(|s| s.success()), "{}", read(&rx_log));
     assert!(read(&rx_log).contains("drained"), "{}", read(&rx_log));
+}
+
+/// `--listen localhost:PORT` is 127.0.0.1:PORT, and a gateway started so
+/// serves there.
+fn listens_on_localhost(binary: Binary) {
+    let dir = TempDir::new(&format!("localhost-{binary:?}"));
+    let addr = free_addr();
+    let log = dir.path("gateway.log");
+    let listen = format!("localhost:{}", addr.port());
+    let _gateway = start(
+        binary,
+        &["gateway", "--listen", &listen, "--admin-listen", "off"],
+        &log,
+    );
+    wait_for(Duration::from_secs(15), "the gateway's banner", || {
+        read(&log.with_extension("out")).contains("public URL")
+    });
+    assert!(
+        read(&log.with_extension("out")).contains(&format!("http://{addr}")),
+        "{}{}",
+        read(&log),
+        read(&log.with_extension("out"))
+    );
+    assert_eq!(
+        get_status(addr, "nothing.example", "/"),
+        Some(404),
+        "it serves on {addr}"
+    );
 }

@@ -157,7 +157,7 @@ mod tests {
         let e = parse("[gateway.listen]\nx = 1").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "gateway.listen: expected an IP address and port such as 127.0.0.1:8080, got a table"
+            "gateway.listen: expected an IP address and port such as 127.0.0.1:8080 (or localhost:8080), got a table"
         );
     }
 }

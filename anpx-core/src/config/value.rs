@@ -186,12 +186,23 @@ fn is_empty(input: Input<'_>) -> bool {
     input.as_str() == Some("")
 }
 
-const ADDR: &str = "an IP address and port such as 127.0.0.1:8080";
+const ADDR: &str = "an IP address and port such as 127.0.0.1:8080 (or localhost:8080)";
 
+/// An IP address and port, or `localhost:PORT` for 127.0.0.1: the one
+/// name taken without a lookup, which this sans-IO crate cannot make.
 pub(crate) fn addr(input: Input<'_>) -> Result<SocketAddr, ValueError> {
     input
         .as_str()
-        .and_then(|s| s.parse().ok())
+        .and_then(|s| {
+            let s = s.trim();
+            match s.strip_prefix("localhost:") {
+                Some(port) => port
+                    .parse::<u16>()
+                    .ok()
+                    .map(|p| SocketAddr::from(([127, 0, 0, 1], p))),
+                None => s.parse().ok(),
+            }
+        })
         .ok_or_else(|| input.expected(ADDR))
 }
 
