@@ -1,16 +1,4 @@
-//! The forwarding side of one request: a public request this gateway's
-//! receivers cannot serve, carried to a gateway whose receivers can.
-//!
-//! [`Forwarding`] is pure state in the manner of the gateway machine:
-//! the shell feeds it what arrives on the request's reply inbox
-//! ([`Forwarding::handle_reply`]), the client's upload
-//! ([`Forwarding::handle_upload`]) and time
-//! ([`Forwarding::handle_timeout`]), and polls what to publish
-//! ([`Forwarding::poll_transmit`]), what to tell the client
-//! ([`Forwarding::poll_event`]) and when to wake it
-//! ([`Forwarding::poll_timeout`]). Every decision of the request's life
-//! (credit, deadlines, 502 and 504, the serving gateway leaving) is made
-//! here, so the simulator runs it in virtual time.
+//! The forwarding side of one cluster request; see [`Forwarding`].
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -71,7 +59,19 @@ pub enum Upload {
     Cancel,
 }
 
-/// One request forwarded to another gateway; see the [module docs](self).
+/// The forwarding side of one request: a public request this gateway's
+/// receivers cannot serve, carried to a gateway whose receivers can.
+///
+/// [`Forwarding`] is pure state in the manner of the gateway machine:
+/// the shell feeds it what arrives on the request's reply inbox
+/// ([`Forwarding::handle_reply`]), the client's upload
+/// ([`Forwarding::handle_upload`]) and time
+/// ([`Forwarding::handle_timeout`]), and polls what to publish
+/// ([`Forwarding::poll_transmit`]), what to tell the client
+/// ([`Forwarding::poll_event`]) and when to wake it
+/// ([`Forwarding::poll_timeout`]). Every decision of the request's life
+/// (credit, deadlines, 502 and 504, the serving gateway leaving) is made
+/// here, so the simulator runs it in virtual time.
 #[derive(Debug)]
 pub struct Forwarding {
     /// Messages for the serving gateway waiting for its acceptance or

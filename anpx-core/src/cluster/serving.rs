@@ -1,15 +1,4 @@
-//! The serving side of one request: a request another gateway forwarded
-//! here, started in this gateway's own machine like a public request, its
-//! response streamed back under credit.
-//!
-//! [`Serving`] is pure state: the shell feeds it the local response events
-//! ([`Serving::handle_event`], taken only while
-//! [`Serving::wants_events`]), what the forwarding gateway sends
-//! ([`Serving::handle_origin`]) and time ([`Serving::handle_timeout`]);
-//! it polls messages to publish to the forwarding gateway
-//! ([`Serving::poll_transmit`]) and what to do to the local request
-//! ([`Serving::poll_local`]). Credit, the stall deadline and the failures
-//! sent back are decided here.
+//! The serving side of one cluster request; see [`Serving`].
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -51,7 +40,18 @@ pub enum Stall {
     NoCredit,
 }
 
-/// One request served for another gateway; see the [module docs](self).
+/// The serving side of one request: a request another gateway forwarded
+/// here, started in this gateway's own machine like a public request, its
+/// response streamed back under credit.
+///
+/// [`Serving`] is pure state: the shell feeds it the local response events
+/// ([`Serving::handle_event`], taken only while
+/// [`Serving::wants_events`]), what the forwarding gateway sends
+/// ([`Serving::handle_origin`]) and time ([`Serving::handle_timeout`]);
+/// it polls messages to publish to the forwarding gateway
+/// ([`Serving::poll_transmit`]) and what to do to the local request
+/// ([`Serving::poll_local`]). Credit, the stall deadline and the failures
+/// sent back are decided here.
 #[derive(Debug)]
 pub struct Serving {
     window: Window,
