@@ -455,8 +455,28 @@ fn check_failure(
                 bail!("request {id}: unexpected 502 {:?}", f.error);
             }
         }
+        // The client's upload is the one late (RFC 9110 §15.5.9): it went
+        // quiet for the request timeout or outlived the upload timeout,
+        // either way no sooner than the request timeout after the start.
+        408 => {
+            let waited = cx.now.saturating_sub(e.started_at);
+            if !f.error.starts_with("Request body") {
+                bail!(
+                    "request {id}: 408 {:?} does not name the request body",
+                    f.error
+                );
+            }
+            if waited < cx.request_timeout {
+                bail!(
+                    "request {id} got 408 after {waited:?}, before the {:?} timeout",
+                    cx.request_timeout
+                );
+            }
+        }
         status => {
-            bail!("request {id} failed with {status}: only 502 and 504 may come after the start")
+            bail!(
+                "request {id} failed with {status}: only 408, 502 and 504 may come after the start"
+            )
         }
     }
     Ok(())

@@ -48,6 +48,8 @@ pub struct Counters {
     /// limit, not a receiver fault: the link stays).
     pub over_limit: u64,
     pub failed_504: u64,
+    /// The client's upload was late (408).
+    pub failed_408: u64,
     pub cancelled: u64,
     pub upload_pieces: u64,
     pub upstream_errors: u64,
@@ -72,6 +74,7 @@ impl Counters {
         self.invalid_responses += o.invalid_responses;
         self.over_limit += o.over_limit;
         self.failed_504 += o.failed_504;
+        self.failed_408 += o.failed_408;
         self.cancelled += o.cancelled;
         self.upload_pieces += o.upload_pieces;
         self.upstream_errors += o.upstream_errors;

@@ -94,6 +94,7 @@ impl World {
             ("unavailable", t.unavailable, c.refused_503),
             ("bad_gateway", t.bad_gateway, c.failed_502),
             ("timed_out", t.timed_out, c.failed_504),
+            ("upload_timed_out", t.upload_timed_out, c.failed_408),
             ("cancelled", t.cancelled, c.cancelled),
             ("links_silent", t.links_silent, c.gateway_closes),
             (

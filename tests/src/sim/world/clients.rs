@@ -227,6 +227,7 @@ impl World {
         match event {
             ResponseEvent::End => self.counters.completed += 1,
             ResponseEvent::Failed(f) if f.status == 504 => self.counters.failed_504 += 1,
+            ResponseEvent::Failed(f) if f.status == 408 => self.counters.failed_408 += 1,
             ResponseEvent::Failed(f) if f.error.starts_with("Invalid response from receiver") => {
                 self.counters.failed_502 += 1;
                 self.counters.invalid_responses += 1;
