@@ -186,6 +186,7 @@ pub mod cluster;
 pub mod config;
 mod control;
 pub mod demo;
+mod documents;
 pub mod edge;
 mod features;
 mod flow;

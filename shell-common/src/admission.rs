@@ -1,4 +1,7 @@
-//! Who may connect as a receiver, and what they may serve.
+//! Who may connect as a receiver, and what they may serve: the
+//! authentication I/O of the receiver handshake. What its outcome means
+//! (accept or refuse, with which status, granting what) is decided in
+//! `anpx_core::handshake`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -7,24 +10,11 @@ use anpx_core::registry::RegistryFuture;
 use anpx_core::Identity;
 use anpx_core::ServiceUrl;
 
-/// The outcome of a successful admission check.
-#[derive(Debug, Clone)]
-pub struct Admitted {
-    /// Who the receiver proved to be.
-    pub identity: Identity,
-    /// What it may serve; `None` in open mode (anything it declares).
-    pub allowed: Option<Vec<ServiceUrl>>,
-}
-
-/// Why a receiver was refused.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{reason}")]
-pub struct Refusal {
-    /// A short, stable label for metrics, e.g. `bad_signature`.
-    pub label: &'static str,
-    /// The reason, for the log and the 401 body.
-    pub reason: String,
-}
+/// What authentication said about a receiver it let in, and why it
+/// refused one: the core's types, whose outcome
+/// [`anpx_core::handshake::Admissions::decide`] turns into an acceptance or
+/// a refusal with its status.
+pub use anpx_core::handshake::{Admitted, AuthRefusal as Refusal};
 
 /// Decides, from the WebSocket handshake request, whether a receiver may
 /// connect. `service` is the gateway's host name as the receiver addressed it.

@@ -6,9 +6,10 @@
 //!
 //! The check is the same in every shell; a shell supplies only the
 //! document fetch over its HTTP client and a way to read files off the
-//! async threads ([`DocumentIo`]).
+//! async threads ([`DocumentIo`]). Which fetch may start, its deadline,
+//! how long a document is reused and what a fetch's outcome means are
+//! decided by the core's [`DocumentFetches`].
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -20,14 +21,11 @@ use anpx_core::registry::Registry;
 use anpx_core::Identity;
 use bytes::Bytes;
 
-use crate::fetch_gate::{FetchGate, FetchLimits};
 use crate::receiver::BoxFuture;
 use crate::{Admission, Admitted, Refusal};
+use anpx_core::handshake::{DocumentFetches, DocumentStep, FetchLimits, FetchTicket};
 
-/// How long a fetched DID document is reused.
-const DOCUMENT_TTL: Duration = Duration::from_secs(300);
-/// How long a document fetch may take.
-pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+pub use anpx_core::handshake::FETCH_TIMEOUT;
 
 /// Why a document fetch failed.
 #[derive(Debug, thiserror::Error)]
@@ -144,15 +142,16 @@ pub struct DocumentSources {
     pub tls: Arc<rustls::ClientConfig>,
 }
 
-/// Finds DID documents: the local folder, a short cache, then a fetch
-/// through the bounded [`FetchGate`]. One resolver serves receiver logins
-/// and callers alike, so both share the cache and the fetch pool.
+/// Finds DID documents: the local folder, then the core's
+/// [`DocumentFetches`] (a short cache, a bounded fetch pool), fetching
+/// through the shell's [`DocumentIo`] when it says so. One resolver serves
+/// receiver logins and callers alike, so both share the cache and the
+/// fetch pool.
 pub struct DocumentResolver {
     sources: DocumentSources,
     io: Arc<dyn DocumentIo>,
-    cache: Mutex<HashMap<String, (Instant, Bytes)>>,
     max_document_bytes: usize,
-    fetches: Mutex<FetchGate>,
+    fetches: Mutex<DocumentFetches>,
 }
 
 /// The DID-WBA admission check.
@@ -162,19 +161,23 @@ pub struct DidWbaAdmission {
     registry: Arc<dyn Registry>,
 }
 
-/// A fetch's place in the [`FetchGate`], given back however the fetch
-/// ends (a handshake dropped mid-fetch included).
+/// A fetch's place in the pool, given back as abandoned if the fetch is
+/// dropped before it ends (its handshake went away).
 struct FetchPlace<'a> {
-    gate: &'a Mutex<FetchGate>,
-    host: String,
-    failed: bool,
+    fetches: &'a Mutex<DocumentFetches>,
+    ticket: Option<FetchTicket>,
 }
 
 impl Drop for FetchPlace<'_> {
     fn drop(&mut self) {
-        let mut gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
-        gate.end(&self.host, !self.failed, Instant::now());
+        if let Some(ticket) = self.ticket.take() {
+            lock(self.fetches).abandoned(Instant::now(), ticket);
+        }
     }
+}
+
+fn lock(fetches: &Mutex<DocumentFetches>) -> std::sync::MutexGuard<'_, DocumentFetches> {
+    fetches.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl DocumentResolver {
@@ -188,9 +191,8 @@ impl DocumentResolver {
         DocumentResolver {
             sources,
             io,
-            cache: Mutex::new(HashMap::new()),
             max_document_bytes,
-            fetches: Mutex::new(FetchGate::new(FetchLimits::default())),
+            fetches: Mutex::new(DocumentFetches::new(FetchLimits::default())),
         }
     }
 
@@ -199,7 +201,7 @@ impl DocumentResolver {
     /// its neighbours).
     pub fn with_fetch_limits(self, limits: FetchLimits) -> Self {
         DocumentResolver {
-            fetches: Mutex::new(FetchGate::new(limits)),
+            fetches: Mutex::new(DocumentFetches::new(limits)),
             ..self
         }
     }
@@ -217,66 +219,41 @@ impl DocumentResolver {
                 return Ok(doc);
             }
         }
-        let cached = self.cache.lock().ok().and_then(|c| {
-            c.get(url)
-                .filter(|(at, _)| at.elapsed() < DOCUMENT_TTL)
-                .map(|(_, doc)| doc.clone())
-        });
-        if let Some(doc) = cached {
-            return Ok(doc);
-        }
-        // A host that is slow or failing gets only its share of fetches,
-        // so logins needing no fetch are never left without a handshake
-        // slot behind it.
         let host = DocumentUrl::parse(url)
             .map_or_else(|_| url.to_owned(), |u| u.authority.to_ascii_lowercase());
-        self.fetches
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .begin(&host, Instant::now())
-            .map_err(|e| refusal("document_fetch_refused", format!("DID document {url}: {e}")))?;
+        let step = lock(&self.fetches).lookup(Instant::now(), url, &host)?;
+        let ticket = match step {
+            DocumentStep::Cached(doc) => return Ok(doc),
+            DocumentStep::Fetch(ticket) => ticket,
+        };
+        let timeout = ticket.deadline.saturating_duration_since(Instant::now());
         let mut place = FetchPlace {
-            gate: &self.fetches,
-            host,
-            failed: false,
+            fetches: &self.fetches,
+            ticket: Some(ticket),
         };
         let fetched = self
             .io
             .get(
                 url.to_owned(),
-                FETCH_TIMEOUT,
+                timeout,
                 self.max_document_bytes,
                 self.sources.tls.clone(),
             )
             .await;
-        // Only a fetch that failed marks its host; one dropped with its
-        // handshake says nothing about the host.
-        place.failed = fetched.is_err();
-        drop(place);
-        let doc = fetched
-            .map_err(|e| refusal("document_unavailable", format!("DID document {url}: {e}")))?;
-        if let Ok(mut c) = self.cache.lock() {
-            // Bounded: drop expired entries before they can pile up.
-            c.retain(|_, (at, _)| at.elapsed() < DOCUMENT_TTL);
-            c.insert(url.to_owned(), (Instant::now(), doc.clone()));
+        match place.ticket.take() {
+            Some(ticket) => lock(&self.fetches).fetched(Instant::now(), ticket, fetched),
+            None => Err(refusal("internal", "document fetch lost its place")),
         }
-        Ok(doc)
     }
 
     /// Fetches in flight now.
     pub fn fetches_in_flight(&self) -> usize {
-        self.fetches
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .in_flight()
+        lock(&self.fetches).in_flight()
     }
 }
 
 fn refusal(label: &'static str, reason: impl Into<String>) -> Refusal {
-    Refusal {
-        label,
-        reason: reason.into(),
-    }
+    Refusal::new(label, reason)
 }
 
 impl DidWbaAdmission {

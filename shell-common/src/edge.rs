@@ -1,7 +1,9 @@
 //! The public edge's state, the same in every shell: what the edge refused
-//! (`anpx_edge_refused_total`), the receiver handshake slots, and the
-//! answers refusals get. What is refused is decided in `anpx_core::edge`;
-//! each shell applies the limits to its own sockets and HTTP library.
+//! (`anpx_edge_refused_total`), the gateway's receiver admissions (the
+//! core's [`Admissions`]: handshake slots and decisions), and the answers
+//! refusals get. What is refused is decided in `anpx_core::edge` and
+//! `anpx_core::handshake`; each shell applies the limits to its own
+//! sockets and HTTP library.
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -10,7 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use anpx_core::edge::{BodyMeter, EdgeLimits, EdgeRefusal, HandshakeSlots};
+use std::time::Instant;
+
+use anpx_core::edge::{BodyMeter, EdgeLimits, EdgeRefusal};
+use anpx_core::handshake::Refusal as HandshakeRefusal;
+use anpx_core::handshake::{Acceptance, Admissions, Admitted, AuthRefusal, HandshakeId, Offer};
 use anpx_core::RequestId;
 use futures_channel::oneshot;
 
@@ -22,7 +28,7 @@ pub struct Edge {
     /// The configured limits.
     pub limits: EdgeLimits,
     refused: [AtomicU64; EdgeRefusal::ALL.len()],
-    slots: Mutex<HandshakeSlots>,
+    admissions: Mutex<Admissions>,
 }
 
 impl Edge {
@@ -31,7 +37,10 @@ impl Edge {
         Edge {
             limits,
             refused: Default::default(),
-            slots: Mutex::new(HandshakeSlots::from_limits(&limits)),
+            admissions: Mutex::new(Admissions::new(
+                crate::options::supported_features(),
+                &limits,
+            )),
         }
     }
 
@@ -60,22 +69,35 @@ impl Edge {
         out
     }
 
-    /// Takes a handshake slot for a receiver connecting from `ip`; a refusal
-    /// is counted.
-    pub fn begin_handshake(self: &Arc<Self>, ip: IpAddr) -> Result<ReceiverSlot, EdgeRefusal> {
-        let mut began = Ok(());
-        self.with_slots(|s| began = s.begin(ip));
+    /// A receiver's handshake from `ip` offering `offer` arrives: the
+    /// core's checks before authentication (a WebSocket key, a handshake
+    /// slot). A refusal for want of a slot is counted.
+    pub fn begin_handshake(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        offer: &Offer<'_>,
+    ) -> Result<ReceiverSlot, HandshakeRefusal> {
+        let mut began = Err(HandshakeRefusal::MissingKey);
+        self.with_admissions(|a| began = a.begin(Instant::now(), ip, offer));
         match began {
-            Ok(()) => Ok(ReceiverSlot {
+            Ok(id) => Ok(ReceiverSlot {
                 edge: self.clone(),
-                ip,
-                upgraded: false,
+                id,
             }),
             Err(r) => {
-                self.count(r);
+                if let HandshakeRefusal::Slots(edge) = &r {
+                    self.count(*edge);
+                }
                 Err(r)
             }
         }
+    }
+
+    /// `anpx_receiver_auth_refused_total`, by reason.
+    pub fn auth_refusals_prometheus(&self) -> String {
+        let mut text = String::new();
+        self.with_admissions(|a| text = a.prometheus());
+        text
     }
 
     /// Holds a request body of unannounced length (chunked) to the body
@@ -96,13 +118,13 @@ impl Edge {
     /// Whether any receiver connection (or handshake) is still open.
     pub fn receivers_open(&self) -> bool {
         let mut open = false;
-        self.with_slots(|s| open = s.addresses() > 0);
+        self.with_admissions(|a| open = a.open() > 0);
         open
     }
 
-    fn with_slots(&self, f: impl FnOnce(&mut HandshakeSlots)) {
-        match self.slots.lock() {
-            Ok(mut slots) => f(&mut slots),
+    fn with_admissions(&self, f: impl FnOnce(&mut Admissions)) {
+        match self.admissions.lock() {
+            Ok(mut admissions) => f(&mut admissions),
             // A panic elsewhere while holding the lock: keep serving with
             // the counts as they are rather than refusing every receiver.
             Err(poisoned) => f(&mut poisoned.into_inner()),
@@ -110,38 +132,44 @@ impl Edge {
     }
 }
 
-/// A receiver connection's place in the handshake limits. Dropping it gives
-/// the place back: as an abandoned handshake before
-/// [`upgraded`](Self::upgraded), as a closed connection after.
+/// A receiver connection's place in the gateway's admissions, from its
+/// handshake until it closes. Dropping it ends it: as an abandoned
+/// handshake before [`upgraded`](Self::upgraded), as a closed connection
+/// after.
 #[derive(Debug)]
 pub struct ReceiverSlot {
     edge: Arc<Edge>,
-    ip: IpAddr,
-    upgraded: bool,
+    id: HandshakeId,
 }
 
 impl ReceiverSlot {
+    /// The core's decision on this handshake once authentication said
+    /// `auth`: the acceptance (grants, features, the 101's headers) or the
+    /// refusal, after which the slot is already given back.
+    pub fn decide(
+        &mut self,
+        offer: &Offer<'_>,
+        auth: Result<Admitted, AuthRefusal>,
+    ) -> Result<Acceptance, HandshakeRefusal> {
+        let mut decided = Err(HandshakeRefusal::MissingKey);
+        let id = self.id;
+        self.edge
+            .with_admissions(|a| decided = a.decide(Instant::now(), id, offer, auth));
+        decided
+    }
+
     /// The receiver is admitted: no longer a pending handshake, still a
     /// connection of its address.
     pub fn upgraded(&mut self) {
-        if !self.upgraded {
-            self.upgraded = true;
-            let ip = self.ip;
-            self.edge.with_slots(|s| s.upgraded(ip));
-        }
+        let id = self.id;
+        self.edge.with_admissions(|a| a.upgraded(id));
     }
 }
 
 impl Drop for ReceiverSlot {
     fn drop(&mut self) {
-        let (ip, upgraded) = (self.ip, self.upgraded);
-        self.edge.with_slots(|s| {
-            if upgraded {
-                s.closed(ip);
-            } else {
-                s.abandoned(ip);
-            }
-        });
+        let id = self.id;
+        self.edge.with_admissions(|a| a.end(Instant::now(), id));
     }
 }
 
@@ -231,19 +259,34 @@ mod tests {
             ..EdgeLimits::default()
         }));
         let ip: IpAddr = "192.0.2.7".parse().unwrap();
-        let mut slot = edge.begin_handshake(ip).unwrap();
+        let offer = Offer {
+            websocket_key: true,
+            ..Offer::default()
+        };
+        let mut slot = edge.begin_handshake(ip, &offer).unwrap();
         assert_eq!(
-            edge.begin_handshake(ip).unwrap_err(),
-            EdgeRefusal::TooManyHandshakes
+            edge.begin_handshake(ip, &offer).unwrap_err(),
+            HandshakeRefusal::Slots(EdgeRefusal::TooManyHandshakes)
         );
         slot.upgraded();
+        assert!(edge.receivers_open());
         assert_eq!(
-            edge.begin_handshake(ip).unwrap_err(),
-            EdgeRefusal::TooManyFromIp
+            edge.begin_handshake(ip, &offer).unwrap_err(),
+            HandshakeRefusal::Slots(EdgeRefusal::TooManyFromIp)
         );
         drop(slot);
-        drop(edge.begin_handshake(ip).unwrap());
-        assert!(edge.begin_handshake(ip).is_ok());
+        assert!(!edge.receivers_open());
+        drop(edge.begin_handshake(ip, &offer).unwrap());
+        // A refused login gives its slot back at once.
+        let mut refused = edge.begin_handshake(ip, &offer).unwrap();
+        let auth = Err(AuthRefusal::new("bad_signature", "no"));
+        assert_eq!(refused.decide(&offer, auth).unwrap_err().status(), 401);
+        assert!(!edge.receivers_open());
+        drop(refused);
+        assert!(edge.begin_handshake(ip, &offer).is_ok());
+        assert!(edge
+            .auth_refusals_prometheus()
+            .contains("anpx_receiver_auth_refused_total{reason=\"bad_signature\"} 1\n"));
         assert_eq!(edge.refused(EdgeRefusal::TooManyHandshakes), 1);
         assert_eq!(edge.refused(EdgeRefusal::TooManyFromIp), 1);
         let text = edge.prometheus();

@@ -3,7 +3,6 @@
 //! a proxied request from its head to its response events. A shell maps
 //! [`Answer`]s and [`ResponseStream`]s to its HTTP library's types.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -14,15 +13,13 @@ use std::time::{Duration, Instant};
 
 use anpx_core::edge::EdgeRefusal;
 use anpx_core::forward::{self, ClientInfo};
-use anpx_core::handshake::negotiate_gateway;
-use anpx_core::handshake::{self, FEATURES_HEADER, GRANTED_HEADER, SERVICES_HEADER};
+use anpx_core::handshake::{self, Offer, FEATURES_HEADER, SERVICES_HEADER};
 use anpx_core::passthrough;
 use anpx_core::policy::{Decoration, Policy, PublicHead, Screen};
 use anpx_core::upstream_failure::UpstreamFailure;
 use anpx_core::Ending;
 use anpx_core::Features;
-use anpx_core::ServiceUrl;
-use anpx_core::{Failure, FailureKind, Identity, RequestBody, ResponseEvent};
+use anpx_core::{Failure, FailureKind, RequestBody, ResponseEvent};
 use anpx_core::{RequestId, ResponseHead};
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use bytes::Bytes;
@@ -140,22 +137,6 @@ pub fn is_websocket_upgrade(method: &str, headers: &http::HeaderMap) -> bool {
         && headers.contains_key(http::header::SEC_WEBSOCKET_KEY)
 }
 
-/// An accepted receiver handshake: the 101 answer to send, and what the
-/// link is then served with.
-pub struct Accepted {
-    /// The `101 Switching Protocols` answer, headers included.
-    pub answer: Answer,
-    /// Who the receiver is.
-    pub identity: Identity,
-    /// What it may serve.
-    pub grants: Vec<ServiceUrl>,
-    /// What it asked to serve (`x-anpx-services`; empty for everything
-    /// it is allowed), which later registry changes are granted against.
-    pub declared: Vec<ServiceUrl>,
-    /// Extensions in use on the link.
-    pub features: Features,
-}
-
 /// A receiver past its handshake checks and admitted to the gateway task:
 /// what the shell answers, serves, and holds while the connection lasts.
 pub struct AdmittedReceiver {
@@ -206,7 +187,6 @@ pub struct Shared {
     /// How often a connected receiver's grants are read again from the
     /// registry (`gateway.registry.refresh_secs`).
     pub grants_refresh: std::time::Duration,
-    auth_refusals: Mutex<BTreeMap<&'static str, u64>>,
     /// Caller authentication on the routes that require it.
     caller_auth: Option<Arc<crate::caller_auth::CallerAuth>>,
     /// The header a verified caller's DID is forwarded in, and that no
@@ -240,7 +220,6 @@ impl Shared {
             draining: AtomicBool::new(false),
             endings: Arc::default(),
             grants_refresh: options.grants_refresh,
-            auth_refusals: Mutex::default(),
             caller_auth: options.caller_auth.clone(),
             caller_did_header: match &options.caller_auth {
                 Some(c) => c.did_header().to_owned(),
@@ -446,20 +425,7 @@ impl Shared {
                 text.push_str(&p.prometheus());
             }
         }
-        let refusals = self
-            .auth_refusals
-            .lock()
-            .map(|m| m.clone())
-            .unwrap_or_default();
-        text.push_str(
-            "# HELP anpx_receiver_auth_refused_total Receiver handshakes refused, by reason.\n",
-        );
-        text.push_str("# TYPE anpx_receiver_auth_refused_total counter\n");
-        for (label, n) in refusals {
-            text.push_str(&format!(
-                "anpx_receiver_auth_refused_total{{reason=\"{label}\"}} {n}\n"
-            ));
-        }
+        text.push_str(&self.edge.auth_refusals_prometheus());
         if let Some(caller_auth) = &self.caller_auth {
             text.push_str(&caller_auth.prometheus());
         }
@@ -468,28 +434,55 @@ impl Shared {
         Answer::new(200, "text/plain; version=0.0.4", text)
     }
 
-    /// A receiver's way in, from its upgrade request to its admission:
-    /// a handshake slot first, so a flood of handshakes is turned away
-    /// before it costs anything (admission may fetch a DID document), then
-    /// [`handshake`](Self::handshake), then the gateway task's admission,
-    /// so the receiver's routes are live before its 101 goes out. `Err` is
-    /// the answer to send instead of 101.
+    /// A receiver's way in, from its upgrade request to its admission.
+    /// The decisions are the core's ([`anpx_core::handshake::Admissions`],
+    /// held by the [`Edge`]): a handshake slot first, so a flood of
+    /// handshakes is turned away before it costs anything, then, once the
+    /// [`Admission`] check (which may fetch a DID document) said who the
+    /// receiver is, the grants and features. The gateway task then admits
+    /// the link, so the receiver's routes are live before its 101 goes
+    /// out. `Err` is the answer to send instead of 101.
     pub async fn admit_receiver(
         &self,
         headers: &http::HeaderMap,
         peer: IpAddr,
     ) -> Result<AdmittedReceiver, Answer> {
-        if !headers.contains_key(http::header::SEC_WEBSOCKET_KEY) {
-            return Err(Answer::text(400, "missing sec-websocket-key\n"));
-        }
-        let mut slot = match self.edge.begin_handshake(peer) {
-            Ok(slot) => slot,
-            Err(refusal) => {
-                tracing::warn!(%peer, reason = %refusal, "receiver handshake refused");
-                return Err(refusal_answer(refusal, None));
-            }
+        let offer = Offer {
+            websocket_key: headers.contains_key(http::header::SEC_WEBSOCKET_KEY),
+            services: headers.get(SERVICES_HEADER).map(|v| v.as_bytes()),
+            features: headers.get(FEATURES_HEADER).map(|v| v.as_bytes()),
         };
-        let accepted = self.handshake(headers).await?;
+        let mut slot = self.edge.begin_handshake(peer, &offer).map_err(|refusal| {
+            if let handshake::Refusal::Slots(_) = refusal {
+                tracing::warn!(%peer, reason = %refusal, "receiver handshake refused");
+            }
+            handshake_refusal(&refusal)
+        })?;
+        let service = headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| h.rsplit_once(':').map_or(h, |(host, _)| host).to_owned())
+            .unwrap_or_default();
+        let auth = self.admission.check(headers, &service).await;
+        if let Err(refusal) = &auth {
+            tracing::warn!(reason = %refusal.reason, label = refusal.label, "receiver refused");
+        }
+        let accepted = slot
+            .decide(&offer, auth)
+            .map_err(|refusal| handshake_refusal(&refusal))?;
+        let key = headers
+            .get(http::header::SEC_WEBSOCKET_KEY)
+            .map_or(&[][..], |k| k.as_bytes());
+        let mut answer = Answer {
+            status: 101,
+            headers: vec![
+                ("upgrade", "websocket".to_owned()),
+                ("connection", "Upgrade".to_owned()),
+                ("sec-websocket-accept", derive_accept_key(key)),
+            ],
+            body: Bytes::new(),
+        };
+        answer.headers.extend(accepted.headers());
         let follow = link::FollowGrants {
             admission: self.admission.clone(),
             identity: accepted.identity.clone(),
@@ -510,81 +503,7 @@ impl Shared {
         // 101 and the hand-over of the socket are cheap.
         slot.upgraded();
         self.receivers.connected(link.link, peer);
-        Ok(AdmittedReceiver {
-            answer: accepted.answer,
-            link,
-            slot,
-        })
-    }
-
-    /// Checks a receiver's handshake: admission, declared services, granted
-    /// services and features. `Err` is the refusal to send instead of 101.
-    pub async fn handshake(&self, headers: &http::HeaderMap) -> Result<Accepted, Answer> {
-        let Some(key) = headers.get(http::header::SEC_WEBSOCKET_KEY) else {
-            return Err(Answer::text(400, "missing sec-websocket-key\n"));
-        };
-        let service = headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(|h| h.rsplit_once(':').map_or(h, |(host, _)| host).to_owned())
-            .unwrap_or_default();
-        let admitted = match self.admission.check(headers, &service).await {
-            Ok(a) => a,
-            Err(refusal) => {
-                tracing::warn!(reason = %refusal.reason, label = refusal.label, "receiver refused");
-                if let Ok(mut m) = self.auth_refusals.lock() {
-                    *m.entry(refusal.label).or_default() += 1;
-                }
-                return Err(Answer::json(
-                    401,
-                    &serde_json::json!({ "error": "Authentication failed", "reason": refusal.reason }),
-                ));
-            }
-        };
-        let declared = match headers
-            .get(SERVICES_HEADER)
-            .map(|v| {
-                v.to_str()
-                    .map_err(|e| e.to_string())
-                    .and_then(|s| handshake::parse_services(s).map_err(|e| e.to_string()))
-            })
-            .transpose()
-        {
-            Ok(d) => d.unwrap_or_default(),
-            Err(e) => {
-                return Err(Answer::json(
-                    400,
-                    &serde_json::json!({ "error": format!("bad {SERVICES_HEADER}: {e}") }),
-                ))
-            }
-        };
-        let grants = handshake::grant(&declared, admitted.allowed.as_deref());
-        if grants.is_empty() {
-            return Err(Answer::json(
-                403,
-                &serde_json::json!({ "error": "None of the declared service URLs is granted to this identity" }),
-            ));
-        }
-        let theirs = headers.get(FEATURES_HEADER).and_then(|v| v.to_str().ok());
-        let features = negotiate_gateway(self.features, theirs);
-        let answer = Answer {
-            status: 101,
-            headers: vec![
-                ("upgrade", "websocket".to_owned()),
-                ("connection", "Upgrade".to_owned()),
-                ("sec-websocket-accept", derive_accept_key(key.as_bytes())),
-                (FEATURES_HEADER, features.to_header_value()),
-                (GRANTED_HEADER, handshake::format_services(&grants)),
-            ],
-            body: Bytes::new(),
-        };
-        Ok(Accepted {
-            answer,
-            identity: admitted.identity,
-            grants,
-            declared,
-            features,
-        })
+        Ok(AdmittedReceiver { answer, link, slot })
     }
 
     /// Starts proxying a public request: builds the head the receiver gets
@@ -751,6 +670,11 @@ impl Shared {
 
 /// The body of a request without one, for the inspector.
 static EMPTY: Bytes = Bytes::new();
+
+/// The answer to a refused receiver handshake, as the core decided it.
+fn handshake_refusal(refusal: &handshake::Refusal) -> Answer {
+    Answer::new(refusal.status(), refusal.content_type(), refusal.body())
+}
 
 /// Which of the middlewares' headers to set on a response, given whether
 /// it `contains` a header already: those that replace the service's, and

@@ -28,7 +28,6 @@ pub mod did_wba;
 pub mod driver;
 pub mod edge;
 pub mod endings;
-pub mod fetch_gate;
 pub mod gateway;
 pub mod integrations;
 pub mod link;

@@ -11,8 +11,7 @@ use std::task::Poll;
 use std::time::Instant;
 
 use anpx_core::backoff::{Backoff, Failure, Next};
-use anpx_core::handshake::negotiate;
-use anpx_core::handshake::{self, FEATURES_HEADER, GRANTED_HEADER, SERVICES_HEADER};
+use anpx_core::handshake::{self, FEATURES_HEADER, GRANTED_HEADER};
 use anpx_core::upstream_failure::{UpstreamCause, UpstreamFailure};
 use anpx_core::Features;
 use anpx_core::{canonical_reason, RequestHead, RequestId, ResponseHead};
@@ -197,15 +196,8 @@ pub async fn dial<U: ?Sized>(
     let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
     let headers = request.headers_mut();
     let header = |v: String| HeaderValue::from_str(&v).map_err(|e| DialError::Url(e.to_string()));
-    headers.insert(
-        FEATURES_HEADER,
-        header(supported_features().to_header_value())?,
-    );
-    if !options.services.is_empty() {
-        headers.insert(
-            SERVICES_HEADER,
-            header(handshake::format_services(&options.services))?,
-        );
+    for (name, value) in handshake::offer_headers(supported_features(), &options.services) {
+        headers.insert(name, header(value)?);
     }
     if let Some(creds) = &options.credentials {
         let value = creds.authorization(&host).map_err(DialError::Credentials)?;
@@ -236,22 +228,12 @@ pub async fn dial<U: ?Sized>(
             }
             Err(e) => return Err(e.into()),
         };
-    let theirs = response
-        .headers()
-        .get(FEATURES_HEADER)
-        .and_then(|v| v.to_str().ok());
-    let features = negotiate(supported_features(), theirs);
-    let granted = response
-        .headers()
-        .get(GRANTED_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(',')
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .collect()
-        })
-        .unwrap_or_default();
+    let value = |name: &str| response.headers().get(name).map(|v| v.as_bytes());
+    let (features, granted) = handshake::answered(
+        supported_features(),
+        value(FEATURES_HEADER),
+        value(GRANTED_HEADER),
+    );
     Ok(Connection {
         ws,
         features,

@@ -13,9 +13,9 @@ use anpx_core::registry::Registry;
 use crate::caller_auth::CallerAuth;
 use crate::did_credentials::{CredentialsError, DidCredentials};
 use crate::did_wba::{DidWbaAdmission, DocumentIo, DocumentResolver, DocumentSources};
-use crate::fetch_gate::FetchLimits;
 use crate::tls::TlsError;
 use crate::{GatewayOptions, ReceiverOptions};
+use anpx_core::handshake::FetchLimits;
 
 /// A setting that cannot be used.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,8 @@
-//! Which DID document fetches may start: a bounded pool, a per-host limit
-//! and a short memory of hosts that failed.
+//! DID document fetches as decisions: which fetch may start (a bounded
+//! pool, a per-host share, a short memory of hosts that failed), its
+//! deadline, how long a fetched document is reused, and what a fetch's
+//! outcome means for the login that needed it. The fetch itself is the
+//! shell's I/O; everything around it is decided here, with `now` passed in.
 //!
 //! A login whose document must be fetched holds its handshake slot for as
 //! long as the fetch takes. Without these limits, handshakes naming
@@ -9,12 +12,9 @@
 //! host already has its share of fetches in flight, the pool is full, or
 //! the host failed a moment ago.
 //!
-//! The decisions take the time as an argument, so they are tested with a
-//! made-up clock; the shell-facing check wraps them in a lock.
-//!
 //! ```
 //! use std::time::{Duration, Instant};
-//! use shell_common::fetch_gate::{FetchGate, FetchLimits, FetchRefusal};
+//! use anpx_core::handshake::{FetchGate, FetchLimits, FetchRefusal};
 //!
 //! let limits = FetchLimits { max_in_flight: 8, per_host: 1, failed_host_memory: Duration::from_secs(5) };
 //! let mut gate = FetchGate::new(limits);
@@ -28,6 +28,15 @@
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::handshake::AuthRefusal;
+
+/// How long a fetched DID document is reused.
+pub const DOCUMENT_TTL: Duration = Duration::from_secs(300);
+/// How long a document fetch may take.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The limits on DID document fetches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +157,128 @@ impl FetchGate {
     }
 }
 
+/// What to do for a document: use the one at hand, or fetch it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DocumentStep {
+    /// Fetched less than [`DOCUMENT_TTL`] ago: use it.
+    Cached(Bytes),
+    /// Fetch it: the fetch holds a place until
+    /// [`DocumentFetches::fetched`] or [`DocumentFetches::abandoned`] is
+    /// given the ticket.
+    Fetch(FetchTicket),
+}
+
+/// A fetch allowed to start: its place in the [`FetchGate`] and when the
+/// shell must give up on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "a fetch's place is given back with `fetched` or `abandoned`"]
+pub struct FetchTicket {
+    /// The URL to fetch.
+    pub url: String,
+    /// The host its place is counted against.
+    pub host: String,
+    /// When the shell gives up on the fetch ([`FETCH_TIMEOUT`] after it
+    /// was allowed).
+    pub deadline: Instant,
+}
+
+/// The document fetches of one gateway: the [`FetchGate`] and the short
+/// cache of fetched documents. One value serves receiver logins and
+/// callers alike, so both share the cache and the pool.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use anpx_core::handshake::{DocumentFetches, DocumentStep, FetchLimits};
+///
+/// let mut docs = DocumentFetches::new(FetchLimits::default());
+/// let t = Instant::now();
+/// let url = "https://agents.example/a/did.json";
+/// let DocumentStep::Fetch(ticket) = docs.lookup(t, url, "agents.example").unwrap() else { panic!() };
+/// assert_eq!(ticket.deadline, t + Duration::from_secs(5));
+/// let doc = docs.fetched(t, ticket, Ok::<_, String>("{}".into())).unwrap();
+/// // Reused for five minutes, then fetched again.
+/// assert_eq!(docs.lookup(t, url, "agents.example").unwrap(), DocumentStep::Cached(doc));
+/// assert!(matches!(docs.lookup(t + Duration::from_secs(300), url, "agents.example"), Ok(DocumentStep::Fetch(_))));
+/// ```
+#[derive(Debug)]
+pub struct DocumentFetches {
+    gate: FetchGate,
+    cache: HashMap<String, (Instant, Bytes)>,
+}
+
+impl DocumentFetches {
+    /// Nothing cached, nothing in flight.
+    pub fn new(limits: FetchLimits) -> Self {
+        DocumentFetches {
+            gate: FetchGate::new(limits),
+            cache: HashMap::new(),
+        }
+    }
+
+    /// What to do for the document at `url` (counted against `host`, its
+    /// authority in lower case): the cached copy, a fetch, or the refusal
+    /// of the login that needed it (`document_fetch_refused`).
+    pub fn lookup(
+        &mut self,
+        now: Instant,
+        url: &str,
+        host: &str,
+    ) -> Result<DocumentStep, AuthRefusal> {
+        if let Some((at, doc)) = self.cache.get(url) {
+            if now.saturating_duration_since(*at) < DOCUMENT_TTL {
+                return Ok(DocumentStep::Cached(doc.clone()));
+            }
+        }
+        // A host that is slow or failing gets only its share of fetches,
+        // so logins needing no fetch are never left without a handshake
+        // slot behind it.
+        self.gate.begin(host, now).map_err(|e| {
+            AuthRefusal::new("document_fetch_refused", format!("DID document {url}: {e}"))
+        })?;
+        Ok(DocumentStep::Fetch(FetchTicket {
+            url: url.to_owned(),
+            host: host.to_owned(),
+            deadline: now + FETCH_TIMEOUT,
+        }))
+    }
+
+    /// A fetch ended with `result` (the document, or why not, for the
+    /// refusal): its place is given back, a failure marks its host, a
+    /// document is cached. `Err` is the refusal of the login
+    /// (`document_unavailable`).
+    pub fn fetched<E: std::fmt::Display>(
+        &mut self,
+        now: Instant,
+        ticket: FetchTicket,
+        result: Result<Bytes, E>,
+    ) -> Result<Bytes, AuthRefusal> {
+        self.gate.end(&ticket.host, result.is_ok(), now);
+        let doc = result.map_err(|e| {
+            AuthRefusal::new(
+                "document_unavailable",
+                format!("DID document {}: {e}", ticket.url),
+            )
+        })?;
+        // Bounded: drop expired entries before they can pile up.
+        self.cache
+            .retain(|_, (at, _)| now.saturating_duration_since(*at) < DOCUMENT_TTL);
+        self.cache.insert(ticket.url, (now, doc.clone()));
+        Ok(doc)
+    }
+
+    /// A fetch was dropped before it ended (its handshake went away): its
+    /// place is given back, and the host is not marked, since that says
+    /// nothing about it.
+    pub fn abandoned(&mut self, now: Instant, ticket: FetchTicket) {
+        self.gate.end(&ticket.host, true, now);
+    }
+
+    /// Fetches in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.gate.in_flight()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,5 +348,39 @@ mod tests {
         g.begin("last", t + Duration::from_secs(61)).unwrap();
         g.end("last", false, t + Duration::from_secs(61));
         assert_eq!(g.failed_until.len(), 1);
+    }
+
+    #[test]
+    fn fetch_outcomes_decide_the_login_and_the_host() {
+        let mut d = DocumentFetches::new(limits());
+        let t = Instant::now();
+        let url = "https://h.example/did.json";
+        let fetch = |d: &mut DocumentFetches, at| match d.lookup(at, url, "h.example") {
+            Ok(DocumentStep::Fetch(ticket)) => Ok(ticket),
+            other => Err(other),
+        };
+        // A failure refuses the login and marks the host.
+        let ticket = fetch(&mut d, t).unwrap();
+        let refused = d.fetched(t, ticket, Err("status 404")).unwrap_err();
+        assert_eq!(refused.label, "document_unavailable");
+        assert_eq!(refused.reason, format!("DID document {url}: status 404"));
+        let again = fetch(&mut d, t).unwrap_err().unwrap_err();
+        assert_eq!(again.label, "document_fetch_refused");
+        assert_eq!(d.in_flight(), 0);
+        // Abandoned fetches give their places back without marking.
+        let later = t + Duration::from_secs(5);
+        let a = fetch(&mut d, later).unwrap();
+        let b = fetch(&mut d, later).unwrap();
+        assert_eq!(d.in_flight(), 2);
+        d.abandoned(later, a);
+        d.abandoned(later, b);
+        assert_eq!(d.in_flight(), 0);
+        let c = fetch(&mut d, later).unwrap();
+        d.fetched(later, c, Ok::<_, &str>(Bytes::from_static(b"{}")))
+            .unwrap();
+        assert!(matches!(
+            d.lookup(later, url, "h.example"),
+            Ok(DocumentStep::Cached(_))
+        ));
     }
 }
