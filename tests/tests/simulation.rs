@@ -51,6 +51,14 @@ fn run_shard(shard: u64) {
             ("gateway liveness close", totals.gateway_closes),
             ("receiver liveness close", totals.receiver_closes),
             ("reconnect", totals.reconnects),
+            ("accepted handshake", totals.handshakes_accepted),
+            ("handshake refused 400", totals.handshake_400),
+            ("handshake refused 401", totals.handshake_401),
+            ("handshake refused 403", totals.handshake_403),
+            ("handshake refused 429", totals.handshake_429),
+            ("handshake refused 503", totals.handshake_503),
+            ("abandoned handshake", totals.handshakes_abandoned),
+            ("handshake with garbled features", totals.garbled_features),
         ];
         for (what, n) in reached {
             assert!(n > 0, "no {what} in {seeds} seeds: {totals:?}");
@@ -172,6 +180,21 @@ fn an_injected_duplicate_end_fails_the_run() {
         text.contains(&format!("ANPX_SIM_SEED={}", failure.seed)),
         "{text}"
     );
+}
+
+#[test]
+fn a_leaked_handshake_slot_fails_the_run() {
+    let options = Options {
+        inject: Some(Injection::LeakedSlot),
+        ..Options::default()
+    };
+    // Every run closes its connections at the end, so the first seed's
+    // first close leaks.
+    let failure = (0..5)
+        .find_map(|seed| sim::run(seed, &options).err())
+        .expect("a handshake slot kept after its connection closed went unnoticed");
+    let text = failure.to_string();
+    assert!(text.contains("admissions hold"), "{text}");
 }
 
 fn context(closed: &std::collections::BTreeSet<LinkId>) -> CheckContext<'_> {

@@ -2,6 +2,15 @@
 //! that disconnect, stall and reconnect, their upstream services, and many
 //! public clients, all driven by one seeded RNG in virtual time.
 //!
+//! Every connection comes in through the gateway's receiver admissions
+//! (`anpx_core::handshake::Admissions`): handshake slots capped in all and
+//! per address (receivers may share one), a scripted verifier that answers
+//! after milliseconds or seconds, refuses, or grants something else, offers
+//! with untidy, absent or garbled header values, handshakes that go away
+//! before the answer, and a reconnect after every refusal. Each decision is
+//! held against an oracle written from the documented rules, every
+//! handshake ends exactly once, and no slot is left at the end.
+//!
 //! A seed fixes the scenario (timeouts, in-flight caps, chunk sizes, who
 //! serves which service URL, link latencies, fault rates) and every choice
 //! after it, so a failing seed replays exactly. After every step the

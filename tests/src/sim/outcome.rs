@@ -31,6 +31,9 @@ impl Default for Options {
 pub enum Injection {
     /// The first `End` the gateway emits is seen twice.
     DuplicateEnd,
+    /// The first connection to close keeps its handshake slot, as a
+    /// shell that forgot to end it would.
+    LeakedSlot,
 }
 
 /// What happened in a run, summed over seeds to show what was exercised.
@@ -60,6 +63,17 @@ pub struct Counters {
     pub gateway_closes: u64,
     pub receiver_closes: u64,
     pub reconnects: u64,
+    /// Receiver handshakes begun, accepted, and refused by status.
+    pub handshakes: u64,
+    pub handshakes_accepted: u64,
+    pub handshakes_abandoned: u64,
+    pub handshake_400: u64,
+    pub handshake_401: u64,
+    pub handshake_403: u64,
+    pub handshake_429: u64,
+    pub handshake_503: u64,
+    /// Handshakes whose features value was not text (plain v1).
+    pub garbled_features: u64,
     pub events: u64,
 }
 
@@ -85,6 +99,15 @@ impl Counters {
         self.gateway_closes += o.gateway_closes;
         self.receiver_closes += o.receiver_closes;
         self.reconnects += o.reconnects;
+        self.handshakes += o.handshakes;
+        self.handshakes_accepted += o.handshakes_accepted;
+        self.handshakes_abandoned += o.handshakes_abandoned;
+        self.handshake_400 += o.handshake_400;
+        self.handshake_401 += o.handshake_401;
+        self.handshake_403 += o.handshake_403;
+        self.handshake_429 += o.handshake_429;
+        self.handshake_503 += o.handshake_503;
+        self.garbled_features += o.garbled_features;
         self.events += o.events;
     }
 }

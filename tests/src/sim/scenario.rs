@@ -1,6 +1,7 @@
 //! What a seed sets up: gateway and receiver settings, who serves what,
 //! link latencies, and how often clients and faults act.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use anpx_core::chunk::ReassemblyLimits;
@@ -55,6 +56,9 @@ pub const PATHS: &[(&str, Option<&str>)] = &[
     ("/svc/../../etc", None),
 ];
 
+/// Addresses receivers connect from.
+const PEERS: &[&str] = &["192.0.2.1", "192.0.2.2", "198.51.100.7"];
+
 const CHUNK_SIZES: &[usize] = &[1500, 4096, 16 * 1024, 64 * 1024];
 
 /// One receiver process: what it serves and how it is set up. It keeps
@@ -66,6 +70,31 @@ pub struct NodeSpec {
     pub identity: Identity,
     pub config: ReceiverConfig,
     pub latency: Latency,
+    /// The address it connects from; nodes may share one, so the
+    /// per-address handshake cap can bite.
+    pub peer: IpAddr,
+}
+
+/// How the gateway's receiver admissions are set up and how the scripted
+/// verifier behind them behaves; chances per thousand handshakes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Handshakes {
+    /// Handshakes in progress at once (`max_pending_handshakes`).
+    pub max_pending: usize,
+    /// Connections per address (`max_receivers_per_ip`).
+    pub per_ip: usize,
+    /// The verifier refuses the login (401).
+    pub auth_refused: u32,
+    /// The verifier grants something else than what was declared (403).
+    pub granted_elsewhere: u32,
+    /// The handshake offers a bad header value (bad services: 400; bad
+    /// features: plain v1; no WebSocket key: 400).
+    pub bad_offer: u32,
+    /// The handshake goes away while the verifier works.
+    pub abandoned: u32,
+    /// The verifier takes seconds rather than milliseconds (a document
+    /// fetch), holding its slot meanwhile.
+    pub slow: u32,
 }
 
 /// Chances per thousand, per step.
@@ -95,6 +124,7 @@ pub struct Scenario {
     pub rates: Rates,
     /// Most requests a step starts.
     pub max_new_per_step: usize,
+    pub handshakes: Handshakes,
 }
 
 impl Scenario {
@@ -128,12 +158,37 @@ impl Scenario {
                 stale_call: rng.u32(..=40),
             }
         };
+        let steps = rng.usize(5..=20);
+        let max_new_per_step = rng.usize(1..=2);
+        let mut nodes: Vec<NodeSpec> = nodes;
+        for node in &mut nodes {
+            node.peer = pick(rng, PEERS).parse().expect("a peer address");
+        }
+        let handshakes = if rng.u32(..100) < 30 {
+            // Roomy: every handshake gets a slot and a yes.
+            Handshakes {
+                max_pending: 256,
+                per_ip: 64,
+                ..Handshakes::default()
+            }
+        } else {
+            Handshakes {
+                max_pending: pick(rng, &[1, 2, 3, 256]),
+                per_ip: pick(rng, &[1, 2, 4, 64]),
+                auth_refused: rng.u32(..=150),
+                granted_elsewhere: rng.u32(..=60),
+                bad_offer: rng.u32(..=100),
+                abandoned: rng.u32(..=60),
+                slow: rng.u32(..=300),
+            }
+        };
         Scenario {
-            steps: rng.usize(5..=20),
+            steps,
             gateway,
             nodes,
             rates,
-            max_new_per_step: rng.usize(1..=2),
+            max_new_per_step,
+            handshakes,
         }
     }
 }
@@ -185,6 +240,7 @@ fn node(rng: &mut fastrand::Rng, index: usize) -> NodeSpec {
         identity,
         config,
         latency,
+        peer: IpAddr::from([192, 0, 2, 1]),
     }
 }
 

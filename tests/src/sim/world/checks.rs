@@ -148,7 +148,7 @@ impl World {
                 );
             }
         }
-        Ok(())
+        self.check_admissions()
     }
 
     pub(super) fn quiescent(&self) -> bool {
@@ -259,6 +259,7 @@ impl World {
             bail!("gateway tables not empty after every link closed: (links, requests, partials, routes, timers) = {sizes:?}");
         }
         self.ledger.check_all_ended()?;
+        self.end_admissions()?;
         log!(self, "done: {:?}", self.counters);
         Ok(())
     }

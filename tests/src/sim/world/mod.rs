@@ -4,6 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use anpx_core::edge::EdgeLimits;
+use anpx_core::handshake::{Admissions, HandshakeId};
+use anpx_core::Features;
 use anpx_core::Receiver;
 use anpx_core::RequestId;
 use anpx_core::ServiceUrl;
@@ -31,6 +34,7 @@ macro_rules! log {
     };
 }
 
+mod admission;
 mod checks;
 mod clients;
 mod peers;
@@ -87,6 +91,11 @@ enum Task {
     Reconnect {
         node: usize,
     },
+    /// The scripted verifier answers a node's handshake.
+    Authenticated {
+        node: usize,
+        number: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -103,6 +112,10 @@ struct Conn {
     generation: u64,
     link: LinkId,
     rx: Receiver,
+    /// The extensions its handshake agreed.
+    features: Features,
+    /// Its place in the gateway's admissions.
+    handshake: HandshakeId,
     wire: Wire,
     /// The upstream's requests on this connection.
     served: BTreeMap<RequestId, Served>,
@@ -119,6 +132,8 @@ struct Node {
     grants: Vec<Grant>,
     urls: Vec<ServiceUrl>,
     conn: Option<Conn>,
+    /// Its handshake in progress, if any.
+    attempt: Option<admission::Attempt>,
     generation: u64,
     /// The process is stalled until then: it handles nothing, and nothing
     /// it would send goes out.
@@ -135,6 +150,12 @@ struct World {
     step: usize,
     stage: Stage,
     gw: Gateway,
+    /// The gateway's receiver admissions.
+    admissions: Admissions,
+    /// Every handshake the admissions hold, by the simulation's account.
+    held: BTreeMap<HandshakeId, admission::Held>,
+    /// Logins the scripted verifier refused.
+    auth_refused: u64,
     nodes: Vec<Node>,
     /// Every node's grants, for clients to aim at.
     all_grants: Vec<Grant>,
@@ -165,6 +186,14 @@ impl World {
         let mut rng = fastrand::Rng::with_seed(seed);
         let sc = Scenario::generate(&mut rng);
         let gw = Gateway::new(sc.gateway.clone(), rng.u64(..));
+        let admissions = Admissions::new(
+            Features::all(),
+            &EdgeLimits {
+                max_pending_handshakes: sc.handshakes.max_pending,
+                max_receivers_per_ip: sc.handshakes.per_ip,
+                ..EdgeLimits::default()
+            },
+        );
         let nodes = sc
             .nodes
             .iter()
@@ -185,6 +214,7 @@ impl World {
                     grants,
                     urls,
                     conn: None,
+                    attempt: None,
                     generation: 0,
                     frozen_until: None,
                 }
@@ -204,6 +234,9 @@ impl World {
             step: 0,
             stage: Stage::Steps,
             gw,
+            admissions,
+            held: BTreeMap::new(),
+            auth_refused: 0,
             nodes,
             all_grants,
             ledger: Ledger::new(),
@@ -290,40 +323,6 @@ impl World {
 
     // ----- connections -----
 
-    fn connect(&mut self, i: usize) -> Result<(), Violation> {
-        let at = self.at();
-        let node = &mut self.nodes[i];
-        node.generation += 1;
-        let rx = Receiver::new(node.spec.config.clone(), node.spec.features, at);
-        let link = self.gw.admit(
-            at,
-            node.spec.identity.clone(),
-            node.urls.clone(),
-            node.spec.features,
-        );
-        if self.closed_links.contains(&link)
-            || self
-                .nodes
-                .iter()
-                .any(|n| n.conn.as_ref().is_some_and(|c| c.link == link))
-        {
-            bail!("admit handed out {link} again");
-        }
-        self.link_nodes.insert(link, i);
-        let node = &mut self.nodes[i];
-        node.conn = Some(Conn {
-            generation: node.generation,
-            link,
-            rx,
-            wire: Wire::new(node.spec.latency),
-            served: BTreeMap::new(),
-            heads: 0,
-            aborts: 0,
-        });
-        log!(self, "node {i} connects as {link}");
-        self.drain_gateway()
-    }
-
     /// Ends node `i`'s connection on both sides and schedules a reconnect.
     fn close_conn(&mut self, i: usize, closer: Closer) -> Result<(), Violation> {
         let at = self.at();
@@ -331,6 +330,7 @@ impl World {
             return Ok(());
         };
         let link = conn.link;
+        let handshake = conn.handshake;
         log!(self, "close {link} of node {i} ({closer:?})");
         self.closed_links.insert(link);
         if closer != Closer::Receiver {
@@ -345,6 +345,8 @@ impl World {
             self.gw.close_link(at, link);
         }
         self.drain_gateway()?;
+        // The connection's place in the admissions ends with it.
+        self.end_handshake(handshake)?;
         if self.ledger.open_on(link) > 0 {
             bail!(
                 "{link} closed, yet {} of its requests are still open",
@@ -553,12 +555,16 @@ impl World {
                 Ok(())
             }
             Task::Reconnect { node } => {
-                if self.nodes[node].conn.is_some() || self.closing {
+                if self.nodes[node].conn.is_some()
+                    || self.nodes[node].attempt.is_some()
+                    || self.closing
+                {
                     return Ok(());
                 }
                 self.counters.reconnects += 1;
                 self.connect(node)
             }
+            Task::Authenticated { node, number } => self.authenticated(node, number),
         }
     }
 

@@ -98,10 +98,10 @@ impl World {
 
     /// The upstream behind node `i` gets a request event.
     pub(super) fn request_event(&mut self, i: usize, event: RequestEvent) -> Result<(), Violation> {
-        let streaming = self.nodes[i].spec.features.contains(Feature::Streaming);
         let Some(conn) = self.nodes[i].conn.as_mut() else {
             bail!("node {i} raised {event:?} with no connection");
         };
+        let streaming = conn.features.contains(Feature::Streaming);
         let link = conn.link;
         let generation = conn.generation;
         match event {
