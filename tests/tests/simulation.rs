@@ -59,6 +59,10 @@ fn run_shard(shard: u64) {
             ("handshake refused 503", totals.handshake_503),
             ("abandoned handshake", totals.handshakes_abandoned),
             ("handshake with garbled features", totals.garbled_features),
+            ("document fetch", totals.document_fetches),
+            ("cached document", totals.cached_documents),
+            ("document fetch refused", totals.fetch_refused),
+            ("document fetch failed", totals.fetch_failed),
         ];
         for (what, n) in reached {
             assert!(n > 0, "no {what} in {seeds} seeds: {totals:?}");

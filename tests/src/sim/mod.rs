@@ -5,7 +5,11 @@
 //! Every connection comes in through the gateway's receiver admissions
 //! (`anpx_core::handshake::Admissions`): handshake slots capped in all and
 //! per address (receivers may share one), a scripted verifier that answers
-//! after milliseconds or seconds, refuses, or grants something else, offers
+//! after milliseconds or seconds, refuses, or grants something else, DID
+//! logins whose documents go through the core's `DocumentFetches` (a
+//! small pool shared by document hosts, fetches that fail or never answer
+//! and are given up at their deadline, failed hosts remembered, cached
+//! documents reused), offers
 //! with untidy, absent or garbled header values, handshakes that go away
 //! before the answer, and a reconnect after every refusal. Each decision is
 //! held against an oracle written from the documented rules, every

@@ -74,6 +74,12 @@ pub struct Counters {
     pub handshake_503: u64,
     /// Handshakes whose features value was not text (plain v1).
     pub garbled_features: u64,
+    /// DID document fetches started, logins served from the cache, and
+    /// logins refused because the fetch could not start or failed.
+    pub document_fetches: u64,
+    pub cached_documents: u64,
+    pub fetch_refused: u64,
+    pub fetch_failed: u64,
     pub events: u64,
 }
 
@@ -108,6 +114,10 @@ impl Counters {
         self.handshake_429 += o.handshake_429;
         self.handshake_503 += o.handshake_503;
         self.garbled_features += o.garbled_features;
+        self.document_fetches += o.document_fetches;
+        self.cached_documents += o.cached_documents;
+        self.fetch_refused += o.fetch_refused;
+        self.fetch_failed += o.fetch_failed;
         self.events += o.events;
     }
 }

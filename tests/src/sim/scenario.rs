@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use anpx_core::chunk::ReassemblyLimits;
+use anpx_core::handshake::FetchLimits;
 use anpx_core::ReceiverConfig;
 use anpx_core::{Feature, Features};
 use anpx_core::{GatewayConfig, Identity};
@@ -56,6 +57,9 @@ pub const PATHS: &[(&str, Option<&str>)] = &[
     ("/svc/../../etc", None),
 ];
 
+/// Hosts DID documents are fetched from.
+const DOCUMENT_HOSTS: &[&str] = &["docs-a.example", "docs-b.example"];
+
 /// Addresses receivers connect from.
 const PEERS: &[&str] = &["192.0.2.1", "192.0.2.2", "198.51.100.7"];
 
@@ -73,6 +77,9 @@ pub struct NodeSpec {
     /// The address it connects from; nodes may share one, so the
     /// per-address handshake cap can bite.
     pub peer: IpAddr,
+    /// Where its DID document is fetched from (DID identities only); nodes
+    /// may share a host, so the per-host fetch cap can bite.
+    pub document_host: &'static str,
 }
 
 /// How the gateway's receiver admissions are set up and how the scripted
@@ -92,9 +99,15 @@ pub struct Handshakes {
     pub bad_offer: u32,
     /// The handshake goes away while the verifier works.
     pub abandoned: u32,
-    /// The verifier takes seconds rather than milliseconds (a document
-    /// fetch), holding its slot meanwhile.
+    /// The verifier takes seconds rather than milliseconds, holding its
+    /// slot meanwhile.
     pub slow: u32,
+    /// The gateway's DID document fetch limits.
+    pub fetch_limits: FetchLimits,
+    /// A document fetch fails (a bad status).
+    pub fetch_failed: u32,
+    /// A document fetch never answers: the shell gives up at its deadline.
+    pub fetch_silent: u32,
 }
 
 /// Chances per thousand, per step.
@@ -163,12 +176,14 @@ impl Scenario {
         let mut nodes: Vec<NodeSpec> = nodes;
         for node in &mut nodes {
             node.peer = pick(rng, PEERS).parse().expect("a peer address");
+            node.document_host = pick(rng, DOCUMENT_HOSTS);
         }
         let handshakes = if rng.u32(..100) < 30 {
             // Roomy: every handshake gets a slot and a yes.
             Handshakes {
                 max_pending: 256,
                 per_ip: 64,
+                fetch_limits: FetchLimits::default(),
                 ..Handshakes::default()
             }
         } else {
@@ -180,6 +195,16 @@ impl Scenario {
                 bad_offer: rng.u32(..=100),
                 abandoned: rng.u32(..=60),
                 slow: rng.u32(..=300),
+                fetch_limits: {
+                    let max_in_flight = pick(rng, &[1, 2, 64]);
+                    FetchLimits {
+                        max_in_flight,
+                        per_host: pick(rng, &[1, 2, 4]).min(max_in_flight),
+                        failed_host_memory: ms(rng.u64(500..=10_000)),
+                    }
+                },
+                fetch_failed: rng.u32(..=150),
+                fetch_silent: rng.u32(..=80),
             }
         };
         Scenario {
@@ -241,6 +266,7 @@ fn node(rng: &mut fastrand::Rng, index: usize) -> NodeSpec {
         config,
         latency,
         peer: IpAddr::from([192, 0, 2, 1]),
+        document_host: DOCUMENT_HOSTS[0],
     }
 }
 

@@ -5,10 +5,14 @@
 //! decision is held against an oracle written here from the documented
 //! rules, and every handshake must end exactly once.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use anpx_core::handshake::{self, Admitted, AuthRefusal, HandshakeId, Offer};
+use anpx_core::handshake::{
+    self, Admitted, AuthRefusal, DocumentStep, FetchLimits, FetchTicket, HandshakeId, Offer,
+    DOCUMENT_TTL, FETCH_TIMEOUT,
+};
 use anpx_core::{Feature, Features, Identity, Receiver, ServiceUrl};
 
 use super::{Conn, Task, World};
@@ -46,6 +50,68 @@ pub(super) enum Verdict {
     Abandon,
 }
 
+/// How a DID document fetch the script started ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FetchPlan {
+    Document,
+    BadStatus,
+    /// Never answers: the shell gives up at the ticket's deadline.
+    Silent,
+}
+
+/// The simulation's own account of the document fetch rules: what the
+/// next lookup must say.
+#[derive(Debug, Default)]
+pub(super) struct FetchModel {
+    in_flight: BTreeMap<String, usize>,
+    failed_until: BTreeMap<String, Duration>,
+    cached_at: BTreeMap<String, Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lookup {
+    Cached,
+    Fetch,
+    Refused,
+}
+
+impl FetchModel {
+    fn expect(&self, now: Duration, url: &str, host: &str, limits: &FetchLimits) -> Lookup {
+        if self
+            .cached_at
+            .get(url)
+            .is_some_and(|at| now - *at < DOCUMENT_TTL)
+        {
+            return Lookup::Cached;
+        }
+        let busy = self.in_flight.get(host).copied().unwrap_or(0);
+        if self
+            .failed_until
+            .get(host)
+            .is_some_and(|until| now < *until)
+            || self.total() >= limits.max_in_flight
+            || busy >= limits.per_host
+        {
+            return Lookup::Refused;
+        }
+        Lookup::Fetch
+    }
+
+    fn total(&self) -> usize {
+        self.in_flight.values().sum()
+    }
+
+    fn begin(&mut self, host: &str) {
+        *self.in_flight.entry(host.to_owned()).or_default() += 1;
+    }
+
+    fn end(&mut self, host: &str) {
+        if let Some(n) = self.in_flight.get_mut(host) {
+            *n -= 1;
+        }
+    }
+}
+
 /// A handshake in progress for a node.
 #[derive(Debug)]
 pub(super) struct Attempt {
@@ -55,6 +121,10 @@ pub(super) struct Attempt {
     services: Option<Vec<u8>>,
     features: Option<Vec<u8>>,
     verdict: Verdict,
+    /// Its DID document fetch in flight, and how it will end.
+    fetch: Option<(FetchTicket, FetchPlan)>,
+    /// Refused before the verdict: the document fetch could not start.
+    refused: Option<AuthRefusal>,
 }
 
 impl Attempt {
@@ -199,22 +269,27 @@ impl World {
                         upgraded: false,
                     },
                 );
-                let attempt = Attempt {
+                let mut attempt = Attempt {
                     number,
                     id,
                     kind,
                     services,
                     features,
                     verdict,
+                    fetch: None,
+                    refused: None,
                 };
                 log!(self, "node {i} begins {id} from {peer} ({kind:?}, {verdict:?})");
-                let delay = if self.roll_handshake(hs.slow) {
+                let mut delay = if self.roll_handshake(hs.slow) {
                     Duration::from_millis(self.rng.u64(1_000..=5_000))
                 } else if self.rng.bool() {
                     Duration::ZERO
                 } else {
                     Duration::from_millis(self.rng.u64(1..=300))
                 };
+                if spec.identity != Identity::Anonymous {
+                    delay = self.look_up_document(i, &mut attempt, delay)?;
+                }
                 self.nodes[i].attempt = Some(attempt);
                 if delay.is_zero() {
                     self.authenticated(i, number)
@@ -238,6 +313,94 @@ impl World {
                 hs.max_pending,
                 hs.per_ip
             ),
+        }
+    }
+
+    /// A DID login needs node `i`'s document: cached, fetched (the
+    /// verifier then answers when the fetch ends), or refused at once.
+    /// Returns when the verifier answers.
+    fn look_up_document(
+        &mut self,
+        i: usize,
+        attempt: &mut Attempt,
+        delay: Duration,
+    ) -> Result<Duration, Violation> {
+        let at = self.at();
+        let hs = self.sc.handshakes;
+        let host = self.nodes[i].spec.document_host;
+        let url = format!("https://{host}/n{i}/did.json");
+        let want = self.fetches.expect(self.now, &url, host, &hs.fetch_limits);
+        match (self.documents.lookup(at, &url, host), want) {
+            (Ok(DocumentStep::Cached(_)), Lookup::Cached) => {
+                self.counters.cached_documents += 1;
+                Ok(delay)
+            }
+            (Ok(DocumentStep::Fetch(ticket)), Lookup::Fetch) => {
+                if ticket.deadline != at + FETCH_TIMEOUT || ticket.url != url {
+                    bail!("the fetch of {url} was allowed until {:?}", ticket.deadline);
+                }
+                self.fetches.begin(host);
+                self.counters.document_fetches += 1;
+                let plan = if self.roll_handshake(hs.fetch_silent) {
+                    FetchPlan::Silent
+                } else if self.roll_handshake(hs.fetch_failed) {
+                    FetchPlan::BadStatus
+                } else {
+                    FetchPlan::Document
+                };
+                let took = match plan {
+                    FetchPlan::Silent => FETCH_TIMEOUT,
+                    _ => Duration::from_millis(self.rng.u64(1..=1_500)),
+                };
+                log!(self, "{} fetches {url} ({plan:?}, {took:?})", attempt.id);
+                attempt.fetch = Some((ticket, plan));
+                Ok(took)
+            }
+            (Err(refusal), Lookup::Refused) if refusal.label == "document_fetch_refused" => {
+                log!(self, "{} may not fetch {url}: {refusal}", attempt.id);
+                self.counters.fetch_refused += 1;
+                attempt.refused = Some(refusal);
+                Ok(Duration::ZERO)
+            }
+            (got, want) => bail!(
+                "the document lookup for {url} said {got:?}; the oracle expected {want:?} ({:?})",
+                self.fetches
+            ),
+        }
+    }
+
+    /// The document fetch of `attempt` ends, or is dropped with its
+    /// handshake; `Err` refuses the login.
+    fn end_fetch(&mut self, attempt: &mut Attempt, dropped: bool) -> Result<(), AuthRefusal> {
+        let Some((ticket, plan)) = attempt.fetch.take() else {
+            return Ok(());
+        };
+        let at = self.at();
+        let host = ticket.host.clone();
+        self.fetches.end(&host);
+        if dropped {
+            self.documents.abandoned(at, ticket);
+            return Ok(());
+        }
+        let url = ticket.url.clone();
+        let result = match plan {
+            FetchPlan::Document => Ok(bytes::Bytes::from_static(b"{}")),
+            FetchPlan::BadStatus => Err("status 404".to_owned()),
+            FetchPlan::Silent => Err(format!("timed out after {FETCH_TIMEOUT:?}")),
+        };
+        match self.documents.fetched(at, ticket, result) {
+            Ok(_) => {
+                self.fetches.cached_at.insert(url, self.now);
+                Ok(())
+            }
+            Err(refusal) => {
+                self.fetches.failed_until.insert(
+                    host,
+                    self.now + self.sc.handshakes.fetch_limits.failed_host_memory,
+                );
+                self.counters.fetch_failed += 1;
+                Err(refusal)
+            }
         }
     }
 
@@ -278,38 +441,55 @@ impl World {
 
     /// The scripted verifier answers attempt `number` of node `i`.
     pub(super) fn authenticated(&mut self, i: usize, number: u64) -> Result<(), Violation> {
-        let Some(attempt) = self.nodes[i].attempt.take_if(|a| a.number == number) else {
+        let Some(mut attempt) = self.nodes[i].attempt.take_if(|a| a.number == number) else {
             return Ok(());
         };
         let at = self.at();
         let id = attempt.id;
         let spec = self.nodes[i].spec.clone();
         let urls = self.nodes[i].urls.clone();
-        let auth = match attempt.verdict {
-            Verdict::Abandon => {
+        let dropped = attempt.verdict == Verdict::Abandon;
+        let document = self.end_fetch(&mut attempt, dropped);
+        let document = match attempt.refused.take() {
+            Some(refused) => Err(refused),
+            None => document,
+        };
+        let auth = match (attempt.verdict, document) {
+            (Verdict::Abandon, _) => {
                 log!(self, "node {i} goes away during {id}");
                 self.counters.handshakes_abandoned += 1;
                 self.end_handshake(id)?;
                 self.retry_later(i);
                 return Ok(());
             }
-            Verdict::Refuse => Err(AuthRefusal::new("scripted_refusal", "the script says no")),
-            Verdict::Elsewhere => Ok(Admitted {
+            (_, Err(refusal)) => {
+                if !matches!(
+                    refusal.label,
+                    "document_fetch_refused" | "document_unavailable"
+                ) {
+                    bail!("{id}'s document refused it as {}", refusal.label);
+                }
+                Err(refusal)
+            }
+            (Verdict::Refuse, Ok(())) => {
+                Err(AuthRefusal::new("scripted_refusal", "the script says no"))
+            }
+            (Verdict::Elsewhere, Ok(())) => Ok(Admitted {
                 identity: spec.identity.clone(),
                 allowed: Some(vec!["elsewhere.example/x".parse().expect("a service URL")]),
             }),
-            Verdict::Admit => Ok(Admitted {
+            (Verdict::Admit, Ok(())) => Ok(Admitted {
                 identity: spec.identity.clone(),
                 allowed: (spec.identity != Identity::Anonymous).then(|| urls.clone()),
             }),
         };
-        let expected = match (attempt.verdict, attempt.kind) {
-            (Verdict::Refuse, _) => Some(401),
-            (_, OfferKind::BadServices) => Some(400),
-            (Verdict::Elsewhere, _) => Some(403),
+        let expected = match (&auth, attempt.verdict, attempt.kind) {
+            (Err(_), _, _) => Some(401),
+            (_, _, OfferKind::BadServices) => Some(400),
+            (_, Verdict::Elsewhere, _) => Some(403),
             _ => None,
         };
-        if attempt.verdict == Verdict::Refuse {
+        if auth.is_err() {
             self.auth_refused += 1;
         }
         let decided = self.admissions.decide(at, id, &attempt.offer(), auth);
@@ -447,6 +627,13 @@ impl World {
         }) {
             bail!("{id} is held as node {}'s connection, which is not", h.node);
         }
+        if self.documents.in_flight() != self.fetches.total() {
+            bail!(
+                "{} document fetches in flight; the simulation started {}",
+                self.documents.in_flight(),
+                self.fetches.total()
+            );
+        }
         let refused: u64 = a.auth_refusals().map(|(_, n)| n).sum();
         if refused != self.auth_refused {
             bail!(
@@ -461,13 +648,14 @@ impl World {
     /// left.
     pub(super) fn end_admissions(&mut self) -> Result<(), Violation> {
         for i in 0..self.nodes.len() {
-            if let Some(attempt) = self.nodes[i].attempt.take() {
+            if let Some(mut attempt) = self.nodes[i].attempt.take() {
                 self.counters.handshakes_abandoned += 1;
+                let _ = self.end_fetch(&mut attempt, true);
                 self.end_handshake(attempt.id)?;
             }
         }
         self.check_admissions()?;
-        if self.admissions.open() != 0 || !self.held.is_empty() {
+        if self.admissions.open() != 0 || !self.held.is_empty() || self.documents.in_flight() != 0 {
             bail!(
                 "handshake slots leak: {} open in the admissions, {} in the simulation",
                 self.admissions.open(),

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anpx_core::edge::EdgeLimits;
-use anpx_core::handshake::{Admissions, HandshakeId};
+use anpx_core::handshake::{Admissions, DocumentFetches, HandshakeId};
 use anpx_core::Features;
 use anpx_core::Receiver;
 use anpx_core::RequestId;
@@ -154,8 +154,12 @@ struct World {
     admissions: Admissions,
     /// Every handshake the admissions hold, by the simulation's account.
     held: BTreeMap<HandshakeId, admission::Held>,
-    /// Logins the scripted verifier refused.
+    /// Logins refused by authentication (the script or a document).
     auth_refused: u64,
+    /// The gateway's DID document fetch decisions, and the simulation's
+    /// own model of them.
+    documents: DocumentFetches,
+    fetches: admission::FetchModel,
     nodes: Vec<Node>,
     /// Every node's grants, for clients to aim at.
     all_grants: Vec<Grant>,
@@ -186,6 +190,7 @@ impl World {
         let mut rng = fastrand::Rng::with_seed(seed);
         let sc = Scenario::generate(&mut rng);
         let gw = Gateway::new(sc.gateway.clone(), rng.u64(..));
+        let documents = DocumentFetches::new(sc.handshakes.fetch_limits);
         let admissions = Admissions::new(
             Features::all(),
             &EdgeLimits {
@@ -237,6 +242,8 @@ impl World {
             admissions,
             held: BTreeMap::new(),
             auth_refused: 0,
+            documents,
+            fetches: admission::FetchModel::default(),
             nodes,
             all_grants,
             ledger: Ledger::new(),
