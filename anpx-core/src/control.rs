@@ -18,6 +18,12 @@ pub enum Control {
     /// `{"type":"authentication",...}`. The reference's newer gateway takes a
     /// bare DID from this message without any signature; anpx never does.
     Authentication,
+    /// `{"type":"draining"}`, from a receiver that negotiated `drain`: it
+    /// is shutting down; route new requests elsewhere.
+    Draining,
+    /// `{"type":"draining-ack"}`, the gateway's answer to
+    /// [`Control::Draining`]: no request is routed to the receiver after it.
+    DrainingAck,
     /// Valid JSON with a type we do not know.
     Unknown(String),
 }
@@ -47,6 +53,8 @@ impl Control {
             "pong" => Control::Pong,
             "heartbeat" => Control::Heartbeat,
             "authentication" => Control::Authentication,
+            "draining" => Control::Draining,
+            "draining-ack" => Control::DrainingAck,
             other => Control::Unknown(other.to_owned()),
         })
     }
@@ -64,6 +72,20 @@ pub fn pong(timestamp: Option<&str>) -> String {
 /// the gateway only echoes it.
 pub fn ping(seconds: f64) -> String {
     format!(r#"{{"type": "ping", "timestamp": {seconds:.3}}}"#)
+}
+
+/// What a receiver that negotiated `drain` sends when it starts draining:
+/// the gateway stops routing new requests to it and answers with
+/// [`draining_ack`]. Never sent to a peer without `drain`.
+pub fn draining() -> String {
+    r#"{"type": "draining"}"#.to_owned()
+}
+
+/// The gateway's answer to [`draining`]: WebSocket messages keep their
+/// order, so every request routed to the receiver before it arrives
+/// before it too, and none comes after.
+pub fn draining_ack() -> String {
+    r#"{"type": "draining-ack"}"#.to_owned()
 }
 
 #[cfg(test)]
@@ -108,6 +130,11 @@ mod tests {
         assert_eq!(
             Control::parse(r#"{"type":"x"}"#).unwrap(),
             Control::Unknown("x".into())
+        );
+        assert_eq!(Control::parse(&draining()).unwrap(), Control::Draining);
+        assert_eq!(
+            Control::parse(&draining_ack()).unwrap(),
+            Control::DrainingAck
         );
         assert!(Control::parse("not json").is_err());
         assert!(Control::parse(r#"{"type": 5}"#).is_err());

@@ -29,17 +29,23 @@ pub enum Feature {
     /// marked with its cause, which the gateway takes off and logs
     /// (`upstream-failure`; see [`crate::upstream_failure`]).
     UpstreamFailure,
+    /// A receiver that is shutting down says so, and the gateway routes new
+    /// requests to other receivers while those in flight finish (`drain`:
+    /// the receiver sends `{"type": "draining"}`, the gateway answers
+    /// `{"type": "draining-ack"}`; see [`crate::Receiver::start_drain`]).
+    Drain,
 }
 
 impl Feature {
     /// Every feature, in canonical (header) order.
-    pub const ALL: [Feature; 6] = [
+    pub const ALL: [Feature; 7] = [
         Feature::Streaming,
         Feature::FlowControl,
         Feature::Cancel,
         Feature::WebSocket,
         Feature::Lossless,
         Feature::UpstreamFailure,
+        Feature::Drain,
     ];
 
     /// The header token, lower-case.
@@ -51,6 +57,7 @@ impl Feature {
             Feature::WebSocket => "websocket",
             Feature::Lossless => "lossless-meta",
             Feature::UpstreamFailure => "upstream-failure",
+            Feature::Drain => "drain",
         }
     }
 
@@ -294,7 +301,8 @@ mod tests {
                 "cancel",
                 "websocket",
                 "lossless-meta",
-                "upstream-failure"
+                "upstream-failure",
+                "drain"
             ]
         );
     }
@@ -364,12 +372,12 @@ mod tests {
         assert_eq!(Features::empty().to_header_value(), "");
         assert_eq!(
             Features::all().to_header_value(),
-            "streaming,flow-control,cancel,websocket,lossless-meta,upstream-failure"
+            "streaming,flow-control,cancel,websocket,lossless-meta,upstream-failure,drain"
         );
         let s = Features::parse_header("LOSSLESS-META , streaming");
         assert_eq!(s.to_header_value(), "streaming,lossless-meta");
         assert_eq!(s.to_string(), s.to_header_value());
-        for bits in 0..64u8 {
+        for bits in 0..128u8 {
             let s: Features = Feature::ALL
                 .into_iter()
                 .filter(|f| bits & f.bit() != 0)

@@ -797,3 +797,169 @@ fn a_regrant_stops_new_requests_and_lets_in_flight_ones_finish() {
         p.closes
     );
 }
+
+/// A gateway with receivers `rxs` of one route, moving messages across
+/// until all are quiet. Each head a receiver gets is recorded with its
+/// link and whether that receiver had the gateway's drain answer by then.
+struct Many {
+    now: Instant,
+    gw: Gateway,
+    rxs: Vec<(LinkId, Receiver)>,
+    heads: Vec<(LinkId, RequestId, bool)>,
+    responses: Vec<(RequestId, ResponseEvent)>,
+}
+
+impl Many {
+    fn new(n: usize, features: Features) -> Self {
+        let now = Instant::now();
+        let mut gw = Gateway::new(GatewayConfig::default(), 1);
+        let rxs = (0..n)
+            .map(|_| {
+                let link = gw.admit(
+                    now,
+                    Identity::Anonymous,
+                    vec!["api.agent.com/svc".parse().unwrap()],
+                    features,
+                );
+                (
+                    link,
+                    Receiver::new(ReceiverConfig::default(), features, now),
+                )
+            })
+            .collect();
+        Many {
+            now,
+            gw,
+            rxs,
+            heads: Vec::new(),
+            responses: Vec::new(),
+        }
+    }
+
+    fn pump(&mut self) {
+        loop {
+            let mut moved = false;
+            while let Some(out) = self.gw.poll_output() {
+                moved = true;
+                match out {
+                    Output::Transmit { link, message } => {
+                        let (_, rx) = self.rxs.iter_mut().find(|(l, _)| *l == link).unwrap();
+                        rx.handle_message(self.now, message);
+                    }
+                    Output::Response { request, event } => self.responses.push((request, event)),
+                    Output::Close { .. } => {}
+                }
+            }
+            for (link, rx) in &mut self.rxs {
+                while let Some(out) = rx.poll_output() {
+                    moved = true;
+                    match out {
+                        ReceiverOutput::Transmit(message) => {
+                            self.gw.handle_message(self.now, *link, message)
+                        }
+                        ReceiverOutput::Event(RequestEvent::Head { request, .. }) => {
+                            self.heads.push((*link, request, rx.drain_acknowledged()))
+                        }
+                        ReceiverOutput::Event(_) | ReceiverOutput::Close { .. } => {}
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn start(&mut self, path: &str) -> Result<RequestId, anpx_core::Reject> {
+        self.gw
+            .start_request(self.now, "api.agent.com", get(path), RequestBody::Empty)
+    }
+
+    fn answer(&mut self, i: usize, id: &RequestId) {
+        let now = self.now;
+        self.rxs[i]
+            .1
+            .respond(
+                now,
+                id,
+                ResponseHead::new(200),
+                ResponseBody::Full("ok".into()),
+            )
+            .unwrap();
+        self.pump();
+    }
+}
+
+/// Two receivers of one route; one drains with a request in flight. A
+/// request routed before the gateway heard still reaches it, ahead of the
+/// gateway's answer; after that, new requests go to the other one (even
+/// when it is the busier), the drainer's own finish, and with both
+/// draining a new request is refused with 503.
+#[test]
+fn a_draining_receiver_gets_no_new_requests_and_finishes_its_own() {
+    let mut m = Many::new(2, Feature::Drain.into());
+    let (a, b) = (m.rxs[0].0, m.rxs[1].0);
+    let held = m.start("/svc/held").unwrap();
+    assert_eq!(m.gw.request_link(&held), Some(a));
+    m.pump();
+
+    // Said, not yet heard: a request still goes to `a`, and arrives
+    // before the answer.
+    let now = m.now;
+    assert!(m.rxs[0].1.start_drain(now));
+    assert!(!m.rxs[0].1.start_drain(now), "said once");
+    let early = m.start("/svc/early").unwrap();
+    assert_eq!(m.gw.request_link(&early), Some(b), "the less busy one");
+    let early2 = m.start("/svc/early2").unwrap();
+    assert_eq!(m.gw.request_link(&early2), Some(a), "tie: the first link");
+    m.pump();
+    assert!(
+        m.heads.contains(&(a, early2.clone(), false)),
+        "{:?}",
+        m.heads
+    );
+    assert!(m.rxs[0].1.drain_acknowledged());
+    assert_eq!(m.gw.link_draining(a), Some(true));
+    assert_eq!(m.gw.link_draining(b), Some(false));
+
+    // `a` holds two, `b` one: without the drain the second of these would
+    // go to `a` (a tie goes to the first link).
+    for path in ["/svc/n1", "/svc/n2", "/svc/n3"] {
+        let id = m.start(path).unwrap();
+        assert_eq!(m.gw.request_link(&id), Some(b), "{path} skips the drainer");
+    }
+    m.pump();
+    m.answer(0, &held);
+    m.answer(0, &early2);
+    for id in [&held, &early2] {
+        assert!(
+            m.responses
+                .iter()
+                .any(|(r, e)| r == id && matches!(e, ResponseEvent::Head(h) if h.status == 200)),
+            "{id} finishes on the draining receiver"
+        );
+    }
+
+    let now = m.now;
+    assert!(m.rxs[1].1.start_drain(now));
+    m.pump();
+    let e = m.start("/svc/late").unwrap_err();
+    assert!(matches!(e, anpx_core::Reject::Draining { .. }), "{e:?}");
+    assert_eq!(e.failure().status, 503);
+}
+
+/// Without `drain` negotiated the receiver says nothing, and a
+/// `draining` message from such a link is counted as a bad control
+/// message and changes no routing.
+#[test]
+fn draining_needs_the_extension() {
+    let mut m = Many::new(2, Features::empty());
+    let a = m.rxs[0].0;
+    let now = m.now;
+    assert!(!m.rxs[0].1.start_drain(now));
+    m.gw.handle_message(now, a, WsMessage::Text(r#"{"type": "draining"}"#.into()));
+    assert_eq!(m.gw.link_draining(a), Some(false));
+    assert_eq!(m.gw.stats(now).totals.bad_control, 1);
+    let id = m.start("/svc/x").unwrap();
+    assert_eq!(m.gw.request_link(&id), Some(a));
+}

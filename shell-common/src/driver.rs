@@ -361,7 +361,23 @@ impl State {
                     self.core.close_link(now, link);
                 }
             }
-            Command::Message { link, message } => self.core.handle_message(now, link, message),
+            Command::Message { link, message } => {
+                let text = matches!(message, WsMessage::Text(_));
+                let was = text && self.core.link_draining(link) == Some(true);
+                self.core.handle_message(now, link, message);
+                if text && !was && self.core.link_draining(link) == Some(true) {
+                    let identity = self
+                        .core
+                        .link_identity(link)
+                        .map(|i| i.to_string())
+                        .unwrap_or_default();
+                    tracing::info!(
+                        %link,
+                        %identity,
+                        "receiver draining: new requests go to other receivers of its routes"
+                    );
+                }
+            }
             Command::Regrant { link, grants } => {
                 let change = self.core.regrant(now, link, &grants);
                 if !change.is_empty() {
@@ -419,9 +435,14 @@ impl State {
                     .map(|r| (r, head.clone(), body.clone()));
                 let result = self.core.start_request(now, &host, head, body);
                 let result = match (result, retry) {
-                    (Err(Reject::NoRoute { path }), Some((remote, head, body))) => self
+                    // Every local receiver of the route draining: another
+                    // gateway's may take it.
+                    (
+                        Err(reject @ (Reject::NoRoute { .. } | Reject::Draining { .. })),
+                        Some((remote, head, body)),
+                    ) => self
                         .start_remote(&remote, &host, head, body, &events)
-                        .ok_or(Reject::NoRoute { path }),
+                        .ok_or(reject),
                     (result, _) => result.map(|id| self.started(id, events)),
                 };
                 match result {

@@ -230,6 +230,7 @@ pub fn supported_features() -> Features {
         Feature::WebSocket,
         Feature::Lossless,
         Feature::UpstreamFailure,
+        Feature::Drain,
     ]
     .into_iter()
     .collect()

@@ -13,8 +13,8 @@ use std::time::Instant;
 use anpx_core::backoff::{Backoff, Failure, Next};
 use anpx_core::handshake::{self, FEATURES_HEADER, GRANTED_HEADER};
 use anpx_core::upstream_failure::{UpstreamCause, UpstreamFailure};
-use anpx_core::Features;
 use anpx_core::{canonical_reason, RequestHead, RequestId, ResponseHead};
+use anpx_core::{Feature, Features};
 use anpx_core::{Receiver as Core, ReceiverOutput, RequestEvent, ResponseBody};
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::http::HeaderValue;
@@ -692,6 +692,9 @@ where
     // New requests are refused meanwhile; the connection closes when the
     // last one finishes or the period ends.
     let mut draining: Option<BoxFuture<()>> = None;
+    // With `drain`: the gateway was told, and requests it routed before it
+    // knew are served until its answer.
+    let mut announced = false;
 
     let reason = loop {
         match core.poll_timeout() {
@@ -771,13 +774,27 @@ where
                 timer = None;
                 core.handle_timeout(now);
             }
-            Event::Stop if !in_flight.is_empty() && !options.drain_grace.is_zero() => {
-                tracing::info!(
-                    gateway = %options.gateway,
-                    in_flight = in_flight.len(),
-                    grace_secs = options.drain_grace.as_secs(),
-                    "draining: requests in flight may finish, new ones are refused with 503"
-                );
+            Event::Stop
+                if !options.drain_grace.is_zero()
+                    && (!in_flight.is_empty() || core.features().contains(Feature::Drain)) =>
+            {
+                announced = core.start_drain(now);
+                if announced {
+                    tracing::info!(
+                        gateway = %options.gateway,
+                        in_flight = in_flight.len(),
+                        grace_secs = options.drain_grace.as_secs(),
+                        "draining: the gateway routes new requests to other receivers, \
+                         requests in flight may finish"
+                    );
+                } else {
+                    tracing::info!(
+                        gateway = %options.gateway,
+                        in_flight = in_flight.len(),
+                        grace_secs = options.drain_grace.as_secs(),
+                        "draining: requests in flight may finish, new ones are refused with 503"
+                    );
+                }
                 draining = Some(runtime.sleep_until(now + options.drain_grace));
             }
             Event::DrainEnd => {
@@ -804,9 +821,13 @@ where
                         closing.get_or_insert_with(|| "write to gateway failed".to_owned());
                     }
                 }
-                ReceiverOutput::Event(RequestEvent::Head { request, .. }) if draining.is_some() => {
-                    // Held until its 503 is sent, so the drain does not
-                    // close the connection under it.
+                ReceiverOutput::Event(RequestEvent::Head { request, .. })
+                    if draining.is_some() && (!announced || core.drain_acknowledged()) =>
+                {
+                    // Refused with 503 (a request the gateway routed before
+                    // it heard of the drain is served instead). Held until
+                    // its 503 is sent, so the drain does not close the
+                    // connection under it.
                     let (task, _) = AbortHandle::new_pair();
                     in_flight.insert(request.clone(), InFlight { upload: None, task });
                     Reply {
@@ -841,7 +862,7 @@ where
             break transient(reason);
         }
         release_unsent(&core, &mut unsent);
-        if draining.is_some() && in_flight.is_empty() {
+        if draining.is_some() && in_flight.is_empty() && (!announced || core.drain_acknowledged()) {
             tracing::info!(gateway = %options.gateway, "drained: every request in flight finished");
             core.handle_close(Instant::now());
             let _ = sink.send(close(1001, "receiver shutting down")).await;

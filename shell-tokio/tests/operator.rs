@@ -38,6 +38,7 @@ per_shell!(
     sighup_is_logged_not_fatal,
     trusts_a_self_signed_gateway_when_pinned,
     receiver_drains_on_sigterm,
+    drain_moves_new_requests_to_another_receiver,
     listens_on_localhost,
 );
 
@@ -710,8 +711,19 @@ fn trusts_a_self_signed_gateway_when_pinned(binary: Binary) {
 
 /// An upstream whose first request waits for `release` before it is
 /// answered; `arrived` says when it came. Later requests are answered at
-/// once.
+/// once. Every answer is 200 with the body `done`.
 fn held_upstream() -> (
+    SocketAddr,
+    std::sync::mpsc::Receiver<()>,
+    std::sync::mpsc::Sender<()>,
+) {
+    held_upstream_saying("done")
+}
+
+/// [`held_upstream`] answering with `body`.
+fn held_upstream_saying(
+    body: &'static str,
+) -> (
     SocketAddr,
     std::sync::mpsc::Receiver<()>,
     std::sync::mpsc::Sender<()>,
@@ -720,7 +732,7 @@ fn held_upstream() -> (
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let (arrived_tx, arrived) = std::sync::mpsc::channel();
-    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    let (release, mut release_rx) = std::sync::mpsc::channel::<()>();
     std::thread::spawn(move || {
         for (n, conn) in listener.incoming().enumerate() {
             let Ok(conn) = conn else { return };
@@ -729,14 +741,24 @@ fn held_upstream() -> (
             while reader.read_line(&mut line).is_ok_and(|read| read > 2) {
                 line.clear();
             }
+            let answer = move |mut conn: TcpStream| {
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            };
             if n == 0 {
                 let _ = arrived_tx.send(());
-                let _ = release_rx.recv();
+                // Held on its own thread: later requests are answered meanwhile.
+                let release_rx = std::mem::replace(&mut release_rx, std::sync::mpsc::channel().1);
+                std::thread::spawn(move || {
+                    let _ = release_rx.recv();
+                    answer(conn);
+                });
+            } else {
+                answer(conn);
             }
-            let mut conn = conn;
-            let _ = conn.write_all(
-                b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\ndone",
-            );
         }
     });
     (addr, arrived, release)
@@ -748,7 +770,8 @@ fn held_upstream() -> (
 fn receiver_drains_on_sigterm(binary: Binary) {
     let dir = TempDir::new(&format!("drain-{binary:?}"));
     let listen = free_addr();
-    let _gateway = start_gateway(binary, listen, &[], &dir.path("gateway.log"));
+    let gateway_log = dir.path("gateway.log");
+    let _gateway = start_gateway(binary, listen, &[], &gateway_log);
     wait_listening(listen);
     let (upstream, arrived, release) = held_upstream();
     let rx_log = dir.path("receiver.log");
@@ -777,6 +800,10 @@ fn receiver_drains_on_sigterm(binary: Binary) {
     wait_for(Duration::from_secs(10), "the receiver drains", || {
         read(&rx_log).contains("draining")
     });
+    // Told by the receiver, the gateway has no other to send it to.
+    wait_for(Duration::from_secs(10), "the gateway hears of it", || {
+        read(&gateway_log).contains("receiver draining")
+    });
     assert_eq!(
         get_status(listen, "api.agent.com", "/a1/new"),
         Some(503),
@@ -797,6 +824,101 @@ fn receiver_drains_on_sigterm(binary: Binary) {
     let exit = exits_within(&mut rx, Duration::from_secs(10));
     assert!(exit.is_some_and(|s| s.success()), "{}", read(&rx_log));
     assert!(read(&rx_log).contains("drained"), "{}", read(&rx_log));
+}
+
+/// A plain HTTP/1.0 GET with `host`: the status code and the body.
+fn get_text(addr: SocketAddr, host: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, body))
+}
+
+/// Two receivers serve one route, each holding one slow request. The first
+/// gets SIGTERM: it tells the gateway, whose new requests then all go to
+/// the second (a tie in load would have picked the first, which would
+/// have answered 503); the slow request on the draining one still ends
+/// with 200, and it exits cleanly.
+fn drain_moves_new_requests_to_another_receiver(binary: Binary) {
+    let dir = TempDir::new(&format!("drain-two-{binary:?}"));
+    let listen = free_addr();
+    let gateway_log = dir.path("gateway.log");
+    let _gateway = start_gateway(binary, listen, &[], &gateway_log);
+    wait_listening(listen);
+    let receiver = |name: &'static str| {
+        let (upstream, arrived, release) = held_upstream_saying(name);
+        let log = dir.path(&format!("receiver-{name}.log"));
+        let upstream = format!("http://{upstream}");
+        let args = [
+            "receiver",
+            "--gateway",
+            &format!("ws://{listen}/ws"),
+            "--service",
+            "api.agent.com/a1",
+            "--upstream",
+            &upstream,
+            "--drain-grace-secs",
+            "60",
+        ];
+        let rx = start(binary, &args, &log);
+        // One after the other: the first admitted wins ties.
+        wait_for(Duration::from_secs(15), "the receiver connects", || {
+            read(&log).contains("connected to gateway")
+        });
+        (rx, log, arrived, release)
+    };
+    let (mut first, first_log, first_arrived, first_release) = receiver("first");
+    let (_second, second_log, second_arrived, second_release) = receiver("second");
+    let slow_first = std::thread::spawn(move || get_text(listen, "api.agent.com", "/a1/slow"));
+    first_arrived
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the first slow request reaches the first receiver");
+    let slow_second = std::thread::spawn(move || get_text(listen, "api.agent.com", "/a1/slow"));
+    second_arrived
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the second slow request reaches the second receiver");
+
+    signal(&first, libc::SIGTERM);
+    wait_for(
+        Duration::from_secs(10),
+        "the gateway hears of the drain",
+        || read(&gateway_log).contains("receiver draining"),
+    );
+    for n in 0..3 {
+        assert_eq!(
+            get_text(listen, "api.agent.com", &format!("/a1/new{n}")),
+            Some((200, "second".to_owned())),
+            "new request {n} goes to the other receiver: {}\n{}",
+            read(&gateway_log),
+            read(&first_log)
+        );
+    }
+    assert!(
+        exits_within(&mut first, Duration::from_millis(300)).is_none(),
+        "the draining receiver waits for its request in flight"
+    );
+    first_release.send(()).unwrap();
+    assert_eq!(
+        slow_first.join().unwrap(),
+        Some((200, "first".to_owned())),
+        "the request in flight on the draining receiver finishes: {}",
+        read(&first_log)
+    );
+    let exit = exits_within(&mut first, Duration::from_secs(10));
+    assert!(exit.is_some_and(|s| s.success()), "{}", read(&first_log));
+    assert!(read(&first_log).contains("drained"), "{}", read(&first_log));
+    second_release.send(()).unwrap();
+    assert_eq!(
+        slow_second.join().unwrap(),
+        Some((200, "second".to_owned())),
+        "{}",
+        read(&second_log)
+    );
 }
 
 /// `--listen localhost:PORT` is 127.0.0.1:PORT, and a gateway started so

@@ -641,7 +641,7 @@ static KEYS: [KeyInfo; 84] = [
     key!(
         "receiver.drain_grace_secs", "ANPX_RECEIVER_DRAIN_GRACE_SECS", "drain-grace-secs", "SECS",
         "10",
-        "On SIGTERM/Ctrl-C: seconds requests in flight may take to finish while new ones get 503; 0 closes at once",
+        "On SIGTERM/Ctrl-C: seconds requests in flight may take to finish while an anpx gateway sends new ones to other receivers (a reference gateway's get 503); 0 closes at once",
         receiver.drain_grace_secs,
         parse: |i| v::int(i, 0, MAX_SECS), render: v::render_int,
     ),

@@ -127,6 +127,9 @@ struct Link {
     /// the budgets when a request starts, so bytes sent within the
     /// windows never take a connection or the gateway past a budget.
     reserved: u64,
+    /// With `drain`: the receiver said it is shutting down. No new request
+    /// is routed to it; those in flight run to their end.
+    draining: bool,
 }
 
 impl Link {
@@ -342,6 +345,7 @@ impl Gateway {
                 chatter: Bucket::new(self.config.chatter, now),
                 unread: 0,
                 reserved: 0,
+                draining: false,
             },
         );
         self.timers
@@ -454,7 +458,19 @@ impl Gateway {
             // Identity comes only from a verified handshake, never from an
             // unsigned message (the reference's newer gateway trusts it).
             Ok(Control::Authentication) => self.totals.unsigned_auth_ignored += 1,
-            Ok(Control::Unknown(_)) | Err(_) => self.totals.bad_control += 1,
+            // Only a receiver that negotiated `drain` may say it is going;
+            // the answer follows every request already routed to it.
+            Ok(Control::Draining) => match self.links.get_mut(&link) {
+                Some(l) if l.features.contains(Feature::Drain) => {
+                    l.draining = true;
+                    self.out.push_back(Output::Transmit {
+                        link,
+                        message: WsMessage::Text(control::draining_ack()),
+                    });
+                }
+                _ => self.totals.bad_control += 1,
+            },
+            Ok(Control::DrainingAck | Control::Unknown(_)) | Err(_) => self.totals.bad_control += 1,
         }
     }
 
@@ -812,18 +828,32 @@ impl Gateway {
         let fits = |l: &Link| {
             !l.flow_controlled() || (total_room && l.charge() + INITIAL_WINDOW <= link_room)
         };
+        // A draining receiver takes no new request: another of the route
+        // does, or the request is refused.
+        let open = |l: &&Link| !l.draining;
         let best = route
             .links
             .iter()
             .filter(able)
             .filter_map(|id| links.get(id).map(|l| (*id, l)))
-            .filter(|(_, l)| l.requests.len() < cap && fits(l))
+            .filter(|(_, l)| open(l) && l.requests.len() < cap && fits(l))
             .min_by_key(|(id, l)| (l.requests.len(), *id))
             .map(|(id, _)| id);
+        let all_draining = || {
+            route
+                .links
+                .iter()
+                .filter(able)
+                .filter_map(|id| links.get(id))
+                .all(|l| l.draining)
+        };
         best.ok_or_else(|| {
             self.totals.unavailable += 1;
-            Reject::AtCapacity {
-                route: route.url.to_string(),
+            let route = route.url.to_string();
+            if all_draining() {
+                Reject::Draining { route }
+            } else {
+                Reject::AtCapacity { route }
             }
         })
     }
@@ -1141,6 +1171,12 @@ impl Gateway {
     /// Receiver connections.
     pub fn link_count(&self) -> usize {
         self.links.len()
+    }
+
+    /// Whether `link`'s receiver said it is draining (`drain`): no new
+    /// request goes to it. `None` for an unknown link.
+    pub fn link_draining(&self, link: LinkId) -> Option<bool> {
+        self.links.get(&link).map(|l| l.draining)
     }
 
     /// The negotiated extensions of `link`.

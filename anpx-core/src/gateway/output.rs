@@ -128,6 +128,13 @@ pub enum Reject {
         /// The matching service URL.
         route: String,
     },
+    /// A route matches, but every receiver serving it is draining (it said
+    /// so with the `drain` extension): 503 like [`Reject::AtCapacity`].
+    #[error("every receiver for {route} is draining")]
+    Draining {
+        /// The matching service URL.
+        route: String,
+    },
     /// A WebSocket upgrade for a route whose receivers cannot carry one
     /// (their links did not negotiate `websocket`, `streaming` and
     /// `flow-control`, e.g. reference receivers).
@@ -155,7 +162,7 @@ impl Reject {
                 error: "No route found".into(),
                 path: Some(path.clone()),
             },
-            Reject::AtCapacity { .. } => {
+            Reject::AtCapacity { .. } | Reject::Draining { .. } => {
                 Failure::new(FailureKind::Refused, 503, "No healthy receiver available")
             }
             Reject::NoWebSocket { .. } => Failure::new(

@@ -116,8 +116,20 @@ pub struct Receiver {
     timers: TimerQueue<Timer>,
     sweep_armed: bool,
     closed: bool,
+    drain: Drain,
     out: VecDeque<ReceiverOutput>,
     totals: ReceiverTotals,
+}
+
+/// Where a receiver is in telling the gateway it drains (`drain`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drain {
+    /// Not draining, or draining without telling (no `drain`).
+    Quiet,
+    /// Said so; requests the gateway routed before it knew may still come.
+    Announced,
+    /// The gateway answered: no request comes after.
+    Acknowledged,
 }
 
 impl Receiver {
@@ -138,6 +150,7 @@ impl Receiver {
             timers,
             sweep_armed: false,
             closed: false,
+            drain: Drain::Quiet,
             out: VecDeque::new(),
             totals: ReceiverTotals::default(),
         }
@@ -161,6 +174,28 @@ impl Receiver {
         self.features
     }
 
+    /// The receiver is shutting down: with `drain` negotiated, tells the
+    /// gateway (the text message `{"type": "draining"}`) so that it routes new requests to
+    /// other receivers, and returns `true`. Requests may still arrive
+    /// until the gateway's answer ([`Receiver::drain_acknowledged`]): it
+    /// routed them before it knew, so they are served. Without `drain`
+    /// (or when already told, or closed) nothing is sent and it returns
+    /// `false`.
+    pub fn start_drain(&mut self, _now: Instant) -> bool {
+        if self.closed || self.drain != Drain::Quiet || !self.features.contains(Feature::Drain) {
+            return false;
+        }
+        self.drain = Drain::Announced;
+        self.transmit(WsMessage::Text(control::draining()));
+        true
+    }
+
+    /// Whether the gateway answered [`Receiver::start_drain`]: it routes no
+    /// request to this connection any more.
+    pub fn drain_acknowledged(&self) -> bool {
+        self.drain == Drain::Acknowledged
+    }
+
     /// Takes one WebSocket message from the gateway.
     pub fn handle_message(&mut self, now: Instant, message: WsMessage) {
         if self.closed {
@@ -171,11 +206,15 @@ impl Receiver {
             WsMessage::Binary(bytes) => self.handle_frame(now, bytes),
             // Every text message is a sign of life; only a JSON ping needs an
             // answer (gateways do not send one today, but the protocol allows it).
-            WsMessage::Text(text) => {
-                if let Ok(Control::Ping { timestamp }) = Control::parse(&text) {
+            WsMessage::Text(text) => match Control::parse(&text) {
+                Ok(Control::Ping { timestamp }) => {
                     self.transmit(WsMessage::Text(control::pong(timestamp.as_deref())));
                 }
-            }
+                Ok(Control::DrainingAck) if self.drain == Drain::Announced => {
+                    self.drain = Drain::Acknowledged;
+                }
+                _ => {}
+            },
             WsMessage::Ping(_) | WsMessage::Pong(_) => {}
         }
     }

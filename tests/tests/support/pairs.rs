@@ -181,7 +181,7 @@ impl Rx {
         let features = status.expect("receiver connected");
         assert_eq!(
             features.to_header_value(),
-            "streaming,flow-control,cancel,websocket,lossless-meta,upstream-failure",
+            "streaming,flow-control,cancel,websocket,lossless-meta,upstream-failure,drain",
             "both shells negotiate the extensions"
         );
         rx
