@@ -304,7 +304,7 @@ struct Place {
 
 /// Header bytes as text, as an HTTP library reads them (visible ASCII and
 /// tabs), with its words for a value that is not.
-fn header_text(value: &[u8]) -> Result<&str, String> {
+pub(crate) fn header_text(value: &[u8]) -> Result<&str, String> {
     if value.iter().all(|&b| b == b'\t' || (32..127).contains(&b)) {
         std::str::from_utf8(value).map_err(|e| e.to_string())
     } else {

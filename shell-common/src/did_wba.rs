@@ -16,7 +16,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use anpx_core::auth::{DidDocument, Verifier, VerifierConfig};
+use anpx_core::auth::{DidDocument, Login, Verifier, VerifierConfig};
 use anpx_core::registry::Registry;
 use anpx_core::Identity;
 use bytes::Bytes;
@@ -292,59 +292,34 @@ impl DidWbaAdmission {
         headers: &http::HeaderMap,
         service: &str,
     ) -> Result<Admitted, Refusal> {
-        let header = headers
+        // Each step's decision is the core's (`Login`); this only runs the
+        // I/O between them: the document, then the registry.
+        let authorization = headers
             .get(http::header::AUTHORIZATION)
-            .ok_or_else(|| {
-                refusal(
-                    "missing_authorization",
-                    "no Authorization header (DID-WBA required)",
-                )
-            })?
-            .to_str()
-            .map_err(|_| refusal("malformed_header", "Authorization header is not text"))?;
-        let parsed = {
-            let mut verifier = self
-                .verifier
-                .lock()
-                .map_err(|_| refusal("internal", "verifier unavailable"))?;
-            verifier
-                .check_header(SystemTime::now(), header, service)
-                .map_err(|e| refusal(e.reason(), e.to_string()))?
-        };
-        let did = parsed.did().as_str().to_owned();
-        let document = self.documents.document(&did, parsed.document_url()).await?;
-        let verified = {
-            let mut verifier = self
-                .verifier
-                .lock()
-                .map_err(|_| refusal("internal", "verifier unavailable"))?;
-            verifier
-                .check_document_json(SystemTime::now(), &parsed, &document)
-                .map_err(|e| refusal(e.reason(), e.to_string()))?
-        };
-        let allowed = self
-            .registry
-            .grants_for(&verified.did)
-            .await
-            .map_err(|e| refusal("registry_unavailable", e.to_string()))?;
-        if allowed.is_empty() {
-            return Err(refusal(
-                "no_grants",
-                format!("{} has no registered service URLs", verified.did),
-            ));
-        }
-        // Spent only now that every check passed: a login that fails,
-        // for want of grants too, leaves no nonce to fill the store.
+            .map(|v| v.as_bytes());
+        let login = Login::start(
+            &mut *self.verifier()?,
+            SystemTime::now(),
+            authorization,
+            service,
+        )?;
+        let document = self
+            .documents
+            .document(login.did(), login.document_url())
+            .await?;
+        let verified = login.document(&mut *self.verifier()?, SystemTime::now(), &document)?;
+        let (did, key) = (verified.did.clone(), verified.verification_method.clone());
+        let allowed = self.registry.grants_for(&verified.did).await;
+        let admitted =
+            login.finish(&mut *self.verifier()?, SystemTime::now(), verified, allowed)?;
+        tracing::info!(%did, %key, "receiver authenticated");
+        Ok(admitted)
+    }
+
+    fn verifier(&self) -> Result<std::sync::MutexGuard<'_, Verifier>, Refusal> {
         self.verifier
             .lock()
-            .map_err(|_| refusal("internal", "verifier unavailable"))?
-            .spend(SystemTime::now(), &parsed)
-            .map_err(|e| refusal(e.reason(), e.to_string()))?;
-        tracing::info!(did = %verified.did, key = %verified.verification_method, "receiver authenticated");
-        Ok(Admitted {
-            identity: Identity::Did(verified.did),
-            allowed: Some(allowed),
-        })
+            .map_err(|_| refusal("internal", "verifier unavailable"))
     }
 }
 
