@@ -213,10 +213,11 @@ pub fn ip_key(ip: IpAddr) -> IpAddr {
 
 /// Bookkeeping for receiver connections before they authenticate: how many
 /// WebSocket handshakes are in progress, and how many connections each
-/// address holds. The shell calls [`begin`](Self::begin) when an upgrade
-/// request arrives, then exactly one of [`abandoned`](Self::abandoned)
-/// (refused or failed) or [`upgraded`](Self::upgraded) followed later by
-/// [`closed`](Self::closed).
+/// address holds. [`crate::handshake::Admissions`] keeps one and follows
+/// each handshake for it; used alone, call [`begin`](Self::begin) when an
+/// upgrade request arrives, then exactly one of
+/// [`abandoned`](Self::abandoned) (refused or failed) or
+/// [`upgraded`](Self::upgraded) followed later by [`closed`](Self::closed).
 #[derive(Debug, Clone, Default)]
 pub struct HandshakeSlots {
     max_pending: usize,

@@ -680,6 +680,93 @@ mod tests {
         assert_eq!(a.open(), 0);
     }
 
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Step {
+            Begin(u8),
+            Accept(usize),
+            Refuse(usize),
+            Upgrade(usize),
+            End(usize),
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            prop_oneof![
+                (0u8..3).prop_map(Step::Begin),
+                any::<usize>().prop_map(Step::Accept),
+                any::<usize>().prop_map(Step::Refuse),
+                any::<usize>().prop_map(Step::Upgrade),
+                any::<usize>().prop_map(Step::End),
+            ]
+        }
+
+        proptest! {
+            /// Whatever the order of calls (stale and repeated ones
+            /// included), the caps hold, refusals give their slot back,
+            /// and ending everything leaves nothing.
+            #[test]
+            fn admissions_hold_their_caps_and_never_leak(steps in prop::collection::vec(step(), 0..200)) {
+                let t = Instant::now();
+                let mut a = Admissions::new(Features::all(), &limits(3, 2));
+                // (id, address, upgraded) for every handshake not ended.
+                let mut live: Vec<(HandshakeId, IpAddr, bool)> = Vec::new();
+                let mut ended: Vec<HandshakeId> = Vec::new();
+                for st in steps {
+                    let pick = |n: usize, live: &Vec<(HandshakeId, IpAddr, bool)>| (!live.is_empty()).then(|| n % live.len());
+                    match st {
+                        Step::Begin(n) => {
+                            let ip = IpAddr::from([10, 0, 0, n]);
+                            let pending = live.iter().filter(|h| !h.2).count();
+                            let held = live.iter().filter(|h| h.1 == ip).count();
+                            match a.begin(t, ip, &OFFER) {
+                                Ok(id) => live.push((id, ip, false)),
+                                Err(Refusal::Slots(EdgeRefusal::TooManyHandshakes)) => prop_assert_eq!(pending, 3),
+                                Err(Refusal::Slots(EdgeRefusal::TooManyFromIp)) => prop_assert_eq!(held, 2),
+                                Err(e) => prop_assert!(false, "{e:?}"),
+                            }
+                        }
+                        Step::Accept(n) => if let Some(i) = pick(n, &live) {
+                            prop_assert!(a.decide(t, live[i].0, &OFFER, open()).is_ok());
+                        },
+                        Step::Refuse(n) => if let Some(i) = pick(n, &live) {
+                            let auth = Err(AuthRefusal::new("no", "no"));
+                            prop_assert_eq!(a.decide(t, live[i].0, &OFFER, auth).unwrap_err().status(), 401);
+                            ended.push(live.remove(i).0);
+                        },
+                        Step::Upgrade(n) => if let Some(i) = pick(n, &live) {
+                            a.upgraded(live[i].0);
+                            live[i].2 = true;
+                        },
+                        Step::End(n) => {
+                            // Now and then a stale id: ending it again does nothing.
+                            if n % 5 == 0 && !ended.is_empty() {
+                                a.end(t, ended[n % ended.len()]);
+                            } else if let Some(i) = pick(n, &live) {
+                                a.end(t, live[i].0);
+                                ended.push(live.remove(i).0);
+                            }
+                        }
+                    }
+                    let pending = live.iter().filter(|h| !h.2).count();
+                    prop_assert_eq!((a.open(), a.pending()), (live.len(), pending));
+                    prop_assert!(a.pending() <= 3);
+                    for n in 0..3u8 {
+                        let ip = IpAddr::from([10, 0, 0, n]);
+                        prop_assert_eq!(a.held_by(ip), live.iter().filter(|h| h.1 == ip).count());
+                        prop_assert!(a.held_by(ip) <= 2);
+                    }
+                }
+                for (id, _, _) in live.drain(..) {
+                    a.end(t, id);
+                }
+                prop_assert_eq!((a.open(), a.pending(), a.connections()), (0, 0, 0));
+            }
+        }
+    }
+
     #[test]
     fn the_receiver_offers_and_reads_the_answer() {
         let ours = Features::all();
