@@ -540,6 +540,9 @@ impl State {
     ) -> Option<Started> {
         let streaming = body.is_streaming();
         let (id, request) = remote.start(host, head, body, events.clone())?;
+        // Uploads whose request ended before their body did (nothing
+        // else would remove them) go as new ones come.
+        self.uploads.retain(|_, u| !u.is_finished());
         if streaming {
             self.uploads.insert(id.clone(), request);
         }

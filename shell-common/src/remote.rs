@@ -45,4 +45,8 @@ pub trait RemoteRequest: Send {
     );
     /// The client went away.
     fn cancel(self: Box<Self>);
+    /// The request ended at the other side (its response is complete or
+    /// failed), so it takes no more of the body: a WebSocket the service
+    /// closed, an upload answered before it ended.
+    fn is_finished(&self) -> bool;
 }

@@ -158,9 +158,12 @@ async fn gateway(config: &Config) -> Result<Gateway> {
 /// Joins the cluster when `[gateway.cluster]` is configured.
 #[cfg(feature = "cluster")]
 async fn join_cluster(gateway: &mut Gateway, config: &Config) -> Result<()> {
-    let cluster =
-        ClusterOptions::from_config(&config.gateway.cluster, config.gateway.request_timeout())
-            .context("gateway.cluster")?;
+    let cluster = ClusterOptions::from_config(
+        &config.gateway.cluster,
+        config.gateway.request_timeout(),
+        config.gateway.websocket_idle_timeout(),
+    )
+    .context("gateway.cluster")?;
     if let Some(options) = cluster {
         let node = options.node_name.clone();
         gateway

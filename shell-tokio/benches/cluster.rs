@@ -136,6 +136,7 @@ async fn start(nats_url: String) -> (SocketAddr, SocketAddr, (Gateway, Gateway, 
             announce_interval: Duration::from_millis(200),
             route_ttl: Duration::from_secs(1),
             request_timeout: Duration::from_secs(30),
+            websocket_idle_timeout: Duration::from_secs(300),
         };
         gw.join_cluster(cluster)
             .await

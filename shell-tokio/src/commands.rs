@@ -86,9 +86,12 @@ async fn gateway_until_signal(config: Config) -> Result<()> {
 
 /// Joins the cluster of `[gateway.cluster]`, when one is configured.
 async fn join_cluster(gateway: &mut Gateway, config: &Config) -> Result<()> {
-    let options =
-        ClusterOptions::from_config(&config.gateway.cluster, config.gateway.request_timeout())
-            .context("gateway.cluster")?;
+    let options = ClusterOptions::from_config(
+        &config.gateway.cluster,
+        config.gateway.request_timeout(),
+        config.gateway.websocket_idle_timeout(),
+    )
+    .context("gateway.cluster")?;
     if let Some(options) = options {
         let node = options.node_name.clone();
         gateway

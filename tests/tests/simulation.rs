@@ -443,7 +443,8 @@ const CLUSTER_SEEDS: u64 = 600;
 /// Several gateways forwarding to each other over a simulated bus (see
 /// `anpx_tests::sim::cluster`): every seed must end every request exactly
 /// once with the bytes the serving side sent, hold no machine at the end
-/// and keep every credit window. `ANPX_SIM_SEEDS` and
+/// and keep every credit window; forwarded WebSockets echo, close from
+/// either side, and time out only after the idle timeout of quiet. `ANPX_SIM_SEEDS` and
 /// `ANPX_SIM_FIRST_SEED` pick the seeds, `ANPX_SIM_SEED` replays one.
 #[test]
 fn cluster_seeds() {
@@ -484,6 +485,12 @@ fn cluster_seeds() {
             ("504", failed(504)),
             ("cancel", totals.cancelled),
             ("streamed upload", totals.uploads),
+            ("forwarded WebSocket", totals.websockets),
+            (
+                "forwarded WebSocket idle past its timeout",
+                totals.websocket_idle,
+            ),
+            ("forwarded WebSocket refused 501", totals.websocket_refused),
             ("lost message", totals.lost),
             ("crash", totals.crashes),
             ("request dying with its gateway", totals.died),

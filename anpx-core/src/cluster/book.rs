@@ -178,14 +178,12 @@ impl RouteBook {
         }
     }
 
-    /// Where a public request for `host` goes first. WebSocket upgrades
-    /// stay local (the cluster messages carry no upgrade); a request
-    /// whose path does not normalize is left to the local machine, which
+    /// Where a public request for `host` goes first. A WebSocket upgrade
+    /// is routed like any request (the cluster carries it as a streamed
+    /// request, see [`Forwarding`](super::Forwarding)); a request whose
+    /// path does not normalize is left to the local machine, which
     /// refuses it.
     pub fn choose(&self, host: &str, head: &RequestHead) -> Choice {
-        if crate::passthrough::is_upgrade(head) {
-            return Choice::Local { fallback: false };
-        }
         let Ok(path) = crate::forward::normalize_path(&head.path) else {
             return Choice::Local { fallback: false };
         };
@@ -240,6 +238,20 @@ mod tests {
 
     fn ann(node: &str, services: &[&str]) -> Announcement {
         Announcement::new(node, services.iter().map(|s| url(s)).collect())
+    }
+
+    #[test]
+    fn websocket_upgrades_are_routed_like_any_request() {
+        let t = Instant::now();
+        let mut b = RouteBook::new("me", Duration::from_secs(3));
+        b.handle_announcement(t, ann("other", &["ws.com"]));
+        let mut head = RequestHead::new("GET", "/chat")
+            .with_header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+        crate::passthrough::mark_upgrade(&mut head.headers);
+        assert!(crate::passthrough::is_upgrade(&head));
+        assert_eq!(b.choose("ws.com", &head), Choice::Remote(url("ws.com")));
+        b.set_local(vec![url("ws.com")]);
+        assert_eq!(b.choose("ws.com", &head), Choice::Local { fallback: true });
     }
 
     #[test]

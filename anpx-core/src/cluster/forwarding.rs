@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use crate::gateway::{Failure, FailureKind, RequestBody, ResponseEvent};
 use crate::message::RequestHead;
+use crate::passthrough;
 
 use super::book::RouteBook;
 use super::window::{Intake, Window, DEFAULT_WINDOW, MAX_PIECE};
@@ -72,6 +73,15 @@ pub enum Upload {
 /// ([`Forwarding::poll_timeout`]). Every decision of the request's life
 /// (credit, deadlines, 502 and 504, the serving gateway leaving) is made
 /// here, so the simulator runs it in virtual time.
+///
+/// A WebSocket upgrade ([`passthrough::is_upgrade`]) travels the same
+/// way, its body streamed: once the serving gateway's `101` came, the
+/// request is a tunnel, the client's bytes going as upload pieces and the
+/// service's as response pieces under the same credit windows, and the
+/// silence allowed becomes the WebSocket idle timeout (activity either
+/// way counts) plus [`TIMEOUT_SLACK`]. Its end is the response's end (the
+/// service closed) or the upload's end (the client closed its side, the
+/// service's side goes on), as for a local WebSocket.
 #[derive(Debug)]
 pub struct Forwarding {
     /// Messages for the serving gateway waiting for its acceptance or
@@ -83,6 +93,13 @@ pub struct Forwarding {
     uploading: bool,
     /// Silence allowed from the serving gateway.
     idle: Duration,
+    /// Silence allowed on a WebSocket once it switched.
+    websocket_idle: Duration,
+    /// The request asks for a WebSocket upgrade.
+    upgrade: bool,
+    /// The serving gateway answered the upgrade with `101`: the request
+    /// is a byte stream each way.
+    tunnel: bool,
     deadline: Instant,
     next_check: Instant,
     window: Window,
@@ -104,14 +121,18 @@ impl Forwarding {
     /// Starts forwarding a request for `host`: the first transmit is the
     /// start message for the service subject. A whole body too large for
     /// one message goes as pieces instead; a streamed one follows through
-    /// [`Forwarding::handle_upload`].
+    /// [`Forwarding::handle_upload`]. `request_timeout` times the wait for
+    /// the response, `websocket_idle` a WebSocket once switched (both get
+    /// [`TIMEOUT_SLACK`]).
     pub fn new(
         now: Instant,
         host: String,
         head: RequestHead,
         body: RequestBody,
         request_timeout: Duration,
+        websocket_idle: Duration,
     ) -> Self {
+        let upgrade = passthrough::is_upgrade(&head);
         let mut outgoing = VecDeque::new();
         let (mode, payload) = match body {
             RequestBody::Empty => (BodyMode::Empty, Bytes::new()),
@@ -142,6 +163,9 @@ impl Forwarding {
             events: VecDeque::new(),
             uploading,
             idle,
+            websocket_idle: websocket_idle + TIMEOUT_SLACK,
+            upgrade,
+            tunnel: false,
             deadline: now + idle,
             next_check: now + CHECK_EVERY,
             window: Window::new(DEFAULT_WINDOW),
@@ -213,8 +237,22 @@ impl Forwarding {
                 self.serving = Some((node, inbox));
             }
             WireMessage::Credit { upto } => self.window.handle_credit(upto),
+            WireMessage::Head(h) if passthrough::is_switch(&h) && !self.upgrade => {
+                self.abort_remote();
+                self.fail(
+                    FailureKind::InvalidResponse,
+                    502,
+                    "Serving gateway switched protocols for a request that asked for no upgrade",
+                );
+                return None;
+            }
             WireMessage::Head(h) => {
                 self.head_seen = true;
+                if passthrough::is_switch(&h) {
+                    self.tunnel = true;
+                    self.idle = self.websocket_idle;
+                    self.deadline = now + self.idle;
+                }
                 self.events.push_back(ResponseEvent::Head(h));
             }
             WireMessage::Data { .. } if !self.head_seen => {
@@ -266,12 +304,17 @@ impl Forwarding {
     }
 
     /// The client's side moved.
-    pub fn handle_upload(&mut self, _now: Instant, upload: Upload) {
+    pub fn handle_upload(&mut self, now: Instant, upload: Upload) {
         if self.done {
             return;
         }
         match upload {
             Upload::Body(data, last) => {
+                if self.tunnel {
+                    // On a WebSocket, the client's bytes are half of its
+                    // traffic.
+                    self.deadline = now + self.idle;
+                }
                 self.outgoing.extend(pieces(data));
                 if last {
                     self.uploading = false;
@@ -312,11 +355,19 @@ impl Forwarding {
         }
         if now >= self.deadline {
             self.abort_remote();
-            self.fail(
-                FailureKind::HeadTimeout,
-                504,
-                "Gateway serving the route did not respond in time",
-            );
+            if self.tunnel {
+                self.fail(
+                    FailureKind::WebSocketIdle,
+                    504,
+                    "WebSocket idle past its timeout",
+                );
+            } else {
+                self.fail(
+                    FailureKind::HeadTimeout,
+                    504,
+                    "Gateway serving the route did not respond in time",
+                );
+            }
         }
     }
 
@@ -424,6 +475,7 @@ mod tests {
             head,
             body,
             Duration::from_secs(30),
+            Duration::from_secs(300),
         )
     }
 
@@ -459,6 +511,131 @@ mod tests {
         assert_eq!(failure(&mut f), Some(504));
         assert!(now >= t0 + Duration::from_secs(32));
         assert!(now < t0 + Duration::from_secs(32) + CHECK_EVERY * 2);
+    }
+
+    fn upgrade() -> RequestHead {
+        let mut head = RequestHead::new("GET", "/chat")
+            .with_header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+        crate::passthrough::mark_upgrade(&mut head.headers);
+        head
+    }
+
+    fn statuses(f: &mut Forwarding) -> Vec<u16> {
+        std::iter::from_fn(|| f.poll_event())
+            .map(|e| match e {
+                ResponseEvent::Head(h) => h.status,
+                ResponseEvent::Failed(f) => f.status,
+                _ => 0,
+            })
+            .collect()
+    }
+
+    /// Runs the machine's timer until it ends; returns when.
+    fn run_out(f: &mut Forwarding, book: &RouteBook, from: Instant) -> Instant {
+        let mut now = from;
+        while let Some(at) = f.poll_timeout() {
+            now = at;
+            f.handle_timeout(now, book);
+        }
+        now
+    }
+
+    #[test]
+    fn a_switched_websocket_is_timed_by_the_websocket_idle_timeout_both_ways() {
+        let t0 = Instant::now();
+        let book = RouteBook::new("a", Duration::from_secs(3));
+        let idle = Duration::from_secs(5);
+        let mut f = Forwarding::new(
+            t0,
+            "ws.example".into(),
+            upgrade(),
+            RequestBody::Streaming,
+            Duration::from_secs(30),
+            idle,
+        );
+        let start = f.poll_transmit().map(|t| t.message);
+        assert!(
+            matches!(start, Some(WireMessage::Start { body: BodyMode::Stream, ref head, .. }) if crate::passthrough::is_upgrade(head)),
+            "{start:?}"
+        );
+        f.handle_reply(t0, reply(accepted()));
+        let switch = ResponseHead::new(101).with_header("upgrade", "websocket");
+        f.handle_reply(t0, reply(WireMessage::Head(switch)));
+        assert_eq!(statuses(&mut f), [101]);
+        // The client talks every 4 s for a minute: far past the request
+        // timeout, never idle.
+        let mut now = t0;
+        for _ in 0..15 {
+            now += Duration::from_secs(4);
+            f.handle_timeout(now, &book);
+            assert!(f.wants_upload());
+            f.handle_upload(now, Upload::Body("hi".into(), false));
+        }
+        assert!(!f.is_done());
+        // The service's bytes count too.
+        now += Duration::from_secs(4);
+        let piece = WireMessage::Data {
+            seq: 0,
+            last: false,
+            data: "yo".into(),
+        };
+        f.handle_reply(now, reply(piece));
+        let quiet_from = now;
+        let ended = run_out(&mut f, &book, now);
+        assert!(ended >= quiet_from + idle + TIMEOUT_SLACK, "{ended:?}");
+        assert!(ended < quiet_from + idle + TIMEOUT_SLACK + CHECK_EVERY * 2);
+        let events: Vec<_> = std::iter::from_fn(|| f.poll_event()).collect();
+        assert!(
+            matches!(events.last(), Some(ResponseEvent::Failed(x)) if x.status == 504 && x.kind == FailureKind::WebSocketIdle),
+            "{events:?}"
+        );
+        let last = std::iter::from_fn(|| f.poll_transmit()).last();
+        assert_eq!(last.map(|t| t.message), Some(WireMessage::Cancel));
+    }
+
+    #[test]
+    fn a_websocket_refused_by_the_serving_gateway_ends_with_its_status() {
+        let t0 = Instant::now();
+        let mut f = Forwarding::new(
+            t0,
+            "ws.example".into(),
+            upgrade(),
+            RequestBody::Streaming,
+            Duration::from_secs(30),
+            Duration::from_secs(300),
+        );
+        let refusal = crate::gateway::Reject::NoWebSocket {
+            route: "ws.example".into(),
+        };
+        assert!(f.poll_transmit().is_some(), "the start");
+        f.handle_reply(t0, reply(Serving::refused(&refusal)));
+        assert_eq!(statuses(&mut f), [501]);
+        assert!(f.is_finished());
+    }
+
+    #[test]
+    fn a_switch_for_a_request_that_asked_no_upgrade_is_refused() {
+        let t0 = Instant::now();
+        let mut f = forwarding(t0, RequestBody::Empty);
+        f.handle_reply(t0, reply(accepted()));
+        f.handle_reply(t0, reply(WireMessage::Head(ResponseHead::new(101))));
+        assert_eq!(statuses(&mut f), [502]);
+        let last = std::iter::from_fn(|| f.poll_transmit()).last();
+        assert_eq!(last.map(|t| t.message), Some(WireMessage::Cancel));
+        assert!(f.is_finished());
+    }
+
+    #[test]
+    fn a_served_websocket_waits_for_credit_as_long_as_its_idle_timeout() {
+        let t0 = Instant::now();
+        let idle = Duration::from_secs(120);
+        let mut s = Serving::new(t0, "b".into(), "in.b".into(), Duration::from_secs(30), idle);
+        s.handle_event(t0, Some(ResponseEvent::Head(ResponseHead::new(101))));
+        for _ in 0..=DEFAULT_WINDOW {
+            s.handle_event(t0, Some(ResponseEvent::Body(Bytes::from_static(b"x"))));
+        }
+        assert!(!s.wants_events());
+        assert_eq!(s.poll_timeout(), Some(t0 + idle));
     }
 
     #[test]
@@ -517,7 +694,13 @@ mod tests {
         assert!(!f.wants_upload());
 
         // The serving side: the upload as it arrives, the response out.
-        let mut s = Serving::new(t0, "b".into(), "in.b".into(), Duration::from_secs(30));
+        let mut s = Serving::new(
+            t0,
+            "b".into(),
+            "in.b".into(),
+            Duration::from_secs(30),
+            Duration::from_secs(300),
+        );
         assert_eq!(s.poll_transmit(), Some(accepted()));
         s.handle_event(t0, Some(ResponseEvent::Head(ResponseHead::new(200))));
         s.handle_event(t0, Some(ResponseEvent::Body("hello".into())));
@@ -542,7 +725,13 @@ mod tests {
     #[test]
     fn a_served_response_without_credit_is_dropped_after_the_timeout() {
         let t0 = Instant::now();
-        let mut s = Serving::new(t0, "b".into(), "in.b".into(), Duration::from_secs(30));
+        let mut s = Serving::new(
+            t0,
+            "b".into(),
+            "in.b".into(),
+            Duration::from_secs(30),
+            Duration::from_secs(300),
+        );
         s.handle_event(t0, Some(ResponseEvent::Head(ResponseHead::new(200))));
         for _ in 0..DEFAULT_WINDOW + 1 {
             assert!(s.wants_events());

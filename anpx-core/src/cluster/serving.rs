@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::gateway::{Failure, FailureKind, Reject, RequestBody, ResponseEvent};
+use crate::passthrough;
 
 use super::forwarding::{end_of_body, pieces};
 use super::window::{Intake, Window, DEFAULT_WINDOW};
@@ -52,6 +53,10 @@ pub enum Stall {
 /// ([`Serving::poll_transmit`]) and what to do to the local request
 /// ([`Serving::poll_local`]). Credit, the stall deadline and the failures
 /// sent back are decided here.
+///
+/// A forwarded WebSocket upgrade is served like any streamed request; once
+/// the local response is a `101`, the stall deadline becomes the WebSocket
+/// idle timeout, as the local machine times the tunnel.
 #[derive(Debug)]
 pub struct Serving {
     window: Window,
@@ -64,6 +69,7 @@ pub struct Serving {
     pending_credit: Option<u64>,
     response_done: bool,
     idle: Duration,
+    websocket_idle: Duration,
     credit_deadline: Instant,
     done: bool,
 }
@@ -100,8 +106,16 @@ impl Serving {
 
     /// A request started locally: the first transmit accepts it, naming
     /// this gateway `node` and the `inbox` the forwarding gateway should
-    /// send body pieces, credit and a cancel to.
-    pub fn new(now: Instant, node: String, inbox: String, request_timeout: Duration) -> Self {
+    /// send body pieces, credit and a cancel to. A response waiting for
+    /// credit is dropped after `request_timeout`, or `websocket_idle` once
+    /// it switched to a WebSocket.
+    pub fn new(
+        now: Instant,
+        node: String,
+        inbox: String,
+        request_timeout: Duration,
+        websocket_idle: Duration,
+    ) -> Self {
         Serving {
             window: Window::new(DEFAULT_WINDOW),
             intake: Intake::new(DEFAULT_WINDOW),
@@ -111,6 +125,7 @@ impl Serving {
             pending_credit: None,
             response_done: false,
             idle: request_timeout,
+            websocket_idle,
             credit_deadline: now + request_timeout,
             done: false,
         }
@@ -130,7 +145,12 @@ impl Serving {
             return;
         }
         match event {
-            Some(ResponseEvent::Head(h)) => self.queue.push_back(WireMessage::Head(h)),
+            Some(ResponseEvent::Head(h)) => {
+                if passthrough::is_switch(&h) {
+                    self.idle = self.websocket_idle;
+                }
+                self.queue.push_back(WireMessage::Head(h));
+            }
             Some(ResponseEvent::Body(b)) => self.queue.extend(pieces(b)),
             Some(ResponseEvent::End) => {
                 self.response_done = true;

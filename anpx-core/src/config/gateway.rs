@@ -167,6 +167,11 @@ impl GatewaySection {
         Duration::from_secs(self.request_timeout_secs)
     }
 
+    /// `websocket_idle_timeout_secs` as a duration.
+    pub fn websocket_idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.websocket_idle_timeout_secs)
+    }
+
     /// `ping_interval_secs` as a duration.
     pub fn ping_interval(&self) -> Duration {
         Duration::from_secs(self.ping_interval_secs)

@@ -228,7 +228,7 @@ static KEYS: [KeyInfo; 84] = [
     key!(
         "gateway.websocket_idle_timeout_secs", "ANPX_GATEWAY_WEBSOCKET_IDLE_TIMEOUT_SECS",
         "websocket-idle-timeout-secs", "SECS", "300",
-        "Seconds a proxied WebSocket may carry no byte either way before it is closed",
+        "Seconds a proxied WebSocket (one carried between clustered gateways too) may carry no byte either way before it is closed",
         gateway.websocket_idle_timeout_secs,
         parse: |i| v::int(i, 1, MAX_SECS), render: v::render_int,
     ),

@@ -41,6 +41,11 @@ impl RemoteRequest for Handle {
     fn cancel(self: Box<Self>) {
         let _ = self.0.unbounded_send((Upload::Cancel, None));
     }
+
+    fn is_finished(&self) -> bool {
+        // The request's loop let go of the channel when it ended.
+        self.0.is_closed()
+    }
 }
 
 impl Remote for Forwarder {
@@ -68,6 +73,7 @@ impl Remote for Forwarder {
             head,
             body,
             self.0.options.request_timeout,
+            self.0.options.websocket_idle_timeout,
         );
         let request_id = id.clone();
         // Detached: the request ends by itself (response, failure, cancel

@@ -50,14 +50,20 @@ pub struct ClusterOptions {
     /// How long a forwarded request may wait for its response, as for a
     /// local one (the serving gateway's own timeout normally answers first).
     pub request_timeout: Duration,
+    /// How long a WebSocket carried between gateways may be idle, as a
+    /// local one (`gateway.websocket_idle_timeout_secs`).
+    pub websocket_idle_timeout: Duration,
 }
 
 impl ClusterOptions {
     /// Options from `[gateway.cluster]`; `None` when the cluster is off.
-    /// An unset node name becomes `<host name>-<process id>`.
+    /// An unset node name becomes `<host name>-<process id>`. The timeouts
+    /// are the gateway's own (`request_timeout_secs`,
+    /// `websocket_idle_timeout_secs`).
     pub fn from_config(
         section: &ClusterSection,
         request_timeout: Duration,
+        websocket_idle_timeout: Duration,
     ) -> Result<Option<ClusterOptions>, ClusterError> {
         let Some(url) = &section.nats_url else {
             return Ok(None);
@@ -71,6 +77,7 @@ impl ClusterOptions {
             announce_interval: section.announce_interval(),
             route_ttl: section.route_ttl(),
             request_timeout,
+            websocket_idle_timeout,
         }))
     }
 }

@@ -79,6 +79,7 @@ async fn serve_one(
         inner.options.node_name.clone(),
         inbox,
         inner.options.request_timeout,
+        inner.options.websocket_idle_timeout,
     );
     let mut timer = None;
     loop {

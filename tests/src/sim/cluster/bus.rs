@@ -77,6 +77,11 @@ impl Bus {
         }
     }
 
+    /// Whether this bus loses no message.
+    pub fn is_lossless(&self) -> bool {
+        self.loss == 0
+    }
+
     /// Publishes `payload` from gateway `from`.
     pub fn publish(
         &mut self,

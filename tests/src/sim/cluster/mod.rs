@@ -9,7 +9,10 @@
 //! after it. The bus keeps NATS's promises and no more: per sender and
 //! receiver messages arrive in order, a message may be lost, a service
 //! subject's message goes to one member of its queue group, and one with
-//! no member comes back as "no responders". Checked throughout: every
+//! no member comes back as "no responders". Some clients open WebSockets:
+//! after the `101` they send pieces with pauses (some longer than the
+//! WebSocket idle timeout) and close their side or fall silent; the
+//! service echoes and may close first. Checked throughout: every
 //! client sees its response in order and the bytes the serving service
 //! sent; no body piece is sent beyond the credit its reader granted; a
 //! served response waits for at most one local event. Checked at the end:
@@ -66,6 +69,13 @@ pub struct ClusterCounters {
     pub died: u64,
     /// Streamed uploads carried.
     pub uploads: u64,
+    /// WebSockets switched through a forwarding gateway.
+    pub websockets: u64,
+    /// Of those, the ones the idle timeout ended.
+    pub websocket_idle: u64,
+    /// WebSocket upgrades refused by the serving gateway (501: no receiver
+    /// there carries WebSockets).
+    pub websocket_refused: u64,
     /// Bus messages carried and lost.
     pub messages: u64,
     /// Bus messages lost.
@@ -87,6 +97,9 @@ impl ClusterCounters {
         self.cancelled += other.cancelled;
         self.died += other.died;
         self.uploads += other.uploads;
+        self.websockets += other.websockets;
+        self.websocket_idle += other.websocket_idle;
+        self.websocket_refused += other.websocket_refused;
         self.messages += other.messages;
         self.lost += other.lost;
         self.crashes += other.crashes;
@@ -134,6 +147,13 @@ struct Client {
     died: bool,
     /// Not forwarded: answered at the gateway it reached.
     settled: bool,
+    /// A WebSocket: the pause before each piece of `upload`, and whether
+    /// the client closes its side after the last (else it falls silent).
+    websocket: Option<(Vec<Duration>, bool)>,
+    /// When its next WebSocket piece is ready.
+    next_piece_at: Option<Instant>,
+    /// When it sent or got anything.
+    activity: Vec<Instant>,
 }
 
 /// A forwarding machine and its bookkeeping.
@@ -194,6 +214,7 @@ struct World {
     seq: u64,
     next_key: u64,
     request_timeout: Duration,
+    websocket_idle: Duration,
     announce_interval: Duration,
     route_ttl: Duration,
     counters: ClusterCounters,
@@ -241,6 +262,7 @@ impl World {
             seq: 0,
             next_key: 0,
             request_timeout: Duration::from_secs(rng.u64(2..=30)),
+            websocket_idle: Duration::from_secs(rng.u64(1..=20)),
             announce_interval,
             route_ttl,
             counters: ClusterCounters::default(),
@@ -267,8 +289,13 @@ impl World {
     }
 
     fn run(&mut self) -> Result<(), String> {
-        // Long enough for the slowest request to end by its deadlines.
-        let limit = self.arrivals_end + self.request_timeout * 4 + self.route_ttl * 4;
+        // Long enough for the slowest request to end by its deadlines; a
+        // WebSocket lives through its client's pauses (each under 1.2 idle
+        // timeouts) and then its idle timeout.
+        let limit = self.arrivals_end
+            + self.request_timeout * 4
+            + self.route_ttl * 4
+            + self.websocket_idle * 10;
         loop {
             self.settle()?;
             if self.now > self.arrivals_end && self.all_quiet() {
@@ -333,6 +360,18 @@ impl World {
             for s in n.serves.values() {
                 take(s.machine.poll_timeout());
                 take(s.local.poll_timeout());
+            }
+        }
+        for f in self
+            .nodes
+            .iter()
+            .filter(|n| n.alive)
+            .flat_map(|n| n.forwards.values())
+        {
+            let client = &self.clients[f.client];
+            let more = client.uploaded <= client.upload.len();
+            if client.got_head == Some(101) && more && f.machine.wants_upload() {
+                take(client.next_piece_at);
             }
         }
         take(self.bus.next_delivery());
@@ -426,9 +465,27 @@ impl World {
         let k = self.rng.usize(0..self.services.len());
         let c = self.clients.len();
         let host = format!("svc{k}.sim");
-        let head =
+        let mut head =
             RequestHead::new("POST", format!("/c/{c}")).with_header("x-sim-client", c.to_string());
-        let (body, upload) = match self.rng.u8(0..4) {
+        let mut websocket = None;
+        let (body, upload) = match self.rng.u8(0..5) {
+            4 => {
+                head.method = "GET".into();
+                head.headers
+                    .push("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+                anpx_core::passthrough::mark_upgrade(&mut head.headers);
+                let n = self.rng.usize(0..6);
+                let pieces = (0..n)
+                    .map(|_| service::bytes(&mut self.rng, 1..80_000))
+                    .collect();
+                // Mostly within the idle timeout, now and then past it.
+                let idle = self.websocket_idle.as_millis() as u64;
+                let gaps = (0..n)
+                    .map(|_| Duration::from_millis(self.rng.u64(0..=idle * 6 / 5)))
+                    .collect();
+                websocket = Some((gaps, self.rng.u8(0..4) != 0));
+                (RequestBody::Streaming, pieces)
+            }
             0 => (RequestBody::Empty, Vec::new()),
             1 => (
                 RequestBody::Full(service::bytes(&mut self.rng, 0..140_000)),
@@ -445,6 +502,7 @@ impl World {
         self.clients.push(Client {
             node,
             upload,
+            websocket,
             ..Client::default()
         });
         if self.rng.u8(0..5) == 0 {
@@ -480,7 +538,14 @@ impl World {
         }
         let key = self.next_key;
         self.next_key += 1;
-        let machine = Forwarding::new(self.now, host, head, body, self.request_timeout);
+        let machine = Forwarding::new(
+            self.now,
+            host,
+            head,
+            body,
+            self.request_timeout,
+            self.websocket_idle,
+        );
         self.nodes[node].forwards.insert(
             key,
             Fwd {
@@ -619,12 +684,42 @@ impl World {
             .get("x-sim-client")
             .and_then(|v| v.parse().ok())
             .ok_or("a forwarded head lost its client header")?;
+        let upgrade = anpx_core::passthrough::is_upgrade(&head);
+        if upgrade && self.rng.u8(0..8) == 0 {
+            // No receiver of this gateway carries WebSockets: its core
+            // refuses, 501.
+            let m = Serving::refused(&Reject::NoWebSocket {
+                route: self.services[k].to_string(),
+            });
+            self.bus.publish(
+                &mut self.rng,
+                self.now,
+                &name,
+                Dest::Inbox(reply),
+                None,
+                m.encode(),
+            );
+            return Ok(());
+        }
         let body = Serving::request_body(body, payload);
-        let local = LocalRequest::new(&mut self.rng, self.now, client, body, self.request_timeout);
+        let local = LocalRequest::new(
+            &mut self.rng,
+            self.now,
+            client,
+            body,
+            self.request_timeout,
+            upgrade.then_some(self.websocket_idle),
+        );
         let key = self.next_key;
         self.next_key += 1;
         let inbox = bus::inbox(i, 's', key);
-        let machine = Serving::new(self.now, name, inbox, self.request_timeout);
+        let machine = Serving::new(
+            self.now,
+            name,
+            inbox,
+            self.request_timeout,
+            self.websocket_idle,
+        );
         self.nodes[i].serves.insert(
             key,
             Srv {
@@ -695,7 +790,32 @@ impl World {
             let Some(f) = self.nodes[i].forwards.get_mut(&key) else {
                 continue;
             };
-            if f.machine.wants_upload() {
+            let client = &mut self.clients[c];
+            if let Some((gaps, closes)) = &client.websocket {
+                // A WebSocket client talks only once switched, and at its
+                // own pace.
+                let ready =
+                    client.got_head == Some(101) && client.next_piece_at.is_none_or(|at| at <= now);
+                if ready && f.machine.wants_upload() && client.uploaded <= client.upload.len() {
+                    if let Some(piece) = client.upload.get(client.uploaded).cloned() {
+                        let gap = gaps.get(client.uploaded + 1).copied().unwrap_or_default();
+                        client.uploaded += 1;
+                        client.next_piece_at = Some(now + gap);
+                        client.activity.push(now);
+                        f.machine.handle_upload(now, Upload::Body(piece, false));
+                        moved = true;
+                    } else if *closes {
+                        client.uploaded += 1;
+                        client.activity.push(now);
+                        f.machine
+                            .handle_upload(now, Upload::Body(Bytes::new(), true));
+                        moved = true;
+                    } else {
+                        client.next_piece_at = None;
+                        client.uploaded += 1;
+                    }
+                }
+            } else if f.machine.wants_upload() {
                 let client = &mut self.clients[c];
                 if let Some(piece) = client.upload.get(client.uploaded).cloned() {
                     client.uploaded += 1;
@@ -757,7 +877,7 @@ impl World {
                 moved = true;
                 match action {
                     Local::Body { data, last } => {
-                        let passed = s.local.take_upload(data, last);
+                        let passed = s.local.take_upload(now, data, last);
                         s.machine.handle_body_passed(passed);
                     }
                     Local::Read(n) => s.local.read(n),
@@ -806,10 +926,19 @@ impl World {
         if client.ended || client.cancelled || client.died {
             return Err(format!("client {c} got {event:?} after its request ended"));
         }
+        if client.websocket.is_some() {
+            client.activity.push(self.now);
+        }
         match event {
             ResponseEvent::Head(h) => {
                 if client.got_head.is_some() {
                     return Err(format!("client {c} got a second head"));
+                }
+                if (h.status == 101) != client.websocket.is_some() {
+                    return Err(format!("client {c} got a {} head", h.status));
+                }
+                if h.status == 101 {
+                    self.counters.websockets += 1;
                 }
                 client.got_head = Some(h.status);
             }
@@ -843,7 +972,34 @@ impl World {
             ResponseEvent::Failed(f) => {
                 client.ended = true;
                 *self.counters.failed.entry(f.status).or_default() += 1;
-                if !matches!(f.status, 404 | 502 | 503 | 504) {
+                if client.got_head == Some(101) && f.status == 504 {
+                    self.counters.websocket_idle += 1;
+                    // Timed by the idle timeout, traffic either way
+                    // counting: quiet for that long before the failure
+                    // left, give or take the bus's latency (under 120 ms;
+                    // what the client sent meanwhile crossed it). On a
+                    // lossy bus a lost piece is quiet for the serving side
+                    // only, so this holds on a lossless one.
+                    let margin = Duration::from_millis(250);
+                    let jitter = Duration::from_millis(150);
+                    let left = self.now - margin;
+                    let quiet = client
+                        .activity
+                        .iter()
+                        .rev()
+                        .find(|at| **at <= left)
+                        .map(|at| left - *at);
+                    let too_soon = quiet.is_none_or(|q| q + margin + jitter < self.websocket_idle);
+                    if too_soon && self.bus.is_lossless() {
+                        return Err(format!(
+                            "client {c}'s WebSocket timed out after {quiet:?} of quiet (and {margin:?}), idle timeout {:?}",
+                            self.websocket_idle
+                        ));
+                    }
+                }
+                if f.status == 501 && client.websocket.is_some() {
+                    self.counters.websocket_refused += 1;
+                } else if !matches!(f.status, 404 | 502 | 503 | 504) {
                     return Err(format!("client {c} failed with an unexpected {}", f.status));
                 }
             }

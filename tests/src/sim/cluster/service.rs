@@ -4,11 +4,18 @@
 //! the local request timeout answers 504; it holds back while too much of
 //! its response is unread (the receiver's flow-control window), and it
 //! takes the forwarded upload.
+//!
+//! A WebSocket upgrade is answered `101`, then every piece the client sends
+//! is echoed back; the service closes (the response ends) once the client
+//! closed its side or after a number of pieces drawn from the seed, and the
+//! local machine fails the tunnel with 504 once nothing moved either way
+//! for the WebSocket idle timeout.
 
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
+use anpx_core::passthrough::SWITCHING_PROTOCOLS;
 use anpx_core::ResponseHead;
 use anpx_core::{Failure, FailureKind, RequestBody, ResponseEvent};
 use bytes::Bytes;
@@ -52,6 +59,21 @@ pub struct LocalRequest {
     sent: Vec<u8>,
     ended: bool,
     finished_ok: bool,
+    /// A WebSocket: what the service still has to echo and how it ends.
+    ws: Option<Tunnel>,
+}
+
+/// The WebSocket side of a local request.
+#[derive(Debug)]
+struct Tunnel {
+    /// Client pieces not yet echoed.
+    echo: VecDeque<Bytes>,
+    /// The service closes after echoing this many pieces.
+    close_after: Option<usize>,
+    echoed: usize,
+    idle: Duration,
+    /// Last activity either way.
+    active_at: Instant,
 }
 
 impl LocalRequest {
@@ -62,6 +84,7 @@ impl LocalRequest {
         client: usize,
         body: RequestBody,
         timeout: Duration,
+        websocket_idle: Option<Duration>,
     ) -> LocalRequest {
         let outcome = match rng.u8(0..10) {
             0 => Outcome::Fail,
@@ -81,13 +104,27 @@ impl LocalRequest {
         if let RequestBody::Full(b) = body {
             upload.extend_from_slice(&b);
         }
+        let websocket = websocket_idle.is_some();
+        let ws = websocket_idle.map(|idle| Tunnel {
+            echo: VecDeque::new(),
+            close_after: rng.bool().then(|| rng.usize(0..4)),
+            echoed: 0,
+            idle,
+            active_at: now,
+        });
+        let status = if ws.is_some() {
+            SWITCHING_PROTOCOLS
+        } else {
+            [200, 201, 404, 500][rng.usize(0..4)]
+        };
         LocalRequest {
+            ws,
             client,
-            status: [200, 201, 404, 500][rng.usize(0..4)],
+            status,
             pieces,
             outcome,
             head_sent: false,
-            after_upload: streaming && rng.bool(),
+            after_upload: streaming && !websocket && rng.bool(),
             upload_done: !streaming,
             upload,
             events: VecDeque::new(),
@@ -107,9 +144,15 @@ impl LocalRequest {
     }
 
     /// A piece of the forwarded upload; false once the request ended.
-    pub fn take_upload(&mut self, data: Bytes, last: bool) -> bool {
+    pub fn take_upload(&mut self, now: Instant, data: Bytes, last: bool) -> bool {
         if self.ended {
             return false;
+        }
+        if let Some(t) = &mut self.ws {
+            t.active_at = now;
+            if !data.is_empty() {
+                t.echo.push_back(data.clone());
+            }
         }
         self.upload.extend_from_slice(&data);
         self.upload_done |= last;
@@ -151,10 +194,25 @@ impl LocalRequest {
         self.finished_ok.then(|| (self.status, self.sent.clone()))
     }
 
+    /// Whether a switched WebSocket has something to do now: echo a piece
+    /// (window allowing) or close.
+    fn tunnel_due(&self) -> Option<bool> {
+        let t = self.ws.as_ref().filter(|_| self.head_sent)?;
+        let closing = t.close_after.is_some_and(|n| t.echoed >= n) || self.upload_done;
+        Some((!t.echo.is_empty() && self.unread <= WINDOW) || (t.echo.is_empty() && closing))
+    }
+
     /// When it wants to make its next event.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.ended || !self.events.is_empty() {
             return None;
+        }
+        if let (Some(due), Some(t)) = (self.tunnel_due(), &self.ws) {
+            return Some(if due {
+                t.active_at
+            } else {
+                t.active_at + t.idle
+            });
         }
         match self.outcome {
             Outcome::Hang if !self.head_sent => Some(self.deadline),
@@ -180,6 +238,9 @@ impl LocalRequest {
             self.events.push_back(ResponseEvent::Failed(f));
             return;
         }
+        if let Some(due) = self.tunnel_due() {
+            return self.tunnel_step(now, due);
+        }
         if self.outcome == Outcome::Hang && !self.head_sent {
             return;
         }
@@ -189,6 +250,9 @@ impl LocalRequest {
         self.next_at = now + Duration::from_millis(fastrand_step(self.step, self.sent.len()));
         if !self.head_sent {
             self.head_sent = true;
+            if let Some(t) = &mut self.ws {
+                t.active_at = now;
+            }
             let head = ResponseHead::new(self.status);
             self.events.push_back(ResponseEvent::Head(head));
         } else if let Some(p) = self.pieces.pop_front() {
@@ -198,6 +262,37 @@ impl LocalRequest {
         } else if self.outcome == Outcome::Fail {
             let f = Failure::new(FailureKind::Upstream, 502, "Receiver reported an error");
             self.events.push_back(ResponseEvent::Failed(f));
+        } else {
+            self.finished_ok = true;
+            self.events.push_back(ResponseEvent::End);
+        }
+    }
+}
+
+impl LocalRequest {
+    /// One step of a switched WebSocket: the next echo, the service's
+    /// close, or the idle timeout.
+    fn tunnel_step(&mut self, now: Instant, due: bool) {
+        let Some(t) = &mut self.ws else {
+            return;
+        };
+        if !due {
+            if now >= t.active_at + t.idle {
+                let f = Failure::new(
+                    FailureKind::WebSocketIdle,
+                    504,
+                    "WebSocket idle past its timeout",
+                );
+                self.events.push_back(ResponseEvent::Failed(f));
+            }
+            return;
+        }
+        t.active_at = now;
+        if let Some(p) = t.echo.pop_front() {
+            t.echoed += 1;
+            self.unread += p.len();
+            self.sent.extend_from_slice(&p);
+            self.events.push_back(ResponseEvent::Body(p));
         } else {
             self.finished_ok = true;
             self.events.push_back(ResponseEvent::End);
