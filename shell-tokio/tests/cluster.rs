@@ -594,3 +594,233 @@ fn gateways_sharing_a_postgres_registry_grant_alike_and_forward_signed_receivers
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// What the WebSocket service saw of one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seen {
+    /// The client's close frame, with its code.
+    CloseFrame(u16),
+    /// The connection ended (closed, reset or failed).
+    Ended,
+}
+
+/// A WebSocket service: echoes text and binary messages as they are; the
+/// text `close` makes it close with 1000. Reports what it saw.
+async fn ws_service() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Seen>) {
+    use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use async_tungstenite::tungstenite::protocol::CloseFrame;
+    use async_tungstenite::tungstenite::Message;
+    use futures_util::StreamExt;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let config = async_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                    .max_message_size(Some(64 << 20))
+                    .max_frame_size(Some(64 << 20));
+                let Ok(mut ws) =
+                    async_tungstenite::tokio::accept_async_with_config(tcp, Some(config)).await
+                else {
+                    return;
+                };
+                while let Some(Ok(m)) = ws.next().await {
+                    let answer = match m {
+                        Message::Text(t) if t.as_str() == "close" => {
+                            let bye = CloseFrame {
+                                code: CloseCode::Normal,
+                                reason: "bye".into(),
+                            };
+                            let _ = ws.close(Some(bye)).await;
+                            continue;
+                        }
+                        Message::Text(t) => Message::Text(t),
+                        Message::Binary(b) => Message::Binary(b),
+                        Message::Close(frame) => {
+                            let code = frame.map_or(0, |f| u16::from(f.code));
+                            let _ = tx.send(Seen::CloseFrame(code));
+                            continue;
+                        }
+                        _ => continue,
+                    };
+                    if ws.send(answer).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = tx.send(Seen::Ended);
+            });
+        }
+    });
+    (addr, rx)
+}
+
+type WsClient = async_tungstenite::WebSocketStream<
+    async_tungstenite::tokio::TokioAdapter<tokio::net::TcpStream>,
+>;
+
+/// Opens `ws://<host>/chat` through the gateway at `gw`, retrying until
+/// the gateway knows the route (the cluster's announcements take a moment).
+async fn ws_open(gw: SocketAddr, host: &str) -> WsClient {
+    use async_tungstenite::tungstenite::client::IntoClientRequest;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let request = format!("ws://{host}/chat").into_client_request().unwrap();
+        let tcp = tokio::net::TcpStream::connect(gw).await.unwrap();
+        let config = async_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(Some(64 << 20))
+            .max_frame_size(Some(64 << 20));
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(20),
+            async_tungstenite::tokio::client_async_with_config(request, tcp, Some(config)),
+        )
+        .await;
+        let error = match attempt {
+            Ok(Ok((ws, _))) => return ws,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "handshake timed out".to_owned(),
+        };
+        assert!(
+            Instant::now() < deadline,
+            "{gw} never switched {host} to a WebSocket: {error}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The next data or close message, skipping pings; `None` when the
+/// connection ended (cleanly or not).
+async fn ws_next(ws: &mut WsClient) -> Option<async_tungstenite::tungstenite::Message> {
+    use async_tungstenite::tungstenite::Message;
+    use futures_util::StreamExt;
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .expect("the WebSocket moved in time");
+        match next {
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(m)) => return Some(m),
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+async fn seen_next(seen: &mut tokio::sync::mpsc::UnboundedReceiver<Seen>) -> Seen {
+    tokio::time::timeout(Duration::from_secs(30), seen.recv())
+        .await
+        .expect("the service saw its connection move in time")
+        .expect("the service runs")
+}
+
+/// A public WebSocket whose route another gateway's receiver serves is
+/// carried over the cluster, on a cluster of one `anpx` gateway (gw-1, a
+/// receiver for `wsa.test`) and two `anpx-smol` ones (gw-2 with a receiver
+/// for `wsb.test`, gw-3 with none): text and a 3 MiB binary message echo
+/// through every forwarding direction, either side may close, a client
+/// that vanishes closes the service's socket, and a quiet WebSocket ends
+/// at the gateways' `--websocket-idle-timeout-secs`.
+#[test]
+fn websockets_cross_a_mixed_cluster() {
+    use async_tungstenite::tungstenite::Message;
+
+    let Some(nats) = Nats::start_or_skip() else {
+        return;
+    };
+    let dir = scratch("websocket");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (up, mut seen) = rt.block_on(ws_service());
+    let idle = ["--websocket-idle-timeout-secs", "4"];
+    let (_g1, a1) = gateway(Binary::Anpx, &nats, &dir, "gw-1", &idle);
+    let (_g2, a2) = gateway(Binary::AnpxSmol, &nats, &dir, "gw-2", &idle);
+    let (_g3, a3) = gateway(Binary::AnpxSmol, &nats, &dir, "gw-3", &idle);
+    let _ra = receiver(&dir, "ra", &[a1], "wsa.test", up);
+    let _rb = receiver(&dir, "rb", &[a2], "wsb.test", up);
+    let big = pattern(3 * 1024 * 1024);
+
+    rt.block_on(async {
+        // anpx forwarding to anpx-smol, anpx-smol to anpx, anpx-smol to
+        // anpx-smol: text and 3 MiB each way, then the client closes.
+        for (via, host) in [(a1, "wsb.test"), (a3, "wsa.test"), (a3, "wsb.test")] {
+            let mut ws = ws_open(via, host).await;
+            let text = format!("hello {host} through {via}");
+            ws.send(Message::text(text.clone())).await.unwrap();
+            match ws_next(&mut ws).await {
+                Some(Message::Text(t)) => assert_eq!(t.as_str(), text),
+                other => panic!("{via} -> {host}: {other:?}"),
+            }
+            ws.send(Message::binary(big.clone())).await.unwrap();
+            match ws_next(&mut ws).await {
+                Some(Message::Binary(b)) => {
+                    assert_eq!(b.len(), big.len(), "{via} -> {host}");
+                    assert!(b == big, "the 3 MiB echoed {via} -> {host} differs");
+                }
+                other => panic!("{via} -> {host}: {other:?}"),
+            }
+            let done = async_tungstenite::tungstenite::protocol::CloseFrame {
+                code: async_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
+                reason: "done".into(),
+            };
+            ws.close(Some(done)).await.unwrap();
+            // The service's answer to the close, then the end.
+            assert!(
+                matches!(ws_next(&mut ws).await, Some(Message::Close(_))),
+                "{via} -> {host}: no close answer"
+            );
+            assert_eq!(ws_next(&mut ws).await, None, "{via} -> {host}");
+            assert_eq!(seen_next(&mut seen).await, Seen::CloseFrame(1000));
+            assert_eq!(seen_next(&mut seen).await, Seen::Ended);
+        }
+
+        // The service closes first: its close frame reaches the client
+        // through the forwarding gateway, and the client's answer the
+        // service.
+        let mut ws = ws_open(a1, "wsb.test").await;
+        ws.send(Message::text("close")).await.unwrap();
+        match ws_next(&mut ws).await {
+            Some(Message::Close(Some(frame))) => {
+                assert_eq!(u16::from(frame.code), 1000);
+                assert_eq!(frame.reason.as_str(), "bye");
+            }
+            other => panic!("expected the service's close: {other:?}"),
+        }
+        assert_eq!(ws_next(&mut ws).await, None);
+        assert_eq!(seen_next(&mut seen).await, Seen::CloseFrame(1000));
+        assert_eq!(seen_next(&mut seen).await, Seen::Ended);
+
+        // A client that vanishes without a close: the service's socket
+        // closes too.
+        let mut ws = ws_open(a3, "wsa.test").await;
+        ws.send(Message::text("still there?")).await.unwrap();
+        assert!(matches!(ws_next(&mut ws).await, Some(Message::Text(_))));
+        drop(ws);
+        assert_eq!(seen_next(&mut seen).await, Seen::Ended);
+
+        // A quiet WebSocket: the idle timeout ends it on both ends.
+        let mut ws = ws_open(a1, "wsb.test").await;
+        ws.send(Message::text("then silence")).await.unwrap();
+        assert!(matches!(ws_next(&mut ws).await, Some(Message::Text(_))));
+        assert_eq!(ws_next(&mut ws).await, None, "the idle WebSocket ended");
+        assert_eq!(seen_next(&mut seen).await, Seen::Ended);
+    });
+    // The forwarding gateway says why.
+    let log = dir.join("gw-1.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("WebSocket idle past its timeout")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "gw-1 never logged the idle timeout: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
