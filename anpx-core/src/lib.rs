@@ -30,8 +30,14 @@
 //!   service, and turns the service's answers ([`Receiver::respond`],
 //!   [`Receiver::respond_body`]) into frames.
 //!
+//! Beside the gateway, [`handshake::Admissions`] decides on receivers'
+//! handshakes: header values and the peer's address in, with `now`, an
+//! acceptance (grants, negotiated extensions) or a refusal with its status
+//! out, holding the handshake slots until each connection ends;
+//! [`handshake::DocumentFetches`] decides around DID document fetches.
+//!
 //! Around them, plain functions and values that every shell applies the
-//! same way: the handshake ([`handshake`]: service URLs declared and
+//! same way: the handshake rules ([`handshake`]: service URLs declared and
 //! granted, [`handshake::negotiate_gateway`] for extensions), the public edge's
 //! limits ([`edge`]), the forwarding rules ([`forward`]: path
 //! normalization, hop-by-hop and `X-Forwarded-*` headers), the receiver's
@@ -134,8 +140,9 @@
 //! - [`frame`], [`chunk`]: the ANPX v1 frame codec (24-byte header, TLV
 //!   body, CRC-32s), and splitting messages into chunk frames and
 //!   reassembling them.
-//! - [`handshake`]: what the connection handshake carries and how the
-//!   gateway decides grants and extensions.
+//! - [`handshake`]: what the connection handshake carries, and the
+//!   gateway's admissions: slots, grants, extensions, refusals, DID
+//!   document fetch decisions.
 //! - [`edge`], [`forward`], [`passthrough`]: the public edge's limits and
 //!   checks, the forwarding rules, WebSocket passthrough headers.
 //! - [`backoff`]: the receiver's reconnect schedule.
