@@ -58,6 +58,7 @@ fn all_changed() -> Config {
     g.chunk_size = 4096;
     g.max_frame_bytes = 8192;
     g.drain_grace_secs = 0;
+    g.log_level = "warn,shell_common=debug".into();
     g.log_format = LogFormat::Json;
     g.header_read_timeout_secs = 3;
     g.max_header_bytes = 16384;
@@ -126,6 +127,7 @@ fn all_changed() -> Config {
     r.ca_file = Some(PathBuf::from("ca.pem"));
     r.pin_sha256 = vec!["sha256//47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=".to_owned()];
     r.drain_grace_secs = 20;
+    r.log_level = "debug".into();
     r.ping_interval_secs = 12;
     r.reconnect_first_delay_ms = 250;
     r.reconnect_max_delay_secs = 20;
@@ -688,6 +690,14 @@ fn bad_values_are_named() {
         (
             "[receiver]\ndrain_grace_secs = -1",
             "receiver.drain_grace_secs: expected a non-negative integer, got -1",
+        ),
+        (
+            "[receiver]\nlog_level = \"debug=loud\"",
+            "receiver.log_level: expected log directives: a level (off, error, warn, info, debug, trace) or target=level, comma-separated, got \"debug=loud\"",
+        ),
+        (
+            "[gateway]\nlog_level = 3",
+            "gateway.log_level: expected log directives: a level (off, error, warn, info, debug, trace) or target=level, comma-separated, got 3",
         ),
         (
             "[receiver]\npin_sha256 = [\"sha1//abc\"]",

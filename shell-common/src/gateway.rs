@@ -184,9 +184,9 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// How public requests ended.
     pub endings: Arc<crate::endings::Endings>,
-    /// How often a connected receiver's grants are read again from the
-    /// registry (`gateway.registry.refresh_secs`).
-    pub grants_refresh: std::time::Duration,
+    /// What SIGHUP may change: how often a connected receiver's grants
+    /// are read again from the registry (`gateway.registry.refresh_secs`).
+    pub live: Arc<crate::reload::GatewayLive>,
     /// Caller authentication on the routes that require it.
     caller_auth: Option<Arc<crate::caller_auth::CallerAuth>>,
     /// The header a verified caller's DID is forwarded in, and that no
@@ -219,7 +219,7 @@ impl Shared {
             cluster_view: std::sync::OnceLock::new(),
             draining: AtomicBool::new(false),
             endings: Arc::default(),
-            grants_refresh: options.grants_refresh,
+            live: options.live.clone(),
             caller_auth: options.caller_auth.clone(),
             caller_did_header: match &options.caller_auth {
                 Some(c) => c.did_header().to_owned(),
@@ -488,7 +488,7 @@ impl Shared {
             identity: accepted.identity.clone(),
             declared: accepted.declared,
             granted: accepted.grants.clone(),
-            every: self.grants_refresh,
+            live: self.live.clone(),
         };
         let link = link::admit(
             &self.driver,

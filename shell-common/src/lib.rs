@@ -36,6 +36,7 @@ pub mod process;
 pub mod receiver;
 pub mod registry;
 pub mod registry_cmd;
+pub mod reload;
 pub mod remote;
 pub mod setup;
 pub mod signal;

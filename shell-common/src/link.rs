@@ -51,15 +51,17 @@ pub struct FollowGrants {
     pub declared: Vec<ServiceUrl>,
     /// What it was granted at its handshake.
     pub granted: Vec<ServiceUrl>,
-    /// How often to read the registry again.
-    pub every: Duration,
+    /// How often to read the registry again, as SIGHUP may change it.
+    pub live: Arc<crate::reload::GatewayLive>,
 }
 
 impl FollowGrants {
     /// Runs for as long as the connection is served; never returns.
     async fn run(mut self, driver: &Driver, link: LinkId, runtime: &dyn Runtime) {
         loop {
-            runtime.sleep_until(Instant::now() + self.every).await;
+            runtime
+                .sleep_until(Instant::now() + self.live.grants_refresh())
+                .await;
             let Some(read) = self.admission.current_grants(&self.identity) else {
                 return std::future::pending().await;
             };

@@ -41,9 +41,10 @@ pub struct GatewayOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// What public clients and unauthenticated receivers may send.
     pub edge: EdgeLimits,
-    /// How often a connected receiver's grants are read again from the
-    /// registry (`gateway.registry.refresh_secs`).
-    pub grants_refresh: Duration,
+    /// What SIGHUP may change while the gateway runs: how often a
+    /// connected receiver's grants are read again from the registry
+    /// (`gateway.registry.refresh_secs`) and the static grant table.
+    pub live: Arc<crate::reload::GatewayLive>,
     /// The optional middlewares (rate limits, CORS, security headers,
     /// blocklist); all off by default.
     pub policy: PolicyConfig,
@@ -70,7 +71,9 @@ impl GatewayOptions {
             drain_grace: section.drain_grace(),
             tls: None,
             edge: section.edge_limits(),
-            grants_refresh: section.registry.refresh_interval(),
+            live: Arc::new(crate::reload::GatewayLive::new(
+                section.registry.refresh_interval(),
+            )),
             policy: section.policy_config(),
             caller_auth: None,
             caller_did_header: section.caller_auth.did_header.clone(),
@@ -91,7 +94,9 @@ impl GatewayOptions {
             drain_grace: Duration::from_secs(10),
             tls: None,
             edge: EdgeLimits::default(),
-            grants_refresh: anpx_core::config::RegistrySection::default().refresh_interval(),
+            live: Arc::new(crate::reload::GatewayLive::new(
+                anpx_core::config::RegistrySection::default().refresh_interval(),
+            )),
             policy: PolicyConfig::default(),
             caller_auth: None,
             caller_did_header: anpx_core::config::DEFAULT_CALLER_DID_HEADER.to_owned(),

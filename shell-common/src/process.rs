@@ -47,21 +47,78 @@ pub fn load_config(cli: &Cli) -> Result<Config, LoadError> {
 }
 
 /// Log output: human-readable lines by default, JSON lines on request.
-/// `RUST_LOG` picks what is logged (default `info`). Colour only when
-/// stderr is a terminal and `NO_COLOR` is unset: escape codes in a log
+/// `RUST_LOG` picks what is logged (default `info`, until
+/// [`set_log_filter`] applies the configured `*.log_level`). Colour only
+/// when stderr is a terminal and `NO_COLOR` is unset: escape codes in a log
 /// file or a journal are noise.
 pub fn init_logging(format: LogFormat) {
     use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let _ = LOG_FILTER.set(handle);
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(colour)
         .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Json => builder.json().init(),
-        _ => builder.init(),
+        LogFormat::Json => registry.with(fmt.json()).init(),
+        _ => registry.with(fmt).init(),
     }
+}
+
+type FilterHandle = tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>;
+
+/// The filter [`init_logging`] installed, for [`set_log_filter`].
+static LOG_FILTER: std::sync::OnceLock<FilterHandle> = std::sync::OnceLock::new();
+
+/// A log filter that could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum LogFilterError {
+    /// The directives do not parse.
+    #[error("bad log directives {directives:?}: {reason}")]
+    Invalid {
+        /// What was given.
+        directives: String,
+        /// Why.
+        reason: String,
+    },
+    /// [`init_logging`] did not run, or its subscriber is gone.
+    #[error("logging is not set up")]
+    NotSetUp,
+}
+
+/// Checks `directives` as [`set_log_filter`] reads them, without applying
+/// them.
+pub fn check_log_filter(directives: &str) -> Result<(), LogFilterError> {
+    EnvFilter::try_new(directives)
+        .map(drop)
+        .map_err(|e| LogFilterError::Invalid {
+            directives: directives.to_owned(),
+            reason: e.to_string(),
+        })
+}
+
+/// Replaces what is logged with `directives` (`RUST_LOG` syntax), for
+/// every line from now on.
+pub fn set_log_filter(directives: &str) -> Result<(), LogFilterError> {
+    let filter = EnvFilter::try_new(directives).map_err(|e| LogFilterError::Invalid {
+        directives: directives.to_owned(),
+        reason: e.to_string(),
+    })?;
+    LOG_FILTER
+        .get()
+        .ok_or(LogFilterError::NotSetUp)?
+        .reload(filter)
+        .map_err(|_| LogFilterError::NotSetUp)
+}
+
+/// Whether `RUST_LOG` is set: it then decides what is logged, and the
+/// configured `*.log_level` is not applied.
+pub fn log_filter_from_env() -> bool {
+    std::env::var_os("RUST_LOG").is_some()
 }
 
 /// Reports the error that ends the process, once: as a JSON log line when

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anpx_core::auth::{CallerPolicy, TokenKey, VerifierConfig};
 use anpx_core::config::{AuthMode, Config};
-use anpx_core::registry::Registry;
+use anpx_core::registry::{Registry, StaticRegistry};
 
 use crate::caller_auth::CallerAuth;
 use crate::did_credentials::{CredentialsError, DidCredentials};
@@ -87,10 +87,19 @@ pub fn gateway_options(
         None
     };
     if let (AuthMode::DidWba, Some(documents)) = (auth.mode, &documents) {
+        // The static table is kept where SIGHUP can replace it.
+        let registry: Arc<dyn Registry> = match &config.gateway.registry.url {
+            None => {
+                let table = Arc::new(StaticRegistry::from_config(&config.gateway));
+                options.live.set_routes(table.clone());
+                table
+            }
+            Some(_) => registry()?,
+        };
         options.admission = Arc::new(DidWbaAdmission::with_resolver(
             verifier.clone(),
             documents.clone(),
-            registry()?,
+            registry,
         ));
     }
     if let (true, Some(documents)) = (callers.enabled(), documents) {

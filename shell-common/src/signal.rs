@@ -88,13 +88,9 @@ impl<T: Clone> Watch<T> {
 /// A stop order: fired once, seen by every clone.
 pub type Stop = Watch<bool>;
 
-/// What a process logs on SIGHUP. Nothing is reloaded in place yet: the
-/// signal is caught so that it never ends the process (its default action),
-/// and the log says how to apply a changed configuration.
+/// What a process without a [`crate::reload::Reloader`] logs on SIGHUP:
+/// the signal is caught so that it never ends the process (its default
+/// action), and nothing is reloaded.
 pub fn log_hangup() {
-    tracing::warn!(
-        "SIGHUP received: reloading is not supported, nothing changed; \
-         restart the process to apply configuration changes (grants from \
-         gateway.registry.url are re-read every gateway.registry.refresh_secs)"
-    );
+    tracing::warn!("SIGHUP received: this command reloads nothing");
 }

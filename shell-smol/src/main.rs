@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use shell_common::banner::{self, Forwarding};
 use shell_common::process::{init_logging, load_config, report_fatal};
+use shell_common::reload::Reloader;
 use shell_common::setup::{self, SetupError, UpstreamChoice};
 #[cfg(feature = "cluster")]
 use shell_smol::cluster::ClusterOptions;
@@ -71,7 +72,8 @@ fn main() -> ExitCode {
     }
     let log_format = config.gateway.log_format;
     init_logging(log_format);
-    match smol::block_on(run(cli.command, config)) {
+    let reloader = shell_common::reload::for_command(&cli, &config);
+    match smol::block_on(run(cli.command, config, reloader)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             report_fatal("anpx-smol", log_format, format_args!("{e:#}"));
@@ -80,20 +82,22 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command, config: Config) -> Result<()> {
-    // SIGHUP's default action ends the process; caught, it is only logged.
+async fn run(command: Command, config: Config, reloader: Option<Arc<Reloader>>) -> Result<()> {
+    // SIGHUP's default action ends the process; caught, it reloads.
     let hangups = async_signal::Signals::new([async_signal::Signal::Hup])
         .context("cannot listen for SIGHUP")?;
+    let on_hangup = reloader.clone();
     smol::spawn(async move {
         let mut hangups = std::pin::pin!(hangups);
         while futures_util::StreamExt::next(&mut hangups).await.is_some() {
-            shell_common::signal::log_hangup();
+            shell_common::reload::on_hangup(on_hangup.as_deref());
         }
     })
     .detach();
+    let reloader = reloader.as_deref();
     match command {
         Command::Gateway(_) => {
-            let gateway = gateway(&config).await?;
+            let gateway = gateway(&config, reloader).await?;
             print_gateway(&gateway, &config);
             shutdown_signal().await?;
             gateway.shutdown().await;
@@ -128,8 +132,8 @@ async fn run(command: Command, config: Config) -> Result<()> {
             receiver.shutdown().await;
             Ok(())
         }
-        Command::Both(args) => both(config, args.demo, false).await,
-        Command::Demo(_) => both(config, true, true).await,
+        Command::Both(args) => both(config, args.demo, false, reloader).await,
+        Command::Demo(_) => both(config, true, true, reloader).await,
         Command::CheckConfig | Command::Decode(_) | Command::Registry(_) | Command::Did(_) => {
             Ok(())
         }
@@ -138,13 +142,16 @@ async fn run(command: Command, config: Config) -> Result<()> {
 
 /// The gateway, bound and, when `[gateway.cluster]` is configured, joined
 /// to its cluster.
-async fn gateway(config: &Config) -> Result<Gateway> {
+async fn gateway(config: &Config, reloader: Option<&Reloader>) -> Result<Gateway> {
     let registry = || {
         shell_smol::registry::try_registry_from_config(&config.gateway)
             .map_err(|e| SetupError::Registry(e.to_string()))
     };
     // async-h1 speaks HTTP/1.1 only, so ALPN offers nothing else.
     let options = setup::gateway_options(config, false, Arc::new(SmolDocuments), registry)?;
+    if let Some(r) = reloader {
+        r.set_gateway(options.live.clone());
+    }
     let listen = options.listen;
     #[cfg_attr(not(feature = "cluster"), allow(unused_mut))]
     let mut gateway = Gateway::bind(options)
@@ -196,9 +203,14 @@ async fn bind_receiver(options: ReceiverOptions) -> Result<Receiver> {
 }
 
 /// Gateway and receiver in one process; `demo` prints how to try it.
-async fn both(mut config: Config, demo: bool, print_try: bool) -> Result<()> {
+async fn both(
+    mut config: Config,
+    demo: bool,
+    print_try: bool,
+    reloader: Option<&Reloader>,
+) -> Result<()> {
     config.check_both()?;
-    let gateway = gateway(&config).await?;
+    let gateway = gateway(&config, reloader).await?;
     let addr = gateway.public_addr();
     // With TLS on, the in-process receiver dials wss:// like any other and
     // trusts the gateway through receiver.ca_file or the system roots.

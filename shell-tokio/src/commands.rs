@@ -6,32 +6,39 @@ use anpx_core::cli::Command;
 use anpx_core::config::Config;
 use anyhow::{bail, Context, Result};
 use shell_common::banner::{self, Forwarding};
+use shell_common::reload::Reloader;
 use shell_common::setup::{self, SetupError, UpstreamChoice};
 use shell_tokio::cluster::ClusterOptions;
 use shell_tokio::gateway::{Gateway, GatewayOptions};
 use shell_tokio::receiver::{Receiver, ReceiverOptions, Status};
 use shell_tokio::upstream::{DemoUpstream, HttpUpstream, Upstream};
 
-pub(crate) async fn run(command: Command, config: Config) -> Result<()> {
+pub(crate) async fn run(
+    command: Command,
+    config: Config,
+    reloader: Option<Arc<Reloader>>,
+) -> Result<()> {
     #[cfg(unix)]
     if let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
     {
+        let reloader = reloader.clone();
         tokio::spawn(async move {
             while hangups.recv().await.is_some() {
-                shell_common::signal::log_hangup();
+                shell_common::reload::on_hangup(reloader.as_deref());
             }
         });
     }
+    let reloader = reloader.as_deref();
     match command {
-        Command::Gateway(_) => gateway_until_signal(config).await,
+        Command::Gateway(_) => gateway_until_signal(config, reloader).await,
         Command::Receiver(args) => {
             let upstream = upstream(&config, args.demo)?;
             let receiver = bind_receiver(receiver_options(&config, upstream)?).await?;
             let forwarding = Forwarding::new(&config, args.demo);
             follow_until_signal(receiver, forwarding).await
         }
-        Command::Both(args) => both(config, args.demo, false).await,
-        Command::Demo(_) => both(config, true, true).await,
+        Command::Both(args) => both(config, args.demo, false, reloader).await,
+        Command::Demo(_) => both(config, true, true, reloader).await,
         Command::Registry(args) => shell_common::registry_cmd::run("anpx", args, &config).await,
         Command::Did(args) => shell_common::did_cmd::run(args),
         Command::CheckConfig | Command::Decode(_) => Ok(()),
@@ -45,13 +52,17 @@ fn upstream(config: &Config, demo: bool) -> Result<Arc<dyn Upstream>> {
     })
 }
 
-fn gateway_options(config: &Config) -> Result<GatewayOptions> {
+fn gateway_options(config: &Config, reloader: Option<&Reloader>) -> Result<GatewayOptions> {
     let registry = || {
         shell_tokio::registry::try_registry_from_config(&config.gateway)
             .map_err(|e| SetupError::Registry(e.to_string()))
     };
     let documents = Arc::new(shell_tokio::fetch::TokioDocuments);
-    Ok(setup::gateway_options(config, true, documents, registry)?)
+    let options = setup::gateway_options(config, true, documents, registry)?;
+    if let Some(r) = reloader {
+        r.set_gateway(options.live.clone());
+    }
+    Ok(options)
 }
 
 fn receiver_options(config: &Config, upstream: Arc<dyn Upstream>) -> Result<ReceiverOptions> {
@@ -70,8 +81,8 @@ async fn bind_receiver(options: ReceiverOptions) -> Result<Receiver> {
     Ok(receiver)
 }
 
-async fn gateway_until_signal(config: Config) -> Result<()> {
-    let options = gateway_options(&config)?;
+async fn gateway_until_signal(config: Config, reloader: Option<&Reloader>) -> Result<()> {
+    let options = gateway_options(&config, reloader)?;
     let listen = options.listen;
     let mut gateway = Gateway::bind(options)
         .await
@@ -144,10 +155,15 @@ async fn follow_until_signal(receiver: Receiver, mut forwarding: Forwarding) -> 
 }
 
 /// Gateway and receiver in one process; `demo` prints how to try it.
-async fn both(mut config: Config, demo: bool, print_try: bool) -> Result<()> {
+async fn both(
+    mut config: Config,
+    demo: bool,
+    print_try: bool,
+    reloader: Option<&Reloader>,
+) -> Result<()> {
     config.check_both()?;
     let upstream = upstream(&config, demo)?;
-    let options = gateway_options(&config)?;
+    let options = gateway_options(&config, reloader)?;
     let listen = options.listen;
     let mut gateway = Gateway::bind(options)
         .await

@@ -38,6 +38,7 @@ fn main() -> ExitCode {
     }
     let log_format = config.gateway.log_format;
     init_logging(log_format);
+    let reloader = shell_common::reload::for_command(&cli, &config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -48,7 +49,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(commands::run(cli.command, config)) {
+    match runtime.block_on(commands::run(cli.command, config, reloader)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             report_fatal("anpx", log_format, format_args!("{e:#}"));

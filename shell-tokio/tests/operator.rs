@@ -36,6 +36,7 @@ per_shell!(
     says_where_things_are_reachable,
     clean_logs,
     sighup_is_logged_not_fatal,
+    sighup_reloads_in_place,
     trusts_a_self_signed_gateway_when_pinned,
     receiver_drains_on_sigterm,
     drain_moves_new_requests_to_another_receiver,
@@ -572,7 +573,8 @@ fn sighup_is_logged_not_fatal(binary: Binary) {
     signal(&gateway, libc::SIGHUP);
     signal(&rx, libc::SIGHUP);
     wait_for(Duration::from_secs(5), "both log the SIGHUP", || {
-        read(&gateway_log).contains("SIGHUP received") && read(&rx_log).contains("SIGHUP received")
+        read(&gateway_log).contains("SIGHUP: configuration read again, nothing changed")
+            && read(&rx_log).contains("SIGHUP: configuration read again, nothing changed")
     });
     assert!(
         exits_within(&mut gateway, Duration::from_millis(300)).is_none(),
@@ -587,6 +589,146 @@ fn sighup_is_logged_not_fatal(binary: Binary) {
         Some(200),
         "and serves"
     );
+}
+
+/// SIGHUP reads the configuration files again. The gateway's log level
+/// and its static grant table change in place: a service added to the
+/// DID's grants starts routing to the receiver already connected (no
+/// reconnect, no disconnect). The receiver's log level changes too. A
+/// changed listen address is logged as needing a restart and not applied;
+/// an invalid file is refused with an error naming the key, and both keep
+/// serving.
+fn sighup_reloads_in_place(binary: Binary) {
+    let dir = TempDir::new(&format!("reload-{binary:?}"));
+    let (id, docs) = identity(&dir);
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(id.join("did.json")).unwrap()).unwrap();
+    let did = doc["id"].as_str().unwrap().to_owned();
+    let listen = free_addr();
+    let gateway_toml = dir.path("gateway.toml");
+    let write_gateway = |extra: &str, level: &str, services: &str| {
+        let text = format!(
+            "[gateway]\nlisten = \"{listen}\"\nadmin_listen = \"off\"\nlog_level = \"{level}\"\n{extra}\n\
+             [gateway.auth]\nmode = \"did-wba\"\ndid_documents_dir = \"{}\"\n\
+             [gateway.registry]\nrefresh_secs = 1\n\
+             [[gateway.routes.grant]]\ndid = \"{did}\"\nservices = [{services}]\n",
+            docs.display()
+        );
+        std::fs::write(&gateway_toml, text).unwrap();
+    };
+    write_gateway("", "info", "\"api.agent.com/a1\"");
+    let gateway_log = dir.path("gateway.log");
+    let mut gateway = start(
+        binary,
+        &["gateway", "--config", gateway_toml.to_str().unwrap()],
+        &gateway_log,
+    );
+    wait_listening(listen);
+
+    let receiver_toml = dir.path("receiver.toml");
+    let write_receiver = |level: &str| {
+        std::fs::write(
+            &receiver_toml,
+            format!("[receiver]\nlog_level = \"{level}\"\n"),
+        )
+        .unwrap();
+    };
+    write_receiver("info");
+    let rx_log = dir.path("receiver.log");
+    let did_document = id.join("did.json");
+    let private_key = id.join("key-1_private.pem");
+    let mut rx = start(
+        binary,
+        &[
+            "receiver",
+            "--config",
+            receiver_toml.to_str().unwrap(),
+            "--demo",
+            "--gateway",
+            &format!("ws://{listen}/ws"),
+            "--did-document",
+            did_document.to_str().unwrap(),
+            "--private-key",
+            private_key.to_str().unwrap(),
+        ],
+        &rx_log,
+    );
+    wait_for(Duration::from_secs(15), "the receiver connects", || {
+        read(&rx_log).contains("connected to gateway")
+    });
+    assert_eq!(get_status(listen, "api.agent.com", "/a1/x"), Some(200));
+    assert_eq!(get_status(listen, "api.agent.com", "/a2/x"), Some(404));
+
+    write_gateway("", "debug", "\"api.agent.com/a1\", \"api.agent.com/a2\"");
+    write_receiver("debug");
+    signal(&gateway, libc::SIGHUP);
+    signal(&rx, libc::SIGHUP);
+    wait_for(Duration::from_secs(5), "both reload", || {
+        read(&gateway_log).contains("reloaded: log level info -> debug")
+            && read(&rx_log).contains("reloaded: log level info -> debug")
+    });
+    assert!(
+        read(&gateway_log).contains(&format!("routes: +api.agent.com/a2 ({did})")),
+        "{}",
+        read(&gateway_log)
+    );
+    wait_for(Duration::from_secs(10), "the added route serves", || {
+        get_status(listen, "api.agent.com", "/a2/x") == Some(200)
+    });
+    assert_eq!(get_status(listen, "api.agent.com", "/a1/x"), Some(200));
+    assert_eq!(
+        receiver_connected_lines(&rx_log),
+        1,
+        "the receiver never reconnected: {}",
+        read(&rx_log)
+    );
+    assert!(
+        !read(&gateway_log).contains("receiver disconnected"),
+        "{}",
+        read(&gateway_log)
+    );
+
+    // What only a restart applies is said, not done.
+    let other = free_addr();
+    let moved = format!("[gateway]\nlisten = \"{other}\"\n");
+    std::fs::write(
+        &gateway_toml,
+        read(&gateway_toml).replacen(&format!("[gateway]\nlisten = \"{listen}\"\n"), &moved, 1),
+    )
+    .unwrap();
+    signal(&gateway, libc::SIGHUP);
+    wait_for(
+        Duration::from_secs(5),
+        "the gateway says what needs a restart",
+        || {
+            read(&gateway_log).contains(&format!(
+                "needs restart: gateway.listen {listen} -> {other} (not applied)"
+            ))
+        },
+    );
+    assert_eq!(get_status(listen, "api.agent.com", "/a2/x"), Some(200));
+
+    // An invalid file is refused; the running configuration stays.
+    write_gateway("", "debug=loud", "\"api.agent.com/a1\"");
+    std::fs::write(&receiver_toml, "[receiver\n").unwrap();
+    signal(&gateway, libc::SIGHUP);
+    signal(&rx, libc::SIGHUP);
+    wait_for(Duration::from_secs(5), "both refuse the reload", || {
+        read(&gateway_log).contains("reload refused") && read(&rx_log).contains("reload refused")
+    });
+    assert!(
+        read(&gateway_log).contains("gateway.log_level"),
+        "the refusal names the key: {}",
+        read(&gateway_log)
+    );
+    assert!(exits_within(&mut gateway, Duration::from_millis(300)).is_none());
+    assert!(exits_within(&mut rx, Duration::from_millis(300)).is_none());
+    assert_eq!(
+        get_status(listen, "api.agent.com", "/a2/x"),
+        Some(200),
+        "still serving the routes it had"
+    );
+    assert_eq!(receiver_connected_lines(&rx_log), 1);
 }
 
 /// `get_status` over TLS, trusting `cert` as the receivers do.

@@ -63,6 +63,10 @@ pub struct GatewaySection {
     pub drain_grace_secs: u64,
     /// Log line format (`gateway.log_format`).
     pub log_format: LogFormat,
+    /// What is logged, as `RUST_LOG` directives (`gateway.log_level`):
+    /// `info`, `warn,shell_common=debug`, ... `RUST_LOG`, when set, wins.
+    /// SIGHUP applies a changed value.
+    pub log_level: String,
     /// Seconds a client may take to send a request head, and on HTTP/1 to
     /// stay idle between requests (`gateway.header_read_timeout_secs`).
     pub header_read_timeout_secs: u64,
@@ -135,6 +139,7 @@ impl Default for GatewaySection {
             max_frame_bytes: DEFAULT_MAX_FRAME_LEN,
             drain_grace_secs: 10,
             log_format: LogFormat::Text,
+            log_level: "info".to_owned(),
             header_read_timeout_secs: 10,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,

@@ -72,6 +72,13 @@ impl KeyInfo {
     pub(crate) fn render(&self, config: &Config) -> Option<Value> {
         (self.render)(config)
     }
+
+    /// The key's value in `config` as text, as [`Config::set`] takes it;
+    /// `None` when unset. Two configurations differ in this key exactly
+    /// when the texts differ.
+    pub fn value_text(&self, config: &Config) -> Option<String> {
+        self.render(config).map(|v| super::value::to_text(&v))
+    }
 }
 
 impl fmt::Debug for KeyInfo {
@@ -181,7 +188,7 @@ macro_rules! key {
     };
 }
 
-static KEYS: [KeyInfo; 84] = [
+static KEYS: [KeyInfo; 86] = [
     // [gateway]
     key!(
         "gateway.listen", "ANPX_GATEWAY_LISTEN", "listen", "ADDR", "127.0.0.1:8080",
@@ -270,6 +277,11 @@ static KEYS: [KeyInfo; 84] = [
         "gateway.log_format", "ANPX_GATEWAY_LOG_FORMAT", "log-format", "text|json", "text",
         "Log lines as human-readable text or one JSON object each",
         gateway.log_format, parse: v::log_format, render: v::render_word,
+    ),
+    key!(
+        "gateway.log_level", "ANPX_GATEWAY_LOG_LEVEL", "log-level", "DIRECTIVES", "info",
+        "What is logged: a level (error, warn, info, debug, trace, off) or RUST_LOG directives such as warn,shell_common=debug; RUST_LOG wins when set; SIGHUP applies a change",
+        gateway.log_level, parse: v::log_level, render: |s: &String| v::render_str(s),
     ),
     key!(
         "gateway.header_read_timeout_secs", "ANPX_GATEWAY_HEADER_READ_TIMEOUT_SECS",
@@ -644,6 +656,11 @@ static KEYS: [KeyInfo; 84] = [
         "On SIGTERM/Ctrl-C: seconds requests in flight may take to finish while an anpx gateway sends new ones to other receivers (a reference gateway's get 503); 0 closes at once",
         receiver.drain_grace_secs,
         parse: |i| v::int(i, 0, MAX_SECS), render: v::render_int,
+    ),
+    key!(
+        "receiver.log_level", "ANPX_RECEIVER_LOG_LEVEL", "log-level", "DIRECTIVES", "info",
+        "What is logged: a level (error, warn, info, debug, trace, off) or RUST_LOG directives such as warn,shell_common=debug; RUST_LOG wins when set; SIGHUP applies a change",
+        receiver.log_level, parse: v::log_level, render: |s: &String| v::render_str(s),
     ),
     key!(
         "receiver.ping_interval_secs", "ANPX_RECEIVER_PING_INTERVAL_SECS",

@@ -40,6 +40,9 @@ pub struct ReceiverSection {
     /// flight finish while refusing new ones with 503
     /// (`receiver.drain_grace_secs`); 0 closes at once.
     pub drain_grace_secs: u64,
+    /// What is logged, as `RUST_LOG` directives (`receiver.log_level`);
+    /// `RUST_LOG`, when set, wins. SIGHUP applies a changed value.
+    pub log_level: String,
     /// Seconds between pings to the gateway (`receiver.ping_interval_secs`).
     pub ping_interval_secs: u64,
     /// Ceiling of the first reconnect delay, in milliseconds
@@ -89,6 +92,7 @@ impl Default for ReceiverSection {
             ca_file: None,
             pin_sha256: Vec::new(),
             drain_grace_secs: 10,
+            log_level: "info".to_owned(),
             ping_interval_secs: 30,
             reconnect_first_delay_ms: 1000,
             reconnect_max_delay_secs: 300,

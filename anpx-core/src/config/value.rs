@@ -520,6 +520,30 @@ pub(crate) fn log_format(input: Input<'_>) -> Result<LogFormat, ValueError> {
     )
 }
 
+/// Log directives as `RUST_LOG` takes them: comma-separated items, each a
+/// level or `target=level`, the target made of letters, digits, `_` and
+/// `::`.
+pub(crate) fn log_level(input: Input<'_>) -> Result<String, ValueError> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    const EXPECTED: &str =
+        "log directives: a level (off, error, warn, info, debug, trace) or target=level, comma-separated";
+    let text = input.as_str().ok_or_else(|| input.expected(EXPECTED))?;
+    let level = |l: &str| LEVELS.iter().any(|w| w.eq_ignore_ascii_case(l));
+    let target = |t: &str| {
+        !t.is_empty()
+            && t.split("::")
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    };
+    let item_ok = |item: &str| match item.split_once('=') {
+        Some((t, l)) => target(t.trim()) && level(l.trim()),
+        None => level(item.trim()) || target(item.trim()),
+    };
+    if text.trim().is_empty() || !text.split(',').all(item_ok) {
+        return Err(input.expected(EXPECTED));
+    }
+    Ok(text.trim().to_owned())
+}
+
 pub(crate) fn auth_mode(input: Input<'_>) -> Result<AuthMode, ValueError> {
     word(
         input,
@@ -806,6 +830,25 @@ mod tests {
 
     fn text_err<T: std::fmt::Debug>(r: Result<T, ValueError>) -> String {
         r.unwrap_err().to_string()
+    }
+
+    #[test]
+    fn log_levels_take_rust_log_directives() {
+        for ok in [
+            "info",
+            "WARN",
+            "warn,shell_common=debug",
+            "anpx_core::gateway=trace",
+            "off",
+        ] {
+            assert_eq!(log_level(Input::Text(ok)).unwrap(), ok, "{ok}");
+        }
+        for bad in ["", " , ", "debug=loud", "a b", "=info", "x::=info"] {
+            assert!(
+                text_err(log_level(Input::Text(bad))).starts_with("expected log directives"),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

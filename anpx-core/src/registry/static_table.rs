@@ -56,6 +56,14 @@ impl StaticRegistry {
         StaticRegistry::from_grants(&section.routes.grant)
     }
 
+    /// Replaces every entry with those of `grants`, as when the
+    /// configuration file was read again (SIGHUP). Receivers already
+    /// connected get the change at their next grants refresh.
+    pub fn replace_grants(&self, grants: &[Grant]) {
+        let fresh = StaticRegistry::from_grants(grants).entries();
+        *self.entries.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+    }
+
     /// A copy of every entry, synchronously.
     pub fn entries(&self) -> Vec<(String, ServiceUrl)> {
         // The lock guards plain data that no operation leaves half-written,

@@ -1,0 +1,558 @@
+//! SIGHUP: the configuration is read again and what can change without a
+//! restart is applied in place, with one log line per change.
+//!
+//! Applied in place: the log level (`gateway.log_level`, or
+//! `receiver.log_level` for a receiver alone; not while `RUST_LOG` is set),
+//! the static grant table (`[[gateway.routes.grant]]`, when
+//! `gateway.registry.url` is unset: connected receivers get the change at
+//! their next grants refresh, without reconnecting) and
+//! `gateway.registry.refresh_secs`. Every other changed key is logged as
+//! `needs restart` and not applied. A configuration that does not load is
+//! refused with a logged error; the running one stays.
+//!
+//! What changed is decided by [`diff`], a pure function over two
+//! configurations; [`Reloader`] reads the file, calls it and applies.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use anpx_core::config::{keys, Config, Grant, CONFIG_FILE_ENV};
+use anpx_core::registry::StaticRegistry;
+
+use crate::process::{check_log_filter, log_filter_from_env, set_log_filter};
+
+/// Which sections a process runs, so which keys a reload looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// `anpx gateway`.
+    Gateway,
+    /// `anpx receiver`.
+    Receiver,
+    /// `anpx both` and `anpx demo`: both sections, the gateway's log level.
+    Both,
+}
+
+impl Scope {
+    fn covers(self, section: &str) -> bool {
+        match self {
+            Scope::Gateway => section == "gateway",
+            Scope::Receiver => section == "receiver",
+            Scope::Both => true,
+        }
+    }
+
+    /// The key whose value is the process's log level.
+    pub fn log_level_key(self) -> &'static str {
+        match self {
+            Scope::Receiver => "receiver.log_level",
+            Scope::Gateway | Scope::Both => "gateway.log_level",
+        }
+    }
+
+    fn log_level(self, config: &Config) -> &str {
+        match self {
+            Scope::Receiver => &config.receiver.log_level,
+            Scope::Gateway | Scope::Both => &config.gateway.log_level,
+        }
+    }
+}
+
+/// How a changed key is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Apply {
+    /// The process's log level.
+    LogLevel,
+    /// The static grant table: service URLs added and removed, each as
+    /// `host/path (did)`.
+    Routes {
+        /// Granted now, not before.
+        added: Vec<String>,
+        /// Granted before, not now.
+        removed: Vec<String>,
+    },
+    /// `gateway.registry.refresh_secs`.
+    GrantsRefresh,
+    /// Not applied: only a restart takes it.
+    NeedsRestart,
+    /// Not used by this process (another section's log level, or the
+    /// static table while a registry database is configured).
+    Unused,
+}
+
+/// One key whose value differs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The dotted key.
+    pub key: &'static str,
+    /// Its running value as text (`unset` when unset).
+    pub old: String,
+    /// Its new value as text.
+    pub new: String,
+    /// What a reload does with it.
+    pub apply: Apply,
+}
+
+impl Change {
+    /// The log line for this change, e.g. `reloaded: log level info ->
+    /// debug`, `routes: +a.example (did:wba:x) -b.example/x (did:wba:y)`
+    /// or `needs restart: gateway.listen 127.0.0.1:8080 -> 0.0.0.0:8080
+    /// (not applied)`; `None` for an unused key.
+    pub fn line(&self) -> Option<String> {
+        Some(match &self.apply {
+            Apply::LogLevel => format!("reloaded: log level {} -> {}", self.old, self.new),
+            Apply::Routes { added, removed } => {
+                let mut parts: Vec<String> = added.iter().map(|u| format!("+{u}")).collect();
+                parts.extend(removed.iter().map(|u| format!("-{u}")));
+                format!("routes: {}", parts.join(" "))
+            }
+            Apply::GrantsRefresh => {
+                format!("reloaded: {} {} -> {}", self.key, self.old, self.new)
+            }
+            Apply::NeedsRestart => format!(
+                "needs restart: {} {} -> {} (not applied)",
+                self.key, self.old, self.new
+            ),
+            Apply::Unused => return None,
+        })
+    }
+}
+
+/// Every key of the sections `scope` runs whose value differs between
+/// `old` and `new`, in key-table order, each with how a reload applies it.
+/// Pure: reads nothing but its arguments.
+///
+/// ```
+/// use anpx_core::config::Config;
+/// use shell_common::reload::{diff, Apply, Scope};
+///
+/// let old = Config::default();
+/// let mut new = old.clone();
+/// new.gateway.log_level = "debug".into();
+/// new.gateway.listen = "0.0.0.0:9000".parse().unwrap();
+/// new.receiver.upstream = Some("http://127.0.0.1:1".into());
+/// let changes = diff(&old, &new, Scope::Gateway);
+/// let keys: Vec<_> = changes.iter().map(|c| (c.key, c.apply.clone())).collect();
+/// assert_eq!(
+///     keys,
+///     [("gateway.listen", Apply::NeedsRestart), ("gateway.log_level", Apply::LogLevel)]
+/// );
+/// assert_eq!(changes[1].line().unwrap(), "reloaded: log level info -> debug");
+/// ```
+pub fn diff(old: &Config, new: &Config, scope: Scope) -> Vec<Change> {
+    let text = |v: Option<String>| v.unwrap_or_else(|| "unset".to_owned());
+    keys()
+        .iter()
+        .filter(|k| scope.covers(k.section()))
+        .filter_map(|k| {
+            let (before, after) = (k.value_text(old), k.value_text(new));
+            if before == after {
+                return None;
+            }
+            let apply = match k.key {
+                key if key == scope.log_level_key() => Apply::LogLevel,
+                "gateway.log_level" | "receiver.log_level" => Apply::Unused,
+                "gateway.routes.grant"
+                    if old.gateway.registry.url.is_none() && new.gateway.registry.url.is_none() =>
+                {
+                    let (added, removed) =
+                        route_changes(&old.gateway.routes.grant, &new.gateway.routes.grant);
+                    Apply::Routes { added, removed }
+                }
+                "gateway.routes.grant" if new.gateway.registry.url.is_some() => Apply::Unused,
+                "gateway.registry.refresh_secs" => Apply::GrantsRefresh,
+                _ => Apply::NeedsRestart,
+            };
+            Some(Change {
+                key: k.key,
+                old: text(before),
+                new: text(after),
+                apply,
+            })
+        })
+        .collect()
+}
+
+/// The grants in `new` and not in `old`, and those in `old` and not in
+/// `new`, each as `host/path (did)`, in table order.
+///
+/// ```
+/// use anpx_core::config::Grant;
+/// use shell_common::reload::route_changes;
+///
+/// let g = |did: &str, urls: &[&str]| Grant {
+///     did: did.into(),
+///     services: urls.iter().map(|u| u.parse().unwrap()).collect(),
+/// };
+/// let (added, removed) = route_changes(
+///     &[g("did:wba:a", &["a.example/x", "a.example/y"])],
+///     &[g("did:wba:a", &["a.example/y"]), g("did:wba:b", &["b.example/"])],
+/// );
+/// assert_eq!(added, ["b.example (did:wba:b)"]);
+/// assert_eq!(removed, ["a.example/x (did:wba:a)"]);
+/// ```
+pub fn route_changes(old: &[Grant], new: &[Grant]) -> (Vec<String>, Vec<String>) {
+    let pairs = |grants: &[Grant]| -> Vec<(String, String)> {
+        grants
+            .iter()
+            .flat_map(|g| {
+                g.services
+                    .iter()
+                    .map(move |u| (g.did.clone(), u.to_string()))
+            })
+            .collect()
+    };
+    let (old, new) = (pairs(old), pairs(new));
+    let only = |a: &[(String, String)], b: &[(String, String)]| {
+        a.iter()
+            .filter(|p| !b.contains(p))
+            .map(|(did, url)| format!("{url} ({did})"))
+            .collect()
+    };
+    (only(&new, &old), only(&old, &new))
+}
+
+/// What a running gateway lets SIGHUP change: its grants refresh
+/// interval and, when grants come from `[[gateway.routes.grant]]`, that
+/// table.
+#[derive(Debug)]
+pub struct GatewayLive {
+    refresh_ms: AtomicU64,
+    routes: OnceLock<Arc<StaticRegistry>>,
+}
+
+impl GatewayLive {
+    /// Grants read again every `refresh`; no static table yet.
+    pub fn new(refresh: Duration) -> Self {
+        GatewayLive {
+            refresh_ms: AtomicU64::new(millis(refresh)),
+            routes: OnceLock::new(),
+        }
+    }
+
+    /// How often a connected receiver's grants are read again.
+    pub fn grants_refresh(&self) -> Duration {
+        Duration::from_millis(self.refresh_ms.load(Ordering::Relaxed).max(1))
+    }
+
+    /// Sets [`GatewayLive::grants_refresh`]; each connection takes it after
+    /// its current wait.
+    pub fn set_grants_refresh(&self, every: Duration) {
+        self.refresh_ms.store(millis(every), Ordering::Relaxed);
+    }
+
+    /// The static grant table the gateway's admission reads, once set up.
+    pub fn set_routes(&self, table: Arc<StaticRegistry>) {
+        let _ = self.routes.set(table);
+    }
+
+    /// The static grant table, when the gateway reads one.
+    pub fn routes(&self) -> Option<&Arc<StaticRegistry>> {
+        self.routes.get()
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Where the configuration comes from, to read it again: the `--config`
+/// file, the environment and the subcommand's flags (which still win).
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The `--config` file, if any.
+    pub file: Option<PathBuf>,
+    /// The subcommand's flags as `(key, value)` pairs.
+    pub flags: Vec<(String, String)>,
+}
+
+impl Source {
+    /// The configuration as the process would load it now.
+    pub fn load(&self) -> Result<Config, crate::process::LoadError> {
+        use crate::process::LoadError;
+        let text = match &self.file {
+            Some(path) => std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+                path: path.clone(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        let env = std::env::vars().filter(|(k, _)| k != CONFIG_FILE_ENV);
+        Config::load(&text, env, self.flags.clone()).map_err(|source| LoadError::Invalid {
+            path: self.file.clone(),
+            source,
+        })
+    }
+}
+
+/// The reloader for the subcommand of `cli`, which runs `config`: `None`
+/// for the subcommands that do not keep running.
+pub fn for_command(cli: &anpx_core::cli::Cli, config: &Config) -> Option<Arc<Reloader>> {
+    use anpx_core::cli::Command;
+    let scope = match cli.command {
+        Command::Gateway(_) => Scope::Gateway,
+        Command::Receiver(_) => Scope::Receiver,
+        Command::Both(_) | Command::Demo(_) => Scope::Both,
+        _ => return None,
+    };
+    let source = Source {
+        file: cli.config.clone(),
+        flags: cli.flag_pairs(),
+    };
+    Some(Arc::new(Reloader::new(source, scope, config.clone())))
+}
+
+/// What a process does on SIGHUP: reload with `reloader`, or, for a
+/// command without one, say that nothing is reloaded.
+pub fn on_hangup(reloader: Option<&Reloader>) {
+    match reloader {
+        Some(r) => {
+            r.reload();
+        }
+        None => crate::signal::log_hangup(),
+    }
+}
+
+/// Why a reload was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file cannot be read or a value is invalid.
+    #[error(transparent)]
+    Load(crate::process::LoadError),
+    /// The log level does not parse as log directives.
+    #[error("{key}: {source}")]
+    LogLevel {
+        /// The key.
+        key: &'static str,
+        /// Why.
+        source: crate::process::LogFilterError,
+    },
+}
+
+/// Reads the configuration again on SIGHUP and applies what can change.
+#[derive(Debug)]
+pub struct Reloader {
+    source: Source,
+    scope: Scope,
+    running: Mutex<Config>,
+    gateway: OnceLock<Arc<GatewayLive>>,
+}
+
+impl Reloader {
+    /// A reloader for a process running `config` in `scope`. Applies the
+    /// configured log level now, unless `RUST_LOG` decides it.
+    pub fn new(source: Source, scope: Scope, config: Config) -> Self {
+        if !log_filter_from_env() {
+            if let Err(e) = set_log_filter(scope.log_level(&config)) {
+                tracing::warn!(key = scope.log_level_key(), error = %e, "log level not applied");
+            }
+        }
+        Reloader {
+            source,
+            scope,
+            running: Mutex::new(config),
+            gateway: OnceLock::new(),
+        }
+    }
+
+    /// The running gateway's changeable settings, once it is set up.
+    pub fn set_gateway(&self, live: Arc<GatewayLive>) {
+        let _ = self.gateway.set(live);
+    }
+
+    /// Reads the configuration again and applies what changed; logs one
+    /// line per change. Returns the changes, or `None` when the new
+    /// configuration was refused (and the running one kept).
+    pub fn reload(&self) -> Option<Vec<Change>> {
+        let loaded = self.source.load().map_err(ReloadError::Load);
+        let new = match loaded.and_then(|c| self.check(c)) {
+            Ok(new) => new,
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: reload refused, the running configuration stays");
+                return None;
+            }
+        };
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        let changes = diff(&running, &new, self.scope);
+        if changes.is_empty() {
+            tracing::info!("SIGHUP: configuration read again, nothing changed");
+        }
+        for change in &changes {
+            self.apply(change, &new);
+        }
+        // What a restart would take is kept as it runs, so the next
+        // reload still reports it.
+        let mut kept = new;
+        for change in changes.iter().filter(|c| c.apply == Apply::NeedsRestart) {
+            if let Some(info) = anpx_core::config::find_key(change.key) {
+                if let Some(value) = info.value_text(&running) {
+                    let _ = kept.set(info.key, &value);
+                }
+            }
+        }
+        *running = kept;
+        Some(changes)
+    }
+
+    /// Refuses a configuration whose log level the filter cannot take.
+    fn check(&self, config: Config) -> Result<Config, ReloadError> {
+        check_log_filter(self.scope.log_level(&config)).map_err(|source| {
+            ReloadError::LogLevel {
+                key: self.scope.log_level_key(),
+                source,
+            }
+        })?;
+        Ok(config)
+    }
+
+    fn apply(&self, change: &Change, new: &Config) {
+        let Some(line) = change.line() else { return };
+        match &change.apply {
+            Apply::LogLevel if log_filter_from_env() => {
+                tracing::warn!("{line}: not applied, RUST_LOG is set and decides what is logged");
+            }
+            Apply::LogLevel => {
+                // Logged before the switch, so it shows at the old level.
+                tracing::info!("{line}");
+                if let Err(e) = set_log_filter(self.scope.log_level(new)) {
+                    tracing::error!(error = %e, "log level not applied");
+                }
+            }
+            Apply::Routes { .. } => match self.gateway.get().and_then(|g| g.routes()) {
+                Some(table) => {
+                    table.replace_grants(&new.gateway.routes.grant);
+                    tracing::info!("{line}");
+                }
+                None => tracing::info!("{line} (no static grant table in use: nothing to apply)"),
+            },
+            Apply::GrantsRefresh => {
+                if let Some(g) = self.gateway.get() {
+                    g.set_grants_refresh(new.gateway.registry.refresh_interval());
+                }
+                tracing::info!("{line}");
+            }
+            Apply::NeedsRestart => tracing::warn!("{line}"),
+            Apply::Unused => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(did: &str, urls: &[&str]) -> Grant {
+        Grant {
+            did: did.into(),
+            services: urls.iter().map(|u| u.parse().unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn same_configuration_no_change() {
+        let c = Config::default();
+        for scope in [Scope::Gateway, Scope::Receiver, Scope::Both] {
+            assert!(diff(&c, &c.clone(), scope).is_empty());
+        }
+    }
+
+    #[test]
+    fn each_scope_sees_its_own_sections() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.receiver.log_level = "debug".into();
+        new.gateway.request_timeout_secs = 99;
+        let keys = |scope| {
+            diff(&old, &new, scope)
+                .into_iter()
+                .map(|c| (c.key, c.apply))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            keys(Scope::Receiver),
+            [("receiver.log_level", Apply::LogLevel)]
+        );
+        assert_eq!(
+            keys(Scope::Gateway),
+            [("gateway.request_timeout_secs", Apply::NeedsRestart)]
+        );
+        // `both` logs at the gateway's level: the receiver's is unused.
+        assert_eq!(
+            keys(Scope::Both),
+            [
+                ("gateway.request_timeout_secs", Apply::NeedsRestart),
+                ("receiver.log_level", Apply::Unused)
+            ]
+        );
+    }
+
+    #[test]
+    fn routes_and_refresh_apply_listen_needs_restart() {
+        let mut old = Config::default();
+        old.gateway.routes.grant = vec![grant("did:wba:a", &["a.example/", "b.example/x"])];
+        let mut new = old.clone();
+        new.gateway.routes.grant = vec![
+            grant("did:wba:a", &["a.example/"]),
+            grant("did:wba:c", &["c.example/"]),
+        ];
+        new.gateway.registry.refresh_secs = 1;
+        new.gateway.listen = "127.0.0.1:9".parse().unwrap();
+        let changes = diff(&old, &new, Scope::Gateway);
+        let lines: Vec<_> = changes.iter().filter_map(Change::line).collect();
+        // In key-table order: listen, then the registry, then the routes.
+        assert_eq!(
+            lines,
+            [
+                "needs restart: gateway.listen 127.0.0.1:8080 -> 127.0.0.1:9 (not applied)",
+                "reloaded: gateway.registry.refresh_secs 60 -> 1",
+                "routes: +c.example (did:wba:c) -b.example/x (did:wba:a)",
+            ]
+        );
+    }
+
+    #[test]
+    fn grants_with_a_registry_database_are_unused() {
+        let mut old = Config::default();
+        old.gateway.registry.url = Some("sqlite://x.db".into());
+        let mut new = old.clone();
+        new.gateway.routes.grant = vec![grant("did:wba:a", &["a.example/"])];
+        let changes = diff(&old, &new, Scope::Gateway);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].apply, Apply::Unused);
+        assert_eq!(changes[0].line(), None);
+        // Setting the database itself needs a restart.
+        let mut new = Config::default();
+        new.gateway.registry.url = Some("sqlite://y.db".into());
+        let changes = diff(&Config::default(), &new, Scope::Gateway);
+        assert_eq!(
+            changes
+                .iter()
+                .map(|c| (c.key, c.apply.clone()))
+                .collect::<Vec<_>>(),
+            [("gateway.registry.url", Apply::NeedsRestart)]
+        );
+        assert_eq!(changes[0].old, "unset");
+    }
+
+    #[test]
+    fn live_settings_change() {
+        let live = GatewayLive::new(Duration::from_secs(30));
+        assert_eq!(live.grants_refresh(), Duration::from_secs(30));
+        live.set_grants_refresh(Duration::from_secs(2));
+        assert_eq!(live.grants_refresh(), Duration::from_secs(2));
+        assert!(live.routes().is_none());
+        let table = Arc::new(StaticRegistry::from_grants(&[grant(
+            "did:wba:a",
+            &["a.example/"],
+        )]));
+        live.set_routes(table.clone());
+        live.routes()
+            .unwrap()
+            .replace_grants(&[grant("did:wba:b", &["b.example/"])]);
+        assert_eq!(
+            table.entries(),
+            [("did:wba:b".to_owned(), "b.example/".parse().unwrap())]
+        );
+    }
+}
