@@ -102,7 +102,11 @@ pub enum BackoffConfigError {
     #[error("backoff first_delay must be greater than zero")]
     ZeroFirstDelay,
     /// The cap is below the first delay.
-    #[error("backoff max_delay ({max:?}) is shorter than first_delay ({first:?})")]
+    #[error(
+        "backoff max_delay ({} ms) is shorter than first_delay ({} ms)",
+        max.as_millis(),
+        first.as_millis()
+    )]
     MaxBelowFirst {
         /// `first_delay`.
         first: Duration,

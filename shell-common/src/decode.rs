@@ -397,8 +397,8 @@ impl<W: Write> Decoder<W> {
             r.open.remove(&id);
             self.summary.reassembly_errors += 1;
             let message = format!(
-                "no chunk for {:?}; partial message dropped",
-                r.limits.stale_after
+                "no chunk for {} ms; partial message dropped",
+                r.limits.stale_after.as_millis()
             );
             let err = ReassemblyError::new(Some(frame_no), &id, "stale", message);
             emit(&mut self.out, &err)?;

@@ -34,7 +34,7 @@ pub enum FetchError {
     #[error("invalid url {0}")]
     Url(String),
     /// Took longer than allowed.
-    #[error("timed out after {0:?}")]
+    #[error("timed out after {} ms", .0.as_millis())]
     Timeout(Duration),
     /// Connection, TLS or HTTP failure.
     #[error("{0}")]

@@ -163,26 +163,25 @@ fn refusing_gateway(
     listen: SocketAddr,
     docs: &Path,
     did: &str,
+    extra: &[&str],
     log: &Path,
 ) -> Proc {
     let docs = docs.to_str().unwrap();
     let grant = format!("{did}=api.agent.com/other");
-    start_with_env(
-        binary,
-        &[
-            "gateway",
-            "--listen",
-            &listen.to_string(),
-            "--admin-listen",
-            "off",
-            "--auth-mode",
-            "did-wba",
-            "--auth-did-documents-dir",
-            docs,
-        ],
-        &[("ANPX_GATEWAY_ROUTES_GRANT", &grant)],
-        log,
-    )
+    let listen = listen.to_string();
+    let mut args = vec![
+        "gateway",
+        "--listen",
+        &listen,
+        "--admin-listen",
+        "off",
+        "--auth-mode",
+        "did-wba",
+        "--auth-did-documents-dir",
+        docs,
+    ];
+    args.extend_from_slice(extra);
+    start_with_env(binary, &args, &[("ANPX_GATEWAY_ROUTES_GRANT", &grant)], log)
 }
 
 fn receiver_args(gateway: SocketAddr, extra: &[&str]) -> Vec<String> {
@@ -216,7 +215,7 @@ fn refused_receiver_exits(binary: Binary) {
     let doc: serde_json::Value =
         serde_json::from_slice(&std::fs::read(id.join("did.json")).unwrap()).unwrap();
     let did = doc["id"].as_str().unwrap();
-    let _gateway = refusing_gateway(binary, listen, &docs, did, &dir.path("gateway.log"));
+    let _gateway = refusing_gateway(binary, listen, &docs, did, &[], &dir.path("gateway.log"));
     wait_listening(listen);
 
     let did_document = id.join("did.json");
@@ -493,68 +492,155 @@ fn assert_clean_log(what: &str, log: &str) {
     }
 }
 
-/// Stderr redirected to a file, as a service manager does: a request run
-/// (gateway and receiver serving one request) and a failing run (a
-/// receiver that gives up) leave no colour codes or Debug formatting, the
-/// fatal error is one line, and with `--log-format json` every line is JSON.
+/// A plain HTTP/1.0 GET with `host`; the response body.
+fn get_body(addr: SocketAddr, host: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    Some(text.split_once("\r\n\r\n")?.1.to_owned())
+}
+
+/// Every line of `log` is a JSON object with a level.
+fn assert_json_lines(what: &str, log: &str) {
+    for line in log.lines() {
+        let parsed: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("{what}: not a JSON line ({e}): {line}"));
+        assert!(parsed["level"].is_string(), "{what}: {line}");
+    }
+}
+
+/// Stderr redirected to a file, as a service manager does, in text and in
+/// JSON: a request run (gateway and receiver serving one request, the
+/// admin plane's /stats read while the receiver is connected), refused
+/// logins (unsigned: 401; signed but granted nothing asked for: 403) and a
+/// failing run (a receiver that gives up) leave no colour codes or Debug
+/// formatting, the fatal error is one line, and with `--log-format json`
+/// every line is JSON.
 fn clean_logs(binary: Binary) {
     let program = match binary {
         Binary::Anpx => "anpx",
         Binary::AnpxSmol => "anpx-smol",
     };
     let dir = TempDir::new(&format!("logs-{binary:?}"));
-    let listen = free_addr();
-    let gateway_log = dir.path("gateway.log");
-    let _gateway = start_gateway(binary, listen, &[], &gateway_log);
-    wait_listening(listen);
-    let rx_log = dir.path("receiver.log");
-    let args = receiver_args(listen, &[]);
-    let _rx = start_receiver(binary, &args, &rx_log);
-    wait_for(Duration::from_secs(15), "the receiver connects", || {
-        read(&rx_log).contains("connected to gateway")
-    });
-    assert_eq!(get_status(listen, "api.agent.com", "/a1/x"), Some(200));
-    wait_for(Duration::from_secs(5), "the request's log line", || {
-        read(&gateway_log).contains("/a1/x")
-    });
-    assert_clean_log("gateway", &read(&gateway_log));
-    assert_clean_log("receiver", &read(&rx_log));
+    let (id, docs) = identity(&dir);
+    let did_json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(id.join("did.json")).unwrap()).unwrap();
+    let did = did_json["id"].as_str().unwrap();
+    for format in ["text", "json"] {
+        let logs = |what: &str, log: &Path| {
+            let text = read(log);
+            assert_clean_log(&format!("{what} ({format})"), &text);
+            if format == "json" {
+                assert_json_lines(&format!("{what} ({format})"), &text);
+            }
+            text
+        };
+        let (listen, admin) = (free_addr(), free_addr());
+        let gateway_log = dir.path(&format!("gateway-{format}.log"));
+        let _gateway = start(
+            binary,
+            &[
+                "gateway",
+                "--listen",
+                &listen.to_string(),
+                "--admin-listen",
+                &admin.to_string(),
+                "--log-format",
+                format,
+            ],
+            &gateway_log,
+        );
+        wait_listening(listen);
+        let rx_log = dir.path(&format!("receiver-{format}.log"));
+        let args = receiver_args(listen, &["--log-format", format]);
+        let _rx = start_receiver(binary, &args, &rx_log);
+        wait_for(Duration::from_secs(15), "the receiver connects", || {
+            read(&rx_log).contains("connected to gateway")
+        });
+        assert_eq!(get_status(listen, "api.agent.com", "/a1/x"), Some(200));
+        wait_for(Duration::from_secs(5), "the request's log line", || {
+            read(&gateway_log).contains("/a1/x")
+        });
+        logs("gateway", &gateway_log);
+        logs("receiver", &rx_log);
+        let stats = get_body(admin, "admin", "/stats").expect("/stats answers");
+        assert!(stats.contains("\"age_secs\""), "{stats}");
+        assert_clean_log(&format!("/stats ({format})"), &stats);
 
-    let nobody = free_addr();
-    let failing = |extra: &[&str], name: &str| {
-        let log = dir.path(name);
-        let mut args = vec![
-            "--reconnect-max-attempts",
-            "1",
-            "--reconnect-first-delay-ms",
-            "10",
+        // Refused logins, logged on both sides.
+        let strict = free_addr();
+        let strict_log = dir.path(&format!("strict-gateway-{format}.log"));
+        let strict_gateway = refusing_gateway(
+            binary,
+            strict,
+            &docs,
+            did,
+            &["--log-format", format],
+            &strict_log,
+        );
+        wait_listening(strict);
+        let did_document = id.join("did.json");
+        let private_key = id.join("key-1_private.pem");
+        let signed = [
+            "--did-document",
+            did_document.to_str().unwrap(),
+            "--private-key",
+            private_key.to_str().unwrap(),
         ];
-        args.extend_from_slice(extra);
-        let mut rx = start_receiver(binary, &receiver_args(nobody, &args), &log);
+        for (what, extra) in [("unsigned", &[][..]), ("signed", &signed[..])] {
+            let log = dir.path(&format!("refused-{what}-{format}.log"));
+            let args = receiver_args(strict, &[extra, &["--log-format", format]].concat());
+            let mut rx = start_receiver(binary, &args, &log);
+            let exit = exits_within(&mut rx, Duration::from_secs(10));
+            assert!(exit.is_some_and(|s| !s.success()), "{}", read(&log));
+            let text = logs(&format!("{what} refused receiver"), &log);
+            assert_eq!(
+                text.matches("receiver stopped").count(),
+                1,
+                "the fatal error once: {text}"
+            );
+        }
+        wait_for(
+            Duration::from_secs(5),
+            "the gateway logs the refusal",
+            || read(&strict_log).contains("refused"),
+        );
+        logs("refusing gateway", &strict_log);
+        drop(strict_gateway);
+
+        // A receiver that gives up.
+        let nobody = free_addr();
+        let log = dir.path(&format!("failing-{format}.log"));
+        let args = receiver_args(
+            nobody,
+            &[
+                "--reconnect-max-attempts",
+                "1",
+                "--reconnect-first-delay-ms",
+                "10",
+                "--log-format",
+                format,
+            ],
+        );
+        let mut rx = start_receiver(binary, &args, &log);
         let exit = exits_within(&mut rx, Duration::from_secs(10));
         assert!(exit.is_some_and(|s| !s.success()), "{}", read(&log));
-        read(&log)
-    };
-    let text = failing(&[], "failing.log");
-    assert_clean_log("failing receiver", &text);
-    let fatal: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("receiver stopped"))
-        .collect();
-    assert_eq!(fatal.len(), 1, "the fatal error once: {text}");
-    assert!(
-        fatal[0].starts_with(&format!("{program}: receiver stopped: gave up")),
-        "{text}"
-    );
-
-    let json = failing(&["--log-format", "json"], "failing-json.log");
-    assert_clean_log("failing receiver, JSON", &json);
-    for line in json.lines() {
-        let parsed: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
-        assert!(parsed["level"].is_string(), "{line}");
+        let text = logs("failing receiver", &log);
+        let fatal: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("receiver stopped"))
+            .collect();
+        assert_eq!(fatal.len(), 1, "the fatal error once: {text}");
+        if format == "text" {
+            assert!(
+                fatal[0].starts_with(&format!("{program}: receiver stopped: gave up")),
+                "{text}"
+            );
+        }
     }
-    assert_eq!(json.matches("receiver stopped").count(), 1, "{json}");
 }
 
 /// SIGHUP, which by default ends a process, leaves the gateway and the

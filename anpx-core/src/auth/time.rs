@@ -108,13 +108,15 @@ pub fn parse_timestamp(s: &str) -> Result<SystemTime, AuthError> {
 pub fn format_timestamp(t: SystemTime) -> Result<String, AuthError> {
     let secs = t
         .duration_since(UNIX_EPOCH)
-        .map_err(|_| AuthError::BadTimestamp(format!("{t:?} is before 1970")))?
+        .map_err(|_| AuthError::BadTimestamp("a time before 1970".to_owned()))?
         .as_secs();
     let secs = i64::try_from(secs)
-        .map_err(|_| AuthError::BadTimestamp(format!("{t:?} is out of range")))?;
+        .map_err(|_| AuthError::BadTimestamp(format!("{secs} s after 1970 is out of range")))?;
     let (year, month, day) = civil_from_days(secs.div_euclid(SECS_PER_DAY));
     if year > 9999 {
-        return Err(AuthError::BadTimestamp(format!("{t:?} is after 9999")));
+        return Err(AuthError::BadTimestamp(format!(
+            "{secs} s after 1970 is after 9999"
+        )));
     }
     let rem = secs.rem_euclid(SECS_PER_DAY);
     Ok(format!(

@@ -62,7 +62,8 @@ pub struct LinkStats {
     pub id: LinkId,
     /// Who it authenticated as.
     pub identity: Identity,
-    /// Time since it was admitted.
+    /// Time since it was admitted; `age_secs` (whole seconds) in JSON.
+    #[serde(rename = "age_secs", serialize_with = "whole_secs")]
     pub age: Duration,
     /// Requests in flight on it.
     pub in_flight: usize,
@@ -90,6 +91,11 @@ pub struct GatewayStats {
     pub reserved_bytes: u64,
     /// Counters.
     pub totals: Totals,
+}
+
+/// A duration as whole seconds: serde's own form is `{secs, nanos}`.
+fn whole_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
 }
 
 pub(crate) fn features_label(f: Features) -> String {

@@ -33,9 +33,7 @@ pub(super) async fn serve(inner: Arc<Inner>, mut sub: async_nats::Subscriber) {
                 // Detached: the request ends by itself, like a local one.
                 drop(inner.spawn(serve_one(inner.clone(), host, head, body, reply)));
             }
-            Ok(other) => {
-                tracing::debug!(message = ?other, "ignoring a non-start message on a service subject")
-            }
+            Ok(_) => tracing::debug!("ignoring a non-start message on a service subject"),
             Err(e) => tracing::warn!(error = %e, "ignoring a bad forwarded request"),
         }
     }
