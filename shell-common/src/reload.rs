@@ -5,8 +5,11 @@
 //! `receiver.log_level` for a receiver alone; not while `RUST_LOG` is set),
 //! the static grant table (`[[gateway.routes.grant]]`, when
 //! `gateway.registry.url` is unset: connected receivers get the change at
-//! their next grants refresh, without reconnecting) and
-//! `gateway.registry.refresh_secs`. Every other changed key is logged as
+//! their next grants refresh, without reconnecting),
+//! `gateway.registry.refresh_secs`, and the gateway's TLS certificate and
+//! key (read again from their files, same paths or new ones, for new
+//! connections; turning TLS on or off needs a restart). Every other
+//! changed key is logged as
 //! `needs restart` and not applied. A configuration that does not load is
 //! refused with a logged error; the running one stays.
 //!
@@ -22,6 +25,7 @@ use anpx_core::config::{keys, Config, Grant, CONFIG_FILE_ENV};
 use anpx_core::registry::StaticRegistry;
 
 use crate::process::{check_log_filter, log_filter_from_env, set_log_filter};
+use crate::tls::CertSlot;
 
 /// Which sections a process runs, so which keys a reload looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +78,9 @@ pub enum Apply {
     },
     /// `gateway.registry.refresh_secs`.
     GrantsRefresh,
+    /// The path of the gateway's certificate or key, TLS on before and
+    /// after: read with the files on every reload (logged there).
+    Tls,
     /// Not applied: only a restart takes it.
     NeedsRestart,
     /// Not used by this process (another section's log level, or the
@@ -114,7 +121,7 @@ impl Change {
                 "needs restart: {} {} -> {} (not applied)",
                 self.key, self.old, self.new
             ),
-            Apply::Unused => return None,
+            Apply::Unused | Apply::Tls => return None,
         })
     }
 }
@@ -162,6 +169,11 @@ pub fn diff(old: &Config, new: &Config, scope: Scope) -> Vec<Change> {
                 }
                 "gateway.routes.grant" if new.gateway.registry.url.is_some() => Apply::Unused,
                 "gateway.registry.refresh_secs" => Apply::GrantsRefresh,
+                "gateway.tls.cert" | "gateway.tls.key"
+                    if old.gateway.tls.enabled() && new.gateway.tls.enabled() =>
+                {
+                    Apply::Tls
+                }
                 _ => Apply::NeedsRestart,
             };
             Some(Change {
@@ -220,6 +232,7 @@ pub fn route_changes(old: &[Grant], new: &[Grant]) -> (Vec<String>, Vec<String>)
 pub struct GatewayLive {
     refresh_ms: AtomicU64,
     routes: OnceLock<Arc<StaticRegistry>>,
+    tls: OnceLock<Arc<CertSlot>>,
 }
 
 impl GatewayLive {
@@ -228,6 +241,7 @@ impl GatewayLive {
         GatewayLive {
             refresh_ms: AtomicU64::new(millis(refresh)),
             routes: OnceLock::new(),
+            tls: OnceLock::new(),
         }
     }
 
@@ -250,6 +264,16 @@ impl GatewayLive {
     /// The static grant table, when the gateway reads one.
     pub fn routes(&self) -> Option<&Arc<StaticRegistry>> {
         self.routes.get()
+    }
+
+    /// The certificate slot the gateway's TLS reads, when TLS is on.
+    pub fn set_tls(&self, slot: Arc<CertSlot>) {
+        let _ = self.tls.set(slot);
+    }
+
+    /// The certificate slot, when TLS is on.
+    pub fn tls(&self) -> Option<&Arc<CertSlot>> {
+        self.tls.get()
     }
 }
 
@@ -375,7 +399,8 @@ impl Reloader {
         };
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         let changes = diff(&running, &new, self.scope);
-        if changes.is_empty() {
+        let tls = self.reload_certificate(&new, &changes);
+        if changes.is_empty() && !tls {
             tracing::info!("SIGHUP: configuration read again, nothing changed");
         }
         for change in &changes {
@@ -393,6 +418,39 @@ impl Reloader {
         }
         *running = kept;
         Some(changes)
+    }
+
+    /// Reads the gateway's certificate and key again (their paths may be
+    /// the same, their contents renewed) unless a restart is needed to
+    /// turn TLS on or off; returns whether anything was logged.
+    fn reload_certificate(&self, new: &Config, changes: &[Change]) -> bool {
+        let tls = &new.gateway.tls;
+        let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else {
+            return false;
+        };
+        let Some(slot) = self.gateway.get().and_then(|g| g.tls()) else {
+            return false;
+        };
+        if changes
+            .iter()
+            .any(|c| c.key.starts_with("gateway.tls.") && c.apply == Apply::NeedsRestart)
+        {
+            return false;
+        }
+        match slot.load(cert, key) {
+            Ok(true) => {
+                tracing::info!(
+                    "reloaded: TLS certificate {} (new connections; open ones keep theirs)",
+                    cert.display()
+                );
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                tracing::error!(error = %e, "TLS certificate not reloaded: the running one stays");
+                true
+            }
+        }
     }
 
     /// Refuses a configuration whose log level the filter cannot take.
@@ -433,7 +491,7 @@ impl Reloader {
                 tracing::info!("{line}");
             }
             Apply::NeedsRestart => tracing::warn!("{line}"),
-            Apply::Unused => {}
+            Apply::Unused | Apply::Tls => {}
         }
     }
 }
@@ -533,6 +591,29 @@ mod tests {
             [("gateway.registry.url", Apply::NeedsRestart)]
         );
         assert_eq!(changes[0].old, "unset");
+    }
+
+    #[test]
+    fn certificate_paths_reload_while_tls_stays_on() {
+        let mut old = Config::default();
+        old.gateway.tls.cert = Some("/a/cert.pem".into());
+        old.gateway.tls.key = Some("/a/key.pem".into());
+        let mut new = old.clone();
+        new.gateway.tls.cert = Some("/b/cert.pem".into());
+        let changes = diff(&old, &new, Scope::Gateway);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(
+            (changes[0].key, &changes[0].apply),
+            ("gateway.tls.cert", &Apply::Tls)
+        );
+        assert_eq!(changes[0].line(), None, "logged when the files are read");
+        // Turning TLS off (or on) needs a restart.
+        let changes = diff(&old, &Config::default(), Scope::Gateway);
+        assert!(
+            changes.iter().all(|c| c.apply == Apply::NeedsRestart),
+            "{changes:?}"
+        );
+        assert_eq!(changes.len(), 2);
     }
 
     #[test]

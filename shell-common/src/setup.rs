@@ -125,8 +125,10 @@ pub fn gateway_options(
     }
     let tls = &config.gateway.tls;
     if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
-        options.tls =
-            Some(crate::tls::server_config(cert, key, http2).map_err(SetupError::GatewayTls)?);
+        let (config, slot) = crate::tls::server_config_swappable(cert, key, http2)
+            .map_err(SetupError::GatewayTls)?;
+        options.tls = Some(config);
+        options.live.set_tls(slot);
     }
     Ok(options)
 }

@@ -4,13 +4,15 @@
 //! sockets with them (tokio-rustls, futures-rustls).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
 /// A TLS setting that cannot be used.
@@ -72,21 +74,68 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 /// HTTP/1.1 over ALPN, and HTTP/2 first when `http2` (the shell's server
 /// speaks it).
 pub fn server_config(cert: &Path, key: &Path, http2: bool) -> Result<Arc<ServerConfig>, TlsError> {
-    let chain = certs(cert)?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::File {
-        path: key.to_owned(),
-        reason: e.to_string(),
-    })?;
+    server_config_swappable(cert, key, http2).map(|(config, _)| config)
+}
+
+/// [`server_config`], with the slot its certificate is read from: what
+/// [`CertSlot::load`] puts there is what the next TLS handshakes present,
+/// while connections already open keep theirs.
+pub fn server_config_swappable(
+    cert: &Path,
+    key: &Path,
+    http2: bool,
+) -> Result<(Arc<ServerConfig>, Arc<CertSlot>), TlsError> {
+    let slot = Arc::new(CertSlot(RwLock::new(Arc::new(certified_key(cert, key)?))));
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(chain, key)?;
+        .with_cert_resolver(slot.clone());
     config.alpn_protocols = if http2 {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     } else {
         vec![b"http/1.1".to_vec()]
     };
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), slot))
+}
+
+/// A certificate chain and its private key, PEM files, checked to match.
+fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+    let chain = certs(cert)?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::File {
+        path: key.to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok(CertifiedKey::from_der(chain, key, &provider())?)
+}
+
+/// The certificate a gateway presents, replaceable while it runs (SIGHUP
+/// after a renewal).
+#[derive(Debug)]
+pub struct CertSlot(RwLock<Arc<CertifiedKey>>);
+
+impl CertSlot {
+    /// Reads `cert` and `key` again and, when they load and match, puts
+    /// them in place for new handshakes. Returns whether the certificate
+    /// chain differs from the one it replaces; on an error the running
+    /// one stays.
+    pub fn load(&self, cert: &Path, key: &Path) -> Result<bool, TlsError> {
+        let fresh = certified_key(cert, key)?;
+        let mut current = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        let changed = current.cert != fresh.cert;
+        *current = Arc::new(fresh);
+        Ok(changed)
+    }
+}
+
+impl ResolvesServerCert for CertSlot {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.0
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        )
+    }
 }
 
 /// What a receiver trusts: the system's roots, plus the certificates in

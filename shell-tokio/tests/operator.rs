@@ -37,6 +37,7 @@ per_shell!(
     clean_logs,
     sighup_is_logged_not_fatal,
     sighup_reloads_in_place,
+    sighup_reloads_the_certificate,
     trusts_a_self_signed_gateway_when_pinned,
     receiver_drains_on_sigterm,
     drain_moves_new_requests_to_another_receiver,
@@ -856,6 +857,98 @@ fn self_signed_certificate(dir: &TempDir) -> (PathBuf, PathBuf, String) {
         .map(|b| format!("{b:02x}"))
         .collect();
     (cert_path, key_path, pin)
+}
+
+/// A renewed certificate written over the gateway's files is presented to
+/// new connections after SIGHUP; the receiver connected over wss:// before
+/// stays connected, and a client trusting only the old certificate is
+/// refused. A key that does not match is refused and the running
+/// certificate stays.
+fn sighup_reloads_the_certificate(binary: Binary) {
+    let dir = TempDir::new(&format!("reload-tls-{binary:?}"));
+    let (cert, key, _) = self_signed_certificate(&dir);
+    let old = dir.path("old.pem");
+    std::fs::copy(&cert, &old).unwrap();
+    let listen = free_addr();
+    let gateway_log = dir.path("gateway.log");
+    let mut gateway = start_gateway(
+        binary,
+        listen,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        &gateway_log,
+    );
+    wait_listening(listen);
+    let rx_log = dir.path("receiver.log");
+    let gateway_url = format!("wss://{listen}/ws");
+    let _rx = start(
+        binary,
+        &[
+            "receiver",
+            "--demo",
+            "--gateway",
+            &gateway_url,
+            "--service",
+            "api.agent.com/a1",
+            "--ca-file",
+            old.to_str().unwrap(),
+        ],
+        &rx_log,
+    );
+    wait_for(Duration::from_secs(15), "the receiver connects", || {
+        read(&rx_log).contains("connected to gateway")
+    });
+    assert_eq!(
+        get_tls_status(listen, "api.agent.com", "/a1/x", &old),
+        Some(200)
+    );
+
+    // Renewed in place (same paths, as certbot does), then SIGHUP.
+    let renewed = TempDir::new(&format!("reload-tls-new-{binary:?}"));
+    let (new_cert, new_key, _) = self_signed_certificate(&renewed);
+    std::fs::copy(&new_cert, &cert).unwrap();
+    std::fs::copy(&new_key, &key).unwrap();
+    signal(&gateway, libc::SIGHUP);
+    wait_for(
+        Duration::from_secs(5),
+        "the gateway reloads its certificate",
+        || read(&gateway_log).contains("reloaded: TLS certificate"),
+    );
+    assert_eq!(
+        get_tls_status(listen, "api.agent.com", "/a1/x", &new_cert),
+        Some(200),
+        "new connections get the new certificate: {}",
+        read(&gateway_log)
+    );
+    assert_eq!(
+        get_tls_status(listen, "api.agent.com", "/a1/x", &old),
+        None,
+        "and not the old one"
+    );
+    assert_eq!(
+        receiver_connected_lines(&rx_log),
+        1,
+        "the receiver's connection stays: {}",
+        read(&rx_log)
+    );
+
+    // A key that does not match the certificate: refused, nothing changes.
+    let other = TempDir::new(&format!("reload-tls-other-{binary:?}"));
+    let (_, other_key, _) = self_signed_certificate(&other);
+    std::fs::copy(&other_key, &key).unwrap();
+    signal(&gateway, libc::SIGHUP);
+    wait_for(Duration::from_secs(5), "the mismatch is refused", || {
+        read(&gateway_log).contains("TLS certificate not reloaded")
+    });
+    assert!(exits_within(&mut gateway, Duration::from_millis(300)).is_none());
+    assert_eq!(
+        get_tls_status(listen, "api.agent.com", "/a1/x", &new_cert),
+        Some(200)
+    );
 }
 
 /// A gateway serving a self-signed certificate says https:// and wss://; a
