@@ -295,9 +295,16 @@ struct State {
     remote: Option<Arc<dyn Remote>>,
     /// Requests at other gateways whose body is still being streamed (the
     /// only ones that still need commands from here).
-    uploads: HashMap<RequestId, Box<dyn RemoteRequest>>,
+    remotes: HashMap<RequestId, Remoted>,
     /// Uploads waiting for the receiver's credit, told when it came.
     credit_waits: HashMap<RequestId, oneshot::Sender<()>>,
+}
+
+/// A request served by another gateway, as the gateway task tracks it.
+struct Remoted {
+    request: Box<dyn RemoteRequest>,
+    /// Its body is still being streamed.
+    uploading: bool,
 }
 
 async fn run<S, F>(core: Core, mut rx: mpsc::UnboundedReceiver<Command>, sleep: S)
@@ -311,7 +318,7 @@ where
         requests: HashMap::new(),
         remote: None,
         credit_waits: HashMap::new(),
-        uploads: HashMap::new(),
+        remotes: HashMap::new(),
     };
     loop {
         let wake = st.core.poll_timeout();
@@ -461,12 +468,10 @@ impl State {
                 request,
                 data,
                 last,
-            } if self.uploads.contains_key(&request) => {
-                if let Some(upload) = self.uploads.get_mut(&request) {
-                    upload.body(data, last, None);
-                }
-                if last {
-                    self.uploads.remove(&request);
+            } if self.remote_uploading(&request) => {
+                if let Some(r) = self.remotes.get_mut(&request) {
+                    r.request.body(data, last, None);
+                    r.uploading = !last;
                 }
             }
             Command::Body {
@@ -483,14 +488,12 @@ impl State {
                 data,
                 last,
                 sent,
-            } if self.uploads.contains_key(&request) => {
+            } if self.remote_uploading(&request) => {
                 // Another gateway's request: the cluster link paces it;
                 // `sent` is told once the forwarding machine took the piece.
-                if let Some(upload) = self.uploads.get_mut(&request) {
-                    upload.body(data, last, Some(sent));
-                }
-                if last {
-                    self.uploads.remove(&request);
+                if let Some(r) = self.remotes.get_mut(&request) {
+                    r.request.body(data, last, Some(sent));
+                    r.uploading = !last;
                 }
             }
             Command::SendBody {
@@ -504,15 +507,25 @@ impl State {
                     self.credit_waits.insert(request, sent);
                 }
             }
-            Command::Read { request, bytes } => self.core.body_read(now, &request, bytes),
+            Command::Read { request, bytes } => match self.remotes.get_mut(&request) {
+                Some(r) => r.request.read(bytes),
+                None => self.core.body_read(now, &request, bytes),
+            },
             Command::Cancel { request } => self.cancel(&request),
             Command::Stats { reply } => {
+                // Also the time to let go of remote requests that ended.
+                self.remotes.retain(|_, r| !r.request.is_finished());
                 let mut stats = self.core.stats(now);
                 stats.in_flight += self.remote.as_ref().map_or(0, |r| r.in_flight());
                 let _ = reply.send(stats);
             }
             Command::Shutdown => {}
         }
+    }
+
+    /// Whether `request` is another gateway's whose body still streams.
+    fn remote_uploading(&self, request: &RequestId) -> bool {
+        self.remotes.get(request).is_some_and(|r| r.uploading)
     }
 
     /// Records a request the core started.
@@ -540,12 +553,16 @@ impl State {
     ) -> Option<Started> {
         let streaming = body.is_streaming();
         let (id, request) = remote.start(host, head, body, events.clone())?;
-        // Uploads whose request ended before their body did (nothing
-        // else would remove them) go as new ones come.
-        self.uploads.retain(|_, u| !u.is_finished());
-        if streaming {
-            self.uploads.insert(id.clone(), request);
-        }
+        // Remote requests that ended (nothing else removes one the client
+        // did not cancel) go as new ones come, and at each stats call.
+        self.remotes.retain(|_, r| !r.request.is_finished());
+        self.remotes.insert(
+            id.clone(),
+            Remoted {
+                request,
+                uploading: streaming,
+            },
+        );
         Some(Started {
             id,
             receiver: "another gateway".into(),
@@ -553,8 +570,8 @@ impl State {
     }
 
     fn cancel(&mut self, request: &RequestId) {
-        if let Some(upload) = self.uploads.remove(request) {
-            upload.cancel();
+        if let Some(r) = self.remotes.remove(request) {
+            r.request.cancel();
             return;
         }
         self.requests.remove(request);

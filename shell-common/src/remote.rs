@@ -43,6 +43,9 @@ pub trait RemoteRequest: Send {
         last: bool,
         taken: Option<futures_channel::oneshot::Sender<()>>,
     );
+    /// The client took `bytes` of the response body (reopens the window
+    /// of the cluster link for them).
+    fn read(&mut self, bytes: usize);
     /// The client went away.
     fn cancel(self: Box<Self>);
     /// The request ended at the other side (its response is complete or

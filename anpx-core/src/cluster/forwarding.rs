@@ -104,6 +104,12 @@ pub struct Forwarding {
     next_check: Instant,
     window: Window,
     intake: Intake,
+    /// Response body bytes passed to the client, and taken by it.
+    received: u64,
+    read: u64,
+    /// Credit to grant once the client has read up to a mark: the
+    /// response's window reopens as the client reads, not as pieces arrive.
+    credits: VecDeque<(u64, u64)>,
     /// Set once the serving gateway accepted: its name and inbox.
     serving: Option<(String, String)>,
     /// Whether the serving gateway's announcements were heard since it
@@ -170,6 +176,9 @@ impl Forwarding {
             next_check: now + CHECK_EVERY,
             window: Window::new(DEFAULT_WINDOW),
             intake: Intake::new(DEFAULT_WINDOW),
+            received: 0,
+            read: 0,
+            credits: VecDeque::new(),
             serving: None,
             seen_alive: false,
             head_seen: false,
@@ -265,8 +274,13 @@ impl Forwarding {
                 return None;
             }
             WireMessage::Data { seq, last, data } => {
-                match self.intake.accept(seq) {
-                    Ok(Some(upto)) => self.send_serving(WireMessage::Credit { upto }),
+                let credit = self.intake.accept(seq);
+                self.received += data.len() as u64;
+                match credit {
+                    Ok(Some(upto)) => {
+                        self.credits.push_back((self.received, upto));
+                        self.release_credit();
+                    }
                     Ok(None) => {}
                     Err(gap) => {
                         self.abort_remote();
@@ -294,6 +308,31 @@ impl Forwarding {
         }
         self.release();
         accepted
+    }
+
+    /// The client took `bytes` of the response body: the credit for the
+    /// pieces it has read goes to the serving gateway, so a client that
+    /// does not read holds at most a window of the response here.
+    pub fn handle_read(&mut self, bytes: usize) {
+        self.read += bytes as u64;
+        if !self.done {
+            self.release_credit();
+        }
+    }
+
+    /// Sends the credit the client's reads cover.
+    fn release_credit(&mut self) {
+        let mut upto = None;
+        while let Some(&(mark, credit)) = self.credits.front() {
+            if mark > self.read {
+                break;
+            }
+            self.credits.pop_front();
+            upto = Some(credit);
+        }
+        if let Some(upto) = upto {
+            self.send_serving(WireMessage::Credit { upto });
+        }
     }
 
     /// Whether the machine takes the next piece of the client's upload now:
@@ -611,6 +650,39 @@ mod tests {
         f.handle_reply(t0, reply(Serving::refused(&refusal)));
         assert_eq!(statuses(&mut f), [501]);
         assert!(f.is_finished());
+    }
+
+    #[test]
+    fn response_credit_waits_for_the_client_to_read() {
+        let t0 = Instant::now();
+        let mut f = forwarding(t0, RequestBody::Empty);
+        f.poll_transmit();
+        f.handle_reply(t0, reply(accepted()));
+        f.handle_reply(t0, reply(WireMessage::Head(ResponseHead::new(200))));
+        for seq in 0..DEFAULT_WINDOW {
+            let piece = WireMessage::Data {
+                seq,
+                last: false,
+                data: Bytes::from(vec![1u8; 1000]),
+            };
+            f.handle_reply(t0, reply(piece));
+        }
+        let credits = |f: &mut Forwarding| {
+            std::iter::from_fn(|| f.poll_transmit())
+                .filter_map(|t| match t.message {
+                    WireMessage::Credit { upto } => Some(upto),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        assert!(credits(&mut f).is_empty(), "nothing read, no credit");
+        // Half the window read: the window reopens from there.
+        f.handle_read(1000 * (DEFAULT_WINDOW as usize / 2) - 1);
+        assert!(credits(&mut f).is_empty());
+        f.handle_read(1);
+        assert_eq!(credits(&mut f), [DEFAULT_WINDOW / 2 + DEFAULT_WINDOW]);
+        f.handle_read(1000 * (DEFAULT_WINDOW as usize / 2));
+        assert_eq!(credits(&mut f), [DEFAULT_WINDOW * 2]);
     }
 
     #[test]

@@ -31,20 +31,32 @@ pub(super) struct Forwarder(pub(super) Arc<Inner>);
 /// most one piece per request waits in the channel.
 type Piece = (Upload, Option<oneshot::Sender<()>>);
 
-struct Handle(mpsc::UnboundedSender<Piece>);
+/// The gateway task's handle on a forwarded request: the client's upload,
+/// and the response bytes the client read (at most a window's worth of
+/// pieces is unread, so that channel stays small too).
+struct Handle {
+    uploads: mpsc::UnboundedSender<Piece>,
+    reads: mpsc::UnboundedSender<usize>,
+}
 
 impl RemoteRequest for Handle {
     fn body(&mut self, data: Bytes, last: bool, taken: Option<oneshot::Sender<()>>) {
-        let _ = self.0.unbounded_send((Upload::Body(data, last), taken));
+        let _ = self
+            .uploads
+            .unbounded_send((Upload::Body(data, last), taken));
+    }
+
+    fn read(&mut self, bytes: usize) {
+        let _ = self.reads.unbounded_send(bytes);
     }
 
     fn cancel(self: Box<Self>) {
-        let _ = self.0.unbounded_send((Upload::Cancel, None));
+        let _ = self.uploads.unbounded_send((Upload::Cancel, None));
     }
 
     fn is_finished(&self) -> bool {
         // The request's loop let go of the channel when it ended.
-        self.0.is_closed()
+        self.uploads.is_closed()
     }
 }
 
@@ -65,6 +77,7 @@ impl Remote for Forwarder {
         let subject = self.0.options.subjects.service(&url);
         let id = RequestId::uuid_v4(fastrand::u128(..).to_le_bytes());
         let (tx, rx) = mpsc::unbounded();
+        let (reads_tx, reads) = mpsc::unbounded();
         self.0.forwarded.fetch_add(1, Ordering::Relaxed);
         let inner = self.0.clone();
         let machine = Forwarding::new(
@@ -79,10 +92,14 @@ impl Remote for Forwarder {
         // Detached: the request ends by itself (response, failure, cancel
         // or timeout), not by a handle.
         drop(self.0.spawn(async move {
-            run(&inner, &request_id, subject, machine, events, rx).await;
+            run(&inner, &request_id, subject, machine, events, rx, reads).await;
             inner.forwarded.fetch_sub(1, Ordering::Relaxed);
         }));
-        Some((id, Box::new(Handle(tx))))
+        let handle = Handle {
+            uploads: tx,
+            reads: reads_tx,
+        };
+        Some((id, Box::new(handle)))
     }
 
     fn in_flight(&self) -> usize {
@@ -99,7 +116,10 @@ async fn run(
     mut machine: Forwarding,
     events: Events,
     mut uploads: mpsc::UnboundedReceiver<Piece>,
+    reads: mpsc::UnboundedReceiver<usize>,
 ) {
+    // `None` once the gateway task let go of the request.
+    let mut reads = Some(reads);
     let client = &inner.client;
     let inbox = client.new_inbox();
     let mut replies = match client.subscribe(inbox.clone()).await {
@@ -158,6 +178,11 @@ async fn run(
             if let Poll::Ready(msg) = replies.poll_next_unpin(cx) {
                 return Poll::Ready(Step::Reply(msg));
             }
+            if let Some(r) = &mut reads {
+                if let Poll::Ready(n) = r.poll_next_unpin(cx) {
+                    return Poll::Ready(Step::Read(n));
+                }
+            }
             if wants_upload {
                 if let Poll::Ready(up) = uploads.poll_next_unpin(cx) {
                     return Poll::Ready(Step::Upload(up));
@@ -180,6 +205,8 @@ async fn run(
                     tracing::debug!(request = %id, %node, "forwarded");
                 }
             }
+            Step::Read(Some(n)) => machine.handle_read(n),
+            Step::Read(None) => reads = None,
             Step::Upload(Some((upload, taken))) => {
                 machine.handle_upload(now, upload);
                 if let Some(taken) = taken {
@@ -207,6 +234,8 @@ enum Step {
     Reply(Option<async_nats::Message>),
     /// A piece of the client's upload, or its end.
     Upload(Option<Piece>),
+    /// Response bytes the client read; `None` once nobody reports any.
+    Read(Option<usize>),
     /// Time to check the client, the serving gateway and the deadline.
     Timer,
 }

@@ -783,6 +783,13 @@ impl World {
                 self.bus
                     .publish(&mut self.rng, now, &name, dest, reply, t.message.encode());
             }
+            let read: usize = events
+                .iter()
+                .map(|e| match e {
+                    ResponseEvent::Body(b) => b.len(),
+                    _ => 0,
+                })
+                .sum();
             for event in events {
                 moved = true;
                 self.client_event(c, event)?;
@@ -790,6 +797,8 @@ impl World {
             let Some(f) = self.nodes[i].forwards.get_mut(&key) else {
                 continue;
             };
+            // The client reads what it got at once.
+            f.machine.handle_read(read);
             let client = &mut self.clients[c];
             if let Some((gaps, closes)) = &client.websocket {
                 // A WebSocket client talks only once switched, and at its
