@@ -218,6 +218,7 @@ pub use gateway::{
     BufferBudget, Ending, Failure, FailureKind, Gateway, GatewayConfig, GatewayStats, Identity,
     LinkFault, LinkId, LinkStats, MessageBudget, Output, Regrant, Reject, RequestBody, RequestGone,
     ResponseEvent, Totals, DEFAULT_MAX_BUFFERED_PER_LINK, DEFAULT_MAX_BUFFERED_TOTAL,
+    DEFAULT_MAX_INFLIGHT_PERCENT_PER_CLIENT,
 };
 pub use message::{
     canonical_reason, Head, HeaderList, Message, RequestHead, RequestId, ResponseHead,

@@ -54,6 +54,7 @@ fn all_changed() -> Config {
     g.upload_timeout_secs = 601;
     g.websocket_idle_timeout_secs = 301;
     g.max_inflight_per_receiver = 7;
+    g.max_inflight_percent_per_client = 30;
     g.ping_interval_secs = 11;
     g.chunk_size = 4096;
     g.max_frame_bytes = 8192;
@@ -376,6 +377,10 @@ fn bad_values_are_named() {
         (
             "[gateway]\nmax_inflight_per_receiver = 0",
             "gateway.max_inflight_per_receiver: expected a positive integer, got 0",
+        ),
+        (
+            "[gateway]\nmax_inflight_percent_per_client = 101",
+            "gateway.max_inflight_percent_per_client: expected at most 100, got 101",
         ),
         (
             "[gateway]\nping_interval_secs = -30",

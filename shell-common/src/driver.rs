@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Instant;
@@ -77,6 +78,7 @@ enum Command {
         detail: String,
     },
     Start {
+        client: Option<IpAddr>,
         host: String,
         head: RequestHead,
         body: RequestBody,
@@ -180,17 +182,21 @@ impl Driver {
         });
     }
 
-    /// Routes a public request; its response comes on `events`. With a
-    /// [`Remote`] set, a request this gateway's receivers do not serve (or
-    /// another gateway serves more specifically) goes there.
+    /// Routes a public request from the client address `client`; its
+    /// response comes on `events`. With a [`Remote`] set, a request this
+    /// gateway's receivers do not serve (or another gateway serves more
+    /// specifically) goes there. Served here, it is held to the address's
+    /// share of the route's in-flight cap.
     pub async fn start(
         &self,
+        client: IpAddr,
         host: String,
         head: RequestHead,
         body: RequestBody,
         events: Events,
     ) -> Result<Result<Started, Reject>, DriverGone> {
-        self.start_with(host, head, body, events, true).await
+        self.start_with(Some(client), host, head, body, events, true)
+            .await
     }
 
     /// Routes a request another gateway forwarded here: to this gateway's
@@ -202,11 +208,12 @@ impl Driver {
         body: RequestBody,
         events: Events,
     ) -> Result<Result<Started, Reject>, DriverGone> {
-        self.start_with(host, head, body, events, false).await
+        self.start_with(None, host, head, body, events, false).await
     }
 
     async fn start_with(
         &self,
+        client: Option<IpAddr>,
         host: String,
         head: RequestHead,
         body: RequestBody,
@@ -215,6 +222,7 @@ impl Driver {
     ) -> Result<Result<Started, Reject>, DriverGone> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Start {
+            client,
             host,
             head,
             body,
@@ -412,6 +420,7 @@ impl State {
                 detail,
             } => self.core.link_fault(now, link, fault, &detail),
             Command::Start {
+                client,
                 host,
                 head,
                 body,
@@ -440,7 +449,7 @@ impl State {
                 let retry = remote
                     .filter(|_| choice != Choice::Local { fallback: false })
                     .map(|r| (r, head.clone(), body.clone()));
-                let result = self.core.start_request(now, &host, head, body);
+                let result = self.core.start_request_from(now, client, &host, head, body);
                 let result = match (result, retry) {
                     // Every local receiver of the route draining: another
                     // gateway's may take it.

@@ -622,7 +622,11 @@ impl Shared {
         }
         let sent = capture.as_ref().map(|_| head.clone());
         let (events_tx, events) = mpsc::unbounded();
-        let started = match self.driver.start(host, head, body, events_tx).await {
+        let started = match self
+            .driver
+            .start(request.peer.ip(), host, head, body, events_tx)
+            .await
+        {
             Err(e) => {
                 let f = Failure::new(FailureKind::Refused, 503, e.to_string());
                 self.refused(request.method, request.path, &f, started_at);

@@ -344,6 +344,82 @@ async fn a_trickled_upload_is_cut_at_the_upload_timeout_with_408(shell: Shell) {
     wait_metric(&gw, "anpx_requests_ended_total{ending=\"timed_out\"}", 1).await;
 }
 
+/// A TCP connection to `addr` from the loopback address `from` (any of
+/// 127.0.0.0/8 is this host), so one test can be several clients.
+async fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(from.parse().unwrap(), 0))
+        .unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+async fn one_address_cannot_take_a_whole_route(shell: Shell) {
+    let (backend, _) = recording_backend().await;
+    // One receiver of 4 places; one address may hold half of them.
+    let gw = Gw::start(shell, |o| {
+        o.core.max_inflight_per_link = 4;
+        o.core.max_inflight_percent_per_client = 50;
+    })
+    .await;
+    let _receiver = start_receiver(gw.addr(), backend, &["api.agent.com/good"]).await;
+    gw.wait_for_receivers(1).await;
+    // 127.0.0.1 starts slow uploads (the head, and a body that never
+    // comes): each holds a place until the upload timeout.
+    let slow =
+        format!("POST /good/echo HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 100000\r\n\r\n");
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut tcp = connect_from("127.0.0.1", gw.addr()).await;
+        tcp.write_all(slow.as_bytes()).await.unwrap();
+        held.push(tcp);
+    }
+    for _ in 0..100 {
+        if gw.stats().await.in_flight == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        gw.stats().await.in_flight,
+        2,
+        "the two slow uploads started"
+    );
+    // A third from the same address is over its share: 429 at once.
+    let mut third = connect_from("127.0.0.1", gw.addr()).await;
+    third.write_all(slow.as_bytes()).await.unwrap();
+    let answer = String::from_utf8_lossy(&read_to_close(&mut third).await).into_owned();
+    assert_eq!(status_of(&answer), 429, "{answer}");
+    assert!(
+        answer.contains("max_inflight_percent_per_client"),
+        "{answer}"
+    );
+    assert_eq!(metric(&gw, "anpx_client_share_refused_total").await, 1);
+    assert_eq!(
+        metric(&gw, "anpx_requests_failed_total{status=\"429\"}").await,
+        1
+    );
+    wait_metric(&gw, "anpx_requests_ended_total{ending=\"refused\"}", 1).await;
+    // Another address is served while the first one's uploads hang.
+    for _ in 0..2 {
+        let mut other = connect_from("127.0.0.2", gw.addr()).await;
+        other
+            .write_all(
+                format!(
+                    "POST /good/echo HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let answer = String::from_utf8_lossy(&read_to_close(&mut other).await).into_owned();
+        assert_eq!(status_of(&answer), 200, "{answer}");
+        assert!(answer.ends_with("hello"), "{answer}");
+    }
+    assert_eq!(gw.stats().await.in_flight, 2, "the slow uploads still hold");
+    drop(held);
+}
+
 async fn oversized_heads_get_431(shell: Shell) {
     let gw = Gw::start(shell, |_| {}).await;
     let addr = gw.addr();
@@ -1337,6 +1413,7 @@ async fn streaming_is_granted_only_with_flow_control(shell: Shell) {
 }
 
 for_every_gateway!(
+    one_address_cannot_take_a_whole_route,
     a_flow_controlled_receivers_messages_are_limited_to_a_window,
     a_trickled_upload_is_cut_at_the_upload_timeout_with_408,
     bodies_held_past_the_receiver_budget_close_the_hostile_receiver,

@@ -10,6 +10,7 @@ use crate::edge::{EdgeLimits, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEADER_BYTES};
 use crate::frame::{FrameLimits, DEFAULT_MAX_FRAME_LEN};
 use crate::gateway::{
     BufferBudget, GatewayConfig, DEFAULT_MAX_BUFFERED_PER_LINK, DEFAULT_MAX_BUFFERED_TOTAL,
+    DEFAULT_MAX_INFLIGHT_PERCENT_PER_CLIENT,
 };
 use crate::policy::{CorsConfig, PolicyConfig, RateConfig, DEFAULT_MAX_TRACKED};
 use crate::route::ServiceUrl;
@@ -51,6 +52,9 @@ pub struct GatewaySection {
     /// Requests one receiver connection may have in flight
     /// (`gateway.max_inflight_per_receiver`).
     pub max_inflight_per_receiver: usize,
+    /// Percent of a route's in-flight cap one client address may hold
+    /// (`gateway.max_inflight_percent_per_client`), 1 to 100.
+    pub max_inflight_percent_per_client: u32,
     /// Seconds between WebSocket pings to each receiver
     /// (`gateway.ping_interval_secs`).
     pub ping_interval_secs: u64,
@@ -134,6 +138,7 @@ impl Default for GatewaySection {
             upload_timeout_secs: 600,
             websocket_idle_timeout_secs: 300,
             max_inflight_per_receiver: 100,
+            max_inflight_percent_per_client: u32::from(DEFAULT_MAX_INFLIGHT_PERCENT_PER_CLIENT),
             ping_interval_secs: 30,
             chunk_size: DEFAULT_CHUNK_SIZE,
             max_frame_bytes: DEFAULT_MAX_FRAME_LEN,
@@ -258,6 +263,10 @@ impl GatewaySection {
                 per_link: self.max_buffered_per_receiver_bytes,
                 total: self.max_buffered_bytes,
             },
+            max_inflight_percent_per_client: u8::try_from(
+                self.max_inflight_percent_per_client.min(100),
+            )
+            .unwrap_or(100),
             ..GatewayConfig::default()
         }
     }

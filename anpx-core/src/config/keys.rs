@@ -188,7 +188,7 @@ macro_rules! key {
     };
 }
 
-static KEYS: [KeyInfo; 86] = [
+static KEYS: [KeyInfo; 87] = [
     // [gateway]
     key!(
         "gateway.listen", "ANPX_GATEWAY_LISTEN", "listen", "ADDR", "127.0.0.1:8080",
@@ -245,6 +245,13 @@ static KEYS: [KeyInfo; 86] = [
         "Requests one receiver connection may have in flight",
         gateway.max_inflight_per_receiver,
         parse: |i| v::int(i, 1, u64::from(u32::MAX)), render: v::render_int,
+    ),
+    key!(
+        "gateway.max_inflight_percent_per_client", "ANPX_GATEWAY_MAX_INFLIGHT_PERCENT_PER_CLIENT",
+        "max-inflight-percent-per-client", "PERCENT", "50",
+        "Share of a route's in-flight cap (its receiver connections times max_inflight_per_receiver) one client address (IPv6: one /64) may hold, in percent, at least one request; more get 429, counted in anpx_client_share_refused_total (100: no limit below the cap)",
+        gateway.max_inflight_percent_per_client,
+        parse: |i| v::int(i, 1, 100), render: v::render_int,
     ),
     key!(
         "gateway.ping_interval_secs", "ANPX_GATEWAY_PING_INTERVAL_SECS",

@@ -47,7 +47,22 @@ pub struct GatewayConfig {
     pub response: ResponseLimits,
     /// Caps on the response bytes the gateway holds for receivers.
     pub buffers: BufferBudget,
+    /// The share of a route's in-flight cap (its connections times
+    /// `max_inflight_per_link`) that requests from one client address
+    /// (an IPv6 /64 counts as one) may hold, in percent (1 to 100; at
+    /// least one request always): a request over it is refused with 429,
+    /// so one address holding slow requests cannot take a whole route.
+    /// 100 puts no limit below the route's cap, nor does a share that
+    /// comes to the whole cap (one connection of one place): the cap's
+    /// own 503 answers then. Applies to requests
+    /// started with a client address ([`Gateway::start_request_from`]).
+    ///
+    /// [`Gateway::start_request_from`]: super::Gateway::start_request_from
+    pub max_inflight_percent_per_client: u8,
 }
+
+/// Default of [`GatewayConfig::max_inflight_percent_per_client`].
+pub const DEFAULT_MAX_INFLIGHT_PERCENT_PER_CLIENT: u8 = 50;
 
 /// Caps on the response bytes the gateway holds because of what receivers
 /// sent: bodies held for a head that comes last, and bodies passed on but
@@ -128,6 +143,7 @@ impl Default for GatewayConfig {
             chatter: MessageBudget::default(),
             response: ResponseLimits::default(),
             buffers: BufferBudget::default(),
+            max_inflight_percent_per_client: DEFAULT_MAX_INFLIGHT_PERCENT_PER_CLIENT,
         }
     }
 }
@@ -139,6 +155,24 @@ impl GatewayConfig {
     pub fn max_message_len(&self) -> usize {
         let budget = usize::try_from(self.buffers.per_link).unwrap_or(usize::MAX);
         self.frame_limits.max_frame_len.min(budget)
+    }
+
+    /// The most requests one client address may have in flight on a
+    /// route served by `links` connections: its share of the route's cap,
+    /// at least one.
+    ///
+    /// ```
+    /// use anpx_core::GatewayConfig;
+    /// let c = GatewayConfig::default(); // 100 per connection, 50 %
+    /// assert_eq!(c.client_share(1), 50);
+    /// assert_eq!(c.client_share(3), 150);
+    /// let c = GatewayConfig { max_inflight_per_link: 1, ..c };
+    /// assert_eq!(c.client_share(1), 1);
+    /// ```
+    pub fn client_share(&self, links: usize) -> usize {
+        let cap = links.saturating_mul(self.max_inflight_per_link);
+        let percent = usize::from(self.max_inflight_percent_per_client.clamp(1, 100));
+        (cap.saturating_mul(percent) / 100).max(1)
     }
 
     /// Silence longer than this ends a receiver connection.

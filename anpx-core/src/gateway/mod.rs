@@ -8,7 +8,7 @@ mod stats;
 
 pub use config::{
     BufferBudget, GatewayConfig, MessageBudget, DEFAULT_MAX_BUFFERED_PER_LINK,
-    DEFAULT_MAX_BUFFERED_TOTAL,
+    DEFAULT_MAX_BUFFERED_TOTAL, DEFAULT_MAX_INFLIGHT_PERCENT_PER_CLIENT,
 };
 pub use ending::{Ending, FailureKind};
 pub use fault::LinkFault;
@@ -17,6 +17,7 @@ pub use stats::{GatewayStats, LinkStats, Totals};
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
+use std::net::IpAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -185,6 +186,9 @@ struct Pending {
     /// The receiver answered the upgrade with `101`: the request is now a
     /// byte stream each way, timed by the WebSocket idle timeout.
     tunnel: bool,
+    /// The route and client address it counts under in
+    /// [`Gateway::client_load`], when started with an address.
+    client: Option<(ServiceUrl, IpAddr)>,
 }
 
 impl Pending {
@@ -291,6 +295,9 @@ pub struct Gateway {
     /// The credit flow-controlled requests in flight still have: the sum
     /// of [`Link::reserved`], also counted against the total.
     reserved: u64,
+    /// Requests in flight per route and client address (IPv6 by /64),
+    /// held to [`GatewayConfig::client_share`].
+    client_load: HashMap<(ServiceUrl, IpAddr), usize>,
 }
 
 impl Gateway {
@@ -312,6 +319,7 @@ impl Gateway {
             unread: HashMap::new(),
             buffered: 0,
             reserved: 0,
+            client_load: HashMap::new(),
         }
     }
 
@@ -701,6 +709,23 @@ impl Gateway {
         &mut self,
         now: Instant,
         host: &str,
+        head: RequestHead,
+        body: RequestBody,
+    ) -> Result<RequestId, Reject> {
+        self.start_request_from(now, None, host, head, body)
+    }
+
+    /// [`start_request`](Self::start_request) for a request from the
+    /// client address `client`: it is also held to that address's share
+    /// of the route's in-flight cap ([`GatewayConfig::client_share`];
+    /// an IPv6 address counts by its /64). Over it the request is refused
+    /// ([`Reject::ClientShare`], 429) and counted. `None` counts under no
+    /// address.
+    pub fn start_request_from(
+        &mut self,
+        now: Instant,
+        client: Option<IpAddr>,
+        host: &str,
         mut head: RequestHead,
         body: RequestBody,
     ) -> Result<RequestId, Reject> {
@@ -710,7 +735,9 @@ impl Gateway {
         })?;
         let upgrade = passthrough::is_upgrade(&head);
         let head_method = head.method.eq_ignore_ascii_case("HEAD");
-        let link = self.choose_link(host, &head.path, upgrade)?;
+        let client = client.map(crate::edge::ip_key);
+        let (link, route) = self.choose_link(host, &head.path, upgrade, client)?;
+        let client = client.map(|ip| (route, ip));
         let features = self
             .links
             .get(&link)
@@ -778,8 +805,12 @@ impl Gateway {
                 head_method,
                 body: None,
                 tunnel: false,
+                client: client.clone(),
             },
         );
+        if let Some(key) = client {
+            *self.client_load.entry(key).or_default() += 1;
+        }
         if features.contains(Feature::FlowControl) {
             // choose_link saw that the window fits both budgets.
             self.reserve(link, INITIAL_WINDOW);
@@ -793,13 +824,41 @@ impl Gateway {
         Ok(id)
     }
 
-    fn choose_link(&mut self, host: &str, path: &str, upgrade: bool) -> Result<LinkId, Reject> {
+    fn choose_link(
+        &mut self,
+        host: &str,
+        path: &str,
+        upgrade: bool,
+        client: Option<IpAddr>,
+    ) -> Result<(LinkId, ServiceUrl), Reject> {
         let Some(route) = self.routes.lookup(host, path) else {
             self.totals.not_found += 1;
             return Err(Reject::NoRoute {
                 path: path.to_owned(),
             });
         };
+        // At 100 % the route's own cap is the only limit (503 past it).
+        let client = client.filter(|_| self.config.max_inflight_percent_per_client < 100);
+        if let Some(ip) = client {
+            let share = self.config.client_share(route.links.len());
+            let held = self
+                .client_load
+                .get(&(route.url.clone(), ip))
+                .copied()
+                .unwrap_or(0);
+            // A share that is the whole route leaves it to the cap (503).
+            let cap = route
+                .links
+                .len()
+                .saturating_mul(self.config.max_inflight_per_link);
+            if held >= share && share < cap {
+                self.totals.client_share_refused += 1;
+                return Err(Reject::ClientShare {
+                    route: route.url.to_string(),
+                    share,
+                });
+            }
+        }
         let cap = self.config.max_inflight_per_link;
         let links = &self.links;
         let able = |id: &&LinkId| {
@@ -847,15 +906,31 @@ impl Gateway {
                 .filter_map(|id| links.get(id))
                 .all(|l| l.draining)
         };
-        best.ok_or_else(|| {
-            self.totals.unavailable += 1;
-            let route = route.url.to_string();
-            if all_draining() {
-                Reject::Draining { route }
-            } else {
-                Reject::AtCapacity { route }
+        match best {
+            Some(link) => Ok((link, route.url.clone())),
+            None => {
+                self.totals.unavailable += 1;
+                let route = route.url.to_string();
+                Err(if all_draining() {
+                    Reject::Draining { route }
+                } else {
+                    Reject::AtCapacity { route }
+                })
             }
-        })
+        }
+    }
+
+    /// A request left the in-flight set: its client's share is free again.
+    fn release_client(&mut self, p: &Pending) {
+        let Some(key) = &p.client else {
+            return;
+        };
+        if let Some(n) = self.client_load.get_mut(key) {
+            *n -= 1;
+            if *n == 0 {
+                self.client_load.remove(key);
+            }
+        }
     }
 
     /// Sends more of a streaming request body; `last` ends it.
@@ -1269,6 +1344,7 @@ impl Gateway {
     /// body, which lasts until the client takes it or leaves.
     fn finish(&mut self, request: &RequestId) {
         if let Some(p) = self.pending.remove(request) {
+            self.release_client(&p);
             self.timers.disarm(p.armed, Timer::Request(request.clone()));
             if let Some(flow) = &p.flow {
                 self.unreserve(p.link, flow.recv.open());
@@ -1491,6 +1567,7 @@ impl Gateway {
                 )),
             );
             if let Some(p) = self.pending.remove(&id) {
+                self.release_client(&p);
                 self.timers.disarm(p.armed, Timer::Request(id));
             }
         }

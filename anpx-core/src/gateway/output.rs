@@ -58,7 +58,7 @@ pub enum ResponseEvent {
 pub struct Failure {
     /// What failed, as named where it happened: how the request ended.
     pub kind: FailureKind,
-    /// HTTP status for the client: 400, 404, 408, 501, 502, 503 or 504.
+    /// HTTP status for the client: 400, 404, 408, 429, 501, 502, 503 or 504.
     pub status: u16,
     /// A human-readable message.
     pub error: String,
@@ -135,6 +135,17 @@ pub enum Reject {
         /// The matching service URL.
         route: String,
     },
+    /// The client's address already has its share of the route's
+    /// in-flight cap ([`GatewayConfig::client_share`]).
+    ///
+    /// [`GatewayConfig::client_share`]: super::GatewayConfig::client_share
+    #[error("this client address has its share ({share}) of {route} in flight")]
+    ClientShare {
+        /// The matching service URL.
+        route: String,
+        /// The requests the address may have in flight on it.
+        share: usize,
+    },
     /// A WebSocket upgrade for a route whose receivers cannot carry one
     /// (their links did not negotiate `websocket`, `streaming` and
     /// `flow-control`, e.g. reference receivers).
@@ -165,6 +176,13 @@ impl Reject {
             Reject::AtCapacity { .. } | Reject::Draining { .. } => {
                 Failure::new(FailureKind::Refused, 503, "No healthy receiver available")
             }
+            Reject::ClientShare { share, .. } => Failure::new(
+                FailureKind::Refused,
+                429,
+                format!(
+                    "Too many requests in flight from this address on this route ({share}, max_inflight_percent_per_client)"
+                ),
+            ),
             Reject::NoWebSocket { .. } => Failure::new(
                 FailureKind::Refused,
                 501,

@@ -22,6 +22,9 @@ pub struct Totals {
     pub not_found: u64,
     /// Requests refused: every receiver at capacity.
     pub unavailable: u64,
+    /// Requests refused (429): their client address had its share of the
+    /// route's in-flight cap.
+    pub client_share_refused: u64,
     /// Requests failed with 502 (receiver gone, bad response, receiver error).
     pub bad_gateway: u64,
     /// Requests failed with 504.
@@ -212,6 +215,12 @@ impl GatewayStats {
             t.unsigned_auth_ignored,
         );
         metric(
+            "anpx_client_share_refused_total",
+            "counter",
+            "Requests refused with 429: their client address had its share of the route's in-flight cap (gateway.max_inflight_percent_per_client).",
+            t.client_share_refused,
+        );
+        metric(
             "anpx_websockets_total",
             "counter",
             "WebSocket upgrades passed through to a service.",
@@ -225,6 +234,7 @@ impl GatewayStats {
             (400, t.bad_request),
             (404, t.not_found),
             (408, t.upload_timed_out),
+            (429, t.client_share_refused),
             (501, t.websockets_refused),
             (502, t.bad_gateway),
             (503, t.unavailable),
