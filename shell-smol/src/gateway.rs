@@ -520,15 +520,21 @@ async fn proxy(
                     shared.refused(method, path, &f, started_at);
                     return answer(Answer::failure(&f));
                 }
-                Some(Ok(b)) => (RequestBody::Full(Bytes::from(b)), None),
-                Some(Err(e)) => {
+                // async-h1 ends a body whose connection closed early as if
+                // it were whole: a short one is a cut, never a request.
+                Some(Ok(b)) if b.len() == n => (RequestBody::Full(Bytes::from(b)), None),
+                read => {
                     at.cutter.cut();
                     // A body of announced length that did not come whole:
                     // the client's connection ended or failed.
+                    let why = match read {
+                        Some(Err(e)) => e.to_string(),
+                        _ => format!("the connection ended before its {n} bytes"),
+                    };
                     let f = Failure::new(
                         FailureKind::ClientLeft,
                         400,
-                        format!("Could not read the request body: {e}"),
+                        format!("Could not read the request body: {why}"),
                     );
                     shared.refused(method, path, &f, started_at);
                     return answer(Answer::failure(&f));

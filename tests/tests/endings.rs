@@ -239,7 +239,63 @@ async fn bad_host_is_refused(gw: Shell, rx: Shell) {
     );
 }
 
+/// A small body (read whole before the request starts) that the client
+/// abandons half-way ends once, as the client leaving.
+async fn small_body_cut_before_the_start_left(gw: Shell, rx: Shell) {
+    let backend = start_backend().await;
+    let g = gateway(gw, |_| {}).await;
+    let _r = Rx::start(rx, g.addr(), backend).await;
+    let path = unique("/echo");
+    let mut c = tokio::net::TcpStream::connect(g.addr()).await.unwrap();
+    let head = format!("POST {path} HTTP/1.1\r\nhost: {HOST}\r\ncontent-length: 10\r\n\r\nabc");
+    c.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(c);
+    let line = assert_ended(&g, &path, "client_left").await;
+    assert_eq!(line["request"], "", "{line:?}");
+}
+
+/// The same over HTTP/2 (the tokio gateway), where the client resets the
+/// stream: the server drops the request's handling at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn small_http2_body_reset_before_the_start_left() {
+    let backend = start_backend().await;
+    let g = gateway(Shell::Tokio, |_| {}).await;
+    let _r = Rx::start(Shell::Tokio, g.addr(), backend).await;
+    let path = unique("/echo");
+    let tcp = tokio::net::TcpStream::connect(g.addr()).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let (tx, mut pieces) = tokio::sync::mpsc::unbounded_channel::<
+        Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>,
+    >();
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{HOST}{path}"))
+        .header("content-length", "10")
+        .body(http_body_util::StreamBody::new(
+            futures_util::stream::poll_fn(move |cx| pieces.poll_recv(cx)),
+        ))
+        .unwrap();
+    let response = tokio::spawn(async move { sender.send_request(req).await });
+    tx.send(Ok(hyper::body::Frame::data(bytes::Bytes::from_static(
+        b"abc",
+    ))))
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The body fails: the client resets the stream.
+    tx.send(Err(std::io::Error::other("gave up"))).unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(5), response).await;
+    assert_ended(&g, &path, "client_left").await;
+}
+
 for_every_pair!(
+    small_body_cut_before_the_start_left,
     unreachable_upstream_is_upstream_failed,
     body_over_the_limit_is_refused,
     bad_host_is_refused,
