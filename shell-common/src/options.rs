@@ -130,6 +130,9 @@ pub struct ReceiverOptions<U: ?Sized> {
     pub credentials: Option<Arc<dyn Credentials>>,
     /// Trust for a `wss://` gateway; `None` uses the system's roots.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// What SIGHUP may change: the trust new dials use, in place of `tls`
+    /// once set.
+    pub live: Arc<crate::reload::ReceiverLive>,
     /// The admin plane's address (`receiver.admin_listen`); `None`
     /// serves none.
     pub admin_listen: Option<SocketAddr>,
@@ -153,6 +156,7 @@ impl<U: ?Sized> Clone for ReceiverOptions<U> {
             upstream: self.upstream.clone(),
             credentials: self.credentials.clone(),
             tls: self.tls.clone(),
+            live: self.live.clone(),
             admin_listen: self.admin_listen,
             drain_grace: self.drain_grace,
             monitor: self.monitor.clone(),
@@ -173,6 +177,7 @@ impl<U: ?Sized> ReceiverOptions<U> {
             upstream,
             credentials: None,
             tls: None,
+            live: Arc::default(),
             admin_listen: None,
             drain_grace: Duration::from_secs(10),
             // Capture off: a library user turns it on with a monitor of
@@ -199,6 +204,7 @@ impl<U: ?Sized> ReceiverOptions<U> {
             upstream,
             credentials: None,
             tls: None,
+            live: Arc::default(),
             admin_listen: section.admin_listen,
             drain_grace: Duration::from_secs(section.drain_grace_secs),
             monitor: Arc::new(ReceiverMonitor::new(

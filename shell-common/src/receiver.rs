@@ -212,7 +212,8 @@ pub async fn dial<U: ?Sized>(
         port,
         secure,
     };
-    let stream = connector.connect(target, options.tls.clone()).await?;
+    let tls = options.live.tls().unwrap_or_else(|| options.tls.clone());
+    let stream = connector.connect(target, tls).await?;
     let config = ws::config(options.core.frame_limits.max_frame_len);
     let (ws, response) =
         match async_tungstenite::client_async_with_config(request, stream, Some(config)).await {

@@ -6,7 +6,9 @@
 //! the static grant table (`[[gateway.routes.grant]]`, when
 //! `gateway.registry.url` is unset: connected receivers get the change at
 //! their next grants refresh, without reconnecting),
-//! `gateway.registry.refresh_secs`, and the gateway's TLS certificate and
+//! `gateway.registry.refresh_secs`, a receiver's trust in the gateway
+//! (`receiver.ca_file`, `receiver.pin_sha256`, for its next dials), and
+//! the gateway's TLS certificate and
 //! key (read again from their files, same paths or new ones, for new
 //! connections; turning TLS on or off needs a restart). Every other
 //! changed key is logged as
@@ -18,7 +20,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use anpx_core::config::{keys, Config, Grant, CONFIG_FILE_ENV};
@@ -78,6 +80,9 @@ pub enum Apply {
     },
     /// `gateway.registry.refresh_secs`.
     GrantsRefresh,
+    /// `receiver.ca_file` or `receiver.pin_sha256`: the trust of new
+    /// dials to the gateway.
+    Trust,
     /// The path of the gateway's certificate or key, TLS on before and
     /// after: read with the files on every reload (logged there).
     Tls,
@@ -117,6 +122,10 @@ impl Change {
             Apply::GrantsRefresh => {
                 format!("reloaded: {} {} -> {}", self.key, self.old, self.new)
             }
+            Apply::Trust => format!(
+                "reloaded: {} {} -> {} (new connections to the gateway)",
+                self.key, self.old, self.new
+            ),
             Apply::NeedsRestart => format!(
                 "needs restart: {} {} -> {} (not applied)",
                 self.key, self.old, self.new
@@ -169,6 +178,7 @@ pub fn diff(old: &Config, new: &Config, scope: Scope) -> Vec<Change> {
                 }
                 "gateway.routes.grant" if new.gateway.registry.url.is_some() => Apply::Unused,
                 "gateway.registry.refresh_secs" => Apply::GrantsRefresh,
+                "receiver.ca_file" | "receiver.pin_sha256" => Apply::Trust,
                 "gateway.tls.cert" | "gateway.tls.key"
                     if old.gateway.tls.enabled() && new.gateway.tls.enabled() =>
                 {
@@ -277,6 +287,30 @@ impl GatewayLive {
     }
 }
 
+/// What a running receiver lets SIGHUP change: the trust its next dials
+/// to the gateway use (`receiver.ca_file`, `receiver.pin_sha256`).
+#[derive(Debug, Default)]
+pub struct ReceiverLive {
+    /// `None` until a reload sets it; then `Some(None)` means the
+    /// system's roots.
+    tls: RwLock<Option<Option<Arc<rustls::ClientConfig>>>>,
+}
+
+impl ReceiverLive {
+    /// The trust a reload set, if any (`Some(None)`: the system's roots).
+    pub fn tls(&self) -> Option<Option<Arc<rustls::ClientConfig>>> {
+        self.tls
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Sets the trust of the next dials.
+    pub fn set_tls(&self, tls: Option<Arc<rustls::ClientConfig>>) {
+        *self.tls.write().unwrap_or_else(PoisonError::into_inner) = Some(tls);
+    }
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -344,6 +378,9 @@ pub enum ReloadError {
     /// The file cannot be read or a value is invalid.
     #[error(transparent)]
     Load(crate::process::LoadError),
+    /// `receiver.ca_file` or `receiver.pin_sha256` cannot be used.
+    #[error("receiver.ca_file / receiver.pin_sha256: {0}")]
+    Trust(crate::tls::TlsError),
     /// The log level does not parse as log directives.
     #[error("{key}: {source}")]
     LogLevel {
@@ -361,6 +398,7 @@ pub struct Reloader {
     scope: Scope,
     running: Mutex<Config>,
     gateway: OnceLock<Arc<GatewayLive>>,
+    receiver: OnceLock<Arc<ReceiverLive>>,
 }
 
 impl Reloader {
@@ -377,12 +415,18 @@ impl Reloader {
             scope,
             running: Mutex::new(config),
             gateway: OnceLock::new(),
+            receiver: OnceLock::new(),
         }
     }
 
     /// The running gateway's changeable settings, once it is set up.
     pub fn set_gateway(&self, live: Arc<GatewayLive>) {
         let _ = self.gateway.set(live);
+    }
+
+    /// The running receiver's changeable settings, once it is set up.
+    pub fn set_receiver(&self, live: Arc<ReceiverLive>) {
+        let _ = self.receiver.set(live);
     }
 
     /// Reads the configuration again and applies what changed; logs one
@@ -399,6 +443,20 @@ impl Reloader {
         };
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         let changes = diff(&running, &new, self.scope);
+        let trust = if changes.iter().any(|c| c.apply == Apply::Trust) {
+            match Self::receiver_trust(&new) {
+                Ok(trust) => Some(trust),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: reload refused, the running configuration stays");
+                    return None;
+                }
+            }
+        } else {
+            None
+        };
+        if let (Some(trust), Some(live)) = (trust, self.receiver.get()) {
+            live.set_tls(trust);
+        }
         let tls = self.reload_certificate(&new, &changes);
         if changes.is_empty() && !tls {
             tracing::info!("SIGHUP: configuration read again, nothing changed");
@@ -453,7 +511,8 @@ impl Reloader {
         }
     }
 
-    /// Refuses a configuration whose log level the filter cannot take.
+    /// Refuses a configuration whose log level the filter cannot take, or
+    /// whose changed receiver trust cannot be built.
     fn check(&self, config: Config) -> Result<Config, ReloadError> {
         check_log_filter(self.scope.log_level(&config)).map_err(|source| {
             ReloadError::LogLevel {
@@ -462,6 +521,17 @@ impl Reloader {
             }
         })?;
         Ok(config)
+    }
+
+    /// The trust `config` gives the receiver's dials.
+    fn receiver_trust(config: &Config) -> Result<Option<Arc<rustls::ClientConfig>>, ReloadError> {
+        let r = &config.receiver;
+        if r.ca_file.is_none() && r.pin_sha256.is_empty() {
+            return Ok(None);
+        }
+        crate::tls::receiver_client_config(r.ca_file.as_deref(), &r.pin_sha256)
+            .map(Some)
+            .map_err(ReloadError::Trust)
     }
 
     fn apply(&self, change: &Change, new: &Config) {
@@ -490,6 +560,7 @@ impl Reloader {
                 }
                 tracing::info!("{line}");
             }
+            Apply::Trust => tracing::info!("{line}"),
             Apply::NeedsRestart => tracing::warn!("{line}"),
             Apply::Unused | Apply::Tls => {}
         }
@@ -520,6 +591,7 @@ mod tests {
         let old = Config::default();
         let mut new = old.clone();
         new.receiver.log_level = "debug".into();
+        new.receiver.pin_sha256 = vec!["00".repeat(32)];
         new.gateway.request_timeout_secs = 99;
         let keys = |scope| {
             diff(&old, &new, scope)
@@ -529,7 +601,10 @@ mod tests {
         };
         assert_eq!(
             keys(Scope::Receiver),
-            [("receiver.log_level", Apply::LogLevel)]
+            [
+                ("receiver.pin_sha256", Apply::Trust),
+                ("receiver.log_level", Apply::LogLevel)
+            ]
         );
         assert_eq!(
             keys(Scope::Gateway),
@@ -540,6 +615,7 @@ mod tests {
             keys(Scope::Both),
             [
                 ("gateway.request_timeout_secs", Apply::NeedsRestart),
+                ("receiver.pin_sha256", Apply::Trust),
                 ("receiver.log_level", Apply::Unused)
             ]
         );

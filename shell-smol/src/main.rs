@@ -104,7 +104,7 @@ async fn run(command: Command, config: Config, reloader: Option<Arc<Reloader>>) 
             Ok(())
         }
         Command::Receiver(args) => {
-            let receiver = bind_receiver(receiver_options(&config, args.demo)?).await?;
+            let receiver = bind_receiver(receiver_options(&config, args.demo, reloader)?).await?;
             let mut forwarding = Forwarding::new(&config, args.demo);
             let watch = receiver.watch();
             let stopped = async {
@@ -182,12 +182,20 @@ async fn join_cluster(gateway: &mut Gateway, config: &Config) -> Result<()> {
     Ok(())
 }
 
-fn receiver_options(config: &Config, demo: bool) -> Result<ReceiverOptions> {
+fn receiver_options(
+    config: &Config,
+    demo: bool,
+    reloader: Option<&Reloader>,
+) -> Result<ReceiverOptions> {
     let upstream: Arc<dyn Upstream> = match setup::upstream_choice(config, demo)? {
         UpstreamChoice::Demo => Arc::new(DemoUpstream),
         UpstreamChoice::Url(url) => Arc::new(HttpUpstream::new(url).context("receiver.upstream")?),
     };
-    Ok(setup::receiver_options(config, upstream)?)
+    let options = setup::receiver_options(config, upstream)?;
+    if let Some(r) = reloader {
+        r.set_receiver(options.live.clone());
+    }
+    Ok(options)
 }
 
 /// The receiver, with its admin listener when `receiver.admin_listen` is set.
@@ -216,7 +224,7 @@ async fn both(
     // trusts the gateway through receiver.ca_file or the system roots.
     let (http, ws) = schemes(&config);
     config.receiver.gateway = format!("{ws}://{addr}/ws");
-    let receiver = bind_receiver(receiver_options(&config, demo)?).await?;
+    let receiver = bind_receiver(receiver_options(&config, demo, reloader)?).await?;
     let granted = match receiver.wait_ready().await {
         Status::Connected { granted, .. } => granted,
         Status::Stopped(why) => bail!("the receiver could not connect to its own gateway: {why}"),

@@ -33,7 +33,7 @@ pub(crate) async fn run(
         Command::Gateway(_) => gateway_until_signal(config, reloader).await,
         Command::Receiver(args) => {
             let upstream = upstream(&config, args.demo)?;
-            let receiver = bind_receiver(receiver_options(&config, upstream)?).await?;
+            let receiver = bind_receiver(receiver_options(&config, upstream, reloader)?).await?;
             let forwarding = Forwarding::new(&config, args.demo);
             follow_until_signal(receiver, forwarding).await
         }
@@ -65,8 +65,16 @@ fn gateway_options(config: &Config, reloader: Option<&Reloader>) -> Result<Gatew
     Ok(options)
 }
 
-fn receiver_options(config: &Config, upstream: Arc<dyn Upstream>) -> Result<ReceiverOptions> {
-    Ok(setup::receiver_options(config, upstream)?)
+fn receiver_options(
+    config: &Config,
+    upstream: Arc<dyn Upstream>,
+    reloader: Option<&Reloader>,
+) -> Result<ReceiverOptions> {
+    let options = setup::receiver_options(config, upstream)?;
+    if let Some(r) = reloader {
+        r.set_receiver(options.live.clone());
+    }
+    Ok(options)
 }
 
 /// The receiver, with its admin listener when `receiver.admin_listen` is set.
@@ -178,7 +186,7 @@ async fn both(
         "ws"
     };
     config.receiver.gateway = format!("{scheme}://{addr}/ws");
-    let receiver = bind_receiver(receiver_options(&config, upstream)?).await?;
+    let receiver = bind_receiver(receiver_options(&config, upstream, reloader)?).await?;
     let granted = match receiver.wait_ready().await {
         Status::Connected { granted, .. } => granted,
         Status::Stopped(why) => bail!("the receiver could not connect to its own gateway: {why}"),

@@ -862,8 +862,10 @@ fn self_signed_certificate(dir: &TempDir) -> (PathBuf, PathBuf, String) {
 /// A renewed certificate written over the gateway's files is presented to
 /// new connections after SIGHUP; the receiver connected over wss:// before
 /// stays connected, and a client trusting only the old certificate is
-/// refused. A key that does not match is refused and the running
-/// certificate stays.
+/// refused. The receiver, told by SIGHUP to trust the new certificate
+/// (`receiver.ca_file` in its file), dials the restarted gateway with it.
+/// A key that does not match is refused and the running certificate
+/// stays.
 fn sighup_reloads_the_certificate(binary: Binary) {
     let dir = TempDir::new(&format!("reload-tls-{binary:?}"));
     let (cert, key, _) = self_signed_certificate(&dir);
@@ -885,17 +887,27 @@ fn sighup_reloads_the_certificate(binary: Binary) {
     wait_listening(listen);
     let rx_log = dir.path("receiver.log");
     let gateway_url = format!("wss://{listen}/ws");
-    let _rx = start(
+    let receiver_toml = dir.path("receiver.toml");
+    let trust = |pem: &Path| {
+        let text = format!("[receiver]\nca_file = \"{}\"\n", pem.display());
+        std::fs::write(&receiver_toml, text).unwrap();
+    };
+    trust(&old);
+    let rx = start(
         binary,
         &[
             "receiver",
+            "--config",
+            receiver_toml.to_str().unwrap(),
             "--demo",
             "--gateway",
             &gateway_url,
             "--service",
             "api.agent.com/a1",
-            "--ca-file",
-            old.to_str().unwrap(),
+            "--reconnect-first-delay-ms",
+            "100",
+            "--reconnect-max-delay-secs",
+            "1",
         ],
         &rx_log,
     );
@@ -934,6 +946,38 @@ fn sighup_reloads_the_certificate(binary: Binary) {
         1,
         "the receiver's connection stays: {}",
         read(&rx_log)
+    );
+
+    // The receiver trusts the new certificate for its next dials; its
+    // connection stays until the gateway restarts, then it is back.
+    let trusted = dir.path("new.pem");
+    std::fs::copy(&new_cert, &trusted).unwrap();
+    trust(&trusted);
+    signal(&rx, libc::SIGHUP);
+    wait_for(
+        Duration::from_secs(5),
+        "the receiver reloads its trust",
+        || read(&rx_log).contains("reloaded: receiver.ca_file"),
+    );
+    assert_eq!(receiver_connected_lines(&rx_log), 1, "{}", read(&rx_log));
+    signal(&gateway, libc::SIGTERM);
+    assert!(exits_within(&mut gateway, Duration::from_secs(10)).is_some());
+    let mut gateway = start_gateway(
+        binary,
+        listen,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        &dir.path("gateway2.log"),
+    );
+    let gateway_log = dir.path("gateway2.log");
+    wait_for(
+        Duration::from_secs(15),
+        "the receiver dials with the new trust",
+        || receiver_connected_lines(&rx_log) == 2,
     );
 
     // A key that does not match the certificate: refused, nothing changes.
