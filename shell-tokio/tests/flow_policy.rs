@@ -20,7 +20,7 @@ use async_tungstenite::tungstenite::http::HeaderValue;
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::WebSocketStream;
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use support::{Binary, Proc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
