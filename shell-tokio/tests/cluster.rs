@@ -32,11 +32,12 @@ fn anpx() -> Command {
     Binary::Anpx.command()
 }
 
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+/// The address after `label` on a line of a gateway's start banner
+/// (`public URL:       http://127.0.0.1:PORT`), read from its stdout.
+fn banner_addr(line: &str, label: &str) -> Option<SocketAddr> {
+    let rest = line.split(label).nth(1)?.trim_start();
+    let rest = rest.strip_prefix("http://")?;
+    rest.split(['/', ' ']).next()?.parse().ok()
 }
 
 /// A scratch directory for the processes' logs, named for the test.
@@ -64,17 +65,16 @@ fn gateway(
     node: &str,
     extra: &[&str],
 ) -> (Proc, SocketAddr) {
-    let addr = free_addr();
-    let admin = free_addr();
-    ADMIN.lock().unwrap().insert(addr, admin);
-    let child = binary
+    // Port 0 and the banner, not a port picked and released beforehand:
+    // tests running side by side took such ports from each other.
+    let mut child = binary
         .command()
         .args([
             "gateway",
             "--listen",
-            &addr.to_string(),
+            "127.0.0.1:0",
             "--admin-listen",
-            &admin.to_string(),
+            "127.0.0.1:0",
             "--cluster-nats-url",
             &nats.url(),
             "--cluster-node-name",
@@ -92,8 +92,23 @@ fn gateway(
         .args(extra)
         .env("RUST_LOG", "info")
         .stderr(std::fs::File::create(dir.join(format!("{node}.log"))).unwrap())
+        .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let (mut public, mut admin) = (None, None);
+    let mut lines = std::io::BufRead::lines(stdout);
+    while public.is_none() || admin.is_none() {
+        let Some(Ok(line)) = lines.next() else {
+            panic!("{node} ended before its banner named its addresses (see {node}.log)");
+        };
+        public = public.or_else(|| banner_addr(&line, "public URL:"));
+        admin = admin.or_else(|| banner_addr(&line, "admin URL:"));
+    }
+    // Keep reading so the gateway never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    let (addr, admin) = (public.unwrap(), admin.unwrap());
+    ADMIN.lock().unwrap().insert(addr, admin);
     (Proc(child), addr)
 }
 
