@@ -13,10 +13,13 @@ fn table() -> String {
     let mut out =
         String::from("| key | environment | flag | default | meaning |\n|---|---|---|---|---|\n");
     for k in keys() {
-        let flag = if k.key == "gateway.routes.grant" {
-            "(file only)".to_owned()
-        } else {
-            format!("`anpx {} --{}`", k.section(), k.flag)
+        // As anpx_core::cli defines them: the log format is global, the
+        // services flag is `--service`, repeatable.
+        let flag = match k.key {
+            "gateway.routes.grant" => "(file only)".to_owned(),
+            "gateway.log_format" => "`anpx --log-format` (every subcommand)".to_owned(),
+            "receiver.services" => "`anpx receiver --service` (repeatable)".to_owned(),
+            _ => format!("`anpx {} --{}`", k.section(), k.flag),
         };
         let default = if k.default.is_empty() {
             "unset".to_owned()

@@ -33,8 +33,9 @@ use anpx_core::cli::DecodeArgs;
 
 /// Exit status when some frame (or, with `--reassemble`, some message) was bad.
 const EXIT_BAD_INPUT: u8 = 1;
-/// Exit status when stdin or stdout failed.
-const EXIT_IO: u8 = 2;
+/// Exit status when stdin or stdout failed: a runtime failure too (2 is
+/// for usage errors, see [`crate::process::EXIT_USAGE`]).
+const EXIT_IO: u8 = crate::process::EXIT_FAILURE;
 
 /// Bytes of a header up to and including `total_len`: enough to find where
 /// the next frame of a binary stream starts.

@@ -19,6 +19,7 @@ pub mod admission;
 pub mod banner;
 pub mod body;
 pub mod caller_auth;
+pub mod check_config;
 #[cfg(feature = "cluster")]
 pub mod cluster;
 pub mod decode;

@@ -130,3 +130,67 @@ pub fn report_fatal(program: &str, format: LogFormat, error: impl Display) {
         _ => eprintln!("{program}: {error}"),
     }
 }
+
+/// The exit codes both binaries use: 0 success, [`EXIT_FAILURE`] when
+/// what ran failed, [`EXIT_USAGE`] when what was asked for cannot be run
+/// (clap's own usage errors exit 2 as well).
+pub const EXIT_FAILURE: u8 = 1;
+
+/// Exit code of a usage or configuration error: a bad flag, key or value, a
+/// file the configuration names that cannot be read, a malformed argument.
+pub const EXIT_USAGE: u8 = 2;
+
+/// An error in what the user asked for rather than in what ran; a command
+/// failing with one exits [`EXIT_USAGE`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// The exit code for `error`: [`EXIT_USAGE`] when its chain holds a
+/// [`UsageError`], a configuration that does not load or a setting that
+/// cannot be used, else [`EXIT_FAILURE`].
+pub fn exit_code(error: &anyhow::Error) -> std::process::ExitCode {
+    use crate::setup::SetupError;
+    let usage = error.chain().any(|e| {
+        e.is::<UsageError>()
+            || e.is::<LoadError>()
+            || e.is::<ConfigError>()
+            || e.downcast_ref::<SetupError>().is_some_and(|s| {
+                !matches!(s, SetupError::DocumentRoots(_) | SetupError::Registry(_))
+            })
+    });
+    std::process::ExitCode::from(if usage { EXIT_USAGE } else { EXIT_FAILURE })
+}
+
+/// Runs the subcommands that need no async runtime (`decode`, `did`,
+/// `check-config`) the same way in every binary, after [`load_config`]
+/// and [`init_logging`]; `None` for the others, which the shell runs.
+pub fn run_local(
+    program: &str,
+    command: &anpx_core::cli::Command,
+    config: &Config,
+) -> Option<std::process::ExitCode> {
+    use anpx_core::cli::Command;
+    let result = match command {
+        Command::Decode(args) => return Some(crate::decode::main(args)),
+        Command::Did(args) => crate::did_cmd::run(args.clone()),
+        Command::CheckConfig => crate::check_config::run(program, config),
+        _ => return None,
+    };
+    Some(match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            report_fatal(program, config.gateway.log_format, format_args!("{e:#}"));
+            exit_code(&e)
+        }
+    })
+}
+
+/// A one-line note for the operator on stderr: a log line when the logs
+/// are JSON (so the stream stays parseable), else `program: note`.
+pub fn note(program: &str, format: LogFormat, note: impl Display) {
+    match format {
+        LogFormat::Json => tracing::info!("{note}"),
+        _ => eprintln!("{program}: {note}"),
+    }
+}

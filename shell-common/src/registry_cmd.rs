@@ -12,6 +12,8 @@ use anpx_core::config::Config;
 use anpx_core::registry::{Registry, StaticRegistry};
 use anyhow::{bail, Context, Result};
 
+use crate::process::{note, UsageError};
+
 /// Runs `args` against `config`'s registry; `prog` (the binary's name)
 /// starts the lines written to stderr.
 pub async fn run(prog: &str, args: RegistryArgs, config: &Config) -> Result<()> {
@@ -28,6 +30,15 @@ pub async fn run(prog: &str, args: RegistryArgs, config: &Config) -> Result<()> 
                 Some(url) => Arc::new(database(url).await?),
                 None => Arc::new(StaticRegistry::from_config(&config.gateway)),
             };
+            if url.is_none() && config.gateway.routes.grant.is_empty() {
+                return Err(UsageError(
+                    "no registry configured: set gateway.registry.url (--registry-url, \
+                     ANPX_GATEWAY_REGISTRY_URL) for a database, or [[gateway.routes.grant]] \
+                     in the config file for a static table"
+                        .into(),
+                )
+                .into());
+            }
             let entries = registry.list().await.context("cannot list the registry")?;
             for (d, service) in entries {
                 if did.as_deref().is_none_or(|want| want == d) {
@@ -37,12 +48,21 @@ pub async fn run(prog: &str, args: RegistryArgs, config: &Config) -> Result<()> 
             Ok(())
         }
         RegistryAction::Add(entry) => {
+            // Remove takes any DID, so a malformed row can still be
+            // withdrawn; add stores only DIDs a receiver can log in as.
+            anpx_core::auth::Did::parse(&entry.did)
+                .map_err(|e| UsageError(format!("{e} (expected did:wba:HOST[:PATH...])")))?;
             let registry = database(require_url(url)?).await?;
             registry
                 .add(&entry.did, &entry.service)
                 .await
                 .with_context(|| format!("cannot add {} for {}", entry.service, entry.did))?;
-            eprintln!("{prog}: {} may serve {}", entry.did, entry.service);
+            let format = config.gateway.log_format;
+            note(
+                prog,
+                format,
+                format_args!("{} may serve {}", entry.did, entry.service),
+            );
             Ok(())
         }
         RegistryAction::Remove(entry) => {
@@ -54,18 +74,24 @@ pub async fn run(prog: &str, args: RegistryArgs, config: &Config) -> Result<()> 
             if !removed {
                 bail!("{} has no registry entry for {}", entry.did, entry.service);
             }
-            eprintln!("{prog}: {} no longer serves {}", entry.did, entry.service);
+            let format = config.gateway.log_format;
+            let done = format_args!("{} no longer serves {}", entry.did, entry.service);
+            note(prog, format, done);
             Ok(())
         }
     }
 }
 
 fn require_url(url: Option<&str>) -> Result<&str> {
-    url.context(
-        "no registry database: set gateway.registry.url (--registry-url, \
-         ANPX_GATEWAY_REGISTRY_URL); static grants are edited in the config file \
-         ([[gateway.routes.grant]])",
-    )
+    url.ok_or_else(|| {
+        UsageError(
+            "no registry database: set gateway.registry.url (--registry-url, \
+             ANPX_GATEWAY_REGISTRY_URL); static grants are edited in the config file \
+             ([[gateway.routes.grant]])"
+                .into(),
+        )
+        .into()
+    })
 }
 
 #[cfg(feature = "sql-registry")]

@@ -9,7 +9,7 @@ use anpx_core::config::Config;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use shell_common::banner::{self, Forwarding};
-use shell_common::process::{init_logging, load_config, report_fatal};
+use shell_common::process::{exit_code, init_logging, load_config, report_fatal, EXIT_USAGE};
 use shell_common::reload::Reloader;
 use shell_common::setup::{self, SetupError, UpstreamChoice};
 #[cfg(feature = "cluster")]
@@ -22,62 +22,45 @@ use shell_smol::{Status, INTEGRATIONS};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match &cli.command {
-        Command::Decode(args) => return shell_common::decode::main(args),
-        Command::Did(args) => {
-            return match shell_common::did_cmd::run(args.clone()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("anpx-smol: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        _ => {}
-    }
     let config = match load_config(&cli) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("anpx-smol: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(EXIT_USAGE);
         }
     };
+    let log_format = config.gateway.log_format;
+    init_logging(log_format);
     // A registry database or a NATS server this build cannot reach is
     // refused before anything starts (a receiver alone needs neither).
     let usable = match &cli.command {
-        Command::Receiver(_) => Ok(()),
+        Command::Receiver(_) | Command::Decode(_) | Command::Did(_) => Ok(()),
         Command::Registry(_) => INTEGRATIONS.check_registry(&config.gateway),
         _ => INTEGRATIONS.check(&config),
     };
     if let Err(e) = usable {
-        eprintln!("anpx-smol: {e}");
-        return ExitCode::from(2);
+        report_fatal("anpx-smol", log_format, e);
+        return ExitCode::from(EXIT_USAGE);
     }
-    if let Command::CheckConfig = cli.command {
-        print!("{}", config.to_toml_string());
-        return ExitCode::SUCCESS;
+    if let Some(code) = shell_common::process::run_local("anpx-smol", &cli.command, &config) {
+        return code;
     }
-    if let Command::Registry(args) = cli.command {
-        let run = shell_common::registry_cmd::run("anpx-smol", args, &config);
-        // sqlx's futures need tokio's context, which async-compat provides.
-        #[cfg(feature = "sql-registry")]
-        let run = async_compat::Compat::new(run);
-        return match smol::block_on(run) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("anpx-smol: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    let log_format = config.gateway.log_format;
-    init_logging(log_format);
     let reloader = shell_common::reload::for_command(&cli, &config);
-    match smol::block_on(run(cli.command, config, reloader)) {
+    let result = match cli.command {
+        Command::Registry(args) => {
+            let run = shell_common::registry_cmd::run("anpx-smol", args, &config);
+            // sqlx's futures need tokio's context, which async-compat provides.
+            #[cfg(feature = "sql-registry")]
+            let run = async_compat::Compat::new(run);
+            smol::block_on(run)
+        }
+        command => smol::block_on(run(command, config, reloader)),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             report_fatal("anpx-smol", log_format, format_args!("{e:#}"));
-            ExitCode::FAILURE
+            exit_code(&e)
         }
     }
 }

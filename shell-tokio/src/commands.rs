@@ -40,8 +40,8 @@ pub(crate) async fn run(
         Command::Both(args) => both(config, args.demo, false, reloader).await,
         Command::Demo(_) => both(config, true, true, reloader).await,
         Command::Registry(args) => shell_common::registry_cmd::run("anpx", args, &config).await,
-        Command::Did(args) => shell_common::did_cmd::run(args),
-        Command::CheckConfig | Command::Decode(_) => Ok(()),
+        // Run by shell_common::process::run_local before the runtime.
+        Command::Did(_) | Command::CheckConfig | Command::Decode(_) => Ok(()),
     }
 }
 

@@ -7,9 +7,11 @@ mod commands;
 
 use std::process::ExitCode;
 
-use anpx_core::cli::{Cli, Command};
+use anpx_core::cli::Cli;
 use clap::Parser;
-use shell_common::process::{init_logging, load_config, report_fatal};
+use shell_common::process::{
+    exit_code, init_logging, load_config, report_fatal, EXIT_FAILURE, EXIT_USAGE,
+};
 
 /// mimalloc instead of glibc's malloc: the request path allocates many
 /// small, short-lived objects, often freed on another worker than the one
@@ -22,22 +24,18 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Decode(args) = &cli.command {
-        return shell_common::decode::main(args);
-    }
     let config = match load_config(&cli) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("anpx: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(EXIT_USAGE);
         }
     };
-    if let Command::CheckConfig = cli.command {
-        print!("{}", config.to_toml_string());
-        return ExitCode::SUCCESS;
-    }
     let log_format = config.gateway.log_format;
     init_logging(log_format);
+    if let Some(code) = shell_common::process::run_local("anpx", &cli.command, &config) {
+        return code;
+    }
     let reloader = shell_common::reload::for_command(&cli, &config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -45,15 +43,19 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("anpx: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
+            report_fatal(
+                "anpx",
+                log_format,
+                format_args!("cannot start the async runtime: {e}"),
+            );
+            return ExitCode::from(EXIT_FAILURE);
         }
     };
     match runtime.block_on(commands::run(cli.command, config, reloader)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             report_fatal("anpx", log_format, format_args!("{e:#}"));
-            ExitCode::FAILURE
+            exit_code(&e)
         }
     }
 }

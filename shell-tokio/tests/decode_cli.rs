@@ -422,7 +422,7 @@ fn reassemble_reports_broken_and_unfinished_sequences() {
 }
 
 #[test]
-fn unreadable_stdin_exits_two_with_context() {
+fn unreadable_stdin_exits_one_with_context() {
     let dir = std::fs::File::open(env!("CARGO_MANIFEST_DIR")).expect("open a directory");
     let out = Command::new(env!("CARGO_BIN_EXE_anpx"))
         .arg("decode")
@@ -430,6 +430,6 @@ fn unreadable_stdin_exits_two_with_context() {
         .output()
         .expect("run anpx");
     let run = parse(out);
-    assert_eq!(run.code, 2);
+    assert_eq!(run.code, 1);
     assert!(run.stderr.contains("cannot read stdin"), "{}", run.stderr);
 }

@@ -42,6 +42,7 @@ per_shell!(
     receiver_drains_on_sigterm,
     drain_moves_new_requests_to_another_receiver,
     listens_on_localhost,
+    command_line_conventions,
 );
 
 /// A fresh directory for one test, removed when dropped.
@@ -1312,4 +1313,164 @@ fn listens_on_localhost(binary: Binary) {
         Some(404),
         "it serves on {addr}"
     );
+}
+
+/// `binary args...` run to its end with the `env` pairs: exit code, stdout,
+/// stderr.
+fn run_to_end(binary: Binary, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = binary
+        .command()
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().expect("exited"),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The command line's rough edges, the same on both binaries: help that
+/// describes the product with no empty `[default: ]`, `--log-format` on
+/// every subcommand, exit code 2 for what the user asked wrongly (a
+/// malformed DID for `registry add`, `registry list` with no registry, a
+/// file the configuration names that cannot be read, a receiver with
+/// nothing to serve), 1 for what failed while running.
+fn command_line_conventions(binary: Binary) {
+    let dir = TempDir::new(&format!("conventions-{binary:?}"));
+    let (code, top, _) = run_to_end(binary, &["--help"], &[]);
+    assert_eq!(code, 0);
+    assert!(top.contains("reverse HTTP tunnel"), "{top}");
+    assert!(
+        top.contains("Exit codes: 0 success; 1 runtime failure"),
+        "{top}"
+    );
+    for sub in [
+        "gateway",
+        "receiver",
+        "both",
+        "demo",
+        "check-config",
+        "decode",
+        "registry",
+        "did",
+    ] {
+        let (code, help, _) = run_to_end(binary, &[sub, "--help"], &[]);
+        assert_eq!(code, 0, "{sub}");
+        assert!(!help.contains("[default: ]"), "{sub}: {help}");
+        assert!(!help.contains("=]"), "{sub}: {help}");
+        assert!(help.contains("--log-format"), "{sub}: {help}");
+    }
+    let (_, both, _) = run_to_end(binary, &["both", "--help"], &[]);
+    let (_, receiver, _) = run_to_end(binary, &["receiver", "--help"], &[]);
+    for flag in ["--service <SERVICE_URL>", "--upstream <URL>", "--demo"] {
+        assert!(both.contains(flag) && receiver.contains(flag), "{flag}");
+    }
+
+    let db = format!("sqlite://{}?mode=rwc", dir.path("r.db").display());
+    let (code, _, err) = run_to_end(
+        binary,
+        &[
+            "registry",
+            "add",
+            "--did",
+            "did:wba:",
+            "--service",
+            "a.com/x",
+            "--registry-url",
+            &db,
+        ],
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("malformed DID \"did:wba:\""), "{err}");
+    let (code, _, err) = run_to_end(
+        binary,
+        &[
+            "registry",
+            "add",
+            "--did",
+            "did:wba:a.example:x",
+            "--service",
+            "a.com/x",
+            "--registry-url",
+            &db,
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+
+    let (code, out, err) = run_to_end(binary, &["registry", "list"], &[]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("no registry configured"), "{err}");
+    let (code, _, err) = run_to_end(binary, &["registry", "list", "--log-format", "json"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert_json_lines("registry list", &err);
+    assert!(err.contains("no registry configured"), "{err}");
+
+    let (code, out, err) = run_to_end(
+        binary,
+        &["check-config"],
+        &[
+            ("ANPX_GATEWAY_TLS_CERT", "/nonexistent/cert.pem"),
+            ("ANPX_GATEWAY_TLS_KEY", "/nonexistent/key.pem"),
+            ("ANPX_RECEIVER_DID_DOCUMENT", "/nonexistent/did.json"),
+            ("ANPX_RECEIVER_PRIVATE_KEY", "/nonexistent/key.pem"),
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        out.contains("[gateway]"),
+        "still prints the configuration: {out}{err}"
+    );
+    for key in [
+        "gateway.tls.cert",
+        "gateway.tls.key",
+        "receiver.private_key",
+    ] {
+        assert!(
+            err.contains(&format!("{key}: /nonexistent/")),
+            "{key}: {err}"
+        );
+    }
+    let (cert, key, _) = self_signed_certificate(&dir);
+    let (code, _, err) = run_to_end(
+        binary,
+        &["check-config", "--log-format", "json"],
+        &[
+            ("ANPX_GATEWAY_TLS_CERT", cert.to_str().unwrap()),
+            ("ANPX_GATEWAY_TLS_KEY", key.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_json_lines("check-config", &err);
+
+    let (code, _, err) = run_to_end(
+        binary,
+        &["receiver", "--gateway", "ws://127.0.0.1:9/ws"],
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--upstream"), "{err}");
+    let (code, _, _) = run_to_end(binary, &["gateway", "--listne", "x"], &[]);
+    assert_eq!(code, 2);
+    let (code, _, err) = run_to_end(
+        binary,
+        &receiver_args(
+            free_addr(),
+            &[
+                "--reconnect-max-attempts",
+                "1",
+                "--reconnect-first-delay-ms",
+                "10",
+            ],
+        )
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>(),
+        &[],
+    );
+    assert_eq!(code, 1, "a receiver that gives up: {err}");
 }

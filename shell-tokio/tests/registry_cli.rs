@@ -153,7 +153,7 @@ fn without_a_database_list_shows_the_static_table_and_writes_are_refused() {
         ])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a configuration error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("gateway.registry.url"));
 }
 

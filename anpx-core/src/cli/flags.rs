@@ -47,9 +47,10 @@ impl<S> Default for SectionFlags<S> {
 
 fn section_keys<S: Section>() -> impl Iterator<Item = &'static KeyInfo> {
     // Static grants are tables; they belong in the file, not on a flag.
-    keys()
-        .iter()
-        .filter(|k| k.section() == S::NAME && k.key != "gateway.routes.grant")
+    // The log format is the command line's global `--log-format`.
+    keys().iter().filter(|k| {
+        k.section() == S::NAME && k.key != "gateway.routes.grant" && k.key != "gateway.log_format"
+    })
 }
 
 /// `receiver.services` may be repeated as `--service X --service Y`.
@@ -60,16 +61,25 @@ fn is_list(key: &str) -> bool {
 impl<S: Section> Args for SectionFlags<S> {
     fn augment_args(cmd: clap::Command) -> clap::Command {
         section_keys::<S>().fold(cmd, |cmd, k| {
+            // An option unset by default shows no `[default: ]`.
+            let help = if k.default.is_empty() {
+                format!("{} [env: {}]", k.help, k.env)
+            } else {
+                format!("{} [default: {}] [env: {}]", k.help, k.default, k.env)
+            };
             let mut arg = Arg::new(k.key)
                 .long(k.flag)
                 .value_name(k.value_name)
-                .help(format!(
-                    "{} [default: {}] [env: {}]",
-                    k.help, k.default, k.env
-                ))
+                .help(help)
                 .action(ArgAction::Set);
             if is_list(k.key) {
-                arg = arg.visible_alias("service").action(ArgAction::Append);
+                // `--service`, repeatable, as on `anpx both`; `--services`
+                // (a list) is kept as a hidden alias.
+                arg = arg
+                    .long("service")
+                    .value_name("SERVICE_URL")
+                    .alias(k.flag)
+                    .action(ArgAction::Append);
             }
             // `--keep-retrying` alone reads as `--keep-retrying true`.
             if k.value_name == "BOOL" {

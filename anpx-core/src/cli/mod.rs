@@ -20,14 +20,37 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{Config, ConfigError, CONFIG_FILE_ENV};
 use crate::frame::DEFAULT_MAX_FRAME_LEN;
 
+/// What `anpx --help` says the product is.
+pub const ABOUT: &str = "anpx: a reverse HTTP tunnel that gives agents on private networks a \
+public address. A gateway takes public requests and passes them over WebSocket (ANPX v1, \
+compatible with ANP Proxy) to receivers that dialled out from beside each agent's local HTTP \
+service.";
+
+/// The exit codes, shown under `anpx --help`.
+pub const EXIT_CODES: &str = "Exit codes: 0 success; 1 runtime failure (a receiver that stopped, \
+a port in use, a registry that does not answer, a frame that does not decode); 2 usage or \
+configuration error (a bad flag, key or value, a file the configuration names that cannot be \
+read, a malformed DID, no registry configured).";
+
 /// `anpx`: a reverse HTTP tunnel that gives agents on private networks a
 /// public address (ANPX v1 over WebSocket, compatible with ANP Proxy).
 #[derive(Debug, Parser)]
-#[command(name = "anpx", version, about, long_about = None)]
+#[command(name = "anpx", version, about = ABOUT, long_about = None, after_help = EXIT_CODES)]
 pub struct Cli {
     /// TOML configuration file (see docs/CONFIGURATION.md).
-    #[arg(long, global = true, value_name = "FILE", env = CONFIG_FILE_ENV)]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = CONFIG_FILE_ENV,
+        hide_env_values = true
+    )]
     pub config: Option<PathBuf>,
+
+    /// Log line format on stderr, for every subcommand (gateway.log_format)
+    /// [env: ANPX_GATEWAY_LOG_FORMAT].
+    #[arg(long, global = true, value_name = "text|json")]
+    pub log_format: Option<String>,
 
     /// What to run.
     #[command(subcommand)]
@@ -45,14 +68,15 @@ pub enum Command {
     Both(BothArgs),
     /// Gateway + receiver + a built-in echo agent on loopback; prints a curl to try.
     Demo(DemoArgs),
-    /// Print the effective configuration (file, environment, defaults).
+    /// Print the effective configuration (file, environment, defaults) and
+    /// check that the files it names can be read.
     CheckConfig,
     /// Decode ANPX frames from stdin and print one JSON object per frame.
     ///
     /// Input is hex, one frame per line (blank lines and lines starting
     /// with `#` are skipped), or raw concatenated frames with `--binary`.
-    /// Exits 0 when every frame decoded, 1 when any did not, 2 on an I/O
-    /// error.
+    /// Exits 0 when every frame decoded, 1 when any did not or stdin
+    /// could not be read.
     Decode(DecodeArgs),
     /// Manage the service registry: which service URLs each DID may serve.
     Registry(RegistryArgs),
@@ -120,10 +144,6 @@ pub struct ReceiverArgs {
     /// Serve requests with the built-in echo agent instead of an upstream.
     #[arg(long)]
     pub demo: bool,
-    /// Log line format (gateway.log_format, which sets it for every
-    /// subcommand) [env: ANPX_GATEWAY_LOG_FORMAT].
-    #[arg(long, value_name = "text|json")]
-    pub log_format: Option<String>,
     /// Receiver settings.
     #[command(flatten)]
     pub flags: SectionFlags<ReceiverKeys>,
@@ -132,14 +152,16 @@ pub struct ReceiverArgs {
 /// Options of `anpx both`.
 #[derive(Debug, Clone, Args)]
 pub struct BothArgs {
-    /// Local service to expose (http://...).
+    /// Base URL requests are forwarded to (receiver.upstream)
+    /// [env: ANPX_RECEIVER_UPSTREAM].
     #[arg(long, value_name = "URL", conflicts_with = "demo")]
     pub upstream: Option<String>,
-    /// Serve with the built-in echo agent.
+    /// Serve requests with the built-in echo agent instead of an upstream.
     #[arg(long)]
     pub demo: bool,
-    /// Service URL the receiver serves (repeatable); default: everything.
-    #[arg(long = "service", value_name = "SERVICE_URL")]
+    /// Service to register, as host/prefix, repeatable (receiver.services;
+    /// none: all the gateway grants) [env: ANPX_RECEIVER_SERVICES].
+    #[arg(long = "service", alias = "services", value_name = "SERVICE_URL")]
     pub services: Vec<String>,
     /// Gateway settings.
     #[command(flatten)]
@@ -152,9 +174,6 @@ pub struct DemoArgs {
     /// Public address of the demo gateway.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub listen: String,
-    /// Log line format (gateway.log_format) [env: ANPX_GATEWAY_LOG_FORMAT].
-    #[arg(long, value_name = "text|json")]
-    pub log_format: Option<String>,
 }
 
 /// Options of `anpx decode`.
@@ -232,15 +251,17 @@ impl Cli {
 
     /// The flags of the chosen subcommand as `(key, value)` pairs.
     pub fn flag_pairs(&self) -> Vec<(String, String)> {
+        let mut pairs = self.command_pairs();
+        if let Some(f) = &self.log_format {
+            pairs.push(("gateway.log_format".into(), f.clone()));
+        }
+        pairs
+    }
+
+    fn command_pairs(&self) -> Vec<(String, String)> {
         match &self.command {
             Command::Gateway(a) => a.flags.pairs.clone(),
-            Command::Receiver(a) => {
-                let mut pairs = a.flags.pairs.clone();
-                if let Some(f) = &a.log_format {
-                    pairs.push(("gateway.log_format".into(), f.clone()));
-                }
-                pairs
-            }
+            Command::Receiver(a) => a.flags.pairs.clone(),
             Command::Both(a) => {
                 let mut pairs = a.flags.pairs.clone();
                 if let Some(u) = &a.upstream {
@@ -251,13 +272,7 @@ impl Cli {
                 }
                 pairs
             }
-            Command::Demo(a) => {
-                let mut pairs = vec![("gateway.listen".into(), a.listen.clone())];
-                if let Some(f) = &a.log_format {
-                    pairs.push(("gateway.log_format".into(), f.clone()));
-                }
-                pairs
-            }
+            Command::Demo(a) => vec![("gateway.listen".into(), a.listen.clone())],
             Command::Registry(a) => a
                 .registry_url
                 .iter()
@@ -427,6 +442,10 @@ mod tests {
             &["anpx", "receiver", "--log-format", "json"],
             &["anpx", "both", "--log-format", "json"],
             &["anpx", "demo", "--log-format", "json"],
+            &["anpx", "check-config", "--log-format", "json"],
+            &["anpx", "registry", "list", "--log-format", "json"],
+            &["anpx", "--log-format", "json", "did", "new", "--host", "h"],
+            &["anpx", "decode", "--log-format", "json"],
         ] {
             let config = Cli::try_parse_from(args)
                 .unwrap()
@@ -436,6 +455,54 @@ mod tests {
         }
         let bad = Cli::try_parse_from(["anpx", "receiver", "--log-format", "xml"]).unwrap();
         assert!(bad.load_config("", std::iter::empty()).is_err());
+    }
+
+    #[test]
+    fn receiver_and_both_take_the_same_service_and_upstream_flags() {
+        for sub in ["receiver", "both"] {
+            for flag in ["--service", "--services"] {
+                let cli = Cli::try_parse_from([
+                    "anpx",
+                    sub,
+                    "--upstream",
+                    "http://127.0.0.1:1",
+                    flag,
+                    "a.com/x",
+                    flag,
+                    "b.com",
+                ])
+                .unwrap_or_else(|e| panic!("{sub} {flag}: {e}"));
+                let config = cli.load_config("", std::iter::empty()).unwrap();
+                assert_eq!(config.receiver.services.len(), 2, "{sub} {flag}");
+                assert!(config.receiver.upstream.is_some(), "{sub} {flag}");
+            }
+        }
+    }
+
+    #[test]
+    fn help_shows_no_empty_default_and_describes_the_product() {
+        let mut cli = Cli::command();
+        let top = cli.render_help().to_string();
+        assert!(top.contains("reverse HTTP tunnel"), "{top}");
+        assert!(!top.contains("Sans-IO"), "{top}");
+        assert!(top.contains("Exit codes"), "{top}");
+        for sub in [
+            "gateway",
+            "receiver",
+            "both",
+            "demo",
+            "check-config",
+            "decode",
+        ] {
+            let help = cli
+                .find_subcommand_mut(sub)
+                .unwrap()
+                .render_long_help()
+                .to_string();
+            assert!(!help.contains("[default: ]"), "{sub}: {help}");
+            assert!(!help.contains("=]"), "{sub}: {help}");
+            assert!(help.contains("--log-format"), "{sub}: {help}");
+        }
     }
 
     #[test]
