@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anpx_core::config::Config;
 use anyhow::Result;
 
-use crate::process::UsageError;
+use crate::process::{note, UsageError};
 
 /// Prints `config` as TOML, then checks the files it names; each problem is
 /// one line of the error, which exits 2.
@@ -27,6 +27,90 @@ pub fn run(program: &str, config: &Config) -> Result<()> {
         problems.join("\n  ")
     ))
     .into())
+}
+
+/// `check-config --online`: [`run`], then whether `receiver.upstream`
+/// answers HTTP and the registry database answers, each one that is set;
+/// one that does not fails the command (exit 1). Its futures must be
+/// polled inside a tokio runtime (see [`crate::registry`]).
+pub async fn online(program: &str, config: &Config) -> Result<()> {
+    run(program, config)?;
+    let format = config.gateway.log_format;
+    let mut failed = Vec::new();
+    if let Some(upstream) = &config.receiver.upstream {
+        match upstream_answers(upstream) {
+            Ok(status) => note(
+                program,
+                format,
+                format_args!("receiver.upstream {upstream} answers: {status}"),
+            ),
+            Err(e) => failed.push(format!("receiver.upstream {upstream}: {e}")),
+        }
+    }
+    if let Some(url) = &config.gateway.registry.url {
+        let listed = async {
+            let registry = crate::registry_cmd::database(url).await?;
+            anyhow::Ok(anpx_core::registry::Registry::list(&registry).await?.len())
+        };
+        match listed.await {
+            Ok(n) => note(
+                program,
+                format,
+                format_args!("gateway.registry.url answers: {n} entries"),
+            ),
+            Err(e) => failed.push(format!("gateway.registry.url: {e:#}")),
+        }
+    }
+    if failed.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!("not answering:\n  {}", failed.join("\n  "))
+}
+
+/// How long `--online` waits for each service.
+const ONLINE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Sends `GET /` (the base URL's path) to an `http://` upstream and returns
+/// its status line; an `https://` one is only connected to.
+fn upstream_answers(url: &str) -> std::io::Result<String> {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::ToSocketAddrs;
+    let (tls, rest) = match url.split_once("://") {
+        Some(("http", rest)) => (false, rest),
+        Some(("https", rest)) => (true, rest),
+        _ => return Err(std::io::Error::other("not an http:// or https:// URL")),
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let with_port = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_owned()
+    } else {
+        format!("{authority}:{}", if tls { 443 } else { 80 })
+    };
+    let addr = with_port
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::other("the host has no address"))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, ONLINE_TIMEOUT)?;
+    if tls {
+        return Ok(format!("TCP connection to {addr} accepted"));
+    }
+    stream.set_read_timeout(Some(ONLINE_TIMEOUT))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    match line.trim_end() {
+        l if l.starts_with("HTTP/") => Ok(l.to_owned()),
+        _ => Err(std::io::Error::other("no HTTP response")),
+    }
 }
 
 /// What a path names.

@@ -174,7 +174,9 @@ pub fn run_local(
     let result = match command {
         Command::Decode(args) => return Some(crate::decode::main(args)),
         Command::Did(args) => crate::did_cmd::run(args.clone()),
-        Command::CheckConfig => crate::check_config::run(program, config),
+        // With --online the registry's database client needs the shell's
+        // runtime.
+        Command::CheckConfig(args) if !args.online => crate::check_config::run(program, config),
         _ => return None,
     };
     Some(match result {

@@ -95,12 +95,12 @@ fn require_url(url: Option<&str>) -> Result<&str> {
 }
 
 #[cfg(feature = "sql-registry")]
-async fn database(url: &str) -> Result<crate::registry::SqlRegistry> {
+pub(crate) async fn database(url: &str) -> Result<crate::registry::SqlRegistry> {
     Ok(crate::registry::SqlRegistry::connect(url).await?)
 }
 
 #[cfg(not(feature = "sql-registry"))]
-async fn database(url: &str) -> Result<StaticRegistry> {
+pub(crate) async fn database(url: &str) -> Result<StaticRegistry> {
     Err(crate::integrations::MissingIntegration::SqlRegistry)
         .with_context(|| format!("cannot open the registry at {url}"))
 }

@@ -54,6 +54,12 @@ fn main() -> ExitCode {
             let run = async_compat::Compat::new(run);
             smol::block_on(run)
         }
+        Command::CheckConfig(_) => {
+            let run = shell_common::check_config::online("anpx-smol", &config);
+            #[cfg(feature = "sql-registry")]
+            let run = async_compat::Compat::new(run);
+            smol::block_on(run)
+        }
         command => smol::block_on(run(command, config, reloader)),
     };
     match result {
@@ -117,7 +123,7 @@ async fn run(command: Command, config: Config, reloader: Option<Arc<Reloader>>) 
         }
         Command::Both(args) => both(config, args.demo, false, reloader).await,
         Command::Demo(_) => both(config, true, true, reloader).await,
-        Command::CheckConfig | Command::Decode(_) | Command::Registry(_) | Command::Did(_) => {
+        Command::CheckConfig(_) | Command::Decode(_) | Command::Registry(_) | Command::Did(_) => {
             Ok(())
         }
     }

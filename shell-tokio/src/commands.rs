@@ -41,7 +41,8 @@ pub(crate) async fn run(
         Command::Demo(_) => both(config, true, true, reloader).await,
         Command::Registry(args) => shell_common::registry_cmd::run("anpx", args, &config).await,
         // Run by shell_common::process::run_local before the runtime.
-        Command::Did(_) | Command::CheckConfig | Command::Decode(_) => Ok(()),
+        Command::CheckConfig(_) => shell_common::check_config::online("anpx", &config).await,
+        Command::Did(_) | Command::Decode(_) => Ok(()),
     }
 }
 

@@ -1447,6 +1447,39 @@ fn command_line_conventions(binary: Binary) {
     assert_eq!(code, 0, "{err}");
     assert_json_lines("check-config", &err);
 
+    // --online: the upstream and the registry answer, or exit 1.
+    let (upstream, _arrived, release) = held_upstream();
+    release.send(()).unwrap();
+    let upstream = format!("http://{upstream}");
+    let (code, _, err) = run_to_end(
+        binary,
+        &["check-config", "--online"],
+        &[
+            ("ANPX_RECEIVER_UPSTREAM", &upstream),
+            ("ANPX_GATEWAY_REGISTRY_URL", &db),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("receiver.upstream") && err.contains("answers: HTTP/1.1 200"),
+        "{err}"
+    );
+    assert!(
+        err.contains("gateway.registry.url answers: 1 entries"),
+        "{err}"
+    );
+    let nobody = format!("http://{}", free_addr());
+    let (code, _, err) = run_to_end(
+        binary,
+        &["check-config", "--online"],
+        &[("ANPX_RECEIVER_UPSTREAM", &nobody)],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("not answering:\n  receiver.upstream {nobody}")),
+        "{err}"
+    );
+
     let (code, _, err) = run_to_end(
         binary,
         &["receiver", "--gateway", "ws://127.0.0.1:9/ws"],

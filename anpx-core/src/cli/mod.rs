@@ -70,7 +70,7 @@ pub enum Command {
     Demo(DemoArgs),
     /// Print the effective configuration (file, environment, defaults) and
     /// check that the files it names can be read.
-    CheckConfig,
+    CheckConfig(CheckConfigArgs),
     /// Decode ANPX frames from stdin and print one JSON object per frame.
     ///
     /// Input is hex, one frame per line (blank lines and lines starting
@@ -82,6 +82,15 @@ pub enum Command {
     Registry(RegistryArgs),
     /// DID-WBA identities for receivers.
     Did(DidArgs),
+}
+
+/// Options of `anpx check-config`.
+#[derive(Debug, Clone, Args)]
+pub struct CheckConfigArgs {
+    /// Also check that receiver.upstream and the registry database at
+    /// gateway.registry.url answer (each one that is set).
+    #[arg(long)]
+    pub online: bool,
 }
 
 /// Options of `anpx did`.
@@ -278,7 +287,7 @@ impl Cli {
                 .iter()
                 .map(|u| ("gateway.registry.url".to_owned(), u.clone()))
                 .collect(),
-            Command::CheckConfig | Command::Decode(_) | Command::Did(_) => Vec::new(),
+            Command::CheckConfig(_) | Command::Decode(_) | Command::Did(_) => Vec::new(),
         }
     }
 }
