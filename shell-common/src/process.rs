@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anpx_core::cli::Cli;
-use anpx_core::config::{Config, ConfigError, LogFormat, CONFIG_FILE_ENV};
+use anpx_core::config::{Config, ConfigError, LogFormat};
 use std::fmt::Display;
 use tracing_subscriber::EnvFilter;
 
@@ -29,21 +29,10 @@ pub enum LoadError {
     },
 }
 
-/// Defaults < `--config` file < `ANPX_*` environment < flags.
+/// Defaults < `--config` file < `ANPX_*` environment < flags: the same
+/// reading a SIGHUP repeats ([`crate::reload::Source::load`]).
 pub fn load_config(cli: &Cli) -> Result<Config, LoadError> {
-    let text = match &cli.config {
-        Some(path) => std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-            path: path.clone(),
-            source,
-        })?,
-        None => String::new(),
-    };
-    let env = std::env::vars().filter(|(k, _)| k != CONFIG_FILE_ENV);
-    cli.load_config(&text, env)
-        .map_err(|source| LoadError::Invalid {
-            path: cli.config.clone(),
-            source,
-        })
+    crate::reload::Source::of(cli).load()
 }
 
 /// Log output: human-readable lines by default, JSON lines on request.

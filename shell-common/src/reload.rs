@@ -326,6 +326,15 @@ pub struct Source {
 }
 
 impl Source {
+    /// Where `cli`'s configuration comes from: its `--config` file and the
+    /// chosen subcommand's flags.
+    pub fn of(cli: &anpx_core::cli::Cli) -> Self {
+        Source {
+            file: cli.config.clone(),
+            flags: cli.flag_pairs(),
+        }
+    }
+
     /// The configuration as the process would load it now.
     pub fn load(&self) -> Result<Config, crate::process::LoadError> {
         use crate::process::LoadError;
@@ -354,11 +363,11 @@ pub fn for_command(cli: &anpx_core::cli::Cli, config: &Config) -> Option<Arc<Rel
         Command::Both(_) | Command::Demo(_) => Scope::Both,
         _ => return None,
     };
-    let source = Source {
-        file: cli.config.clone(),
-        flags: cli.flag_pairs(),
-    };
-    Some(Arc::new(Reloader::new(source, scope, config.clone())))
+    Some(Arc::new(Reloader::new(
+        Source::of(cli),
+        scope,
+        config.clone(),
+    )))
 }
 
 /// What a process does on SIGHUP: reload with `reloader`, or, for a
