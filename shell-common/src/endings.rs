@@ -1,20 +1,43 @@
-//! The one log line and counter increment every public request ends with
-//! (`anpx_requests_ended_total{ending="…"}`), shared by both shells.
+//! The one log line and the counters every public request ends with
+//! (`anpx_requests_ended_total{ending="…"}`, the duration histogram,
+//! responses by status class, response body bytes), shared by both
+//! shells.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anpx_core::Ending;
 
-/// How many public requests ended each way.
+use crate::duration_histogram::DurationHistogram;
+
+/// The status classes `anpx_responses_total` counts by; `none` is a
+/// request that ended before any status was sent.
+const CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// How many public requests ended each way, how long they took, what
+/// status class they got and how many body bytes they sent back.
 #[derive(Debug, Default)]
 pub struct Endings {
     counts: [AtomicU64; Ending::ALL.len()],
+    classes: [AtomicU64; CLASSES.len()],
+    durations: DurationHistogram,
+    bytes_out: AtomicU64,
 }
 
 impl Endings {
     /// Counts one request that ended as `ending`.
     pub fn count(&self, ending: Ending) {
         self.counts[ending.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds `line`'s status class, duration and bytes.
+    fn measure(&self, line: &EndLine<'_>) {
+        let class = match line.status {
+            100..=599 => usize::from(line.status / 100),
+            _ => 0,
+        };
+        self.classes[class].fetch_add(1, Ordering::Relaxed);
+        self.durations.observe(line.duration);
+        self.bytes_out.fetch_add(line.bytes_out, Ordering::Relaxed);
     }
 
     /// How many requests ended as `ending`.
@@ -34,6 +57,21 @@ impl Endings {
                 self.ended(e)
             ));
         }
+        out.push_str(
+            "# HELP anpx_responses_total Public requests by the class of the status their client got (none: ended before one was sent).\n# TYPE anpx_responses_total counter\n",
+        );
+        for (class, n) in CLASSES.iter().zip(&self.classes) {
+            let n = n.load(Ordering::Relaxed);
+            out.push_str(&format!("anpx_responses_total{{class=\"{class}\"}} {n}\n"));
+        }
+        out.push_str(&self.durations.prometheus(
+            "anpx_request_duration_seconds",
+            "Public requests from their head to their end, in seconds.",
+        ));
+        out.push_str(&format!(
+            "# HELP anpx_response_body_bytes_total Response body bytes relayed from receivers to public clients.\n# TYPE anpx_response_body_bytes_total counter\nanpx_response_body_bytes_total {}\n",
+            self.bytes_out.load(Ordering::Relaxed)
+        ));
         out
     }
 }
@@ -54,12 +92,15 @@ pub struct EndLine<'a> {
     pub receiver: &'a str,
     /// Why it failed, when it did.
     pub error: Option<&'a str>,
+    /// Response body bytes relayed to the client from a receiver.
+    pub bytes_out: u64,
 }
 
 /// Logs `line` with its `ending` and counts it: the single place a public
 /// request's end is reported.
 pub fn report(endings: &Endings, ending: Ending, line: &EndLine<'_>) {
     endings.count(ending);
+    endings.measure(line);
     tracing::info!(
         request = line.request,
         method = line.method,
@@ -67,6 +108,7 @@ pub fn report(endings: &Endings, ending: Ending, line: &EndLine<'_>) {
         status = line.status,
         duration_ms = line.duration.as_secs_f64() * 1e3,
         receiver = line.receiver,
+        bytes_out = line.bytes_out,
         outcome = ending.label(),
         error = line.error.unwrap_or(""),
         "request"
@@ -87,5 +129,53 @@ mod tests {
         assert!(text.contains("anpx_requests_ended_total{ending=\"completed\"} 2\n"));
         assert!(text.contains("anpx_requests_ended_total{ending=\"client_left\"} 1\n"));
         assert!(text.contains("anpx_requests_ended_total{ending=\"timed_out\"} 0\n"));
+    }
+
+    #[test]
+    fn reports_add_status_classes_durations_and_bytes() {
+        let e = Endings::default();
+        let line = |status, bytes_out| EndLine {
+            request: "r",
+            method: "GET",
+            path: "/",
+            status,
+            duration: std::time::Duration::from_millis(3),
+            receiver: "",
+            error: None,
+            bytes_out,
+        };
+        report(&e, Ending::Completed, &line(200, 10));
+        report(&e, Ending::Completed, &line(204, 0));
+        report(&e, Ending::Refused, &line(404, 0));
+        report(&e, Ending::ClientLeft, &line(0, 5));
+        let text = e.prometheus();
+        assert!(
+            text.contains("anpx_responses_total{class=\"2xx\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("anpx_responses_total{class=\"4xx\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("anpx_responses_total{class=\"none\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("anpx_responses_total{class=\"5xx\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("anpx_request_duration_seconds_count 4\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("anpx_request_duration_seconds_bucket{le=\"0.005\"} 4\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("anpx_response_body_bytes_total 15\n"),
+            "{text}"
+        );
     }
 }

@@ -320,6 +320,7 @@ impl Shared {
                 duration: started_at.elapsed(),
                 receiver: "",
                 error,
+                bytes_out: 0,
             },
         );
     }
@@ -431,6 +432,7 @@ impl Shared {
         }
         text.push_str(&self.edge.prometheus());
         text.push_str(&self.endings.prometheus());
+        text.push_str(&crate::process_metrics::prometheus());
         Answer::new(200, "text/plain; version=0.0.4", text)
     }
 
@@ -1014,6 +1016,7 @@ impl Guard {
                 duration: self.started_at.elapsed(),
                 receiver: &self.receiver,
                 error: self.error.as_deref(),
+                bytes_out: self.sent,
             },
         );
     }

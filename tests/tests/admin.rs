@@ -308,7 +308,83 @@ async fn the_live_feed_streams_each_request(shell: Shell) {
     }
 }
 
+/// The value of the series `name` (labels included) in `/metrics`.
+fn series(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+async fn metrics_measure_requests_and_the_process(shell: Shell) {
+    let backend = start_backend().await;
+    let g = Gw::start(shell, |_| {}).await;
+    let _r = Rx::start(Shell::Tokio, g.addr(), backend).await;
+    let mut relayed = 0;
+    for i in 0..3 {
+        let r = send(g.addr(), "POST", HOST, &format!("/svc/m{i}"), "hello").await;
+        assert_eq!(r.status, 200);
+        relayed += r.body.len();
+    }
+    assert_eq!(
+        send(g.addr(), "GET", HOST, "/nowhere", "").await.status,
+        404
+    );
+    // A request's end is counted just after its last byte went out.
+    let mut text = String::new();
+    for _ in 0..200 {
+        text =
+            String::from_utf8_lossy(&send(g.admin_addr(), "GET", "a", "/metrics", "").await.body)
+                .into_owned();
+        if series(&text, "anpx_request_duration_seconds_count") == Some(4.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        series(&text, "anpx_request_duration_seconds_count"),
+        Some(4.0),
+        "{text}"
+    );
+    assert_eq!(
+        series(&text, "anpx_request_duration_seconds_bucket{le=\"+Inf\"}"),
+        Some(4.0),
+        "{text}"
+    );
+    assert!(
+        series(&text, "anpx_request_duration_seconds_sum").unwrap() > 0.0,
+        "{text}"
+    );
+    assert_eq!(
+        series(&text, "anpx_responses_total{class=\"2xx\"}"),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        series(&text, "anpx_responses_total{class=\"4xx\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        series(&text, "anpx_responses_total{class=\"5xx\"}"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        series(&text, "anpx_response_body_bytes_total"),
+        Some(relayed as f64),
+        "{text}"
+    );
+    assert!(text.contains("anpx_build_info{version=\""), "{text}");
+    if cfg!(target_os = "linux") {
+        assert!(
+            series(&text, "process_resident_memory_bytes").unwrap() > 0.0,
+            "{text}"
+        );
+        assert!(series(&text, "process_open_fds").unwrap() > 0.0, "{text}");
+    }
+}
+
 for_every_gateway!(
+    metrics_measure_requests_and_the_process,
     public_listener_answers_only_its_health_path,
     the_health_path_is_configurable,
     bodies_and_secrets_stay_out_unless_asked,

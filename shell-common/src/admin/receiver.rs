@@ -405,6 +405,7 @@ impl ReceiverMonitor {
             "Requests by how they ended.",
             &ended,
         );
+        out.push_str(&crate::process_metrics::prometheus());
         out
     }
 }
