@@ -327,6 +327,8 @@ pub struct Admissions {
     handshakes: BTreeMap<HandshakeId, Place>,
     next: u64,
     auth_refused: BTreeMap<&'static str, u64>,
+    /// Every refusal, by [`Refusal::label`].
+    refused: BTreeMap<&'static str, u64>,
 }
 
 impl Admissions {
@@ -339,6 +341,7 @@ impl Admissions {
             handshakes: BTreeMap::new(),
             next: 0,
             auth_refused: BTreeMap::new(),
+            refused: BTreeMap::new(),
         }
     }
 
@@ -352,10 +355,14 @@ impl Admissions {
         peer: IpAddr,
         offer: &Offer<'_>,
     ) -> Result<HandshakeId, Refusal> {
-        if !offer.websocket_key {
-            return Err(Refusal::MissingKey);
+        let slot = if offer.websocket_key {
+            self.slots.begin(peer).map_err(Refusal::Slots)
+        } else {
+            Err(Refusal::MissingKey)
+        };
+        if let Err(refusal) = slot {
+            return Err(self.count(refusal));
         }
-        self.slots.begin(peer).map_err(Refusal::Slots)?;
         let id = HandshakeId(self.next);
         self.next += 1;
         self.handshakes.insert(
@@ -385,7 +392,13 @@ impl Admissions {
         if decided.is_err() {
             self.end(now, id);
         }
-        decided
+        decided.map_err(|refusal| self.count(refusal))
+    }
+
+    /// Counts `refusal` by its label and gives it back.
+    fn count(&mut self, refusal: Refusal) -> Refusal {
+        *self.refused.entry(refusal.label()).or_default() += 1;
+        refusal
     }
 
     fn decision(
@@ -477,7 +490,14 @@ impl Admissions {
         self.auth_refused.iter().map(|(l, n)| (*l, *n))
     }
 
-    /// `anpx_receiver_auth_refused_total`, by reason.
+    /// Every refusal so far (no key, slots, authentication, services,
+    /// grants), by label.
+    pub fn refusals(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.refused.iter().map(|(l, n)| (*l, *n))
+    }
+
+    /// `anpx_receiver_auth_refused_total` and
+    /// `anpx_receiver_handshakes_refused_total`, by reason.
     pub fn prometheus(&self) -> String {
         let mut text = String::from(
             "# HELP anpx_receiver_auth_refused_total Receiver handshakes refused, by reason.\n# TYPE anpx_receiver_auth_refused_total counter\n",
@@ -485,6 +505,14 @@ impl Admissions {
         for (label, n) in self.auth_refusals() {
             text.push_str(&format!(
                 "anpx_receiver_auth_refused_total{{reason=\"{label}\"}} {n}\n"
+            ));
+        }
+        text.push_str(
+            "# HELP anpx_receiver_handshakes_refused_total Receiver handshakes refused for any reason (no key, slots, authentication, services, grants), by reason.\n# TYPE anpx_receiver_handshakes_refused_total counter\n",
+        );
+        for (label, n) in self.refusals() {
+            text.push_str(&format!(
+                "anpx_receiver_handshakes_refused_total{{reason=\"{label}\"}} {n}\n"
             ));
         }
         text
@@ -613,6 +641,21 @@ mod tests {
         });
         assert_eq!(a.decide(t, id, &other, allowed).unwrap_err().status(), 403);
         assert_eq!((a.open(), a.pending(), a.held_by(ip)), (0, 0, 0));
+        // Every refusal is counted, not only authentication's.
+        assert_eq!(
+            a.refusals().collect::<Vec<_>>(),
+            [
+                ("bad_services", 1),
+                ("bad_signature", 1),
+                ("missing_key", 1),
+                ("nothing_granted", 1)
+            ]
+        );
+        let text = a.prometheus();
+        assert!(
+            text.contains("anpx_receiver_handshakes_refused_total{reason=\"nothing_granted\"} 1\n"),
+            "{text}"
+        );
     }
 
     #[test]

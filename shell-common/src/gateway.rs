@@ -454,24 +454,19 @@ impl Shared {
             services: headers.get(SERVICES_HEADER).map(|v| v.as_bytes()),
             features: headers.get(FEATURES_HEADER).map(|v| v.as_bytes()),
         };
-        let mut slot = self.edge.begin_handshake(peer, &offer).map_err(|refusal| {
-            if let handshake::Refusal::Slots(_) = refusal {
-                tracing::warn!(%peer, reason = %refusal, "receiver handshake refused");
-            }
-            handshake_refusal(&refusal)
-        })?;
+        let mut slot = self
+            .edge
+            .begin_handshake(peer, &offer)
+            .map_err(|refusal| handshake_refusal(peer, &refusal))?;
         let service = headers
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
             .map(|h| h.rsplit_once(':').map_or(h, |(host, _)| host).to_owned())
             .unwrap_or_default();
         let auth = self.admission.check(headers, &service).await;
-        if let Err(refusal) = &auth {
-            tracing::warn!(reason = %refusal.reason, label = refusal.label, "receiver refused");
-        }
         let accepted = slot
             .decide(&offer, auth)
-            .map_err(|refusal| handshake_refusal(&refusal))?;
+            .map_err(|refusal| handshake_refusal(peer, &refusal))?;
         let key = headers
             .get(http::header::SEC_WEBSOCKET_KEY)
             .map_or(&[][..], |k| k.as_bytes());
@@ -677,8 +672,16 @@ impl Shared {
 /// The body of a request without one, for the inspector.
 static EMPTY: Bytes = Bytes::new();
 
-/// The answer to a refused receiver handshake, as the core decided it.
-fn handshake_refusal(refusal: &handshake::Refusal) -> Answer {
+/// The answer to a refused receiver handshake, as the core decided it,
+/// after its one log line naming the peer, the status and the reason.
+fn handshake_refusal(peer: IpAddr, refusal: &handshake::Refusal) -> Answer {
+    tracing::warn!(
+        %peer,
+        status = refusal.status(),
+        reason = refusal.label(),
+        error = %refusal,
+        "receiver handshake refused"
+    );
     Answer::new(refusal.status(), refusal.content_type(), refusal.body())
 }
 

@@ -57,9 +57,15 @@ impl Credentials for Forged {
 }
 
 async fn refusals(gw: &Gw, reason: &str) -> u64 {
+    counted(gw, "anpx_receiver_auth_refused_total", reason).await
+}
+
+/// The value of `series{reason="…"}` on the gateway's `/metrics` (0 when
+/// absent).
+async fn counted(gw: &Gw, series: &str, reason: &str) -> u64 {
     let m = send(gw.admin_addr(), "GET", "x", "/metrics", "").await;
     let text = String::from_utf8_lossy(&m.body).into_owned();
-    let needle = format!("anpx_receiver_auth_refused_total{{reason=\"{reason}\"}} ");
+    let needle = format!("{series}{{reason=\"{reason}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&needle))
         .map(|n| n.trim().parse().unwrap())
@@ -140,6 +146,16 @@ async fn declaring_another_dids_service_url_is_refused(gw_shell: Shell, rx_shell
         "{status:?}"
     );
     assert_eq!(gw.stats().await.links.len(), 0);
+    // Counted like every handshake refusal, not only authentication's.
+    assert_eq!(
+        counted(
+            &gw,
+            "anpx_receiver_handshakes_refused_total",
+            "nothing_granted"
+        )
+        .await,
+        1
+    );
     assert_eq!(
         send(gw.addr(), "GET", "api.agent.com", "/two/x", "")
             .await
