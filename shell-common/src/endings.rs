@@ -20,6 +20,7 @@ pub struct Endings {
     counts: [AtomicU64; Ending::ALL.len()],
     classes: [AtomicU64; CLASSES.len()],
     durations: DurationHistogram,
+    bytes_in: AtomicU64,
     bytes_out: AtomicU64,
 }
 
@@ -37,6 +38,7 @@ impl Endings {
         };
         self.classes[class].fetch_add(1, Ordering::Relaxed);
         self.durations.observe(line.duration);
+        self.bytes_in.fetch_add(line.bytes_in, Ordering::Relaxed);
         self.bytes_out.fetch_add(line.bytes_out, Ordering::Relaxed);
     }
 
@@ -69,6 +71,10 @@ impl Endings {
             "Public requests from their head to their end, in seconds.",
         ));
         out.push_str(&format!(
+            "# HELP anpx_request_body_bytes_total Request body bytes read from public clients, counted when each request ends.\n# TYPE anpx_request_body_bytes_total counter\nanpx_request_body_bytes_total {}\n",
+            self.bytes_in.load(Ordering::Relaxed)
+        ));
+        out.push_str(&format!(
             "# HELP anpx_response_body_bytes_total Response body bytes relayed from receivers to public clients.\n# TYPE anpx_response_body_bytes_total counter\nanpx_response_body_bytes_total {}\n",
             self.bytes_out.load(Ordering::Relaxed)
         ));
@@ -92,6 +98,8 @@ pub struct EndLine<'a> {
     pub receiver: &'a str,
     /// Why it failed, when it did.
     pub error: Option<&'a str>,
+    /// Request body bytes read from the client.
+    pub bytes_in: u64,
     /// Response body bytes relayed to the client from a receiver.
     pub bytes_out: u64,
 }
@@ -108,6 +116,7 @@ pub fn report(endings: &Endings, ending: Ending, line: &EndLine<'_>) {
         status = line.status,
         duration_ms = line.duration.as_secs_f64() * 1e3,
         receiver = line.receiver,
+        bytes_in = line.bytes_in,
         bytes_out = line.bytes_out,
         outcome = ending.label(),
         error = line.error.unwrap_or(""),
@@ -135,6 +144,7 @@ mod tests {
     fn reports_add_status_classes_durations_and_bytes() {
         let e = Endings::default();
         let line = |status, bytes_out| EndLine {
+            bytes_in: 2 * bytes_out,
             request: "r",
             method: "GET",
             path: "/",

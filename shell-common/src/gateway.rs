@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -320,6 +320,7 @@ impl Shared {
                 duration: started_at.elapsed(),
                 receiver: "",
                 error,
+                bytes_in: 0,
                 bytes_out: 0,
             },
         );
@@ -618,6 +619,10 @@ impl Shared {
             passthrough::mark_upgrade(&mut head.headers);
         }
         let sent = capture.as_ref().map(|_| head.clone());
+        let received = Arc::new(AtomicU64::new(match &body {
+            RequestBody::Full(b) => b.len() as u64,
+            _ => 0,
+        }));
         let (events_tx, events) = mpsc::unbounded();
         let started = match self
             .driver
@@ -661,6 +666,7 @@ impl Shared {
                 endings: self.endings.clone(),
                 declared_len: None,
                 sent: 0,
+                received,
                 issued: caller.and_then(|c| c.token),
                 upstream: None,
             },
@@ -775,13 +781,13 @@ impl Pending {
         &self.id
     }
 
-    /// A streamed request `body`, counted for the inspector as it is
-    /// read; wrap what goes to [`pump_upload`] in it.
+    /// A streamed request `body`, counted for the request's log line and
+    /// the inspector as it is read; wrap what goes to [`pump_upload`] in
+    /// it.
     pub fn meter<S>(&self, body: S) -> crate::admin::Metered<S> {
-        match &self.guard.capture {
-            Some(c) => c.meter(body),
-            None => crate::admin::Metered::uncounted(body),
-        }
+        let mut counters = vec![self.guard.received.clone()];
+        counters.extend(self.guard.capture.as_ref().map(|c| c.uploaded()));
+        crate::admin::Metered::new(body, counters)
     }
 
     /// Waits for the response head: the head and body stream, or the
@@ -954,6 +960,9 @@ struct Guard {
     declared_len: Option<u64>,
     /// Response body bytes handed to the shell.
     sent: u64,
+    /// Request body bytes read from the client: the whole body given at
+    /// the start, or what [`Pending::meter`] has counted of a streamed one.
+    received: Arc<AtomicU64>,
     /// An access token minted for a caller that signed a `DIDWba` header,
     /// for the response head.
     issued: Option<String>,
@@ -1019,6 +1028,7 @@ impl Guard {
                 duration: self.started_at.elapsed(),
                 receiver: &self.receiver,
                 error: self.error.as_deref(),
+                bytes_in: self.received.load(Ordering::Relaxed),
                 bytes_out: self.sent,
             },
         );

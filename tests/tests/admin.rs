@@ -324,6 +324,11 @@ async fn metrics_measure_requests_and_the_process(shell: Shell) {
         assert_eq!(r.status, 200);
         relayed += r.body.len();
     }
+    // Larger than a chunk: streamed to the receiver, counted as read.
+    let big = vec![b'x'; 300_000];
+    let r = send(g.addr(), "POST", HOST, "/svc/big", big.clone()).await;
+    assert_eq!(r.status, 200);
+    relayed += r.body.len();
     assert_eq!(
         send(g.addr(), "GET", HOST, "/nowhere", "").await.status,
         404
@@ -334,19 +339,19 @@ async fn metrics_measure_requests_and_the_process(shell: Shell) {
         text =
             String::from_utf8_lossy(&send(g.admin_addr(), "GET", "a", "/metrics", "").await.body)
                 .into_owned();
-        if series(&text, "anpx_request_duration_seconds_count") == Some(4.0) {
+        if series(&text, "anpx_request_duration_seconds_count") == Some(5.0) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(
         series(&text, "anpx_request_duration_seconds_count"),
-        Some(4.0),
+        Some(5.0),
         "{text}"
     );
     assert_eq!(
         series(&text, "anpx_request_duration_seconds_bucket{le=\"+Inf\"}"),
-        Some(4.0),
+        Some(5.0),
         "{text}"
     );
     assert!(
@@ -355,7 +360,7 @@ async fn metrics_measure_requests_and_the_process(shell: Shell) {
     );
     assert_eq!(
         series(&text, "anpx_responses_total{class=\"2xx\"}"),
-        Some(3.0),
+        Some(4.0),
         "{text}"
     );
     assert_eq!(
@@ -371,6 +376,11 @@ async fn metrics_measure_requests_and_the_process(shell: Shell) {
     assert_eq!(
         series(&text, "anpx_response_body_bytes_total"),
         Some(relayed as f64),
+        "{text}"
+    );
+    assert_eq!(
+        series(&text, "anpx_request_body_bytes_total"),
+        Some((3 * "hello".len() + big.len()) as f64),
         "{text}"
     );
     assert!(text.contains("anpx_build_info{version=\""), "{text}");

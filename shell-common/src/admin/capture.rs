@@ -385,12 +385,10 @@ pub struct Capture {
 }
 
 impl Capture {
-    /// `body` counted into this request's bytes as it is read.
-    pub fn meter<S>(&self, body: S) -> Metered<S> {
-        Metered {
-            inner: body,
-            counter: Some(self.uploaded.clone()),
-        }
+    /// The counter of this request's streamed body bytes, for a
+    /// [`Metered`] body to add to.
+    pub fn uploaded(&self) -> Arc<AtomicU64> {
+        self.uploaded.clone()
     }
 
     /// The entry's number.
@@ -487,18 +485,19 @@ impl Capture {
     }
 }
 
-/// A request body stream whose bytes are counted for the inspector.
+/// A request body stream whose bytes are counted as they are read: for
+/// the request's log line and, when it is captured, for the inspector.
 pub struct Metered<S> {
     inner: S,
-    counter: Option<Arc<AtomicU64>>,
+    counters: Vec<Arc<AtomicU64>>,
 }
 
 impl<S> Metered<S> {
-    /// `body` as it is, counted by nobody.
-    pub fn uncounted(body: S) -> Self {
+    /// `body`, each piece's length added to every one of `counters`.
+    pub fn new(body: S, counters: Vec<Arc<AtomicU64>>) -> Self {
         Metered {
             inner: body,
-            counter: None,
+            counters,
         }
     }
 }
@@ -514,8 +513,10 @@ where
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
         let polled = std::pin::Pin::new(&mut self.inner).poll_next(cx);
-        if let (std::task::Poll::Ready(Some(Ok(b))), Some(c)) = (&polled, &self.counter) {
-            c.fetch_add(b.len() as u64, Ordering::Relaxed);
+        if let std::task::Poll::Ready(Some(Ok(b))) = &polled {
+            for c in &self.counters {
+                c.fetch_add(b.len() as u64, Ordering::Relaxed);
+            }
         }
         polled
     }
