@@ -22,7 +22,9 @@
 #
 # Everything listens on 127.0.0.1 only. Missing tools are installed: nginx
 # (Debian's nginx-light) and wrk with apt-get, rathole with
-# `cargo install rathole --locked`; anpx and anpx-smol are built with
+# `cargo install rathole --no-default-features --features server,client`
+# (unlocked: its lock file pins a `time` that current Rust no longer
+# compiles; only the TCP transport is used here); anpx and anpx-smol are built with
 # `cargo build --profile bench` (release with debug info, for perf).
 set -euo pipefail
 
@@ -69,8 +71,8 @@ command -v curl >/dev/null || apt_install curl curl
 RATHOLE=${BIN_RATHOLE:-$(command -v rathole || true)}
 if [ -z "$RATHOLE" ] && [ -x "$HOME/.cargo/bin/rathole" ]; then RATHOLE="$HOME/.cargo/bin/rathole"; fi
 if [ -z "$RATHOLE" ] && [[ " $SYSTEMS " == *" rathole "* ]]; then
-    say "installing rathole (cargo install rathole --locked)"
-    cargo install rathole --locked >&2
+    say "installing rathole (cargo install rathole --no-default-features --features server,client)"
+    cargo install rathole --no-default-features --features server,client >&2
     RATHOLE="$HOME/.cargo/bin/rathole"
 fi
 
