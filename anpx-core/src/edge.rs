@@ -4,7 +4,7 @@
 //! so that every shell refuses the same things with the same status.
 //!
 //! ```
-//! use anpx_core::edge::{BodyMeter, EdgeLimits, EdgeRefusal, HandshakeSlots};
+//! use anpx_core::edge::{BodyMeter, EdgeLimits, EdgeRefusal};
 //!
 //! let limits = EdgeLimits { max_body_bytes: 10, ..EdgeLimits::default() };
 //! // A declared length over the limit is refused before any byte is read.
@@ -13,15 +13,10 @@
 //! let mut meter = BodyMeter::new(limits.max_body_bytes);
 //! assert!(meter.add(6).is_ok());
 //! assert_eq!(meter.add(6), Err(EdgeRefusal::BodyTooLarge));
-//!
-//! // Receivers: handshakes in progress and connections per address.
-//! let mut slots = HandshakeSlots::new(1, 8);
-//! let ip = "203.0.113.9".parse().unwrap();
-//! slots.begin(ip).unwrap();
-//! assert_eq!(slots.begin(ip), Err(EdgeRefusal::TooManyHandshakes));
-//! slots.upgraded(ip);
-//! assert!(slots.begin(ip).is_ok());
 //! ```
+//!
+//! The receivers' handshake slots (in progress in all, connections per
+//! address) are counted by [`crate::handshake::Admissions`].
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -30,6 +25,8 @@ use std::time::Duration;
 pub mod chunk_ext;
 pub mod head;
 pub mod response;
+
+pub use response::ResponseLimits;
 
 /// The limits of the public edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,15 +187,7 @@ impl BodyMeter {
 
 /// The address a per-IP limit counts under: IPv4 as is (IPv4-mapped IPv6
 /// too), IPv6 by its /64, since one host commonly holds a whole /64.
-///
-/// ```
-/// use anpx_core::edge::ip_key;
-/// let a = ip_key("2001:db8::1".parse().unwrap());
-/// assert_eq!(a, ip_key("2001:db8::ffff:2".parse().unwrap()));
-/// assert_ne!(a, ip_key("2001:db8:0:1::1".parse().unwrap()));
-/// assert_eq!(ip_key("::ffff:192.0.2.1".parse().unwrap()), "192.0.2.1".parse::<std::net::IpAddr>().unwrap());
-/// ```
-pub fn ip_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn ip_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -214,12 +203,12 @@ pub fn ip_key(ip: IpAddr) -> IpAddr {
 /// Bookkeeping for receiver connections before they authenticate: how many
 /// WebSocket handshakes are in progress, and how many connections each
 /// address holds. [`crate::handshake::Admissions`] keeps one and follows
-/// each handshake for it; used alone, call [`begin`](Self::begin) when an
-/// upgrade request arrives, then exactly one of
-/// [`abandoned`](Self::abandoned) (refused or failed) or
-/// [`upgraded`](Self::upgraded) followed later by [`closed`](Self::closed).
+/// each handshake for it: [`begin`](Self::begin) when an upgrade request
+/// arrives, then exactly one of [`abandoned`](Self::abandoned) (refused or
+/// failed) or [`upgraded`](Self::upgraded) followed later by
+/// [`closed`](Self::closed).
 #[derive(Debug, Clone, Default)]
-pub struct HandshakeSlots {
+pub(crate) struct HandshakeSlots {
     max_pending: usize,
     max_per_ip: usize,
     pending: usize,
@@ -229,7 +218,7 @@ pub struct HandshakeSlots {
 impl HandshakeSlots {
     /// Slots for at most `max_pending` handshakes at once and
     /// `max_per_ip` connections per address.
-    pub fn new(max_pending: usize, max_per_ip: usize) -> Self {
+    pub(crate) fn new(max_pending: usize, max_per_ip: usize) -> Self {
         HandshakeSlots {
             max_pending,
             max_per_ip,
@@ -239,12 +228,12 @@ impl HandshakeSlots {
     }
 
     /// From the edge limits.
-    pub fn from_limits(limits: &EdgeLimits) -> Self {
+    pub(crate) fn from_limits(limits: &EdgeLimits) -> Self {
         Self::new(limits.max_pending_handshakes, limits.max_receivers_per_ip)
     }
 
     /// A handshake from `ip` starts, unless a limit is reached.
-    pub fn begin(&mut self, ip: IpAddr) -> Result<(), EdgeRefusal> {
+    pub(crate) fn begin(&mut self, ip: IpAddr) -> Result<(), EdgeRefusal> {
         let key = ip_key(ip);
         if self.pending >= self.max_pending {
             return Err(EdgeRefusal::TooManyHandshakes);
@@ -260,33 +249,34 @@ impl HandshakeSlots {
 
     /// The handshake from `ip` succeeded: it no longer counts as pending,
     /// but its connection still counts for its address.
-    pub fn upgraded(&mut self, _ip: IpAddr) {
+    pub(crate) fn upgraded(&mut self, _ip: IpAddr) {
         self.pending = self.pending.saturating_sub(1);
     }
 
     /// The handshake from `ip` was refused or failed.
-    pub fn abandoned(&mut self, ip: IpAddr) {
+    pub(crate) fn abandoned(&mut self, ip: IpAddr) {
         self.pending = self.pending.saturating_sub(1);
         self.release(ip);
     }
 
     /// An upgraded connection from `ip` closed.
-    pub fn closed(&mut self, ip: IpAddr) {
+    pub(crate) fn closed(&mut self, ip: IpAddr) {
         self.release(ip);
     }
 
     /// Handshakes in progress.
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.pending
     }
 
     /// Connections counted for `ip`'s address.
-    pub fn held_by(&self, ip: IpAddr) -> usize {
+    pub(crate) fn held_by(&self, ip: IpAddr) -> usize {
         self.per_ip.get(&ip_key(ip)).copied().unwrap_or(0)
     }
 
     /// Addresses with at least one connection; zero once everything closed.
-    pub fn addresses(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn addresses(&self) -> usize {
         self.per_ip.len()
     }
 
@@ -308,6 +298,17 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv6_addresses_count_per_64_and_mapped_ipv4_as_ipv4() {
+        let a = ip_key("2001:db8::1".parse().unwrap());
+        assert_eq!(a, ip_key("2001:db8::ffff:2".parse().unwrap()));
+        assert_ne!(a, ip_key("2001:db8:0:1::1".parse().unwrap()));
+        assert_eq!(
+            ip_key("::ffff:192.0.2.1".parse().unwrap()),
+            "192.0.2.1".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]

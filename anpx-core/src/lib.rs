@@ -134,21 +134,37 @@
 //! The machines, their inputs and outputs, and the types they speak in
 //! (messages, service URLs, features, WebSocket messages, credit
 //! constants) are re-exported here, at the root; the modules that hold
-//! them are private. The public modules are the parts an embedder or a
-//! shell uses on its own:
+//! them are private, and so is what only the machines apply (the
+//! handshake slots, the cluster's credit windows, timers). The public modules are the
+//! parts an embedder or a shell calls on its own, each a small set of
+//! rules or a value with one job:
 //!
 //! - [`frame`], [`chunk`]: the ANPX v1 frame codec (24-byte header, TLV
 //!   body, CRC-32s), and splitting messages into chunk frames and
-//!   reassembling them.
+//!   reassembling them; for tools that read or write frames without a
+//!   machine (a decoder, a fuzzer, a reference peer).
 //! - [`handshake`]: what the connection handshake carries, and the
 //!   gateway's admissions: slots, grants, extensions, refusals, DID
 //!   document fetch decisions.
-//! - [`edge`], [`forward`], [`passthrough`]: the public edge's limits and
-//!   checks, the forwarding rules, WebSocket passthrough headers.
+//! - [`edge`]: the public edge's limits ([`edge::EdgeLimits`], checked by
+//!   the HTTP server in front of the machine), the limits on receivers'
+//!   response heads ([`edge::ResponseLimits`], part of [`GatewayConfig`],
+//!   and the checks the gateway applies with them, [`edge::response`],
+//!   public for fuzzing and offline checks), and an HTTP/1 head reader for
+//!   servers that do not check heads themselves ([`edge::head`],
+//!   [`edge::chunk_ext`]).
+//! - [`forward`], [`passthrough`], [`upstream_failure`]: what the HTTP
+//!   side of each end does to a request or an answer as it crosses the
+//!   tunnel: hop-by-hop and `X-Forwarded-*` headers, the routing host,
+//!   WebSocket passthrough's headers, the receiver's own 502.
 //! - [`backoff`]: the receiver's reconnect schedule.
-//! - [`cluster`]: the pure logic of several gateways acting as one.
-//! - [`registry`]: where receivers' grants come from.
-//! - [`demo`]: the echo agent of `anpx demo`.
+//! - [`cluster`]: several gateways acting as one: the route book, the
+//!   announcements and wire messages, and the two machines of a forwarded
+//!   request ([`cluster::Forwarding`], [`cluster::Serving`]).
+//! - [`registry`]: where receivers' grants come from (a trait to
+//!   implement over your own store) and the rules for its entries.
+//! - [`demo`]: the echo agent of `anpx demo`, a service for trying a
+//!   tunnel without one of your own.
 //!
 //! With `default-features = false` the crate is the protocol alone and
 //! depends on little more than `bytes`, `crc32fast`, `serde`/`serde_json`

@@ -8,7 +8,8 @@
 //! request that no local receiver can serve, but another gateway's can, is
 //! carried over NATS to `Subjects::service` of the matched service URL,
 //! where every gateway serving that URL listens in one queue group; the
-//! answer streams back as [`WireMessage`]s under a credit [`Window`].
+//! answer streams back as [`WireMessage`]s, each side keeping at most a
+//! credit window of body pieces (16 of at most 64 KiB) unacknowledged.
 //!
 //! Like the rest of the crate this module does no I/O and reads no clock:
 //! the shell owns the NATS connection and passes `now` in. The life of a
@@ -31,5 +32,6 @@ pub use forwarding::{Forwarding, Reply, To, Transmit, Upload, CHECK_EVERY, TIMEO
 pub use serving::{Local, Serving, Stall};
 #[cfg(feature = "subjects")]
 pub use subject::{check_prefix, SubjectPrefixError, Subjects, DEFAULT_SUBJECT_PREFIX};
-pub use window::{Intake, SequenceGap, Window, DEFAULT_WINDOW, MAX_PIECE};
+
+pub use window::DEFAULT_WINDOW;
 pub use wire::{BodyMode, WireError, WireMessage};

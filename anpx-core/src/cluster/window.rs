@@ -5,34 +5,23 @@
 
 /// Largest body piece in one NATS message: well under NATS's default
 /// 1 MiB payload limit, and the same as the default frame size.
-pub const MAX_PIECE: usize = 64 * 1024;
+pub(crate) const MAX_PIECE: usize = 64 * 1024;
 
-/// Pieces a sender may have in flight before it needs credit.
+/// Pieces a sender may have in flight before it needs credit: the initial
+/// credit of every forwarded request, in each direction, which both
+/// gateways assume.
 pub const DEFAULT_WINDOW: u64 = 16;
 
 /// The sending side: numbers pieces and stops at the credit limit.
-///
-/// ```
-/// use anpx_core::cluster::{Intake, Window};
-///
-/// let mut tx = Window::new(2);
-/// let mut rx = Intake::new(2);
-/// assert_eq!(tx.try_send(), Some(0));
-/// assert_eq!(tx.try_send(), Some(1));
-/// assert_eq!(tx.try_send(), None); // out of credit
-/// assert_eq!(rx.accept(0), Ok(Some(3))); // half the window used: credit up to seq 3
-/// tx.handle_credit(3);
-/// assert_eq!(tx.try_send(), Some(2));
-/// ```
 #[derive(Debug, Clone)]
-pub struct Window {
+pub(crate) struct Window {
     next: u64,
     limit: u64,
 }
 
 impl Window {
     /// A sender that may send `window` pieces before the first credit.
-    pub fn new(window: u64) -> Self {
+    pub(crate) fn new(window: u64) -> Self {
         Window {
             next: 0,
             limit: window.max(1),
@@ -40,7 +29,7 @@ impl Window {
     }
 
     /// The sequence number of the next piece, if credit allows sending it.
-    pub fn try_send(&mut self) -> Option<u64> {
+    pub(crate) fn try_send(&mut self) -> Option<u64> {
         (self.next < self.limit).then(|| {
             self.next += 1;
             self.next - 1
@@ -48,12 +37,12 @@ impl Window {
     }
 
     /// Whether a piece may be sent now.
-    pub fn can_send(&self) -> bool {
+    pub(crate) fn can_send(&self) -> bool {
         self.next < self.limit
     }
 
     /// The reader allows pieces numbered below `upto`. Credit never shrinks.
-    pub fn handle_credit(&mut self, upto: u64) {
+    pub(crate) fn handle_credit(&mut self, upto: u64) {
         self.limit = self.limit.max(upto);
     }
 }
@@ -62,16 +51,16 @@ impl Window {
 /// most once, and a slow consumer loses messages), so the body is broken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("body piece {got} arrived where {expected} was due: a piece was lost")]
-pub struct SequenceGap {
+pub(crate) struct SequenceGap {
     /// The sequence number due.
-    pub expected: u64,
+    pub(crate) expected: u64,
     /// The one that came.
-    pub got: u64,
+    pub(crate) got: u64,
 }
 
 /// The receiving side: checks order and says when to grant more credit.
 #[derive(Debug, Clone)]
-pub struct Intake {
+pub(crate) struct Intake {
     expected: u64,
     granted: u64,
     window: u64,
@@ -80,7 +69,7 @@ pub struct Intake {
 impl Intake {
     /// A reader granting `window` pieces at a time (the sender's initial
     /// window must be the same).
-    pub fn new(window: u64) -> Self {
+    pub(crate) fn new(window: u64) -> Self {
         let window = window.max(1);
         Intake {
             expected: 0,
@@ -92,7 +81,7 @@ impl Intake {
     /// Takes piece `seq`. `Ok(Some(upto))`: send a credit for pieces below
     /// `upto` (granted once half the window is used, so the sender rarely
     /// waits and credits cost one message per half window).
-    pub fn accept(&mut self, seq: u64) -> Result<Option<u64>, SequenceGap> {
+    pub(crate) fn accept(&mut self, seq: u64) -> Result<Option<u64>, SequenceGap> {
         if seq != self.expected {
             return Err(SequenceGap {
                 expected: self.expected,
@@ -112,6 +101,19 @@ impl Intake {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credit_lets_the_sender_go_on() {
+        let mut tx = Window::new(2);
+        let mut rx = Intake::new(2);
+        assert_eq!(tx.try_send(), Some(0));
+        assert_eq!(tx.try_send(), Some(1));
+        assert_eq!(tx.try_send(), None, "out of credit");
+        // Half the window used: credit up to seq 3.
+        assert_eq!(rx.accept(0), Ok(Some(3)));
+        tx.handle_credit(3);
+        assert_eq!(tx.try_send(), Some(2));
+    }
 
     #[test]
     fn gaps_are_reported() {

@@ -69,7 +69,7 @@ pub enum WireMessage {
         seq: u64,
         /// The body ends with this piece.
         last: bool,
-        /// The bytes, at most [`MAX_PIECE`](super::MAX_PIECE).
+        /// The bytes, at most 64 KiB (the largest piece either side sends).
         data: Bytes,
     },
     /// Serving → forwarding: the request failed (before or after the head),
