@@ -14,6 +14,7 @@
 //! Without them there is no tokio at all, and [`integrations`] refuses a
 //! configuration that names a registry database or a NATS server.
 
+pub mod accept;
 pub mod admin;
 pub mod admission;
 pub mod banner;
@@ -23,6 +24,7 @@ pub mod check_config;
 #[cfg(feature = "cluster")]
 pub mod cluster;
 pub mod decode;
+pub mod dialing;
 pub mod did_cmd;
 pub mod did_credentials;
 pub mod did_wba;

@@ -40,8 +40,32 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 pub trait Runtime: Send + Sync + 'static {
     /// Runs `task` in the background.
     fn spawn(&self, task: BoxFuture<()>);
+    /// Runs `task` in the background until it ends or the returned handle
+    /// is dropped, which cancels it.
+    fn spawn_owned(&self, task: BoxFuture<()>) -> Owned;
     /// Resolves at `at`.
     fn sleep_until(&self, at: Instant) -> BoxFuture<()>;
+}
+
+/// A task of the runtime's that is cancelled when this is dropped.
+pub struct Owned(Box<dyn OwnedTask>);
+
+/// A runtime's task handle that cancels its task when dropped.
+pub trait OwnedTask: Send {
+    /// Whether the task ended.
+    fn is_finished(&self) -> bool;
+}
+
+impl Owned {
+    /// Wraps a runtime's handle.
+    pub fn new(task: impl OwnedTask + 'static) -> Owned {
+        Owned(Box::new(task))
+    }
+
+    /// Whether the task ended.
+    pub fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
 }
 
 /// A byte stream to the gateway, plain or TLS.

@@ -12,7 +12,9 @@
 use std::time::Instant;
 
 use async_compat::Compat;
-use shell_common::receiver::{BoxFuture, Runtime};
+use shell_common::receiver::{BoxFuture, Owned, Runtime};
+
+use crate::rt::OwnedSmol;
 
 pub use shell_common::cluster::{Cluster, ClusterError, ClusterOptions};
 
@@ -23,6 +25,10 @@ pub(crate) struct SmolWithTokio;
 impl Runtime for SmolWithTokio {
     fn spawn(&self, task: BoxFuture<()>) {
         smol::spawn(Compat::new(task)).detach();
+    }
+
+    fn spawn_owned(&self, task: BoxFuture<()>) -> Owned {
+        Owned::new(OwnedSmol(smol::spawn(Compat::new(task))))
     }
 
     fn sleep_until(&self, at: Instant) -> BoxFuture<()> {

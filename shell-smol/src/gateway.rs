@@ -16,6 +16,7 @@ use bytes::Bytes;
 use futures_util::io::{AsyncRead, AsyncWrite};
 use futures_util::{StreamExt, TryStreamExt};
 use http_types::{Request, Response};
+use shell_common::accept::{self, Bound};
 use shell_common::admin::{AdminReply, EVENT_HEADERS};
 use shell_common::driver::Driver;
 use shell_common::edge::{refusal_answer, UploadCut};
@@ -23,15 +24,16 @@ use shell_common::gateway::{
     decorate, header_pairs, is_websocket_upgrade, pump_upload, Answer, Endpoint, Listener,
     PublicRequest, Shared, UploadEnd,
 };
+use shell_common::receiver::BoxFuture;
 use shell_common::signal::Stop;
 use shell_common::{link, websocket, ws, GatewayOptions};
-use smol::net::{TcpListener, TcpStream};
+use smol::net::TcpStream;
 use smol::Task;
 
 #[cfg(feature = "cluster")]
 use crate::cluster::{Cluster, ClusterError, ClusterOptions, SmolWithTokio};
 use crate::edge::{answer_refusal, next_head, Cutter, NextHead, Replay};
-use crate::rt::{body_stream, Smol};
+use crate::rt::{body_stream, Smol, TcpAccept};
 use crate::shared_io::SharedIo;
 use crate::stall::Parked;
 use crate::upstream::{header_ok, status_code};
@@ -66,33 +68,18 @@ pub struct Gateway {
 impl Gateway {
     /// Binds the listeners and starts serving.
     pub async fn bind(options: GatewayOptions) -> Result<Gateway, BindError> {
-        let listen = |addr| async move {
-            TcpListener::bind(addr)
+        let bound =
+            Bound::<TcpAccept>::bind(options.listen, options.ws_listen, options.admin_listen)
                 .await
-                .map_err(|source| BindError::Listen { addr, source })
-        };
-        let public = listen(options.listen).await?;
-        let ws = match options.ws_listen {
-            Some(addr) => Some(listen(addr).await?),
-            None => None,
-        };
-        let admin = match options.admin_listen {
-            Some(addr) => Some((listen(addr).await?, addr)),
-            None => None,
-        };
-        let local = |l: &TcpListener, addr| {
-            l.local_addr()
-                .map_err(|source| BindError::Listen { addr, source })
-        };
-        let public_addr = local(&public, options.listen)?;
-        let ws_addr = match (&ws, options.ws_listen) {
-            (Some(l), Some(addr)) => Some(local(l, addr)?),
-            _ => None,
-        };
-        let admin_addr = match &admin {
-            Some((l, addr)) => Some(local(l, *addr)?),
-            None => None,
-        };
+                .map_err(|e| BindError::Listen {
+                    addr: e.addr,
+                    source: e.source,
+                })?;
+        let (public_addr, ws_addr, admin_addr) = (
+            bound.public_addr(),
+            bound.receivers_addr(),
+            bound.admin_addr(),
+        );
         let core = Core::new(options.core.clone(), fastrand::u64(..));
         let (driver, task) = Driver::new(core, |at| async move {
             smol::Timer::at(at).await;
@@ -106,40 +93,20 @@ impl Gateway {
         let shared = Arc::new(Shared::new(driver, &options, scheme));
         let tls = options.tls.clone().map(futures_rustls::TlsAcceptor::from);
         let stop = Stop::new(false);
-        let mut listeners = vec![smol::spawn(accept_loop(
-            public,
-            Listener::Public,
-            shared.clone(),
-            tls.clone(),
-            stop.clone(),
-        ))];
-        if let Some(ws) = ws {
-            listeners.push(smol::spawn(accept_loop(
-                ws,
-                Listener::Receivers,
-                shared.clone(),
-                tls,
-                stop.clone(),
-            )));
-        }
-        if let Some((admin, _)) = admin {
-            // Plain HTTP: the admin plane is for loopback or a private network.
-            listeners.push(smol::spawn(accept_loop(
-                admin,
-                Listener::Admin,
-                shared.clone(),
-                None,
-                stop.clone(),
-            )));
-        }
-        let or_none =
-            |a: Option<SocketAddr>| a.map_or_else(|| "none".to_owned(), |a| a.to_string());
-        tracing::info!(
-            %public_addr,
-            ws_addr = %or_none(ws_addr),
-            admin_addr = %or_none(admin_addr),
-            "gateway listening"
-        );
+        let listeners = bound
+            .into_served()
+            .into_iter()
+            .map(|(listener, which, secure)| {
+                let tls = if secure { tls.clone() } else { None };
+                smol::spawn(accept_loop(
+                    listener,
+                    which,
+                    shared.clone(),
+                    tls,
+                    stop.clone(),
+                ))
+            })
+            .collect();
         Ok(Gateway {
             public_addr,
             ws_addr,
@@ -218,37 +185,21 @@ impl Gateway {
     }
 }
 
-/// Accepts until `stop`, then closes the listener; the connections it
-/// serves live until this task is cancelled.
+/// Serves `listener`'s connections (after TLS when `tls` is given) until
+/// `stop`.
 async fn accept_loop(
-    listener: TcpListener,
+    listener: TcpAccept,
     which: Listener,
     shared: Arc<Shared>,
     tls: Option<futures_rustls::TlsAcceptor>,
     stop: Stop,
 ) {
-    let mut connections: Vec<Task<()>> = Vec::new();
-    loop {
-        let accept = std::pin::pin!(listener.accept());
-        let stopped = std::pin::pin!(stop.changed(0));
-        let accepted = match futures_util::future::select(accept, stopped).await {
-            futures_util::future::Either::Left((a, _)) => a,
-            futures_util::future::Either::Right(_) => break,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                smol::Timer::after(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    let serve = move |tcp: TcpStream, peer: SocketAddr| -> BoxFuture<()> {
         let _ = tcp.set_nodelay(true);
         let local = tcp.local_addr().unwrap_or(peer);
-        connections.retain(|t| !t.is_finished());
         let shared = shared.clone();
         let tls = tls.clone();
-        connections.push(smol::spawn(async move {
+        Box::pin(async move {
             let Some(acceptor) = tls else {
                 let client = Some(tcp.clone());
                 return serve_connection(tcp, client, peer, local, which, shared).await;
@@ -265,11 +216,16 @@ async fn accept_loop(
                 Some(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
                 None => tracing::debug!(%peer, "tls handshake timed out"),
             }
-        }));
-    }
-    drop(listener);
-    std::future::pending::<()>().await;
-    drop(connections);
+        })
+    };
+    accept::accept_loop(
+        listener,
+        &Smol,
+        Some(stop),
+        accept::listener_name(which),
+        serve,
+    )
+    .await;
 }
 
 /// `client` is the plain TCP connection, watched for the client leaving

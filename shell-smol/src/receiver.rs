@@ -4,14 +4,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
+use shell_common::accept::accept_loop;
 use shell_common::admin::ReceiverMonitor;
+use shell_common::dialing::{bind_admin, Dialing};
 use shell_common::receiver::{BoxFuture, Connector, DialError, Io, Target};
-use shell_common::signal::{Stop, Watch};
+use shell_common::signal::Watch;
 use smol::Task;
 
-use crate::rt::Smol;
+use crate::rt::{Smol, TcpAccept};
 use crate::upstream::Upstream;
 
 pub use shell_common::{Credentials, Status};
@@ -52,8 +53,7 @@ impl Connector for Tcp {
 
 /// A running receiver.
 pub struct Receiver {
-    stop: Stop,
-    status: Watch<Status>,
+    dialing: Dialing,
     task: Task<()>,
     admin: Option<(SocketAddr, Task<()>)>,
 }
@@ -62,16 +62,9 @@ impl Receiver {
     /// Binds the admin listener when `options.admin_listen` asks for one,
     /// then starts dialing in the background.
     pub async fn bind(options: ReceiverOptions) -> std::io::Result<Receiver> {
-        let admin = match options.admin_listen {
-            Some(addr) => {
-                let listener = smol::net::TcpListener::bind(addr).await?;
-                let addr = listener.local_addr()?;
-                tracing::info!(admin_addr = %addr, "receiver admin plane listening");
-                let task = smol::spawn(serve_admin(listener, options.monitor.clone()));
-                Some((addr, task))
-            }
-            None => None,
-        };
+        let admin = bind_admin::<TcpAccept>(options.admin_listen)
+            .await?
+            .map(|(addr, l)| (addr, smol::spawn(serve_admin(l, options.monitor.clone()))));
         let mut receiver = Receiver::spawn(options);
         receiver.admin = admin;
         Ok(receiver)
@@ -85,48 +78,32 @@ impl Receiver {
     /// Starts dialing in the background, without an admin listener (see
     /// [`Receiver::bind`]).
     pub fn spawn(options: ReceiverOptions) -> Receiver {
-        let stop = Stop::new(false);
-        let status = Watch::new(Status::Connecting);
-        let task = smol::spawn(shell_common::receiver::run(
-            options,
-            Arc::new(Smol),
-            Arc::new(Tcp),
-            stop.clone(),
-            status.clone(),
-        ));
+        let (dialing, run) = Dialing::start(options, Arc::new(Smol), Arc::new(Tcp));
         Receiver {
-            stop,
-            status,
-            task,
+            dialing,
+            task: smol::spawn(run),
             admin: None,
         }
     }
 
     /// The current status.
     pub fn status(&self) -> Status {
-        self.status.get()
+        self.dialing.status()
     }
 
     /// Waits until the receiver is connected (or stopped) and returns that status.
     pub async fn wait_ready(&self) -> Status {
-        loop {
-            let (s, seen) = self.status.get_versioned();
-            if !matches!(s, Status::Connecting) {
-                return s;
-            }
-            self.status.changed(seen).await;
-        }
+        self.dialing.wait_ready().await
     }
 
-    /// Waits for the next status change after `seen` (from
-    /// [`Receiver::watch`]), for callers that follow reconnects.
+    /// The status, for callers that follow reconnects.
     pub fn watch(&self) -> Watch<Status> {
-        self.status.clone()
+        self.dialing.watch()
     }
 
     /// Stops reconnecting, closes the connection and waits for the task.
     pub async fn shutdown(self) {
-        self.stop.set(true);
+        self.dialing.stop();
         self.task.await;
         if let Some((_, admin)) = self.admin {
             admin.cancel().await;
@@ -136,20 +113,10 @@ impl Receiver {
 
 /// Serves the admin listener (plain HTTP/1.1 on async-h1) until cancelled;
 /// each connection is a task of its own, dropped with this one.
-async fn serve_admin(listener: smol::net::TcpListener, monitor: Arc<ReceiverMonitor>) {
-    let mut connections: Vec<Task<()>> = Vec::new();
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "admin accept failed");
-                smol::Timer::after(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        connections.retain(|t| !t.is_finished());
+async fn serve_admin(listener: TcpAccept, monitor: Arc<ReceiverMonitor>) {
+    let serve = move |tcp: smol::net::TcpStream, peer: SocketAddr| -> BoxFuture<()> {
         let monitor = monitor.clone();
-        connections.push(smol::spawn(async move {
+        Box::pin(async move {
             let served = async_h1::accept(tcp, |req| {
                 let monitor = monitor.clone();
                 async move {
@@ -162,8 +129,9 @@ async fn serve_admin(listener: smol::net::TcpListener, monitor: Arc<ReceiverMoni
             if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "admin connection ended with an error");
             }
-        }));
-    }
+        })
+    };
+    accept_loop(listener, &Smol, None, "receiver admin", serve).await;
 }
 
 /// The request's headers as the shared admin code reads them.

@@ -1,8 +1,13 @@
-//! smol's half of the shared loops: spawning and timers.
+//! smol's half of the shared loops: spawning, timers, accepting.
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Instant;
 
-use shell_common::receiver::{BoxFuture, Runtime};
+use shell_common::accept::Listen;
+use smol::net::{TcpListener, TcpStream};
+
+use shell_common::receiver::{BoxFuture, Owned, OwnedTask, Runtime};
 
 /// Tasks on smol's global executor, timers from async-io.
 pub(crate) struct Smol;
@@ -12,10 +17,42 @@ impl Runtime for Smol {
         smol::spawn(task).detach();
     }
 
+    fn spawn_owned(&self, task: BoxFuture<()>) -> Owned {
+        Owned::new(OwnedSmol(smol::spawn(task)))
+    }
+
     fn sleep_until(&self, at: Instant) -> BoxFuture<()> {
         Box::pin(async move {
             smol::Timer::at(at).await;
         })
+    }
+}
+
+/// A smol task, which cancels itself when dropped.
+pub(crate) struct OwnedSmol(pub(crate) smol::Task<()>);
+
+impl OwnedTask for OwnedSmol {
+    fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+}
+
+/// smol's TCP listener as the shared accept loop takes it.
+pub(crate) struct TcpAccept(pub(crate) TcpListener);
+
+impl Listen for TcpAccept {
+    type Conn = TcpStream;
+
+    async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
+        Ok(TcpAccept(TcpListener::bind(addr).await?))
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+
+    fn accept(&self) -> impl Future<Output = std::io::Result<(TcpStream, SocketAddr)>> + Send + '_ {
+        self.0.accept()
     }
 }
 

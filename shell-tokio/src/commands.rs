@@ -137,20 +137,18 @@ fn print_gateway(gateway: &Gateway, config: &Config) {
 }
 
 async fn follow_until_signal(receiver: Receiver, mut forwarding: Forwarding) -> Result<()> {
-    let mut status = receiver.watch();
+    let status = receiver.watch();
     tokio::select! {
         () = shutdown_signal() => {}
         () = async {
             loop {
-                let now = status.borrow_and_update().clone();
+                let (now, seen) = status.get_versioned();
                 match now {
                     Status::Stopped(_) => return,
                     Status::Connected { granted, .. } => forwarding.print(&granted),
                     Status::Connecting => {}
                 }
-                if status.changed().await.is_err() {
-                    return;
-                }
+                status.changed(seen).await;
             }
         } => {
             if let Status::Stopped(why) = receiver.status() {

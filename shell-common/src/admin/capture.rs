@@ -341,6 +341,21 @@ impl Inspector {
         self.lock().bytes
     }
 
+    /// The inspector's settings and what it holds, as the gateway's and the
+    /// receiver's admin planes both report them.
+    pub fn overview(&self) -> serde_json::Value {
+        let c = self.config();
+        let held = self.lock();
+        serde_json::json!({
+            "requests": c.requests,
+            "max_bytes": c.max_bytes,
+            "bodies": c.bodies,
+            "show_secrets": c.show_secrets,
+            "kept": held.entries.len(),
+            "bytes": held.bytes,
+        })
+    }
+
     /// A live feed: each change to an entry, as the JSON of its summary
     /// (an SSE `data:` event). Dropped if it falls [`FEED_BACKLOG`]
     /// messages behind.

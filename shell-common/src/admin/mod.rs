@@ -257,7 +257,6 @@ impl Shared {
             .cluster_view
             .get()
             .map(|c| json!({ "node": c.node(), "peers": c.peers() }));
-        let c = self.inspector.config();
         Answer::json(
             200,
             &json!({
@@ -266,14 +265,7 @@ impl Shared {
                 "cluster": cluster,
                 "in_flight": stats.in_flight,
                 "totals": stats.totals,
-                "inspector": {
-                    "requests": c.requests,
-                    "max_bytes": c.max_bytes,
-                    "bodies": c.bodies,
-                    "show_secrets": c.show_secrets,
-                    "kept": self.inspector.entries().len(),
-                    "bytes": self.inspector.bytes(),
-                },
+                "inspector": self.inspector.overview(),
             }),
         )
     }

@@ -305,7 +305,6 @@ impl ReceiverMonitor {
                 })
             })
             .collect();
-        let c = self.inspector.config();
         json!({
             "identity": self.identity.get().map_or("anonymous", String::as_str),
             "upstream": self.upstream.get(),
@@ -321,14 +320,7 @@ impl ReceiverMonitor {
                 .iter()
                 .map(|e| (e.label().to_owned(), json!(self.ended_count(*e))))
                 .collect::<serde_json::Map<_, _>>(),
-            "inspector": {
-                "requests": c.requests,
-                "max_bytes": c.max_bytes,
-                "bodies": c.bodies,
-                "show_secrets": c.show_secrets,
-                "kept": self.inspector.entries().len(),
-                "bytes": self.inspector.bytes(),
-            },
+            "inspector": self.inspector.overview(),
         })
     }
 

@@ -15,12 +15,15 @@ use std::time::Duration;
 use anpx_core::{Gateway as Core, GatewayStats};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use shell_common::accept::{self, Bound};
+use shell_common::receiver::BoxFuture;
+use shell_common::signal::Stop;
+use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 use self::edge::FirstBytesDeadline;
 use crate::cluster::{Cluster, ClusterError, ClusterOptions};
+use crate::rt::{TcpAccept, Tokio};
 use shell_common::driver::Driver;
 use shell_common::gateway::{Listener, Shared};
 
@@ -30,7 +33,7 @@ pub struct Gateway {
     ws_addr: Option<SocketAddr>,
     admin_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
-    stop: watch::Sender<bool>,
+    stop: Stop,
     tasks: JoinSet<()>,
     drain_grace: Duration,
     cluster: Option<Cluster>,
@@ -39,15 +42,10 @@ pub struct Gateway {
 impl Gateway {
     /// Binds the listeners and starts serving.
     pub async fn bind(options: GatewayOptions) -> std::io::Result<Gateway> {
-        let public = TcpListener::bind(options.listen).await?;
-        let ws = match options.ws_listen {
-            Some(addr) => Some(TcpListener::bind(addr).await?),
-            None => None,
-        };
-        let admin = match options.admin_listen {
-            Some(addr) => Some(TcpListener::bind(addr).await?),
-            None => None,
-        };
+        let bound =
+            Bound::<TcpAccept>::bind(options.listen, options.ws_listen, options.admin_listen)
+                .await
+                .map_err(|e| e.source)?;
         let seed = fastrand::u64(..);
         let (driver, task) = Driver::new(Core::new(options.core.clone(), seed), |at| {
             tokio::time::sleep_until(at.into())
@@ -59,46 +57,24 @@ impl Gateway {
             "http"
         };
         let shared = Arc::new(Shared::new(driver, &options, scheme));
-        let (stop, stopped) = watch::channel(false);
-        let public_addr = public.local_addr()?;
-        let ws_addr = ws.as_ref().map(TcpListener::local_addr).transpose()?;
-        let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
+        let stop = Stop::new(false);
+        let (public_addr, ws_addr, admin_addr) = (
+            bound.public_addr(),
+            bound.receivers_addr(),
+            bound.admin_addr(),
+        );
         let mut tasks = JoinSet::new();
         let tls = options.tls.map(tokio_rustls::TlsAcceptor::from);
-        tasks.spawn(accept_loop(
-            public,
-            Listener::Public,
-            shared.clone(),
-            tls.clone(),
-            stopped.clone(),
-        ));
-        if let Some(ws) = ws {
+        for (listener, which, secure) in bound.into_served() {
+            let tls = if secure { tls.clone() } else { None };
             tasks.spawn(accept_loop(
-                ws,
-                Listener::Receivers,
+                listener,
+                which,
                 shared.clone(),
                 tls,
-                stopped.clone(),
+                stop.clone(),
             ));
         }
-        if let Some(admin) = admin {
-            // Plain HTTP: the admin plane is for loopback or a private network.
-            tasks.spawn(accept_loop(
-                admin,
-                Listener::Admin,
-                shared.clone(),
-                None,
-                stopped,
-            ));
-        }
-        let or_none =
-            |a: Option<SocketAddr>| a.map_or_else(|| "none".to_owned(), |a| a.to_string());
-        tracing::info!(
-            %public_addr,
-            ws_addr = %or_none(ws_addr),
-            admin_addr = %or_none(admin_addr),
-            "gateway listening"
-        );
         Ok(Gateway {
             public_addr,
             ws_addr,
@@ -156,7 +132,7 @@ impl Gateway {
     /// grace period, then stops.
     pub async fn shutdown(mut self) {
         self.shared.draining.store(true, Ordering::Relaxed);
-        let _ = self.stop.send(true);
+        self.stop.set(true);
         // The other gateways stop forwarding here at once, rather than
         // after the announcement's time to live.
         if let Some(cluster) = self.cluster.take() {
@@ -177,59 +153,72 @@ impl Gateway {
     }
 }
 
+/// Serves `listener`'s connections with hyper (after TLS when `tls` is
+/// given) until `stop`.
 async fn accept_loop(
-    listener: TcpListener,
+    listener: TcpAccept,
     which: Listener,
     shared: Arc<Shared>,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    mut stop: watch::Receiver<bool>,
+    stop: Stop,
 ) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (tcp, peer) = match accepted {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
+    let serve = move |tcp: TcpStream, peer: SocketAddr| -> BoxFuture<()> {
+        let _ = tcp.set_nodelay(true);
+        let local = tcp.local_addr().unwrap_or(peer);
+        let shared = shared.clone();
+        let tls = tls.clone();
+        Box::pin(async move {
+            let edge = shared.edge.clone();
+            let reporting = shared.clone();
+            let first_bytes = edge.limits.header_read_timeout;
+            let service =
+                service_fn(move |req| http::handle(req, shared.clone(), peer, local, which));
+            let builder = edge::builder(&edge.limits);
+            let served = match tls {
+                None => {
+                    builder
+                        .serve_connection_with_upgrades(
+                            TokioIo::new(FirstBytesDeadline::new(tcp, first_bytes)),
+                            service,
+                        )
+                        .await
+                }
+                Some(acceptor) => match tokio::time::timeout(
+                    shell_common::tls::HANDSHAKE_TIMEOUT,
+                    acceptor.accept(tcp),
+                )
+                .await
+                {
+                    Ok(Ok(stream)) => {
+                        builder
+                            .serve_connection_with_upgrades(
+                                TokioIo::new(FirstBytesDeadline::new(stream, first_bytes)),
+                                service,
+                            )
+                            .await
                     }
-                };
-                let _ = tcp.set_nodelay(true);
-                let local = tcp.local_addr().unwrap_or(peer);
-                let shared = shared.clone();
-                let tls = tls.clone();
-                connections.spawn(async move {
-                    let edge = shared.edge.clone();
-                    let reporting = shared.clone();
-                    let first_bytes = edge.limits.header_read_timeout;
-                    let service = service_fn(move |req| http::handle(req, shared.clone(), peer, local, which));
-                    let builder = edge::builder(&edge.limits);
-                    let served = match tls {
-                        None => builder.serve_connection_with_upgrades(TokioIo::new(FirstBytesDeadline::new(tcp, first_bytes)), service).await,
-                        Some(acceptor) => match tokio::time::timeout(shell_common::tls::HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                            Ok(Ok(stream)) => builder.serve_connection_with_upgrades(TokioIo::new(FirstBytesDeadline::new(stream, first_bytes)), service).await,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "tls handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "tls handshake timed out");
-                                return;
-                            }
-                        },
-                    };
-                    if let Err(e) = served {
-                        edge::connection_error(&reporting, &*e, peer);
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "tls handshake failed");
+                        return;
                     }
-                });
+                    Err(_) => {
+                        tracing::debug!(%peer, "tls handshake timed out");
+                        return;
+                    }
+                },
+            };
+            if let Err(e) = served {
+                edge::connection_error(&reporting, &*e, peer);
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
-            _ = stop.changed() => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    // Connections already open keep running until the caller aborts us.
-    while connections.join_next().await.is_some() {}
+        })
+    };
+    accept::accept_loop(
+        listener,
+        &Tokio,
+        Some(stop),
+        accept::listener_name(which),
+        serve,
+    )
+    .await;
 }

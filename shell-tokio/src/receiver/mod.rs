@@ -8,17 +8,16 @@ pub use shell_common::did_credentials::{CredentialsError, DidCredentials};
 pub use shell_common::{Credentials, Status};
 
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::sync::Arc;
 
 use async_tungstenite::tokio::TokioAdapter;
+use shell_common::dialing::{bind_admin, Dialing};
 use shell_common::receiver::{BoxFuture, Connector, DialError, Io, Target};
-use shell_common::signal::{Stop, Watch};
+use shell_common::signal::Watch;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::rt::Tokio;
+use crate::rt::{TcpAccept, Tokio};
 use crate::upstream::Upstream;
 
 /// How to run a receiver.
@@ -57,8 +56,7 @@ impl Connector for Tcp {
 
 /// A running receiver.
 pub struct Receiver {
-    stop: Stop,
-    status: watch::Receiver<Status>,
+    dialing: Dialing,
     task: JoinHandle<()>,
     admin: Option<(SocketAddr, JoinHandle<()>)>,
 }
@@ -67,16 +65,9 @@ impl Receiver {
     /// Binds the admin listener when `options.admin_listen` asks for one,
     /// then starts dialing in the background.
     pub async fn bind(options: ReceiverOptions) -> std::io::Result<Receiver> {
-        let admin = match options.admin_listen {
-            Some(addr) => {
-                let listener = tokio::net::TcpListener::bind(addr).await?;
-                let addr = listener.local_addr()?;
-                tracing::info!(admin_addr = %addr, "receiver admin plane listening");
-                let task = tokio::spawn(admin::serve(listener, options.monitor.clone()));
-                Some((addr, task))
-            }
-            None => None,
-        };
+        let admin = bind_admin::<TcpAccept>(options.admin_listen)
+            .await?
+            .map(|(addr, l)| (addr, tokio::spawn(admin::serve(l, options.monitor.clone()))));
         let mut receiver = Receiver::spawn(options);
         receiver.admin = admin;
         Ok(receiver)
@@ -90,64 +81,32 @@ impl Receiver {
     /// Starts dialing in the background, without an admin listener (see
     /// [`Receiver::bind`]).
     pub fn spawn(options: ReceiverOptions) -> Receiver {
-        let stop = Stop::new(false);
-        let (status_tx, status) = watch::channel(Status::Connecting);
-        let shared = Watch::new(Status::Connecting);
-        let run = shell_common::receiver::run(
-            options,
-            Arc::new(Tokio),
-            Arc::new(Tcp),
-            stop.clone(),
-            shared.clone(),
-        );
-        let task = tokio::spawn(async move {
-            // The shared loop reports on a runtime-free watch; callers of
-            // this shell follow a tokio watch, which ends with the task.
-            let forward = async {
-                loop {
-                    let (s, seen) = shared.get_versioned();
-                    status_tx.send_replace(s);
-                    shared.changed(seen).await;
-                }
-            };
-            futures_util::future::select(pin!(run), pin!(forward)).await;
-            status_tx.send_replace(shared.get());
-        });
+        let (dialing, run) = Dialing::start(options, Arc::new(Tokio), Arc::new(Tcp));
         Receiver {
-            stop,
-            status,
-            task,
+            dialing,
+            task: tokio::spawn(run),
             admin: None,
         }
     }
 
     /// The current status.
     pub fn status(&self) -> Status {
-        self.status.borrow().clone()
+        self.dialing.status()
     }
 
     /// Waits until the receiver is connected (or stopped) and returns that status.
     pub async fn wait_ready(&self) -> Status {
-        let mut rx = self.status.clone();
-        loop {
-            let s = rx.borrow_and_update().clone();
-            if !matches!(s, Status::Connecting) {
-                return s;
-            }
-            if rx.changed().await.is_err() {
-                return Status::Stopped("receiver task ended".into());
-            }
-        }
+        self.dialing.wait_ready().await
     }
 
-    /// A watch on the status, for callers that follow reconnects.
-    pub fn watch(&self) -> watch::Receiver<Status> {
-        self.status.clone()
+    /// The status, for callers that follow reconnects.
+    pub fn watch(&self) -> Watch<Status> {
+        self.dialing.watch()
     }
 
     /// Stops reconnecting, closes the connection and waits for the task.
     pub async fn shutdown(self) {
-        self.stop.set(true);
+        self.dialing.stop();
         let _ = self.task.await;
         if let Some((_, admin)) = self.admin {
             admin.abort();

@@ -1,0 +1,168 @@
+//! The accept loop every listener of both shells runs (the gateway's
+//! public, receiver and admin listeners, the receiver's admin listener):
+//! accept, serve each connection in a task of its own, keep going after an
+//! accept error, stop accepting on the stop order. Only what a connection
+//! is served with differs, and that is the caller's `serve`.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use futures_util::future::{select, Either};
+
+use crate::gateway::Listener;
+use crate::receiver::{BoxFuture, Owned, Runtime};
+use crate::signal::Stop;
+
+/// How long to wait after a failed accept (out of file descriptors, say)
+/// before the next, so that a persistent error does not spin.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+
+/// A bound listener of the shell's runtime.
+pub trait Listen: Send + Sized + 'static {
+    /// An accepted connection.
+    type Conn: Send + 'static;
+    /// Binds `addr`.
+    fn bind(addr: SocketAddr) -> impl Future<Output = io::Result<Self>> + Send;
+    /// The address bound (useful with port 0).
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+    /// The next connection and its peer's address.
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Conn, SocketAddr)>> + Send + '_;
+}
+
+/// Accepts on `listener` until `stop` is set (never, for `None`), serving
+/// each connection with `serve` in a task of its own; `what` names the
+/// listener in the log. Once stopped it closes the listener and waits: the
+/// connections it serves live until this future is dropped, which cancels
+/// them.
+pub async fn accept_loop<L, S>(
+    listener: L,
+    runtime: &dyn Runtime,
+    stop: Option<Stop>,
+    what: &'static str,
+    serve: S,
+) where
+    L: Listen,
+    S: Fn(L::Conn, SocketAddr) -> BoxFuture<()>,
+{
+    let mut connections: Vec<Owned> = Vec::new();
+    loop {
+        let accepted = match &stop {
+            None => listener.accept().await,
+            Some(stop) => {
+                let accept = std::pin::pin!(listener.accept());
+                let stopped = std::pin::pin!(stop.changed(0));
+                match select(accept, stopped).await {
+                    Either::Left((accepted, _)) => accepted,
+                    Either::Right(_) => break,
+                }
+            }
+        };
+        let (conn, peer) = match accepted {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(listener = what, error = %e, "accept failed");
+                runtime.sleep_until(Instant::now() + ACCEPT_RETRY).await;
+                continue;
+            }
+        };
+        connections.retain(|t| !t.is_finished());
+        connections.push(runtime.spawn_owned(serve(conn, peer)));
+    }
+    drop(listener);
+    std::future::pending::<()>().await;
+    drop(connections);
+}
+
+/// How the log names one of the gateway's listeners.
+pub fn listener_name(which: Listener) -> &'static str {
+    match which {
+        Listener::Public => "public",
+        Listener::Receivers => "receivers",
+        Listener::Admin => "admin",
+    }
+}
+
+/// A gateway's listeners, bound: the public one, and the receivers' and
+/// the admin plane's when configured.
+pub struct Bound<L> {
+    public: (L, SocketAddr),
+    receivers: Option<(L, SocketAddr)>,
+    admin: Option<(L, SocketAddr)>,
+}
+
+/// A listener that could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct BindError {
+    /// The address asked for.
+    pub addr: SocketAddr,
+    /// Why.
+    pub source: io::Error,
+}
+
+impl<L: Listen> Bound<L> {
+    /// Binds `public`, and `receivers` and `admin` when set.
+    pub async fn bind(
+        public: SocketAddr,
+        receivers: Option<SocketAddr>,
+        admin: Option<SocketAddr>,
+    ) -> Result<Bound<L>, BindError> {
+        async fn one<L: Listen>(addr: SocketAddr) -> Result<(L, SocketAddr), BindError> {
+            let bound = async {
+                let l = L::bind(addr).await?;
+                let local = l.local_addr()?;
+                Ok((l, local))
+            };
+            bound.await.map_err(|source| BindError { addr, source })
+        }
+        let public = one(public).await?;
+        let receivers = match receivers {
+            Some(addr) => Some(one(addr).await?),
+            None => None,
+        };
+        let admin = match admin {
+            Some(addr) => Some(one(addr).await?),
+            None => None,
+        };
+        Ok(Bound {
+            public,
+            receivers,
+            admin,
+        })
+    }
+
+    /// The public address bound (useful with port 0).
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public.1
+    }
+
+    /// The receivers' address bound, when asked for.
+    pub fn receivers_addr(&self) -> Option<SocketAddr> {
+        self.receivers.as_ref().map(|(_, a)| *a)
+    }
+
+    /// The admin plane's address bound, when asked for.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(_, a)| *a)
+    }
+
+    /// Logs where the gateway listens and gives each listener with what it
+    /// serves and whether TLS applies to it: not to the admin plane, which
+    /// is for loopback or a private network.
+    pub fn into_served(self) -> Vec<(L, Listener, bool)> {
+        let or_none =
+            |a: Option<SocketAddr>| a.map_or_else(|| "none".to_owned(), |a| a.to_string());
+        tracing::info!(
+            public_addr = %self.public_addr(),
+            ws_addr = %or_none(self.receivers_addr()),
+            admin_addr = %or_none(self.admin_addr()),
+            "gateway listening"
+        );
+        let mut served = vec![(self.public.0, Listener::Public, true)];
+        served.extend(self.receivers.map(|(l, _)| (l, Listener::Receivers, true)));
+        served.extend(self.admin.map(|(l, _)| (l, Listener::Admin, false)));
+        served
+    }
+}
