@@ -224,7 +224,9 @@ fi
 declare -A STARTUP_RSS
 for shell in $SHELLS; do
     [[ " $SYSTEMS " == *" $shell "* ]] || continue
-    start "$shell" "${BIN[$shell]}" both --upstream "http://127.0.0.1:$P_BACKEND" --listen "127.0.0.1:${PORT[$shell]}"
+    # No admin plane: its default port (8081) would be taken by the first.
+    start "$shell" "${BIN[$shell]}" both --upstream "http://127.0.0.1:$P_BACKEND" --listen "127.0.0.1:${PORT[$shell]}" \
+        --admin-listen off
 done
 for system in $SYSTEMS; do
     wait_http "http://127.0.0.1:${PORT[$system]}/small" "$system"
@@ -338,7 +340,7 @@ if [ "$GIB_TEST" = 1 ]; then
             bin=$ANPX_SMOL
             port=$P_GIB_SMOL_GW
         fi
-        start "gib-gw-$shell" "$bin" gateway --listen "127.0.0.1:$port"
+        start "gib-gw-$shell" "$bin" gateway --listen "127.0.0.1:$port" --admin-listen off
         sleep 0.3
         start "gib-rx-$shell" "$bin" receiver --gateway "ws://127.0.0.1:$port/ws" \
             --upstream "http://127.0.0.1:$P_BACKEND"
