@@ -410,3 +410,46 @@ fn past_the_total_flow_controlled_requests_wait_for_room_instead_of_closing_anyo
     assert!(gw.charged() <= 8 << 20);
     assert_eq!(gw.link_count(), 1);
 }
+
+/// What the shell reports of messages still arriving is charged like a held
+/// body: past the connection's budget it is closed, past the total the
+/// connection holding the most goes, and a whole message ends the charge.
+#[test]
+fn messages_still_arriving_are_charged_against_both_budgets() {
+    let mut b = Bench::new();
+    b.gw.message_arriving(b.now, b.links[0], 90_000);
+    b.gw.message_arriving(b.now, b.links[1], 80_000);
+    assert_eq!(b.gw.arriving(), 170_000);
+    assert_eq!(b.gw.charged(), 170_000);
+    assert_eq!(b.gw.link_charged(b.links[0]), Some(90_000));
+    // A whole message ends what was arriving on that connection.
+    b.answered(1, 10_000);
+    assert_eq!(b.gw.arriving(), 90_000);
+    b.gw.message_arriving(b.now, b.links[1], 80_000);
+    // Past its own budget (100 kB) a connection is closed.
+    b.gw.message_arriving(b.now, b.links[2], 100_001);
+    let closed = closes(&b.drain());
+    assert_eq!(closed.len(), 1, "{closed:?}");
+    assert_eq!(closed[0].0, b.links[2]);
+    assert!(!b.alive(2));
+    assert_eq!(b.over_budget(), 1);
+    // Past the total (250 kB) the one holding the most goes: receiver 0.
+    let mut b2 = Bench::new();
+    b2.gw.message_arriving(b2.now, b2.links[0], 95_000);
+    b2.answered(1, 10_000);
+    b2.gw.message_arriving(b2.now, b2.links[1], 80_000);
+    b2.gw.message_arriving(b2.now, b2.links[2], 60_000);
+    assert_eq!(b2.gw.charged(), 245_000);
+    b2.gw.message_arriving(b2.now, b2.links[2], 90_000);
+    let closed = closes(&b2.drain());
+    assert_eq!(closed.len(), 1, "{closed:?}");
+    assert_eq!(closed[0].0, b2.links[0]);
+    assert!(
+        closed[0].2.contains("max_buffered_bytes"),
+        "{}",
+        closed[0].2
+    );
+    assert!(b2.alive(1) && b2.alive(2));
+    assert_eq!(b2.gw.arriving(), 170_000);
+    assert!(b2.gw.charged() <= TOTAL);
+}

@@ -68,6 +68,10 @@ enum Command {
     Closed {
         link: LinkId,
     },
+    Arriving {
+        link: LinkId,
+        bytes: u64,
+    },
     Regrant {
         link: LinkId,
         grants: Vec<ServiceUrl>,
@@ -159,6 +163,12 @@ impl Driver {
     /// A message from a receiver connection.
     pub fn message(&self, link: LinkId, message: WsMessage) -> Result<(), DriverGone> {
         self.send(Command::Message { link, message })
+    }
+
+    /// `bytes` of a WebSocket message from `link` are read and not yet a
+    /// whole message.
+    pub fn arriving(&self, link: LinkId, bytes: u64) {
+        let _ = self.send(Command::Arriving { link, bytes });
     }
 
     /// A receiver connection ended.
@@ -414,6 +424,7 @@ impl State {
                 self.links.remove(&link);
                 self.core.close_link(now, link);
             }
+            Command::Arriving { link, bytes } => self.core.message_arriving(now, link, bytes),
             Command::Fault {
                 link,
                 fault,

@@ -21,7 +21,7 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use crate::admission::Admission;
 use crate::driver::{Driver, DriverGone, LinkOut};
 use crate::receiver::Runtime;
-use crate::ws::{close, from_wire, to_wire};
+use crate::ws::{close, from_wire, to_wire, Arriving, Counted};
 
 /// How long a connection the gateway closed may take to answer the close.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -127,7 +127,7 @@ pub async fn admit(
 /// Serves one admitted receiver connection until either side closes it.
 /// `runtime` times the wait for the peer's answer to a close.
 pub async fn serve<S>(
-    ws: WebSocketStream<S>,
+    ws: WebSocketStream<Counted<S>>,
     driver: Driver,
     admitted: AdmittedLink,
     runtime: &dyn Runtime,
@@ -142,6 +142,7 @@ pub async fn serve<S>(
         follow,
     } = admitted;
     tracing::info!(%link, receiver = %who, features = %features, "receiver connected");
+    let mut arriving = Arriving::new(ws.get_ref().read_counter());
     let (mut sink, mut stream) = ws.split();
 
     // True when the gateway closed the connection and sent the close frame.
@@ -184,7 +185,26 @@ pub async fn serve<S>(
         false
     };
     let reader = async {
-        while let Some(msg) = stream.next().await {
+        // What tungstenite holds of a message still arriving is reported
+        // as it grows, so the budgets see it before the message is whole.
+        loop {
+            let next = poll_fn(|cx| {
+                let polled = stream.poll_next_unpin(cx);
+                if polled.is_pending() {
+                    if let Some(bytes) = arriving.pending() {
+                        driver.arriving(link, bytes);
+                    }
+                }
+                polled
+            });
+            let Some(msg) = next.await else {
+                return;
+            };
+            if let Ok(m) = &msg {
+                if let Some(bytes) = arriving.received(m) {
+                    driver.arriving(link, bytes);
+                }
+            }
             let msg = match msg {
                 Ok(Message::Close(_)) => return,
                 Err(e) => {

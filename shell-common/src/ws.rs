@@ -1,9 +1,15 @@
 //! Conversions between the core's WebSocket messages and tungstenite's.
 
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
 use anpx_core::WsMessage;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use async_tungstenite::tungstenite::Message;
+use futures_util::io::{AsyncRead, AsyncWrite};
 
 /// The tungstenite message for a core message.
 pub fn to_wire(message: WsMessage) -> Message {
@@ -52,4 +58,123 @@ pub fn config(max_frame_len: usize) -> WebSocketConfig {
         .max_message_size(Some(max_frame_len))
         .max_frame_size(Some(max_frame_len))
         .read_buffer_size(READ_BUFFER_SIZE)
+}
+
+/// A receiver's socket that counts the bytes read from it, so that what
+/// the WebSocket library holds of a message still arriving can be charged
+/// against the gateway's budgets (it is not visible otherwise until the
+/// message is whole).
+pub struct Counted<S> {
+    inner: S,
+    read: Arc<AtomicU64>,
+}
+
+impl<S> Counted<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        Counted {
+            inner,
+            read: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Bytes read from the socket so far, shared with the reader.
+    pub fn read_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.read)
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(n)) = &polled {
+            self.read.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+/// Bytes of a message still arriving that are not reported: the header
+/// of the frame, what was read ahead of the message's end, and the steps
+/// in which the count is reported. Bounded so that a message at the size
+/// limit is not charged past it.
+const UNCHARGED: u64 = READ_BUFFER_SIZE as u64;
+/// The count is reported in steps of this size, not on every read.
+const REPORT_STEP: u64 = 64 * 1024;
+
+/// What of a connection's bytes read is a message still arriving: read
+/// since the last whole data message, less the control messages received
+/// since (which tungstenite hands over whole, even between the fragments
+/// of a data message, so they do not end what is arriving).
+pub struct Arriving {
+    read: Arc<AtomicU64>,
+    /// Bytes read up to the end of the last whole message.
+    done: u64,
+    /// What was last reported.
+    reported: u64,
+}
+
+impl Arriving {
+    /// Follows the counter of a [`Counted`] socket.
+    pub fn new(read: Arc<AtomicU64>) -> Self {
+        let done = read.load(Ordering::Relaxed);
+        Arriving {
+            read,
+            done,
+            reported: 0,
+        }
+    }
+
+    /// A message was received whole; returns the count to report if it
+    /// changed.
+    pub fn received(&mut self, message: &Message) -> Option<u64> {
+        let read = self.read.load(Ordering::Relaxed);
+        match message {
+            // A client's control frame is masked: 2 header bytes, 4 of mask,
+            // at most 125 of payload.
+            Message::Ping(b) | Message::Pong(b) => {
+                self.done = (self.done + 6 + b.len() as u64).min(read);
+            }
+            _ => self.done = read,
+        }
+        self.report()
+    }
+
+    /// The socket was read and no message is whole yet; returns the count
+    /// to report if it changed by a step.
+    pub fn pending(&mut self) -> Option<u64> {
+        self.report()
+    }
+
+    fn report(&mut self) -> Option<u64> {
+        let read = self.read.load(Ordering::Relaxed);
+        let arriving = read.saturating_sub(self.done).saturating_sub(UNCHARGED);
+        let stepped = arriving / REPORT_STEP * REPORT_STEP;
+        (stepped != self.reported).then(|| {
+            self.reported = stepped;
+            stepped
+        })
+    }
 }

@@ -414,7 +414,12 @@ async fn upgrade(headers: &http::HeaderMap, shared: &Arc<Shared>, peer: SocketAd
     smol::spawn(async move {
         match upgraded.await {
             Some(io) => {
-                let stream = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+                let stream = WebSocketStream::from_raw_socket(
+                    ws::Counted::new(io),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
                 link::serve(stream, driver, admitted, &Smol).await;
             }
             None => {

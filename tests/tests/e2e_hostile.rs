@@ -341,7 +341,16 @@ async fn a_trickled_upload_is_cut_at_the_upload_timeout_with_408(shell: Shell) {
         assert!(sending, "{len}: answered after the whole body");
     }
     wait_metric(&gw, "anpx_requests_failed_total{status=\"408\"}", 1).await;
-    wait_metric(&gw, "anpx_requests_ended_total{ending=\"timed_out\"}", 1).await;
+    // Each ends exactly once, the small body read before its request
+    // started as much as the streamed one.
+    wait_metric(&gw, "anpx_requests_ended_total{ending=\"timed_out\"}", 2).await;
+    let m = send(gw.admin_addr(), "GET", HOST, "/metrics", "").await;
+    let ended: u64 = String::from_utf8_lossy(&m.body)
+        .lines()
+        .filter(|l| l.starts_with("anpx_requests_ended_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum();
+    assert_eq!(ended, 2, "two uploads, two endings");
 }
 
 /// A TCP connection to `addr` from the loopback address `from` (any of
@@ -1412,7 +1421,122 @@ async fn streaming_is_granted_only_with_flow_control(shell: Shell) {
     );
 }
 
+/// A raw receiver connection on which a binary message of `len` bytes,
+/// `frame`, is sent masked up to `sent` bytes and left unfinished.
+struct Unfinished {
+    tcp: TcpStream,
+    masked: Vec<u8>,
+    sent: usize,
+}
+
+impl Unfinished {
+    async fn open(addr: SocketAddr, frame: &[u8], sent: usize) -> Self {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(
+            format!(
+                "GET /ws HTTP/1.1\r\nHost: {HOST}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nx-anpx-services: api.agent.com/unfinished\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            tcp.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 101"),
+            "{:?}",
+            String::from_utf8_lossy(&head)
+        );
+        let mask = [0x5a, 0xa5, 0x3c, 0xc3];
+        let mut masked = vec![0x82, 0x80 | 127];
+        masked.extend_from_slice(&(frame.len() as u64).to_be_bytes());
+        masked.extend_from_slice(&mask);
+        masked.extend(frame.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        let mut this = Unfinished {
+            tcp,
+            masked,
+            sent: 0,
+        };
+        this.send_to(sent).await;
+        this
+    }
+
+    /// Sends the message up to `upto` bytes of its payload.
+    async fn send_to(&mut self, upto: usize) {
+        let end = (14 + upto).min(self.masked.len());
+        // The peer may have closed us: what it wrote no longer matters.
+        let _ = self.tcp.write_all(&self.masked[self.sent..end]).await;
+        self.sent = end;
+    }
+}
+
+/// Receivers each keeping a large message unfinished: what tungstenite
+/// holds of them is charged against the total as it arrives, so they cannot
+/// take the gateway past it; the one that would is closed (`over_budget`),
+/// the others and the good receiver stay, and a finished message gives its
+/// charge back.
+async fn unfinished_messages_are_charged_against_the_total(shell: Shell) {
+    // No load: a flow-controlled request in flight reserves its window in
+    // the same total, which would make the count below vary.
+    let (backend, _) = recording_backend().await;
+    let gw = Gw::start(shell, |o| {
+        o.core.buffers.per_link = 1 << 20;
+        o.core.buffers.total = 3 << 20;
+    })
+    .await;
+    let _good = start_receiver(gw.addr(), backend, &["api.agent.com/good"]).await;
+    gw.wait_for_receivers(1).await;
+    // A whole ANPX frame just under the 1 MiB message limit: an answer for
+    // a request never sent, which is dropped when it arrives whole.
+    let id = RequestId::from("00000000-0000-4000-8000-000000000001");
+    let WsMessage::Binary(frame) = response_frame(&id, None, true, &vec![b'u'; 1000 * 1024]) else {
+        unreachable!()
+    };
+    let sent = 900 * 1024;
+    let mut hostile = Vec::new();
+    for i in 0..3 {
+        hostile.push(Unfinished::open(gw.addr(), &frame, sent).await);
+        // Each unfinished message shows as it arrives.
+        wait_metric(&gw, "anpx_buffer_arriving_bytes", (i + 1) * 800 * 1024).await;
+    }
+    gw.wait_for_receivers(4).await;
+    assert_eq!(metric(&gw, &fault("over_budget")).await, 0);
+    // A fourth would take the total (3 MiB) past: one connection goes.
+    hostile.push(Unfinished::open(gw.addr(), &frame, sent).await);
+    wait_metric(&gw, &fault("over_budget"), 1).await;
+    gw.wait_for_receivers(4).await;
+    let arriving = metric(&gw, "anpx_buffer_arriving_bytes").await;
+    let charged = arriving
+        + metric(&gw, "anpx_buffered_bytes").await
+        + metric(&gw, "anpx_buffer_reserved_bytes").await;
+    assert!(charged <= 3 << 20, "charged {charged}");
+    assert!(arriving >= 2 * 800 * 1024, "arriving {arriving}");
+    // The survivors finish their messages: each is taken whole (dropped as
+    // stray) and its charge given back.
+    for h in &mut hostile {
+        h.send_to(frame.len()).await;
+    }
+    wait_metric(&gw, "anpx_stray_frames_total", 3).await;
+    for _ in 0..100 {
+        if metric(&gw, "anpx_buffer_arriving_bytes").await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(metric(&gw, "anpx_buffer_arriving_bytes").await, 0);
+    assert_eq!(metric(&gw, &fault("over_budget")).await, 1);
+    gw.wait_for_receivers(4).await;
+    // The good receiver still serves.
+    let r = send(gw.addr(), "GET", HOST, "/good/after", "").await;
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+}
+
 for_every_gateway!(
+    unfinished_messages_are_charged_against_the_total,
     one_address_cannot_take_a_whole_route,
     a_flow_controlled_receivers_messages_are_limited_to_a_window,
     a_trickled_upload_is_cut_at_the_upload_timeout_with_408,

@@ -128,6 +128,11 @@ struct Link {
     /// the budgets when a request starts, so bytes sent within the
     /// windows never take a connection or the gateway past a budget.
     reserved: u64,
+    /// Bytes of WebSocket messages still arriving on the connection (read
+    /// from its socket, not yet a whole message), as the shell reports
+    /// them. Charged where they pass [`Link::reserved`]: a flow-controlled
+    /// receiver's message within its windows is already reserved.
+    arriving: u64,
     /// With `drain`: the receiver said it is shutting down. No new request
     /// is routed to it; those in flight run to their end.
     draining: bool,
@@ -140,9 +145,15 @@ impl Link {
     }
 
     /// What counts against the budgets: what it holds, and what its
-    /// windows still let it send.
+    /// windows still let it send or messages still arriving hold, the
+    /// larger.
     fn charge(&self) -> u64 {
-        self.buffered() + self.reserved
+        self.buffered() + self.reserved + self.arriving_excess()
+    }
+
+    /// What of [`Link::arriving`] its reservation does not cover.
+    fn arriving_excess(&self) -> u64 {
+        self.arriving.saturating_sub(self.reserved)
     }
 
     fn flow_controlled(&self) -> bool {
@@ -295,6 +306,10 @@ pub struct Gateway {
     /// The credit flow-controlled requests in flight still have: the sum
     /// of [`Link::reserved`], also counted against the total.
     reserved: u64,
+    /// Bytes of WebSocket messages still arriving that no reservation
+    /// covers: the sum of [`Link::arriving_excess`], counted against the
+    /// total.
+    arriving: u64,
     /// Requests in flight per route and client address (IPv6 by /64),
     /// held to [`GatewayConfig::client_share`].
     client_load: HashMap<(ServiceUrl, IpAddr), usize>,
@@ -319,6 +334,7 @@ impl Gateway {
             unread: HashMap::new(),
             buffered: 0,
             reserved: 0,
+            arriving: 0,
             client_load: HashMap::new(),
         }
     }
@@ -353,6 +369,7 @@ impl Gateway {
                 chatter: Bucket::new(self.config.chatter, now),
                 unread: 0,
                 reserved: 0,
+                arriving: 0,
                 draining: false,
             },
         );
@@ -414,6 +431,13 @@ impl Gateway {
             return;
         };
         l.last_seen = now;
+        if matches!(message, WsMessage::Binary(_) | WsMessage::Text(_)) {
+            // A whole data message ends the one that was arriving (control
+            // messages may come between its fragments).
+            let excess = l.arriving_excess();
+            l.arriving = 0;
+            self.arriving -= excess;
+        }
         match message {
             WsMessage::Binary(bytes) => self.handle_frame(now, link, bytes),
             WsMessage::Text(text) => {
@@ -882,8 +906,7 @@ impl Gateway {
         let link_room = budget
             .per_link
             .max(INITIAL_WINDOW.saturating_mul(cap as u64));
-        let total_room =
-            budget.total.saturating_sub(self.buffered + self.reserved) >= INITIAL_WINDOW;
+        let total_room = budget.total.saturating_sub(self.charged()) >= INITIAL_WINDOW;
         let fits = |l: &Link| {
             !l.flow_controlled() || (total_room && l.charge() + INITIAL_WINDOW <= link_room)
         };
@@ -1286,6 +1309,7 @@ impl Gateway {
             in_flight: self.pending.len(),
             buffered_bytes: self.buffered,
             reserved_bytes: self.reserved,
+            arriving_bytes: self.arriving,
             totals: self.totals.clone(),
         }
     }
@@ -1380,16 +1404,20 @@ impl Gateway {
     /// Reserves `n` bytes of credit for `link`'s flow-controlled requests.
     fn reserve(&mut self, link: LinkId, n: u64) {
         if let Some(l) = self.links.get_mut(&link) {
+            let before = l.arriving_excess();
             l.reserved += n;
             self.reserved += n;
+            self.arriving = self.arriving - before + l.arriving_excess();
         }
     }
 
     /// Gives back `n` reserved bytes (credit spent, or no longer usable).
     fn unreserve(&mut self, link: LinkId, n: u64) {
         if let Some(l) = self.links.get_mut(&link) {
+            let before = l.arriving_excess();
             l.reserved -= n;
             self.reserved -= n;
+            self.arriving = self.arriving - before + l.arriving_excess();
         }
     }
 
@@ -1403,15 +1431,15 @@ impl Gateway {
         };
         let budget = self.config.buffers;
         let charge = l.charge() + incoming;
-        if charge > budget.per_link {
+        let limit = self.link_limit(link).unwrap_or(budget.per_link);
+        if charge > limit {
             self.fault(
                 now,
                 link,
                 LinkFault::OverBudget,
                 format!(
                     "over_budget: {charge} response bytes held for this connection, over \
-                     gateway.max_buffered_per_receiver_bytes ({})",
-                    budget.per_link
+                     gateway.max_buffered_per_receiver_bytes ({limit})"
                 ),
             );
             return false;
@@ -1427,7 +1455,7 @@ impl Gateway {
             .filter(|(_, l)| !l.flow_controlled())
             .map(|(id, l)| {
                 let extra = if *id == link { incoming } else { 0 };
-                (l.buffered() + extra, *id == link, *id)
+                (l.buffered() + l.arriving + extra, *id == link, *id)
             })
             .max();
         let victim = largest.map_or(link, |(_, _, id)| id);
@@ -1481,7 +1509,37 @@ impl Gateway {
     /// [`buffered`]: Self::buffered
     /// [`reserved`]: Self::reserved
     pub fn charged(&self) -> u64 {
-        self.buffered + self.reserved
+        self.buffered + self.reserved + self.arriving
+    }
+
+    /// Bytes of WebSocket messages still arriving from receivers that no
+    /// flow-control reservation covers, counted against the budgets
+    /// (`anpx_buffer_arriving_bytes`).
+    pub fn arriving(&self) -> u64 {
+        self.arriving
+    }
+
+    /// The shell read `bytes` of a WebSocket message (or of several
+    /// fragments of one) from `link` that are not yet a whole message: what
+    /// the WebSocket library holds for it. Set back to 0 before the message
+    /// is handed over with [`handle_message`](Self::handle_message), which
+    /// also ends it.
+    /// Charged like a held body: past the connection's budget it is closed,
+    /// past the gateway's the connection without `flow-control` holding the
+    /// most is (`over_budget` either way).
+    pub fn message_arriving(&mut self, now: Instant, link: LinkId, bytes: u64) {
+        let Some(l) = self.links.get(&link) else {
+            return;
+        };
+        let before = l.arriving_excess();
+        let after = bytes.saturating_sub(l.reserved);
+        if after > before && !self.within_budget(now, link, after - before) {
+            return;
+        }
+        if let Some(l) = self.links.get_mut(&link) {
+            l.arriving = bytes;
+            self.arriving = self.arriving - before + after;
+        }
     }
 
     /// What counts against `link`'s budget: what it holds and the credit
@@ -1553,6 +1611,7 @@ impl Gateway {
         // Bodies on their way to slow clients stay counted until freed.
         self.buffered -= l.reassembler.held_bytes();
         self.reserved -= l.reserved;
+        self.arriving -= l.arriving_excess();
         self.routes.remove_link(link);
         let mut ids: Vec<RequestId> = l.requests.into_iter().collect();
         ids.sort();

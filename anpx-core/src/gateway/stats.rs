@@ -92,6 +92,9 @@ pub struct GatewayStats {
     /// Credit reserved for flow-controlled requests in flight
     /// ([`Gateway::reserved`](super::Gateway::reserved)).
     pub reserved_bytes: u64,
+    /// Bytes of WebSocket messages still arriving that no reservation
+    /// covers ([`Gateway::arriving`](super::Gateway::arriving)).
+    pub arriving_bytes: u64,
     /// Counters.
     pub totals: Totals,
 }
@@ -153,6 +156,12 @@ impl GatewayStats {
             "gauge",
             "Window credit of flow-controlled requests in flight, reserved against gateway.max_buffered_bytes.",
             self.reserved_bytes,
+        );
+        metric(
+            "anpx_buffer_arriving_bytes",
+            "gauge",
+            "Bytes of WebSocket messages from receivers still arriving (read, not yet whole), counted against gateway.max_buffered_bytes.",
+            self.arriving_bytes,
         );
         metric(
             "anpx_requests_started_total",

@@ -137,8 +137,12 @@ async fn upgrade(
         match on_upgrade.await {
             Ok(upgraded) => {
                 let io = TokioAdapter::new(TokioIo::new(upgraded));
-                let stream =
-                    WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
+                let stream = WebSocketStream::from_raw_socket(
+                    ws::Counted::new(io),
+                    Role::Server,
+                    Some(ws_config),
+                )
+                .await;
                 link::serve(stream, driver, admitted, &Tokio).await;
             }
             Err(e) => {
