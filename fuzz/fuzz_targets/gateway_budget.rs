@@ -9,12 +9,17 @@
 //! them), and nothing panics (the fuzz profile turns integer overflow into
 //! a crash). Inputs of odd length run with room in the total for two
 //! flow-control windows, so flow-controlled receivers get requests too.
+//! WebSocket messages still arriving (what the shell reports of a message
+//! read in part) are charged in the same budgets. Requests come from a few
+//! client addresses, and no address ever has more than its share of a
+//! route's in-flight cap.
 //!
 //! Input: a sequence of operations, three bytes each, `[op, a, b]`;
 //! `a` picks a receiver or request, `b` a size, flag or delay.
 
 #![no_main]
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use anpx_core::frame::{ChunkInfo, ExtFrame, FinalMarker, Frame, MessageKind, Meta};
@@ -28,6 +33,10 @@ use libfuzzer_sys::fuzz_target;
 
 const HOST: &str = "api.agent.com";
 const RECEIVERS: usize = 3;
+/// In flight per connection, and an address's share of it: small enough
+/// that a few requests reach the share.
+const MAX_INFLIGHT: usize = 8;
+const CLIENT_PERCENT: u8 = 25;
 // Small enough that a few frames reach each budget.
 const PER_LINK: u64 = 20_000;
 const TOTAL: u64 = 45_000;
@@ -39,7 +48,16 @@ struct World {
     gw: Gateway,
     links: [LinkId; RECEIVERS],
     requests: Vec<RequestId>,
+    /// Requests started from an address: the receiver (route) and address.
+    from: Vec<(RequestId, usize, IpAddr)>,
     total: u64,
+}
+
+fn client(b: u8) -> Option<IpAddr> {
+    match (b >> 1) % 3 {
+        2 => None,
+        n => Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, n))),
+    }
 }
 
 fn admit(gw: &mut Gateway, now: Instant, receiver: usize, flags: u8) -> LinkId {
@@ -87,6 +105,24 @@ impl World {
                 assert!(charged <= limit, "{link} charged {charged} > {limit}");
                 assert!(held <= charged, "{link} holds {held} > charged {charged}");
                 sum += held;
+            }
+        }
+        // Each route has one connection: an address's share is of its cap.
+        let share = self.gw.config().client_share(1);
+        for receiver in 0..RECEIVERS {
+            for n in 0..2 {
+                let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, n));
+                let held = self
+                    .from
+                    .iter()
+                    .filter(|(id, r, a)| {
+                        *r == receiver && *a == ip && self.gw.request_link(id).is_some()
+                    })
+                    .count();
+                assert!(
+                    held <= share,
+                    "{ip} has {held} in flight on r{receiver}, share {share}"
+                );
             }
         }
         let total = self.gw.buffered();
@@ -146,6 +182,8 @@ fuzz_target!(|data: &[u8]| {
             per_link: PER_LINK,
             total,
         },
+        max_inflight_per_link: MAX_INFLIGHT,
+        max_inflight_percent_per_client: CLIENT_PERCENT,
         ..GatewayConfig::default()
     };
     let now = Instant::now();
@@ -156,13 +194,14 @@ fuzz_target!(|data: &[u8]| {
         gw,
         links,
         requests: Vec::new(),
+        from: Vec::new(),
         total,
     };
     for op in data.chunks_exact(3) {
         let (a, b) = (op[1], op[2]);
         let receiver = usize::from(a) % RECEIVERS;
         let link = w.links[receiver];
-        match op[0] % 11 {
+        match op[0] % 12 {
             0 => {
                 let body = if b & 1 == 0 {
                     RequestBody::Empty
@@ -170,7 +209,11 @@ fuzz_target!(|data: &[u8]| {
                     RequestBody::Streaming
                 };
                 let head = RequestHead::new("GET", format!("/r{receiver}/x"));
-                if let Ok(id) = w.gw.start_request(w.now, HOST, head, body) {
+                let from = client(b);
+                if let Ok(id) = w.gw.start_request_from(w.now, from, HOST, head, body) {
+                    if let Some(ip) = from {
+                        w.from.push((id.clone(), receiver, ip));
+                    }
                     w.requests.push(id);
                 }
             }
@@ -219,6 +262,10 @@ fuzz_target!(|data: &[u8]| {
                     let piece = Bytes::from(vec![b'u'; usize::from(b)]);
                     let _ = w.gw.push_body(w.now, &id, piece, b & 2 != 0);
                 }
+            }
+            11 => {
+                // Part of a message read from the connection, not yet whole.
+                w.gw.message_arriving(w.now, link, u64::from(b) * 200);
             }
             _ => {
                 w.now += Duration::from_secs(u64::from(b));

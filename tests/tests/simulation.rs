@@ -41,6 +41,7 @@ fn run_shard(shard: u64) {
             ("400", totals.refused_400),
             ("404", totals.refused_404),
             ("503", totals.refused_503),
+            ("429 (client share)", totals.refused_429),
             ("502", totals.failed_502),
             ("502 for a response over the limit", totals.over_limit),
             ("504", totals.failed_504),

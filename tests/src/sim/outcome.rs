@@ -43,6 +43,8 @@ pub struct Counters {
     pub refused_400: u64,
     pub refused_404: u64,
     pub refused_503: u64,
+    /// Refused because the client's address had its share of the route.
+    pub refused_429: u64,
     pub completed: u64,
     pub failed_502: u64,
     /// Of those, responses the gateway refused as invalid.
@@ -89,6 +91,7 @@ impl Counters {
         self.refused_400 += o.refused_400;
         self.refused_404 += o.refused_404;
         self.refused_503 += o.refused_503;
+        self.refused_429 += o.refused_429;
         self.completed += o.completed;
         self.failed_502 += o.failed_502;
         self.invalid_responses += o.invalid_responses;

@@ -146,6 +146,7 @@ impl Scenario {
         let gateway = GatewayConfig {
             request_timeout: ms(rng.u64(500..=8_000)),
             max_inflight_per_link: pick(rng, &[1, 2, 3, 4, 6, 16, 100]),
+            max_inflight_percent_per_client: pick(rng, &[100, 50, 34, 10]),
             ping_interval: ms(rng.u64(2_000..=15_000)),
             chunk_size: pick(rng, CHUNK_SIZES),
             reassembly: ReassemblyLimits {

@@ -92,6 +92,11 @@ impl World {
             ("bad_request", t.bad_request, c.refused_400),
             ("not_found", t.not_found, c.refused_404),
             ("unavailable", t.unavailable, c.refused_503),
+            (
+                "client_share_refused",
+                t.client_share_refused,
+                c.refused_429,
+            ),
             ("bad_gateway", t.bad_gateway, c.failed_502),
             ("timed_out", t.timed_out, c.failed_504),
             ("upload_timed_out", t.upload_timed_out, c.failed_408),

@@ -1,5 +1,7 @@
 //! The public clients: starting, uploading, cancelling, and what they get.
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use anpx_core::RequestId;
 use anpx_core::{LinkId, Output, Reject, ResponseEvent};
 use bytes::Bytes;
@@ -9,6 +11,14 @@ use crate::sim::client::{BodyKind, ClientRequest};
 use crate::sim::invariants::{bail, CheckContext, Violation};
 use crate::sim::routes::{self, Grant};
 use crate::sim::trace::short;
+
+/// Where public requests come from: a few addresses, and none.
+const CLIENT_ADDRESSES: [Option<IpAddr>; 4] = [
+    Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))),
+    Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2))),
+    Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 3))),
+    None,
+];
 
 impl World {
     pub(super) fn client_actions(&mut self) -> Result<(), Violation> {
@@ -59,10 +69,32 @@ impl World {
             .as_deref()
             .and_then(|path| self.expected_route(&client.host, path));
         let cap = self.sc.gateway.max_inflight_per_link;
+        // Clients come from a few addresses (or none, as a request another
+        // gateway forwarded); each address is held to its share of a
+        // route's in-flight cap.
+        let from = CLIENT_ADDRESSES[self.rng.usize(..CLIENT_ADDRESSES.len())];
+        let share = expected.as_ref().map(|(route, links)| {
+            let whole = links.len() * cap;
+            let share = self.sc.gateway.client_share(links.len());
+            let held = from.map_or(0, |ip| {
+                self.client_from
+                    .iter()
+                    .filter(|(id, (r, a))| r == route && *a == ip && self.ledger.is_open(id))
+                    .count()
+            });
+            (held, share, whole)
+        });
+        let over_share = from.is_some()
+            && self.sc.gateway.max_inflight_percent_per_client < 100
+            && share.is_some_and(|(held, share, whole)| held >= share && share < whole);
         let at = self.at();
-        let result = self
-            .gw
-            .start_request(at, &client.host, client.head(), client.initial_body());
+        let result = self.gw.start_request_from(
+            at,
+            from,
+            &client.host,
+            client.head(),
+            client.initial_body(),
+        );
         let what = format!(
             "#{} {} {}{} body {:?}({})",
             client.serial,
@@ -77,17 +109,21 @@ impl World {
                 let fits = match (&reject, &expected) {
                     (Reject::BadPath { .. }, None) => client.normalized.is_none(),
                     (Reject::NoRoute { path }, None) => client.normalized.as_ref() == Some(path),
+                    (Reject::ClientShare { route, .. }, Some((want, _))) => {
+                        route == want && over_share
+                    }
                     (Reject::AtCapacity { route }, Some((want, links))) => {
-                        route == want && links.iter().all(|(_, load)| *load >= cap)
+                        route == want && !over_share && links.iter().all(|(_, load)| *load >= cap)
                     }
                     _ => false,
                 };
                 if !fits {
-                    bail!("start {what} refused with {reject:?}; the oracle expected {expected:?} (cap {cap})");
+                    bail!("start {what} from {from:?} refused with {reject:?}; the oracle expected {expected:?} (cap {cap}, held/share/whole {share:?})");
                 }
                 match reject.failure().status {
                     400 => self.counters.refused_400 += 1,
                     404 => self.counters.refused_404 += 1,
+                    429 => self.counters.refused_429 += 1,
                     503 => self.counters.refused_503 += 1,
                     s => bail!("start {what} refused with status {s}"),
                 }
@@ -106,8 +142,11 @@ impl World {
             _ => None,
         };
         match (&expected, link) {
-            (Some((_, links)), Some(link)) if links.iter().any(|(l, load)| *l == link && *load < cap) => {}
-            _ => bail!("start {what} accepted as {id} on {link:?}; the oracle expected {expected:?} (cap {cap})"),
+            (Some((_, links)), Some(link)) if !over_share && links.iter().any(|(l, load)| *l == link && *load < cap) => {}
+            _ => bail!("start {what} from {from:?} accepted as {id} on {link:?}; the oracle expected {expected:?} (cap {cap}, held/share/whole {share:?})"),
+        }
+        if let (Some(ip), Some((route, _))) = (from, &expected) {
+            self.client_from.insert(id.clone(), (route.clone(), ip));
         }
         log!(
             self,

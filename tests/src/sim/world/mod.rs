@@ -166,6 +166,9 @@ struct World {
     ledger: Ledger,
     records: BTreeMap<RequestId, UpstreamRecord>,
     clients: BTreeMap<RequestId, ClientRequest>,
+    /// The route and client address of every request started from one,
+    /// for the oracle of each address's share of a route.
+    client_from: BTreeMap<RequestId, (String, std::net::IpAddr)>,
     /// Open requests whose body is still being pushed.
     uploading: BTreeSet<RequestId>,
     agenda: BTreeMap<(Duration, u64), Task>,
@@ -249,6 +252,7 @@ impl World {
             ledger: Ledger::new(),
             records: BTreeMap::new(),
             clients: BTreeMap::new(),
+            client_from: BTreeMap::new(),
             uploading: BTreeSet::new(),
             agenda: BTreeMap::new(),
             agenda_seq: 0,
