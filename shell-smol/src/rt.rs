@@ -56,26 +56,47 @@ impl Listen for TcpAccept {
     }
 }
 
+/// The most a piece of a body read by [`body_stream`] holds.
+const PIECE: usize = 64 * 1024;
+/// A read buffer with less room than this left is replaced before a read.
+const MIN_ROOM: usize = 4 * 1024;
+
 /// Reads an async-h1 body as a stream of pieces.
+///
+/// The pieces are cut from one zeroed buffer, read into until little room
+/// is left, and a body of known length gets a buffer of that size, rather
+/// than a new 64 KiB zeroed buffer for every read, even of a 40-byte body.
 pub(crate) fn body_stream(
     body: http_types::Body,
 ) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Unpin {
     use futures_util::AsyncReadExt;
+    // One byte more than a known length, so its end is read in the same
+    // buffer.
+    let sized = body
+        .len()
+        .and_then(|n| n.checked_add(1))
+        .filter(|&n| n <= PIECE);
     let reader = body.into_reader();
+    let buf = bytes::BytesMut::zeroed(sized.unwrap_or(PIECE));
     Box::pin(futures_util::stream::unfold(
-        (reader, false),
-        |(mut reader, done)| async move {
+        (reader, buf, sized.is_some(), false),
+        |(mut reader, mut buf, mut sized, done)| async move {
             if done {
                 return None;
             }
-            let mut buf = vec![0u8; 64 * 1024];
+            // A buffer sized to the body keeps its last byte for reading
+            // the end; any other is replaced when little room is left.
+            if buf.is_empty() || (!sized && buf.len() < MIN_ROOM) {
+                buf = bytes::BytesMut::zeroed(PIECE);
+                sized = false;
+            }
             match reader.read(&mut buf).await {
                 Ok(0) => None,
                 Ok(n) => {
-                    buf.truncate(n);
-                    Some((Ok(bytes::Bytes::from(buf)), (reader, false)))
+                    let piece = buf.split_to(n).freeze();
+                    Some((Ok(piece), (reader, buf, sized, false)))
                 }
-                Err(e) => Some((Err(e), (reader, true))),
+                Err(e) => Some((Err(e), (reader, buf, sized, true))),
             }
         },
     ))
