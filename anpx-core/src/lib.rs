@@ -230,6 +230,8 @@ mod ws;
 
 pub use features::{Feature, Features};
 pub use flow::{FlowError, INITIAL_WINDOW, UPDATE_THRESHOLD};
+/// Prometheus label escaping, shared by every `/metrics` writer.
+pub use gateway::label_value;
 pub use gateway::{
     BufferBudget, Ending, Failure, FailureKind, Gateway, GatewayConfig, GatewayStats, Identity,
     LinkFault, LinkId, LinkStats, MessageBudget, Output, Regrant, Reject, RequestBody, RequestGone,

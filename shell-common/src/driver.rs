@@ -51,6 +51,9 @@ pub struct Started {
     pub id: RequestId,
     /// Who serves it, for the log.
     pub receiver: String,
+    /// The granted service URL that routed it (the metrics' `route`
+    /// label); `cluster` for one handed to another gateway.
+    pub route: String,
 }
 
 enum Command {
@@ -558,8 +561,17 @@ impl State {
                 Identity::Did(did) => did.clone(),
             })
             .unwrap_or_default();
+        let route = self
+            .core
+            .request_route(&id)
+            .map(ToString::to_string)
+            .unwrap_or_default();
         self.requests.insert(id.clone(), events);
-        Started { id, receiver }
+        Started {
+            id,
+            receiver,
+            route,
+        }
     }
 
     /// Hands a request to another gateway; `None` when none serves it.
@@ -586,6 +598,7 @@ impl State {
         Some(Started {
             id,
             receiver: "another gateway".into(),
+            route: "cluster".into(),
         })
     }
 

@@ -39,16 +39,29 @@ impl DurationHistogram {
     /// The histogram as Prometheus text under `name`, with `help`.
     pub fn prometheus(&self, name: &str, help: &str) -> String {
         let mut out = format!("# HELP {name} {help}\n# TYPE {name} histogram\n");
+        out.push_str(&self.series(name, ""));
+        out
+    }
+
+    /// The histogram's series (no HELP/TYPE lines) under `name`, each
+    /// with `labels` (`key="value",...`, or empty) before `le`.
+    pub fn series(&self, name: &str, labels: &str) -> String {
+        let mut out = String::new();
+        let (lead, only) = if labels.is_empty() {
+            (String::new(), String::new())
+        } else {
+            (format!("{labels},"), format!("{{{labels}}}"))
+        };
         let mut cumulative = 0;
         for (bound, n) in BUCKETS.iter().zip(&self.buckets) {
             cumulative += n.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+            let _ = writeln!(out, "{name}_bucket{{{lead}le=\"{bound}\"}} {cumulative}");
         }
         cumulative += self.over.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(out, "{name}_bucket{{{lead}le=\"+Inf\"}} {cumulative}");
         let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum {sum}");
-        let _ = writeln!(out, "{name}_count {cumulative}");
+        let _ = writeln!(out, "{name}_sum{only} {sum}");
+        let _ = writeln!(out, "{name}_count{only} {cumulative}");
         out
     }
 }

@@ -70,6 +70,23 @@ impl Answer {
     }
 }
 
+/// The reason label of a request refused because the gateway is
+/// shutting down.
+const SHUTTING_DOWN: &str = "shutting_down";
+
+/// Who a request the gateway answered itself came from, what route it
+/// matched and why it was refused: its log line and counters.
+#[derive(Debug, Clone, Copy)]
+pub struct Answered<'a> {
+    /// The client's address.
+    pub peer: Option<IpAddr>,
+    /// The granted service URL that matched; empty when none did.
+    pub route: &'a str,
+    /// The label in `anpx_requests_refused_total{reason}`; `None` for an
+    /// answer that is no refusal (a CORS preflight, a late client).
+    pub reason: Option<&'static str>,
+}
+
 /// Which listener a connection came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listener {
@@ -182,6 +199,8 @@ pub struct Shared {
     pub cluster_view: std::sync::OnceLock<Arc<dyn crate::admin::ClusterView>>,
     /// Set on shutdown: new requests get 503.
     pub draining: AtomicBool,
+    /// The binary serving it (`anpx`, `anpx-smol`): `anpx_build_info{shell}`.
+    pub shell: &'static str,
     /// How public requests ended.
     pub endings: Arc<crate::endings::Endings>,
     /// What SIGHUP may change: how often a connected receiver's grants
@@ -203,8 +222,10 @@ impl Shared {
         driver: Driver,
         options: &crate::options::GatewayOptions,
         scheme: &'static str,
+        shell: &'static str,
     ) -> Self {
         Shared {
+            shell,
             driver,
             edge: Arc::new(Edge::new(options.edge)),
             admission: options.admission.clone(),
@@ -268,19 +289,24 @@ impl Shared {
         match screen {
             Screen::Forward(decorations) => Ok(decorations),
             Screen::Refuse(r) => {
-                tracing::info!(%peer, method, path, status = r.status, reason = r.reason.label(), "request answered by the gateway");
                 // A CORS preflight answered here is served, not refused.
                 let ending = if r.status < 400 {
                     Ending::Completed
                 } else {
                     Ending::Refused
                 };
+                let refused = (ending == Ending::Refused).then(|| r.reason.label());
                 self.answered_itself(
+                    Answered {
+                        peer: Some(peer),
+                        route: "",
+                        reason: refused,
+                    },
                     method,
                     path,
                     ending,
                     r.status,
-                    (ending == Ending::Refused).then(|| r.reason.label()),
+                    refused,
                     Instant::now(),
                 );
                 let mut headers = Vec::with_capacity(r.headers.len() + 1);
@@ -302,6 +328,7 @@ impl Shared {
     /// line and count, like every routed request's.
     pub fn answered_itself(
         &self,
+        who: Answered<'_>,
         method: &str,
         path: &str,
         ending: Ending,
@@ -314,6 +341,8 @@ impl Shared {
             ending,
             &crate::endings::EndLine {
                 request: "",
+                client: who.peer,
+                route: who.route,
                 method,
                 path,
                 status,
@@ -323,13 +352,29 @@ impl Shared {
                 bytes_in: 0,
                 bytes_out: 0,
             },
+            who.reason,
         );
     }
 
-    /// [`answered_itself`](Self::answered_itself) for a `failure`.
-    pub fn refused(&self, method: &str, path: &str, failure: &Failure, started_at: Instant) {
+    /// [`answered_itself`](Self::answered_itself) for a `failure` the
+    /// gateway gave the client at `peer`; `reason` labels a refusal (a
+    /// client that left or was late is none).
+    pub fn refused(
+        &self,
+        peer: SocketAddr,
+        reason: Option<&'static str>,
+        method: &str,
+        path: &str,
+        failure: &Failure,
+        started_at: Instant,
+    ) {
         let error = Some(failure.error.as_str());
         self.answered_itself(
+            Answered {
+                peer: Some(peer.ip()),
+                route: "",
+                reason,
+            },
             method,
             path,
             failure.ending(),
@@ -347,9 +392,13 @@ impl Shared {
     pub fn head_refused(&self, refusal: EdgeRefusal, peer: SocketAddr) {
         self.edge.count(refusal);
         if let Some(status) = refusal.status() {
-            tracing::debug!(%peer, error = %refusal, "request head refused");
             let reason = refusal.to_string();
             self.answered_itself(
+                Answered {
+                    peer: Some(peer.ip()),
+                    route: "",
+                    reason: Some(refusal.label()),
+                },
                 "",
                 "",
                 Ending::Refused,
@@ -433,7 +482,7 @@ impl Shared {
         }
         text.push_str(&self.edge.prometheus());
         text.push_str(&self.endings.prometheus());
-        text.push_str(&crate::process_metrics::prometheus());
+        text.push_str(&crate::process_metrics::prometheus(self.shell));
         Answer::new(200, "text/plain; version=0.0.4", text)
     }
 
@@ -530,7 +579,8 @@ impl Shared {
         let started_at = Instant::now();
         if self.draining.load(Ordering::Relaxed) {
             let f = Failure::new(FailureKind::Refused, 503, "Gateway is shutting down");
-            self.refused(request.method, request.path, &f, started_at);
+            let (peer, why) = (request.peer, Some(SHUTTING_DOWN));
+            self.refused(peer, why, request.method, request.path, &f, started_at);
             return Err((Answer::failure(&f), None));
         }
         let hosts: Vec<&str> = request
@@ -545,7 +595,8 @@ impl Shared {
             Err(e) => {
                 self.edge.count(EdgeRefusal::Malformed);
                 let f = Failure::new(FailureKind::Refused, 400, format!("Bad host: {e}"));
-                self.refused(request.method, request.path, &f, started_at);
+                let (peer, why) = (request.peer, Some(EdgeRefusal::Malformed.label()));
+                self.refused(peer, why, request.method, request.path, &f, started_at);
                 return Err((Answer::failure(&f), None));
             }
         };
@@ -631,7 +682,8 @@ impl Shared {
         {
             Err(e) => {
                 let f = Failure::new(FailureKind::Refused, 503, e.to_string());
-                self.refused(request.method, request.path, &f, started_at);
+                let (peer, why) = (request.peer, Some(SHUTTING_DOWN));
+                self.refused(peer, why, request.method, request.path, &f, started_at);
                 if let Some(c) = capture {
                     c.end(f.status, "refused", Some(&f.error));
                 }
@@ -639,7 +691,14 @@ impl Shared {
             }
             Ok(Err(reject)) => {
                 let f = reject.failure();
-                self.refused(request.method, request.path, &f, started_at);
+                let who = Answered {
+                    peer: Some(request.peer.ip()),
+                    route: reject.route().unwrap_or(""),
+                    reason: Some(reject.label()),
+                };
+                let error = Some(f.error.as_str());
+                let (method, path) = (request.method, request.path);
+                self.answered_itself(who, method, path, f.ending(), f.status, error, started_at);
                 if let Some(c) = capture {
                     c.end(f.status, "refused", Some(&f.error));
                 }
@@ -659,6 +718,8 @@ impl Shared {
                 method: request.method.to_owned(),
                 path: request.path.to_owned(),
                 receiver: started.receiver,
+                client: request.peer.ip(),
+                route: started.route,
                 started_at,
                 status: None,
                 error: None,
@@ -949,6 +1010,9 @@ struct Guard {
     method: String,
     path: String,
     receiver: String,
+    client: IpAddr,
+    /// The granted service URL that routed it.
+    route: String,
     started_at: Instant,
     status: Option<u16>,
     /// Why the request failed, when it did.
@@ -1022,6 +1086,8 @@ impl Guard {
             ending,
             &crate::endings::EndLine {
                 request: id.as_str(),
+                client: Some(self.client),
+                route: &self.route,
                 method: &self.method,
                 path: &self.path,
                 status: self.status.unwrap_or(0),
@@ -1031,6 +1097,7 @@ impl Guard {
                 bytes_in: self.received.load(Ordering::Relaxed),
                 bytes_out: self.sent,
             },
+            None,
         );
     }
 }

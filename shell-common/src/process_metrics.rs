@@ -4,16 +4,18 @@
 
 use std::fmt::Write as _;
 
-/// `anpx_build_info` and the `process_*` series. Off Linux, or where
-/// `/proc` cannot be read, only the build info.
-pub fn prometheus() -> String {
+/// `anpx_build_info` and the `process_*` series; `shell` names the binary
+/// (`anpx`, `anpx-smol`). Off Linux, or where `/proc` cannot be read,
+/// only the build info.
+pub fn prometheus(shell: &str) -> String {
     let mut out = String::from(
         "# HELP anpx_build_info The running build; the value is always 1.\n# TYPE anpx_build_info gauge\n",
     );
     let _ = writeln!(
         out,
-        "anpx_build_info{{version=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION")
+        "anpx_build_info{{version=\"{}\",shell=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION"),
+        anpx_core::label_value(shell)
     );
     if let Some(p) = read_proc() {
         let series: [(&str, &str, &str, f64); 4] = [
@@ -117,7 +119,7 @@ mod tests {
 
     #[test]
     fn the_running_process_reports_itself() {
-        let text = prometheus();
+        let text = prometheus("anpx");
         assert!(text.contains("anpx_build_info{version=\""), "{text}");
         if cfg!(target_os = "linux") {
             let rss: f64 = text

@@ -90,7 +90,7 @@ impl Gateway {
         } else {
             "http"
         };
-        let shared = Arc::new(Shared::new(driver, &options, scheme));
+        let shared = Arc::new(Shared::new(driver, &options, scheme, "anpx-smol"));
         let tls = options.tls.clone().map(futures_rustls::TlsAcceptor::from);
         let stop = Stop::new(false);
         let listeners = bound
@@ -457,7 +457,7 @@ async fn proxy(
         shared.edge.count(refusal);
         let why = format!("{refusal}: {} bytes declared", declared.unwrap_or_default());
         let f = Failure::new(FailureKind::Refused, 413, why);
-        shared.refused(method, path, &f, started_at);
+        shared.refused(at.peer, Some(refusal.label()), method, path, &f, started_at);
         at.cutter.cut();
         return answer(refusal_answer(refusal, Some(limits.max_body_bytes)));
     }
@@ -478,7 +478,7 @@ async fn proxy(
                 None => {
                     at.cutter.cut();
                     let f = Failure::upload_timed_out(shared.upload_timeout);
-                    shared.refused(method, path, &f, started_at);
+                    shared.refused(at.peer, None, method, path, &f, started_at);
                     return answer(Answer::failure(&f));
                 }
                 // async-h1 ends a body whose connection closed early as if
@@ -497,7 +497,7 @@ async fn proxy(
                         400,
                         format!("Could not read the request body: {why}"),
                     );
-                    shared.refused(method, path, &f, started_at);
+                    shared.refused(at.peer, None, method, path, &f, started_at);
                     return answer(Answer::failure(&f));
                 }
             }

@@ -566,8 +566,43 @@ fn clean_logs(binary: Binary) {
         wait_for(Duration::from_secs(5), "the request's log line", || {
             read(&gateway_log).contains("/a1/x")
         });
-        logs("gateway", &gateway_log);
+        // Refused before routing: its line names the client and why.
+        assert_eq!(get_status(listen, "api.agent.com", "/nowhere"), Some(404));
+        wait_for(Duration::from_secs(5), "the refusal's log line", || {
+            read(&gateway_log).contains("/nowhere")
+        });
+        let text = logs("gateway", &gateway_log);
+        let line = |path: &str| {
+            text.lines()
+                .find(|l| l.contains(path) && l.contains("outcome"))
+                .unwrap_or_else(|| panic!("no line for {path}: {text}"))
+                .to_owned()
+        };
+        let (served, refused) = (line("/a1/x"), line("/nowhere"));
+        let field = |key: &str, value: &str| match format {
+            "json" => format!("\"{key}\":\"{value}\""),
+            _ => format!("{key}=\"{value}\""),
+        };
+        for l in [&served, &refused] {
+            assert!(l.contains(&field("client", "127.0.0.1")), "{l}");
+        }
+        assert!(served.contains(&field("route", "api.agent.com/a1")), "{served}");
+        assert!(refused.contains(&field("route", "(unrouted)")), "{refused}");
+        assert!(refused.contains(&field("reason", "no_route")), "{refused}");
         logs("receiver", &rx_log);
+        let metrics = get_body(admin, "admin", "/metrics").expect("/metrics answers");
+        for series in [
+            format!("anpx_build_info{{version=\"{}\",shell=\"{program}\"}} 1", env!("CARGO_PKG_VERSION")),
+            "anpx_responses_total{route=\"api.agent.com/a1\",class=\"2xx\"} 1".into(),
+            "anpx_responses_total{route=\"(unrouted)\",class=\"4xx\"} 1".into(),
+            "anpx_request_duration_seconds_count{route=\"api.agent.com/a1\"} 1".into(),
+            "anpx_requests_refused_total{reason=\"no_route\"} 1".into(),
+            "anpx_route_in_flight{route=\"api.agent.com/a1\"} 0".into(),
+            "anpx_receiver_in_flight{receiver=\"anonymous\"} 0".into(),
+        ] {
+            assert!(metrics.contains(&format!("{series}\n")), "{series} in {metrics}");
+        }
+        assert!(!metrics.contains("{link="), "{metrics}");
         let stats = get_body(admin, "admin", "/stats").expect("/stats answers");
         assert!(stats.contains("\"age_secs\""), "{stats}");
         assert_clean_log(&format!("/stats ({format})"), &stats);

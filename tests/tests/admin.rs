@@ -339,51 +339,73 @@ async fn metrics_measure_requests_and_the_process(shell: Shell) {
         text =
             String::from_utf8_lossy(&send(g.admin_addr(), "GET", "a", "/metrics", "").await.body)
                 .into_owned();
-        if series(&text, "anpx_request_duration_seconds_count") == Some(5.0) {
+        if series(&text, "anpx_request_duration_seconds_count{route=\"api.agent.com/svc\"}") == Some(4.0) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(
-        series(&text, "anpx_request_duration_seconds_count"),
-        Some(5.0),
-        "{text}"
-    );
-    assert_eq!(
-        series(&text, "anpx_request_duration_seconds_bucket{le=\"+Inf\"}"),
-        Some(5.0),
-        "{text}"
-    );
-    assert!(
-        series(&text, "anpx_request_duration_seconds_sum").unwrap() > 0.0,
-        "{text}"
-    );
-    assert_eq!(
-        series(&text, "anpx_responses_total{class=\"2xx\"}"),
+        series(&text, "anpx_request_duration_seconds_count{route=\"api.agent.com/svc\"}"),
         Some(4.0),
         "{text}"
     );
     assert_eq!(
-        series(&text, "anpx_responses_total{class=\"4xx\"}"),
+        series(&text, "anpx_request_duration_seconds_bucket{route=\"api.agent.com/svc\",le=\"+Inf\"}"),
+        Some(4.0),
+        "{text}"
+    );
+    assert!(
+        series(&text, "anpx_request_duration_seconds_sum{route=\"api.agent.com/svc\"}").unwrap() > 0.0,
+        "{text}"
+    );
+    assert_eq!(
+        series(&text, "anpx_responses_total{route=\"api.agent.com/svc\",class=\"2xx\"}"),
+        Some(4.0),
+        "{text}"
+    );
+    assert_eq!(
+        series(&text, "anpx_responses_total{route=\"(unrouted)\",class=\"4xx\"}"),
         Some(1.0),
         "{text}"
     );
     assert_eq!(
-        series(&text, "anpx_responses_total{class=\"5xx\"}"),
+        series(&text, "anpx_responses_total{route=\"api.agent.com/svc\",class=\"5xx\"}"),
         Some(0.0),
         "{text}"
     );
     assert_eq!(
-        series(&text, "anpx_response_body_bytes_total"),
+        series(&text, "anpx_response_body_bytes_total{route=\"api.agent.com/svc\"}"),
         Some(relayed as f64),
         "{text}"
     );
     assert_eq!(
-        series(&text, "anpx_request_body_bytes_total"),
+        series(&text, "anpx_request_body_bytes_total{route=\"api.agent.com/svc\"}"),
         Some((3 * "hello".len() + big.len()) as f64),
         "{text}"
     );
-    assert!(text.contains("anpx_build_info{version=\""), "{text}");
+    assert_eq!(
+        series(&text, "anpx_requests_refused_total{reason=\"no_route\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        series(&text, "anpx_route_in_flight{route=\"api.agent.com/svc\"}"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        series(&text, "anpx_receiver_in_flight{receiver=\"anonymous\"}"),
+        Some(0.0),
+        "{text}"
+    );
+    let shell_label = match shell {
+        Shell::Tokio => "anpx",
+        Shell::Smol => "anpx-smol",
+    };
+    assert!(
+        text.contains(&format!("\",shell=\"{shell_label}\"}} 1\n")),
+        "{text}"
+    );
     if cfg!(target_os = "linux") {
         assert!(
             series(&text, "process_resident_memory_bytes").unwrap() > 0.0,

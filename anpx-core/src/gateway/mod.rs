@@ -13,9 +13,9 @@ pub use config::{
 pub use ending::{Ending, FailureKind};
 pub use fault::LinkFault;
 pub use output::{Failure, Output, Reject, RequestGone, ResponseEvent};
-pub use stats::{GatewayStats, LinkStats, Totals};
+pub use stats::{label_value, GatewayStats, LinkStats, Totals};
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
 use std::time::Instant;
@@ -200,6 +200,9 @@ struct Pending {
     /// The route and client address it counts under in
     /// [`Gateway::client_load`], when started with an address.
     client: Option<(ServiceUrl, IpAddr)>,
+    /// The granted service URL it was routed by: the label of its
+    /// per-route metrics.
+    route: ServiceUrl,
 }
 
 impl Pending {
@@ -761,7 +764,7 @@ impl Gateway {
         let head_method = head.method.eq_ignore_ascii_case("HEAD");
         let client = client.map(crate::edge::ip_key);
         let (link, route) = self.choose_link(host, &head.path, upgrade, client)?;
-        let client = client.map(|ip| (route, ip));
+        let client = client.map(|ip| (route.clone(), ip));
         let features = self
             .links
             .get(&link)
@@ -830,6 +833,7 @@ impl Gateway {
                 body: None,
                 tunnel: false,
                 client: client.clone(),
+                route,
             },
         );
         if let Some(key) = client {
@@ -1256,6 +1260,12 @@ impl Gateway {
         self.pending.get(request).map(|p| p.link)
     }
 
+    /// The granted service URL `request` was routed by, while it is in
+    /// flight.
+    pub fn request_route(&self, request: &RequestId) -> Option<&ServiceUrl> {
+        self.pending.get(request).map(|p| &p.route)
+    }
+
     /// The identity of `link`.
     pub fn link_identity(&self, link: LinkId) -> Option<&Identity> {
         self.links.get(&link).map(|l| &l.identity)
@@ -1303,9 +1313,18 @@ impl Gateway {
             .map(|(url, links)| (url.to_string(), links.len()))
             .collect();
         routes.sort();
+        let mut route_in_flight: BTreeMap<String, usize> = self
+            .routes
+            .routes()
+            .map(|(url, _)| (url.to_string(), 0))
+            .collect();
+        for p in self.pending.values() {
+            *route_in_flight.entry(p.route.to_string()).or_default() += 1;
+        }
         GatewayStats {
             links,
             routes,
+            route_in_flight: route_in_flight.into_iter().collect(),
             in_flight: self.pending.len(),
             buffered_bytes: self.buffered,
             reserved_bytes: self.reserved,

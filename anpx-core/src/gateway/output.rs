@@ -164,6 +164,29 @@ pub enum Reject {
 }
 
 impl Reject {
+    /// The label in `anpx_requests_refused_total{reason="..."}`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Reject::NoRoute { .. } => "no_route",
+            Reject::AtCapacity { .. } => "at_capacity",
+            Reject::Draining { .. } => "receivers_draining",
+            Reject::ClientShare { .. } => "client_share",
+            Reject::NoWebSocket { .. } => "no_websocket",
+            Reject::BadPath { .. } => "bad_path",
+        }
+    }
+
+    /// The granted service URL that matched, when one did.
+    pub fn route(&self) -> Option<&str> {
+        match self {
+            Reject::AtCapacity { route }
+            | Reject::Draining { route }
+            | Reject::ClientShare { route, .. }
+            | Reject::NoWebSocket { route } => Some(route),
+            Reject::NoRoute { .. } | Reject::BadPath { .. } => None,
+        }
+    }
+
     /// The response the client gets.
     pub fn failure(&self) -> Failure {
         match self {

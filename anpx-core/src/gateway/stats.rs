@@ -83,6 +83,9 @@ pub struct GatewayStats {
     pub links: Vec<LinkStats>,
     /// Each service URL and how many connections serve it.
     pub routes: Vec<(String, usize)>,
+    /// Requests in flight by the service URL they were routed by, every
+    /// route served listed (at 0 too).
+    pub route_in_flight: Vec<(String, usize)>,
     /// Requests in flight in all.
     pub in_flight: usize,
     /// Response bytes held because of receivers, including bodies of
@@ -102,6 +105,15 @@ pub struct GatewayStats {
 /// A duration as whole seconds: serde's own form is `{secs, nanos}`.
 fn whole_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_secs())
+}
+
+/// `value` as a Prometheus label value: backslash, quote and newline
+/// escaped.
+pub fn label_value(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 pub(crate) fn features_label(f: Features) -> String {
@@ -263,12 +275,26 @@ impl GatewayStats {
                 fault.label()
             );
         }
-        let _ = write!(out, "# HELP anpx_receiver_in_flight Requests in flight per receiver.\n# TYPE anpx_receiver_in_flight gauge\n");
+        // By identity, not connection number: a label that outlives
+        // reconnects, bounded by the identities granted anything.
+        let mut by_receiver: BTreeMap<String, usize> = BTreeMap::new();
         for l in &self.links {
+            *by_receiver.entry(l.identity.to_string()).or_default() += l.in_flight;
+        }
+        let _ = write!(out, "# HELP anpx_receiver_in_flight Requests in flight per receiver identity (a DID, or anonymous), its connections summed.\n# TYPE anpx_receiver_in_flight gauge\n");
+        for (receiver, n) in &by_receiver {
             let _ = writeln!(
                 out,
-                "anpx_receiver_in_flight{{link=\"{}\"}} {}",
-                l.id, l.in_flight
+                "anpx_receiver_in_flight{{receiver=\"{}\"}} {n}",
+                label_value(receiver)
+            );
+        }
+        let _ = write!(out, "# HELP anpx_route_in_flight Requests in flight per granted service URL.\n# TYPE anpx_route_in_flight gauge\n");
+        for (route, n) in &self.route_in_flight {
+            let _ = writeln!(
+                out,
+                "anpx_route_in_flight{{route=\"{}\"}} {n}",
+                label_value(route)
             );
         }
         out

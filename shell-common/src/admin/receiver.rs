@@ -79,6 +79,9 @@ pub struct ReceiverMonitor {
     started: Instant,
     started_at: SystemTime,
     identity: OnceLock<String>,
+    /// The binary serving it (`anpx_build_info{shell}`), set when its
+    /// admin listener starts.
+    pub shell: OnceLock<&'static str>,
     services: Vec<String>,
     upstream: OnceLock<String>,
     chunk_size: usize,
@@ -137,6 +140,7 @@ impl ReceiverMonitor {
             started: Instant::now(),
             started_at: SystemTime::now(),
             identity: OnceLock::new(),
+            shell: OnceLock::new(),
             services,
             upstream: OnceLock::new(),
             chunk_size,
@@ -397,7 +401,8 @@ impl ReceiverMonitor {
             "Requests by how they ended.",
             &ended,
         );
-        out.push_str(&crate::process_metrics::prometheus());
+        let shell = self.shell.get().copied().unwrap_or("");
+        out.push_str(&crate::process_metrics::prometheus(shell));
         out
     }
 }

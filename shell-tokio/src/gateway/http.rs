@@ -168,7 +168,15 @@ async fn proxy(
     let started_at = std::time::Instant::now();
     if shared.draining.load(Ordering::Relaxed) {
         let f = Failure::new(FailureKind::Refused, 503, "Gateway is shutting down");
-        shared.refused(req.method().as_str(), req.uri().path(), &f, started_at);
+        let why = Some("shutting_down");
+        shared.refused(
+            peer,
+            why,
+            req.method().as_str(),
+            req.uri().path(),
+            &f,
+            started_at,
+        );
         return failure_response(&f);
     }
     let on_upgrade = is_ws.then(|| hyper::upgrade::on(&mut req));
@@ -180,7 +188,15 @@ async fn proxy(
         shared.edge.count(refusal);
         let why = format!("{refusal}: {} bytes declared", body.size_hint().lower());
         let f = Failure::new(FailureKind::Refused, 413, why);
-        shared.refused(parts.method.as_str(), parts.uri.path(), &f, started_at);
+        let why = Some(refusal.label());
+        shared.refused(
+            peer,
+            why,
+            parts.method.as_str(),
+            parts.uri.path(),
+            &f,
+            started_at,
+        );
         return answer(refusal_answer(refusal, Some(limits.max_body_bytes)));
     }
     let (request_body, stream_body) = match body.size_hint().exact() {
@@ -194,7 +210,14 @@ async fn proxy(
             match tokio::time::timeout(shared.upload_timeout, body.collect()).await {
                 Err(_) => {
                     let f = Failure::upload_timed_out(shared.upload_timeout);
-                    shared.refused(parts.method.as_str(), parts.uri.path(), &f, started_at);
+                    shared.refused(
+                        peer,
+                        None,
+                        parts.method.as_str(),
+                        parts.uri.path(),
+                        &f,
+                        started_at,
+                    );
                     return failure_response(&f);
                 }
                 Ok(Ok(b)) => (RequestBody::Full(b.to_bytes()), None),
@@ -206,7 +229,14 @@ async fn proxy(
                         400,
                         format!("Could not read the request body: {e}"),
                     );
-                    shared.refused(parts.method.as_str(), parts.uri.path(), &f, started_at);
+                    shared.refused(
+                        peer,
+                        None,
+                        parts.method.as_str(),
+                        parts.uri.path(),
+                        &f,
+                        started_at,
+                    );
                     return failure_response(&f);
                 }
             }

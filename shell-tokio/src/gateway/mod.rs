@@ -56,7 +56,7 @@ impl Gateway {
         } else {
             "http"
         };
-        let shared = Arc::new(Shared::new(driver, &options, scheme));
+        let shared = Arc::new(Shared::new(driver, &options, scheme, "anpx"));
         let stop = Stop::new(false);
         let (public_addr, ws_addr, admin_addr) = (
             bound.public_addr(),

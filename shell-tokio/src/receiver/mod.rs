@@ -65,6 +65,7 @@ impl Receiver {
     /// Binds the admin listener when `options.admin_listen` asks for one,
     /// then starts dialing in the background.
     pub async fn bind(options: ReceiverOptions) -> std::io::Result<Receiver> {
+        let _ = options.monitor.shell.set("anpx");
         let admin = bind_admin::<TcpAccept>(options.admin_listen)
             .await?
             .map(|(addr, l)| (addr, tokio::spawn(admin::serve(l, options.monitor.clone()))));
