@@ -80,6 +80,10 @@ const SHUTTING_DOWN: &str = "shutting_down";
 pub struct Answered<'a> {
     /// The client's address.
     pub peer: Option<IpAddr>,
+    /// The request's method (empty when its head did not parse).
+    pub method: &'a str,
+    /// The request's path (empty when its head did not parse).
+    pub path: &'a str,
     /// The granted service URL that matched; empty when none did.
     pub route: &'a str,
     /// The label in `anpx_requests_refused_total{reason}`; `None` for an
@@ -299,11 +303,11 @@ impl Shared {
                 self.answered_itself(
                     Answered {
                         peer: Some(peer),
+                        method,
+                        path,
                         route: "",
                         reason: refused,
                     },
-                    method,
-                    path,
                     ending,
                     r.status,
                     refused,
@@ -329,8 +333,6 @@ impl Shared {
     pub fn answered_itself(
         &self,
         who: Answered<'_>,
-        method: &str,
-        path: &str,
         ending: Ending,
         status: u16,
         error: Option<&str>,
@@ -343,8 +345,8 @@ impl Shared {
                 request: "",
                 client: who.peer,
                 route: who.route,
-                method,
-                path,
+                method: who.method,
+                path: who.path,
                 status,
                 duration: started_at.elapsed(),
                 receiver: "",
@@ -372,11 +374,11 @@ impl Shared {
         self.answered_itself(
             Answered {
                 peer: Some(peer.ip()),
+                method,
+                path,
                 route: "",
                 reason,
             },
-            method,
-            path,
             failure.ending(),
             failure.status,
             error,
@@ -396,11 +398,11 @@ impl Shared {
             self.answered_itself(
                 Answered {
                     peer: Some(peer.ip()),
+                    method: "",
+                    path: "",
                     route: "",
                     reason: Some(refusal.label()),
                 },
-                "",
-                "",
                 Ending::Refused,
                 status,
                 Some(&reason),
@@ -693,12 +695,13 @@ impl Shared {
                 let f = reject.failure();
                 let who = Answered {
                     peer: Some(request.peer.ip()),
+                    method: request.method,
+                    path: request.path,
                     route: reject.route().unwrap_or(""),
                     reason: Some(reject.label()),
                 };
                 let error = Some(f.error.as_str());
-                let (method, path) = (request.method, request.path);
-                self.answered_itself(who, method, path, f.ending(), f.status, error, started_at);
+                self.answered_itself(who, f.ending(), f.status, error, started_at);
                 if let Some(c) = capture {
                     c.end(f.status, "refused", Some(&f.error));
                 }

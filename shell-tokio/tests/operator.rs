@@ -586,13 +586,19 @@ fn clean_logs(binary: Binary) {
         for l in [&served, &refused] {
             assert!(l.contains(&field("client", "127.0.0.1")), "{l}");
         }
-        assert!(served.contains(&field("route", "api.agent.com/a1")), "{served}");
+        assert!(
+            served.contains(&field("route", "api.agent.com/a1")),
+            "{served}"
+        );
         assert!(refused.contains(&field("route", "(unrouted)")), "{refused}");
         assert!(refused.contains(&field("reason", "no_route")), "{refused}");
         logs("receiver", &rx_log);
         let metrics = get_body(admin, "admin", "/metrics").expect("/metrics answers");
         for series in [
-            format!("anpx_build_info{{version=\"{}\",shell=\"{program}\"}} 1", env!("CARGO_PKG_VERSION")),
+            format!(
+                "anpx_build_info{{version=\"{}\",shell=\"{program}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            ),
             "anpx_responses_total{route=\"api.agent.com/a1\",class=\"2xx\"} 1".into(),
             "anpx_responses_total{route=\"(unrouted)\",class=\"4xx\"} 1".into(),
             "anpx_request_duration_seconds_count{route=\"api.agent.com/a1\"} 1".into(),
@@ -600,7 +606,10 @@ fn clean_logs(binary: Binary) {
             "anpx_route_in_flight{route=\"api.agent.com/a1\"} 0".into(),
             "anpx_receiver_in_flight{receiver=\"anonymous\"} 0".into(),
         ] {
-            assert!(metrics.contains(&format!("{series}\n")), "{series} in {metrics}");
+            assert!(
+                metrics.contains(&format!("{series}\n")),
+                "{series} in {metrics}"
+            );
         }
         assert!(!metrics.contains("{link="), "{metrics}");
         let stats = get_body(admin, "admin", "/stats").expect("/stats answers");

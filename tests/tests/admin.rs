@@ -339,47 +339,77 @@ async fn metrics_measure_requests_and_the_process(shell: Shell) {
         text =
             String::from_utf8_lossy(&send(g.admin_addr(), "GET", "a", "/metrics", "").await.body)
                 .into_owned();
-        if series(&text, "anpx_request_duration_seconds_count{route=\"api.agent.com/svc\"}") == Some(4.0) {
+        if series(
+            &text,
+            "anpx_request_duration_seconds_count{route=\"api.agent.com/svc\"}",
+        ) == Some(4.0)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(
-        series(&text, "anpx_request_duration_seconds_count{route=\"api.agent.com/svc\"}"),
+        series(
+            &text,
+            "anpx_request_duration_seconds_count{route=\"api.agent.com/svc\"}"
+        ),
         Some(4.0),
         "{text}"
     );
     assert_eq!(
-        series(&text, "anpx_request_duration_seconds_bucket{route=\"api.agent.com/svc\",le=\"+Inf\"}"),
+        series(
+            &text,
+            "anpx_request_duration_seconds_bucket{route=\"api.agent.com/svc\",le=\"+Inf\"}"
+        ),
         Some(4.0),
         "{text}"
     );
     assert!(
-        series(&text, "anpx_request_duration_seconds_sum{route=\"api.agent.com/svc\"}").unwrap() > 0.0,
+        series(
+            &text,
+            "anpx_request_duration_seconds_sum{route=\"api.agent.com/svc\"}"
+        )
+        .unwrap()
+            > 0.0,
         "{text}"
     );
     assert_eq!(
-        series(&text, "anpx_responses_total{route=\"api.agent.com/svc\",class=\"2xx\"}"),
+        series(
+            &text,
+            "anpx_responses_total{route=\"api.agent.com/svc\",class=\"2xx\"}"
+        ),
         Some(4.0),
         "{text}"
     );
     assert_eq!(
-        series(&text, "anpx_responses_total{route=\"(unrouted)\",class=\"4xx\"}"),
+        series(
+            &text,
+            "anpx_responses_total{route=\"(unrouted)\",class=\"4xx\"}"
+        ),
         Some(1.0),
         "{text}"
     );
     assert_eq!(
-        series(&text, "anpx_responses_total{route=\"api.agent.com/svc\",class=\"5xx\"}"),
+        series(
+            &text,
+            "anpx_responses_total{route=\"api.agent.com/svc\",class=\"5xx\"}"
+        ),
         Some(0.0),
         "{text}"
     );
     assert_eq!(
-        series(&text, "anpx_response_body_bytes_total{route=\"api.agent.com/svc\"}"),
+        series(
+            &text,
+            "anpx_response_body_bytes_total{route=\"api.agent.com/svc\"}"
+        ),
         Some(relayed as f64),
         "{text}"
     );
     assert_eq!(
-        series(&text, "anpx_request_body_bytes_total{route=\"api.agent.com/svc\"}"),
+        series(
+            &text,
+            "anpx_request_body_bytes_total{route=\"api.agent.com/svc\"}"
+        ),
         Some((3 * "hello".len() + big.len()) as f64),
         "{text}"
     );
