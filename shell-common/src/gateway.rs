@@ -23,7 +23,6 @@ use anpx_core::{Failure, FailureKind, RequestBody, ResponseEvent};
 use anpx_core::{RequestId, ResponseHead};
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use bytes::Bytes;
-use futures_channel::mpsc;
 use futures_util::future::{select, Either};
 use futures_util::{FutureExt, Stream, StreamExt};
 
@@ -676,7 +675,7 @@ impl Shared {
             RequestBody::Full(b) => b.len() as u64,
             _ => 0,
         }));
-        let (events_tx, events) = mpsc::unbounded();
+        let (events_tx, events) = crate::driver::events();
         let started = match self
             .driver
             .start(request.peer.ip(), host, head, body, events_tx)
@@ -835,7 +834,7 @@ where
 /// A routed request waiting for its response.
 pub struct Pending {
     id: RequestId,
-    events: mpsc::UnboundedReceiver<ResponseEvent>,
+    events: crate::driver::EventRx,
     guard: Guard,
 }
 
@@ -923,7 +922,7 @@ impl Pending {
 
 fn head_or_failure(
     first: Option<ResponseEvent>,
-    events: mpsc::UnboundedReceiver<ResponseEvent>,
+    events: crate::driver::EventRx,
     mut guard: Guard,
 ) -> Result<(ResponseHead, ResponseStream), Answer> {
     match first {
@@ -1128,7 +1127,7 @@ pub struct ResponseAborted(pub String);
 /// A proxied response body: pieces until the end, or an error when it was
 /// cut short. Dropping it early cancels the request.
 pub struct ResponseStream {
-    events: mpsc::UnboundedReceiver<ResponseEvent>,
+    events: crate::driver::EventRx,
     guard: Guard,
     /// The request, to report what the client took (`flow-control`).
     id: Option<RequestId>,

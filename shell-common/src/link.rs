@@ -1,5 +1,6 @@
 //! One receiver's WebSocket on the gateway: a reader feeding the gateway
-//! task and a writer draining what the gateway task queued for it.
+//! machine on this connection's task, and a writer draining the
+//! connection's [`Outbox`], which whoever fed the machine filled.
 
 use std::future::poll_fn;
 use std::pin::pin;
@@ -13,13 +14,12 @@ use anpx_core::{Feature, Features, INITIAL_WINDOW};
 use anpx_core::{Identity, LinkFault, LinkId};
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::WebSocketStream;
-use futures_channel::mpsc;
 use futures_util::future::{select, Either};
 use futures_util::io::{AsyncRead, AsyncWrite};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 
 use crate::admission::Admission;
-use crate::driver::{Driver, DriverGone, LinkOut};
+use crate::driver::{Driver, DriverGone, LinkOut, Outbox, Taken};
 use crate::receiver::Runtime;
 use crate::ws::{close, from_wire, to_wire, Arriving, Counted};
 
@@ -31,7 +31,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 pub struct AdmittedLink {
     /// The connection, for [`Driver::closed`] if the upgrade fails.
     pub link: LinkId,
-    queued: mpsc::UnboundedReceiver<LinkOut>,
+    outbox: Arc<Outbox>,
     who: String,
     features: Features,
     follow: FollowGrants,
@@ -112,12 +112,14 @@ pub async fn admit(
     features: Features,
     follow: FollowGrants,
 ) -> Result<AdmittedLink, DriverGone> {
-    let (outbox, queued) = mpsc::unbounded();
+    let outbox = Arc::new(Outbox::default());
     let who = identity.to_string();
-    let link = driver.admit(identity, grants, features, outbox).await?;
+    let link = driver
+        .admit(identity, grants, features, outbox.clone())
+        .await?;
     Ok(AdmittedLink {
         link,
-        queued,
+        outbox,
         who,
         features,
         follow,
@@ -136,7 +138,7 @@ pub async fn serve<S>(
 {
     let AdmittedLink {
         link,
-        mut queued,
+        outbox,
         who,
         features,
         follow,
@@ -147,42 +149,41 @@ pub async fn serve<S>(
 
     // True when the gateway closed the connection and sent the close frame.
     let writer = async {
-        let mut next = queued.next().await;
-        while let Some(out) = next.take() {
-            match out {
-                LinkOut::Send(m) => {
-                    // Feed whatever else is queued and flush once: one write
-                    // for many frames under load.
-                    if sink.feed(to_wire(m)).await.is_err() {
-                        return false;
+        let mut batch = std::collections::VecDeque::new();
+        loop {
+            match poll_fn(|cx| outbox.poll_take(cx, &mut batch)).await {
+                Taken::Ended => return false,
+                Taken::Some { was_full } => {
+                    if was_full {
+                        // Uploads held back for room may go on.
+                        driver.writable();
                     }
-                    while let Ok(more) = queued.try_recv() {
-                        match more {
-                            LinkOut::Send(m) => {
-                                if sink.feed(to_wire(m)).await.is_err() {
-                                    return false;
-                                }
-                            }
-                            close_order => {
-                                next = Some(close_order);
-                                break;
-                            }
-                        }
-                    }
-                    if sink.flush().await.is_err() {
-                        return false;
-                    }
-                }
-                LinkOut::Close { code, reason } => {
-                    tracing::warn!(%link, code, %reason, "closing receiver connection");
-                    return sink.send(close(code, &reason)).await.is_ok();
                 }
             }
-            if next.is_none() {
-                next = queued.next().await;
+            // Feed everything taken and flush once: one write for many
+            // frames under load.
+            let mut fed = false;
+            while let Some(out) = batch.pop_front() {
+                match out {
+                    LinkOut::Send(m) => {
+                        if sink.feed(to_wire(m)).await.is_err() {
+                            return false;
+                        }
+                        fed = true;
+                    }
+                    LinkOut::Close { code, reason } => {
+                        if fed && sink.flush().await.is_err() {
+                            return false;
+                        }
+                        tracing::warn!(%link, code, %reason, "closing receiver connection");
+                        return sink.send(close(code, &reason)).await.is_ok();
+                    }
+                }
+            }
+            if sink.flush().await.is_err() {
+                return false;
             }
         }
-        false
     };
     let reader = async {
         // What tungstenite holds of a message still arriving is reported

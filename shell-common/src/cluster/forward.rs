@@ -126,7 +126,7 @@ async fn run(
         Ok(s) => s,
         Err(e) => {
             let failure = Forwarding::unavailable(e);
-            let _ = events.unbounded_send(ResponseEvent::Failed(failure));
+            let _ = events.send(ResponseEvent::Failed(failure));
             return;
         }
     };
@@ -156,7 +156,7 @@ async fn run(
             }
             while let Some(event) = machine.poll_event() {
                 moved = true;
-                if events.unbounded_send(event).is_err() {
+                if events.send(event).is_err() {
                     machine.cancel();
                 }
             }

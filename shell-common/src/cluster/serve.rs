@@ -11,7 +11,6 @@ use std::time::Instant;
 
 use anpx_core::cluster::{Local, Serving, Stall, WireMessage};
 use anpx_core::RequestBody;
-use futures_channel::mpsc;
 use futures_util::{FutureExt, StreamExt};
 
 use super::Inner;
@@ -60,7 +59,7 @@ async fn serve_one(
             return;
         }
     };
-    let (events_tx, mut events) = mpsc::unbounded();
+    let (events_tx, mut events) = crate::driver::events();
     let id = match inner.driver.start_local(host, head, body, events_tx).await {
         Err(e) => {
             send(Serving::shutting_down(e)).await;

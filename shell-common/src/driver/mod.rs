@@ -1,0 +1,624 @@
+//! The gateway state machine and the one lock around it. Whoever has
+//! something for the machine (a public connection's task, a receiver
+//! connection's reader, the timer task, a cluster request's loop) locks
+//! it, feeds the input with `now`, drains every output to where it goes
+//! (a receiver connection's [`Outbox`], a request's [`EventTx`]) and wakes
+//! whoever waits there, after letting go of the lock. The machine stays
+//! the single owner of the gateway's state; the critical section is the
+//! machine's own work and a few queue pushes. The shell spawns the timer
+//! task [`Driver::new`] returns and supplies its sleep.
+
+mod events;
+mod outbox;
+
+use std::collections::HashMap;
+use std::future::{poll_fn, Future};
+use std::net::IpAddr;
+use std::pin::pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::{Poll, Waker};
+use std::time::Instant;
+
+use anpx_core::cluster::Choice;
+use anpx_core::Features;
+use anpx_core::ServiceUrl;
+use anpx_core::WsMessage;
+use anpx_core::{
+    Gateway as Core, GatewayStats, Identity, LinkFault, LinkId, Output, Reject, RequestBody,
+    ResponseEvent,
+};
+use anpx_core::{RequestHead, RequestId};
+use bytes::Bytes;
+use futures_channel::oneshot;
+
+use crate::remote::{Remote, RemoteRequest};
+
+pub use events::{events, EventRx, EventTx, Gone};
+pub use outbox::{LinkOut, Outbox, Taken, HIGH_WATER};
+
+/// The sending end of one public request's response events.
+pub type Events = EventTx;
+
+/// A started request: its id and the receiver connection serving it.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// The request.
+    pub id: RequestId,
+    /// Who serves it, for the log.
+    pub receiver: String,
+    /// The granted service URL that routed it (the metrics' `route`
+    /// label); `cluster` for one handed to another gateway.
+    pub route: String,
+}
+
+/// The gateway stopped (it is shutting down).
+#[derive(Debug, thiserror::Error)]
+#[error("the gateway is shutting down")]
+pub struct DriverGone;
+
+/// A cheap handle to the gateway machine.
+#[derive(Clone)]
+pub struct Driver {
+    inner: Arc<Mutex<State>>,
+}
+
+impl Driver {
+    /// A handle and the timer task to spawn. `sleep(at)` must resolve at
+    /// `at`. The task ends when the gateway shuts down or every handle is
+    /// gone.
+    pub fn new<S, F>(core: Core, sleep: S) -> (Driver, impl Future<Output = ()> + Send + 'static)
+    where
+        S: Fn(Instant) -> F + Send + Sync + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let inner = Arc::new(Mutex::new(State {
+            core,
+            links: HashMap::new(),
+            requests: HashMap::new(),
+            remote: None,
+            credit_waits: HashMap::new(),
+            remotes: HashMap::new(),
+            timer: Timer::default(),
+            wake: Vec::new(),
+            stopped: false,
+        }));
+        let timer = run_timer(Arc::downgrade(&inner), sleep);
+        (Driver { inner }, timer)
+    }
+
+    /// Runs `f` on the machine at the current time, then moves what it
+    /// produced to the queues it goes to and wakes their owners.
+    fn with<R>(&self, f: impl FnOnce(&mut State, Instant) -> R) -> Result<R, DriverGone> {
+        with_state(&self.inner, f)
+    }
+
+    /// Registers an admitted receiver connection; what is sent to it
+    /// waits in `outbox` for its writer.
+    pub async fn admit(
+        &self,
+        identity: Identity,
+        grants: Vec<ServiceUrl>,
+        features: Features,
+        outbox: Arc<Outbox>,
+    ) -> Result<LinkId, DriverGone> {
+        self.with(|st, now| {
+            let link = st.core.admit(now, identity, grants, features);
+            st.links.insert(link, outbox);
+            link
+        })
+    }
+
+    /// A message from a receiver connection.
+    pub fn message(&self, link: LinkId, message: WsMessage) -> Result<(), DriverGone> {
+        self.with(|st, now| st.message(now, link, message))
+    }
+
+    /// `bytes` of a WebSocket message from `link` are read and not yet a
+    /// whole message.
+    pub fn arriving(&self, link: LinkId, bytes: u64) {
+        let _ = self.with(|st, now| st.core.message_arriving(now, link, bytes));
+    }
+
+    /// A receiver connection ended.
+    pub fn closed(&self, link: LinkId) {
+        let _ = self.with(|st, now| {
+            if let Some(outbox) = st.links.remove(&link) {
+                st.wake.extend(outbox.detach());
+            }
+            st.core.close_link(now, link);
+        });
+    }
+
+    /// A connection's writer made room in its queue: uploads waiting for
+    /// it may go on (they are looked at after every call).
+    pub fn writable(&self) {
+        let _ = self.with(|_, _| ());
+    }
+
+    /// Replaces what receiver connection `link` serves (the registry
+    /// changed while it stayed connected); in-flight requests finish.
+    pub fn regrant(&self, link: LinkId, grants: Vec<ServiceUrl>) {
+        let _ = self.with(|st, now| st.regrant(now, link, grants));
+    }
+
+    /// The connection broke the protocol below the frames (a message over
+    /// the size limit, invalid WebSocket framing).
+    pub fn fault(&self, link: LinkId, fault: LinkFault, detail: String) {
+        let _ = self.with(|st, now| st.core.link_fault(now, link, fault, &detail));
+    }
+
+    /// Routes a public request from the client address `client`; its
+    /// response comes on `events`. With a [`Remote`] set, a request this
+    /// gateway's receivers do not serve (or another gateway serves more
+    /// specifically) goes there. Served here, it is held to the address's
+    /// share of the route's in-flight cap.
+    pub async fn start(
+        &self,
+        client: IpAddr,
+        host: String,
+        head: RequestHead,
+        body: RequestBody,
+        events: Events,
+    ) -> Result<Result<Started, Reject>, DriverGone> {
+        self.with(|st, now| st.start(now, Some(client), host, head, body, events, true))
+    }
+
+    /// Routes a request another gateway forwarded here: to this gateway's
+    /// own receivers only, so a request never travels twice.
+    pub async fn start_local(
+        &self,
+        host: String,
+        head: RequestHead,
+        body: RequestBody,
+        events: Events,
+    ) -> Result<Result<Started, Reject>, DriverGone> {
+        self.with(|st, now| st.start(now, None, host, head, body, events, false))
+    }
+
+    /// Lets requests go to other gateways through `remote` from now on.
+    pub fn set_remote(&self, remote: Arc<dyn Remote>) {
+        let _ = self.with(|st, _| st.remote = Some(remote));
+    }
+
+    /// A piece of a streamed request body.
+    pub fn body(&self, request: RequestId, data: Bytes, last: bool) {
+        let _ = self.with(|st, now| {
+            if st.remote_uploading(&request) {
+                if let Some(r) = st.remotes.get_mut(&request) {
+                    r.request.body(data, last, None);
+                    r.uploading = !last;
+                }
+            } else {
+                // A body for a request that already ended is dropped: the
+                // client was already answered.
+                let _ = st.core.push_body(now, &request, data, last);
+            }
+        });
+    }
+
+    /// A piece of a streamed request body, resolving once the gateway sent
+    /// it to the receiver (with `flow-control`, once the receiver's credit
+    /// covered it; always, once the connection's queue is below
+    /// [`HIGH_WATER`]), so a shell that awaits it before reading more of
+    /// the client's body holds at most a window of it. False when the
+    /// request is no longer in flight: stop reading the body.
+    pub async fn send_body(&self, request: RequestId, data: Bytes, last: bool) -> bool {
+        let (sent, rx) = oneshot::channel();
+        let queued = self.with(|st, now| {
+            if st.remote_uploading(&request) {
+                // Another gateway's request: the cluster link paces it;
+                // `sent` is told once the forwarding machine took the piece.
+                if let Some(r) = st.remotes.get_mut(&request) {
+                    r.request.body(data, last, Some(sent));
+                    r.uploading = !last;
+                }
+            } else if st.core.push_body(now, &request, data, last).is_ok() {
+                // Dropping `sent` tells the pump the request is gone.
+                st.credit_waits.insert(request, sent);
+            }
+        });
+        queued.is_ok() && rx.await.is_ok()
+    }
+
+    /// `bytes` of a response body went to the public client: reopens the
+    /// receiver's window for it (`flow-control`).
+    pub fn read(&self, request: RequestId, bytes: usize) {
+        let _ = self.with(|st, now| match st.remotes.get_mut(&request) {
+            Some(r) => r.request.read(bytes),
+            None => st.core.body_read(now, &request, bytes),
+        });
+    }
+
+    /// The client went away.
+    pub fn cancel(&self, request: RequestId) {
+        let _ = self.with(|st, now| st.cancel(now, &request));
+    }
+
+    /// A snapshot of the state.
+    pub async fn stats(&self) -> Result<GatewayStats, DriverGone> {
+        self.with(|st, now| {
+            // Also the time to let go of remote requests that ended.
+            st.remotes.retain(|_, r| !r.request.is_finished());
+            let mut stats = st.core.stats(now);
+            stats.in_flight += st.remote.as_ref().map_or(0, |r| r.in_flight());
+            stats
+        })
+    }
+
+    /// Closes every receiver connection and stops the timer task; every
+    /// call after it finds the gateway gone.
+    pub fn shutdown(&self) {
+        let _ = self.with(|st, now| st.close_all(now));
+    }
+}
+
+fn lock(inner: &Mutex<State>) -> MutexGuard<'_, State> {
+    inner.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The critical section: `f`, then the outputs moved out, waiting uploads
+/// released and the timer told of an earlier deadline; the wake-ups happen
+/// after the lock is let go, so a woken task does not find it held.
+fn with_state<R>(
+    inner: &Mutex<State>,
+    f: impl FnOnce(&mut State, Instant) -> R,
+) -> Result<R, DriverGone> {
+    let (result, wake) = {
+        let mut st = lock(inner);
+        if st.stopped {
+            return Err(DriverGone);
+        }
+        let result = f(&mut st, Instant::now());
+        st.flush();
+        st.release_credit_waits();
+        st.rearm_timer();
+        (result, std::mem::take(&mut st.wake))
+    };
+    for w in wake {
+        w.wake();
+    }
+    Ok(result)
+}
+
+/// The timer task: sleeps until the machine's next deadline, or until a
+/// call made an earlier one, and runs what is due.
+async fn run_timer<S, F>(inner: Weak<Mutex<State>>, sleep: S)
+where
+    S: Fn(Instant) -> F,
+    F: Future<Output = ()>,
+{
+    loop {
+        let at = {
+            let Some(strong) = inner.upgrade() else {
+                return;
+            };
+            let mut st = lock(&strong);
+            if st.stopped {
+                return;
+            }
+            st.timer.kicked = false;
+            st.timer.armed = st.core.poll_timeout();
+            st.timer.armed
+        };
+        let mut nap = pin!(async {
+            match at {
+                Some(at) => sleep(at).await,
+                None => std::future::pending().await,
+            }
+        });
+        let due = poll_fn(|cx| {
+            if nap.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(true);
+            }
+            let Some(strong) = inner.upgrade() else {
+                return Poll::Ready(false);
+            };
+            let mut st = lock(&strong);
+            if st.stopped || st.timer.kicked {
+                return Poll::Ready(false);
+            }
+            st.timer.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        if due {
+            let Some(strong) = inner.upgrade() else {
+                return;
+            };
+            if with_state(&strong, |st, now| st.core.handle_timeout(now)).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// What the timer task sleeps towards.
+#[derive(Default)]
+struct Timer {
+    /// The deadline it sleeps until.
+    armed: Option<Instant>,
+    /// Its waker while it sleeps.
+    waker: Option<Waker>,
+    /// A call made a deadline earlier than `armed`: sleep again.
+    kicked: bool,
+}
+
+struct State {
+    core: Core,
+    links: HashMap<LinkId, Arc<Outbox>>,
+    requests: HashMap<RequestId, Events>,
+    remote: Option<Arc<dyn Remote>>,
+    /// Requests at other gateways whose body is still being streamed (the
+    /// only ones that still need calls from here).
+    remotes: HashMap<RequestId, Remoted>,
+    /// Uploads waiting for the receiver's credit or for room in its
+    /// connection's queue, told when it came.
+    credit_waits: HashMap<RequestId, oneshot::Sender<()>>,
+    timer: Timer,
+    /// Tasks to wake once the lock is let go.
+    wake: Vec<Waker>,
+    /// Shut down: every call finds the gateway gone.
+    stopped: bool,
+}
+
+/// A request served by another gateway, as the gateway tracks it.
+struct Remoted {
+    request: Box<dyn RemoteRequest>,
+    /// Its body is still being streamed.
+    uploading: bool,
+}
+
+impl State {
+    fn message(&mut self, now: Instant, link: LinkId, message: WsMessage) {
+        let text = matches!(message, WsMessage::Text(_));
+        let was = text && self.core.link_draining(link) == Some(true);
+        self.core.handle_message(now, link, message);
+        if text && !was && self.core.link_draining(link) == Some(true) {
+            let identity = self
+                .core
+                .link_identity(link)
+                .map(|i| i.to_string())
+                .unwrap_or_default();
+            tracing::info!(
+                %link,
+                %identity,
+                "receiver draining: new requests go to other receivers of its routes"
+            );
+        }
+    }
+
+    fn regrant(&mut self, now: Instant, link: LinkId, grants: Vec<ServiceUrl>) {
+        let change = self.core.regrant(now, link, &grants);
+        if !change.is_empty() {
+            let list = |urls: &[ServiceUrl]| {
+                urls.iter()
+                    .map(|u| u.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            tracing::info!(
+                %link,
+                added = %list(&change.added),
+                removed = %list(&change.removed),
+                "receiver's grants changed in the registry"
+            );
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        &mut self,
+        now: Instant,
+        client: Option<IpAddr>,
+        host: String,
+        head: RequestHead,
+        body: RequestBody,
+        events: Events,
+        may_forward: bool,
+    ) -> Result<Started, Reject> {
+        // The route book decides; a request another gateway forwarded here
+        // never travels again.
+        let remote = self.remote.clone().filter(|_| may_forward);
+        let choice = remote
+            .as_ref()
+            .map_or(Choice::Local { fallback: false }, |r| {
+                r.choose(&host, &head)
+            });
+        if let (Choice::Remote(_), Some(remote)) = (&choice, &remote) {
+            if let Some(started) =
+                self.start_remote(remote, &host, head.clone(), body.clone(), &events)
+            {
+                return Ok(started);
+            }
+        }
+        // Kept only when another gateway may take the request after the
+        // core finds no receiver for it.
+        let retry = remote
+            .filter(|_| choice != Choice::Local { fallback: false })
+            .map(|r| (r, head.clone(), body.clone()));
+        let result = self.core.start_request_from(now, client, &host, head, body);
+        match (result, retry) {
+            // Every local receiver of the route draining: another
+            // gateway's may take it.
+            (
+                Err(reject @ (Reject::NoRoute { .. } | Reject::Draining { .. })),
+                Some((remote, head, body)),
+            ) => self
+                .start_remote(&remote, &host, head, body, &events)
+                .ok_or(reject),
+            (result, _) => result.map(|id| self.started(id, events)),
+        }
+    }
+
+    /// Whether `request` is another gateway's whose body still streams.
+    fn remote_uploading(&self, request: &RequestId) -> bool {
+        self.remotes.get(request).is_some_and(|r| r.uploading)
+    }
+
+    /// Records a request the core started.
+    fn started(&mut self, id: RequestId, events: Events) -> Started {
+        let link = self.core.request_link(&id);
+        let receiver = link
+            .and_then(|l| self.core.link_identity(l))
+            .map(|i| match i {
+                Identity::Anonymous => link.map(|l| l.to_string()).unwrap_or_default(),
+                Identity::Did(did) => did.clone(),
+            })
+            .unwrap_or_default();
+        let route = self
+            .core
+            .request_route(&id)
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        self.requests.insert(id.clone(), events);
+        Started {
+            id,
+            receiver,
+            route,
+        }
+    }
+
+    /// Hands a request to another gateway; `None` when none serves it.
+    fn start_remote(
+        &mut self,
+        remote: &Arc<dyn Remote>,
+        host: &str,
+        head: RequestHead,
+        body: RequestBody,
+        events: &Events,
+    ) -> Option<Started> {
+        let streaming = body.is_streaming();
+        let (id, request) = remote.start(host, head, body, events.clone())?;
+        // Remote requests that ended (nothing else removes one the client
+        // did not cancel) go as new ones come, and at each stats call.
+        self.remotes.retain(|_, r| !r.request.is_finished());
+        self.remotes.insert(
+            id.clone(),
+            Remoted {
+                request,
+                uploading: streaming,
+            },
+        );
+        Some(Started {
+            id,
+            receiver: "another gateway".into(),
+            route: "cluster".into(),
+        })
+    }
+
+    fn cancel(&mut self, now: Instant, request: &RequestId) {
+        if let Some(r) = self.remotes.remove(request) {
+            r.request.cancel();
+            return;
+        }
+        self.requests.remove(request);
+        self.core.cancel(now, request);
+    }
+
+    /// Tells each waiting upload whose body the gateway has sent on (and
+    /// whose connection's queue has room); drops the ones whose request
+    /// ended.
+    fn release_credit_waits(&mut self) {
+        if self.credit_waits.is_empty() {
+            return;
+        }
+        let core = &self.core;
+        let links = &self.links;
+        let mut done = Vec::new();
+        for id in self.credit_waits.keys() {
+            match core.upload_queued(id) {
+                Some(0) => {
+                    let full = core
+                        .request_link(id)
+                        .and_then(|l| links.get(&l))
+                        .is_some_and(|o| o.is_full());
+                    if !full {
+                        done.push((id.clone(), true));
+                    }
+                }
+                Some(_) => {}
+                None => done.push((id.clone(), false)),
+            }
+        }
+        for (id, in_flight) in done {
+            if let Some(tx) = self.credit_waits.remove(&id) {
+                if in_flight {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    }
+
+    /// Tells the timer task when a call made a deadline earlier than the
+    /// one it sleeps until.
+    fn rearm_timer(&mut self) {
+        let next = self.core.poll_timeout();
+        let earlier = match (next, self.timer.armed) {
+            (Some(next), Some(armed)) => next < armed,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if earlier && !self.timer.kicked {
+            self.timer.kicked = true;
+            self.wake.extend(self.timer.waker.take());
+        }
+    }
+
+    fn close_all(&mut self, now: Instant) {
+        for (link, outbox) in std::mem::take(&mut self.links) {
+            outbox.push(LinkOut::Close {
+                code: anpx_core::CLOSE_GOING_AWAY,
+                reason: "gateway shutting down".into(),
+            });
+            self.wake.extend(outbox.detach());
+            self.core.close_link(now, link);
+        }
+        // The requests on them learn how they ended; then every stream
+        // still open ends.
+        self.flush();
+        self.requests.clear();
+        self.credit_waits.clear();
+        self.remotes.clear();
+        self.stopped = true;
+        self.wake.extend(self.timer.waker.take());
+    }
+
+    fn flush(&mut self) {
+        while let Some(out) = self.core.poll_output() {
+            match out {
+                Output::Transmit { link, message } => {
+                    if let Some(outbox) = self.links.get(&link) {
+                        self.wake.extend(outbox.push(LinkOut::Send(message)));
+                    }
+                }
+                Output::Response { request, event } => {
+                    let terminal = matches!(event, ResponseEvent::End | ResponseEvent::Failed(_));
+                    let sent = match self.requests.get(&request).map(|tx| tx.push(event)) {
+                        Some(Ok(waker)) => {
+                            self.wake.extend(waker);
+                            true
+                        }
+                        _ => false,
+                    };
+                    if terminal {
+                        self.requests.remove(&request);
+                        if !sent {
+                            // Nobody will take the body passed on before
+                            // the end: the core stops counting it.
+                            self.core.cancel(Instant::now(), &request);
+                        }
+                    } else if !sent && self.requests.remove(&request).is_some() {
+                        // The client is gone: stop the request.
+                        self.core.cancel(Instant::now(), &request);
+                    }
+                }
+                Output::Close { link, code, reason } => {
+                    if let Some(outbox) = self.links.remove(&link) {
+                        outbox.push(LinkOut::Close { code, reason });
+                        self.wake.extend(outbox.detach());
+                    }
+                }
+            }
+        }
+    }
+}
