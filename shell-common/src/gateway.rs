@@ -157,7 +157,7 @@ pub fn is_websocket_upgrade(method: &str, headers: &http::HeaderMap) -> bool {
         && headers.contains_key(http::header::SEC_WEBSOCKET_KEY)
 }
 
-/// A receiver past its handshake checks and admitted to the gateway task:
+/// A receiver past its handshake checks and admitted to the gateway machine:
 /// what the shell answers, serves, and holds while the connection lasts.
 pub struct AdmittedReceiver {
     /// The `101 Switching Protocols` answer, headers included.
@@ -175,7 +175,7 @@ pub const RECEIVER_CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// What every connection handler shares.
 pub struct Shared {
-    /// The gateway task.
+    /// The gateway machine and its lock.
     pub driver: Driver,
     /// The public edge's limits, handshake slots and refusal counters.
     pub edge: Arc<Edge>,
@@ -426,7 +426,7 @@ impl Shared {
         }
     }
 
-    /// After the gateway task told every receiver connection to close,
+    /// After the gateway machine told every receiver connection to close,
     /// waits (at most `limit`) for them to send their close frames: a
     /// process that exits first leaves the receivers a reset connection
     /// instead of 1001 "going away", and they would not know to come back
@@ -492,7 +492,7 @@ impl Shared {
     /// held by the [`Edge`]): a handshake slot first, so a flood of
     /// handshakes is turned away before it costs anything, then, once the
     /// [`Admission`] check (which may fetch a DID document) said who the
-    /// receiver is, the grants and features. The gateway task then admits
+    /// receiver is, the grants and features. The gateway machine then admits
     /// the link, so the receiver's routes are live before its 101 goes
     /// out. `Err` is the answer to send instead of 101.
     pub async fn admit_receiver(

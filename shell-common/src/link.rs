@@ -26,7 +26,7 @@ use crate::ws::{close, from_wire, to_wire, Arriving, Counted};
 /// How long a connection the gateway closed may take to answer the close.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// A receiver connection admitted to the gateway task, whose WebSocket is
+/// A receiver connection admitted to the gateway machine, whose WebSocket is
 /// not up yet: what is sent to it waits in its queue.
 pub struct AdmittedLink {
     /// The connection, for [`Driver::closed`] if the upgrade fails.

@@ -1,5 +1,5 @@
-//! The gateway task's hook for requests served by another gateway of a
-//! cluster. The task asks a [`Remote`] before routing a public request
+//! The gateway's hook for requests served by another gateway of a
+//! cluster. The gateway asks a [`Remote`] before routing a public request
 //! locally, and again when no local receiver serves it; the shell that
 //! implements it carries the request elsewhere and feeds the response
 //! events back, so the HTTP side cannot tell a remote request from a

@@ -2,7 +2,7 @@
 //! sans-IO `anpx-core` state machines, the same product as `shell-tokio`
 //! on another runtime.
 //!
-//! Everything that is not about the runtime (the gateway task, receiver
+//! Everything that is not about the runtime (the gateway machine, receiver
 //! links, the connection loop, handshake and proxy rules, options) comes
 //! from `shell-common`; this crate supplies sockets, the async-h1 server
 //! and client, and smol's spawning and timers.

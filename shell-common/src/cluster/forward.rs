@@ -23,7 +23,7 @@ use crate::remote::{Remote, RemoteRequest};
 
 use super::Inner;
 
-/// The gateway task's [`Remote`]: the rest of the cluster.
+/// The gateway machine's [`Remote`]: the rest of the cluster.
 pub(super) struct Forwarder(pub(super) Arc<Inner>);
 
 /// A piece of the client's upload and who waits for the forwarding machine
@@ -31,7 +31,7 @@ pub(super) struct Forwarder(pub(super) Arc<Inner>);
 /// most one piece per request waits in the channel.
 type Piece = (Upload, Option<oneshot::Sender<()>>);
 
-/// The gateway task's handle on a forwarded request: the client's upload,
+/// The gateway machine's handle on a forwarded request: the client's upload,
 /// and the response bytes the client read (at most a window's worth of
 /// pieces is unread, so that channel stays small too).
 struct Handle {
@@ -118,7 +118,7 @@ async fn run(
     mut uploads: mpsc::UnboundedReceiver<Piece>,
     reads: mpsc::UnboundedReceiver<usize>,
 ) {
-    // `None` once the gateway task let go of the request.
+    // `None` once the gateway machine let go of the request.
     let mut reads = Some(reads);
     let client = &inner.client;
     let inbox = client.new_inbox();
@@ -213,7 +213,7 @@ async fn run(
                     let _ = taken.send(());
                 }
             }
-            // The gateway task let go of the upload without ending it: the
+            // The gateway machine let go of the upload without ending it: the
             // client is gone.
             Step::Upload(None) => machine.cancel(),
             Step::Timer => {

@@ -283,7 +283,7 @@ async fn listen(inner: Arc<Inner>, mut routes: async_nats::Subscriber) {
     tracing::warn!("the route announcement subscription ended");
 }
 
-/// Every interval: reads the local routes from the gateway task, announces
+/// Every interval: reads the local routes from the gateway machine, announces
 /// them, joins or leaves their service subjects, and forgets silent
 /// gateways. The first announcement goes out at once; when one round
 /// takes longer than the interval, the next follows without a pause.

@@ -368,7 +368,7 @@ fn switch(
     response
 }
 
-/// The response body, fed by the gateway task's events.
+/// The response body, fed by the gateway machine's events.
 struct ResponseStream(shell_common::gateway::ResponseStream);
 
 impl Body for ResponseStream {
