@@ -1,5 +1,5 @@
 //! The gateway runtime on smol: listeners served by async-h1, receivers'
-//! WebSockets through async-h1's upgrade, and the shared gateway task.
+//! WebSockets through async-h1's upgrade, and the shared gateway machine.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;

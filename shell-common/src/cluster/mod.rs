@@ -4,7 +4,7 @@
 //! listens for the others' announcements (the bookkeeping is
 //! [`anpx_core::cluster::RouteBook`]); it joins a queue group on the
 //! subject of every service URL it serves ([`serve`]), and hands the
-//! gateway task a [`Remote`] that carries requests it cannot serve itself
+//! gateway machine a [`Remote`] that carries requests it cannot serve itself
 //! to whichever gateway can ([`forward`]). The protocol is described in
 //! `docs/PROTOCOL.md`, "Cluster forwarding".
 //!
