@@ -566,11 +566,11 @@ impl State {
 
     fn close_all(&mut self, now: Instant) {
         for (link, outbox) in std::mem::take(&mut self.links) {
-            outbox.push(LinkOut::Close {
+            self.wake.extend(outbox.push(LinkOut::Close {
                 code: anpx_core::CLOSE_GOING_AWAY,
                 reason: "gateway shutting down".into(),
-            });
-            self.wake.extend(outbox.detach());
+            }));
+            outbox.detach();
             self.core.close_link(now, link);
         }
         // The requests on them learn how they ended; then every stream
@@ -614,11 +614,64 @@ impl State {
                 }
                 Output::Close { link, code, reason } => {
                     if let Some(outbox) = self.links.remove(&link) {
-                        outbox.push(LinkOut::Close { code, reason });
-                        self.wake.extend(outbox.detach());
+                        // The writer's waker comes back from the push:
+                        // detach finds none left to take.
+                        self.wake
+                            .extend(outbox.push(LinkOut::Close { code, reason }));
+                        outbox.detach();
                     }
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Wake};
+
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_link_the_machine_closes_wakes_its_writer_with_the_close() {
+        let core = Core::new(anpx_core::GatewayConfig::default(), 7);
+        let (driver, _timer) = Driver::new(core, |_| std::future::pending());
+        let outbox = Arc::new(Outbox::default());
+        let admit = driver.admit(
+            Identity::Anonymous,
+            Vec::new(),
+            Features::default(),
+            outbox.clone(),
+        );
+        let link = futures_util::FutureExt::now_or_never(admit)
+            .expect("admitted at once")
+            .expect("running");
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut batch = VecDeque::new();
+        // Whatever admission queued (a greeting) is taken; then it waits.
+        while outbox.poll_take(&mut cx, &mut batch).is_ready() {}
+        batch.clear();
+        driver.fault(link, LinkFault::BadFrame, "garbage".into());
+        assert!(
+            count.0.load(Ordering::SeqCst) > 0,
+            "the writer was not woken"
+        );
+        assert!(outbox.poll_take(&mut cx, &mut batch).is_ready());
+        assert!(batch.iter().any(|o| matches!(o, LinkOut::Close { .. })));
+        assert_eq!(
+            outbox.poll_take(&mut cx, &mut batch),
+            Poll::Ready(Taken::Ended)
+        );
     }
 }
