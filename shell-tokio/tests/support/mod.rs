@@ -105,7 +105,10 @@ fn out_of_date(binary: &Path) -> Option<String> {
 }
 
 /// Builds `anpx-smol` with the profile and target directory of this
-/// test's `anpx`, and returns its path.
+/// test's `anpx`, and returns its path. The profile must be the one cargo
+/// built this target with, not just one writing to the same directory:
+/// `cargo bench` builds with `bench` (debug info on) into `release`, and
+/// `--release` there would compile every dependency a second time.
 fn build_anpx_smol(anpx: &Path, profile_dir: &Path) -> PathBuf {
     let mut c = Command::new(env!("CARGO"));
     // What cargo set for this test's own run; left in, it would mark
@@ -133,8 +136,13 @@ fn build_anpx_smol(anpx: &Path, profile_dir: &Path) -> PathBuf {
         .stderr(Stdio::inherit());
     match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") => {}
-        Some("release") => {
+        // Test targets are compiled with `--test` (`cfg(test)`); this
+        // module is also part of benches without a harness, which are not.
+        Some("release") if cfg!(test) => {
             c.arg("--release");
+        }
+        Some("release") => {
+            c.args(["--profile", "bench"]);
         }
         Some(other) => {
             c.args(["--profile", other]);
