@@ -182,6 +182,17 @@ async fn proxy(
     let on_upgrade = is_ws.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let limits = shared.edge.limits;
+    // Every refusal below ends the request with the same log line and counts.
+    let refused = |why: Option<&'static str>, f: &Failure| {
+        shared.refused(
+            peer,
+            why,
+            parts.method.as_str(),
+            parts.uri.path(),
+            f,
+            started_at,
+        )
+    };
     // A Content-Length (or HTTP/2 content-length) over the limit is refused
     // before a byte of the body is read.
     if let Err(refusal) = limits.check_declared_body(Some(body.size_hint().lower())) {
@@ -189,14 +200,7 @@ async fn proxy(
         let why = format!("{refusal}: {} bytes declared", body.size_hint().lower());
         let f = Failure::new(FailureKind::Refused, 413, why);
         let why = Some(refusal.label());
-        shared.refused(
-            peer,
-            why,
-            parts.method.as_str(),
-            parts.uri.path(),
-            &f,
-            started_at,
-        );
+        refused(why, &f);
         return answer(refusal_answer(refusal, Some(limits.max_body_bytes)));
     }
     let (request_body, stream_body) = match body.size_hint().exact() {
@@ -210,14 +214,7 @@ async fn proxy(
             match tokio::time::timeout(shared.upload_timeout, body.collect()).await {
                 Err(_) => {
                     let f = Failure::upload_timed_out(shared.upload_timeout);
-                    shared.refused(
-                        peer,
-                        None,
-                        parts.method.as_str(),
-                        parts.uri.path(),
-                        &f,
-                        started_at,
-                    );
+                    refused(None, &f);
                     return failure_response(&f);
                 }
                 Ok(Ok(b)) => (RequestBody::Full(b.to_bytes()), None),
@@ -229,14 +226,7 @@ async fn proxy(
                         400,
                         format!("Could not read the request body: {e}"),
                     );
-                    shared.refused(
-                        peer,
-                        None,
-                        parts.method.as_str(),
-                        parts.uri.path(),
-                        &f,
-                        started_at,
-                    );
+                    refused(None, &f);
                     return failure_response(&f);
                 }
             }
