@@ -195,6 +195,13 @@ impl<U: ?Sized> ReceiverOptions<U> {
 
     /// Options from the `[receiver]` configuration section, serving from `upstream`.
     pub fn from_config(section: &anpx_core::config::ReceiverSection, upstream: Arc<U>) -> Self {
+        let monitor = Arc::new(ReceiverMonitor::new(
+            section.services.iter().map(ToString::to_string).collect(),
+            section.inspector.clone(),
+            section.chunk_size,
+        ));
+        let live = crate::reload::ReceiverLive::default();
+        live.set_monitor(monitor.clone());
         ReceiverOptions {
             gateway: section.gateway.clone(),
             extra_gateways: section.extra_gateways.clone(),
@@ -204,14 +211,10 @@ impl<U: ?Sized> ReceiverOptions<U> {
             upstream,
             credentials: None,
             tls: None,
-            live: Arc::default(),
+            live: Arc::new(live),
             admin_listen: section.admin_listen,
             drain_grace: Duration::from_secs(section.drain_grace_secs),
-            monitor: Arc::new(ReceiverMonitor::new(
-                section.services.iter().map(ToString::to_string).collect(),
-                section.inspector.clone(),
-                section.chunk_size,
-            )),
+            monitor,
         }
     }
 }

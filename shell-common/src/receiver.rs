@@ -115,6 +115,25 @@ pub trait Dispatch: Send + Sync + 'static {
     }
 }
 
+/// `upstream` as a shared [`Dispatch`] trait object, whatever the shell's
+/// upstream type (a reload swaps one in while the receiver runs).
+pub fn dispatcher<U: Dispatch + ?Sized>(upstream: Arc<U>) -> Arc<dyn Dispatch> {
+    Arc::new(Shared(upstream))
+}
+
+/// An upstream behind an `Arc`, dispatching through it.
+struct Shared<U: ?Sized>(Arc<U>);
+
+impl<U: Dispatch + ?Sized> Dispatch for Shared<U> {
+    fn dispatch(&self, head: RequestHead, body: BodyStream, reply: Reply) -> BoxFuture<()> {
+        self.0.dispatch(head, body, reply)
+    }
+
+    fn upgrade(&self, head: RequestHead, body: BodyStream, reply: Reply) -> BoxFuture<()> {
+        self.0.upgrade(head, body, reply)
+    }
+}
+
 /// Why dialing failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DialError {
@@ -220,7 +239,10 @@ pub async fn dial<U: ?Sized>(
     let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
     let headers = request.headers_mut();
     let header = |v: String| HeaderValue::from_str(&v).map_err(|e| DialError::Url(e.to_string()));
-    for (name, value) in handshake::offer_headers(supported_features(), &options.services) {
+    // A reload's services, once there are any, replace those started with.
+    let services = options.live.services();
+    let services = services.as_deref().unwrap_or(&options.services);
+    for (name, value) in handshake::offer_headers(supported_features(), services) {
         headers.insert(name, header(value)?);
     }
     if let Some(creds) = &options.credentials {
@@ -368,6 +390,9 @@ async fn run_one<U>(
         }
     };
     let monitor = options.monitor.clone();
+    // Connections a change of services replaced, still draining: each says
+    // here when it closed, so that stopping waits for their requests too.
+    let mut retiring: Vec<futures_channel::oneshot::Receiver<()>> = Vec::new();
     loop {
         if stop.get() {
             break;
@@ -388,7 +413,15 @@ async fn run_one<U>(
                     granted: conn.granted.clone(),
                     features: conn.features,
                 });
-                let ended = serve(conn, &options, runtime.as_ref(), &stop).await;
+                let ended = serve_relinking(
+                    conn,
+                    &options,
+                    &runtime,
+                    connector.as_ref(),
+                    (&stop, &status),
+                    &mut retiring,
+                )
+                .await;
                 backoff.on_disconnected(Instant::now());
                 monitor.disconnected(&options.gateway, &ended.reason);
                 if !stop.get() {
@@ -435,7 +468,101 @@ async fn run_one<U>(
             break;
         }
     }
+    for closed in retiring {
+        let _ = closed.await;
+    }
     status.set(Status::Stopped("shut down".into()));
+}
+
+/// Serves `conn` until it ends, as [`serve`]; when the declared services
+/// change (SIGHUP, [`ReceiverLive::set_services`](crate::reload::ReceiverLive::set_services)),
+/// dials a new connection declaring them while the old one serves on, then
+/// has the old one drain in a task of its own (its requests in flight
+/// finish; with `drain`, the gateway sends new requests to the new one)
+/// and serves the new one. A new connection that cannot be opened leaves
+/// the old one serving. Returns how the last connection ended.
+async fn serve_relinking<U>(
+    mut conn: Connection,
+    options: &ReceiverOptions<U>,
+    runtime: &Arc<dyn Runtime>,
+    connector: &dyn Connector,
+    (stop, status): (&Stop, &Watch<Status>),
+    retiring: &mut Vec<futures_channel::oneshot::Receiver<()>>,
+) -> Ended
+where
+    U: Dispatch + ?Sized,
+{
+    retiring.retain_mut(|closed| !matches!(closed.try_recv(), Ok(Some(())) | Err(_)));
+    loop {
+        let retire = Stop::new(false);
+        let (_, mut seen) = options.live.services_versioned();
+        let mut serving: BoxFuture<Ended> = {
+            let (options, runtime, stop, retire) = (
+                options.clone(),
+                runtime.clone(),
+                stop.clone(),
+                retire.clone(),
+            );
+            Box::pin(
+                async move { serve_until(conn, &options, runtime.as_ref(), &stop, &retire).await },
+            )
+        };
+        let next = loop {
+            let changed = poll_fn(|cx| {
+                if let Poll::Ready(ended) = serving.poll_unpin(cx) {
+                    return Poll::Ready(Err(ended));
+                }
+                options.live.poll_services_changed(cx, seen).map(Ok)
+            })
+            .await;
+            if let Err(ended) = changed {
+                return ended;
+            }
+            seen = options.live.services_versioned().1;
+            tracing::info!(gateway = %options.gateway, "services changed: opening a new connection that declares them");
+            // The old connection serves while the new one is dialed.
+            let mut dialing = std::pin::pin!(dial(options, connector));
+            let dialed = poll_fn(|cx| {
+                if let Poll::Ready(ended) = serving.poll_unpin(cx) {
+                    return Poll::Ready(Err(ended));
+                }
+                dialing.as_mut().poll(cx).map(Ok)
+            })
+            .await;
+            match dialed {
+                Err(ended) => return ended,
+                Ok(Ok(next)) => break next,
+                Ok(Err(e)) => tracing::warn!(
+                    gateway = %options.gateway,
+                    error = %e,
+                    "services not changed: the new connection failed, the running one stays"
+                ),
+            }
+        };
+        options
+            .monitor
+            .connected(&options.gateway, &next.features.to_string(), &next.granted);
+        tracing::info!(
+            gateway = %options.gateway,
+            granted = %next.granted.join(", "),
+            features = %next.features,
+            "relinked: the new connection declares the new services, the previous one drains"
+        );
+        status.set(Status::Connected {
+            granted: next.granted.clone(),
+            features: next.features,
+        });
+        retire.set(true);
+        let (closed, closed_rx) = futures_channel::oneshot::channel();
+        let gateway = options.gateway.clone();
+        runtime.spawn(Box::pin(async move {
+            let ended = serving.await;
+            tracing::info!(%gateway, reason = %ended.reason, "previous connection to gateway closed");
+            let _ = closed.send(());
+        }));
+        retiring.push(closed_rx);
+        conn = next;
+    }
 }
 
 /// The backoff's jitter seed; any varying number will do.
@@ -686,12 +813,28 @@ pub struct Ended {
     pub failure: Failure,
 }
 
-/// Serves until the connection ends; returns how it ended.
+/// Serves until the connection ends; returns how it ended. `stop` drains
+/// and closes it (see `receiver.drain_grace_secs`).
 pub async fn serve<U>(
     conn: Connection,
     options: &ReceiverOptions<U>,
     runtime: &dyn Runtime,
     stop: &Stop,
+) -> Ended
+where
+    U: Dispatch + ?Sized,
+{
+    serve_until(conn, options, runtime, stop, &Stop::new(false)).await
+}
+
+/// [`serve`], also drained and closed by `retire` (a newer connection took
+/// its place).
+async fn serve_until<U>(
+    conn: Connection,
+    options: &ReceiverOptions<U>,
+    runtime: &dyn Runtime,
+    stop: &Stop,
+    retire: &Stop,
 ) -> Ended
 where
     U: Dispatch + ?Sized,
@@ -730,7 +873,8 @@ where
         let event = poll_fn(|cx| {
             match draining.as_mut() {
                 None => {
-                    if stop.poll_changed(cx, 0).is_ready() {
+                    if stop.poll_changed(cx, 0).is_ready() || retire.poll_changed(cx, 0).is_ready()
+                    {
                         return Poll::Ready(Event::Stop);
                     }
                 }
@@ -866,6 +1010,7 @@ where
                     track(monitor, &options.gateway, &mut tracked, &event);
                     let new_calls = Calls {
                         upstream: options.upstream.as_ref(),
+                        replaced: options.live.upstream(),
                         runtime,
                         replies: &reply_tx,
                         chunk_size,
@@ -1124,6 +1269,8 @@ fn apply_reply(
 
 struct Calls<'a, U: ?Sized> {
     upstream: &'a U,
+    /// The upstream a reload put in place of `upstream`, if any.
+    replaced: Option<Arc<dyn Dispatch>>,
     runtime: &'a dyn Runtime,
     replies: &'a mpsc::UnboundedSender<ReplyMsg>,
     chunk_size: usize,
@@ -1161,14 +1308,18 @@ impl<U: Dispatch + ?Sized> Calls<'_, U> {
                 if self.websocket && anpx_core::passthrough::is_upgrade(&head) {
                     // A WebSocket lives as long as its connection and
                     // carries bytes both ways: a task of its own.
-                    let call = self.upstream.upgrade(head, body, reply);
+                    let call = match &self.replaced {
+                        Some(u) => u.upgrade(head, body, reply),
+                        None => self.upstream.upgrade(head, body, reply),
+                    };
                     self.runtime
                         .spawn(Box::pin(Abortable::new(call, abort).map(|_| ())));
                 } else {
-                    calls.push(Abortable::new(
-                        self.upstream.dispatch(head, body, reply),
-                        abort,
-                    ));
+                    let call = match &self.replaced {
+                        Some(u) => u.dispatch(head, body, reply),
+                        None => self.upstream.dispatch(head, body, reply),
+                    };
+                    calls.push(Abortable::new(call, abort));
                 }
                 in_flight.insert(
                     request,

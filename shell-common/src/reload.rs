@@ -7,8 +7,12 @@
 //! `gateway.registry.url` is unset: connected receivers get the change at
 //! their next grants refresh, without reconnecting),
 //! `gateway.registry.refresh_secs`, a receiver's trust in the gateway
-//! (`receiver.ca_file`, `receiver.pin_sha256`, for its next dials), and
-//! the gateway's TLS certificate and
+//! (`receiver.ca_file`, `receiver.pin_sha256`, for its next dials), its
+//! upstream (`receiver.upstream`, for new requests), the services it
+//! declares (`receiver.services`: the gateway grants at the handshake, so
+//! each connection loop opens a new connection declaring them and drains
+//! the old one, see [`crate::receiver`]), and the gateway's TLS
+//! certificate and
 //! key (read again from their files, same paths or new ones, for new
 //! connections; turning TLS on or off needs a restart). Every other
 //! changed key is logged as
@@ -19,14 +23,19 @@
 //! configurations; [`Reloader`] reads the file, calls it and applies.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::task::Poll;
 use std::time::Duration;
 
 use anpx_core::config::{keys, Config, Grant, CONFIG_FILE_ENV};
 use anpx_core::registry::StaticRegistry;
+use anpx_core::ServiceUrl;
 
+use crate::admin::ReceiverMonitor;
 use crate::process::{check_log_filter, log_filter_from_env, set_log_filter};
+use crate::receiver::Dispatch;
+use crate::signal::Watch;
 use crate::tls::CertSlot;
 
 /// Which sections a process runs, so which keys a reload looks at.
@@ -83,6 +92,18 @@ pub enum Apply {
     /// `receiver.ca_file` or `receiver.pin_sha256`: the trust of new
     /// dials to the gateway.
     Trust,
+    /// `receiver.upstream`: new requests go to the new URL, requests in
+    /// flight finish where they started.
+    Upstream,
+    /// `receiver.services`: a new connection to each gateway declares the
+    /// new set (the gateway grants at the handshake); once it is up, the
+    /// old one drains.
+    Services {
+        /// Declared now, not before.
+        added: Vec<String>,
+        /// Declared before, not now.
+        removed: Vec<String>,
+    },
     /// The path of the gateway's certificate or key, TLS on before and
     /// after: read with the files on every reload (logged there).
     Tls,
@@ -126,6 +147,18 @@ impl Change {
                 "reloaded: {} {} -> {} (new connections to the gateway)",
                 self.key, self.old, self.new
             ),
+            Apply::Upstream => format!(
+                "reloaded: {} {} -> {} (new requests; those in flight finish)",
+                self.key, self.old, self.new
+            ),
+            Apply::Services { added, removed } => {
+                let mut parts: Vec<String> = added.iter().map(|u| format!("+{u}")).collect();
+                parts.extend(removed.iter().map(|u| format!("-{u}")));
+                if parts.is_empty() {
+                    parts.push(format!("{} -> {}", self.old, self.new));
+                }
+                format!("services: {}", parts.join(" "))
+            }
             Apply::NeedsRestart => format!(
                 "needs restart: {} {} -> {} (not applied)",
                 self.key, self.old, self.new
@@ -179,6 +212,13 @@ pub fn diff(old: &Config, new: &Config, scope: Scope) -> Vec<Change> {
                 "gateway.routes.grant" if new.gateway.registry.url.is_some() => Apply::Unused,
                 "gateway.registry.refresh_secs" => Apply::GrantsRefresh,
                 "receiver.ca_file" | "receiver.pin_sha256" => Apply::Trust,
+                // Without an upstream a receiver has nothing to serve.
+                "receiver.upstream" if new.receiver.upstream.is_some() => Apply::Upstream,
+                "receiver.services" => {
+                    let (added, removed) =
+                        list_changes(&old.receiver.services, &new.receiver.services);
+                    Apply::Services { added, removed }
+                }
                 "gateway.tls.cert" | "gateway.tls.key"
                     if old.gateway.tls.enabled() && new.gateway.tls.enabled() =>
                 {
@@ -235,6 +275,17 @@ pub fn route_changes(old: &[Grant], new: &[Grant]) -> (Vec<String>, Vec<String>)
     (only(&new, &old), only(&old, &new))
 }
 
+/// The entries of `new` not in `old`, and those of `old` not in `new`.
+fn list_changes<T: PartialEq + ToString>(old: &[T], new: &[T]) -> (Vec<String>, Vec<String>) {
+    let only = |a: &[T], b: &[T]| {
+        a.iter()
+            .filter(|x| !b.contains(x))
+            .map(ToString::to_string)
+            .collect()
+    };
+    (only(new, old), only(old, new))
+}
+
 /// What a running gateway lets SIGHUP change: its grants refresh
 /// interval and, when grants come from `[[gateway.routes.grant]]`, that
 /// table.
@@ -287,13 +338,53 @@ impl GatewayLive {
     }
 }
 
+/// Builds the receiver's upstream for a `receiver.upstream` URL: each
+/// shell supplies its own HTTP client.
+pub type MakeUpstream = dyn Fn(&str) -> Result<Arc<dyn Dispatch>, String> + Send + Sync;
+
 /// What a running receiver lets SIGHUP change: the trust its next dials
-/// to the gateway use (`receiver.ca_file`, `receiver.pin_sha256`).
-#[derive(Debug, Default)]
+/// to the gateway use (`receiver.ca_file`, `receiver.pin_sha256`), the
+/// upstream its requests go to (`receiver.upstream`) and the services it
+/// declares (`receiver.services`).
 pub struct ReceiverLive {
     /// `None` until a reload sets it; then `Some(None)` means the
     /// system's roots.
     tls: RwLock<Option<Option<Arc<rustls::ClientConfig>>>>,
+    /// The upstream a reload put in place of the one the receiver started
+    /// with; `replaced` says whether there is one, so that a receiver
+    /// never reloaded takes no lock per request.
+    upstream: RwLock<Option<Arc<dyn Dispatch>>>,
+    replaced: AtomicBool,
+    /// How to build an upstream for a URL; unset for the demo agent.
+    make_upstream: OnceLock<Box<MakeUpstream>>,
+    /// The services a reload declared (`None`: those the receiver started
+    /// with); each connection loop follows it and opens a new connection
+    /// when it changes.
+    services: Watch<Option<Vec<ServiceUrl>>>,
+    /// The admin plane's view, told of a new upstream or services.
+    monitor: OnceLock<Arc<ReceiverMonitor>>,
+}
+
+impl Default for ReceiverLive {
+    fn default() -> Self {
+        ReceiverLive {
+            tls: RwLock::default(),
+            upstream: RwLock::default(),
+            replaced: AtomicBool::new(false),
+            make_upstream: OnceLock::new(),
+            services: Watch::new(None),
+            monitor: OnceLock::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ReceiverLive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceiverLive")
+            .field("upstream_replaced", &self.replaced.load(Ordering::Relaxed))
+            .field("services", &self.services.get())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ReceiverLive {
@@ -308,6 +399,72 @@ impl ReceiverLive {
     /// Sets the trust of the next dials.
     pub fn set_tls(&self, tls: Option<Arc<rustls::ClientConfig>>) {
         *self.tls.write().unwrap_or_else(PoisonError::into_inner) = Some(tls);
+    }
+
+    /// How a reload builds a new upstream; without it (the demo agent) a
+    /// changed `receiver.upstream` is not applied.
+    pub fn set_upstream_maker(&self, make: Box<MakeUpstream>) {
+        let _ = self.make_upstream.set(make);
+    }
+
+    /// The admin plane's view to keep up to date.
+    pub fn set_monitor(&self, monitor: Arc<ReceiverMonitor>) {
+        let _ = self.monitor.set(monitor);
+    }
+
+    /// The upstream a reload set, if any: new requests go there.
+    pub fn upstream(&self) -> Option<Arc<dyn Dispatch>> {
+        if !self.replaced.load(Ordering::Acquire) {
+            return None;
+        }
+        self.upstream
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Builds the upstream for `url`: `None` when this receiver has no way
+    /// to (it serves the demo agent).
+    fn make_upstream(&self, url: &str) -> Option<Result<Arc<dyn Dispatch>, String>> {
+        self.make_upstream.get().map(|make| make(url))
+    }
+
+    /// Sends new requests to `upstream` (at `url`); requests in flight
+    /// finish where they started.
+    fn replace_upstream(&self, url: &str, upstream: Arc<dyn Dispatch>) {
+        *self
+            .upstream
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(upstream);
+        self.replaced.store(true, Ordering::Release);
+        if let Some(m) = self.monitor.get() {
+            m.set_upstream(url);
+        }
+    }
+
+    /// The services a reload declared, if any.
+    pub fn services(&self) -> Option<Vec<ServiceUrl>> {
+        self.services.get()
+    }
+
+    /// The declared services and their version, for
+    /// [`ReceiverLive::services_changed`].
+    pub fn services_versioned(&self) -> (Option<Vec<ServiceUrl>>, u64) {
+        self.services.get_versioned()
+    }
+
+    /// Ready once the declared services changed after version `seen`.
+    pub fn poll_services_changed(&self, cx: &mut std::task::Context<'_>, seen: u64) -> Poll<()> {
+        self.services.poll_changed(cx, seen)
+    }
+
+    /// Declares `services` on the next connections: every connection loop
+    /// opens a new connection with them and drains its old one.
+    pub fn set_services(&self, services: Vec<ServiceUrl>) {
+        if let Some(m) = self.monitor.get() {
+            m.set_services(services.iter().map(ToString::to_string).collect());
+        }
+        self.services.set(Some(services));
     }
 }
 
@@ -390,6 +547,9 @@ pub enum ReloadError {
     /// `receiver.ca_file` or `receiver.pin_sha256` cannot be used.
     #[error("receiver.ca_file / receiver.pin_sha256: {0}")]
     Trust(crate::tls::TlsError),
+    /// `receiver.upstream` cannot be used.
+    #[error("receiver.upstream: {0}")]
+    Upstream(String),
     /// The log level does not parse as log directives.
     #[error("{key}: {source}")]
     LogLevel {
@@ -463,8 +623,20 @@ impl Reloader {
         } else {
             None
         };
+        // A new upstream is built before anything is applied: one that
+        // cannot be refuses the whole reload.
+        let upstream = match self.new_upstream(&new, &changes) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: reload refused, the running configuration stays");
+                return None;
+            }
+        };
         if let (Some(trust), Some(live)) = (trust, self.receiver.get()) {
             live.set_tls(trust);
+        }
+        if let (Some((url, upstream)), Some(live)) = (upstream, self.receiver.get()) {
+            live.replace_upstream(&url, upstream);
         }
         let tls = self.reload_certificate(&new, &changes);
         if changes.is_empty() && !tls {
@@ -532,6 +704,28 @@ impl Reloader {
         Ok(config)
     }
 
+    /// The upstream for a changed `receiver.upstream`, built by the
+    /// receiver's shell; `None` when it did not change or this receiver
+    /// serves the demo agent.
+    #[allow(clippy::type_complexity)]
+    fn new_upstream(
+        &self,
+        new: &Config,
+        changes: &[Change],
+    ) -> Result<Option<(String, Arc<dyn Dispatch>)>, ReloadError> {
+        let (Some(url), Some(live)) = (&new.receiver.upstream, self.receiver.get()) else {
+            return Ok(None);
+        };
+        if !changes.iter().any(|c| c.apply == Apply::Upstream) {
+            return Ok(None);
+        }
+        match live.make_upstream(url) {
+            None => Ok(None),
+            Some(Ok(upstream)) => Ok(Some((url.clone(), upstream))),
+            Some(Err(e)) => Err(ReloadError::Upstream(e)),
+        }
+    }
+
     /// The trust `config` gives the receiver's dials.
     fn receiver_trust(config: &Config) -> Result<Option<Arc<rustls::ClientConfig>>, ReloadError> {
         let r = &config.receiver;
@@ -570,6 +764,20 @@ impl Reloader {
                 tracing::info!("{line}");
             }
             Apply::Trust => tracing::info!("{line}"),
+            Apply::Upstream => match self.receiver.get() {
+                Some(live) if live.make_upstream.get().is_some() => tracing::info!("{line}"),
+                _ => tracing::warn!("{line}: not applied, the built-in demo agent serves (--demo)"),
+            },
+            Apply::Services { .. } => match self.receiver.get() {
+                Some(live) => {
+                    tracing::info!(
+                        "{line} (a new connection to the gateway declares them; \
+                         the running one drains once it is up)"
+                    );
+                    live.set_services(new.receiver.services.clone());
+                }
+                None => tracing::warn!("{line}: no receiver runs here, nothing to apply"),
+            },
             Apply::NeedsRestart => tracing::warn!("{line}"),
             Apply::Unused | Apply::Tls => {}
         }
@@ -699,6 +907,46 @@ mod tests {
             "{changes:?}"
         );
         assert_eq!(changes.len(), 2);
+    }
+
+    #[test]
+    fn receiver_services_and_upstream_apply() {
+        let mut old = Config::default();
+        old.receiver.upstream = Some("http://127.0.0.1:1".into());
+        old.receiver.services = vec!["a.example/x".parse().unwrap()];
+        let mut new = old.clone();
+        new.receiver.upstream = Some("http://127.0.0.1:2".into());
+        new.receiver.services = vec!["b.example/".parse().unwrap()];
+        let changes = diff(&old, &new, Scope::Receiver);
+        let lines: Vec<_> = changes.iter().filter_map(Change::line).collect();
+        assert_eq!(
+            lines,
+            [
+                "reloaded: receiver.upstream http://127.0.0.1:1 -> http://127.0.0.1:2 \
+                 (new requests; those in flight finish)",
+                "services: +b.example -a.example/x",
+            ]
+        );
+        // The gateway alone runs no receiver.
+        assert!(diff(&old, &new, Scope::Gateway).is_empty());
+        // An upstream taken away leaves nothing to serve: a restart.
+        let mut gone = old.clone();
+        gone.receiver.upstream = None;
+        let changes = diff(&old, &gone, Scope::Both);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].apply, Apply::NeedsRestart);
+    }
+
+    #[test]
+    fn new_services_reach_the_connection_loops() {
+        let live = ReceiverLive::default();
+        let (services, seen) = live.services_versioned();
+        assert_eq!(services, None, "those started with");
+        live.set_services(vec!["a.example/x".parse().unwrap()]);
+        let (services, now) = live.services_versioned();
+        assert_ne!(now, seen);
+        assert_eq!(services.unwrap()[0].to_string(), "a.example/x");
+        assert!(live.upstream().is_none(), "no upstream replaced yet");
     }
 
     #[test]

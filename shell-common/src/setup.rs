@@ -13,6 +13,7 @@ use anpx_core::registry::{Registry, StaticRegistry};
 use crate::caller_auth::CallerAuth;
 use crate::did_credentials::{CredentialsError, DidCredentials};
 use crate::did_wba::{DidWbaAdmission, DocumentIo, DocumentResolver, DocumentSources};
+use crate::receiver::Dispatch;
 use crate::tls::TlsError;
 use crate::{GatewayOptions, ReceiverOptions};
 use anpx_core::handshake::FetchLimits;
@@ -153,6 +154,46 @@ pub fn upstream_choice(config: &Config, demo: bool) -> Result<UpstreamChoice<'_>
         Some(url) => Ok(UpstreamChoice::Url(url)),
         None => Err(SetupError::NoUpstream),
     }
+}
+
+/// How a shell makes the upstreams its receiver serves from.
+pub trait Upstreams: Send + Sync + 'static {
+    /// The shell's upstream trait object.
+    type Upstream: Dispatch + ?Sized;
+    /// The built-in demo agent (`--demo`).
+    fn demo(&self) -> Arc<Self::Upstream>;
+    /// The service at `url` (`receiver.upstream`).
+    fn at(&self, url: &str) -> anyhow::Result<Arc<Self::Upstream>>;
+}
+
+/// A running receiver's options from `config`, for `anpx receiver` and
+/// `anpx both` of every shell: the demo agent when `demo`, else
+/// `receiver.upstream` made by `upstreams` (which a SIGHUP that changes it
+/// uses again), handed to `reloader` when there is one.
+pub fn running_receiver<M: Upstreams>(
+    config: &Config,
+    demo: bool,
+    upstreams: Arc<M>,
+    reloader: Option<&crate::reload::Reloader>,
+) -> anyhow::Result<ReceiverOptions<M::Upstream>> {
+    use anyhow::Context;
+    let upstream = match upstream_choice(config, demo)? {
+        UpstreamChoice::Demo => upstreams.demo(),
+        UpstreamChoice::Url(url) => upstreams.at(url).context("receiver.upstream")?,
+    };
+    let options = receiver_options(config, upstream)?;
+    if !demo {
+        options.live.set_upstream_maker(Box::new(move |url| {
+            upstreams
+                .at(url)
+                .map(crate::receiver::dispatcher)
+                .map_err(|e| format!("{e:#}"))
+        }));
+    }
+    if let Some(r) = reloader {
+        r.set_receiver(options.live.clone());
+    }
+    Ok(options)
 }
 
 /// The receiver's options from `config`, serving `upstream`: DID-WBA

@@ -11,13 +11,13 @@ use clap::Parser;
 use shell_common::banner::{self, Forwarding};
 use shell_common::process::{exit_code, init_logging, load_config, report_fatal, EXIT_USAGE};
 use shell_common::reload::Reloader;
-use shell_common::setup::{self, SetupError, UpstreamChoice};
+use shell_common::setup::{self, SetupError};
 #[cfg(feature = "cluster")]
 use shell_smol::cluster::ClusterOptions;
 use shell_smol::fetch::SmolDocuments;
 use shell_smol::gateway::Gateway;
 use shell_smol::receiver::{Receiver, ReceiverOptions};
-use shell_smol::upstream::{DemoUpstream, HttpUpstream, Upstream};
+use shell_smol::upstream::Upstreams;
 use shell_smol::{Status, INTEGRATIONS};
 
 /// mimalloc instead of glibc's malloc, as in `anpx`: the request path
@@ -182,15 +182,7 @@ fn receiver_options(
     demo: bool,
     reloader: Option<&Reloader>,
 ) -> Result<ReceiverOptions> {
-    let upstream: Arc<dyn Upstream> = match setup::upstream_choice(config, demo)? {
-        UpstreamChoice::Demo => Arc::new(DemoUpstream),
-        UpstreamChoice::Url(url) => Arc::new(HttpUpstream::new(url).context("receiver.upstream")?),
-    };
-    let options = setup::receiver_options(config, upstream)?;
-    if let Some(r) = reloader {
-        r.set_receiver(options.live.clone());
-    }
-    Ok(options)
+    setup::running_receiver(config, demo, Arc::new(Upstreams), reloader)
 }
 
 /// The receiver, with its admin listener when `receiver.admin_listen` is set.

@@ -373,3 +373,20 @@ async fn relay(reply: Reply, mut response: Response) {
         )
         .await;
 }
+
+/// The upstreams this shell's receiver serves from: the demo agent, or
+/// [`HttpUpstream`] at `receiver.upstream` (again on a SIGHUP that
+/// changes it).
+pub struct Upstreams;
+
+impl shell_common::setup::Upstreams for Upstreams {
+    type Upstream = dyn Upstream;
+
+    fn demo(&self) -> std::sync::Arc<dyn Upstream> {
+        std::sync::Arc::new(DemoUpstream)
+    }
+
+    fn at(&self, url: &str) -> anyhow::Result<std::sync::Arc<dyn Upstream>> {
+        Ok(std::sync::Arc::new(HttpUpstream::new(url)?))
+    }
+}

@@ -7,11 +7,11 @@ use anpx_core::config::Config;
 use anyhow::{bail, Context, Result};
 use shell_common::banner::{self, Forwarding};
 use shell_common::reload::Reloader;
-use shell_common::setup::{self, SetupError, UpstreamChoice};
+use shell_common::setup::{self, SetupError};
 use shell_tokio::cluster::ClusterOptions;
 use shell_tokio::gateway::{Gateway, GatewayOptions};
 use shell_tokio::receiver::{Receiver, ReceiverOptions, Status};
-use shell_tokio::upstream::{DemoUpstream, HttpUpstream, Upstream};
+use shell_tokio::upstream::Upstreams;
 
 pub(crate) async fn run(
     command: Command,
@@ -32,8 +32,7 @@ pub(crate) async fn run(
     match command {
         Command::Gateway(_) => gateway_until_signal(config, reloader).await,
         Command::Receiver(args) => {
-            let upstream = upstream(&config, args.demo)?;
-            let receiver = bind_receiver(receiver_options(&config, upstream, reloader)?).await?;
+            let receiver = bind_receiver(receiver_options(&config, args.demo, reloader)?).await?;
             let forwarding = Forwarding::new(&config, args.demo);
             follow_until_signal(receiver, forwarding).await
         }
@@ -44,13 +43,6 @@ pub(crate) async fn run(
         Command::CheckConfig(_) => shell_common::check_config::online("anpx", &config).await,
         Command::Did(_) | Command::Decode(_) => Ok(()),
     }
-}
-
-fn upstream(config: &Config, demo: bool) -> Result<Arc<dyn Upstream>> {
-    Ok(match setup::upstream_choice(config, demo)? {
-        UpstreamChoice::Demo => Arc::new(DemoUpstream),
-        UpstreamChoice::Url(url) => Arc::new(HttpUpstream::new(url).context("receiver.upstream")?),
-    })
 }
 
 fn gateway_options(config: &Config, reloader: Option<&Reloader>) -> Result<GatewayOptions> {
@@ -68,14 +60,10 @@ fn gateway_options(config: &Config, reloader: Option<&Reloader>) -> Result<Gatew
 
 fn receiver_options(
     config: &Config,
-    upstream: Arc<dyn Upstream>,
+    demo: bool,
     reloader: Option<&Reloader>,
 ) -> Result<ReceiverOptions> {
-    let options = setup::receiver_options(config, upstream)?;
-    if let Some(r) = reloader {
-        r.set_receiver(options.live.clone());
-    }
-    Ok(options)
+    setup::running_receiver(config, demo, Arc::new(Upstreams), reloader)
 }
 
 /// The receiver, with its admin listener when `receiver.admin_listen` is set.
@@ -169,7 +157,6 @@ async fn both(
     reloader: Option<&Reloader>,
 ) -> Result<()> {
     config.check_both()?;
-    let upstream = upstream(&config, demo)?;
     let options = gateway_options(&config, reloader)?;
     let listen = options.listen;
     let mut gateway = Gateway::bind(options)
@@ -185,7 +172,7 @@ async fn both(
         "ws"
     };
     config.receiver.gateway = format!("{scheme}://{addr}/ws");
-    let receiver = bind_receiver(receiver_options(&config, upstream, reloader)?).await?;
+    let receiver = bind_receiver(receiver_options(&config, demo, reloader)?).await?;
     let granted = match receiver.wait_ready().await {
         Status::Connected { granted, .. } => granted,
         Status::Stopped(why) => bail!("the receiver could not connect to its own gateway: {why}"),

@@ -38,6 +38,7 @@ per_shell!(
     sighup_is_logged_not_fatal,
     sighup_reloads_in_place,
     sighup_reloads_the_certificate,
+    sighup_relinks_for_new_services,
     trusts_a_self_signed_gateway_when_pinned,
     receiver_drains_on_sigterm,
     drain_moves_new_requests_to_another_receiver,
@@ -861,6 +862,112 @@ fn sighup_reloads_in_place(binary: Binary) {
         "still serving the routes it had"
     );
     assert_eq!(receiver_connected_lines(&rx_log), 1);
+}
+
+/// SIGHUP on a receiver whose `receiver.services` changed: it opens a new
+/// connection declaring the new set while the old one serves, then drains
+/// the old one. A request in flight on the old connection finishes with
+/// 200, the added service serves at once and the kept one never fails;
+/// the process stays. A changed `receiver.upstream` then applies in place:
+/// new requests reach the new upstream, without a new connection.
+fn sighup_relinks_for_new_services(binary: Binary) {
+    let dir = TempDir::new(&format!("relink-{binary:?}"));
+    let listen = free_addr();
+    let gateway_log = dir.path("gateway.log");
+    let _gateway = start_gateway(binary, listen, &[], &gateway_log);
+    wait_listening(listen);
+    let (upstream, arrived, release) = held_upstream_saying("first");
+    let receiver_toml = dir.path("receiver.toml");
+    let write_receiver = |upstream: SocketAddr, services: &str| {
+        let text = format!(
+            "[receiver]\ngateway = \"ws://{listen}/ws\"\nupstream = \"http://{upstream}\"\n\
+             services = [{services}]\ndrain_grace_secs = 60\n"
+        );
+        std::fs::write(&receiver_toml, text).unwrap();
+    };
+    write_receiver(upstream, "\"api.agent.com/a1\"");
+    let rx_log = dir.path("receiver.log");
+    let mut rx = start(
+        binary,
+        &["receiver", "--config", receiver_toml.to_str().unwrap()],
+        &rx_log,
+    );
+    wait_for(Duration::from_secs(15), "the receiver connects", || {
+        read(&rx_log).contains("connected to gateway")
+    });
+    assert_eq!(get_status(listen, "api.agent.com", "/a2/x"), Some(404));
+    let slow = std::thread::spawn(move || get_text(listen, "api.agent.com", "/a1/slow"));
+    arrived
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the slow request reaches the upstream");
+
+    write_receiver(upstream, "\"api.agent.com/a1\", \"api.agent.com/a2\"");
+    signal(&rx, libc::SIGHUP);
+    wait_for(Duration::from_secs(10), "the receiver relinks", || {
+        read(&rx_log).contains("relinked")
+    });
+    assert!(
+        read(&rx_log).contains("services: +api.agent.com/a2"),
+        "the change is logged: {}",
+        read(&rx_log)
+    );
+    // The old connection drains: the gateway hears of it and sends new
+    // requests of the kept service to the new one.
+    wait_for(
+        Duration::from_secs(10),
+        "the gateway hears of the drain",
+        || read(&gateway_log).contains("receiver draining"),
+    );
+    for path in ["/a1/new", "/a2/new"] {
+        assert_eq!(
+            get_text(listen, "api.agent.com", path),
+            Some((200, "first".to_owned())),
+            "{path} is served by the new connection: {}\n{}",
+            read(&rx_log),
+            read(&gateway_log)
+        );
+    }
+    assert!(
+        exits_within(&mut rx, Duration::from_millis(300)).is_none(),
+        "SIGHUP never ends the receiver"
+    );
+    release.send(()).unwrap();
+    assert_eq!(
+        slow.join().unwrap(),
+        Some((200, "first".to_owned())),
+        "the request in flight on the old connection finishes: {}",
+        read(&rx_log)
+    );
+    wait_for(Duration::from_secs(10), "the old connection closes", || {
+        read(&rx_log).contains("previous connection to gateway closed")
+    });
+    assert!(read(&rx_log).contains("drained"), "{}", read(&rx_log));
+    assert_eq!(get_status(listen, "api.agent.com", "/a2/x"), Some(200));
+
+    // Only the upstream changes: applied in place, no new connection.
+    let (other, _other_arrived, other_release) = held_upstream_saying("second");
+    other_release.send(()).unwrap();
+    write_receiver(other, "\"api.agent.com/a1\", \"api.agent.com/a2\"");
+    signal(&rx, libc::SIGHUP);
+    wait_for(Duration::from_secs(10), "the upstream is reloaded", || {
+        read(&rx_log).contains(&format!(
+            "reloaded: receiver.upstream http://{upstream} -> http://{other}"
+        ))
+    });
+    assert_eq!(
+        get_text(listen, "api.agent.com", "/a1/after"),
+        Some((200, "second".to_owned())),
+        "{}",
+        read(&rx_log)
+    );
+    assert_eq!(
+        read(&rx_log).matches("relinked").count(),
+        1,
+        "{}",
+        read(&rx_log)
+    );
+    assert_eq!(receiver_connected_lines(&rx_log), 1, "{}", read(&rx_log));
+    assert!(exits_within(&mut rx, Duration::from_millis(100)).is_none());
 }
 
 /// `get_status` over TLS, trusting `cert` as the receivers do.

@@ -637,13 +637,13 @@ static KEYS: [KeyInfo; 87] = [
     ),
     key!(
         "receiver.upstream", "ANPX_RECEIVER_UPSTREAM", "upstream", "URL", "",
-        "Base URL requests are forwarded to (unset: an in-process service)",
+        "Base URL requests are forwarded to (unset: an in-process service); SIGHUP sends new requests to a changed one",
         receiver.upstream,
         parse: |i| v::opt_url(i, HTTP_URL), render: v::render_opt_str,
     ),
     key!(
         "receiver.services", "ANPX_RECEIVER_SERVICES", "services", "SVC,..", "",
-        "Services to register, as host/prefix (empty: all the gateway grants)",
+        "Services to register, as host/prefix (empty: all the gateway grants); SIGHUP declares a changed set over a new connection and drains the old one",
         receiver.services,
         parse: v::services, render: |s: &Vec<_>| Some(v::render_services(s)),
     ),

@@ -82,8 +82,10 @@ pub struct ReceiverMonitor {
     /// The binary serving it (`anpx_build_info{shell}`), set when its
     /// admin listener starts.
     pub shell: OnceLock<&'static str>,
-    services: Vec<String>,
-    upstream: OnceLock<String>,
+    /// The declared services and the upstream, replaced by a SIGHUP that
+    /// changes them.
+    services: Mutex<Vec<String>>,
+    upstream: Mutex<Option<String>>,
     chunk_size: usize,
     inspector: Arc<Inspector>,
     gateways: Mutex<BTreeMap<String, GatewayView>>,
@@ -141,8 +143,8 @@ impl ReceiverMonitor {
             started_at: SystemTime::now(),
             identity: OnceLock::new(),
             shell: OnceLock::new(),
-            services,
-            upstream: OnceLock::new(),
+            services: Mutex::new(services),
+            upstream: Mutex::new(None),
             chunk_size,
             inspector: Inspector::new(inspector),
             gateways: Mutex::default(),
@@ -160,9 +162,14 @@ impl ReceiverMonitor {
         let _ = self.identity.set(did.to_owned());
     }
 
-    /// Where requests are replayed to, for the status. Set once.
+    /// Where requests are replayed to, for the status.
     pub fn set_upstream(&self, url: &str) {
-        let _ = self.upstream.set(url.to_owned());
+        *self.upstream.lock().unwrap_or_else(|e| e.into_inner()) = Some(url.to_owned());
+    }
+
+    /// The services this receiver declares, for the status.
+    pub fn set_services(&self, services: Vec<String>) {
+        *self.services.lock().unwrap_or_else(|e| e.into_inner()) = services;
     }
 
     /// The inspector.
@@ -311,8 +318,8 @@ impl ReceiverMonitor {
             .collect();
         json!({
             "identity": self.identity.get().map_or("anonymous", String::as_str),
-            "upstream": self.upstream.get(),
-            "services": self.services,
+            "upstream": self.upstream.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            "services": self.services.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             "gateways": gateways,
             "uptime_secs": self.started.elapsed().as_secs(),
             "started_unix": self.started_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
