@@ -30,13 +30,45 @@ pub fn run(program: &str, config: &Config) -> Result<()> {
 }
 
 /// `check-config --online`: [`run`], then whether `receiver.upstream`
-/// answers HTTP and the registry database answers, each one that is set;
-/// one that does not fails the command (exit 1). Its futures must be
+/// answers HTTP, the registry database answers, the NATS server of
+/// `gateway.cluster.nats_url` greets, and the gateway of
+/// `receiver.gateway` (when not its default) and each of
+/// `receiver.extra_gateways` answers a WebSocket upgrade, each one that is
+/// set; one that does not fails the command (exit 1). Its futures must be
 /// polled inside a tokio runtime (see [`crate::registry`]).
 pub async fn online(program: &str, config: &Config) -> Result<()> {
     run(program, config)?;
     let format = config.gateway.log_format;
     let mut failed = Vec::new();
+    if let Some(urls) = &config.gateway.cluster.nats_url {
+        // Several servers may be listed, comma-separated, as NATS clients take them.
+        for url in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+            match nats_greets(url) {
+                Ok(()) => note(
+                    program,
+                    format,
+                    format_args!("gateway.cluster.nats_url {url} answers: NATS INFO"),
+                ),
+                Err(e) => failed.push(format!("gateway.cluster.nats_url {url}: {e}")),
+            }
+        }
+    }
+    let receiver = &config.receiver;
+    let default_gateway = anpx_core::config::ReceiverSection::default().gateway;
+    let gateways = std::iter::once(("receiver.gateway", &receiver.gateway))
+        .filter(|(_, url)| **url != default_gateway)
+        .chain(
+            receiver
+                .extra_gateways
+                .iter()
+                .map(|url| ("receiver.extra_gateways", url)),
+        );
+    for (key, url) in gateways {
+        match gateway_answers(url, receiver) {
+            Ok(what) => note(program, format, format_args!("{key} {url} answers: {what}")),
+            Err(e) => failed.push(format!("{key} {url}: {e}")),
+        }
+    }
     if let Some(upstream) = &config.receiver.upstream {
         match upstream_answers(upstream) {
             Ok(status) => note(
@@ -73,43 +105,169 @@ const ONLINE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Sends `GET /` (the base URL's path) to an `http://` upstream and returns
 /// its status line; an `https://` one is only connected to.
 fn upstream_answers(url: &str) -> std::io::Result<String> {
-    use std::io::{BufRead, BufReader, Write};
-    use std::net::ToSocketAddrs;
+    use std::io::Write;
     let (tls, rest) = match url.split_once("://") {
         Some(("http", rest)) => (false, rest),
         Some(("https", rest)) => (true, rest),
         _ => return Err(std::io::Error::other("not an http:// or https:// URL")),
     };
+    let (with_port, host_port, path) = authority(rest, if tls { 443 } else { 80 });
+    let mut stream = connect(&with_port)?;
+    if tls {
+        let addr = stream.peer_addr()?;
+        return Ok(format!("TCP connection to {addr} accepted"));
+    }
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host_port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let line = read_line_bounded(stream, 8 * 1024).map_err(timed_out)?;
+    match line {
+        l if l.starts_with("HTTP/") => Ok(l),
+        _ => Err(std::io::Error::other("no HTTP response")),
+    }
+}
+
+/// The host and port of `rest` (what follows `scheme://`, up to the first
+/// `/`), the port `default` when none is written, and the path.
+fn authority(rest: &str, default: u16) -> (String, &str, &str) {
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let with_port = if authority
+    // Credentials (`nats://user:pass@host`) are not part of the address.
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let with_port = if host_port
         .rsplit_once(':')
         .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
     {
-        authority.to_owned()
+        host_port.to_owned()
     } else {
-        format!("{authority}:{}", if tls { 443 } else { 80 })
+        format!("{host_port}:{default}")
     };
+    (with_port, host_port, path)
+}
+
+/// A TCP connection to `host:port` within [`ONLINE_TIMEOUT`], reads and
+/// writes bounded by it too.
+fn connect(with_port: &str) -> std::io::Result<std::net::TcpStream> {
+    use std::net::ToSocketAddrs;
     let addr = with_port
         .to_socket_addrs()?
         .next()
         .ok_or_else(|| std::io::Error::other("the host has no address"))?;
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, ONLINE_TIMEOUT)?;
-    if tls {
-        return Ok(format!("TCP connection to {addr} accepted"));
-    }
+    let stream = std::net::TcpStream::connect_timeout(&addr, ONLINE_TIMEOUT)?;
     stream.set_read_timeout(Some(ONLINE_TIMEOUT))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line)?;
-    match line.trim_end() {
-        l if l.starts_with("HTTP/") => Ok(l.to_owned()),
-        _ => Err(std::io::Error::other("no HTTP response")),
+    stream.set_write_timeout(Some(ONLINE_TIMEOUT))?;
+    Ok(stream)
+}
+
+/// Reads one line of at most `limit` bytes (a peer that sends no newline
+/// cannot make it read more).
+fn read_line_bounded(reader: impl std::io::Read, limit: u64) -> std::io::Result<String> {
+    use std::io::{BufRead, BufReader};
+    let mut line = Vec::new();
+    BufReader::new(reader.take(limit)).read_until(b'\n', &mut line)?;
+    Ok(String::from_utf8_lossy(&line).trim_end().to_owned())
+}
+
+/// Whether a NATS server at `url` (`nats://` or `tls://`, port 4222 by
+/// default) greets a new connection with its `INFO` line, as every NATS
+/// server does before anything else (before TLS too).
+fn nats_greets(url: &str) -> std::io::Result<()> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let (with_port, _, _) = authority(rest, 4222);
+    let stream = connect(&with_port)?;
+    let line = read_line_bounded(stream, 64 * 1024).map_err(timed_out)?;
+    if line.starts_with("INFO ") {
+        Ok(())
+    } else if line.is_empty() {
+        Err(std::io::Error::other("closed without a NATS INFO greeting"))
+    } else {
+        let shown: String = line.chars().take(60).collect();
+        Err(std::io::Error::other(format!(
+            "not a NATS server: it greeted with {shown:?}, not INFO"
+        )))
+    }
+}
+
+/// A read that waited [`ONLINE_TIMEOUT`] says so in words.
+fn timed_out(e: std::io::Error) -> std::io::Error {
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            std::io::Error::other(format!("no answer within {} s", ONLINE_TIMEOUT.as_secs()))
+        }
+        _ => e,
+    }
+}
+
+/// Sends a WebSocket upgrade to the gateway at `url` (`ws://`, or `wss://`
+/// with the receiver's trust) and reads the status: 101, or a 4xx (it
+/// answered; 401 and 403 mean it wants the receiver's DID-WBA identity or
+/// grants) is reachable; any other answer or none is not.
+fn gateway_answers(
+    url: &str,
+    receiver: &anpx_core::config::ReceiverSection,
+) -> std::io::Result<String> {
+    use std::io::Write;
+    let (secure, rest) = match url.split_once("://") {
+        Some(("ws", rest)) => (false, rest),
+        Some(("wss", rest)) => (true, rest),
+        _ => return Err(std::io::Error::other("not a ws:// or wss:// URL")),
+    };
+    let (with_port, host_port, path) = authority(rest, if secure { 443 } else { 80 });
+    let tcp = connect(&with_port)?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host_port}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    );
+    let line = if secure {
+        let host = host_port
+            .rsplit_once(':')
+            .filter(|(_, p)| p.parse::<u16>().is_ok())
+            .map_or(host_port, |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let trust = if receiver.ca_file.is_some() || !receiver.pin_sha256.is_empty() {
+            Some(
+                crate::tls::receiver_client_config(
+                    receiver.ca_file.as_deref(),
+                    &receiver.pin_sha256,
+                )
+                .map_err(|e| std::io::Error::other(format!("tls: {e}")))?,
+            )
+        } else {
+            None
+        };
+        let (config, name) = crate::tls::dial(host, trust)
+            .map_err(|e| std::io::Error::other(format!("tls: {e}")))?;
+        let conn = rustls::ClientConnection::new(config, name)
+            .map_err(|e| std::io::Error::other(format!("tls: {e}")))?;
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        tls.write_all(request.as_bytes()).map_err(timed_out)?;
+        read_line_bounded(tls, 8 * 1024).map_err(timed_out)?
+    } else {
+        let mut tcp = tcp;
+        tcp.write_all(request.as_bytes()).map_err(timed_out)?;
+        read_line_bounded(tcp, 8 * 1024).map_err(timed_out)?
+    };
+    let status = line
+        .strip_prefix("HTTP/1.")
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse::<u16>().ok());
+    match status {
+        Some(101) => Ok("WebSocket upgrade accepted (101)".to_owned()),
+        Some(s @ (401 | 403)) => Ok(format!(
+            "reachable; it answered {s}: authentication needed (receiver.did_document and \
+             receiver.private_key, and a grant for the services)"
+        )),
+        Some(s @ 400..=499) => Ok(format!("reachable; it answered {s}")),
+        Some(s) => Err(std::io::Error::other(format!(
+            "answered {s}, not a WebSocket upgrade"
+        ))),
+        None if line.is_empty() => Err(std::io::Error::other("closed without an answer")),
+        None => Err(std::io::Error::other("no HTTP response")),
     }
 }
 
@@ -208,6 +366,80 @@ mod tests {
         assert_eq!(sqlite_dir("sqlite:data/a.db"), Some("data".into()));
         assert_eq!(sqlite_dir("sqlite::memory:"), None);
         assert_eq!(sqlite_dir("postgres://h/db"), None);
+    }
+
+    #[test]
+    fn addresses_take_the_default_port_and_drop_credentials() {
+        assert_eq!(
+            authority("h.example:4223/x", 4222),
+            ("h.example:4223".into(), "h.example:4223", "/x")
+        );
+        assert_eq!(
+            authority("u:p@h.example", 4222),
+            ("h.example:4222".into(), "h.example", "/")
+        );
+        assert_eq!(authority("[::1]", 80).0, "[::1]:80");
+        assert_eq!(authority("[::1]:81/ws", 80).0, "[::1]:81");
+    }
+
+    /// A server on loopback that writes `greeting` to each connection, at
+    /// once when it starts with `INFO` or `!`, else after reading a request
+    /// head.
+    fn saying(greeting: &'static str) -> std::net::SocketAddr {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let (at_once, greeting) = match greeting.strip_prefix('!') {
+                    Some(g) => (true, g),
+                    None => (greeting.starts_with("INFO"), greeting),
+                };
+                if !at_once {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                        line.clear();
+                    }
+                }
+                let _ = conn.write_all(greeting.as_bytes());
+            }
+        });
+        addr
+    }
+
+    fn nobody() -> std::net::SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_nats_server_is_known_by_its_info_line() {
+        let nats = saying("INFO {\"server_id\":\"x\"}\r\n");
+        assert!(nats_greets(&format!("nats://{nats}")).is_ok());
+        let http = saying("!HTTP/1.1 200 OK\r\n\r\n");
+        let e = nats_greets(&format!("nats://{http}")).unwrap_err();
+        assert!(e.to_string().contains("not a NATS server"), "{e}");
+        assert!(nats_greets(&format!("nats://{}", nobody())).is_err());
+    }
+
+    #[test]
+    fn a_gateway_answers_the_upgrade_with_101_or_a_4xx() {
+        let r = anpx_core::config::ReceiverSection::default();
+        let ws = |addr| format!("ws://{addr}/ws");
+        let upgraded = saying("HTTP/1.1 101 Switching Protocols\r\n\r\n");
+        assert!(gateway_answers(&ws(upgraded), &r).unwrap().contains("101"));
+        let auth = saying("HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n");
+        let said = gateway_answers(&ws(auth), &r).unwrap();
+        assert!(said.contains("authentication needed"), "{said}");
+        let failing = saying("HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n");
+        let e = gateway_answers(&ws(failing), &r).unwrap_err();
+        assert!(e.to_string().contains("answered 502"), "{e}");
+        assert!(gateway_answers(&ws(nobody()), &r).is_err());
+        assert!(gateway_answers("http://127.0.0.1:1/", &r).is_err());
     }
 
     #[test]

@@ -44,6 +44,7 @@ per_shell!(
     drain_moves_new_requests_to_another_receiver,
     listens_on_localhost,
     command_line_conventions,
+    check_config_online_reaches_nats_and_the_gateway,
 );
 
 /// A fresh directory for one test, removed when dropped.
@@ -1657,4 +1658,85 @@ fn command_line_conventions(binary: Binary) {
         &[],
     );
     assert_eq!(code, 1, "a receiver that gives up: {err}");
+}
+
+/// A fake NATS server: greets every connection with `INFO {}`, as NATS
+/// does before anything else.
+fn fake_nats() -> SocketAddr {
+    use std::io::Write;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let _ = conn.write_all(b"INFO {}\r\n");
+        }
+    });
+    addr
+}
+
+/// `check-config --online` connects to the NATS server of
+/// `gateway.cluster.nats_url` (its INFO greeting) and sends a WebSocket
+/// upgrade to `receiver.gateway`: an open gateway's 101 and a DID-WBA
+/// gateway's 401 (said to need authentication) pass with 0; nothing
+/// listening at either fails with 1, naming both.
+fn check_config_online_reaches_nats_and_the_gateway(binary: Binary) {
+    let dir = TempDir::new(&format!("online-{binary:?}"));
+    let (open, signed) = (free_addr(), free_addr());
+    let _open = start_gateway(binary, open, &[], &dir.path("open.log"));
+    let docs = dir.path("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    let _signed = start_gateway(
+        binary,
+        signed,
+        &[
+            "--auth-mode",
+            "did-wba",
+            "--auth-did-documents-dir",
+            docs.to_str().unwrap(),
+        ],
+        &dir.path("signed.log"),
+    );
+    wait_listening(open);
+    wait_listening(signed);
+    let nats = format!("nats://{}", fake_nats());
+    let (open_url, signed_url) = (format!("ws://{open}/ws"), format!("ws://{signed}/ws"));
+    let (code, _, err) = run_to_end(
+        binary,
+        &["check-config", "--online"],
+        &[
+            ("ANPX_GATEWAY_CLUSTER_NATS_URL", &nats),
+            ("ANPX_RECEIVER_GATEWAY", &open_url),
+            ("ANPX_RECEIVER_EXTRA_GATEWAYS", &signed_url),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    for said in [
+        format!("gateway.cluster.nats_url {nats} answers: NATS INFO"),
+        format!("receiver.gateway {open_url} answers: WebSocket upgrade accepted (101)"),
+        format!("receiver.extra_gateways {signed_url} answers: reachable; it answered 401: authentication needed"),
+    ] {
+        assert!(err.contains(&said), "{said}: {err}");
+    }
+
+    let (nobody_nats, nobody_gateway) = (
+        format!("nats://{}", free_addr()),
+        format!("ws://{}/ws", free_addr()),
+    );
+    let (code, _, err) = run_to_end(
+        binary,
+        &["check-config", "--online"],
+        &[
+            ("ANPX_GATEWAY_CLUSTER_NATS_URL", &nobody_nats),
+            ("ANPX_RECEIVER_GATEWAY", &nobody_gateway),
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not answering:"), "{err}");
+    for key in [
+        format!("gateway.cluster.nats_url {nobody_nats}: "),
+        format!("receiver.gateway {nobody_gateway}: "),
+    ] {
+        assert!(err.contains(&key), "{key}: {err}");
+    }
 }

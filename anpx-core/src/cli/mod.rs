@@ -87,8 +87,10 @@ pub enum Command {
 /// Options of `anpx check-config`.
 #[derive(Debug, Clone, Args)]
 pub struct CheckConfigArgs {
-    /// Also check that receiver.upstream and the registry database at
-    /// gateway.registry.url answer (each one that is set).
+    /// Also check that receiver.upstream, the registry database at
+    /// gateway.registry.url, the NATS server at gateway.cluster.nats_url and
+    /// the gateways of receiver.gateway (when not its default) and
+    /// receiver.extra_gateways answer (each one that is set; 5 s each).
     #[arg(long)]
     pub online: bool,
 }
