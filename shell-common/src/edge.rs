@@ -57,7 +57,7 @@ impl Edge {
     /// `anpx_edge_refused_total`, every reason listed even at zero.
     pub fn prometheus(&self) -> String {
         let mut out = String::from(
-            "# HELP anpx_edge_refused_total Requests and connections refused at the public edge, by reason.\n# TYPE anpx_edge_refused_total counter\n",
+            "# HELP anpx_edge_refused_total Requests and connections refused at the public edge, by reason. Kept for compatibility: refused requests are also in anpx_requests_refused_total{reason}; connections that never sent a request (head_timeout) and receiver handshakes are only here.\n# TYPE anpx_edge_refused_total counter\n",
         );
         for r in EdgeRefusal::ALL {
             out.push_str(&format!(

@@ -238,7 +238,7 @@ impl GatewayStats {
         metric(
             "anpx_client_share_refused_total",
             "counter",
-            "Requests refused with 429: their client address had its share of the route's in-flight cap (gateway.max_inflight_percent_per_client).",
+            "Requests refused with 429: their client address had its share of the route's in-flight cap (gateway.max_inflight_percent_per_client). Kept for compatibility: the same as anpx_requests_refused_total{reason=\"client_share\"}.",
             t.client_share_refused,
         );
         metric(
