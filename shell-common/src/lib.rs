@@ -23,6 +23,7 @@ pub mod caller_auth;
 pub mod check_config;
 #[cfg(feature = "cluster")]
 pub mod cluster;
+pub mod commands;
 pub mod decode;
 pub mod dialing;
 pub mod did_cmd;

@@ -112,6 +112,20 @@ impl Receiver {
     }
 }
 
+impl shell_common::commands::RunningReceiver for Receiver {
+    fn admin_addr(&self) -> Option<SocketAddr> {
+        Receiver::admin_addr(self)
+    }
+
+    fn watch(&self) -> Watch<Status> {
+        Receiver::watch(self)
+    }
+
+    async fn shutdown(self) {
+        Receiver::shutdown(self).await
+    }
+}
+
 /// Serves the admin listener (plain HTTP/1.1 on async-h1) until cancelled;
 /// each connection is a task of its own, dropped with this one.
 async fn serve_admin(listener: TcpAccept, monitor: Arc<ReceiverMonitor>) {

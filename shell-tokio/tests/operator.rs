@@ -45,6 +45,7 @@ per_shell!(
     listens_on_localhost,
     command_line_conventions,
     check_config_online_reaches_nats_and_the_gateway,
+    both_serves_in_one_process,
 );
 
 /// A fresh directory for one test, removed when dropped.
@@ -1739,4 +1740,46 @@ fn check_config_online_reaches_nats_and_the_gateway(binary: Binary) {
     ] {
         assert!(err.contains(&key), "{key}: {err}");
     }
+}
+
+/// `both`, with its receiver flags spelled as on `receiver` (`--service`,
+/// `--demo`, and the old `--services`), serves in one process: it prints
+/// the gateway's addresses and the Forwarding line once its receiver is
+/// connected, serves the declared service, not another, and stops cleanly
+/// on SIGTERM.
+fn both_serves_in_one_process(binary: Binary) {
+    let dir = TempDir::new(&format!("both-{binary:?}"));
+    let listen = free_addr();
+    let log = dir.path("both.log");
+    let listen_text = listen.to_string();
+    let mut both = start(
+        binary,
+        &[
+            "both",
+            "--demo",
+            "--listen",
+            &listen_text,
+            "--admin-listen",
+            "off",
+            "--services",
+            "api.agent.com/a1",
+        ],
+        &log,
+    );
+    wait_for(
+        Duration::from_secs(15),
+        "both says what it forwards",
+        || read(&log.with_extension("out")).contains("Forwarding"),
+    );
+    let out = read(&log.with_extension("out"));
+    assert!(
+        out.contains(&format!("gateway: public URL:       http://{listen}")),
+        "{out}"
+    );
+    assert!(out.contains("Forwarding http://api.agent.com/a1"), "{out}");
+    assert_eq!(get_status(listen, "api.agent.com", "/a1/x"), Some(200));
+    assert_eq!(get_status(listen, "api.agent.com", "/a2/x"), Some(404));
+    signal(&both, libc::SIGTERM);
+    let exit = exits_within(&mut both, Duration::from_secs(15));
+    assert!(exit.is_some_and(|s| s.success()), "{}", read(&log));
 }

@@ -11,6 +11,11 @@ use crate::config::{keys, KeyInfo};
 pub trait Section: Clone + Send + Sync + 'static {
     /// The section name in the key table.
     const NAME: &'static str;
+    /// Whether the section's key `key` is a flag here; all are by default.
+    fn takes(key: &str) -> bool {
+        let _ = key;
+        true
+    }
 }
 
 /// The `[gateway]` keys.
@@ -26,6 +31,31 @@ pub struct ReceiverKeys;
 impl Section for ReceiverKeys {
     const NAME: &'static str = "receiver";
 }
+
+/// The `[receiver]` keys `anpx both` takes, spelled as on `anpx receiver`
+/// (the generated flags of one table cannot drift apart): what the
+/// in-process receiver serves and how it proves itself to, and trusts,
+/// its own gateway. The others either share a flag name with a gateway
+/// key (`--log-level`, `--admin-listen`, ...) or mean nothing in one
+/// process (`--gateway`).
+#[derive(Debug, Clone, Copy)]
+pub struct BothReceiverKeys;
+impl Section for BothReceiverKeys {
+    const NAME: &'static str = "receiver";
+    fn takes(key: &str) -> bool {
+        BOTH_RECEIVER_KEYS.contains(&key)
+    }
+}
+
+/// The keys of [`BothReceiverKeys`].
+pub const BOTH_RECEIVER_KEYS: [&str; 6] = [
+    "receiver.upstream",
+    "receiver.services",
+    "receiver.did_document",
+    "receiver.private_key",
+    "receiver.ca_file",
+    "receiver.pin_sha256",
+];
 
 /// The flags of one section that were given, as `(key, value)` pairs ready
 /// for [`Config::load`](crate::config::Config::load).
@@ -49,7 +79,10 @@ fn section_keys<S: Section>() -> impl Iterator<Item = &'static KeyInfo> {
     // Static grants are tables; they belong in the file, not on a flag.
     // The log format is the command line's global `--log-format`.
     keys().iter().filter(|k| {
-        k.section() == S::NAME && k.key != "gateway.routes.grant" && k.key != "gateway.log_format"
+        k.section() == S::NAME
+            && S::takes(k.key)
+            && k.key != "gateway.routes.grant"
+            && k.key != "gateway.log_format"
     })
 }
 

@@ -11,7 +11,9 @@
 
 mod flags;
 
-pub use flags::{GatewayKeys, ReceiverKeys, Section, SectionFlags};
+pub use flags::{
+    BothReceiverKeys, GatewayKeys, ReceiverKeys, Section, SectionFlags, BOTH_RECEIVER_KEYS,
+};
 
 use std::path::PathBuf;
 
@@ -163,17 +165,12 @@ pub struct ReceiverArgs {
 /// Options of `anpx both`.
 #[derive(Debug, Clone, Args)]
 pub struct BothArgs {
-    /// Base URL requests are forwarded to (receiver.upstream)
-    /// [env: ANPX_RECEIVER_UPSTREAM].
-    #[arg(long, value_name = "URL", conflicts_with = "demo")]
-    pub upstream: Option<String>,
     /// Serve requests with the built-in echo agent instead of an upstream.
     #[arg(long)]
     pub demo: bool,
-    /// Service to register, as host/prefix, repeatable (receiver.services;
-    /// none: all the gateway grants) [env: ANPX_RECEIVER_SERVICES].
-    #[arg(long = "service", alias = "services", value_name = "SERVICE_URL")]
-    pub services: Vec<String>,
+    /// The receiver's settings, spelled as on `anpx receiver`.
+    #[command(flatten)]
+    pub receiver: SectionFlags<BothReceiverKeys>,
     /// Gateway settings.
     #[command(flatten)]
     pub flags: SectionFlags<GatewayKeys>,
@@ -273,16 +270,7 @@ impl Cli {
         match &self.command {
             Command::Gateway(a) => a.flags.pairs.clone(),
             Command::Receiver(a) => a.flags.pairs.clone(),
-            Command::Both(a) => {
-                let mut pairs = a.flags.pairs.clone();
-                if let Some(u) = &a.upstream {
-                    pairs.push(("receiver.upstream".into(), u.clone()));
-                }
-                if !a.services.is_empty() {
-                    pairs.push(("receiver.services".into(), a.services.join(",")));
-                }
-                pairs
-            }
+            Command::Both(a) => [a.flags.pairs.clone(), a.receiver.pairs.clone()].concat(),
             Command::Demo(a) => vec![("gateway.listen".into(), a.listen.clone())],
             Command::Registry(a) => a
                 .registry_url
@@ -487,6 +475,55 @@ mod tests {
                 assert_eq!(config.receiver.services.len(), 2, "{sub} {flag}");
                 assert!(config.receiver.upstream.is_some(), "{sub} {flag}");
             }
+        }
+    }
+
+    #[test]
+    fn both_spells_each_receiver_flag_as_receiver_does() {
+        let mut cli = Cli::command();
+        let args = |cli: &mut clap::Command,
+                    sub: &str|
+         -> Vec<(String, Option<String>, Vec<String>)> {
+            cli.find_subcommand_mut(sub)
+                .unwrap()
+                .get_arguments()
+                .filter(|a| a.get_id().as_str().starts_with("receiver.") || a.get_id() == "demo")
+                .map(|a| {
+                    (
+                        a.get_id().to_string(),
+                        a.get_long().map(str::to_owned),
+                        a.get_all_aliases()
+                            .into_iter()
+                            .flatten()
+                            .map(str::to_owned)
+                            .collect(),
+                    )
+                })
+                .collect()
+        };
+        let receiver = args(&mut cli, "receiver");
+        let both = args(&mut cli, "both");
+        assert_eq!(both.len(), BOTH_RECEIVER_KEYS.len() + 1, "{both:?}");
+        for flag in &both {
+            assert!(
+                receiver.contains(flag),
+                "both's {flag:?} is on receiver as it is"
+            );
+        }
+        // The hidden spelling `--services` is kept on both.
+        for sub in ["receiver", "both"] {
+            let cli = Cli::try_parse_from([
+                "anpx",
+                sub,
+                "--services",
+                "a.com/x,b.com",
+                "--ca-file",
+                "/ca.pem",
+            ])
+            .unwrap_or_else(|e| panic!("{sub}: {e}"));
+            let config = cli.load_config("", std::iter::empty()).unwrap();
+            assert_eq!(config.receiver.services.len(), 2, "{sub}");
+            assert_eq!(config.receiver.ca_file, Some("/ca.pem".into()), "{sub}");
         }
     }
 

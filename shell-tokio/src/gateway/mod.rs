@@ -222,3 +222,25 @@ async fn accept_loop(
     )
     .await;
 }
+
+impl shell_common::commands::RunningGateway for Gateway {
+    fn public_addr(&self) -> SocketAddr {
+        Gateway::public_addr(self)
+    }
+
+    fn ws_addr(&self) -> Option<SocketAddr> {
+        Gateway::ws_addr(self)
+    }
+
+    fn admin_addr(&self) -> Option<SocketAddr> {
+        Gateway::admin_addr(self)
+    }
+
+    async fn join_cluster(&mut self, options: ClusterOptions) -> Result<(), ClusterError> {
+        Gateway::join_cluster(self, options).await
+    }
+
+    async fn shutdown(self) {
+        Gateway::shutdown(self).await
+    }
+}

@@ -114,3 +114,17 @@ impl Receiver {
         }
     }
 }
+
+impl shell_common::commands::RunningReceiver for Receiver {
+    fn admin_addr(&self) -> Option<SocketAddr> {
+        Receiver::admin_addr(self)
+    }
+
+    fn watch(&self) -> Watch<Status> {
+        Receiver::watch(self)
+    }
+
+    async fn shutdown(self) {
+        Receiver::shutdown(self).await
+    }
+}
