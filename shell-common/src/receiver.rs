@@ -399,6 +399,9 @@ async fn run_one<U>(
         }
         status.set(Status::Connecting);
         monitor.connecting(&options.gateway);
+        // Read before dialing: a change of services while the dial is under
+        // way is then seen as a change once connected.
+        let services_seen = options.live.services_versioned().1;
         let (failure, cause) = match dial(&options, connector.as_ref()).await {
             Ok(conn) => {
                 backoff.on_connected(Instant::now());
@@ -414,7 +417,7 @@ async fn run_one<U>(
                     features: conn.features,
                 });
                 let ended = serve_relinking(
-                    conn,
+                    (conn, services_seen),
                     &options,
                     &runtime,
                     connector.as_ref(),
@@ -480,9 +483,11 @@ async fn run_one<U>(
 /// has the old one drain in a task of its own (its requests in flight
 /// finish; with `drain`, the gateway sends new requests to the new one)
 /// and serves the new one. A new connection that cannot be opened leaves
-/// the old one serving. Returns how the last connection ended.
+/// the old one serving (a later reconnect declares the new set). `seen` is
+/// the version of the services `conn` was dialed with. Returns how the
+/// last connection ended.
 async fn serve_relinking<U>(
-    mut conn: Connection,
+    (mut conn, mut seen): (Connection, u64),
     options: &ReceiverOptions<U>,
     runtime: &Arc<dyn Runtime>,
     connector: &dyn Connector,
@@ -495,7 +500,6 @@ where
     retiring.retain_mut(|closed| !matches!(closed.try_recv(), Ok(Some(())) | Err(_)));
     loop {
         let retire = Stop::new(false);
-        let (_, mut seen) = options.live.services_versioned();
         let mut serving: BoxFuture<Ended> = {
             let (options, runtime, stop, retire) = (
                 options.clone(),

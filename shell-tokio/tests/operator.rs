@@ -39,6 +39,7 @@ per_shell!(
     sighup_reloads_in_place,
     sighup_reloads_the_certificate,
     sighup_relinks_for_new_services,
+    refused_relink_keeps_the_running_connection,
     trusts_a_self_signed_gateway_when_pinned,
     receiver_drains_on_sigterm,
     drain_moves_new_requests_to_another_receiver,
@@ -970,6 +971,76 @@ fn sighup_relinks_for_new_services(binary: Binary) {
     );
     assert_eq!(receiver_connected_lines(&rx_log), 1, "{}", read(&rx_log));
     assert!(exits_within(&mut rx, Duration::from_millis(100)).is_none());
+}
+
+/// SIGHUP asks a signed receiver to declare a service its DID is not
+/// granted: the new connection is refused with 403, which is logged, and
+/// the running connection keeps serving what it had; the receiver, which
+/// would stop on a 403 at start, keeps running.
+fn refused_relink_keeps_the_running_connection(binary: Binary) {
+    let dir = TempDir::new(&format!("relink-refused-{binary:?}"));
+    let (id, docs) = identity(&dir);
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(id.join("did.json")).unwrap()).unwrap();
+    let did = doc["id"].as_str().unwrap();
+    let listen = free_addr();
+    let gateway_log = dir.path("gateway.log");
+    let _gateway = refusing_gateway(binary, listen, &docs, did, &[], &gateway_log);
+    wait_listening(listen);
+    let receiver_toml = dir.path("receiver.toml");
+    let write_receiver = |service: &str| {
+        let text = format!(
+            "[receiver]\ngateway = \"ws://{listen}/ws\"\nservices = [\"{service}\"]\n\
+             did_document = \"{}\"\nprivate_key = \"{}\"\n",
+            id.join("did.json").display(),
+            id.join("key-1_private.pem").display()
+        );
+        std::fs::write(&receiver_toml, text).unwrap();
+    };
+    write_receiver("api.agent.com/other");
+    let rx_log = dir.path("receiver.log");
+    let mut rx = start(
+        binary,
+        &[
+            "receiver",
+            "--demo",
+            "--config",
+            receiver_toml.to_str().unwrap(),
+        ],
+        &rx_log,
+    );
+    wait_for(Duration::from_secs(15), "the receiver connects", || {
+        read(&rx_log).contains("connected to gateway")
+    });
+    assert_eq!(get_status(listen, "api.agent.com", "/other/x"), Some(200));
+
+    write_receiver("api.agent.com/a1");
+    signal(&rx, libc::SIGHUP);
+    wait_for(Duration::from_secs(10), "the relink is refused", || {
+        read(&rx_log).contains("services not changed")
+    });
+    assert!(
+        read(&rx_log).contains("refused the connection with 403"),
+        "{}",
+        read(&rx_log)
+    );
+    assert!(
+        exits_within(&mut rx, Duration::from_millis(300)).is_none(),
+        "the receiver keeps running: {}",
+        read(&rx_log)
+    );
+    assert_eq!(
+        get_status(listen, "api.agent.com", "/other/x"),
+        Some(200),
+        "the running connection still serves: {}",
+        read(&rx_log)
+    );
+    assert!(!read(&rx_log).contains("relinked"), "{}", read(&rx_log));
+    assert!(
+        !read(&gateway_log).contains("receiver draining"),
+        "{}",
+        read(&gateway_log)
+    );
 }
 
 /// `get_status` over TLS, trusting `cert` as the receivers do.
