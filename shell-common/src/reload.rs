@@ -448,7 +448,7 @@ impl ReceiverLive {
     }
 
     /// The declared services and their version, for
-    /// [`ReceiverLive::services_changed`].
+    /// [`ReceiverLive::poll_services_changed`].
     pub fn services_versioned(&self) -> (Option<Vec<ServiceUrl>>, u64) {
         self.services.get_versioned()
     }
