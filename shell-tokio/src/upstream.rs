@@ -75,6 +75,14 @@ pub trait Upstream: Send + Sync + 'static {
     }
 }
 
+/// The most a pooled upstream connection reads at once. hyper grows a
+/// connection's read buffer while it reads a large body (up to ~400 KiB by
+/// default) and keeps it for as long as the connection idles in the pool:
+/// after 32 connections carried 1 MiB responses, an idle `anpx both` held
+/// 58 MiB against 14 MiB at startup, most of it these buffers (heaptrack).
+/// At 64 KiB it held 20–23 MiB (`benches/vs-rathole.sh`, docs/BENCHMARKS.md).
+const UPSTREAM_READ_BUFFER_MAX: usize = 64 * 1024;
+
 /// A local HTTP service reached over a keep-alive connection pool.
 #[derive(Clone)]
 pub struct HttpUpstream {
@@ -116,6 +124,7 @@ impl HttpUpstream {
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(256)
+            .http1_max_buf_size(UPSTREAM_READ_BUFFER_MAX)
             .build(connector);
         let parts = uri.into_parts();
         let (Some(scheme), Some(authority)) = (parts.scheme, parts.authority) else {
