@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::accept::Listen;
 use crate::options::{ReceiverOptions, Status};
 use crate::receiver::{Connector, Dispatch, Runtime};
+use crate::repoll::Repoll;
 use crate::signal::{Stop, Watch};
 
 /// The stop order and status of a receiver started with
@@ -36,10 +37,13 @@ impl Dialing {
         let status = Watch::new(Status::Connecting);
         let guard = Ended(status.clone());
         let run = crate::receiver::run(options, runtime, connector, stop.clone(), status.clone());
-        let task = async move {
+        // The connection loop polls its calls and reads what they reply in
+        // the same poll, which wakes it: polled again at once rather than
+        // handed to another worker as a yield (see `repoll`).
+        let task = Repoll::new(async move {
             let _guard = guard;
             run.await;
-        };
+        });
         (Dialing { stop, status }, task)
     }
 

@@ -44,6 +44,7 @@ pub mod registry;
 pub mod registry_cmd;
 pub mod reload;
 pub mod remote;
+pub mod repoll;
 pub mod setup;
 pub mod signal;
 pub mod tls;

@@ -13,6 +13,8 @@ use anpx_core::edge::{EdgeLimits, EdgeRefusal};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use shell_common::gateway::Shared;
+
+use super::head_timer::HeadTimer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
@@ -23,12 +25,13 @@ const HYPER_MIN_BUF: usize = 8192;
 const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The hyper connection builder with the edge limits applied.
-pub(crate) fn builder(limits: &EdgeLimits) -> auto::Builder<TokioExecutor> {
+/// The hyper connection builder with the edge limits applied; HTTP/1's
+/// head timeouts wait on `head_timer`.
+pub(crate) fn builder(limits: &EdgeLimits, head_timer: &HeadTimer) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
+        .timer(head_timer.clone())
         // hyper's timer starts whenever it waits for a head, so this
         // also closes kept-alive connections idle for that long.
         .header_read_timeout(limits.header_read_timeout)

@@ -2,6 +2,7 @@
 //! the task that drives `anpx_core::gateway`.
 
 mod edge;
+mod head_timer;
 pub(crate) mod http;
 
 pub use shell_common::did_wba::{DidWbaAdmission, DocumentSources};
@@ -22,6 +23,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 use self::edge::FirstBytesDeadline;
+use self::head_timer::HeadTimer;
 use crate::cluster::{Cluster, ClusterError, ClusterOptions};
 use crate::rt::{TcpAccept, Tokio};
 use shell_common::driver::Driver;
@@ -64,6 +66,8 @@ impl Gateway {
             bound.admin_addr(),
         );
         let mut tasks = JoinSet::new();
+        let head_timer = HeadTimer::default();
+        tasks.spawn(head_timer.fire());
         let tls = options.tls.map(tokio_rustls::TlsAcceptor::from);
         for (listener, which, secure) in bound.into_served() {
             let tls = if secure { tls.clone() } else { None };
@@ -73,6 +77,7 @@ impl Gateway {
                 shared.clone(),
                 tls,
                 stop.clone(),
+                head_timer.clone(),
             ));
         }
         Ok(Gateway {
@@ -161,19 +166,21 @@ async fn accept_loop(
     shared: Arc<Shared>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     stop: Stop,
+    head_timer: HeadTimer,
 ) {
     let serve = move |tcp: TcpStream, peer: SocketAddr| -> BoxFuture<()> {
         let _ = tcp.set_nodelay(true);
         let local = tcp.local_addr().unwrap_or(peer);
         let shared = shared.clone();
         let tls = tls.clone();
+        let head_timer = head_timer.clone();
         Box::pin(async move {
             let edge = shared.edge.clone();
             let reporting = shared.clone();
             let first_bytes = edge.limits.header_read_timeout;
             let service =
                 service_fn(move |req| http::handle(req, shared.clone(), peer, local, which));
-            let builder = edge::builder(&edge.limits);
+            let builder = edge::builder(&edge.limits, &head_timer);
             let served = match tls {
                 None => {
                     builder

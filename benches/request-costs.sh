@@ -1,0 +1,243 @@
+#!/usr/bin/env bash
+# What one request costs the tunnel, in counts that do not depend on how
+# loaded the machine is: system calls by kind, context switches, CPU
+# migrations and wake-ups, per request, for a fixed number of requests on
+# one keep-alive connection. See docs/BENCHMARKS.md ("Per-request counts").
+#
+#   benches/request-costs.sh                       # anpx both --upstream, 2000 small requests
+#   SYSTEM=anpx-smol REQUESTS=5000 benches/request-costs.sh
+#   SYSTEM=direct benches/request-costs.sh         # the nginx backend alone, for reference
+#   SPLIT=1 benches/request-costs.sh               # gateway and receiver in two processes
+#
+# Knobs (environment): SYSTEM (anpx, anpx-smol or direct), SPLIT (1: run the
+# shell's `gateway` and `receiver` as two processes and count each apart
+# instead of `both`), REQUESTS (2000),
+# CONNECTIONS (1), FILE (small: 40 bytes; big: 1 MiB), BASE_PORT (28500;
+# uses 2 ports), BIN_ANPX / BIN_ANPX_SMOL (binaries; default the bench
+# profile's, built if missing), OUT (directory for logs and raw counts).
+#
+# The load is wrk with a script that stops after REQUESTS responses, so the
+# counts cover the same requests in every run. Two passes: `perf stat`
+# (system calls, context switches, migrations, wake-ups the process
+# issues, CPU time) and `perf trace -s` (system calls by kind and thread).
+# The warm-up request and the process's idle activity fall inside the
+# window; over 2000 requests they are below 0.1 per request.
+set -euo pipefail
+
+SYSTEM=${SYSTEM:-anpx}
+REQUESTS=${REQUESTS:-2000}
+CONNECTIONS=${CONNECTIONS:-1}
+FILE=${FILE:-small}
+BASE_PORT=${BASE_PORT:-28500}
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${OUT:-$(mktemp -d /tmp/anpx-request-costs.XXXXXX)}
+mkdir -p "$OUT/www" "$OUT/logs"
+chmod 755 "$OUT"
+
+say() { printf '%s\n' "$*" >&2; }
+die() {
+    say "request-costs: $*"
+    exit 1
+}
+
+for tool in wrk perf curl; do
+    command -v "$tool" >/dev/null || die "$tool is missing (apt-get install wrk linux-perf curl)"
+done
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+[ -x "$NGINX" ] || die "nginx is missing (apt-get install nginx-light)"
+
+bin_of() { # name
+    local var=$1 name=$2
+    if [ -n "${!var:-}" ]; then
+        echo "${!var}"
+        return
+    fi
+    local target
+    target=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+    if [ ! -x "$target/release/$name" ]; then
+        say "building $name (cargo build --profile bench)"
+        (cd "$REPO" && CARGO_PROFILE_BENCH_DEBUG=line-tables-only \
+            cargo build --profile bench -p shell-tokio -p shell-smol --bin "$name" >&2)
+    fi
+    echo "$target/release/$name"
+}
+
+P_BACKEND=$BASE_PORT
+P_TUNNEL=$((BASE_PORT + 1))
+
+printf 'anpx benchmark: forty bytes of body.....' >"$OUT/www/small"
+head -c 1048576 /dev/urandom >"$OUT/www/big"
+chmod -R a+rX "$OUT/www"
+mkdir -p "$OUT/backend.tmp"
+cat >"$OUT/backend.conf" <<EOF
+worker_processes 1;
+pid $OUT/backend.pid;
+error_log $OUT/logs/backend.error.log warn;
+daemon off;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $OUT/backend.tmp;
+    keepalive_requests 100000000;
+    keepalive_timeout 120s;
+    default_type application/octet-stream;
+    server {
+        listen 127.0.0.1:$P_BACKEND;
+        root $OUT/www;
+        sendfile on;
+        tcp_nopush on;
+        open_file_cache max=16;
+    }
+}
+EOF
+cat >"$OUT/stop-after.lua" <<EOF
+-- wrk runs for its whole duration even once a thread stops: exit instead.
+local done = 0
+function response(status, headers, body)
+    if status ~= 200 then
+        io.stderr:write("status " .. status .. "\\n")
+        os.exit(1)
+    end
+    done = done + 1
+    if done >= $REQUESTS then
+        os.exit(0)
+    end
+end
+EOF
+
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+start() { # name command...
+    local name=$1
+    shift
+    "$@" >"$OUT/logs/$name.log" 2>&1 &
+    PIDS+=($!)
+    LAST_PID=$!
+}
+wait_port() {
+    for _ in $(seq 1 200); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    die "nothing listens on port $1 (logs in $OUT/logs)"
+}
+wait_http() {
+    for _ in $(seq 1 200); do
+        if curl -fsS -o /dev/null "$1" 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    die "no answer from $1 (logs in $OUT/logs)"
+}
+
+start backend "$NGINX" -c "$OUT/backend.conf" -p "$OUT"
+BACKEND_PID=$LAST_PID
+wait_http "http://127.0.0.1:$P_BACKEND/small"
+case $SYSTEM in
+direct)
+    # nginx's master forks the worker that serves: measure the worker.
+    sleep 0.2
+    MEASURED="nginx:$(pgrep -P "$BACKEND_PID" | head -1)"
+    PORT=$P_BACKEND
+    ;;
+anpx | anpx-smol)
+    if [ "$SYSTEM" = anpx ]; then BIN=$(bin_of BIN_ANPX anpx); else BIN=$(bin_of BIN_ANPX_SMOL anpx-smol); fi
+    if [ "${SPLIT:-0}" = 1 ]; then
+        start gateway "$BIN" gateway --listen "127.0.0.1:$P_TUNNEL" --admin-listen off
+        GATEWAY_PID=$LAST_PID
+        wait_port "$P_TUNNEL"
+        start receiver "$BIN" receiver --gateway "ws://127.0.0.1:$P_TUNNEL/ws" \
+            --upstream "http://127.0.0.1:$P_BACKEND"
+        MEASURED="gateway:$GATEWAY_PID receiver:$LAST_PID"
+    else
+        start "$SYSTEM" "$BIN" both --upstream "http://127.0.0.1:$P_BACKEND" \
+            --listen "127.0.0.1:$P_TUNNEL" --admin-listen off
+        MEASURED="$SYSTEM:$LAST_PID"
+    fi
+    PORT=$P_TUNNEL
+    ;;
+*) die "SYSTEM must be anpx, anpx-smol or direct" ;;
+esac
+URL="http://127.0.0.1:$PORT/$FILE"
+wait_http "$URL"
+# Warm the pools (keep-alive connection to the backend, buffers).
+wrk -t1 -c"$CONNECTIONS" -d1s "$URL" >/dev/null
+
+run_wrk() {
+    wrk -t1 -c"$CONNECTIONS" -d600s -s "$OUT/stop-after.lua" "$URL" >"$OUT/wrk.$1.txt" ||
+        die "wrk failed: $(cat "$OUT/wrk.$1.txt")"
+}
+
+EVENTS=raw_syscalls:sys_enter,context-switches,cpu-migrations,sched:sched_wakeup,task-clock
+PERFS=()
+PID_LIST=""
+for m in $MEASURED; do
+    pid=${m#*:}
+    PID_LIST+="${PID_LIST:+,}$pid"
+    # Which process each thread belongs to, for the by-thread table.
+    for t in /proc/"$pid"/task/*; do echo "${t##*/} ${m%%:*}"; done >>"$OUT/threads.txt"
+    perf stat -x, -e "$EVENTS" -p "$pid" -o "$OUT/stat.${m%%:*}.csv" &
+    PERFS+=($!)
+done
+sleep 0.3
+run_wrk stat
+kill -INT "${PERFS[@]}"
+wait "${PERFS[@]}" || true
+
+perf trace -s -p "$PID_LIST" -o "$OUT/trace.txt" &
+PERF=$!
+sleep 0.5
+run_wrk trace
+kill -INT "$PERF"
+wait "$PERF" || true
+
+say "$SYSTEM, $FILE, $CONNECTIONS connection(s); raw data in $OUT"
+python3 - "$OUT" "$REQUESTS" "$MEASURED" <<'EOF'
+import re, sys
+out, n, measured = sys.argv[1], int(sys.argv[2]), sys.argv[3].split()
+n_stat = n_trace = n
+for m in measured:
+    label = m.split(":")[0]
+    print(f"{label}: per request, over {n} requests (perf stat):")
+    for line in open(f"{out}/stat.{label}.csv"):
+        f = line.strip().split(",")
+        if len(f) < 3 or not f[0] or f[0].startswith("<"):
+            continue
+        value, unit, event = float(f[0]), f[1], f[2]
+        if event == "task-clock":
+            print(f"  {'CPU (task-clock)':<24} {value * 1000 / n:8.1f} us")
+        else:
+            print(f"  {event:<24} {value / n:8.2f}")
+owner = dict(line.split() for line in open(f"{out}/threads.txt"))
+trace = f"{out}/trace.txt"
+totals, threads = {}, {}
+thread = None
+for line in open(trace):
+    m = re.match(r"\s*(\S.*?) \((\d+)\), (\d+) events", line)
+    if m:
+        tid = m.group(2)
+        thread = f"{owner.get(tid, '?')} {m.group(1)} ({tid})"
+        continue
+    m = re.match(r"\s+(\w+)\s+(\d+)\s+(\d+)\s", line)
+    if m and thread is not None:
+        name, calls = m.group(1), int(m.group(2))
+        totals[name] = totals.get(name, 0) + calls
+        threads.setdefault(thread, {})[name] = threads.get(thread, {}).get(name, 0) + calls
+print(f"system calls per request by kind, over {n_trace} requests (perf trace -s):")
+for name, calls in sorted(totals.items(), key=lambda kv: -kv[1]):
+    if calls / n_trace >= 0.05:
+        print(f"  {name:<24} {calls / n_trace:8.2f}")
+print(f"  {'all':<24} {sum(totals.values()) / n_trace:8.2f}")
+print("by thread:")
+for t, calls in sorted(threads.items(), key=lambda kv: -sum(kv[1].values())):
+    total = sum(calls.values()) / n_trace
+    if total >= 0.05:
+        top = ", ".join(f"{k} {v / n_trace:.2f}" for k, v in sorted(calls.items(), key=lambda kv: -kv[1])[:5])
+        print(f"  {t:<24} {total:8.2f}  ({top})")
+EOF
