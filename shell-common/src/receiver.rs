@@ -806,7 +806,17 @@ enum Event {
     Stop,
     /// The drain's grace period is over.
     DrainEnd,
+    /// Nothing else is ready (or [`BATCH_EVENTS`] were handled): what the
+    /// events since the last write left in the WebSocket goes out.
+    Flush,
 }
+
+/// Events handled one after another before what they wrote to the gateway
+/// is flushed. Under load several replies are ready at once; flushed
+/// together they go out in one `send` instead of one each, and the
+/// gateway reads them in one read. The bound keeps a long run of ready
+/// events from holding back what the first ones wrote.
+const BATCH_EVENTS: usize = 32;
 
 /// How a connection ended.
 #[derive(Debug, Clone)]
@@ -867,6 +877,8 @@ where
     // With `drain`: the gateway was told, and requests it routed before it
     // knew are served until its answer.
     let mut announced = false;
+    // Events handled since the WebSocket was last flushed.
+    let mut unflushed = 0usize;
 
     let reason = loop {
         match core.poll_timeout() {
@@ -875,6 +887,9 @@ where
             Some(at) => timer = Some((at, runtime.sleep_until(at))),
         }
         let event = poll_fn(|cx| {
+            if unflushed >= BATCH_EVENTS {
+                return Poll::Ready(Event::Flush);
+            }
             match draining.as_mut() {
                 None => {
                     if stop.poll_changed(cx, 0).is_ready() || retire.poll_changed(cx, 0).is_ready()
@@ -902,9 +917,13 @@ where
                     return Poll::Ready(Event::Timeout);
                 }
             }
+            if unflushed > 0 {
+                return Poll::Ready(Event::Flush);
+            }
             Poll::Pending
         })
         .await;
+        let flush = matches!(event, Event::Flush);
         let now = Instant::now();
         match event {
             Event::Ws(Some(Ok(Message::Close(frame)))) => {
@@ -985,6 +1004,7 @@ where
                 let _ = sink.send(close(1001, "receiver shutting down")).await;
                 break transient("shut down".into());
             }
+            Event::Flush => {}
         }
         let mut closing = None;
         while let Some(out) = core.poll_output() {
@@ -1028,8 +1048,15 @@ where
                 }
             }
         }
-        if sink.flush().await.is_err() {
-            closing.get_or_insert_with(|| "write to gateway failed".to_owned());
+        // Written out once nothing else is ready (the next event is then
+        // `Flush`), or at once when the connection is closing.
+        if flush || closing.is_some() {
+            unflushed = 0;
+            if sink.flush().await.is_err() {
+                closing.get_or_insert_with(|| "write to gateway failed".to_owned());
+            }
+        } else {
+            unflushed += 1;
         }
         if let Some(reason) = closing {
             core.handle_close(Instant::now());
