@@ -65,7 +65,7 @@ impl GatewayOptions {
             ws_listen: section.ws_listen,
             admin_listen: section.admin_listen,
             health_path: section.health_path.clone(),
-            inspector: section.inspector.clone(),
+            inspector: shown_on(section.admin_listen, &section.inspector),
             core: section.core_config(),
             admission: Arc::new(OpenAdmission),
             drain_grace: section.drain_grace(),
@@ -197,7 +197,7 @@ impl<U: ?Sized> ReceiverOptions<U> {
     pub fn from_config(section: &anpx_core::config::ReceiverSection, upstream: Arc<U>) -> Self {
         let monitor = Arc::new(ReceiverMonitor::new(
             section.services.iter().map(ToString::to_string).collect(),
-            section.inspector.clone(),
+            shown_on(section.admin_listen, &section.inspector),
             section.chunk_size,
         ));
         let live = crate::reload::ReceiverLive::default();
@@ -216,6 +216,22 @@ impl<U: ?Sized> ReceiverOptions<U> {
             drain_grace: Duration::from_secs(section.drain_grace_secs),
             monitor,
         }
+    }
+}
+
+/// What the request inspector captures given the admin plane's address:
+/// as configured when there is one, nothing without one. Only the admin
+/// plane shows the capture, and it is not started later (SIGHUP does not
+/// change `admin_listen`), so without one the copies and locks the
+/// capture costs every request (4.5% of `anpx both`'s CPU under load,
+/// docs/BENCHMARKS.md) would be for no one.
+fn shown_on(admin_listen: Option<SocketAddr>, inspector: &InspectorSection) -> InspectorSection {
+    match admin_listen {
+        Some(_) => inspector.clone(),
+        None => InspectorSection {
+            requests: 0,
+            ..inspector.clone()
+        },
     }
 }
 
@@ -248,4 +264,34 @@ pub fn supported_features() -> Features {
     ]
     .into_iter()
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anpx_core::config::{GatewaySection, ReceiverSection};
+
+    #[test]
+    fn the_inspector_captures_only_where_an_admin_plane_can_show_it() {
+        let mut gateway = GatewaySection {
+            admin_listen: None,
+            ..GatewaySection::default()
+        };
+        assert_eq!(GatewayOptions::from_config(&gateway).inspector.requests, 0);
+        gateway.admin_listen = Some(SocketAddr::from(([127, 0, 0, 1], 8081)));
+        assert_eq!(
+            GatewayOptions::from_config(&gateway).inspector.requests,
+            gateway.inspector.requests
+        );
+        assert!(gateway.inspector.requests > 0);
+
+        let upstream = Arc::new(());
+        let mut receiver = ReceiverSection::default();
+        assert_eq!(receiver.admin_listen, None);
+        let off = ReceiverOptions::from_config(&receiver, upstream.clone());
+        assert!(!off.monitor.inspector().enabled());
+        receiver.admin_listen = Some(SocketAddr::from(([127, 0, 0, 1], 8082)));
+        let on = ReceiverOptions::from_config(&receiver, upstream);
+        assert!(on.monitor.inspector().enabled());
+    }
 }
