@@ -50,7 +50,7 @@ pub fn init_logging(format: LogFormat) {
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(colour)
-        .with_writer(std::io::stderr);
+        .with_writer(crate::log_writer::LogWriter);
     let registry = tracing_subscriber::registry().with(filter);
     match format {
         LogFormat::Json => registry.with(fmt.json()).init(),

@@ -39,6 +39,11 @@ fn main() -> ExitCode {
     let reloader = shell_common::reload::for_command(&cli, &config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Workers gather their log lines and write them when they park
+        // (shell_common::log_writer): one write for many request lines
+        // under load.
+        .on_thread_park(shell_common::log_writer::parked)
+        .on_thread_stop(shell_common::log_writer::parked)
         .build()
     {
         Ok(rt) => rt,
