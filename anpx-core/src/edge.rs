@@ -15,8 +15,8 @@
 //! assert_eq!(meter.add(6), Err(EdgeRefusal::BodyTooLarge));
 //! ```
 //!
-//! The receivers' handshake slots (in progress in all, connections per
-//! address) are counted by [`crate::handshake::Admissions`].
+//! The receivers' handshake slots (in progress, connections in all and
+//! per address) are counted by [`crate::handshake::Admissions`].
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -44,6 +44,11 @@ pub struct EdgeLimits {
     /// Receiver connections (established or in their handshake) one client
     /// address may hold. IPv6 addresses count per /64.
     pub max_receivers_per_ip: usize,
+    /// Receiver connections (established or in their handshake) the
+    /// gateway holds in all: what each costs beyond the buffer budgets
+    /// (its socket, WebSocket read buffer, the part of a message still
+    /// arriving that is not charged) is fixed, so this bounds their sum.
+    pub max_receivers: usize,
     /// Forward request headers whose names have underscores; off drops
     /// them ([`crate::forward::has_underscore`]).
     pub keep_underscore_headers: bool,
@@ -53,6 +58,10 @@ pub struct EdgeLimits {
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 /// The default request body limit: 1 GiB.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024 * 1024;
+/// The default cap on receiver connections in all: 4096, at about 40 KiB
+/// each not charged against the buffer budgets (SECURITY.md has the
+/// arithmetic), 160 MiB beside the 256 MiB of `max_buffered_bytes`.
+pub const DEFAULT_MAX_RECEIVERS: usize = 4096;
 
 impl Default for EdgeLimits {
     fn default() -> Self {
@@ -62,6 +71,7 @@ impl Default for EdgeLimits {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_pending_handshakes: 256,
             max_receivers_per_ip: 64,
+            max_receivers: DEFAULT_MAX_RECEIVERS,
             keep_underscore_headers: false,
         }
     }
@@ -103,17 +113,22 @@ pub enum EdgeRefusal {
     /// connections (429).
     #[error("too many receiver connections from this address")]
     TooManyFromIp,
+    /// The gateway already holds `max_receivers` receiver connections
+    /// (503).
+    #[error("too many receiver connections")]
+    TooManyReceivers,
 }
 
 impl EdgeRefusal {
     /// Every refusal, in the order metrics list them.
-    pub const ALL: [EdgeRefusal; 6] = [
+    pub const ALL: [EdgeRefusal; 7] = [
         EdgeRefusal::BodyTooLarge,
         EdgeRefusal::HeadTooLarge,
         EdgeRefusal::Malformed,
         EdgeRefusal::HeadTimeout,
         EdgeRefusal::TooManyHandshakes,
         EdgeRefusal::TooManyFromIp,
+        EdgeRefusal::TooManyReceivers,
     ];
 
     /// The label in `anpx_edge_refused_total{reason="..."}`.
@@ -125,6 +140,7 @@ impl EdgeRefusal {
             EdgeRefusal::HeadTimeout => "head_timeout",
             EdgeRefusal::TooManyHandshakes => "handshakes_pending",
             EdgeRefusal::TooManyFromIp => "receivers_per_ip",
+            EdgeRefusal::TooManyReceivers => "receivers",
         }
     }
 
@@ -137,6 +153,7 @@ impl EdgeRefusal {
             EdgeRefusal::HeadTimeout => None,
             EdgeRefusal::TooManyHandshakes => Some(503),
             EdgeRefusal::TooManyFromIp => Some(429),
+            EdgeRefusal::TooManyReceivers => Some(503),
         }
     }
 
@@ -149,6 +166,7 @@ impl EdgeRefusal {
             EdgeRefusal::HeadTimeout => 3,
             EdgeRefusal::TooManyHandshakes => 4,
             EdgeRefusal::TooManyFromIp => 5,
+            EdgeRefusal::TooManyReceivers => 6,
         }
     }
 }
@@ -200,9 +218,9 @@ pub(crate) fn ip_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Bookkeeping for receiver connections before they authenticate: how many
-/// WebSocket handshakes are in progress, and how many connections each
-/// address holds. [`crate::handshake::Admissions`] keeps one and follows
+/// Bookkeeping for receiver connections: how many WebSocket handshakes
+/// are in progress, how many connections the gateway holds in all and how
+/// many each address holds. [`crate::handshake::Admissions`] keeps one and follows
 /// each handshake for it: [`begin`](Self::begin) when an upgrade request
 /// arrives, then exactly one of [`abandoned`](Self::abandoned) (refused or
 /// failed) or [`upgraded`](Self::upgraded) followed later by
@@ -211,25 +229,35 @@ pub(crate) fn ip_key(ip: IpAddr) -> IpAddr {
 pub(crate) struct HandshakeSlots {
     max_pending: usize,
     max_per_ip: usize,
+    max_held: usize,
     pending: usize,
+    /// Handshakes and connections, all addresses together: the sum of
+    /// `per_ip`.
+    held: usize,
     per_ip: HashMap<IpAddr, usize>,
 }
 
 impl HandshakeSlots {
-    /// Slots for at most `max_pending` handshakes at once and
-    /// `max_per_ip` connections per address.
-    pub(crate) fn new(max_pending: usize, max_per_ip: usize) -> Self {
+    /// Slots for at most `max_pending` handshakes at once, `max_held`
+    /// connections in all and `max_per_ip` per address.
+    pub(crate) fn new(max_pending: usize, max_held: usize, max_per_ip: usize) -> Self {
         HandshakeSlots {
             max_pending,
             max_per_ip,
+            max_held,
             pending: 0,
+            held: 0,
             per_ip: HashMap::new(),
         }
     }
 
     /// From the edge limits.
     pub(crate) fn from_limits(limits: &EdgeLimits) -> Self {
-        Self::new(limits.max_pending_handshakes, limits.max_receivers_per_ip)
+        Self::new(
+            limits.max_pending_handshakes,
+            limits.max_receivers,
+            limits.max_receivers_per_ip,
+        )
     }
 
     /// A handshake from `ip` starts, unless a limit is reached.
@@ -238,11 +266,15 @@ impl HandshakeSlots {
         if self.pending >= self.max_pending {
             return Err(EdgeRefusal::TooManyHandshakes);
         }
+        if self.held >= self.max_held {
+            return Err(EdgeRefusal::TooManyReceivers);
+        }
         let held = self.per_ip.get(&key).copied().unwrap_or(0);
         if held >= self.max_per_ip {
             return Err(EdgeRefusal::TooManyFromIp);
         }
         self.pending += 1;
+        self.held += 1;
         self.per_ip.insert(key, held + 1);
         Ok(())
     }
@@ -269,6 +301,12 @@ impl HandshakeSlots {
         self.pending
     }
 
+    /// Handshakes and connections, all addresses together.
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
+        self.held
+    }
+
     /// Connections counted for `ip`'s address.
     pub(crate) fn held_by(&self, ip: IpAddr) -> usize {
         self.per_ip.get(&ip_key(ip)).copied().unwrap_or(0)
@@ -284,6 +322,7 @@ impl HandshakeSlots {
         let key = ip_key(ip);
         if let Some(n) = self.per_ip.get_mut(&key) {
             *n = n.saturating_sub(1);
+            self.held = self.held.saturating_sub(1);
             if *n == 0 {
                 self.per_ip.remove(&key);
             }
@@ -351,12 +390,14 @@ mod tests {
         assert_eq!(EdgeRefusal::HeadTooLarge.status(), Some(431));
         assert_eq!(EdgeRefusal::TooManyHandshakes.status(), Some(503));
         assert_eq!(EdgeRefusal::TooManyFromIp.status(), Some(429));
+        assert_eq!(EdgeRefusal::TooManyReceivers.status(), Some(503));
+        assert_eq!(EdgeRefusal::TooManyReceivers.label(), "receivers");
         assert_eq!(EdgeRefusal::HeadTimeout.status(), None);
     }
 
     #[test]
     fn per_address_and_pending_limits() {
-        let mut s = HandshakeSlots::new(3, 2);
+        let mut s = HandshakeSlots::new(3, 100, 2);
         let a = ip("192.0.2.1");
         let b = ip("192.0.2.2");
         s.begin(a).unwrap();
@@ -374,10 +415,34 @@ mod tests {
         s.closed(a);
         s.begin(a).unwrap();
         // The same /64 counts as one address.
-        let mut s = HandshakeSlots::new(10, 1);
+        let mut s = HandshakeSlots::new(10, 100, 1);
         s.begin(ip("2001:db8::1")).unwrap();
         assert_eq!(s.begin(ip("2001:db8::2")), Err(EdgeRefusal::TooManyFromIp));
         s.begin(ip("2001:db8:1::1")).unwrap();
+    }
+
+    #[test]
+    fn receivers_in_all_are_capped_and_closing_one_frees_its_slot() {
+        let mut s = HandshakeSlots::new(10, 3, 10);
+        let (a, b) = (ip("192.0.2.1"), ip("192.0.2.2"));
+        for who in [a, b, b] {
+            s.begin(who).unwrap();
+            s.upgraded(who);
+        }
+        // Connections and handshakes alike hold the cap, whatever the
+        // address: the fourth is refused before any other check.
+        assert_eq!(s.begin(ip("192.0.2.3")), Err(EdgeRefusal::TooManyReceivers));
+        assert_eq!((s.held(), s.pending()), (3, 0));
+        s.closed(b);
+        s.begin(a).unwrap();
+        assert_eq!(s.begin(a), Err(EdgeRefusal::TooManyReceivers));
+        // A handshake that fails gives its place back too.
+        s.abandoned(a);
+        s.begin(b).unwrap();
+        assert_eq!(s.held(), 3);
+        // Releasing what was never held does not free a place.
+        s.closed(ip("192.0.2.9"));
+        assert_eq!(s.begin(a), Err(EdgeRefusal::TooManyReceivers));
     }
 
     #[derive(Debug, Clone)]
@@ -402,7 +467,7 @@ mod tests {
         /// released leaves nothing behind.
         #[test]
         fn slots_never_exceed_their_limits_and_never_leak(steps in prop::collection::vec(step(), 0..200)) {
-            let mut s = HandshakeSlots::new(4, 3);
+            let mut s = HandshakeSlots::new(4, 6, 3);
             let mut pending: Vec<IpAddr> = Vec::new();
             let mut open: Vec<IpAddr> = Vec::new();
             for st in steps {
@@ -413,6 +478,7 @@ mod tests {
                         match s.begin(a) {
                             Ok(()) => pending.push(a),
                             Err(EdgeRefusal::TooManyHandshakes) => prop_assert_eq!(pending.len(), 4),
+                            Err(EdgeRefusal::TooManyReceivers) => prop_assert_eq!(pending.len() + open.len(), 6),
                             Err(EdgeRefusal::TooManyFromIp) => prop_assert_eq!(held, 3),
                             Err(e) => prop_assert!(false, "{e:?}"),
                         }
@@ -423,6 +489,8 @@ mod tests {
                 }
                 prop_assert_eq!(s.pending(), pending.len());
                 prop_assert!(s.pending() <= 4);
+                prop_assert_eq!(s.held(), pending.len() + open.len());
+                prop_assert!(s.held() <= 6);
                 for n in 0..4u8 {
                     let a = IpAddr::from([10, 0, 0, n]);
                     prop_assert!(s.held_by(a) <= 3);
@@ -431,7 +499,7 @@ mod tests {
             }
             for a in pending.drain(..) { s.abandoned(a) }
             for a in open.drain(..) { s.closed(a) }
-            prop_assert_eq!((s.pending(), s.addresses()), (0, 0));
+            prop_assert_eq!((s.pending(), s.held(), s.addresses()), (0, 0, 0));
         }
     }
 }

@@ -2,8 +2,8 @@
 //! in the WebSocket handshake's HTTP headers, and every decision the
 //! gateway takes on it.
 //!
-//! A gateway keeps one [`Admissions`]: the handshake slots (in progress in
-//! all, connections per address), the refusals by reason, and the
+//! A gateway keeps one [`Admissions`]: the handshake slots (in progress,
+//! connections in all and per address), the refusals by reason, and the
 //! decision itself. The shell hands it the header values it read
 //! ([`Offer`]) with the peer's address and `now`, runs the authentication
 //! I/O the decision asks for (an [`Admitted`] or an [`AuthRefusal`]; DID
@@ -580,6 +580,13 @@ mod tests {
         }
     }
 
+    fn capped(pending: usize, total: usize, per_ip: usize) -> EdgeLimits {
+        EdgeLimits {
+            max_receivers: total,
+            ..limits(pending, per_ip)
+        }
+    }
+
     const OFFER: Offer<'static> = Offer {
         websocket_key: true,
         services: None,
@@ -688,6 +695,37 @@ mod tests {
     }
 
     #[test]
+    fn receivers_in_all_are_capped_until_one_ends() {
+        let t = Instant::now();
+        let ip = |n: u8| IpAddr::from([192, 0, 2, n]);
+        let mut a = Admissions::new(Features::all(), &capped(8, 3, 8));
+        let mut ids = Vec::new();
+        for n in 1..=3 {
+            let id = a.begin(t, ip(n), &OFFER).unwrap();
+            a.decide(t, id, &OFFER, open()).unwrap();
+            a.upgraded(id);
+            ids.push(id);
+        }
+        // The fourth, from any address, is refused with 503 and counted.
+        let refused = a.begin(t, ip(4), &OFFER).unwrap_err();
+        assert_eq!((refused.status(), refused.label()), (503, "receivers"));
+        assert_eq!(refused, Refusal::Slots(EdgeRefusal::TooManyReceivers));
+        assert_eq!(a.refusals().collect::<Vec<_>>(), [("receivers", 1)]);
+        assert!(a
+            .prometheus()
+            .contains("anpx_receiver_handshakes_refused_total{reason=\"receivers\"} 1\n"));
+        // A connection that ends frees its place; the others stay.
+        a.end(t, ids[1]);
+        assert_eq!((a.connections(), a.held_by(ip(1))), (2, 1));
+        let id = a.begin(t, ip(4), &OFFER).unwrap();
+        assert_eq!(a.begin(t, ip(5), &OFFER).unwrap_err().label(), "receivers");
+        // A refused login frees it too.
+        let auth = Err(AuthRefusal::new("bad_signature", "no"));
+        assert_eq!(a.decide(t, id, &OFFER, auth).unwrap_err().status(), 401);
+        assert!(a.begin(t, ip(5), &OFFER).is_ok());
+    }
+
+    #[test]
     fn features_are_negotiated_from_the_offered_values() {
         let t = Instant::now();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
@@ -753,7 +791,7 @@ mod tests {
             #[test]
             fn admissions_hold_their_caps_and_never_leak(steps in prop::collection::vec(step(), 0..200)) {
                 let t = Instant::now();
-                let mut a = Admissions::new(Features::all(), &limits(3, 2));
+                let mut a = Admissions::new(Features::all(), &capped(3, 5, 2));
                 // (id, address, upgraded) for every handshake not ended.
                 let mut live: Vec<(HandshakeId, IpAddr, bool)> = Vec::new();
                 let mut ended: Vec<HandshakeId> = Vec::new();
@@ -767,6 +805,7 @@ mod tests {
                             match a.begin(t, ip, &OFFER) {
                                 Ok(id) => live.push((id, ip, false)),
                                 Err(Refusal::Slots(EdgeRefusal::TooManyHandshakes)) => prop_assert_eq!(pending, 3),
+                                Err(Refusal::Slots(EdgeRefusal::TooManyReceivers)) => prop_assert_eq!(live.len(), 5),
                                 Err(Refusal::Slots(EdgeRefusal::TooManyFromIp)) => prop_assert_eq!(held, 2),
                                 Err(e) => prop_assert!(false, "{e:?}"),
                             }
@@ -796,6 +835,7 @@ mod tests {
                     let pending = live.iter().filter(|h| !h.2).count();
                     prop_assert_eq!((a.open(), a.pending()), (live.len(), pending));
                     prop_assert!(a.pending() <= 3);
+                    prop_assert!(a.open() <= 5);
                     for n in 0..3u8 {
                         let ip = IpAddr::from([10, 0, 0, n]);
                         prop_assert_eq!(a.held_by(ip), live.iter().filter(|h| h.1 == ip).count());

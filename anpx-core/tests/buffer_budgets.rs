@@ -152,7 +152,9 @@ fn events<'a>(out: &'a [Output], id: &RequestId) -> Vec<&'a ResponseEvent> {
 fn closes(out: &[Output]) -> Vec<(LinkId, u16, String)> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Close { link, code, reason } => Some((*link, *code, reason.clone())),
+            Output::Close {
+                link, code, reason, ..
+            } => Some((*link, *code, reason.clone())),
             _ => None,
         })
         .collect()

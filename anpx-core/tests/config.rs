@@ -70,6 +70,7 @@ fn all_changed() -> Config {
     g.max_buffered_bytes = 1 << 23;
     g.max_pending_handshakes = 9;
     g.max_receivers_per_ip = 2;
+    g.max_receivers = 3;
     g.keep_underscore_headers = true;
     g.security_headers = true;
     g.block_probes = true;
@@ -171,6 +172,7 @@ fn defaults_load_from_an_empty_file() {
     assert_eq!(g.max_body_bytes, 1 << 30);
     assert_eq!(g.max_pending_handshakes, 256);
     assert_eq!(g.max_receivers_per_ip, 64);
+    assert_eq!(g.max_receivers, 4096);
     let edge = g.edge_limits();
     assert_eq!(edge.header_read_timeout, Duration::from_secs(10));
     assert_eq!(edge, anpx_core::edge::EdgeLimits::default());

@@ -540,6 +540,7 @@ impl Shared {
         };
         let link = link::admit(
             &self.driver,
+            peer,
             accepted.identity,
             accepted.grants,
             accepted.features,

@@ -3,6 +3,7 @@
 //! connection's [`Outbox`], which whoever fed the machine filled.
 
 use std::future::poll_fn;
+use std::net::IpAddr;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -31,6 +32,8 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 pub struct AdmittedLink {
     /// The connection, for [`Driver::closed`] if the upgrade fails.
     pub link: LinkId,
+    /// The receiver's address, in every line logged about the connection.
+    pub peer: IpAddr,
     outbox: Arc<Outbox>,
     who: String,
     features: Features,
@@ -102,11 +105,12 @@ impl AdmittedLink {
     }
 }
 
-/// Admits a receiver before its handshake is answered, so that its routes
-/// are live by the time it reads the 101 (a receiver that is told it is
-/// connected may be sent requests at once).
+/// Admits a receiver from `peer` before its handshake is answered, so
+/// that its routes are live by the time it reads the 101 (a receiver that
+/// is told it is connected may be sent requests at once).
 pub async fn admit(
     driver: &Driver,
+    peer: IpAddr,
     identity: Identity,
     grants: Vec<ServiceUrl>,
     features: Features,
@@ -115,10 +119,11 @@ pub async fn admit(
     let outbox = Arc::new(Outbox::default());
     let who = identity.to_string();
     let link = driver
-        .admit(identity, grants, features, outbox.clone())
+        .admit(peer, identity, grants, features, outbox.clone())
         .await?;
     Ok(AdmittedLink {
         link,
+        peer,
         outbox,
         who,
         features,
@@ -138,12 +143,13 @@ pub async fn serve<S>(
 {
     let AdmittedLink {
         link,
+        peer,
         outbox,
         who,
         features,
         follow,
     } = admitted;
-    tracing::info!(%link, receiver = %who, features = %features, "receiver connected");
+    tracing::info!(%link, %peer, receiver = %who, features = %features, "receiver connected");
     let mut arriving = Arriving::new(ws.get_ref().read_counter());
     let (mut sink, mut stream) = ws.split();
 
@@ -175,7 +181,6 @@ pub async fn serve<S>(
                         if fed && sink.flush().await.is_err() {
                             return false;
                         }
-                        tracing::warn!(%link, code, %reason, "closing receiver connection");
                         return sink.send(close(code, &reason)).await.is_ok();
                     }
                 }
@@ -210,7 +215,7 @@ pub async fn serve<S>(
                 Ok(Message::Close(_)) => return,
                 Err(e) => {
                     if let Some(fault) = fault_of(&e) {
-                        tracing::warn!(%link, fault = fault.label(), error = %e, "receiver broke the WebSocket protocol");
+                        tracing::warn!(%link, %peer, fault = fault.label(), error = %e, "receiver broke the WebSocket protocol");
                         driver.fault(link, fault, e.to_string());
                     }
                     return;
@@ -248,7 +253,7 @@ pub async fn serve<S>(
         })
         .await;
     }
-    tracing::info!(%link, "receiver disconnected");
+    tracing::info!(%link, %peer, "receiver disconnected");
 }
 
 /// The fault behind a WebSocket read error; `None` for an ordinary

@@ -423,7 +423,7 @@ async fn upgrade(headers: &http::HeaderMap, shared: &Arc<Shared>, peer: SocketAd
                 link::serve(stream, driver, admitted, &Smol).await;
             }
             None => {
-                tracing::warn!("receiver upgrade failed");
+                tracing::warn!(peer = %admitted.peer, "receiver upgrade failed");
                 driver.closed(admitted.link);
             }
         }

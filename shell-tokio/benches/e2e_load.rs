@@ -364,8 +364,10 @@ async fn start_gateway(max_inflight: usize, receivers: usize) -> Gateway {
     let mut options = GatewayOptions::open("127.0.0.1:0".parse().expect("address"));
     options.core.max_inflight_per_link = max_inflight;
     // Every receiver here dials from 127.0.0.1, which the per-address cap
-    // would otherwise treat as one crowded client.
+    // would otherwise treat as one crowded client; the scale run holds more
+    // than the default cap in all.
     options.edge.max_receivers_per_ip = options.edge.max_receivers_per_ip.max(receivers + 16);
+    options.edge.max_receivers = options.edge.max_receivers.max(receivers + 16);
     options.edge.max_pending_handshakes = options.edge.max_pending_handshakes.max(1024);
     options.drain_grace = Duration::from_secs(1);
     Gateway::bind(options).await.expect("gateway binds")

@@ -4,7 +4,8 @@
 //! `streaming` alone (not granted without `flow-control`) or with
 //! `flow-control` (held to its credit window): `anpx_buffered_bytes` on
 //! /metrics stays within `gateway.max_buffered_bytes`, the receiver is
-//! closed with a counted reason, and another receiver keeps serving.
+//! closed with a counted reason and logged on one line with its address,
+//! and another receiver keeps serving.
 
 mod support;
 
@@ -183,6 +184,27 @@ async fn budgets_hold_against_a_client_that_reads_nothing(gateway: Binary) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(closed, 1, "{offer}: {series}");
+        // The close is logged once, on one line, with who was closed
+        // (the receiver's address) and why.
+        let mut lines = Vec::new();
+        for _ in 0..100 {
+            lines = std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("closing receiver connection") && l.contains(reason))
+                .map(str::to_owned)
+                .collect();
+            if !lines.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(lines.len(), 1, "{offer}: {lines:?}");
+        assert!(
+            lines[0].contains("peer=127.0.0.1") && lines[0].contains("fault="),
+            "{offer}: {}",
+            lines[0]
+        );
         let held = metric(admin, "anpx_buffered_bytes").await.unwrap();
         assert!(held <= TOTAL, "{offer}: {held} bytes held at the end");
         eprintln!("{gateway:?} {offer}: at most {highest} bytes held while sending, {held} after");

@@ -825,6 +825,68 @@ async fn receiver_connections_per_address_are_bounded(shell: Shell) {
     assert!(again.is_some(), "the freed place was never given back");
 }
 
+/// Receiver connections are capped in all, whatever their addresses: past
+/// `max_receivers` a handshake gets 503 before any check that costs
+/// anything, counted and logged; the receivers already connected keep
+/// serving, and a connection that ends gives its place back.
+async fn receiver_connections_in_all_are_bounded(shell: Shell) {
+    let (backend, _) = recording_backend().await;
+    let gw = Gw::start(shell, |o| o.edge.max_receivers = 3).await;
+    let addr = gw.addr();
+    let _good = start_receiver(addr, backend, &["api.agent.com/good"]).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(ws_connect(addr, &[]).await.expect("under the cap"));
+    }
+    gw.wait_for_receivers(3).await;
+    assert_eq!(refused_with(ws_connect(addr, &[]).await), 503);
+    assert_eq!(metric(&gw, &edge("receivers")).await, 1);
+    let refused = "anpx_receiver_handshakes_refused_total{reason=\"receivers\"}";
+    assert_eq!(metric(&gw, refused).await, 1);
+    // Those connected are untouched: the good one still serves.
+    gw.wait_for_receivers(3).await;
+    let r = send(addr, "GET", HOST, "/good/while-full", "").await;
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    // A closed connection gives its place back, once.
+    let mut one = held.pop().unwrap();
+    one.close(None).await.unwrap();
+    drop(one);
+    gw.wait_for_receivers(2).await;
+    let mut again = None;
+    for _ in 0..50 {
+        match ws_connect(addr, &[]).await {
+            Ok(ws) => {
+                again = Some(ws);
+                break;
+            }
+            Err(e) => assert_eq!(refused_with(Err(e)), 503),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    held.push(again.expect("the freed place was never given back"));
+    gw.wait_for_receivers(3).await;
+    let before = metric(&gw, refused).await;
+    assert_eq!(refused_with(ws_connect(addr, &[]).await), 503);
+    assert_eq!(metric(&gw, refused).await, before + 1);
+    // Connections dropped without a close frame free theirs too.
+    held.clear();
+    gw.wait_for_receivers(1).await;
+    let mut back = Vec::new();
+    for _ in 0..100 {
+        if back.len() == 2 {
+            break;
+        }
+        if let Ok(ws) = ws_connect(addr, &[]).await {
+            back.push(ws);
+        } else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(back.len(), 2, "the places of dropped connections leaked");
+    let r = send(addr, "GET", HOST, "/good/after", "").await;
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+}
+
 /// The handshake's 101 goes out only once the receiver's routes are live:
 /// a receiver told it is connected may be sent requests at once.
 async fn a_receiver_is_routable_when_its_handshake_is_answered(shell: Shell) {
@@ -1551,6 +1613,7 @@ for_every_gateway!(
     odd_paths_reach_only_the_route_they_match,
     handshakes_in_progress_are_bounded,
     receiver_connections_per_address_are_bounded,
+    receiver_connections_in_all_are_bounded,
     a_receiver_is_routable_when_its_handshake_is_answered,
     garbage_frames_close_the_hostile_receiver,
     messages_over_the_size_limit_close_the_hostile_receiver,

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::chunk::{ReassemblyLimits, DEFAULT_CHUNK_SIZE, DEFAULT_MAX_HELD_BYTES};
-use crate::edge::{EdgeLimits, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEADER_BYTES};
+use crate::edge::{
+    EdgeLimits, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_RECEIVERS,
+};
 use crate::frame::{FrameLimits, DEFAULT_MAX_FRAME_LEN};
 use crate::gateway::{
     BufferBudget, GatewayConfig, DEFAULT_MAX_BUFFERED_PER_LINK, DEFAULT_MAX_BUFFERED_TOTAL,
@@ -97,6 +99,8 @@ pub struct GatewaySection {
     /// Receiver connections per client address
     /// (`gateway.max_receivers_per_ip`).
     pub max_receivers_per_ip: usize,
+    /// Receiver connections in all (`gateway.max_receivers`).
+    pub max_receivers: usize,
     /// Forward request headers with underscores in their names
     /// (`gateway.keep_underscore_headers`).
     pub keep_underscore_headers: bool,
@@ -154,6 +158,7 @@ impl Default for GatewaySection {
             max_buffered_bytes: DEFAULT_MAX_BUFFERED_TOTAL,
             max_pending_handshakes: 256,
             max_receivers_per_ip: 64,
+            max_receivers: DEFAULT_MAX_RECEIVERS,
             keep_underscore_headers: false,
             security_headers: false,
             block_probes: false,
@@ -200,6 +205,7 @@ impl GatewaySection {
             max_body_bytes: self.max_body_bytes,
             max_pending_handshakes: self.max_pending_handshakes,
             max_receivers_per_ip: self.max_receivers_per_ip,
+            max_receivers: self.max_receivers,
             keep_underscore_headers: self.keep_underscore_headers,
         }
     }

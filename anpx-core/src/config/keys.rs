@@ -188,7 +188,7 @@ macro_rules! key {
     };
 }
 
-static KEYS: [KeyInfo; 87] = [
+static KEYS: [KeyInfo; 88] = [
     // [gateway]
     key!(
         "gateway.listen", "ANPX_GATEWAY_LISTEN", "listen", "ADDR", "127.0.0.1:8080",
@@ -352,6 +352,12 @@ static KEYS: [KeyInfo; 87] = [
         "max-receivers-per-ip", "N", "64",
         "Receiver connections one client address (IPv6: one /64) may hold; more get 429",
         gateway.max_receivers_per_ip,
+        parse: |i| v::int(i, 1, u64::from(u32::MAX)), render: v::render_int,
+    ),
+    key!(
+        "gateway.max_receivers", "ANPX_GATEWAY_MAX_RECEIVERS", "max-receivers", "N", "4096",
+        "Receiver connections the gateway holds in all, handshakes included; more get 503. Each costs up to ~40 KiB beyond gateway.max_buffered_bytes (SECURITY.md has the arithmetic)",
+        gateway.max_receivers,
         parse: |i| v::int(i, 1, u64::from(u32::MAX)), render: v::render_int,
     ),
     key!(

@@ -1247,6 +1247,7 @@ impl Gateway {
                             link,
                             code: CLOSE_GOING_AWAY,
                             reason: "receiver silent past its liveness deadline".into(),
+                            fault: None,
                         });
                         self.drop_link(now, link, "receiver went silent");
                     }
@@ -1619,6 +1620,7 @@ impl Gateway {
             link,
             code,
             reason: reason.clone(),
+            fault: Some(fault),
         });
         self.drop_link(now, link, &reason);
     }

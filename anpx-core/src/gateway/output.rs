@@ -6,7 +6,7 @@ use crate::forward::PathError;
 use crate::message::{RequestId, ResponseHead};
 use crate::ws::WsMessage;
 
-use super::{Ending, FailureKind, LinkId};
+use super::{Ending, FailureKind, LinkFault, LinkId};
 
 /// One instruction for the shell, from [`Gateway::poll_output`](super::Gateway::poll_output).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +34,10 @@ pub enum Output {
         code: u16,
         /// Why, for the close frame and the log.
         reason: String,
+        /// The fault that closed it, counted in
+        /// `anpx_receiver_faults_total`; `None` for a receiver that went
+        /// silent.
+        fault: Option<LinkFault>,
     },
 }
 

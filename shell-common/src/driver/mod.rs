@@ -96,6 +96,7 @@ impl Driver {
     /// waits in `outbox` for its writer.
     pub async fn admit(
         &self,
+        peer: IpAddr,
         identity: Identity,
         grants: Vec<ServiceUrl>,
         features: Features,
@@ -103,7 +104,7 @@ impl Driver {
     ) -> Result<LinkId, DriverGone> {
         self.with(|st, now| {
             let link = st.core.admit(now, identity, grants, features);
-            st.links.insert(link, outbox);
+            st.links.insert(link, Attached { outbox, peer });
             link
         })
     }
@@ -122,8 +123,8 @@ impl Driver {
     /// A receiver connection ended.
     pub fn closed(&self, link: LinkId) {
         let _ = self.with(|st, now| {
-            if let Some(outbox) = st.links.remove(&link) {
-                st.wake.extend(outbox.detach());
+            if let Some(attached) = st.links.remove(&link) {
+                st.wake.extend(attached.outbox.detach());
             }
             st.core.close_link(now, link);
         });
@@ -343,9 +344,16 @@ struct Timer {
     kicked: bool,
 }
 
+/// A receiver connection as the driver knows it: where its frames go,
+/// and its address for the log when the machine closes it.
+struct Attached {
+    outbox: Arc<Outbox>,
+    peer: IpAddr,
+}
+
 struct State {
     core: Core,
-    links: HashMap<LinkId, Arc<Outbox>>,
+    links: HashMap<LinkId, Attached>,
     requests: HashMap<RequestId, Events>,
     remote: Option<Arc<dyn Remote>>,
     /// Requests at other gateways whose body is still being streamed (the
@@ -531,7 +539,7 @@ impl State {
                     let full = core
                         .request_link(id)
                         .and_then(|l| links.get(&l))
-                        .is_some_and(|o| o.is_full());
+                        .is_some_and(|a| a.outbox.is_full());
                     if !full {
                         done.push((id.clone(), true));
                     }
@@ -565,7 +573,13 @@ impl State {
     }
 
     fn close_all(&mut self, now: Instant) {
-        for (link, outbox) in std::mem::take(&mut self.links) {
+        if !self.links.is_empty() {
+            tracing::info!(
+                receivers = self.links.len(),
+                "closing receiver connections: gateway shutting down"
+            );
+        }
+        for (link, Attached { outbox, .. }) in std::mem::take(&mut self.links) {
             self.wake.extend(outbox.push(LinkOut::Close {
                 code: anpx_core::CLOSE_GOING_AWAY,
                 reason: "gateway shutting down".into(),
@@ -587,8 +601,9 @@ impl State {
         while let Some(out) = self.core.poll_output() {
             match out {
                 Output::Transmit { link, message } => {
-                    if let Some(outbox) = self.links.get(&link) {
-                        self.wake.extend(outbox.push(LinkOut::Send(message)));
+                    if let Some(attached) = self.links.get(&link) {
+                        self.wake
+                            .extend(attached.outbox.push(LinkOut::Send(message)));
                     }
                 }
                 Output::Response { request, event } => {
@@ -612,8 +627,23 @@ impl State {
                         self.core.cancel(Instant::now(), &request);
                     }
                 }
-                Output::Close { link, code, reason } => {
-                    if let Some(outbox) = self.links.remove(&link) {
+                Output::Close {
+                    link,
+                    code,
+                    reason,
+                    fault,
+                } => {
+                    if let Some(Attached { outbox, peer }) = self.links.remove(&link) {
+                        // Logged here, once, when the machine decides: the
+                        // writer may never get to send the close frame.
+                        tracing::warn!(
+                            %link,
+                            %peer,
+                            code,
+                            fault = fault.map_or("silent", LinkFault::label),
+                            %reason,
+                            "closing receiver connection"
+                        );
                         // The writer's waker comes back from the push:
                         // detach finds none left to take.
                         self.wake
@@ -647,6 +677,7 @@ mod tests {
         let (driver, _timer) = Driver::new(core, |_| std::future::pending());
         let outbox = Arc::new(Outbox::default());
         let admit = driver.admit(
+            std::net::Ipv4Addr::LOCALHOST.into(),
             Identity::Anonymous,
             Vec::new(),
             Features::default(),

@@ -146,7 +146,7 @@ async fn upgrade(
                 link::serve(stream, driver, admitted, &Tokio).await;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "receiver upgrade failed");
+                tracing::warn!(peer = %admitted.peer, error = %e, "receiver upgrade failed");
                 driver.closed(admitted.link);
             }
         }

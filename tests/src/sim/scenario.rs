@@ -90,6 +90,8 @@ pub struct Handshakes {
     pub max_pending: usize,
     /// Connections per address (`max_receivers_per_ip`).
     pub per_ip: usize,
+    /// Connections in all, handshakes included (`max_receivers`).
+    pub total: usize,
     /// The verifier refuses the login (401).
     pub auth_refused: u32,
     /// The verifier grants something else than what was declared (403).
@@ -184,6 +186,7 @@ impl Scenario {
             Handshakes {
                 max_pending: 256,
                 per_ip: 64,
+                total: 4096,
                 fetch_limits: FetchLimits::default(),
                 ..Handshakes::default()
             }
@@ -206,6 +209,7 @@ impl Scenario {
                 },
                 fetch_failed: rng.u32(..=150),
                 fetch_silent: rng.u32(..=80),
+                total: pick(rng, &[2, 3, 5, 4096]),
             }
         };
         Scenario {

@@ -237,12 +237,13 @@ impl World {
         self.nodes[i].generation += 1;
         let number = self.nodes[i].generation;
         let peer = spec.peer;
-        // The oracle: the key, then the slots in all, then the address's.
+        // The oracle: the key, then the handshakes in progress, the
+        // connections in all, then the address's.
         let pending = self.held.values().filter(|h| !h.upgraded).count();
         let of_peer = self.held.values().filter(|h| h.peer == peer).count();
         let expected = if kind == OfferKind::NoKey {
             Some(400)
-        } else if pending >= hs.max_pending {
+        } else if pending >= hs.max_pending || self.held.len() >= hs.total {
             Some(503)
         } else if of_peer >= hs.per_ip {
             Some(429)
@@ -308,9 +309,11 @@ impl World {
                 Ok(())
             }
             (began, expected) => bail!(
-                "a handshake of node {i} from {peer} ({kind:?}) began as {:?}; the oracle expected {expected:?} ({pending} pending of {}, {of_peer} held by the address of {})",
+                "a handshake of node {i} from {peer} ({kind:?}) began as {:?}; the oracle expected {expected:?} ({pending} pending of {}, {} held of {}, {of_peer} held by the address of {})",
                 began.map_err(|r| (r.status(), r.to_string())),
                 hs.max_pending,
+                self.held.len(),
+                hs.total,
                 hs.per_ip
             ),
         }
@@ -598,6 +601,13 @@ impl World {
                 "admissions hold (open, pending, connections) = {:?}; the simulation has {:?} with {live} connections live",
                 (a.open(), a.pending(), a.connections()),
                 (self.held.len(), pending, upgraded)
+            );
+        }
+        if self.held.len() > self.sc.handshakes.total {
+            bail!(
+                "{} receivers held, over the cap of {}",
+                self.held.len(),
+                self.sc.handshakes.total
             );
         }
         if pending > self.sc.handshakes.max_pending {

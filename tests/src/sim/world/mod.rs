@@ -199,6 +199,7 @@ impl World {
             &EdgeLimits {
                 max_pending_handshakes: sc.handshakes.max_pending,
                 max_receivers_per_ip: sc.handshakes.per_ip,
+                max_receivers: sc.handshakes.total,
                 ..EdgeLimits::default()
             },
         );

@@ -53,7 +53,9 @@ impl World {
                 }
                 Ok(())
             }
-            Output::Close { link, code, reason } => {
+            Output::Close {
+                link, code, reason, ..
+            } => {
                 if code != CLOSE_GOING_AWAY {
                     bail!("the gateway closed {link} with code {code}: {reason}");
                 }
