@@ -135,8 +135,9 @@ pub fn run() -> Outcome {
         .into();
     let read_from = start + Duration::from_secs(1); // the /big client reads from then on
     let mut big_unread = 0; // bytes the client has and has not yet read
-                            // The service: path of each request, and what is left of its answer.
-    let mut serving: HashMap<RequestId, (String, Option<usize>)> = HashMap::new();
+                            // The service: path of each request, what is left of its answer,
+                            // and whether the receiver takes the next piece now.
+    let mut serving: HashMap<RequestId, (String, Option<usize>, bool)> = HashMap::new();
     let mut uplink_cut = false;
 
     loop {
@@ -152,6 +153,9 @@ pub fn run() -> Outcome {
             busy = true;
             match o {
                 Output::Transmit { message, .. } => down.send_ws(&message),
+                // No upload here streams; a shell reading a client's body
+                // reads on when this comes.
+                Output::Writable { .. } => {}
                 Output::Close { code, .. } => {
                     out.close = Some(code);
                     down.send(CLOSE, &code.to_be_bytes());
@@ -193,10 +197,10 @@ pub fn run() -> Outcome {
             match o {
                 ReceiverOutput::Transmit(m) => up.send_ws(&m),
                 ReceiverOutput::Event(RequestEvent::Head { request, head }) => {
-                    serving.insert(request, (head.path, None));
+                    serving.insert(request, (head.path, None, true));
                 }
                 ReceiverOutput::Event(RequestEvent::End { request }) => {
-                    let (path, left) = serving.get_mut(&request).unwrap();
+                    let (path, left, _) = serving.get_mut(&request).unwrap();
                     if path == "/big" || path == "/cancel" {
                         let head = ResponseHead::new(200);
                         rx.respond(now, &request, head, ResponseBody::Streaming)
@@ -209,20 +213,25 @@ pub fn run() -> Outcome {
                     out.cancel_aborted |= path.as_deref() == Some("/cancel");
                     out.last_aborted |= path.as_deref() == Some("/last");
                 }
+                // The gateway's credit sent what waited: read on.
+                ReceiverOutput::Writable { request } => {
+                    if let Some(s) = serving.get_mut(&request) {
+                        s.2 = true;
+                    }
+                }
                 ReceiverOutput::Event(_) | ReceiverOutput::Close { .. } => {}
             }
         }
         // The service streams /big and /cancel, a piece whenever the
-        // receiver holds nothing unsent: that is its backpressure.
-        for (id, (_, left)) in serving.iter_mut() {
-            if let Some(left) = left
-                .as_mut()
-                .filter(|l| **l > 0 && rx.unsent(id) == Some(0))
-            {
+        // receiver takes one: a piece that leaves bytes unsent waits for
+        // `Writable`. That is its backpressure.
+        for (id, (_, left, ready)) in serving.iter_mut() {
+            if let Some(left) = left.as_mut().filter(|l| **l > 0 && *ready) {
                 let n = (*left).min(64 * 1024);
                 *left -= n;
                 rx.respond_body(now, id, vec![b'x'; n].into(), *left == 0)
                     .unwrap();
+                *ready = rx.unsent(id) == Some(0);
                 busy = true;
             }
         }

@@ -43,6 +43,10 @@ pub(crate) struct SendQueue {
     credit: u64,
     frames: VecDeque<(Bytes, u64)>,
     queued: u64,
+    /// The writer's last piece left bytes waiting for credit: it was told
+    /// to wait, and is told once when nothing waits any more
+    /// ([`SendQueue::take_writable`]).
+    stalled: bool,
 }
 
 impl SendQueue {
@@ -51,7 +55,26 @@ impl SendQueue {
             credit: INITIAL_WINDOW,
             frames: VecDeque::new(),
             queued: 0,
+            stalled: false,
         }
+    }
+
+    /// The writer gave a piece: when bytes wait for credit after it, the
+    /// writer waits too.
+    pub(crate) fn note_write(&mut self) {
+        if self.queued > 0 {
+            self.stalled = true;
+        }
+    }
+
+    /// True once per stall, when the writer waited and credit has since
+    /// sent everything: it may give more.
+    pub(crate) fn take_writable(&mut self) -> bool {
+        let writable = self.stalled && self.queued == 0;
+        if writable {
+            self.stalled = false;
+        }
+        writable
     }
 
     /// Queues an encoded frame.
@@ -95,6 +118,7 @@ impl SendQueue {
     pub(crate) fn clear(&mut self) {
         self.frames.clear();
         self.queued = 0;
+        self.stalled = false;
     }
 }
 

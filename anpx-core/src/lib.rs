@@ -57,8 +57,10 @@
 //! - **Outputs** are polled from one place, `poll_output`, until it
 //!   returns `None`: a message to transmit ([`Output::Transmit`],
 //!   [`ReceiverOutput::Transmit`]), an event for the application
-//!   ([`Output::Response`], [`ReceiverOutput::Event`]), or a close
-//!   ([`Output::Close`], [`ReceiverOutput::Close`]).
+//!   ([`Output::Response`], [`ReceiverOutput::Event`]), a body that may
+//!   go on after waiting for credit ([`Output::Writable`],
+//!   [`ReceiverOutput::Writable`]), or a close ([`Output::Close`],
+//!   [`ReceiverOutput::Close`]).
 //! - **Time**: `poll_timeout` is the next instant the machine wants
 //!   `handle_timeout` called; nothing happens between calls.
 //!
@@ -67,11 +69,12 @@
 //! `poll_output`, sending transmits and dispatching events (calls made
 //! while draining are fine, the drain goes on); read `poll_timeout`; wait
 //! again. Backpressure is the application's to apply from what the
-//! machines report: [`Gateway::upload_queued`] says how much of an upload
-//! waits for the receiver's credit (stop reading the client until it is
-//! 0), [`Receiver::unsent`] the same for a response, and
-//! [`Gateway::body_read`] / [`Receiver::request_body_read`] return credit
-//! once a body was consumed.
+//! machines report: after a body piece, [`Gateway::upload_queued`] says
+//! how much of an upload waits for the receiver's credit and
+//! [`Receiver::unsent`] the same for a response; above 0, stop reading
+//! that body until [`Output::Writable`] / [`ReceiverOutput::Writable`]
+//! names it. [`Gateway::body_read`] / [`Receiver::request_body_read`]
+//! return credit once a body was consumed.
 //!
 //! Here both machines are driven by hand in virtual time, their transmits
 //! handed straight to each other:
@@ -99,7 +102,7 @@
 //!         match out {
 //!             Output::Transmit { message, .. } => rx.handle_message(now, message),
 //!             Output::Response { event: ResponseEvent::Head(h), .. } => status = Some(h.status),
-//!             Output::Response { .. } | Output::Close { .. } => {}
+//!             Output::Response { .. } | Output::Writable { .. } | Output::Close { .. } => {}
 //!         }
 //!     }
 //!     // Drain the receiver: serve its requests, send its transmits back.
@@ -114,7 +117,9 @@
 //!                 rx.respond(now, &request, ResponseHead::new(200), ResponseBody::Full("hi".into()))
 //!                     .unwrap();
 //!             }
-//!             ReceiverOutput::Event(_) | ReceiverOutput::Close { .. } => {}
+//!             ReceiverOutput::Event(_)
+//!             | ReceiverOutput::Writable { .. }
+//!             | ReceiverOutput::Close { .. } => {}
 //!         }
 //!     }
 //!     if !sent {

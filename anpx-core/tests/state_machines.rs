@@ -58,6 +58,7 @@ impl Pair {
                         self.rx.handle_message(self.now, message);
                     }
                     Output::Response { request, event } => self.responses.push((request, event)),
+                    Output::Writable { .. } => {}
                     Output::Close { link, code, .. } => self.closes.push((link, code)),
                 }
             }
@@ -68,7 +69,7 @@ impl Pair {
                         self.gw.handle_message(self.now, self.link, message)
                     }
                     ReceiverOutput::Event(e) => self.requests.push(e),
-                    ReceiverOutput::Close { .. } => {}
+                    ReceiverOutput::Writable { .. } | ReceiverOutput::Close { .. } => {}
                 }
             }
             if !moved {
@@ -677,6 +678,7 @@ fn streamed_frame_sizes(features: Features, config: ReceiverConfig) -> Vec<usize
                     }
                     p.responses.push((request, event))
                 }
+                Output::Writable { .. } => {}
                 Output::Close { .. } => panic!("the link was closed"),
             }
         }
@@ -847,7 +849,7 @@ impl Many {
                         rx.handle_message(self.now, message);
                     }
                     Output::Response { request, event } => self.responses.push((request, event)),
-                    Output::Close { .. } => {}
+                    Output::Writable { .. } | Output::Close { .. } => {}
                 }
             }
             for (link, rx) in &mut self.rxs {
@@ -860,7 +862,9 @@ impl Many {
                         ReceiverOutput::Event(RequestEvent::Head { request, .. }) => {
                             self.heads.push((*link, request, rx.drain_acknowledged()))
                         }
-                        ReceiverOutput::Event(_) | ReceiverOutput::Close { .. } => {}
+                        ReceiverOutput::Event(_)
+                        | ReceiverOutput::Writable { .. }
+                        | ReceiverOutput::Close { .. } => {}
                     }
                 }
             }

@@ -162,7 +162,7 @@ pub async fn serve<S>(
                 Taken::Some { was_full } => {
                     if was_full {
                         // Uploads held back for room may go on.
-                        driver.writable();
+                        driver.writable(link);
                     }
                 }
             }

@@ -860,7 +860,9 @@ where
     let monitor = options.monitor.as_ref();
     // What the admin plane follows of each request, from its head to its end.
     let mut tracked: HashMap<RequestId, Tracked> = HashMap::new();
-    // Response pieces waiting for the gateway's credit.
+    // Relays told to wait for the gateway's credit, released by the core's
+    // `ReceiverOutput::Writable` or dropped (which stops the relay) when
+    // their request is aborted. At most one per request in flight.
     let mut unsent: HashMap<RequestId, futures_channel::oneshot::Sender<()>> = HashMap::new();
     let chunk_size = options.core.chunk_size;
     // The upstream calls run here, polled by this loop, not as tasks of
@@ -1030,7 +1032,15 @@ where
                     }
                     .refuse_draining();
                 }
+                ReceiverOutput::Writable { request } => {
+                    if let Some(sent) = unsent.remove(&request) {
+                        let _ = sent.send(());
+                    }
+                }
                 ReceiverOutput::Event(event) => {
+                    if let RequestEvent::Aborted { request, .. } = &event {
+                        unsent.remove(request);
+                    }
                     track(monitor, &options.gateway, &mut tracked, &event);
                     let new_calls = Calls {
                         upstream: options.upstream.as_ref(),
@@ -1062,7 +1072,6 @@ where
             core.handle_close(Instant::now());
             break transient(reason);
         }
-        release_unsent(&core, &mut unsent);
         if draining.is_some() && in_flight.is_empty() && (!announced || core.drain_acknowledged()) {
             tracing::info!(gateway = %options.gateway, "drained: every request in flight finished");
             core.handle_close(Instant::now());
@@ -1087,32 +1096,6 @@ fn transient(reason: String) -> Ended {
     Ended {
         reason,
         failure: Failure::Transient,
-    }
-}
-
-/// Tells each relay whose last piece left that it may read the next one;
-/// drops those whose request ended, which stops them.
-fn release_unsent(
-    core: &Core,
-    unsent: &mut HashMap<RequestId, futures_channel::oneshot::Sender<()>>,
-) {
-    if unsent.is_empty() {
-        return;
-    }
-    let ready: Vec<(RequestId, bool)> = unsent
-        .keys()
-        .filter_map(|id| match core.unsent(id) {
-            Some(0) => Some((id.clone(), true)),
-            Some(_) => None,
-            None => Some((id.clone(), false)),
-        })
-        .collect();
-    for (id, in_flight) in ready {
-        if let Some(tx) = unsent.remove(&id) {
-            if in_flight {
-                let _ = tx.send(());
-            }
-        }
     }
 }
 
@@ -1265,7 +1248,18 @@ fn apply_reply(
                 in_flight.remove(&request);
             }
             if let Some(sent) = sent {
-                unsent.insert(request.clone(), sent);
+                match core.unsent(&request) {
+                    // Sent on at once: the relay reads the next piece.
+                    Some(0) => {
+                        let _ = sent.send(());
+                    }
+                    // Waits for the core's `Writable`.
+                    Some(_) => {
+                        unsent.insert(request.clone(), sent);
+                    }
+                    // Ended: dropping `sent` stops the relay.
+                    None => {}
+                }
             }
             (request, r)
         }

@@ -203,6 +203,9 @@ struct Pending {
     /// The granted service URL it was routed by: the label of its
     /// per-route metrics.
     route: ServiceUrl,
+    /// An [`Output::Writable`] for it went into the output queue and may
+    /// not be polled yet: taken out again if the request ends first.
+    writable_out: bool,
 }
 
 impl Pending {
@@ -834,6 +837,7 @@ impl Gateway {
                 tunnel: false,
                 client: client.clone(),
                 route,
+                writable_out: false,
             },
         );
         if let Some(key) = client {
@@ -1001,6 +1005,9 @@ impl Gateway {
             return Err(gone());
         }
         self.send_frames(request, frames);
+        if let Some(flow) = self.pending.get_mut(request).and_then(|p| p.flow.as_mut()) {
+            flow.send.note_write();
+        }
         Ok(())
     }
 
@@ -1022,6 +1029,12 @@ impl Gateway {
                         message: WsMessage::Binary(frame),
                     });
                 }
+                if flow.send.take_writable() {
+                    p.writable_out = true;
+                    self.out.push_back(Output::Writable {
+                        request: request.clone(),
+                    });
+                }
             }
             None => {
                 for frame in frames {
@@ -1037,8 +1050,9 @@ impl Gateway {
     /// Body bytes of `request`'s upload the gateway holds until the
     /// receiver grants credit for them (`flow-control`); 0 without it.
     /// `None` once the request is no longer in flight. A shell feeding a
-    /// body waits for this to reach 0 before it reads more from the client,
-    /// which bounds the memory an upload takes.
+    /// body reads more from the client only while this is 0, which bounds
+    /// the memory an upload takes; when a [`push_body`](Self::push_body)
+    /// leaves it above 0, [`Output::Writable`] says when it is 0 again.
     pub fn upload_queued(&self, request: &RequestId) -> Option<u64> {
         let p = self.pending.get(request)?;
         Some(p.flow.as_ref().map_or(0, |f| f.send.queued()))
@@ -1388,6 +1402,7 @@ impl Gateway {
     /// body, which lasts until the client takes it or leaves.
     fn finish(&mut self, request: &RequestId) {
         if let Some(p) = self.pending.remove(request) {
+            self.forget_writable(request, &p);
             self.release_client(&p);
             self.timers.disarm(p.armed, Timer::Request(request.clone()));
             if let Some(flow) = &p.flow {
@@ -1399,6 +1414,15 @@ impl Gateway {
                 l.reassembler.discard(request);
                 self.buffered -= before - l.reassembler.held_bytes();
             }
+        }
+    }
+
+    /// A request that ended takes back an [`Output::Writable`] the shell
+    /// has not polled yet: there is nothing left to write.
+    fn forget_writable(&mut self, request: &RequestId, p: &Pending) {
+        if p.writable_out {
+            self.out
+                .retain(|o| !matches!(o, Output::Writable { request: r } if r == request));
         }
     }
 
@@ -1647,6 +1671,7 @@ impl Gateway {
                 )),
             );
             if let Some(p) = self.pending.remove(&id) {
+                self.forget_writable(&id, &p);
                 self.release_client(&p);
                 self.timers.disarm(p.armed, Timer::Request(id));
             }

@@ -25,6 +25,19 @@ pub enum Output {
         /// What happened.
         event: ResponseEvent,
     },
+    /// The upload of `request` may go on: a [`push_body`] left body bytes
+    /// waiting for the receiver's credit
+    /// ([`upload_queued`](super::Gateway::upload_queued) above 0), and the
+    /// credit has since sent them all. Read more of the client's body (after
+    /// the last piece: the body is all sent). Given once per such wait,
+    /// and only while the request is in flight; never for an upload that
+    /// did not wait (without `flow-control` none does).
+    ///
+    /// [`push_body`]: super::Gateway::push_body
+    Writable {
+        /// The request.
+        request: RequestId,
+    },
     /// Close the receiver connection `link`. Its requests have already been
     /// failed and its routes removed.
     Close {

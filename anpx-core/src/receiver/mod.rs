@@ -46,6 +46,9 @@ struct Serving {
     /// Answered with `101`: the request body is the client's WebSocket
     /// bytes, which may pause for as long as the client likes.
     tunnel: bool,
+    /// A [`ReceiverOutput::Writable`] for it went into the output queue
+    /// and may not be polled yet: taken out again if it is aborted first.
+    writable_out: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -278,6 +281,7 @@ impl Receiver {
                     flow: self.features.contains(Feature::FlowControl).then(Flow::new),
                     upgrade: passthrough::carries(self.features) && passthrough::is_upgrade(&head),
                     tunnel: false,
+                    writable_out: false,
                 },
             );
             self.totals.requests += 1;
@@ -400,6 +404,12 @@ impl Receiver {
                     serving.reply = Reply::Done;
                 }
                 self.send_frames(request, frames);
+                if !last && written.is_ok() {
+                    if let Some(flow) = self.serving.get_mut(request).and_then(|s| s.flow.as_mut())
+                    {
+                        flow.send.note_write();
+                    }
+                }
                 if let Err(e) = written {
                     self.send_error_frame(
                         request,
@@ -657,7 +667,13 @@ impl Receiver {
     }
 
     fn abort(&mut self, request: &RequestId, reason: String) {
-        if self.serving.remove(request).is_some() {
+        if let Some(s) = self.serving.remove(request) {
+            if s.writable_out {
+                // Nothing is left to write.
+                self.out.retain(
+                    |o| !matches!(o, ReceiverOutput::Writable { request: r } if r == request),
+                );
+            }
             self.totals.aborted += 1;
             self.event(RequestEvent::Aborted {
                 request: request.clone(),
@@ -695,11 +711,15 @@ impl Receiver {
     /// Transmits the frames of `request`'s response, or queues them until
     /// the gateway's credit covers them.
     fn send_frames(&mut self, request: &RequestId, frames: Vec<Bytes>) {
-        let Some(flow) = self.serving.get_mut(request).and_then(|s| s.flow.as_mut()) else {
+        let Some(s) = self.serving.get_mut(request).filter(|s| s.flow.is_some()) else {
             for f in frames {
                 self.out
                     .push_back(ReceiverOutput::Transmit(WsMessage::Binary(f)));
             }
+            return;
+        };
+        let streaming = matches!(s.reply, Reply::Streaming(_));
+        let Some(flow) = s.flow.as_mut() else {
             return;
         };
         for f in frames {
@@ -708,6 +728,14 @@ impl Receiver {
         while let Some(f) = flow.send.pop_ready() {
             self.out
                 .push_back(ReceiverOutput::Transmit(WsMessage::Binary(f)));
+        }
+        // Only a response whose body may still grow is told: after the
+        // last piece there is nothing more to read from the service.
+        if streaming && flow.send.take_writable() {
+            s.writable_out = true;
+            self.out.push_back(ReceiverOutput::Writable {
+                request: request.clone(),
+            });
         }
     }
 
@@ -793,8 +821,10 @@ impl Receiver {
     /// Body bytes of `request`'s response the receiver holds until the
     /// gateway grants credit for them (`flow-control`); 0 without it.
     /// `None` once the request is no longer in flight. A shell relaying an
-    /// upstream body waits for this to reach 0 before it reads more, which
-    /// bounds the memory a download takes.
+    /// upstream body reads more only while this is 0, which bounds the
+    /// memory a download takes; when a
+    /// [`respond_body`](Self::respond_body) that was not the last leaves it
+    /// above 0, [`ReceiverOutput::Writable`] says when it is 0 again.
     pub fn unsent(&self, request: &RequestId) -> Option<u64> {
         let s = self.serving.get(request)?;
         Some(s.flow.as_ref().map_or(0, |f| f.send.queued()))

@@ -12,6 +12,17 @@ pub enum ReceiverOutput {
     Transmit(WsMessage),
     /// Something happened to a request from the gateway.
     Event(RequestEvent),
+    /// The streamed response of `request` may go on: a
+    /// [`respond_body`](super::Receiver::respond_body) that was not the
+    /// last left body bytes waiting for the gateway's credit
+    /// ([`unsent`](super::Receiver::unsent) above 0), and the credit has
+    /// since sent them all. Read more from the service. Given once per such
+    /// wait, and only while the response is still open; never for a body
+    /// that did not wait (without `flow-control` none does).
+    Writable {
+        /// The request.
+        request: RequestId,
+    },
     /// Close the WebSocket (the gateway broke the protocol or went silent);
     /// every request in flight has been aborted. Reconnect with backoff.
     Close {

@@ -29,6 +29,10 @@ pub struct Pair {
     pub gw_sent: Vec<Bytes>,
     /// Every binary message the receiver sent.
     pub rx_sent: Vec<Bytes>,
+    /// Uploads the gateway said may go on, in order.
+    pub gw_writable: Vec<RequestId>,
+    /// Responses the receiver said may go on, in order.
+    pub rx_writable: Vec<RequestId>,
 }
 
 impl Pair {
@@ -54,6 +58,8 @@ impl Pair {
             rx_closes: Vec::new(),
             gw_sent: Vec::new(),
             rx_sent: Vec::new(),
+            gw_writable: Vec::new(),
+            rx_writable: Vec::new(),
         }
     }
 
@@ -71,6 +77,7 @@ impl Pair {
                         self.rx.handle_message(self.now, message);
                     }
                     Output::Response { request, event } => self.responses.push((request, event)),
+                    Output::Writable { request } => self.gw_writable.push(request),
                     Output::Close { code, .. } => self.gw_closes.push(code),
                 }
             }
@@ -84,6 +91,7 @@ impl Pair {
                         self.gw.handle_message(self.now, self.link, message)
                     }
                     ReceiverOutput::Event(e) => self.requests.push(e),
+                    ReceiverOutput::Writable { request } => self.rx_writable.push(request),
                     ReceiverOutput::Close { code, .. } => self.rx_closes.push(code),
                 }
             }

@@ -76,7 +76,8 @@ impl Driver {
             links: HashMap::new(),
             requests: HashMap::new(),
             remote: None,
-            credit_waits: HashMap::new(),
+            uploads: HashMap::new(),
+            room_waits: HashMap::new(),
             remotes: HashMap::new(),
             timer: Timer::default(),
             wake: Vec::new(),
@@ -126,14 +127,15 @@ impl Driver {
             if let Some(attached) = st.links.remove(&link) {
                 st.wake.extend(attached.outbox.detach());
             }
+            st.room_waits.remove(&link);
             st.core.close_link(now, link);
         });
     }
 
-    /// A connection's writer made room in its queue: uploads waiting for
-    /// it may go on (they are looked at after every call).
-    pub fn writable(&self) {
-        let _ = self.with(|_, _| ());
+    /// The writer of connection `link` took a full queue: the uploads
+    /// waiting for room in it may go on.
+    pub fn writable(&self, link: LinkId) {
+        let _ = self.with(|st, _| st.room_made(link));
     }
 
     /// Replaces what receiver connection `link` serves (the registry
@@ -199,7 +201,8 @@ impl Driver {
 
     /// A piece of a streamed request body, resolving once the gateway sent
     /// it to the receiver (with `flow-control`, once the receiver's credit
-    /// covered it; always, once the connection's queue is below
+    /// covered it: at once, or at the machine's `Output::Writable` for the
+    /// request; always, once the connection's queue is below
     /// [`HIGH_WATER`]), so a shell that awaits it before reading more of
     /// the client's body holds at most a window of it. False when the
     /// request is no longer in flight: stop reading the body.
@@ -214,8 +217,18 @@ impl Driver {
                     r.uploading = !last;
                 }
             } else if st.core.push_body(now, &request, data, last).is_ok() {
-                // Dropping `sent` tells the pump the request is gone.
-                st.credit_waits.insert(request, sent);
+                // The piece's frames go to the connection's queue first,
+                // so that the room left counts them.
+                st.flush();
+                match st.core.upload_queued(&request) {
+                    Some(0) => st.go_on(request, sent),
+                    // Waits for the machine's `Output::Writable`.
+                    Some(_) => {
+                        st.uploads.insert(request, sent);
+                    }
+                    // Ended meanwhile: dropping `sent` tells the pump.
+                    None => {}
+                }
             }
         });
         queued.is_ok() && rx.await.is_ok()
@@ -257,9 +270,10 @@ fn lock(inner: &Mutex<State>) -> MutexGuard<'_, State> {
     inner.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The critical section: `f`, then the outputs moved out, waiting uploads
-/// released and the timer told of an earlier deadline; the wake-ups happen
-/// after the lock is let go, so a woken task does not find it held.
+/// The critical section: `f`, then the outputs moved out (uploads the
+/// machine says may go on released with them) and the timer told of an
+/// earlier deadline; the wake-ups happen after the lock is let go, so a
+/// woken task does not find it held.
 fn with_state<R>(
     inner: &Mutex<State>,
     f: impl FnOnce(&mut State, Instant) -> R,
@@ -271,7 +285,6 @@ fn with_state<R>(
         }
         let result = f(&mut st, Instant::now());
         st.flush();
-        st.release_credit_waits();
         st.rearm_timer();
         (result, std::mem::take(&mut st.wake))
     };
@@ -359,9 +372,15 @@ struct State {
     /// Requests at other gateways whose body is still being streamed (the
     /// only ones that still need calls from here).
     remotes: HashMap<RequestId, Remoted>,
-    /// Uploads waiting for the receiver's credit or for room in its
-    /// connection's queue, told when it came.
-    credit_waits: HashMap<RequestId, oneshot::Sender<()>>,
+    /// Uploads told to wait: for the receiver's credit (released by the
+    /// machine's `Output::Writable` for the request) or for room in their
+    /// connection's queue (released by its writer, [`Driver::writable`]).
+    /// An entry goes when its request ends, which tells the pump. At most
+    /// one per request in flight.
+    uploads: HashMap<RequestId, oneshot::Sender<()>>,
+    /// Per connection, the uploads in `uploads` waiting for room in its
+    /// queue (ids of requests that ended meanwhile are skipped).
+    room_waits: HashMap<LinkId, Vec<RequestId>>,
     timer: Timer,
     /// Tasks to wake once the lock is let go.
     wake: Vec<Waker>,
@@ -520,39 +539,41 @@ impl State {
             return;
         }
         self.requests.remove(request);
+        self.uploads.remove(request);
         self.core.cancel(now, request);
     }
 
-    /// Tells each waiting upload whose body the gateway has sent on (and
-    /// whose connection's queue has room); drops the ones whose request
-    /// ended.
-    fn release_credit_waits(&mut self) {
-        if self.credit_waits.is_empty() {
-            return;
-        }
-        let core = &self.core;
-        let links = &self.links;
-        let mut done = Vec::new();
-        for id in self.credit_waits.keys() {
-            match core.upload_queued(id) {
-                Some(0) => {
-                    let full = core
-                        .request_link(id)
-                        .and_then(|l| links.get(&l))
-                        .is_some_and(|a| a.outbox.is_full());
-                    if !full {
-                        done.push((id.clone(), true));
-                    }
-                }
-                Some(_) => {}
-                None => done.push((id.clone(), false)),
+    /// An upload the machine has sent on may go on, unless its
+    /// connection's queue is full: then it waits for the writer to take it.
+    fn go_on(&mut self, request: RequestId, sent: oneshot::Sender<()>) {
+        let full = self
+            .core
+            .request_link(&request)
+            .and_then(|l| self.links.get(&l).map(|a| (l, a.outbox.is_full())));
+        match full {
+            Some((link, true)) => {
+                self.room_waits
+                    .entry(link)
+                    .or_default()
+                    .push(request.clone());
+                self.uploads.insert(request, sent);
+            }
+            _ => {
+                let _ = sent.send(());
             }
         }
-        for (id, in_flight) in done {
-            if let Some(tx) = self.credit_waits.remove(&id) {
-                if in_flight {
-                    let _ = tx.send(());
-                }
+    }
+
+    /// The writer of `link` took its full queue: its uploads waiting for
+    /// room go on, unless it filled up again meanwhile (then the writer
+    /// calls again after its next take).
+    fn room_made(&mut self, link: LinkId) {
+        if self.links.get(&link).is_some_and(|a| a.outbox.is_full()) {
+            return;
+        }
+        for id in self.room_waits.remove(&link).unwrap_or_default() {
+            if let Some(sent) = self.uploads.remove(&id) {
+                let _ = sent.send(());
             }
         }
     }
@@ -591,7 +612,8 @@ impl State {
         // still open ends.
         self.flush();
         self.requests.clear();
-        self.credit_waits.clear();
+        self.uploads.clear();
+        self.room_waits.clear();
         self.remotes.clear();
         self.stopped = true;
         self.wake.extend(self.timer.waker.take());
@@ -616,6 +638,8 @@ impl State {
                         _ => false,
                     };
                     if terminal {
+                        // An upload still waiting learns the request ended.
+                        self.uploads.remove(&request);
                         self.requests.remove(&request);
                         if !sent {
                             // Nobody will take the body passed on before
@@ -624,7 +648,13 @@ impl State {
                         }
                     } else if !sent && self.requests.remove(&request).is_some() {
                         // The client is gone: stop the request.
+                        self.uploads.remove(&request);
                         self.core.cancel(Instant::now(), &request);
+                    }
+                }
+                Output::Writable { request } => {
+                    if let Some(sent) = self.uploads.remove(&request) {
+                        self.go_on(request, sent);
                     }
                 }
                 Output::Close {
@@ -633,6 +663,8 @@ impl State {
                     reason,
                     fault,
                 } => {
+                    // Its requests have failed: their uploads were told.
+                    self.room_waits.remove(&link);
                     if let Some(Attached { outbox, peer }) = self.links.remove(&link) {
                         // Logged here, once, when the machine decides: the
                         // writer may never get to send the close frame.
@@ -669,6 +701,139 @@ mod tests {
         fn wake(self: Arc<Self>) {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    /// A driver with one flow-controlled receiver connection serving
+    /// `api.agent.com`, and a streamed request started on it.
+    fn uploading() -> (Driver, Arc<Outbox>, LinkId, RequestId, EventRx) {
+        let core = Core::new(anpx_core::GatewayConfig::default(), 7);
+        let (driver, _timer) = Driver::new(core, |_| std::future::pending());
+        let outbox = Arc::new(Outbox::default());
+        let features = [
+            anpx_core::Feature::Streaming,
+            anpx_core::Feature::FlowControl,
+        ]
+        .into_iter()
+        .collect();
+        let admit = driver.admit(
+            IpAddr::from([192, 0, 2, 9]),
+            Identity::Anonymous,
+            vec!["api.agent.com".parse().expect("a service URL")],
+            features,
+            outbox.clone(),
+        );
+        let link = futures_util::FutureExt::now_or_never(admit)
+            .expect("admitted at once")
+            .expect("running");
+        let (tx, rx) = events();
+        let start = driver.start(
+            IpAddr::from([192, 0, 2, 1]),
+            "api.agent.com".into(),
+            RequestHead::new("POST", "/up"),
+            RequestBody::Streaming,
+            tx,
+        );
+        let started = futures_util::FutureExt::now_or_never(start)
+            .expect("started at once")
+            .expect("running")
+            .expect("routed");
+        (driver, outbox, link, started.id, rx)
+    }
+
+    /// Empties the connection's queue as its writer would; true when it
+    /// was full.
+    fn take_all(outbox: &Outbox) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut batch = VecDeque::new();
+        matches!(
+            outbox.poll_take(&mut cx, &mut batch),
+            Poll::Ready(Taken::Some { was_full: true })
+        )
+    }
+
+    fn credit(request: &RequestId, increment: u32) -> WsMessage {
+        let frame = anpx_core::frame::ExtFrame::WindowUpdate {
+            request_id: request.clone(),
+            increment,
+        };
+        WsMessage::Binary(frame.encode())
+    }
+
+    #[test]
+    fn an_upload_waiting_for_credit_goes_on_when_the_credit_comes() {
+        let (driver, outbox, link, id, _rx) = uploading();
+        let mut cx = Context::from_waker(Waker::noop());
+        let piece = || Bytes::from(vec![1u8; 256 * 1024]);
+        // Within the window, with room in the queue: at once.
+        for _ in 0..3 {
+            let mut send = pin!(driver.send_body(id.clone(), piece(), false));
+            assert_eq!(send.as_mut().poll(&mut cx), Poll::Ready(true));
+            take_all(&outbox);
+        }
+        // This one fills the window and then some: it waits.
+        let mut send =
+            pin!(driver.send_body(id.clone(), Bytes::from(vec![1u8; 512 * 1024]), false));
+        assert_eq!(send.as_mut().poll(&mut cx), Poll::Pending);
+        take_all(&outbox);
+        // Credit for less than what waits: still waiting.
+        driver.message(link, credit(&id, 1024)).expect("running");
+        assert_eq!(send.as_mut().poll(&mut cx), Poll::Pending);
+        // Credit for all of it: it goes on.
+        driver
+            .message(link, credit(&id, 256 * 1024))
+            .expect("running");
+        assert_eq!(send.as_mut().poll(&mut cx), Poll::Ready(true));
+    }
+
+    #[test]
+    fn an_upload_waiting_for_room_goes_on_when_the_writer_takes_the_queue() {
+        let (driver, outbox, link, id, _rx) = uploading();
+        let mut cx = Context::from_waker(Waker::noop());
+        take_all(&outbox);
+        // A whole window, never taken by the writer: the queue is full.
+        let mut send =
+            pin!(driver.send_body(id.clone(), Bytes::from(vec![1u8; HIGH_WATER]), false));
+        assert_eq!(send.as_mut().poll(&mut cx), Poll::Pending);
+        // Another connection's writer: no.
+        let other = driver.admit(
+            IpAddr::from([192, 0, 2, 10]),
+            Identity::Anonymous,
+            Vec::new(),
+            Features::default(),
+            Arc::new(Outbox::default()),
+        );
+        let other = futures_util::FutureExt::now_or_never(other)
+            .expect("admitted at once")
+            .expect("running");
+        driver.writable(other);
+        assert_eq!(send.as_mut().poll(&mut cx), Poll::Pending);
+        // Its own, before it took the queue: no.
+        driver.writable(link);
+        assert_eq!(send.as_mut().poll(&mut cx), Poll::Pending);
+        assert!(take_all(&outbox));
+        driver.writable(link);
+        assert_eq!(send.as_mut().poll(&mut cx), Poll::Ready(true));
+    }
+
+    #[test]
+    fn an_upload_waiting_learns_that_its_request_ended() {
+        // Waiting for credit.
+        let (driver, outbox, _link, id, _rx) = uploading();
+        let mut cx = Context::from_waker(Waker::noop());
+        take_all(&outbox);
+        let mut send =
+            pin!(driver.send_body(id.clone(), Bytes::from(vec![1u8; 2 * HIGH_WATER]), false));
+        assert_eq!(send.as_mut().poll(&mut cx), Poll::Pending);
+        driver.cancel(id.clone());
+        assert_eq!(send.as_mut().poll(&mut cx), Poll::Ready(false));
+
+        // Waiting for room, when the connection goes.
+        let (driver, _outbox, link, id, _rx) = uploading();
+        let mut send =
+            pin!(driver.send_body(id.clone(), Bytes::from(vec![1u8; HIGH_WATER]), false));
+        assert_eq!(send.as_mut().poll(&mut cx), Poll::Pending);
+        driver.closed(link);
+        assert_eq!(send.as_mut().poll(&mut cx), Poll::Ready(false));
     }
 
     #[test]

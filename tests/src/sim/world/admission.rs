@@ -577,6 +577,7 @@ impl World {
             handshake: id,
             wire: Wire::new(spec.latency),
             served: Default::default(),
+            reply_waits: Default::default(),
             heads: 0,
             aborts: 0,
         });

@@ -28,7 +28,8 @@ impl World {
         }
         let uploading: Vec<RequestId> = self.uploading.iter().cloned().collect();
         for id in uploading {
-            if self.rng.u32(..10) < 6 {
+            // A client told to wait reads nothing more of its body.
+            if self.rng.u32(..10) < 6 && !self.upload_waits.contains(&id) {
                 self.push_piece(&id, false)?;
             }
         }
@@ -192,6 +193,10 @@ impl World {
             if self.ledger.is_open(id) {
                 bail!("push_body refused ({gone}) for a request that is still open");
             }
+        }
+        if self.gw.upload_queued(id) > Some(0) {
+            log!(self, "upload of {} waits for credit", short(id));
+            self.upload_waits.insert(id.clone());
         }
         Ok(())
     }

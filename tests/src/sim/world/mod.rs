@@ -119,6 +119,10 @@ struct Conn {
     wire: Wire,
     /// The upstream's requests on this connection.
     served: BTreeMap<RequestId, Served>,
+    /// Streamed responses the receiver told to wait for the gateway's
+    /// credit (a piece left bytes unsent): each must get one
+    /// `ReceiverOutput::Writable` when the credit sent them, unless it ends.
+    reply_waits: BTreeSet<RequestId>,
     /// Requests and aborts the upstream was told of, to hold the receiver's
     /// own totals against.
     heads: u64,
@@ -171,6 +175,11 @@ struct World {
     client_from: BTreeMap<RequestId, (String, std::net::IpAddr)>,
     /// Open requests whose body is still being pushed.
     uploading: BTreeSet<RequestId>,
+    /// Uploads the gateway told to wait for the receiver's credit (a piece
+    /// left bytes queued): their client pushes nothing more until the
+    /// gateway's `Output::Writable`, which each must get once, unless it
+    /// ends.
+    upload_waits: BTreeSet<RequestId>,
     agenda: BTreeMap<(Duration, u64), Task>,
     agenda_seq: u64,
     serial: u64,
@@ -255,6 +264,7 @@ impl World {
             clients: BTreeMap::new(),
             client_from: BTreeMap::new(),
             uploading: BTreeSet::new(),
+            upload_waits: BTreeSet::new(),
             agenda: BTreeMap::new(),
             agenda_seq: 0,
             serial: 0,

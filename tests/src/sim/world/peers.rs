@@ -23,6 +23,18 @@ impl World {
         while let Some(out) = self.gw.poll_output() {
             self.gateway_output(out)?;
         }
+        // No upload is left waiting once its credit came.
+        let mut ended = Vec::new();
+        for id in &self.upload_waits {
+            match self.gw.upload_queued(id) {
+                Some(0) => bail!("the upload of {id} was sent on and never told it may go on"),
+                Some(_) => {}
+                None => ended.push(id.clone()),
+            }
+        }
+        for id in ended {
+            self.upload_waits.remove(&id);
+        }
         Ok(())
     }
 
@@ -40,6 +52,19 @@ impl World {
                     let delay = conn.wire.latency.sample(&mut self.rng);
                     conn.wire.send(Dir::Down, now, delay, message);
                 }
+                Ok(())
+            }
+            Output::Writable { request } => {
+                if !self.upload_waits.remove(&request) {
+                    bail!("the gateway said the upload of {request} may go on; it was not waiting");
+                }
+                if !self.ledger.is_open(&request) {
+                    bail!("the gateway said the upload of {request} may go on after it ended");
+                }
+                if self.gw.upload_queued(&request) != Some(0) {
+                    bail!("the gateway said the upload of {request} may go on with bytes waiting");
+                }
+                log!(self, "upload of {} may go on", short(&request));
                 Ok(())
             }
             Output::Response { request, event } => {
@@ -78,6 +103,21 @@ impl World {
                 return Ok(());
             };
             let Some(out) = conn.rx.poll_output() else {
+                // No response is left waiting once its credit came.
+                let mut ended = Vec::new();
+                for id in &conn.reply_waits {
+                    let open = conn.served.get(id).is_some_and(|s| !s.reply_done);
+                    match conn.rx.unsent(id) {
+                        Some(0) if open => bail!(
+                            "node {i} sent the response to {id} on and never told it may go on"
+                        ),
+                        Some(_) if open => {}
+                        _ => ended.push(id.clone()),
+                    }
+                }
+                for id in ended {
+                    conn.reply_waits.remove(&id);
+                }
                 return Ok(());
             };
             match out {
@@ -86,6 +126,19 @@ impl World {
                     conn.wire.send(Dir::Up, now, delay, message);
                 }
                 ReceiverOutput::Event(event) => self.request_event(i, event)?,
+                ReceiverOutput::Writable { request } => {
+                    if !conn.reply_waits.remove(&request) {
+                        bail!(
+                            "node {i} said the response to {request} may go on; it was not waiting"
+                        );
+                    }
+                    if conn.rx.unsent(&request) != Some(0)
+                        || conn.served.get(&request).is_none_or(|s| s.reply_done)
+                    {
+                        bail!("node {i} said the response to {request} may go on, which is not open or not all sent");
+                    }
+                    log!(self, "response to {} may go on", short(&request));
+                }
                 ReceiverOutput::Close { code, reason } => {
                     if code == CLOSE_PROTOCOL_ERROR {
                         bail!("node {i} closed its connection for a protocol error: {reason}");
@@ -331,6 +384,9 @@ impl World {
         };
         let (next, what) =
             served.act(at, request, &mut conn.rx, record, &mut self.rng, draining)?;
+        if !served.reply_done && conn.rx.unsent(request) > Some(0) {
+            conn.reply_waits.insert(request.clone());
+        }
         if record.error.is_some() {
             self.counters.upstream_errors += 1;
         }
