@@ -29,6 +29,40 @@ pub trait Listen: Send + Sized + 'static {
     fn local_addr(&self) -> io::Result<SocketAddr>;
     /// The next connection and its peer's address.
     fn accept(&self) -> impl Future<Output = io::Result<(Self::Conn, SocketAddr)>> + Send + '_;
+    /// Turns Nagle's algorithm off on `conn`.
+    fn set_nodelay(conn: &Self::Conn) -> io::Result<()>;
+    /// The local address `conn` came in on.
+    fn conn_local_addr(conn: &Self::Conn) -> io::Result<SocketAddr>;
+}
+
+/// An accepted connection of a gateway listener, readied by [`serve_each`].
+pub struct Incoming<C> {
+    /// The connection, Nagle's algorithm off.
+    pub conn: C,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The address it came in on (the client's, when the system cannot
+    /// say).
+    pub local: SocketAddr,
+}
+
+/// The `serve` of [`accept_loop`] for a gateway listener: each connection
+/// gets Nagle's algorithm turned off (answers and frames are written
+/// whole and flushed, and a small one must not wait for the ack of the
+/// one before) and its local address read, then goes to `serve` with a
+/// clone of `with`, what every connection is served with (the shared
+/// state, the TLS acceptor).
+pub fn serve_each<L, W, F>(with: W, serve: F) -> impl Fn(L::Conn, SocketAddr) -> BoxFuture<()>
+where
+    L: Listen,
+    W: Clone,
+    F: Fn(Incoming<L::Conn>, W) -> BoxFuture<()>,
+{
+    move |conn, peer| {
+        let _ = L::set_nodelay(&conn);
+        let local = L::conn_local_addr(&conn).unwrap_or(peer);
+        serve(Incoming { conn, peer, local }, with.clone())
+    }
 }
 
 /// Accepts on `listener` until `stop` is set (never, for `None`), serving

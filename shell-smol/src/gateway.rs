@@ -16,7 +16,7 @@ use bytes::Bytes;
 use futures_util::io::{AsyncRead, AsyncWrite};
 use futures_util::{StreamExt, TryStreamExt};
 use http_types::{Request, Response};
-use shell_common::accept::{self, Bound};
+use shell_common::accept::{self, Bound, Incoming};
 use shell_common::admin::{AdminReply, EVENT_HEADERS};
 use shell_common::driver::Driver;
 use shell_common::edge::{refusal_answer, UploadCut};
@@ -24,7 +24,6 @@ use shell_common::gateway::{
     decorate, header_pairs, is_websocket_upgrade, pump_upload, Answer, Endpoint, Listener,
     PublicRequest, Shared, UploadEnd,
 };
-use shell_common::receiver::BoxFuture;
 use shell_common::signal::Stop;
 use shell_common::{link, websocket, ws, GatewayOptions};
 use smol::net::TcpStream;
@@ -194,11 +193,12 @@ async fn accept_loop(
     tls: Option<futures_rustls::TlsAcceptor>,
     stop: Stop,
 ) {
-    let serve = move |tcp: TcpStream, peer: SocketAddr| -> BoxFuture<()> {
-        let _ = tcp.set_nodelay(true);
-        let local = tcp.local_addr().unwrap_or(peer);
-        let shared = shared.clone();
-        let tls = tls.clone();
+    let serve = accept::serve_each::<TcpAccept, _, _>((shared, tls), |incoming, (shared, tls)| {
+        let Incoming {
+            conn: tcp,
+            peer,
+            local,
+        } = incoming;
         Box::pin(async move {
             let Some(acceptor) = tls else {
                 let client = Some(tcp.clone());
@@ -217,7 +217,7 @@ async fn accept_loop(
                 None => tracing::debug!(%peer, "tls handshake timed out"),
             }
         })
-    };
+    });
     accept::accept_loop(
         listener,
         &Smol,

@@ -54,6 +54,14 @@ impl Listen for TcpAccept {
     fn accept(&self) -> impl Future<Output = std::io::Result<(TcpStream, SocketAddr)>> + Send + '_ {
         self.0.accept()
     }
+
+    fn set_nodelay(conn: &TcpStream) -> std::io::Result<()> {
+        conn.set_nodelay(true)
+    }
+
+    fn conn_local_addr(conn: &TcpStream) -> std::io::Result<SocketAddr> {
+        conn.local_addr()
+    }
 }
 
 /// The most a piece of a body read by [`body_stream`] holds.

@@ -16,10 +16,8 @@ use std::time::Duration;
 use anpx_core::{Gateway as Core, GatewayStats};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use shell_common::accept::{self, Bound};
-use shell_common::receiver::BoxFuture;
+use shell_common::accept::{self, Bound, Incoming};
 use shell_common::signal::Stop;
-use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 use self::edge::FirstBytesDeadline;
@@ -168,58 +166,60 @@ async fn accept_loop(
     stop: Stop,
     head_timer: HeadTimer,
 ) {
-    let serve = move |tcp: TcpStream, peer: SocketAddr| -> BoxFuture<()> {
-        let _ = tcp.set_nodelay(true);
-        let local = tcp.local_addr().unwrap_or(peer);
-        let shared = shared.clone();
-        let tls = tls.clone();
-        let head_timer = head_timer.clone();
-        Box::pin(async move {
-            let edge = shared.edge.clone();
-            let reporting = shared.clone();
-            let first_bytes = edge.limits.header_read_timeout;
-            let service =
-                service_fn(move |req| http::handle(req, shared.clone(), peer, local, which));
-            let builder = edge::builder(&edge.limits, &head_timer);
-            let served = match tls {
-                None => {
-                    builder
-                        .serve_connection_with_upgrades(
-                            TokioIo::new(FirstBytesDeadline::new(tcp, first_bytes)),
-                            service,
-                        )
-                        .await
-                }
-                Some(acceptor) => match tokio::time::timeout(
-                    shell_common::tls::HANDSHAKE_TIMEOUT,
-                    acceptor.accept(tcp),
-                )
-                .await
-                {
-                    Ok(Ok(stream)) => {
+    let with = (shared, tls, head_timer);
+    let serve =
+        accept::serve_each::<TcpAccept, _, _>(with, |incoming, (shared, tls, head_timer)| {
+            let Incoming {
+                conn: tcp,
+                peer,
+                local,
+            } = incoming;
+            Box::pin(async move {
+                let edge = shared.edge.clone();
+                let reporting = shared.clone();
+                let first_bytes = edge.limits.header_read_timeout;
+                let service =
+                    service_fn(move |req| http::handle(req, shared.clone(), peer, local, which));
+                let builder = edge::builder(&edge.limits, &head_timer);
+                let served = match tls {
+                    None => {
                         builder
                             .serve_connection_with_upgrades(
-                                TokioIo::new(FirstBytesDeadline::new(stream, first_bytes)),
+                                TokioIo::new(FirstBytesDeadline::new(tcp, first_bytes)),
                                 service,
                             )
                             .await
                     }
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "tls handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "tls handshake timed out");
-                        return;
-                    }
-                },
-            };
-            if let Err(e) = served {
-                edge::connection_error(&reporting, &*e, peer);
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        })
-    };
+                    Some(acceptor) => match tokio::time::timeout(
+                        shell_common::tls::HANDSHAKE_TIMEOUT,
+                        acceptor.accept(tcp),
+                    )
+                    .await
+                    {
+                        Ok(Ok(stream)) => {
+                            builder
+                                .serve_connection_with_upgrades(
+                                    TokioIo::new(FirstBytesDeadline::new(stream, first_bytes)),
+                                    service,
+                                )
+                                .await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "tls handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "tls handshake timed out");
+                            return;
+                        }
+                    },
+                };
+                if let Err(e) = served {
+                    edge::connection_error(&reporting, &*e, peer);
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            })
+        });
     accept::accept_loop(
         listener,
         &Tokio,
