@@ -106,21 +106,8 @@ function response(status, headers, body)
 end
 EOF
 
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-start() { # name command...
-    local name=$1
-    shift
-    "$@" >"$OUT/logs/$name.log" 2>&1 &
-    PIDS+=($!)
-    LAST_PID=$!
-}
+# shellcheck source=benches/processes.sh
+. "$REPO/benches/processes.sh"
 wait_port() {
     for _ in $(seq 1 200); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi

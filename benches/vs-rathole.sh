@@ -185,22 +185,8 @@ EOF
 
 # --- processes ----------------------------------------------------------------
 
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-start() { # name command...
-    local name=$1
-    shift
-    "$@" >"$OUT/logs/$name.log" 2>&1 &
-    PIDS+=($!)
-    declare -g "PID_${name//-/_}=$!"
-}
-pid_of() { local v="PID_${1//-/_}"; echo "${!v}"; }
+# shellcheck source=benches/processes.sh
+. "$REPO/benches/processes.sh"
 
 wait_http() { # url what
     for _ in $(seq 1 200); do
