@@ -402,6 +402,12 @@ fn past_the_total_flow_controlled_requests_wait_for_room_instead_of_closing_anyo
     // nobody closed.
     let refused = fill_window(now, &mut gw, link).unwrap_err();
     assert_eq!(refused.failure().status, 503);
+    // Named for the limit that refused it, not the route's in-flight cap.
+    assert!(
+        matches!(refused, anpx_core::Reject::BuffersFull { .. }),
+        "{refused:?}"
+    );
+    assert_eq!(refused.label(), "buffers_full");
     let out: Vec<Output> = std::iter::from_fn(|| gw.poll_output()).collect();
     assert!(closes(&out).is_empty(), "{:?}", closes(&out));
     assert!(gw.charged() <= 8 << 20);

@@ -921,14 +921,20 @@ impl Gateway {
         // A draining receiver takes no new request: another of the route
         // does, or the request is refused.
         let open = |l: &&Link| !l.draining;
-        let best = route
-            .links
-            .iter()
-            .filter(able)
-            .filter_map(|id| links.get(id).map(|l| (*id, l)))
-            .filter(|(_, l)| open(l) && l.requests.len() < cap && fits(l))
+        let with_room = || {
+            route
+                .links
+                .iter()
+                .filter(able)
+                .filter_map(|id| links.get(id).map(|l| (*id, l)))
+                .filter(|(_, l)| open(l) && l.requests.len() < cap)
+        };
+        let best = with_room()
+            .filter(|(_, l)| fits(l))
             .min_by_key(|(id, l)| (l.requests.len(), *id))
             .map(|(id, _)| id);
+        // A receiver under its cap was passed over only for the budget.
+        let short_of_buffers = best.is_none() && with_room().next().is_some();
         let all_draining = || {
             route
                 .links
@@ -944,6 +950,8 @@ impl Gateway {
                 let route = route.url.to_string();
                 Err(if all_draining() {
                     Reject::Draining { route }
+                } else if short_of_buffers {
+                    Reject::BuffersFull { route }
                 } else {
                     Reject::AtCapacity { route }
                 })

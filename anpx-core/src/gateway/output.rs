@@ -145,6 +145,17 @@ pub enum Reject {
         /// The matching service URL.
         route: String,
     },
+    /// A route matches and a receiver serving it has room under its
+    /// in-flight cap, but the gateway cannot reserve the request's credit
+    /// window in its buffer budgets (`gateway.max_buffered_bytes`, or the
+    /// connection's share of it): 503, and nobody is closed. Told apart
+    /// from [`Reject::AtCapacity`] so that an operator sees which limit to
+    /// raise.
+    #[error("no room in the gateway's buffer budget for a request to {route}")]
+    BuffersFull {
+        /// The matching service URL.
+        route: String,
+    },
     /// A route matches, but every receiver serving it is draining (it said
     /// so with the `drain` extension): 503 like [`Reject::AtCapacity`].
     #[error("every receiver for {route} is draining")]
@@ -186,6 +197,7 @@ impl Reject {
         match self {
             Reject::NoRoute { .. } => "no_route",
             Reject::AtCapacity { .. } => "at_capacity",
+            Reject::BuffersFull { .. } => "buffers_full",
             Reject::Draining { .. } => "receivers_draining",
             Reject::ClientShare { .. } => "client_share",
             Reject::NoWebSocket { .. } => "no_websocket",
@@ -197,6 +209,7 @@ impl Reject {
     pub fn route(&self) -> Option<&str> {
         match self {
             Reject::AtCapacity { route }
+            | Reject::BuffersFull { route }
             | Reject::Draining { route }
             | Reject::ClientShare { route, .. }
             | Reject::NoWebSocket { route } => Some(route),
@@ -216,6 +229,11 @@ impl Reject {
             Reject::AtCapacity { .. } | Reject::Draining { .. } => {
                 Failure::new(FailureKind::Refused, 503, "No healthy receiver available")
             }
+            Reject::BuffersFull { .. } => Failure::new(
+                FailureKind::Refused,
+                503,
+                "The gateway is holding as much as its buffers allow; try again shortly",
+            ),
             Reject::ClientShare { share, .. } => Failure::new(
                 FailureKind::Refused,
                 429,
