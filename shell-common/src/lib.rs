@@ -48,6 +48,8 @@ pub mod remote;
 pub mod repoll;
 pub mod setup;
 pub mod signal;
+#[cfg(test)]
+mod test_waker;
 pub mod tls;
 pub mod websocket;
 pub mod ws;

@@ -104,15 +104,8 @@ impl<F: Future> Future for Repoll<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_waker::{counting_waker, WakeCount};
     use std::sync::atomic::AtomicUsize;
-
-    struct Count(AtomicUsize);
-
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
 
     /// Wakes itself on its first `n` polls, then is ready.
     struct WakesItself {
@@ -134,9 +127,8 @@ mod tests {
         }
     }
 
-    fn task() -> (Arc<Count>, Waker) {
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        (count.clone(), Waker::from(count))
+    fn task() -> (Arc<WakeCount>, Waker) {
+        counting_waker()
     }
 
     #[test]
@@ -150,7 +142,7 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         assert_eq!(Pin::new(&mut f).poll(&mut cx), Poll::Ready(()));
         assert_eq!(polls.load(Ordering::SeqCst), 3);
-        assert_eq!(woken.0.load(Ordering::SeqCst), 0);
+        assert_eq!(woken.get(), 0);
     }
 
     #[test]
@@ -164,7 +156,7 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         assert_eq!(Pin::new(&mut f).poll(&mut cx), Poll::Pending);
         assert_eq!(polls.load(Ordering::SeqCst), REPOLLS + 1);
-        assert_eq!(woken.0.load(Ordering::SeqCst), 1);
+        assert_eq!(woken.get(), 1);
     }
 
     #[test]
@@ -174,9 +166,9 @@ mod tests {
         let mut f = Repoll::new(rx);
         let mut cx = Context::from_waker(&waker);
         assert!(Pin::new(&mut f).poll(&mut cx).is_pending());
-        assert_eq!(woken.0.load(Ordering::SeqCst), 0);
+        assert_eq!(woken.get(), 0);
         tx.send(7).unwrap();
-        assert_eq!(woken.0.load(Ordering::SeqCst), 1);
+        assert_eq!(woken.get(), 1);
         assert_eq!(Pin::new(&mut f).poll(&mut cx), Poll::Ready(Ok(7)));
     }
 }

@@ -691,17 +691,9 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_waker::counting_waker;
     use std::collections::VecDeque;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::{Context, Wake};
-
-    struct Count(AtomicUsize);
-
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use std::task::Context;
 
     /// A driver with one flow-controlled receiver connection serving
     /// `api.agent.com`, and a streamed request started on it.
@@ -851,18 +843,14 @@ mod tests {
         let link = futures_util::FutureExt::now_or_never(admit)
             .expect("admitted at once")
             .expect("running");
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(count.clone());
+        let (count, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         let mut batch = VecDeque::new();
         // Whatever admission queued (a greeting) is taken; then it waits.
         while outbox.poll_take(&mut cx, &mut batch).is_ready() {}
         batch.clear();
         driver.fault(link, LinkFault::BadFrame, "garbage".into());
-        assert!(
-            count.0.load(Ordering::SeqCst) > 0,
-            "the writer was not woken"
-        );
+        assert!(count.get() > 0, "the writer was not woken");
         assert!(outbox.poll_take(&mut cx, &mut batch).is_ready());
         assert!(batch.iter().any(|o| matches!(o, LinkOut::Close { .. })));
         assert_eq!(
