@@ -138,11 +138,6 @@ impl RecvWindow {
         }
     }
 
-    /// What the peer may still send.
-    pub(crate) fn open(&self) -> u64 {
-        self.open
-    }
-
     /// A frame with `n` body bytes arrived.
     pub(crate) fn receive(&mut self, n: u64) -> Result<(), FlowError> {
         if n > self.open {

@@ -2,7 +2,9 @@
 //! head that comes last and bodies their clients have not read yet are
 //! counted per connection and for the whole gateway; a connection that
 //! would pass a budget is closed (1008, `over_budget`), and the other
-//! connections keep working.
+//! connections keep working. A flow-controlled receiver is never closed
+//! for the total: its response that does not fit is cut instead, and credit
+//! it was granted and has not used takes no room from anyone.
 
 use std::time::Instant;
 
@@ -398,8 +400,8 @@ fn past_the_total_flow_controlled_requests_wait_for_room_instead_of_closing_anyo
     for _ in 0..8 {
         ids.push(fill_window(now, &mut gw, link).unwrap());
     }
-    // The ninth cannot reserve its window: refused like a full route (503),
-    // nobody closed.
+    // Eight unread windows fill the total: a ninth request would not fit,
+    // refused like a full route (503), nobody closed.
     let refused = fill_window(now, &mut gw, link).unwrap_err();
     assert_eq!(refused.failure().status, 503);
     // Named for the limit that refused it, not the route's in-flight cap.
@@ -460,4 +462,184 @@ fn messages_still_arriving_are_charged_against_both_budgets() {
     assert!(b2.alive(1) && b2.alive(2));
     assert_eq!(b2.gw.arriving(), 170_000);
     assert!(b2.gw.charged() <= TOTAL);
+}
+
+/// Admits another flow-controlled receiver on `gw`, serving `{HOST}{prefix}`.
+fn admit_flow(now: Instant, gw: &mut Gateway, prefix: &str) -> LinkId {
+    let features: Features = [Feature::Streaming, Feature::FlowControl, Feature::Cancel]
+        .into_iter()
+        .collect();
+    gw.admit(
+        now,
+        Identity::Anonymous,
+        vec![format!("{HOST}{prefix}").parse().unwrap()],
+        features,
+    )
+}
+
+/// The head and `size` body bytes of `id`'s response, in one chunk that
+/// does not end it.
+fn window_chunk(id: &RequestId, size: usize) -> WsMessage {
+    let frame = Frame {
+        kind: MessageKind::Response,
+        request_id: id.clone(),
+        chunk: Some(ChunkInfo {
+            index: 0,
+            total: None,
+            final_marker: None,
+        }),
+        meta: Some(Meta::Response(ResponseHead::new(200))),
+        body: Some(Bytes::from(vec![b'w'; size])),
+    };
+    WsMessage::Binary(frame.encode().unwrap())
+}
+
+#[test]
+fn requests_held_without_an_answer_take_no_room_from_other_receivers() {
+    // Room for eight windows in the whole gateway. A receiver that takes
+    // requests and never answers holds no bytes: it fills its in-flight
+    // cap (100) and nothing else.
+    let (now, mut gw, silent) = flow_bench(32 << 20, 8 << 20);
+    for i in 0..100 {
+        gw.start_request(
+            now,
+            HOST,
+            RequestHead::new("GET", format!("/f/held-{i}")),
+            RequestBody::Empty,
+        )
+        .unwrap_or_else(|r| panic!("request {i} on the silent receiver: {r:?}"));
+    }
+    assert_eq!(gw.charged(), 0);
+    // Another receiver's requests all start and are answered in full.
+    let other = admit_flow(now, &mut gw, "/g");
+    let mut answered = Vec::new();
+    for i in 0..20 {
+        let id = gw
+            .start_request(
+                now,
+                HOST,
+                RequestHead::new("GET", format!("/g/{i}")),
+                RequestBody::Empty,
+            )
+            .unwrap_or_else(|r| panic!("request {i} on the other receiver: {r:?}"));
+        gw.handle_message(now, other, whole(&id, 1000));
+        answered.push(id);
+    }
+    let out: Vec<Output> = std::iter::from_fn(|| gw.poll_output()).collect();
+    assert!(closes(&out).is_empty(), "{:?}", closes(&out));
+    for id in &answered {
+        assert!(
+            matches!(events(&out, id)[..], [ResponseEvent::Head(_), ResponseEvent::Body(b), ResponseEvent::End] if b.len() == 1000),
+            "{id}"
+        );
+    }
+    assert_eq!(gw.link_count(), 2);
+    assert_eq!(gw.link_buffered(silent), Some(0));
+}
+
+#[test]
+fn past_the_total_a_flow_controlled_response_is_cut_and_its_receiver_stays() {
+    // Room for four and a half windows; six downloads started, nobody
+    // reading.
+    let (now, mut gw, _) = flow_bench(32 << 20, (9 << 20) / 2);
+    let link = admit_flow(now, &mut gw, "/c");
+    let ids: Vec<RequestId> = (0..6)
+        .map(|i| {
+            gw.start_request(
+                now,
+                HOST,
+                RequestHead::new("GET", format!("/c/{i}")),
+                RequestBody::Empty,
+            )
+            .unwrap()
+        })
+        .collect();
+    for id in &ids[..4] {
+        gw.handle_message(now, link, window_chunk(id, WINDOW));
+    }
+    assert_eq!(gw.charged(), 4 * WINDOW as u64);
+    let held: Vec<Output> = std::iter::from_fn(|| gw.poll_output()).collect();
+    // The fifth window does not fit: that response is cut with 503 (its
+    // head had not gone out) and the receiver told to stop it.
+    gw.handle_message(now, link, window_chunk(&ids[4], WINDOW));
+    let out: Vec<Output> = std::iter::from_fn(|| gw.poll_output()).collect();
+    assert!(closes(&out).is_empty(), "{:?}", closes(&out));
+    match &events(&out, &ids[4])[..] {
+        [ResponseEvent::Failed(f)] => {
+            assert_eq!(f.status, 503, "{f:?}");
+            assert_eq!(f.kind, anpx_core::FailureKind::BuffersFull);
+            assert!(f.error.contains("max_buffered_bytes"), "{}", f.error);
+        }
+        other => panic!("{other:?}"),
+    }
+    let cancels = out
+        .iter()
+        .filter(|o| matches!(o, Output::Transmit { link: l, .. } if *l == link))
+        .count();
+    assert_eq!(cancels, 1, "one cancel frame for the cut response");
+    assert!(gw.charged() <= (9 << 20) / 2);
+    let stats = gw.stats(now);
+    assert_eq!(stats.totals.buffers_cut, 1);
+    assert_eq!(stats.totals.bad_gateway, 0);
+    assert!(stats
+        .to_prometheus()
+        .contains("anpx_requests_failed_total{status=\"503\"} 1\n"));
+    // The four held ones are intact, and once a client reads, the sixth
+    // gets its window through on the same connection.
+    for id in &ids[..4] {
+        assert!(
+            matches!(events(&held, id)[..], [ResponseEvent::Head(_), ResponseEvent::Body(b)] if b.len() == WINDOW),
+            "{id}"
+        );
+        assert!(events(&out, id).is_empty(), "{id}");
+    }
+    gw.body_read(now, &ids[0], WINDOW);
+    gw.handle_message(now, link, window_chunk(&ids[5], WINDOW));
+    let out: Vec<Output> = std::iter::from_fn(|| gw.poll_output()).collect();
+    assert!(
+        matches!(events(&out, &ids[5])[..], [ResponseEvent::Head(_), ResponseEvent::Body(b)] if b.len() == WINDOW),
+        "{} events for the sixth",
+        events(&out, &ids[5]).len()
+    );
+    assert_eq!(gw.link_count(), 2);
+}
+
+#[test]
+fn messages_arriving_from_flow_controlled_receivers_may_pass_the_total_only_by_the_slack() {
+    // 16 MiB in all, so 1 MiB of slack for messages still arriving.
+    let total: u64 = 16 << 20;
+    let (now, mut gw, _) = flow_bench(32 << 20, total);
+    let links: Vec<LinkId> = (0..4)
+        .map(|i| admit_flow(now, &mut gw, &format!("/a{i}")))
+        .collect();
+    // Slow clients hold 15.5 MiB.
+    for i in 0..16 {
+        let id = gw
+            .start_request(
+                now,
+                HOST,
+                RequestHead::new("GET", format!("/a{}/{i}", i % 4)),
+                RequestBody::Empty,
+            )
+            .unwrap();
+        let size = if i == 15 { WINDOW / 2 } else { WINDOW };
+        gw.handle_message(now, links[i % 4], window_chunk(&id, size));
+    }
+    assert_eq!(gw.charged(), total - (WINDOW as u64) / 2);
+    // Three messages arriving take the total past by 3/4 MiB: within the
+    // slack, nobody closed.
+    for l in &links[..3] {
+        gw.message_arriving(now, *l, 400 << 10);
+    }
+    let out: Vec<Output> = std::iter::from_fn(|| gw.poll_output()).collect();
+    assert!(closes(&out).is_empty(), "{:?}", closes(&out));
+    assert_eq!(gw.arriving(), 1200 << 10);
+    // A fourth would pass the slack: that connection is closed.
+    gw.message_arriving(now, links[3], 400 << 10);
+    let out: Vec<Output> = std::iter::from_fn(|| gw.poll_output()).collect();
+    let closed = closes(&out);
+    assert_eq!(closed.len(), 1, "{closed:?}");
+    assert_eq!(closed[0].0, links[3]);
+    assert!(closed[0].2.contains("over_budget"), "{}", closed[0].2);
+    assert!(gw.charged() <= total + BufferBudget { per_link: 0, total }.arriving_slack());
 }

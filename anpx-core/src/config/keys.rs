@@ -336,7 +336,7 @@ static KEYS: [KeyInfo; 88] = [
     key!(
         "gateway.max_buffered_bytes", "ANPX_GATEWAY_MAX_BUFFERED_BYTES", "max-buffered-bytes",
         "BYTES", "268435456",
-        "Response bytes all receivers together may make the gateway hold, bodies of closed connections not yet read included, plus the 1 MiB window each flow-controlled request in flight reserves; past it the connection without flow-control holding the most is closed (1008, over_budget), and a flow-controlled request that cannot reserve its window gets 503",
+        "Response bytes all receivers together may make the gateway hold, bodies of closed connections not yet read included, and WebSocket messages still arriving; past it the connection without flow-control holding the most is closed (1008, over_budget), a flow-controlled response that does not fit is cut alone (503 before its head), and no request starts on a flow-controlled receiver while a 1 MiB window would not fit (503, buffers_full)",
         gateway.max_buffered_bytes,
         parse: |i| v::int(i, 1, MAX_BODY_BYTES), render: v::render_int,
     ),

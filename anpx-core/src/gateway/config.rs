@@ -70,11 +70,14 @@ pub const DEFAULT_MAX_INFLIGHT_PERCENT_PER_CLIENT: u8 = 50;
 /// ended, also once their connection closed. A receiver connection that
 /// would take its holdings past `per_link` is closed (`over_budget`,
 /// 1008); when the whole gateway would pass `total`, the connection
-/// without `flow-control` holding the most is. A flow-controlled request
-/// reserves its credit window in both when it starts (its connection's
-/// limit being the larger of `per_link` and a window per request it may
-/// have in flight), so bytes within the windows never close anyone; a
-/// request whose window does not fit is refused (503).
+/// without `flow-control` holding the most is. A flow-controlled receiver
+/// sends only what its windows allow, so it is never closed for the total
+/// (its connection's limit is the larger of `per_link` and a window per
+/// request it may have in flight): a response of its whose next bytes do
+/// not fit is cut instead (503 before its head), and a request is not
+/// started on it while a window would not fit in what is held (503).
+/// Credit granted and unused is not counted: requests a receiver holds
+/// without answering take no room from anyone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BufferBudget {
     /// Bytes one receiver connection may make the gateway hold.
@@ -87,6 +90,23 @@ pub struct BufferBudget {
 pub const DEFAULT_MAX_BUFFERED_PER_LINK: u64 = 32 * 1024 * 1024;
 /// Default of [`BufferBudget::total`].
 pub const DEFAULT_MAX_BUFFERED_TOTAL: u64 = 256 * 1024 * 1024;
+
+impl BufferBudget {
+    /// How far messages still arriving from flow-controlled receivers may
+    /// take the gateway past [`total`](Self::total) before the connection
+    /// adding to them is closed: a sixteenth of it. Such a message is a
+    /// response within its windows, cut if it does not fit once whole; the
+    /// slack keeps honest receivers connected while slow clients fill the
+    /// total, and still bounds what the gateway holds.
+    ///
+    /// ```
+    /// use anpx_core::BufferBudget;
+    /// assert_eq!(BufferBudget::default().arriving_slack(), 16 << 20);
+    /// ```
+    pub fn arriving_slack(&self) -> u64 {
+        self.total / 16
+    }
+}
 
 impl Default for BufferBudget {
     fn default() -> Self {

@@ -49,7 +49,9 @@ impl Ending {
     /// The ending a failure of `kind` stands for.
     pub fn of(kind: FailureKind) -> Ending {
         match kind {
-            FailureKind::Refused | FailureKind::ResponseTooLarge => Ending::Refused,
+            FailureKind::Refused | FailureKind::ResponseTooLarge | FailureKind::BuffersFull => {
+                Ending::Refused
+            }
             FailureKind::HeadTimeout
             | FailureKind::UploadTimeout
             | FailureKind::BodyIdle
@@ -90,6 +92,9 @@ pub enum FailureKind {
     InvalidResponse,
     /// The response was over a gateway limit.
     ResponseTooLarge,
+    /// A flow-controlled response's next bytes did not fit in the
+    /// gateway's buffer budget (503, or a cut body).
+    BuffersFull,
     /// The request could not be encoded for the receiver.
     Unencodable,
     /// The client went away.

@@ -123,15 +123,9 @@ struct Link {
     /// Response body bytes passed on for its requests and not yet taken by
     /// their clients.
     unread: u64,
-    /// With `flow-control`: the credit its requests in flight still give
-    /// it (what it may yet send without breaking a window). Reserved in
-    /// the budgets when a request starts, so bytes sent within the
-    /// windows never take a connection or the gateway past a budget.
-    reserved: u64,
     /// Bytes of WebSocket messages still arriving on the connection (read
     /// from its socket, not yet a whole message), as the shell reports
-    /// them. Charged where they pass [`Link::reserved`]: a flow-controlled
-    /// receiver's message within its windows is already reserved.
+    /// them.
     arriving: u64,
     /// With `drain`: the receiver said it is shutting down. No new request
     /// is routed to it; those in flight run to their end.
@@ -144,16 +138,12 @@ impl Link {
         self.reassembler.held_bytes() + self.unread
     }
 
-    /// What counts against the budgets: what it holds, and what its
-    /// windows still let it send or messages still arriving hold, the
-    /// larger.
+    /// What counts against the budgets: what it holds and what messages
+    /// still arriving hold. Credit a flow-controlled receiver has not used
+    /// is not counted: a receiver that holds requests without answering
+    /// holds no memory, and must not keep others' requests out.
     fn charge(&self) -> u64 {
-        self.buffered() + self.reserved + self.arriving_excess()
-    }
-
-    /// What of [`Link::arriving`] its reservation does not cover.
-    fn arriving_excess(&self) -> u64 {
-        self.arriving.saturating_sub(self.reserved)
+        self.buffered() + self.arriving
     }
 
     fn flow_controlled(&self) -> bool {
@@ -309,12 +299,8 @@ pub struct Gateway {
     /// long as a client has not taken it), counted against
     /// [`BufferBudget::total`].
     buffered: u64,
-    /// The credit flow-controlled requests in flight still have: the sum
-    /// of [`Link::reserved`], also counted against the total.
-    reserved: u64,
-    /// Bytes of WebSocket messages still arriving that no reservation
-    /// covers: the sum of [`Link::arriving_excess`], counted against the
-    /// total.
+    /// Bytes of WebSocket messages still arriving: the sum of
+    /// [`Link::arriving`], counted against the total.
     arriving: u64,
     /// Requests in flight per route and client address (IPv6 by /64),
     /// held to [`GatewayConfig::client_share`].
@@ -339,7 +325,6 @@ impl Gateway {
             totals: Totals::default(),
             unread: HashMap::new(),
             buffered: 0,
-            reserved: 0,
             arriving: 0,
             client_load: HashMap::new(),
         }
@@ -374,7 +359,6 @@ impl Gateway {
                 reassembler: Reassembler::new(self.config.reassembly),
                 chatter: Bucket::new(self.config.chatter, now),
                 unread: 0,
-                reserved: 0,
                 arriving: 0,
                 draining: false,
             },
@@ -440,9 +424,8 @@ impl Gateway {
         if matches!(message, WsMessage::Binary(_) | WsMessage::Text(_)) {
             // A whole data message ends the one that was arriving (control
             // messages may come between its fragments).
-            let excess = l.arriving_excess();
+            self.arriving -= l.arriving;
             l.arriving = 0;
-            self.arriving -= excess;
         }
         match message {
             WsMessage::Binary(bytes) => self.handle_frame(now, link, bytes),
@@ -572,10 +555,6 @@ impl Gateway {
                     format!("request {id}: {e}"),
                 );
             }
-            if self.pending.get(&id).is_some_and(|p| p.flow.is_some()) {
-                // Credit spent: what was reserved for these bytes holds them.
-                self.unreserve(link, n);
-            }
         }
         // An error frame ends the request whatever else is in progress for
         // it (a receiver whose upstream failed mid-body sends one unchunked).
@@ -634,10 +613,13 @@ impl Gateway {
             }
         };
         let incoming = assembled.body.iter().map(|b| b.len() as u64).sum();
-        // Within its windows a flow-controlled receiver only fills what was
-        // reserved for it when the request started: never over a budget.
-        let reserved = self.links.get(&link).is_some_and(Link::flow_controlled);
-        if !reserved && !self.within_budget(now, link, incoming) {
+        if !self.within_budget(now, link, incoming) {
+            if self.links.contains_key(&link) {
+                // A flow-controlled receiver kept to its windows: only
+                // this response, not the connection, pays for the room
+                // slow clients took.
+                self.cut_for_buffers(&id);
+            }
             return;
         }
         match assembled.head {
@@ -843,10 +825,6 @@ impl Gateway {
         if let Some(key) = client {
             *self.client_load.entry(key).or_default() += 1;
         }
-        if features.contains(Feature::FlowControl) {
-            // choose_link saw that the window fits both budgets.
-            self.reserve(link, INITIAL_WINDOW);
-        }
         self.send_frames(&id, frames);
         if let Some(l) = self.links.get_mut(&link) {
             l.requests.insert(id.clone());
@@ -905,11 +883,13 @@ impl Gateway {
                 route: route.url.to_string(),
             });
         }
-        // A flow-controlled connection takes a request only when its window
-        // can be reserved: on the connection, within the larger of its budget
-        // and a window for each request it may have in flight (so the
-        // in-flight cap, not the budget, limits an honest receiver), and in
-        // the gateway's total.
+        // A flow-controlled connection takes a request only while a window
+        // of its response would still fit in the bytes actually held (on
+        // the connection, within the larger of its budget and a window for
+        // each request it may have in flight, and in the gateway's total):
+        // past that, the response would only be cut. Windows granted and
+        // not used are not counted, so requests a receiver holds without
+        // answering keep nobody else's out.
         let budget = self.config.buffers;
         let link_room = budget
             .per_link
@@ -1076,8 +1056,6 @@ impl Gateway {
         };
         let link = p.link;
         if let Some(increment) = p.flow.as_mut().and_then(|f| f.recv.consumed(n as u64)) {
-            // The credit given back is reserved again: read bytes made room.
-            self.reserve(link, u64::from(increment));
             let frame = ExtFrame::WindowUpdate {
                 request_id: request.clone(),
                 increment,
@@ -1350,7 +1328,6 @@ impl Gateway {
             route_in_flight: route_in_flight.into_iter().collect(),
             in_flight: self.pending.len(),
             buffered_bytes: self.buffered,
-            reserved_bytes: self.reserved,
             arriving_bytes: self.arriving,
             totals: self.totals.clone(),
         }
@@ -1397,9 +1374,10 @@ impl Gateway {
         if !self.pending.contains_key(request) {
             return;
         }
-        match failure.status {
-            504 => self.totals.timed_out += 1,
-            408 => self.totals.upload_timed_out += 1,
+        match (failure.kind, failure.status) {
+            (FailureKind::BuffersFull, _) => self.totals.buffers_cut += 1,
+            (_, 504) => self.totals.timed_out += 1,
+            (_, 408) => self.totals.upload_timed_out += 1,
             _ => self.totals.bad_gateway += 1,
         }
         self.emit(request, ResponseEvent::Failed(failure));
@@ -1413,9 +1391,6 @@ impl Gateway {
             self.forget_writable(request, &p);
             self.release_client(&p);
             self.timers.disarm(p.armed, Timer::Request(request.clone()));
-            if let Some(flow) = &p.flow {
-                self.unreserve(p.link, flow.recv.open());
-            }
             if let Some(l) = self.links.get_mut(&p.link) {
                 l.requests.remove(request);
                 let before = l.reassembler.held_bytes();
@@ -1453,30 +1428,14 @@ impl Gateway {
         }
     }
 
-    /// Reserves `n` bytes of credit for `link`'s flow-controlled requests.
-    fn reserve(&mut self, link: LinkId, n: u64) {
-        if let Some(l) = self.links.get_mut(&link) {
-            let before = l.arriving_excess();
-            l.reserved += n;
-            self.reserved += n;
-            self.arriving = self.arriving - before + l.arriving_excess();
-        }
-    }
-
-    /// Gives back `n` reserved bytes (credit spent, or no longer usable).
-    fn unreserve(&mut self, link: LinkId, n: u64) {
-        if let Some(l) = self.links.get_mut(&link) {
-            let before = l.arriving_excess();
-            l.reserved -= n;
-            self.reserved -= n;
-            self.arriving = self.arriving - before + l.arriving_excess();
-        }
-    }
-
     /// Whether `link` may have `incoming` more response bytes passed on
-    /// for it. Past its own budget it is closed; past the gateway's, the
-    /// connection holding the most is closed: counting `incoming` for this
-    /// one, it holds at least `incoming`, so the total fits again.
+    /// for it. Past its own budget it is closed. Past the gateway's, the
+    /// connection without `flow-control` holding the most is closed:
+    /// counting `incoming` for this one, it holds at least `incoming`, so
+    /// the total fits again. A flow-controlled connection is never closed
+    /// for the total (it sent only what its windows allowed; slow clients
+    /// took the room): `false` with the connection still there, and the
+    /// caller refuses the bytes instead.
     fn within_budget(&mut self, now: Instant, link: LinkId, incoming: u64) -> bool {
         let Some(l) = self.links.get(&link) else {
             return false;
@@ -1499,7 +1458,7 @@ impl Gateway {
         if self.charged() + incoming <= budget.total {
             return true;
         }
-        // Flow-controlled connections hold only what was reserved for them:
+        // Flow-controlled connections hold only what their windows allowed:
         // they are never the ones at fault.
         let largest = self
             .links
@@ -1510,6 +1469,10 @@ impl Gateway {
                 (l.buffered() + l.arriving + extra, *id == link, *id)
             })
             .max();
+        let flow = l.flow_controlled();
+        if flow && largest.is_none() {
+            return false;
+        }
         let victim = largest.map_or(link, |(_, _, id)| id);
         let total = self.charged() + incoming;
         let why = |held: u64| {
@@ -1527,10 +1490,32 @@ impl Gateway {
         if self.charged() + incoming <= budget.total {
             return true;
         }
+        if flow {
+            return false;
+        }
         // Not reached while the total fitted before this frame; kept so the
         // budget holds whatever happened before.
         self.fault(now, link, LinkFault::OverBudget, why(charge));
         false
+    }
+
+    /// A flow-controlled response whose next bytes do not fit in the total
+    /// is ended: 503 before its head, a cut body after. Its receiver keeps
+    /// serving its other requests, and is told to stop this one.
+    fn cut_for_buffers(&mut self, request: &RequestId) {
+        self.send_cancel(request, "gateway buffers full");
+        let total = self.config.buffers.total;
+        self.fail(
+            request,
+            Failure::new(
+                FailureKind::BuffersFull,
+                503,
+                format!(
+                    "The gateway is holding as much as its buffers allow \
+                     (gateway.max_buffered_bytes, {total})"
+                ),
+            ),
+        );
     }
 
     /// Response bytes held because of `link` (bodies awaiting their heads,
@@ -1548,25 +1533,19 @@ impl Gateway {
         self.buffered
     }
 
-    /// Credit that flow-controlled requests in flight still have: bytes
-    /// their receivers may send within their windows, reserved in the
-    /// budgets (`anpx_buffer_reserved_bytes`).
-    pub fn reserved(&self) -> u64 {
-        self.reserved
-    }
-
     /// What counts against [`BufferBudget::total`]: [`buffered`] and
-    /// [`reserved`] together; never past the total.
+    /// [`arriving`] together. Never past the total, except by messages
+    /// still arriving from flow-controlled receivers, which may pass it by
+    /// [`BufferBudget::arriving_slack`].
     ///
     /// [`buffered`]: Self::buffered
-    /// [`reserved`]: Self::reserved
+    /// [`arriving`]: Self::arriving
     pub fn charged(&self) -> u64 {
-        self.buffered + self.reserved + self.arriving
+        self.buffered + self.arriving
     }
 
-    /// Bytes of WebSocket messages still arriving from receivers that no
-    /// flow-control reservation covers, counted against the budgets
-    /// (`anpx_buffer_arriving_bytes`).
+    /// Bytes of WebSocket messages still arriving from receivers, counted
+    /// against the budgets (`anpx_buffer_arriving_bytes`).
     pub fn arriving(&self) -> u64 {
         self.arriving
     }
@@ -1578,24 +1557,46 @@ impl Gateway {
     /// also ends it.
     /// Charged like a held body: past the connection's budget it is closed,
     /// past the gateway's the connection without `flow-control` holding the
-    /// most is (`over_budget` either way).
+    /// most is (`over_budget` either way). A flow-controlled receiver's
+    /// message is a response within its windows, which is cut, not its
+    /// connection, if it does not fit when whole; meanwhile it may take the
+    /// total past by [`BufferBudget::arriving_slack`], and past that its
+    /// connection is closed too.
     pub fn message_arriving(&mut self, now: Instant, link: LinkId, bytes: u64) {
         let Some(l) = self.links.get(&link) else {
             return;
         };
-        let before = l.arriving_excess();
-        let after = bytes.saturating_sub(l.reserved);
-        if after > before && !self.within_budget(now, link, after - before) {
-            return;
+        let before = l.arriving;
+        if bytes > before && !self.within_budget(now, link, bytes - before) {
+            let budget = self.config.buffers;
+            if !self.links.contains_key(&link) {
+                return;
+            }
+            let total = self.charged() + bytes - before;
+            if total > budget.total + budget.arriving_slack() {
+                self.fault(
+                    now,
+                    link,
+                    LinkFault::OverBudget,
+                    format!(
+                        "over_budget: receivers' response bytes at {total}, over \
+                         gateway.max_buffered_bytes ({}) and what messages still \
+                         arriving may add ({})",
+                        budget.total,
+                        budget.arriving_slack()
+                    ),
+                );
+                return;
+            }
         }
         if let Some(l) = self.links.get_mut(&link) {
             l.arriving = bytes;
-            self.arriving = self.arriving - before + after;
+            self.arriving = self.arriving - before + bytes;
         }
     }
 
-    /// What counts against `link`'s budget: what it holds and the credit
-    /// its requests in flight still have. A flow-controlled connection's
+    /// What counts against `link`'s budget: what it holds and what
+    /// messages still arriving on it hold. A flow-controlled connection's
     /// limit is [`link_limit`](Self::link_limit).
     pub fn link_charged(&self, link: LinkId) -> Option<u64> {
         self.links.get(&link).map(Link::charge)
@@ -1663,8 +1664,7 @@ impl Gateway {
         };
         // Bodies on their way to slow clients stay counted until freed.
         self.buffered -= l.reassembler.held_bytes();
-        self.reserved -= l.reserved;
-        self.arriving -= l.arriving_excess();
+        self.arriving -= l.arriving;
         self.routes.remove_link(link);
         let mut ids: Vec<RequestId> = l.requests.into_iter().collect();
         ids.sort();

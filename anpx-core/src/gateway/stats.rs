@@ -31,6 +31,9 @@ pub struct Totals {
     pub timed_out: u64,
     /// Requests failed with 408: the client's body did not arrive in time.
     pub upload_timed_out: u64,
+    /// Flow-controlled responses ended (503, or a cut body) because their
+    /// next bytes did not fit in `gateway.max_buffered_bytes`.
+    pub buffers_cut: u64,
     /// Requests the client gave up on.
     pub cancelled: u64,
     /// Cancel frames sent to receivers (`cancel` extension): the client went
@@ -92,11 +95,8 @@ pub struct GatewayStats {
     /// closed connections not yet taken by their clients
     /// ([`Gateway::buffered`](super::Gateway::buffered)).
     pub buffered_bytes: u64,
-    /// Credit reserved for flow-controlled requests in flight
-    /// ([`Gateway::reserved`](super::Gateway::reserved)).
-    pub reserved_bytes: u64,
-    /// Bytes of WebSocket messages still arriving that no reservation
-    /// covers ([`Gateway::arriving`](super::Gateway::arriving)).
+    /// Bytes of WebSocket messages still arriving
+    /// ([`Gateway::arriving`](super::Gateway::arriving)).
     pub arriving_bytes: u64,
     /// Counters.
     pub totals: Totals,
@@ -162,12 +162,6 @@ impl GatewayStats {
             "gauge",
             "Response bytes held because of receivers (bodies awaiting their heads or their clients), counted against gateway.max_buffered_bytes.",
             self.buffered_bytes,
-        );
-        metric(
-            "anpx_buffer_reserved_bytes",
-            "gauge",
-            "Window credit of flow-controlled requests in flight, reserved against gateway.max_buffered_bytes.",
-            self.reserved_bytes,
         );
         metric(
             "anpx_buffer_arriving_bytes",
@@ -242,6 +236,12 @@ impl GatewayStats {
             t.client_share_refused,
         );
         metric(
+            "anpx_buffers_cut_total",
+            "counter",
+            "Flow-controlled responses ended (503, or a cut body) because their next bytes did not fit in gateway.max_buffered_bytes; their receivers kept serving.",
+            t.buffers_cut,
+        );
+        metric(
             "anpx_websockets_total",
             "counter",
             "WebSocket upgrades passed through to a service.",
@@ -258,7 +258,7 @@ impl GatewayStats {
             (429, t.client_share_refused),
             (501, t.websockets_refused),
             (502, t.bad_gateway),
-            (503, t.unavailable),
+            (503, t.unavailable + t.buffers_cut),
             (504, t.timed_out),
         ] {
             let _ = writeln!(out, "anpx_requests_failed_total{{status=\"{status}\"}} {n}");
