@@ -338,6 +338,13 @@ fn fill_window(now: Instant, gw: &mut Gateway, link: LinkId) -> Result<RequestId
         RequestHead::new("GET", "/f/download"),
         RequestBody::Empty,
     )?;
+    gw.handle_message(now, link, window_chunk(&id, WINDOW));
+    Ok(id)
+}
+
+/// The head and `size` body bytes of `id`'s response, in one chunk that
+/// does not end it.
+fn window_chunk(id: &RequestId, size: usize) -> WsMessage {
     let frame = Frame {
         kind: MessageKind::Response,
         request_id: id.clone(),
@@ -347,10 +354,9 @@ fn fill_window(now: Instant, gw: &mut Gateway, link: LinkId) -> Result<RequestId
             final_marker: None,
         }),
         meta: Some(Meta::Response(ResponseHead::new(200))),
-        body: Some(Bytes::from(vec![b'f'; WINDOW])),
+        body: Some(Bytes::from(vec![b'w'; size])),
     };
-    gw.handle_message(now, link, WsMessage::Binary(frame.encode().unwrap()));
-    Ok(id)
+    WsMessage::Binary(frame.encode().unwrap())
 }
 
 #[test]
@@ -475,23 +481,6 @@ fn admit_flow(now: Instant, gw: &mut Gateway, prefix: &str) -> LinkId {
         vec![format!("{HOST}{prefix}").parse().unwrap()],
         features,
     )
-}
-
-/// The head and `size` body bytes of `id`'s response, in one chunk that
-/// does not end it.
-fn window_chunk(id: &RequestId, size: usize) -> WsMessage {
-    let frame = Frame {
-        kind: MessageKind::Response,
-        request_id: id.clone(),
-        chunk: Some(ChunkInfo {
-            index: 0,
-            total: None,
-            final_marker: None,
-        }),
-        meta: Some(Meta::Response(ResponseHead::new(200))),
-        body: Some(Bytes::from(vec![b'w'; size])),
-    };
-    WsMessage::Binary(frame.encode().unwrap())
 }
 
 #[test]

@@ -755,6 +755,20 @@ async fn ws_connect(addr: SocketAddr, headers: &[(&'static str, &str)]) -> Resul
         .map(|(ws, _)| ws)
 }
 
+/// Connects once a place is free again: a closed connection gives its
+/// place back as its task ends, shortly after the gateway stops counting it
+/// among the receivers. Until then each try must be refused with `status`.
+async fn connect_when_freed(addr: SocketAddr, status: u16) -> RawWs {
+    for _ in 0..50 {
+        match ws_connect(addr, &[]).await {
+            Ok(ws) => return ws,
+            Err(e) => assert_eq!(refused_with(Err(e)), status),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the freed place was never given back");
+}
+
 fn refused_with(result: Result<RawWs, WsError>) -> u16 {
     match result {
         Err(WsError::Http(response)) => response.status().as_u16(),
@@ -814,15 +828,7 @@ async fn receiver_connections_per_address_are_bounded(shell: Shell) {
     one.close(None).await.unwrap();
     drop(one);
     gw.wait_for_receivers(2).await;
-    let mut again = None;
-    for _ in 0..50 {
-        if let Ok(ws) = ws_connect(addr, &[]).await {
-            again = Some(ws);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(again.is_some(), "the freed place was never given back");
+    connect_when_freed(addr, 429).await;
 }
 
 /// Receiver connections are capped in all, whatever their addresses: past
@@ -852,18 +858,7 @@ async fn receiver_connections_in_all_are_bounded(shell: Shell) {
     one.close(None).await.unwrap();
     drop(one);
     gw.wait_for_receivers(2).await;
-    let mut again = None;
-    for _ in 0..50 {
-        match ws_connect(addr, &[]).await {
-            Ok(ws) => {
-                again = Some(ws);
-                break;
-            }
-            Err(e) => assert_eq!(refused_with(Err(e)), 503),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    held.push(again.expect("the freed place was never given back"));
+    held.push(connect_when_freed(addr, 503).await);
     gw.wait_for_receivers(3).await;
     let before = metric(&gw, refused).await;
     assert_eq!(refused_with(ws_connect(addr, &[]).await), 503);
