@@ -532,6 +532,13 @@ fn past_the_total_a_flow_controlled_response_is_cut_and_its_receiver_stays() {
     // reading.
     let (now, mut gw, _) = flow_bench(32 << 20, (9 << 20) / 2);
     let link = admit_flow(now, &mut gw, "/c");
+    // A receiver without flow-control that holds nothing is no culprit.
+    let plain = gw.admit(
+        now,
+        Identity::Anonymous,
+        vec![format!("{HOST}/plain").parse().unwrap()],
+        Features::empty(),
+    );
     let ids: Vec<RequestId> = (0..6)
         .map(|i| {
             gw.start_request(
@@ -590,7 +597,8 @@ fn past_the_total_a_flow_controlled_response_is_cut_and_its_receiver_stays() {
         "{} events for the sixth",
         events(&out, &ids[5]).len()
     );
-    assert_eq!(gw.link_count(), 2);
+    assert_eq!(gw.link_count(), 3);
+    assert_eq!(gw.link_buffered(plain), Some(0));
 }
 
 #[test]

@@ -1470,6 +1470,9 @@ impl Gateway {
             })
             .max();
         let flow = l.flow_controlled();
+        // For a flow-controlled one's bytes, a connection holding nothing
+        // is no culprit: closing it would free nothing.
+        let largest = largest.filter(|&(held, ..)| !flow || held > 0);
         if flow && largest.is_none() {
             return false;
         }
