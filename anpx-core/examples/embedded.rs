@@ -11,9 +11,10 @@
 //! ```
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use anpx_core::handshake::{format_services, grant, negotiate_gateway, parse_services};
+use anpx_core::handshake::{format_services, Admitted, Offer};
 use anpx_core::{
     Features, Gateway, GatewayConfig, Identity, Output, Receiver, ReceiverConfig, ReceiverOutput,
     RequestBody, RequestEvent, RequestHead, RequestId, ResponseBody, ResponseEvent, ResponseHead,
@@ -112,14 +113,27 @@ pub fn run() -> Outcome {
     let mut out = Outcome::default();
 
     // Handshake: the receiver declares services and features; the gateway
-    // grants, negotiates, admits, and answers with what it agreed.
+    // takes a slot, grants, negotiates, admits, and answers with what it
+    // agreed. Authentication is yours to run between `begin` and `decide`.
     let ours = Features::all().to_header_value();
     let hello = up.hello(format!("api.agent.com\n{ours}"));
     let (services, features) = hello.split_once('\n').unwrap();
-    let granted = grant(&parse_services(services).unwrap(), None); // open mode
-    let agreed = negotiate_gateway(Features::all(), Some(features));
-    let link = gw.admit(now, Identity::Anonymous, granted.clone(), agreed);
-    let theirs = format!("{}\n{agreed}", format_services(&granted));
+    let offer = Offer {
+        websocket_key: true,
+        services: Some(services.as_bytes()),
+        features: Some(features.as_bytes()),
+    };
+    let peer = IpAddr::from([192, 0, 2, 1]);
+    let handshake = gw.begin_handshake(now, peer, &offer).unwrap();
+    let open = Admitted {
+        identity: Identity::Anonymous,
+        allowed: None,
+    }; // open mode
+    let ok = gw
+        .decide_handshake(now, handshake, &offer, Ok(open))
+        .unwrap();
+    let theirs = format!("{}\n{}", format_services(&ok.grants), ok.features);
+    let link = gw.admit_handshake(now, handshake, ok.identity, ok.grants, ok.features);
     let answer = down.hello(theirs);
     out.agreed = Features::parse_header(answer.split_once('\n').unwrap().1);
     let mut rx = Receiver::new(ReceiverConfig::default(), out.agreed, now);
@@ -159,6 +173,7 @@ pub fn run() -> Outcome {
                 Output::Close { code, .. } => {
                     out.close = Some(code);
                     down.send(CLOSE, &code.to_be_bytes());
+                    gw.end_handshake(now, handshake); // its slot is free again
                 }
                 Output::Response { request, event } => match (ids[&request], event) {
                     ("/big", ResponseEvent::Head(h)) => out.big.0 = h.status,
@@ -249,6 +264,11 @@ pub fn run() -> Outcome {
             continue;
         }
         if out.close.is_some() && rx.poll_timeout().is_none() {
+            assert_eq!(
+                gw.admissions().open(),
+                0,
+                "the connection's place was given back"
+            );
             return out; // both sides closed
         }
         // Sleep until the earliest deadline: the machines' or the client's.

@@ -49,6 +49,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
+
 use crate::edge::{EdgeLimits, EdgeRefusal, HandshakeSlots};
 use crate::gateway::Identity;
 use crate::route::{ServiceUrl, ServiceUrlError};
@@ -496,13 +498,49 @@ impl Admissions {
         self.refused.iter().map(|(l, n)| (*l, *n))
     }
 
+    /// A snapshot: what is held and what was refused.
+    pub fn stats(&self) -> HandshakeStats {
+        HandshakeStats {
+            pending: self.pending(),
+            connections: self.connections(),
+            refused: self.refusals().map(|(l, n)| (l.to_owned(), n)).collect(),
+            auth_refused: self
+                .auth_refusals()
+                .map(|(l, n)| (l.to_owned(), n))
+                .collect(),
+        }
+    }
+
     /// `anpx_receiver_auth_refused_total` and
     /// `anpx_receiver_handshakes_refused_total`, by reason.
     pub fn prometheus(&self) -> String {
+        self.stats().to_prometheus()
+    }
+}
+
+/// The receivers' handshakes at one point in time
+/// ([`Admissions::stats`]), part of the gateway's `/stats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct HandshakeStats {
+    /// Handshakes in progress.
+    pub pending: usize,
+    /// Receiver connections admitted whose socket is still open.
+    pub connections: usize,
+    /// Every refusal so far, by reason.
+    pub refused: Vec<(String, u64)>,
+    /// Authentication refusals so far, by reason.
+    pub auth_refused: Vec<(String, u64)>,
+}
+
+impl HandshakeStats {
+    /// `anpx_receiver_auth_refused_total`,
+    /// `anpx_receiver_handshakes_refused_total` (by reason) and
+    /// `anpx_receiver_handshakes_pending`.
+    pub fn to_prometheus(&self) -> String {
         let mut text = String::from(
             "# HELP anpx_receiver_auth_refused_total Receiver handshakes refused, by reason.\n# TYPE anpx_receiver_auth_refused_total counter\n",
         );
-        for (label, n) in self.auth_refusals() {
+        for (label, n) in &self.auth_refused {
             text.push_str(&format!(
                 "anpx_receiver_auth_refused_total{{reason=\"{label}\"}} {n}\n"
             ));
@@ -510,11 +548,15 @@ impl Admissions {
         text.push_str(
             "# HELP anpx_receiver_handshakes_refused_total Receiver handshakes refused for any reason (no key, slots, authentication, services, grants), by reason.\n# TYPE anpx_receiver_handshakes_refused_total counter\n",
         );
-        for (label, n) in self.refusals() {
+        for (label, n) in &self.refused {
             text.push_str(&format!(
                 "anpx_receiver_handshakes_refused_total{{reason=\"{label}\"}} {n}\n"
             ));
         }
+        text.push_str(&format!(
+            "# HELP anpx_receiver_handshakes_pending Receiver handshakes in progress.\n# TYPE anpx_receiver_handshakes_pending gauge\nanpx_receiver_handshakes_pending {}\n",
+            self.pending
+        ));
         text
     }
 }

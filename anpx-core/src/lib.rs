@@ -30,10 +30,14 @@
 //!   service, and turns the service's answers ([`Receiver::respond`],
 //!   [`Receiver::respond_body`]) into frames.
 //!
-//! Beside the gateway, [`handshake::Admissions`] decides on receivers'
-//! handshakes: header values and the peer's address in, with `now`, an
-//! acceptance (grants, negotiated extensions) or a refusal with its status
-//! out, holding the handshake slots until each connection ends;
+//! The gateway also decides on receivers' handshakes
+//! ([`Gateway::begin_handshake`], [`Gateway::decide_handshake`],
+//! [`Gateway::admit_handshake`], [`Gateway::end_handshake`], through the
+//! [`handshake::Admissions`] it owns): header values and the peer's address
+//! in, with `now`, an acceptance (grants, negotiated extensions) or a
+//! refusal with its status out, holding the handshake slots until each
+//! connection ends. With the `policy` feature it screens public requests
+//! too (`Gateway::screen`: rate limits, blocklist, CORS).
 //! [`handshake::DocumentFetches`] decides around DID document fetches.
 //!
 //! Around them, plain functions and values that every shell applies the

@@ -1,22 +1,17 @@
-//! The public edge's state, the same in every shell: what the edge refused
-//! (`anpx_edge_refused_total`), the gateway's receiver admissions (the
-//! core's [`Admissions`]: handshake slots and decisions), and the answers
-//! refusals get. What is refused is decided in `anpx_core::edge` and
-//! `anpx_core::handshake`; each shell applies the limits to its own
-//! sockets and HTTP library.
+//! The public edge's counters and answers, the same in every shell: what
+//! the edge refused (`anpx_edge_refused_total`), the upload limit's meter,
+//! and the answers refusals get. What is refused is decided in
+//! `anpx_core::edge`; each shell applies the limits to its own sockets and
+//! HTTP library. Receivers' handshakes are the gateway machine's
+//! (`crate::driver::ReceiverSlot`).
 
 use std::future::Future;
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use std::time::Instant;
-
 use anpx_core::edge::{BodyMeter, EdgeLimits, EdgeRefusal};
-use anpx_core::handshake::Refusal as HandshakeRefusal;
-use anpx_core::handshake::{Acceptance, Admissions, Admitted, AuthRefusal, HandshakeId, Offer};
 use anpx_core::RequestId;
 use futures_channel::oneshot;
 
@@ -28,7 +23,6 @@ pub struct Edge {
     /// The configured limits.
     pub limits: EdgeLimits,
     refused: [AtomicU64; EdgeRefusal::ALL.len()],
-    admissions: Mutex<Admissions>,
 }
 
 impl Edge {
@@ -37,10 +31,6 @@ impl Edge {
         Edge {
             limits,
             refused: Default::default(),
-            admissions: Mutex::new(Admissions::new(
-                crate::options::supported_features(),
-                &limits,
-            )),
         }
     }
 
@@ -69,37 +59,6 @@ impl Edge {
         out
     }
 
-    /// A receiver's handshake from `ip` offering `offer` arrives: the
-    /// core's checks before authentication (a WebSocket key, a handshake
-    /// slot). A refusal for want of a slot is counted.
-    pub fn begin_handshake(
-        self: &Arc<Self>,
-        ip: IpAddr,
-        offer: &Offer<'_>,
-    ) -> Result<ReceiverSlot, HandshakeRefusal> {
-        let mut began = Err(HandshakeRefusal::MissingKey);
-        self.with_admissions(|a| began = a.begin(Instant::now(), ip, offer));
-        match began {
-            Ok(id) => Ok(ReceiverSlot {
-                edge: self.clone(),
-                id,
-            }),
-            Err(r) => {
-                if let HandshakeRefusal::Slots(edge) = &r {
-                    self.count(*edge);
-                }
-                Err(r)
-            }
-        }
-    }
-
-    /// `anpx_receiver_auth_refused_total`, by reason.
-    pub fn auth_refusals_prometheus(&self) -> String {
-        let mut text = String::new();
-        self.with_admissions(|a| text = a.prometheus());
-        text
-    }
-
     /// Holds a request body of unannounced length (chunked) to the body
     /// limit as it is read: the [`UploadLimit`] meters it, the
     /// [`UploadCut`] tells the response side when it crossed the limit.
@@ -113,63 +72,6 @@ impl Edge {
             },
             UploadCut(Some(cut)),
         )
-    }
-
-    /// Whether any receiver connection (or handshake) is still open.
-    pub fn receivers_open(&self) -> bool {
-        let mut open = false;
-        self.with_admissions(|a| open = a.open() > 0);
-        open
-    }
-
-    fn with_admissions(&self, f: impl FnOnce(&mut Admissions)) {
-        match self.admissions.lock() {
-            Ok(mut admissions) => f(&mut admissions),
-            // A panic elsewhere while holding the lock: keep serving with
-            // the counts as they are rather than refusing every receiver.
-            Err(poisoned) => f(&mut poisoned.into_inner()),
-        }
-    }
-}
-
-/// A receiver connection's place in the gateway's admissions, from its
-/// handshake until it closes. Dropping it ends it: as an abandoned
-/// handshake before [`upgraded`](Self::upgraded), as a closed connection
-/// after.
-#[derive(Debug)]
-pub struct ReceiverSlot {
-    edge: Arc<Edge>,
-    id: HandshakeId,
-}
-
-impl ReceiverSlot {
-    /// The core's decision on this handshake once authentication said
-    /// `auth`: the acceptance (grants, features, the 101's headers) or the
-    /// refusal, after which the slot is already given back.
-    pub fn decide(
-        &mut self,
-        offer: &Offer<'_>,
-        auth: Result<Admitted, AuthRefusal>,
-    ) -> Result<Acceptance, HandshakeRefusal> {
-        let mut decided = Err(HandshakeRefusal::MissingKey);
-        let id = self.id;
-        self.edge
-            .with_admissions(|a| decided = a.decide(Instant::now(), id, offer, auth));
-        decided
-    }
-
-    /// The receiver is admitted: no longer a pending handshake, still a
-    /// connection of its address.
-    pub fn upgraded(&mut self) {
-        let id = self.id;
-        self.edge.with_admissions(|a| a.upgraded(id));
-    }
-}
-
-impl Drop for ReceiverSlot {
-    fn drop(&mut self) {
-        let id = self.id;
-        self.edge.with_admissions(|a| a.end(Instant::now(), id));
     }
 }
 
@@ -250,49 +152,6 @@ pub fn refusal_answer(refusal: EdgeRefusal, limit: Option<u64>) -> Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slots_are_given_back_and_refusals_counted() {
-        let edge = Arc::new(Edge::new(EdgeLimits {
-            max_pending_handshakes: 1,
-            max_receivers_per_ip: 1,
-            ..EdgeLimits::default()
-        }));
-        let ip: IpAddr = "192.0.2.7".parse().unwrap();
-        let offer = Offer {
-            websocket_key: true,
-            ..Offer::default()
-        };
-        let mut slot = edge.begin_handshake(ip, &offer).unwrap();
-        assert_eq!(
-            edge.begin_handshake(ip, &offer).unwrap_err(),
-            HandshakeRefusal::Slots(EdgeRefusal::TooManyHandshakes)
-        );
-        slot.upgraded();
-        assert!(edge.receivers_open());
-        assert_eq!(
-            edge.begin_handshake(ip, &offer).unwrap_err(),
-            HandshakeRefusal::Slots(EdgeRefusal::TooManyFromIp)
-        );
-        drop(slot);
-        assert!(!edge.receivers_open());
-        drop(edge.begin_handshake(ip, &offer).unwrap());
-        // A refused login gives its slot back at once.
-        let mut refused = edge.begin_handshake(ip, &offer).unwrap();
-        let auth = Err(AuthRefusal::new("bad_signature", "no"));
-        assert_eq!(refused.decide(&offer, auth).unwrap_err().status(), 401);
-        assert!(!edge.receivers_open());
-        drop(refused);
-        assert!(edge.begin_handshake(ip, &offer).is_ok());
-        assert!(edge
-            .auth_refusals_prometheus()
-            .contains("anpx_receiver_auth_refused_total{reason=\"bad_signature\"} 1\n"));
-        assert_eq!(edge.refused(EdgeRefusal::TooManyHandshakes), 1);
-        assert_eq!(edge.refused(EdgeRefusal::TooManyFromIp), 1);
-        let text = edge.prometheus();
-        assert!(text.contains("anpx_edge_refused_total{reason=\"receivers_per_ip\"} 1\n"));
-        assert!(text.contains("anpx_edge_refused_total{reason=\"head_timeout\"} 0\n"));
-    }
 
     #[test]
     fn an_upload_over_the_limit_fires_the_cut_once() {

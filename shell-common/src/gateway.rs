@@ -7,15 +7,17 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use anpx_core::edge::EdgeRefusal;
 use anpx_core::forward::{self, ClientInfo};
-use anpx_core::handshake::{self, Offer, FEATURES_HEADER, SERVICES_HEADER};
+use anpx_core::handshake::{
+    self, Offer, Refusal as HandshakeRefusal, FEATURES_HEADER, SERVICES_HEADER,
+};
 use anpx_core::passthrough;
-use anpx_core::policy::{Decoration, Policy, PublicHead, Screen};
+use anpx_core::policy::{Decoration, PublicHead, Screen};
 use anpx_core::upstream_failure::UpstreamFailure;
 use anpx_core::Ending;
 use anpx_core::Features;
@@ -27,8 +29,8 @@ use futures_util::future::{select, Either};
 use futures_util::{FutureExt, Stream, StreamExt};
 
 use crate::admission::Admission;
-use crate::driver::Driver;
-use crate::edge::{refusal_answer, Edge, ReceiverSlot, UploadCut, UploadLimit};
+use crate::driver::{Driver, DriverGone, ReceiverSlot};
+use crate::edge::{refusal_answer, Edge, UploadCut, UploadLimit};
 use crate::link::{self, AdmittedLink};
 use crate::receiver::Runtime;
 
@@ -214,9 +216,9 @@ pub struct Shared {
     /// The header a verified caller's DID is forwarded in, and that no
     /// caller may send.
     caller_did_header: String,
-    /// The optional middlewares; `None` when all are off, so a plain
-    /// tunnel takes no lock for them.
-    policy: Option<Mutex<Policy>>,
+    /// Whether the gateway machine screens requests with middlewares:
+    /// when all are off, a plain tunnel takes no lock for them.
+    screening: bool,
 }
 
 impl Shared {
@@ -249,10 +251,7 @@ impl Shared {
                 Some(c) => c.did_header().to_owned(),
                 None => options.caller_did_header.clone(),
             },
-            policy: options
-                .policy
-                .enabled()
-                .then(|| Mutex::new(Policy::new(&options.policy, scheme == "https"))),
+            screening: options.policy.enabled(),
         }
     }
 
@@ -269,9 +268,9 @@ impl Shared {
         authority: Option<&str>,
         peer: IpAddr,
     ) -> Result<Vec<Decoration>, Answer> {
-        let Some(policy) = &self.policy else {
+        if !self.screening {
             return Ok(Vec::new());
-        };
+        }
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let head = PublicHead {
             method,
@@ -283,11 +282,10 @@ impl Shared {
             request_headers: header("access-control-request-headers"),
             ip: peer,
         };
-        let screen = match policy.lock() {
-            Ok(mut p) => p.screen(&head, Instant::now()),
-            // A panic while holding the lock left the tables mid-update;
-            // refusing nothing is the transparent default.
-            Err(_) => return Ok(Vec::new()),
+        let screen = match self.driver.screen(&head) {
+            Ok(screen) => screen,
+            // Shutting down: routing refuses it next, with the reason.
+            Err(DriverGone) => return Ok(Vec::new()),
         };
         match screen {
             Screen::Forward(decorations) => Ok(decorations),
@@ -433,7 +431,7 @@ impl Shared {
     /// at once.
     pub async fn wait_receivers_closed(&self, limit: Duration, runtime: &dyn Runtime) {
         let deadline = Instant::now() + limit;
-        while self.edge.receivers_open() && Instant::now() < deadline {
+        while self.driver.receivers_open() && Instant::now() < deadline {
             runtime
                 .sleep_until(Instant::now() + Duration::from_millis(10))
                 .await;
@@ -472,12 +470,6 @@ impl Shared {
             }
         };
         let mut text = stats.to_prometheus();
-        if let Some(policy) = &self.policy {
-            if let Ok(p) = policy.lock() {
-                text.push_str(&p.prometheus());
-            }
-        }
-        text.push_str(&self.edge.auth_refusals_prometheus());
         if let Some(caller_auth) = &self.caller_auth {
             text.push_str(&caller_auth.prometheus());
         }
@@ -488,27 +480,36 @@ impl Shared {
     }
 
     /// A receiver's way in, from its upgrade request to its admission.
-    /// The decisions are the core's ([`anpx_core::handshake::Admissions`],
-    /// held by the [`Edge`]): a handshake slot first, so a flood of
-    /// handshakes is turned away before it costs anything, then, once the
-    /// [`Admission`] check (which may fetch a DID document) said who the
-    /// receiver is, the grants and features. The gateway machine then admits
-    /// the link, so the receiver's routes are live before its 101 goes
-    /// out. `Err` is the answer to send instead of 101.
+    /// The decisions are the gateway machine's (its
+    /// [`anpx_core::handshake::Admissions`]): a handshake slot first, so a
+    /// flood of handshakes is turned away before it costs anything, then,
+    /// once the [`Admission`] check (which may fetch a DID document) said
+    /// who the receiver is, the grants and features. The machine then
+    /// admits the link, so the receiver's routes are live before its 101
+    /// goes out. `Err` is the answer to send instead of 101.
     pub async fn admit_receiver(
         &self,
         headers: &http::HeaderMap,
         peer: IpAddr,
     ) -> Result<AdmittedReceiver, Answer> {
+        let gone = |e: DriverGone| {
+            Answer::failure(&Failure::new(FailureKind::Refused, 503, e.to_string()))
+        };
         let offer = Offer {
             websocket_key: headers.contains_key(http::header::SEC_WEBSOCKET_KEY),
             services: headers.get(SERVICES_HEADER).map(|v| v.as_bytes()),
             features: headers.get(FEATURES_HEADER).map(|v| v.as_bytes()),
         };
         let mut slot = self
-            .edge
+            .driver
             .begin_handshake(peer, &offer)
-            .map_err(|refusal| handshake_refusal(peer, &refusal))?;
+            .map_err(gone)?
+            .map_err(|refusal| {
+                if let HandshakeRefusal::Slots(edge) = &refusal {
+                    self.edge.count(*edge);
+                }
+                handshake_refusal(peer, &refusal)
+            })?;
         let service = headers
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
@@ -517,6 +518,7 @@ impl Shared {
         let auth = self.admission.check(headers, &service).await;
         let accepted = slot
             .decide(&offer, auth)
+            .map_err(gone)?
             .map_err(|refusal| handshake_refusal(peer, &refusal))?;
         let key = headers
             .get(http::header::SEC_WEBSOCKET_KEY)
@@ -539,18 +541,14 @@ impl Shared {
             live: self.live.clone(),
         };
         let link = link::admit(
-            &self.driver,
+            &mut slot,
             peer,
             accepted.identity,
             accepted.grants,
             accepted.features,
             follow,
         )
-        .await
-        .map_err(|e| Answer::failure(&Failure::new(FailureKind::Refused, 503, e.to_string())))?;
-        // Admission is done, which is what the pending limit guards; the
-        // 101 and the hand-over of the socket are cheap.
-        slot.upgraded();
+        .map_err(gone)?;
         self.receivers.connected(link.link, peer);
         Ok(AdmittedReceiver { answer, link, slot })
     }

@@ -20,7 +20,7 @@ use futures_util::io::{AsyncRead, AsyncWrite};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 
 use crate::admission::Admission;
-use crate::driver::{Driver, DriverGone, LinkOut, Outbox, Taken};
+use crate::driver::{Driver, DriverGone, LinkOut, Outbox, ReceiverSlot, Taken};
 use crate::receiver::Runtime;
 use crate::ws::{close, from_wire, to_wire, Arriving, Counted};
 
@@ -105,11 +105,12 @@ impl AdmittedLink {
     }
 }
 
-/// Admits a receiver from `peer` before its handshake is answered, so
-/// that its routes are live by the time it reads the 101 (a receiver that
-/// is told it is connected may be sent requests at once).
-pub async fn admit(
-    driver: &Driver,
+/// Admits the receiver accepted on `slot` from `peer` before its
+/// handshake is answered, so that its routes are live by the time it
+/// reads the 101 (a receiver that is told it is connected may be sent
+/// requests at once).
+pub fn admit(
+    slot: &mut ReceiverSlot,
     peer: IpAddr,
     identity: Identity,
     grants: Vec<ServiceUrl>,
@@ -118,9 +119,7 @@ pub async fn admit(
 ) -> Result<AdmittedLink, DriverGone> {
     let outbox = Arc::new(Outbox::default());
     let who = identity.to_string();
-    let link = driver
-        .admit(peer, identity, grants, features, outbox.clone())
-        .await?;
+    let link = slot.admit(peer, identity, grants, features, outbox.clone())?;
     Ok(AdmittedLink {
         link,
         peer,

@@ -57,6 +57,23 @@ pub struct GatewayOptions {
 }
 
 impl GatewayOptions {
+    /// The gateway machine these options describe: the core's
+    /// configuration, the extensions this gateway implements, its
+    /// handshake limits and its middlewares. `seed` feeds the request-id
+    /// generator;
+    /// `https` says whether the middlewares' security headers are those
+    /// of a TLS gateway.
+    pub fn machine(&self, seed: u64, https: bool) -> anpx_core::Gateway {
+        let gateway = anpx_core::Gateway::new(self.core.clone(), seed).with_admissions(
+            anpx_core::handshake::Admissions::new(supported_features(), &self.edge),
+        );
+        if self.policy.enabled() {
+            gateway.with_policy(anpx_core::policy::Policy::new(&self.policy, https))
+        } else {
+            gateway
+        }
+    }
+
     /// Options from the `[gateway]` configuration section, in open mode
     /// (the caller swaps `admission` for DID-WBA).
     pub fn from_config(section: &anpx_core::config::GatewaySection) -> Self {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anpx_core::edge::head::{BodyFraming, RequestHead};
 use anpx_core::passthrough;
-use anpx_core::{Failure, FailureKind, Gateway as Core, GatewayStats, RequestBody};
+use anpx_core::{Failure, FailureKind, GatewayStats, RequestBody};
 use async_h1::server::ConnectionStatus;
 use async_tungstenite::tungstenite::protocol::Role;
 use async_tungstenite::WebSocketStream;
@@ -79,10 +79,12 @@ impl Gateway {
             bound.receivers_addr(),
             bound.admin_addr(),
         );
-        let core = Core::new(options.core.clone(), fastrand::u64(..));
-        let (driver, task) = Driver::new(core, |at| async move {
-            smol::Timer::at(at).await;
-        });
+        let (driver, task) = Driver::new(
+            options.machine(fastrand::u64(..), options.tls.is_some()),
+            |at| async move {
+                smol::Timer::at(at).await;
+            },
+        );
         let driver_task = smol::spawn(task);
         let scheme = if options.tls.is_some() {
             "https"

@@ -3,7 +3,10 @@
 mod config;
 mod ending;
 mod fault;
+mod handshakes;
 mod output;
+#[cfg(feature = "policy")]
+mod screening;
 mod stats;
 
 pub use config::{
@@ -30,6 +33,7 @@ use crate::features::{Feature, Features};
 use crate::flow::{Flow, INITIAL_WINDOW};
 use crate::forward::normalize_path;
 use crate::frame::{tag, ExtFrame, Frame, MessageKind};
+use crate::handshake::Admissions;
 use crate::message::{Head, Message, RequestHead, RequestId};
 use crate::passthrough;
 use crate::route::{RouteTable, ServiceUrl};
@@ -305,6 +309,12 @@ pub struct Gateway {
     /// Requests in flight per route and client address (IPv6 by /64),
     /// held to [`GatewayConfig::client_share`].
     client_load: HashMap<(ServiceUrl, IpAddr), usize>,
+    /// Receivers' handshakes and connections, from the first header to
+    /// the closed socket.
+    admissions: Admissions,
+    /// The middlewares screening public requests, when configured.
+    #[cfg(feature = "policy")]
+    policy: Option<crate::policy::Policy>,
 }
 
 impl Gateway {
@@ -327,6 +337,9 @@ impl Gateway {
             buffered: 0,
             arriving: 0,
             client_load: HashMap::new(),
+            admissions: Self::default_admissions(),
+            #[cfg(feature = "policy")]
+            policy: None,
         }
     }
 
@@ -1330,6 +1343,11 @@ impl Gateway {
             buffered_bytes: self.buffered,
             arriving_bytes: self.arriving,
             totals: self.totals.clone(),
+            handshakes: self.admissions.stats(),
+            #[cfg(feature = "policy")]
+            policy_answered: self.policy_answered(),
+            #[cfg(not(feature = "policy"))]
+            policy_answered: None,
         }
     }
 

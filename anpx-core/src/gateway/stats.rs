@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::features::Features;
+use crate::handshake::HandshakeStats;
 
 use super::{Identity, LinkFault, LinkId};
 
@@ -100,6 +101,11 @@ pub struct GatewayStats {
     pub arriving_bytes: u64,
     /// Counters.
     pub totals: Totals,
+    /// Receivers' handshakes: in progress, connections held, refusals.
+    pub handshakes: HandshakeStats,
+    /// Public requests the middlewares answered themselves, by reason;
+    /// `None` when the gateway screens nothing.
+    pub policy_answered: Option<Vec<(String, u64)>>,
 }
 
 /// A duration as whole seconds: serde's own form is `{secs, nanos}`.
@@ -296,6 +302,13 @@ impl GatewayStats {
                 "anpx_route_in_flight{{route=\"{}\"}} {n}",
                 label_value(route)
             );
+        }
+        out.push_str(&self.handshakes.to_prometheus());
+        if let Some(answered) = &self.policy_answered {
+            let _ = write!(out, "# HELP anpx_policy_answered_total Public requests the gateway's middlewares answered itself, by reason.\n# TYPE anpx_policy_answered_total counter\n");
+            for (reason, n) in answered {
+                let _ = writeln!(out, "anpx_policy_answered_total{{reason=\"{reason}\"}} {n}");
+            }
         }
         out
     }

@@ -313,20 +313,6 @@ impl Policy {
             .map(|r| (*r, self.answered[r.index()]))
     }
 
-    /// The counts as Prometheus text.
-    pub fn prometheus(&self) -> String {
-        let mut text = String::from(
-            "# HELP anpx_policy_answered_total Public requests the gateway's middlewares answered itself, by reason.\n# TYPE anpx_policy_answered_total counter\n",
-        );
-        for (reason, n) in self.answered() {
-            text.push_str(&format!(
-                "anpx_policy_answered_total{{reason=\"{}\"}} {n}\n",
-                reason.label()
-            ));
-        }
-        text
-    }
-
     fn security_decorations(&self) -> impl Iterator<Item = Decoration> + '_ {
         self.security.iter().map(|(name, value)| Decoration {
             name,
@@ -465,9 +451,13 @@ mod tests {
                 .map(|(_, n)| n),
             Some(3)
         );
-        assert!(p
-            .prometheus()
-            .contains("anpx_policy_answered_total{reason=\"rate_limited_ip\"} 3"));
+        // Through the gateway that owns it, the counts reach /metrics.
+        let mut gw = crate::Gateway::new(crate::GatewayConfig::default(), 1).with_policy(p);
+        assert!(!is_forward(&gw.screen(t1, &head("192.0.2.1", "a", "/"))));
+        assert!(gw
+            .stats(t1)
+            .to_prometheus()
+            .contains("anpx_policy_answered_total{reason=\"rate_limited_ip\"} 4\n"));
     }
 
     #[test]

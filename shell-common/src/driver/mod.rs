@@ -10,6 +10,7 @@
 
 mod events;
 mod outbox;
+mod slot;
 
 use std::collections::HashMap;
 use std::future::{poll_fn, Future};
@@ -20,7 +21,7 @@ use std::task::{Poll, Waker};
 use std::time::Instant;
 
 use anpx_core::cluster::Choice;
-use anpx_core::Features;
+use anpx_core::policy::{PublicHead, Screen};
 use anpx_core::ServiceUrl;
 use anpx_core::WsMessage;
 use anpx_core::{
@@ -35,6 +36,7 @@ use crate::remote::{Remote, RemoteRequest};
 
 pub use events::{events, EventRx, EventTx, Gone};
 pub use outbox::{LinkOut, Outbox, Taken, HIGH_WATER};
+pub use slot::ReceiverSlot;
 
 /// The sending end of one public request's response events.
 pub type Events = EventTx;
@@ -93,21 +95,9 @@ impl Driver {
         with_state(&self.inner, f)
     }
 
-    /// Registers an admitted receiver connection; what is sent to it
-    /// waits in `outbox` for its writer.
-    pub async fn admit(
-        &self,
-        peer: IpAddr,
-        identity: Identity,
-        grants: Vec<ServiceUrl>,
-        features: Features,
-        outbox: Arc<Outbox>,
-    ) -> Result<LinkId, DriverGone> {
-        self.with(|st, now| {
-            let link = st.core.admit(now, identity, grants, features);
-            st.links.insert(link, Attached { outbox, peer });
-            link
-        })
+    /// The middlewares' verdict on a public request, before it is routed.
+    pub fn screen(&self, head: &PublicHead<'_>) -> Result<Screen, DriverGone> {
+        self.with(|st, now| st.core.screen(now, head))
     }
 
     /// A message from a receiver connection.
@@ -692,6 +682,7 @@ impl State {
 mod tests {
     use super::*;
     use crate::test_waker::counting_waker;
+    use anpx_core::Features;
     use std::collections::VecDeque;
     use std::task::Context;
 
@@ -707,16 +698,7 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let admit = driver.admit(
-            IpAddr::from([192, 0, 2, 9]),
-            Identity::Anonymous,
-            vec!["api.agent.com".parse().expect("a service URL")],
-            features,
-            outbox.clone(),
-        );
-        let link = futures_util::FutureExt::now_or_never(admit)
-            .expect("admitted at once")
-            .expect("running");
+        let link = connect(&driver, [192, 0, 2, 9], features, outbox.clone());
         let (tx, rx) = events();
         let start = driver.start(
             IpAddr::from([192, 0, 2, 1]),
@@ -730,6 +712,40 @@ mod tests {
             .expect("running")
             .expect("routed");
         (driver, outbox, link, started.id, rx)
+    }
+
+    /// A receiver from `ip` serving `api.agent.com` with `features`,
+    /// through the machine's handshake (open mode). Its slot is dropped:
+    /// the place it held in the admissions is not what these tests look at.
+    fn connect(driver: &Driver, ip: [u8; 4], features: Features, outbox: Arc<Outbox>) -> LinkId {
+        use anpx_core::handshake::{Admitted, Offer};
+        let offered = features.to_string();
+        let offer = Offer {
+            websocket_key: true,
+            services: Some(b"api.agent.com"),
+            features: Some(offered.as_bytes()),
+        };
+        let mut slot = driver
+            .begin_handshake(ip.into(), &offer)
+            .expect("running")
+            .expect("a handshake slot");
+        let open = Admitted {
+            identity: Identity::Anonymous,
+            allowed: None,
+        };
+        let accepted = slot
+            .decide(&offer, Ok(open))
+            .expect("running")
+            .expect("accepted");
+        assert_eq!(accepted.features, features, "offered {offered}");
+        slot.admit(
+            ip.into(),
+            accepted.identity,
+            accepted.grants,
+            accepted.features,
+            outbox,
+        )
+        .expect("running")
     }
 
     /// Empties the connection's queue as its writer would; true when it
@@ -787,16 +803,12 @@ mod tests {
             pin!(driver.send_body(id.clone(), Bytes::from(vec![1u8; HIGH_WATER]), false));
         assert_eq!(send.as_mut().poll(&mut cx), Poll::Pending);
         // Another connection's writer: no.
-        let other = driver.admit(
-            IpAddr::from([192, 0, 2, 10]),
-            Identity::Anonymous,
-            Vec::new(),
+        let other = connect(
+            &driver,
+            [192, 0, 2, 10],
             Features::default(),
             Arc::new(Outbox::default()),
         );
-        let other = futures_util::FutureExt::now_or_never(other)
-            .expect("admitted at once")
-            .expect("running");
         driver.writable(other);
         assert_eq!(send.as_mut().poll(&mut cx), Poll::Pending);
         // Its own, before it took the queue: no.
@@ -833,16 +845,7 @@ mod tests {
         let core = Core::new(anpx_core::GatewayConfig::default(), 7);
         let (driver, _timer) = Driver::new(core, |_| std::future::pending());
         let outbox = Arc::new(Outbox::default());
-        let admit = driver.admit(
-            std::net::Ipv4Addr::LOCALHOST.into(),
-            Identity::Anonymous,
-            Vec::new(),
-            Features::default(),
-            outbox.clone(),
-        );
-        let link = futures_util::FutureExt::now_or_never(admit)
-            .expect("admitted at once")
-            .expect("running");
+        let link = connect(&driver, [127, 0, 0, 1], Features::default(), outbox.clone());
         let (count, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         let mut batch = VecDeque::new();

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anpx_core::{Gateway as Core, GatewayStats};
+use anpx_core::GatewayStats;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use shell_common::accept::{self, Bound, Incoming};
@@ -46,10 +46,10 @@ impl Gateway {
             Bound::<TcpAccept>::bind(options.listen, options.ws_listen, options.admin_listen)
                 .await
                 .map_err(|e| e.source)?;
-        let seed = fastrand::u64(..);
-        let (driver, task) = Driver::new(Core::new(options.core.clone(), seed), |at| {
-            tokio::time::sleep_until(at.into())
-        });
+        let (driver, task) = Driver::new(
+            options.machine(fastrand::u64(..), options.tls.is_some()),
+            |at| tokio::time::sleep_until(at.into()),
+        );
         tokio::spawn(task);
         let scheme = if options.tls.is_some() {
             "https"

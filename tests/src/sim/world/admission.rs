@@ -256,7 +256,7 @@ impl World {
             features: features.as_deref(),
         };
         self.counters.handshakes += 1;
-        let began = self.admissions.begin(at, peer, &offer);
+        let began = self.gw.begin_handshake(at, peer, &offer);
         match (began, expected) {
             (Ok(id), None) => {
                 if self.held.contains_key(&id) {
@@ -438,7 +438,7 @@ impl World {
             return Ok(());
         }
         let at = self.at();
-        self.admissions.end(at, id);
+        self.gw.end_handshake(at, id);
         Ok(())
     }
 
@@ -495,7 +495,7 @@ impl World {
         if auth.is_err() {
             self.auth_refused += 1;
         }
-        let decided = self.admissions.decide(at, id, &attempt.offer(), auth);
+        let decided = self.gw.decide_handshake(at, id, &attempt.offer(), auth);
         let accepted = match (decided, expected) {
             (Ok(accepted), None) => accepted,
             (Err(refusal), Some(status)) if refusal.status() == status => {
@@ -551,9 +551,13 @@ impl World {
             );
         }
         // The gateway admits the link before the 101 goes out.
-        let link = self
-            .gw
-            .admit(at, accepted.identity, accepted.grants, accepted.features);
+        let link = self.gw.admit_handshake(
+            at,
+            id,
+            accepted.identity,
+            accepted.grants,
+            accepted.features,
+        );
         if self.closed_links.contains(&link)
             || self
                 .nodes
@@ -562,7 +566,6 @@ impl World {
         {
             bail!("admit handed out {link} again");
         }
-        self.admissions.upgraded(id);
         if let Some(held) = self.held.get_mut(&id) {
             held.upgraded = true;
         }
@@ -591,7 +594,7 @@ impl World {
     /// The admissions agree with the simulation's record and hold their
     /// caps.
     pub(super) fn check_admissions(&self) -> Result<(), Violation> {
-        let a = &self.admissions;
+        let a = self.gw.admissions();
         let pending = self.held.values().filter(|h| !h.upgraded).count();
         let live = self.nodes.iter().filter(|n| n.conn.is_some()).count();
         let upgraded = self.held.values().filter(|h| h.upgraded).count();
@@ -666,10 +669,13 @@ impl World {
             }
         }
         self.check_admissions()?;
-        if self.admissions.open() != 0 || !self.held.is_empty() || self.documents.in_flight() != 0 {
+        if self.gw.admissions().open() != 0
+            || !self.held.is_empty()
+            || self.documents.in_flight() != 0
+        {
             bail!(
                 "handshake slots leak: {} open in the admissions, {} in the simulation",
-                self.admissions.open(),
+                self.gw.admissions().open(),
                 self.held.len()
             );
         }

@@ -154,8 +154,6 @@ struct World {
     step: usize,
     stage: Stage,
     gw: Gateway,
-    /// The gateway's receiver admissions.
-    admissions: Admissions,
     /// Every handshake the admissions hold, by the simulation's account.
     held: BTreeMap<HandshakeId, admission::Held>,
     /// Logins refused by authentication (the script or a document).
@@ -201,8 +199,6 @@ impl World {
     fn new(seed: u64, options: Options) -> World {
         let mut rng = fastrand::Rng::with_seed(seed);
         let sc = Scenario::generate(&mut rng);
-        let gw = Gateway::new(sc.gateway.clone(), rng.u64(..));
-        let documents = DocumentFetches::new(sc.handshakes.fetch_limits);
         let admissions = Admissions::new(
             Features::all(),
             &EdgeLimits {
@@ -212,6 +208,8 @@ impl World {
                 ..EdgeLimits::default()
             },
         );
+        let gw = Gateway::new(sc.gateway.clone(), rng.u64(..)).with_admissions(admissions);
+        let documents = DocumentFetches::new(sc.handshakes.fetch_limits);
         let nodes = sc
             .nodes
             .iter()
@@ -252,7 +250,6 @@ impl World {
             step: 0,
             stage: Stage::Steps,
             gw,
-            admissions,
             held: BTreeMap::new(),
             auth_refused: 0,
             documents,
