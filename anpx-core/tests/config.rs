@@ -66,6 +66,8 @@ fn all_changed() -> Config {
     g.max_body_bytes = 1 << 20;
     g.max_response_bytes = Some(1 << 21);
     g.max_buffered_response_bytes = 1 << 19;
+    g.max_response_headers = 17;
+    g.max_response_header_bytes = 2048;
     g.max_buffered_per_receiver_bytes = 1 << 22;
     g.max_buffered_bytes = 1 << 23;
     g.max_pending_handshakes = 9;
@@ -419,6 +421,14 @@ fn bad_values_are_named() {
         (
             "[gateway]\nmax_buffered_response_bytes = -1",
             "gateway.max_buffered_response_bytes: expected a positive integer, got -1",
+        ),
+        (
+            "[gateway]\nmax_response_headers = 40000",
+            "gateway.max_response_headers: expected at most 16384, got 40000",
+        ),
+        (
+            "[gateway]\nmax_response_header_bytes = 0",
+            "gateway.max_response_header_bytes: expected a positive integer, got 0",
         ),
         (
             "[receiver]\nadmin_listen = \"8082\"",
@@ -991,6 +1001,10 @@ fn conversions_to_the_state_machines() {
     assert_eq!(g.ping_interval, Duration::from_secs(11));
     assert_eq!(g.chunk_size, 4096);
     assert_eq!(g.frame_limits.max_frame_len, 8192);
+    assert_eq!(
+        (g.response.max_headers, g.response.max_header_bytes),
+        (17, 2048)
+    );
 
     let r = c.receiver.core_config();
     assert_eq!(r.ping_interval, Duration::from_secs(12));

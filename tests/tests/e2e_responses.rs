@@ -13,6 +13,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use anpx_core::edge::ResponseLimits;
 use anpx_core::frame::{Frame, FrameLimits, MessageKind, Meta};
 use anpx_core::{RequestId, ResponseHead};
 use async_tungstenite::tungstenite::client::IntoClientRequest;
@@ -214,9 +215,15 @@ fn request(method: &str, path: &str) -> http::Request<Empty<Bytes>> {
         .unwrap()
 }
 
-/// Runs one case on a fresh gateway: what went wrong, if anything.
+/// Runs one case on a fresh gateway with the default response limits:
+/// what went wrong, if anything.
 async fn run_case(shell: Shell, case: &Case) -> Result<(), String> {
-    let gw = Gw::start(shell, |_| {}).await;
+    run_case_with(shell, case, ResponseLimits::default()).await
+}
+
+/// [`run_case`] on a gateway capping response heads at `limits`.
+async fn run_case_with(shell: Shell, case: &Case, limits: ResponseLimits) -> Result<(), String> {
+    let gw = Gw::start(shell, |o| o.core.response = limits).await;
     let ws = raw_receiver(gw.addr()).await;
     gw.wait_for_receivers(1).await;
     tokio::spawn(serve(ws, case.head.clone(), case.body.clone()));
@@ -306,6 +313,47 @@ async fn crafted_response_heads_never_reach_a_client_unchecked(shell: Shell) {
 }
 
 for_every_gateway!(crafted_response_heads_never_reach_a_client_unchecked);
+
+/// `gateway.max_response_headers` and `gateway.max_response_header_bytes`
+/// set the caps: a head at them passes, one over either gets 502 and the
+/// connection carries the next request.
+async fn configured_response_header_caps_apply(shell: Shell) {
+    let limits = ResponseLimits {
+        max_headers: 4,
+        max_header_bytes: 200,
+    };
+    let headers = |n: usize, len: usize| {
+        (0..n).fold(ResponseHead::new(200), |h, i| {
+            h.with_header(format!("x-{i}"), "v".repeat(len))
+        })
+    };
+    // Each field counts name, value and 4 bytes: x-N (3) + 40 + 4 = 47.
+    let cases = [
+        case(
+            "4 headers, 188 bytes",
+            headers(4, 40),
+            b"",
+            Expect::Status(200),
+        ),
+        case("5 headers", headers(5, 1), b"", Expect::Status(502)),
+        case(
+            "4 headers, 204 bytes",
+            headers(4, 44),
+            b"",
+            Expect::Status(502),
+        ),
+    ];
+    for case in &cases {
+        let outcome = tokio::time::timeout(PATIENCE * 2, run_case_with(shell, case, limits)).await;
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("{shell:?} gateway, {}: {e}", case.name),
+            Err(_) => panic!("{shell:?} gateway, {}: no outcome in time", case.name),
+        }
+    }
+}
+
+for_every_gateway!(configured_response_header_caps_apply);
 
 /// The same table over HTTP/2, which only the tokio gateway serves
 /// (async-h1 is HTTP/1 only): statuses and headers HTTP/2 could carry are

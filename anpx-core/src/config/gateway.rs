@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::chunk::{ReassemblyLimits, DEFAULT_CHUNK_SIZE, DEFAULT_MAX_HELD_BYTES};
+use crate::edge::response::{
+    ResponseLimits, DEFAULT_MAX_RESPONSE_HEADERS, DEFAULT_MAX_RESPONSE_HEADER_BYTES,
+};
 use crate::edge::{
     EdgeLimits, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_RECEIVERS,
 };
@@ -86,6 +89,12 @@ pub struct GatewaySection {
     /// Largest response body held whole for a receiver that sends its head
     /// last, in bytes (`gateway.max_buffered_response_bytes`).
     pub max_buffered_response_bytes: u64,
+    /// Most header fields in a response head from a receiver
+    /// (`gateway.max_response_headers`).
+    pub max_response_headers: usize,
+    /// Largest total size of a response head's header fields, in bytes
+    /// (`gateway.max_response_header_bytes`).
+    pub max_response_header_bytes: usize,
     /// Response bytes one receiver connection may make the gateway hold
     /// (`gateway.max_buffered_per_receiver_bytes`); also caps the
     /// WebSocket message and frame sizes and `max_buffered_response_bytes`.
@@ -154,6 +163,8 @@ impl Default for GatewaySection {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_response_bytes: None,
             max_buffered_response_bytes: DEFAULT_MAX_HELD_BYTES,
+            max_response_headers: DEFAULT_MAX_RESPONSE_HEADERS,
+            max_response_header_bytes: DEFAULT_MAX_RESPONSE_HEADER_BYTES,
             max_buffered_per_receiver_bytes: DEFAULT_MAX_BUFFERED_PER_LINK,
             max_buffered_bytes: DEFAULT_MAX_BUFFERED_TOTAL,
             max_pending_handshakes: 256,
@@ -264,6 +275,10 @@ impl GatewaySection {
                     .max_buffered_response_bytes
                     .min(self.max_buffered_per_receiver_bytes),
                 ..ReassemblyLimits::default()
+            },
+            response: ResponseLimits {
+                max_headers: self.max_response_headers,
+                max_header_bytes: self.max_response_header_bytes,
             },
             buffers: BufferBudget {
                 per_link: self.max_buffered_per_receiver_bytes,

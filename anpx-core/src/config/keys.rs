@@ -14,6 +14,12 @@ use super::value::{
 use super::Config;
 use crate::frame::DEFAULT_MAX_FRAME_LEN;
 
+/// The ceiling of `gateway.max_response_headers`: an HTTP library's header
+/// map holds at most 32 768 entries, and the gateway adds its own.
+const MAX_RESPONSE_HEADERS: u64 = 16_384;
+/// The ceiling of `gateway.max_response_header_bytes` (16 MiB).
+const MAX_RESPONSE_HEADER_BYTES: u64 = 16 * 1024 * 1024;
+
 /// Largest `gateway.auth.max_nonces` (and per-DID quota): 10 million
 /// nonces, about a gigabyte.
 const MAX_NONCES: u64 = 10_000_000;
@@ -188,7 +194,7 @@ macro_rules! key {
     };
 }
 
-static KEYS: [KeyInfo; 88] = [
+static KEYS: [KeyInfo; 90] = [
     // [gateway]
     key!(
         "gateway.listen", "ANPX_GATEWAY_LISTEN", "listen", "ADDR", "127.0.0.1:8080",
@@ -324,6 +330,20 @@ static KEYS: [KeyInfo; 88] = [
         "Largest response body held whole for a receiver that sends its head last (a reference receiver); larger gets 502",
         gateway.max_buffered_response_bytes,
         parse: |i| v::int(i, 1, MAX_BODY_BYTES), render: v::render_int,
+    ),
+    key!(
+        "gateway.max_response_headers", "ANPX_GATEWAY_MAX_RESPONSE_HEADERS",
+        "max-response-headers", "N", "256",
+        "Most header fields a receiver's response head may carry; more gets 502 (at most 16384, well inside what the HTTP libraries can write)",
+        gateway.max_response_headers,
+        parse: |i| v::int(i, 1, MAX_RESPONSE_HEADERS), render: v::render_int,
+    ),
+    key!(
+        "gateway.max_response_header_bytes", "ANPX_GATEWAY_MAX_RESPONSE_HEADER_BYTES",
+        "max-response-header-bytes", "BYTES", "65536",
+        "Largest total size of a receiver's response header fields (name, value and 4 bytes each); larger gets 502 (at most 16777216)",
+        gateway.max_response_header_bytes,
+        parse: |i| v::int(i, 1, MAX_RESPONSE_HEADER_BYTES), render: v::render_int,
     ),
     key!(
         "gateway.max_buffered_per_receiver_bytes",
