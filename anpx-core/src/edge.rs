@@ -22,10 +22,12 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
+mod body_plan;
 pub mod chunk_ext;
 pub mod head;
 pub mod response;
 
+pub use body_plan::BodyPlan;
 pub use response::ResponseLimits;
 
 /// The limits of the public edge.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use anpx_core::edge::EdgeRefusal;
+use anpx_core::edge::{BodyPlan, EdgeRefusal};
 use anpx_core::forward::{self, ClientInfo};
 use anpx_core::handshake::{
     self, Offer, Refusal as HandshakeRefusal, FEATURES_HEADER, SERVICES_HEADER,
@@ -353,6 +353,28 @@ impl Shared {
             },
             who.reason,
         );
+    }
+
+    /// How a public request's body goes ([`BodyPlan::of`] with this
+    /// gateway's limits and chunk size), given the length its head
+    /// declared. `Err` is a declared length over the limit: counted,
+    /// logged as refused, and answered 413 before a byte is read.
+    pub fn body_plan(
+        &self,
+        declared: Option<u64>,
+        upgrade: bool,
+        request: (SocketAddr, &str, &str),
+        started_at: Instant,
+    ) -> Result<BodyPlan, Answer> {
+        let limits = &self.edge.limits;
+        BodyPlan::of(declared, upgrade, self.chunk_size, limits).map_err(|refusal| {
+            self.edge.count(refusal);
+            let why = format!("{refusal}: {} bytes declared", declared.unwrap_or_default());
+            let f = Failure::new(FailureKind::Refused, 413, why);
+            let (peer, method, path) = request;
+            self.refused(peer, Some(refusal.label()), method, path, &f, started_at);
+            refusal_answer(refusal, Some(limits.max_body_bytes))
+        })
     }
 
     /// [`answered_itself`](Self::answered_itself) for a `failure` the

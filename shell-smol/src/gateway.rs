@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anpx_core::edge::head::{BodyFraming, RequestHead};
+use anpx_core::edge::BodyPlan;
 use anpx_core::passthrough;
 use anpx_core::{Failure, FailureKind, GatewayStats, RequestBody};
 use async_h1::server::ConnectionStatus;
@@ -19,7 +20,7 @@ use http_types::{Request, Response};
 use shell_common::accept::{self, Bound, Incoming};
 use shell_common::admin::{AdminReply, EVENT_HEADERS};
 use shell_common::driver::Driver;
-use shell_common::edge::{refusal_answer, UploadCut};
+use shell_common::edge::UploadCut;
 use shell_common::gateway::{
     decorate, header_pairs, is_websocket_upgrade, pump_upload, Answer, Endpoint, Listener,
     PublicRequest, Shared, UploadEnd,
@@ -453,24 +454,20 @@ async fn proxy(
     // is read, and the body is never read.
     let declared = match head.framing {
         BodyFraming::Length(n) => Some(n),
-        BodyFraming::Empty | BodyFraming::Chunked => None,
+        BodyFraming::Empty => Some(0),
+        BodyFraming::Chunked => None,
     };
-    if let Err(refusal) = limits.check_declared_body(declared) {
-        shared.edge.count(refusal);
-        let why = format!("{refusal}: {} bytes declared", declared.unwrap_or_default());
-        let f = Failure::new(FailureKind::Refused, 413, why);
-        shared.refused(at.peer, Some(refusal.label()), method, path, &f, started_at);
-        at.cutter.cut();
-        return answer(refusal_answer(refusal, Some(limits.max_body_bytes)));
-    }
-    let (request_body, upload) = match body.len() {
-        // The client's WebSocket bytes come after the 101, as the body.
-        _ if is_ws => (RequestBody::Streaming, None),
-        Some(0) => (RequestBody::Empty, None),
-        // Read whole before the request starts, so it is timed here: a
-        // trickled small body cannot hold its connection past the upload
-        // timeout either.
-        Some(n) if n <= shared.chunk_size => {
+    let plan = match shared.body_plan(declared, is_ws, (at.peer, method, path), started_at) {
+        Ok(plan) => plan,
+        Err(refused) => {
+            at.cutter.cut();
+            return answer(refused);
+        }
+    };
+    let (request_body, upload) = match plan {
+        BodyPlan::Streaming if is_ws => (RequestBody::Streaming, None),
+        BodyPlan::Empty => (RequestBody::Empty, None),
+        BodyPlan::Whole(n) => {
             match smol::future::or(async { Some(body.into_bytes().await) }, async {
                 smol::Timer::after(shared.upload_timeout).await;
                 None
@@ -485,27 +482,25 @@ async fn proxy(
                 }
                 // async-h1 ends a body whose connection closed early as if
                 // it were whole: a short one is a cut, never a request.
-                Some(Ok(b)) if b.len() == n => (RequestBody::Full(Bytes::from(b)), None),
+                Some(Ok(b)) if b.len() as u64 == n => (RequestBody::Full(Bytes::from(b)), None),
                 read => {
                     at.cutter.cut();
-                    // A body of announced length that did not come whole:
-                    // the client's connection ended or failed.
-                    let why = match read {
-                        Some(Err(e)) => e.to_string(),
-                        _ => format!("the connection ended before its {n} bytes"),
+                    let f = match read {
+                        Some(Err(e)) => Failure::body_cut_short(e),
+                        _ => Failure::body_cut_short(format!(
+                            "the connection ended before its {n} bytes"
+                        )),
                     };
-                    let f = Failure::new(
-                        FailureKind::ClientLeft,
-                        400,
-                        format!("Could not read the request body: {why}"),
-                    );
                     shared.refused(at.peer, None, method, path, &f, started_at);
                     return answer(Answer::failure(&f));
                 }
             }
         }
-        len => (
-            len.map_or(RequestBody::Streaming, |n| RequestBody::Sized(n as u64)),
+        plan => (
+            match plan {
+                BodyPlan::Sized(n) => RequestBody::Sized(n),
+                _ => RequestBody::Streaming,
+            },
             Some(std::mem::replace(&mut body, http_types::Body::empty())),
         ),
     };

@@ -113,6 +113,17 @@ impl Failure {
         )
     }
 
+    /// A body of announced length that did not come whole (the client's
+    /// connection ended or failed while it was read, `why`): 400, ended as
+    /// the client leaving; it never reaches a receiver.
+    pub fn body_cut_short(why: impl std::fmt::Display) -> Self {
+        Failure::new(
+            FailureKind::ClientLeft,
+            400,
+            format!("Could not read the request body: {why}"),
+        )
+    }
+
     /// The JSON body the reference answers with, e.g.
     /// `{"error": "No route found", "path": "/x"}`.
     ///

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use anpx_core::edge::BodyPlan;
 use anpx_core::passthrough;
 use anpx_core::RequestId;
 use anpx_core::{Failure, FailureKind, RequestBody};
@@ -24,7 +25,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use shell_common::admin::{AdminReply, EVENT_HEADERS};
-use shell_common::edge::{refusal_answer, UploadCut};
+use shell_common::edge::UploadCut;
 use shell_common::gateway::{
     decorate, header_pairs, is_websocket_upgrade, pump_upload, Answer, Endpoint, Listener,
     PublicRequest, Shared,
@@ -195,22 +196,16 @@ async fn proxy(
     };
     // A Content-Length (or HTTP/2 content-length) over the limit is refused
     // before a byte of the body is read.
-    if let Err(refusal) = limits.check_declared_body(Some(body.size_hint().lower())) {
-        shared.edge.count(refusal);
-        let why = format!("{refusal}: {} bytes declared", body.size_hint().lower());
-        let f = Failure::new(FailureKind::Refused, 413, why);
-        let why = Some(refusal.label());
-        refused(why, &f);
-        return answer(refusal_answer(refusal, Some(limits.max_body_bytes)));
-    }
-    let (request_body, stream_body) = match body.size_hint().exact() {
-        // The client's WebSocket bytes come after the 101, as the body.
-        _ if is_ws => (RequestBody::Streaming, None),
-        Some(0) => (RequestBody::Empty, None),
-        // Read whole before the request starts, so it is timed here: a
-        // trickled small body cannot hold its connection past the upload
-        // timeout either.
-        Some(n) if n <= shared.chunk_size as u64 => {
+    let declared = body.size_hint().exact();
+    let request = (peer, parts.method.as_str(), parts.uri.path());
+    let plan = match shared.body_plan(declared, is_ws, request, started_at) {
+        Ok(plan) => plan,
+        Err(refused) => return answer(refused),
+    };
+    let (request_body, stream_body) = match plan {
+        BodyPlan::Streaming if is_ws => (RequestBody::Streaming, None),
+        BodyPlan::Empty => (RequestBody::Empty, None),
+        BodyPlan::Whole(_) => {
             match tokio::time::timeout(shared.upload_timeout, body.collect()).await {
                 Err(_) => {
                     let f = Failure::upload_timed_out(shared.upload_timeout);
@@ -219,20 +214,14 @@ async fn proxy(
                 }
                 Ok(Ok(b)) => (RequestBody::Full(b.to_bytes()), None),
                 Ok(Err(e)) => {
-                    // A body of announced length that did not come whole:
-                    // the client's connection ended or failed.
-                    let f = Failure::new(
-                        FailureKind::ClientLeft,
-                        400,
-                        format!("Could not read the request body: {e}"),
-                    );
+                    let f = Failure::body_cut_short(e);
                     refused(None, &f);
                     return failure_response(&f);
                 }
             }
         }
-        Some(n) => (RequestBody::Sized(n), Some(body)),
-        None => (RequestBody::Streaming, Some(body)),
+        BodyPlan::Sized(n) => (RequestBody::Sized(n), Some(body)),
+        BodyPlan::Streaming => (RequestBody::Streaming, Some(body)),
     };
     let public = PublicRequest {
         method: parts.method.as_str(),
