@@ -478,7 +478,7 @@ impl Shared {
                 "application/json",
                 serde_json::to_string_pretty(&s).unwrap_or_default(),
             ),
-            Err(e) => Answer::failure(&Failure::new(FailureKind::Refused, 503, e.to_string())),
+            Err(e) => Answer::failure(&e.failure()),
         }
     }
 
@@ -487,9 +487,7 @@ impl Shared {
     pub async fn metrics(&self) -> Answer {
         let stats = match self.driver.stats().await {
             Ok(s) => s,
-            Err(e) => {
-                return Answer::failure(&Failure::new(FailureKind::Refused, 503, e.to_string()))
-            }
+            Err(e) => return Answer::failure(&e.failure()),
         };
         let mut text = stats.to_prometheus();
         if let Some(caller_auth) = &self.caller_auth {
@@ -514,9 +512,7 @@ impl Shared {
         headers: &http::HeaderMap,
         peer: IpAddr,
     ) -> Result<AdmittedReceiver, Answer> {
-        let gone = |e: DriverGone| {
-            Answer::failure(&Failure::new(FailureKind::Refused, 503, e.to_string()))
-        };
+        let gone = |e: DriverGone| Answer::failure(&e.failure());
         let offer = Offer {
             websocket_key: headers.contains_key(http::header::SEC_WEBSOCKET_KEY),
             services: headers.get(SERVICES_HEADER).map(|v| v.as_bytes()),
@@ -703,7 +699,7 @@ impl Shared {
             .await
         {
             Err(e) => {
-                let f = Failure::new(FailureKind::Refused, 503, e.to_string());
+                let f = e.failure();
                 let (peer, why) = (request.peer, Some(SHUTTING_DOWN));
                 self.refused(peer, why, request.method, request.path, &f, started_at);
                 if let Some(c) = capture {

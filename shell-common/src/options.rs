@@ -59,11 +59,11 @@ pub struct GatewayOptions {
 impl GatewayOptions {
     /// The gateway machine these options describe: the core's
     /// configuration, the extensions this gateway implements, its
-    /// handshake limits and its middlewares. `seed` feeds the request-id
-    /// generator;
-    /// `https` says whether the middlewares' security headers are those
-    /// of a TLS gateway.
-    pub fn machine(&self, seed: u64, https: bool) -> anpx_core::Gateway {
+    /// handshake limits and its middlewares (with the security headers of
+    /// a TLS gateway when `tls` is set). `seed` feeds the request-id
+    /// generator.
+    pub fn machine(&self, seed: u64) -> anpx_core::Gateway {
+        let https = self.tls.is_some();
         let gateway = anpx_core::Gateway::new(self.core.clone(), seed).with_admissions(
             anpx_core::handshake::Admissions::new(supported_features(), &self.edge),
         );

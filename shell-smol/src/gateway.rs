@@ -80,12 +80,9 @@ impl Gateway {
             bound.receivers_addr(),
             bound.admin_addr(),
         );
-        let (driver, task) = Driver::new(
-            options.machine(fastrand::u64(..), options.tls.is_some()),
-            |at| async move {
-                smol::Timer::at(at).await;
-            },
-        );
+        let (driver, task) = Driver::new(options.machine(fastrand::u64(..)), |at| async move {
+            smol::Timer::at(at).await;
+        });
         let driver_task = smol::spawn(task);
         let scheme = if options.tls.is_some() {
             "https"
@@ -441,7 +438,7 @@ async fn upgrade(headers: &http::HeaderMap, shared: &Arc<Shared>, peer: SocketAd
 /// carried through when the service accepts it.
 async fn proxy(
     head: &RequestHead,
-    mut body: http_types::Body,
+    body: http_types::Body,
     shared: Arc<Shared>,
     at: &At<'_>,
     is_ws: bool,
@@ -465,7 +462,7 @@ async fn proxy(
         }
     };
     let (request_body, upload) = match plan {
-        BodyPlan::Streaming if is_ws => (RequestBody::Streaming, None),
+        BodyPlan::AfterUpgrade => (RequestBody::Streaming, None),
         BodyPlan::Empty => (RequestBody::Empty, None),
         BodyPlan::Whole(n) => {
             match smol::future::or(async { Some(body.into_bytes().await) }, async {
@@ -496,13 +493,8 @@ async fn proxy(
                 }
             }
         }
-        plan => (
-            match plan {
-                BodyPlan::Sized(n) => RequestBody::Sized(n),
-                _ => RequestBody::Streaming,
-            },
-            Some(std::mem::replace(&mut body, http_types::Body::empty())),
-        ),
+        BodyPlan::Sized(n) => (RequestBody::Sized(n), Some(body)),
+        BodyPlan::Streaming => (RequestBody::Streaming, Some(body)),
     };
     let public = PublicRequest {
         method,

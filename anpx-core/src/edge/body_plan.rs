@@ -21,9 +21,12 @@ pub enum BodyPlan {
     Whole(u64),
     /// A larger body of declared length, streamed: `RequestBody::Sized`.
     Sized(u64),
-    /// A body of unknown length (chunked), or the client's bytes after a
-    /// WebSocket upgrade's 101: `RequestBody::Streaming`.
+    /// A body of unknown length (chunked): `RequestBody::Streaming`.
     Streaming,
+    /// A WebSocket upgrade: the client's bytes come after the 101, read
+    /// from the upgraded connection, not as this request's body;
+    /// `RequestBody::Streaming`.
+    AfterUpgrade,
 }
 
 impl BodyPlan {
@@ -40,7 +43,7 @@ impl BodyPlan {
     /// assert_eq!(plan(Some(64), false), Ok(BodyPlan::Whole(64)));
     /// assert_eq!(plan(Some(65), false), Ok(BodyPlan::Sized(65)));
     /// assert_eq!(plan(None, false), Ok(BodyPlan::Streaming));
-    /// assert_eq!(plan(Some(0), true), Ok(BodyPlan::Streaming));
+    /// assert_eq!(plan(Some(0), true), Ok(BodyPlan::AfterUpgrade));
     /// assert_eq!(plan(Some(1001), true), Err(EdgeRefusal::BodyTooLarge));
     /// ```
     pub fn of(
@@ -51,7 +54,7 @@ impl BodyPlan {
     ) -> Result<BodyPlan, EdgeRefusal> {
         limits.check_declared_body(length)?;
         Ok(match length {
-            _ if upgrade => BodyPlan::Streaming,
+            _ if upgrade => BodyPlan::AfterUpgrade,
             Some(0) => BodyPlan::Empty,
             Some(n) if n <= chunk_size as u64 => BodyPlan::Whole(n),
             Some(n) => BodyPlan::Sized(n),

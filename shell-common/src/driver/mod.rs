@@ -58,6 +58,14 @@ pub struct Started {
 #[error("the gateway is shutting down")]
 pub struct DriverGone;
 
+impl DriverGone {
+    /// What a request or handshake that found the gateway gone is told:
+    /// 503, refused.
+    pub fn failure(&self) -> anpx_core::Failure {
+        anpx_core::Failure::new(anpx_core::FailureKind::Refused, 503, self.to_string())
+    }
+}
+
 /// A cheap handle to the gateway machine.
 #[derive(Clone)]
 pub struct Driver {

@@ -203,7 +203,7 @@ async fn proxy(
         Err(refused) => return answer(refused),
     };
     let (request_body, stream_body) = match plan {
-        BodyPlan::Streaming if is_ws => (RequestBody::Streaming, None),
+        BodyPlan::AfterUpgrade => (RequestBody::Streaming, None),
         BodyPlan::Empty => (RequestBody::Empty, None),
         BodyPlan::Whole(_) => {
             match tokio::time::timeout(shared.upload_timeout, body.collect()).await {

@@ -46,10 +46,9 @@ impl Gateway {
             Bound::<TcpAccept>::bind(options.listen, options.ws_listen, options.admin_listen)
                 .await
                 .map_err(|e| e.source)?;
-        let (driver, task) = Driver::new(
-            options.machine(fastrand::u64(..), options.tls.is_some()),
-            |at| tokio::time::sleep_until(at.into()),
-        );
+        let (driver, task) = Driver::new(options.machine(fastrand::u64(..)), |at| {
+            tokio::time::sleep_until(at.into())
+        });
         tokio::spawn(task);
         let scheme = if options.tls.is_some() {
             "https"
