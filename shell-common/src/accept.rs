@@ -35,6 +35,49 @@ pub trait Listen: Send + Sized + 'static {
     fn conn_local_addr(conn: &Self::Conn) -> io::Result<SocketAddr>;
 }
 
+/// Declares `$name`, the shell's TCP listener as [`Listen`] takes it.
+///
+/// tokio's and smol's `TcpListener` and `TcpStream` have the same methods
+/// under the same names, so the adapter is written once here and each
+/// shell names its types: `tcp_listen!(TcpAccept, tokio::net::TcpListener,
+/// tokio::net::TcpStream)`.
+#[macro_export]
+macro_rules! tcp_listen {
+    ($name:ident, $listener:ty, $stream:ty) => {
+        /// The runtime's TCP listener as the shared accept loop takes it.
+        pub struct $name(pub(crate) $listener);
+
+        impl $crate::accept::Listen for $name {
+            type Conn = $stream;
+
+            async fn bind(addr: ::std::net::SocketAddr) -> ::std::io::Result<Self> {
+                Ok($name(<$listener>::bind(addr).await?))
+            }
+
+            fn local_addr(&self) -> ::std::io::Result<::std::net::SocketAddr> {
+                self.0.local_addr()
+            }
+
+            fn accept(
+                &self,
+            ) -> impl ::std::future::Future<
+                Output = ::std::io::Result<($stream, ::std::net::SocketAddr)>,
+            > + Send
+                   + '_ {
+                self.0.accept()
+            }
+
+            fn set_nodelay(conn: &$stream) -> ::std::io::Result<()> {
+                conn.set_nodelay(true)
+            }
+
+            fn conn_local_addr(conn: &$stream) -> ::std::io::Result<::std::net::SocketAddr> {
+                conn.local_addr()
+            }
+        }
+    };
+}
+
 /// An accepted connection of a gateway listener, readied by [`serve_each`].
 pub struct Incoming<C> {
     /// The connection, Nagle's algorithm off.

@@ -1,17 +1,20 @@
-//! A running receiver's state as both shells hold it: the stop order, the
-//! status it reports, and its admin listener's binding. A shell adds only
-//! its task handles.
+//! A running receiver as both shells hold it: the stop order, the status
+//! it reports, its admin listener, and the tasks it runs in
+//! ([`Running`]). A shell names only its types ([`ReceiverIo`]).
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::Arc;
 
 use crate::accept::Listen;
+use crate::admin::ReceiverMonitor;
 use crate::options::{ReceiverOptions, Status};
 use crate::receiver::{Connector, Dispatch, Runtime};
 use crate::repoll::Repoll;
 use crate::signal::{Stop, Watch};
+use crate::tasks::Tasks;
 
 /// The stop order and status of a receiver started with
 /// [`Dialing::start`].
@@ -98,4 +101,95 @@ pub async fn bind_admin<L: Listen>(
     let addr = listener.local_addr()?;
     tracing::info!(admin_addr = %addr, "receiver admin plane listening");
     Ok(Some((addr, listener)))
+}
+
+/// What a shell runs a receiver with.
+pub trait ReceiverIo: Tasks {
+    /// The shell's name, as the admin plane reports it (`anpx`,
+    /// `anpx-smol`).
+    const SHELL: &'static str;
+    /// The shell's upstream trait object.
+    type Upstream: Dispatch + ?Sized;
+    /// The admin plane's listener.
+    type Listener: Listen;
+    /// Spawning and timers for the receiver's loops.
+    fn runtime() -> Arc<dyn Runtime>;
+    /// How the receiver dials the gateway (TCP, and TLS for `wss://`).
+    fn connector() -> Arc<dyn Connector>;
+    /// Serves the admin plane on `listener` until cancelled.
+    fn serve_admin(
+        listener: Self::Listener,
+        monitor: Arc<ReceiverMonitor>,
+    ) -> impl Future<Output = ()> + Send + 'static;
+}
+
+/// A running receiver of the shell `R`: dialing in the background, with
+/// its admin listener when it was asked for. Its status, readiness and
+/// watch are [`Dialing`]'s.
+pub struct Running<R: ReceiverIo> {
+    dialing: Dialing,
+    task: R::Task,
+    admin: Option<(SocketAddr, R::Task)>,
+}
+
+impl<R: ReceiverIo> Running<R> {
+    /// Binds the admin listener when `options.admin_listen` asks for one,
+    /// then starts dialing in the background.
+    pub async fn bind(options: ReceiverOptions<R::Upstream>) -> io::Result<Self> {
+        let _ = options.monitor.shell.set(R::SHELL);
+        let admin = bind_admin::<R::Listener>(options.admin_listen)
+            .await?
+            .map(|(addr, l)| (addr, R::spawn(R::serve_admin(l, options.monitor.clone()))));
+        let mut receiver = Self::spawn(options);
+        receiver.admin = admin;
+        Ok(receiver)
+    }
+
+    /// Starts dialing in the background, without an admin listener (see
+    /// [`Running::bind`]).
+    pub fn spawn(options: ReceiverOptions<R::Upstream>) -> Self {
+        let (dialing, run) = Dialing::start(options, R::runtime(), R::connector());
+        Running {
+            dialing,
+            task: R::spawn(run),
+            admin: None,
+        }
+    }
+
+    /// The admin plane's address, when [`Running::bind`] opened one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(a, _)| *a)
+    }
+
+    /// Stops reconnecting, closes the connection and waits for the task,
+    /// then closes the admin listener.
+    pub async fn shutdown(self) {
+        self.dialing.stop();
+        R::join(self.task).await;
+        if let Some((_, admin)) = self.admin {
+            R::cancel(admin).await;
+        }
+    }
+}
+
+impl<R: ReceiverIo> Deref for Running<R> {
+    type Target = Dialing;
+
+    fn deref(&self) -> &Dialing {
+        &self.dialing
+    }
+}
+
+impl<R: ReceiverIo> crate::commands::RunningReceiver for Running<R> {
+    fn admin_addr(&self) -> Option<SocketAddr> {
+        Running::admin_addr(self)
+    }
+
+    fn watch(&self) -> Watch<Status> {
+        self.dialing.watch()
+    }
+
+    async fn shutdown(self) {
+        Running::shutdown(self).await
+    }
 }

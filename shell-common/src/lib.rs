@@ -46,8 +46,10 @@ pub mod registry_cmd;
 pub mod reload;
 pub mod remote;
 pub mod repoll;
+pub mod serving;
 pub mod setup;
 pub mod signal;
+pub mod tasks;
 #[cfg(test)]
 mod test_waker;
 pub mod tls;
