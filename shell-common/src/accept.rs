@@ -33,9 +33,13 @@ pub trait Listen: Send + Sized + 'static {
     fn set_nodelay(conn: &Self::Conn) -> io::Result<()>;
     /// The local address `conn` came in on.
     fn conn_local_addr(conn: &Self::Conn) -> io::Result<SocketAddr>;
+    /// A connection of the same kind to `host`:`port`, Nagle's algorithm
+    /// off (the receiver's to its gateway).
+    fn connect(host: &str, port: u16) -> impl Future<Output = io::Result<Self::Conn>> + Send;
 }
 
-/// Declares `$name`, the shell's TCP listener as [`Listen`] takes it.
+/// Declares `$name`, the shell's TCP listener (and client) as [`Listen`]
+/// takes it.
 ///
 /// tokio's and smol's `TcpListener` and `TcpStream` have the same methods
 /// under the same names, so the adapter is written once here and each
@@ -73,6 +77,12 @@ macro_rules! tcp_listen {
 
             fn conn_local_addr(conn: &$stream) -> ::std::io::Result<::std::net::SocketAddr> {
                 conn.local_addr()
+            }
+
+            async fn connect(host: &str, port: u16) -> ::std::io::Result<$stream> {
+                let conn = <$stream>::connect((host, port)).await?;
+                let _ = conn.set_nodelay(true);
+                Ok(conn)
             }
         }
     };

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::io;
+use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -11,10 +12,10 @@ use std::sync::Arc;
 use crate::accept::Listen;
 use crate::admin::ReceiverMonitor;
 use crate::options::{ReceiverOptions, Status};
-use crate::receiver::{Connector, Dispatch, Runtime};
+use crate::receiver::{BoxFuture, Connector, DialError, Dispatch, Io, Runtime, Target};
 use crate::repoll::Repoll;
+use crate::shell_io::ShellIo;
 use crate::signal::{Stop, Watch};
-use crate::tasks::Tasks;
 
 /// The stop order and status of a receiver started with
 /// [`Dialing::start`].
@@ -103,19 +104,15 @@ pub async fn bind_admin<L: Listen>(
     Ok(Some((addr, listener)))
 }
 
-/// What a shell runs a receiver with.
-pub trait ReceiverIo: Tasks {
-    /// The shell's name, as the admin plane reports it (`anpx`,
-    /// `anpx-smol`).
-    const SHELL: &'static str;
+/// What a shell runs a receiver with, besides its runtime.
+pub trait ReceiverIo: ShellIo {
     /// The shell's upstream trait object.
     type Upstream: Dispatch + ?Sized;
-    /// The admin plane's listener.
-    type Listener: Listen;
-    /// Spawning and timers for the receiver's loops.
-    fn runtime() -> Arc<dyn Runtime>;
-    /// How the receiver dials the gateway (TCP, and TLS for `wss://`).
-    fn connector() -> Arc<dyn Connector>;
+    /// A TCP connection to the gateway, as the connection loop reads it.
+    fn plain(tcp: Conn<Self>) -> Box<dyn Io>;
+    /// TLS over `tcp`, for `wss://`.
+    fn tls(tcp: Conn<Self>, tls: ClientTls)
+        -> impl Future<Output = io::Result<Box<dyn Io>>> + Send;
     /// Serves the admin plane on `listener` until cancelled.
     fn serve_admin(
         listener: Self::Listener,
@@ -136,10 +133,10 @@ impl<R: ReceiverIo> Running<R> {
     /// Binds the admin listener when `options.admin_listen` asks for one,
     /// then starts dialing in the background.
     pub async fn bind(options: ReceiverOptions<R::Upstream>) -> io::Result<Self> {
-        let _ = options.monitor.shell.set(R::SHELL);
+        let _ = options.monitor.shell.set(R::NAME);
         let admin = bind_admin::<R::Listener>(options.admin_listen)
             .await?
-            .map(|(addr, l)| (addr, R::spawn(R::serve_admin(l, options.monitor.clone()))));
+            .map(|(addr, l)| (addr, R::start(R::serve_admin(l, options.monitor.clone()))));
         let mut receiver = Self::spawn(options);
         receiver.admin = admin;
         Ok(receiver)
@@ -148,10 +145,14 @@ impl<R: ReceiverIo> Running<R> {
     /// Starts dialing in the background, without an admin listener (see
     /// [`Running::bind`]).
     pub fn spawn(options: ReceiverOptions<R::Upstream>) -> Self {
-        let (dialing, run) = Dialing::start(options, R::runtime(), R::connector());
+        let (dialing, run) = Dialing::start(
+            options,
+            Arc::new(R::default()),
+            Arc::new(Tcp::<R>(PhantomData)),
+        );
         Running {
             dialing,
-            task: R::spawn(run),
+            task: R::start(run),
             admin: None,
         }
     }
@@ -180,16 +181,41 @@ impl<R: ReceiverIo> Deref for Running<R> {
     }
 }
 
-impl<R: ReceiverIo> crate::commands::RunningReceiver for Running<R> {
-    fn admin_addr(&self) -> Option<SocketAddr> {
-        Running::admin_addr(self)
-    }
+/// An accepted or dialed connection of the shell `R`.
+pub type Conn<R> = <<R as ShellIo>::Listener as Listen>::Conn;
 
-    fn watch(&self) -> Watch<Status> {
-        self.dialing.watch()
-    }
+/// The client configuration and server name a TLS connection to the
+/// gateway is made with.
+pub type ClientTls = (
+    Arc<rustls::ClientConfig>,
+    rustls::pki_types::ServerName<'static>,
+);
 
-    async fn shutdown(self) {
-        Running::shutdown(self).await
+/// How the receivers of the shell `R` dial: TCP, and TLS over it for
+/// `wss://`.
+struct Tcp<R>(PhantomData<R>);
+
+impl<R: ReceiverIo> Connector for Tcp<R> {
+    fn connect(
+        &self,
+        target: Target,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> BoxFuture<Result<Box<dyn Io>, DialError>> {
+        Box::pin(async move {
+            let tcp = R::Listener::connect(&target.host, target.port)
+                .await
+                .map_err(|source| DialError::Connect {
+                    addr: format!("{}:{}", target.host, target.port),
+                    source,
+                })?;
+            if !target.secure {
+                return Ok(R::plain(tcp));
+            }
+            let client =
+                crate::tls::dial(&target.host, tls).map_err(|e| DialError::Tls(e.to_string()))?;
+            R::tls(tcp, client)
+                .await
+                .map_err(|e| DialError::Tls(e.to_string()))
+        })
     }
 }

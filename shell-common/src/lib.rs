@@ -48,8 +48,8 @@ pub mod remote;
 pub mod repoll;
 pub mod serving;
 pub mod setup;
+pub mod shell_io;
 pub mod signal;
-pub mod tasks;
 #[cfg(test)]
 mod test_waker;
 pub mod tls;

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 use anpx_core::GatewayStats;
 
-use crate::accept::{BindError, Bound, Listen};
+use crate::accept::{BindError, Bound};
 use crate::driver::Driver;
 use crate::gateway::{Listener, Shared, RECEIVER_CLOSE_WAIT};
 use crate::options::GatewayOptions;
 use crate::receiver::Runtime;
+use crate::shell_io::ShellIo;
 use crate::signal::Stop;
-use crate::tasks::Tasks;
 
 #[cfg(feature = "cluster")]
 use crate::cluster::{Cluster, ClusterError, ClusterOptions};
@@ -25,24 +25,19 @@ use crate::cluster::{Cluster, ClusterError, ClusterOptions};
 /// A gateway listener to serve: the listener, what it serves, and its TLS
 /// acceptor when TLS applies to it.
 pub type Served<G> = (
-    <G as GatewayIo>::Listener,
+    <G as ShellIo>::Listener,
     Listener,
     Option<<G as GatewayIo>::Tls>,
 );
 
-/// What a shell runs a gateway with.
-pub trait GatewayIo: Tasks {
-    /// The shell's name, as the gateway's answers and stats report it
-    /// (`anpx`, `anpx-smol`).
-    const SHELL: &'static str;
-    /// Its TCP listener.
-    type Listener: Listen;
+/// What a shell runs a gateway with, besides its runtime.
+pub trait GatewayIo: ShellIo {
     /// Its TLS acceptor.
     type Tls: Clone + Send + 'static;
-    /// Spawning and timers for the shutdown's waits.
-    fn runtime() -> Arc<dyn Runtime>;
-    /// The driver's timer: resolves at `at`.
-    fn sleep_until(at: Instant) -> impl Future<Output = ()> + Send + 'static;
+    /// The driver's timer: resolves at `at`. Unboxed, unlike
+    /// [`Runtime::sleep_until`]'s: the timer task sleeps again towards
+    /// every next deadline of the machine.
+    fn timer(at: Instant) -> impl Future<Output = ()> + Send + 'static;
     /// The TLS acceptor of `config`.
     fn tls(config: Arc<rustls::ServerConfig>) -> Self::Tls;
     /// Starts serving each listener's connections with `shared` until
@@ -83,14 +78,14 @@ impl<G: GatewayIo> Serving<G> {
             bound.receivers_addr(),
             bound.admin_addr(),
         );
-        let (driver, task) = Driver::new(options.machine(fastrand::u64(..)), G::sleep_until);
-        let driver_task = G::spawn(task);
+        let (driver, task) = Driver::new(options.machine(fastrand::u64(..)), G::timer);
+        let driver_task = G::start(task);
         let scheme = if options.tls.is_some() {
             "https"
         } else {
             "http"
         };
-        let shared = Arc::new(Shared::new(driver, &options, scheme, G::SHELL));
+        let shared = Arc::new(Shared::new(driver, &options, scheme, G::NAME));
         let tls = options.tls.clone().map(G::tls);
         let served = bound
             .into_served()
@@ -165,40 +160,15 @@ impl<G: GatewayIo> Serving<G> {
         if let Some(cluster) = self.cluster.take() {
             G::in_tokio(cluster.leave()).await;
         }
-        let runtime = G::runtime();
-        self.shared
-            .wait_in_flight(self.drain_grace, &*runtime)
-            .await;
+        let runtime = G::default();
+        self.shared.wait_in_flight(self.drain_grace, &runtime).await;
         self.shared.driver.shutdown();
         self.shared
-            .wait_receivers_closed(RECEIVER_CLOSE_WAIT, &*runtime)
+            .wait_receivers_closed(RECEIVER_CLOSE_WAIT, &runtime)
             .await;
         for task in self.listeners {
             G::cancel(task).await;
         }
         G::join(self.driver_task).await;
-    }
-}
-
-impl<G: GatewayIo> crate::commands::RunningGateway for Serving<G> {
-    fn public_addr(&self) -> SocketAddr {
-        self.public_addr
-    }
-
-    fn ws_addr(&self) -> Option<SocketAddr> {
-        self.ws_addr
-    }
-
-    fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin_addr
-    }
-
-    #[cfg(feature = "cluster")]
-    async fn join_cluster(&mut self, options: ClusterOptions) -> Result<(), ClusterError> {
-        Serving::join_cluster(self, options).await
-    }
-
-    async fn shutdown(self) {
-        Serving::shutdown(self).await
     }
 }

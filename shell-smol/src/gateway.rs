@@ -45,15 +45,9 @@ pub use shell_common::accept::BindError;
 pub type Gateway = Serving<Smol>;
 
 impl GatewayIo for Smol {
-    const SHELL: &'static str = "anpx-smol";
-    type Listener = TcpAccept;
     type Tls = futures_rustls::TlsAcceptor;
 
-    fn runtime() -> Arc<dyn Runtime> {
-        Arc::new(Smol)
-    }
-
-    fn sleep_until(at: Instant) -> impl Future<Output = ()> + Send + 'static {
+    fn timer(at: Instant) -> impl Future<Output = ()> + Send + 'static {
         async move {
             smol::Timer::at(at).await;
         }
@@ -98,31 +92,31 @@ async fn accept_loop(
     tls: Option<futures_rustls::TlsAcceptor>,
     stop: Stop,
 ) {
-    let serve = accept::serve_each::<TcpAccept, _, _>((shared, tls), |incoming, (shared, tls)| {
-        let Incoming {
-            conn: tcp,
-            peer,
-            local,
-        } = incoming;
-        Box::pin(async move {
-            let Some(acceptor) = tls else {
-                let client = Some(tcp.clone());
-                return serve_connection(tcp, client, peer, local, which, shared).await;
-            };
-            let handshake = async { Some(acceptor.accept(tcp).await) };
-            let deadline = async {
-                smol::Timer::after(shell_common::tls::HANDSHAKE_TIMEOUT).await;
-                None
-            };
-            match smol::future::or(handshake, deadline).await {
-                Some(Ok(stream)) => {
-                    serve_connection(SharedIo::new(stream), None, peer, local, which, shared).await
+    let with = (shared, tls);
+    let serve = accept::serve_each::<TcpAccept, _, _>(
+        with,
+        |Incoming { conn, peer, local }, (shared, tls)| {
+            Box::pin(async move {
+                let Some(acceptor) = tls else {
+                    let client = Some(conn.clone());
+                    return serve_connection(conn, client, peer, local, which, shared).await;
+                };
+                let handshake = async { Some(acceptor.accept(conn).await) };
+                let deadline = async {
+                    smol::Timer::after(shell_common::tls::HANDSHAKE_TIMEOUT).await;
+                    None
+                };
+                match smol::future::or(handshake, deadline).await {
+                    Some(Ok(stream)) => {
+                        serve_connection(SharedIo::new(stream), None, peer, local, which, shared)
+                            .await
+                    }
+                    Some(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
+                    None => tracing::debug!(%peer, "tls handshake timed out"),
                 }
-                Some(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
-                None => tracing::debug!(%peer, "tls handshake timed out"),
-            }
-        })
-    });
+            })
+        },
+    );
     accept::accept_loop(
         listener,
         &Smol,

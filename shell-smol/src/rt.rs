@@ -6,17 +6,20 @@ use std::time::Instant;
 use smol::net::{TcpListener, TcpStream};
 
 use shell_common::receiver::{BoxFuture, Owned, OwnedTask, Runtime};
-use shell_common::tasks::Tasks;
+use shell_common::shell_io::ShellIo;
 
 /// smol's I/O: tasks on smol's global executor, timers from async-io,
 /// and what the shared gateway and receiver are run with
 /// ([`crate::gateway::Gateway`], [`crate::receiver::Receiver`]).
+#[derive(Default)]
 pub struct Smol;
 
-impl Tasks for Smol {
+impl ShellIo for Smol {
+    const NAME: &'static str = "anpx-smol";
+    type Listener = TcpAccept;
     type Task = smol::Task<()>;
 
-    fn spawn<F: Future<Output = ()> + Send + 'static>(task: F) -> smol::Task<()> {
+    fn start<F: Future<Output = ()> + Send + 'static>(task: F) -> smol::Task<()> {
         smol::spawn(task)
     }
 

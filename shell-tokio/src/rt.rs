@@ -6,17 +6,20 @@ use std::time::Instant;
 use tokio::net::{TcpListener, TcpStream};
 
 use shell_common::receiver::{BoxFuture, Owned, OwnedTask, Runtime};
-use shell_common::tasks::Tasks;
+use shell_common::shell_io::ShellIo;
 
 /// tokio's I/O: tasks and timers on the current tokio runtime, and what
 /// the shared gateway and receiver are run with
 /// ([`crate::gateway::Gateway`], [`crate::receiver::Receiver`]).
+#[derive(Default)]
 pub struct Tokio;
 
-impl Tasks for Tokio {
+impl ShellIo for Tokio {
+    const NAME: &'static str = "anpx";
+    type Listener = TcpAccept;
     type Task = tokio::task::JoinHandle<()>;
 
-    fn spawn<F: Future<Output = ()> + Send + 'static>(task: F) -> Self::Task {
+    fn start<F: Future<Output = ()> + Send + 'static>(task: F) -> Self::Task {
         tokio::spawn(task)
     }
 

@@ -31,15 +31,9 @@ pub use shell_common::accept::BindError;
 pub type Gateway = Serving<Tokio>;
 
 impl GatewayIo for Tokio {
-    const SHELL: &'static str = "anpx";
-    type Listener = TcpAccept;
     type Tls = tokio_rustls::TlsAcceptor;
 
-    fn runtime() -> Arc<dyn Runtime> {
-        Arc::new(Tokio)
-    }
-
-    fn sleep_until(at: Instant) -> impl Future<Output = ()> + Send + 'static {
+    fn timer(at: Instant) -> impl Future<Output = ()> + Send + 'static {
         tokio::time::sleep_until(at.into())
     }
 
@@ -92,11 +86,7 @@ async fn accept_loop(
     let with = (shared, tls, head_timer);
     let serve =
         accept::serve_each::<TcpAccept, _, _>(with, |incoming, (shared, tls, head_timer)| {
-            let Incoming {
-                conn: tcp,
-                peer,
-                local,
-            } = incoming;
+            let Incoming { conn, peer, local } = incoming;
             Box::pin(async move {
                 let edge = shared.edge.clone();
                 let reporting = shared.clone();
@@ -108,14 +98,14 @@ async fn accept_loop(
                     None => {
                         builder
                             .serve_connection_with_upgrades(
-                                TokioIo::new(FirstBytesDeadline::new(tcp, first_bytes)),
+                                TokioIo::new(FirstBytesDeadline::new(conn, first_bytes)),
                                 service,
                             )
                             .await
                     }
                     Some(acceptor) => match tokio::time::timeout(
                         shell_common::tls::HANDSHAKE_TIMEOUT,
-                        acceptor.accept(tcp),
+                        acceptor.accept(conn),
                     )
                     .await
                     {

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use async_tungstenite::tokio::TokioAdapter;
 use shell_common::admin::ReceiverMonitor;
-use shell_common::dialing::{ReceiverIo, Running};
-use shell_common::receiver::{BoxFuture, Connector, DialError, Io, Runtime, Target};
+use shell_common::dialing::{ClientTls, ReceiverIo, Running};
+use shell_common::receiver::Io;
 use tokio::net::TcpStream;
 
 use crate::rt::{TcpAccept, Tokio};
@@ -22,51 +22,21 @@ use crate::upstream::Upstream;
 /// How to run a receiver.
 pub type ReceiverOptions = shell_common::ReceiverOptions<dyn Upstream>;
 
-/// TCP, and rustls over it for `wss://`.
-struct Tcp;
-
-impl Connector for Tcp {
-    fn connect(
-        &self,
-        target: Target,
-        tls: Option<Arc<rustls::ClientConfig>>,
-    ) -> BoxFuture<Result<Box<dyn Io>, DialError>> {
-        Box::pin(async move {
-            let tcp = TcpStream::connect((target.host.as_str(), target.port))
-                .await
-                .map_err(|source| DialError::Connect {
-                    addr: format!("{}:{}", target.host, target.port),
-                    source,
-                })?;
-            let _ = tcp.set_nodelay(true);
-            if !target.secure {
-                return Ok(Box::new(TokioAdapter::new(tcp)) as Box<dyn Io>);
-            }
-            let (config, name) = shell_common::tls::dial(&target.host, tls)
-                .map_err(|e| DialError::Tls(e.to_string()))?;
-            let stream = tokio_rustls::TlsConnector::from(config)
-                .connect(name, tcp)
-                .await
-                .map_err(|e| DialError::Tls(e.to_string()))?;
-            Ok(Box::new(TokioAdapter::new(stream)) as Box<dyn Io>)
-        })
-    }
-}
-
 /// A running receiver on tokio.
 pub type Receiver = Running<Tokio>;
 
 impl ReceiverIo for Tokio {
-    const SHELL: &'static str = "anpx";
     type Upstream = dyn Upstream;
-    type Listener = TcpAccept;
 
-    fn runtime() -> Arc<dyn Runtime> {
-        Arc::new(Tokio)
+    fn plain(tcp: TcpStream) -> Box<dyn Io> {
+        Box::new(TokioAdapter::new(tcp))
     }
 
-    fn connector() -> Arc<dyn Connector> {
-        Arc::new(Tcp)
+    async fn tls(tcp: TcpStream, (config, name): ClientTls) -> std::io::Result<Box<dyn Io>> {
+        let stream = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await?;
+        Ok(Box::new(TokioAdapter::new(stream)))
     }
 
     fn serve_admin(
