@@ -27,10 +27,8 @@ impl ShellIo for Smol {
         task
     }
 
-    fn cancel(task: smol::Task<()>) -> impl Future<Output = ()> + Send {
-        async move {
-            task.cancel().await;
-        }
+    async fn cancel(task: smol::Task<()>) {
+        task.cancel().await;
     }
 }
 

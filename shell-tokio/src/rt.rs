@@ -23,10 +23,8 @@ impl ShellIo for Tokio {
         tokio::spawn(task)
     }
 
-    fn join(task: Self::Task) -> impl Future<Output = ()> + Send {
-        async move {
-            let _ = task.await;
-        }
+    async fn join(task: Self::Task) {
+        let _ = task.await;
     }
 
     fn cancel(task: Self::Task) -> impl Future<Output = ()> + Send {
