@@ -15,7 +15,6 @@ use crate::accept::{BindError, Bound};
 use crate::driver::Driver;
 use crate::gateway::{Listener, Shared, RECEIVER_CLOSE_WAIT};
 use crate::options::GatewayOptions;
-use crate::receiver::Runtime;
 use crate::shell_io::ShellIo;
 use crate::signal::Stop;
 
@@ -35,7 +34,7 @@ pub trait GatewayIo: ShellIo {
     /// Its TLS acceptor.
     type Tls: Clone + Send + 'static;
     /// The driver's timer: resolves at `at`. Unboxed, unlike
-    /// [`Runtime::sleep_until`]'s: the timer task sleeps again towards
+    /// [`Runtime::sleep_until`](crate::receiver::Runtime::sleep_until)'s: the timer task sleeps again towards
     /// every next deadline of the machine.
     fn timer(at: Instant) -> impl Future<Output = ()> + Send + 'static;
     /// The TLS acceptor of `config`.
@@ -46,7 +45,7 @@ pub trait GatewayIo: ShellIo {
     fn serve(listeners: Vec<Served<Self>>, shared: &Arc<Shared>, stop: &Stop) -> Vec<Self::Task>;
     /// The cluster's tasks and timers.
     #[cfg(feature = "cluster")]
-    fn cluster_runtime() -> Arc<dyn Runtime>;
+    fn cluster_runtime() -> Arc<dyn crate::receiver::Runtime>;
     /// `future` polled where the NATS client can do its I/O (in a tokio
     /// context).
     #[cfg(feature = "cluster")]

@@ -1,7 +1,6 @@
 //! The gateway runtime on smol: listeners served by async-h1, receivers'
 //! WebSockets through async-h1's upgrade, and the shared gateway machine.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -24,7 +23,6 @@ use shell_common::gateway::{
     decorate, header_pairs, is_websocket_upgrade, pump_upload, Answer, Endpoint, Listener,
     PublicRequest, Shared, UploadEnd,
 };
-use shell_common::receiver::Runtime;
 use shell_common::serving::{GatewayIo, Served, Serving};
 use shell_common::signal::Stop;
 use shell_common::{link, websocket, ws};
@@ -47,10 +45,8 @@ pub type Gateway = Serving<Smol>;
 impl GatewayIo for Smol {
     type Tls = futures_rustls::TlsAcceptor;
 
-    fn timer(at: Instant) -> impl Future<Output = ()> + Send + 'static {
-        async move {
-            smol::Timer::at(at).await;
-        }
+    async fn timer(at: Instant) {
+        smol::Timer::at(at).await;
     }
 
     fn tls(config: Arc<rustls::ServerConfig>) -> futures_rustls::TlsAcceptor {
@@ -73,12 +69,12 @@ impl GatewayIo for Smol {
     }
 
     #[cfg(feature = "cluster")]
-    fn cluster_runtime() -> Arc<dyn Runtime> {
+    fn cluster_runtime() -> Arc<dyn shell_common::receiver::Runtime> {
         Arc::new(SmolWithTokio)
     }
 
     #[cfg(feature = "cluster")]
-    fn in_tokio<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    fn in_tokio<F: std::future::Future>(future: F) -> impl std::future::Future<Output = F::Output> {
         async_compat::Compat::new(future)
     }
 }
