@@ -1,10 +1,9 @@
 //! The core embedded in a transport of its own: a gateway and a receiver
 //! joined by an in-memory byte pipe instead of a WebSocket, driven in
 //! virtual time by one loop. This file is the whole "shell": it frames
-//! messages on the pipe, does the handshake, feeds inputs with `now`,
-//! drains outputs and sleeps (jumps) to the next deadline. It walks
-//! through the handshake, flow credit, a timeout, a cancellation and a
-//! close; `docs/EMBEDDING.md` explains each part.
+//! messages, does the handshake, feeds inputs with `now`, drains outputs and
+//! jumps to the next deadline, through flow credit, a timeout, a
+//! cancellation and a close (`docs/EMBEDDING.md` explains each part).
 //!
 //! ```text
 //! cargo run -p anpx-core --example embedded
@@ -21,9 +20,8 @@ use anpx_core::{
     WsMessage,
 };
 
-/// One direction of the byte pipe: records of `[kind][len: u32][payload]`,
-/// handed over in pieces of at most `PIECE` bytes, so a record may arrive
-/// split.
+/// One direction of the byte pipe: records of `[kind][len: u32][payload]`
+/// in pieces of at most `PIECE` bytes, so a record may arrive split.
 #[derive(Default)]
 struct Pipe {
     bytes: VecDeque<u8>,
@@ -54,8 +52,8 @@ impl Pipe {
     }
     /// Moves one piece across; returns the records now whole.
     fn deliver(&mut self) -> Vec<(u8, Vec<u8>)> {
-        let n = self.bytes.len().min(PIECE);
-        self.arrived.extend(self.bytes.drain(..n));
+        self.arrived
+            .extend(self.bytes.drain(..self.bytes.len().min(PIECE)));
         let mut records = Vec::new();
         while self.arrived.len() >= 5 {
             let len = u32::from_be_bytes(self.arrived[1..5].try_into().unwrap()) as usize;
@@ -78,25 +76,22 @@ fn ws(kind: u8, payload: Vec<u8>) -> WsMessage {
     }
 }
 
-/// What happened, for the test to check.
+/// What happened, for the test to check: the features both sides agreed;
+/// `/big`'s status and length (2 MiB streamed), and how much reached its
+/// client while it read nothing; `/slow`'s status (never answered); whether
+/// the receiver saw `/cancel` aborted after its client left; `/last`'s status
+/// (in flight when the uplink is cut), whether the receiver aborted it when
+/// the close reached it; the close code the silent receiver was given.
 #[derive(Debug, Default)]
 pub struct Outcome {
-    /// Features both sides agreed in the handshake.
     pub agreed: Features,
-    /// Status and body length of `/big` (2 MiB streamed).
     pub big: (u16, usize),
-    /// `/big` bytes that reached the client while it read nothing.
     pub big_before_reading: usize,
-    /// Status of `/slow`, which the service never answers.
     pub slow: u16,
-    /// Whether the receiver saw `/cancel` aborted after its client left.
     pub cancel_aborted: bool,
-    /// Status of `/last`, in flight when the receiver's uplink is cut.
     pub last: u16,
-    /// Close code the gateway gave the silent receiver.
-    pub close: Option<u16>,
-    /// Whether the receiver aborted `/last` when the close reached it.
     pub last_aborted: bool,
+    pub close: Option<u16>,
 }
 
 pub fn run() -> Outcome {
@@ -111,10 +106,8 @@ pub fn run() -> Outcome {
     let mut gw = Gateway::new(config, 7);
     let (mut down, mut up) = (Pipe::default(), Pipe::default()); // gateway→receiver, back
     let mut out = Outcome::default();
-
-    // Handshake: the receiver declares services and features; the gateway
-    // takes a slot, grants, negotiates, admits, and answers with what it
-    // agreed. Authentication is yours to run between `begin` and `decide`.
+    // Handshake: the receiver declares services and features; the gateway takes a slot,
+    // grants, negotiates, admits and answers. Authentication is yours, between `begin` and `decide`.
     let ours = Features::all().to_header_value();
     let hello = up.hello(format!("api.agent.com\n{ours}"));
     let (services, features) = hello.split_once('\n').unwrap();
@@ -125,19 +118,15 @@ pub fn run() -> Outcome {
     };
     let peer = IpAddr::from([192, 0, 2, 1]);
     let handshake = gw.begin_handshake(now, peer, &offer).unwrap();
-    let open = Admitted {
+    let open = Ok(Admitted {
         identity: Identity::Anonymous,
-        allowed: None,
-    }; // open mode
-    let ok = gw
-        .decide_handshake(now, handshake, &offer, Ok(open))
-        .unwrap();
+        allowed: None, // open mode
+    });
+    let ok = gw.decide_handshake(now, handshake, &offer, open).unwrap();
     let theirs = format!("{}\n{}", format_services(&ok.grants), ok.features);
     let link = gw.admit_handshake(now, handshake, ok.identity, ok.grants, ok.features);
-    let answer = down.hello(theirs);
-    out.agreed = Features::parse_header(answer.split_once('\n').unwrap().1);
+    out.agreed = Features::parse_header(down.hello(theirs).split_once('\n').unwrap().1);
     let mut rx = Receiver::new(ReceiverConfig::default(), out.agreed, now);
-
     // Public requests, all at once; `/last` comes later.
     let get = |gw: &mut Gateway, now, path| {
         let head = RequestHead::new("GET", path);
@@ -147,29 +136,24 @@ pub fn run() -> Outcome {
     let mut ids: HashMap<RequestId, &str> = ["/big", "/slow", "/cancel"]
         .map(|p| get(&mut gw, now, p))
         .into();
-    let read_from = start + Duration::from_secs(1); // the /big client reads from then on
-    let mut big_unread = 0; // bytes the client has and has not yet read
-                            // The service: path of each request, what is left of its answer,
-                            // and whether the receiver takes the next piece now.
-    let mut serving: HashMap<RequestId, (String, Option<usize>, bool)> = HashMap::new();
+    // The /big client reads from `read_from` on; `big_unread` it has not read yet.
+    let (read_from, mut big_unread) = (start + Duration::from_secs(1), 0);
+    // The service: each request's path, what is left of its answer, whether it may send.
+    let mut serving: HashMap<RequestId, (String, usize, bool)> = HashMap::new();
     let mut uplink_cut = false;
 
     loop {
         // Gateway side: inputs from the pipe, then drain its outputs.
         let mut busy = false;
-        if !uplink_cut {
-            for (_, payload) in up.deliver().into_iter().map(|(k, p)| (k, ws(k, p))) {
-                gw.handle_message(now, link, payload);
-                busy = true;
-            }
+        for (kind, payload) in up.deliver().into_iter().filter(|_| !uplink_cut) {
+            gw.handle_message(now, link, ws(kind, payload));
+            busy = true;
         }
         while let Some(o) = gw.poll_output() {
             busy = true;
             match o {
                 Output::Transmit { message, .. } => down.send_ws(&message),
-                // No upload here streams; a shell reading a client's body
-                // reads on when this comes.
-                Output::Writable { .. } => {}
+                Output::Writable { .. } => {} // an upload may read on; none here waits
                 Output::Close { code, .. } => {
                     out.close = Some(code);
                     down.send(CLOSE, &code.to_be_bytes());
@@ -191,37 +175,31 @@ pub fn run() -> Outcome {
         } else if big_unread > 0 {
             let id = ids.iter().find(|(_, p)| **p == "/big").unwrap().0.clone();
             gw.body_read(now, &id, big_unread);
-            out.big.1 += big_unread;
-            big_unread = 0;
-            busy = true;
+            (out.big.1, big_unread, busy) = (out.big.1 + big_unread, 0, true);
         }
-
         // Receiver side: the same, with the service behind it.
         for (kind, payload) in down.deliver() {
             busy = true;
-            if kind == CLOSE {
-                rx.handle_close(now);
-            } else if kind == 2 {
-                up.send(3, &payload); // a WebSocket library answers pings itself
-            } else {
-                rx.handle_message(now, ws(kind, payload));
+            match kind {
+                CLOSE => rx.handle_close(now),
+                2 => up.send(3, &payload), // a WebSocket library answers pings itself
+                _ => rx.handle_message(now, ws(kind, payload)),
             }
         }
         while let Some(o) = rx.poll_output() {
             busy = true;
             match o {
                 ReceiverOutput::Transmit(m) => up.send_ws(&m),
+                // The service answers /big and /cancel at once, 2 MiB
+                // streamed, and never answers the others.
                 ReceiverOutput::Event(RequestEvent::Head { request, head }) => {
-                    serving.insert(request, (head.path, None, true));
-                }
-                ReceiverOutput::Event(RequestEvent::End { request }) => {
-                    let (path, left, _) = serving.get_mut(&request).unwrap();
-                    if path == "/big" || path == "/cancel" {
-                        let head = ResponseHead::new(200);
-                        rx.respond(now, &request, head, ResponseBody::Streaming)
-                            .unwrap();
-                        *left = Some(2 * MIB);
+                    let streamed = ["/big", "/cancel"].contains(&head.path.as_str());
+                    if streamed {
+                        let (answer, body) = (ResponseHead::new(200), ResponseBody::Streaming);
+                        rx.respond(now, &request, answer, body).unwrap();
                     }
+                    let left = if streamed { 2 * MIB } else { 0 };
+                    serving.insert(request, (head.path, left, true));
                 }
                 ReceiverOutput::Event(RequestEvent::Aborted { request, .. }) => {
                     let path = serving.remove(&request).map(|s| s.0);
@@ -229,54 +207,37 @@ pub fn run() -> Outcome {
                     out.last_aborted |= path.as_deref() == Some("/last");
                 }
                 // The gateway's credit sent what waited: read on.
-                ReceiverOutput::Writable { request } => {
-                    if let Some(s) = serving.get_mut(&request) {
-                        s.2 = true;
-                    }
-                }
+                ReceiverOutput::Writable { request } => serving.get_mut(&request).unwrap().2 = true,
                 ReceiverOutput::Event(_) | ReceiverOutput::Close { .. } => {}
             }
         }
-        // The service streams /big and /cancel, a piece whenever the
-        // receiver takes one: a piece that leaves bytes unsent waits for
-        // `Writable`. That is its backpressure.
-        for (id, (_, left, ready)) in serving.iter_mut() {
-            if let Some(left) = left.as_mut().filter(|l| **l > 0 && *ready) {
-                let n = (*left).min(64 * 1024);
-                *left -= n;
-                rx.respond_body(now, id, vec![b'x'; n].into(), *left == 0)
-                    .unwrap();
-                *ready = rx.unsent(id) == Some(0);
-                busy = true;
-            }
+        // The service streams a piece whenever the receiver takes one: a piece that
+        // leaves bytes unsent waits for `Writable`. That is its backpressure.
+        for (id, (_, left, ready)) in serving.iter_mut().filter(|(_, s)| s.1 > 0 && s.2) {
+            let n = (*left).min(64 * 1024);
+            *left -= n;
+            let piece = vec![b'x'; n].into();
+            rx.respond_body(now, id, piece, *left == 0).unwrap();
+            (*ready, busy) = (rx.unsent(id) == Some(0), true);
         }
         // Bytes still on their way count as work: a record may be split.
         if busy || !down.bytes.is_empty() || (!uplink_cut && !up.bytes.is_empty()) {
             continue;
         }
-
-        // Idle. Once /big and /slow are done, start /last and cut the
-        // receiver's uplink: the gateway hears nothing more from it.
+        // Idle: once /big and /slow are done, start /last and cut the receiver's uplink.
         if out.big.1 == 2 * MIB && out.slow != 0 && !uplink_cut {
-            let (id, path) = get(&mut gw, now, "/last");
-            ids.insert(id, path);
+            ids.extend([get(&mut gw, now, "/last")]);
             uplink_cut = true;
             continue;
         }
         if out.close.is_some() && rx.poll_timeout().is_none() {
-            assert_eq!(
-                gw.admissions().open(),
-                0,
-                "the connection's place was given back"
-            );
+            assert_eq!(gw.admissions().open(), 0, "its place is given back");
             return out; // both sides closed
         }
         // Sleep until the earliest deadline: the machines' or the client's.
         let app = (now < read_from).then_some(read_from);
-        let next = [gw.poll_timeout(), rx.poll_timeout(), app]
-            .into_iter()
-            .flatten()
-            .min();
+        let deadlines = [gw.poll_timeout(), rx.poll_timeout(), app];
+        let next = deadlines.into_iter().flatten().min();
         now = next.expect("a deadline while anything is open").max(now);
         gw.handle_timeout(now);
         rx.handle_timeout(now);

@@ -33,6 +33,59 @@ pub trait Listen: Send + Sized + 'static {
     fn set_nodelay(conn: &Self::Conn) -> io::Result<()>;
     /// The local address `conn` came in on.
     fn conn_local_addr(conn: &Self::Conn) -> io::Result<SocketAddr>;
+    /// A connection of the same kind to `host`:`port`, Nagle's algorithm
+    /// off (the receiver's to its gateway).
+    fn connect(host: &str, port: u16) -> impl Future<Output = io::Result<Self::Conn>> + Send;
+}
+
+/// Declares `$name`, the shell's TCP listener (and client) as [`Listen`]
+/// takes it.
+///
+/// tokio's and smol's `TcpListener` and `TcpStream` have the same methods
+/// under the same names, so the adapter is written once here and each
+/// shell names its types: `tcp_listen!(TcpAccept, tokio::net::TcpListener,
+/// tokio::net::TcpStream)`.
+#[macro_export]
+macro_rules! tcp_listen {
+    ($name:ident, $listener:ty, $stream:ty) => {
+        /// The runtime's TCP listener as the shared accept loop takes it.
+        pub struct $name(pub(crate) $listener);
+
+        impl $crate::accept::Listen for $name {
+            type Conn = $stream;
+
+            async fn bind(addr: ::std::net::SocketAddr) -> ::std::io::Result<Self> {
+                Ok($name(<$listener>::bind(addr).await?))
+            }
+
+            fn local_addr(&self) -> ::std::io::Result<::std::net::SocketAddr> {
+                self.0.local_addr()
+            }
+
+            fn accept(
+                &self,
+            ) -> impl ::std::future::Future<
+                Output = ::std::io::Result<($stream, ::std::net::SocketAddr)>,
+            > + Send
+                   + '_ {
+                self.0.accept()
+            }
+
+            fn set_nodelay(conn: &$stream) -> ::std::io::Result<()> {
+                conn.set_nodelay(true)
+            }
+
+            fn conn_local_addr(conn: &$stream) -> ::std::io::Result<::std::net::SocketAddr> {
+                conn.local_addr()
+            }
+
+            async fn connect(host: &str, port: u16) -> ::std::io::Result<$stream> {
+                let conn = <$stream>::connect((host, port)).await?;
+                let _ = conn.set_nodelay(true);
+                Ok(conn)
+            }
+        }
+    };
 }
 
 /// An accepted connection of a gateway listener, readied by [`serve_each`].

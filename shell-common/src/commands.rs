@@ -5,62 +5,40 @@
 //! waiting for the stop signal.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::sync::Arc;
 
+use anpx_core::cli::{Cli, Command};
 use anpx_core::config::Config;
 use anyhow::{bail, Context, Result};
+use clap::Parser;
 
 use crate::banner::{self, Forwarding};
-use crate::options::{GatewayOptions, ReceiverOptions, Status};
+use crate::dialing::{ReceiverIo, Running};
+use crate::integrations::Integrations;
+use crate::options::Status;
+use crate::process::{exit_code, init_logging, load_config, report_fatal, EXIT_USAGE};
 use crate::reload::Reloader;
+use crate::serving::{GatewayIo, Serving};
 use crate::setup::{SetupError, Upstreams};
 use crate::signal::Watch;
 
-/// A shell's running gateway.
-pub trait RunningGateway: Sized {
-    /// Where public clients connect.
-    fn public_addr(&self) -> SocketAddr;
-    /// The separate receivers' listener, when configured.
-    fn ws_addr(&self) -> Option<SocketAddr>;
-    /// The admin plane's address, when configured.
-    fn admin_addr(&self) -> Option<SocketAddr>;
-    /// Joins the cluster of `options` over NATS.
-    #[cfg(feature = "cluster")]
-    fn join_cluster(
-        &mut self,
-        options: crate::cluster::ClusterOptions,
-    ) -> impl Future<Output = Result<(), crate::cluster::ClusterError>>;
-    /// Drains and stops.
-    fn shutdown(self) -> impl Future<Output = ()>;
-}
-
-/// A shell's running receiver.
-pub trait RunningReceiver: Sized {
-    /// The admin plane's address, when one was opened.
-    fn admin_addr(&self) -> Option<SocketAddr>;
-    /// The receiver's status, to follow.
-    fn watch(&self) -> Watch<Status>;
-    /// Drains, closes and waits for the connection loops.
-    fn shutdown(self) -> impl Future<Output = ()>;
-}
-
-/// The upstream type a shell's receiver serves from.
-pub type UpstreamOf<S> = <<S as Shell>::Upstreams as Upstreams>::Upstream;
-
-/// What a shell supplies to run the long-running subcommands.
-pub trait Shell {
+/// What a shell supplies to run the commands: its runtime, its gateway
+/// and receiver I/O, its upstreams, and its signals.
+pub trait Shell: Sized {
     /// The binary's name, in front of what it prints (`anpx`, `anpx-smol`).
     const PROGRAM: &'static str;
-    /// Its gateway.
-    type Gateway: RunningGateway;
-    /// Its receiver.
-    type Receiver: RunningReceiver;
-    /// Its upstreams.
-    type Upstreams: Upstreams;
-
+    /// The optional integrations this build carries.
+    const INTEGRATIONS: Integrations;
     /// Whether its gateway's TLS offers HTTP/2.
     const HTTP2: bool;
+    /// What its gateway runs with.
+    type Gateway: GatewayIo;
+    /// What its receiver runs with.
+    type Receiver: ReceiverIo;
+    /// The upstreams its receiver serves from.
+    const UPSTREAMS: Upstreams<<Self::Receiver as ReceiverIo>::Upstream>;
+
     /// Its DID document fetcher.
     fn documents(&self) -> Arc<dyn crate::did_wba::DocumentIo>;
     /// The registry database of `gateway.registry.url`, on its runtime.
@@ -68,17 +46,86 @@ pub trait Shell {
         &self,
         section: &anpx_core::config::GatewaySection,
     ) -> Result<Arc<dyn anpx_core::registry::Registry>, String>;
-    /// Binds the gateway's listeners and starts serving.
-    fn bind_gateway(&self, options: GatewayOptions) -> impl Future<Output = Result<Self::Gateway>>;
-    /// The upstreams its receiver serves from.
-    fn upstreams(&self) -> Arc<Self::Upstreams>;
-    /// Binds the receiver's admin listener, if any, and starts dialing.
-    fn bind_receiver(
-        &self,
-        options: ReceiverOptions<UpstreamOf<Self>>,
-    ) -> impl Future<Output = std::io::Result<Self::Receiver>>;
+    /// Starts its runtime and runs `future` on it to the end.
+    fn block_on(&self, future: impl Future<Output = Result<()>>) -> Result<()>;
+    /// `future` polled where the registry's database client can do its
+    /// I/O (in a tokio context).
+    fn in_tokio<F: Future>(&self, future: F) -> impl Future<Output = F::Output>;
+    /// Reloads with `reloader` on every SIGHUP from now on (see
+    /// [`crate::reload::on_hangup`]).
+    fn watch_hangups(&self, reloader: Option<Arc<Reloader>>) -> Result<()>;
     /// Resolves on Ctrl-C or SIGTERM.
     fn shutdown_signal(&self) -> impl Future<Output = Result<()>>;
+}
+
+/// A shell's binary, after its allocator: parses the command line, loads
+/// the configuration and sets up logging, refuses what this build cannot
+/// run, runs the command on the shell's runtime (the local ones without
+/// it) and turns the outcome into the exit code.
+pub fn main<S: Shell>(shell: S) -> ExitCode {
+    let program = S::PROGRAM;
+    let cli = Cli::parse();
+    let config = match load_config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{program}: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let log_format = config.gateway.log_format;
+    init_logging(log_format);
+    // A registry database or a NATS server this build cannot reach is
+    // refused before anything starts (a receiver alone needs neither).
+    let usable = match &cli.command {
+        Command::Receiver(_) | Command::Decode(_) | Command::Did(_) => Ok(()),
+        Command::Registry(_) => S::INTEGRATIONS.check_registry(&config.gateway),
+        _ => S::INTEGRATIONS.check(&config),
+    };
+    if let Err(e) = usable {
+        report_fatal(program, log_format, e);
+        return ExitCode::from(EXIT_USAGE);
+    }
+    if let Some(code) = crate::process::run_local(program, &cli.command, &config) {
+        return code;
+    }
+    let reloader = crate::reload::for_command(&cli, &config);
+    match shell.block_on(run(&shell, cli.command, config, reloader)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            report_fatal(program, log_format, format_args!("{e:#}"));
+            exit_code(&e)
+        }
+    }
+}
+
+/// What a command the shell's runtime runs does, SIGHUP caught throughout.
+async fn run<S: Shell>(
+    shell: &S,
+    command: Command,
+    config: Config,
+    reloader: Option<Arc<Reloader>>,
+) -> Result<()> {
+    shell.watch_hangups(reloader.clone())?;
+    let reloader = reloader.as_deref();
+    let program = S::PROGRAM;
+    match command {
+        Command::Gateway(_) => gateway(shell, &config, reloader).await,
+        Command::Receiver(args) => receiver(shell, &config, args.demo, reloader).await,
+        Command::Both(args) => both(shell, config, args.demo, false, reloader).await,
+        Command::Demo(_) => both(shell, config, true, true, reloader).await,
+        Command::Registry(args) => {
+            let run = crate::registry_cmd::run(program, args, &config);
+            shell.in_tokio(run).await
+        }
+        // `check-config --online` (the rest ran in run_local): the
+        // registry's database is reached on the shell's runtime.
+        Command::CheckConfig(_) => {
+            shell
+                .in_tokio(crate::check_config::online(program, &config))
+                .await
+        }
+        Command::Did(_) | Command::Decode(_) => Ok(()),
+    }
 }
 
 /// `gateway`: binds, joins the cluster when one is configured, prints
@@ -105,7 +152,7 @@ pub async fn receiver<S: Shell>(
     demo: bool,
     reloader: Option<&Reloader>,
 ) -> Result<()> {
-    let receiver = start_receiver(shell, config, demo, reloader).await?;
+    let receiver = start_receiver::<S>(config, demo, reloader).await?;
     let mut forwarding = Forwarding::new(config, demo);
     let watch = receiver.watch();
     let stopped = async {
@@ -156,7 +203,7 @@ pub async fn both<S: Shell>(
         ("http", "ws")
     };
     config.receiver.gateway = format!("{ws}://{addr}/ws");
-    let receiver = start_receiver(shell, &config, demo, reloader).await?;
+    let receiver = start_receiver::<S>(&config, demo, reloader).await?;
     let granted = match wait_ready(&receiver.watch()).await {
         Status::Connected { granted, .. } => granted,
         Status::Stopped(why) => bail!("the receiver could not connect to its own gateway: {why}"),
@@ -193,7 +240,7 @@ async fn start_gateway<S: Shell>(
     shell: &S,
     config: &Config,
     reloader: Option<&Reloader>,
-) -> Result<S::Gateway> {
+) -> Result<Serving<S::Gateway>> {
     let registry = || {
         shell
             .registry(&config.gateway)
@@ -205,8 +252,7 @@ async fn start_gateway<S: Shell>(
     }
     let listen = options.listen;
     #[cfg_attr(not(feature = "cluster"), allow(unused_mut))]
-    let mut gateway = shell
-        .bind_gateway(options)
+    let mut gateway = Serving::<S::Gateway>::bind(options)
         .await
         .with_context(|| format!("cannot start the gateway on {listen}"))?;
     #[cfg(feature = "cluster")]
@@ -216,7 +262,7 @@ async fn start_gateway<S: Shell>(
 
 /// Joins the cluster of `[gateway.cluster]`, when one is configured.
 #[cfg(feature = "cluster")]
-async fn join_cluster<S: Shell>(gateway: &mut S::Gateway, config: &Config) -> Result<()> {
+async fn join_cluster<S: Shell>(gateway: &mut Serving<S::Gateway>, config: &Config) -> Result<()> {
     let options = crate::cluster::ClusterOptions::from_config(
         &config.gateway.cluster,
         config.gateway.request_timeout(),
@@ -237,15 +283,13 @@ async fn join_cluster<S: Shell>(gateway: &mut S::Gateway, config: &Config) -> Re
 /// The receiver from `config`, with its admin listener when
 /// `receiver.admin_listen` is set (announced on stderr).
 async fn start_receiver<S: Shell>(
-    shell: &S,
     config: &Config,
     demo: bool,
     reloader: Option<&Reloader>,
-) -> Result<S::Receiver> {
-    let options = crate::setup::running_receiver(config, demo, shell.upstreams(), reloader)?;
+) -> Result<Running<S::Receiver>> {
+    let options = crate::setup::running_receiver(config, demo, S::UPSTREAMS, reloader)?;
     let admin = options.admin_listen;
-    let receiver = shell
-        .bind_receiver(options)
+    let receiver = Running::<S::Receiver>::bind(options)
         .await
         .with_context(|| banner::receiver_admin_bind_context(admin))?;
     if let Some(addr) = receiver.admin_addr() {
@@ -255,7 +299,7 @@ async fn start_receiver<S: Shell>(
 }
 
 /// Where the gateway is reachable, on stdout.
-fn print_gateway<S: Shell>(gateway: &S::Gateway, config: &Config) {
+fn print_gateway<S: Shell>(gateway: &Serving<S::Gateway>, config: &Config) {
     let lines = banner::gateway_lines(
         gateway.public_addr(),
         gateway.ws_addr(),

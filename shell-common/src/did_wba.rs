@@ -50,18 +50,25 @@ pub enum FetchError {
 /// What a shell does for the check: its HTTP(S) client and its way of
 /// running blocking work.
 pub trait DocumentIo: Send + Sync + 'static {
-    /// GETs `url` (http or https, trusting `tls`), giving up after
-    /// `timeout` in all and refusing bodies over `max_bytes`.
-    fn get(
-        &self,
-        url: String,
-        timeout: Duration,
-        max_bytes: usize,
-        tls: Arc<rustls::ClientConfig>,
-    ) -> BoxFuture<Result<Bytes, FetchError>>;
+    /// GETs the document of `fetch`.
+    fn get(&self, fetch: DocumentFetch) -> BoxFuture<Result<Bytes, FetchError>>;
 
     /// Runs `work` (file reads) off the async threads.
     fn unblock(&self, work: Box<dyn FnOnce() -> Option<Bytes> + Send>) -> BoxFuture<Option<Bytes>>;
+}
+
+/// One document GET: `url` (http or https, trusting `tls`), given up
+/// after `timeout` in all, its body refused over `max_bytes`.
+#[derive(Debug, Clone)]
+pub struct DocumentFetch {
+    /// The document's URL.
+    pub url: String,
+    /// How long the whole GET may take.
+    pub timeout: Duration,
+    /// The largest body accepted.
+    pub max_bytes: usize,
+    /// Whom an `https` server must be vouched for by.
+    pub tls: Arc<rustls::ClientConfig>,
 }
 
 /// Where a document URL points, as a shell's HTTP client dials it.
@@ -233,12 +240,12 @@ impl DocumentResolver {
         };
         let fetched = self
             .io
-            .get(
-                url.to_owned(),
+            .get(DocumentFetch {
+                url: url.to_owned(),
                 timeout,
-                self.max_document_bytes,
-                self.sources.tls.clone(),
-            )
+                max_bytes: self.max_document_bytes,
+                tls: self.sources.tls.clone(),
+            })
             .await;
         match place.ticket.take() {
             Some(ticket) => lock(&self.fetches).fetched(Instant::now(), ticket, fetched),
@@ -381,13 +388,8 @@ mod tests {
     struct LocalIo;
 
     impl DocumentIo for LocalIo {
-        fn get(
-            &self,
-            url: String,
-            _timeout: Duration,
-            _max_bytes: usize,
-            _tls: Arc<rustls::ClientConfig>,
-        ) -> BoxFuture<Result<Bytes, FetchError>> {
+        fn get(&self, fetch: DocumentFetch) -> BoxFuture<Result<Bytes, FetchError>> {
+            let url = fetch.url;
             Box::pin(async move { Err(FetchError::Transport(format!("no network: {url}"))) })
         }
 
@@ -448,13 +450,7 @@ mod tests {
     struct SilentIo;
 
     impl DocumentIo for SilentIo {
-        fn get(
-            &self,
-            _url: String,
-            _timeout: Duration,
-            _max_bytes: usize,
-            _tls: Arc<rustls::ClientConfig>,
-        ) -> BoxFuture<Result<Bytes, FetchError>> {
+        fn get(&self, _fetch: DocumentFetch) -> BoxFuture<Result<Bytes, FetchError>> {
             Box::pin(std::future::pending())
         }
 

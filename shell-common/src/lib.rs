@@ -46,7 +46,9 @@ pub mod registry_cmd;
 pub mod reload;
 pub mod remote;
 pub mod repoll;
+pub mod serving;
 pub mod setup;
+pub mod shell_io;
 pub mod signal;
 #[cfg(test)]
 mod test_waker;

@@ -156,36 +156,35 @@ pub fn upstream_choice(config: &Config, demo: bool) -> Result<UpstreamChoice<'_>
     }
 }
 
-/// How a shell makes the upstreams its receiver serves from.
-pub trait Upstreams: Send + Sync + 'static {
-    /// The shell's upstream trait object.
-    type Upstream: Dispatch + ?Sized;
+/// How a shell makes the upstreams its receiver serves from; `U` is its
+/// upstream trait object.
+pub struct Upstreams<U: ?Sized> {
     /// The built-in demo agent (`--demo`).
-    fn demo(&self) -> Arc<Self::Upstream>;
+    pub demo: fn() -> Arc<U>,
     /// The service at `url` (`receiver.upstream`).
-    fn at(&self, url: &str) -> anyhow::Result<Arc<Self::Upstream>>;
+    pub at: fn(&str) -> anyhow::Result<Arc<U>>,
 }
 
 /// A running receiver's options from `config`, for `anpx receiver` and
 /// `anpx both` of every shell: the demo agent when `demo`, else
 /// `receiver.upstream` made by `upstreams` (which a SIGHUP that changes it
 /// uses again), handed to `reloader` when there is one.
-pub fn running_receiver<M: Upstreams>(
+pub fn running_receiver<U: Dispatch + ?Sized>(
     config: &Config,
     demo: bool,
-    upstreams: Arc<M>,
+    upstreams: Upstreams<U>,
     reloader: Option<&crate::reload::Reloader>,
-) -> anyhow::Result<ReceiverOptions<M::Upstream>> {
+) -> anyhow::Result<ReceiverOptions<U>> {
     use anyhow::Context;
     let upstream = match upstream_choice(config, demo)? {
-        UpstreamChoice::Demo => upstreams.demo(),
-        UpstreamChoice::Url(url) => upstreams.at(url).context("receiver.upstream")?,
+        UpstreamChoice::Demo => (upstreams.demo)(),
+        UpstreamChoice::Url(url) => (upstreams.at)(url).context("receiver.upstream")?,
     };
     let options = receiver_options(config, upstream)?;
     if !demo {
+        let at = upstreams.at;
         options.live.set_upstream_maker(Box::new(move |url| {
-            upstreams
-                .at(url)
+            at(url)
                 .map(crate::receiver::dispatcher)
                 .map_err(|e| format!("{e:#}"))
         }));

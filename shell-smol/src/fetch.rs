@@ -3,11 +3,10 @@
 //! must cost the gateway little: smol's half of the shared DID-WBA check.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_types::{Method, Request, Url};
-use shell_common::did_wba::{read_limited, DocumentIo, DocumentUrl, FetchError};
+use shell_common::did_wba::{read_limited, DocumentFetch, DocumentIo, DocumentUrl, FetchError};
 use shell_common::receiver::BoxFuture;
 use smol::net::TcpStream;
 
@@ -18,13 +17,13 @@ use crate::rt::body_stream;
 pub struct SmolDocuments;
 
 impl DocumentIo for SmolDocuments {
-    fn get(
-        &self,
-        url: String,
-        timeout: Duration,
-        max_bytes: usize,
-        tls: Arc<rustls::ClientConfig>,
-    ) -> BoxFuture<Result<Bytes, FetchError>> {
+    fn get(&self, fetch: DocumentFetch) -> BoxFuture<Result<Bytes, FetchError>> {
+        let DocumentFetch {
+            url,
+            timeout,
+            max_bytes,
+            tls,
+        } = fetch;
         Box::pin(async move {
             let deadline = async {
                 smol::Timer::after(timeout).await;

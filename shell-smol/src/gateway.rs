@@ -2,14 +2,13 @@
 //! WebSockets through async-h1's upgrade, and the shared gateway machine.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::Instant;
 
 use anpx_core::edge::head::{BodyFraming, RequestHead};
 use anpx_core::edge::BodyPlan;
 use anpx_core::passthrough;
-use anpx_core::{Failure, FailureKind, GatewayStats, RequestBody};
+use anpx_core::{Failure, FailureKind, RequestBody};
 use async_h1::server::ConnectionStatus;
 use async_tungstenite::tungstenite::protocol::Role;
 use async_tungstenite::WebSocketStream;
@@ -17,86 +16,47 @@ use bytes::Bytes;
 use futures_util::io::{AsyncRead, AsyncWrite};
 use futures_util::{StreamExt, TryStreamExt};
 use http_types::{Request, Response};
-use shell_common::accept::{self, Bound, Incoming};
+use shell_common::accept::{self, Incoming};
 use shell_common::admin::{AdminReply, EVENT_HEADERS};
-use shell_common::driver::Driver;
 use shell_common::edge::UploadCut;
 use shell_common::gateway::{
     decorate, header_pairs, is_websocket_upgrade, pump_upload, Answer, Endpoint, Listener,
     PublicRequest, Shared, UploadEnd,
 };
+use shell_common::serving::{GatewayIo, Served, Serving};
 use shell_common::signal::Stop;
-use shell_common::{link, websocket, ws, GatewayOptions};
+use shell_common::{link, websocket, ws};
 use smol::net::TcpStream;
 use smol::Task;
 
 #[cfg(feature = "cluster")]
-use crate::cluster::{Cluster, ClusterError, ClusterOptions, SmolWithTokio};
+use crate::cluster::SmolWithTokio;
 use crate::edge::{answer_refusal, next_head, Cutter, NextHead, Replay};
 use crate::rt::{body_stream, Smol, TcpAccept};
 use crate::shared_io::SharedIo;
 use crate::stall::Parked;
 use crate::upstream::{header_ok, status_code};
 
-/// Why a gateway could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum BindError {
-    /// A listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        /// The address.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
-}
+pub use shell_common::accept::BindError;
 
-/// A running gateway.
-pub struct Gateway {
-    public_addr: SocketAddr,
-    ws_addr: Option<SocketAddr>,
-    admin_addr: Option<SocketAddr>,
-    shared: Arc<Shared>,
-    listeners: Vec<Task<()>>,
-    stop: Stop,
-    driver_task: Task<()>,
-    drain_grace: Duration,
-    #[cfg(feature = "cluster")]
-    cluster: Option<Cluster>,
-}
+/// A running gateway on smol.
+pub type Gateway = Serving<Smol>;
 
-impl Gateway {
-    /// Binds the listeners and starts serving.
-    pub async fn bind(options: GatewayOptions) -> Result<Gateway, BindError> {
-        let bound =
-            Bound::<TcpAccept>::bind(options.listen, options.ws_listen, options.admin_listen)
-                .await
-                .map_err(|e| BindError::Listen {
-                    addr: e.addr,
-                    source: e.source,
-                })?;
-        let (public_addr, ws_addr, admin_addr) = (
-            bound.public_addr(),
-            bound.receivers_addr(),
-            bound.admin_addr(),
-        );
-        let (driver, task) = Driver::new(options.machine(fastrand::u64(..)), |at| async move {
-            smol::Timer::at(at).await;
-        });
-        let driver_task = smol::spawn(task);
-        let scheme = if options.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        let shared = Arc::new(Shared::new(driver, &options, scheme, "anpx-smol"));
-        let tls = options.tls.clone().map(futures_rustls::TlsAcceptor::from);
-        let stop = Stop::new(false);
-        let listeners = bound
-            .into_served()
+impl GatewayIo for Smol {
+    type Tls = futures_rustls::TlsAcceptor;
+
+    async fn timer(at: Instant) {
+        smol::Timer::at(at).await;
+    }
+
+    fn tls(config: Arc<rustls::ServerConfig>) -> futures_rustls::TlsAcceptor {
+        futures_rustls::TlsAcceptor::from(config)
+    }
+
+    fn serve(listeners: Vec<Served<Smol>>, shared: &Arc<Shared>, stop: &Stop) -> Vec<Task<()>> {
+        listeners
             .into_iter()
-            .map(|(listener, which, secure)| {
-                let tls = if secure { tls.clone() } else { None };
+            .map(|(listener, which, tls)| {
                 smol::spawn(accept_loop(
                     listener,
                     which,
@@ -105,82 +65,17 @@ impl Gateway {
                     stop.clone(),
                 ))
             })
-            .collect();
-        Ok(Gateway {
-            public_addr,
-            ws_addr,
-            admin_addr,
-            shared,
-            listeners,
-            stop,
-            driver_task,
-            drain_grace: options.drain_grace,
-            #[cfg(feature = "cluster")]
-            cluster: None,
-        })
+            .collect()
     }
 
-    /// The public address actually bound (useful with port 0).
-    pub fn public_addr(&self) -> SocketAddr {
-        self.public_addr
-    }
-
-    /// The separate receiver address, when configured.
-    pub fn ws_addr(&self) -> Option<SocketAddr> {
-        self.ws_addr
-    }
-
-    /// The admin plane's address (metrics, stats, dashboard), when
-    /// configured.
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin_addr
-    }
-
-    /// Joins a cluster of gateways over NATS: from now on this gateway
-    /// forwards requests its receivers do not serve to the gateway that
-    /// serves them, and serves requests forwarded here.
     #[cfg(feature = "cluster")]
-    pub async fn join_cluster(&mut self, options: ClusterOptions) -> Result<(), ClusterError> {
-        let start = Cluster::start(options, self.shared.driver.clone(), Arc::new(SmolWithTokio));
-        let cluster = async_compat::Compat::new(start).await?;
-        let _ = self.shared.cluster_view.set(cluster.view());
-        self.cluster = Some(cluster);
-        Ok(())
+    fn cluster_runtime() -> Arc<dyn shell_common::receiver::Runtime> {
+        Arc::new(SmolWithTokio)
     }
 
-    /// The cluster membership, when this gateway joined one.
     #[cfg(feature = "cluster")]
-    pub fn cluster(&self) -> Option<&Cluster> {
-        self.cluster.as_ref()
-    }
-
-    /// A snapshot of the gateway's state.
-    pub async fn stats(&self) -> Option<GatewayStats> {
-        self.shared.driver.stats().await.ok()
-    }
-
-    /// Stops accepting, lets requests in flight finish within the drain
-    /// grace period, then stops.
-    // `mut` is for leaving the cluster, which only the `cluster` feature has.
-    #[cfg_attr(not(feature = "cluster"), allow(unused_mut))]
-    pub async fn shutdown(mut self) {
-        self.shared.draining.store(true, Ordering::Relaxed);
-        self.stop.set(true);
-        // The other gateways stop forwarding here at once, rather than
-        // after the announcement's time to live.
-        #[cfg(feature = "cluster")]
-        if let Some(cluster) = self.cluster.take() {
-            async_compat::Compat::new(cluster.leave()).await;
-        }
-        self.shared.wait_in_flight(self.drain_grace, &Smol).await;
-        self.shared.driver.shutdown();
-        self.shared
-            .wait_receivers_closed(shell_common::gateway::RECEIVER_CLOSE_WAIT, &Smol)
-            .await;
-        for task in self.listeners {
-            task.cancel().await;
-        }
-        let _ = self.driver_task.await;
+    fn in_tokio<F: std::future::Future>(future: F) -> impl std::future::Future<Output = F::Output> {
+        async_compat::Compat::new(future)
     }
 }
 
@@ -193,31 +88,31 @@ async fn accept_loop(
     tls: Option<futures_rustls::TlsAcceptor>,
     stop: Stop,
 ) {
-    let serve = accept::serve_each::<TcpAccept, _, _>((shared, tls), |incoming, (shared, tls)| {
-        let Incoming {
-            conn: tcp,
-            peer,
-            local,
-        } = incoming;
-        Box::pin(async move {
-            let Some(acceptor) = tls else {
-                let client = Some(tcp.clone());
-                return serve_connection(tcp, client, peer, local, which, shared).await;
-            };
-            let handshake = async { Some(acceptor.accept(tcp).await) };
-            let deadline = async {
-                smol::Timer::after(shell_common::tls::HANDSHAKE_TIMEOUT).await;
-                None
-            };
-            match smol::future::or(handshake, deadline).await {
-                Some(Ok(stream)) => {
-                    serve_connection(SharedIo::new(stream), None, peer, local, which, shared).await
+    let with = (shared, tls);
+    let serve = accept::serve_each::<TcpAccept, _, _>(
+        with,
+        |Incoming { conn, peer, local }, (shared, tls)| {
+            Box::pin(async move {
+                let Some(acceptor) = tls else {
+                    let client = Some(conn.clone());
+                    return serve_connection(conn, client, peer, local, which, shared).await;
+                };
+                let handshake = async { Some(acceptor.accept(conn).await) };
+                let deadline = async {
+                    smol::Timer::after(shell_common::tls::HANDSHAKE_TIMEOUT).await;
+                    None
+                };
+                match smol::future::or(handshake, deadline).await {
+                    Some(Ok(stream)) => {
+                        serve_connection(SharedIo::new(stream), None, peer, local, which, shared)
+                            .await
+                    }
+                    Some(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
+                    None => tracing::debug!(%peer, "tls handshake timed out"),
                 }
-                Some(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
-                None => tracing::debug!(%peer, "tls handshake timed out"),
-            }
-        })
-    });
+            })
+        },
+    );
     accept::accept_loop(
         listener,
         &Smol,
@@ -661,27 +556,4 @@ async fn switch(
     })
     .detach();
     response
-}
-
-impl shell_common::commands::RunningGateway for Gateway {
-    fn public_addr(&self) -> SocketAddr {
-        Gateway::public_addr(self)
-    }
-
-    fn ws_addr(&self) -> Option<SocketAddr> {
-        Gateway::ws_addr(self)
-    }
-
-    fn admin_addr(&self) -> Option<SocketAddr> {
-        Gateway::admin_addr(self)
-    }
-
-    #[cfg(feature = "cluster")]
-    async fn join_cluster(&mut self, options: ClusterOptions) -> Result<(), ClusterError> {
-        Gateway::join_cluster(self, options).await
-    }
-
-    async fn shutdown(self) {
-        Gateway::shutdown(self).await
-    }
 }

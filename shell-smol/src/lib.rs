@@ -30,6 +30,7 @@ mod shared_io;
 mod stall;
 pub mod upstream;
 
+pub use rt::Smol;
 pub use shell_common::{GatewayOptions, Status};
 
 /// The optional integrations this build carries: its cargo features.

@@ -1,16 +1,36 @@
 //! smol's half of the shared loops: spawning, timers, accepting.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Instant;
 
-use shell_common::accept::Listen;
 use smol::net::{TcpListener, TcpStream};
 
 use shell_common::receiver::{BoxFuture, Owned, OwnedTask, Runtime};
+use shell_common::shell_io::ShellIo;
 
-/// Tasks on smol's global executor, timers from async-io.
-pub(crate) struct Smol;
+/// smol's I/O: tasks on smol's global executor, timers from async-io,
+/// and what the shared gateway and receiver are run with
+/// ([`crate::gateway::Gateway`], [`crate::receiver::Receiver`]).
+#[derive(Default)]
+pub struct Smol;
+
+impl ShellIo for Smol {
+    const NAME: &'static str = "anpx-smol";
+    type Listener = TcpAccept;
+    type Task = smol::Task<()>;
+
+    fn start<F: Future<Output = ()> + Send + 'static>(task: F) -> smol::Task<()> {
+        smol::spawn(task)
+    }
+
+    fn join(task: smol::Task<()>) -> impl Future<Output = ()> + Send {
+        task
+    }
+
+    async fn cancel(task: smol::Task<()>) {
+        task.cancel().await;
+    }
+}
 
 impl Runtime for Smol {
     fn spawn(&self, task: BoxFuture<()>) {
@@ -37,32 +57,7 @@ impl OwnedTask for OwnedSmol {
     }
 }
 
-/// smol's TCP listener as the shared accept loop takes it.
-pub(crate) struct TcpAccept(pub(crate) TcpListener);
-
-impl Listen for TcpAccept {
-    type Conn = TcpStream;
-
-    async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
-        Ok(TcpAccept(TcpListener::bind(addr).await?))
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.0.local_addr()
-    }
-
-    fn accept(&self) -> impl Future<Output = std::io::Result<(TcpStream, SocketAddr)>> + Send + '_ {
-        self.0.accept()
-    }
-
-    fn set_nodelay(conn: &TcpStream) -> std::io::Result<()> {
-        conn.set_nodelay(true)
-    }
-
-    fn conn_local_addr(conn: &TcpStream) -> std::io::Result<SocketAddr> {
-        conn.local_addr()
-    }
-}
+shell_common::tcp_listen!(TcpAccept, TcpListener, TcpStream);
 
 /// The most a piece of a body read by [`body_stream`] holds.
 const PIECE: usize = 64 * 1024;

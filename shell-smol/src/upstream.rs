@@ -12,6 +12,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use http_types::{Body, Method, Request, Response, StatusCode, Url};
 use shell_common::body::BodyStream;
 use shell_common::receiver::{upstream_request_parts, BoxFuture, Dispatch, Reply};
+use shell_common::setup::Upstreams;
 use shell_common::websocket;
 use shell_common::BoxError;
 
@@ -377,16 +378,7 @@ async fn relay(reply: Reply, mut response: Response) {
 /// The upstreams this shell's receiver serves from: the demo agent, or
 /// [`HttpUpstream`] at `receiver.upstream` (again on a SIGHUP that
 /// changes it).
-pub struct Upstreams;
-
-impl shell_common::setup::Upstreams for Upstreams {
-    type Upstream = dyn Upstream;
-
-    fn demo(&self) -> std::sync::Arc<dyn Upstream> {
-        std::sync::Arc::new(DemoUpstream)
-    }
-
-    fn at(&self, url: &str) -> anyhow::Result<std::sync::Arc<dyn Upstream>> {
-        Ok(std::sync::Arc::new(HttpUpstream::new(url)?))
-    }
-}
+pub const UPSTREAMS: Upstreams<dyn Upstream> = Upstreams {
+    demo: || Arc::new(DemoUpstream),
+    at: |url| Ok(Arc::new(HttpUpstream::new(url)?)),
+};

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
-use shell_common::did_wba::{read_limited, DocumentIo, DocumentUrl, FetchError};
+use shell_common::did_wba::{read_limited, DocumentFetch, DocumentIo, DocumentUrl, FetchError};
 use shell_common::receiver::BoxFuture;
 use tokio::net::TcpStream;
 
@@ -18,14 +18,8 @@ use tokio::net::TcpStream;
 pub struct TokioDocuments;
 
 impl DocumentIo for TokioDocuments {
-    fn get(
-        &self,
-        url: String,
-        timeout: Duration,
-        max_bytes: usize,
-        tls: Arc<rustls::ClientConfig>,
-    ) -> BoxFuture<Result<Bytes, FetchError>> {
-        Box::pin(async move { get(&url, timeout, max_bytes, &tls).await })
+    fn get(&self, fetch: DocumentFetch) -> BoxFuture<Result<Bytes, FetchError>> {
+        Box::pin(async move { get(&fetch.url, fetch.timeout, fetch.max_bytes, &fetch.tls).await })
     }
 
     fn unblock(&self, work: Box<dyn FnOnce() -> Option<Bytes> + Send>) -> BoxFuture<Option<Bytes>> {

@@ -14,3 +14,5 @@ pub use shell_common::registry;
 mod rt;
 pub use shell_common::tls;
 pub mod upstream;
+
+pub use rt::Tokio;

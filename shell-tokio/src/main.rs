@@ -1,17 +1,23 @@
 //! `anpx`: the ANPX v1 tunnel on tokio.
 //!
-//! The command line is defined once in `anpx_core::cli`; this binary only
-//! supplies what runs. Each subcommand lives in its own module.
+//! The command line and what each command does are written once
+//! (`anpx_core::cli`, `shell_common::commands`); this binary only supplies
+//! what runs them: tokio, and this shell's gateway, receiver and signals.
 
-mod commands;
-
+use std::future::Future;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use anpx_core::cli::Cli;
-use clap::Parser;
-use shell_common::process::{
-    exit_code, init_logging, load_config, report_fatal, EXIT_FAILURE, EXIT_USAGE,
-};
+use anpx_core::config::GatewaySection;
+use anpx_core::registry::Registry;
+use anyhow::{Context, Result};
+use shell_common::commands::Shell;
+use shell_common::did_wba::DocumentIo;
+use shell_common::integrations::Integrations;
+use shell_common::reload::Reloader;
+use shell_common::setup::Upstreams;
+use shell_tokio::upstream::Upstream;
+use shell_tokio::Tokio;
 
 /// mimalloc instead of glibc's malloc: the request path allocates many
 /// small, short-lived objects, often freed on another worker than the one
@@ -23,44 +29,88 @@ use shell_common::process::{
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let config = match load_config(&cli) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("anpx: {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
+    shell_common::commands::main(Anpx)
+}
+
+/// This shell's I/O for the shared commands.
+struct Anpx;
+
+impl Shell for Anpx {
+    const PROGRAM: &'static str = "anpx";
+    // The SQL registry and cluster mode are always built in.
+    const INTEGRATIONS: Integrations = Integrations {
+        sql_registry: true,
+        cluster: true,
     };
-    let log_format = config.gateway.log_format;
-    init_logging(log_format);
-    if let Some(code) = shell_common::process::run_local("anpx", &cli.command, &config) {
-        return code;
+    const HTTP2: bool = true;
+    type Gateway = Tokio;
+    type Receiver = Tokio;
+    const UPSTREAMS: Upstreams<dyn Upstream> = shell_tokio::upstream::UPSTREAMS;
+
+    fn documents(&self) -> Arc<dyn DocumentIo> {
+        Arc::new(shell_tokio::fetch::TokioDocuments)
     }
-    let reloader = shell_common::reload::for_command(&cli, &config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        // Workers gather their log lines and write them when they park
-        // (shell_common::log_writer): one write for many request lines
-        // under load.
-        .on_thread_park(shell_common::log_writer::parked)
-        .on_thread_stop(shell_common::log_writer::parked)
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            report_fatal(
-                "anpx",
-                log_format,
-                format_args!("cannot start the async runtime: {e}"),
-            );
-            return ExitCode::from(EXIT_FAILURE);
+
+    fn registry(&self, section: &GatewaySection) -> Result<Arc<dyn Registry>, String> {
+        shell_tokio::registry::try_registry_from_config(section).map_err(|e| e.to_string())
+    }
+
+    fn block_on(&self, future: impl Future<Output = Result<()>>) -> Result<()> {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            // Workers gather their log lines and write them when they park
+            // (shell_common::log_writer): one write for many request lines
+            // under load.
+            .on_thread_park(shell_common::log_writer::parked)
+            .on_thread_stop(shell_common::log_writer::parked)
+            .build()
+            .context("cannot start the async runtime")?
+            .block_on(future)
+    }
+
+    // sqlx runs on tokio, where everything here already runs.
+    fn in_tokio<F: Future>(&self, future: F) -> impl Future<Output = F::Output> {
+        future
+    }
+
+    fn watch_hangups(&self, reloader: Option<Arc<Reloader>>) -> Result<()> {
+        #[cfg(unix)]
+        if let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            tokio::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    shell_common::reload::on_hangup(reloader.as_deref());
+                }
+            });
+        }
+        Ok(())
+    }
+
+    async fn shutdown_signal(&self) -> Result<()> {
+        shutdown_signal().await;
+        Ok(())
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
         }
     };
-    match runtime.block_on(commands::run(cli.command, config, reloader)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            report_fatal("anpx", log_format, format_args!("{e:#}"));
-            exit_code(&e)
-        }
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
     }
 }

@@ -1,16 +1,39 @@
 //! tokio's half of the shared loops: spawning, timers, accepting.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Instant;
 
-use shell_common::accept::Listen;
 use tokio::net::{TcpListener, TcpStream};
 
 use shell_common::receiver::{BoxFuture, Owned, OwnedTask, Runtime};
+use shell_common::shell_io::ShellIo;
 
-/// Tasks and timers on the current tokio runtime.
-pub(crate) struct Tokio;
+/// tokio's I/O: tasks and timers on the current tokio runtime, and what
+/// the shared gateway and receiver are run with
+/// ([`crate::gateway::Gateway`], [`crate::receiver::Receiver`]).
+#[derive(Default)]
+pub struct Tokio;
+
+impl ShellIo for Tokio {
+    const NAME: &'static str = "anpx";
+    type Listener = TcpAccept;
+    type Task = tokio::task::JoinHandle<()>;
+
+    fn start<F: Future<Output = ()> + Send + 'static>(task: F) -> Self::Task {
+        tokio::spawn(task)
+    }
+
+    async fn join(task: Self::Task) {
+        let _ = task.await;
+    }
+
+    fn cancel(task: Self::Task) -> impl Future<Output = ()> + Send {
+        task.abort();
+        async move {
+            let _ = task.await;
+        }
+    }
+}
 
 impl Runtime for Tokio {
     fn spawn(&self, task: BoxFuture<()>) {
@@ -42,29 +65,4 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// tokio's TCP listener as the shared accept loop takes it.
-pub(crate) struct TcpAccept(pub(crate) TcpListener);
-
-impl Listen for TcpAccept {
-    type Conn = TcpStream;
-
-    async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
-        Ok(TcpAccept(TcpListener::bind(addr).await?))
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.0.local_addr()
-    }
-
-    fn accept(&self) -> impl Future<Output = std::io::Result<(TcpStream, SocketAddr)>> + Send + '_ {
-        self.0.accept()
-    }
-
-    fn set_nodelay(conn: &TcpStream) -> std::io::Result<()> {
-        conn.set_nodelay(true)
-    }
-
-    fn conn_local_addr(conn: &TcpStream) -> std::io::Result<SocketAddr> {
-        conn.local_addr()
-    }
-}
+shell_common::tcp_listen!(TcpAccept, TcpListener, TcpStream);

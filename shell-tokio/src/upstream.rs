@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use anpx_core::RequestHead;
 use async_tungstenite::tokio::TokioAdapter;
@@ -19,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use shell_common::body::BodyStream;
 use shell_common::receiver::{upstream_request_parts, BoxFuture, Dispatch, Reply};
+use shell_common::setup::Upstreams;
 use shell_common::websocket;
 
 use crate::body::{BoxError, ChannelBody};
@@ -441,16 +443,7 @@ async fn relay(reply: Reply, response: UpstreamResponse) {
 /// The upstreams this shell's receiver serves from: the demo agent, or
 /// [`HttpUpstream`] at `receiver.upstream` (again on a SIGHUP that
 /// changes it).
-pub struct Upstreams;
-
-impl shell_common::setup::Upstreams for Upstreams {
-    type Upstream = dyn Upstream;
-
-    fn demo(&self) -> std::sync::Arc<dyn Upstream> {
-        std::sync::Arc::new(DemoUpstream)
-    }
-
-    fn at(&self, url: &str) -> anyhow::Result<std::sync::Arc<dyn Upstream>> {
-        Ok(std::sync::Arc::new(HttpUpstream::new(url)?))
-    }
-}
+pub const UPSTREAMS: Upstreams<dyn Upstream> = Upstreams {
+    demo: || Arc::new(DemoUpstream),
+    at: |url| Ok(Arc::new(HttpUpstream::new(url)?)),
+};

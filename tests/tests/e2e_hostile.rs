@@ -30,7 +30,9 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame as BodyFrame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use shell_common::did_wba::{DidWbaAdmission, DocumentIo, DocumentSources, FetchError};
+use shell_common::did_wba::{
+    DidWbaAdmission, DocumentFetch, DocumentIo, DocumentSources, FetchError,
+};
 use shell_common::receiver::BoxFuture;
 use shell_common::{Admission, Admitted, GatewayOptions, Refusal};
 use support::pairs::{Gw, Shell};
@@ -907,13 +909,7 @@ async fn a_receiver_is_routable_when_its_handshake_is_answered(shell: Shell) {
 struct CountingDocuments(Arc<AtomicUsize>);
 
 impl DocumentIo for CountingDocuments {
-    fn get(
-        &self,
-        _url: String,
-        _timeout: Duration,
-        _max_bytes: usize,
-        _tls: Arc<rustls::ClientConfig>,
-    ) -> BoxFuture<Result<Bytes, FetchError>> {
+    fn get(&self, _fetch: DocumentFetch) -> BoxFuture<Result<Bytes, FetchError>> {
         self.0.fetch_add(1, Ordering::Relaxed);
         Box::pin(async { Err(FetchError::Status(404)) })
     }

@@ -14,7 +14,9 @@ use anpx_core::auth::VerifierConfig;
 use anpx_core::policy::{CorsConfig, RateConfig};
 use anpx_core::registry::{Registry, StaticRegistry};
 use shell_common::did_credentials::DidCredentials;
-use shell_common::did_wba::{DidWbaAdmission, DocumentIo, DocumentSources, FetchError};
+use shell_common::did_wba::{
+    DidWbaAdmission, DocumentFetch, DocumentIo, DocumentSources, FetchError,
+};
 use shell_common::GatewayOptions;
 use support::pairs::{Gw, Rx, Shell};
 use support::pki::TestPki;
@@ -631,24 +633,27 @@ fn did_documents_fetch_over_https_in_both_shells() {
         let trust = shell_common::tls::client_config(Some(&pki.ca)).unwrap();
         let url = format!("https://localhost:{}/user/did.json", addr.port());
         let missing = format!("https://localhost:{}/missing", addr.port());
+        let fetch = |url: &str, max_bytes, tls: &Arc<rustls::ClientConfig>| DocumentFetch {
+            url: url.to_owned(),
+            timeout: Duration::from_secs(5),
+            max_bytes,
+            tls: tls.clone(),
+        };
         for (name, io) in ios {
-            let timeout = Duration::from_secs(5);
-            let got = io.get(url.clone(), timeout, 1 << 20, trust.clone()).await;
+            let got = io.get(fetch(&url, 1 << 20, &trust)).await;
             assert_eq!(got.unwrap(), document, "{name}");
-            let small = io.get(url.clone(), timeout, 10, trust.clone()).await;
+            let small = io.get(fetch(&url, 10, &trust)).await;
             assert!(
                 matches!(small, Err(FetchError::TooLarge(10))),
                 "{name}: {small:?}"
             );
-            let gone = io
-                .get(missing.clone(), timeout, 1 << 20, trust.clone())
-                .await;
+            let gone = io.get(fetch(&missing, 1 << 20, &trust)).await;
             assert!(
                 matches!(gone, Err(FetchError::Status(404))),
                 "{name}: {gone:?}"
             );
             let roots = shell_common::tls::client_config(None).unwrap();
-            let untrusted = io.get(url.clone(), timeout, 1 << 20, roots).await;
+            let untrusted = io.get(fetch(&url, 1 << 20, &roots)).await;
             assert!(
                 matches!(untrusted, Err(FetchError::Transport(_))),
                 "{name}: {untrusted:?}"

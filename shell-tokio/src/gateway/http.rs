@@ -269,22 +269,31 @@ async fn proxy(
     }
     let (status, headers) = match response_head(head) {
         Ok(h) => h,
-        Err(e) => {
-            let f = Failure::new(
-                FailureKind::InvalidResponse,
-                502,
-                format!("Receiver sent an invalid response head: {e}"),
-            );
-            let mut events = events;
-            events.fail(&f);
-            shared.driver.cancel(id);
-            return failure_response(&f);
-        }
+        Err(e) => return invalid_head(&e, events, &shared, id),
     };
     let mut r = Response::new(ResponseStream(events).boxed());
     *r.status_mut() = status;
     *r.headers_mut() = headers;
     r
+}
+
+/// Answers a response head from the receiver that cannot be sent on (a
+/// header or status `http` refuses) with 502, failing its events and
+/// cancelling the request at the receiver.
+fn invalid_head(
+    e: &http::Error,
+    mut events: shell_common::gateway::ResponseStream,
+    shared: &Shared,
+    id: RequestId,
+) -> Response<GatewayBody> {
+    let f = Failure::new(
+        FailureKind::InvalidResponse,
+        502,
+        format!("Receiver sent an invalid response head: {e}"),
+    );
+    events.fail(&f);
+    shared.driver.cancel(id);
+    failure_response(&f)
 }
 
 /// The status and header map of a response head from a receiver. The
@@ -319,17 +328,7 @@ fn switch(
     }
     let response = match builder.body(GatewayBody::default()) {
         Ok(r) => r,
-        Err(e) => {
-            let f = Failure::new(
-                FailureKind::InvalidResponse,
-                502,
-                format!("Receiver sent an invalid response head: {e}"),
-            );
-            let mut events = events;
-            events.fail(&f);
-            shared.driver.cancel(id);
-            return failure_response(&f);
-        }
+        Err(e) => return invalid_head(&e, events, shared, id),
     };
     let driver = shared.driver.clone();
     tokio::spawn(async move {

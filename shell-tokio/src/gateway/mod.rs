@@ -8,150 +8,68 @@ pub(crate) mod http;
 pub use shell_common::did_wba::{DidWbaAdmission, DocumentSources};
 pub use shell_common::{Admission, Admitted, GatewayOptions, OpenAdmission, Refusal};
 
-use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 
-use anpx_core::GatewayStats;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use shell_common::accept::{self, Bound, Incoming};
+use shell_common::accept::{self, Incoming};
+use shell_common::receiver::Runtime;
+use shell_common::serving::{GatewayIo, Served, Serving};
 use shell_common::signal::Stop;
-use tokio::task::JoinSet;
+use tokio::task::JoinHandle;
 
 use self::edge::FirstBytesDeadline;
 use self::head_timer::HeadTimer;
-use crate::cluster::{Cluster, ClusterError, ClusterOptions};
 use crate::rt::{TcpAccept, Tokio};
-use shell_common::driver::Driver;
 use shell_common::gateway::{Listener, Shared};
 
-/// A running gateway.
-pub struct Gateway {
-    public_addr: SocketAddr,
-    ws_addr: Option<SocketAddr>,
-    admin_addr: Option<SocketAddr>,
-    shared: Arc<Shared>,
-    stop: Stop,
-    tasks: JoinSet<()>,
-    drain_grace: Duration,
-    cluster: Option<Cluster>,
-}
+pub use shell_common::accept::BindError;
 
-impl Gateway {
-    /// Binds the listeners and starts serving.
-    pub async fn bind(options: GatewayOptions) -> std::io::Result<Gateway> {
-        let bound =
-            Bound::<TcpAccept>::bind(options.listen, options.ws_listen, options.admin_listen)
-                .await
-                .map_err(|e| e.source)?;
-        let (driver, task) = Driver::new(options.machine(fastrand::u64(..)), |at| {
-            tokio::time::sleep_until(at.into())
-        });
-        tokio::spawn(task);
-        let scheme = if options.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        let shared = Arc::new(Shared::new(driver, &options, scheme, "anpx"));
-        let stop = Stop::new(false);
-        let (public_addr, ws_addr, admin_addr) = (
-            bound.public_addr(),
-            bound.receivers_addr(),
-            bound.admin_addr(),
-        );
-        let mut tasks = JoinSet::new();
+/// A running gateway on tokio.
+pub type Gateway = Serving<Tokio>;
+
+impl GatewayIo for Tokio {
+    type Tls = tokio_rustls::TlsAcceptor;
+
+    fn timer(at: Instant) -> impl Future<Output = ()> + Send + 'static {
+        tokio::time::sleep_until(at.into())
+    }
+
+    fn tls(config: Arc<rustls::ServerConfig>) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(config)
+    }
+
+    /// Each listener's accept loop, and the timer that ends connections
+    /// whose request head is slow to come, which they share.
+    fn serve(
+        listeners: Vec<Served<Tokio>>,
+        shared: &Arc<Shared>,
+        stop: &Stop,
+    ) -> Vec<JoinHandle<()>> {
         let head_timer = HeadTimer::default();
-        tasks.spawn(head_timer.fire());
-        let tls = options.tls.map(tokio_rustls::TlsAcceptor::from);
-        for (listener, which, secure) in bound.into_served() {
-            let tls = if secure { tls.clone() } else { None };
-            tasks.spawn(accept_loop(
+        let mut tasks = vec![tokio::spawn(head_timer.fire())];
+        for (listener, which, tls) in listeners {
+            let serve = accept_loop(
                 listener,
                 which,
                 shared.clone(),
                 tls,
                 stop.clone(),
                 head_timer.clone(),
-            ));
+            );
+            tasks.push(tokio::spawn(serve));
         }
-        Ok(Gateway {
-            public_addr,
-            ws_addr,
-            admin_addr,
-            shared,
-            stop,
-            tasks,
-            drain_grace: options.drain_grace,
-            cluster: None,
-        })
+        tasks
     }
 
-    /// The public address actually bound (useful with port 0).
-    pub fn public_addr(&self) -> SocketAddr {
-        self.public_addr
+    fn cluster_runtime() -> Arc<dyn Runtime> {
+        Arc::new(Tokio)
     }
 
-    /// The separate receiver address, when configured.
-    pub fn ws_addr(&self) -> Option<SocketAddr> {
-        self.ws_addr
-    }
-
-    /// The admin plane's address (metrics, stats, dashboard), when
-    /// configured.
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin_addr
-    }
-
-    /// Joins a cluster of gateways over NATS: from now on this gateway
-    /// forwards requests its receivers do not serve to the gateway that
-    /// serves them, and serves requests forwarded here.
-    pub async fn join_cluster(&mut self, options: ClusterOptions) -> Result<(), ClusterError> {
-        let cluster = Cluster::start(
-            options,
-            self.shared.driver.clone(),
-            Arc::new(crate::rt::Tokio),
-        )
-        .await?;
-        let _ = self.shared.cluster_view.set(cluster.view());
-        self.cluster = Some(cluster);
-        Ok(())
-    }
-
-    /// The cluster membership, when this gateway joined one.
-    pub fn cluster(&self) -> Option<&Cluster> {
-        self.cluster.as_ref()
-    }
-
-    /// A snapshot of the gateway's state.
-    pub async fn stats(&self) -> Option<GatewayStats> {
-        self.shared.driver.stats().await.ok()
-    }
-
-    /// Stops accepting, lets requests in flight finish within the drain
-    /// grace period, then stops.
-    pub async fn shutdown(mut self) {
-        self.shared.draining.store(true, Ordering::Relaxed);
-        self.stop.set(true);
-        // The other gateways stop forwarding here at once, rather than
-        // after the announcement's time to live.
-        if let Some(cluster) = self.cluster.take() {
-            cluster.leave().await;
-        }
-        self.shared
-            .wait_in_flight(self.drain_grace, &crate::rt::Tokio)
-            .await;
-        self.shared.driver.shutdown();
-        self.shared
-            .wait_receivers_closed(
-                shell_common::gateway::RECEIVER_CLOSE_WAIT,
-                &crate::rt::Tokio,
-            )
-            .await;
-        self.tasks.abort_all();
-        while self.tasks.join_next().await.is_some() {}
+    fn in_tokio<F: Future>(future: F) -> impl Future<Output = F::Output> {
+        future
     }
 }
 
@@ -168,11 +86,7 @@ async fn accept_loop(
     let with = (shared, tls, head_timer);
     let serve =
         accept::serve_each::<TcpAccept, _, _>(with, |incoming, (shared, tls, head_timer)| {
-            let Incoming {
-                conn: tcp,
-                peer,
-                local,
-            } = incoming;
+            let Incoming { conn, peer, local } = incoming;
             Box::pin(async move {
                 let edge = shared.edge.clone();
                 let reporting = shared.clone();
@@ -184,14 +98,14 @@ async fn accept_loop(
                     None => {
                         builder
                             .serve_connection_with_upgrades(
-                                TokioIo::new(FirstBytesDeadline::new(tcp, first_bytes)),
+                                TokioIo::new(FirstBytesDeadline::new(conn, first_bytes)),
                                 service,
                             )
                             .await
                     }
                     Some(acceptor) => match tokio::time::timeout(
                         shell_common::tls::HANDSHAKE_TIMEOUT,
-                        acceptor.accept(tcp),
+                        acceptor.accept(conn),
                     )
                     .await
                     {
@@ -227,26 +141,4 @@ async fn accept_loop(
         serve,
     )
     .await;
-}
-
-impl shell_common::commands::RunningGateway for Gateway {
-    fn public_addr(&self) -> SocketAddr {
-        Gateway::public_addr(self)
-    }
-
-    fn ws_addr(&self) -> Option<SocketAddr> {
-        Gateway::ws_addr(self)
-    }
-
-    fn admin_addr(&self) -> Option<SocketAddr> {
-        Gateway::admin_addr(self)
-    }
-
-    async fn join_cluster(&mut self, options: ClusterOptions) -> Result<(), ClusterError> {
-        Gateway::join_cluster(self, options).await
-    }
-
-    async fn shutdown(self) {
-        Gateway::shutdown(self).await
-    }
 }
