@@ -210,7 +210,7 @@ pub struct Shared {
     pub endings: Arc<crate::endings::Endings>,
     /// What SIGHUP may change: how often a connected receiver's grants
     /// are read again from the registry (`gateway.registry.refresh_secs`).
-    pub live: Arc<crate::reload::GatewayLive>,
+    pub live: Arc<crate::live::GatewayLive>,
     /// Caller authentication on the routes that require it.
     caller_auth: Option<Arc<crate::caller_auth::CallerAuth>>,
     /// The header a verified caller's DID is forwarded in, and that no

@@ -36,6 +36,7 @@ pub mod endings;
 pub mod gateway;
 pub mod integrations;
 pub mod link;
+pub mod live;
 pub mod log_writer;
 pub mod options;
 pub mod process;

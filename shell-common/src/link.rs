@@ -55,7 +55,7 @@ pub struct FollowGrants {
     /// What it was granted at its handshake.
     pub granted: Vec<ServiceUrl>,
     /// How often to read the registry again, as SIGHUP may change it.
-    pub live: Arc<crate::reload::GatewayLive>,
+    pub live: Arc<crate::live::GatewayLive>,
 }
 
 impl FollowGrants {

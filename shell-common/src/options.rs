@@ -44,7 +44,7 @@ pub struct GatewayOptions {
     /// What SIGHUP may change while the gateway runs: how often a
     /// connected receiver's grants are read again from the registry
     /// (`gateway.registry.refresh_secs`) and the static grant table.
-    pub live: Arc<crate::reload::GatewayLive>,
+    pub live: Arc<crate::live::GatewayLive>,
     /// The optional middlewares (rate limits, CORS, security headers,
     /// blocklist); all off by default.
     pub policy: PolicyConfig,
@@ -88,7 +88,7 @@ impl GatewayOptions {
             drain_grace: section.drain_grace(),
             tls: None,
             edge: section.edge_limits(),
-            live: Arc::new(crate::reload::GatewayLive::new(
+            live: Arc::new(crate::live::GatewayLive::new(
                 section.registry.refresh_interval(),
             )),
             policy: section.policy_config(),
@@ -111,7 +111,7 @@ impl GatewayOptions {
             drain_grace: Duration::from_secs(10),
             tls: None,
             edge: EdgeLimits::default(),
-            live: Arc::new(crate::reload::GatewayLive::new(
+            live: Arc::new(crate::live::GatewayLive::new(
                 anpx_core::config::RegistrySection::default().refresh_interval(),
             )),
             policy: PolicyConfig::default(),
@@ -149,7 +149,7 @@ pub struct ReceiverOptions<U: ?Sized> {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// What SIGHUP may change: the trust new dials use, in place of `tls`
     /// once set.
-    pub live: Arc<crate::reload::ReceiverLive>,
+    pub live: Arc<crate::live::ReceiverLive>,
     /// The admin plane's address (`receiver.admin_listen`); `None`
     /// serves none.
     pub admin_listen: Option<SocketAddr>,
@@ -217,7 +217,7 @@ impl<U: ?Sized> ReceiverOptions<U> {
             shown_on(section.admin_listen, &section.inspector),
             section.chunk_size,
         ));
-        let live = crate::reload::ReceiverLive::default();
+        let live = crate::live::ReceiverLive::default();
         live.set_monitor(monitor.clone());
         ReceiverOptions {
             gateway: section.gateway.clone(),

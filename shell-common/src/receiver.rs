@@ -478,7 +478,7 @@ async fn run_one<U>(
 }
 
 /// Serves `conn` until it ends, as [`serve`]; when the declared services
-/// change (SIGHUP, [`ReceiverLive::set_services`](crate::reload::ReceiverLive::set_services)),
+/// change (SIGHUP, [`ReceiverLive::set_services`](crate::live::ReceiverLive::set_services)),
 /// dials a new connection declaring them while the old one serves on, then
 /// has the old one drain in a task of its own (its requests in flight
 /// finish; with `drain`, the gateway sends new requests to the new one)
