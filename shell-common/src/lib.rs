@@ -2,31 +2,31 @@
 //! async runtime: the task that owns the gateway state machine, one
 //! receiver link's reader and writer, the gateway's own HTTP answers
 //! (health, stats, metrics, the receiver handshake, proxy set-up), the
-//! receiver's connection loop, and the options both shells take.
+//! admin plane, the receiver's connection loop, and the options a gateway
+//! or a receiver runs with. A program that embeds a gateway or a receiver
+//! builds on this crate and a shell; the `anpx` command line
+//! (configuration files, flags and the commands both binaries run) is the
+//! `anpx-cli` crate, built on this one.
 //!
 //! A shell supplies only what is runtime-specific: sockets, TLS, its HTTP
 //! server and client, spawning and a sleep.
 //!
-//! The exceptions are the `sql-registry` feature (the SQL backends of
-//! `registry` and `registry_cmd`) and the `cluster` feature (`cluster`):
-//! sqlx and async-nats do their I/O on tokio, so those futures must be
-//! polled in a tokio context (the smol shell gets one from async-compat).
-//! Without them there is no tokio at all, and [`integrations`] refuses a
-//! configuration that names a registry database or a NATS server.
+//! The exceptions are the `sql-registry` feature (the SQL backend of
+//! `registry`) and the `cluster` feature (`cluster`): sqlx and async-nats
+//! do their I/O on tokio, so those futures must be polled in a tokio
+//! context (the smol shell gets one from async-compat). Without them there
+//! is no tokio at all, and [`integrations`] refuses a configuration that
+//! names a registry database or a NATS server.
 
 pub mod accept;
 pub mod admin;
 pub mod admission;
-pub mod banner;
 pub mod body;
 pub mod caller_auth;
-pub mod check_config;
 #[cfg(feature = "cluster")]
 pub mod cluster;
-pub mod commands;
 pub mod decode;
 pub mod dialing;
-pub mod did_cmd;
 pub mod did_credentials;
 pub mod did_wba;
 pub mod driver;
@@ -37,18 +37,13 @@ pub mod gateway;
 pub mod integrations;
 pub mod link;
 pub mod live;
-pub mod log_writer;
 pub mod options;
-pub mod process;
 pub mod process_metrics;
 pub mod receiver;
 pub mod registry;
-pub mod registry_cmd;
-pub mod reload;
 pub mod remote;
 pub mod repoll;
 pub mod serving;
-pub mod setup;
 pub mod shell_io;
 pub mod signal;
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! handles its options carry ([`GatewayOptions::live`],
 //! [`ReceiverOptions::live`]) and its tasks read, so that whoever runs it
 //! can change those settings in place. The `anpx` binaries change them on
-//! SIGHUP, from the configuration read again ([`crate::reload`]).
+//! SIGHUP, from the configuration read again (`anpx_cli::reload`).
 //!
 //! [`GatewayOptions::live`]: crate::GatewayOptions::live
 //! [`ReceiverOptions::live`]: crate::ReceiverOptions::live

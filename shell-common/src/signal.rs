@@ -87,10 +87,3 @@ impl<T: Clone> Watch<T> {
 
 /// A stop order: fired once, seen by every clone.
 pub type Stop = Watch<bool>;
-
-/// What a process without a [`crate::reload::Reloader`] logs on SIGHUP:
-/// the signal is caught so that it never ends the process (its default
-/// action), and nothing is reloaded.
-pub fn log_hangup() {
-    tracing::warn!("SIGHUP received: this command reloads nothing");
-}

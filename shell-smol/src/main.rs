@@ -1,19 +1,19 @@
 //! `anpx-smol`: the ANPX v1 tunnel on smol, with the same command line as
-//! `anpx` (defined once in `anpx_core::cli`, run by
-//! `shell_common::commands`); this binary only supplies what runs it.
+//! `anpx` (defined once in `anpx_core::cli`, run by `anpx_cli`); this
+//! binary only supplies what runs it.
 
 use std::future::Future;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anpx_cli::reload::Reloader;
+use anpx_cli::setup::Upstreams;
+use anpx_cli::Shell;
 use anpx_core::config::GatewaySection;
 use anpx_core::registry::Registry;
 use anyhow::{Context, Result};
-use shell_common::commands::Shell;
 use shell_common::did_wba::DocumentIo;
 use shell_common::integrations::Integrations;
-use shell_common::reload::Reloader;
-use shell_common::setup::Upstreams;
 use shell_smol::fetch::SmolDocuments;
 use shell_smol::upstream::Upstream;
 use shell_smol::Smol;
@@ -25,7 +25,7 @@ use shell_smol::Smol;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    shell_common::commands::main(AnpxSmol)
+    anpx_cli::main(AnpxSmol)
 }
 
 /// This shell's I/O for the shared commands.
@@ -70,7 +70,7 @@ impl Shell for AnpxSmol {
         smol::spawn(async move {
             let mut hangups = std::pin::pin!(hangups);
             while futures_util::StreamExt::next(&mut hangups).await.is_some() {
-                shell_common::reload::on_hangup(reloader.as_deref());
+                anpx_cli::reload::on_hangup(reloader.as_deref());
             }
         })
         .detach();

@@ -6,13 +6,13 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Waker};
 
+use anpx_cli::setup::Upstreams;
 use anpx_core::RequestHead;
 use futures_util::AsyncBufReadExt;
 use futures_util::{StreamExt, TryStreamExt};
 use http_types::{Body, Method, Request, Response, StatusCode, Url};
 use shell_common::body::BodyStream;
 use shell_common::receiver::{upstream_request_parts, BoxFuture, Dispatch, Reply};
-use shell_common::setup::Upstreams;
 use shell_common::websocket;
 use shell_common::BoxError;
 

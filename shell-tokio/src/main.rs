@@ -1,21 +1,21 @@
 //! `anpx`: the ANPX v1 tunnel on tokio.
 //!
 //! The command line and what each command does are written once
-//! (`anpx_core::cli`, `shell_common::commands`); this binary only supplies
-//! what runs them: tokio, and this shell's gateway, receiver and signals.
+//! (`anpx_core::cli`, `anpx_cli`); this binary only supplies what runs
+//! them: tokio, and this shell's gateway, receiver and signals.
 
 use std::future::Future;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anpx_cli::reload::Reloader;
+use anpx_cli::setup::Upstreams;
+use anpx_cli::Shell;
 use anpx_core::config::GatewaySection;
 use anpx_core::registry::Registry;
 use anyhow::{Context, Result};
-use shell_common::commands::Shell;
 use shell_common::did_wba::DocumentIo;
 use shell_common::integrations::Integrations;
-use shell_common::reload::Reloader;
-use shell_common::setup::Upstreams;
 use shell_tokio::upstream::Upstream;
 use shell_tokio::Tokio;
 
@@ -29,7 +29,7 @@ use shell_tokio::Tokio;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    shell_common::commands::main(Anpx)
+    anpx_cli::main(Anpx)
 }
 
 /// This shell's I/O for the shared commands.
@@ -59,10 +59,10 @@ impl Shell for Anpx {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             // Workers gather their log lines and write them when they park
-            // (shell_common::log_writer): one write for many request lines
+            // (anpx_cli::log_writer): one write for many request lines
             // under load.
-            .on_thread_park(shell_common::log_writer::parked)
-            .on_thread_stop(shell_common::log_writer::parked)
+            .on_thread_park(anpx_cli::log_writer::parked)
+            .on_thread_stop(anpx_cli::log_writer::parked)
             .build()
             .context("cannot start the async runtime")?
             .block_on(future)
@@ -80,7 +80,7 @@ impl Shell for Anpx {
         {
             tokio::spawn(async move {
                 while hangups.recv().await.is_some() {
-                    shell_common::reload::on_hangup(reloader.as_deref());
+                    anpx_cli::reload::on_hangup(reloader.as_deref());
                 }
             });
         }

@@ -18,9 +18,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
+use anpx_cli::setup::Upstreams;
 use shell_common::body::BodyStream;
 use shell_common::receiver::{upstream_request_parts, BoxFuture, Dispatch, Reply};
-use shell_common::setup::Upstreams;
 use shell_common::websocket;
 
 use crate::body::{BoxError, ChannelBody};

@@ -83,7 +83,7 @@ async fn protected(shell: Shell) -> (Gw, Rx) {
         Shell::Tokio => Arc::new(shell_tokio::fetch::TokioDocuments),
         Shell::Smol => Arc::new(shell_smol::fetch::SmolDocuments),
     };
-    let built = shell_common::setup::gateway_options(&config, false, io, || {
+    let built = anpx_cli::setup::gateway_options(&config, false, io, || {
         unreachable!("no registry in open mode")
     })
     .unwrap();

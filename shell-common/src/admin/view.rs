@@ -5,13 +5,13 @@
 use std::time::UNIX_EPOCH;
 
 use anpx_core::chunk::Chunker;
-use anpx_core::cli::DecodeArgs;
 use anpx_core::RequestId;
 use anpx_core::{Head, Message};
 use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::capture::Entry;
+use crate::decode::DecodeOptions;
 
 /// Headers whose values are credentials: shown as `[redacted]` unless
 /// `gateway.inspector.show_secrets` is on.
@@ -187,13 +187,13 @@ pub fn frames(msg: &Message, chunk_size: usize) -> Value {
         Err(e) => return json!([{ "error": e.to_string() }]),
     };
     let input: Vec<u8> = wire.iter().flat_map(|f| f.iter().copied()).collect();
-    let args = DecodeArgs {
+    let options = DecodeOptions {
         binary: true,
         reassemble: false,
         max_frame_len: anpx_core::frame::DEFAULT_MAX_FRAME_LEN.max(chunk_size),
     };
     let mut out = Vec::new();
-    if let Err(e) = crate::decode::run(&args, &input[..], &mut out) {
+    if let Err(e) = crate::decode::run(&options, &input[..], &mut out) {
         return json!([{ "error": e.to_string() }]);
     }
     String::from_utf8_lossy(&out)

@@ -11,7 +11,7 @@
 //! upstream (`receiver.upstream`, for new requests), the services it
 //! declares (`receiver.services`: the gateway grants at the handshake, so
 //! each connection loop opens a new connection declaring them and drains
-//! the old one, see [`crate::receiver`]), and the gateway's TLS
+//! the old one, see [`shell_common::receiver`]), and the gateway's TLS
 //! certificate and
 //! key (read again from their files, same paths or new ones, for new
 //! connections; turning TLS on or off needs a restart). Every other
@@ -22,16 +22,16 @@
 //! What changed is decided by [`diff`], a pure function over two
 //! configurations; [`Reloader`] reads the file, calls it and applies the
 //! changes through the running gateway's and receiver's handles
-//! ([`crate::live`]).
+//! ([`shell_common::live`]).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use anpx_core::config::{keys, Config, Grant, CONFIG_FILE_ENV};
+use shell_common::live::{GatewayLive, ReceiverLive};
+use shell_common::receiver::Dispatch;
 
-use crate::live::{GatewayLive, ReceiverLive};
 use crate::process::{check_log_filter, log_filter_from_env, set_log_filter};
-use crate::receiver::Dispatch;
 
 /// Which sections a process runs, so which keys a reload looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,7 +169,7 @@ impl Change {
 ///
 /// ```
 /// use anpx_core::config::Config;
-/// use shell_common::reload::{diff, Apply, Scope};
+/// use anpx_cli::reload::{diff, Apply, Scope};
 ///
 /// let old = Config::default();
 /// let mut new = old.clone();
@@ -236,7 +236,7 @@ pub fn diff(old: &Config, new: &Config, scope: Scope) -> Vec<Change> {
 ///
 /// ```
 /// use anpx_core::config::Grant;
-/// use shell_common::reload::route_changes;
+/// use anpx_cli::reload::route_changes;
 ///
 /// let g = |did: &str, urls: &[&str]| Grant {
 ///     did: did.into(),
@@ -343,8 +343,15 @@ pub fn on_hangup(reloader: Option<&Reloader>) {
         Some(r) => {
             r.reload();
         }
-        None => crate::signal::log_hangup(),
+        None => log_hangup(),
     }
+}
+
+/// What a process without a [`Reloader`] logs on SIGHUP: the signal is
+/// caught so that it never ends the process (its default action), and
+/// nothing is reloaded.
+pub fn log_hangup() {
+    tracing::warn!("SIGHUP received: this command reloads nothing");
 }
 
 /// Why a reload was refused.
@@ -355,7 +362,7 @@ pub enum ReloadError {
     Load(crate::process::LoadError),
     /// `receiver.ca_file` or `receiver.pin_sha256` cannot be used.
     #[error("receiver.ca_file / receiver.pin_sha256: {0}")]
-    Trust(crate::tls::TlsError),
+    Trust(shell_common::tls::TlsError),
     /// `receiver.upstream` cannot be used.
     #[error("receiver.upstream: {0}")]
     Upstream(String),
@@ -541,7 +548,7 @@ impl Reloader {
         if r.ca_file.is_none() && r.pin_sha256.is_empty() {
             return Ok(None);
         }
-        crate::tls::receiver_client_config(r.ca_file.as_deref(), &r.pin_sha256)
+        shell_common::tls::receiver_client_config(r.ca_file.as_deref(), &r.pin_sha256)
             .map(Some)
             .map_err(ReloadError::Trust)
     }

@@ -8,15 +8,14 @@ use std::time::Duration;
 
 use anpx_core::auth::{CallerPolicy, TokenKey, VerifierConfig};
 use anpx_core::config::{AuthMode, Config};
-use anpx_core::registry::{Registry, StaticRegistry};
-
-use crate::caller_auth::CallerAuth;
-use crate::did_credentials::{CredentialsError, DidCredentials};
-use crate::did_wba::{DidWbaAdmission, DocumentIo, DocumentResolver, DocumentSources};
-use crate::receiver::Dispatch;
-use crate::tls::TlsError;
-use crate::{GatewayOptions, ReceiverOptions};
 use anpx_core::handshake::FetchLimits;
+use anpx_core::registry::{Registry, StaticRegistry};
+use shell_common::caller_auth::CallerAuth;
+use shell_common::did_credentials::{CredentialsError, DidCredentials};
+use shell_common::did_wba::{DidWbaAdmission, DocumentIo, DocumentResolver, DocumentSources};
+use shell_common::receiver::Dispatch;
+use shell_common::tls::TlsError;
+use shell_common::{GatewayOptions, ReceiverOptions};
 
 /// A setting that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +77,7 @@ pub fn gateway_options(
     let documents = if auth.mode == AuthMode::DidWba || callers.enabled() {
         let sources = DocumentSources {
             directory: auth.did_documents_dir.clone(),
-            tls: crate::tls::client_config(None).map_err(SetupError::DocumentRoots)?,
+            tls: shell_common::tls::client_config(None).map_err(SetupError::DocumentRoots)?,
         };
         Some(Arc::new(
             DocumentResolver::new(sources, io, verifier.max_document_bytes)
@@ -126,7 +125,7 @@ pub fn gateway_options(
     }
     let tls = &config.gateway.tls;
     if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
-        let (config, slot) = crate::tls::server_config_swappable(cert, key, http2)
+        let (config, slot) = shell_common::tls::server_config_swappable(cert, key, http2)
             .map_err(SetupError::GatewayTls)?;
         options.tls = Some(config);
         options.live.set_tls(slot);
@@ -185,7 +184,7 @@ pub fn running_receiver<U: Dispatch + ?Sized>(
         let at = upstreams.at;
         options.live.set_upstream_maker(Box::new(move |url| {
             at(url)
-                .map(crate::receiver::dispatcher)
+                .map(shell_common::receiver::dispatcher)
                 .map_err(|e| format!("{e:#}"))
         }));
     }
@@ -218,8 +217,11 @@ pub fn receiver_options<U: ?Sized>(
     let receiver = &config.receiver;
     if receiver.ca_file.is_some() || !receiver.pin_sha256.is_empty() {
         options.tls = Some(
-            crate::tls::receiver_client_config(receiver.ca_file.as_deref(), &receiver.pin_sha256)
-                .map_err(SetupError::ReceiverCa)?,
+            shell_common::tls::receiver_client_config(
+                receiver.ca_file.as_deref(),
+                &receiver.pin_sha256,
+            )
+            .map_err(SetupError::ReceiverCa)?,
         );
     }
     Ok(options)

@@ -35,7 +35,7 @@ pub fn run(program: &str, config: &Config) -> Result<()> {
 /// `receiver.gateway` (when not its default) and each of
 /// `receiver.extra_gateways` answers a WebSocket upgrade, each one that is
 /// set; one that does not fails the command (exit 1). Its futures must be
-/// polled inside a tokio runtime (see [`crate::registry`]).
+/// polled inside a tokio runtime (see [`shell_common::registry`]).
 pub async fn online(program: &str, config: &Config) -> Result<()> {
     run(program, config)?;
     let format = config.gateway.log_format;
@@ -231,7 +231,7 @@ fn gateway_answers(
             .trim_end_matches(']');
         let trust = if receiver.ca_file.is_some() || !receiver.pin_sha256.is_empty() {
             Some(
-                crate::tls::receiver_client_config(
+                shell_common::tls::receiver_client_config(
                     receiver.ca_file.as_deref(),
                     &receiver.pin_sha256,
                 )
@@ -240,7 +240,7 @@ fn gateway_answers(
         } else {
             None
         };
-        let (config, name) = crate::tls::dial(host, trust)
+        let (config, name) = shell_common::tls::dial(host, trust)
             .map_err(|e| std::io::Error::other(format!("tls: {e}")))?;
         let conn = rustls::ClientConnection::new(config, name)
             .map_err(|e| std::io::Error::other(format!("tls: {e}")))?;

@@ -1,7 +1,7 @@
 //! `anpx registry`: add, remove and list which service URLs each DID may
 //! serve, in the database at `gateway.registry.url`. Both binaries run it;
 //! its futures must be polled inside a tokio runtime (see
-//! [`crate::registry`]). Without the `sql-registry` feature only `list`
+//! [`shell_common::registry`]). Without the `sql-registry` feature only `list`
 //! of the static table and `reload` work; the database commands say which
 //! feature they need.
 
@@ -95,13 +95,13 @@ fn require_url(url: Option<&str>) -> Result<&str> {
 }
 
 #[cfg(feature = "sql-registry")]
-pub(crate) async fn database(url: &str) -> Result<crate::registry::SqlRegistry> {
-    Ok(crate::registry::SqlRegistry::connect(url).await?)
+pub(crate) async fn database(url: &str) -> Result<shell_common::registry::SqlRegistry> {
+    Ok(shell_common::registry::SqlRegistry::connect(url).await?)
 }
 
 #[cfg(not(feature = "sql-registry"))]
 pub(crate) async fn database(url: &str) -> Result<StaticRegistry> {
-    Err(crate::integrations::MissingIntegration::SqlRegistry)
+    Err(shell_common::integrations::MissingIntegration::SqlRegistry)
         .with_context(|| format!("cannot open the registry at {url}"))
 }
 

@@ -12,16 +12,16 @@ use anpx_core::cli::{Cli, Command};
 use anpx_core::config::Config;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use shell_common::dialing::{ReceiverIo, Running};
+use shell_common::integrations::Integrations;
+use shell_common::options::Status;
+use shell_common::serving::{GatewayIo, Serving};
+use shell_common::signal::Watch;
 
 use crate::banner::{self, Forwarding};
-use crate::dialing::{ReceiverIo, Running};
-use crate::integrations::Integrations;
-use crate::options::Status;
 use crate::process::{exit_code, init_logging, load_config, report_fatal, EXIT_USAGE};
 use crate::reload::Reloader;
-use crate::serving::{GatewayIo, Serving};
 use crate::setup::{SetupError, Upstreams};
-use crate::signal::Watch;
 
 /// What a shell supplies to run the commands: its runtime, its gateway
 /// and receiver I/O, its upstreams, and its signals.
@@ -40,7 +40,7 @@ pub trait Shell: Sized {
     const UPSTREAMS: Upstreams<<Self::Receiver as ReceiverIo>::Upstream>;
 
     /// Its DID document fetcher.
-    fn documents(&self) -> Arc<dyn crate::did_wba::DocumentIo>;
+    fn documents(&self) -> Arc<dyn shell_common::did_wba::DocumentIo>;
     /// The registry database of `gateway.registry.url`, on its runtime.
     fn registry(
         &self,
@@ -214,7 +214,7 @@ pub async fn both<S: Shell>(
     if print_try {
         let program = S::PROGRAM;
         println!("{program} demo: gateway on {http}://{addr}, receiver connected, echo agent serving every path.");
-        let admin = crate::admin::dashboard_hint(gateway.admin_addr());
+        let admin = shell_common::admin::dashboard_hint(gateway.admin_addr());
         println!("Try:\n  curl -s '{http}://{addr}/agents/hello?name=anpx' -d 'ping'\n  {admin}\nCtrl-C to stop.");
     }
     shell.shutdown_signal().await?;
@@ -263,7 +263,7 @@ async fn start_gateway<S: Shell>(
 /// Joins the cluster of `[gateway.cluster]`, when one is configured.
 #[cfg(feature = "cluster")]
 async fn join_cluster<S: Shell>(gateway: &mut Serving<S::Gateway>, config: &Config) -> Result<()> {
-    let options = crate::cluster::ClusterOptions::from_config(
+    let options = shell_common::cluster::ClusterOptions::from_config(
         &config.gateway.cluster,
         config.gateway.request_timeout(),
         config.gateway.websocket_idle_timeout(),
