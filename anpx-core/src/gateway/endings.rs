@@ -433,12 +433,16 @@ mod tests {
         gw.request_ended(end(Ending::Completed, "other.example", 200, 0));
         gw.edge_refused(EdgeRefusal::Malformed);
         let stats = gw.stats(now);
-        let svc = stats.endings.route("api.agent.com/svc").expect("its own");
-        assert_eq!(svc.bytes_out(), 7);
-        let unrouted = stats.endings.route(UNROUTED).expect("the others");
-        assert_eq!(unrouted.responses("2xx"), 2);
-        assert_eq!(stats.endings.ended(Ending::Completed), 3);
-        assert_eq!(stats.edge_refused.get(EdgeRefusal::Malformed), 1);
+        let text = stats.to_prometheus();
+        for series in [
+            "anpx_response_body_bytes_total{route=\"api.agent.com/svc\"} 7\n",
+            "anpx_responses_total{route=\"(unrouted)\",class=\"2xx\"} 2\n",
+            "anpx_requests_ended_total{ending=\"completed\"} 3\n",
+            "anpx_edge_refused_total{reason=\"malformed\"} 1\n",
+            "anpx_edge_refused_total{reason=\"head_timeout\"} 0\n",
+        ] {
+            assert!(text.contains(series), "{series} not in\n{text}");
+        }
         assert_eq!(stats.endings.routes().count(), 2);
         let json = serde_json::to_value(&stats).unwrap();
         assert_eq!(json["endings"]["ended"]["completed"], 3);

@@ -316,6 +316,8 @@ impl GatewayStats {
                 let _ = writeln!(out, "anpx_policy_answered_total{{reason=\"{reason}\"}} {n}");
             }
         }
+        out.push_str(&self.edge_refused.to_prometheus());
+        out.push_str(&self.endings.to_prometheus());
         out
     }
 }
