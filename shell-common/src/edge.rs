@@ -1,13 +1,13 @@
-//! The public edge's counters and answers, the same in every shell: what
-//! the edge refused (`anpx_edge_refused_total`), the upload limit's meter,
-//! and the answers refusals get. What is refused is decided in
-//! `anpx_core::edge`; each shell applies the limits to its own sockets and
-//! HTTP library. Receivers' handshakes are the gateway machine's
-//! (`crate::driver::ReceiverSlot`).
+//! The public edge's limits and answers, the same in every shell: the
+//! upload limit's meter and the answers refusals get. What is refused is
+//! decided in `anpx_core::edge`; each shell applies the limits to its own
+//! sockets and HTTP library, and reports each refusal to the gateway
+//! machine, which counts them (`anpx_edge_refused_total`,
+//! [`anpx_core::EdgeRefusals`]). Receivers' handshakes are the machine's
+//! too (`crate::driver::ReceiverSlot`).
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -15,48 +15,35 @@ use anpx_core::edge::{BodyMeter, EdgeLimits, EdgeRefusal};
 use anpx_core::RequestId;
 use futures_channel::oneshot;
 
+use crate::driver::Driver;
 use crate::gateway::Answer;
 
-/// The edge limits and what they refused, shared by every connection.
-#[derive(Debug)]
+/// The edge limits, shared by every connection, and the gateway machine
+/// its refusals are reported to.
 pub struct Edge {
     /// The configured limits.
     pub limits: EdgeLimits,
-    refused: [AtomicU64; EdgeRefusal::ALL.len()],
+    driver: Driver,
+}
+
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Edge")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Edge {
-    /// An edge applying `limits`, nothing refused yet.
-    pub fn new(limits: EdgeLimits) -> Self {
-        Edge {
-            limits,
-            refused: Default::default(),
-        }
+    /// An edge applying `limits`, reporting its refusals to `driver`'s
+    /// machine.
+    pub fn new(limits: EdgeLimits, driver: Driver) -> Self {
+        Edge { limits, driver }
     }
 
-    /// Counts one refusal.
+    /// Reports one refusal ([`Driver::edge_refused`]).
     pub fn count(&self, refusal: EdgeRefusal) {
-        self.refused[refusal.index()].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// How many times `refusal` happened.
-    pub fn refused(&self, refusal: EdgeRefusal) -> u64 {
-        self.refused[refusal.index()].load(Ordering::Relaxed)
-    }
-
-    /// `anpx_edge_refused_total`, every reason listed even at zero.
-    pub fn prometheus(&self) -> String {
-        let mut out = String::from(
-            "# HELP anpx_edge_refused_total Requests and connections refused at the public edge, by reason. Kept for compatibility: refused requests are also in anpx_requests_refused_total{reason}; connections that never sent a request (head_timeout) and receiver handshakes are only here.\n# TYPE anpx_edge_refused_total counter\n",
-        );
-        for r in EdgeRefusal::ALL {
-            out.push_str(&format!(
-                "anpx_edge_refused_total{{reason=\"{}\"}} {}\n",
-                r.label(),
-                self.refused(r)
-            ));
-        }
-        out
+        self.driver.edge_refused(refusal);
     }
 
     /// Holds a request body of unannounced length (chunked) to the body
@@ -155,10 +142,13 @@ mod tests {
 
     #[test]
     fn an_upload_over_the_limit_fires_the_cut_once() {
-        let edge = Arc::new(Edge::new(EdgeLimits {
+        let core = anpx_core::Gateway::new(anpx_core::GatewayConfig::default(), 7);
+        let (driver, _timer) = Driver::new(core, |_| std::future::pending());
+        let limits = EdgeLimits {
             max_body_bytes: 10,
             ..EdgeLimits::default()
-        }));
+        };
+        let edge = Arc::new(Edge::new(limits, driver.clone()));
         let id = RequestId::from("r");
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
@@ -169,7 +159,10 @@ mod tests {
         assert!(!limit.add(1, &id));
         assert!(cut.poll_cut(&mut cx).is_ready());
         assert!(cut.poll_cut(&mut cx).is_pending());
-        assert_eq!(edge.refused(EdgeRefusal::BodyTooLarge), 1);
+        let stats = futures_util::FutureExt::now_or_never(driver.stats())
+            .expect("at once")
+            .expect("running");
+        assert_eq!(stats.edge_refused.get(EdgeRefusal::BodyTooLarge), 1);
         // An upload that ends within the limit never fires.
         let (limit, mut cut) = edge.upload_limit();
         drop(limit);

@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 
 use anpx_core::edge::{BodyPlan, EdgeRefusal};
 use anpx_core::forward::{self, ClientInfo};
-use anpx_core::handshake::{
-    self, Offer, Refusal as HandshakeRefusal, FEATURES_HEADER, SERVICES_HEADER,
-};
+use anpx_core::handshake::{self, Offer, FEATURES_HEADER, SERVICES_HEADER};
 use anpx_core::passthrough;
 use anpx_core::policy::{Decoration, PublicHead, Screen};
 use anpx_core::upstream_failure::UpstreamFailure;
@@ -179,7 +177,7 @@ pub const RECEIVER_CLOSE_WAIT: Duration = Duration::from_secs(2);
 pub struct Shared {
     /// The gateway machine and its lock.
     pub driver: Driver,
-    /// The public edge's limits, handshake slots and refusal counters.
+    /// The public edge's limits, reporting its refusals to the machine.
     pub edge: Arc<Edge>,
     /// Who may connect as a receiver.
     pub admission: Arc<dyn Admission>,
@@ -206,8 +204,6 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// The binary serving it (`anpx`, `anpx-smol`): `anpx_build_info{shell}`.
     pub shell: &'static str,
-    /// How public requests ended.
-    pub endings: Arc<crate::endings::Endings>,
     /// What SIGHUP may change: how often a connected receiver's grants
     /// are read again from the registry (`gateway.registry.refresh_secs`).
     pub live: Arc<crate::live::GatewayLive>,
@@ -231,8 +227,8 @@ impl Shared {
     ) -> Self {
         Shared {
             shell,
+            edge: Arc::new(Edge::new(options.edge, driver.clone())),
             driver,
-            edge: Arc::new(Edge::new(options.edge)),
             admission: options.admission.clone(),
             features: crate::options::supported_features(),
             chunk_size: options.core.chunk_size,
@@ -244,7 +240,6 @@ impl Shared {
             receivers: crate::admin::Receivers::default(),
             cluster_view: std::sync::OnceLock::new(),
             draining: AtomicBool::new(false),
-            endings: Arc::default(),
             live: options.live.clone(),
             caller_auth: options.caller_auth.clone(),
             caller_did_header: match &options.caller_auth {
@@ -336,12 +331,12 @@ impl Shared {
         started_at: Instant,
     ) {
         crate::endings::report(
-            &self.endings,
+            &self.driver,
             ending,
-            &crate::endings::EndLine {
+            crate::endings::EndLine {
                 request: "",
                 client: who.peer,
-                route: who.route,
+                route: who.route.to_owned(),
                 method: who.method,
                 path: who.path,
                 status,
@@ -368,7 +363,7 @@ impl Shared {
     ) -> Result<BodyPlan, Answer> {
         let limits = &self.edge.limits;
         BodyPlan::of(declared, upgrade, self.chunk_size, limits).map_err(|refusal| {
-            self.edge.count(refusal);
+            self.driver.edge_refused(refusal);
             let why = format!("{refusal}: {} bytes declared", declared.unwrap_or_default());
             let f = Failure::new(FailureKind::Refused, 413, why);
             let (peer, method, path) = request;
@@ -411,7 +406,7 @@ impl Shared {
     /// never came (`head_timeout`, also an idle kept-alive connection) was
     /// no request.
     pub fn head_refused(&self, refusal: EdgeRefusal, peer: SocketAddr) {
-        self.edge.count(refusal);
+        self.driver.edge_refused(refusal);
         if let Some(status) = refusal.status() {
             let reason = refusal.to_string();
             self.answered_itself(
@@ -482,8 +477,9 @@ impl Shared {
         }
     }
 
-    /// `GET /metrics`: the core's counters plus refused handshakes and
-    /// what the edge refused.
+    /// `GET /metrics`: the machine's snapshot (its counters, handshakes,
+    /// what the edge refused, how requests ended), then caller
+    /// authentication's counters and the process's.
     pub async fn metrics(&self) -> Answer {
         let stats = match self.driver.stats().await {
             Ok(s) => s,
@@ -493,8 +489,6 @@ impl Shared {
         if let Some(caller_auth) = &self.caller_auth {
             text.push_str(&caller_auth.prometheus());
         }
-        text.push_str(&self.edge.prometheus());
-        text.push_str(&self.endings.prometheus());
         text.push_str(&crate::process_metrics::prometheus(self.shell));
         Answer::new(200, "text/plain; version=0.0.4", text)
     }
@@ -522,12 +516,8 @@ impl Shared {
             .driver
             .begin_handshake(peer, &offer)
             .map_err(gone)?
-            .map_err(|refusal| {
-                if let HandshakeRefusal::Slots(edge) = &refusal {
-                    self.edge.count(*edge);
-                }
-                handshake_refusal(peer, &refusal)
-            })?;
+            // The machine counted a slot refused as the edge's refusal.
+            .map_err(|refusal| handshake_refusal(peer, &refusal))?;
         let service = headers
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
@@ -611,7 +601,7 @@ impl Shared {
         let host = match forward::request_host(&hosts, request.authority.as_deref(), http10) {
             Ok(h) => h,
             Err(e) => {
-                self.edge.count(EdgeRefusal::Malformed);
+                self.driver.edge_refused(EdgeRefusal::Malformed);
                 let f = Failure::new(FailureKind::Refused, 400, format!("Bad host: {e}"));
                 let (peer, why) = (request.peer, Some(EdgeRefusal::Malformed.label()));
                 self.refused(peer, why, request.method, request.path, &f, started_at);
@@ -743,7 +733,6 @@ impl Shared {
                 status: None,
                 error: None,
                 capture,
-                endings: self.endings.clone(),
                 declared_len: None,
                 sent: 0,
                 received,
@@ -1038,7 +1027,6 @@ struct Guard {
     error: Option<String>,
     /// The inspector's record of it, when capture is on.
     capture: Option<crate::admin::Capture>,
-    endings: Arc<crate::endings::Endings>,
     /// The response's Content-Length, when it declared one.
     declared_len: Option<u64>,
     /// Response body bytes handed to the shell.
@@ -1100,13 +1088,14 @@ impl Guard {
 
     fn log(&mut self, id: &RequestId, ending: Ending) {
         self.record(ending.label());
+        // Logged once (the id is taken first): the route can go with it.
         crate::endings::report(
-            &self.endings,
+            &self.driver,
             ending,
-            &crate::endings::EndLine {
+            crate::endings::EndLine {
                 request: id.as_str(),
                 client: Some(self.client),
-                route: &self.route,
+                route: std::mem::take(&mut self.route),
                 method: &self.method,
                 path: &self.path,
                 status: self.status.unwrap_or(0),

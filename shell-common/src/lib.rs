@@ -30,7 +30,6 @@ pub mod dialing;
 pub mod did_credentials;
 pub mod did_wba;
 pub mod driver;
-pub mod duration_histogram;
 pub mod edge;
 pub mod endings;
 pub mod gateway;

@@ -37,14 +37,19 @@ impl Gateway {
     }
 
     /// A receiver's handshake from `peer` offering `offer` arrives:
-    /// [`Admissions::begin`].
+    /// [`Admissions::begin`]. A slot refused is also the public edge's
+    /// refusal (`anpx_edge_refused_total`).
     pub fn begin_handshake(
         &mut self,
         now: Instant,
         peer: IpAddr,
         offer: &Offer<'_>,
     ) -> Result<HandshakeId, Refusal> {
-        self.admissions.begin(now, peer, offer)
+        let began = self.admissions.begin(now, peer, offer);
+        if let Err(Refusal::Slots(refusal)) = &began {
+            self.edge_refused(*refusal);
+        }
+        began
     }
 
     /// Authentication said `auth` on handshake `id`:
@@ -85,6 +90,7 @@ impl Gateway {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::edge::EdgeRefusal;
     use crate::GatewayConfig;
 
     #[test]
@@ -120,6 +126,19 @@ mod tests {
         // The address holds its one place: another is refused.
         let refused = gw.begin_handshake(now, peer, &offer).unwrap_err();
         assert_eq!(refused.status(), 429);
+        // A slot refused is the edge's refusal too; a missing key is not.
+        let no_key = Offer {
+            websocket_key: false,
+            ..offer
+        };
+        assert_eq!(
+            gw.begin_handshake(now, peer, &no_key).unwrap_err().status(),
+            400
+        );
+        let edge = gw.stats(now).edge_refused;
+        assert_eq!(edge.get(EdgeRefusal::TooManyFromIp), 1);
+        let total: u64 = EdgeRefusal::ALL.iter().map(|r| edge.get(*r)).sum();
+        assert_eq!(total, 1);
         gw.close_link(now, link);
         assert_eq!(gw.admissions().open(), 1, "the socket is not closed yet");
         gw.end_handshake(now, id);

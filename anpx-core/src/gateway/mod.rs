@@ -1,7 +1,10 @@
 //! The gateway state machine: receiver connections, routing, and the requests in flight on them (documented on [`Gateway`]).
 
 mod config;
+mod duration_histogram;
+mod edge_refusals;
 mod ending;
+mod endings;
 mod fault;
 mod handshakes;
 mod output;
@@ -13,7 +16,10 @@ pub use config::{
     BufferBudget, GatewayConfig, MessageBudget, DEFAULT_MAX_BUFFERED_PER_LINK,
     DEFAULT_MAX_BUFFERED_TOTAL, DEFAULT_MAX_INFLIGHT_PERCENT_PER_CLIENT,
 };
+pub use duration_histogram::DurationHistogram;
+pub use edge_refusals::EdgeRefusals;
 pub use ending::{Ending, FailureKind};
+pub use endings::{RequestEnd, RequestEndings, RouteSeries, CLUSTER_ROUTE, UNROUTED};
 pub use fault::LinkFault;
 pub use output::{Failure, Output, Reject, RequestGone, ResponseEvent};
 pub use stats::{label_value, GatewayStats, LinkStats, Totals};
@@ -312,6 +318,14 @@ pub struct Gateway {
     /// Receivers' handshakes and connections, from the first header to
     /// the closed socket.
     admissions: Admissions,
+    /// How public requests ended, as the shell reported them.
+    endings: RequestEndings,
+    /// What the public edge refused.
+    edge_refusals: EdgeRefusals,
+    /// Every service URL ever granted: the route labels
+    /// [`RequestEndings`] takes, so that its series stay bounded by the
+    /// grants even for a route granted away while its requests ran.
+    granted: HashSet<ServiceUrl>,
     /// The middlewares screening public requests, when configured.
     #[cfg(feature = "policy")]
     policy: Option<crate::policy::Policy>,
@@ -338,6 +352,9 @@ impl Gateway {
             arriving: 0,
             client_load: HashMap::new(),
             admissions: Self::default_admissions(),
+            endings: RequestEndings::default(),
+            edge_refusals: EdgeRefusals::default(),
+            granted: HashSet::new(),
             #[cfg(feature = "policy")]
             policy: None,
         }
@@ -360,6 +377,7 @@ impl Gateway {
         self.next_link += 1;
         for url in &grants {
             self.routes.insert(url, id);
+            self.remember_grant(url);
         }
         self.links.insert(
             id,
@@ -416,6 +434,7 @@ impl Gateway {
         }
         for url in grants {
             if self.routes.insert(url, link) {
+                self.remember_grant(url);
                 change.added.push(url.clone());
             }
         }
@@ -1344,6 +1363,8 @@ impl Gateway {
             arriving_bytes: self.arriving,
             totals: self.totals.clone(),
             handshakes: self.admissions.stats(),
+            endings: self.endings.clone(),
+            edge_refused: self.edge_refusals.clone(),
             #[cfg(feature = "policy")]
             policy_answered: self.policy_answered(),
             #[cfg(not(feature = "policy"))]

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::features::Features;
 use crate::handshake::HandshakeStats;
 
-use super::{Identity, LinkFault, LinkId};
+use super::{EdgeRefusals, Identity, LinkFault, LinkId, RequestEndings};
 
 /// Totals since the gateway started.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -103,6 +103,12 @@ pub struct GatewayStats {
     pub totals: Totals,
     /// Receivers' handshakes: in progress, connections held, refusals.
     pub handshakes: HandshakeStats,
+    /// How public requests ended, as the shell reported them
+    /// ([`Gateway::request_ended`](super::Gateway::request_ended)).
+    pub endings: RequestEndings,
+    /// What the public edge refused, by reason: handshake slots and what
+    /// the shell reported ([`Gateway::edge_refused`](super::Gateway::edge_refused)).
+    pub edge_refused: EdgeRefusals,
     /// Public requests the middlewares answered themselves, by reason;
     /// `None` when the gateway screens nothing.
     pub policy_answered: Option<Vec<(String, u64)>>,
@@ -310,6 +316,8 @@ impl GatewayStats {
                 let _ = writeln!(out, "anpx_policy_answered_total{{reason=\"{reason}\"}} {n}");
             }
         }
+        out.push_str(&self.edge_refused.to_prometheus());
+        out.push_str(&self.endings.to_prometheus());
         out
     }
 }

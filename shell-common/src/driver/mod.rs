@@ -10,6 +10,7 @@
 
 mod events;
 mod outbox;
+mod reports;
 mod slot;
 
 use std::collections::HashMap;
@@ -70,6 +71,8 @@ impl DriverGone {
 #[derive(Clone)]
 pub struct Driver {
     inner: Arc<Mutex<State>>,
+    /// Reports waiting for the machine's next lock.
+    reports: Arc<reports::Reports>,
 }
 
 impl Driver {
@@ -94,7 +97,8 @@ impl Driver {
             stopped: false,
         }));
         let timer = run_timer(Arc::downgrade(&inner), sleep);
-        (Driver { inner }, timer)
+        let reports = Arc::default();
+        (Driver { inner, reports }, timer)
     }
 
     /// Runs `f` on the machine at the current time, then moves what it
@@ -161,7 +165,10 @@ impl Driver {
         body: RequestBody,
         events: Events,
     ) -> Result<Result<Started, Reject>, DriverGone> {
-        self.with(|st, now| st.start(now, Some(client), host, head, body, events, true))
+        self.with(|st, now| {
+            self.reports.deliver(&mut st.core);
+            st.start(now, Some(client), host, head, body, events, true)
+        })
     }
 
     /// Routes a request another gateway forwarded here: to this gateway's
@@ -173,7 +180,10 @@ impl Driver {
         body: RequestBody,
         events: Events,
     ) -> Result<Result<Started, Reject>, DriverGone> {
-        self.with(|st, now| st.start(now, None, host, head, body, events, false))
+        self.with(|st, now| {
+            self.reports.deliver(&mut st.core);
+            st.start(now, None, host, head, body, events, false)
+        })
     }
 
     /// Lets requests go to other gateways through `remote` from now on.
@@ -246,9 +256,11 @@ impl Driver {
         let _ = self.with(|st, now| st.cancel(now, &request));
     }
 
-    /// A snapshot of the state.
+    /// A snapshot of the state, counting every request end and edge
+    /// refusal reported before it.
     pub async fn stats(&self) -> Result<GatewayStats, DriverGone> {
         self.with(|st, now| {
+            self.reports.deliver(&mut st.core);
             // Also the time to let go of remote requests that ended.
             st.remotes.retain(|_, r| !r.request.is_finished());
             let mut stats = st.core.stats(now);
@@ -527,7 +539,7 @@ impl State {
         Some(Started {
             id,
             receiver: "another gateway".into(),
-            route: "cluster".into(),
+            route: anpx_core::CLUSTER_ROUTE.into(),
         })
     }
 

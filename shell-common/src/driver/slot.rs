@@ -140,6 +140,15 @@ mod tests {
             )
             .unwrap();
         assert_eq!(begin().unwrap_err().label(), "receivers_per_ip");
+        // Both are the public edge's refusals too, in the same snapshot.
+        let stats = futures_util::FutureExt::now_or_never(driver.stats())
+            .expect("at once")
+            .expect("running");
+        let text = stats.to_prometheus();
+        for reason in ["handshakes_pending", "receivers_per_ip"] {
+            let series = format!("anpx_edge_refused_total{{reason=\"{reason}\"}} 1\n");
+            assert!(text.contains(&series), "{series} not in\n{text}");
+        }
         // The machine closing the link does not free the place: the
         // socket is still open until the slot drops.
         driver.closed(link);
