@@ -67,8 +67,10 @@ thread_local! {
 }
 
 /// Called by a runtime worker each time it parks and when it stops: writes
-/// what it gathered, and lets it gather from now on.
+/// the request lines it held ([`shell_common::endings::write_held`]) and
+/// what it gathered, and lets it hold and gather from now on.
 pub fn parked() {
+    shell_common::endings::write_held();
     let _ = HELD.try_with(|held| {
         if let Ok(mut held) = held.try_borrow_mut() {
             held.gathering = true;

@@ -41,7 +41,44 @@ pub struct EndLine<'a> {
 /// through `driver` to count: the single place a public request's end is
 /// reported. `refusal` names why the gateway refused it itself, counted in
 /// `anpx_requests_refused_total{reason}` and logged as `reason`.
+///
+/// The count is handed over at once; the log line is written at once, or,
+/// on a thread that holds request lines ([`write_held`]), when that thread
+/// next has nothing to run.
 pub fn report(driver: &Driver, ending: Ending, line: EndLine<'_>, refusal: Option<&'static str>) {
+    // `Some`: held, with what is to be written now (the lines held so far
+    // once there are `HELD_LINES`), logged outside the borrow.
+    let kept = HELD
+        .try_with(|h| {
+            let mut h = h.try_borrow_mut().ok()?;
+            if !h.holding {
+                return None;
+            }
+            h.lines.push(HeldLine::of(&line, ending, refusal));
+            Some(if h.lines.len() >= HELD_LINES {
+                std::mem::take(&mut h.lines)
+            } else {
+                Vec::new()
+            })
+        })
+        .ok()
+        .flatten();
+    match kept {
+        Some(full) => full.into_iter().for_each(HeldLine::log),
+        None => log(&line, ending, refusal),
+    }
+    driver.request_ended(RequestEnd {
+        ending,
+        route: line.route,
+        status: line.status,
+        duration: line.duration,
+        bytes_in: line.bytes_in,
+        bytes_out: line.bytes_out,
+        refusal,
+    });
+}
+
+fn log(line: &EndLine<'_>, ending: Ending, refusal: Option<&'static str>) {
     let client = line.client.map(|c| c.to_string());
     tracing::info!(
         request = line.request,
@@ -63,15 +100,108 @@ pub fn report(driver: &Driver, ending: Ending, line: EndLine<'_>, refusal: Optio
         error = line.error.unwrap_or(""),
         "request"
     );
-    driver.request_ended(RequestEnd {
-        ending,
-        route: line.route,
-        status: line.status,
-        duration: line.duration,
-        bytes_in: line.bytes_in,
-        bytes_out: line.bytes_out,
-        refusal,
+}
+
+/// Request lines a thread holds before it writes them without waiting to
+/// be idle: bounds what one busy thread keeps.
+pub const HELD_LINES: usize = 64;
+
+/// A request line held until its thread is idle: [`EndLine`]'s fields,
+/// owned.
+struct HeldLine {
+    request: String,
+    client: Option<IpAddr>,
+    route: String,
+    method: String,
+    path: String,
+    status: u16,
+    duration: std::time::Duration,
+    receiver: String,
+    error: Option<String>,
+    bytes_in: u64,
+    bytes_out: u64,
+    ending: Ending,
+    refusal: Option<&'static str>,
+}
+
+impl HeldLine {
+    fn of(line: &EndLine<'_>, ending: Ending, refusal: Option<&'static str>) -> HeldLine {
+        HeldLine {
+            request: line.request.to_owned(),
+            client: line.client,
+            route: line.route.clone(),
+            method: line.method.to_owned(),
+            path: line.path.to_owned(),
+            status: line.status,
+            duration: line.duration,
+            receiver: line.receiver.to_owned(),
+            error: line.error.map(str::to_owned),
+            bytes_in: line.bytes_in,
+            bytes_out: line.bytes_out,
+            ending,
+            refusal,
+        }
+    }
+
+    fn log(self) {
+        let line = EndLine {
+            request: &self.request,
+            client: self.client,
+            route: self.route,
+            method: &self.method,
+            path: &self.path,
+            status: self.status,
+            duration: self.duration,
+            receiver: &self.receiver,
+            error: self.error.as_deref(),
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+        };
+        log(&line, self.ending, self.refusal);
+    }
+}
+
+/// One thread's held request lines.
+struct Held {
+    /// The thread calls [`write_held`] when it is idle: it may hold.
+    holding: bool,
+    lines: Vec<HeldLine>,
+}
+
+thread_local! {
+    static HELD: std::cell::RefCell<Held> = const {
+        std::cell::RefCell::new(Held {
+            holding: false,
+            lines: Vec::new(),
+        })
+    };
+}
+
+/// Writes the request lines this thread held, and lets it hold them from
+/// now on. A runtime calls it from a worker each time the worker has
+/// nothing left to run (tokio's `on_thread_park`) and when it stops.
+///
+/// Formatting a request's line costs several microseconds, and an HTTP
+/// server ends a response's body (where the line is reported) before it
+/// writes the response out: held, the line is formatted once the response
+/// is on its way. A held line's timestamp is when it is written, which is
+/// at most [`HELD_LINES`] requests or one idle moment after the request
+/// ended (its `duration_ms` is exact), and a warning the thread logs in
+/// between comes before it. A thread that never calls this (the tests'
+/// runtimes, anpx-smol's executor) writes every line at once.
+pub fn write_held() {
+    let lines = HELD.try_with(|h| {
+        let Ok(mut h) = h.try_borrow_mut() else {
+            return Vec::new();
+        };
+        h.holding = true;
+        std::mem::take(&mut h.lines)
     });
+    // Logged outside the borrow: a subscriber that reports a request of
+    // its own must not find the list borrowed.
+    for line in lines.unwrap_or_default() {
+        line.log();
+    }
 }
 
 #[cfg(test)]
@@ -110,5 +240,94 @@ mod tests {
             (1, 1)
         );
         assert_eq!(unrouted.bytes_in(), 8);
+    }
+
+    /// Counts the `request` lines logged on this thread.
+    struct Lines(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl tracing::Subscriber for Lines {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            if event.metadata().target() == "shell_common::endings" {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    fn end(status: u16) -> EndLine<'static> {
+        EndLine {
+            request: "r",
+            client: None,
+            route: String::new(),
+            method: "GET",
+            path: "/",
+            status,
+            duration: std::time::Duration::from_millis(1),
+            receiver: "",
+            error: None,
+            bytes_in: 0,
+            bytes_out: 0,
+        }
+    }
+
+    /// Runs `f` with a driver and a count of the request lines logged.
+    fn counting(f: impl FnOnce(&Driver, &dyn Fn() -> usize)) {
+        let core = Gateway::new(GatewayConfig::default(), 7);
+        let (driver, _timer) = Driver::new(core, |_| std::future::pending());
+        let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let logged = {
+            let n = n.clone();
+            move || n.load(std::sync::atomic::Ordering::Relaxed)
+        };
+        tracing::subscriber::with_default(Lines(n), || f(&driver, &logged));
+    }
+
+    #[test]
+    fn a_thread_that_never_idles_through_write_held_logs_at_once() {
+        counting(|driver, logged| {
+            report(driver, Ending::Completed, end(200), None);
+            assert_eq!(logged(), 1);
+        });
+    }
+
+    #[test]
+    fn a_holding_thread_logs_when_idle_and_the_count_is_not_held() {
+        counting(|driver, logged| {
+            write_held();
+            report(driver, Ending::Completed, end(200), None);
+            report(driver, Ending::Completed, end(204), None);
+            assert_eq!(logged(), 0, "held until the thread is idle");
+            let stats = driver.stats().now_or_never().unwrap().unwrap();
+            assert_eq!(stats.endings.ended(Ending::Completed), 2);
+            write_held();
+            assert_eq!(logged(), 2);
+            write_held();
+            assert_eq!(logged(), 2, "each line once");
+        });
+    }
+
+    #[test]
+    fn a_busy_thread_holds_at_most_held_lines() {
+        counting(|driver, logged| {
+            write_held();
+            for _ in 0..HELD_LINES - 1 {
+                report(driver, Ending::Completed, end(200), None);
+            }
+            assert_eq!(logged(), 0);
+            report(driver, Ending::Completed, end(200), None);
+            assert_eq!(logged(), HELD_LINES);
+            report(driver, Ending::Completed, end(200), None);
+            write_held();
+            assert_eq!(logged(), HELD_LINES + 1);
+        });
     }
 }

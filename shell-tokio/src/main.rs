@@ -58,9 +58,10 @@ impl Shell for Anpx {
     fn block_on(&self, future: impl Future<Output = Result<()>>) -> Result<()> {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
-            // Workers gather their log lines and write them when they park
-            // (anpx_cli::log_writer): one write for many request lines
-            // under load.
+            // Workers hold their request lines and gather their log lines
+            // until they park (anpx_cli::log_writer): a request's line is
+            // formatted after its response is written, and one write
+            // carries many lines under load.
             .on_thread_park(anpx_cli::log_writer::parked)
             .on_thread_stop(anpx_cli::log_writer::parked)
             .build()
