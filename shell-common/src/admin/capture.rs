@@ -357,7 +357,7 @@ impl Inspector {
     }
 
     /// A live feed: each change to an entry, as the JSON of its summary
-    /// (an SSE `data:` event). Dropped if it falls [`FEED_BACKLOG`]
+    /// (an SSE `data:` event). Dropped if it falls `FEED_BACKLOG` (256)
     /// messages behind.
     pub fn subscribe(&self) -> mpsc::Receiver<Bytes> {
         let (tx, rx) = mpsc::channel(FEED_BACKLOG);

@@ -3,9 +3,9 @@
 //! Each gateway announces the service URLs its own receivers serve and
 //! listens for the others' announcements (the bookkeeping is
 //! [`anpx_core::cluster::RouteBook`]); it joins a queue group on the
-//! subject of every service URL it serves ([`serve`]), and hands the
-//! gateway machine a [`Remote`] that carries requests it cannot serve itself
-//! to whichever gateway can ([`forward`]). The protocol is described in
+//! subject of every service URL it serves (`serve`), and hands the
+//! gateway machine a [`Remote`](crate::remote::Remote) that carries requests it cannot serve itself
+//! to whichever gateway can (`forward`). The protocol is described in
 //! `docs/PROTOCOL.md`, "Cluster forwarding".
 //!
 //! The loops here use no runtime's API: the shell passes its [`Runtime`]

@@ -1,8 +1,8 @@
-//! The service registry both shells use: SQL backends ([`SqlRegistry`]),
+//! The service registry both shells use: SQL backends (`SqlRegistry`),
 //! the choice between them and the static table ([`registry_from_config`]),
 //! and the cache a gateway reads grants through ([`GrantCache`]).
 //!
-//! sqlx does its I/O on tokio, so [`SqlRegistry`]'s futures must be polled
+//! sqlx does its I/O on tokio, so `SqlRegistry`'s futures must be polled
 //! inside a tokio runtime: the tokio shell polls them directly, the smol
 //! shell wraps them in `async_compat::Compat`. Only with the
 //! `sql-registry` feature; without it a `gateway.registry.url` is refused
