@@ -242,11 +242,11 @@ pub use flow::{FlowError, INITIAL_WINDOW, UPDATE_THRESHOLD};
 /// Prometheus label escaping, shared by every `/metrics` writer.
 pub use gateway::label_value;
 pub use gateway::{
-    BufferBudget, DurationHistogram, EdgeRefusals, Ending, Failure, FailureKind, Gateway,
-    GatewayConfig, GatewayStats, Identity, LinkFault, LinkId, LinkStats, MessageBudget, Output,
-    Regrant, Reject, RequestBody, RequestEnd, RequestEndings, RequestGone, ResponseEvent,
-    RouteSeries, Totals, CLUSTER_ROUTE, DEFAULT_MAX_BUFFERED_PER_LINK, DEFAULT_MAX_BUFFERED_TOTAL,
-    DEFAULT_MAX_INFLIGHT_PERCENT_PER_CLIENT, UNROUTED,
+    BufferBudget, CallerAuthCounts, CallerProof, DurationHistogram, EdgeRefusals, Ending, Failure,
+    FailureKind, Gateway, GatewayConfig, GatewayStats, Identity, LinkFault, LinkId, LinkStats,
+    MessageBudget, Output, Regrant, Reject, RequestBody, RequestEnd, RequestEndings, RequestGone,
+    ResponseEvent, RouteSeries, Totals, CLUSTER_ROUTE, DEFAULT_MAX_BUFFERED_PER_LINK,
+    DEFAULT_MAX_BUFFERED_TOTAL, DEFAULT_MAX_INFLIGHT_PERCENT_PER_CLIENT, UNROUTED,
 };
 pub use message::{
     canonical_reason, Head, HeaderList, Message, RequestHead, RequestId, ResponseHead,

@@ -10,6 +10,8 @@ use anpx_core::registry::RegistryFuture;
 use anpx_core::Identity;
 use anpx_core::ServiceUrl;
 
+use crate::driver::Driver;
+
 /// What authentication said about a receiver it let in, and why it
 /// refused one: the core's types, whose outcome
 /// [`anpx_core::handshake::Admissions::decide`] turns into an acceptance or
@@ -18,13 +20,23 @@ pub use anpx_core::handshake::{Admitted, AuthRefusal as Refusal};
 
 /// Decides, from the WebSocket handshake request, whether a receiver may
 /// connect. `service` is the gateway's host name as the receiver addressed it.
+///
+/// What a check remembers (spent nonces, fetches in flight) is the gateway
+/// machine's, reached through `gateway`; the check itself keeps none.
 pub trait Admission: Send + Sync + 'static {
     /// Checks one handshake.
     fn check<'a>(
         &'a self,
         headers: &'a http::HeaderMap,
         service: &'a str,
+        gateway: &'a Driver,
     ) -> Pin<Box<dyn Future<Output = Result<Admitted, Refusal>> + Send + 'a>>;
+
+    /// The gateway machine `machine`, set up to keep this check's state
+    /// (its limits on nonces and document fetches); as it is by default.
+    fn prepare(&self, machine: anpx_core::Gateway) -> anpx_core::Gateway {
+        machine
+    }
 
     /// What `identity` may serve now, read afresh from the registry, for a
     /// receiver that stays connected; `None` when grants do not come from
@@ -48,6 +60,7 @@ impl Admission for OpenAdmission {
         &'a self,
         _headers: &'a http::HeaderMap,
         _service: &'a str,
+        _gateway: &'a Driver,
     ) -> Pin<Box<dyn Future<Output = Result<Admitted, Refusal>> + Send + 'a>> {
         Box::pin(async {
             Ok(Admitted {

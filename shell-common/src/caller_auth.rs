@@ -3,19 +3,22 @@
 //! single-use nonces as receiver logins (the service being the route's
 //! host), documents from the same [`DocumentResolver`], and the access
 //! tokens of [`anpx_core::auth::TokenKey`]. What is decided lives in
-//! `anpx_core::auth`; this is the clock, the fetch and the counters.
+//! `anpx_core::auth`; the callers' spent nonces and the verdicts' counts
+//! are the gateway machine's (`anpx_caller_auth_*` in its snapshot). This
+//! is the clock, the fetch and the signature check, outside the machine's
+//! lock.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use anpx_core::auth::{
-    challenge, service_domain, CallerPolicy, Credential, Verifier, VerifierConfig,
+    challenge, service_domain, CallerPolicy, Checker, Credential, VerifierConfig,
 };
+use anpx_core::CallerProof;
 
-use crate::did_wba::DocumentResolver;
+use crate::did_wba::{gone, DocumentResolver};
+use crate::driver::Driver;
 use crate::gateway::Answer;
 use crate::Refusal;
 
@@ -29,20 +32,19 @@ pub struct Verified {
     pub token: Option<String>,
 }
 
-/// The callers' check and its counters.
+/// The callers' check; what it remembers and counts is the gateway
+/// machine's.
 pub struct CallerAuth {
     policy: CallerPolicy,
-    verifier: Mutex<Verifier>,
+    checker: Checker,
     documents: Arc<DocumentResolver>,
-    by_signature: AtomicU64,
-    by_token: AtomicU64,
-    refused: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl CallerAuth {
     /// A check applying `policy`, verifying `DIDWba` headers with `config`
-    /// (its own nonce memory, so callers cannot fill the receivers'), and
-    /// resolving documents through `documents`.
+    /// (the machine keeps the callers' nonces apart, so callers cannot
+    /// fill the receivers' memory), and resolving documents through
+    /// `documents`.
     pub fn new(
         policy: CallerPolicy,
         config: VerifierConfig,
@@ -52,15 +54,20 @@ impl CallerAuth {
             policy,
             // A caller signs for the route's host, whatever names receivers
             // must sign for.
-            verifier: Mutex::new(Verifier::new(VerifierConfig {
+            checker: Checker::new(VerifierConfig {
                 service_names: Vec::new(),
                 ..config
-            })),
+            }),
             documents,
-            by_signature: AtomicU64::new(0),
-            by_token: AtomicU64::new(0),
-            refused: Mutex::default(),
         }
+    }
+
+    /// The gateway machine `machine`, set up to keep the callers' nonces
+    /// and counts (and the document fetches' limits).
+    pub fn prepare(&self, machine: anpx_core::Gateway) -> anpx_core::Gateway {
+        self.documents
+            .prepare(machine)
+            .with_caller_auth(self.checker.config())
     }
 
     /// The header the verified DID is forwarded in.
@@ -69,11 +76,13 @@ impl CallerAuth {
     }
 
     /// Checks a public request to `host` (as routed) and `path` whose
-    /// `Authorization` headers are `authorization`, from `peer`:
+    /// `Authorization` headers are `authorization`, from `peer`, on the
+    /// gateway `gateway`:
     /// `Ok(None)` when its route does not require a DID, `Ok(Some)` for a
     /// caller that proved one, `Err` the 401 to answer.
     pub async fn check(
         &self,
+        gateway: &Driver,
         host: &str,
         path: &str,
         authorization: &[&str],
@@ -102,27 +111,25 @@ impl CallerAuth {
                 false,
             )),
             Credential::Bearer(token) => self.bearer(token, &service).map_err(|r| (r, true)),
-            Credential::DidWba(header) => {
-                self.signed(header, &service).await.map_err(|r| (r, false))
-            }
+            Credential::DidWba(header) => self
+                .signed(gateway, header, &service)
+                .await
+                .map_err(|r| (r, false)),
         };
         match verdict {
             Ok(v) => {
-                let how = if v.token.is_some() {
-                    self.by_signature.fetch_add(1, Ordering::Relaxed);
-                    "didwba"
+                let proof = if v.token.is_some() {
+                    CallerProof::Signature
                 } else {
-                    self.by_token.fetch_add(1, Ordering::Relaxed);
-                    "bearer"
+                    CallerProof::Token
                 };
-                tracing::debug!(%peer, host, path, did = %v.did, by = how, "caller authenticated");
+                gateway.caller_accepted(proof);
+                tracing::debug!(%peer, host, path, did = %v.did, by = proof.label(), "caller authenticated");
                 Ok(Some(v))
             }
             Err((r, bad_token)) => {
                 tracing::info!(%peer, host, path, reason = r.label, error = %r.reason, "caller refused: 401");
-                if let Ok(mut m) = self.refused.lock() {
-                    *m.entry(r.label).or_default() += 1;
-                }
+                gateway.caller_refused(r.label);
                 let mut answer = Answer::json(
                     401,
                     &serde_json::json!({ "error": "Authentication required", "reason": r.reason }),
@@ -147,26 +154,37 @@ impl CallerAuth {
         })
     }
 
-    async fn signed(&self, header: &str, service: &str) -> Result<Verified, Refusal> {
-        let verifier = || {
-            self.verifier
-                .lock()
-                .map_err(|_| refusal("internal", "verifier unavailable"))
-        };
-        let parsed = verifier()?
+    async fn signed(
+        &self,
+        gateway: &Driver,
+        header: &str,
+        service: &str,
+    ) -> Result<Verified, Refusal> {
+        let auth_refusal = |e: anpx_core::auth::AuthError| refusal(e.reason(), e.to_string());
+        let parsed = self
+            .checker
             .check_header(SystemTime::now(), header, service)
-            .map_err(|e| refusal(e.reason(), e.to_string()))?;
+            .map_err(auth_refusal)?;
+        // A replay is refused before it costs a fetch.
+        gateway
+            .caller_unspent(SystemTime::now(), &parsed)
+            .map_err(gone)?
+            .map_err(auth_refusal)?;
         let did = parsed.did().as_str().to_owned();
-        let document = self.documents.document(&did, parsed.document_url()).await?;
-        let verified = {
-            let mut v = verifier()?;
-            let verified = v
-                .check_document_json(SystemTime::now(), &parsed, &document)
-                .map_err(|e| refusal(e.reason(), e.to_string()))?;
-            v.spend(SystemTime::now(), &parsed)
-                .map_err(|e| refusal(e.reason(), e.to_string()))?;
-            verified
-        };
+        let document = self
+            .documents
+            .document(gateway, &did, parsed.document_url())
+            .await?;
+        // The signature, outside the machine's lock; then the machine
+        // spends the nonce, refusing it if another call spent it meanwhile.
+        let verified = self
+            .checker
+            .check_document_json(SystemTime::now(), &parsed, &document)
+            .map_err(auth_refusal)?;
+        gateway
+            .spend_caller_nonce(SystemTime::now(), &parsed)
+            .map_err(gone)?
+            .map_err(auth_refusal)?;
         let token = self
             .policy
             .key()
@@ -181,28 +199,6 @@ impl CallerAuth {
             did: verified.did,
             token: Some(token),
         })
-    }
-
-    /// `anpx_caller_auth_accepted_total` by how, and
-    /// `anpx_caller_auth_refused_total` by reason.
-    pub fn prometheus(&self) -> String {
-        let mut out = String::from(
-            "# HELP anpx_caller_auth_accepted_total Calls to protected routes let through, by credential.\n# TYPE anpx_caller_auth_accepted_total counter\n",
-        );
-        for (how, n) in [("didwba", &self.by_signature), ("bearer", &self.by_token)] {
-            out.push_str(&format!(
-                "anpx_caller_auth_accepted_total{{by=\"{how}\"}} {}\n",
-                n.load(Ordering::Relaxed)
-            ));
-        }
-        out.push_str("# HELP anpx_caller_auth_refused_total Calls to protected routes refused with 401, by reason.\n# TYPE anpx_caller_auth_refused_total counter\n");
-        let refused = self.refused.lock().map(|m| m.clone()).unwrap_or_default();
-        for (reason, n) in refused {
-            out.push_str(&format!(
-                "anpx_caller_auth_refused_total{{reason=\"{reason}\"}} {n}\n"
-            ));
-        }
-        out
     }
 }
 

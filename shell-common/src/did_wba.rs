@@ -8,22 +8,27 @@
 //! document fetch over its HTTP client and a way to read files off the
 //! async threads ([`DocumentIo`]). Which fetch may start, its deadline,
 //! how long a document is reused and what a fetch's outcome means are
-//! decided by the core's [`DocumentFetches`].
+//! decided by the core's [`DocumentFetches`], which the gateway machine
+//! keeps with the spent nonces; the signature is checked here, outside
+//! the machine's lock.
+//!
+//! [`DocumentFetches`]: anpx_core::handshake::DocumentFetches
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use anpx_core::auth::{DidDocument, Login, Verifier, VerifierConfig};
+use anpx_core::auth::{Checker, DidDocument, Login, VerifierConfig};
 use anpx_core::registry::Registry;
 use anpx_core::Identity;
 use bytes::Bytes;
 
+use crate::driver::{Driver, DriverGone};
 use crate::receiver::BoxFuture;
 use crate::{Admission, Admitted, Refusal};
-use anpx_core::handshake::{DocumentFetches, DocumentStep, FetchLimits, FetchTicket};
+use anpx_core::handshake::{DocumentStep, FetchLimits, FetchTicket};
 
 pub use anpx_core::handshake::FETCH_TIMEOUT;
 
@@ -149,42 +154,44 @@ pub struct DocumentSources {
     pub tls: Arc<rustls::ClientConfig>,
 }
 
-/// Finds DID documents: the local folder, then the core's
-/// [`DocumentFetches`] (a short cache, a bounded fetch pool), fetching
+/// Finds DID documents: the local folder, then the gateway machine's
+/// [`DocumentFetches`](anpx_core::handshake::DocumentFetches) (a short cache, a bounded fetch pool), fetching
 /// through the shell's [`DocumentIo`] when it says so. One resolver serves
-/// receiver logins and callers alike, so both share the cache and the
-/// fetch pool.
+/// receiver logins and callers alike, and the machine keeps one pool, so
+/// both share the cache and the fetches.
 pub struct DocumentResolver {
     sources: DocumentSources,
     io: Arc<dyn DocumentIo>,
     max_document_bytes: usize,
-    fetches: Mutex<DocumentFetches>,
+    limits: FetchLimits,
 }
 
-/// The DID-WBA admission check.
+/// The DID-WBA admission check: the pure checks here, the nonces in the
+/// gateway machine.
 pub struct DidWbaAdmission {
-    verifier: Mutex<Verifier>,
+    checker: Checker,
     documents: Arc<DocumentResolver>,
     registry: Arc<dyn Registry>,
 }
 
-/// A fetch's place in the pool, given back as abandoned if the fetch is
-/// dropped before it ends (its handshake went away).
+/// A fetch's place in the machine's pool, given back as abandoned if the
+/// fetch is dropped before it ends (its handshake went away).
 struct FetchPlace<'a> {
-    fetches: &'a Mutex<DocumentFetches>,
+    gateway: &'a Driver,
     ticket: Option<FetchTicket>,
 }
 
 impl Drop for FetchPlace<'_> {
     fn drop(&mut self) {
         if let Some(ticket) = self.ticket.take() {
-            lock(self.fetches).abandoned(Instant::now(), ticket);
+            self.gateway.document_abandoned(ticket);
         }
     }
 }
 
-fn lock(fetches: &Mutex<DocumentFetches>) -> std::sync::MutexGuard<'_, DocumentFetches> {
-    fetches.lock().unwrap_or_else(|p| p.into_inner())
+/// The refusal of a login or call that found the gateway shutting down.
+pub(crate) fn gone(e: DriverGone) -> Refusal {
+    refusal("internal", e.to_string())
 }
 
 impl DocumentResolver {
@@ -199,7 +206,7 @@ impl DocumentResolver {
             sources,
             io,
             max_document_bytes,
-            fetches: Mutex::new(DocumentFetches::new(FetchLimits::default())),
+            limits: FetchLimits::default(),
         }
     }
 
@@ -207,15 +214,19 @@ impl DocumentResolver {
     /// [`FetchLimits::default`] (`gateway.auth.max_document_fetches` and
     /// its neighbours).
     pub fn with_fetch_limits(self, limits: FetchLimits) -> Self {
-        DocumentResolver {
-            fetches: Mutex::new(DocumentFetches::new(limits)),
-            ..self
-        }
+        DocumentResolver { limits, ..self }
+    }
+
+    /// The gateway machine `machine`, its fetch pool bounded by this
+    /// resolver's limits.
+    pub fn prepare(&self, machine: anpx_core::Gateway) -> anpx_core::Gateway {
+        machine.with_fetch_limits(self.limits)
     }
 
     /// The document of `did`, found at `url` unless the local folder has
-    /// it. `Err` is the refusal of the login or call that needed it.
-    pub async fn document(&self, did: &str, url: &str) -> Result<Bytes, Refusal> {
+    /// it, through `gateway`'s pool and cache. `Err` is the refusal of the
+    /// login or call that needed it.
+    pub async fn document(&self, gateway: &Driver, did: &str, url: &str) -> Result<Bytes, Refusal> {
         if let Some(dir) = &self.sources.directory {
             let (dir, did, max) = (dir.clone(), did.to_owned(), self.max_document_bytes);
             let found = self
@@ -228,14 +239,13 @@ impl DocumentResolver {
         }
         let host = DocumentUrl::parse(url)
             .map_or_else(|_| url.to_owned(), |u| u.authority.to_ascii_lowercase());
-        let step = lock(&self.fetches).lookup(Instant::now(), url, &host)?;
-        let ticket = match step {
+        let ticket = match gateway.document_lookup(url, &host).map_err(gone)?? {
             DocumentStep::Cached(doc) => return Ok(doc),
             DocumentStep::Fetch(ticket) => ticket,
         };
         let timeout = ticket.deadline.saturating_duration_since(Instant::now());
         let mut place = FetchPlace {
-            fetches: &self.fetches,
+            gateway,
             ticket: Some(ticket),
         };
         let fetched = self
@@ -248,14 +258,9 @@ impl DocumentResolver {
             })
             .await;
         match place.ticket.take() {
-            Some(ticket) => lock(&self.fetches).fetched(Instant::now(), ticket, fetched),
+            Some(ticket) => gateway.document_fetched(ticket, fetched).map_err(gone)?,
             None => Err(refusal("internal", "document fetch lost its place")),
         }
-    }
-
-    /// Fetches in flight now.
-    pub fn fetches_in_flight(&self) -> usize {
-        lock(&self.fetches).in_flight()
     }
 }
 
@@ -281,14 +286,14 @@ impl DidWbaAdmission {
     }
 
     /// [`new`](Self::new) with a resolver shared with others (the callers'
-    /// check), so that they share its cache and fetch pool.
+    /// check), so that they share its limits.
     pub fn with_resolver(
         config: VerifierConfig,
         documents: Arc<DocumentResolver>,
         registry: Arc<dyn Registry>,
     ) -> Self {
         DidWbaAdmission {
-            verifier: Mutex::new(Verifier::new(config)),
+            checker: Checker::new(config),
             documents,
             registry,
         }
@@ -298,35 +303,36 @@ impl DidWbaAdmission {
         &self,
         headers: &http::HeaderMap,
         service: &str,
+        gateway: &Driver,
     ) -> Result<Admitted, Refusal> {
         // Each step's decision is the core's (`Login`); this only runs the
-        // I/O between them: the document, then the registry.
+        // I/O between them: the document, then the registry. The signature
+        // is checked here, outside the machine's lock; the nonce is looked
+        // up and spent by the machine.
         let authorization = headers
             .get(http::header::AUTHORIZATION)
             .map(|v| v.as_bytes());
-        let login = Login::start(
-            &mut *self.verifier()?,
-            SystemTime::now(),
-            authorization,
-            service,
-        )?;
+        let login = Login::start(&self.checker, SystemTime::now(), authorization, service)?;
+        // A replay is refused before it costs a fetch.
+        gateway
+            .login_unspent(SystemTime::now(), &login)
+            .map_err(gone)??;
         let document = self
             .documents
-            .document(login.did(), login.document_url())
+            .document(gateway, login.did(), login.document_url())
             .await?;
-        let verified = login.document(&mut *self.verifier()?, SystemTime::now(), &document)?;
+        let verified = login.document(&self.checker, SystemTime::now(), &document)?;
+        // Another login may have spent the nonce during the fetch.
+        gateway
+            .login_unspent(SystemTime::now(), &login)
+            .map_err(gone)??;
         let (did, key) = (verified.did.clone(), verified.verification_method.clone());
         let allowed = self.registry.grants_for(&verified.did).await;
-        let admitted =
-            login.finish(&mut *self.verifier()?, SystemTime::now(), verified, allowed)?;
+        let admitted = gateway
+            .finish_login(SystemTime::now(), login, verified, allowed)
+            .map_err(gone)??;
         tracing::info!(%did, %key, "receiver authenticated");
         Ok(admitted)
-    }
-
-    fn verifier(&self) -> Result<std::sync::MutexGuard<'_, Verifier>, Refusal> {
-        self.verifier
-            .lock()
-            .map_err(|_| refusal("internal", "verifier unavailable"))
     }
 }
 
@@ -335,8 +341,15 @@ impl Admission for DidWbaAdmission {
         &'a self,
         headers: &'a http::HeaderMap,
         service: &'a str,
+        gateway: &'a Driver,
     ) -> Pin<Box<dyn Future<Output = Result<Admitted, Refusal>> + Send + 'a>> {
-        Box::pin(self.check_inner(headers, service))
+        Box::pin(self.check_inner(headers, service, gateway))
+    }
+
+    fn prepare(&self, machine: anpx_core::Gateway) -> anpx_core::Gateway {
+        self.documents
+            .prepare(machine)
+            .with_login_nonces(self.checker.config())
     }
 
     fn current_grants<'a>(
@@ -377,6 +390,12 @@ fn find_in_directory(dir: &Path, did: &str, max_bytes: usize) -> Option<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A gateway machine keeping `admission`'s state, with no timer.
+    fn gateway(admission: &DidWbaAdmission) -> Driver {
+        let core = anpx_core::Gateway::new(anpx_core::GatewayConfig::default(), 1);
+        Driver::new(admission.prepare(core), |_| std::future::pending()).0
+    }
 
     fn pieces(
         parts: Vec<Result<&'static [u8], &'static str>>,
@@ -419,6 +438,7 @@ mod tests {
             Arc::new(LocalIo),
             registry.clone(),
         );
+        let gw = gateway(&admission);
         let service = "gateway.example.com";
         let header =
             anpx_core::auth::build_header(&doc, &pem, service, SystemTime::now(), [5; 16]).unwrap();
@@ -429,7 +449,7 @@ mod tests {
         // spend the nonce (else the second would be a replay).
         for _ in 0..2 {
             assert_eq!(
-                label(admission.check(&headers, service).await),
+                label(admission.check(&headers, service, &gw).await),
                 Some("no_grants")
             );
         }
@@ -439,9 +459,9 @@ mod tests {
             .await
             .unwrap();
         // Granted now, the same header logs in once, and only once.
-        assert_eq!(label(admission.check(&headers, service).await), None);
+        assert_eq!(label(admission.check(&headers, service, &gw).await), None);
         assert_eq!(
-            label(admission.check(&headers, service).await),
+            label(admission.check(&headers, service, &gw).await),
             Some("replayed_nonce")
         );
     }
@@ -485,6 +505,7 @@ mod tests {
             Arc::new(SilentIo),
             registry,
         );
+        let gw = gateway(&admission);
         let service = "gateway.example.com";
         let headers = |did_in_header: &str, nonce: u8| {
             let header =
@@ -503,14 +524,15 @@ mod tests {
             .collect();
         let mut hanging: Vec<_> = slow
             .iter()
-            .map(|h| Box::pin(admission.check(h, service)))
+            .map(|h| Box::pin(admission.check(h, service, &gw)))
             .collect();
         for f in &mut hanging {
             assert!(f.as_mut().now_or_never().is_none());
         }
+        assert_eq!(gw.document_fetches_in_flight().unwrap(), per_host);
         // ...and the next is refused at once instead of holding a slot.
         let next = headers("did:wba:silent.example:more", 99);
-        let refused = admission.check(&next, service).now_or_never();
+        let refused = admission.check(&next, service, &gw).now_or_never();
         assert!(
             matches!(&refused, Some(Err(r)) if r.label == "document_fetch_refused"),
             "{:?}",
@@ -518,12 +540,12 @@ mod tests {
         );
         // A DID whose document is local logs in meanwhile.
         let genuine = headers(&did, 200);
-        assert!(admission.check(&genuine, service).await.is_ok());
+        assert!(admission.check(&genuine, service, &gw).await.is_ok());
         // Dropped handshakes give their places back, without marking the
         // host as failed.
         drop(hanging);
-        assert_eq!(admission.documents.fetches_in_flight(), 0);
-        let again = admission.check(&slow[0], service).now_or_never();
+        assert_eq!(gw.document_fetches_in_flight().unwrap(), 0);
+        let again = admission.check(&slow[0], service, &gw).now_or_never();
         assert!(again.is_none(), "a dropped fetch is not a failure");
     }
 

@@ -478,17 +478,14 @@ impl Shared {
     }
 
     /// `GET /metrics`: the machine's snapshot (its counters, handshakes,
-    /// what the edge refused, how requests ended), then caller
-    /// authentication's counters and the process's.
+    /// what the edge refused, how requests ended, caller authentication),
+    /// then the process's.
     pub async fn metrics(&self) -> Answer {
         let stats = match self.driver.stats().await {
             Ok(s) => s,
             Err(e) => return Answer::failure(&e.failure()),
         };
         let mut text = stats.to_prometheus();
-        if let Some(caller_auth) = &self.caller_auth {
-            text.push_str(&caller_auth.prometheus());
-        }
         text.push_str(&crate::process_metrics::prometheus(self.shell));
         Answer::new(200, "text/plain; version=0.0.4", text)
     }
@@ -523,7 +520,7 @@ impl Shared {
             .and_then(|h| h.to_str().ok())
             .map(|h| h.rsplit_once(':').map_or(h, |(host, _)| host).to_owned())
             .unwrap_or_default();
-        let auth = self.admission.check(headers, &service).await;
+        let auth = self.admission.check(headers, &service, &self.driver).await;
         let accepted = slot
             .decide(&offer, auth)
             .map_err(gone)?
@@ -617,9 +614,15 @@ impl Shared {
                     .filter(|(n, _)| n.eq_ignore_ascii_case("authorization"))
                     .map(|(_, v)| v.as_str())
                     .collect();
-                auth.check(&host, request.path, &authorization, request.peer.ip())
-                    .await
-                    .map_err(|answer| (answer, None))?
+                auth.check(
+                    &self.driver,
+                    &host,
+                    request.path,
+                    &authorization,
+                    request.peer.ip(),
+                )
+                .await
+                .map_err(|answer| (answer, None))?
             }
         };
         let keep_underscores = self.edge.limits.keep_underscore_headers;

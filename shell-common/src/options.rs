@@ -59,7 +59,8 @@ pub struct GatewayOptions {
 impl GatewayOptions {
     /// The gateway machine these options describe: the core's
     /// configuration, the extensions this gateway implements, its
-    /// handshake limits and its middlewares (with the security headers of
+    /// handshake limits, the state of its authentication checks and its
+    /// middlewares (with the security headers of
     /// a TLS gateway when `tls` is set). `seed` feeds the request-id
     /// generator.
     pub fn machine(&self, seed: u64) -> anpx_core::Gateway {
@@ -67,6 +68,12 @@ impl GatewayOptions {
         let gateway = anpx_core::Gateway::new(self.core.clone(), seed).with_admissions(
             anpx_core::handshake::Admissions::new(supported_features(), &self.edge),
         );
+        // The authentication checks keep their state in the machine.
+        let gateway = self.admission.prepare(gateway);
+        let gateway = match &self.caller_auth {
+            Some(callers) => callers.prepare(gateway),
+            None => gateway,
+        };
         if self.policy.enabled() {
             gateway.with_policy(anpx_core::policy::Policy::new(&self.policy, https))
         } else {

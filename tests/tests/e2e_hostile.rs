@@ -728,6 +728,7 @@ impl Admission for Stalling {
         &'a self,
         headers: &'a http::HeaderMap,
         _service: &'a str,
+        _gateway: &'a shell_common::driver::Driver,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Admitted, Refusal>> + Send + 'a>>
     {
         Box::pin(async move {

@@ -10,6 +10,10 @@
 //! - Gateway: [`Verifier::check_header`] (no document needed: syntax,
 //!   timestamp window, nonce not yet used) tells which document to fetch;
 //!   [`Verifier::verify`] checks it and the signature and spends the nonce.
+//!   The same split in two owners: [`Checker`] (the pure checks, the
+//!   signature among them) and [`Nonces`] (what was spent), which the
+//!   gateway machine keeps so that the signature is checked outside its
+//!   lock.
 //! - Callers at the edge: [`CallerPolicy`] says which routes require a
 //!   DID, [`Credential`] reads the caller's header, [`TokenKey`] mints and
 //!   checks the bearer tokens a verified caller gets.
@@ -51,7 +55,7 @@ pub use private_key::{KeyMaterial, PrivateKey};
 pub use sign::{build_header, build_header_with_key};
 pub use time::{format_timestamp, parse_timestamp};
 pub use token::{TokenClaims, TokenError, TokenKey, MAX_TOKEN_LEN};
-pub use verify::{ParsedHeader, VerifiedDid, Verifier, VerifierConfig};
+pub use verify::{Checker, Nonces, ParsedHeader, VerifiedDid, Verifier, VerifierConfig};
 
 /// The service name a client signs for: the host of the gateway address
 /// without its port (`gateway.example.com:9878` → `gateway.example.com`,

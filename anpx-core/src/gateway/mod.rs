@@ -1,17 +1,22 @@
 //! The gateway state machine: receiver connections, routing, and the requests in flight on them (documented on [`Gateway`]).
 
+#[cfg(feature = "auth")]
+mod auth;
+mod callers;
 mod config;
 mod duration_histogram;
 mod edge_refusals;
 mod ending;
 mod endings;
 mod fault;
+mod fetches;
 mod handshakes;
 mod output;
 #[cfg(feature = "policy")]
 mod screening;
 mod stats;
 
+pub use callers::{CallerAuthCounts, CallerProof};
 pub use config::{
     BufferBudget, GatewayConfig, MessageBudget, DEFAULT_MAX_BUFFERED_PER_LINK,
     DEFAULT_MAX_BUFFERED_TOTAL, DEFAULT_MAX_INFLIGHT_PERCENT_PER_CLIENT,
@@ -39,7 +44,7 @@ use crate::features::{Feature, Features};
 use crate::flow::{Flow, INITIAL_WINDOW};
 use crate::forward::normalize_path;
 use crate::frame::{tag, ExtFrame, Frame, MessageKind};
-use crate::handshake::Admissions;
+use crate::handshake::{Admissions, DocumentFetches, FetchLimits};
 use crate::message::{Head, Message, RequestHead, RequestId};
 use crate::passthrough;
 use crate::route::{RouteTable, ServiceUrl};
@@ -329,6 +334,17 @@ pub struct Gateway {
     /// The middlewares screening public requests, when configured.
     #[cfg(feature = "policy")]
     policy: Option<crate::policy::Policy>,
+    /// DID document fetches in flight and fetched lately, for receiver
+    /// logins and callers alike.
+    documents: DocumentFetches,
+    /// The nonces receiver logins spent.
+    #[cfg(feature = "auth")]
+    login_nonces: crate::auth::Nonces,
+    /// The nonces callers spent.
+    #[cfg(feature = "auth")]
+    caller_nonces: crate::auth::Nonces,
+    /// Caller authentication's verdicts, once it runs.
+    callers: Option<CallerAuthCounts>,
 }
 
 impl Gateway {
@@ -357,6 +373,12 @@ impl Gateway {
             granted: HashSet::new(),
             #[cfg(feature = "policy")]
             policy: None,
+            documents: DocumentFetches::new(FetchLimits::default()),
+            #[cfg(feature = "auth")]
+            login_nonces: crate::auth::Nonces::new(&Default::default()),
+            #[cfg(feature = "auth")]
+            caller_nonces: crate::auth::Nonces::new(&Default::default()),
+            callers: None,
         }
     }
 
@@ -1369,6 +1391,7 @@ impl Gateway {
             policy_answered: self.policy_answered(),
             #[cfg(not(feature = "policy"))]
             policy_answered: None,
+            caller_auth: self.callers.clone(),
         }
     }
 

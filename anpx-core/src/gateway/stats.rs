@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::features::Features;
 use crate::handshake::HandshakeStats;
 
-use super::{EdgeRefusals, Identity, LinkFault, LinkId, RequestEndings};
+use super::{CallerAuthCounts, EdgeRefusals, Identity, LinkFault, LinkId, RequestEndings};
 
 /// Totals since the gateway started.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -112,6 +112,10 @@ pub struct GatewayStats {
     /// Public requests the middlewares answered themselves, by reason;
     /// `None` when the gateway screens nothing.
     pub policy_answered: Option<Vec<(String, u64)>>,
+    /// Calls to protected routes let through and refused; `None` when no
+    /// route requires a DID.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caller_auth: Option<CallerAuthCounts>,
 }
 
 /// A duration as whole seconds: serde's own form is `{secs, nanos}`.
@@ -318,6 +322,9 @@ impl GatewayStats {
         }
         out.push_str(&self.edge_refused.to_prometheus());
         out.push_str(&self.endings.to_prometheus());
+        if let Some(callers) = &self.caller_auth {
+            out.push_str(&callers.to_prometheus());
+        }
         out
     }
 }

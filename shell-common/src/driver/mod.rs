@@ -8,6 +8,7 @@
 //! machine's own work and a few queue pushes. The shell spawns the timer
 //! task [`Driver::new`] returns and supplies its sleep.
 
+mod auth;
 mod events;
 mod outbox;
 mod reports;

@@ -1,6 +1,8 @@
 //! What the shell reports to the gateway machine without needing an
-//! answer: a public request's end ([`Driver::request_ended`]) and a
-//! refusal at the public edge ([`Driver::edge_refused`]). Ending a request
+//! answer: a public request's end ([`Driver::request_ended`]), a
+//! refusal at the public edge ([`Driver::edge_refused`]) and caller
+//! authentication's verdicts ([`Driver::caller_accepted`],
+//! [`Driver::caller_refused`]). Ending a request
 //! must not wait for the machine's lock, so a report goes into a bounded
 //! lock-free queue; whoever next takes the lock to start a request or to
 //! read a snapshot hands the queue to the machine first, so a snapshot
@@ -9,7 +11,7 @@
 //! never holds more than [`CAPACITY`] reports.
 
 use anpx_core::edge::EdgeRefusal;
-use anpx_core::{Gateway as Core, RequestEnd};
+use anpx_core::{CallerProof, Gateway as Core, RequestEnd};
 use crossbeam_queue::ArrayQueue;
 
 use super::Driver;
@@ -22,6 +24,8 @@ const CAPACITY: usize = 1024;
 pub(super) enum Report {
     Ended(RequestEnd),
     EdgeRefused(EdgeRefusal),
+    CallerAccepted(CallerProof),
+    CallerRefused(&'static str),
 }
 
 impl Report {
@@ -29,6 +33,8 @@ impl Report {
         match self {
             Report::Ended(end) => core.request_ended(end),
             Report::EdgeRefused(refusal) => core.edge_refused(refusal),
+            Report::CallerAccepted(proof) => core.caller_accepted(proof),
+            Report::CallerRefused(reason) => core.caller_refused(reason),
         }
     }
 }
@@ -81,7 +87,7 @@ impl Driver {
         self.report(Report::EdgeRefused(refusal));
     }
 
-    fn report(&self, report: Report) {
+    pub(super) fn report(&self, report: Report) {
         let Err(report) = self.reports.queue.push(report) else {
             return;
         };
@@ -134,7 +140,12 @@ mod tests {
         driver.request_ended(ended(Ending::ClientLeft));
         driver.edge_refused(EdgeRefusal::HeadTimeout);
         assert_eq!(driver.reports.len(), 3, "queued, not yet the machine's");
+        driver.caller_refused("replayed_nonce");
+        driver.caller_accepted(anpx_core::CallerProof::Token);
         let s = stats(&driver);
+        let callers = s.caller_auth.as_ref().expect("counted");
+        assert_eq!(callers.refused("replayed_nonce"), 1);
+        assert_eq!(callers.accepted(anpx_core::CallerProof::Token), 1);
         assert_eq!(s.endings.ended(Ending::Completed), 1);
         assert_eq!(s.endings.ended(Ending::ClientLeft), 1);
         assert_eq!(s.edge_refused.get(EdgeRefusal::HeadTimeout), 1);
