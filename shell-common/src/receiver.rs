@@ -1049,6 +1049,11 @@ where
                         replies: &reply_tx,
                         chunk_size,
                         websocket: anpx_core::passthrough::carries(core.features()),
+                        upload_limit: if core.features().contains(Feature::FlowControl) {
+                            u64::MAX
+                        } else {
+                            UNREAD_UPLOAD_LIMIT
+                        },
                     };
                     new_calls.on_event(event, &mut in_flight, &calls);
                 }
@@ -1301,7 +1306,17 @@ struct Calls<'a, U: ?Sized> {
     chunk_size: usize,
     /// The connection carries WebSockets: upgrade requests are upgraded.
     websocket: bool,
+    /// Request body bytes held for the upstream and not yet read by it
+    /// before the upload is cut: [`UNREAD_UPLOAD_LIMIT`] for a gateway
+    /// without flow control; with it, the credit window bounds them.
+    upload_limit: u64,
 }
+
+/// The most of a request body held unread for the upstream when the
+/// gateway does not do flow control (a reference gateway): beyond it the
+/// upload is cut, so a gateway that sends faster than the service reads
+/// cannot fill the receiver's memory.
+pub const UNREAD_UPLOAD_LIMIT: u64 = 64 * 1024 * 1024;
 
 impl<U: Dispatch + ?Sized> Calls<'_, U> {
     fn on_event(
@@ -1318,12 +1333,13 @@ impl<U: Dispatch + ?Sized> Calls<'_, U> {
                     .and_then(|v| v.trim().parse::<u64>().ok());
                 let replies = self.replies.clone();
                 let id = request.clone();
-                let (upload, body) = body::channel_reporting(length, move |bytes| {
-                    let _ = replies.unbounded_send(ReplyMsg::Read {
-                        request: id.clone(),
-                        bytes,
+                let (upload, body) =
+                    body::channel_reporting(length, self.upload_limit, move |bytes| {
+                        let _ = replies.unbounded_send(ReplyMsg::Read {
+                            request: id.clone(),
+                            bytes,
+                        });
                     });
-                });
                 let reply = Reply {
                     request: request.clone(),
                     tx: self.replies.clone(),
@@ -1355,8 +1371,20 @@ impl<U: Dispatch + ?Sized> Calls<'_, U> {
                 );
             }
             RequestEvent::Body { request, data } => {
-                if let Some(upload) = in_flight.get(&request).and_then(|f| f.upload.as_ref()) {
-                    upload.send(data);
+                let Some(flight) = in_flight.get_mut(&request) else {
+                    return;
+                };
+                let Some(upload) = flight.upload.as_ref() else {
+                    return;
+                };
+                if let Err(e @ body::Unsent::OverLimit { .. }) = upload.send(data) {
+                    // A gateway without flow control sends a body as fast
+                    // as it likes: held unread past the limit, the upload
+                    // is cut and the call fails with the reason.
+                    tracing::warn!(%request, "request body cut: {e}");
+                    if let Some(u) = flight.upload.take() {
+                        u.abort(format!("request body cut: {e}"));
+                    }
                 }
             }
             RequestEvent::End { request } => {

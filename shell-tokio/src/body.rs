@@ -93,8 +93,10 @@ mod tests {
     #[tokio::test]
     async fn finished_body_reads_whole() {
         let (tx, body) = channel(None);
-        tx.send(Bytes::from_static(b"ab"));
-        tx.send(Bytes::from_static(b"cd"));
+        tx.send(Bytes::from_static(b"ab"))
+            .expect("the reader is there");
+        tx.send(Bytes::from_static(b"cd"))
+            .expect("the reader is there");
         tx.finish();
         assert_eq!(body.collect().await.unwrap().to_bytes(), "abcd");
     }
@@ -102,7 +104,8 @@ mod tests {
     #[tokio::test]
     async fn dropped_sender_is_an_error_not_an_end() {
         let (tx, body) = channel(None);
-        tx.send(Bytes::from_static(b"ab"));
+        tx.send(Bytes::from_static(b"ab"))
+            .expect("the reader is there");
         drop(tx);
         assert!(body.collect().await.is_err());
     }
