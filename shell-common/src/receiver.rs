@@ -1380,11 +1380,21 @@ impl<U: Dispatch + ?Sized> Calls<'_, U> {
                 if let Err(e @ body::Unsent::OverLimit { .. }) = upload.send(data) {
                     // A gateway without flow control sends a body as fast
                     // as it likes: held unread past the limit, the upload
-                    // is cut and the call fails with the reason.
-                    tracing::warn!(%request, "request body cut: {e}");
+                    // is cut and the request fails with the reason. The
+                    // call is stopped too: an HTTP client blocked on a
+                    // service that reads nothing would never see the cut.
+                    let message = format!(
+                        "request body cut: {e} (the service reads it slower than the gateway sends it)"
+                    );
                     if let Some(u) = flight.upload.take() {
-                        u.abort(format!("request body cut: {e}"));
+                        u.abort(message.clone());
                     }
+                    flight.task.abort();
+                    let _ = self.replies.unbounded_send(ReplyMsg::Failed {
+                        request,
+                        cause: UpstreamCause::Failed,
+                        message,
+                    });
                 }
             }
             RequestEvent::End { request } => {

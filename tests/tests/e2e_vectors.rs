@@ -684,7 +684,69 @@ fn rewritten_frames_keep_the_reference_head_and_body() {
     }
 }
 
+/// A gateway without flow control (the reference's kind) may send a
+/// request body as fast as it likes. Towards a service that reads none of
+/// it, the receiver holds no more than `UNREAD_UPLOAD_LIMIT` unread: it
+/// cuts the upload and answers the request 502 instead of filling its
+/// memory (without the cut, no answer would ever come: the service never
+/// responds).
+async fn a_body_sent_faster_than_the_service_reads_is_cut(shell: Shell) {
+    // A service that takes the connection and reads nothing.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = silent.local_addr().unwrap();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let keep = held.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = silent.accept().await {
+            keep.lock().unwrap().push(tcp);
+        }
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let receiver = Rx::spawn(shell, addr, backend, &["api.agent.com"], None);
+    let (tcp, _) = tokio::time::timeout(PATIENCE, listener.accept())
+        .await
+        .expect("the receiver dials in time")
+        .unwrap();
+    let mut ws = async_tungstenite::tokio::accept_async(tcp)
+        .await
+        .expect("WebSocket handshake");
+    match tokio::time::timeout(PATIENCE, receiver.wait_ready())
+        .await
+        .unwrap()
+    {
+        Status::Connected { features, .. } => assert!(features.is_empty(), "{features}"),
+        other => panic!("receiver not connected: {other:?}"),
+    }
+
+    let limit = shell_common::receiver::UNREAD_UPLOAD_LIMIT as usize;
+    // Past the limit by more than the loopback socket buffers can hide.
+    let body = Bytes::from(vec![b'x'; limit + 32 * 1024 * 1024]);
+    let head = anpx_core::RequestHead::new("POST", "/upload")
+        .with_header("host", HOST)
+        .with_header("content-length", body.len().to_string());
+    let msg = Message {
+        request_id: RequestId::from("cut-upload"),
+        head: Head::Request(head),
+        body,
+    };
+    let frames = anpx_core::chunk::Chunker::new(CHUNK_SIZE)
+        .frames(&msg)
+        .expect("encodable");
+    send_all(&mut ws, frames).await;
+    let (reply, _) = read_message(&mut ws, "the cut upload's answer").await;
+    assert_eq!(reply.request_id.as_str(), "cut-upload");
+    let Head::Response(head) = &reply.head else {
+        panic!("not a response: {:?}", reply.head)
+    };
+    let why = String::from_utf8_lossy(&reply.body);
+    assert_eq!(head.status, 502, "{why}");
+    assert!(why.contains("request body cut"), "{why}");
+    drop(held);
+}
+
 for_every_receiver!(the_receiver_serves_every_request_layout_of_the_reference);
+for_every_receiver!(a_body_sent_faster_than_the_service_reads_is_cut);
 
 for_every_gateway!(
     the_gateway_takes_every_response_layout_of_the_reference,
