@@ -301,16 +301,26 @@ fn query_map(query: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-async fn the_receiver_serves_every_request_layout_of_the_reference(shell: Shell) {
-    let backend = start_backend().await;
+/// A receiver of `shell` serving `backend`, and its connection to the
+/// bare listener it dialed, before any WebSocket handshake: the test plays
+/// the gateway.
+async fn dialed_by_receiver(
+    shell: Shell,
+    backend: std::net::SocketAddr,
+) -> (Rx, tokio::net::TcpStream) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let receiver = Rx::spawn(shell, addr, backend, &["api.agent.com"], None);
-
+    let receiver = Rx::spawn(shell, addr, backend, &[HOST], None);
     let (tcp, _) = tokio::time::timeout(PATIENCE, listener.accept())
         .await
         .expect("the receiver dials in time")
         .unwrap();
+    (receiver, tcp)
+}
+
+async fn the_receiver_serves_every_request_layout_of_the_reference(shell: Shell) {
+    let backend = start_backend().await;
+    let (receiver, tcp) = dialed_by_receiver(shell, backend).await;
     let handshake = Arc::new(Mutex::new(None));
     let seen = handshake.clone();
     // Answer like the reference gateway: a bare upgrade, no anpx headers.
@@ -701,13 +711,7 @@ async fn a_body_sent_faster_than_the_service_reads_is_cut(shell: Shell) {
             keep.lock().unwrap().push(tcp);
         }
     });
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let receiver = Rx::spawn(shell, addr, backend, &["api.agent.com"], None);
-    let (tcp, _) = tokio::time::timeout(PATIENCE, listener.accept())
-        .await
-        .expect("the receiver dials in time")
-        .unwrap();
+    let (receiver, tcp) = dialed_by_receiver(shell, backend).await;
     let mut ws = async_tungstenite::tokio::accept_async(tcp)
         .await
         .expect("WebSocket handshake");
