@@ -4,37 +4,59 @@
 //! the duration histogram, responses by status class, body bytes;
 //! refusals by reason: [`anpx_core::RequestEndings`]).
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use anpx_core::{Ending, RequestEnd, UNROUTED};
 
 use crate::driver::Driver;
 
-/// One request's end, as logged.
+/// One request's end, as logged. Its text fields borrow what the caller
+/// can lend and own what it can give up, so that a line held for later
+/// ([`write_held`]) copies only what was borrowed.
 pub struct EndLine<'a> {
     /// The request's id.
-    pub request: &'a str,
+    pub request: Cow<'a, str>,
     /// The client's address, when known.
     pub client: Option<IpAddr>,
     /// The granted service URL that routed it, as the machine named it;
     /// empty when none did. Owned: it goes on to the machine.
     pub route: String,
     /// Its method.
-    pub method: &'a str,
+    pub method: Cow<'a, str>,
     /// Its path.
-    pub path: &'a str,
+    pub path: Cow<'a, str>,
     /// The status the client got (0 when none was sent).
     pub status: u16,
     /// How long it took.
     pub duration: std::time::Duration,
     /// The receiver that served it, if one did.
-    pub receiver: &'a str,
+    pub receiver: Cow<'a, str>,
     /// Why it failed, when it did.
-    pub error: Option<&'a str>,
+    pub error: Option<Cow<'a, str>>,
     /// Request body bytes read from the client.
     pub bytes_in: u64,
     /// Response body bytes relayed to the client from a receiver.
     pub bytes_out: u64,
+}
+
+impl EndLine<'_> {
+    /// The same line, owning every field.
+    fn into_owned(self) -> EndLine<'static> {
+        EndLine {
+            request: Cow::Owned(self.request.into_owned()),
+            client: self.client,
+            route: self.route,
+            method: Cow::Owned(self.method.into_owned()),
+            path: Cow::Owned(self.path.into_owned()),
+            status: self.status,
+            duration: self.duration,
+            receiver: Cow::Owned(self.receiver.into_owned()),
+            error: self.error.map(|e| Cow::Owned(e.into_owned())),
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+        }
+    }
 }
 
 /// Logs `line` with its `ending` and hands it to the gateway machine
@@ -46,34 +68,40 @@ pub struct EndLine<'a> {
 /// on a thread that holds request lines ([`write_held`]), when that thread
 /// next has nothing to run.
 pub fn report(driver: &Driver, ending: Ending, line: EndLine<'_>, refusal: Option<&'static str>) {
-    // `Some`: held, with what is to be written now (the lines held so far
-    // once there are `HELD_LINES`), logged outside the borrow.
-    let kept = HELD
-        .try_with(|h| {
-            let mut h = h.try_borrow_mut().ok()?;
-            if !h.holding {
-                return None;
-            }
-            h.lines.push(HeldLine::of(&line, ending, refusal));
-            Some(if h.lines.len() >= HELD_LINES {
-                std::mem::take(&mut h.lines)
-            } else {
-                Vec::new()
+    let (status, duration, bytes_in, bytes_out) =
+        (line.status, line.duration, line.bytes_in, line.bytes_out);
+    // Whether this thread holds its lines, read apart from the push so
+    // that logging never runs inside the borrow.
+    let holding = HELD
+        .try_with(|h| h.try_borrow().is_ok_and(|h| h.holding))
+        .unwrap_or(false);
+    let route = if holding {
+        let route = line.route.clone();
+        let full = HELD
+            .try_with(|h| {
+                let mut h = h.try_borrow_mut().ok()?;
+                h.lines.push(HeldLine {
+                    line: line.into_owned(),
+                    ending,
+                    refusal,
+                });
+                (h.lines.len() >= HELD_LINES).then(|| std::mem::take(&mut h.lines))
             })
-        })
-        .ok()
-        .flatten();
-    match kept {
-        Some(full) => full.into_iter().for_each(HeldLine::log),
-        None => log(&line, ending, refusal),
-    }
+            .ok()
+            .flatten();
+        full.into_iter().flatten().for_each(HeldLine::log);
+        route
+    } else {
+        log(&line, ending, refusal);
+        line.route
+    };
     driver.request_ended(RequestEnd {
         ending,
-        route: line.route,
-        status: line.status,
-        duration: line.duration,
-        bytes_in: line.bytes_in,
-        bytes_out: line.bytes_out,
+        route,
+        status,
+        duration,
+        bytes_in,
+        bytes_out,
         refusal,
     });
 }
@@ -81,23 +109,23 @@ pub fn report(driver: &Driver, ending: Ending, line: EndLine<'_>, refusal: Optio
 fn log(line: &EndLine<'_>, ending: Ending, refusal: Option<&'static str>) {
     let client = line.client.map(|c| c.to_string());
     tracing::info!(
-        request = line.request,
+        request = &*line.request,
         client = client.as_deref().unwrap_or(""),
         route = if line.route.is_empty() {
             UNROUTED
         } else {
             line.route.as_str()
         },
-        method = line.method,
-        path = line.path,
+        method = &*line.method,
+        path = &*line.path,
         status = line.status,
         duration_ms = line.duration.as_secs_f64() * 1e3,
-        receiver = line.receiver,
+        receiver = &*line.receiver,
         bytes_in = line.bytes_in,
         bytes_out = line.bytes_out,
         outcome = ending.label(),
         reason = refusal.unwrap_or(""),
-        error = line.error.unwrap_or(""),
+        error = line.error.as_deref().unwrap_or(""),
         "request"
     );
 }
@@ -106,58 +134,16 @@ fn log(line: &EndLine<'_>, ending: Ending, refusal: Option<&'static str>) {
 /// be idle: bounds what one busy thread keeps.
 pub const HELD_LINES: usize = 64;
 
-/// A request line held until its thread is idle: [`EndLine`]'s fields,
-/// owned.
+/// A request line held until its thread is idle.
 struct HeldLine {
-    request: String,
-    client: Option<IpAddr>,
-    route: String,
-    method: String,
-    path: String,
-    status: u16,
-    duration: std::time::Duration,
-    receiver: String,
-    error: Option<String>,
-    bytes_in: u64,
-    bytes_out: u64,
+    line: EndLine<'static>,
     ending: Ending,
     refusal: Option<&'static str>,
 }
 
 impl HeldLine {
-    fn of(line: &EndLine<'_>, ending: Ending, refusal: Option<&'static str>) -> HeldLine {
-        HeldLine {
-            request: line.request.to_owned(),
-            client: line.client,
-            route: line.route.clone(),
-            method: line.method.to_owned(),
-            path: line.path.to_owned(),
-            status: line.status,
-            duration: line.duration,
-            receiver: line.receiver.to_owned(),
-            error: line.error.map(str::to_owned),
-            bytes_in: line.bytes_in,
-            bytes_out: line.bytes_out,
-            ending,
-            refusal,
-        }
-    }
-
     fn log(self) {
-        let line = EndLine {
-            request: &self.request,
-            client: self.client,
-            route: self.route,
-            method: &self.method,
-            path: &self.path,
-            status: self.status,
-            duration: self.duration,
-            receiver: &self.receiver,
-            error: self.error.as_deref(),
-            bytes_in: self.bytes_in,
-            bytes_out: self.bytes_out,
-        };
-        log(&line, self.ending, self.refusal);
+        log(&self.line, self.ending, self.refusal);
     }
 }
 
@@ -215,14 +201,14 @@ mod tests {
         let core = Gateway::new(GatewayConfig::default(), 7);
         let (driver, _timer) = Driver::new(core, |_| std::future::pending());
         let line = |status| EndLine {
-            request: "r",
+            request: "r".into(),
             client: Some(IpAddr::from([192, 0, 2, 1])),
             route: String::new(),
-            method: "GET",
-            path: "/",
+            method: "GET".into(),
+            path: "/".into(),
             status,
             duration: std::time::Duration::from_millis(3),
-            receiver: "",
+            receiver: "".into(),
             error: None,
             bytes_in: 4,
             bytes_out: 0,
@@ -265,14 +251,14 @@ mod tests {
 
     fn end(status: u16) -> EndLine<'static> {
         EndLine {
-            request: "r",
+            request: "r".into(),
             client: None,
             route: String::new(),
-            method: "GET",
-            path: "/",
+            method: "GET".into(),
+            path: "/".into(),
             status,
             duration: std::time::Duration::from_millis(1),
-            receiver: "",
+            receiver: "".into(),
             error: None,
             bytes_in: 0,
             bytes_out: 0,

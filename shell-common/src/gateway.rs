@@ -334,15 +334,15 @@ impl Shared {
             &self.driver,
             ending,
             crate::endings::EndLine {
-                request: "",
+                request: "".into(),
                 client: who.peer,
                 route: who.route.to_owned(),
-                method: who.method,
-                path: who.path,
+                method: who.method.into(),
+                path: who.path.into(),
                 status,
                 duration: started_at.elapsed(),
-                receiver: "",
-                error,
+                receiver: "".into(),
+                error: error.map(Into::into),
                 bytes_in: 0,
                 bytes_out: 0,
             },
@@ -1091,20 +1091,21 @@ impl Guard {
 
     fn log(&mut self, id: &RequestId, ending: Ending) {
         self.record(ending.label());
-        // Logged once (the id is taken first): the route can go with it.
+        // Logged once (the id is taken first): what the line names can go
+        // with it instead of being copied.
         crate::endings::report(
             &self.driver,
             ending,
             crate::endings::EndLine {
-                request: id.as_str(),
+                request: id.as_str().into(),
                 client: Some(self.client),
                 route: std::mem::take(&mut self.route),
-                method: &self.method,
-                path: &self.path,
+                method: std::mem::take(&mut self.method).into(),
+                path: std::mem::take(&mut self.path).into(),
                 status: self.status.unwrap_or(0),
                 duration: self.started_at.elapsed(),
-                receiver: &self.receiver,
-                error: self.error.as_deref(),
+                receiver: std::mem::take(&mut self.receiver).into(),
+                error: self.error.take().map(Into::into),
                 bytes_in: self.received.load(Ordering::Relaxed),
                 bytes_out: self.sent,
             },
