@@ -142,6 +142,7 @@ fn all_changed() -> Config {
     r.private_key = Some(PathBuf::from("key.pem"));
     r.chunk_size = 2048;
     r.max_buffered_response_bytes = 1 << 18;
+    r.max_inflight = 7;
     r.admin_listen = Some("127.0.0.1:9082".parse().unwrap());
     r.inspector.requests = 3;
     r.inspector.max_bytes = 16384;
@@ -453,6 +454,10 @@ fn bad_values_are_named() {
         (
             "[receiver]\nmax_buffered_response_bytes = 0",
             "receiver.max_buffered_response_bytes: expected a positive integer, got 0",
+        ),
+        (
+            "[receiver]\nmax_inflight = 0",
+            "receiver.max_inflight: expected a positive integer, got 0",
         ),
         (
             "[gateway]\nmax_receivers_per_ip = 0",

@@ -967,3 +967,92 @@ fn draining_needs_the_extension() {
     let id = m.start("/svc/x").unwrap();
     assert_eq!(m.gw.request_link(&id), Some(a));
 }
+
+/// A gateway sends more requests at once than the receiver serves on one
+/// connection: the one past `max_in_flight` is answered 503 at once,
+/// without reaching the service, its streamed upload dropped; once a
+/// request ends, the next one is served again.
+#[test]
+fn a_request_past_the_receivers_in_flight_cap_is_answered_503() {
+    for features in [
+        Features::empty(),
+        [Feature::Streaming, Feature::FlowControl]
+            .into_iter()
+            .collect(),
+    ] {
+        let mut p = Pair::new(features, GatewayConfig::default());
+        let config = ReceiverConfig {
+            max_in_flight: 2,
+            ..ReceiverConfig::default()
+        };
+        p.rx = Receiver::new(config, features, p.now);
+        let first =
+            p.gw.start_request(p.now, "api.agent.com", get("/svc/1"), RequestBody::Empty)
+                .unwrap();
+        p.gw.start_request(p.now, "api.agent.com", get("/svc/2"), RequestBody::Empty)
+            .unwrap();
+        let busy =
+            p.gw.start_request(
+                p.now,
+                "api.agent.com",
+                RequestHead::new("POST", "/svc/3").with_header("host", "api.agent.com"),
+                RequestBody::Streaming,
+            )
+            .unwrap();
+        p.pump();
+        p.gw.push_body(p.now, &busy, Bytes::from_static(b"more"), false)
+            .ok();
+        p.pump();
+
+        let heads: Vec<&RequestId> = p
+            .requests
+            .iter()
+            .filter_map(|e| match e {
+                RequestEvent::Head { request, .. } => Some(request),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(heads.len(), 2, "features {features}: {:?}", p.requests);
+        assert!(
+            !p.requests
+                .iter()
+                .any(|e| matches!(e, RequestEvent::Body { .. })),
+            "features {features}: the refused upload reached the service"
+        );
+        let events = p.events_of(&busy);
+        let ResponseEvent::Head(h) = events[0] else {
+            panic!("features {features}: {events:?}")
+        };
+        assert_eq!(h.status, 503, "features {features}");
+        assert_eq!(h.headers.get("retry-after"), Some("1"));
+        let body = String::from_utf8(p.body_of(&busy)).unwrap();
+        assert!(body.contains("receiver busy"), "{body}");
+        assert_eq!(events.last(), Some(&&ResponseEvent::End));
+        assert_eq!(p.rx.totals().refused_busy, 1);
+        assert_eq!(p.rx.in_flight(), 2);
+
+        // One ends: the next request is served.
+        let RequestEvent::Head { request, .. } = p.requests[0].clone() else {
+            panic!()
+        };
+        p.rx.respond(
+            p.now,
+            &request,
+            ResponseHead::new(200),
+            ResponseBody::Full(Bytes::from_static(b"one")),
+        )
+        .unwrap();
+        p.pump();
+        assert_eq!(p.body_of(&first), b"one");
+        p.gw.start_request(p.now, "api.agent.com", get("/svc/4"), RequestBody::Empty)
+            .unwrap();
+        p.pump();
+        let served = p
+            .requests
+            .iter()
+            .filter(|e| matches!(e, RequestEvent::Head { head, .. } if head.path == "/svc/4"))
+            .count();
+        assert_eq!(served, 1, "features {features}");
+        assert_eq!(p.rx.totals().refused_busy, 1);
+    }
+}

@@ -194,7 +194,7 @@ macro_rules! key {
     };
 }
 
-static KEYS: [KeyInfo; 90] = [
+static KEYS: [KeyInfo; 91] = [
     // [gateway]
     key!(
         "gateway.listen", "ANPX_GATEWAY_LISTEN", "listen", "ADDR", "127.0.0.1:8080",
@@ -760,6 +760,12 @@ static KEYS: [KeyInfo; 90] = [
         "Largest response body held whole for a gateway that cannot take it streamed (a reference gateway); larger gets 502",
         receiver.max_buffered_response_bytes,
         parse: |i| v::int(i, 1, MAX_BODY_BYTES), render: v::render_int,
+    ),
+    key!(
+        "receiver.max_inflight", "ANPX_RECEIVER_MAX_INFLIGHT", "max-inflight", "N", "1000",
+        "Requests served at once on one gateway connection; more are answered 503 with Retry-After: 1, without reaching the service",
+        receiver.max_inflight,
+        parse: |i| v::int(i, 1, u64::from(u32::MAX)), render: v::render_int,
     ),
     key!(
         "receiver.admin_listen", "ANPX_RECEIVER_ADMIN_LISTEN", "admin-listen", "ADDR|off", "off",

@@ -7,6 +7,12 @@ use crate::chunk::{
 };
 use crate::frame::FrameLimits;
 
+/// [`ReceiverConfig::max_in_flight`] by default: ten times what an anpx
+/// gateway sends one receiver connection by default
+/// (`gateway.max_inflight_per_receiver`), so only a gateway without such
+/// a cap reaches it.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1000;
+
 /// What the receiver state machine needs to know.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReceiverConfig {
@@ -24,6 +30,12 @@ pub struct ReceiverConfig {
     pub max_buffered_response: u64,
     /// Limits on frames received.
     pub frame_limits: FrameLimits,
+    /// Most requests served at once on this connection. A request past it
+    /// is answered 503 at once, without reaching the service: each request
+    /// in flight holds an upstream call and its upload, so without a bound
+    /// a gateway (a hostile one, or one with no cap of its own) decides how
+    /// much of the receiver it fills.
+    pub max_in_flight: usize,
     /// Limits on request reassembly. A request body streams on to the
     /// upstream as it comes, so the default sets no size limit: the
     /// gateway's `max_body_bytes` bounds uploads.
@@ -38,6 +50,7 @@ impl Default for ReceiverConfig {
             streaming_chunk_size: STREAMING_CHUNK_SIZE,
             max_buffered_response: DEFAULT_MAX_HELD_BYTES,
             frame_limits: FrameLimits::default(),
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             reassembly: ReassemblyLimits::default(),
         }
     }

@@ -3,7 +3,7 @@
 mod config;
 mod output;
 
-pub use config::ReceiverConfig;
+pub use config::{ReceiverConfig, DEFAULT_MAX_IN_FLIGHT};
 pub use output::{ReceiverOutput, RequestEvent, RespondError, ResponseBody};
 
 use std::collections::{HashMap, VecDeque};
@@ -71,6 +71,9 @@ pub struct ReceiverTotals {
     pub stray_frames: u64,
     /// Requests the gateway cancelled (`cancel` extension).
     pub cancelled: u64,
+    /// Requests answered 503 because [`ReceiverConfig::max_in_flight`]
+    /// were in flight already.
+    pub refused_busy: u64,
 }
 
 /// The receiver state machine: one per WebSocket connection to a gateway.
@@ -272,6 +275,9 @@ impl Receiver {
                 // A second request under a live id: refuse the newcomer.
                 self.totals.stray_frames += 1;
                 return;
+            }
+            if self.serving.len() >= self.config.max_in_flight {
+                return self.refuse_busy(&id);
             }
             self.serving.insert(
                 id.clone(),
@@ -652,6 +658,31 @@ impl Receiver {
         };
         if let Ok(bytes) = frame.encode() {
             self.transmit(WsMessage::Binary(bytes));
+        }
+    }
+
+    /// Answers a request past [`ReceiverConfig::max_in_flight`] with 503
+    /// and forgets it: the rest of its upload arrives as stray frames, and
+    /// the gateway may try another receiver.
+    fn refuse_busy(&mut self, request: &RequestId) {
+        self.reassembler.discard(request);
+        self.totals.refused_busy += 1;
+        let message = format!(
+            "receiver busy: {} requests in flight on this connection",
+            self.config.max_in_flight
+        );
+        let head = ResponseHead::new(503)
+            .with_header("content-type", "application/json")
+            .with_header("retry-after", "1");
+        let body = serde_json::json!({ "error": message }).to_string();
+        let msg = Message {
+            request_id: request.clone(),
+            head: Head::Response(head),
+            body: body.into(),
+        };
+        match self.chunker.frames(&msg) {
+            Ok(frames) => self.send_frames(request, frames),
+            Err(_) => self.send_error_frame(request, &message),
         }
     }
 
