@@ -24,20 +24,80 @@ pub enum Unsent {
     ReaderGone,
     /// The piece would leave more than the sender's limit sent and not yet
     /// read: the reader does not keep up with the writer.
-    #[error("{unread} bytes of the body sent and not yet read, over the limit of {limit}")]
+    #[error("{unread} bytes of bodies sent and not yet read, over the limit of {limit}")]
     OverLimit {
-        /// Bytes sent and not read, this piece included.
+        /// Bytes sent and not read, this piece included, each piece with
+        /// [`PIECE_OVERHEAD`].
         unread: u64,
         /// The limit.
         limit: u64,
     },
 }
 
+/// What one piece costs a [`Budget`] beyond its bytes: the channel's node
+/// and the allocation a piece sliced out of a WebSocket message keeps
+/// alive. Counted so that a writer sending many tiny pieces cannot hold
+/// far more memory than its byte count says.
+pub const PIECE_OVERHEAD: u64 = 128;
+
+/// Bytes sent and not yet read, counted across every body that shares the
+/// budget (each piece with [`PIECE_OVERHEAD`]), and the most they may
+/// reach. A receiver keeps one per gateway connection, so what a gateway
+/// makes it hold for its services is bounded whatever the number of
+/// requests.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    held: Arc<AtomicU64>,
+    limit: u64,
+}
+
+impl Budget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: u64) -> Self {
+        Budget {
+            held: Arc::new(AtomicU64::new(0)),
+            limit,
+        }
+    }
+
+    /// A budget that never refuses.
+    pub fn unlimited() -> Self {
+        Budget::new(u64::MAX)
+    }
+
+    /// What its bodies hold now, overheads included.
+    pub fn held(&self) -> u64 {
+        self.held.load(Ordering::Acquire)
+    }
+
+    fn take(&self, cost: u64) -> Result<(), Unsent> {
+        let held = self
+            .held
+            .fetch_add(cost, Ordering::AcqRel)
+            .saturating_add(cost);
+        if held > self.limit {
+            self.release(cost);
+            return Err(Unsent::OverLimit {
+                unread: held,
+                limit: self.limit,
+            });
+        }
+        Ok(())
+    }
+
+    fn release(&self, cost: u64) {
+        self.held.fetch_sub(cost, Ordering::AcqRel);
+    }
+}
+
+fn cost(data: &Bytes) -> u64 {
+    data.len() as u64 + PIECE_OVERHEAD
+}
+
 /// The receiving half.
 pub struct BodyStream {
     rx: mpsc::UnboundedReceiver<Result<Bytes, Aborted>>,
-    /// Bytes sent and not yet read, shared with the sender.
-    unread: Arc<AtomicU64>,
+    budget: Budget,
     size: Option<u64>,
     ended: bool,
     /// Told how many bytes each piece the reader took had: that is what
@@ -48,36 +108,33 @@ pub struct BodyStream {
 /// The sending half. Dropping it without [`finish`](Self::finish) ends the
 /// body with an error, so a cut-short body can never pass for a whole one.
 ///
-/// The channel itself is unbounded; what bounds it is the sender's limit on
-/// bytes sent and not yet read ([`channel_limited`]), or, without one, the
-/// writer's own credit window.
+/// The channel itself is unbounded; what bounds it is the sender's
+/// [`Budget`] ([`channel_limited`]), or, without one, the writer's own
+/// credit window.
 pub struct BodySender {
     tx: Option<mpsc::UnboundedSender<Result<Bytes, Aborted>>>,
-    unread: Arc<AtomicU64>,
-    limit: u64,
+    budget: Budget,
 }
 
 /// A connected sender and body. `size` is the exact length, when known.
 /// The sender has no limit of its own: its writer must be bounded
 /// otherwise (a credit window, a body read in order).
 pub fn channel(size: Option<u64>) -> (BodySender, BodyStream) {
-    channel_limited(size, u64::MAX)
+    channel_limited(size, Budget::unlimited())
 }
 
 /// Like [`channel`], and [`BodySender::send`] refuses a piece that would
-/// leave more than `limit` bytes sent and not yet read.
-pub fn channel_limited(size: Option<u64>, limit: u64) -> (BodySender, BodyStream) {
+/// take `budget` over its limit.
+pub fn channel_limited(size: Option<u64>, budget: Budget) -> (BodySender, BodyStream) {
     let (tx, rx) = mpsc::unbounded();
-    let unread = Arc::new(AtomicU64::new(0));
     (
         BodySender {
             tx: Some(tx),
-            unread: unread.clone(),
-            limit,
+            budget: budget.clone(),
         },
         BodyStream {
             rx,
-            unread,
+            budget,
             size,
             ended: false,
             on_read: None,
@@ -89,32 +146,28 @@ pub fn channel_limited(size: Option<u64>, limit: u64) -> (BodySender, BodyStream
 /// takes a piece of `n` bytes.
 pub fn channel_reporting(
     size: Option<u64>,
-    limit: u64,
+    budget: Budget,
     on_read: impl Fn(usize) + Send + Sync + 'static,
 ) -> (BodySender, BodyStream) {
-    let (tx, mut rx) = channel_limited(size, limit);
+    let (tx, mut rx) = channel_limited(size, budget);
     rx.on_read = Some(Box::new(on_read));
     (tx, rx)
 }
 
 impl BodySender {
-    /// Sends a piece, unless the reader is gone or the piece would leave
-    /// more than the limit unread (the piece is then dropped: the caller
+    /// Sends a piece, unless the reader is gone or the piece would take
+    /// the budget over its limit (the piece is then dropped: the caller
     /// ends the body with [`abort`](Self::abort)).
     pub fn send(&self, data: Bytes) -> Result<(), Unsent> {
-        let Some(tx) = self.tx.as_ref() else {
+        let Some(tx) = self.tx.as_ref().filter(|tx| !tx.is_closed()) else {
             return Err(Unsent::ReaderGone);
         };
-        let len = data.len() as u64;
-        let unread = self.unread.fetch_add(len, Ordering::AcqRel) + len;
-        if unread > self.limit {
-            self.unread.fetch_sub(len, Ordering::AcqRel);
-            return Err(Unsent::OverLimit {
-                unread,
-                limit: self.limit,
-            });
-        }
-        tx.unbounded_send(Ok(data)).map_err(|_| Unsent::ReaderGone)
+        let cost = cost(&data);
+        self.budget.take(cost)?;
+        tx.unbounded_send(Ok(data)).map_err(|_| {
+            self.budget.release(cost);
+            Unsent::ReaderGone
+        })
     }
 
     /// Ends the body normally.
@@ -139,6 +192,20 @@ impl Drop for BodySender {
     fn drop(&mut self) {
         if let Some(tx) = self.tx.take() {
             let _ = tx.unbounded_send(Err(Aborted("the sender went away".into())));
+        }
+    }
+}
+
+impl Drop for BodyStream {
+    /// What was sent and never read leaves the budget with the reader: a
+    /// shared budget would otherwise shrink for good with every body
+    /// dropped unread.
+    fn drop(&mut self) {
+        self.rx.close();
+        while let Ok(piece) = self.rx.try_recv() {
+            if let Ok(data) = piece {
+                self.budget.release(cost(&data));
+            }
         }
     }
 }
@@ -169,7 +236,7 @@ impl Stream for BodyStream {
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Ok(data))) => {
-                self.unread.fetch_sub(data.len() as u64, Ordering::AcqRel);
+                self.budget.release(cost(&data));
                 if let Some(on_read) = &self.on_read {
                     on_read(data.len());
                 }
@@ -186,21 +253,60 @@ mod tests {
     use futures_util::FutureExt;
 
     #[test]
-    fn a_piece_past_the_unread_limit_is_refused_until_the_reader_takes_some() {
-        let (tx, mut rx) = channel_limited(None, 5);
+    fn a_piece_past_the_budget_is_refused_until_the_reader_takes_some() {
+        let budget = Budget::new(2 * PIECE_OVERHEAD + 5);
+        let (tx, mut rx) = channel_limited(None, budget.clone());
         assert_eq!(tx.send(Bytes::from_static(b"abc")), Ok(()));
         assert_eq!(
             tx.send(Bytes::from_static(b"def")),
             Err(Unsent::OverLimit {
-                unread: 6,
-                limit: 5
+                unread: 2 * PIECE_OVERHEAD + 6,
+                limit: 2 * PIECE_OVERHEAD + 5
             })
+        );
+        assert_eq!(
+            budget.held(),
+            PIECE_OVERHEAD + 3,
+            "a refused piece takes nothing"
         );
         let first = rx.next().now_or_never().flatten().expect("a piece");
         assert_eq!(first.expect("not aborted"), Bytes::from_static(b"abc"));
+        assert_eq!(budget.held(), 0);
         assert_eq!(tx.send(Bytes::from_static(b"def")), Ok(()));
         assert_eq!(tx.send(Bytes::from_static(b"gh")), Ok(()));
-        assert!(tx.send(Bytes::from_static(b"i")).is_err(), "5 unread");
+        assert!(tx.send(Bytes::from_static(b"i")).is_err(), "5 bytes unread");
+    }
+
+    #[test]
+    fn many_tiny_pieces_count_for_what_they_hold() {
+        let budget = Budget::new(10 * PIECE_OVERHEAD);
+        let (tx, _rx) = channel_limited(None, budget);
+        let sent = (0..100)
+            .take_while(|_| tx.send(Bytes::from_static(b"x")).is_ok())
+            .count();
+        assert_eq!(sent, 9, "ten pieces of one byte cost over ten overheads");
+    }
+
+    #[test]
+    fn bodies_sharing_a_budget_share_its_limit_and_a_dropped_reader_gives_back_its_share() {
+        let budget = Budget::new(2 * (PIECE_OVERHEAD + 10));
+        let (a, a_rx) = channel_limited(None, budget.clone());
+        let (b, _b_rx) = channel_limited(None, budget.clone());
+        assert_eq!(a.send(Bytes::from_static(b"0123456789")), Ok(()));
+        assert_eq!(b.send(Bytes::from_static(b"0123456789")), Ok(()));
+        assert!(
+            b.send(Bytes::from_static(b"x")).is_err(),
+            "a's unread piece counts against b"
+        );
+        drop(a_rx);
+        assert_eq!(budget.held(), PIECE_OVERHEAD + 10);
+        assert_eq!(b.send(Bytes::from_static(b"x")), Ok(()));
+        assert_eq!(
+            a.send(Bytes::from_static(b"y")),
+            Err(Unsent::ReaderGone),
+            "nothing is taken for a reader that is gone"
+        );
+        assert_eq!(budget.held(), 2 * PIECE_OVERHEAD + 11);
     }
 
     #[test]

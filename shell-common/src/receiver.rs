@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
@@ -597,8 +598,14 @@ enum ReplyMsg {
         /// `flow-control`, once the gateway's credit covered it).
         sent: Option<futures_channel::oneshot::Sender<()>>,
     },
-    /// The upstream took `bytes` of the request body.
-    Read { request: RequestId, bytes: usize },
+    /// The upstream took request body bytes: as many as `bytes` holds
+    /// when the message is handled. Pieces read meanwhile add to it rather
+    /// than queue messages of their own, so at most one `Read` per request
+    /// waits here however small the pieces are.
+    Read {
+        request: RequestId,
+        bytes: Arc<AtomicUsize>,
+    },
     Failed {
         request: RequestId,
         cause: UpstreamCause,
@@ -855,7 +862,12 @@ where
 {
     let mut core = Core::new(options.core.clone(), conn.features, Instant::now());
     let (mut sink, mut stream) = conn.ws.split();
+    // Unbounded in type, bounded by what may wait in it: per request in
+    // flight (the core caps them, `max_in_flight`) a head or a failure, one
+    // body piece (a relay waits for its piece to be sent before it reads
+    // the next) and one `Read`.
     let (reply_tx, mut replies) = mpsc::unbounded::<ReplyMsg>();
+    let uploads = body::Budget::new(UNREAD_UPLOAD_LIMIT);
     let mut in_flight: HashMap<RequestId, InFlight> = HashMap::new();
     let monitor = options.monitor.as_ref();
     // What the admin plane follows of each request, from its head to its end.
@@ -1049,11 +1061,7 @@ where
                         replies: &reply_tx,
                         chunk_size,
                         websocket: anpx_core::passthrough::carries(core.features()),
-                        upload_limit: if core.features().contains(Feature::FlowControl) {
-                            u64::MAX
-                        } else {
-                            UNREAD_UPLOAD_LIMIT
-                        },
+                        uploads: &uploads,
                     };
                     new_calls.on_event(event, &mut in_flight, &calls);
                 }
@@ -1269,7 +1277,8 @@ fn apply_reply(
             (request, r)
         }
         ReplyMsg::Read { request, bytes } => {
-            core.request_body_read(now, &request, bytes);
+            let n = bytes.swap(0, Ordering::AcqRel);
+            core.request_body_read(now, &request, n);
             return;
         }
         ReplyMsg::Failed {
@@ -1306,15 +1315,18 @@ struct Calls<'a, U: ?Sized> {
     chunk_size: usize,
     /// The connection carries WebSockets: upgrade requests are upgraded.
     websocket: bool,
-    /// Request body bytes held for the upstream and not yet read by it
-    /// before the upload is cut: [`UNREAD_UPLOAD_LIMIT`] for a gateway
-    /// without flow control; with it, the credit window bounds them.
-    upload_limit: u64,
+    /// Request body bytes held for the services and not yet read by them,
+    /// every request of the connection together, up to
+    /// [`UNREAD_UPLOAD_LIMIT`].
+    uploads: &'a body::Budget,
 }
 
-/// The most of a request body held unread for the upstream when the
-/// gateway does not do flow control (a reference gateway): beyond it the
-/// upload is cut, so a gateway that sends faster than the service reads
+/// The most of the request bodies held unread for the services on one
+/// gateway connection, each piece counted with
+/// [`body::PIECE_OVERHEAD`]: past it the upload that would go over is
+/// cut, so a gateway that sends faster than the services read (a
+/// reference gateway has no flow control; with it, a hostile gateway may
+/// still send its windows in one-byte frames, or across many requests)
 /// cannot fill the receiver's memory.
 pub const UNREAD_UPLOAD_LIMIT: u64 = 64 * 1024 * 1024;
 
@@ -1333,12 +1345,15 @@ impl<U: Dispatch + ?Sized> Calls<'_, U> {
                     .and_then(|v| v.trim().parse::<u64>().ok());
                 let replies = self.replies.clone();
                 let id = request.clone();
+                let unreported = Arc::new(AtomicUsize::new(0));
                 let (upload, body) =
-                    body::channel_reporting(length, self.upload_limit, move |bytes| {
-                        let _ = replies.unbounded_send(ReplyMsg::Read {
-                            request: id.clone(),
-                            bytes,
-                        });
+                    body::channel_reporting(length, self.uploads.clone(), move |bytes| {
+                        if bytes > 0 && unreported.fetch_add(bytes, Ordering::AcqRel) == 0 {
+                            let _ = replies.unbounded_send(ReplyMsg::Read {
+                                request: id.clone(),
+                                bytes: unreported.clone(),
+                            });
+                        }
                     });
                 let reply = Reply {
                     request: request.clone(),
