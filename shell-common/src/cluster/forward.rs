@@ -5,7 +5,7 @@
 //! the world.
 
 use std::future::poll_fn;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
@@ -16,6 +16,7 @@ use anpx_core::{RequestBody, ResponseEvent};
 use anpx_core::{RequestHead, RequestId};
 use bytes::Bytes;
 use futures_channel::{mpsc, oneshot};
+use futures_util::task::AtomicWaker;
 use futures_util::{FutureExt, StreamExt};
 
 use crate::driver::Events;
@@ -27,31 +28,67 @@ use super::Inner;
 pub(super) struct Forwarder(pub(super) Arc<Inner>);
 
 /// A piece of the client's upload and who waits for the forwarding machine
-/// to take it. The client's pump awaits that before reading more, so at
-/// most one piece per request waits in the channel.
+/// to take it.
 type Piece = (Upload, Option<oneshot::Sender<()>>);
 
-/// The gateway machine's handle on a forwarded request: the client's upload,
-/// and the response bytes the client read (at most a window's worth of
-/// pieces is unread, so that channel stays small too).
+/// What the upload channel holds at most besides one message per sender:
+/// the client's pump awaits each piece's `taken` before it reads more, so
+/// one piece waits at a time, and after it at most the body's empty end or
+/// the cancel (a bounded channel of buffer 1 and its one sender holds two).
+const UPLOAD_BUFFER: usize = 1;
+
+/// Response bytes the client read and the request's loop has not yet
+/// handed to its machine: a count, not a queue, so however small the
+/// pieces and however late the loop, what waits is one number.
+#[derive(Default)]
+struct Reads {
+    bytes: AtomicUsize,
+    waker: AtomicWaker,
+}
+
+impl Reads {
+    fn add(&self, n: usize) {
+        if n > 0 {
+            self.bytes.fetch_add(n, Ordering::AcqRel);
+            self.waker.wake();
+        }
+    }
+
+    /// What was read since the last call, or `Pending` (the task is woken
+    /// by the next [`add`](Self::add)).
+    fn poll_take(&self, cx: &mut std::task::Context<'_>) -> Poll<usize> {
+        // Registered before looking, so an add between the two still wakes.
+        self.waker.register(cx.waker());
+        match self.bytes.swap(0, Ordering::AcqRel) {
+            0 => Poll::Pending,
+            n => Poll::Ready(n),
+        }
+    }
+}
+
+/// The gateway machine's handle on a forwarded request: the client's upload
+/// and the response bytes the client read, both bounded whatever the
+/// client or the serving gateway do.
 struct Handle {
-    uploads: mpsc::UnboundedSender<Piece>,
-    reads: mpsc::UnboundedSender<usize>,
+    uploads: mpsc::Sender<Piece>,
+    reads: Arc<Reads>,
 }
 
 impl RemoteRequest for Handle {
     fn body(&mut self, data: Bytes, last: bool, taken: Option<oneshot::Sender<()>>) {
-        let _ = self
-            .uploads
-            .unbounded_send((Upload::Body(data, last), taken));
+        // Cannot be full (see `UPLOAD_BUFFER`); were it so, `taken` is
+        // dropped with the piece and the pump stops reading the client.
+        let _ = self.uploads.try_send((Upload::Body(data, last), taken));
     }
 
     fn read(&mut self, bytes: usize) {
-        let _ = self.reads.unbounded_send(bytes);
+        self.reads.add(bytes);
     }
 
-    fn cancel(self: Box<Self>) {
-        let _ = self.uploads.unbounded_send((Upload::Cancel, None));
+    fn cancel(mut self: Box<Self>) {
+        // Dropping the sender also cancels (`Step::Upload(None)`), so a
+        // full channel loses nothing here.
+        let _ = self.uploads.try_send((Upload::Cancel, None));
     }
 
     fn is_finished(&self) -> bool {
@@ -76,8 +113,9 @@ impl Remote for Forwarder {
         let url = self.0.book().remote_route(host, &path)?.clone();
         let subject = self.0.options.subjects.service(&url);
         let id = RequestId::uuid_v4(fastrand::u128(..).to_le_bytes());
-        let (tx, rx) = mpsc::unbounded();
-        let (reads_tx, reads) = mpsc::unbounded();
+        let (tx, rx) = mpsc::channel(UPLOAD_BUFFER);
+        let reads = Arc::new(Reads::default());
+        let reads_rx = reads.clone();
         self.0.forwarded.fetch_add(1, Ordering::Relaxed);
         let inner = self.0.clone();
         let machine = Forwarding::new(
@@ -92,13 +130,10 @@ impl Remote for Forwarder {
         // Detached: the request ends by itself (response, failure, cancel
         // or timeout), not by a handle.
         drop(self.0.spawn(async move {
-            run(&inner, &request_id, subject, machine, events, rx, reads).await;
+            run(&inner, &request_id, subject, machine, events, rx, &reads_rx).await;
             inner.forwarded.fetch_sub(1, Ordering::Relaxed);
         }));
-        let handle = Handle {
-            uploads: tx,
-            reads: reads_tx,
-        };
+        let handle = Handle { uploads: tx, reads };
         Some((id, Box::new(handle)))
     }
 
@@ -115,11 +150,9 @@ async fn run(
     subject: String,
     mut machine: Forwarding,
     events: Events,
-    mut uploads: mpsc::UnboundedReceiver<Piece>,
-    reads: mpsc::UnboundedReceiver<usize>,
+    mut uploads: mpsc::Receiver<Piece>,
+    reads: &Reads,
 ) {
-    // `None` once the gateway machine let go of the request.
-    let mut reads = Some(reads);
     let client = &inner.client;
     let inbox = client.new_inbox();
     let mut replies = match client.subscribe(inbox.clone()).await {
@@ -178,10 +211,8 @@ async fn run(
             if let Poll::Ready(msg) = replies.poll_next_unpin(cx) {
                 return Poll::Ready(Step::Reply(msg));
             }
-            if let Some(r) = &mut reads {
-                if let Poll::Ready(n) = r.poll_next_unpin(cx) {
-                    return Poll::Ready(Step::Read(n));
-                }
+            if let Poll::Ready(n) = reads.poll_take(cx) {
+                return Poll::Ready(Step::Read(n));
             }
             if wants_upload {
                 if let Poll::Ready(up) = uploads.poll_next_unpin(cx) {
@@ -205,8 +236,7 @@ async fn run(
                     tracing::debug!(request = %id, %node, "forwarded");
                 }
             }
-            Step::Read(Some(n)) => machine.handle_read(n),
-            Step::Read(None) => reads = None,
+            Step::Read(n) => machine.handle_read(n),
             Step::Upload(Some((upload, taken))) => {
                 machine.handle_upload(now, upload);
                 if let Some(taken) = taken {
@@ -234,8 +264,8 @@ enum Step {
     Reply(Option<async_nats::Message>),
     /// A piece of the client's upload, or its end.
     Upload(Option<Piece>),
-    /// Response bytes the client read; `None` once nobody reports any.
-    Read(Option<usize>),
+    /// Response bytes the client read.
+    Read(usize),
     /// Time to check the client, the serving gateway and the deadline.
     Timer,
 }
