@@ -218,10 +218,7 @@ mod tests {
     use anpx_core::config::Grant;
 
     fn grant(did: &str, urls: &[&str]) -> Grant {
-        Grant {
-            did: did.into(),
-            services: urls.iter().map(|u| u.parse().unwrap()).collect(),
-        }
+        Grant::parse(did, urls).expect("service URLs")
     }
 
     #[test]

@@ -598,6 +598,28 @@ pub struct Grant {
     pub services: Vec<ServiceUrl>,
 }
 
+impl Grant {
+    /// A grant of `services`, each written `host/prefix` as in the
+    /// configuration file.
+    ///
+    /// ```
+    /// use anpx_core::config::Grant;
+    ///
+    /// let g = Grant::parse("did:wba:agent.example", &["api.example.com/travel"]).unwrap();
+    /// assert_eq!(g.services[0].to_string(), "api.example.com/travel");
+    /// assert!(Grant::parse("did:wba:agent.example", &["not a url"]).is_err());
+    /// ```
+    pub fn parse(did: &str, services: &[&str]) -> Result<Grant, crate::route::ServiceUrlError> {
+        Ok(Grant {
+            did: did.to_owned(),
+            services: services
+                .iter()
+                .map(|u| u.parse())
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
 /// `gateway.auth.mode`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum AuthMode {
