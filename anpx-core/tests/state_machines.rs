@@ -1056,3 +1056,40 @@ fn a_request_past_the_receivers_in_flight_cap_is_answered_503() {
         assert_eq!(p.rx.totals().refused_busy, 1);
     }
 }
+
+/// A request's head is in its first chunk. A gateway that sends body
+/// chunks first gets the request refused with an error frame, and the
+/// receiver holds none of those bytes waiting for a head.
+#[test]
+fn request_chunks_before_their_head_are_refused_not_held() {
+    use anpx_core::frame::{ChunkInfo, Frame, MessageKind};
+    let now = Instant::now();
+    let mut rx = Receiver::new(ReceiverConfig::default(), Features::empty(), now);
+    for i in 0..100 {
+        let frame = Frame {
+            kind: MessageKind::Request,
+            request_id: RequestId::from(format!("headless-{i}")),
+            chunk: Some(ChunkInfo {
+                index: 0,
+                total: Some(2),
+                final_marker: None,
+            }),
+            meta: None,
+            body: Some(Bytes::from(vec![b'x'; 60_000])),
+        };
+        rx.handle_message(now, WsMessage::Binary(frame.encode().unwrap()));
+    }
+    assert_eq!(rx.partial_requests(), 0, "nothing is held for a head");
+    let mut errors = 0;
+    while let Some(out) = rx.poll_output() {
+        match out {
+            ReceiverOutput::Transmit(WsMessage::Binary(b)) => {
+                let f = Frame::decode(b, &Default::default()).unwrap();
+                assert_eq!(f.kind, MessageKind::Error);
+                errors += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(errors, 100, "each refused request is told to the gateway");
+}

@@ -38,7 +38,11 @@ pub struct ReceiverConfig {
     pub max_in_flight: usize,
     /// Limits on request reassembly. A request body streams on to the
     /// upstream as it comes, so the default sets no size limit: the
-    /// gateway's `max_body_bytes` bounds uploads.
+    /// gateway's `max_body_bytes` bounds uploads. Nor does it hold any
+    /// body ahead of a request's head (`max_headless_bytes` 0): the head
+    /// is in a request's first chunk, so a gateway that sends body first
+    /// gets the request refused rather than 1024 partial requests of
+    /// held bytes.
     pub reassembly: ReassemblyLimits,
 }
 
@@ -51,7 +55,14 @@ impl Default for ReceiverConfig {
             max_buffered_response: DEFAULT_MAX_HELD_BYTES,
             frame_limits: FrameLimits::default(),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
-            reassembly: ReassemblyLimits::default(),
+            // A request's head is in its first chunk (the reference's
+            // layout too): body bytes before it would only be held, up
+            // to this much per partial request, for a gateway that breaks
+            // the layout. None are.
+            reassembly: ReassemblyLimits {
+                max_headless_bytes: 0,
+                ..ReassemblyLimits::default()
+            },
         }
     }
 }
