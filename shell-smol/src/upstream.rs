@@ -4,7 +4,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Waker};
 
 use anpx_cli::setup::Upstreams;
 use anpx_core::RequestHead;
@@ -107,11 +106,15 @@ impl Idle {
             let tcp = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
             // A closed connection reads as ready (end of file, or bytes
             // nobody asked for); an open idle one has nothing to read.
+            // Peeked on the socket itself: smol's peek would also register
+            // interest in it with the reactor, a system call for nothing.
             let open = {
                 let mut probe = [0u8; 1];
-                let peek = std::pin::pin!(tcp.peek(&mut probe));
-                peek.poll(&mut Context::from_waker(Waker::noop()))
-                    .is_pending()
+                let socket: Arc<smol::Async<std::net::TcpStream>> = tcp.clone().into();
+                matches!(
+                    socket.get_ref().peek(&mut probe),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+                )
             };
             if open {
                 return Some(tcp);
