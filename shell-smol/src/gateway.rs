@@ -31,7 +31,7 @@ use smol::Task;
 
 #[cfg(feature = "cluster")]
 use crate::cluster::SmolWithTokio;
-use crate::edge::{answer_refusal, next_head, Cutter, NextHead, Replay};
+use crate::edge::{answer_refusal, next_head, Cutter, HeadClock, NextHead, Replay};
 use crate::rt::{body_stream, Smol, TcpAccept};
 use crate::shared_io::SharedIo;
 use crate::stall::Parked;
@@ -147,12 +147,14 @@ async fn serve_connection<S>(
     let take_checked = checked.clone();
     let cutter = conn.cutter();
     let edge_shared = shared.clone();
+    let answering = conn.clone();
     let mut server = async_h1::server::Server::new(conn.clone(), move |req| {
         let head = take_checked.lock().ok().and_then(|mut h| h.take());
         let shared = shared.clone();
         let parked = parked.clone();
         let client = client.clone();
         let cutter = cutter.clone();
+        let answering = answering.clone();
         async move {
             let head = head.ok_or_else(|| {
                 http_types::Error::from_str(
@@ -168,11 +170,18 @@ async fn serve_connection<S>(
                 parked: &parked,
                 cutter: &cutter,
             };
-            Ok(handle(head, req, shared, at).await)
+            let mut response = handle(head, req, shared, at).await;
+            if response.status() != http_types::StatusCode::SwitchingProtocols {
+                // The connection is handed over after a 101: nothing of it
+                // may wait in a hold.
+                hold_answer(&answering, &mut response);
+            }
+            Ok(response)
         }
     });
+    let mut clock = HeadClock::new();
     loop {
-        match next_head(&mut conn, &edge_shared.edge.limits).await {
+        match next_head(&mut conn, &edge_shared.edge.limits, &mut clock).await {
             NextHead::Closed => return,
             NextHead::Refused(refusal) => {
                 edge_shared.head_refused(refusal, peer);
@@ -197,6 +206,25 @@ async fn serve_connection<S>(
             }
         }
     }
+}
+
+/// Has `response` written through `conn`'s hold (see [`Replay::hold`]),
+/// its body read so that what is held goes out whenever the body waits.
+fn hold_answer<S>(conn: &Replay<S>, response: &mut Response)
+where
+    S: AsyncWrite + Clone + Send + Sync + Unpin + 'static,
+{
+    let typed = response.header("content-type").is_some();
+    let mut body = http_types::Body::empty();
+    response.swap_body(&mut body);
+    let len = body.len();
+    let mut released = http_types::Body::from_reader(conn.released(body), len);
+    response.swap_body(&mut released);
+    if !typed {
+        // The swap labels a body without a type; the answer had none.
+        response.remove_header("content-type");
+    }
+    conn.hold();
 }
 
 /// Where a request came from, and its connection's pieces.
