@@ -26,7 +26,6 @@ use shell_common::gateway::{
 use shell_common::serving::{GatewayIo, Served, Serving};
 use shell_common::signal::Stop;
 use shell_common::{link, websocket, ws};
-use smol::net::TcpStream;
 use smol::Task;
 
 #[cfg(feature = "cluster")]
@@ -35,6 +34,7 @@ use crate::edge::{answer_refusal, next_head, Cutter, HeadClock, NextHead, Replay
 use crate::rt::{body_stream, Smol, TcpAccept};
 use crate::shared_io::SharedIo;
 use crate::stall::Parked;
+use crate::tcp::TcpStream;
 use crate::upstream::{header_ok, status_code};
 
 pub use shell_common::accept::BindError;
@@ -241,9 +241,21 @@ struct At<'a> {
 /// sent nothing more; bytes of a next request leave it pending for good,
 /// since the close can then no longer be told apart.
 async fn client_gone(client: TcpStream) {
-    let mut byte = [0u8; 1];
-    if let Ok(1..) = client.peek(&mut byte).await {
-        std::future::pending::<()>().await;
+    loop {
+        // The reactor's word first, not a peek: right after a head the
+        // socket is all but always empty, and the peek would only fail.
+        if std::future::poll_fn(|cx| client.poll_readable(cx))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let mut byte = [0u8; 1];
+        match client.try_peek(&mut byte) {
+            Ok(1..) => std::future::pending::<()>().await,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            _ => return,
+        }
     }
 }
 
