@@ -667,6 +667,81 @@ mod tests {
         });
     }
 
+    /// A socket that records each write it is given, a gathered write as
+    /// one.
+    #[derive(Clone, Default)]
+    struct Writes(Arc<Mutex<Vec<Vec<u8>>>>);
+
+    impl Writes {
+        fn taken(&self) -> Vec<Vec<u8>> {
+            std::mem::take(&mut *self.0.lock().unwrap())
+        }
+    }
+
+    impl AsyncWrite for Writes {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.0.lock().unwrap().push(buf.to_vec());
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            let n = all.len();
+            self.0.lock().unwrap().push(all);
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn a_held_answer_leaves_in_one_write_at_the_flush() {
+        smol::block_on(async {
+            let socket = Writes::default();
+            let mut conn = Replay::new(socket.clone());
+            conn.hold();
+            conn.write_all(b"head ").await.unwrap();
+            conn.write_all(b"body").await.unwrap();
+            assert!(socket.taken().is_empty());
+            conn.flush().await.unwrap();
+            assert_eq!(socket.taken(), [b"head body".to_vec()]);
+            // The flush ended the hold: the next write goes out as is.
+            conn.write_all(b"more").await.unwrap();
+            assert_eq!(socket.taken(), [b"more".to_vec()]);
+        });
+    }
+
+    #[test]
+    fn held_bytes_leave_when_the_body_waits() {
+        let socket = Writes::default();
+        let mut conn = Replay::new(socket.clone());
+        conn.hold();
+        smol::block_on(conn.write_all(b"head")).unwrap();
+        use futures_util::TryStreamExt;
+        let never = futures_util::stream::pending::<io::Result<Vec<u8>>>();
+        let waiting = futures_util::io::BufReader::new(never.into_async_read());
+        let mut body = conn.released(waiting);
+        let mut buf = [0u8; 16];
+        let polled = Pin::new(&mut body)
+            .poll_read(&mut Context::from_waker(std::task::Waker::noop()), &mut buf);
+        assert!(polled.is_pending());
+        assert_eq!(socket.taken(), [b"head".to_vec()]);
+    }
+
     #[test]
     fn a_cut_connection_reads_nothing_more() {
         smol::block_on(async {
