@@ -14,22 +14,28 @@
 //! The request itself, as checked, goes to the handler beside it.
 
 use std::collections::VecDeque;
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
 
 use anpx_core::edge::chunk_ext::{ChunkExtStrip, ChunkLineError};
 use anpx_core::edge::head::{chunked_body_len, parse_head, BodyFraming, RequestHead};
 use anpx_core::edge::{EdgeLimits, EdgeRefusal};
 use bytes::Bytes;
-use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_util::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::stall::Parked;
 
 /// How much is read from the socket at a time while waiting for a head.
 const READ_SIZE: usize = 8 * 1024;
+/// The most bytes of an answer held back to go out in one write with what
+/// follows them.
+const HOLD_MAX: usize = 64 * 1024;
+/// A hold buffer with more room than this is let go once written out, so
+/// an idle connection does not keep a large one.
+const HOLD_KEEP: usize = 4 * 1024;
 
 /// A connection whose reads first return bytes put back in front of the
 /// socket's: the canonical head for async-h1, then what was read past the
@@ -57,6 +63,10 @@ struct ReplayState {
     strip: Option<ChunkExtStrip>,
     /// The chunked body could not be passed on: reads fail with this.
     failed: Option<ChunkLineError>,
+    /// Written bytes not yet on the socket (see [`Replay::hold`]).
+    held: Vec<u8>,
+    /// Writes are held until the next flush.
+    holding: bool,
 }
 
 impl<S: Clone> Clone for Replay<S> {
@@ -100,6 +110,142 @@ impl<S> Replay<S> {
     /// What ends reading on this connection.
     pub(crate) fn cutter(&self) -> Cutter {
         Cutter(self.state.clone())
+    }
+
+    /// Holds what is written from now to the next flush, up to
+    /// [`HOLD_MAX`] bytes, so that an answer's head and the body bytes
+    /// ready behind it leave in one write: async-h1 copies a head and
+    /// its body in separate writes of at most 8 KiB each, a system call
+    /// and a wake-up of the client apiece. Held bytes go out with the
+    /// next write that does not fit, at the flush that ends the answer,
+    /// or as soon as the body waits for more (a body read through
+    /// [`Replay::released`]), so nothing waits on bytes yet to come.
+    pub(crate) fn hold(&self) {
+        self.state().holding = true;
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Replay<S> {
+    /// `body` read so that the held bytes go out whenever it has to wait
+    /// for more (or fails).
+    pub(crate) fn released<R>(&self, body: R) -> Released<R, S>
+    where
+        S: Clone,
+    {
+        Released {
+            body,
+            conn: self.clone(),
+            failed: None,
+        }
+    }
+}
+
+/// Writes the held bytes out, ahead of `buf` when it is given; the
+/// count is of `buf`'s bytes written along with them.
+fn poll_held<S: AsyncWrite + Unpin>(
+    inner: &mut S,
+    state: &mut ReplayState,
+    cx: &mut Context<'_>,
+    buf: &[u8],
+) -> Poll<io::Result<usize>> {
+    while !state.held.is_empty() {
+        let slices = [IoSlice::new(&state.held), IoSlice::new(buf)];
+        let n = ready!(Pin::new(&mut *inner).poll_write_vectored(cx, &slices))?;
+        if n == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        if n < state.held.len() {
+            state.held.drain(..n);
+            continue;
+        }
+        let of_buf = n - state.held.len();
+        if state.held.capacity() > HOLD_KEEP {
+            state.held = Vec::new();
+        } else {
+            state.held.clear();
+        }
+        return Poll::Ready(Ok(of_buf));
+    }
+    Poll::Ready(Ok(0))
+}
+
+/// A response body read through [`Replay::released`].
+pub(crate) struct Released<R, S> {
+    body: R,
+    conn: Replay<S>,
+    /// The body's error, returned once the held bytes are out.
+    failed: Option<io::Error>,
+}
+
+impl<R, S: AsyncWrite + Unpin> Released<R, S> {
+    /// Writes out what is held; `Pending` until it is all written.
+    fn poll_release(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let conn = &mut self.conn;
+        let mut state = conn.state.lock().unwrap_or_else(|p| p.into_inner());
+        ready!(poll_held(&mut conn.inner, &mut state, cx, &[]))?;
+        Poll::Ready(Ok(()))
+    }
+
+    /// The body's error, once what is held is out: the client gets what
+    /// was written before the failure, as it would have unheld.
+    fn poll_failure(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let _ = ready!(self.poll_release(cx));
+        Poll::Ready(
+            self.failed
+                .take()
+                .unwrap_or_else(|| io::Error::other("the body failed")),
+        )
+    }
+}
+
+impl<R: AsyncRead + Unpin, S: AsyncWrite + Unpin> AsyncRead for Released<R, S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if this.failed.is_none() {
+            match Pin::new(&mut this.body).poll_read(cx, buf) {
+                Poll::Ready(Ok(n)) => return Poll::Ready(Ok(n)),
+                Poll::Pending => {
+                    // A failed write shows again on the next one.
+                    let _ = this.poll_release(cx);
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) => this.failed = Some(e),
+            }
+        }
+        this.poll_failure(cx).map(Err)
+    }
+}
+
+impl<R: AsyncBufRead + Unpin, S: AsyncWrite + Unpin> AsyncBufRead for Released<R, S> {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+        let this = self.get_mut();
+        if this.failed.is_none() {
+            let waits = match Pin::new(&mut this.body).poll_fill_buf(cx) {
+                Poll::Ready(Ok(_)) => false,
+                Poll::Pending => true,
+                Poll::Ready(Err(e)) => {
+                    this.failed = Some(e);
+                    false
+                }
+            };
+            if waits {
+                let _ = this.poll_release(cx);
+                return Poll::Pending;
+            }
+            if this.failed.is_none() {
+                // Filled: this returns what is buffered without reading.
+                return Pin::new(&mut this.body).poll_fill_buf(cx);
+            }
+        }
+        this.poll_failure(cx).map(Err)
+    }
+
+    fn consume(mut self: Pin<&mut Self>, amt: usize) {
+        Pin::new(&mut self.body).consume(amt);
     }
 }
 
@@ -185,14 +331,34 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Replay<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let this = &mut *self;
+        let mut state = this.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.holding && state.held.len() + buf.len() <= HOLD_MAX {
+            state.held.extend_from_slice(buf);
+            return Poll::Ready(Ok(buf.len()));
+        }
+        if !state.held.is_empty() {
+            let n = ready!(poll_held(&mut this.inner, &mut state, cx, buf))?;
+            if n > 0 || buf.is_empty() {
+                return Poll::Ready(Ok(n));
+            }
+        }
+        drop(state);
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let this = &mut *self;
+        {
+            let mut state = this.state.lock().unwrap_or_else(|p| p.into_inner());
+            ready!(poll_held(&mut this.inner, &mut state, cx, &[]))?;
+            state.holding = false;
+        }
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.as_mut().poll_flush(cx))?;
         Pin::new(&mut self.inner).poll_close(cx)
     }
 }
@@ -209,16 +375,55 @@ pub(crate) enum NextHead {
     Refused(EdgeRefusal),
 }
 
+/// The timer of a connection's head reads: one for the connection's life
+/// rather than one per head. Setting a timer costs the reactor a wake-up;
+/// this one is set again only when it fires before the deadline of the
+/// head being read (the deadline moved on since it was set).
+pub(crate) struct HeadClock {
+    timer: smol::Timer,
+    /// When `timer` fires, if it is set.
+    set_for: Option<Instant>,
+}
+
+impl HeadClock {
+    pub(crate) fn new() -> Self {
+        HeadClock {
+            timer: smol::Timer::never(),
+            set_for: None,
+        }
+    }
+
+    /// Resolves at `deadline`.
+    async fn until(&mut self, deadline: Instant) {
+        loop {
+            if self.set_for.is_none_or(|at| at > deadline) {
+                self.timer.set_at(deadline);
+                self.set_for = Some(deadline);
+            }
+            (&mut self.timer).await;
+            self.set_for = None;
+            if Instant::now() >= deadline {
+                return;
+            }
+        }
+    }
+}
+
 /// Reads the next request head from `conn` within the limits. A head that
 /// passes is queued back on `conn` for async-h1 in canonical form, followed
 /// by whatever was read past it.
-pub(crate) async fn next_head<S>(conn: &mut Replay<S>, limits: &EdgeLimits) -> NextHead
+pub(crate) async fn next_head<S>(
+    conn: &mut Replay<S>,
+    limits: &EdgeLimits,
+    clock: &mut HeadClock,
+) -> NextHead
 where
     S: AsyncRead + Unpin,
 {
     let reading = read_head(conn, limits.max_header_bytes);
+    let deadline = Instant::now() + limits.header_read_timeout;
     let deadline = async {
-        smol::Timer::after(limits.header_read_timeout).await;
+        clock.until(deadline).await;
         Err(EdgeRefusal::HeadTimeout)
     };
     match smol::future::or(reading, deadline).await {
@@ -377,7 +582,9 @@ mod tests {
             let mut conn = replay(
                 b"PURGE /a/../b?x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcGET /next HTTP/1.1\r\n",
             );
-            let NextHead::Request(head) = next_head(&mut conn, &limits).await else {
+            let NextHead::Request(head) =
+                next_head(&mut conn, &limits, &mut HeadClock::new()).await
+            else {
                 panic!("refused");
             };
             assert_eq!(head.method.as_str(), "PURGE");
@@ -403,7 +610,7 @@ mod tests {
                 ..EdgeLimits::default()
             };
             let refused = |raw: &'static [u8]| async move {
-                match next_head(&mut replay(raw), &limits).await {
+                match next_head(&mut replay(raw), &limits, &mut HeadClock::new()).await {
                     NextHead::Refused(r) => Some(r),
                     _ => None,
                 }
@@ -417,12 +624,12 @@ mod tests {
             raw.extend_from_slice(&big);
             let mut conn = replay(&raw);
             assert!(matches!(
-                next_head(&mut conn, &limits).await,
+                next_head(&mut conn, &limits, &mut HeadClock::new()).await,
                 NextHead::Refused(EdgeRefusal::HeadTooLarge)
             ));
             let mut conn = replay(b"GET / HT");
             assert!(matches!(
-                next_head(&mut conn, &limits).await,
+                next_head(&mut conn, &limits, &mut HeadClock::new()).await,
                 NextHead::Closed
             ));
         });
@@ -438,7 +645,7 @@ mod tests {
             let (_keep, server) = smol::net::unix::UnixStream::pair().unwrap();
             let mut conn = Replay::new(server);
             assert!(matches!(
-                next_head(&mut conn, &limits).await,
+                next_head(&mut conn, &limits, &mut HeadClock::new()).await,
                 NextHead::Refused(EdgeRefusal::HeadTimeout)
             ));
         });
@@ -458,6 +665,81 @@ mod tests {
             );
             assert!(text.ends_with("\r\n\r\n"), "{text:?}");
         });
+    }
+
+    /// A socket that records each write it is given, a gathered write as
+    /// one.
+    #[derive(Clone, Default)]
+    struct Writes(Arc<Mutex<Vec<Vec<u8>>>>);
+
+    impl Writes {
+        fn taken(&self) -> Vec<Vec<u8>> {
+            std::mem::take(&mut *self.0.lock().unwrap())
+        }
+    }
+
+    impl AsyncWrite for Writes {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.0.lock().unwrap().push(buf.to_vec());
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            let n = all.len();
+            self.0.lock().unwrap().push(all);
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn a_held_answer_leaves_in_one_write_at_the_flush() {
+        smol::block_on(async {
+            let socket = Writes::default();
+            let mut conn = Replay::new(socket.clone());
+            conn.hold();
+            conn.write_all(b"head ").await.unwrap();
+            conn.write_all(b"body").await.unwrap();
+            assert!(socket.taken().is_empty());
+            conn.flush().await.unwrap();
+            assert_eq!(socket.taken(), [b"head body".to_vec()]);
+            // The flush ended the hold: the next write goes out as is.
+            conn.write_all(b"more").await.unwrap();
+            assert_eq!(socket.taken(), [b"more".to_vec()]);
+        });
+    }
+
+    #[test]
+    fn held_bytes_leave_when_the_body_waits() {
+        let socket = Writes::default();
+        let mut conn = Replay::new(socket.clone());
+        conn.hold();
+        smol::block_on(conn.write_all(b"head")).unwrap();
+        use futures_util::TryStreamExt;
+        let never = futures_util::stream::pending::<io::Result<Vec<u8>>>();
+        let waiting = futures_util::io::BufReader::new(never.into_async_read());
+        let mut body = conn.released(waiting);
+        let mut buf = [0u8; 16];
+        let polled = Pin::new(&mut body)
+            .poll_read(&mut Context::from_waker(std::task::Waker::noop()), &mut buf);
+        assert!(polled.is_pending());
+        assert_eq!(socket.taken(), [b"head".to_vec()]);
     }
 
     #[test]

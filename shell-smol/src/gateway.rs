@@ -26,15 +26,15 @@ use shell_common::gateway::{
 use shell_common::serving::{GatewayIo, Served, Serving};
 use shell_common::signal::Stop;
 use shell_common::{link, websocket, ws};
-use smol::net::TcpStream;
 use smol::Task;
 
 #[cfg(feature = "cluster")]
 use crate::cluster::SmolWithTokio;
-use crate::edge::{answer_refusal, next_head, Cutter, NextHead, Replay};
+use crate::edge::{answer_refusal, next_head, Cutter, HeadClock, NextHead, Replay};
 use crate::rt::{body_stream, Smol, TcpAccept};
 use crate::shared_io::SharedIo;
 use crate::stall::Parked;
+use crate::tcp::TcpStream;
 use crate::upstream::{header_ok, status_code};
 
 pub use shell_common::accept::BindError;
@@ -147,12 +147,14 @@ async fn serve_connection<S>(
     let take_checked = checked.clone();
     let cutter = conn.cutter();
     let edge_shared = shared.clone();
+    let answering = conn.clone();
     let mut server = async_h1::server::Server::new(conn.clone(), move |req| {
         let head = take_checked.lock().ok().and_then(|mut h| h.take());
         let shared = shared.clone();
         let parked = parked.clone();
         let client = client.clone();
         let cutter = cutter.clone();
+        let answering = answering.clone();
         async move {
             let head = head.ok_or_else(|| {
                 http_types::Error::from_str(
@@ -168,11 +170,18 @@ async fn serve_connection<S>(
                 parked: &parked,
                 cutter: &cutter,
             };
-            Ok(handle(head, req, shared, at).await)
+            let mut response = handle(head, req, shared, at).await;
+            if response.status() != http_types::StatusCode::SwitchingProtocols {
+                // The connection is handed over after a 101: nothing of it
+                // may wait in a hold.
+                hold_answer(&answering, &mut response);
+            }
+            Ok(response)
         }
     });
+    let mut clock = HeadClock::new();
     loop {
-        match next_head(&mut conn, &edge_shared.edge.limits).await {
+        match next_head(&mut conn, &edge_shared.edge.limits, &mut clock).await {
             NextHead::Closed => return,
             NextHead::Refused(refusal) => {
                 edge_shared.head_refused(refusal, peer);
@@ -199,6 +208,25 @@ async fn serve_connection<S>(
     }
 }
 
+/// Has `response` written through `conn`'s hold (see [`Replay::hold`]),
+/// its body read so that what is held goes out whenever the body waits.
+fn hold_answer<S>(conn: &Replay<S>, response: &mut Response)
+where
+    S: AsyncWrite + Clone + Send + Sync + Unpin + 'static,
+{
+    let typed = response.header("content-type").is_some();
+    let mut body = http_types::Body::empty();
+    response.swap_body(&mut body);
+    let len = body.len();
+    let mut released = http_types::Body::from_reader(conn.released(body), len);
+    response.swap_body(&mut released);
+    if !typed {
+        // The swap labels a body without a type; the answer had none.
+        response.remove_header("content-type");
+    }
+    conn.hold();
+}
+
 /// Where a request came from, and its connection's pieces.
 struct At<'a> {
     client: Option<TcpStream>,
@@ -213,9 +241,21 @@ struct At<'a> {
 /// sent nothing more; bytes of a next request leave it pending for good,
 /// since the close can then no longer be told apart.
 async fn client_gone(client: TcpStream) {
-    let mut byte = [0u8; 1];
-    if let Ok(1..) = client.peek(&mut byte).await {
-        std::future::pending::<()>().await;
+    loop {
+        // The reactor's word first, not a peek: right after a head the
+        // socket is all but always empty, and the peek would only fail.
+        if std::future::poll_fn(|cx| client.poll_readable(cx))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let mut byte = [0u8; 1];
+        match client.try_peek(&mut byte) {
+            Ok(1..) => std::future::pending::<()>().await,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            _ => return,
+        }
     }
 }
 

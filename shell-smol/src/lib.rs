@@ -28,6 +28,7 @@ mod response;
 mod rt;
 mod shared_io;
 mod stall;
+mod tcp;
 pub mod upstream;
 
 pub use rt::Smol;

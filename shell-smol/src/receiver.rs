@@ -9,9 +9,9 @@ use shell_common::accept::accept_loop;
 use shell_common::admin::ReceiverMonitor;
 use shell_common::dialing::{ClientTls, ReceiverIo, Running};
 use shell_common::receiver::{BoxFuture, Io};
-use smol::net::TcpStream;
 
 use crate::rt::{Smol, TcpAccept};
+use crate::tcp::TcpStream;
 use crate::upstream::Upstream;
 
 pub use shell_common::{Credentials, Status};

@@ -271,7 +271,7 @@ struct Exact<R> {
     left: u64,
 }
 
-impl<R: AsyncBufRead + BodyEnd + Unpin> AsyncRead for Exact<R> {
+impl<R: AsyncRead + BodyEnd + Unpin> AsyncRead for Exact<R> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -281,7 +281,22 @@ impl<R: AsyncBufRead + BodyEnd + Unpin> AsyncRead for Exact<R> {
         if this.left == 0 || out.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        let n = ready!(poll_copy(&mut this.inner, cx, out, this.left))?;
+        // Read, not copied out of the connection's buffer: a read larger
+        // than that buffer goes to the socket whole once it is empty,
+        // rather than 8 KiB at a time.
+        let max = out
+            .len()
+            .min(usize::try_from(this.left).unwrap_or(usize::MAX));
+        let n = ready!(Pin::new(&mut this.inner).poll_read(cx, &mut out[..max]))?;
+        if n == 0 {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "connection closed {} bytes before the end of the body or chunk",
+                    this.left
+                ),
+            )));
+        }
         this.left -= n as u64;
         if this.left == 0 {
             this.inner.ended();

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::time::Instant;
 
-use smol::net::{TcpListener, TcpStream};
+use crate::tcp::{TcpListener, TcpStream};
 
 use shell_common::receiver::{BoxFuture, Owned, OwnedTask, Runtime};
 use shell_common::shell_io::ShellIo;

@@ -4,7 +4,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Waker};
 
 use anpx_cli::setup::Upstreams;
 use anpx_core::RequestHead;
@@ -17,6 +16,7 @@ use shell_common::websocket;
 use shell_common::BoxError;
 
 use crate::rt::body_stream;
+use crate::tcp::TcpStream;
 
 /// The future an upstream returns.
 pub type UpstreamFuture = Pin<Box<dyn Future<Output = Result<Response, BoxError>> + Send>>;
@@ -98,20 +98,23 @@ const MAX_IDLE: usize = 256;
 
 /// Idle keep-alive connections to the service, most recently used last.
 #[derive(Debug, Default)]
-struct Idle(Mutex<Vec<smol::net::TcpStream>>);
+struct Idle(Mutex<Vec<TcpStream>>);
 
 impl Idle {
     /// An idle connection the service has not closed, if there is one.
-    fn take(&self) -> Option<smol::net::TcpStream> {
+    fn take(&self) -> Option<TcpStream> {
         loop {
             let tcp = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
             // A closed connection reads as ready (end of file, or bytes
             // nobody asked for); an open idle one has nothing to read.
+            // Peeked without waiting: smol's peek would also register
+            // interest with the reactor, a system call for nothing.
             let open = {
                 let mut probe = [0u8; 1];
-                let peek = std::pin::pin!(tcp.peek(&mut probe));
-                peek.poll(&mut Context::from_waker(Waker::noop()))
-                    .is_pending()
+                matches!(
+                    tcp.try_peek(&mut probe),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+                )
             };
             if open {
                 return Some(tcp);
@@ -119,14 +122,14 @@ impl Idle {
         }
     }
 
-    fn put(&self, tcp: smol::net::TcpStream) {
+    fn put(&self, tcp: TcpStream) {
         let mut idle = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE {
             idle.push(tcp);
         }
     }
 
-    fn recycler(self: &Arc<Self>) -> crate::response::Recycler<smol::net::TcpStream> {
+    fn recycler(self: &Arc<Self>) -> crate::response::Recycler<TcpStream> {
         let idle: Weak<Idle> = Arc::downgrade(self);
         Box::new(move |tcp| {
             if let Some(idle) = idle.upgrade() {
@@ -163,7 +166,7 @@ impl Upstream for HttpUpstream {
     fn upgrade(&self, head: RequestHead) -> UpgradeFuture {
         let this = self.clone();
         Box::pin(async move {
-            let tcp = smol::net::TcpStream::connect((this.host.as_str(), this.port)).await?;
+            let tcp = TcpStream::connect((this.host.as_str(), this.port)).await?;
             let _ = tcp.set_nodelay(true);
             let mut writer = tcp.clone();
             let request = websocket::upgrade_request_bytes(&head, &this.prefix);
@@ -229,7 +232,7 @@ impl Upstream for HttpUpstream {
                     other => return Ok(other?),
                 }
             }
-            let tcp = smol::net::TcpStream::connect((this.host.as_str(), this.port)).await?;
+            let tcp = TcpStream::connect((this.host.as_str(), this.port)).await?;
             let _ = tcp.set_nodelay(true);
             Ok(crate::response::exchange(tcp, request, Some(this.idle.recycler())).await?)
         })
