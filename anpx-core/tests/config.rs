@@ -143,6 +143,7 @@ fn all_changed() -> Config {
     r.chunk_size = 2048;
     r.max_buffered_response_bytes = 1 << 18;
     r.max_inflight = 7;
+    r.max_buffered_bytes = 1 << 20;
     r.admin_listen = Some("127.0.0.1:9082".parse().unwrap());
     r.inspector.requests = 3;
     r.inspector.max_bytes = 16384;
@@ -454,6 +455,10 @@ fn bad_values_are_named() {
         (
             "[receiver]\nmax_buffered_response_bytes = 0",
             "receiver.max_buffered_response_bytes: expected a positive integer, got 0",
+        ),
+        (
+            "[receiver]\nmax_buffered_bytes = 0",
+            "receiver.max_buffered_bytes: expected a positive integer, got 0",
         ),
         (
             "[receiver]\nmax_inflight = 0",

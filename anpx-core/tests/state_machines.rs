@@ -1093,3 +1093,97 @@ fn request_chunks_before_their_head_are_refused_not_held() {
     }
     assert_eq!(errors, 100, "each refused request is told to the gateway");
 }
+
+/// Towards a gateway without `streaming`, responses are held whole. What
+/// they hold together on one connection is bounded too: the response that
+/// would pass `max_buffered_total` fails with 502, the others go on, and
+/// what each held is given back when it ends, however it ends.
+#[test]
+fn responses_held_for_a_gateway_without_streaming_share_one_total() {
+    let mut p = Pair::new(Features::empty(), GatewayConfig::default());
+    let config = ReceiverConfig {
+        max_buffered_response: 1000,
+        max_buffered_total: 1500,
+        ..ReceiverConfig::default()
+    };
+    p.rx = Receiver::new(config, Features::empty(), p.now);
+    let ids: Vec<RequestId> = (0..3)
+        .map(|i| {
+            p.gw.start_request(
+                p.now,
+                "api.agent.com",
+                get(&format!("/svc/{i}")),
+                RequestBody::Empty,
+            )
+            .unwrap()
+        })
+        .collect();
+    p.pump();
+    let served: Vec<RequestId> = p
+        .requests
+        .iter()
+        .filter_map(|e| match e {
+            RequestEvent::Head { request, .. } => Some(request.clone()),
+            _ => None,
+        })
+        .collect();
+    for r in &served {
+        p.rx.respond(p.now, r, ResponseHead::new(200), ResponseBody::Streaming)
+            .unwrap();
+    }
+    let piece = Bytes::from(vec![b'a'; 600]);
+    p.rx.respond_body(p.now, &served[0], piece.clone(), false)
+        .unwrap();
+    p.rx.respond_body(p.now, &served[1], piece.clone(), false)
+        .unwrap();
+    assert_eq!(p.rx.buffered_response_bytes(), 1200);
+    // 1200 + 600 would pass the total of 1500.
+    let over = p.rx.respond_body(p.now, &served[2], piece.clone(), false);
+    assert!(over.is_err(), "{over:?}");
+    assert_eq!(p.rx.buffered_response_bytes(), 1200);
+    // The first ends whole; the second fails upstream: both give back.
+    p.rx.respond_body(p.now, &served[0], Bytes::new(), true)
+        .unwrap();
+    p.rx.respond_error(p.now, &served[1], "cut").unwrap();
+    assert_eq!(p.rx.buffered_response_bytes(), 0);
+    p.pump();
+
+    let status = |id: &RequestId| match p.events_of(id)[0] {
+        ResponseEvent::Head(h) => h.status,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(status(&ids[0]), 200);
+    assert_eq!(p.body_of(&ids[0]), piece.to_vec());
+    assert_eq!(status(&ids[1]), 502);
+    assert_eq!(status(&ids[2]), 502);
+    let why = String::from_utf8(p.body_of(&ids[2])).unwrap();
+    assert!(why.contains("on this connection"), "{why}");
+
+    // A request aborted while it holds a response gives it back too.
+    let id =
+        p.gw.start_request(p.now, "api.agent.com", get("/svc/3"), RequestBody::Empty)
+            .unwrap();
+    p.pump();
+    let RequestEvent::Head { request, .. } = p
+        .requests
+        .iter()
+        .rev()
+        .find(|e| matches!(e, RequestEvent::Head { .. }))
+        .unwrap()
+        .clone()
+    else {
+        unreachable!()
+    };
+    p.rx.respond(
+        p.now,
+        &request,
+        ResponseHead::new(200),
+        ResponseBody::Streaming,
+    )
+    .unwrap();
+    p.rx.respond_body(p.now, &request, piece, false).unwrap();
+    assert_eq!(p.rx.buffered_response_bytes(), 600);
+    p.rx.handle_close(p.now);
+    assert_eq!(p.rx.buffered_response_bytes(), 0);
+    let _ = id;
+}

@@ -194,7 +194,7 @@ macro_rules! key {
     };
 }
 
-static KEYS: [KeyInfo; 91] = [
+static KEYS: [KeyInfo; 92] = [
     // [gateway]
     key!(
         "gateway.listen", "ANPX_GATEWAY_LISTEN", "listen", "ADDR", "127.0.0.1:8080",
@@ -759,6 +759,13 @@ static KEYS: [KeyInfo; 91] = [
         "max-buffered-response-bytes", "BYTES", "67108864",
         "Largest response body held whole for a gateway that cannot take it streamed (a reference gateway); larger gets 502",
         receiver.max_buffered_response_bytes,
+        parse: |i| v::int(i, 1, MAX_BODY_BYTES), render: v::render_int,
+    ),
+    key!(
+        "receiver.max_buffered_bytes", "ANPX_RECEIVER_MAX_BUFFERED_BYTES",
+        "max-buffered-bytes", "BYTES", "268435456",
+        "Response bytes held whole for a gateway that cannot take them streamed, every request of a connection together; the response that would go past gets 502",
+        receiver.max_buffered_bytes,
         parse: |i| v::int(i, 1, MAX_BODY_BYTES), render: v::render_int,
     ),
     key!(

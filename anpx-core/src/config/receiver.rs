@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::backoff::BackoffConfig;
 use crate::chunk::{DEFAULT_CHUNK_SIZE, DEFAULT_MAX_HELD_BYTES};
-use crate::receiver::{ReceiverConfig, DEFAULT_MAX_IN_FLIGHT};
+use crate::receiver::{ReceiverConfig, DEFAULT_MAX_BUFFERED_RESPONSES, DEFAULT_MAX_IN_FLIGHT};
 use crate::route::ServiceUrl;
 
 use super::InspectorSection;
@@ -73,6 +73,9 @@ pub struct ReceiverSection {
     /// Largest response body held whole for a gateway that cannot take it
     /// streamed, in bytes (`receiver.max_buffered_response_bytes`).
     pub max_buffered_response_bytes: u64,
+    /// Response bytes held whole for such a gateway, every request of a
+    /// connection together (`receiver.max_buffered_bytes`).
+    pub max_buffered_bytes: u64,
     /// Requests served at once on one gateway connection; more are
     /// answered 503 (`receiver.max_inflight`).
     pub max_inflight: usize,
@@ -106,6 +109,7 @@ impl Default for ReceiverSection {
             private_key: None,
             chunk_size: DEFAULT_CHUNK_SIZE,
             max_buffered_response_bytes: DEFAULT_MAX_HELD_BYTES,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_RESPONSES,
             max_inflight: DEFAULT_MAX_IN_FLIGHT,
             admin_listen: None,
             inspector: InspectorSection::default(),
@@ -136,6 +140,7 @@ impl ReceiverSection {
             ping_interval: self.ping_interval(),
             chunk_size: self.chunk_size,
             max_buffered_response: self.max_buffered_response_bytes,
+            max_buffered_total: self.max_buffered_bytes,
             max_in_flight: self.max_inflight,
             ..ReceiverConfig::default()
         }

@@ -13,6 +13,10 @@ use crate::frame::FrameLimits;
 /// a cap reaches it.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1000;
 
+/// [`ReceiverConfig::max_buffered_total`] by default, as a gateway's
+/// `gateway.max_buffered_bytes`: four of the largest response held.
+pub const DEFAULT_MAX_BUFFERED_RESPONSES: u64 = 4 * DEFAULT_MAX_HELD_BYTES;
+
 /// What the receiver state machine needs to know.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReceiverConfig {
@@ -28,6 +32,11 @@ pub struct ReceiverConfig {
     /// Largest response body held in memory for a gateway that cannot take
     /// a streamed response (a reference gateway).
     pub max_buffered_response: u64,
+    /// Most response bytes held that way on the connection, every request
+    /// together: past it the response that would go over fails with 502,
+    /// so the number of requests a gateway sends at once does not multiply
+    /// [`max_buffered_response`](Self::max_buffered_response).
+    pub max_buffered_total: u64,
     /// Limits on frames received.
     pub frame_limits: FrameLimits,
     /// Most requests served at once on this connection. A request past it
@@ -53,6 +62,7 @@ impl Default for ReceiverConfig {
             chunk_size: DEFAULT_CHUNK_SIZE,
             streaming_chunk_size: STREAMING_CHUNK_SIZE,
             max_buffered_response: DEFAULT_MAX_HELD_BYTES,
+            max_buffered_total: DEFAULT_MAX_BUFFERED_RESPONSES,
             frame_limits: FrameLimits::default(),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             // A request's head is in its first chunk (the reference's

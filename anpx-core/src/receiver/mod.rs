@@ -3,7 +3,7 @@
 mod config;
 mod output;
 
-pub use config::{ReceiverConfig, DEFAULT_MAX_IN_FLIGHT};
+pub use config::{ReceiverConfig, DEFAULT_MAX_BUFFERED_RESPONSES, DEFAULT_MAX_IN_FLIGHT};
 pub use output::{ReceiverOutput, RequestEvent, RespondError, ResponseBody};
 
 use std::collections::{HashMap, VecDeque};
@@ -125,6 +125,9 @@ pub struct Receiver {
     drain: Drain,
     out: VecDeque<ReceiverOutput>,
     totals: ReceiverTotals,
+    /// Response bytes held whole for a gateway without `streaming`, every
+    /// request together (each `Reply::Buffering`'s `size`).
+    buffered: u64,
 }
 
 /// Where a receiver is in telling the gateway it drains (`drain`).
@@ -159,6 +162,7 @@ impl Receiver {
             drain: Drain::Quiet,
             out: VecDeque::new(),
             totals: ReceiverTotals::default(),
+            buffered: 0,
         }
     }
 
@@ -429,12 +433,22 @@ impl Receiver {
                 }
             }
             Reply::Buffering { body, size, .. } => {
-                *size += data.len() as u64;
-                if *size > self.config.max_buffered_response {
-                    let reason = format!(
+                let len = data.len() as u64;
+                let over = if *size + len > self.config.max_buffered_response {
+                    Some(format!(
                         "response over {} bytes cannot be buffered for a gateway without streaming",
                         self.config.max_buffered_response
-                    );
+                    ))
+                } else if self.buffered + len > self.config.max_buffered_total {
+                    Some(format!(
+                        "responses held for a gateway without streaming would pass {} bytes on this connection",
+                        self.config.max_buffered_total
+                    ))
+                } else {
+                    None
+                };
+                if let Some(reason) = over {
+                    self.buffered -= *size;
                     serving.reply = Reply::Done;
                     self.send_failure(request, &reason);
                     self.retire_if_done(request);
@@ -443,15 +457,18 @@ impl Receiver {
                         reason,
                     });
                 }
+                *size += len;
+                self.buffered += len;
                 if !data.is_empty() {
                     body.push(data);
                 }
                 if last {
-                    let Reply::Buffering { head, body, .. } =
+                    let Reply::Buffering { head, body, size } =
                         std::mem::replace(&mut serving.reply, Reply::Done)
                     else {
                         unreachable!("matched Buffering above")
                     };
+                    self.buffered -= size;
                     self.send_whole(request, head, concat(body))?;
                 }
             }
@@ -493,7 +510,9 @@ impl Receiver {
             .ok_or_else(|| RespondError::UnknownRequest(request.clone()))?;
         let before_head = matches!(serving.reply, Reply::NotStarted | Reply::Buffering { .. });
         let was_done = matches!(serving.reply, Reply::Done);
-        serving.reply = Reply::Done;
+        if let Reply::Buffering { size, .. } = std::mem::replace(&mut serving.reply, Reply::Done) {
+            self.buffered -= size;
+        }
         if was_done {
             return Err(RespondError::NotStreaming(request.clone()));
         }
@@ -575,6 +594,12 @@ impl Receiver {
     /// Requests in flight on this connection.
     pub fn in_flight(&self) -> usize {
         self.serving.len()
+    }
+
+    /// Response bytes held whole for a gateway without `streaming`, every
+    /// request together.
+    pub fn buffered_response_bytes(&self) -> u64 {
+        self.buffered
     }
 
     /// Partially received requests.
@@ -699,6 +724,9 @@ impl Receiver {
 
     fn abort(&mut self, request: &RequestId, reason: String) {
         if let Some(s) = self.serving.remove(request) {
+            if let Reply::Buffering { size, .. } = s.reply {
+                self.buffered -= size;
+            }
             if s.writable_out {
                 // Nothing is left to write.
                 self.out.retain(
