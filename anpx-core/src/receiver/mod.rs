@@ -22,6 +22,9 @@ use crate::timer::TimerQueue;
 use crate::upstream_failure::{self, UpstreamCause, UpstreamFailure};
 use crate::ws::{WsMessage, CLOSE_GOING_AWAY, CLOSE_PROTOCOL_ERROR};
 
+/// The content type of the receiver's own error answers.
+const JSON: &str = "application/json";
+
 #[derive(Debug)]
 enum Reply {
     NotStarted,
@@ -652,19 +655,25 @@ impl Receiver {
         message: &str,
         upstream: Option<&UpstreamFailure>,
     ) {
-        let body = serde_json::json!({ "error": message }).to_string();
-        let mut head = ResponseHead::new(502).with_header("content-type", "application/json");
+        let mut head = ResponseHead::new(502).with_header("content-type", JSON);
         if let Some(u) = upstream.filter(|_| self.features.contains(Feature::UpstreamFailure)) {
             head.headers
                 .push(upstream_failure::HEADER, u.to_header_value());
         }
+        self.send_json_error(request, head, message);
+    }
+
+    /// A whole response of `head` (which says its body is [`JSON`]) with
+    /// `{"error": message}` as its body.
+    fn send_json_error(&mut self, request: &RequestId, head: ResponseHead, message: &str) {
+        let body = serde_json::json!({ "error": message }).to_string();
         let msg = Message {
             request_id: request.clone(),
             head: Head::Response(head),
             body: body.into(),
         };
-        // A 502 with a short message always fits unless the frame size is
-        // absurdly small; then an error frame is the last resort.
+        // A short message always fits unless the frame size is absurdly
+        // small; then an error frame is the last resort.
         match self.chunker.frames(&msg) {
             Ok(frames) => self.send_frames(request, frames),
             Err(_) => self.send_error_frame(request, message),
@@ -697,18 +706,9 @@ impl Receiver {
             self.config.max_in_flight
         );
         let head = ResponseHead::new(503)
-            .with_header("content-type", "application/json")
+            .with_header("content-type", JSON)
             .with_header("retry-after", "1");
-        let body = serde_json::json!({ "error": message }).to_string();
-        let msg = Message {
-            request_id: request.clone(),
-            head: Head::Response(head),
-            body: body.into(),
-        };
-        match self.chunker.frames(&msg) {
-            Ok(frames) => self.send_frames(request, frames),
-            Err(_) => self.send_error_frame(request, &message),
-        }
+        self.send_json_error(request, head, &message);
     }
 
     fn retire_if_done(&mut self, request: &RequestId) {
