@@ -269,3 +269,46 @@ enum Step {
     /// Time to check the client, the serving gateway and the deadline.
     Timer,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_waker::counting_waker;
+    use std::task::Context;
+
+    #[test]
+    fn reads_add_up_into_one_count_and_wake_the_loop() {
+        let reads = Reads::default();
+        let (woken, waker) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(reads.poll_take(&mut cx), Poll::Pending);
+        for _ in 0..1000 {
+            reads.add(1);
+        }
+        reads.add(0);
+        assert!(woken.get() >= 1, "the loop is woken");
+        assert_eq!(
+            reads.poll_take(&mut cx),
+            Poll::Ready(1000),
+            "one count, not 1000 messages"
+        );
+        assert_eq!(reads.poll_take(&mut cx), Poll::Pending);
+    }
+
+    #[test]
+    fn the_upload_channel_holds_a_piece_and_its_cancel() {
+        let (tx, mut rx) = mpsc::channel::<Piece>(UPLOAD_BUFFER);
+        let mut handle = Handle {
+            uploads: tx,
+            reads: Arc::default(),
+        };
+        let (taken, _wait) = oneshot::channel();
+        handle.body(Bytes::from_static(b"piece"), false, Some(taken));
+        Box::new(handle).cancel();
+        let first = rx.try_recv().expect("a piece");
+        assert!(matches!(first.0, Upload::Body(_, false)), "{:?}", first.0);
+        let second = rx.try_recv().expect("the cancel");
+        assert_eq!(second.0, Upload::Cancel);
+        assert!(rx.try_recv().is_err(), "nothing more");
+    }
+}
