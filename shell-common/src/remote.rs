@@ -27,9 +27,6 @@ pub trait Remote: Send + Sync + 'static {
         body: RequestBody,
         events: Events,
     ) -> Option<(RequestId, Box<dyn RemoteRequest>)>;
-
-    /// Requests in flight at other gateways on this gateway's behalf.
-    fn in_flight(&self) -> usize;
 }
 
 /// A request started through [`Remote::start`].

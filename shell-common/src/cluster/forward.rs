@@ -116,7 +116,6 @@ impl Remote for Forwarder {
         let (tx, rx) = mpsc::channel(UPLOAD_BUFFER);
         let reads = Arc::new(Reads::default());
         let reads_rx = reads.clone();
-        self.0.forwarded.fetch_add(1, Ordering::Relaxed);
         let inner = self.0.clone();
         let machine = Forwarding::new(
             Instant::now(),
@@ -131,14 +130,9 @@ impl Remote for Forwarder {
         // or timeout), not by a handle.
         drop(self.0.spawn(async move {
             run(&inner, &request_id, subject, machine, events, rx, &reads_rx).await;
-            inner.forwarded.fetch_sub(1, Ordering::Relaxed);
         }));
         let handle = Handle { uploads: tx, reads };
         Some((id, Box::new(handle)))
-    }
-
-    fn in_flight(&self) -> usize {
-        self.0.forwarded.load(Ordering::Relaxed)
     }
 }
 

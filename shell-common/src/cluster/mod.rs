@@ -21,7 +21,6 @@ mod forward;
 mod serve;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -122,8 +121,6 @@ pub(crate) struct Inner {
     /// Spawning and timers (see the [module docs](self) for the tokio
     /// context its tasks need).
     runtime: Arc<dyn Runtime>,
-    /// Requests forwarded to other gateways and not yet finished.
-    forwarded: AtomicUsize,
 }
 
 impl Inner {
@@ -180,7 +177,6 @@ impl Cluster {
             options,
             driver: driver.clone(),
             runtime,
-            forwarded: AtomicUsize::new(0),
         });
         let services = Arc::new(Mutex::new(HashMap::new()));
         let tasks = vec![
@@ -218,11 +214,6 @@ impl Cluster {
     /// The membership as the admin dashboard shows it.
     pub fn view(&self) -> Arc<dyn crate::admin::ClusterView> {
         Arc::new(View(self.inner.clone()))
-    }
-
-    /// Requests forwarded to other gateways and not finished yet.
-    pub fn forwarded_in_flight(&self) -> usize {
-        self.inner.forwarded.load(Ordering::Relaxed)
     }
 
     /// Leaves the cluster: stops announcing, tells the others at once (so

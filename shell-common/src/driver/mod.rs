@@ -262,10 +262,12 @@ impl Driver {
     pub async fn stats(&self) -> Result<GatewayStats, DriverGone> {
         self.with(|st, now| {
             self.reports.deliver(&mut st.core);
-            // Also the time to let go of remote requests that ended.
+            // Also the time to let go of remote requests that ended: what
+            // is left is every request in flight at another gateway, held
+            // here under the same lock as the machine's own.
             st.remotes.retain(|_, r| !r.request.is_finished());
             let mut stats = st.core.stats(now);
-            stats.in_flight += st.remote.as_ref().map_or(0, |r| r.in_flight());
+            stats.in_flight += st.remotes.len();
             stats
         })
     }
