@@ -884,4 +884,70 @@ mod tests {
             Poll::Ready(Taken::Ended)
         );
     }
+
+    /// A request handed to another gateway: its handle says whether its
+    /// loop ended.
+    struct Handed(Arc<std::sync::atomic::AtomicBool>);
+
+    impl RemoteRequest for Handed {
+        fn body(&mut self, _: Bytes, _: bool, _: Option<oneshot::Sender<()>>) {}
+        fn read(&mut self, _: usize) {}
+        fn cancel(self: Box<Self>) {}
+        fn is_finished(&self) -> bool {
+            self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    /// The rest of the cluster, serving every host, whose requests end
+    /// when the test says.
+    struct Elsewhere(Arc<std::sync::atomic::AtomicBool>);
+
+    impl Remote for Elsewhere {
+        fn choose(&self, host: &str, _: &RequestHead) -> Choice {
+            Choice::Remote(host.parse().expect("a service URL"))
+        }
+        fn start(
+            &self,
+            _: &str,
+            _: RequestHead,
+            _: RequestBody,
+            _: Events,
+        ) -> Option<(RequestId, Box<dyn RemoteRequest>)> {
+            Some((
+                RequestId::from("elsewhere-1"),
+                Box::new(Handed(self.0.clone())),
+            ))
+        }
+    }
+
+    #[test]
+    fn a_request_at_another_gateway_is_in_flight_in_the_snapshot_until_its_loop_ends() {
+        let core = Core::new(anpx_core::GatewayConfig::default(), 7);
+        let (driver, _timer) = Driver::new(core, |_| std::future::pending());
+        let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        driver.set_remote(Arc::new(Elsewhere(ended.clone())));
+        let in_flight = || {
+            futures_util::FutureExt::now_or_never(driver.stats())
+                .expect("at once")
+                .expect("running")
+                .in_flight
+        };
+        assert_eq!(in_flight(), 0);
+        let (tx, _rx) = events();
+        let start = driver.start(
+            IpAddr::from([192, 0, 2, 1]),
+            "api.agent.com".into(),
+            RequestHead::new("GET", "/x"),
+            RequestBody::Empty,
+            tx,
+        );
+        let started = futures_util::FutureExt::now_or_never(start)
+            .expect("started at once")
+            .expect("running")
+            .expect("forwarded");
+        assert_eq!(started.route, anpx_core::CLUSTER_ROUTE);
+        assert_eq!(in_flight(), 1);
+        ended.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(in_flight(), 0);
+    }
 }
