@@ -96,6 +96,22 @@ impl Pair {
         self.now = end;
     }
 
+    /// Answers the first request the receiver saw, 200 with `body`.
+    fn answer_first(&mut self, body: &'static [u8]) {
+        let RequestEvent::Head { request, .. } = self.requests[0].clone() else {
+            panic!("{:?}", self.requests)
+        };
+        self.rx
+            .respond(
+                self.now,
+                &request,
+                ResponseHead::new(200),
+                ResponseBody::Full(Bytes::from_static(body)),
+            )
+            .unwrap();
+        self.pump();
+    }
+
     fn body_of(&self, id: &RequestId) -> Vec<u8> {
         self.responses
             .iter()
@@ -1032,17 +1048,7 @@ fn a_request_past_the_receivers_in_flight_cap_is_answered_503() {
         assert_eq!(p.rx.in_flight(), 2);
 
         // One ends: the next request is served.
-        let RequestEvent::Head { request, .. } = p.requests[0].clone() else {
-            panic!()
-        };
-        p.rx.respond(
-            p.now,
-            &request,
-            ResponseHead::new(200),
-            ResponseBody::Full(Bytes::from_static(b"one")),
-        )
-        .unwrap();
-        p.pump();
+        p.answer_first(b"one");
         assert_eq!(p.body_of(&first), b"one");
         p.gw.start_request(p.now, "api.agent.com", get("/svc/4"), RequestBody::Empty)
             .unwrap();
