@@ -105,6 +105,27 @@ def main():
         + synth(RESPONSE, 3, chunked, body_len=100),
     )
 
+    # receiver_budget: operations of three bytes, [op, a, b] (see
+    # fuzz_targets/receiver_budget.rs); the input's length modulo 3 picks
+    # the gateway's features, so each script is written with every one.
+    request, window, cancel, respond, piece, fail, read, later = 0, 2, 3, 6, 7, 8, 9, 10
+    scripts = {
+        # Whole requests with their head, answered streamed in pieces.
+        "whole-requests": [[request, i, 3] for i in range(6)]
+        + [[respond, 0, 0], [piece, 0, 41], [piece, 0, 40], [read, 1, 5], [later, 0, 200]],
+        # Chunked requests with and without their head, a window update,
+        # a cancel, control messages and garbage.
+        "chunked": [[request, 0x90, 0x40], [1, 0x10, 0x41], [1, 0x30, 0x81], [cancel, 0x10, 0],
+                    [window, 0x90, 9], [4, 0, 0], [5, 1, 20]],
+        # More requests than the cap, then failures and time.
+        "past-the-cap": [[request, i, 1] for i in range(12)]
+        + [[fail, 0, 0], [fail, 1, 0], [respond, 2, 0], [piece, 2, 201], [later, 0, 255]],
+    }
+    for name, ops in scripts.items():
+        data = bytes(b for op in ops for b in op)
+        for pad in range(3):
+            write("receiver_budget", f"{name}-{pad}", data + bytes(pad))
+
 
 if __name__ == "__main__":
     main()
