@@ -1015,10 +1015,15 @@ fn a_request_past_the_receivers_in_flight_cap_is_answered_503() {
                 RequestBody::Streaming,
             )
             .unwrap();
-        p.pump();
+        // More of the upload is on its way when the refusal comes.
         p.gw.push_body(p.now, &busy, Bytes::from_static(b"more"), false)
-            .ok();
+            .unwrap();
         p.pump();
+        assert_eq!(
+            p.gw.stats(p.now).totals.stray_frames,
+            0,
+            "features {features}: the refused upload's frames are dropped quietly, not refused one by one"
+        );
 
         let heads: Vec<&RequestId> = p
             .requests

@@ -284,7 +284,11 @@ impl Receiver {
                 return;
             }
             if self.serving.len() >= self.config.max_in_flight {
-                return self.refuse_busy(&id);
+                self.refuse_busy(&id);
+                // The rest of its upload comes as stray frames, dropped
+                // quietly while its partial message lasts (a refusal
+                // for each would answer the gateway frame for frame).
+                return self.arm_sweep(now);
             }
             self.serving.insert(
                 id.clone(),
@@ -305,7 +309,7 @@ impl Receiver {
         }
         let Some(serving) = self.serving.get_mut(&id) else {
             self.totals.stray_frames += 1;
-            return;
+            return self.arm_sweep(now);
         };
         if let Some(Err(e)) = serving.flow.as_mut().map(|f| f.recv.receive(body_bytes)) {
             return self.close(
@@ -332,6 +336,11 @@ impl Receiver {
             }
         }
         self.retire_if_done(&id);
+        self.arm_sweep(now);
+    }
+
+    /// Makes sure partial messages in progress go stale on time.
+    fn arm_sweep(&mut self, now: Instant) {
         if self.reassembler.in_progress() > 0 && !self.sweep_armed {
             self.sweep_armed = true;
             self.timers
@@ -696,10 +705,9 @@ impl Receiver {
     }
 
     /// Answers a request past [`ReceiverConfig::max_in_flight`] with 503
-    /// and forgets it: the rest of its upload arrives as stray frames, and
-    /// the gateway may try another receiver.
+    /// without serving it: the rest of its upload arrives as stray frames,
+    /// and the gateway may try another receiver.
     fn refuse_busy(&mut self, request: &RequestId) {
-        self.reassembler.discard(request);
         self.totals.refused_busy += 1;
         let message = format!(
             "receiver busy: {} requests in flight on this connection",
