@@ -867,7 +867,7 @@ where
     // body piece (a relay waits for its piece to be sent before it reads
     // the next) and one `Read`.
     let (reply_tx, mut replies) = mpsc::unbounded::<ReplyMsg>();
-    let uploads = body::Budget::new(UNREAD_UPLOAD_LIMIT);
+    let uploads = body::Budget::new(upload_budget(&options.core, conn.features));
     let mut in_flight: HashMap<RequestId, InFlight> = HashMap::new();
     let monitor = options.monitor.as_ref();
     // What the admin plane follows of each request, from its head to its end.
@@ -1321,8 +1321,22 @@ struct Calls<'a, U: ?Sized> {
     uploads: &'a body::Budget,
 }
 
+/// What the request bodies held unread for the services on a connection
+/// may cost: [`UNREAD_UPLOAD_LIMIT`], and with `flow-control` a full
+/// credit window for each request the connection may have in flight on
+/// top, since a gateway keeping to its windows is never cut.
+fn upload_budget(core: &anpx_core::ReceiverConfig, features: anpx_core::Features) -> u64 {
+    if features.contains(Feature::FlowControl) {
+        let windows = (core.max_in_flight as u64).saturating_mul(anpx_core::INITIAL_WINDOW);
+        UNREAD_UPLOAD_LIMIT.saturating_add(windows)
+    } else {
+        UNREAD_UPLOAD_LIMIT
+    }
+}
+
 /// The most of the request bodies held unread for the services on one
-/// gateway connection, each piece counted with
+/// gateway connection without `flow-control` (with it, a credit window
+/// more for each request it may have in flight), each piece counted with
 /// [`body::PIECE_OVERHEAD`]: past it the upload that would go over is
 /// cut, so a gateway that sends faster than the services read (a
 /// reference gateway has no flow control; with it, a hostile gateway may
