@@ -253,7 +253,7 @@ pub use message::{
 };
 pub use receiver::{
     Receiver, ReceiverConfig, ReceiverOutput, ReceiverTotals, RequestEvent, RespondError,
-    ResponseBody, DEFAULT_MAX_BUFFERED_RESPONSES, DEFAULT_MAX_IN_FLIGHT,
+    ResponseBody, DEFAULT_MAX_BUFFERED_RESPONSES, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_UNREAD_UPLOAD,
 };
 pub use route::{
     RouteMatch, RouteTable, ServiceUrl, ServiceUrlError, MAX_LEN as MAX_SERVICE_URL_LEN,

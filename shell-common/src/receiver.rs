@@ -867,7 +867,7 @@ where
     // body piece (a relay waits for its piece to be sent before it reads
     // the next) and one `Read`.
     let (reply_tx, mut replies) = mpsc::unbounded::<ReplyMsg>();
-    let uploads = body::Budget::new(upload_budget(&options.core, conn.features));
+    let uploads = body::Budget::new(core.upload_budget());
     let mut in_flight: HashMap<RequestId, InFlight> = HashMap::new();
     let monitor = options.monitor.as_ref();
     // What the admin plane follows of each request, from its head to its end.
@@ -1316,33 +1316,16 @@ struct Calls<'a, U: ?Sized> {
     /// The connection carries WebSockets: upgrade requests are upgraded.
     websocket: bool,
     /// Request body bytes held for the services and not yet read by them,
-    /// every request of the connection together, up to
-    /// [`UNREAD_UPLOAD_LIMIT`].
+    /// every request of the connection together, up to the machine's
+    /// `upload_budget`.
     uploads: &'a body::Budget,
 }
 
-/// What the request bodies held unread for the services on a connection
-/// may cost: [`UNREAD_UPLOAD_LIMIT`], and with `flow-control` a full
-/// credit window for each request the connection may have in flight on
-/// top, since a gateway keeping to its windows is never cut.
-fn upload_budget(core: &anpx_core::ReceiverConfig, features: anpx_core::Features) -> u64 {
-    if features.contains(Feature::FlowControl) {
-        let windows = (core.max_in_flight as u64).saturating_mul(anpx_core::INITIAL_WINDOW);
-        UNREAD_UPLOAD_LIMIT.saturating_add(windows)
-    } else {
-        UNREAD_UPLOAD_LIMIT
-    }
-}
-
 /// The most of the request bodies held unread for the services on one
-/// gateway connection without `flow-control` (with it, a credit window
-/// more for each request it may have in flight), each piece counted with
-/// [`body::PIECE_OVERHEAD`]: past it the upload that would go over is
-/// cut, so a gateway that sends faster than the services read (a
-/// reference gateway has no flow control; with it, a hostile gateway may
-/// still send its windows in one-byte frames, or across many requests)
-/// cannot fill the receiver's memory.
-pub const UNREAD_UPLOAD_LIMIT: u64 = 64 * 1024 * 1024;
+/// gateway connection without `flow-control`, each piece counted with
+/// [`body::PIECE_OVERHEAD`]: the machine's
+/// [`anpx_core::Receiver::upload_budget`] decides, this is its figure.
+pub const UNREAD_UPLOAD_LIMIT: u64 = anpx_core::DEFAULT_MAX_UNREAD_UPLOAD;
 
 impl<U: Dispatch + ?Sized> Calls<'_, U> {
     fn on_event(

@@ -17,6 +17,12 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 1000;
 /// `gateway.max_buffered_bytes`: four of the largest response held.
 pub const DEFAULT_MAX_BUFFERED_RESPONSES: u64 = 4 * DEFAULT_MAX_HELD_BYTES;
 
+/// What [`Receiver::upload_budget`](crate::Receiver::upload_budget)
+/// allows without `flow-control`: request body bytes held for the
+/// services and not yet read by them, every request of a connection
+/// together.
+pub const DEFAULT_MAX_UNREAD_UPLOAD: u64 = 64 * 1024 * 1024;
+
 /// What the receiver state machine needs to know.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReceiverConfig {

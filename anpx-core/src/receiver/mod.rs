@@ -3,7 +3,10 @@
 mod config;
 mod output;
 
-pub use config::{ReceiverConfig, DEFAULT_MAX_BUFFERED_RESPONSES, DEFAULT_MAX_IN_FLIGHT};
+pub use config::{
+    ReceiverConfig, DEFAULT_MAX_BUFFERED_RESPONSES, DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_MAX_UNREAD_UPLOAD,
+};
 pub use output::{ReceiverOutput, RequestEvent, RespondError, ResponseBody};
 
 use std::collections::{HashMap, VecDeque};
@@ -600,6 +603,22 @@ impl Receiver {
                     }
                 }
             }
+        }
+    }
+
+    /// What the request bodies held unread for the services on this
+    /// connection may cost, each piece counted with the shell's overhead:
+    /// [`DEFAULT_MAX_UNREAD_UPLOAD`], and with `flow-control` a full credit
+    /// window for each request it may have in flight on top, since a
+    /// gateway keeping to its windows is never cut. Past it the shell cuts
+    /// the upload that would go over.
+    pub fn upload_budget(&self) -> u64 {
+        if self.features.contains(Feature::FlowControl) {
+            let windows =
+                (self.config.max_in_flight as u64).saturating_mul(crate::flow::INITIAL_WINDOW);
+            DEFAULT_MAX_UNREAD_UPLOAD.saturating_add(windows)
+        } else {
+            DEFAULT_MAX_UNREAD_UPLOAD
         }
     }
 
