@@ -96,6 +96,17 @@ impl Pair {
         self.now = end;
     }
 
+    /// The requests the receiver raised a head for, in order.
+    fn heads(&self) -> Vec<RequestId> {
+        self.requests
+            .iter()
+            .filter_map(|e| match e {
+                RequestEvent::Head { request, .. } => Some(request.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Answers the first request the receiver saw, 200 with `body`.
     fn answer_first(&mut self, body: &'static [u8]) {
         let RequestEvent::Head { request, .. } = self.requests[0].clone() else {
@@ -1025,14 +1036,7 @@ fn a_request_past_the_receivers_in_flight_cap_is_answered_503() {
             "features {features}: the refused upload's frames are dropped quietly, not refused one by one"
         );
 
-        let heads: Vec<&RequestId> = p
-            .requests
-            .iter()
-            .filter_map(|e| match e {
-                RequestEvent::Head { request, .. } => Some(request),
-                _ => None,
-            })
-            .collect();
+        let heads = p.heads();
         assert_eq!(heads.len(), 2, "features {features}: {:?}", p.requests);
         assert!(
             !p.requests
@@ -1130,14 +1134,7 @@ fn responses_held_for_a_gateway_without_streaming_share_one_total() {
         })
         .collect();
     p.pump();
-    let served: Vec<RequestId> = p
-        .requests
-        .iter()
-        .filter_map(|e| match e {
-            RequestEvent::Head { request, .. } => Some(request.clone()),
-            _ => None,
-        })
-        .collect();
+    let served = p.heads();
     for r in &served {
         p.rx.respond(p.now, r, ResponseHead::new(200), ResponseBody::Streaming)
             .unwrap();
@@ -1197,4 +1194,24 @@ fn responses_held_for_a_gateway_without_streaming_share_one_total() {
     p.rx.handle_close(p.now);
     assert_eq!(p.rx.buffered_response_bytes(), 0);
     let _ = id;
+}
+
+/// Upload bytes held for the services: the reference's kind of gateway
+/// gets the fixed budget; one with flow control a full window more per
+/// request the receiver may serve at once, so keeping to its windows
+/// never gets an upload cut.
+#[test]
+fn the_upload_budget_leaves_room_for_every_credit_window() {
+    let now = Instant::now();
+    let config = ReceiverConfig {
+        max_in_flight: 10,
+        ..ReceiverConfig::default()
+    };
+    let plain = Receiver::new(config.clone(), Features::empty(), now);
+    assert_eq!(plain.upload_budget(), anpx_core::DEFAULT_MAX_UNREAD_UPLOAD);
+    let flow = Receiver::new(config, Features::from(Feature::FlowControl), now);
+    assert_eq!(
+        flow.upload_budget(),
+        anpx_core::DEFAULT_MAX_UNREAD_UPLOAD + 10 * anpx_core::INITIAL_WINDOW
+    );
 }
