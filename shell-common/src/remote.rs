@@ -1,12 +1,13 @@
 //! The gateway's hook for requests served by another gateway of a
-//! cluster. The gateway asks a [`Remote`] before routing a public request
-//! locally, and again when no local receiver serves it; the shell that
+//! cluster. The gateway machine chooses where a public request goes (its
+//! cluster route book); a request it sends to another gateway, first or
+//! when no local receiver serves it after all, starts through a [`Remote`]; the shell that
 //! implements it carries the request elsewhere and feeds the response
 //! events back, so the HTTP side cannot tell a remote request from a
 //! local one.
 
-use anpx_core::cluster::Choice;
 use anpx_core::RequestBody;
+use anpx_core::ServiceUrl;
 use anpx_core::{RequestHead, RequestId};
 use bytes::Bytes;
 
@@ -14,15 +15,13 @@ use crate::driver::Events;
 
 /// Another place requests can be served: the other gateways of a cluster.
 pub trait Remote: Send + Sync + 'static {
-    /// Where a request for `host` goes first (the cluster's route book
-    /// decides, [`anpx_core::cluster::RouteBook::choose`]).
-    fn choose(&self, host: &str, head: &RequestHead) -> Choice;
-
-    /// Starts the request at another gateway; its response events go to
-    /// `events`. `None` when no other gateway serves it.
+    /// Starts the request for `host` at a gateway that serves `route` (the
+    /// gateway machine chose it); its response events go to `events`.
+    /// `None` when it cannot be carried there.
     fn start(
         &self,
         host: &str,
+        route: ServiceUrl,
         head: RequestHead,
         body: RequestBody,
         events: Events,

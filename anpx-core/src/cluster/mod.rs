@@ -20,6 +20,7 @@
 mod announce;
 mod book;
 mod forwarding;
+mod membership;
 mod serving;
 #[cfg(feature = "subjects")]
 mod subject;
@@ -29,6 +30,7 @@ mod wire;
 pub use announce::{check_node_name, Announcement, AnnouncementError, MAX_NODE_NAME, MAX_SERVICES};
 pub use book::{Choice, Plan, RouteBook};
 pub use forwarding::{Forwarding, Reply, To, Transmit, Upload, CHECK_EVERY, TIMEOUT_SLACK};
+pub use membership::{ClusterOutput, Membership, MembershipConfig};
 pub use serving::{Local, Serving, Stall};
 #[cfg(feature = "subjects")]
 pub use subject::{check_prefix, SubjectPrefixError, Subjects, DEFAULT_SUBJECT_PREFIX};

@@ -38,6 +38,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::chunk::{ChunkError, ChunkStream, Chunker, Reassembler};
+use crate::cluster::{Announcement, Choice, Membership, MembershipConfig, RouteBook};
 use crate::control::{self, Control};
 use crate::edge::response::{check_head, Asked, BodyCheck};
 use crate::features::{Feature, Features};
@@ -259,6 +260,8 @@ enum Timer {
     Request(RequestId),
     Ping(LinkId),
     Liveness(LinkId),
+    /// The cluster membership's next round.
+    Announce,
 }
 
 /// The gateway state machine: receiver connections, routing, and the
@@ -345,6 +348,8 @@ pub struct Gateway {
     caller_nonces: crate::auth::Nonces,
     /// Caller authentication's verdicts, once it runs.
     callers: Option<CallerAuthCounts>,
+    /// This gateway's part in a cluster, once it joined one.
+    membership: Option<Membership>,
 }
 
 impl Gateway {
@@ -379,6 +384,7 @@ impl Gateway {
             #[cfg(feature = "auth")]
             caller_nonces: crate::auth::Nonces::new(&Default::default()),
             callers: None,
+            membership: None,
         }
     }
 
@@ -1288,6 +1294,7 @@ impl Gateway {
                             .arm(now + self.config.ping_interval, Timer::Ping(link));
                     }
                 }
+                Timer::Announce => self.cluster_round(now),
                 Timer::Liveness(link) => {
                     let Some(l) = self.links.get(&link) else {
                         continue;
@@ -1308,6 +1315,72 @@ impl Gateway {
                 }
             }
         }
+    }
+
+    /// Joins a cluster as `config.node`: from now on the machine keeps the
+    /// other gateways' routes ([`handle_announcement`]), chooses where
+    /// each public request goes ([`cluster_choice`]), and at every
+    /// announce interval asks its shell, with [`Output::Cluster`], to
+    /// announce this gateway's routes and to join the subjects of the
+    /// routes its receivers serve. The first round is due at `now`.
+    ///
+    /// [`handle_announcement`]: Self::handle_announcement
+    /// [`cluster_choice`]: Self::cluster_choice
+    pub fn join_cluster(&mut self, now: Instant, config: MembershipConfig) {
+        self.leave_cluster(now);
+        self.membership = Some(Membership::new(now, config));
+        self.timers.arm(now, Timer::Announce);
+    }
+
+    /// Leaves the cluster: an empty announcement (the others stop
+    /// forwarding here at once) and the service subjects to leave come out
+    /// as [`Output::Cluster`]. Requests already forwarded here go on.
+    /// What the machine knew of the cluster stays for those requests
+    /// ([`route_book`](Self::route_book)); no new one goes elsewhere.
+    pub fn leave_cluster(&mut self, _now: Instant) {
+        let Some(m) = &mut self.membership else {
+            return;
+        };
+        if let Some(at) = m.poll_timeout() {
+            self.timers.disarm(at, Timer::Announce);
+        }
+        self.out.extend(m.leave().into_iter().map(Output::Cluster));
+    }
+
+    /// Another gateway's announcement, heard on the routes subject. Ignored
+    /// outside a cluster.
+    pub fn handle_announcement(&mut self, now: Instant, announcement: Announcement) {
+        if let Some(m) = &mut self.membership {
+            m.handle_announcement(now, announcement);
+        }
+    }
+
+    /// Where a public request for `host` goes first: here, or (in a
+    /// cluster) another gateway that serves it more specifically; see
+    /// [`RouteBook::choose`]. Outside a cluster, always here with no
+    /// fallback.
+    pub fn cluster_choice(&self, host: &str, head: &RequestHead) -> Choice {
+        self.membership
+            .as_ref()
+            .map_or(Choice::Local { fallback: false }, |m| m.choose(host, head))
+    }
+
+    /// What this gateway knows of the cluster's routes, once it joined a
+    /// cluster (frozen after it left).
+    pub fn route_book(&self) -> Option<&RouteBook> {
+        self.membership.as_ref().map(Membership::book)
+    }
+
+    fn cluster_round(&mut self, now: Instant) {
+        let Some(m) = &mut self.membership else {
+            return;
+        };
+        let local: Vec<ServiceUrl> = self.routes.routes().map(|(url, _)| url.clone()).collect();
+        let out = m.round(now, local);
+        if let Some(at) = m.poll_timeout() {
+            self.timers.arm(at, Timer::Announce);
+        }
+        self.out.extend(out.into_iter().map(Output::Cluster));
     }
 
     /// The receiver connection serving `request`, while it is in flight.

@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 
+use crate::cluster::ClusterOutput;
 use crate::forward::PathError;
 use crate::message::{RequestId, ResponseHead};
 use crate::ws::WsMessage;
@@ -38,6 +39,11 @@ pub enum Output {
         /// The request.
         request: RequestId,
     },
+    /// For the cluster side of the shell (after
+    /// [`Gateway::join_cluster`](super::Gateway::join_cluster)): publish
+    /// an announcement, join or leave a service subject, or log a gateway
+    /// forgotten.
+    Cluster(ClusterOutput),
     /// Close the receiver connection `link`. Its requests have already been
     /// failed and its routes removed.
     Close {

@@ -75,7 +75,10 @@ pub enum ServiceUrlError {
 ///
 /// assert!("api.agent.com/a?b=1".parse::<ServiceUrl>().is_err());
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+///
+/// Service URLs are ordered by host (the wildcard first), then path, so
+/// that sets of them list the same way every time.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub struct ServiceUrl {
     /// `None` is the wildcard host.
     host: Option<String>,

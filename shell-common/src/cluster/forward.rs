@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
 
-use anpx_core::cluster::{Choice, Forwarding, Reply, To, Upload};
-use anpx_core::forward::normalize_path;
+use anpx_core::cluster::{Forwarding, Reply, To, Upload};
+use anpx_core::ServiceUrl;
 use anpx_core::{RequestBody, ResponseEvent};
 use anpx_core::{RequestHead, RequestId};
 use bytes::Bytes;
@@ -98,19 +98,14 @@ impl RemoteRequest for Handle {
 }
 
 impl Remote for Forwarder {
-    fn choose(&self, host: &str, head: &RequestHead) -> Choice {
-        self.0.book().choose(host, head)
-    }
-
     fn start(
         &self,
         host: &str,
+        url: ServiceUrl,
         head: RequestHead,
         body: RequestBody,
         events: Events,
     ) -> Option<(RequestId, Box<dyn RemoteRequest>)> {
-        let path = normalize_path(&head.path).ok()?;
-        let url = self.0.book().remote_route(host, &path)?.clone();
         let subject = self.0.options.subjects.service(&url);
         let id = RequestId::uuid_v4(fastrand::u128(..).to_le_bytes());
         let (tx, rx) = mpsc::channel(UPLOAD_BUFFER);
@@ -244,8 +239,17 @@ async fn run(
                 timer = None;
                 if events.is_closed() {
                     machine.cancel();
-                } else {
-                    machine.handle_timeout(now, &inner.book());
+                } else if inner
+                    .driver
+                    .route_book(|book| match book {
+                        Some(book) => machine.handle_timeout(now, book),
+                        // Never joined: this loop would not run.
+                        None => machine.cancel(),
+                    })
+                    .is_err()
+                {
+                    // The gateway is shutting down.
+                    machine.cancel();
                 }
             }
         }

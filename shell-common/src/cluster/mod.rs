@@ -1,11 +1,14 @@
 //! Several gateways acting as one over NATS (`[gateway.cluster]`).
 //!
-//! Each gateway announces the service URLs its own receivers serve and
-//! listens for the others' announcements (the bookkeeping is
-//! [`anpx_core::cluster::RouteBook`]); it joins a queue group on the
-//! subject of every service URL it serves (`serve`), and hands the
-//! gateway machine a [`Remote`](crate::remote::Remote) that carries requests it cannot serve itself
-//! to whichever gateway can (`forward`). The protocol is described in
+//! The gateway machine holds the membership
+//! ([`anpx_core::cluster::Membership`]): the others' routes, the choice
+//! of where a request goes, and the rounds in which it announces its own
+//! routes and joins the subjects of the service URLs its receivers serve.
+//! What is here is the bus's I/O: the announcements heard go into the
+//! machine, what the machine asks of the bus is done (`bus`), the requests
+//! on a joined subject are served (`serve`), and the machine gets a
+//! [`Remote`](crate::remote::Remote) that carries requests it sends
+//! elsewhere to whichever gateway serves them (`forward`). The protocol is described in
 //! `docs/PROTOCOL.md`, "Cluster forwarding".
 //!
 //! The loops here use no runtime's API: the shell passes its [`Runtime`]
@@ -22,9 +25,9 @@ mod serve;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anpx_core::cluster::{Announcement, RouteBook, Subjects};
+use anpx_core::cluster::{Announcement, ClusterOutput, MembershipConfig, Subjects};
 use anpx_core::config::ClusterSection;
 use anpx_core::ServiceUrl;
 use futures_util::future::{AbortHandle, Abortable};
@@ -116,7 +119,6 @@ pub enum ClusterError {
 pub(crate) struct Inner {
     client: async_nats::Client,
     options: ClusterOptions,
-    book: Mutex<RouteBook>,
     driver: Driver,
     /// Spawning and timers (see the [module docs](self) for the tokio
     /// context its tasks need).
@@ -124,12 +126,6 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    fn book(&self) -> std::sync::MutexGuard<'_, RouteBook> {
-        // A panic while holding the lock leaves the book consistent (every
-        // method finishes its change before returning), so poison is moot.
-        self.book.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Runs `task` in the background until it ends or the returned handle
     /// aborts it.
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) -> AbortHandle {
@@ -145,8 +141,12 @@ impl Inner {
 pub struct Cluster {
     inner: Arc<Inner>,
     tasks: Vec<AbortHandle>,
-    services: Arc<Mutex<HashMap<ServiceUrl, AbortHandle>>>,
+    /// The serving task of each service subject joined.
+    services: Arc<Mutex<Joined>>,
 }
+
+/// The serving task of each service subject joined.
+type Joined = HashMap<ServiceUrl, AbortHandle>;
 
 impl Cluster {
     /// Connects to NATS, starts announcing and listening, and lets
@@ -171,19 +171,23 @@ impl Cluster {
             .subscribe(options.subjects.routes())
             .await
             .map_err(|e| ClusterError::Subscribe(e.to_string()))?;
+        let membership = MembershipConfig {
+            node: options.node_name.clone(),
+            announce_interval: options.announce_interval,
+            route_ttl: options.route_ttl,
+        };
         let inner = Arc::new(Inner {
-            book: Mutex::new(RouteBook::new(options.node_name.clone(), options.route_ttl)),
             client,
             options,
             driver: driver.clone(),
             runtime,
         });
         let services = Arc::new(Mutex::new(HashMap::new()));
+        driver.join_cluster(membership, Arc::new(forward::Forwarder(inner.clone())));
         let tasks = vec![
             inner.spawn(listen(inner.clone(), routes)),
-            inner.spawn(announce(inner.clone(), services.clone())),
+            inner.spawn(bus(inner.clone(), services.clone())),
         ];
-        driver.set_remote(Arc::new(forward::Forwarder(inner.clone())));
         tracing::info!(
             node = %inner.options.node_name,
             nats = %inner.options.nats_url,
@@ -203,12 +207,7 @@ impl Cluster {
 
     /// The other gateways currently known.
     pub fn nodes(&self) -> Vec<String> {
-        self.inner
-            .book()
-            .nodes()
-            .into_iter()
-            .map(str::to_owned)
-            .collect()
+        peers(&self.inner.driver)
     }
 
     /// The membership as the admin dashboard shows it.
@@ -224,15 +223,10 @@ impl Cluster {
         for t in &self.tasks {
             t.abort();
         }
-        let withdraw = Announcement::new(self.inner.options.node_name.clone(), Vec::new());
-        let _ = self
-            .inner
-            .client
-            .publish(
-                self.inner.options.subjects.routes(),
-                withdraw.to_json().into(),
-            )
-            .await;
+        // The withdrawal and the subjects to leave, done here since the
+        // bus task is gone.
+        let last = self.inner.driver.leave_cluster();
+        tell_bus(&self.inner, &self.services, last).await;
         let handles: Vec<AbortHandle> = self
             .services
             .lock()
@@ -246,6 +240,16 @@ impl Cluster {
     }
 }
 
+/// The other gateways the machine knows, sorted.
+fn peers(driver: &Driver) -> Vec<String> {
+    driver
+        .route_book(|book| {
+            book.map(|b| b.nodes().into_iter().map(str::to_owned).collect())
+                .unwrap_or_default()
+        })
+        .unwrap_or_default()
+}
+
 /// Takes the other gateways' announcements.
 struct View(Arc<Inner>);
 
@@ -255,111 +259,73 @@ impl crate::admin::ClusterView for View {
     }
 
     fn peers(&self) -> Vec<String> {
-        self.0
-            .book()
-            .nodes()
-            .into_iter()
-            .map(str::to_owned)
-            .collect()
+        peers(&self.0.driver)
     }
 }
 
 async fn listen(inner: Arc<Inner>, mut routes: async_nats::Subscriber) {
     while let Some(msg) = routes.next().await {
         match Announcement::from_json(&msg.payload) {
-            Ok(a) => inner.book().handle_announcement(Instant::now(), a),
+            Ok(a) => inner.driver.announcement(a),
             Err(e) => tracing::warn!(error = %e, "ignoring a bad route announcement"),
         }
     }
     tracing::warn!("the route announcement subscription ended");
 }
 
-/// Every interval: reads the local routes from the gateway machine, announces
-/// them, joins or leaves their service subjects, and forgets silent
-/// gateways. The first announcement goes out at once; when one round
-/// takes longer than the interval, the next follows without a pause.
-async fn announce(inner: Arc<Inner>, services: Arc<Mutex<HashMap<ServiceUrl, AbortHandle>>>) {
-    let mut round = Instant::now();
-    loop {
-        let Ok(stats) = inner.driver.stats().await else {
-            return;
-        };
-        let local: Vec<ServiceUrl> = stats
-            .routes
-            .iter()
-            .filter_map(|(url, _)| url.parse().ok())
-            .collect();
-        let forgotten = {
-            let mut book = inner.book();
-            book.set_local(local.clone());
-            book.handle_timeout(Instant::now())
-        };
-        for node in forgotten {
-            tracing::warn!(%node, "gateway fell silent; its routes are forgotten");
-        }
-        sync_services(&inner, &services, &local).await;
-        let a = Announcement::new(inner.options.node_name.clone(), local);
-        if let Err(e) = inner
-            .client
-            .publish(inner.options.subjects.routes(), a.to_json().into())
-            .await
-        {
-            tracing::warn!(error = %e, "could not announce routes");
-        }
-        round += inner.options.announce_interval;
-        inner.runtime.sleep_until(round).await;
-        round = round.max(Instant::now());
+/// Does what the gateway machine asks of the bus, as it asks it, until the
+/// gateway stops.
+async fn bus(inner: Arc<Inner>, services: Arc<Mutex<Joined>>) {
+    while let Ok(outputs) = inner.driver.cluster_outputs().await {
+        tell_bus(&inner, &services, outputs).await;
     }
 }
 
-/// Joins the queue group of every local service URL not yet joined and
-/// leaves those no local receiver serves any more.
-async fn sync_services(
-    inner: &Arc<Inner>,
-    services: &Mutex<HashMap<ServiceUrl, AbortHandle>>,
-    local: &[ServiceUrl],
-) {
-    let (gone, new): (Vec<ServiceUrl>, Vec<ServiceUrl>) = {
-        let Ok(mut joined) = services.lock() else {
-            return;
-        };
-        let gone: Vec<ServiceUrl> = joined
-            .keys()
-            .filter(|u| !local.contains(u))
-            .cloned()
-            .collect();
-        for url in &gone {
-            if let Some(h) = joined.remove(url) {
-                h.abort();
-            }
-        }
-        let new = local
-            .iter()
-            .filter(|u| !joined.contains_key(u))
-            .cloned()
-            .collect();
-        (gone, new)
-    };
-    for url in gone {
-        tracing::debug!(%url, "left the service subject");
-    }
-    for url in new {
-        let subject = inner.options.subjects.service(&url);
-        match inner
-            .client
-            .queue_subscribe(subject.clone(), inner.options.subjects.queue_group())
-            .await
-        {
-            Ok(sub) => {
-                tracing::debug!(%url, %subject, "joined the service subject");
-                let task = inner.spawn(serve::serve(inner.clone(), sub));
-                if let Ok(mut joined) = services.lock() {
-                    if let Some(old) = joined.insert(url, task) {
-                        old.abort();
-                    }
+/// Publishes the announcements in `outputs`, and joins or leaves the
+/// service subjects they name: joining one starts the task serving it.
+async fn tell_bus(inner: &Arc<Inner>, services: &Mutex<Joined>, outputs: Vec<ClusterOutput>) {
+    for out in outputs {
+        match out {
+            ClusterOutput::Announce(a) => {
+                if let Err(e) = inner
+                    .client
+                    .publish(inner.options.subjects.routes(), a.to_json().into())
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not announce routes");
                 }
             }
-            Err(e) => tracing::warn!(%url, error = %e, "could not join the service subject"),
+            ClusterOutput::Join(url) => join(inner, services, url).await,
+            ClusterOutput::Leave(url) => {
+                let task = services.lock().ok().and_then(|mut m| m.remove(&url));
+                if let Some(task) = task {
+                    task.abort();
+                    tracing::debug!(%url, "left the service subject");
+                }
+            }
+            // Logged by the driver.
+            ClusterOutput::Forgotten(_) => {}
         }
+    }
+}
+
+/// Joins the queue group of `url`'s subject and serves what comes on it.
+async fn join(inner: &Arc<Inner>, services: &Mutex<Joined>, url: ServiceUrl) {
+    let subject = inner.options.subjects.service(&url);
+    match inner
+        .client
+        .queue_subscribe(subject.clone(), inner.options.subjects.queue_group())
+        .await
+    {
+        Ok(sub) => {
+            tracing::debug!(%url, %subject, "joined the service subject");
+            let task = inner.spawn(serve::serve(inner.clone(), sub));
+            if let Ok(mut joined) = services.lock() {
+                if let Some(old) = joined.insert(url, task) {
+                    old.abort();
+                }
+            }
+        }
+        Err(e) => tracing::warn!(%url, error = %e, "could not join the service subject"),
     }
 }

@@ -9,6 +9,7 @@
 //! task [`Driver::new`] returns and supplies its sleep.
 
 mod auth;
+mod cluster_port;
 mod events;
 mod outbox;
 mod reports;
@@ -22,7 +23,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Poll, Waker};
 use std::time::Instant;
 
-use anpx_core::cluster::Choice;
+use anpx_core::cluster::{Announcement, Choice, ClusterOutput, MembershipConfig, RouteBook};
+use anpx_core::forward::normalize_path;
 use anpx_core::policy::{PublicHead, Screen};
 use anpx_core::ServiceUrl;
 use anpx_core::WsMessage;
@@ -93,6 +95,7 @@ impl Driver {
             uploads: HashMap::new(),
             room_waits: HashMap::new(),
             remotes: HashMap::new(),
+            cluster: cluster_port::ClusterPort::default(),
             timer: Timer::default(),
             wake: Vec::new(),
             stopped: false,
@@ -187,9 +190,51 @@ impl Driver {
         })
     }
 
-    /// Lets requests go to other gateways through `remote` from now on.
-    pub fn set_remote(&self, remote: Arc<dyn Remote>) {
-        let _ = self.with(|st, _| st.remote = Some(remote));
+    /// Joins a cluster: the machine keeps the cluster's routes and
+    /// chooses where each request goes, and requests it sends elsewhere go
+    /// through `remote`. What the bus must be told comes from
+    /// [`cluster_outputs`](Self::cluster_outputs).
+    pub fn join_cluster(&self, config: MembershipConfig, remote: Arc<dyn Remote>) {
+        let _ = self.with(|st, now| {
+            st.remote = Some(remote);
+            st.core.join_cluster(now, config);
+        });
+    }
+
+    /// Leaves the cluster: no request goes elsewhere from now on. Returns
+    /// what the bus must still be told (the withdrawal, the subjects to
+    /// leave), for the caller to do at once.
+    pub fn leave_cluster(&self) -> Vec<ClusterOutput> {
+        self.with(|st, now| {
+            st.remote = None;
+            st.core.leave_cluster(now);
+            st.flush();
+            st.cluster.take()
+        })
+        .unwrap_or_default()
+    }
+
+    /// Another gateway's announcement, heard on the routes subject.
+    pub fn announcement(&self, announcement: Announcement) {
+        let _ = self.with(|st, now| st.core.handle_announcement(now, announcement));
+    }
+
+    /// What the bus must be told next (announcements, service subjects
+    /// to join or leave), once there is some; see `ClusterPort`.
+    pub async fn cluster_outputs(&self) -> Result<Vec<ClusterOutput>, DriverGone> {
+        poll_fn(|cx| {
+            let mut st = lock(&self.inner);
+            if st.stopped {
+                return Poll::Ready(Err(DriverGone));
+            }
+            st.cluster.poll_take(cx).map(Ok)
+        })
+        .await
+    }
+
+    /// `f` on the cluster's route book (`None` outside a cluster).
+    pub fn route_book<R>(&self, f: impl FnOnce(Option<&RouteBook>) -> R) -> Result<R, DriverGone> {
+        self.with(|st, _| f(st.core.route_book()))
     }
 
     /// A piece of a streamed request body.
@@ -382,6 +427,8 @@ struct State {
     links: HashMap<LinkId, Attached>,
     requests: HashMap<RequestId, Events>,
     remote: Option<Arc<dyn Remote>>,
+    /// What the cluster's bus task must still do.
+    cluster: cluster_port::ClusterPort,
     /// Requests at other gateways whose body is still being streamed (the
     /// only ones that still need calls from here).
     remotes: HashMap<RequestId, Remoted>,
@@ -459,15 +506,19 @@ impl State {
         // The route book decides; a request another gateway forwarded here
         // never travels again.
         let remote = self.remote.clone().filter(|_| may_forward);
-        let choice = remote
-            .as_ref()
-            .map_or(Choice::Local { fallback: false }, |r| {
-                r.choose(&host, &head)
-            });
-        if let (Choice::Remote(_), Some(remote)) = (&choice, &remote) {
-            if let Some(started) =
-                self.start_remote(remote, &host, head.clone(), body.clone(), &events)
-            {
+        let choice = match remote {
+            Some(_) => self.core.cluster_choice(&host, &head),
+            None => Choice::Local { fallback: false },
+        };
+        if let (Choice::Remote(route), Some(remote)) = (&choice, &remote) {
+            if let Some(started) = self.start_remote(
+                remote,
+                &host,
+                route.clone(),
+                head.clone(),
+                body.clone(),
+                &events,
+            ) {
                 return Ok(started);
             }
         }
@@ -483,11 +534,20 @@ impl State {
             (
                 Err(reject @ (Reject::NoRoute { .. } | Reject::Draining { .. })),
                 Some((remote, head, body)),
-            ) => self
-                .start_remote(&remote, &host, head, body, &events)
-                .ok_or(reject),
+            ) => match self.remote_route(&host, &head) {
+                Some(route) => self
+                    .start_remote(&remote, &host, route, head, body, &events)
+                    .ok_or(reject),
+                None => Err(reject),
+            },
             (result, _) => result.map(|id| self.started(id, events)),
         }
+    }
+
+    /// The most specific route another gateway serves for the request.
+    fn remote_route(&self, host: &str, head: &RequestHead) -> Option<ServiceUrl> {
+        let path = normalize_path(&head.path).ok()?;
+        self.core.route_book()?.remote_route(host, &path).cloned()
     }
 
     /// Whether `request` is another gateway's whose body still streams.
@@ -523,12 +583,13 @@ impl State {
         &mut self,
         remote: &Arc<dyn Remote>,
         host: &str,
+        route: ServiceUrl,
         head: RequestHead,
         body: RequestBody,
         events: &Events,
     ) -> Option<Started> {
         let streaming = body.is_streaming();
-        let (id, request) = remote.start(host, head, body, events.clone())?;
+        let (id, request) = remote.start(host, route, head, body, events.clone())?;
         // Remote requests that ended (nothing else removes one the client
         // did not cancel) go as new ones come, and at each stats call.
         self.remotes.retain(|_, r| !r.request.is_finished());
@@ -630,6 +691,7 @@ impl State {
         self.remotes.clear();
         self.stopped = true;
         self.wake.extend(self.timer.waker.take());
+        self.wake.extend(self.cluster.waker());
     }
 
     fn flush(&mut self) {
@@ -670,6 +732,10 @@ impl State {
                         self.go_on(request, sent);
                     }
                 }
+                Output::Cluster(ClusterOutput::Forgotten(node)) => {
+                    tracing::warn!(%node, "gateway fell silent; its routes are forgotten");
+                }
+                Output::Cluster(out) => self.wake.extend(self.cluster.push(out)),
                 Output::Close {
                     link,
                     code,
@@ -898,17 +964,61 @@ mod tests {
         }
     }
 
+    fn member() -> MembershipConfig {
+        MembershipConfig {
+            node: "me".into(),
+            announce_interval: std::time::Duration::from_secs(1),
+            route_ttl: std::time::Duration::from_secs(3),
+        }
+    }
+
+    #[test]
+    fn the_bus_is_told_what_the_machine_decides_and_leaving_hands_over_the_rest() {
+        let core = Core::new(anpx_core::GatewayConfig::default(), 7);
+        // Due deadlines pass at once, later ones never.
+        let (driver, timer) = Driver::new(core, |at| async move {
+            if at > Instant::now() {
+                std::future::pending::<()>().await;
+            }
+        });
+        let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        driver.join_cluster(member(), Arc::new(Elsewhere(ended)));
+        // The first round is due at once: the timer task runs it.
+        let mut timer = Box::pin(timer);
+        let (_, waker) = counting_waker();
+        let _ = timer.as_mut().poll(&mut Context::from_waker(&waker));
+        let first = futures_util::FutureExt::now_or_never(driver.cluster_outputs())
+            .expect("work waits")
+            .expect("running");
+        assert_eq!(
+            first,
+            vec![ClusterOutput::Announce(Announcement::new("me", Vec::new()))]
+        );
+        assert_eq!(
+            driver.leave_cluster(),
+            vec![ClusterOutput::Announce(Announcement::new("me", Vec::new()))],
+            "the withdrawal, handed to the caller"
+        );
+        assert!(
+            futures_util::FutureExt::now_or_never(driver.cluster_outputs()).is_none(),
+            "nothing left for the bus task"
+        );
+        driver.shutdown();
+        assert!(matches!(
+            futures_util::FutureExt::now_or_never(driver.cluster_outputs()),
+            Some(Err(DriverGone))
+        ));
+    }
+
     /// The rest of the cluster, serving every host, whose requests end
     /// when the test says.
     struct Elsewhere(Arc<std::sync::atomic::AtomicBool>);
 
     impl Remote for Elsewhere {
-        fn choose(&self, host: &str, _: &RequestHead) -> Choice {
-            Choice::Remote(host.parse().expect("a service URL"))
-        }
         fn start(
             &self,
             _: &str,
+            _: ServiceUrl,
             _: RequestHead,
             _: RequestBody,
             _: Events,
@@ -925,7 +1035,11 @@ mod tests {
         let core = Core::new(anpx_core::GatewayConfig::default(), 7);
         let (driver, _timer) = Driver::new(core, |_| std::future::pending());
         let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        driver.set_remote(Arc::new(Elsewhere(ended.clone())));
+        driver.join_cluster(member(), Arc::new(Elsewhere(ended.clone())));
+        driver.announcement(Announcement::new(
+            "other",
+            vec!["api.agent.com".parse().expect("a service URL")],
+        ));
         let in_flight = || {
             futures_util::FutureExt::now_or_never(driver.stats())
                 .expect("at once")

@@ -91,6 +91,9 @@ impl World {
                 log!(self, "gateway closes {link}: {reason}");
                 self.close_conn(i, Closer::Gateway)
             }
+            Output::Cluster(out) => {
+                bail!("a gateway outside any cluster asked the bus for {out:?}")
+            }
         }
     }
 
