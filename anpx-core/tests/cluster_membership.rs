@@ -31,16 +31,10 @@ fn announced(node: &str, services: &[&str]) -> ClusterOutput {
     ))
 }
 
-#[test]
-fn rounds_follow_the_receivers_routes_and_the_book_chooses_where_requests_go() {
-    let t0 = Instant::now();
+/// A gateway with one receiver serving `api.com` (its link), joined to a
+/// cluster as `gw-a` at `t0`.
+fn member(t0: Instant) -> (Gateway, anpx_core::LinkId) {
     let mut gw = Gateway::new(GatewayConfig::default(), 1);
-    let head = RequestHead::new("GET", "/travel/x");
-    assert_eq!(
-        gw.cluster_choice("api.com", &head),
-        Choice::Local { fallback: false },
-        "outside a cluster every request is served here"
-    );
     let link = gw.admit(
         t0,
         Identity::Anonymous,
@@ -55,6 +49,20 @@ fn rounds_follow_the_receivers_routes_and_the_book_chooses_where_requests_go() {
             route_ttl: 3 * SECOND,
         },
     );
+    (gw, link)
+}
+
+#[test]
+fn rounds_follow_the_receivers_routes_and_the_book_chooses_where_requests_go() {
+    let t0 = Instant::now();
+    let head = RequestHead::new("GET", "/travel/x");
+    let outside = Gateway::new(GatewayConfig::default(), 1);
+    assert_eq!(
+        outside.cluster_choice("api.com", &head),
+        Choice::Local { fallback: false },
+        "outside a cluster every request is served here"
+    );
+    let (mut gw, link) = member(t0);
     assert!(
         gw.poll_timeout().is_some_and(|at| at <= t0),
         "the first round is due at once"
@@ -107,21 +115,7 @@ fn rounds_follow_the_receivers_routes_and_the_book_chooses_where_requests_go() {
 #[test]
 fn leaving_withdraws_at_once_and_ends_the_rounds() {
     let t0 = Instant::now();
-    let mut gw = Gateway::new(GatewayConfig::default(), 1);
-    gw.admit(
-        t0,
-        Identity::Anonymous,
-        vec![url("api.com")],
-        Features::default(),
-    );
-    gw.join_cluster(
-        t0,
-        MembershipConfig {
-            node: "gw-a".into(),
-            announce_interval: SECOND,
-            route_ttl: 3 * SECOND,
-        },
-    );
+    let (mut gw, _) = member(t0);
     bus_at(&mut gw, t0);
     gw.handle_announcement(t0, Announcement::new("gw-b", vec![url("api.com/travel")]));
     gw.leave_cluster(t0);
