@@ -60,7 +60,9 @@ impl Pair {
                     Output::Response { request, event } => self.responses.push((request, event)),
                     Output::Writable { .. } => {}
                     Output::Close { link, code, .. } => self.closes.push((link, code)),
-                    Output::Cluster(o) => panic!("no cluster was joined, yet the bus got {o:?}"),
+                    o @ (Output::Cluster(_) | Output::Publish { .. }) => {
+                        panic!("no cluster was joined, yet the bus got {o:?}")
+                    }
                 }
             }
             while let Some(out) = self.rx.poll_output() {
@@ -708,7 +710,9 @@ fn streamed_frame_sizes(features: Features, config: ReceiverConfig) -> Vec<usize
                 }
                 Output::Writable { .. } => {}
                 Output::Close { .. } => panic!("the link was closed"),
-                Output::Cluster(o) => panic!("no cluster was joined, yet the bus got {o:?}"),
+                o @ (Output::Cluster(_) | Output::Publish { .. }) => {
+                    panic!("no cluster was joined, yet the bus got {o:?}")
+                }
             }
         }
         // The client reads everything at once, which returns credit.
@@ -879,7 +883,9 @@ impl Many {
                     }
                     Output::Response { request, event } => self.responses.push((request, event)),
                     Output::Writable { .. } | Output::Close { .. } => {}
-                    Output::Cluster(o) => panic!("no cluster was joined, yet the bus got {o:?}"),
+                    o @ (Output::Cluster(_) | Output::Publish { .. }) => {
+                        panic!("no cluster was joined, yet the bus got {o:?}")
+                    }
                 }
             }
             for (link, rx) in &mut self.rxs {

@@ -40,7 +40,6 @@ pub mod options;
 pub mod process_metrics;
 pub mod receiver;
 pub mod registry;
-pub mod remote;
 pub mod repoll;
 pub mod serving;
 pub mod shell_io;

@@ -342,6 +342,13 @@ impl Forwarding {
         !self.done && self.uploading && self.serving.is_some() && self.outgoing.is_empty()
     }
 
+    /// Whether the client's upload must wait before its next piece: it is
+    /// still coming and the machine does not take it yet (the serving
+    /// gateway has not accepted, or what came before has not gone out).
+    pub fn upload_waits(&self) -> bool {
+        !self.done && self.uploading && !self.wants_upload()
+    }
+
     /// The client's side moved.
     pub fn handle_upload(&mut self, now: Instant, upload: Upload) {
         if self.done {

@@ -10,6 +10,7 @@ mod ending;
 mod endings;
 mod fault;
 mod fetches;
+mod forwarded;
 mod handshakes;
 mod output;
 #[cfg(feature = "policy")]
@@ -262,6 +263,8 @@ enum Timer {
     Liveness(LinkId),
     /// The cluster membership's next round.
     Announce,
+    /// A forwarded request's check of its serving gateway and deadline.
+    Forwarded(RequestId),
 }
 
 /// The gateway state machine: receiver connections, routing, and the
@@ -350,6 +353,8 @@ pub struct Gateway {
     callers: Option<CallerAuthCounts>,
     /// This gateway's part in a cluster, once it joined one.
     membership: Option<Membership>,
+    /// Public requests sent to other gateways of the cluster.
+    forwarded: HashMap<RequestId, forwarded::Forwarded>,
 }
 
 impl Gateway {
@@ -385,6 +390,7 @@ impl Gateway {
             caller_nonces: crate::auth::Nonces::new(&Default::default()),
             callers: None,
             membership: None,
+            forwarded: HashMap::new(),
         }
     }
 
@@ -1021,6 +1027,11 @@ impl Gateway {
         last: bool,
     ) -> Result<(), RequestGone> {
         let gone = || RequestGone(request.clone());
+        if !self.pending.contains_key(request) {
+            return self
+                .forwarded_upload(now, request, data, last)
+                .ok_or_else(gone);
+        }
         let p = self.pending.get_mut(request).ok_or_else(gone)?;
         let stream = p.upload.as_mut().ok_or_else(gone)?;
         let mut frames = Vec::new();
@@ -1102,7 +1113,9 @@ impl Gateway {
     /// the memory an upload takes; when a [`push_body`](Self::push_body)
     /// leaves it above 0, [`Output::Writable`] says when it is 0 again.
     pub fn upload_queued(&self, request: &RequestId) -> Option<u64> {
-        let p = self.pending.get(request)?;
+        let Some(p) = self.pending.get(request) else {
+            return self.forwarded_upload_queued(request);
+        };
         Some(p.flow.as_ref().map_or(0, |f| f.send.queued()))
     }
 
@@ -1110,6 +1123,9 @@ impl Gateway {
     /// public client. With `flow-control`, this is what reopens the
     /// receiver's window for that response; without it, nothing happens.
     pub fn body_read(&mut self, _now: Instant, request: &RequestId, n: usize) {
+        if self.forwarded_read(request, n) {
+            return;
+        }
         self.release_unread(request, n as u64);
         let Some(p) = self.pending.get_mut(request) else {
             return;
@@ -1214,6 +1230,9 @@ impl Gateway {
     /// receiver when the link negotiated `cancel`. A late response is
     /// dropped when it comes.
     pub fn cancel(&mut self, _now: Instant, request: &RequestId) {
+        if self.forwarded_cancel(request) {
+            return;
+        }
         // What the client never took goes with its connection.
         self.release_unread(request, u64::MAX);
         if self.pending.contains_key(request) {
@@ -1295,6 +1314,7 @@ impl Gateway {
                     }
                 }
                 Timer::Announce => self.cluster_round(now),
+                Timer::Forwarded(id) => self.forwarded_timeout(now, &id),
                 Timer::Liveness(link) => {
                     let Some(l) = self.links.get(&link) else {
                         continue;
@@ -1453,7 +1473,7 @@ impl Gateway {
             links,
             routes,
             route_in_flight: route_in_flight.into_iter().collect(),
-            in_flight: self.pending.len(),
+            in_flight: self.pending.len() + self.forwarded.len(),
             buffered_bytes: self.buffered,
             arriving_bytes: self.arriving,
             totals: self.totals.clone(),

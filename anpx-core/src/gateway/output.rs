@@ -2,9 +2,10 @@
 
 use bytes::Bytes;
 
-use crate::cluster::ClusterOutput;
+use crate::cluster::{ClusterOutput, Transmit};
 use crate::forward::PathError;
 use crate::message::{RequestId, ResponseHead};
+use crate::route::ServiceUrl;
 use crate::ws::WsMessage;
 
 use super::{Ending, FailureKind, LinkFault, LinkId};
@@ -38,6 +39,19 @@ pub enum Output {
     Writable {
         /// The request.
         request: RequestId,
+    },
+    /// Publish a forwarded request's message on the bus
+    /// ([`Gateway::start_forwarded`](super::Gateway::start_forwarded)):
+    /// its start on the subject of `route`, with the request's reply inbox
+    /// as the reply subject; everything else to the serving gateway's
+    /// inbox the transmit names.
+    Publish {
+        /// The forwarded request.
+        request: RequestId,
+        /// The route it was sent to.
+        route: ServiceUrl,
+        /// Where and what.
+        transmit: Transmit,
     },
     /// For the cluster side of the shell (after
     /// [`Gateway::join_cluster`](super::Gateway::join_cluster)): publish

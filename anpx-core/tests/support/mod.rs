@@ -79,7 +79,9 @@ impl Pair {
                     Output::Response { request, event } => self.responses.push((request, event)),
                     Output::Writable { request } => self.gw_writable.push(request),
                     Output::Close { code, .. } => self.gw_closes.push(code),
-                    Output::Cluster(o) => panic!("no cluster was joined, yet the bus got {o:?}"),
+                    o @ (Output::Cluster(_) | Output::Publish { .. }) => {
+                        panic!("no cluster was joined, yet the bus got {o:?}")
+                    }
                 }
             }
             while let Some(out) = self.rx.poll_output() {

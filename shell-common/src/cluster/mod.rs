@@ -6,9 +6,9 @@
 //! routes and joins the subjects of the service URLs its receivers serve.
 //! What is here is the bus's I/O: the announcements heard go into the
 //! machine, what the machine asks of the bus is done (`bus`), the requests
-//! on a joined subject are served (`serve`), and the machine gets a
-//! [`Remote`](crate::remote::Remote) that carries requests it sends
-//! elsewhere to whichever gateway serves them (`forward`). The protocol is described in
+//! on a joined subject are served (`serve`), and the requests the machine
+//! sends elsewhere have their messages published and their replies fed
+//! back (`forward`). The protocol is described in
 //! `docs/PROTOCOL.md`, "Cluster forwarding".
 //!
 //! The loops here use no runtime's API: the shell passes its [`Runtime`]
@@ -33,7 +33,7 @@ use anpx_core::ServiceUrl;
 use futures_util::future::{AbortHandle, Abortable};
 use futures_util::{Future, StreamExt};
 
-use crate::driver::Driver;
+use crate::driver::{BusWork, Driver};
 use crate::receiver::Runtime;
 
 /// How to join a cluster.
@@ -120,6 +120,9 @@ pub(crate) struct Inner {
     client: async_nats::Client,
     options: ClusterOptions,
     driver: Driver,
+    /// This gateway's inbox prefix: each forwarded request's reply inbox
+    /// is a subject under it.
+    reply_prefix: String,
     /// Spawning and timers (see the [module docs](self) for the tokio
     /// context its tasks need).
     runtime: Arc<dyn Runtime>,
@@ -176,18 +179,25 @@ impl Cluster {
             announce_interval: options.announce_interval,
             route_ttl: options.route_ttl,
         };
+        let reply_prefix = client.new_inbox();
+        let replies = client
+            .subscribe(forward::replies_subject(&reply_prefix))
+            .await
+            .map_err(|e| ClusterError::Subscribe(e.to_string()))?;
         let inner = Arc::new(Inner {
+            reply_prefix,
             client,
             options,
             driver: driver.clone(),
             runtime,
         });
         let services = Arc::new(Mutex::new(HashMap::new()));
-        driver.join_cluster(membership, Arc::new(forward::Forwarder(inner.clone())));
-        let tasks = vec![
-            inner.spawn(listen(inner.clone(), routes)),
-            inner.spawn(bus(inner.clone(), services.clone())),
-        ];
+        driver.join_cluster(membership);
+        let replies = inner.spawn(forward::take_replies(inner.clone(), replies));
+        // The bus task and the replies outlive `leave`: the requests
+        // forwarded before it go on until the gateway stops.
+        drop(inner.spawn(bus(inner.clone(), services.clone(), replies)));
+        let tasks = vec![inner.spawn(listen(inner.clone(), routes))];
         tracing::info!(
             node = %inner.options.node_name,
             nats = %inner.options.nats_url,
@@ -217,14 +227,15 @@ impl Cluster {
 
     /// Leaves the cluster: stops announcing, tells the others at once (so
     /// they stop forwarding here), and stops taking forwarded requests.
-    /// Requests already accepted keep running until the gateway stops.
+    /// Requests already accepted, either way, keep running until the
+    /// gateway stops.
     /// Needs a tokio context, as [`Cluster::start`] does.
     pub async fn leave(self) {
         for t in &self.tasks {
             t.abort();
         }
-        // The withdrawal and the subjects to leave, done here since the
-        // bus task is gone.
+        // The withdrawal and the subjects to leave, done here so that they
+        // are done when this returns.
         let last = self.inner.driver.leave_cluster();
         tell_bus(&self.inner, &self.services, last).await;
         let handles: Vec<AbortHandle> = self
@@ -274,17 +285,23 @@ async fn listen(inner: Arc<Inner>, mut routes: async_nats::Subscriber) {
 }
 
 /// Does what the gateway machine asks of the bus, as it asks it, until the
-/// gateway stops.
-async fn bus(inner: Arc<Inner>, services: Arc<Mutex<Joined>>) {
-    while let Ok(outputs) = inner.driver.cluster_outputs().await {
-        tell_bus(&inner, &services, outputs).await;
+/// gateway stops; then the forwarded requests' replies are no longer
+/// taken.
+async fn bus(inner: Arc<Inner>, services: Arc<Mutex<Joined>>, replies: AbortHandle) {
+    while let Ok(work) = inner.driver.cluster_outputs().await {
+        tell_bus(&inner, &services, work).await;
     }
+    replies.abort();
 }
 
-/// Publishes the announcements in `outputs`, and joins or leaves the
-/// service subjects they name: joining one starts the task serving it.
-async fn tell_bus(inner: &Arc<Inner>, services: &Mutex<Joined>, outputs: Vec<ClusterOutput>) {
-    for out in outputs {
+/// Publishes the announcements and the forwarded requests' messages in
+/// `work`, and joins or leaves the service subjects it names: joining one
+/// starts the task serving it.
+async fn tell_bus(inner: &Arc<Inner>, services: &Mutex<Joined>, work: BusWork) {
+    for publish in work.publishes {
+        forward::publish(inner, publish).await;
+    }
+    for out in work.membership {
         match out {
             ClusterOutput::Announce(a) => {
                 if let Err(e) = inner

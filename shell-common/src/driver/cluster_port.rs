@@ -1,19 +1,46 @@
-//! The gateway machine's bus work ([`ClusterOutput`]) waiting for the
-//! cluster's bus task. What waits is what the bus must still be told, not
-//! a history: a newer announcement replaces one not yet published, and a
-//! join and a leave of the same service URL cancel out. So however long
-//! the bus task is stuck (a NATS publish that does not return), the queue
-//! holds at most one announcement and one entry per local route.
+//! The gateway machine's bus work waiting for the cluster's bus task.
+//!
+//! Of the membership's work ([`ClusterOutput`]) what waits is what the bus
+//! must still be told, not a history: a newer announcement replaces one
+//! not yet published, and a join and a leave of the same service URL
+//! cancel out. So however long the bus task is stuck (a NATS publish that
+//! does not return), it holds at most one announcement and one entry per
+//! local route. The forwarded requests' messages ([`Publish`]) wait in
+//! order: each request's credit window bounds what it can have waiting
+//! (its body pieces, and the credit and cancels its response draws).
 
 use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
 
-use anpx_core::cluster::ClusterOutput;
+use anpx_core::cluster::{ClusterOutput, Transmit};
+use anpx_core::{RequestId, ServiceUrl};
+
+/// A forwarded request's message to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    /// The forwarded request: its reply inbox is the reply subject of its
+    /// start.
+    pub request: RequestId,
+    /// The route it was sent to: its start goes on this route's subject.
+    pub route: ServiceUrl,
+    /// Where and what.
+    pub transmit: Transmit,
+}
+
+/// What the bus task has to do, taken whole.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct BusWork {
+    /// The membership's work, in order.
+    pub membership: Vec<ClusterOutput>,
+    /// Forwarded requests' messages, in order.
+    pub publishes: Vec<Publish>,
+}
 
 /// See the [module docs](self).
 #[derive(Debug, Default)]
 pub(super) struct ClusterPort {
     pending: VecDeque<ClusterOutput>,
+    publishes: VecDeque<Publish>,
     waker: Option<Waker>,
 }
 
@@ -44,19 +71,29 @@ impl ClusterPort {
         self.waker.take()
     }
 
+    /// Queues a forwarded request's message. Returns the bus task's waker
+    /// to wake once the lock is let go.
+    pub(super) fn publish(&mut self, publish: Publish) -> Option<Waker> {
+        self.publishes.push_back(publish);
+        self.waker.take()
+    }
+
     /// Everything waiting, or `Pending` with the task's waker kept.
-    pub(super) fn poll_take(&mut self, cx: &mut Context<'_>) -> Poll<Vec<ClusterOutput>> {
-        if self.pending.is_empty() {
+    pub(super) fn poll_take(&mut self, cx: &mut Context<'_>) -> Poll<BusWork> {
+        if self.pending.is_empty() && self.publishes.is_empty() {
             self.waker = Some(cx.waker().clone());
             Poll::Pending
         } else {
-            Poll::Ready(self.pending.drain(..).collect())
+            Poll::Ready(self.take())
         }
     }
 
     /// Everything waiting, at once.
-    pub(super) fn take(&mut self) -> Vec<ClusterOutput> {
-        self.pending.drain(..).collect()
+    pub(super) fn take(&mut self) -> BusWork {
+        BusWork {
+            membership: self.pending.drain(..).collect(),
+            publishes: self.publishes.drain(..).collect(),
+        }
     }
 
     /// The bus task's waker, for a shutdown that must wake it.
@@ -106,13 +143,13 @@ mod tests {
             panic!("work was waiting");
         };
         assert_eq!(
-            taken,
+            taken.membership,
             vec![ClusterOutput::Announce(Announcement::new(
                 "me",
                 vec![url("a.com")]
             ))],
             "one announcement, the newest; the join and leave of b.com cancelled out"
         );
-        assert!(port.take().is_empty());
+        assert_eq!(port.take(), BusWork::default());
     }
 }

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Poll, Waker};
 use std::time::Instant;
 
-use anpx_core::cluster::{Announcement, Choice, ClusterOutput, MembershipConfig, RouteBook};
+use anpx_core::cluster::{Announcement, Choice, ClusterOutput, MembershipConfig, Reply, RouteBook};
 use anpx_core::forward::normalize_path;
 use anpx_core::policy::{PublicHead, Screen};
 use anpx_core::ServiceUrl;
@@ -36,8 +36,7 @@ use anpx_core::{RequestHead, RequestId};
 use bytes::Bytes;
 use futures_channel::oneshot;
 
-use crate::remote::{Remote, RemoteRequest};
-
+pub use cluster_port::{BusWork, Publish};
 pub use events::{events, EventRx, EventTx, Gone};
 pub use outbox::{LinkOut, Outbox, Taken, HIGH_WATER};
 pub use slot::ReceiverSlot;
@@ -91,10 +90,9 @@ impl Driver {
             core,
             links: HashMap::new(),
             requests: HashMap::new(),
-            remote: None,
+            forwarding: false,
             uploads: HashMap::new(),
             room_waits: HashMap::new(),
-            remotes: HashMap::new(),
             cluster: cluster_port::ClusterPort::default(),
             timer: Timer::default(),
             wake: Vec::new(),
@@ -157,7 +155,7 @@ impl Driver {
     }
 
     /// Routes a public request from the client address `client`; its
-    /// response comes on `events`. With a [`Remote`] set, a request this
+    /// response comes on `events`. In a cluster, a request this
     /// gateway's receivers do not serve (or another gateway serves more
     /// specifically) goes there. Served here, it is held to the address's
     /// share of the route's in-flight cap.
@@ -190,23 +188,26 @@ impl Driver {
         })
     }
 
-    /// Joins a cluster: the machine keeps the cluster's routes and
-    /// chooses where each request goes, and requests it sends elsewhere go
-    /// through `remote`. What the bus must be told comes from
-    /// [`cluster_outputs`](Self::cluster_outputs).
-    pub fn join_cluster(&self, config: MembershipConfig, remote: Arc<dyn Remote>) {
+    /// Joins a cluster: the machine keeps the cluster's routes, chooses
+    /// where each request goes and holds the requests it sends elsewhere.
+    /// What the bus must do comes from
+    /// [`cluster_outputs`](Self::cluster_outputs); what arrives on the
+    /// forwarded requests' reply inboxes goes to
+    /// [`forward_reply`](Self::forward_reply).
+    pub fn join_cluster(&self, config: MembershipConfig) {
         let _ = self.with(|st, now| {
-            st.remote = Some(remote);
+            st.forwarding = true;
             st.core.join_cluster(now, config);
         });
     }
 
-    /// Leaves the cluster: no request goes elsewhere from now on. Returns
-    /// what the bus must still be told (the withdrawal, the subjects to
-    /// leave), for the caller to do at once.
-    pub fn leave_cluster(&self) -> Vec<ClusterOutput> {
+    /// Leaves the cluster: no new request goes elsewhere from now on (those
+    /// forwarded already go on). Returns what the bus must still do (the
+    /// withdrawal, the subjects to leave, the forwarded requests' last
+    /// messages), for the caller to do at once.
+    pub fn leave_cluster(&self) -> BusWork {
         self.with(|st, now| {
-            st.remote = None;
+            st.forwarding = false;
             st.core.leave_cluster(now);
             st.flush();
             st.cluster.take()
@@ -214,14 +215,34 @@ impl Driver {
         .unwrap_or_default()
     }
 
+    /// Something arrived on forwarded request `request`'s reply inbox.
+    pub fn forward_reply(&self, request: &RequestId, reply: Reply) {
+        let _ = self.with(|st, now| {
+            if let Some(node) = st.core.forward_reply(now, request, reply) {
+                tracing::debug!(%request, %node, "forwarded");
+            }
+        });
+    }
+
+    /// The start message of forwarded request `request` could not be
+    /// published.
+    pub fn forward_start_failed(&self, request: &RequestId, reason: &str) {
+        let _ = self.with(|st, now| st.core.forward_start_failed(now, request, reason));
+    }
+
+    /// The reply inboxes' subscription ended: every forwarded request fails.
+    pub fn forward_replies_ended(&self) {
+        let _ = self.with(|st, now| st.core.forward_replies_ended(now));
+    }
+
     /// Another gateway's announcement, heard on the routes subject.
     pub fn announcement(&self, announcement: Announcement) {
         let _ = self.with(|st, now| st.core.handle_announcement(now, announcement));
     }
 
-    /// What the bus must be told next (announcements, service subjects
-    /// to join or leave), once there is some; see `ClusterPort`.
-    pub async fn cluster_outputs(&self) -> Result<Vec<ClusterOutput>, DriverGone> {
+    /// What the bus must do next (announcements, service subjects to join
+    /// or leave, forwarded requests' messages), once there is some.
+    pub async fn cluster_outputs(&self) -> Result<BusWork, DriverGone> {
         poll_fn(|cx| {
             let mut st = lock(&self.inner);
             if st.stopped {
@@ -239,18 +260,9 @@ impl Driver {
 
     /// A piece of a streamed request body.
     pub fn body(&self, request: RequestId, data: Bytes, last: bool) {
-        let _ = self.with(|st, now| {
-            if st.remote_uploading(&request) {
-                if let Some(r) = st.remotes.get_mut(&request) {
-                    r.request.body(data, last, None);
-                    r.uploading = !last;
-                }
-            } else {
-                // A body for a request that already ended is dropped: the
-                // client was already answered.
-                let _ = st.core.push_body(now, &request, data, last);
-            }
-        });
+        // A body for a request that already ended is dropped: the client
+        // was already answered.
+        let _ = self.with(|st, now| st.core.push_body(now, &request, data, last));
     }
 
     /// A piece of a streamed request body, resolving once the gateway sent
@@ -263,14 +275,7 @@ impl Driver {
     pub async fn send_body(&self, request: RequestId, data: Bytes, last: bool) -> bool {
         let (sent, rx) = oneshot::channel();
         let queued = self.with(|st, now| {
-            if st.remote_uploading(&request) {
-                // Another gateway's request: the cluster link paces it;
-                // `sent` is told once the forwarding machine took the piece.
-                if let Some(r) = st.remotes.get_mut(&request) {
-                    r.request.body(data, last, Some(sent));
-                    r.uploading = !last;
-                }
-            } else if st.core.push_body(now, &request, data, last).is_ok() {
+            if st.core.push_body(now, &request, data, last).is_ok() {
                 // The piece's frames go to the connection's queue first,
                 // so that the room left counts them.
                 st.flush();
@@ -291,10 +296,7 @@ impl Driver {
     /// `bytes` of a response body went to the public client: reopens the
     /// receiver's window for it (`flow-control`).
     pub fn read(&self, request: RequestId, bytes: usize) {
-        let _ = self.with(|st, now| match st.remotes.get_mut(&request) {
-            Some(r) => r.request.read(bytes),
-            None => st.core.body_read(now, &request, bytes),
-        });
+        let _ = self.with(|st, now| st.core.body_read(now, &request, bytes));
     }
 
     /// The client went away.
@@ -307,13 +309,7 @@ impl Driver {
     pub async fn stats(&self) -> Result<GatewayStats, DriverGone> {
         self.with(|st, now| {
             self.reports.deliver(&mut st.core);
-            // Also the time to let go of remote requests that ended: what
-            // is left is every request in flight at another gateway, held
-            // here under the same lock as the machine's own.
-            st.remotes.retain(|_, r| !r.request.is_finished());
-            let mut stats = st.core.stats(now);
-            stats.in_flight += st.remotes.len();
-            stats
+            st.core.stats(now)
         })
     }
 
@@ -426,12 +422,10 @@ struct State {
     core: Core,
     links: HashMap<LinkId, Attached>,
     requests: HashMap<RequestId, Events>,
-    remote: Option<Arc<dyn Remote>>,
+    /// In a cluster: requests may go to other gateways.
+    forwarding: bool,
     /// What the cluster's bus task must still do.
     cluster: cluster_port::ClusterPort,
-    /// Requests at other gateways whose body is still being streamed (the
-    /// only ones that still need calls from here).
-    remotes: HashMap<RequestId, Remoted>,
     /// Uploads told to wait: for the receiver's credit (released by the
     /// machine's `Output::Writable` for the request) or for room in their
     /// connection's queue (released by its writer, [`Driver::writable`]).
@@ -446,13 +440,6 @@ struct State {
     wake: Vec<Waker>,
     /// Shut down: every call finds the gateway gone.
     stopped: bool,
-}
-
-/// A request served by another gateway, as the gateway tracks it.
-struct Remoted {
-    request: Box<dyn RemoteRequest>,
-    /// Its body is still being streamed.
-    uploading: bool,
 }
 
 impl State {
@@ -505,39 +492,28 @@ impl State {
     ) -> Result<Started, Reject> {
         // The route book decides; a request another gateway forwarded here
         // never travels again.
-        let remote = self.remote.clone().filter(|_| may_forward);
-        let choice = match remote {
-            Some(_) => self.core.cluster_choice(&host, &head),
-            None => Choice::Local { fallback: false },
+        let forwarding = self.forwarding && may_forward;
+        let choice = if forwarding {
+            self.core.cluster_choice(&host, &head)
+        } else {
+            Choice::Local { fallback: false }
         };
-        if let (Choice::Remote(route), Some(remote)) = (&choice, &remote) {
-            if let Some(started) = self.start_remote(
-                remote,
-                &host,
-                route.clone(),
-                head.clone(),
-                body.clone(),
-                &events,
-            ) {
-                return Ok(started);
-            }
+        if let Choice::Remote(route) = choice {
+            return Ok(self.start_forwarded(now, &host, route, head, body, events));
         }
         // Kept only when another gateway may take the request after the
         // core finds no receiver for it.
-        let retry = remote
-            .filter(|_| choice != Choice::Local { fallback: false })
-            .map(|r| (r, head.clone(), body.clone()));
+        let retry =
+            (choice != Choice::Local { fallback: false }).then(|| (head.clone(), body.clone()));
         let result = self.core.start_request_from(now, client, &host, head, body);
         match (result, retry) {
             // Every local receiver of the route draining: another
             // gateway's may take it.
             (
                 Err(reject @ (Reject::NoRoute { .. } | Reject::Draining { .. })),
-                Some((remote, head, body)),
+                Some((head, body)),
             ) => match self.remote_route(&host, &head) {
-                Some(route) => self
-                    .start_remote(&remote, &host, route, head, body, &events)
-                    .ok_or(reject),
+                Some(route) => Ok(self.start_forwarded(now, &host, route, head, body, events)),
                 None => Err(reject),
             },
             (result, _) => result.map(|id| self.started(id, events)),
@@ -548,11 +524,6 @@ impl State {
     fn remote_route(&self, host: &str, head: &RequestHead) -> Option<ServiceUrl> {
         let path = normalize_path(&head.path).ok()?;
         self.core.route_book()?.remote_route(host, &path).cloned()
-    }
-
-    /// Whether `request` is another gateway's whose body still streams.
-    fn remote_uploading(&self, request: &RequestId) -> bool {
-        self.remotes.get(request).is_some_and(|r| r.uploading)
     }
 
     /// Records a request the core started.
@@ -578,40 +549,26 @@ impl State {
         }
     }
 
-    /// Hands a request to another gateway; `None` when none serves it.
-    fn start_remote(
+    /// Sends a request to the gateway serving `route`.
+    fn start_forwarded(
         &mut self,
-        remote: &Arc<dyn Remote>,
+        now: Instant,
         host: &str,
         route: ServiceUrl,
         head: RequestHead,
         body: RequestBody,
-        events: &Events,
-    ) -> Option<Started> {
-        let streaming = body.is_streaming();
-        let (id, request) = remote.start(host, route, head, body, events.clone())?;
-        // Remote requests that ended (nothing else removes one the client
-        // did not cancel) go as new ones come, and at each stats call.
-        self.remotes.retain(|_, r| !r.request.is_finished());
-        self.remotes.insert(
-            id.clone(),
-            Remoted {
-                request,
-                uploading: streaming,
-            },
-        );
-        Some(Started {
+        events: Events,
+    ) -> Started {
+        let id = self.core.start_forwarded(now, host, route, head, body);
+        self.requests.insert(id.clone(), events);
+        Started {
             id,
             receiver: "another gateway".into(),
             route: anpx_core::CLUSTER_ROUTE.into(),
-        })
+        }
     }
 
     fn cancel(&mut self, now: Instant, request: &RequestId) {
-        if let Some(r) = self.remotes.remove(request) {
-            r.request.cancel();
-            return;
-        }
         self.requests.remove(request);
         self.uploads.remove(request);
         self.core.cancel(now, request);
@@ -688,7 +645,6 @@ impl State {
         self.requests.clear();
         self.uploads.clear();
         self.room_waits.clear();
-        self.remotes.clear();
         self.stopped = true;
         self.wake.extend(self.timer.waker.take());
         self.wake.extend(self.cluster.waker());
@@ -736,6 +692,15 @@ impl State {
                     tracing::warn!(%node, "gateway fell silent; its routes are forgotten");
                 }
                 Output::Cluster(out) => self.wake.extend(self.cluster.push(out)),
+                Output::Publish {
+                    request,
+                    route,
+                    transmit,
+                } => self.wake.extend(self.cluster.publish(Publish {
+                    request,
+                    route,
+                    transmit,
+                })),
                 Output::Close {
                     link,
                     code,
@@ -951,19 +916,6 @@ mod tests {
         );
     }
 
-    /// A request handed to another gateway: its handle says whether its
-    /// loop ended.
-    struct Handed(Arc<std::sync::atomic::AtomicBool>);
-
-    impl RemoteRequest for Handed {
-        fn body(&mut self, _: Bytes, _: bool, _: Option<oneshot::Sender<()>>) {}
-        fn read(&mut self, _: usize) {}
-        fn cancel(self: Box<Self>) {}
-        fn is_finished(&self) -> bool {
-            self.0.load(std::sync::atomic::Ordering::SeqCst)
-        }
-    }
-
     fn member() -> MembershipConfig {
         MembershipConfig {
             node: "me".into(),
@@ -981,8 +933,7 @@ mod tests {
                 std::future::pending::<()>().await;
             }
         });
-        let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        driver.join_cluster(member(), Arc::new(Elsewhere(ended)));
+        driver.join_cluster(member());
         // The first round is due at once: the timer task runs it.
         let mut timer = Box::pin(timer);
         let (_, waker) = counting_waker();
@@ -991,11 +942,11 @@ mod tests {
             .expect("work waits")
             .expect("running");
         assert_eq!(
-            first,
+            first.membership,
             vec![ClusterOutput::Announce(Announcement::new("me", Vec::new()))]
         );
         assert_eq!(
-            driver.leave_cluster(),
+            driver.leave_cluster().membership,
             vec![ClusterOutput::Announce(Announcement::new("me", Vec::new()))],
             "the withdrawal, handed to the caller"
         );
@@ -1010,32 +961,13 @@ mod tests {
         ));
     }
 
-    /// The rest of the cluster, serving every host, whose requests end
-    /// when the test says.
-    struct Elsewhere(Arc<std::sync::atomic::AtomicBool>);
-
-    impl Remote for Elsewhere {
-        fn start(
-            &self,
-            _: &str,
-            _: ServiceUrl,
-            _: RequestHead,
-            _: RequestBody,
-            _: Events,
-        ) -> Option<(RequestId, Box<dyn RemoteRequest>)> {
-            Some((
-                RequestId::from("elsewhere-1"),
-                Box::new(Handed(self.0.clone())),
-            ))
-        }
-    }
-
     #[test]
-    fn a_request_at_another_gateway_is_in_flight_in_the_snapshot_until_its_loop_ends() {
+    fn a_forwarded_request_is_published_answered_through_its_events_and_in_flight_until_it_ends() {
+        use anpx_core::cluster::{Reply, To, WireMessage};
+        use futures_util::StreamExt;
         let core = Core::new(anpx_core::GatewayConfig::default(), 7);
         let (driver, _timer) = Driver::new(core, |_| std::future::pending());
-        let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        driver.join_cluster(member(), Arc::new(Elsewhere(ended.clone())));
+        driver.join_cluster(member());
         driver.announcement(Announcement::new(
             "other",
             vec!["api.agent.com".parse().expect("a service URL")],
@@ -1047,7 +979,7 @@ mod tests {
                 .in_flight
         };
         assert_eq!(in_flight(), 0);
-        let (tx, _rx) = events();
+        let (tx, mut rx) = events();
         let start = driver.start(
             IpAddr::from([192, 0, 2, 1]),
             "api.agent.com".into(),
@@ -1061,7 +993,46 @@ mod tests {
             .expect("forwarded");
         assert_eq!(started.route, anpx_core::CLUSTER_ROUTE);
         assert_eq!(in_flight(), 1);
-        ended.store(true, std::sync::atomic::Ordering::SeqCst);
-        assert_eq!(in_flight(), 0);
+        let work = futures_util::FutureExt::now_or_never(driver.cluster_outputs())
+            .expect("work waits")
+            .expect("running");
+        let publish = work.publishes.first().expect("the start is published");
+        assert_eq!(publish.request, started.id);
+        assert_eq!(publish.route.to_string(), "api.agent.com");
+        assert_eq!(publish.transmit.to, To::Service);
+        assert!(matches!(
+            publish.transmit.message,
+            WireMessage::Start { .. }
+        ));
+
+        // The serving gateway accepts and answers.
+        for m in [
+            WireMessage::Accepted {
+                node: "other".into(),
+                inbox: "their-inbox".into(),
+            },
+            WireMessage::Head(anpx_core::ResponseHead::new(200)),
+            WireMessage::Data {
+                seq: 0,
+                last: true,
+                data: Bytes::from_static(b"hi"),
+            },
+        ] {
+            driver.forward_reply(&started.id, Reply::Message(m.encode()));
+        }
+        let mut got = Vec::new();
+        let (_, waker) = counting_waker();
+        while let Poll::Ready(Some(e)) = rx.poll_next_unpin(&mut Context::from_waker(&waker)) {
+            got.push(e);
+        }
+        assert_eq!(
+            got,
+            vec![
+                ResponseEvent::Head(anpx_core::ResponseHead::new(200)),
+                ResponseEvent::Body(Bytes::from_static(b"hi")),
+                ResponseEvent::End,
+            ]
+        );
+        assert_eq!(in_flight(), 0, "ended, so no longer in flight");
     }
 }

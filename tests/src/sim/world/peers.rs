@@ -91,7 +91,7 @@ impl World {
                 log!(self, "gateway closes {link}: {reason}");
                 self.close_conn(i, Closer::Gateway)
             }
-            Output::Cluster(out) => {
+            out @ (Output::Cluster(_) | Output::Publish { .. }) => {
                 bail!("a gateway outside any cluster asked the bus for {out:?}")
             }
         }
