@@ -1,24 +1,28 @@
 //! A deterministic simulation of a gateway cluster: two to four gateways,
-//! each with its route book and the core's forwarding and serving
-//! machines, exchanging cluster messages over a simulated bus in virtual
-//! time, with public clients at every gateway and local services behind
-//! them.
+//! each with its route book, the core's forwarding and serving machines
+//! and its own gateway core with a receiver and a scripted service behind
+//! it, exchanging cluster messages over a simulated bus in virtual time,
+//! with public clients at every gateway.
 //!
 //! A seed fixes the scenario (how many gateways, who serves what, bus
 //! latency and loss, crashes, service churn, timeouts) and every choice
 //! after it. The bus keeps NATS's promises and no more: per sender and
 //! receiver messages arrive in order, a message may be lost, a service
 //! subject's message goes to one member of its queue group, and one with
-//! no member comes back as "no responders". Some clients open WebSockets:
+//! no member comes back as "no responders". A served request takes the
+//! production path into the serving gateway's core, so what it meets there
+//! (a refusal, the request timeout, the receiver's credit windows) is the
+//! real machines' doing, not a script's. Some clients open WebSockets:
 //! after the `101` they send pieces with pauses (some longer than the
 //! WebSocket idle timeout) and close their side or fall silent; the
-//! service echoes and may close first. Checked throughout: every
-//! client sees its response in order and the bytes the serving service
-//! sent; no body piece is sent beyond the credit its reader granted; a
-//! served response waits for at most one local event. Checked at the end:
-//! every client request ended exactly once (or was cancelled by its
+//! service echoes and may close first. Checked throughout: the service
+//! gets the head and the upload bytes its client sent, in order; every
+//! client sees its response in order and each byte as the service sent
+//! it; no body piece is sent beyond the credit its reader granted; the
+//! serving core holds no more unread bytes than a window. Checked at the
+//! end: every client request ended exactly once (or was cancelled by its
 //! client, or died with its gateway), and no gateway holds a machine or a
-//! local request any more.
+//! request in its core, its receiver or its service any more.
 
 mod backend;
 mod bus;
@@ -1034,7 +1038,7 @@ impl World {
                 let from = client.body.len();
                 client.body.extend_from_slice(&b);
                 let sent = self.served.get(&c).map_or(&[][..], |r| &r.body[..]);
-                if !sent.starts_with(&client.body) {
+                if sent.get(from..client.body.len()) != Some(&client.body[from..]) {
                     return Err(format!(
                         "client {c} got body bytes {from}..{} that differ from what the service sent ({} bytes so far)",
                         client.body.len(),
