@@ -514,3 +514,15 @@ fn a_lost_cluster_end_fails_the_run() {
         "{failure}"
     );
 }
+
+/// The cluster simulation's checks bite on the serving side too: a
+/// response piece lost between the serving gateway's core and its serving
+/// machine fails the run.
+#[test]
+fn a_lost_served_piece_fails_the_run() {
+    use sim::cluster::{run_cluster, ClusterInjection};
+    let failed =
+        (0..50).find_map(|seed| run_cluster(seed, ClusterInjection::DropServedPieces).err());
+    let failure = failed.expect("dropping served response pieces went unnoticed in 50 seeds");
+    assert!(failure.contains("the service sent"), "{failure}");
+}

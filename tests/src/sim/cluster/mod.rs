@@ -54,6 +54,9 @@ pub enum ClusterInjection {
     /// The clients lose every `End` event, as a forwarding side that
     /// forgot to finish would look.
     LoseEnds,
+    /// The serving side drops every response body piece of its core's
+    /// instead of handing it to its serving machine.
+    DropServedPieces,
 }
 
 /// What a run saw, summed.
@@ -954,7 +957,11 @@ impl World {
             }
             if s.machine.wants_events() {
                 if let Some(event) = node.backend.poll_event(&s.request) {
-                    s.machine.handle_event(now, Some(event));
+                    let dropped = self.injection == ClusterInjection::DropServedPieces
+                        && matches!(&event, ResponseEvent::Body(b) if !b.is_empty());
+                    if !dropped {
+                        s.machine.handle_event(now, Some(event));
+                    }
                     moved = true;
                 }
             }
