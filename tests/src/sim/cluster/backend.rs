@@ -1,6 +1,8 @@
 //! What stands behind a serving gateway's [`Serving`] machines: the
-//! gateway's own core machine, one receiver admitted to it, the WebSocket
-//! between them and the scripted service behind the receiver. A forwarded
+//! gateway's own core machine, one receiver admitted to it through the
+//! core's handshake calls (so the extensions in use are the ones the core
+//! agreed to), the WebSocket between them and the scripted service behind
+//! the receiver. A forwarded
 //! request enters the core as production's `Driver::start_local` puts it
 //! there, so the 404s and 501s it refuses, the 504s of its timeouts, the
 //! credit windows of both directions and every frame between the gateway
@@ -16,8 +18,10 @@
 //! [`Serving`]: anpx_core::cluster::Serving
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use anpx_core::handshake::{self, Admitted, Offer};
 use anpx_core::INITIAL_WINDOW;
 use anpx_core::{Feature, Features, Gateway, GatewayConfig, Identity, LinkId, Output};
 use anpx_core::{Receiver, ReceiverConfig, ReceiverOutput, RequestEvent, WsMessage};
@@ -53,22 +57,26 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// A gateway with `config` whose receiver serves `grants`, carrying
-    /// WebSockets when `websocket`.
+    /// A gateway with `config` and its receiver, carrying WebSockets when
+    /// `websocket`. The receiver declares every service the scenario has
+    /// (`declared`) in its handshake, and is then granted `grants`, what its
+    /// gateway serves now, as the registry follow would narrow it.
     pub fn new(
         rng: &mut fastrand::Rng,
         start: Instant,
         now: Instant,
         config: GatewayConfig,
         websocket: bool,
-        grants: Vec<ServiceUrl>,
-    ) -> Backend {
-        let mut features = Features::all();
+        declared: &[ServiceUrl],
+        grants: &[ServiceUrl],
+    ) -> Result<Backend, String> {
+        let mut ours = Features::all();
         if !websocket {
-            features.remove(Feature::WebSocket);
+            ours.remove(Feature::WebSocket);
         }
         let mut gw = Gateway::new(config, rng.u64(..));
-        let link = gw.admit(now, Identity::Anonymous, grants, features);
+        let (link, features) = admit(&mut gw, now, ours, declared)?;
+        gw.regrant(now, link, grants);
         let ms = |r: std::ops::RangeInclusive<u64>, rng: &mut fastrand::Rng| {
             Duration::from_millis(rng.u64(r))
         };
@@ -78,7 +86,7 @@ impl Backend {
             stall_per_mille: 0,
             stall_max: Duration::ZERO,
         };
-        Backend {
+        Ok(Backend {
             start,
             gw,
             link,
@@ -87,7 +95,7 @@ impl Backend {
             service: Service::default(),
             pending: BTreeMap::new(),
             upload_waits: BTreeSet::new(),
-        }
+        })
     }
 
     /// The receiver serves `grants` from now on.
@@ -364,4 +372,40 @@ impl Backend {
         }
         Ok(moved)
     }
+}
+
+/// A receiver offering `ours` and `declared` comes in through `gw`'s
+/// handshake calls, its login accepted in open mode: its link and the
+/// extensions the gateway agreed to.
+fn admit(
+    gw: &mut Gateway,
+    now: Instant,
+    ours: Features,
+    declared: &[ServiceUrl],
+) -> Result<(LinkId, Features), String> {
+    let headers = handshake::offer_headers(ours, declared);
+    let value = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_bytes())
+    };
+    let offer = Offer {
+        websocket_key: true,
+        services: value(handshake::SERVICES_HEADER),
+        features: value(handshake::FEATURES_HEADER),
+    };
+    let peer = IpAddr::from([10, 0, 0, 1]);
+    let refused = |e| format!("the gateway's core refused its receiver's handshake: {e:?}");
+    let id = gw.begin_handshake(now, peer, &offer).map_err(refused)?;
+    let login = Admitted {
+        identity: Identity::Anonymous,
+        allowed: None,
+    };
+    let accepted = gw
+        .decide_handshake(now, id, &offer, Ok(login))
+        .map_err(refused)?;
+    let features = accepted.features;
+    let link = gw.admit_handshake(now, id, accepted.identity, accepted.grants, features);
+    Ok((link, features))
 }

@@ -128,7 +128,8 @@ pub struct ClusterReport {
 
 /// Runs the cluster scenario of `seed` and checks it throughout.
 pub fn run_cluster(seed: u64, injection: ClusterInjection) -> Result<ClusterReport, String> {
-    let mut world = World::new(seed, injection);
+    let mut world = World::new(seed, injection)
+        .map_err(|e| format!("cluster seed {seed} at the start: {e}"))?;
     world
         .run()
         .map_err(|e| format!("cluster seed {seed} at {:?}: {e}", world.now - world.start))?;
@@ -248,7 +249,7 @@ struct World {
 }
 
 impl World {
-    fn new(seed: u64, injection: ClusterInjection) -> World {
+    fn new(seed: u64, injection: ClusterInjection) -> Result<World, String> {
         let mut rng = fastrand::Rng::with_seed(seed);
         let start = Instant::now();
         let n_nodes = rng.usize(2..=4);
@@ -269,13 +270,21 @@ impl World {
             .map(|i| {
                 let name = format!("n{i}");
                 let serves: BTreeSet<usize> = (0..n_services).filter(|_| rng.bool()).collect();
-                let grants = serves.iter().map(|k| services[*k].clone()).collect();
+                let grants: Vec<ServiceUrl> = serves.iter().map(|k| services[*k].clone()).collect();
                 // Now and then a gateway whose receiver carries no
                 // WebSockets: its core refuses upgrades, 501.
                 let websocket = rng.u8(0..4) != 0;
-                let backend =
-                    Backend::new(&mut rng, start, start, config.clone(), websocket, grants);
-                Node {
+                let backend = Backend::new(
+                    &mut rng,
+                    start,
+                    start,
+                    config.clone(),
+                    websocket,
+                    &services,
+                    &grants,
+                )
+                .map_err(|e| format!("{name}: {e}"))?;
+                Ok(Node {
                     backend,
                     book: RouteBook::new(name.clone(), route_ttl),
                     name,
@@ -285,9 +294,9 @@ impl World {
                     forwards: BTreeMap::new(),
                     serves: BTreeMap::new(),
                     next_announce: start + Duration::from_millis(rng.u64(0..200)),
-                }
+                })
             })
-            .collect();
+            .collect::<Result<Vec<Node>, String>>()?;
         let bus = Bus::new(&mut rng, start);
         let mut w = World {
             injection,
@@ -321,7 +330,7 @@ impl World {
                 w.schedule(at, Ev::Churn(i));
             }
         }
-        w
+        Ok(w)
     }
 
     fn schedule(&mut self, at: Instant, ev: Ev) {
