@@ -486,6 +486,14 @@ fn cluster_seeds() {
             ("504", failed(504)),
             ("cancel", totals.cancelled),
             ("streamed upload", totals.uploads),
+            (
+                "upload held by the serving receiver's window",
+                totals.upload_held,
+            ),
+            (
+                "response held by the serving gateway's window",
+                totals.response_held,
+            ),
             ("forwarded WebSocket", totals.websockets),
             (
                 "forwarded WebSocket idle past its timeout",

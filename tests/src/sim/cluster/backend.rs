@@ -54,11 +54,13 @@ pub struct Backend {
     pending: BTreeMap<RequestId, Pending>,
     /// Uploads the core told to wait for the receiver's credit.
     upload_waits: BTreeSet<RequestId>,
+    /// How many upload pieces waited so.
+    uploads_held: u64,
 }
 
 impl Backend {
-    /// A gateway with `config` and its receiver, carrying WebSockets when
-    /// `websocket`. The receiver declares every service the scenario has
+    /// A gateway with `config` and its receiver with `receiver`, carrying
+    /// WebSockets when `websocket`. The receiver declares every service the scenario has
     /// (`declared`) in its handshake, and is then granted `grants`, what its
     /// gateway serves now, as the registry follow would narrow it.
     pub fn new(
@@ -66,6 +68,7 @@ impl Backend {
         start: Instant,
         now: Instant,
         config: GatewayConfig,
+        receiver: ReceiverConfig,
         websocket: bool,
         declared: &[ServiceUrl],
         grants: &[ServiceUrl],
@@ -90,11 +93,12 @@ impl Backend {
             start,
             gw,
             link,
-            rx: Receiver::new(ReceiverConfig::default(), features, now),
+            rx: Receiver::new(receiver, features, now),
             wire: Wire::new(latency),
             service: Service::default(),
             pending: BTreeMap::new(),
             upload_waits: BTreeSet::new(),
+            uploads_held: 0,
         })
     }
 
@@ -136,6 +140,7 @@ impl Backend {
             Some(0) => Some(true),
             Some(_) => {
                 self.upload_waits.insert(request.clone());
+                self.uploads_held += 1;
                 None
             }
             None => Some(false),
@@ -183,6 +188,12 @@ impl Backend {
         Ok(())
     }
 
+    /// Upload pieces that waited for the receiver's credit, and response
+    /// steps of the service that did.
+    pub fn held(&self) -> (u64, u64) {
+        (self.uploads_held, self.service.held())
+    }
+
     /// What the service sent since the last call.
     pub fn take_sent(&mut self) -> Vec<Sent> {
         self.service.take_sent()
@@ -197,10 +208,11 @@ impl Backend {
     /// What is in flight, for a message.
     pub fn summary(&self) -> String {
         format!(
-            "{} in its core, {} at its receiver, {} at the service",
+            "{} in its core, {} at its receiver, {} at the service [{}]",
             self.gw.in_flight(),
             self.rx.in_flight(),
-            self.service.in_flight()
+            self.service.in_flight(),
+            self.service.describe()
         )
     }
 

@@ -36,7 +36,7 @@ use anpx_core::cluster::{
     DEFAULT_WINDOW,
 };
 use anpx_core::ServiceUrl;
-use anpx_core::{GatewayConfig, RequestHead, RequestId};
+use anpx_core::{GatewayConfig, ReceiverConfig, RequestHead, RequestId};
 use anpx_core::{RequestBody, ResponseEvent};
 use bytes::Bytes;
 
@@ -85,6 +85,10 @@ pub struct ClusterCounters {
     /// WebSocket upgrades refused by the serving gateway (501: no receiver
     /// there carries WebSockets).
     pub websocket_refused: u64,
+    /// Upload pieces the serving core held for its receiver's credit.
+    pub upload_held: u64,
+    /// Response steps the service held for the receiver's credit.
+    pub response_held: u64,
     /// Bus messages carried and lost.
     pub messages: u64,
     /// Bus messages lost.
@@ -109,6 +113,8 @@ impl ClusterCounters {
         self.websockets += other.websockets;
         self.websocket_idle += other.websocket_idle;
         self.websocket_refused += other.websocket_refused;
+        self.upload_held += other.upload_held;
+        self.response_held += other.response_held;
         self.messages += other.messages;
         self.lost += other.lost;
         self.crashes += other.crashes;
@@ -135,6 +141,11 @@ pub fn run_cluster(seed: u64, injection: ClusterInjection) -> Result<ClusterRepo
         .map_err(|e| format!("cluster seed {seed} at {:?}: {e}", world.now - world.start))?;
     world.counters.messages = world.bus.messages;
     world.counters.lost = world.bus.lost;
+    for n in &world.nodes {
+        let (upload, response) = n.backend.held();
+        world.counters.upload_held += upload;
+        world.counters.response_held += response;
+    }
     Ok(ClusterReport {
         seed,
         counters: world.counters.clone(),
@@ -266,6 +277,10 @@ impl World {
             websocket_idle_timeout: websocket_idle,
             ..GatewayConfig::default()
         };
+        // A request whose response ended while its upload had yet to come
+        // is held at the receiver until its stale sweep: within the run.
+        let mut receiver = ReceiverConfig::default();
+        receiver.reassembly.stale_after = request_timeout;
         let nodes = (0..n_nodes)
             .map(|i| {
                 let name = format!("n{i}");
@@ -279,6 +294,7 @@ impl World {
                     start,
                     start,
                     config.clone(),
+                    receiver.clone(),
                     websocket,
                     &services,
                     &grants,
@@ -548,7 +564,13 @@ impl World {
                 Vec::new(),
             ),
             _ => {
-                let pieces = (0..self.rng.usize(0..5))
+                // Now and then more than the receiver's window.
+                let n = if self.rng.u8(0..16) == 0 {
+                    self.rng.usize(30..=50)
+                } else {
+                    self.rng.usize(0..5)
+                };
+                let pieces = (0..n)
                     .map(|_| service::bytes(&mut self.rng, 1..80_000))
                     .collect();
                 (RequestBody::Streaming, pieces)

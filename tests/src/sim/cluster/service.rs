@@ -44,6 +44,9 @@ pub fn bytes(rng: &mut fastrand::Rng, len: Range<usize>) -> Bytes {
     pool.slice(at..at + n)
 }
 
+/// What a slow reader reads of an upload at a time.
+const SLOW_READ: usize = 128 * 1024;
+
 /// What a client's request should look like when it reaches a service.
 #[derive(Debug, Clone)]
 pub struct Expected {
@@ -89,7 +92,8 @@ struct Script {
     received: usize,
     unread: usize,
     upload_done: bool,
-    /// Reads the upload this long after it comes instead of at once.
+    /// Reads the upload this long after it comes, [`SLOW_READ`] bytes at a
+    /// time, instead of all at once.
     slow_read: Option<Duration>,
     read_at: Option<Instant>,
     next_at: Instant,
@@ -114,6 +118,8 @@ pub struct Service {
     expected: BTreeMap<RequestId, Expected>,
     scripts: BTreeMap<RequestId, Script>,
     sent: Vec<Sent>,
+    /// Response steps that waited for the receiver's credit.
+    held: u64,
 }
 
 impl Service {
@@ -126,6 +132,32 @@ impl Service {
     /// Requests the service still serves.
     pub fn in_flight(&self) -> usize {
         self.scripts.len()
+    }
+
+    /// What each request it holds is at, for a message.
+    pub fn describe(&self) -> String {
+        self.scripts
+            .values()
+            .map(|s| {
+                format!(
+                    "client {}: {:?}, head sent {}, replied {}, upload {} of {} bytes (ended {}, {} unread)",
+                    s.expected.client,
+                    s.outcome,
+                    s.head_sent,
+                    s.replied,
+                    s.received,
+                    s.expected.body.len(),
+                    s.upload_done,
+                    s.unread
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// Response steps that waited for the receiver's credit.
+    pub fn held(&self) -> u64 {
+        self.held
     }
 
     /// What it sent since the last call.
@@ -169,11 +201,15 @@ impl Service {
             1 => Outcome::Hang,
             _ => Outcome::End,
         };
-        let step = if rng.u8(0..4) == 0 {
-            (500, 5000)
-        } else {
-            (0, 200)
+        // Slow, at a talker's pace, or all at once (past the receiver's
+        // window, when the response is large).
+        let step = match rng.u8(0..4) {
+            0 => (500, 5000),
+            1 => (0, 0),
+            _ => (0, 200),
         };
+        let slow_read =
+            (!websocket && rng.u8(0..4) == 0).then(|| Duration::from_millis(rng.u64(50..=1000)));
         let echo = websocket.then(|| Echo {
             pending: VecDeque::new(),
             close_after: rng.bool().then(|| rng.usize(0..4)),
@@ -186,17 +222,22 @@ impl Service {
             } else {
                 [200, 201, 404, 500][rng.usize(0..4)]
             },
-            pieces: (0..rng.usize(0..6))
+            pieces: (0..if rng.u8(0..16) == 0 {
+                // More than the receiver's window.
+                rng.usize(25..=50)
+            } else {
+                rng.usize(0..6)
+            })
                 .map(|_| bytes(rng, 0..90_000))
                 .collect(),
             outcome,
             head_sent: false,
-            after_upload: !websocket && rng.bool(),
+            // A slow reader reads the whole upload before it answers.
+            after_upload: !websocket && (slow_read.is_some() || rng.bool()),
             received: 0,
             unread: 0,
             upload_done: false,
-            slow_read: (!websocket && rng.u8(0..4) == 0)
-                .then(|| Duration::from_millis(rng.u64(50..=1500))),
+            slow_read,
             read_at: None,
             next_at: now + Duration::from_millis(rng.u64(step.0..=step.1)),
             step,
@@ -311,15 +352,21 @@ impl Service {
             let Some(s) = self.scripts.get_mut(&id) else {
                 continue;
             };
-            if s.read_at.is_some_and(|t| t <= now) {
-                rx.request_body_read(now, &id, s.unread);
-                s.unread = 0;
-                s.read_at = None;
-                moved = true;
+            if let (Some(at), Some(gap)) = (s.read_at, s.slow_read) {
+                if at <= now {
+                    let n = s.unread.min(SLOW_READ);
+                    rx.request_body_read(now, &id, n);
+                    s.unread -= n;
+                    s.read_at = (s.unread > 0).then_some(now + gap);
+                    moved = true;
+                }
             }
             if !s.replied && s.answer_due(now) && rx.unsent(&id) == Some(0) {
                 s.answer(rx, now, &id, &mut self.sent)?;
                 moved = true;
+                if !s.replied && rx.unsent(&id) > Some(0) {
+                    self.held += 1;
+                }
             }
         }
         let held: Vec<RequestId> = self.scripts.keys().cloned().collect();
