@@ -59,14 +59,13 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// A gateway with `config` and its receiver with `receiver`, carrying
-    /// WebSockets when `websocket`. The receiver declares every service the scenario has
+    /// A gateway with `config` and its receiver with `receiver`, both
+    /// starting at `start`, carrying WebSockets when `websocket`. The receiver declares every service the scenario has
     /// (`declared`) in its handshake, and is then granted `grants`, what its
     /// gateway serves now, as the registry follow would narrow it.
     pub fn new(
         rng: &mut fastrand::Rng,
         start: Instant,
-        now: Instant,
         config: GatewayConfig,
         receiver: ReceiverConfig,
         websocket: bool,
@@ -78,8 +77,8 @@ impl Backend {
             ours.remove(Feature::WebSocket);
         }
         let mut gw = Gateway::new(config, rng.u64(..));
-        let (link, features) = admit(&mut gw, now, ours, declared)?;
-        gw.regrant(now, link, grants);
+        let (link, features) = admit(&mut gw, start, ours, declared)?;
+        gw.regrant(start, link, grants);
         let ms = |r: std::ops::RangeInclusive<u64>, rng: &mut fastrand::Rng| {
             Duration::from_millis(rng.u64(r))
         };
@@ -93,7 +92,7 @@ impl Backend {
             start,
             gw,
             link,
-            rx: Receiver::new(receiver, features, now),
+            rx: Receiver::new(receiver, features, start),
             wire: Wire::new(latency),
             service: Service::default(),
             pending: BTreeMap::new(),

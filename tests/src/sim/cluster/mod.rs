@@ -292,7 +292,6 @@ impl World {
                 let backend = Backend::new(
                     &mut rng,
                     start,
-                    start,
                     config.clone(),
                     receiver.clone(),
                     websocket,
