@@ -52,8 +52,9 @@ const SLOW_READ: usize = 128 * 1024;
 pub struct Expected {
     /// The client.
     pub client: usize,
-    /// Its method and path.
+    /// Its method.
     pub method: String,
+    /// Its path.
     pub path: String,
     /// Every body byte it sends, in order (for a WebSocket, every piece).
     pub body: Bytes,
@@ -62,19 +63,21 @@ pub struct Expected {
 /// What the service did that a client may see.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sent {
-    /// A response head with this status.
+    /// A response head with this status, to `client`.
     Head { client: usize, status: u16 },
-    /// Body bytes, in order.
+    /// Body bytes to `client`, in order.
     Body { client: usize, data: Bytes },
-    /// The response is complete.
+    /// The response to `client` is complete.
     End { client: usize },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
+    /// Answers completely.
     End,
     /// Fails with its head still to send, or after it.
     Fail,
+    /// Never answers.
     Hang,
 }
 
