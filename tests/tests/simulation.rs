@@ -486,6 +486,14 @@ fn cluster_seeds() {
             ("504", failed(504)),
             ("cancel", totals.cancelled),
             ("streamed upload", totals.uploads),
+            (
+                "upload held by the serving receiver's window",
+                totals.upload_held,
+            ),
+            (
+                "response held by the serving gateway's window",
+                totals.response_held,
+            ),
             ("forwarded WebSocket", totals.websockets),
             (
                 "forwarded WebSocket idle past its timeout",
@@ -513,4 +521,16 @@ fn a_lost_cluster_end_fails_the_run() {
         failure.contains("never saw its request end") || failure.contains("without an ending"),
         "{failure}"
     );
+}
+
+/// The cluster simulation's checks bite on the serving side too: a
+/// response piece lost between the serving gateway's core and its serving
+/// machine fails the run.
+#[test]
+fn a_lost_served_piece_fails_the_run() {
+    use sim::cluster::{run_cluster, ClusterInjection};
+    let failed =
+        (0..50).find_map(|seed| run_cluster(seed, ClusterInjection::DropServedPieces).err());
+    let failure = failed.expect("dropping served response pieces went unnoticed in 50 seeds");
+    assert!(failure.contains("the service sent"), "{failure}");
 }

@@ -1,25 +1,30 @@
 //! A deterministic simulation of a gateway cluster: two to four gateways,
-//! each with its route book and the core's forwarding and serving
-//! machines, exchanging cluster messages over a simulated bus in virtual
-//! time, with public clients at every gateway and local services behind
-//! them.
+//! each with its route book, the core's forwarding and serving machines
+//! and its own gateway core with a receiver and a scripted service behind
+//! it, exchanging cluster messages over a simulated bus in virtual time,
+//! with public clients at every gateway.
 //!
 //! A seed fixes the scenario (how many gateways, who serves what, bus
 //! latency and loss, crashes, service churn, timeouts) and every choice
 //! after it. The bus keeps NATS's promises and no more: per sender and
 //! receiver messages arrive in order, a message may be lost, a service
 //! subject's message goes to one member of its queue group, and one with
-//! no member comes back as "no responders". Some clients open WebSockets:
+//! no member comes back as "no responders". A served request takes the
+//! production path into the serving gateway's core, so what it meets there
+//! (a refusal, the request timeout, the receiver's credit windows) is the
+//! real machines' doing, not a script's. Some clients open WebSockets:
 //! after the `101` they send pieces with pauses (some longer than the
 //! WebSocket idle timeout) and close their side or fall silent; the
-//! service echoes and may close first. Checked throughout: every
-//! client sees its response in order and the bytes the serving service
-//! sent; no body piece is sent beyond the credit its reader granted; a
-//! served response waits for at most one local event. Checked at the end:
-//! every client request ended exactly once (or was cancelled by its
+//! service echoes and may close first. Checked throughout: the service
+//! gets the head and the upload bytes its client sent, in order; every
+//! client sees its response in order and each byte as the service sent
+//! it; no body piece is sent beyond the credit its reader granted; the
+//! serving core holds no more unread bytes than a window. Checked at the
+//! end: every client request ended exactly once (or was cancelled by its
 //! client, or died with its gateway), and no gateway holds a machine or a
-//! local request any more.
+//! request in its core, its receiver or its service any more.
 
+mod backend;
 mod bus;
 mod service;
 
@@ -30,13 +35,14 @@ use anpx_core::cluster::{
     Announcement, Choice, Forwarding, Local, Reply, RouteBook, Serving, To, Upload, WireMessage,
     DEFAULT_WINDOW,
 };
-use anpx_core::RequestHead;
 use anpx_core::ServiceUrl;
-use anpx_core::{Reject, RequestBody, ResponseEvent};
+use anpx_core::{GatewayConfig, ReceiverConfig, RequestHead, RequestId};
+use anpx_core::{RequestBody, ResponseEvent};
 use bytes::Bytes;
 
+use backend::Backend;
 use bus::{Bus, Dest, Envelope};
-use service::LocalRequest;
+use service::{Expected, Sent};
 
 /// A wrong turn the simulation injects into itself, to prove the checks
 /// catch it.
@@ -48,6 +54,9 @@ pub enum ClusterInjection {
     /// The clients lose every `End` event, as a forwarding side that
     /// forgot to finish would look.
     LoseEnds,
+    /// The serving side drops every response body piece of its core's
+    /// instead of handing it to its serving machine.
+    DropServedPieces,
 }
 
 /// What a run saw, summed.
@@ -76,6 +85,10 @@ pub struct ClusterCounters {
     /// WebSocket upgrades refused by the serving gateway (501: no receiver
     /// there carries WebSockets).
     pub websocket_refused: u64,
+    /// Upload pieces the serving core held for its receiver's credit.
+    pub upload_held: u64,
+    /// Response steps the service held for the receiver's credit.
+    pub response_held: u64,
     /// Bus messages carried and lost.
     pub messages: u64,
     /// Bus messages lost.
@@ -100,6 +113,8 @@ impl ClusterCounters {
         self.websockets += other.websockets;
         self.websocket_idle += other.websocket_idle;
         self.websocket_refused += other.websocket_refused;
+        self.upload_held += other.upload_held;
+        self.response_held += other.response_held;
         self.messages += other.messages;
         self.lost += other.lost;
         self.crashes += other.crashes;
@@ -119,12 +134,18 @@ pub struct ClusterReport {
 
 /// Runs the cluster scenario of `seed` and checks it throughout.
 pub fn run_cluster(seed: u64, injection: ClusterInjection) -> Result<ClusterReport, String> {
-    let mut world = World::new(seed, injection);
+    let mut world = World::new(seed, injection)
+        .map_err(|e| format!("cluster seed {seed} at the start: {e}"))?;
     world
         .run()
         .map_err(|e| format!("cluster seed {seed} at {:?}: {e}", world.now - world.start))?;
     world.counters.messages = world.bus.messages;
     world.counters.lost = world.bus.lost;
+    for n in &world.nodes {
+        let (upload, response) = n.backend.held();
+        world.counters.upload_held += upload;
+        world.counters.response_held += response;
+    }
     Ok(ClusterReport {
         seed,
         counters: world.counters.clone(),
@@ -137,6 +158,10 @@ pub fn run_cluster(seed: u64, injection: ClusterInjection) -> Result<ClusterRepo
 struct Client {
     /// The gateway it reached.
     node: usize,
+    /// Its method, and every body byte it sends (a whole body or every
+    /// piece of `upload`), for the service to hold what it gets against.
+    method: String,
+    sends: Bytes,
     /// Its upload, when streamed, and how much of it went out.
     upload: Vec<Bytes>,
     uploaded: usize,
@@ -164,12 +189,17 @@ struct Fwd {
     credit: u64,
 }
 
-/// A serving machine, its local request and its bookkeeping.
+/// A serving machine, its request in the gateway's own core and its
+/// bookkeeping.
 struct Srv {
     machine: Serving,
     /// The forwarding side's reply inbox.
     origin: String,
-    local: LocalRequest,
+    /// The request in the gateway's core.
+    request: RequestId,
+    /// An upload piece went to the core and waits for the receiver's
+    /// credit.
+    passing: bool,
     /// Credit the forwarding side granted for the response.
     credit: u64,
 }
@@ -182,9 +212,19 @@ struct Node {
     /// Service subjects it has joined (at its last announcement round).
     joined: BTreeSet<usize>,
     book: RouteBook,
+    /// Its own core, receiver and service.
+    backend: Backend,
     forwards: BTreeMap<u64, Fwd>,
     serves: BTreeMap<u64, Srv>,
     next_announce: Instant,
+}
+
+/// What a service sent one client so far.
+#[derive(Debug, Default)]
+struct Response {
+    status: Option<u16>,
+    body: Vec<u8>,
+    complete: bool,
 }
 
 /// Things the simulation schedules.
@@ -206,9 +246,8 @@ struct World {
     nodes: Vec<Node>,
     services: Vec<ServiceUrl>,
     clients: Vec<Client>,
-    /// What each client's request got from the service that served it:
-    /// status and body.
-    truth: BTreeMap<usize, (u16, Vec<u8>)>,
+    /// What the service sent each client so far.
+    served: BTreeMap<usize, Response>,
     bus: Bus,
     queue: BTreeMap<(Instant, u64), Ev>,
     seq: u64,
@@ -221,32 +260,58 @@ struct World {
 }
 
 impl World {
-    fn new(seed: u64, injection: ClusterInjection) -> World {
+    fn new(seed: u64, injection: ClusterInjection) -> Result<World, String> {
         let mut rng = fastrand::Rng::with_seed(seed);
         let start = Instant::now();
         let n_nodes = rng.usize(2..=4);
         let n_services = rng.usize(1..=4);
-        let services = (0..n_services)
+        let services: Vec<ServiceUrl> = (0..n_services)
             .map(|k| format!("svc{k}.sim/").parse().expect("a valid service URL"))
             .collect();
         let announce_interval = Duration::from_millis(rng.u64(200..=1500));
         let route_ttl = announce_interval * rng.u32(3..=5);
+        let request_timeout = Duration::from_secs(rng.u64(2..=30));
+        let websocket_idle = Duration::from_secs(rng.u64(1..=20));
+        let config = GatewayConfig {
+            request_timeout,
+            websocket_idle_timeout: websocket_idle,
+            ..GatewayConfig::default()
+        };
+        // A request whose response ended while its upload had yet to come
+        // is held at the receiver until its stale sweep: within the run.
+        let mut receiver = ReceiverConfig::default();
+        receiver.reassembly.stale_after = request_timeout;
         let nodes = (0..n_nodes)
             .map(|i| {
                 let name = format!("n{i}");
-                let services = (0..n_services).filter(|_| rng.bool()).collect();
-                Node {
+                let serves: BTreeSet<usize> = (0..n_services).filter(|_| rng.bool()).collect();
+                let grants: Vec<ServiceUrl> = serves.iter().map(|k| services[*k].clone()).collect();
+                // Now and then a gateway whose receiver carries no
+                // WebSockets: its core refuses upgrades, 501.
+                let websocket = rng.u8(0..4) != 0;
+                let backend = Backend::new(
+                    &mut rng,
+                    start,
+                    config.clone(),
+                    receiver.clone(),
+                    websocket,
+                    &services,
+                    &grants,
+                )
+                .map_err(|e| format!("{name}: {e}"))?;
+                Ok(Node {
+                    backend,
                     book: RouteBook::new(name.clone(), route_ttl),
                     name,
                     alive: true,
-                    services,
+                    services: serves,
                     joined: BTreeSet::new(),
                     forwards: BTreeMap::new(),
                     serves: BTreeMap::new(),
                     next_announce: start + Duration::from_millis(rng.u64(0..200)),
-                }
+                })
             })
-            .collect();
+            .collect::<Result<Vec<Node>, String>>()?;
         let bus = Bus::new(&mut rng, start);
         let mut w = World {
             injection,
@@ -256,13 +321,13 @@ impl World {
             nodes,
             services,
             clients: Vec::new(),
-            truth: BTreeMap::new(),
+            served: BTreeMap::new(),
             bus,
             queue: BTreeMap::new(),
             seq: 0,
             next_key: 0,
-            request_timeout: Duration::from_secs(rng.u64(2..=30)),
-            websocket_idle: Duration::from_secs(rng.u64(1..=20)),
+            request_timeout,
+            websocket_idle,
             announce_interval,
             route_ttl,
             counters: ClusterCounters::default(),
@@ -280,7 +345,7 @@ impl World {
                 w.schedule(at, Ev::Churn(i));
             }
         }
-        w
+        Ok(w)
     }
 
     fn schedule(&mut self, at: Instant, ev: Ev) {
@@ -320,10 +385,9 @@ impl World {
         self.queue
             .values()
             .all(|e| !matches!(e, Ev::NewClient | Ev::Cancel(_)))
-            && self
-                .nodes
-                .iter()
-                .all(|n| !n.alive || (n.forwards.is_empty() && n.serves.is_empty()))
+            && self.nodes.iter().all(|n| {
+                !n.alive || (n.forwards.is_empty() && n.serves.is_empty() && n.backend.is_idle())
+            })
             && self.bus.requests_in_flight() == 0
     }
 
@@ -333,10 +397,11 @@ impl World {
             .filter(|n| n.alive)
             .map(|n| {
                 format!(
-                    "{}: {} forwarding, {} serving",
+                    "{}: {} forwarding, {} serving ({})",
                     n.name,
                     n.forwards.len(),
-                    n.serves.len()
+                    n.serves.len(),
+                    n.backend.summary()
                 )
             })
             .collect::<Vec<_>>()
@@ -359,8 +424,8 @@ impl World {
             }
             for s in n.serves.values() {
                 take(s.machine.poll_timeout());
-                take(s.local.poll_timeout());
             }
+            take(n.backend.poll_timeout());
         }
         for f in self
             .nodes
@@ -399,6 +464,12 @@ impl World {
                     if !node.services.remove(&k) {
                         node.services.insert(k);
                     }
+                    let grants: Vec<ServiceUrl> = node
+                        .services
+                        .iter()
+                        .map(|k| self.services[*k].clone())
+                        .collect();
+                    node.backend.regrant(now, &grants);
                 }
             }
         }
@@ -420,8 +491,8 @@ impl World {
                 if s.machine.poll_timeout().is_some_and(|t| t <= now) {
                     s.machine.handle_timeout(now);
                 }
-                s.local.handle_timeout(now);
             }
+            node.backend.handle_timeout(now);
         }
         Ok(())
     }
@@ -492,15 +563,27 @@ impl World {
                 Vec::new(),
             ),
             _ => {
-                let pieces = (0..self.rng.usize(0..5))
+                // Now and then more than the receiver's window.
+                let n = if self.rng.u8(0..16) == 0 {
+                    self.rng.usize(30..=50)
+                } else {
+                    self.rng.usize(0..5)
+                };
+                let pieces = (0..n)
                     .map(|_| service::bytes(&mut self.rng, 1..80_000))
                     .collect();
                 (RequestBody::Streaming, pieces)
             }
         };
         let streaming = body.is_streaming();
+        let sends = match &body {
+            RequestBody::Full(b) => b.clone(),
+            _ => upload.concat().into(),
+        };
         self.clients.push(Client {
             node,
+            method: head.method.clone(),
+            sends,
             upload,
             websocket,
             ..Client::default()
@@ -609,7 +692,7 @@ impl World {
                     return Ok(());
                 }
                 let i = members[self.rng.usize(0..members.len())];
-                self.serve(i, k, reply, env.payload)?;
+                self.serve(i, reply, env.payload)?;
             }
             Dest::Inbox(inbox) => {
                 let Some((i, side, key)) = bus::parse_inbox(&inbox) else {
@@ -652,64 +735,51 @@ impl World {
         Ok(())
     }
 
-    /// A start message reached gateway `i` for service `k`.
-    fn serve(&mut self, i: usize, k: usize, reply: String, payload: Bytes) -> Result<(), String> {
+    /// A start message reached gateway `i`: the request enters its core,
+    /// as the shell's `Driver::start_local` puts it there.
+    fn serve(&mut self, i: usize, reply: String, payload: Bytes) -> Result<(), String> {
         let Ok(WireMessage::Start {
+            host,
             head,
             body,
             payload,
-            ..
         }) = WireMessage::decode(payload)
         else {
             return Err("a service subject carried something other than a start".into());
         };
         let name = self.nodes[i].name.clone();
-        if !self.nodes[i].services.contains(&k) {
-            // Its receiver left since the last round: the core refuses.
-            let m = Serving::refused(&Reject::NoRoute {
-                path: head.path.clone(),
-            });
-            self.bus.publish(
-                &mut self.rng,
-                self.now,
-                &name,
-                Dest::Inbox(reply),
-                None,
-                m.encode(),
-            );
-            return Ok(());
-        }
         let client: usize = head
             .headers
             .get("x-sim-client")
             .and_then(|v| v.parse().ok())
             .ok_or("a forwarded head lost its client header")?;
-        let upgrade = anpx_core::passthrough::is_upgrade(&head);
-        if upgrade && self.rng.u8(0..8) == 0 {
-            // No receiver of this gateway carries WebSockets: its core
-            // refuses, 501.
-            let m = Serving::refused(&Reject::NoWebSocket {
-                route: self.services[k].to_string(),
-            });
-            self.bus.publish(
-                &mut self.rng,
-                self.now,
-                &name,
-                Dest::Inbox(reply),
-                None,
-                m.encode(),
-            );
-            return Ok(());
-        }
-        let body = Serving::request_body(body, payload);
-        let local = LocalRequest::new(
-            &mut self.rng,
-            self.now,
+        let expected = Expected {
             client,
-            body,
-            self.request_timeout,
-            upgrade.then_some(self.websocket_idle),
-        );
+            method: self.clients[client].method.clone(),
+            path: format!("/c/{client}"),
+            body: self.clients[client].sends.clone(),
+        };
+        let body = Serving::request_body(body, payload);
+        let started = self.nodes[i]
+            .backend
+            .start(self.now, &host, head, body, expected);
+        let request = match started {
+            Ok(request) => request,
+            Err(reject) => {
+                // Its receiver left since the last round (404), or carries
+                // no WebSockets (501).
+                let m = Serving::refused(&reject);
+                self.bus.publish(
+                    &mut self.rng,
+                    self.now,
+                    &name,
+                    Dest::Inbox(reply),
+                    None,
+                    m.encode(),
+                );
+                return Ok(());
+            }
+        };
         let key = self.next_key;
         self.next_key += 1;
         let inbox = bus::inbox(i, 's', key);
@@ -725,7 +795,8 @@ impl World {
             Srv {
                 machine,
                 origin: reply,
-                local,
+                request,
+                passing: false,
                 credit: DEFAULT_WINDOW,
             },
         );
@@ -744,6 +815,7 @@ impl World {
                 }
                 moved |= self.settle_forwards(i, now)?;
                 moved |= self.settle_serves(i, now)?;
+                moved |= self.settle_backend(i, now)?;
             }
         }
         Ok(())
@@ -854,13 +926,24 @@ impl World {
         let mut moved = false;
         let keys: Vec<u64> = self.nodes[i].serves.keys().copied().collect();
         for key in keys {
-            let Some(s) = self.nodes[i].serves.get_mut(&key) else {
+            let node = &mut self.nodes[i];
+            let Some(s) = node.serves.get_mut(&key) else {
                 continue;
             };
+            if s.passing {
+                // The shell awaits the piece: nothing else moves for the
+                // request meanwhile.
+                let Some(passed) = node.backend.body_passed(&s.request) else {
+                    continue;
+                };
+                s.passing = false;
+                s.machine.handle_body_passed(passed);
+                moved = true;
+            }
             let credit = s.credit;
             let origin = s.origin.clone();
             let transmits: Vec<_> = std::iter::from_fn(|| s.machine.poll_transmit()).collect();
-            let name = self.nodes[i].name.clone();
+            let name = node.name.clone();
             for m in transmits {
                 moved = true;
                 if let WireMessage::Data { seq, .. } = &m {
@@ -879,44 +962,71 @@ impl World {
                     m.encode(),
                 );
             }
-            let Some(s) = self.nodes[i].serves.get_mut(&key) else {
+            let node = &mut self.nodes[i];
+            let Some(s) = node.serves.get_mut(&key) else {
                 continue;
             };
-            while let Some(action) = s.machine.poll_local() {
+            while !s.passing {
+                let Some(action) = s.machine.poll_local() else {
+                    break;
+                };
                 moved = true;
                 match action {
                     Local::Body { data, last } => {
-                        let passed = s.local.take_upload(now, data, last);
-                        s.machine.handle_body_passed(passed);
-                    }
-                    Local::Read(n) => s.local.read(n),
-                    Local::Cancel => s.local.cancel(),
-                }
-            }
-            if s.machine.wants_events() {
-                if let Some(event) = s.local.poll_event() {
-                    if event == ResponseEvent::End {
-                        // Recorded as it leaves: the client compares when its
-                        // end arrives, even if this gateway dies meanwhile.
-                        if let Some(truth) = s.local.truth() {
-                            self.truth.insert(s.local.client(), truth);
+                        match node.backend.push_body(now, &s.request, data, last) {
+                            Some(passed) => s.machine.handle_body_passed(passed),
+                            None => s.passing = true,
                         }
                     }
-                    s.machine.handle_event(now, Some(event));
+                    Local::Read(n) => node.backend.read(now, &s.request, n),
+                    Local::Cancel => node.backend.cancel(now, &s.request),
+                }
+            }
+            if s.passing {
+                continue;
+            }
+            if s.machine.wants_events() {
+                if let Some(event) = node.backend.poll_event(&s.request) {
+                    let dropped = self.injection == ClusterInjection::DropServedPieces
+                        && matches!(&event, ResponseEvent::Body(b) if !b.is_empty());
+                    if !dropped {
+                        s.machine.handle_event(now, Some(event));
+                    }
                     moved = true;
                 }
-            } else if s.local.waiting() > 1 {
-                return Err(format!(
-                    "{} local events wait for a served response",
-                    s.local.waiting()
-                ));
             }
             if s.machine.is_finished() {
-                let s = self.nodes[i].serves.remove(&key).ok_or("vanished")?;
-                if !s.local.is_ended() {
-                    return Err("a served request finished while its local request runs on".into());
-                }
+                let s = node.serves.remove(&key).ok_or("vanished")?;
+                node.backend.release(&s.request)?;
                 moved = true;
+            }
+        }
+        Ok(moved)
+    }
+
+    /// The serving gateway's own core, receiver and service; what the
+    /// service sent is noted for its client to be held against.
+    fn settle_backend(&mut self, i: usize, now: Instant) -> Result<bool, String> {
+        let backend = &mut self.nodes[i].backend;
+        let moved = backend.settle(&mut self.rng, now)?;
+        for sent in backend.take_sent() {
+            match sent {
+                Sent::Head { client, status } => {
+                    self.served.insert(
+                        client,
+                        Response {
+                            status: Some(status),
+                            ..Response::default()
+                        },
+                    );
+                }
+                Sent::Body { client, data } => self
+                    .served
+                    .entry(client)
+                    .or_default()
+                    .body
+                    .extend_from_slice(&data),
+                Sent::End { client } => self.served.entry(client).or_default().complete = true,
             }
         }
         Ok(moved)
@@ -946,6 +1056,13 @@ impl World {
                 if (h.status == 101) != client.websocket.is_some() {
                     return Err(format!("client {c} got a {} head", h.status));
                 }
+                let sent = self.served.get(&c).and_then(|r| r.status);
+                if sent != Some(h.status) {
+                    return Err(format!(
+                        "client {c} got a {} head, the service sent {sent:?}",
+                        h.status
+                    ));
+                }
                 if h.status == 101 {
                     self.counters.websockets += 1;
                 }
@@ -955,7 +1072,16 @@ impl World {
                 if client.got_head.is_none() {
                     return Err(format!("client {c} got body before the head"));
                 }
+                let from = client.body.len();
                 client.body.extend_from_slice(&b);
+                let sent = self.served.get(&c).map_or(&[][..], |r| &r.body[..]);
+                if sent.get(from..client.body.len()) != Some(&client.body[from..]) {
+                    return Err(format!(
+                        "client {c} got body bytes {from}..{} that differ from what the service sent ({} bytes so far)",
+                        client.body.len(),
+                        sent.len()
+                    ));
+                }
             }
             ResponseEvent::End => {
                 if self.injection == ClusterInjection::LoseEnds {
@@ -966,14 +1092,16 @@ impl World {
                 };
                 client.ended = true;
                 self.counters.completed += 1;
-                match self.truth.get(&c) {
-                    Some((s, body)) if *s == status && *body == client.body => {}
-                    Some((s, body)) => {
+                match self.served.get(&c) {
+                    Some(r) if r.complete && r.status == Some(status) && r.body == client.body => {}
+                    Some(r) => {
                         return Err(format!(
-                        "client {c} got {status} and {} bytes, the service sent {s} and {} bytes",
-                        client.body.len(),
-                        body.len()
-                    ))
+                            "client {c} got {status} and {} bytes, the service sent {:?} and {} bytes (complete: {})",
+                            client.body.len(),
+                            r.status,
+                            r.body.len(),
+                            r.complete
+                        ))
                     }
                     None => return Err(format!("client {c} completed but no service answered it")),
                 }
@@ -1008,6 +1136,9 @@ impl World {
                 }
                 if f.status == 501 && client.websocket.is_some() {
                     self.counters.websocket_refused += 1;
+                } else if f.status == 408 && !self.bus.is_lossless() {
+                    // A piece of the upload was lost on the bus: the
+                    // serving core timed the stalled upload out.
                 } else if !matches!(f.status, 404 | 502 | 503 | 504) {
                     return Err(format!("client {c} failed with an unexpected {}", f.status));
                 }
@@ -1026,9 +1157,9 @@ impl World {
             }
         }
         for n in self.nodes.iter().filter(|n| n.alive) {
-            if !n.forwards.is_empty() || !n.serves.is_empty() {
+            if !n.forwards.is_empty() || !n.serves.is_empty() || !n.backend.is_idle() {
                 return Err(format!(
-                    "{} still holds machines: {}",
+                    "{} still holds requests: {}",
                     n.name,
                     self.busy_summary()
                 ));

@@ -1,308 +1,482 @@
-//! The local side of a served request: what the serving gateway's own
-//! machine and receiver would make of it, as a script drawn from the seed.
-//! It answers with a head, body pieces and an end, or fails, or hangs until
-//! the local request timeout answers 504; it holds back while too much of
-//! its response is unread (the receiver's flow-control window), and it
-//! takes the forwarded upload.
+//! The local service behind a serving gateway's receiver, scripted from the
+//! seed so that a served request meets every kind of service: one that
+//! answers with a head, body pieces and an end; one that fails before or
+//! after its head; one that never answers (the gateway's request timeout
+//! must end it); one that answers only after the whole upload; one that
+//! reads the upload slowly (the receiver's window must hold the gateway
+//! back). A WebSocket upgrade is answered `101` and every piece the client
+//! sends is echoed back; the service closes once the client closed its
+//! side or after a number of pieces drawn from the seed, and otherwise
+//! waits for the gateway's idle timeout.
 //!
-//! A WebSocket upgrade is answered `101`, then every piece the client sends
-//! is echoed back; the service closes (the response ends) once the client
-//! closed its side or after a number of pieces drawn from the seed, and the
-//! local machine fails the tunnel with 504 once nothing moved either way
-//! for the WebSocket idle timeout.
+//! The service holds what reaches it against what the client sent, so a
+//! byte lost, doubled or reordered anywhere between the forwarding client
+//! and the receiver is caught where it arrives; what it sends is reported
+//! as it goes, for the client's side to be held against.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anpx_core::passthrough::SWITCHING_PROTOCOLS;
-use anpx_core::ResponseHead;
-use anpx_core::{Failure, FailureKind, RequestBody, ResponseEvent};
+use anpx_core::{Receiver, RequestHead, RequestId, ResponseBody, ResponseHead};
 use bytes::Bytes;
 
-/// Unread response bytes after which the local side waits for reads.
-const WINDOW: usize = 256 * 1024;
+/// Random bytes that every body is a slice of: drawn once per process,
+/// so that a body costs a slice instead of a draw of every byte (most of a
+/// run's time otherwise), while two bodies still differ wherever their
+/// offsets do.
+fn pool() -> &'static Bytes {
+    static POOL: OnceLock<Bytes> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let mut v = vec![0u8; 1 << 20];
+        fastrand::Rng::with_seed(0x5eed).fill(&mut v);
+        Bytes::from(v)
+    })
+}
 
-/// `len` random bytes.
+/// `len` random bytes (at most a MiB).
 pub fn bytes(rng: &mut fastrand::Rng, len: Range<usize>) -> Bytes {
-    let n = rng.usize(len);
-    let mut v = vec![0u8; n];
-    rng.fill(&mut v);
-    Bytes::from(v)
+    let pool = pool();
+    let n = rng.usize(len).min(pool.len());
+    let at = rng.usize(0..=pool.len() - n);
+    pool.slice(at..at + n)
+}
+
+/// What a slow reader reads of an upload at a time.
+const SLOW_READ: usize = 128 * 1024;
+
+/// What a client's request should look like when it reaches a service.
+#[derive(Debug, Clone)]
+pub struct Expected {
+    /// The client.
+    pub client: usize,
+    /// Its method.
+    pub method: String,
+    /// Its path.
+    pub path: String,
+    /// Every body byte it sends, in order (for a WebSocket, every piece).
+    pub body: Bytes,
+}
+
+/// What the service did that a client may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sent {
+    /// A response head with this status, to `client`.
+    Head { client: usize, status: u16 },
+    /// Body bytes to `client`, in order.
+    Body { client: usize, data: Bytes },
+    /// The response to `client` is complete.
+    End { client: usize },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
+    /// Answers completely.
     End,
+    /// Fails with its head still to send, or after it.
     Fail,
+    /// Never answers.
     Hang,
 }
 
-/// One local request; see the [module docs](self).
+/// One request as the service sees it.
 #[derive(Debug)]
-pub struct LocalRequest {
-    client: usize,
+struct Script {
+    expected: Expected,
     status: u16,
     pieces: VecDeque<Bytes>,
     outcome: Outcome,
     head_sent: bool,
-    /// Whether the response waits for the whole upload first.
+    /// Answers only once the whole upload is in.
     after_upload: bool,
+    /// Upload bytes checked so far, and the ones not yet read.
+    received: usize,
+    unread: usize,
     upload_done: bool,
-    upload: Vec<u8>,
-    events: VecDeque<ResponseEvent>,
+    /// Reads the upload this long after it comes, [`SLOW_READ`] bytes at a
+    /// time, instead of all at once.
+    slow_read: Option<Duration>,
+    read_at: Option<Instant>,
     next_at: Instant,
     step: (u64, u64),
-    /// The local request timeout: a request with no head by then fails 504.
-    deadline: Instant,
-    unread: usize,
-    sent: Vec<u8>,
-    ended: bool,
-    finished_ok: bool,
-    /// A WebSocket: what the service still has to echo and how it ends.
-    ws: Option<Tunnel>,
+    /// Its response is over (ended or failed): only the upload may still
+    /// come, and is read.
+    replied: bool,
+    /// A WebSocket: pieces to echo, and when the service closes.
+    echo: Option<Echo>,
 }
 
-/// The WebSocket side of a local request.
 #[derive(Debug)]
-struct Tunnel {
-    /// Client pieces not yet echoed.
-    echo: VecDeque<Bytes>,
-    /// The service closes after echoing this many pieces.
+struct Echo {
+    pending: VecDeque<Bytes>,
     close_after: Option<usize>,
     echoed: usize,
-    idle: Duration,
-    /// Last activity either way.
-    active_at: Instant,
 }
 
-impl LocalRequest {
-    /// A local request for `client`'s forwarded request.
-    pub fn new(
+/// The service behind one receiver; see the [module docs](self).
+#[derive(Debug, Default)]
+pub struct Service {
+    expected: BTreeMap<RequestId, Expected>,
+    scripts: BTreeMap<RequestId, Script>,
+    sent: Vec<Sent>,
+    /// Response steps that waited for the receiver's credit.
+    held: u64,
+}
+
+impl Service {
+    /// The gateway started `request` for a client: what the service should
+    /// get for it.
+    pub fn expect(&mut self, request: RequestId, expected: Expected) {
+        self.expected.insert(request, expected);
+    }
+
+    /// Requests the service still serves.
+    pub fn in_flight(&self) -> usize {
+        self.scripts.len()
+    }
+
+    /// What each request it holds is at, for a message.
+    pub fn describe(&self) -> String {
+        self.scripts
+            .values()
+            .map(|s| {
+                format!(
+                    "client {}: {:?}, head sent {}, replied {}, upload {} of {} bytes (ended {}, {} unread)",
+                    s.expected.client,
+                    s.outcome,
+                    s.head_sent,
+                    s.replied,
+                    s.received,
+                    s.expected.body.len(),
+                    s.upload_done,
+                    s.unread
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// Response steps that waited for the receiver's credit.
+    pub fn held(&self) -> u64 {
+        self.held
+    }
+
+    /// What it sent since the last call.
+    pub fn take_sent(&mut self) -> Vec<Sent> {
+        std::mem::take(&mut self.sent)
+    }
+
+    /// The receiver starts `request` with `head`.
+    pub fn head(
+        &mut self,
         rng: &mut fastrand::Rng,
         now: Instant,
-        client: usize,
-        body: RequestBody,
-        timeout: Duration,
-        websocket_idle: Option<Duration>,
-    ) -> LocalRequest {
+        request: RequestId,
+        head: &RequestHead,
+    ) -> Result<(), String> {
+        if self.scripts.contains_key(&request) {
+            return Err(format!("request {request} reached the service twice"));
+        }
+        let Some(expected) = self.expected.remove(&request) else {
+            return Err(format!(
+                "the service got request {request}, which its gateway never started"
+            ));
+        };
+        let c = expected.client;
+        let client = head.headers.get("x-sim-client");
+        if client != Some(c.to_string().as_str()) || head.path != expected.path {
+            return Err(format!(
+                "the service got {} {} (client header {client:?}) for client {c}'s {} {}",
+                head.method, head.path, expected.method, expected.path
+            ));
+        }
+        if head.method != expected.method {
+            return Err(format!(
+                "the service got a {} for client {c}'s {}",
+                head.method, expected.method
+            ));
+        }
+        let websocket = anpx_core::passthrough::is_upgrade(head);
         let outcome = match rng.u8(0..10) {
-            0 => Outcome::Fail,
+            0 if !websocket => Outcome::Fail,
             1 => Outcome::Hang,
             _ => Outcome::End,
         };
-        let pieces = (0..rng.usize(0..6))
-            .map(|_| bytes(rng, 0..90_000))
-            .collect();
-        let step = if rng.u8(0..4) == 0 {
-            (500, 5000)
-        } else {
-            (0, 200)
+        // Slow, at a talker's pace, or all at once (past the receiver's
+        // window, when the response is large).
+        let step = match rng.u8(0..4) {
+            0 => (500, 5000),
+            1 => (0, 0),
+            _ => (0, 200),
         };
-        let mut upload = Vec::new();
-        let streaming = body.is_streaming();
-        if let RequestBody::Full(b) = body {
-            upload.extend_from_slice(&b);
-        }
-        let websocket = websocket_idle.is_some();
-        let ws = websocket_idle.map(|idle| Tunnel {
-            echo: VecDeque::new(),
+        let slow_read =
+            (!websocket && rng.u8(0..4) == 0).then(|| Duration::from_millis(rng.u64(50..=1000)));
+        let echo = websocket.then(|| Echo {
+            pending: VecDeque::new(),
             close_after: rng.bool().then(|| rng.usize(0..4)),
             echoed: 0,
-            idle,
-            active_at: now,
         });
-        let status = if ws.is_some() {
-            SWITCHING_PROTOCOLS
-        } else {
-            [200, 201, 404, 500][rng.usize(0..4)]
-        };
-        LocalRequest {
-            ws,
-            client,
-            status,
-            pieces,
+        let script = Script {
+            expected,
+            status: if websocket {
+                SWITCHING_PROTOCOLS
+            } else {
+                [200, 201, 404, 500][rng.usize(0..4)]
+            },
+            pieces: (0..if rng.u8(0..16) == 0 {
+                // More than the receiver's window.
+                rng.usize(25..=50)
+            } else {
+                rng.usize(0..6)
+            })
+                .map(|_| bytes(rng, 0..90_000))
+                .collect(),
             outcome,
             head_sent: false,
-            after_upload: streaming && !websocket && rng.bool(),
-            upload_done: !streaming,
-            upload,
-            events: VecDeque::new(),
+            // A slow reader reads the whole upload before it answers.
+            after_upload: !websocket && (slow_read.is_some() || rng.bool()),
+            received: 0,
+            unread: 0,
+            upload_done: false,
+            slow_read,
+            read_at: None,
             next_at: now + Duration::from_millis(rng.u64(step.0..=step.1)),
             step,
-            deadline: now + timeout,
-            unread: 0,
-            sent: Vec::new(),
-            ended: false,
-            finished_ok: false,
+            replied: false,
+            echo,
+        };
+        self.scripts.insert(request, script);
+        Ok(())
+    }
+
+    /// The receiver passes on a piece of `request`'s body.
+    pub fn body(
+        &mut self,
+        rx: &mut Receiver,
+        now: Instant,
+        request: &RequestId,
+        data: Bytes,
+    ) -> Result<(), String> {
+        let Some(s) = self.scripts.get_mut(request) else {
+            return Err(format!(
+                "the service got body for request {request}, which it does not hold"
+            ));
+        };
+        let c = s.expected.client;
+        if s.upload_done {
+            return Err(format!(
+                "the service got body for client {c} after its upload ended"
+            ));
+        }
+        let end = s.received + data.len();
+        let Some(want) = s.expected.body.get(s.received..end) else {
+            return Err(format!(
+                "the service got {end} upload bytes of client {c}, which sends {}",
+                s.expected.body.len()
+            ));
+        };
+        if want != &data[..] {
+            return Err(format!(
+                "the service got upload bytes {}..{end} of client {c} that differ from what it sent",
+                s.received
+            ));
+        }
+        s.received = end;
+        s.unread += data.len();
+        if let Some(e) = &mut s.echo {
+            if !data.is_empty() {
+                e.pending.push_back(data);
+            }
+        }
+        match s.slow_read {
+            Some(gap) => {
+                s.read_at.get_or_insert(now + gap);
+            }
+            None => {
+                rx.request_body_read(now, request, s.unread);
+                s.unread = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// The receiver passes on the end of `request`'s body.
+    pub fn end(&mut self, rx: &Receiver, request: &RequestId) -> Result<(), String> {
+        let Some(s) = self.scripts.get_mut(request) else {
+            return Err(format!(
+                "the service got the end of request {request}, which it does not hold"
+            ));
+        };
+        let c = s.expected.client;
+        if s.upload_done || s.received != s.expected.body.len() {
+            return Err(format!(
+                "the upload of client {c} ended at the service after {} of {} bytes (a second end: {})",
+                s.received,
+                s.expected.body.len(),
+                s.upload_done
+            ));
+        }
+        s.upload_done = true;
+        self.retire(rx, request);
+        Ok(())
+    }
+
+    /// The receiver gave `request` up.
+    pub fn aborted(&mut self, request: &RequestId) -> Result<(), String> {
+        match self.scripts.remove(request) {
+            Some(_) => Ok(()),
+            None => Err(format!(
+                "the receiver aborted request {request}, which the service does not hold"
+            )),
         }
     }
 
-    /// The client it answers.
-    pub fn client(&self) -> usize {
-        self.client
+    /// When the service next wants to act: a read due, or a step of a
+    /// response whose last piece the receiver has sent on.
+    pub fn poll_timeout(&self, rx: &Receiver) -> Option<Instant> {
+        self.scripts
+            .iter()
+            .filter_map(|(id, s)| s.wake(rx.unsent(id) == Some(0)))
+            .min()
     }
 
-    /// A piece of the forwarded upload; false once the request ended.
-    pub fn take_upload(&mut self, now: Instant, data: Bytes, last: bool) -> bool {
-        if self.ended {
+    /// Does what is due by `now`: reads, response pieces, ends.
+    pub fn act(&mut self, rx: &mut Receiver, now: Instant) -> Result<bool, String> {
+        let mut moved = false;
+        let due: Vec<RequestId> = self
+            .scripts
+            .iter()
+            .filter(|(id, s)| s.wake(rx.unsent(id) == Some(0)).is_some_and(|t| t <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            let Some(s) = self.scripts.get_mut(&id) else {
+                continue;
+            };
+            if let (Some(at), Some(gap)) = (s.read_at, s.slow_read) {
+                if at <= now {
+                    let n = s.unread.min(SLOW_READ);
+                    rx.request_body_read(now, &id, n);
+                    s.unread -= n;
+                    s.read_at = (s.unread > 0).then_some(now + gap);
+                    moved = true;
+                }
+            }
+            if !s.replied && s.answer_due(now) && rx.unsent(&id) == Some(0) {
+                s.answer(rx, now, &id, &mut self.sent)?;
+                moved = true;
+                if !s.replied && rx.unsent(&id) > Some(0) {
+                    self.held += 1;
+                }
+            }
+        }
+        let held: Vec<RequestId> = self.scripts.keys().cloned().collect();
+        for id in held {
+            self.retire(rx, &id);
+        }
+        Ok(moved)
+    }
+
+    /// A request is done with once its response is over and the receiver
+    /// let go of it (it wants no more of the upload either).
+    fn retire(&mut self, rx: &Receiver, request: &RequestId) {
+        if self.scripts.get(request).is_some_and(|s| s.replied) && rx.unsent(request).is_none() {
+            self.scripts.remove(request);
+        }
+    }
+}
+
+impl Script {
+    /// When it next acts; a response step only when `may_send`.
+    fn wake(&self, may_send: bool) -> Option<Instant> {
+        let answer = (may_send && !self.replied && self.wants_to_answer()).then_some(self.next_at);
+        [answer, self.read_at].into_iter().flatten().min()
+    }
+
+    /// Whether it has something to send, time allowing.
+    fn wants_to_answer(&self) -> bool {
+        if self.outcome == Outcome::Hang && !self.head_sent {
             return false;
         }
-        if let Some(t) = &mut self.ws {
-            t.active_at = now;
-            if !data.is_empty() {
-                t.echo.push_back(data.clone());
+        if self.after_upload && !self.upload_done {
+            return false;
+        }
+        match &self.echo {
+            Some(e) if self.head_sent => {
+                let closing = e.close_after.is_some_and(|n| e.echoed >= n) || self.upload_done;
+                !e.pending.is_empty() || closing
             }
-        }
-        self.upload.extend_from_slice(&data);
-        self.upload_done |= last;
-        true
-    }
-
-    /// `n` response bytes went on.
-    pub fn read(&mut self, n: usize) {
-        self.unread = self.unread.saturating_sub(n);
-    }
-
-    /// The serving side stopped the request.
-    pub fn cancel(&mut self) {
-        self.ended = true;
-        self.events.clear();
-    }
-
-    /// Whether it ended (answered completely, failed or cancelled).
-    pub fn is_ended(&self) -> bool {
-        self.ended
-    }
-
-    /// Events made and not yet taken.
-    pub fn waiting(&self) -> usize {
-        self.events.len()
-    }
-
-    /// The next event for the serving machine.
-    pub fn poll_event(&mut self) -> Option<ResponseEvent> {
-        let e = self.events.pop_front()?;
-        if matches!(e, ResponseEvent::End | ResponseEvent::Failed(_)) {
-            self.ended = true;
-        }
-        Some(e)
-    }
-
-    /// Status and body, once answered completely.
-    pub fn truth(&self) -> Option<(u16, Vec<u8>)> {
-        self.finished_ok.then(|| (self.status, self.sent.clone()))
-    }
-
-    /// Whether a switched WebSocket has something to do now: echo a piece
-    /// (window allowing) or close.
-    fn tunnel_due(&self) -> Option<bool> {
-        let t = self.ws.as_ref().filter(|_| self.head_sent)?;
-        let closing = t.close_after.is_some_and(|n| t.echoed >= n) || self.upload_done;
-        Some((!t.echo.is_empty() && self.unread <= WINDOW) || (t.echo.is_empty() && closing))
-    }
-
-    /// When it wants to make its next event.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.ended || !self.events.is_empty() {
-            return None;
-        }
-        if let (Some(due), Some(t)) = (self.tunnel_due(), &self.ws) {
-            return Some(if due {
-                t.active_at
-            } else {
-                t.active_at + t.idle
-            });
-        }
-        match self.outcome {
-            Outcome::Hang if !self.head_sent => Some(self.deadline),
-            _ if self.unread > WINDOW || (self.after_upload && !self.upload_done) => {
-                (!self.head_sent).then_some(self.deadline)
-            }
-            _ if self.head_sent => Some(self.next_at),
-            _ => Some(self.next_at.min(self.deadline)),
+            _ => true,
         }
     }
 
-    /// Time passed.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        if self.ended || !self.events.is_empty() {
-            return;
-        }
-        if !self.head_sent && now >= self.deadline {
-            let f = Failure::new(
-                FailureKind::HeadTimeout,
-                504,
-                "Receiver did not respond in time",
-            );
-            self.events.push_back(ResponseEvent::Failed(f));
-            return;
-        }
-        if let Some(due) = self.tunnel_due() {
-            return self.tunnel_step(now, due);
-        }
-        if self.outcome == Outcome::Hang && !self.head_sent {
-            return;
-        }
-        if now < self.next_at || self.unread > WINDOW || (self.after_upload && !self.upload_done) {
-            return;
-        }
-        self.next_at = now + Duration::from_millis(fastrand_step(self.step, self.sent.len()));
+    fn answer_due(&self, now: Instant) -> bool {
+        self.wants_to_answer() && self.next_at <= now
+    }
+
+    /// The next step of the response.
+    fn answer(
+        &mut self,
+        rx: &mut Receiver,
+        now: Instant,
+        id: &RequestId,
+        sent: &mut Vec<Sent>,
+    ) -> Result<(), String> {
+        let client = self.expected.client;
+        let refused = |e| format!("the receiver refused the service's answer to {id}: {e:?}");
+        let span = self.step.1 - self.step.0 + 1;
+        // No draw from the world's RNG here: spread by what went out.
+        self.next_at = now + Duration::from_millis(self.step.0 + self.pieces.len() as u64 % span);
         if !self.head_sent {
+            if self.outcome == Outcome::Fail && self.pieces.len() % 2 == 0 {
+                self.replied = true;
+                let reason = "service failed before its head";
+                rx.respond_error(now, id, reason).map_err(refused)?;
+                // The receiver answers for it: a whole 502 whose body
+                // names the error.
+                let body = serde_json::json!({ "error": reason }).to_string();
+                sent.push(Sent::Head {
+                    client,
+                    status: 502,
+                });
+                sent.push(Sent::Body {
+                    client,
+                    data: body.into(),
+                });
+                sent.push(Sent::End { client });
+                return Ok(());
+            }
             self.head_sent = true;
-            if let Some(t) = &mut self.ws {
-                t.active_at = now;
-            }
             let head = ResponseHead::new(self.status);
-            self.events.push_back(ResponseEvent::Head(head));
-        } else if let Some(p) = self.pieces.pop_front() {
-            self.unread += p.len();
-            self.sent.extend_from_slice(&p);
-            self.events.push_back(ResponseEvent::Body(p));
-        } else if self.outcome == Outcome::Fail {
-            let f = Failure::new(FailureKind::Upstream, 502, "Receiver reported an error");
-            self.events.push_back(ResponseEvent::Failed(f));
-        } else {
-            self.finished_ok = true;
-            self.events.push_back(ResponseEvent::End);
+            rx.respond(now, id, head, ResponseBody::Streaming)
+                .map_err(refused)?;
+            sent.push(Sent::Head {
+                client,
+                status: self.status,
+            });
+            return Ok(());
         }
-    }
-}
-
-impl LocalRequest {
-    /// One step of a switched WebSocket: the next echo, the service's
-    /// close, or the idle timeout.
-    fn tunnel_step(&mut self, now: Instant, due: bool) {
-        let Some(t) = &mut self.ws else {
-            return;
+        let piece = match &mut self.echo {
+            Some(e) => e.pending.pop_front().inspect(|_| e.echoed += 1),
+            None => self.pieces.pop_front(),
         };
-        if !due {
-            if now >= t.active_at + t.idle {
-                let f = Failure::new(
-                    FailureKind::WebSocketIdle,
-                    504,
-                    "WebSocket idle past its timeout",
-                );
-                self.events.push_back(ResponseEvent::Failed(f));
-            }
-            return;
+        if let Some(p) = piece {
+            rx.respond_body(now, id, p.clone(), false)
+                .map_err(refused)?;
+            sent.push(Sent::Body { client, data: p });
+            return Ok(());
         }
-        t.active_at = now;
-        if let Some(p) = t.echo.pop_front() {
-            t.echoed += 1;
-            self.unread += p.len();
-            self.sent.extend_from_slice(&p);
-            self.events.push_back(ResponseEvent::Body(p));
-        } else {
-            self.finished_ok = true;
-            self.events.push_back(ResponseEvent::End);
+        self.replied = true;
+        if self.outcome == Outcome::Fail {
+            return rx
+                .respond_error(now, id, "service failed midway")
+                .map_err(refused);
         }
+        rx.respond_body(now, id, Bytes::new(), true)
+            .map_err(refused)?;
+        sent.push(Sent::End { client });
+        Ok(())
     }
-}
-
-/// A delay in the step range that needs no RNG (the local side must not
-/// draw from the world's RNG out of order): spread by how much was sent.
-fn fastrand_step(step: (u64, u64), sent: usize) -> u64 {
-    let span = step.1 - step.0 + 1;
-    step.0 + (sent as u64 % span)
 }
