@@ -316,6 +316,11 @@ impl Backend {
                         "the gateway's core closed its receiver's connection ({code}): {reason}"
                     ))
                 }
+                out @ (Output::Cluster(_) | Output::Publish { .. }) => {
+                    return Err(format!(
+                        "the serving core, which joined no cluster here, asked the bus for {out:?}"
+                    ))
+                }
             }
         }
         Ok(moved)
