@@ -444,6 +444,11 @@ impl Admissions {
         }
     }
 
+    /// The address handshake `id` came from, while it holds its place.
+    pub fn peer(&self, id: HandshakeId) -> Option<IpAddr> {
+        self.handshakes.get(&id).map(|place| place.peer)
+    }
+
     /// Handshake `id` ends: abandoned before [`upgraded`](Self::upgraded),
     /// its connection closed after. Ending one that already ended does
     /// nothing.

@@ -196,8 +196,6 @@ pub struct Shared {
     pub health_path: Option<String>,
     /// What the admin plane's inspector keeps of recent requests.
     pub inspector: Arc<crate::admin::Inspector>,
-    /// Where receiver connections came from, for the dashboard.
-    pub receivers: crate::admin::Receivers,
     /// The cluster, for the dashboard, once the gateway joined one.
     pub cluster_view: std::sync::OnceLock<Arc<dyn crate::admin::ClusterView>>,
     /// Set on shutdown: new requests get 503.
@@ -237,7 +235,6 @@ impl Shared {
             scheme,
             health_path: options.health_path.clone(),
             inspector: crate::admin::Inspector::new(options.inspector.clone()),
-            receivers: crate::admin::Receivers::default(),
             cluster_view: std::sync::OnceLock::new(),
             draining: AtomicBool::new(false),
             live: options.live.clone(),
@@ -554,7 +551,6 @@ impl Shared {
             follow,
         )
         .map_err(gone)?;
-        self.receivers.connected(link.link, peer);
         Ok(AdmittedReceiver { answer, link, slot })
     }
 

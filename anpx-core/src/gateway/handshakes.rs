@@ -76,7 +76,12 @@ impl Gateway {
         features: Features,
     ) -> LinkId {
         self.admissions.upgraded(id);
-        self.admit(now, identity, grants, features)
+        let peer = self.admissions.peer(id);
+        let link = self.admit(now, identity, grants, features);
+        if let Some(l) = self.links.get_mut(&link) {
+            l.peer = peer;
+        }
+        link
     }
 
     /// Handshake `id` ends: abandoned before it was admitted, its
@@ -122,7 +127,13 @@ mod tests {
             accepted.features,
         );
         assert_eq!(gw.admissions().connections(), 1);
-        assert_eq!(gw.stats(now).links.len(), 1, "{link} admitted");
+        let links = gw.stats(now).links;
+        assert_eq!(links.len(), 1, "{link} admitted");
+        assert_eq!(
+            links[0].address,
+            Some(peer),
+            "the stats say where it came from"
+        );
         // The address holds its one place: another is refused.
         let refused = gw.begin_handshake(now, peer, &offer).unwrap_err();
         assert_eq!(refused.status(), 429);

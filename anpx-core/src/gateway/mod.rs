@@ -130,6 +130,8 @@ impl Regrant {
 #[derive(Debug)]
 struct Link {
     identity: Identity,
+    /// The address it connected from, when it came through a handshake.
+    peer: Option<IpAddr>,
     features: Features,
     admitted_at: Instant,
     last_seen: Instant,
@@ -417,6 +419,7 @@ impl Gateway {
             id,
             Link {
                 identity,
+                peer: None,
                 features,
                 admitted_at: now,
                 last_seen: now,
@@ -1448,6 +1451,7 @@ impl Gateway {
             .map(|(id, l)| LinkStats {
                 id: *id,
                 identity: l.identity.clone(),
+                address: l.peer,
                 age: now.saturating_duration_since(l.admitted_at),
                 in_flight: l.requests.len(),
                 routes: self.routes.links_of(*id).map(ToString::to_string).collect(),

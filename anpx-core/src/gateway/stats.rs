@@ -69,6 +69,9 @@ pub struct LinkStats {
     pub id: LinkId,
     /// Who it authenticated as.
     pub identity: Identity,
+    /// The address it connected from (`None` for a connection admitted
+    /// without a handshake, [`Gateway::admit`](super::Gateway::admit)).
+    pub address: Option<std::net::IpAddr>,
     /// Time since it was admitted; `age_secs` (whole seconds) in JSON.
     #[serde(rename = "age_secs", serialize_with = "whole_secs")]
     pub age: Duration,

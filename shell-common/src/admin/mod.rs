@@ -17,13 +17,11 @@ mod capture;
 mod receiver;
 mod view;
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
+use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::sync::Mutex;
 use std::task::{Context, Poll};
 
-use anpx_core::{LinkId, RequestBody};
+use anpx_core::RequestBody;
 use bytes::Bytes;
 use futures_channel::mpsc;
 use futures_util::{Stream, StreamExt};
@@ -78,30 +76,6 @@ pub fn dashboard_hint(addr: Option<std::net::SocketAddr>) -> String {
     match addr {
         Some(a) => format!("dashboard: http://{a}/ (also /stats, /metrics)"),
         None => "admin plane off (gateway.admin_listen)".to_owned(),
-    }
-}
-
-/// Where each receiver connection came from, for the dashboard.
-#[derive(Default)]
-pub struct Receivers {
-    addresses: Mutex<HashMap<LinkId, IpAddr>>,
-}
-
-impl Receivers {
-    /// Receiver connection `link` came from `ip`.
-    pub fn connected(&self, link: LinkId, ip: IpAddr) {
-        if let Ok(mut m) = self.addresses.lock() {
-            m.insert(link, ip);
-        }
-    }
-
-    /// The addresses of the connections in `live`; the others are forgotten.
-    fn addresses(&self, live: &[LinkId]) -> HashMap<LinkId, IpAddr> {
-        let Ok(mut m) = self.addresses.lock() else {
-            return HashMap::new();
-        };
-        m.retain(|l, _| live.contains(l));
-        m.clone()
     }
 }
 
@@ -218,8 +192,6 @@ impl Shared {
             Ok(s) => s,
             Err(e) => return Answer::json(503, &json!({ "error": e.to_string() })),
         };
-        let live: Vec<LinkId> = stats.links.iter().map(|l| l.id).collect();
-        let addresses = self.receivers.addresses(&live);
         let bytes = self.inspector.receiver_bytes();
         let receivers: Vec<_> = stats
             .links
@@ -233,7 +205,7 @@ impl Shared {
                 json!({
                     "id": l.id.to_string(),
                     "identity": label,
-                    "address": addresses.get(&l.id).map(ToString::to_string),
+                    "address": l.address.map(|a| a.to_string()),
                     "routes": l.routes,
                     "features": l.features,
                     "in_flight": l.in_flight,
