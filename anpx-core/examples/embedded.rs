@@ -154,7 +154,7 @@ pub fn run() -> Outcome {
             match o {
                 Output::Transmit { message, .. } => down.send_ws(&message),
                 Output::Writable { .. } => {} // an upload may read on; none here waits
-                Output::Cluster(_) | Output::Publish { .. } => {} // only in a cluster
+                Output::Cluster(_) | Output::Publish { .. } | Output::Answer { .. } => {} // only in a cluster
                 Output::Close { code, .. } => {
                     out.close = Some(code);
                     down.send(CLOSE, &code.to_be_bytes());

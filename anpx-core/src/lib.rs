@@ -107,7 +107,7 @@
 //!             Output::Transmit { message, .. } => rx.handle_message(now, message),
 //!             Output::Response { event: ResponseEvent::Head(h), .. } => status = Some(h.status),
 //!             Output::Response { .. } | Output::Writable { .. } | Output::Close { .. } => {}
-//!             Output::Cluster(_) | Output::Publish { .. } => {} // only in a cluster
+//!             Output::Cluster(_) | Output::Publish { .. } | Output::Answer { .. } => {} // only in a cluster
 //!         }
 //!     }
 //!     // Drain the receiver: serve its requests, send its transmits back.

@@ -60,7 +60,7 @@ impl Pair {
                     Output::Response { request, event } => self.responses.push((request, event)),
                     Output::Writable { .. } => {}
                     Output::Close { link, code, .. } => self.closes.push((link, code)),
-                    o @ (Output::Cluster(_) | Output::Publish { .. }) => {
+                    o @ (Output::Cluster(_) | Output::Publish { .. } | Output::Answer { .. }) => {
                         panic!("no cluster was joined, yet the bus got {o:?}")
                     }
                 }
@@ -710,7 +710,7 @@ fn streamed_frame_sizes(features: Features, config: ReceiverConfig) -> Vec<usize
                 }
                 Output::Writable { .. } => {}
                 Output::Close { .. } => panic!("the link was closed"),
-                o @ (Output::Cluster(_) | Output::Publish { .. }) => {
+                o @ (Output::Cluster(_) | Output::Publish { .. } | Output::Answer { .. }) => {
                     panic!("no cluster was joined, yet the bus got {o:?}")
                 }
             }
@@ -883,7 +883,7 @@ impl Many {
                     }
                     Output::Response { request, event } => self.responses.push((request, event)),
                     Output::Writable { .. } | Output::Close { .. } => {}
-                    o @ (Output::Cluster(_) | Output::Publish { .. }) => {
+                    o @ (Output::Cluster(_) | Output::Publish { .. } | Output::Answer { .. }) => {
                         panic!("no cluster was joined, yet the bus got {o:?}")
                     }
                 }

@@ -15,6 +15,7 @@ mod handshakes;
 mod output;
 #[cfg(feature = "policy")]
 mod screening;
+mod served;
 mod stats;
 
 pub use callers::{CallerAuthCounts, CallerProof};
@@ -30,7 +31,7 @@ pub use fault::LinkFault;
 pub use output::{Failure, Output, Reject, RequestGone, ResponseEvent};
 pub use stats::{label_value, GatewayStats, LinkStats, Totals};
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
 use std::time::Instant;
@@ -149,6 +150,9 @@ struct Link {
     /// With `drain`: the receiver said it is shutting down. No new request
     /// is routed to it; those in flight run to their end.
     draining: bool,
+    /// Its queue of frames to write is full, as the shell said
+    /// ([`Gateway::link_backlog`]).
+    backlogged: bool,
 }
 
 impl Link {
@@ -267,6 +271,9 @@ enum Timer {
     Announce,
     /// A forwarded request's check of its serving gateway and deadline.
     Forwarded(RequestId),
+    /// A served request's check for a forwarding gateway that stopped
+    /// granting credit.
+    Served(RequestId),
 }
 
 /// The gateway state machine: receiver connections, routing, and the
@@ -357,6 +364,14 @@ pub struct Gateway {
     membership: Option<Membership>,
     /// Public requests sent to other gateways of the cluster.
     forwarded: HashMap<RequestId, forwarded::Forwarded>,
+    /// Requests other gateways of the cluster forwarded here.
+    served: HashMap<RequestId, served::Served>,
+    /// Served requests with response events or upload room new since
+    /// they last ran.
+    served_dirty: BTreeSet<RequestId>,
+    /// The latest time an input brought, for the served requests' machines
+    /// run from [`poll_output`](Self::poll_output).
+    clock: Option<Instant>,
 }
 
 impl Gateway {
@@ -393,6 +408,9 @@ impl Gateway {
             callers: None,
             membership: None,
             forwarded: HashMap::new(),
+            served: HashMap::new(),
+            served_dirty: BTreeSet::new(),
+            clock: None,
         }
     }
 
@@ -429,6 +447,7 @@ impl Gateway {
                 unread: 0,
                 arriving: 0,
                 draining: false,
+                backlogged: false,
             },
         );
         self.timers
@@ -481,11 +500,13 @@ impl Gateway {
     /// The shell saw the connection close: fail its requests with 502 and
     /// forget its routes.
     pub fn close_link(&mut self, now: Instant, link: LinkId) {
+        self.tick(now);
         self.drop_link(now, link, "receiver disconnected");
     }
 
     /// Takes one WebSocket message received on `link`.
     pub fn handle_message(&mut self, now: Instant, link: LinkId, message: WsMessage) {
+        self.tick(now);
         let Some(l) = self.links.get_mut(&link) else {
             return;
         };
@@ -513,6 +534,7 @@ impl Gateway {
     /// WebSocket message over the size limit): count it and close the
     /// connection.
     pub fn link_fault(&mut self, now: Instant, link: LinkId, fault: LinkFault, detail: &str) {
+        self.tick(now);
         self.fault(now, link, fault, detail.to_owned());
     }
 
@@ -810,6 +832,7 @@ impl Gateway {
         mut head: RequestHead,
         body: RequestBody,
     ) -> Result<RequestId, Reject> {
+        self.tick(now);
         head.path = normalize_path(&head.path).map_err(|error| {
             self.totals.bad_request += 1;
             Reject::BadPath { error }
@@ -1029,6 +1052,7 @@ impl Gateway {
         data: Bytes,
         last: bool,
     ) -> Result<(), RequestGone> {
+        self.tick(now);
         let gone = || RequestGone(request.clone());
         if !self.pending.contains_key(request) {
             return self
@@ -1125,7 +1149,8 @@ impl Gateway {
     /// The shell handed `n` bytes of `request`'s response body to the
     /// public client. With `flow-control`, this is what reopens the
     /// receiver's window for that response; without it, nothing happens.
-    pub fn body_read(&mut self, _now: Instant, request: &RequestId, n: usize) {
+    pub fn body_read(&mut self, now: Instant, request: &RequestId, n: usize) {
+        self.tick(now);
         if self.forwarded_read(request, n) {
             return;
         }
@@ -1232,7 +1257,8 @@ impl Gateway {
     /// The public client went away: forget the request, and tell the
     /// receiver when the link negotiated `cancel`. A late response is
     /// dropped when it comes.
-    pub fn cancel(&mut self, _now: Instant, request: &RequestId) {
+    pub fn cancel(&mut self, now: Instant, request: &RequestId) {
+        self.tick(now);
         if self.forwarded_cancel(request) {
             return;
         }
@@ -1247,7 +1273,25 @@ impl Gateway {
 
     /// Drains the next instruction for the shell.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop_front()
+        loop {
+            // What a served request's local request said since its
+            // machine last ran goes to that machine first.
+            if !self.served_dirty.is_empty() {
+                self.pump_dirty_served();
+            }
+            let out = self.out.pop_front()?;
+            match out {
+                Output::Writable { request } if self.is_served(&request) => {
+                    self.served_writable(&request);
+                }
+                out => return Some(out),
+            }
+        }
+    }
+
+    /// Keeps the latest time an input brought.
+    fn tick(&mut self, now: Instant) {
+        self.clock = Some(self.clock.map_or(now, |c| c.max(now)));
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should next run.
@@ -1258,6 +1302,7 @@ impl Gateway {
     /// Runs what is due at `now`: request deadlines (504), pings, and the
     /// removal of silent receivers.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.tick(now);
         while let Some((_, timer)) = self.timers.pop_due(now) {
             match timer {
                 Timer::Request(id) => {
@@ -1318,6 +1363,7 @@ impl Gateway {
                 }
                 Timer::Announce => self.cluster_round(now),
                 Timer::Forwarded(id) => self.forwarded_timeout(now, &id),
+                Timer::Served(id) => self.served_timeout(now, &id),
                 Timer::Liveness(link) => {
                     let Some(l) = self.links.get(&link) else {
                         continue;
@@ -1522,6 +1568,10 @@ impl Gateway {
                     .bytes += n;
                 self.buffered += n;
             }
+        }
+        if self.is_served(request) {
+            self.hold_served(request, event);
+            return;
         }
         self.out.push_back(Output::Response {
             request: request.clone(),

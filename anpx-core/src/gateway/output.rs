@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use crate::cluster::{ClusterOutput, Transmit};
+use crate::cluster::{ClusterOutput, Transmit, WireMessage};
 use crate::forward::PathError;
 use crate::message::{RequestId, ResponseHead};
 use crate::route::ServiceUrl;
@@ -52,6 +52,20 @@ pub enum Output {
         route: ServiceUrl,
         /// Where and what.
         transmit: Transmit,
+    },
+    /// Publish `message` on `to`, a forwarding gateway's reply inbox: the
+    /// answers of a request another gateway forwarded here
+    /// ([`Gateway::serve_forwarded`](super::Gateway::serve_forwarded)).
+    /// When it cannot be published, tell the machine
+    /// ([`Gateway::served_publish_failed`](super::Gateway::served_publish_failed)
+    /// for `request`; `None` for a refusal, which ends nothing).
+    Answer {
+        /// The served request, once started.
+        request: Option<RequestId>,
+        /// The subject.
+        to: String,
+        /// What.
+        message: WireMessage,
     },
     /// For the cluster side of the shell (after
     /// [`Gateway::join_cluster`](super::Gateway::join_cluster)): publish

@@ -6,6 +6,7 @@
 
 use std::time::Instant;
 
+use anpx_core::cluster::WireMessage;
 use anpx_core::Features;
 use anpx_core::RequestId;
 use anpx_core::WsMessage;
@@ -33,6 +34,9 @@ pub struct Pair {
     pub gw_writable: Vec<RequestId>,
     /// Responses the receiver said may go on, in order.
     pub rx_writable: Vec<RequestId>,
+    /// Answers to forwarding gateways (`Output::Answer`): the served
+    /// request, the subject, the message.
+    pub answers: Vec<(Option<RequestId>, String, WireMessage)>,
 }
 
 impl Pair {
@@ -60,6 +64,7 @@ impl Pair {
             rx_sent: Vec::new(),
             gw_writable: Vec::new(),
             rx_writable: Vec::new(),
+            answers: Vec::new(),
         }
     }
 
@@ -79,6 +84,11 @@ impl Pair {
                     Output::Response { request, event } => self.responses.push((request, event)),
                     Output::Writable { request } => self.gw_writable.push(request),
                     Output::Close { code, .. } => self.gw_closes.push(code),
+                    Output::Answer {
+                        request,
+                        to,
+                        message,
+                    } => self.answers.push((request, to, message)),
                     o @ (Output::Cluster(_) | Output::Publish { .. }) => {
                         panic!("no cluster was joined, yet the bus got {o:?}")
                     }

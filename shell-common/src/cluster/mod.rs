@@ -123,6 +123,9 @@ pub(crate) struct Inner {
     /// This gateway's inbox prefix: each forwarded request's reply inbox
     /// is a subject under it.
     reply_prefix: String,
+    /// This gateway's serving prefix: each served request's inbox is a
+    /// subject under it.
+    serve_prefix: String,
     /// Spawning and timers (see the [module docs](self) for the tokio
     /// context its tasks need).
     runtime: Arc<dyn Runtime>,
@@ -184,8 +187,14 @@ impl Cluster {
             .subscribe(forward::replies_subject(&reply_prefix))
             .await
             .map_err(|e| ClusterError::Subscribe(e.to_string()))?;
+        let serve_prefix = client.new_inbox();
+        let origins = client
+            .subscribe(serve::origins_subject(&serve_prefix))
+            .await
+            .map_err(|e| ClusterError::Subscribe(e.to_string()))?;
         let inner = Arc::new(Inner {
             reply_prefix,
+            serve_prefix,
             client,
             options,
             driver: driver.clone(),
@@ -193,10 +202,13 @@ impl Cluster {
         });
         let services = Arc::new(Mutex::new(HashMap::new()));
         driver.join_cluster(membership);
-        let replies = inner.spawn(forward::take_replies(inner.clone(), replies));
-        // The bus task and the replies outlive `leave`: the requests
-        // forwarded before it go on until the gateway stops.
-        drop(inner.spawn(bus(inner.clone(), services.clone(), replies)));
+        let takers = [
+            inner.spawn(forward::take_replies(inner.clone(), replies)),
+            inner.spawn(serve::take_origins(inner.clone(), origins)),
+        ];
+        // The bus task and the subscriptions outlive `leave`: the requests
+        // forwarded either way before it go on until the gateway stops.
+        drop(inner.spawn(bus(inner.clone(), services.clone(), takers)));
         let tasks = vec![inner.spawn(listen(inner.clone(), routes))];
         tracing::info!(
             node = %inner.options.node_name,
@@ -285,13 +297,15 @@ async fn listen(inner: Arc<Inner>, mut routes: async_nats::Subscriber) {
 }
 
 /// Does what the gateway machine asks of the bus, as it asks it, until the
-/// gateway stops; then the forwarded requests' replies are no longer
-/// taken.
-async fn bus(inner: Arc<Inner>, services: Arc<Mutex<Joined>>, replies: AbortHandle) {
+/// gateway stops; then the forwarded and served requests' messages are no
+/// longer taken.
+async fn bus(inner: Arc<Inner>, services: Arc<Mutex<Joined>>, takers: [AbortHandle; 2]) {
     while let Ok(work) = inner.driver.cluster_outputs().await {
         tell_bus(&inner, &services, work).await;
     }
-    replies.abort();
+    for taker in takers {
+        taker.abort();
+    }
 }
 
 /// Publishes the announcements and the forwarded requests' messages in
@@ -300,6 +314,9 @@ async fn bus(inner: Arc<Inner>, services: Arc<Mutex<Joined>>, replies: AbortHand
 async fn tell_bus(inner: &Arc<Inner>, services: &Mutex<Joined>, work: BusWork) {
     for publish in work.publishes {
         forward::publish(inner, publish).await;
+    }
+    for answer in work.answers {
+        serve::answer(inner, answer).await;
     }
     for out in work.membership {
         match out {

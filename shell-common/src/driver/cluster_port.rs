@@ -7,12 +7,14 @@
 //! does not return), it holds at most one announcement and one entry per
 //! local route. The forwarded requests' messages ([`Publish`]) wait in
 //! order: each request's credit window bounds what it can have waiting
-//! (its body pieces, and the credit and cancels its response draws).
+//! (its body pieces, and the credit and cancels its response draws); the
+//! served requests' answers ([`Answer`]) likewise, each bounded by the
+//! forwarding gateway's credit.
 
 use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
 
-use anpx_core::cluster::{ClusterOutput, Transmit};
+use anpx_core::cluster::{ClusterOutput, Transmit, WireMessage};
 use anpx_core::{RequestId, ServiceUrl};
 
 /// A forwarded request's message to publish.
@@ -27,6 +29,17 @@ pub struct Publish {
     pub transmit: Transmit,
 }
 
+/// An answer of a request another gateway forwarded here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The served request, once started (`None` for a refusal).
+    pub request: Option<RequestId>,
+    /// The forwarding gateway's reply inbox.
+    pub to: String,
+    /// What.
+    pub message: WireMessage,
+}
+
 /// What the bus task has to do, taken whole.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct BusWork {
@@ -34,6 +47,8 @@ pub struct BusWork {
     pub membership: Vec<ClusterOutput>,
     /// Forwarded requests' messages, in order.
     pub publishes: Vec<Publish>,
+    /// Served requests' answers, in order.
+    pub answers: Vec<Answer>,
 }
 
 /// See the [module docs](self).
@@ -41,6 +56,7 @@ pub struct BusWork {
 pub(super) struct ClusterPort {
     pending: VecDeque<ClusterOutput>,
     publishes: VecDeque<Publish>,
+    answers: VecDeque<Answer>,
     waker: Option<Waker>,
 }
 
@@ -78,9 +94,16 @@ impl ClusterPort {
         self.waker.take()
     }
 
+    /// Queues a served request's answer. Returns the bus task's waker to
+    /// wake once the lock is let go.
+    pub(super) fn answer(&mut self, answer: Answer) -> Option<Waker> {
+        self.answers.push_back(answer);
+        self.waker.take()
+    }
+
     /// Everything waiting, or `Pending` with the task's waker kept.
     pub(super) fn poll_take(&mut self, cx: &mut Context<'_>) -> Poll<BusWork> {
-        if self.pending.is_empty() && self.publishes.is_empty() {
+        if self.pending.is_empty() && self.publishes.is_empty() && self.answers.is_empty() {
             self.waker = Some(cx.waker().clone());
             Poll::Pending
         } else {
@@ -93,6 +116,7 @@ impl ClusterPort {
         BusWork {
             membership: self.pending.drain(..).collect(),
             publishes: self.publishes.drain(..).collect(),
+            answers: self.answers.drain(..).collect(),
         }
     }
 

@@ -36,7 +36,7 @@ use anpx_core::{RequestHead, RequestId};
 use bytes::Bytes;
 use futures_channel::oneshot;
 
-pub use cluster_port::{BusWork, Publish};
+pub use cluster_port::{Answer, BusWork, Publish};
 pub use events::{events, EventRx, EventTx, Gone};
 pub use outbox::{LinkOut, Outbox, Taken, HIGH_WATER};
 pub use slot::ReceiverSlot;
@@ -139,7 +139,7 @@ impl Driver {
     /// The writer of connection `link` took a full queue: the uploads
     /// waiting for room in it may go on.
     pub fn writable(&self, link: LinkId) {
-        let _ = self.with(|st, _| st.room_made(link));
+        let _ = self.with(|st, now| st.room_made(now, link));
     }
 
     /// Replaces what receiver connection `link` serves (the registry
@@ -169,22 +169,7 @@ impl Driver {
     ) -> Result<Result<Started, Reject>, DriverGone> {
         self.with(|st, now| {
             self.reports.deliver(&mut st.core);
-            st.start(now, Some(client), host, head, body, events, true)
-        })
-    }
-
-    /// Routes a request another gateway forwarded here: to this gateway's
-    /// own receivers only, so a request never travels twice.
-    pub async fn start_local(
-        &self,
-        host: String,
-        head: RequestHead,
-        body: RequestBody,
-        events: Events,
-    ) -> Result<Result<Started, Reject>, DriverGone> {
-        self.with(|st, now| {
-            self.reports.deliver(&mut st.core);
-            st.start(now, None, host, head, body, events, false)
+            st.start(now, client, host, head, body, events)
         })
     }
 
@@ -228,6 +213,43 @@ impl Driver {
     /// published.
     pub fn forward_start_failed(&self, request: &RequestId, reason: &str) {
         let _ = self.with(|st, now| st.core.forward_start_failed(now, request, reason));
+    }
+
+    /// A start message heard on a joined service subject, with `reply` its
+    /// reply subject: the request starts here (`Gateway::serve_forwarded`);
+    /// the forwarding gateway's messages for it are to be taken on
+    /// `<inbox_prefix>.<request id>` and given to
+    /// [`served_origin`](Self::served_origin).
+    pub fn serve_forwarded(
+        &self,
+        start: anpx_core::cluster::WireMessage,
+        reply: String,
+        inbox_prefix: &str,
+    ) -> Result<Option<RequestId>, DriverGone> {
+        self.with(|st, now| {
+            self.reports.deliver(&mut st.core);
+            st.core.serve_forwarded(now, start, reply, inbox_prefix)
+        })
+    }
+
+    /// A message from the forwarding gateway on served request
+    /// `request`'s inbox.
+    pub fn served_origin(&self, request: &RequestId, payload: bytes::Bytes) {
+        let decoded = self.with(|st, now| st.core.served_origin(now, request, Some(payload)));
+        if let Ok(Err(e)) = decoded {
+            tracing::warn!(%request, error = %e, "bad message from the forwarding gateway");
+        }
+    }
+
+    /// The served requests' inboxes' subscription ended: every served
+    /// request is cancelled.
+    pub fn served_origins_ended(&self) {
+        let _ = self.with(|st, now| st.core.served_origins_ended(now));
+    }
+
+    /// An answer of served request `request` could not be published.
+    pub fn served_publish_failed(&self, request: &RequestId) {
+        let _ = self.with(|st, now| st.core.served_publish_failed(now, request));
     }
 
     /// The reply inboxes' subscription ended: every forwarded request fails.
@@ -416,6 +438,8 @@ struct Timer {
 struct Attached {
     outbox: Arc<Outbox>,
     peer: IpAddr,
+    /// The machine was told its outbox is full (`Gateway::link_backlog`).
+    backlogged: bool,
 }
 
 struct State {
@@ -479,20 +503,19 @@ impl State {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn start(
         &mut self,
         now: Instant,
-        client: Option<IpAddr>,
+        client: IpAddr,
         host: String,
         head: RequestHead,
         body: RequestBody,
         events: Events,
-        may_forward: bool,
     ) -> Result<Started, Reject> {
-        // The route book decides; a request another gateway forwarded here
-        // never travels again.
-        let forwarding = self.forwarding && may_forward;
+        // The route book decides. (A request another gateway forwarded
+        // here never comes this way: `Gateway::serve_forwarded` starts it
+        // on this gateway's receivers only, so it never travels again.)
+        let forwarding = self.forwarding;
         let choice = if forwarding {
             self.core.cluster_choice(&host, &head)
         } else {
@@ -505,7 +528,9 @@ impl State {
         // core finds no receiver for it.
         let retry =
             (choice != Choice::Local { fallback: false }).then(|| (head.clone(), body.clone()));
-        let result = self.core.start_request_from(now, client, &host, head, body);
+        let result = self
+            .core
+            .start_request_from(now, Some(client), &host, head, body);
         match (result, retry) {
             // Every local receiver of the route draining: another
             // gateway's may take it.
@@ -598,9 +623,15 @@ impl State {
     /// The writer of `link` took its full queue: its uploads waiting for
     /// room go on, unless it filled up again meanwhile (then the writer
     /// calls again after its next take).
-    fn room_made(&mut self, link: LinkId) {
-        if self.links.get(&link).is_some_and(|a| a.outbox.is_full()) {
+    fn room_made(&mut self, now: Instant, link: LinkId) {
+        let Some(attached) = self.links.get_mut(&link) else {
             return;
+        };
+        if attached.outbox.is_full() {
+            return;
+        }
+        if std::mem::take(&mut attached.backlogged) {
+            self.core.link_backlog(now, link, false);
         }
         for id in self.room_waits.remove(&link).unwrap_or_default() {
             if let Some(sent) = self.uploads.remove(&id) {
@@ -654,9 +685,16 @@ impl State {
         while let Some(out) = self.core.poll_output() {
             match out {
                 Output::Transmit { link, message } => {
-                    if let Some(attached) = self.links.get(&link) {
+                    if let Some(attached) = self.links.get_mut(&link) {
                         self.wake
                             .extend(attached.outbox.push(LinkOut::Send(message)));
+                        // The machine holds the uploads it feeds (served
+                        // requests') while the queue is full, as the
+                        // driver holds the public ones (`go_on`).
+                        if attached.outbox.is_full() && !attached.backlogged {
+                            attached.backlogged = true;
+                            self.core.link_backlog(Instant::now(), link, true);
+                        }
                     }
                 }
                 Output::Response { request, event } => {
@@ -701,6 +739,15 @@ impl State {
                     route,
                     transmit,
                 })),
+                Output::Answer {
+                    request,
+                    to,
+                    message,
+                } => self.wake.extend(self.cluster.answer(Answer {
+                    request,
+                    to,
+                    message,
+                })),
                 Output::Close {
                     link,
                     code,
@@ -709,7 +756,7 @@ impl State {
                 } => {
                     // Its requests have failed: their uploads were told.
                     self.room_waits.remove(&link);
-                    if let Some(Attached { outbox, peer }) = self.links.remove(&link) {
+                    if let Some(Attached { outbox, peer, .. }) = self.links.remove(&link) {
                         // Logged here, once, when the machine decides: the
                         // writer may never get to send the close frame.
                         tracing::warn!(

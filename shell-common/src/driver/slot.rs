@@ -77,7 +77,14 @@ impl ReceiverSlot {
         let id = self.id;
         self.driver.with(|st, now| {
             let link = st.core.admit_handshake(now, id, identity, grants, features);
-            st.links.insert(link, Attached { outbox, peer });
+            st.links.insert(
+                link,
+                Attached {
+                    outbox,
+                    peer,
+                    backlogged: false,
+                },
+            );
             link
         })
     }

@@ -316,7 +316,7 @@ impl Backend {
                         "the gateway's core closed its receiver's connection ({code}): {reason}"
                     ))
                 }
-                out @ (Output::Cluster(_) | Output::Publish { .. }) => {
+                out @ (Output::Cluster(_) | Output::Publish { .. } | Output::Answer { .. }) => {
                     return Err(format!(
                         "the serving core, which joined no cluster here, asked the bus for {out:?}"
                     ))

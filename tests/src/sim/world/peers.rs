@@ -91,7 +91,7 @@ impl World {
                 log!(self, "gateway closes {link}: {reason}");
                 self.close_conn(i, Closer::Gateway)
             }
-            out @ (Output::Cluster(_) | Output::Publish { .. }) => {
+            out @ (Output::Cluster(_) | Output::Publish { .. } | Output::Answer { .. }) => {
                 bail!("a gateway outside any cluster asked the bus for {out:?}")
             }
         }
