@@ -441,9 +441,10 @@ mod known_core_bugs {
 /// Seeds of the cluster simulation a plain `cargo test` runs.
 const CLUSTER_SEEDS: u64 = 600;
 
-/// Several gateways forwarding to each other over a simulated bus (see
-/// `anpx_tests::sim::cluster`): every seed must end every request exactly
-/// once with the bytes the serving side sent, hold no machine at the end
+/// Several gateways, one machine each, forwarding to each other over a
+/// simulated bus (see `anpx_tests::sim::cluster`): every seed must end
+/// every request exactly once with the bytes the serving side sent, hold
+/// no request at the end
 /// and keep every credit window; forwarded WebSockets echo, close from
 /// either side, and time out only after the idle timeout of quiet. `ANPX_SIM_SEEDS` and
 /// `ANPX_SIM_FIRST_SEED` pick the seeds, `ANPX_SIM_SEED` replays one.
@@ -480,7 +481,13 @@ fn cluster_seeds() {
         let failed = |s| totals.failed.get(&s).copied().unwrap_or(0);
         let reached = [
             ("forwarded", totals.forwarded),
+            (
+                "forwarded after the local receiver refused",
+                totals.fell_back,
+            ),
             ("completed", totals.completed),
+            ("local request completed", totals.local_completed),
+            ("gateway forgotten", totals.forgotten),
             ("404 from the serving gateway", failed(404)),
             ("502", failed(502)),
             ("504", failed(504)),
@@ -533,4 +540,16 @@ fn a_lost_served_piece_fails_the_run() {
         (0..50).find_map(|seed| run_cluster(seed, ClusterInjection::DropServedPieces).err());
     let failure = failed.expect("dropping served response pieces went unnoticed in 50 seeds");
     assert!(failure.contains("the service sent"), "{failure}");
+}
+
+/// The cluster simulation's checks bite on the forwarding side: an
+/// upload piece the forwarding gateway's machine publishes and its shell
+/// loses fails the run.
+#[test]
+fn a_lost_forwarded_piece_fails_the_run() {
+    use sim::cluster::{run_cluster, ClusterInjection};
+    let failed =
+        (0..50).find_map(|seed| run_cluster(seed, ClusterInjection::DropForwardedPiece).err());
+    let failure = failed.expect("dropping forwarded upload pieces went unnoticed in 50 seeds");
+    assert!(failure.contains("unexpected 408"), "{failure}");
 }
