@@ -206,7 +206,11 @@ struct Client {
     waiting: bool,
     /// Credit the serving gateway granted for a forwarded upload.
     credit: u64,
+    /// The bus said no gateway serves its route any more.
+    nobody_serves: bool,
     got_head: Option<u16>,
+    /// The status it failed with.
+    failed: Option<u16>,
     body: Vec<u8>,
     ended: bool,
     cancelled: bool,
@@ -587,10 +591,11 @@ impl World {
                         .map_err(|e| format!("an undecodable message between gateways: {e}"))?;
                 } else {
                     if let Some(c) = node.public.get(&request) {
+                        let client = &mut self.clients[*c];
+                        client.nobody_serves |= env.no_responders;
                         if let Ok(WireMessage::Credit { upto }) =
                             WireMessage::decode(env.payload.clone())
                         {
-                            let client = &mut self.clients[*c];
                             client.credit = client.credit.max(upto);
                         }
                     }
@@ -896,6 +901,13 @@ impl World {
                 return Err(format!(
                     "client {c} (at {}) never saw its request end",
                     self.nodes[client.node].name
+                ));
+            }
+            // "No responders" ends a forwarded request at once.
+            if client.nobody_serves && client.ended && client.failed != Some(502) {
+                return Err(format!(
+                    "client {c} was told no gateway serves its route, yet ended with {:?}",
+                    client.failed
                 ));
             }
         }

@@ -351,6 +351,7 @@ impl World {
             }
             ResponseEvent::Failed(f) => {
                 client.ended = true;
+                client.failed = Some(f.status);
                 if client.forwarded {
                     *self.counters.failed.entry(f.status).or_default() += 1;
                 } else {
