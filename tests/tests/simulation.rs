@@ -441,12 +441,13 @@ mod known_core_bugs {
 /// Seeds of the cluster simulation a plain `cargo test` runs.
 const CLUSTER_SEEDS: u64 = 600;
 
-/// Several gateways forwarding to each other over a simulated bus (see
-/// `anpx_tests::sim::cluster`): every seed must end every request exactly
-/// once with the bytes the serving side sent, hold no machine at the end
-/// and keep every credit window; forwarded WebSockets echo, close from
-/// either side, and time out only after the idle timeout of quiet. `ANPX_SIM_SEEDS` and
-/// `ANPX_SIM_FIRST_SEED` pick the seeds, `ANPX_SIM_SEED` replays one.
+/// Several gateways, one machine each, forwarding to each other over a
+/// simulated bus (see `anpx_tests::sim::cluster`): every seed must end
+/// every request exactly once with the bytes the serving side sent, hold
+/// no request at the end and keep every credit window; forwarded
+/// WebSockets echo, close from either side, and time out only after the
+/// idle timeout of quiet. `ANPX_SIM_SEEDS` and `ANPX_SIM_FIRST_SEED` pick
+/// the seeds, `ANPX_SIM_SEED` replays one.
 #[test]
 fn cluster_seeds() {
     use sim::cluster::{run_cluster, ClusterCounters, ClusterInjection};
@@ -480,7 +481,13 @@ fn cluster_seeds() {
         let failed = |s| totals.failed.get(&s).copied().unwrap_or(0);
         let reached = [
             ("forwarded", totals.forwarded),
+            (
+                "forwarded after the local receiver refused",
+                totals.fell_back,
+            ),
             ("completed", totals.completed),
+            ("local request completed", totals.local_completed),
+            ("gateway forgotten", totals.forgotten),
             ("404 from the serving gateway", failed(404)),
             ("502", failed(502)),
             ("504", failed(504)),
@@ -510,17 +517,21 @@ fn cluster_seeds() {
     }
 }
 
+/// The first failure of the cluster simulation with `injection` in seeds
+/// 0 to 49; `what` names the injection for the panic when none fails.
+fn first_cluster_failure(injection: sim::cluster::ClusterInjection, what: &str) -> String {
+    (0..50)
+        .find_map(|seed| sim::cluster::run_cluster(seed, injection).err())
+        .unwrap_or_else(|| panic!("{what} went unnoticed in 50 seeds"))
+}
+
 /// The cluster simulation's checks bite: clients that never see their end
 /// fail the run.
 #[test]
 fn a_lost_cluster_end_fails_the_run() {
-    use sim::cluster::{run_cluster, ClusterInjection};
-    let failed = (0..50).find_map(|seed| run_cluster(seed, ClusterInjection::LoseEnds).err());
-    let failure = failed.expect("losing every end went unnoticed in 50 seeds");
-    assert!(
-        failure.contains("never saw its request end") || failure.contains("without an ending"),
-        "{failure}"
-    );
+    use sim::cluster::ClusterInjection;
+    let failure = first_cluster_failure(ClusterInjection::LoseEnds, "losing every end");
+    assert!(failure.contains("never saw its request end"), "{failure}");
 }
 
 /// The cluster simulation's checks bite on the serving side too: a
@@ -528,9 +539,24 @@ fn a_lost_cluster_end_fails_the_run() {
 /// machine fails the run.
 #[test]
 fn a_lost_served_piece_fails_the_run() {
-    use sim::cluster::{run_cluster, ClusterInjection};
-    let failed =
-        (0..50).find_map(|seed| run_cluster(seed, ClusterInjection::DropServedPieces).err());
-    let failure = failed.expect("dropping served response pieces went unnoticed in 50 seeds");
+    use sim::cluster::ClusterInjection;
+    let failure = first_cluster_failure(
+        ClusterInjection::DropServedPieces,
+        "dropping served response pieces",
+    );
     assert!(failure.contains("the service sent"), "{failure}");
+}
+
+/// The cluster simulation's checks bite on the forwarding side: an
+/// upload piece the forwarding gateway's machine publishes and its shell
+/// loses fails the run (the serving gateway waits for it until its
+/// upload timeout, on a bus that loses nothing).
+#[test]
+fn a_lost_forwarded_piece_fails_the_run() {
+    use sim::cluster::ClusterInjection;
+    let failure = first_cluster_failure(
+        ClusterInjection::DropForwardedPiece,
+        "dropping forwarded upload pieces",
+    );
+    assert!(failure.contains("unexpected 408"), "{failure}");
 }

@@ -1,19 +1,28 @@
-//! What stands behind a serving gateway's [`Serving`] machines: the
-//! gateway's own core machine, one receiver admitted to it through the
-//! core's handshake calls (so the extensions in use are the ones the core
-//! agreed to), the WebSocket between them and the scripted service behind
-//! the receiver. A forwarded
-//! request enters the core as production's `Driver::start_local` puts it
-//! there, so the 404s and 501s it refuses, the 504s of its timeouts, the
-//! credit windows of both directions and every frame between the gateway
-//! and the receiver are the real machines' own, not a script's idea of
-//! them.
+//! One gateway of the cluster: its gateway machine (one per gateway, as in
+//! production, a member of the cluster), one receiver admitted to it
+//! through the machine's handshake calls (so the extensions in use are the
+//! ones the machine agreed to), the WebSocket between them and the
+//! scripted service behind the receiver.
 //!
-//! Held throughout: the core never holds more unread response bytes of a
-//! request than the receiver's credit window allows, says an upload may
-//! go on only when it waits with nothing queued, and makes no event for a
-//! request after its end; neither side closes the connection (nothing here
-//! gives it cause).
+//! The machine takes both kinds of request. A public client's goes in as
+//! production's `Driver::start` puts it there: the cluster's choice first,
+//! to another gateway (`start_forwarded`) or to the local receiver with
+//! the fall back to another gateway's route after a local refusal. A
+//! request another gateway forwarded here goes in through
+//! `start_request_from`, for a [`Serving`] machine the simulation holds
+//! itself, never to travel again (production's machine holds that
+//! `Serving` itself, `Gateway::serve_forwarded`; the simulation does not
+//! use it yet). So
+//! the route choices, the 404s and 501s, the 504s of the timeouts, the
+//! credit windows of both directions and every frame and bus message are
+//! the real machines' own, not a script's idea of them. What the machine
+//! says for the public clients and the bus comes out as [`Outward`].
+//!
+//! Held throughout: the machine never holds more unread response bytes of
+//! a served request than the receiver's credit window allows, says an
+//! upload may go on only when it waits with nothing queued, and makes no
+//! event for a served request after its end; neither side closes the
+//! connection (nothing here gives it cause).
 //!
 //! [`Serving`]: anpx_core::cluster::Serving
 
@@ -21,6 +30,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use anpx_core::cluster::{Announcement, Choice, ClusterOutput, MembershipConfig, Reply, Transmit};
+use anpx_core::forward::normalize_path;
 use anpx_core::handshake::{self, Admitted, Offer};
 use anpx_core::INITIAL_WINDOW;
 use anpx_core::{Feature, Features, Gateway, GatewayConfig, Identity, LinkId, Output};
@@ -41,7 +52,50 @@ struct Pending {
     ended: bool,
 }
 
-/// One serving gateway's local half; see the [module docs](self).
+/// What the gateway machine said for its public clients and for the bus.
+#[derive(Debug)]
+pub enum Outward {
+    /// A response event of a public client's request.
+    Response {
+        request: RequestId,
+        event: ResponseEvent,
+    },
+    /// A public client's upload, told to wait, may go on.
+    Writable { request: RequestId },
+    /// A forwarded request's message for the bus.
+    Publish {
+        request: RequestId,
+        route: ServiceUrl,
+        transmit: Transmit,
+    },
+    /// An announcement, a service subject to join or leave, or a gateway
+    /// forgotten.
+    Cluster(ClusterOutput),
+}
+
+/// Where a public client's request went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// To this gateway's receiver.
+    Local,
+    /// To another gateway, as the cluster's choice.
+    Forwarded,
+    /// To another gateway, after this one's receiver refused it.
+    FellBack,
+}
+
+/// What became of a piece of an upload, as the shell's `send_body` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// Sent on: the next may follow.
+    Go,
+    /// Waits for the machine's `Output::Writable`.
+    Wait,
+    /// The request ended: stop uploading.
+    Gone,
+}
+
+/// One gateway; see the [module docs](self).
 #[derive(Debug)]
 pub struct Backend {
     /// The wire's clock counts from here.
@@ -56,6 +110,9 @@ pub struct Backend {
     upload_waits: BTreeSet<RequestId>,
     /// How many upload pieces waited so.
     uploads_held: u64,
+    /// What the machine said for the public clients and the bus, not yet
+    /// taken.
+    outward: Vec<Outward>,
 }
 
 impl Backend {
@@ -98,7 +155,101 @@ impl Backend {
             pending: BTreeMap::new(),
             upload_waits: BTreeSet::new(),
             uploads_held: 0,
+            outward: Vec::new(),
         })
+    }
+
+    /// The gateway joins the cluster; its first round is due at `now`.
+    pub fn join_cluster(&mut self, now: Instant, config: MembershipConfig) {
+        self.gw.join_cluster(now, config);
+    }
+
+    /// Another gateway's announcement arrived.
+    pub fn handle_announcement(&mut self, now: Instant, announcement: Announcement) {
+        self.gw.handle_announcement(now, announcement);
+    }
+
+    /// A public client's request, from `client`, for the service to get as
+    /// `expected` if it stays here: the cluster's choice first, and after a
+    /// local refusal another gateway's route when the choice allowed it,
+    /// as the shell's `Driver::start` does.
+    pub fn start_public(
+        &mut self,
+        now: Instant,
+        client: IpAddr,
+        host: &str,
+        head: RequestHead,
+        body: RequestBody,
+        expected: Expected,
+    ) -> Result<(RequestId, Path), Reject> {
+        let choice = self.gw.cluster_choice(host, &head);
+        if let Choice::Remote(route) = choice {
+            let id = self.gw.start_forwarded(now, host, route, head, body);
+            return Ok((id, Path::Forwarded));
+        }
+        let retry =
+            (choice != Choice::Local { fallback: false }).then(|| (head.clone(), body.clone()));
+        match (
+            self.gw
+                .start_request_from(now, Some(client), host, head, body),
+            retry,
+        ) {
+            (
+                Err(reject @ (Reject::NoRoute { .. } | Reject::Draining { .. })),
+                Some((head, body)),
+            ) => {
+                let route = normalize_path(&head.path)
+                    .ok()
+                    .and_then(|path| self.gw.route_book()?.remote_route(host, &path).cloned());
+                match route {
+                    Some(route) => {
+                        let id = self.gw.start_forwarded(now, host, route, head, body);
+                        Ok((id, Path::FellBack))
+                    }
+                    None => Err(reject),
+                }
+            }
+            (result, _) => {
+                let id = result?;
+                self.service.expect(id.clone(), expected);
+                Ok((id, Path::Local))
+            }
+        }
+    }
+
+    /// A piece of a public client's upload, paced as the shell's
+    /// `send_body` paces it.
+    pub fn send_body(
+        &mut self,
+        now: Instant,
+        request: &RequestId,
+        data: Bytes,
+        last: bool,
+    ) -> Pace {
+        if self.gw.push_body(now, request, data, last).is_err() {
+            return Pace::Gone;
+        }
+        match self.gw.upload_queued(request) {
+            Some(0) => Pace::Go,
+            Some(_) => Pace::Wait,
+            None => Pace::Gone,
+        }
+    }
+
+    /// What of `request`'s upload waits, as the machine says.
+    pub fn upload_queued(&self, request: &RequestId) -> Option<u64> {
+        self.gw.upload_queued(request)
+    }
+
+    /// Something arrived on forwarded request `request`'s reply inbox.
+    pub fn forward_reply(&mut self, now: Instant, request: &RequestId, reply: Reply) {
+        self.gw.forward_reply(now, request, reply);
+    }
+
+    /// What the machine said for the public clients and the bus since the
+    /// last call.
+    pub fn take_outward(&mut self) -> Vec<Outward> {
+        std::mem::take(&mut self.outward)
     }
 
     /// The receiver serves `grants` from now on.
@@ -106,8 +257,8 @@ impl Backend {
         self.gw.regrant(now, self.link, grants);
     }
 
-    /// A forwarded request enters the core, for the service to get as
-    /// `expected`.
+    /// A request another gateway forwarded enters the machine, for the
+    /// service to get as `expected`; it never travels again.
     pub fn start(
         &mut self,
         now: Instant,
@@ -132,17 +283,14 @@ impl Backend {
         data: Bytes,
         last: bool,
     ) -> Option<bool> {
-        if self.gw.push_body(now, request, data, last).is_err() {
-            return Some(false);
-        }
-        match self.gw.upload_queued(request) {
-            Some(0) => Some(true),
-            Some(_) => {
+        match self.send_body(now, request, data, last) {
+            Pace::Go => Some(true),
+            Pace::Wait => {
                 self.upload_waits.insert(request.clone());
                 self.uploads_held += 1;
                 None
             }
-            None => Some(false),
+            Pace::Gone => Some(false),
         }
     }
 
@@ -156,7 +304,8 @@ impl Backend {
         }
     }
 
-    /// `n` response bytes of `request` went on to the forwarding gateway.
+    /// `n` response bytes of `request` went on to its client (for a served
+    /// request, to the forwarding gateway).
     pub fn read(&mut self, now: Instant, request: &RequestId, n: usize) {
         self.gw.body_read(now, request, n);
         if let Some(p) = self.pending.get_mut(request) {
@@ -164,7 +313,7 @@ impl Backend {
         }
     }
 
-    /// The serving machine stops `request`.
+    /// `request`'s client went away, or its serving machine stops it.
     pub fn cancel(&mut self, now: Instant, request: &RequestId) {
         self.gw.cancel(now, request);
     }
@@ -198,17 +347,33 @@ impl Backend {
         self.service.take_sent()
     }
 
-    /// Whether no request is in flight in the core, the receiver or the
-    /// service.
+    /// Whether no request is in flight in the machine (its own or
+    /// forwarded), the receiver or the service.
     pub fn is_idle(&self) -> bool {
-        self.gw.in_flight() == 0 && self.rx.in_flight() == 0 && self.service.in_flight() == 0
+        self.gw.in_flight() == 0
+            && self.gw.forwarded_in_flight() == 0
+            && self.rx.in_flight() == 0
+            && self.service.in_flight() == 0
+    }
+
+    /// What the machine's `/stats` still counts at `now` once every
+    /// request is over: nothing in flight and no byte buffered.
+    pub fn leaks(&self, now: Instant) -> Option<String> {
+        let stats = self.gw.stats(now);
+        (stats.in_flight != 0 || stats.buffered_bytes != 0).then(|| {
+            format!(
+                "its /stats count {} requests in flight and {} bytes buffered",
+                stats.in_flight, stats.buffered_bytes
+            )
+        })
     }
 
     /// What is in flight, for a message.
     pub fn summary(&self) -> String {
         format!(
-            "{} in its core, {} at its receiver, {} at the service [{}]",
+            "{} in its core, {} forwarded, {} at its receiver, {} at the service [{}]",
             self.gw.in_flight(),
+            self.gw.forwarded_in_flight(),
             self.rx.in_flight(),
             self.service.in_flight(),
             self.service.describe()
@@ -298,6 +463,9 @@ impl Backend {
                     let delay = self.wire.latency.sample(rng);
                     self.wire.send(Dir::Down, now - self.start, delay, message);
                 }
+                Output::Writable { request } if !self.pending.contains_key(&request) => {
+                    self.outward.push(Outward::Writable { request });
+                }
                 Output::Writable { request } => {
                     if !self.upload_waits.remove(&request) {
                         return Err(format!(
@@ -310,15 +478,28 @@ impl Backend {
                         ));
                     }
                 }
+                Output::Response { request, event } if !self.pending.contains_key(&request) => {
+                    self.outward.push(Outward::Response { request, event });
+                }
                 Output::Response { request, event } => self.response(request, event)?,
                 Output::Close { code, reason, .. } => {
                     return Err(format!(
                         "the gateway's core closed its receiver's connection ({code}): {reason}"
                     ))
                 }
-                out @ (Output::Cluster(_) | Output::Publish { .. } | Output::Answer { .. }) => {
+                Output::Publish {
+                    request,
+                    route,
+                    transmit,
+                } => self.outward.push(Outward::Publish {
+                    request,
+                    route,
+                    transmit,
+                }),
+                Output::Cluster(out) => self.outward.push(Outward::Cluster(out)),
+                out @ Output::Answer { .. } => {
                     return Err(format!(
-                        "the serving core, which joined no cluster here, asked the bus for {out:?}"
+                        "the core answered a forwarding gateway, yet this simulation serves through its own glue: {out:?}"
                     ))
                 }
             }
@@ -330,7 +511,7 @@ impl Backend {
     fn response(&mut self, request: RequestId, event: ResponseEvent) -> Result<(), String> {
         let Some(p) = self.pending.get_mut(&request) else {
             return Err(format!(
-                "the gateway's core made {event:?} for {request}, whose serving machine is done"
+                "the gateway's core made {event:?} for {request}, which nobody holds"
             ));
         };
         if p.ended {

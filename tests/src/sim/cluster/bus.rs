@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use anpx_core::RequestId;
 use bytes::Bytes;
 
 /// Where a message goes.
@@ -47,19 +48,23 @@ pub struct Bus {
     pub lost: u64,
 }
 
-/// The inbox of side `side` (`f`orwarding or `s`erving) of request `key` at
-/// gateway `node`.
-pub fn inbox(node: usize, side: char, key: u64) -> String {
-    format!("_INBOX.n{node}.{side}{key}")
+/// The inbox of serving machine `key` at gateway `node`.
+pub fn serving_inbox(node: usize, key: u64) -> String {
+    format!("_INBOX.n{node}.s{key}")
 }
 
-/// The gateway, side and request of an inbox.
-pub fn parse_inbox(inbox: &str) -> Option<(usize, char, u64)> {
+/// The reply inbox of forwarded request `request` at gateway `node`.
+pub fn reply_inbox(node: usize, request: &RequestId) -> String {
+    format!("_INBOX.n{node}.f{}", request.as_str())
+}
+
+/// The gateway, side (`f`orwarding or `s`erving) and request of an inbox.
+pub fn parse_inbox(inbox: &str) -> Option<(usize, char, &str)> {
     let rest = inbox.strip_prefix("_INBOX.n")?;
     let (node, tail) = rest.split_once('.')?;
     let mut chars = tail.chars();
     let side = chars.next()?;
-    Some((node.parse().ok()?, side, chars.as_str().parse().ok()?))
+    Some((node.parse().ok()?, side, chars.as_str()))
 }
 
 impl Bus {

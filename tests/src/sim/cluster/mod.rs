@@ -1,46 +1,56 @@
 //! A deterministic simulation of a gateway cluster: two to four gateways,
-//! each with its route book, the core's forwarding and serving machines
-//! and its own gateway core with a receiver and a scripted service behind
-//! it, exchanging cluster messages over a simulated bus in virtual time,
-//! with public clients at every gateway.
+//! each one gateway machine (a member of the cluster, as in production)
+//! with a receiver and a scripted service behind it, exchanging cluster
+//! messages over a simulated bus in virtual time, with public clients at
+//! every gateway.
 //!
 //! A seed fixes the scenario (how many gateways, who serves what, bus
 //! latency and loss, crashes, service churn, timeouts) and every choice
 //! after it. The bus keeps NATS's promises and no more: per sender and
 //! receiver messages arrive in order, a message may be lost, a service
 //! subject's message goes to one member of its queue group, and one with
-//! no member comes back as "no responders". A served request takes the
-//! production path into the serving gateway's core, so what it meets there
-//! (a refusal, the request timeout, the receiver's credit windows) is the
-//! real machines' doing, not a script's. Some clients open WebSockets:
-//! after the `101` they send pieces with pauses (some longer than the
-//! WebSocket idle timeout) and close their side or fall silent; the
-//! service echoes and may close first. Checked throughout: the service
+//! no member comes back as "no responders". Every gateway's machine runs
+//! the cluster: its announcement rounds go on the bus to the others'
+//! machines, its joins and leaves make the queue groups, and a public
+//! client's request goes in as the shell's driver puts it there (the
+//! machine's choice, forwarded or served here, the fall back after a local
+//! refusal), its messages out and its replies in through the machine, its
+//! upload paced by the machine's `Writable`, its reads and cancel told to
+//! it. A request another gateway forwarded takes the production path into
+//! the serving gateway's machine behind a serving machine, so what it
+//! meets there (a refusal, the request timeout, the receiver's credit
+//! windows) is the real machines' doing, not a script's. Some clients open
+//! WebSockets: after the `101` they send pieces with pauses (some longer
+//! than the WebSocket idle timeout) and close their side or fall silent;
+//! the service echoes and may close first. Checked throughout: the service
 //! gets the head and the upload bytes its client sent, in order; every
 //! client sees its response in order and each byte as the service sent
 //! it; no body piece is sent beyond the credit its reader granted; the
-//! serving core holds no more unread bytes than a window. Checked at the
-//! end: every client request ended exactly once (or was cancelled by its
-//! client, or died with its gateway), and no gateway holds a machine or a
-//! request in its core, its receiver or its service any more.
+//! serving machine holds no more unread bytes than a window; the machine
+//! lets an upload go on only when it told it to wait. Checked at the end:
+//! every client request ended exactly once (or was cancelled by its
+//! client, or died with its gateway), and no gateway holds a request in
+//! its machine (its own or forwarded, `/stats` counting none and no byte
+//! buffered), its receiver or its service any more.
 
 mod backend;
 mod bus;
+mod public;
 mod service;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anpx_core::cluster::{
-    Announcement, Choice, Forwarding, Local, Reply, RouteBook, Serving, To, Upload, WireMessage,
-    DEFAULT_WINDOW,
+    Announcement, ClusterOutput, Local, MembershipConfig, Reply, Serving, To, Transmit,
+    WireMessage, DEFAULT_WINDOW,
 };
+use anpx_core::ResponseEvent;
 use anpx_core::ServiceUrl;
-use anpx_core::{GatewayConfig, ReceiverConfig, RequestHead, RequestId};
-use anpx_core::{RequestBody, ResponseEvent};
+use anpx_core::{GatewayConfig, ReceiverConfig, RequestId};
 use bytes::Bytes;
 
-use backend::Backend;
+use backend::{Backend, Outward};
 use bus::{Bus, Dest, Envelope};
 use service::{Expected, Sent};
 
@@ -57,6 +67,9 @@ pub enum ClusterInjection {
     /// The serving side drops every response body piece of its core's
     /// instead of handing it to its serving machine.
     DropServedPieces,
+    /// The forwarding side drops the first upload piece its machine
+    /// publishes, as a shell that lost a publish would.
+    DropForwardedPiece,
 }
 
 /// What a run saw, summed.
@@ -64,10 +77,21 @@ pub enum ClusterInjection {
 pub struct ClusterCounters {
     /// Requests forwarded to another gateway.
     pub forwarded: u64,
+    /// Of those, the ones forwarded after the gateway's own receiver
+    /// refused them.
+    pub fell_back: u64,
     /// Requests served by the gateway they reached.
     pub local: u64,
+    /// Of those, the ones answered completely.
+    pub local_completed: u64,
+    /// Of those, the ones failed.
+    pub local_failed: u64,
     /// Requests nobody served (404 at the gateway reached).
     pub no_route: u64,
+    /// Requests the gateway reached refused otherwise, by reason.
+    pub refused: BTreeMap<&'static str, u64>,
+    /// Gateways another forgot once they fell silent.
+    pub forgotten: u64,
     /// Forwarded requests answered completely.
     pub completed: u64,
     /// Forwarded requests failed, by status.
@@ -101,8 +125,15 @@ impl ClusterCounters {
     /// Adds `other` into `self`.
     pub fn add(&mut self, other: &ClusterCounters) {
         self.forwarded += other.forwarded;
+        self.fell_back += other.fell_back;
         self.local += other.local;
+        self.local_completed += other.local_completed;
+        self.local_failed += other.local_failed;
         self.no_route += other.no_route;
+        for (r, n) in &other.refused {
+            *self.refused.entry(r).or_default() += n;
+        }
+        self.forgotten += other.forgotten;
         self.completed += other.completed;
         for (s, n) in &other.failed {
             *self.failed.entry(*s).or_default() += n;
@@ -158,19 +189,33 @@ pub fn run_cluster(seed: u64, injection: ClusterInjection) -> Result<ClusterRepo
 struct Client {
     /// The gateway it reached.
     node: usize,
+    /// Its request in that gateway's machine, once it went in.
+    request: Option<RequestId>,
+    /// It went to another gateway.
+    forwarded: bool,
     /// Its method, and every body byte it sends (a whole body or every
     /// piece of `upload`), for the service to hold what it gets against.
     method: String,
     sends: Bytes,
-    /// Its upload, when streamed, and how much of it went out.
+    /// Its body streams: the pieces of `upload`, and how many went out
+    /// (one past the last once its side is over).
+    streaming: bool,
     upload: Vec<Bytes>,
     uploaded: usize,
+    /// Its last piece waits for the machine's `Writable`.
+    waiting: bool,
+    /// Credit the serving gateway granted for a forwarded upload.
+    credit: u64,
+    /// The bus said no gateway serves its route any more.
+    nobody_serves: bool,
     got_head: Option<u16>,
+    /// The status it failed with.
+    failed: Option<u16>,
     body: Vec<u8>,
     ended: bool,
     cancelled: bool,
     died: bool,
-    /// Not forwarded: answered at the gateway it reached.
+    /// Refused at the gateway it reached.
     settled: bool,
     /// A WebSocket: the pause before each piece of `upload`, and whether
     /// the client closes its side after the last (else it falls silent).
@@ -179,14 +224,6 @@ struct Client {
     next_piece_at: Option<Instant>,
     /// When it sent or got anything.
     activity: Vec<Instant>,
-}
-
-/// A forwarding machine and its bookkeeping.
-struct Fwd {
-    machine: Forwarding,
-    client: usize,
-    /// Credit the serving side granted for the upload.
-    credit: u64,
 }
 
 /// A serving machine, its request in the gateway's own core and its
@@ -209,14 +246,13 @@ struct Node {
     alive: bool,
     /// Services its receivers serve now.
     services: BTreeSet<usize>,
-    /// Service subjects it has joined (at its last announcement round).
+    /// Service subjects its machine joined and has not left.
     joined: BTreeSet<usize>,
-    book: RouteBook,
-    /// Its own core, receiver and service.
+    /// Its gateway machine, receiver and service.
     backend: Backend,
-    forwards: BTreeMap<u64, Fwd>,
+    /// Its public clients' requests in its machine, and whose they are.
+    public: BTreeMap<RequestId, usize>,
     serves: BTreeMap<u64, Srv>,
-    next_announce: Instant,
 }
 
 /// What a service sent one client so far.
@@ -230,6 +266,7 @@ struct Response {
 /// Things the simulation schedules.
 #[derive(Debug)]
 enum Ev {
+    Join(usize),
     NewClient,
     Cancel(usize),
     Crash(usize),
@@ -301,14 +338,12 @@ impl World {
                 .map_err(|e| format!("{name}: {e}"))?;
                 Ok(Node {
                     backend,
-                    book: RouteBook::new(name.clone(), route_ttl),
                     name,
                     alive: true,
                     services: serves,
                     joined: BTreeSet::new(),
-                    forwards: BTreeMap::new(),
+                    public: BTreeMap::new(),
                     serves: BTreeMap::new(),
-                    next_announce: start + Duration::from_millis(rng.u64(0..200)),
                 })
             })
             .collect::<Result<Vec<Node>, String>>()?;
@@ -336,6 +371,8 @@ impl World {
         let first = start + Duration::from_millis(w.rng.u64(0..3000));
         w.schedule(first, Ev::NewClient);
         for i in 0..n_nodes {
+            let at = start + Duration::from_millis(w.rng.u64(0..200));
+            w.schedule(at, Ev::Join(i));
             if w.rng.u8(0..6) == 0 {
                 let at = start + Duration::from_millis(w.rng.u64(2000..40_000));
                 w.schedule(at, Ev::Crash(i));
@@ -386,7 +423,7 @@ impl World {
             .values()
             .all(|e| !matches!(e, Ev::NewClient | Ev::Cancel(_)))
             && self.nodes.iter().all(|n| {
-                !n.alive || (n.forwards.is_empty() && n.serves.is_empty() && n.backend.is_idle())
+                !n.alive || (n.public.is_empty() && n.serves.is_empty() && n.backend.is_idle())
             })
             && self.bus.requests_in_flight() == 0
     }
@@ -397,9 +434,9 @@ impl World {
             .filter(|n| n.alive)
             .map(|n| {
                 format!(
-                    "{}: {} forwarding, {} serving ({})",
+                    "{}: {} public, {} serving ({})",
                     n.name,
-                    n.forwards.len(),
+                    n.public.len(),
                     n.serves.len(),
                     n.backend.summary()
                 )
@@ -417,26 +454,12 @@ impl World {
             }
         };
         for n in self.nodes.iter().filter(|n| n.alive) {
-            take(Some(n.next_announce));
-            take(n.book.poll_timeout());
-            for f in n.forwards.values() {
-                take(f.machine.poll_timeout());
-            }
             for s in n.serves.values() {
                 take(s.machine.poll_timeout());
             }
             take(n.backend.poll_timeout());
-        }
-        for f in self
-            .nodes
-            .iter()
-            .filter(|n| n.alive)
-            .flat_map(|n| n.forwards.values())
-        {
-            let client = &self.clients[f.client];
-            let more = client.uploaded <= client.upload.len();
-            if client.got_head == Some(101) && more && f.machine.wants_upload() {
-                take(client.next_piece_at);
+            for c in n.public.values() {
+                take(self.clients[*c].next_piece_at());
             }
         }
         take(self.bus.next_delivery());
@@ -455,6 +478,14 @@ impl World {
             }
             let ev = entry.remove();
             match ev {
+                Ev::Join(i) => {
+                    let config = MembershipConfig {
+                        node: self.nodes[i].name.clone(),
+                        announce_interval: self.announce_interval,
+                        route_ttl: self.route_ttl,
+                    };
+                    self.nodes[i].backend.join_cluster(now, config);
+                }
                 Ev::NewClient => self.new_client(),
                 Ev::Cancel(c) => self.cancel(c),
                 Ev::Crash(i) => self.crash(i),
@@ -477,16 +508,7 @@ impl World {
             if !self.nodes[i].alive {
                 continue;
             }
-            if self.nodes[i].next_announce <= now {
-                self.announce(i);
-            }
             let node = &mut self.nodes[i];
-            node.book.handle_timeout(now);
-            for f in node.forwards.values_mut() {
-                if f.machine.poll_timeout().is_some_and(|t| t <= now) {
-                    f.machine.handle_timeout(now, &node.book);
-                }
-            }
             for s in node.serves.values_mut() {
                 if s.machine.poll_timeout().is_some_and(|t| t <= now) {
                     s.machine.handle_timeout(now);
@@ -497,161 +519,6 @@ impl World {
         Ok(())
     }
 
-    /// One announcement round, as the shell's: the local routes into the
-    /// book, the service subjects joined, the announcement out.
-    fn announce(&mut self, i: usize) {
-        let urls: Vec<ServiceUrl> = self.nodes[i]
-            .services
-            .iter()
-            .map(|k| self.services[*k].clone())
-            .collect();
-        let node = &mut self.nodes[i];
-        node.book.set_local(urls.clone());
-        node.joined = node.services.clone();
-        node.next_announce = self.now + self.announce_interval;
-        let a = Announcement::new(node.name.clone(), urls);
-        let name = node.name.clone();
-        self.bus.publish(
-            &mut self.rng,
-            self.now,
-            &name,
-            Dest::Routes,
-            None,
-            a.to_json().into(),
-        );
-    }
-
-    fn new_client(&mut self) {
-        if self.now < self.arrivals_end {
-            let gap = Duration::from_millis(self.rng.u64(1..800));
-            self.schedule(self.now + gap, Ev::NewClient);
-        }
-        let alive: Vec<usize> = (0..self.nodes.len())
-            .filter(|i| self.nodes[*i].alive)
-            .collect();
-        if alive.is_empty() {
-            return;
-        }
-        let node = alive[self.rng.usize(0..alive.len())];
-        let k = self.rng.usize(0..self.services.len());
-        let c = self.clients.len();
-        let host = format!("svc{k}.sim");
-        let mut head =
-            RequestHead::new("POST", format!("/c/{c}")).with_header("x-sim-client", c.to_string());
-        let mut websocket = None;
-        let (body, upload) = match self.rng.u8(0..5) {
-            4 => {
-                head.method = "GET".into();
-                head.headers
-                    .push("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
-                anpx_core::passthrough::mark_upgrade(&mut head.headers);
-                let n = self.rng.usize(0..6);
-                let pieces = (0..n)
-                    .map(|_| service::bytes(&mut self.rng, 1..80_000))
-                    .collect();
-                // Mostly within the idle timeout, now and then past it.
-                let idle = self.websocket_idle.as_millis() as u64;
-                let gaps = (0..n)
-                    .map(|_| Duration::from_millis(self.rng.u64(0..=idle * 6 / 5)))
-                    .collect();
-                websocket = Some((gaps, self.rng.u8(0..4) != 0));
-                (RequestBody::Streaming, pieces)
-            }
-            0 => (RequestBody::Empty, Vec::new()),
-            1 => (
-                RequestBody::Full(service::bytes(&mut self.rng, 0..140_000)),
-                Vec::new(),
-            ),
-            _ => {
-                // Now and then more than the receiver's window.
-                let n = if self.rng.u8(0..16) == 0 {
-                    self.rng.usize(30..=50)
-                } else {
-                    self.rng.usize(0..5)
-                };
-                let pieces = (0..n)
-                    .map(|_| service::bytes(&mut self.rng, 1..80_000))
-                    .collect();
-                (RequestBody::Streaming, pieces)
-            }
-        };
-        let streaming = body.is_streaming();
-        let sends = match &body {
-            RequestBody::Full(b) => b.clone(),
-            _ => upload.concat().into(),
-        };
-        self.clients.push(Client {
-            node,
-            method: head.method.clone(),
-            sends,
-            upload,
-            websocket,
-            ..Client::default()
-        });
-        if self.rng.u8(0..5) == 0 {
-            let at = self.now
-                + Duration::from_millis(
-                    self.rng.u64(0..self.request_timeout.as_millis() as u64 * 2),
-                );
-            self.schedule(at, Ev::Cancel(c));
-        }
-        let n = &self.nodes[node];
-        let serves_here = n.services.contains(&k);
-        let go = match n.book.choose(&host, &head) {
-            Choice::Remote(_) => true,
-            Choice::Local { fallback } => {
-                !serves_here && fallback && {
-                    let path = anpx_core::forward::normalize_path(&head.path).unwrap_or_default();
-                    n.book.remote_route(&host, &path).is_some()
-                }
-            }
-        };
-        if !go {
-            self.clients[c].settled = true;
-            if serves_here {
-                self.counters.local += 1;
-            } else {
-                self.counters.no_route += 1;
-            }
-            return;
-        }
-        self.counters.forwarded += 1;
-        if streaming {
-            self.counters.uploads += 1;
-        }
-        let key = self.next_key;
-        self.next_key += 1;
-        let machine = Forwarding::new(
-            self.now,
-            host,
-            head,
-            body,
-            self.request_timeout,
-            self.websocket_idle,
-        );
-        self.nodes[node].forwards.insert(
-            key,
-            Fwd {
-                machine,
-                client: c,
-                credit: DEFAULT_WINDOW,
-            },
-        );
-    }
-
-    fn cancel(&mut self, c: usize) {
-        let client = &mut self.clients[c];
-        if client.ended || client.died || client.settled || client.cancelled {
-            return;
-        }
-        client.cancelled = true;
-        self.counters.cancelled += 1;
-        let node = &mut self.nodes[client.node];
-        if let Some(f) = node.forwards.values_mut().find(|f| f.client == c) {
-            f.machine.handle_upload(self.now, Upload::Cancel);
-        }
-    }
-
     fn crash(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         if !node.alive {
@@ -659,8 +526,8 @@ impl World {
         }
         node.alive = false;
         self.counters.crashes += 1;
-        for f in std::mem::take(&mut node.forwards).into_values() {
-            let client = &mut self.clients[f.client];
+        for c in std::mem::take(&mut node.public).into_values() {
+            let client = &mut self.clients[c];
             if !client.ended && !client.cancelled {
                 client.died = true;
                 self.counters.died += 1;
@@ -674,10 +541,10 @@ impl World {
         let now = self.now;
         match env.dest {
             Dest::Routes => {
+                let a = Announcement::from_json(&env.payload)
+                    .map_err(|e| format!("an undecodable announcement: {e}"))?;
                 for node in self.nodes.iter_mut().filter(|n| n.alive) {
-                    if let Ok(a) = Announcement::from_json(&env.payload) {
-                        node.book.handle_announcement(now, a);
-                    }
+                    node.backend.handle_announcement(now, a.clone());
                 }
             }
             Dest::Service(k) => {
@@ -695,29 +562,22 @@ impl World {
                 self.serve(i, reply, env.payload)?;
             }
             Dest::Inbox(inbox) => {
-                let Some((i, side, key)) = bus::parse_inbox(&inbox) else {
+                let parsed = bus::parse_inbox(&inbox).and_then(|(i, side, token)| {
+                    let serving = match side {
+                        'f' => None,
+                        's' => Some(token.parse::<u64>().ok()?),
+                        _ => return None,
+                    };
+                    Some((i, serving, RequestId::from(token)))
+                });
+                let Some((i, serving, request)) = parsed else {
                     return Err(format!("a message for an unknown inbox {inbox}"));
                 };
                 let node = &mut self.nodes[i];
                 if !node.alive {
                     return Ok(());
                 }
-                if side == 'f' {
-                    let Some(f) = node.forwards.get_mut(&key) else {
-                        return Ok(());
-                    };
-                    if let Ok(WireMessage::Credit { upto }) =
-                        WireMessage::decode(env.payload.clone())
-                    {
-                        f.credit = f.credit.max(upto);
-                    }
-                    let reply = if env.no_responders {
-                        Reply::NoResponders
-                    } else {
-                        Reply::Message(env.payload)
-                    };
-                    f.machine.handle_reply(now, reply);
-                } else {
+                if let Some(key) = serving {
                     let Some(s) = node.serves.get_mut(&key) else {
                         return Ok(());
                     };
@@ -729,6 +589,24 @@ impl World {
                     s.machine
                         .handle_origin(now, Some(env.payload))
                         .map_err(|e| format!("an undecodable message between gateways: {e}"))?;
+                } else {
+                    if let Some(c) = node.public.get(&request) {
+                        let client = &mut self.clients[*c];
+                        client.nobody_serves |= env.no_responders;
+                        if let Ok(WireMessage::Credit { upto }) =
+                            WireMessage::decode(env.payload.clone())
+                        {
+                            client.credit = client.credit.max(upto);
+                        }
+                    }
+                    let reply = if env.no_responders {
+                        Reply::NoResponders
+                    } else {
+                        Reply::Message(env.payload)
+                    };
+                    // As the shell's reply subscription: whatever arrives
+                    // goes in, the machine knowing which requests are over.
+                    node.backend.forward_reply(now, &request, reply);
                 }
             }
         }
@@ -736,7 +614,8 @@ impl World {
     }
 
     /// A start message reached gateway `i`: the request enters its core,
-    /// as the shell's `Driver::start_local` puts it there.
+    /// through `start_request_from`, for the simulation's own `Serving` glue
+    /// (the machine's `Gateway::serve_forwarded` is not yet used here).
     fn serve(&mut self, i: usize, reply: String, payload: Bytes) -> Result<(), String> {
         let Ok(WireMessage::Start {
             host,
@@ -782,7 +661,7 @@ impl World {
         };
         let key = self.next_key;
         self.next_key += 1;
-        let inbox = bus::inbox(i, 's', key);
+        let inbox = bus::serving_inbox(i, key);
         let machine = Serving::new(
             self.now,
             name,
@@ -813,113 +692,12 @@ impl World {
                 if !self.nodes[i].alive {
                     continue;
                 }
-                moved |= self.settle_forwards(i, now)?;
+                moved |= self.settle_clients(i, now)?;
                 moved |= self.settle_serves(i, now)?;
                 moved |= self.settle_backend(i, now)?;
             }
         }
         Ok(())
-    }
-
-    fn settle_forwards(&mut self, i: usize, now: Instant) -> Result<bool, String> {
-        let mut moved = false;
-        let name = self.nodes[i].name.clone();
-        let keys: Vec<u64> = self.nodes[i].forwards.keys().copied().collect();
-        for key in keys {
-            let Some(f) = self.nodes[i].forwards.get_mut(&key) else {
-                continue;
-            };
-            let c = f.client;
-            let credit = f.credit;
-            let transmits: Vec<_> = std::iter::from_fn(|| f.machine.poll_transmit()).collect();
-            let events: Vec<_> = std::iter::from_fn(|| f.machine.poll_event()).collect();
-            for t in transmits {
-                moved = true;
-                if let WireMessage::Data { seq, .. } = &t.message {
-                    if *seq >= credit {
-                        return Err(format!(
-                            "upload piece {seq} sent beyond the credit {credit}"
-                        ));
-                    }
-                }
-                let (dest, reply) = match t.to {
-                    To::Service => {
-                        let WireMessage::Start { host, .. } = &t.message else {
-                            return Err("only a start goes to a service subject".into());
-                        };
-                        let k = self.service_of(host)?;
-                        (Dest::Service(k), Some(bus::inbox(i, 'f', key)))
-                    }
-                    To::Inbox(theirs) => (Dest::Inbox(theirs), None),
-                };
-                self.bus
-                    .publish(&mut self.rng, now, &name, dest, reply, t.message.encode());
-            }
-            let read: usize = events
-                .iter()
-                .map(|e| match e {
-                    ResponseEvent::Body(b) => b.len(),
-                    _ => 0,
-                })
-                .sum();
-            for event in events {
-                moved = true;
-                self.client_event(c, event)?;
-            }
-            let Some(f) = self.nodes[i].forwards.get_mut(&key) else {
-                continue;
-            };
-            // The client reads what it got at once.
-            f.machine.handle_read(read);
-            let client = &mut self.clients[c];
-            if let Some((gaps, closes)) = &client.websocket {
-                // A WebSocket client talks only once switched, and at its
-                // own pace.
-                let ready =
-                    client.got_head == Some(101) && client.next_piece_at.is_none_or(|at| at <= now);
-                if ready && f.machine.wants_upload() && client.uploaded <= client.upload.len() {
-                    if let Some(piece) = client.upload.get(client.uploaded).cloned() {
-                        let gap = gaps.get(client.uploaded + 1).copied().unwrap_or_default();
-                        client.uploaded += 1;
-                        client.next_piece_at = Some(now + gap);
-                        client.activity.push(now);
-                        f.machine.handle_upload(now, Upload::Body(piece, false));
-                        moved = true;
-                    } else if *closes {
-                        client.uploaded += 1;
-                        client.activity.push(now);
-                        f.machine
-                            .handle_upload(now, Upload::Body(Bytes::new(), true));
-                        moved = true;
-                    } else {
-                        client.next_piece_at = None;
-                        client.uploaded += 1;
-                    }
-                }
-            } else if f.machine.wants_upload() {
-                let client = &mut self.clients[c];
-                if let Some(piece) = client.upload.get(client.uploaded).cloned() {
-                    client.uploaded += 1;
-                    let last = client.uploaded == client.upload.len();
-                    f.machine.handle_upload(now, Upload::Body(piece, last));
-                    moved = true;
-                } else if client.upload.is_empty() && client.uploaded == 0 {
-                    client.uploaded = 1;
-                    f.machine
-                        .handle_upload(now, Upload::Body(Bytes::new(), true));
-                    moved = true;
-                }
-            }
-            if f.machine.is_finished() {
-                self.nodes[i].forwards.remove(&key);
-                let client = &self.clients[c];
-                if !client.ended && !client.cancelled {
-                    return Err(format!("request of client {c} finished without an ending"));
-                }
-                moved = true;
-            }
-        }
-        Ok(moved)
     }
 
     fn settle_serves(&mut self, i: usize, now: Instant) -> Result<bool, String> {
@@ -1004,11 +782,12 @@ impl World {
         Ok(moved)
     }
 
-    /// The serving gateway's own core, receiver and service; what the
-    /// service sent is noted for its client to be held against.
+    /// The gateway's machine, receiver and service; what the service sent
+    /// is noted for its client to be held against, and what the machine
+    /// said goes to the public clients and the bus.
     fn settle_backend(&mut self, i: usize, now: Instant) -> Result<bool, String> {
         let backend = &mut self.nodes[i].backend;
-        let moved = backend.settle(&mut self.rng, now)?;
+        let mut moved = backend.settle(&mut self.rng, now)?;
         for sent in backend.take_sent() {
             match sent {
                 Sent::Head { client, status } => {
@@ -1029,120 +808,90 @@ impl World {
                 Sent::End { client } => self.served.entry(client).or_default().complete = true,
             }
         }
+        for out in self.nodes[i].backend.take_outward() {
+            moved = true;
+            match out {
+                Outward::Response { request, event } => self.public_event(i, &request, event)?,
+                Outward::Writable { request } => self.writable(i, &request)?,
+                Outward::Publish {
+                    request,
+                    route,
+                    transmit,
+                } => self.publish(i, &request, &route, transmit)?,
+                Outward::Cluster(out) => self.cluster_output(i, out)?,
+            }
+        }
         Ok(moved)
     }
 
-    fn service_of(&self, host: &str) -> Result<usize, String> {
-        host.strip_prefix("svc")
-            .and_then(|r| r.strip_suffix(".sim"))
-            .and_then(|k| k.parse().ok())
-            .ok_or_else(|| format!("a start for an unknown host {host}"))
+    /// A forwarded request's message goes on the bus: its start to its
+    /// route's subject with its reply inbox, the rest to the serving
+    /// gateway's inbox.
+    fn publish(
+        &mut self,
+        i: usize,
+        request: &RequestId,
+        route: &ServiceUrl,
+        transmit: Transmit,
+    ) -> Result<(), String> {
+        if let (WireMessage::Data { seq, .. }, Some(c)) =
+            (&transmit.message, self.nodes[i].public.get(request))
+        {
+            let credit = self.clients[*c].credit;
+            if *seq >= credit {
+                return Err(format!(
+                    "upload piece {seq} of client {c} sent beyond the credit {credit}"
+                ));
+            }
+            if self.injection == ClusterInjection::DropForwardedPiece && *seq == 0 {
+                return Ok(());
+            }
+        }
+        let (dest, reply) = match transmit.to {
+            To::Service => {
+                if !matches!(transmit.message, WireMessage::Start { .. }) {
+                    return Err("only a start goes to a service subject".into());
+                }
+                let k = self
+                    .services
+                    .iter()
+                    .position(|s| s == route)
+                    .ok_or_else(|| format!("a start for an unknown route {route}"))?;
+                (Dest::Service(k), Some(bus::reply_inbox(i, request)))
+            }
+            To::Inbox(theirs) => (Dest::Inbox(theirs), None),
+        };
+        let name = self.nodes[i].name.clone();
+        let payload = transmit.message.encode();
+        self.bus
+            .publish(&mut self.rng, self.now, &name, dest, reply, payload);
+        Ok(())
     }
 
-    /// An event for client `c`, checked as it arrives.
-    fn client_event(&mut self, c: usize, event: ResponseEvent) -> Result<(), String> {
-        let client = &mut self.clients[c];
-        if client.ended || client.cancelled || client.died {
-            return Err(format!("client {c} got {event:?} after its request ended"));
-        }
-        if client.websocket.is_some() {
-            client.activity.push(self.now);
-        }
-        match event {
-            ResponseEvent::Head(h) => {
-                if client.got_head.is_some() {
-                    return Err(format!("client {c} got a second head"));
-                }
-                if (h.status == 101) != client.websocket.is_some() {
-                    return Err(format!("client {c} got a {} head", h.status));
-                }
-                let sent = self.served.get(&c).and_then(|r| r.status);
-                if sent != Some(h.status) {
-                    return Err(format!(
-                        "client {c} got a {} head, the service sent {sent:?}",
-                        h.status
-                    ));
-                }
-                if h.status == 101 {
-                    self.counters.websockets += 1;
-                }
-                client.got_head = Some(h.status);
+    /// What gateway `i`'s machine asks of the cluster's bus.
+    fn cluster_output(&mut self, i: usize, out: ClusterOutput) -> Result<(), String> {
+        let service = |url: &ServiceUrl| {
+            self.services
+                .iter()
+                .position(|s| s == url)
+                .ok_or_else(|| format!("{} joined an unknown route {url}", self.nodes[i].name))
+        };
+        match out {
+            ClusterOutput::Announce(a) => {
+                let name = self.nodes[i].name.clone();
+                let payload = a.to_json().into();
+                self.bus
+                    .publish(&mut self.rng, self.now, &name, Dest::Routes, None, payload);
             }
-            ResponseEvent::Body(b) => {
-                if client.got_head.is_none() {
-                    return Err(format!("client {c} got body before the head"));
-                }
-                let from = client.body.len();
-                client.body.extend_from_slice(&b);
-                let sent = self.served.get(&c).map_or(&[][..], |r| &r.body[..]);
-                if sent.get(from..client.body.len()) != Some(&client.body[from..]) {
-                    return Err(format!(
-                        "client {c} got body bytes {from}..{} that differ from what the service sent ({} bytes so far)",
-                        client.body.len(),
-                        sent.len()
-                    ));
-                }
+            ClusterOutput::Join(url) => {
+                let k = service(&url)?;
+                self.nodes[i].joined.insert(k);
             }
-            ResponseEvent::End => {
-                if self.injection == ClusterInjection::LoseEnds {
-                    return Ok(());
-                }
-                let Some(status) = client.got_head else {
-                    return Err(format!("client {c} got an end without a head"));
-                };
-                client.ended = true;
-                self.counters.completed += 1;
-                match self.served.get(&c) {
-                    Some(r) if r.complete && r.status == Some(status) && r.body == client.body => {}
-                    Some(r) => {
-                        return Err(format!(
-                            "client {c} got {status} and {} bytes, the service sent {:?} and {} bytes (complete: {})",
-                            client.body.len(),
-                            r.status,
-                            r.body.len(),
-                            r.complete
-                        ))
-                    }
-                    None => return Err(format!("client {c} completed but no service answered it")),
-                }
+            ClusterOutput::Leave(url) => {
+                let k = service(&url)?;
+                self.nodes[i].joined.remove(&k);
             }
-            ResponseEvent::Failed(f) => {
-                client.ended = true;
-                *self.counters.failed.entry(f.status).or_default() += 1;
-                if client.got_head == Some(101) && f.status == 504 {
-                    self.counters.websocket_idle += 1;
-                    // Timed by the idle timeout, traffic either way
-                    // counting: quiet for that long before the failure
-                    // left, give or take the bus's latency (under 120 ms;
-                    // what the client sent meanwhile crossed it). On a
-                    // lossy bus a lost piece is quiet for the serving side
-                    // only, so this holds on a lossless one.
-                    let margin = Duration::from_millis(250);
-                    let jitter = Duration::from_millis(150);
-                    let left = self.now - margin;
-                    let quiet = client
-                        .activity
-                        .iter()
-                        .rev()
-                        .find(|at| **at <= left)
-                        .map(|at| left - *at);
-                    let too_soon = quiet.is_none_or(|q| q + margin + jitter < self.websocket_idle);
-                    if too_soon && self.bus.is_lossless() {
-                        return Err(format!(
-                            "client {c}'s WebSocket timed out after {quiet:?} of quiet (and {margin:?}), idle timeout {:?}",
-                            self.websocket_idle
-                        ));
-                    }
-                }
-                if f.status == 501 && client.websocket.is_some() {
-                    self.counters.websocket_refused += 1;
-                } else if f.status == 408 && !self.bus.is_lossless() {
-                    // A piece of the upload was lost on the bus: the
-                    // serving core timed the stalled upload out.
-                } else if !matches!(f.status, 404 | 502 | 503 | 504) {
-                    return Err(format!("client {c} failed with an unexpected {}", f.status));
-                }
-            }
+            ClusterOutput::Forgotten(_) => self.counters.forgotten += 1,
         }
         Ok(())
     }
@@ -1155,14 +904,24 @@ impl World {
                     self.nodes[client.node].name
                 ));
             }
+            // "No responders" ends a forwarded request at once.
+            if client.nobody_serves && client.ended && client.failed != Some(502) {
+                return Err(format!(
+                    "client {c} was told no gateway serves its route, yet ended with {:?}",
+                    client.failed
+                ));
+            }
         }
         for n in self.nodes.iter().filter(|n| n.alive) {
-            if !n.forwards.is_empty() || !n.serves.is_empty() || !n.backend.is_idle() {
+            if !n.public.is_empty() || !n.serves.is_empty() || !n.backend.is_idle() {
                 return Err(format!(
                     "{} still holds requests: {}",
                     n.name,
                     self.busy_summary()
                 ));
+            }
+            if let Some(leak) = n.backend.leaks(self.now) {
+                return Err(format!("{} holds nothing, yet {leak}", n.name));
             }
         }
         Ok(())
