@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use futures_util::io::{
-    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, BufReader,
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
 };
 use http_types::{Body, Request, Response};
 
@@ -72,6 +72,43 @@ where
         .await
         .map_err(ResponseError::NotAnswered)?;
     read_response(stream, head_request, recycle).await
+}
+
+/// A request without a body, as async-h1 encodes it: sent again as is
+/// when a reused connection turns out closed.
+pub(crate) struct Encoded {
+    bytes: Vec<u8>,
+    head_request: bool,
+}
+
+impl Encoded {
+    pub(crate) async fn new(request: Request) -> io::Result<Encoded> {
+        let head_request = request.method() == http_types::Method::Head;
+        let mut bytes = Vec::new();
+        async_h1::client::Encoder::new(request)
+            .read_to_end(&mut bytes)
+            .await?;
+        Ok(Encoded {
+            bytes,
+            head_request,
+        })
+    }
+}
+
+/// [`exchange`] for a request encoded beforehand.
+pub(crate) async fn exchange_encoded<S>(
+    mut stream: S,
+    request: &Encoded,
+    recycle: Option<Recycler<S>>,
+) -> Result<Response, ResponseError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
+{
+    stream
+        .write_all(&request.bytes)
+        .await
+        .map_err(ResponseError::NotAnswered)?;
+    read_response(stream, request.head_request, recycle).await
 }
 
 /// Reads one response from `stream`. `head_request`: the request was
