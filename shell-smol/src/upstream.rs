@@ -319,10 +319,7 @@ impl Dispatch for dyn Upstream {
                 .into_async_read();
             let len = size.and_then(|n| usize::try_from(n).ok());
             let had_type = request.content_type();
-            request.set_body(http_types::Body::from_reader(
-                futures_util::io::BufReader::new(reader),
-                len,
-            ));
+            request.set_body(http_types::Body::from_reader(reader, len));
             // `set_body` labels the request with the body's type; the
             // client may have sent none.
             if had_type.is_none() {
@@ -379,16 +376,19 @@ fn headers_of(response: &Response) -> Vec<(String, String)> {
 /// Relays a service's response to the gateway.
 async fn relay(reply: Reply, mut response: Response) {
     let status = u16::from(response.status());
-    let headers = headers_of(&response);
     let body = response.take_body();
     let exact = body.len().map(|n| n as u64);
+    // Names borrowed from the response, each value copied once.
+    let headers: Vec<(&str, String)> = response
+        .iter()
+        .flat_map(|(name, values)| {
+            values
+                .iter()
+                .map(move |value| (name.as_str(), value.as_str().to_owned()))
+        })
+        .collect();
     reply
-        .relay(
-            status,
-            headers.iter().map(|(n, v)| (n.as_str(), v.clone())),
-            exact,
-            body_stream(body).boxed(),
-        )
+        .relay(status, headers, exact, body_stream(body).boxed())
         .await;
 }
 
