@@ -553,13 +553,12 @@ async fn proxy(
         })
         .detach();
     } else {
+        // Buffered already: reads come out of the frames' pieces, not
+        // through a copy in a buffer of its own.
         let reader = stream
             .map_err(|e| std::io::Error::other(e.to_string()))
             .into_async_read();
-        response.set_body(http_types::Body::from_reader(
-            futures_util::io::BufReader::new(reader),
-            length,
-        ));
+        response.set_body(http_types::Body::from_reader(reader, length));
     }
     if !content_type {
         // set_body labels the body octet-stream; the upstream said nothing.

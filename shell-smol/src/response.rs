@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use futures_util::io::{
-    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, BufReader,
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
 };
 use http_types::{Body, Request, Response};
 
@@ -72,6 +72,43 @@ where
         .await
         .map_err(ResponseError::NotAnswered)?;
     read_response(stream, head_request, recycle).await
+}
+
+/// A request without a body, as async-h1 encodes it: sent again as is
+/// when a reused connection turns out closed.
+pub(crate) struct Encoded {
+    bytes: Vec<u8>,
+    head_request: bool,
+}
+
+impl Encoded {
+    pub(crate) async fn new(request: Request) -> io::Result<Encoded> {
+        let head_request = request.method() == http_types::Method::Head;
+        let mut bytes = Vec::new();
+        async_h1::client::Encoder::new(request)
+            .read_to_end(&mut bytes)
+            .await?;
+        Ok(Encoded {
+            bytes,
+            head_request,
+        })
+    }
+}
+
+/// [`exchange`] for a request encoded beforehand.
+pub(crate) async fn exchange_encoded<S>(
+    mut stream: S,
+    request: &Encoded,
+    recycle: Option<Recycler<S>>,
+) -> Result<Response, ResponseError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
+{
+    stream
+        .write_all(&request.bytes)
+        .await
+        .map_err(ResponseError::NotAnswered)?;
+    read_response(stream, request.head_request, recycle).await
 }
 
 /// Reads one response from `stream`. `head_request`: the request was
@@ -193,11 +230,13 @@ where
         if n == 0 {
             conn.ended();
         }
+        // No buffer of its own: buffered reads come out of the
+        // connection's, and reads of a known length go past it.
         Body::from_reader(
-            BufReader::new(Exact {
+            Exact {
                 inner: conn,
                 left: n,
-            }),
+            },
             usize::try_from(n).ok(),
         )
     } else {
@@ -289,13 +328,7 @@ impl<R: AsyncRead + BodyEnd + Unpin> AsyncRead for Exact<R> {
             .min(usize::try_from(this.left).unwrap_or(usize::MAX));
         let n = ready!(Pin::new(&mut this.inner).poll_read(cx, &mut out[..max]))?;
         if n == 0 {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!(
-                    "connection closed {} bytes before the end of the body or chunk",
-                    this.left
-                ),
-            )));
+            return Poll::Ready(Err(closed_before_end(this.left)));
         }
         this.left -= n as u64;
         if this.left == 0 {
@@ -303,6 +336,38 @@ impl<R: AsyncRead + BodyEnd + Unpin> AsyncRead for Exact<R> {
         }
         Poll::Ready(Ok(n))
     }
+}
+
+impl<R: AsyncBufRead + BodyEnd + Unpin> AsyncBufRead for Exact<R> {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+        let this = self.get_mut();
+        let left = this.left;
+        if left == 0 {
+            return Poll::Ready(Ok(&[]));
+        }
+        let held = ready!(Pin::new(&mut this.inner).poll_fill_buf(cx))?;
+        if held.is_empty() {
+            return Poll::Ready(Err(closed_before_end(left)));
+        }
+        let max = held.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        Poll::Ready(Ok(&held[..max]))
+    }
+
+    fn consume(mut self: Pin<&mut Self>, amt: usize) {
+        let this = &mut *self;
+        Pin::new(&mut this.inner).consume(amt);
+        this.left -= amt as u64;
+        if amt > 0 && this.left == 0 {
+            this.inner.ended();
+        }
+    }
+}
+
+fn closed_before_end(left: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("connection closed {left} bytes before the end of the body or chunk"),
+    )
 }
 
 /// Copies at most `left` bytes of what `inner` holds into `out`; a close

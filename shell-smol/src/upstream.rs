@@ -90,6 +90,9 @@ pub struct HttpUpstream {
     port: u16,
     /// Path prefix from the URL, without a trailing `/`.
     prefix: String,
+    /// The `host` header async-h1 would derive from a request URL of
+    /// this host and port, for requests that come without one.
+    host_header: String,
     idle: Arc<Idle>,
 }
 
@@ -151,10 +154,15 @@ impl HttpUpstream {
             ("http", Some(h)) => h.trim_start_matches('[').trim_end_matches(']').to_owned(),
             _ => return Err(UpstreamUrlError::Scheme(url.to_owned())),
         };
+        let host_header = match parsed.port() {
+            Some(port) => format!("{}:{port}", parsed.host_str().unwrap_or_default()),
+            None => parsed.host_str().unwrap_or_default().to_owned(),
+        };
         Ok(HttpUpstream {
             host,
             port: parsed.port_or_known_default().unwrap_or(80),
             prefix: parsed.path().trim_end_matches('/').to_owned(),
+            host_header,
             idle: Arc::default(),
         })
     }
@@ -185,21 +193,17 @@ impl Upstream for HttpUpstream {
     fn call(&self, mut request: Request) -> UpstreamFuture {
         let this = self.clone();
         Box::pin(async move {
-            let target = {
-                let url = request.url();
-                let mut t = format!("{}{}", this.prefix, url.path());
-                if let Some(q) = url.query() {
-                    t.push('?');
-                    t.push_str(q);
-                }
-                t
-            };
-            let authority = if this.host.contains(':') {
-                format!("[{}]:{}", this.host, this.port)
-            } else {
-                format!("{}:{}", this.host, this.port)
-            };
-            *request.url_mut() = Url::parse(&format!("http://{authority}{target}"))?;
+            // async-h1's encoder takes only the path and query from the
+            // URL, and the host for a request without a `host` header:
+            // the URL parsed from the gateway's target is not parsed again
+            // with the service's authority in it.
+            if !this.prefix.is_empty() {
+                let path = format!("{}{}", this.prefix, request.url().path());
+                request.url_mut().set_path(&path);
+            }
+            if request.header(http_types::headers::HOST).is_none() {
+                request.insert_header(http_types::headers::HOST, this.host_header.as_str());
+            }
             if request.len().is_none() {
                 // A request without a declared length can still turn out
                 // to have no body (a GET relayed by the gateway). Sent
@@ -219,22 +223,32 @@ impl Upstream for HttpUpstream {
             }
             // async-h1 writes the request; the response is read by
             // `response`, whose module says why.
-            if let Some(tcp) = this.idle.take() {
+            let recycler = || Some(this.idle.recycler());
+            if request.len() == Some(0) {
                 // The service may close an idle connection just as it is
                 // reused; a request without a body is then sent again on
-                // a new one (one with a body is gone with the connection).
-                let again = (request.len() == Some(0)).then(|| request.clone());
-                match crate::response::exchange(tcp, request, Some(this.idle.recycler())).await {
-                    Err(crate::response::ResponseError::NotAnswered(e)) => match again {
-                        Some(r) => request = r,
-                        None => return Err(e.into()),
-                    },
-                    other => return Ok(other?),
+                // a new one, from the bytes encoded once.
+                let request = crate::response::Encoded::new(request).await?;
+                if let Some(tcp) = this.idle.take() {
+                    match crate::response::exchange_encoded(tcp, &request, recycler()).await {
+                        Err(crate::response::ResponseError::NotAnswered(_)) => {}
+                        other => return Ok(other?),
+                    }
                 }
+                let tcp = TcpStream::connect((this.host.as_str(), this.port)).await?;
+                let _ = tcp.set_nodelay(true);
+                return Ok(crate::response::exchange_encoded(tcp, &request, recycler()).await?);
+            }
+            // One with a body is gone with the connection if it fails.
+            if let Some(tcp) = this.idle.take() {
+                return match crate::response::exchange(tcp, request, recycler()).await {
+                    Err(crate::response::ResponseError::NotAnswered(e)) => Err(e.into()),
+                    other => Ok(other?),
+                };
             }
             let tcp = TcpStream::connect((this.host.as_str(), this.port)).await?;
             let _ = tcp.set_nodelay(true);
-            Ok(crate::response::exchange(tcp, request, Some(this.idle.recycler())).await?)
+            Ok(crate::response::exchange(tcp, request, recycler()).await?)
         })
     }
 }
@@ -305,10 +319,7 @@ impl Dispatch for dyn Upstream {
                 .into_async_read();
             let len = size.and_then(|n| usize::try_from(n).ok());
             let had_type = request.content_type();
-            request.set_body(http_types::Body::from_reader(
-                futures_util::io::BufReader::new(reader),
-                len,
-            ));
+            request.set_body(http_types::Body::from_reader(reader, len));
             // `set_body` labels the request with the body's type; the
             // client may have sent none.
             if had_type.is_none() {
@@ -365,16 +376,19 @@ fn headers_of(response: &Response) -> Vec<(String, String)> {
 /// Relays a service's response to the gateway.
 async fn relay(reply: Reply, mut response: Response) {
     let status = u16::from(response.status());
-    let headers = headers_of(&response);
     let body = response.take_body();
     let exact = body.len().map(|n| n as u64);
+    // Names borrowed from the response, each value copied once.
+    let headers: Vec<(&str, String)> = response
+        .iter()
+        .flat_map(|(name, values)| {
+            values
+                .iter()
+                .map(move |value| (name.as_str(), value.as_str().to_owned()))
+        })
+        .collect();
     reply
-        .relay(
-            status,
-            headers.iter().map(|(n, v)| (n.as_str(), v.clone())),
-            exact,
-            body_stream(body).boxed(),
-        )
+        .relay(status, headers, exact, body_stream(body).boxed())
         .await;
 }
 
