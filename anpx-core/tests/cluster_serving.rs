@@ -80,16 +80,7 @@ fn a_served_request_answers_its_origin_and_never_a_client() {
     p.gw.served_origin(now, &id, Some(data(1, true, b"world")))
         .unwrap();
     p.pump();
-    let body: Vec<u8> = p
-        .requests
-        .iter()
-        .filter_map(|e| match e {
-            RequestEvent::Body { data, .. } => Some(data.to_vec()),
-            _ => None,
-        })
-        .flatten()
-        .collect();
-    assert_eq!(body, b"hello world");
+    assert_eq!(p.upload_bytes(), b"hello world");
     assert!(p
         .requests
         .iter()

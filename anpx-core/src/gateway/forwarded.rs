@@ -14,7 +14,7 @@ use crate::cluster::{Forwarding, Reply, RouteBook, Upload};
 use crate::message::{RequestHead, RequestId};
 use crate::route::ServiceUrl;
 
-use super::{Gateway, Output, RequestBody, Timer};
+use super::{rearm, Gateway, Output, RequestBody, Timer};
 
 /// A forwarded request as the gateway machine holds it.
 #[derive(Debug)]
@@ -198,20 +198,19 @@ impl Gateway {
                 });
             }
         }
-        let next = f.machine.poll_timeout();
-        if next != f.armed {
-            if let Some(at) = f.armed.take() {
-                self.timers.disarm(at, Timer::Forwarded(request.clone()));
-            }
-            if let Some(at) = next {
-                self.timers.arm(at, Timer::Forwarded(request.clone()));
-                f.armed = Some(at);
-            }
-        }
-        if f.machine.is_finished() {
-            if let Some(at) = f.armed.take() {
-                self.timers.disarm(at, Timer::Forwarded(request.clone()));
-            }
+        let finished = f.machine.is_finished();
+        let next = if finished {
+            None
+        } else {
+            f.machine.poll_timeout()
+        };
+        rearm(
+            &mut self.timers,
+            &mut f.armed,
+            next,
+            Timer::Forwarded(request.clone()),
+        );
+        if finished {
             self.forwarded.remove(request);
         }
     }

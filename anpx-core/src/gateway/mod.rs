@@ -276,6 +276,27 @@ enum Timer {
     Served(RequestId),
 }
 
+/// Moves the timer entry of `key` from `armed` to `next` (`None`: no
+/// entry), for a machine held inside the gateway that says when it next
+/// wants its time.
+fn rearm(
+    timers: &mut TimerQueue<Timer>,
+    armed: &mut Option<Instant>,
+    next: Option<Instant>,
+    key: Timer,
+) {
+    if next == *armed {
+        return;
+    }
+    if let Some(at) = armed.take() {
+        timers.disarm(at, key.clone());
+    }
+    if let Some(at) = next {
+        timers.arm(at, key);
+        *armed = Some(at);
+    }
+}
+
 /// The gateway state machine: receiver connections, routing, and the
 /// requests in flight on them.
 ///

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use crate::cluster::{Local, Serving, WireError, WireMessage};
 use crate::message::RequestId;
 
-use super::{Gateway, LinkId, Output, ResponseEvent, Timer};
+use super::{rearm, Gateway, LinkId, Output, ResponseEvent, Timer};
 
 /// A served request as the gateway machine holds it.
 #[derive(Debug)]
@@ -331,20 +331,19 @@ impl Gateway {
         let Some(s) = self.served.get_mut(request) else {
             return;
         };
-        let next = s.machine.poll_timeout();
-        if next != s.armed {
-            if let Some(at) = s.armed.take() {
-                self.timers.disarm(at, Timer::Served(request.clone()));
-            }
-            if let Some(at) = next {
-                self.timers.arm(at, Timer::Served(request.clone()));
-                s.armed = Some(at);
-            }
-        }
-        if s.machine.is_finished() {
-            if let Some(at) = s.armed.take() {
-                self.timers.disarm(at, Timer::Served(request.clone()));
-            }
+        let finished = s.machine.is_finished();
+        let next = if finished {
+            None
+        } else {
+            s.machine.poll_timeout()
+        };
+        rearm(
+            &mut self.timers,
+            &mut s.armed,
+            next,
+            Timer::Served(request.clone()),
+        );
+        if finished {
             self.served.remove(request);
             self.served_dirty.remove(request);
             // Whatever the local request still holds goes with it.

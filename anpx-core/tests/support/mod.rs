@@ -68,6 +68,18 @@ impl Pair {
         }
     }
 
+    /// The request body bytes the receiver's service was given, in order.
+    pub fn upload_bytes(&self) -> Vec<u8> {
+        self.requests
+            .iter()
+            .filter_map(|e| match e {
+                RequestEvent::Body { data, .. } => Some(data.to_vec()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
     /// Moves every output of each side to the other until both are quiet.
     pub fn pump(&mut self) {
         loop {
