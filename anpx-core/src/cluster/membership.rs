@@ -43,7 +43,12 @@ pub enum ClusterOutput {
     Forgotten(String),
 }
 
-/// One gateway's membership; see the [module docs](self).
+/// One gateway's part in the cluster: what it knows of the others' routes,
+/// when it tells them its own, and which service subjects it listens on.
+/// The gateway machine owns one ([`Gateway::join_cluster`]), so these run in
+/// the machine's time, under its one owner, like its other deadlines.
+///
+/// [`Gateway::join_cluster`]: crate::Gateway::join_cluster
 ///
 /// ```
 /// use std::time::{Duration, Instant};
