@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use anpx_core::{Reject, RequestBody, RequestHead, RequestId, ResponseEvent};
+use anpx_core::{FailureKind, Reject, RequestBody, RequestHead, RequestId, ResponseEvent};
 use bytes::Bytes;
 
 use super::backend::{Pace, Path};
@@ -264,7 +264,7 @@ impl World {
         let node = &mut self.nodes[i];
         let Some(&c) = node.public.get(request) else {
             return Err(format!(
-                "{} made {event:?} for {request}, which no client or serving machine holds",
+                "{} made {event:?} for {request}, which no client holds (a served request's events are its serving machine's)",
                 node.name
             ));
         };
@@ -350,6 +350,17 @@ impl World {
                 }
             }
             ResponseEvent::Failed(f) => {
+                // A sequence gap either way between the gateways: a
+                // message went missing, which only a lossy bus may do.
+                if client.forwarded
+                    && f.kind == FailureKind::InvalidResponse
+                    && self.bus.is_lossless()
+                {
+                    return Err(format!(
+                        "client {c} failed {} on a bus that loses nothing: {}",
+                        f.status, f.error
+                    ));
+                }
                 client.ended = true;
                 client.failed = Some(f.status);
                 if client.forwarded {
