@@ -548,6 +548,24 @@ fn a_lost_served_piece_fails_the_run() {
     assert!(failure.contains("on a bus that loses nothing"), "{failure}");
 }
 
+/// The cluster simulation's checks bite on the serving side's credit: a
+/// serving gateway that never takes the forwarding gateway's credit in
+/// stalls every response longer than a window, and its client's 504 long
+/// after the service sent it all, on a bus that loses nothing, fails the
+/// run.
+#[test]
+fn lost_served_credit_fails_the_run() {
+    use sim::cluster::ClusterInjection;
+    let failure = first_cluster_failure(
+        ClusterInjection::SkipServedCredit,
+        "skipping the served requests' credit",
+    );
+    assert!(
+        failure.contains("after the service sent its whole response"),
+        "{failure}"
+    );
+}
+
 /// The cluster simulation's checks bite on the forwarding side: an
 /// upload piece the forwarding gateway's machine publishes and its shell
 /// loses fails the run, on a bus that loses nothing: the serving gateway

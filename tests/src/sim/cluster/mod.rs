@@ -73,6 +73,9 @@ pub enum ClusterInjection {
     /// The forwarding side drops the first upload piece its machine
     /// publishes, as a shell that lost a publish would.
     DropForwardedPiece,
+    /// The serving side takes no credit message from the forwarding side
+    /// into its machine, as a shell whose served inbox lost them would.
+    SkipServedCredit,
 }
 
 /// What a run saw, summed.
@@ -251,6 +254,9 @@ struct Response {
     status: Option<u16>,
     body: Vec<u8>,
     complete: bool,
+    /// The gateway whose service sent it, and when it ended.
+    node: usize,
+    ended_at: Option<Instant>,
 }
 
 /// Things the simulation schedules.
@@ -559,6 +565,10 @@ impl World {
                         {
                             *granted = (*granted).max(upto);
                         }
+                        if credit.is_some() && self.injection == ClusterInjection::SkipServedCredit
+                        {
+                            return Ok(());
+                        }
                         // As the shell's one subscription for every served
                         // request: whatever arrives goes in, the machine
                         // knowing which requests are over.
@@ -695,6 +705,7 @@ impl World {
                         client,
                         Response {
                             status: Some(status),
+                            node: i,
                             ..Response::default()
                         },
                     );
@@ -705,7 +716,11 @@ impl World {
                     .or_default()
                     .body
                     .extend_from_slice(&data),
-                Sent::End { client } => self.served.entry(client).or_default().complete = true,
+                Sent::End { client } => {
+                    let r = self.served.entry(client).or_default();
+                    r.complete = true;
+                    r.ended_at = Some(now);
+                }
             }
         }
         for out in self.nodes[i].backend.take_outward() {

@@ -361,6 +361,26 @@ impl World {
                         f.status, f.error
                     ));
                 }
+                // The whole response left a live serving gateway long ago
+                // and the client read every piece it got: on a bus that
+                // loses nothing it must have arrived, every credit for it
+                // too.
+                let finished = self.served.get(&c).and_then(|r| {
+                    let alive = self.nodes[r.node].alive;
+                    r.ended_at.filter(|_| alive)
+                });
+                if client.forwarded
+                    && f.status == 504
+                    && self.bus.is_lossless()
+                    && finished.is_some_and(|at| self.now - at > Duration::from_secs(1))
+                {
+                    return Err(format!(
+                        "client {c} timed out (504: {}) with {} bytes, on a bus that loses nothing, {:?} after the service sent its whole response",
+                        f.error,
+                        client.body.len(),
+                        finished.map(|at| self.now - at)
+                    ));
+                }
                 client.ended = true;
                 client.failed = Some(f.status);
                 if client.forwarded {
