@@ -501,6 +501,7 @@ fn cluster_seeds() {
                 "response held by the serving gateway's window",
                 totals.response_held,
             ),
+            ("write queue to a receiver full", totals.backlogs),
             ("forwarded WebSocket", totals.websockets),
             (
                 "forwarded WebSocket idle past its timeout",

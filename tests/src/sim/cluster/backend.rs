@@ -18,10 +18,12 @@
 //! idea of them. What the machine says for the public clients and the bus
 //! comes out as [`Outward`].
 //!
-//! The wire to the receiver has no write queue to fill, so the machine is
-//! never told the connection is backlogged (`link_backlog`): a served
-//! upload waits for the receiver's credit only. Held throughout: neither
-//! side closes the connection (nothing here gives it cause).
+//! The messages on the wire to the receiver stand for the connection's
+//! write queue: on some gateways it is bounded, and the machine is told
+//! when it fills and when it has room again (`link_backlog`), so a served
+//! upload waits for that room as well as for the receiver's credit. Held
+//! throughout: neither side closes the connection (nothing here gives it
+//! cause).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -105,6 +107,11 @@ pub struct Backend {
     served_uploads: BTreeMap<RequestId, bool>,
     /// How many served upload pieces waited so.
     uploads_held: u64,
+    /// The bound of the connection's write queue, if it has one, whether
+    /// it is full, and how many times it filled.
+    backlog_limit: Option<usize>,
+    backlogged: bool,
+    backlogs: u64,
     /// What the machine said for the public clients and the bus, not yet
     /// taken.
     outward: Vec<Outward>,
@@ -148,6 +155,9 @@ impl Backend {
             wire: Wire::new(latency),
             service: Service::default(),
             served_uploads: BTreeMap::new(),
+            backlog_limit: rng.bool().then(|| rng.usize(1..=6)),
+            backlogged: false,
+            backlogs: 0,
             uploads_held: 0,
             outward: Vec::new(),
         })
@@ -294,10 +304,11 @@ impl Backend {
         self.gw.cancel(now, request);
     }
 
-    /// Upload pieces that waited for the receiver's credit, and response
-    /// steps of the service that did.
-    pub fn held(&self) -> (u64, u64) {
-        (self.uploads_held, self.service.held())
+    /// Upload pieces that waited for the receiver's credit or the
+    /// connection's room, response steps of the service that waited for
+    /// credit, and how many times the connection's write queue filled.
+    pub fn held(&self) -> (u64, u64, u64) {
+        (self.uploads_held, self.service.held(), self.backlogs)
     }
 
     /// What the service sent since the last call.
@@ -374,6 +385,7 @@ impl Backend {
         loop {
             let mut moved = self.deliver(rng, now);
             moved |= self.drain_gateway(rng, now)?;
+            moved |= self.note_backlog(now);
             moved |= self.drain_receiver(rng, now)?;
             moved |= self.service.act(&mut self.rx, now)?;
             if !moved {
@@ -459,6 +471,21 @@ impl Backend {
             }
         }
         Ok(moved)
+    }
+
+    /// Tells the machine when the connection's write queue fills or has
+    /// room again, as the shell's writer does; whether it changed.
+    fn note_backlog(&mut self, now: Instant) -> bool {
+        let full = self
+            .backlog_limit
+            .is_some_and(|limit| self.wire.queued(Dir::Down) >= limit);
+        if full == self.backlogged {
+            return false;
+        }
+        self.backlogged = full;
+        self.backlogs += u64::from(full);
+        self.gw.link_backlog(now, self.link, full);
+        true
     }
 
     /// Counts the served upload pieces waiting for the receiver's credit

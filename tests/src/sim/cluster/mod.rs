@@ -115,10 +115,13 @@ pub struct ClusterCounters {
     /// WebSocket upgrades refused by the serving gateway (501: no receiver
     /// there carries WebSockets).
     pub websocket_refused: u64,
-    /// Upload pieces the serving core held for its receiver's credit.
+    /// Served upload pieces the serving machine held for its receiver's
+    /// credit.
     pub upload_held: u64,
     /// Response steps the service held for the receiver's credit.
     pub response_held: u64,
+    /// Times a gateway's write queue to its receiver filled.
+    pub backlogs: u64,
     /// Bus messages carried and lost.
     pub messages: u64,
     /// Bus messages lost.
@@ -152,6 +155,7 @@ impl ClusterCounters {
         self.websocket_refused += other.websocket_refused;
         self.upload_held += other.upload_held;
         self.response_held += other.response_held;
+        self.backlogs += other.backlogs;
         self.messages += other.messages;
         self.lost += other.lost;
         self.crashes += other.crashes;
@@ -179,9 +183,10 @@ pub fn run_cluster(seed: u64, injection: ClusterInjection) -> Result<ClusterRepo
     world.counters.messages = world.bus.messages;
     world.counters.lost = world.bus.lost;
     for n in &world.nodes {
-        let (upload, response) = n.backend.held();
+        let (upload, response, backlogs) = n.backend.held();
         world.counters.upload_held += upload;
         world.counters.response_held += response;
+        world.counters.backlogs += backlogs;
     }
     Ok(ClusterReport {
         seed,
