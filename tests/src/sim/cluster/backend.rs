@@ -23,7 +23,8 @@
 //! when it fills and when it has room again (`link_backlog`), so a served
 //! upload waits for that room as well as for the receiver's credit. Held
 //! throughout: neither side closes the connection (nothing here gives it
-//! cause).
+//! cause), nor does the machine hold more unread response bytes than the
+//! receiver's credit windows allow.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -34,6 +35,7 @@ use anpx_core::cluster::{
 };
 use anpx_core::forward::normalize_path;
 use anpx_core::handshake::{self, Admitted, Offer};
+use anpx_core::INITIAL_WINDOW;
 use anpx_core::{Feature, Features, Gateway, GatewayConfig, Identity, LinkId, Output};
 use anpx_core::{Receiver, ReceiverConfig, ReceiverOutput, RequestEvent, WsMessage};
 use anpx_core::{Reject, RequestBody, RequestHead, RequestId, ResponseEvent, ServiceUrl};
@@ -304,9 +306,9 @@ impl Backend {
         self.gw.cancel(now, request);
     }
 
-    /// Upload pieces that waited for the receiver's credit or the
-    /// connection's room, response steps of the service that waited for
-    /// credit, and how many times the connection's write queue filled.
+    /// Served upload pieces that waited for the receiver's credit,
+    /// response steps of the service that did, and how many times the
+    /// connection's write queue filled.
     pub fn held(&self) -> (u64, u64, u64) {
         (self.uploads_held, self.service.held(), self.backlogs)
     }
@@ -486,6 +488,22 @@ impl Backend {
         self.backlogs += u64::from(full);
         self.gw.link_backlog(now, self.link, full);
         true
+    }
+
+    /// The machine holds no more unread response bytes than the
+    /// receiver's window for each request that may still hold some: its
+    /// local requests, and served ones whose pieces wait for the
+    /// forwarding gateway's credit. Asked once the public clients read
+    /// what came out (they read at once).
+    pub fn check_unread(&self) -> Result<(), String> {
+        let requests = (self.gw.in_flight() + self.gw.served_in_flight()) as u64;
+        let unread = self.gw.link_buffered(self.link).unwrap_or(0);
+        if unread > requests * INITIAL_WINDOW {
+            return Err(format!(
+                "the gateway's core holds {unread} response bytes for {requests} requests, past the receiver's window of {INITIAL_WINDOW} each"
+            ));
+        }
+        Ok(())
     }
 
     /// Counts the served upload pieces waiting for the receiver's credit

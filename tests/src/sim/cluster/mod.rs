@@ -468,6 +468,9 @@ impl World {
         for env in self.bus.due(now) {
             self.deliver(env)?;
         }
+        // The shell's driver flushes the machine's outputs after every
+        // input: what the bus brought comes out before a client cancels.
+        self.settle()?;
         while let Some(entry) = self.queue.first_entry() {
             if entry.key().0 > now {
                 break;
@@ -746,6 +749,7 @@ impl World {
                 } => self.answer(i, request, to, message)?,
             }
         }
+        self.nodes[i].backend.check_unread()?;
         Ok(moved)
     }
 

@@ -263,8 +263,12 @@ impl World {
     ) -> Result<(), String> {
         let node = &mut self.nodes[i];
         let Some(&c) = node.public.get(request) else {
+            let event = match &event {
+                ResponseEvent::Body(b) => format!("{} body bytes", b.len()),
+                other => format!("{other:?}"),
+            };
             return Err(format!(
-                "{} made {event:?} for {request}, which no client holds (a served request's events are its serving machine's)",
+                "{} gave out {event} of {request}, which no client holds (a served request's events are its serving machine's)",
                 node.name
             ));
         };
