@@ -29,10 +29,13 @@
 //! bytes its client sent, in order; every client sees its response in
 //! order and each byte as the service sent it; no body piece is sent
 //! beyond the credit its reader granted, nor found missing by it on a bus
-//! that loses nothing; the machine lets an upload go on only when it told
-//! it to wait, and gives out no response event of a request no public
-//! client holds. Checked at the end: every client request ended exactly
-//! once (or was cancelled by its client, or died with its gateway), and no
+//! that loses nothing, where no forwarded request times out long after a
+//! live serving gateway's service sent its whole response; the machine
+//! lets an upload go on only when it told it to wait, gives out no
+//! response event of a request no public client holds, and holds no more
+//! unread response bytes than a receiver window for each request that may
+//! hold some. Checked at the end: every client request ended exactly once
+//! (or was cancelled by its client, or died with its gateway), and no
 //! gateway holds a request in its machine (its own, forwarded or served,
 //! `/stats` counting none and no byte buffered), its receiver or its
 //! service any more.
