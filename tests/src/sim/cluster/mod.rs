@@ -468,12 +468,16 @@ impl World {
     /// Everything due at `now`.
     fn step(&mut self) -> Result<(), String> {
         let now = self.now;
-        for env in self.bus.due(now) {
+        let arrived = self.bus.due(now);
+        let any = !arrived.is_empty();
+        for env in arrived {
             self.deliver(env)?;
         }
         // The shell's driver flushes the machine's outputs after every
         // input: what the bus brought comes out before a client cancels.
-        self.settle()?;
+        if any {
+            self.settle()?;
+        }
         while let Some(entry) = self.queue.first_entry() {
             if entry.key().0 > now {
                 break;
