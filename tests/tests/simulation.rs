@@ -501,6 +501,7 @@ fn cluster_seeds() {
                 "response held by the serving gateway's window",
                 totals.response_held,
             ),
+            ("write queue to a receiver full", totals.backlogs),
             ("forwarded WebSocket", totals.websockets),
             (
                 "forwarded WebSocket idle past its timeout",
@@ -517,46 +518,71 @@ fn cluster_seeds() {
     }
 }
 
-/// The first failure of the cluster simulation with `injection` in seeds
-/// 0 to 49; `what` names the injection for the panic when none fails.
-fn first_cluster_failure(injection: sim::cluster::ClusterInjection, what: &str) -> String {
-    (0..50)
+/// The cluster simulation with `injection` must fail in seeds 0 to 49,
+/// its first failure saying one of `expected`; `what` names the injection
+/// for the panic.
+fn assert_cluster_catches(
+    injection: sim::cluster::ClusterInjection,
+    what: &str,
+    expected: &[&str],
+) {
+    let failure = (0..50)
         .find_map(|seed| sim::cluster::run_cluster(seed, injection).err())
-        .unwrap_or_else(|| panic!("{what} went unnoticed in 50 seeds"))
+        .unwrap_or_else(|| panic!("{what} went unnoticed in 50 seeds"));
+    assert!(
+        expected.iter().any(|e| failure.contains(e)),
+        "{what} failed otherwise: {failure}"
+    );
 }
 
 /// The cluster simulation's checks bite: clients that never see their end
 /// fail the run.
 #[test]
 fn a_lost_cluster_end_fails_the_run() {
-    use sim::cluster::ClusterInjection;
-    let failure = first_cluster_failure(ClusterInjection::LoseEnds, "losing every end");
-    assert!(failure.contains("never saw its request end"), "{failure}");
+    assert_cluster_catches(
+        sim::cluster::ClusterInjection::LoseEnds,
+        "losing every end",
+        &["never saw its request end"],
+    );
 }
 
-/// The cluster simulation's checks bite on the serving side too: a
-/// response piece lost between the serving gateway's core and its serving
-/// machine fails the run.
+/// The cluster simulation's checks bite on the serving side too: response
+/// pieces the serving gateway's machine answers with and its shell loses
+/// fail the run (the forwarding machine sees the gap, which a bus that
+/// loses nothing never makes).
 #[test]
 fn a_lost_served_piece_fails_the_run() {
-    use sim::cluster::ClusterInjection;
-    let failure = first_cluster_failure(
-        ClusterInjection::DropServedPieces,
+    assert_cluster_catches(
+        sim::cluster::ClusterInjection::DropServedPieces,
         "dropping served response pieces",
+        &["on a bus that loses nothing"],
     );
-    assert!(failure.contains("the service sent"), "{failure}");
+}
+
+/// The cluster simulation's checks bite on the serving side's credit: a
+/// serving gateway that never takes the forwarding gateway's credit in
+/// stalls every response longer than a window, and its client's 504 long
+/// after the service sent it all, on a bus that loses nothing, fails the
+/// run.
+#[test]
+fn a_lost_served_credit_fails_the_run() {
+    assert_cluster_catches(
+        sim::cluster::ClusterInjection::SkipServedCredit,
+        "skipping the served requests' credit",
+        &["after the service sent its whole response"],
+    );
 }
 
 /// The cluster simulation's checks bite on the forwarding side: an
 /// upload piece the forwarding gateway's machine publishes and its shell
-/// loses fails the run (the serving gateway waits for it until its
-/// upload timeout, on a bus that loses nothing).
+/// loses fails the run, on a bus that loses nothing: the serving gateway
+/// sees the gap when a later piece comes, or waits for it until its
+/// upload timeout when none does.
 #[test]
 fn a_lost_forwarded_piece_fails_the_run() {
-    use sim::cluster::ClusterInjection;
-    let failure = first_cluster_failure(
-        ClusterInjection::DropForwardedPiece,
+    assert_cluster_catches(
+        sim::cluster::ClusterInjection::DropForwardedPiece,
         "dropping forwarded upload pieces",
+        &["on a bus that loses nothing", "unexpected 408"],
     );
-    assert!(failure.contains("unexpected 408"), "{failure}");
 }

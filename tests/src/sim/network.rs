@@ -88,6 +88,14 @@ impl Wire {
         .map(|(at, _)| *at)
     }
 
+    /// How many messages are on their way the `dir` way.
+    pub fn queued(&self, dir: Dir) -> usize {
+        match dir {
+            Dir::Down => self.down.len(),
+            Dir::Up => self.up.len(),
+        }
+    }
+
     pub fn pop(&mut self, dir: Dir) -> Option<WsMessage> {
         self.queue(dir).pop_front().map(|(_, m)| m)
     }

@@ -8,29 +8,31 @@
 //! production's `Driver::start` puts it there: the cluster's choice first,
 //! to another gateway (`start_forwarded`) or to the local receiver with
 //! the fall back to another gateway's route after a local refusal. A
-//! request another gateway forwarded here goes in through
-//! `start_request_from`, for a [`Serving`] machine the simulation holds
-//! itself, never to travel again (production's machine holds that
-//! `Serving` itself, `Gateway::serve_forwarded`; the simulation does not
-//! use it yet). So
-//! the route choices, the 404s and 501s, the 504s of the timeouts, the
-//! credit windows of both directions and every frame and bus message are
-//! the real machines' own, not a script's idea of them. What the machine
-//! says for the public clients and the bus comes out as [`Outward`].
+//! request another gateway forwarded here goes in as production's shell
+//! puts it there, `Gateway::serve_forwarded`, never to travel again: the
+//! machine holds its `Serving`, its response events never come out, its
+//! answers do (`Output::Answer`) and the forwarding gateway's messages go
+//! back in with `served_origin`. So the route choices, the 404s and 501s,
+//! the 504s of the timeouts, the credit windows of both directions and
+//! every frame and bus message are the real machines' own, not a script's
+//! idea of them. What the machine says for the public clients and the bus
+//! comes out as [`Outward`].
 //!
-//! Held throughout: the machine never holds more unread response bytes of
-//! a served request than the receiver's credit window allows, says an
-//! upload may go on only when it waits with nothing queued, and makes no
-//! event for a served request after its end; neither side closes the
-//! connection (nothing here gives it cause).
-//!
-//! [`Serving`]: anpx_core::cluster::Serving
+//! The messages on the wire to the receiver stand for the connection's
+//! write queue: on some gateways it is bounded, and the machine is told
+//! when it fills and when it has room again (`link_backlog`), so a served
+//! upload waits for that room as well as for the receiver's credit. Held
+//! throughout: neither side closes the connection (nothing here gives it
+//! cause), nor does the machine hold more unread response bytes than the
+//! receiver's credit windows allow.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use anpx_core::cluster::{Announcement, Choice, ClusterOutput, MembershipConfig, Reply, Transmit};
+use anpx_core::cluster::{
+    Announcement, Choice, ClusterOutput, MembershipConfig, Reply, Transmit, WireMessage,
+};
 use anpx_core::forward::normalize_path;
 use anpx_core::handshake::{self, Admitted, Offer};
 use anpx_core::INITIAL_WINDOW;
@@ -41,16 +43,6 @@ use bytes::Bytes;
 
 use super::service::{Expected, Sent, Service};
 use crate::sim::network::{Dir, Latency, Wire};
-
-/// A request's response events the core made and its serving machine has
-/// not taken yet.
-#[derive(Debug, Default)]
-struct Pending {
-    events: VecDeque<ResponseEvent>,
-    /// Body bytes made and not yet read by the forwarding side.
-    unread: u64,
-    ended: bool,
-}
 
 /// What the gateway machine said for its public clients and for the bus.
 #[derive(Debug)]
@@ -71,6 +63,13 @@ pub enum Outward {
     /// An announcement, a service subject to join or leave, or a gateway
     /// forgotten.
     Cluster(ClusterOutput),
+    /// A served request's answer for the forwarding gateway's reply inbox
+    /// `to`.
+    Answer {
+        request: Option<RequestId>,
+        to: String,
+        message: WireMessage,
+    },
 }
 
 /// Where a public client's request went.
@@ -105,11 +104,16 @@ pub struct Backend {
     rx: Receiver,
     wire: Wire,
     service: Service,
-    pending: BTreeMap<RequestId, Pending>,
-    /// Uploads the core told to wait for the receiver's credit.
-    upload_waits: BTreeSet<RequestId>,
-    /// How many upload pieces waited so.
+    /// Served requests whose local request may still upload, and whether
+    /// a piece of it waits for the receiver's credit now.
+    served_uploads: BTreeMap<RequestId, bool>,
+    /// How many served upload pieces waited so.
     uploads_held: u64,
+    /// The bound of the connection's write queue, if it has one, whether
+    /// it is full, and how many times it filled.
+    backlog_limit: Option<usize>,
+    backlogged: bool,
+    backlogs: u64,
     /// What the machine said for the public clients and the bus, not yet
     /// taken.
     outward: Vec<Outward>,
@@ -152,8 +156,10 @@ impl Backend {
             rx: Receiver::new(receiver, features, start),
             wire: Wire::new(latency),
             service: Service::default(),
-            pending: BTreeMap::new(),
-            upload_waits: BTreeSet::new(),
+            served_uploads: BTreeMap::new(),
+            backlog_limit: rng.bool().then(|| rng.usize(1..=6)),
+            backlogged: false,
+            backlogs: 0,
             uploads_held: 0,
             outward: Vec::new(),
         })
@@ -257,89 +263,54 @@ impl Backend {
         self.gw.regrant(now, self.link, grants);
     }
 
-    /// A request another gateway forwarded enters the machine, for the
-    /// service to get as `expected`; it never travels again.
-    pub fn start(
+    /// A start message another gateway published reaches this gateway,
+    /// with `reply` its reply inbox: the machine serves it (its inbox for
+    /// the forwarding gateway's messages under `inbox_prefix`), for the
+    /// service to get as `expected`; `None` when the machine refused it
+    /// (its refusal comes out as an answer).
+    pub fn serve(
         &mut self,
         now: Instant,
-        host: &str,
-        head: RequestHead,
-        body: RequestBody,
+        start: WireMessage,
+        reply: String,
+        inbox_prefix: &str,
         expected: Expected,
-    ) -> Result<RequestId, Reject> {
-        let id = self.gw.start_request_from(now, None, host, head, body)?;
-        self.pending.insert(id.clone(), Pending::default());
+    ) -> Option<RequestId> {
+        let id = self.gw.serve_forwarded(now, start, reply, inbox_prefix)?;
         self.service.expect(id.clone(), expected);
-        Ok(id)
+        self.served_uploads.insert(id.clone(), false);
+        Some(id)
     }
 
-    /// A piece of `request`'s upload: `Some(passed)` when that is known at
-    /// once, `None` when it waits for the receiver's credit (then ask
-    /// [`Backend::body_passed`]).
-    pub fn push_body(
+    /// The forwarding gateway's message on served request `request`'s
+    /// inbox.
+    pub fn served_origin(
         &mut self,
         now: Instant,
         request: &RequestId,
-        data: Bytes,
-        last: bool,
-    ) -> Option<bool> {
-        match self.send_body(now, request, data, last) {
-            Pace::Go => Some(true),
-            Pace::Wait => {
-                self.upload_waits.insert(request.clone());
-                self.uploads_held += 1;
-                None
-            }
-            Pace::Gone => Some(false),
-        }
+        payload: Bytes,
+    ) -> Result<(), String> {
+        self.gw
+            .served_origin(now, request, Some(payload))
+            .map_err(|e| format!("an undecodable message between gateways: {e}"))
     }
 
-    /// Whether the upload piece of `request` that waited went on
-    /// (`Some(true)`), or the request ended first (`Some(false)`).
-    pub fn body_passed(&self, request: &RequestId) -> Option<bool> {
-        match self.gw.upload_queued(request) {
-            None => Some(false),
-            Some(0) => Some(true),
-            Some(_) => None,
-        }
-    }
-
-    /// `n` response bytes of `request` went on to its client (for a served
-    /// request, to the forwarding gateway).
+    /// `n` response bytes of public request `request` went on to its
+    /// client.
     pub fn read(&mut self, now: Instant, request: &RequestId, n: usize) {
         self.gw.body_read(now, request, n);
-        if let Some(p) = self.pending.get_mut(request) {
-            p.unread = p.unread.saturating_sub(n as u64);
-        }
     }
 
-    /// `request`'s client went away, or its serving machine stops it.
+    /// Public request `request`'s client went away.
     pub fn cancel(&mut self, now: Instant, request: &RequestId) {
         self.gw.cancel(now, request);
     }
 
-    /// The next response event of `request`.
-    pub fn poll_event(&mut self, request: &RequestId) -> Option<ResponseEvent> {
-        self.pending.get_mut(request)?.events.pop_front()
-    }
-
-    /// The serving machine of `request` finished: the core must have let
-    /// go of the request by now.
-    pub fn release(&mut self, request: &RequestId) -> Result<(), String> {
-        self.pending.remove(request);
-        self.upload_waits.remove(request);
-        if self.gw.request_link(request).is_some() {
-            return Err(format!(
-                "the serving machine of {request} finished while the gateway's core still runs it"
-            ));
-        }
-        Ok(())
-    }
-
-    /// Upload pieces that waited for the receiver's credit, and response
-    /// steps of the service that did.
-    pub fn held(&self) -> (u64, u64) {
-        (self.uploads_held, self.service.held())
+    /// Served upload pieces that waited for the receiver's credit,
+    /// response steps of the service that did, and how many times the
+    /// connection's write queue filled.
+    pub fn held(&self) -> (u64, u64, u64) {
+        (self.uploads_held, self.service.held(), self.backlogs)
     }
 
     /// What the service sent since the last call.
@@ -352,6 +323,7 @@ impl Backend {
     pub fn is_idle(&self) -> bool {
         self.gw.in_flight() == 0
             && self.gw.forwarded_in_flight() == 0
+            && self.gw.served_in_flight() == 0
             && self.rx.in_flight() == 0
             && self.service.in_flight() == 0
     }
@@ -371,9 +343,10 @@ impl Backend {
     /// What is in flight, for a message.
     pub fn summary(&self) -> String {
         format!(
-            "{} in its core, {} forwarded, {} at its receiver, {} at the service [{}]",
+            "{} in its core, {} forwarded, {} served, {} at its receiver, {} at the service [{}]",
             self.gw.in_flight(),
             self.gw.forwarded_in_flight(),
+            self.gw.served_in_flight(),
             self.rx.in_flight(),
             self.service.in_flight(),
             self.service.describe()
@@ -414,9 +387,11 @@ impl Backend {
         loop {
             let mut moved = self.deliver(rng, now);
             moved |= self.drain_gateway(rng, now)?;
+            moved |= self.note_backlog(now);
             moved |= self.drain_receiver(rng, now)?;
             moved |= self.service.act(&mut self.rx, now)?;
             if !moved {
+                self.note_served_uploads();
                 return Ok(any);
             }
             any = true;
@@ -463,25 +438,14 @@ impl Backend {
                     let delay = self.wire.latency.sample(rng);
                     self.wire.send(Dir::Down, now - self.start, delay, message);
                 }
-                Output::Writable { request } if !self.pending.contains_key(&request) => {
+                // A served request's never come out: they are its serving
+                // machine's, and no public client would take them.
+                Output::Writable { request } => {
                     self.outward.push(Outward::Writable { request });
                 }
-                Output::Writable { request } => {
-                    if !self.upload_waits.remove(&request) {
-                        return Err(format!(
-                            "the gateway's core said the upload of {request} may go on; it was not waiting"
-                        ));
-                    }
-                    if self.gw.upload_queued(&request) != Some(0) {
-                        return Err(format!(
-                            "the gateway's core said the upload of {request} may go on with bytes queued"
-                        ));
-                    }
-                }
-                Output::Response { request, event } if !self.pending.contains_key(&request) => {
+                Output::Response { request, event } => {
                     self.outward.push(Outward::Response { request, event });
                 }
-                Output::Response { request, event } => self.response(request, event)?,
                 Output::Close { code, reason, .. } => {
                     return Err(format!(
                         "the gateway's core closed its receiver's connection ({code}): {reason}"
@@ -497,45 +461,69 @@ impl Backend {
                     transmit,
                 }),
                 Output::Cluster(out) => self.outward.push(Outward::Cluster(out)),
-                out @ Output::Answer { .. } => {
-                    return Err(format!(
-                        "the core answered a forwarding gateway, yet this simulation serves through its own glue: {out:?}"
-                    ))
-                }
+                Output::Answer {
+                    request,
+                    to,
+                    message,
+                } => self.outward.push(Outward::Answer {
+                    request,
+                    to,
+                    message,
+                }),
             }
         }
         Ok(moved)
     }
 
-    /// A response event of the core, held for the serving machine.
-    fn response(&mut self, request: RequestId, event: ResponseEvent) -> Result<(), String> {
-        let Some(p) = self.pending.get_mut(&request) else {
+    /// Tells the machine when the connection's write queue fills or has
+    /// room again, as the shell's writer does; whether it changed.
+    fn note_backlog(&mut self, now: Instant) -> bool {
+        let full = self
+            .backlog_limit
+            .is_some_and(|limit| self.wire.queued(Dir::Down) >= limit);
+        if full == self.backlogged {
+            return false;
+        }
+        self.backlogged = full;
+        self.backlogs += u64::from(full);
+        self.gw.link_backlog(now, self.link, full);
+        true
+    }
+
+    /// The machine holds no more unread response bytes than the
+    /// receiver's window for each request that may still hold some: its
+    /// local requests, and served ones whose pieces wait for the
+    /// forwarding gateway's credit. Asked once the public clients read
+    /// what came out (they read at once).
+    pub fn check_unread(&self) -> Result<(), String> {
+        let requests = (self.gw.in_flight() + self.gw.served_in_flight()) as u64;
+        let unread = self.gw.link_buffered(self.link).unwrap_or(0);
+        if unread > requests * INITIAL_WINDOW {
             return Err(format!(
-                "the gateway's core made {event:?} for {request}, which nobody holds"
-            ));
-        };
-        if p.ended {
-            return Err(format!(
-                "the gateway's core made {event:?} for {request} after its end"
+                "the gateway's core holds {unread} response bytes for {requests} requests, past the receiver's window of {INITIAL_WINDOW} each"
             ));
         }
-        match &event {
-            ResponseEvent::Body(b) => {
-                p.unread += b.len() as u64;
-                if p.unread > INITIAL_WINDOW {
-                    return Err(format!(
-                        "the gateway's core holds {} unread response bytes of {request}, past the receiver's window of {INITIAL_WINDOW}",
-                        p.unread
-                    ));
-                }
-            }
-            ResponseEvent::End | ResponseEvent::Failed(_) => {
-                p.ended = true;
-            }
-            ResponseEvent::Head(_) => {}
-        }
-        p.events.push_back(event);
         Ok(())
+    }
+
+    /// Counts the served upload pieces waiting for the receiver's credit
+    /// (the machine holds them, not crediting them to the forwarding
+    /// gateway); a served request whose local request ended uploads no
+    /// more.
+    fn note_served_uploads(&mut self) {
+        let gw = &self.gw;
+        let held = &mut self.uploads_held;
+        self.served_uploads
+            .retain(|id, waiting| match gw.upload_queued(id) {
+                None => false,
+                Some(queued) => {
+                    if queued > 0 && !*waiting {
+                        *held += 1;
+                    }
+                    *waiting = queued > 0;
+                    true
+                }
+            });
     }
 
     fn drain_receiver(&mut self, rng: &mut fastrand::Rng, now: Instant) -> Result<bool, String> {

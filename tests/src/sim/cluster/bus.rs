@@ -48,23 +48,37 @@ pub struct Bus {
     pub lost: u64,
 }
 
-/// The inbox of serving machine `key` at gateway `node`.
-pub fn serving_inbox(node: usize, key: u64) -> String {
-    format!("_INBOX.n{node}.s{key}")
+/// The prefix of gateway `node`'s served requests' inboxes: its machine
+/// names each `<prefix>.<request id>`.
+pub fn serving_prefix(node: usize) -> String {
+    format!("_INBOX.n{node}.s")
 }
 
 /// The reply inbox of forwarded request `request` at gateway `node`.
 pub fn reply_inbox(node: usize, request: &RequestId) -> String {
-    format!("_INBOX.n{node}.f{}", request.as_str())
+    format!("_INBOX.n{node}.f.{}", request.as_str())
 }
 
-/// The gateway, side (`f`orwarding or `s`erving) and request of an inbox.
-pub fn parse_inbox(inbox: &str) -> Option<(usize, char, &str)> {
+/// Which side of a gateway an inbox is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// A request it forwarded.
+    Forwarding,
+    /// A request another gateway forwarded to it.
+    Serving,
+}
+
+/// The gateway, side and request of an inbox.
+pub fn parse_inbox(inbox: &str) -> Option<(usize, Side, RequestId)> {
     let rest = inbox.strip_prefix("_INBOX.n")?;
     let (node, tail) = rest.split_once('.')?;
-    let mut chars = tail.chars();
-    let side = chars.next()?;
-    Some((node.parse().ok()?, side, chars.as_str()))
+    let (side, request) = tail.split_once('.')?;
+    let side = match side {
+        "f" => Side::Forwarding,
+        "s" => Side::Serving,
+        _ => return None,
+    };
+    Some((node.parse().ok()?, side, RequestId::from(request)))
 }
 
 impl Bus {

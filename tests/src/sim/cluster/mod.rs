@@ -17,21 +17,28 @@
 //! refusal), its messages out and its replies in through the machine, its
 //! upload paced by the machine's `Writable`, its reads and cancel told to
 //! it. A request another gateway forwarded takes the production path into
-//! the serving gateway's machine behind a serving machine, so what it
-//! meets there (a refusal, the request timeout, the receiver's credit
-//! windows) is the real machines' doing, not a script's. Some clients open
-//! WebSockets: after the `101` they send pieces with pauses (some longer
-//! than the WebSocket idle timeout) and close their side or fall silent;
-//! the service echoes and may close first. Checked throughout: the service
-//! gets the head and the upload bytes its client sent, in order; every
-//! client sees its response in order and each byte as the service sent
-//! it; no body piece is sent beyond the credit its reader granted; the
-//! serving machine holds no more unread bytes than a window; the machine
-//! lets an upload go on only when it told it to wait. Checked at the end:
-//! every client request ended exactly once (or was cancelled by its
-//! client, or died with its gateway), and no gateway holds a request in
-//! its machine (its own or forwarded, `/stats` counting none and no byte
-//! buffered), its receiver or its service any more.
+//! the serving gateway's machine (`serve_forwarded`, which holds its
+//! serving machine), its answers out on the bus to the forwarding
+//! gateway's reply inbox and that gateway's messages to its inbox back in
+//! (`served_origin`), so what it meets there (a refusal, the request
+//! timeout, the receiver's credit windows) is the real machines' doing,
+//! not a script's. Some clients open WebSockets: after the `101` they send
+//! pieces with pauses (some longer than the WebSocket idle timeout) and
+//! close their side or fall silent; the service echoes and may close
+//! first. Checked throughout: the service gets the head and the upload
+//! bytes its client sent, in order; every client sees its response in
+//! order and each byte as the service sent it; no body piece is sent
+//! beyond the credit its reader granted, nor found missing by it on a bus
+//! that loses nothing, where no forwarded request times out long after a
+//! live serving gateway's service sent its whole response; the machine
+//! lets an upload go on only when it told it to wait, gives out no
+//! response event of a request no public client holds, and holds no more
+//! unread response bytes than a receiver window for each request that may
+//! hold some. Checked at the end: every client request ended exactly once
+//! (or was cancelled by its client, or died with its gateway), and no
+//! gateway holds a request in its machine (its own, forwarded or served,
+//! `/stats` counting none and no byte buffered), its receiver or its
+//! service any more.
 
 mod backend;
 mod bus;
@@ -42,16 +49,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anpx_core::cluster::{
-    Announcement, ClusterOutput, Local, MembershipConfig, Reply, Serving, To, Transmit,
-    WireMessage, DEFAULT_WINDOW,
+    Announcement, ClusterOutput, MembershipConfig, Reply, To, Transmit, WireMessage, DEFAULT_WINDOW,
 };
-use anpx_core::ResponseEvent;
 use anpx_core::ServiceUrl;
 use anpx_core::{GatewayConfig, ReceiverConfig, RequestId};
 use bytes::Bytes;
 
 use backend::{Backend, Outward};
-use bus::{Bus, Dest, Envelope};
+use bus::{Bus, Dest, Envelope, Side};
 use service::{Expected, Sent};
 
 /// A wrong turn the simulation injects into itself, to prove the checks
@@ -64,12 +69,16 @@ pub enum ClusterInjection {
     /// The clients lose every `End` event, as a forwarding side that
     /// forgot to finish would look.
     LoseEnds,
-    /// The serving side drops every response body piece of its core's
-    /// instead of handing it to its serving machine.
+    /// The serving side drops every response body piece its machine
+    /// answers with instead of publishing it, as a shell that lost those
+    /// publishes would.
     DropServedPieces,
     /// The forwarding side drops the first upload piece its machine
     /// publishes, as a shell that lost a publish would.
     DropForwardedPiece,
+    /// The serving side takes no credit message from the forwarding side
+    /// into its machine, as a shell whose served inbox lost them would.
+    SkipServedCredit,
 }
 
 /// What a run saw, summed.
@@ -109,10 +118,13 @@ pub struct ClusterCounters {
     /// WebSocket upgrades refused by the serving gateway (501: no receiver
     /// there carries WebSockets).
     pub websocket_refused: u64,
-    /// Upload pieces the serving core held for its receiver's credit.
+    /// Served upload pieces the serving machine held for its receiver's
+    /// credit.
     pub upload_held: u64,
     /// Response steps the service held for the receiver's credit.
     pub response_held: u64,
+    /// Times a gateway's write queue to its receiver filled.
+    pub backlogs: u64,
     /// Bus messages carried and lost.
     pub messages: u64,
     /// Bus messages lost.
@@ -146,6 +158,7 @@ impl ClusterCounters {
         self.websocket_refused += other.websocket_refused;
         self.upload_held += other.upload_held;
         self.response_held += other.response_held;
+        self.backlogs += other.backlogs;
         self.messages += other.messages;
         self.lost += other.lost;
         self.crashes += other.crashes;
@@ -173,9 +186,10 @@ pub fn run_cluster(seed: u64, injection: ClusterInjection) -> Result<ClusterRepo
     world.counters.messages = world.bus.messages;
     world.counters.lost = world.bus.lost;
     for n in &world.nodes {
-        let (upload, response) = n.backend.held();
+        let (upload, response, backlogs) = n.backend.held();
         world.counters.upload_held += upload;
         world.counters.response_held += response;
+        world.counters.backlogs += backlogs;
     }
     Ok(ClusterReport {
         seed,
@@ -226,21 +240,6 @@ struct Client {
     activity: Vec<Instant>,
 }
 
-/// A serving machine, its request in the gateway's own core and its
-/// bookkeeping.
-struct Srv {
-    machine: Serving,
-    /// The forwarding side's reply inbox.
-    origin: String,
-    /// The request in the gateway's core.
-    request: RequestId,
-    /// An upload piece went to the core and waits for the receiver's
-    /// credit.
-    passing: bool,
-    /// Credit the forwarding side granted for the response.
-    credit: u64,
-}
-
 struct Node {
     name: String,
     alive: bool,
@@ -252,7 +251,9 @@ struct Node {
     backend: Backend,
     /// Its public clients' requests in its machine, and whose they are.
     public: BTreeMap<RequestId, usize>,
-    serves: BTreeMap<u64, Srv>,
+    /// The credit the forwarding gateway granted for each served request's
+    /// response, until its last piece or failure went out.
+    answer_credit: BTreeMap<RequestId, u64>,
 }
 
 /// What a service sent one client so far.
@@ -261,6 +262,9 @@ struct Response {
     status: Option<u16>,
     body: Vec<u8>,
     complete: bool,
+    /// The gateway whose service sent it, and when it ended.
+    node: usize,
+    ended_at: Option<Instant>,
 }
 
 /// Things the simulation schedules.
@@ -288,7 +292,6 @@ struct World {
     bus: Bus,
     queue: BTreeMap<(Instant, u64), Ev>,
     seq: u64,
-    next_key: u64,
     request_timeout: Duration,
     websocket_idle: Duration,
     announce_interval: Duration,
@@ -343,7 +346,7 @@ impl World {
                     services: serves,
                     joined: BTreeSet::new(),
                     public: BTreeMap::new(),
-                    serves: BTreeMap::new(),
+                    answer_credit: BTreeMap::new(),
                 })
             })
             .collect::<Result<Vec<Node>, String>>()?;
@@ -360,7 +363,6 @@ impl World {
             bus,
             queue: BTreeMap::new(),
             seq: 0,
-            next_key: 0,
             request_timeout,
             websocket_idle,
             announce_interval,
@@ -422,9 +424,10 @@ impl World {
         self.queue
             .values()
             .all(|e| !matches!(e, Ev::NewClient | Ev::Cancel(_)))
-            && self.nodes.iter().all(|n| {
-                !n.alive || (n.public.is_empty() && n.serves.is_empty() && n.backend.is_idle())
-            })
+            && self
+                .nodes
+                .iter()
+                .all(|n| !n.alive || (n.public.is_empty() && n.backend.is_idle()))
             && self.bus.requests_in_flight() == 0
     }
 
@@ -434,10 +437,9 @@ impl World {
             .filter(|n| n.alive)
             .map(|n| {
                 format!(
-                    "{}: {} public, {} serving ({})",
+                    "{}: {} public ({})",
                     n.name,
                     n.public.len(),
-                    n.serves.len(),
                     n.backend.summary()
                 )
             })
@@ -454,9 +456,6 @@ impl World {
             }
         };
         for n in self.nodes.iter().filter(|n| n.alive) {
-            for s in n.serves.values() {
-                take(s.machine.poll_timeout());
-            }
             take(n.backend.poll_timeout());
             for c in n.public.values() {
                 take(self.clients[*c].next_piece_at());
@@ -469,8 +468,15 @@ impl World {
     /// Everything due at `now`.
     fn step(&mut self) -> Result<(), String> {
         let now = self.now;
-        for env in self.bus.due(now) {
+        let arrived = self.bus.due(now);
+        let any = !arrived.is_empty();
+        for env in arrived {
             self.deliver(env)?;
+        }
+        // The shell's driver flushes the machine's outputs after every
+        // input: what the bus brought comes out before a client cancels.
+        if any {
+            self.settle()?;
         }
         while let Some(entry) = self.queue.first_entry() {
             if entry.key().0 > now {
@@ -508,13 +514,7 @@ impl World {
             if !self.nodes[i].alive {
                 continue;
             }
-            let node = &mut self.nodes[i];
-            for s in node.serves.values_mut() {
-                if s.machine.poll_timeout().is_some_and(|t| t <= now) {
-                    s.machine.handle_timeout(now);
-                }
-            }
-            node.backend.handle_timeout(now);
+            self.nodes[i].backend.handle_timeout(now);
         }
         Ok(())
     }
@@ -533,7 +533,7 @@ impl World {
                 self.counters.died += 1;
             }
         }
-        node.serves.clear();
+        node.answer_credit.clear();
     }
 
     /// A bus message reached its destination.
@@ -562,71 +562,65 @@ impl World {
                 self.serve(i, reply, env.payload)?;
             }
             Dest::Inbox(inbox) => {
-                let parsed = bus::parse_inbox(&inbox).and_then(|(i, side, token)| {
-                    let serving = match side {
-                        'f' => None,
-                        's' => Some(token.parse::<u64>().ok()?),
-                        _ => return None,
-                    };
-                    Some((i, serving, RequestId::from(token)))
-                });
-                let Some((i, serving, request)) = parsed else {
+                let Some((i, side, request)) = bus::parse_inbox(&inbox) else {
                     return Err(format!("a message for an unknown inbox {inbox}"));
                 };
                 let node = &mut self.nodes[i];
                 if !node.alive {
                     return Ok(());
                 }
-                if let Some(key) = serving {
-                    let Some(s) = node.serves.get_mut(&key) else {
-                        return Ok(());
-                    };
-                    if let Ok(WireMessage::Credit { upto }) =
-                        WireMessage::decode(env.payload.clone())
-                    {
-                        s.credit = s.credit.max(upto);
-                    }
-                    s.machine
-                        .handle_origin(now, Some(env.payload))
-                        .map_err(|e| format!("an undecodable message between gateways: {e}"))?;
-                } else {
-                    if let Some(c) = node.public.get(&request) {
-                        let client = &mut self.clients[*c];
-                        client.nobody_serves |= env.no_responders;
-                        if let Ok(WireMessage::Credit { upto }) =
-                            WireMessage::decode(env.payload.clone())
+                let credit = match WireMessage::decode(env.payload.clone()) {
+                    Ok(WireMessage::Credit { upto }) => Some(upto),
+                    _ => None,
+                };
+                match side {
+                    Side::Serving => {
+                        if let (Some(upto), Some(granted)) =
+                            (credit, node.answer_credit.get_mut(&request))
                         {
-                            client.credit = client.credit.max(upto);
+                            *granted = (*granted).max(upto);
                         }
+                        if credit.is_some() && self.injection == ClusterInjection::SkipServedCredit
+                        {
+                            return Ok(());
+                        }
+                        // As the shell's one subscription for every served
+                        // request: whatever arrives goes in, the machine
+                        // knowing which requests are over.
+                        node.backend.served_origin(now, &request, env.payload)?;
                     }
-                    let reply = if env.no_responders {
-                        Reply::NoResponders
-                    } else {
-                        Reply::Message(env.payload)
-                    };
-                    // As the shell's reply subscription: whatever arrives
-                    // goes in, the machine knowing which requests are over.
-                    node.backend.forward_reply(now, &request, reply);
+                    Side::Forwarding => {
+                        if let Some(c) = node.public.get(&request) {
+                            let client = &mut self.clients[*c];
+                            client.nobody_serves |= env.no_responders;
+                            if let Some(upto) = credit {
+                                client.credit = client.credit.max(upto);
+                            }
+                        }
+                        let reply = if env.no_responders {
+                            Reply::NoResponders
+                        } else {
+                            Reply::Message(env.payload)
+                        };
+                        // As the shell's reply subscription: whatever
+                        // arrives goes in, the machine knowing which
+                        // requests are over.
+                        node.backend.forward_reply(now, &request, reply);
+                    }
                 }
             }
         }
         Ok(())
     }
 
-    /// A start message reached gateway `i`: the request enters its core,
-    /// through `start_request_from`, for the simulation's own `Serving` glue
-    /// (the machine's `Gateway::serve_forwarded` is not yet used here).
+    /// A start message reached gateway `i`: its machine serves it, as the
+    /// shell's service subscription puts it there.
     fn serve(&mut self, i: usize, reply: String, payload: Bytes) -> Result<(), String> {
-        let Ok(WireMessage::Start {
-            host,
-            head,
-            body,
-            payload,
-        }) = WireMessage::decode(payload)
-        else {
+        let start = WireMessage::decode(payload)
+            .map_err(|e| format!("an undecodable start message: {e}"))?;
+        let WireMessage::Start { head, .. } = &start else {
             return Err("a service subject carried something other than a start".into());
         };
-        let name = self.nodes[i].name.clone();
         let client: usize = head
             .headers
             .get("x-sim-client")
@@ -638,46 +632,60 @@ impl World {
             path: format!("/c/{client}"),
             body: self.clients[client].sends.clone(),
         };
-        let body = Serving::request_body(body, payload);
-        let started = self.nodes[i]
+        let prefix = bus::serving_prefix(i);
+        let node = &mut self.nodes[i];
+        if let Some(request) = node
             .backend
-            .start(self.now, &host, head, body, expected);
-        let request = match started {
-            Ok(request) => request,
-            Err(reject) => {
-                // Its receiver left since the last round (404), or carries
-                // no WebSockets (501).
-                let m = Serving::refused(&reject);
-                self.bus.publish(
-                    &mut self.rng,
-                    self.now,
-                    &name,
-                    Dest::Inbox(reply),
-                    None,
-                    m.encode(),
-                );
-                return Ok(());
+            .serve(self.now, start, reply, &prefix, expected)
+        {
+            node.answer_credit.insert(request, DEFAULT_WINDOW);
+        }
+        Ok(())
+    }
+
+    /// A served request's answer goes on the bus to the forwarding
+    /// gateway's reply inbox, its response pieces within that gateway's
+    /// credit.
+    fn answer(
+        &mut self,
+        i: usize,
+        request: Option<RequestId>,
+        to: String,
+        message: WireMessage,
+    ) -> Result<(), String> {
+        let node = &mut self.nodes[i];
+        if let Some(request) = &request {
+            let Some(&credit) = node.answer_credit.get(request) else {
+                return Err(format!(
+                    "{} answered for {request} after its last piece or failure: {message:?}",
+                    node.name
+                ));
+            };
+            match &message {
+                WireMessage::Data { seq, .. } if *seq >= credit => {
+                    return Err(format!(
+                        "response piece {seq} of {request} sent beyond the credit {credit}"
+                    ));
+                }
+                WireMessage::Data { last: true, .. } | WireMessage::Failed(_) => {
+                    node.answer_credit.remove(request);
+                }
+                _ => {}
             }
-        };
-        let key = self.next_key;
-        self.next_key += 1;
-        let inbox = bus::serving_inbox(i, key);
-        let machine = Serving::new(
+        }
+        if self.injection == ClusterInjection::DropServedPieces
+            && matches!(&message, WireMessage::Data { data, .. } if !data.is_empty())
+        {
+            return Ok(());
+        }
+        let name = node.name.clone();
+        self.bus.publish(
+            &mut self.rng,
             self.now,
-            name,
-            inbox,
-            self.request_timeout,
-            self.websocket_idle,
-        );
-        self.nodes[i].serves.insert(
-            key,
-            Srv {
-                machine,
-                origin: reply,
-                request,
-                passing: false,
-                credit: DEFAULT_WINDOW,
-            },
+            &name,
+            Dest::Inbox(to),
+            None,
+            message.encode(),
         );
         Ok(())
     }
@@ -693,93 +701,10 @@ impl World {
                     continue;
                 }
                 moved |= self.settle_clients(i, now)?;
-                moved |= self.settle_serves(i, now)?;
                 moved |= self.settle_backend(i, now)?;
             }
         }
         Ok(())
-    }
-
-    fn settle_serves(&mut self, i: usize, now: Instant) -> Result<bool, String> {
-        let mut moved = false;
-        let keys: Vec<u64> = self.nodes[i].serves.keys().copied().collect();
-        for key in keys {
-            let node = &mut self.nodes[i];
-            let Some(s) = node.serves.get_mut(&key) else {
-                continue;
-            };
-            if s.passing {
-                // The shell awaits the piece: nothing else moves for the
-                // request meanwhile.
-                let Some(passed) = node.backend.body_passed(&s.request) else {
-                    continue;
-                };
-                s.passing = false;
-                s.machine.handle_body_passed(passed);
-                moved = true;
-            }
-            let credit = s.credit;
-            let origin = s.origin.clone();
-            let transmits: Vec<_> = std::iter::from_fn(|| s.machine.poll_transmit()).collect();
-            let name = node.name.clone();
-            for m in transmits {
-                moved = true;
-                if let WireMessage::Data { seq, .. } = &m {
-                    if *seq >= credit {
-                        return Err(format!(
-                            "response piece {seq} sent beyond the credit {credit}"
-                        ));
-                    }
-                }
-                self.bus.publish(
-                    &mut self.rng,
-                    now,
-                    &name,
-                    Dest::Inbox(origin.clone()),
-                    None,
-                    m.encode(),
-                );
-            }
-            let node = &mut self.nodes[i];
-            let Some(s) = node.serves.get_mut(&key) else {
-                continue;
-            };
-            while !s.passing {
-                let Some(action) = s.machine.poll_local() else {
-                    break;
-                };
-                moved = true;
-                match action {
-                    Local::Body { data, last } => {
-                        match node.backend.push_body(now, &s.request, data, last) {
-                            Some(passed) => s.machine.handle_body_passed(passed),
-                            None => s.passing = true,
-                        }
-                    }
-                    Local::Read(n) => node.backend.read(now, &s.request, n),
-                    Local::Cancel => node.backend.cancel(now, &s.request),
-                }
-            }
-            if s.passing {
-                continue;
-            }
-            if s.machine.wants_events() {
-                if let Some(event) = node.backend.poll_event(&s.request) {
-                    let dropped = self.injection == ClusterInjection::DropServedPieces
-                        && matches!(&event, ResponseEvent::Body(b) if !b.is_empty());
-                    if !dropped {
-                        s.machine.handle_event(now, Some(event));
-                    }
-                    moved = true;
-                }
-            }
-            if s.machine.is_finished() {
-                let s = node.serves.remove(&key).ok_or("vanished")?;
-                node.backend.release(&s.request)?;
-                moved = true;
-            }
-        }
-        Ok(moved)
     }
 
     /// The gateway's machine, receiver and service; what the service sent
@@ -795,6 +720,7 @@ impl World {
                         client,
                         Response {
                             status: Some(status),
+                            node: i,
                             ..Response::default()
                         },
                     );
@@ -805,7 +731,11 @@ impl World {
                     .or_default()
                     .body
                     .extend_from_slice(&data),
-                Sent::End { client } => self.served.entry(client).or_default().complete = true,
+                Sent::End { client } => {
+                    let r = self.served.entry(client).or_default();
+                    r.complete = true;
+                    r.ended_at = Some(now);
+                }
             }
         }
         for out in self.nodes[i].backend.take_outward() {
@@ -819,8 +749,14 @@ impl World {
                     transmit,
                 } => self.publish(i, &request, &route, transmit)?,
                 Outward::Cluster(out) => self.cluster_output(i, out)?,
+                Outward::Answer {
+                    request,
+                    to,
+                    message,
+                } => self.answer(i, request, to, message)?,
             }
         }
+        self.nodes[i].backend.check_unread()?;
         Ok(moved)
     }
 
@@ -913,7 +849,7 @@ impl World {
             }
         }
         for n in self.nodes.iter().filter(|n| n.alive) {
-            if !n.public.is_empty() || !n.serves.is_empty() || !n.backend.is_idle() {
+            if !n.public.is_empty() || !n.backend.is_idle() {
                 return Err(format!(
                     "{} still holds requests: {}",
                     n.name,

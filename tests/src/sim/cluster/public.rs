@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use anpx_core::{Reject, RequestBody, RequestHead, RequestId, ResponseEvent};
+use anpx_core::{FailureKind, Reject, RequestBody, RequestHead, RequestId, ResponseEvent};
 use bytes::Bytes;
 
 use super::backend::{Pace, Path};
@@ -263,8 +263,12 @@ impl World {
     ) -> Result<(), String> {
         let node = &mut self.nodes[i];
         let Some(&c) = node.public.get(request) else {
+            let event = match &event {
+                ResponseEvent::Body(b) => format!("{} body bytes", b.len()),
+                other => format!("{other:?}"),
+            };
             return Err(format!(
-                "{} made {event:?} for {request}, which no client or serving machine holds",
+                "{} gave out {event} of {request}, which no client holds (a served request's events are its serving machine's)",
                 node.name
             ));
         };
@@ -350,6 +354,37 @@ impl World {
                 }
             }
             ResponseEvent::Failed(f) => {
+                // A sequence gap either way between the gateways: a
+                // message went missing, which only a lossy bus may do.
+                if client.forwarded
+                    && f.kind == FailureKind::InvalidResponse
+                    && self.bus.is_lossless()
+                {
+                    return Err(format!(
+                        "client {c} failed {} on a bus that loses nothing: {}",
+                        f.status, f.error
+                    ));
+                }
+                // The whole response left a live serving gateway long ago
+                // and the client read every piece it got: on a bus that
+                // loses nothing it must have arrived, every credit for it
+                // too.
+                let finished = self.served.get(&c).and_then(|r| {
+                    let alive = self.nodes[r.node].alive;
+                    r.ended_at.filter(|_| alive)
+                });
+                if client.forwarded
+                    && f.status == 504
+                    && self.bus.is_lossless()
+                    && finished.is_some_and(|at| self.now - at > Duration::from_secs(1))
+                {
+                    return Err(format!(
+                        "client {c} timed out (504: {}) with {} bytes, on a bus that loses nothing, {:?} after the service sent its whole response",
+                        f.error,
+                        client.body.len(),
+                        finished.map(|at| self.now - at)
+                    ));
+                }
                 client.ended = true;
                 client.failed = Some(f.status);
                 if client.forwarded {
