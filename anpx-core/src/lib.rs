@@ -73,11 +73,13 @@
 //! `poll_output`, sending transmits and dispatching events (calls made
 //! while draining are fine, the drain goes on); read `poll_timeout`; wait
 //! again. Backpressure is the application's to apply from what the
-//! machines report: after a body piece, [`Gateway::upload_queued`] says
-//! how much of an upload waits for the receiver's credit and
-//! [`Receiver::unsent`] the same for a response; above 0, stop reading
-//! that body until [`Output::Writable`] / [`ReceiverOutput::Writable`]
-//! names it. [`Gateway::body_read`] / [`Receiver::request_body_read`]
+//! machines report: after a body piece, [`Gateway::upload_waits`] says
+//! whether an upload must wait (for the receiver's credit, or for room in
+//! the connection's write queue the shell reports with
+//! [`Gateway::link_backlog`]) and [`Receiver::unsent`] how much of a
+//! response waits for the gateway's credit; while they say so, stop
+//! reading that body until [`Output::Writable`] /
+//! [`ReceiverOutput::Writable`] names it. [`Gateway::body_read`] / [`Receiver::request_body_read`]
 //! return credit once a body was consumed.
 //!
 //! Here both machines are driven by hand in virtual time, their transmits

@@ -360,3 +360,70 @@ fn a_response_aborted_before_the_shell_polled_is_not_told() {
         }
     }
 }
+
+// ----- the gateway's side: the receiver connection's write queue -----
+
+#[test]
+fn an_upload_on_a_full_connection_waits_until_it_has_room() {
+    for features in [
+        &[Feature::Streaming][..],
+        &[Feature::Streaming, Feature::FlowControl, Feature::Cancel][..],
+    ] {
+        let mut p = pair(features);
+        let id = start(&mut p, RequestBody::Streaming);
+        p.gw.push_body(p.now, &id, piece(), false).unwrap();
+        p.pump();
+        assert_eq!(p.gw.upload_waits(&id), Some(false), "{features:?}");
+
+        // The shell's queue for the connection filled up.
+        p.gw.link_backlog(p.now, p.link, true);
+        p.gw.push_body(p.now, &id, piece(), false).unwrap();
+        p.pump();
+        assert_eq!(p.gw.upload_waits(&id), Some(true), "{features:?}");
+        assert!(p.gw_writable.is_empty(), "told while the queue is full");
+
+        p.gw.link_backlog(p.now, p.link, false);
+        p.pump();
+        assert_eq!(p.gw_writable, [id.clone()], "{features:?}: told once");
+        assert_eq!(p.gw.upload_waits(&id), Some(false));
+
+        // Room made again with nothing waiting tells nobody.
+        p.gw.link_backlog(p.now, p.link, true);
+        p.gw.link_backlog(p.now, p.link, false);
+        p.pump();
+        assert_eq!(p.gw_writable.len(), 1, "{features:?}: told with no wait");
+    }
+}
+
+#[test]
+fn credit_that_comes_while_the_connection_is_full_waits_for_its_room() {
+    let mut p = flow_pair();
+    let id = start(&mut p, RequestBody::Streaming);
+    upload_until_blocked(&mut p, &id);
+    assert_eq!(p.gw.upload_waits(&id), Some(true));
+    p.gw.link_backlog(p.now, p.link, true);
+    let got = uploaded(&p, &id);
+    p.rx.request_body_read(p.now, &id, got);
+    p.pump();
+    assert_eq!(p.gw.upload_queued(&id), Some(0), "the credit came");
+    assert!(p.gw_writable.is_empty(), "told while the queue is full");
+
+    p.gw.link_backlog(p.now, p.link, false);
+    p.pump();
+    assert_eq!(p.gw_writable, [id]);
+}
+
+#[test]
+fn an_upload_waiting_for_room_is_never_told_once_its_request_ended() {
+    let mut p = pair(&[Feature::Streaming, Feature::Cancel]);
+    let id = start(&mut p, RequestBody::Streaming);
+    p.gw.link_backlog(p.now, p.link, true);
+    p.gw.push_body(p.now, &id, piece(), false).unwrap();
+    p.pump();
+    assert_eq!(p.gw.upload_waits(&id), Some(true));
+    p.gw.cancel(p.now, &id);
+    assert_eq!(p.gw.upload_waits(&id), None);
+    p.gw.link_backlog(p.now, p.link, false);
+    p.pump();
+    assert!(p.gw_writable.is_empty());
+}

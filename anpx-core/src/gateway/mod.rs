@@ -219,6 +219,10 @@ struct Pending {
     /// An [`Output::Writable`] for it went into the output queue and may
     /// not be polled yet: taken out again if the request ends first.
     writable_out: bool,
+    /// Its client's upload waits for room in the connection's write queue
+    /// ([`Gateway::link_backlog`]): [`Output::Writable`] names it once
+    /// the queue has room.
+    room_wait: bool,
 }
 
 impl Pending {
@@ -933,6 +937,7 @@ impl Gateway {
                 client: client.clone(),
                 route,
                 writable_out: false,
+                room_wait: false,
             },
         );
         if let Some(key) = client {
@@ -1137,10 +1142,16 @@ impl Gateway {
                     });
                 }
                 if flow.send.take_writable() {
-                    p.writable_out = true;
-                    self.out.push_back(Output::Writable {
-                        request: request.clone(),
-                    });
+                    // Credit came, but the connection's queue is full: the
+                    // upload goes on once it has room, not before.
+                    if self.links.get(&link).is_some_and(|l| l.backlogged) {
+                        p.room_wait = true;
+                    } else {
+                        p.writable_out = true;
+                        self.out.push_back(Output::Writable {
+                            request: request.clone(),
+                        });
+                    }
                 }
             }
             None => {
@@ -1165,6 +1176,32 @@ impl Gateway {
             return self.forwarded_upload_queued(request);
         };
         Some(p.flow.as_ref().map_or(0, |f| f.send.queued()))
+    }
+
+    /// Whether the shell must stop reading `request`'s upload for now;
+    /// asked after a [`push_body`](Self::push_body), once the transmits it
+    /// made were taken from [`poll_output`](Self::poll_output). It waits
+    /// while the receiver's credit does not cover what was pushed
+    /// (`flow-control`) or while the receiver connection's write queue is
+    /// full ([`link_backlog`](Self::link_backlog)). After `Some(true)`,
+    /// [`Output::Writable`] names the request once it may go on; `None`
+    /// once the request is no longer in flight.
+    ///
+    /// This is the one place an upload waits: a shell keeps no list of
+    /// its own of uploads waiting for a connection's room.
+    pub fn upload_waits(&mut self, request: &RequestId) -> Option<bool> {
+        let Some(p) = self.pending.get_mut(request) else {
+            return self.forwarded_upload_queued(request).map(|q| q > 0);
+        };
+        if p.flow.as_ref().is_some_and(|f| f.send.queued() > 0) {
+            // The credit's `Output::Writable` says when: `send_frames`.
+            return Some(true);
+        }
+        if self.links.get(&p.link).is_some_and(|l| l.backlogged) {
+            p.room_wait = true;
+            return Some(true);
+        }
+        Some(false)
     }
 
     /// The shell handed `n` bytes of `request`'s response body to the

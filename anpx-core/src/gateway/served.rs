@@ -149,22 +149,32 @@ impl Gateway {
 
     /// Whether receiver connection `link`'s queue of frames to write is
     /// full (`true`) or has room again (`false`), as the shell's writer
-    /// sees it. Served uploads on a full connection wait, as a public
-    /// client's upload does in the shell.
+    /// sees it. Uploads on a full connection wait, public and served
+    /// alike ([`upload_waits`](Self::upload_waits)); once it has room,
+    /// [`Output::Writable`] names the public ones that waited.
     pub fn link_backlog(&mut self, now: Instant, link: LinkId, full: bool) {
         self.tick(now);
         let Some(l) = self.links.get_mut(&link) else {
             return;
         };
         l.backlogged = full;
-        if !full {
-            let waiting: Vec<RequestId> = self
-                .served
-                .iter()
-                .filter(|(id, s)| s.passing && self.request_link(id) == Some(link))
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in waiting {
+        if full {
+            return;
+        }
+        // Only this connection's requests can be waiting for its room;
+        // sorted, so the outputs come in the same order on every run.
+        let mut waiting: Vec<RequestId> = l.requests.iter().cloned().collect();
+        waiting.sort_unstable();
+        for id in waiting {
+            if let Some(p) = self.pending.get_mut(&id) {
+                if std::mem::take(&mut p.room_wait) {
+                    p.writable_out = true;
+                    self.out.push_back(Output::Writable {
+                        request: id.clone(),
+                    });
+                }
+            }
+            if self.served.get(&id).is_some_and(|s| s.passing) {
                 self.pump_served(&id);
             }
         }

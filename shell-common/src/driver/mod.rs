@@ -92,7 +92,6 @@ impl Driver {
             requests: HashMap::new(),
             forwarding: false,
             uploads: HashMap::new(),
-            room_waits: HashMap::new(),
             cluster: cluster_port::ClusterPort::default(),
             timer: Timer::default(),
             wake: Vec::new(),
@@ -131,7 +130,6 @@ impl Driver {
             if let Some(attached) = st.links.remove(&link) {
                 st.wake.extend(attached.outbox.detach());
             }
-            st.room_waits.remove(&link);
             st.core.close_link(now, link);
         });
     }
@@ -301,10 +299,12 @@ impl Driver {
                 // The piece's frames go to the connection's queue first,
                 // so that the room left counts them.
                 st.flush();
-                match st.core.upload_queued(&request) {
-                    Some(0) => st.go_on(request, sent),
+                match st.core.upload_waits(&request) {
+                    Some(false) => {
+                        let _ = sent.send(());
+                    }
                     // Waits for the machine's `Output::Writable`.
-                    Some(_) => {
+                    Some(true) => {
                         st.uploads.insert(request, sent);
                     }
                     // Ended meanwhile: dropping `sent` tells the pump.
@@ -450,15 +450,11 @@ struct State {
     forwarding: bool,
     /// What the cluster's bus task must still do.
     cluster: cluster_port::ClusterPort,
-    /// Uploads told to wait: for the receiver's credit (released by the
-    /// machine's `Output::Writable` for the request) or for room in their
-    /// connection's queue (released by its writer, [`Driver::writable`]).
-    /// An entry goes when its request ends, which tells the pump. At most
-    /// one per request in flight.
+    /// Uploads the machine told to wait (`Gateway::upload_waits`), for the
+    /// receiver's credit or for room in their connection's queue, until
+    /// its `Output::Writable` names them. An entry goes when its request
+    /// ends, which tells the pump. At most one per request in flight.
     uploads: HashMap<RequestId, oneshot::Sender<()>>,
-    /// Per connection, the uploads in `uploads` waiting for room in its
-    /// queue (ids of requests that ended meanwhile are skipped).
-    room_waits: HashMap<LinkId, Vec<RequestId>>,
     timer: Timer,
     /// Tasks to wake once the lock is let go.
     wake: Vec<Waker>,
@@ -599,30 +595,9 @@ impl State {
         self.core.cancel(now, request);
     }
 
-    /// An upload the machine has sent on may go on, unless its
-    /// connection's queue is full: then it waits for the writer to take it.
-    fn go_on(&mut self, request: RequestId, sent: oneshot::Sender<()>) {
-        let full = self
-            .core
-            .request_link(&request)
-            .and_then(|l| self.links.get(&l).map(|a| (l, a.outbox.is_full())));
-        match full {
-            Some((link, true)) => {
-                self.room_waits
-                    .entry(link)
-                    .or_default()
-                    .push(request.clone());
-                self.uploads.insert(request, sent);
-            }
-            _ => {
-                let _ = sent.send(());
-            }
-        }
-    }
-
-    /// The writer of `link` took its full queue: its uploads waiting for
-    /// room go on, unless it filled up again meanwhile (then the writer
-    /// calls again after its next take).
+    /// The writer of `link` took its full queue: the machine learns it has
+    /// room, unless it filled up again meanwhile (then the writer calls
+    /// again after its next take).
     fn room_made(&mut self, now: Instant, link: LinkId) {
         let Some(attached) = self.links.get_mut(&link) else {
             return;
@@ -631,12 +606,9 @@ impl State {
             return;
         }
         if std::mem::take(&mut attached.backlogged) {
+            // The uploads that waited for room are named by the
+            // machine's `Output::Writable`.
             self.core.link_backlog(now, link, false);
-        }
-        for id in self.room_waits.remove(&link).unwrap_or_default() {
-            if let Some(sent) = self.uploads.remove(&id) {
-                let _ = sent.send(());
-            }
         }
     }
 
@@ -675,7 +647,6 @@ impl State {
         self.flush();
         self.requests.clear();
         self.uploads.clear();
-        self.room_waits.clear();
         self.stopped = true;
         self.wake.extend(self.timer.waker.take());
         self.wake.extend(self.cluster.waker());
@@ -688,9 +659,8 @@ impl State {
                     if let Some(attached) = self.links.get_mut(&link) {
                         self.wake
                             .extend(attached.outbox.push(LinkOut::Send(message)));
-                        // The machine holds the uploads it feeds (served
-                        // requests') while the queue is full, as the
-                        // driver holds the public ones (`go_on`).
+                        // While the queue is full, the machine holds every
+                        // upload on it (`Gateway::upload_waits`).
                         if attached.outbox.is_full() && !attached.backlogged {
                             attached.backlogged = true;
                             self.core.link_backlog(Instant::now(), link, true);
@@ -723,7 +693,7 @@ impl State {
                 }
                 Output::Writable { request } => {
                     if let Some(sent) = self.uploads.remove(&request) {
-                        self.go_on(request, sent);
+                        let _ = sent.send(());
                     }
                 }
                 Output::Cluster(ClusterOutput::Forgotten(node)) => {
@@ -754,8 +724,6 @@ impl State {
                     reason,
                     fault,
                 } => {
-                    // Its requests have failed: their uploads were told.
-                    self.room_waits.remove(&link);
                     if let Some(Attached { outbox, peer, .. }) = self.links.remove(&link) {
                         // Logged here, once, when the machine decides: the
                         // writer may never get to send the close frame.

@@ -194,7 +194,7 @@ impl World {
                 bail!("push_body refused ({gone}) for a request that is still open");
             }
         }
-        if self.gw.upload_queued(id) > Some(0) {
+        if self.gw.upload_waits(id) == Some(true) {
             log!(self, "upload of {} waits for credit", short(id));
             self.upload_waits.insert(id.clone());
         }
