@@ -184,3 +184,45 @@ fn a_start_no_receiver_serves_is_refused_to_its_origin() {
         "{back:?}"
     );
 }
+
+#[test]
+fn a_served_request_counts_in_flight_until_its_answers_are_out() {
+    // A receiver without flow control answers whole at once: its local
+    // request ends while most answers still wait for the origin's credit.
+    let mut p = Pair::back_to_back(
+        "api.agent.com/svc",
+        [Feature::Streaming].into_iter().collect(),
+        GatewayConfig::default(),
+    );
+    let now = p.now;
+    let id =
+        p.gw.serve_forwarded(now, start(BodyMode::Empty), ORIGIN.into(), "_S.b")
+            .expect("started");
+    p.pump();
+    answers(&mut p);
+    let body = Bytes::from(vec![b'x'; 3 << 20]);
+    p.rx.respond(now, &id, ResponseHead::new(200), ResponseBody::Full(body))
+        .unwrap();
+    p.pump();
+    assert!(!answers(&mut p).is_empty(), "the first answers went");
+    assert_eq!(p.gw.served_in_flight(), 1, "answers still wait for credit");
+    assert_eq!(p.gw.in_flight(), 1);
+    assert_eq!(p.gw.stats(now).in_flight, 1, "/stats counts it too");
+
+    p.gw.served_origin(
+        now,
+        &id,
+        Some(WireMessage::Credit { upto: 1 << 20 }.encode()),
+    )
+    .unwrap();
+    p.pump();
+    let rest = answers(&mut p);
+    assert!(
+        rest.iter()
+            .any(|m| matches!(m, WireMessage::Data { last: true, .. })),
+        "the last answer went"
+    );
+    assert_eq!(p.gw.served_in_flight(), 0);
+    assert_eq!(p.gw.in_flight(), 0);
+    assert_eq!(p.gw.stats(now).in_flight, 0);
+}

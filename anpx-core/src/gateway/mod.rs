@@ -1526,9 +1526,17 @@ impl Gateway {
         self.links.get(&link).map(|l| &l.identity)
     }
 
-    /// Requests in flight.
+    /// Requests in flight: on this gateway's receivers, forwarded to other
+    /// gateways, and served for other gateways (counted once, also after
+    /// the local request ended while its answers still go out). `/stats`
+    /// and `/metrics` read this figure ([`GatewayStats::in_flight`]).
     pub fn in_flight(&self) -> usize {
-        self.pending.len()
+        let served_past_local = self
+            .served
+            .keys()
+            .filter(|id| !self.pending.contains_key(*id))
+            .count();
+        self.pending.len() + self.forwarded.len() + served_past_local
     }
 
     /// Receiver connections.
@@ -1581,7 +1589,7 @@ impl Gateway {
             links,
             routes,
             route_in_flight: route_in_flight.into_iter().collect(),
-            in_flight: self.pending.len() + self.forwarded.len(),
+            in_flight: self.in_flight(),
             buffered_bytes: self.buffered,
             arriving_bytes: self.arriving,
             totals: self.totals.clone(),
