@@ -226,3 +226,45 @@ fn a_served_request_counts_in_flight_until_its_answers_are_out() {
     assert_eq!(p.gw.in_flight(), 0);
     assert_eq!(p.gw.stats(now).in_flight, 0);
 }
+
+#[test]
+fn a_served_request_without_credit_for_a_request_timeout_is_given_up_and_counted() {
+    let mut p = Pair::back_to_back(
+        "api.agent.com/svc",
+        [Feature::Streaming].into_iter().collect(),
+        GatewayConfig::default(),
+    );
+    let now = p.now;
+    let id =
+        p.gw.serve_forwarded(now, start(BodyMode::Empty), ORIGIN.into(), "_S.b")
+            .expect("started");
+    p.pump();
+    let body = Bytes::from(vec![b'x'; 3 << 20]);
+    p.rx.respond(now, &id, ResponseHead::new(200), ResponseBody::Full(body))
+        .unwrap();
+    p.pump();
+    assert_eq!(p.gw.served_in_flight(), 1);
+    assert_eq!(p.gw.stats(now).totals.served_stalled, 0);
+
+    // The origin never grants more credit.
+    let mut at = now;
+    for _ in 0..64 {
+        let Some(next) = p.gw.poll_timeout() else {
+            break;
+        };
+        at = next.max(at);
+        p.gw.handle_timeout(at);
+        p.pump();
+    }
+    assert_eq!(p.gw.served_in_flight(), 0, "given up");
+    assert_eq!(p.gw.in_flight(), 0);
+    let stats = p.gw.stats(at);
+    assert_eq!(stats.totals.served_stalled, 1);
+    assert!(stats
+        .to_prometheus()
+        .contains("anpx_cluster_served_stalled_total 1"));
+    assert!(
+        at - now >= p.config.request_timeout,
+        "not before a request timeout"
+    );
+}

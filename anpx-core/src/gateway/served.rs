@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::cluster::{Local, Serving, WireError, WireMessage};
+use crate::cluster::{Local, Serving, Stall, WireError, WireMessage};
 use crate::message::RequestId;
 
 use super::{rearm, Gateway, LinkId, Output, ResponseEvent, Timer};
@@ -215,9 +215,12 @@ impl Gateway {
             return;
         };
         s.armed = None;
-        // A stall (`Stall::NoCredit`) cancels the local request; the cancel
-        // is counted there.
-        let _ = s.machine.handle_timeout(now);
+        // A stall cancels the local request (the cancel is counted there);
+        // the stall itself is what tells an operator the forwarding
+        // gateway is gone or stuck.
+        if s.machine.handle_timeout(now) == Some(Stall::NoCredit) {
+            self.totals.served_stalled += 1;
+        }
         self.pump_served(request);
     }
 

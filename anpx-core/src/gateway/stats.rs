@@ -60,6 +60,9 @@ pub struct Totals {
     /// WebSocket upgrades refused because no receiver for the route
     /// carries them (501).
     pub websockets_refused: u64,
+    /// Requests served for another gateway and given up because it
+    /// granted no credit for a whole request timeout: it is gone or stuck.
+    pub served_stalled: u64,
 }
 
 /// One receiver connection.
@@ -235,6 +238,12 @@ impl GatewayStats {
             "counter",
             "Frames for requests not in flight on that connection.",
             t.stray_frames,
+        );
+        metric(
+            "anpx_cluster_served_stalled_total",
+            "counter",
+            "Requests served for another gateway and given up: it granted no credit for a whole request timeout.",
+            t.served_stalled,
         );
         metric(
             "anpx_bad_control_total",
