@@ -5,9 +5,11 @@
 //! every gateway.
 //!
 //! A seed fixes the scenario (how many gateways, who serves what, bus
-//! latency and loss, crashes, service churn, timeouts) and every choice
-//! after it. The bus keeps NATS's promises and no more: per sender and
-//! receiver messages arrive in order, a message may be lost, a service
+//! latency and loss, crashes, service churn, timeouts, and in a third of
+//! the seeds one bus fault: failing publishes, a gateway's subscriptions
+//! ending, a gateway leaving the cluster; see `bus_faults.rs`) and every
+//! choice after it. The bus keeps NATS's promises and no more: per sender
+//! and receiver messages arrive in order, a message may be lost, a service
 //! subject's message goes to one member of its queue group, and one with
 //! no member comes back as "no responders". Every gateway's machine runs
 //! the cluster: its announcement rounds go on the bus to the others'
@@ -34,8 +36,13 @@
 //! lets an upload go on only when it told it to wait, gives out no
 //! response event of a request no public client holds, and holds no more
 //! unread response bytes than a receiver window for each request that may
-//! hold some. Checked at the end: every client request ended exactly once
-//! (or was cancelled by its client, or died with its gateway), and no
+//! hold some. On such a bus a forwarded request served by a live gateway
+//! fails only for what that gateway answered, "no responders" or a
+//! timeout, even once a gateway left the cluster (it finishes what it
+//! holds); a bus fault makes the bus lossy from then on, and the machine's
+//! reaction to it must end at once what it ends. Checked at the end: every
+//! client request ended exactly once (or was cancelled by its client, or
+//! died with its gateway), and no
 //! gateway holds a request in its machine (its own, forwarded or served,
 //! `/stats` counting none and no byte buffered), its receiver or its
 //! service any more.
