@@ -446,7 +446,9 @@ const CLUSTER_SEEDS: u64 = 600;
 /// every request exactly once with the bytes the serving side sent, hold
 /// no request at the end and keep every credit window; forwarded
 /// WebSockets echo, close from either side, and time out only after the
-/// idle timeout of quiet. `ANPX_SIM_SEEDS` and `ANPX_SIM_FIRST_SEED` pick
+/// idle timeout of quiet. Some seeds' buses fail publishes, end a
+/// gateway's subscriptions or see a gateway leave, and each reaction must
+/// end what it ends at once. `ANPX_SIM_SEEDS` and `ANPX_SIM_FIRST_SEED` pick
 /// the seeds, `ANPX_SIM_SEED` replays one.
 #[test]
 fn cluster_seeds() {
@@ -511,6 +513,20 @@ fn cluster_seeds() {
             ("lost message", totals.lost),
             ("crash", totals.crashes),
             ("request dying with its gateway", totals.died),
+            ("forwarded start not published", totals.start_failed),
+            ("served answer not published", totals.answer_failed),
+            (
+                "forwarded request failed by its reply subscription's end",
+                totals.replies_ended_failed,
+            ),
+            (
+                "served request cancelled by its serving subscription's end",
+                totals.origins_ended_cancelled,
+            ),
+            (
+                "request in flight at a gateway leaving the cluster",
+                totals.leave_in_flight,
+            ),
         ];
         for (what, n) in reached {
             assert!(n > 0, "no {what} in {} seeds: {totals:?}", seeds.len());
@@ -584,5 +600,29 @@ fn a_lost_forwarded_piece_fails_the_run() {
         sim::cluster::ClusterInjection::DropForwardedPiece,
         "dropping forwarded upload pieces",
         &["on a bus that loses nothing", "unexpected 408"],
+    );
+}
+
+/// The cluster simulation's checks bite on a bus fault's reaction: a
+/// forwarded start that could not be published and of which the machine
+/// is not told leaves its client waiting for a timeout.
+#[test]
+fn a_start_failure_not_reported_fails_the_run() {
+    assert_cluster_catches(
+        sim::cluster::ClusterInjection::ForgetStartFailed,
+        "not reporting a failed start",
+        &["could not be published"],
+    );
+}
+
+/// The cluster simulation's checks bite on a subscription's end: a
+/// serving gateway whose machine is not told its serving subscription
+/// ended keeps its served requests waiting for what can no longer come.
+#[test]
+fn a_serving_subscription_end_not_reported_fails_the_run() {
+    assert_cluster_catches(
+        sim::cluster::ClusterInjection::ForgetOriginsEnded,
+        "not reporting the serving subscription's end",
+        &["after its serving subscription ended"],
     );
 }

@@ -1,7 +1,7 @@
 //! What a gateway knows of the cluster's routes: its own, and those the
 //! other gateways announced and have not let lapse.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::message::RequestHead;
@@ -33,6 +33,10 @@ pub enum Choice {
         fallback: bool,
     },
 }
+
+/// How many gateways that withdrew the book remembers, the oldest going
+/// first: a name is a few bytes, and a cluster has far fewer gateways.
+const LEFT_REMEMBERED: usize = 1024;
 
 #[derive(Debug)]
 struct Node {
@@ -73,6 +77,9 @@ pub struct RouteBook {
     nodes: HashMap<u32, Node>,
     ids: HashMap<String, u32>,
     next_id: u32,
+    /// Gateways that withdrew (left the cluster), newest last, until they
+    /// announce routes again: they finish the requests they hold.
+    left: VecDeque<String>,
 }
 
 impl RouteBook {
@@ -87,6 +94,7 @@ impl RouteBook {
             nodes: HashMap::new(),
             ids: HashMap::new(),
             next_id: 0,
+            left: VecDeque::new(),
         }
     }
 
@@ -109,8 +117,13 @@ impl RouteBook {
         if a.node == self.me {
             return;
         }
+        self.left.retain(|n| *n != a.node);
         if a.services.is_empty() {
             self.forget(&a.node);
+            if self.left.len() == LEFT_REMEMBERED {
+                self.left.pop_front();
+            }
+            self.left.push_back(a.node);
             return;
         }
         let id = match self.ids.get(&a.node) {
@@ -158,6 +171,13 @@ impl RouteBook {
     /// Whether `node` is currently known (announced and not expired).
     pub fn is_alive(&self, node: &str) -> bool {
         self.ids.contains_key(node)
+    }
+
+    /// Whether `node` withdrew (it left the cluster, which ends no request
+    /// it holds) and has not announced routes since. A node forgotten
+    /// because it fell silent did not.
+    pub fn has_left(&self, node: &str) -> bool {
+        self.left.iter().any(|n| n == node)
     }
 
     /// The other nodes currently known, sorted.
@@ -308,6 +328,7 @@ mod tests {
         assert_eq!(b.nodes(), ["n1", "n2"]);
         b.handle_announcement(t, ann("n1", &[]));
         assert!(!b.is_alive("n1") && b.is_alive("n2"));
+        assert!(b.has_left("n1") && !b.has_left("n2"));
         assert_eq!(b.remote_routes(), vec![("a.com".to_owned(), 1)]);
         b.handle_announcement(t, ann("n2", &[]));
         assert!(b.remote_routes().is_empty());

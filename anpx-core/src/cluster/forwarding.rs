@@ -384,7 +384,9 @@ impl Forwarding {
     }
 
     /// Time passed: checks the serving gateway (through the route book,
-    /// which forgets silent gateways) and the deadline.
+    /// which forgets silent gateways; one that left the cluster still
+    /// finishes what it holds, so only the deadline times it) and the
+    /// deadline.
     pub fn handle_timeout(&mut self, now: Instant, book: &RouteBook) {
         if self.done || now < self.next_check {
             return;
@@ -392,7 +394,7 @@ impl Forwarding {
         self.next_check = now + CHECK_EVERY;
         if let Some((node, _)) = &self.serving {
             let alive = book.is_alive(node);
-            if self.seen_alive && !alive {
+            if self.seen_alive && !alive && !book.has_left(node) {
                 let error = format!("Gateway {node} serving the request left the cluster");
                 self.fail(FailureKind::ReceiverLost, 502, error);
                 return;

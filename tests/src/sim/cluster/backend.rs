@@ -252,6 +252,43 @@ impl Backend {
         self.gw.forward_reply(now, request, reply);
     }
 
+    /// Publishing forwarded request `request`'s start failed.
+    pub fn forward_start_failed(&mut self, now: Instant, request: &RequestId, reason: &str) {
+        self.gw.forward_start_failed(now, request, reason);
+    }
+
+    /// The subscription for every forwarded request's replies ended.
+    pub fn forward_replies_ended(&mut self, now: Instant) {
+        self.gw.forward_replies_ended(now);
+    }
+
+    /// The subscription for every served request's messages ended.
+    pub fn served_origins_ended(&mut self, now: Instant) {
+        self.gw.served_origins_ended(now);
+    }
+
+    /// Publishing an answer of served request `request` failed.
+    pub fn served_publish_failed(&mut self, now: Instant, request: &RequestId) {
+        self.gw.served_publish_failed(now, request);
+    }
+
+    /// The gateway leaves the cluster.
+    pub fn leave_cluster(&mut self, now: Instant) {
+        self.gw.leave_cluster(now);
+    }
+
+    /// Requests forwarded from here and served here, in the machine.
+    pub fn cluster_in_flight(&self) -> (usize, usize) {
+        (self.gw.forwarded_in_flight(), self.gw.served_in_flight())
+    }
+
+    /// The other gateways the machine's route book knows.
+    pub fn book_nodes(&self) -> Vec<String> {
+        self.gw.route_book().map_or_else(Vec::new, |b| {
+            b.nodes().into_iter().map(str::to_owned).collect()
+        })
+    }
+
     /// What the machine said for the public clients and the bus since the
     /// last call.
     pub fn take_outward(&mut self) -> Vec<Outward> {

@@ -60,7 +60,7 @@ pub fn reply_inbox(node: usize, request: &RequestId) -> String {
 }
 
 /// Which side of a gateway an inbox is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Side {
     /// A request it forwarded.
     Forwarding,

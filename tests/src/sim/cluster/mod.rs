@@ -5,9 +5,11 @@
 //! every gateway.
 //!
 //! A seed fixes the scenario (how many gateways, who serves what, bus
-//! latency and loss, crashes, service churn, timeouts) and every choice
-//! after it. The bus keeps NATS's promises and no more: per sender and
-//! receiver messages arrive in order, a message may be lost, a service
+//! latency and loss, crashes, service churn, timeouts, and in a third of
+//! the seeds one bus fault: failing publishes, a gateway's subscriptions
+//! ending, a gateway leaving the cluster; see `bus_faults.rs`) and every
+//! choice after it. The bus keeps NATS's promises and no more: per sender
+//! and receiver messages arrive in order, a message may be lost, a service
 //! subject's message goes to one member of its queue group, and one with
 //! no member comes back as "no responders". Every gateway's machine runs
 //! the cluster: its announcement rounds go on the bus to the others'
@@ -34,14 +36,20 @@
 //! lets an upload go on only when it told it to wait, gives out no
 //! response event of a request no public client holds, and holds no more
 //! unread response bytes than a receiver window for each request that may
-//! hold some. Checked at the end: every client request ended exactly once
-//! (or was cancelled by its client, or died with its gateway), and no
+//! hold some. On such a bus a forwarded request served by a live gateway
+//! fails only for what that gateway answered, "no responders" or a
+//! timeout, even once a gateway left the cluster (it finishes what it
+//! holds); a bus fault makes the bus lossy from then on, and the machine's
+//! reaction to it must end at once what it ends. Checked at the end: every
+//! client request ended exactly once (or was cancelled by its client, or
+//! died with its gateway), and no
 //! gateway holds a request in its machine (its own, forwarded or served,
 //! `/stats` counting none and no byte buffered), its receiver or its
 //! service any more.
 
 mod backend;
 mod bus;
+mod bus_faults;
 mod public;
 mod service;
 
@@ -57,6 +65,7 @@ use bytes::Bytes;
 
 use backend::{Backend, Outward};
 use bus::{Bus, Dest, Envelope, Side};
+use bus_faults::{Ending, Faults};
 use service::{Expected, Sent};
 
 /// A wrong turn the simulation injects into itself, to prove the checks
@@ -79,6 +88,13 @@ pub enum ClusterInjection {
     /// The serving side takes no credit message from the forwarding side
     /// into its machine, as a shell whose served inbox lost them would.
     SkipServedCredit,
+    /// A forwarded request's start that could not be published is not
+    /// reported to the machine, as a shell that ignored the publish error
+    /// would.
+    ForgetStartFailed,
+    /// A serving subscription that ended is not reported to the machine,
+    /// as a shell that did not watch its subscription would.
+    ForgetOriginsEnded,
 }
 
 /// What a run saw, summed.
@@ -131,6 +147,24 @@ pub struct ClusterCounters {
     pub lost: u64,
     /// Gateways that crashed.
     pub crashes: u64,
+    /// Forwarded requests' starts that could not be published
+    /// (`forward_start_failed`).
+    pub start_failed: u64,
+    /// Served requests' answers that could not be published
+    /// (`served_publish_failed`).
+    pub answer_failed: u64,
+    /// Reply subscriptions that ended (`forward_replies_ended`), and the
+    /// forwarded requests in flight then.
+    pub replies_ended: u64,
+    pub replies_ended_failed: u64,
+    /// Serving subscriptions that ended (`served_origins_ended`), and the
+    /// served requests in flight then.
+    pub origins_ended: u64,
+    pub origins_ended_cancelled: u64,
+    /// Gateways that left the cluster (`leave_cluster`), and the requests
+    /// in flight there then, forwarded or served.
+    pub leaves: u64,
+    pub leave_in_flight: u64,
 }
 
 impl ClusterCounters {
@@ -162,6 +196,14 @@ impl ClusterCounters {
         self.messages += other.messages;
         self.lost += other.lost;
         self.crashes += other.crashes;
+        self.start_failed += other.start_failed;
+        self.answer_failed += other.answer_failed;
+        self.replies_ended += other.replies_ended;
+        self.replies_ended_failed += other.replies_ended_failed;
+        self.origins_ended += other.origins_ended;
+        self.origins_ended_cancelled += other.origins_ended_cancelled;
+        self.leaves += other.leaves;
+        self.leave_in_flight += other.leave_in_flight;
     }
 }
 
@@ -238,11 +280,19 @@ struct Client {
     next_piece_at: Option<Instant>,
     /// When it sent or got anything.
     activity: Vec<Instant>,
+    /// When its start could not be published.
+    start_failed_at: Option<Instant>,
+    /// The gateway whose machine took its start.
+    served_by: Option<usize>,
+    /// The failure the serving gateway answered it with.
+    answered_failure: Option<u16>,
 }
 
 struct Node {
     name: String,
     alive: bool,
+    /// It left the cluster.
+    left: bool,
     /// Services its receivers serve now.
     services: BTreeSet<usize>,
     /// Service subjects its machine joined and has not left.
@@ -275,6 +325,8 @@ enum Ev {
     Cancel(usize),
     Crash(usize),
     Churn(usize),
+    SubscriptionsEnd(usize, Ending),
+    Leave(usize),
 }
 
 struct World {
@@ -290,6 +342,7 @@ struct World {
     /// What the service sent each client so far.
     served: BTreeMap<usize, Response>,
     bus: Bus,
+    faults: Faults,
     queue: BTreeMap<(Instant, u64), Ev>,
     seq: u64,
     request_timeout: Duration,
@@ -343,6 +396,7 @@ impl World {
                     backend,
                     name,
                     alive: true,
+                    left: false,
                     services: serves,
                     joined: BTreeSet::new(),
                     public: BTreeMap::new(),
@@ -351,6 +405,7 @@ impl World {
             })
             .collect::<Result<Vec<Node>, String>>()?;
         let bus = Bus::new(&mut rng, start);
+        let faults = Faults::new(seed, n_nodes, start);
         let mut w = World {
             injection,
             start,
@@ -361,6 +416,7 @@ impl World {
             clients: Vec::new(),
             served: BTreeMap::new(),
             bus,
+            faults,
             queue: BTreeMap::new(),
             seq: 0,
             request_timeout,
@@ -384,6 +440,7 @@ impl World {
                 w.schedule(at, Ev::Churn(i));
             }
         }
+        w.schedule_faults();
         Ok(w)
     }
 
@@ -508,6 +565,8 @@ impl World {
                         .collect();
                     node.backend.regrant(now, &grants);
                 }
+                Ev::SubscriptionsEnd(i, which) => self.subscriptions_end(i, which)?,
+                Ev::Leave(i) => self.leave(i),
             }
         }
         for i in 0..self.nodes.len() {
@@ -543,7 +602,7 @@ impl World {
             Dest::Routes => {
                 let a = Announcement::from_json(&env.payload)
                     .map_err(|e| format!("an undecodable announcement: {e}"))?;
-                for node in self.nodes.iter_mut().filter(|n| n.alive) {
+                for node in self.nodes.iter_mut().filter(|n| n.alive && !n.left) {
                     node.backend.handle_announcement(now, a.clone());
                 }
             }
@@ -566,7 +625,7 @@ impl World {
                     return Err(format!("a message for an unknown inbox {inbox}"));
                 };
                 let node = &mut self.nodes[i];
-                if !node.alive {
+                if !node.alive || self.faults.closed(i, side) {
                     return Ok(());
                 }
                 let credit = match WireMessage::decode(env.payload.clone()) {
@@ -632,6 +691,7 @@ impl World {
             path: format!("/c/{client}"),
             body: self.clients[client].sends.clone(),
         };
+        self.clients[client].served_by = Some(i);
         let prefix = bus::serving_prefix(i);
         let node = &mut self.nodes[i];
         if let Some(request) = node
@@ -678,7 +738,20 @@ impl World {
         {
             return Ok(());
         }
-        let name = node.name.clone();
+        if self.faults.publish_fails() {
+            if let Some(request) = &request {
+                self.answer_unpublished(i, request);
+            }
+            return Ok(());
+        }
+        if let (WireMessage::Failed(f), Some((n, Side::Forwarding, theirs))) =
+            (&message, bus::parse_inbox(&to))
+        {
+            if let Some(&c) = self.nodes[n].public.get(&theirs) {
+                self.clients[c].answered_failure = Some(f.status);
+            }
+        }
+        let name = self.nodes[i].name.clone();
         self.bus.publish(
             &mut self.rng,
             self.now,
@@ -704,7 +777,7 @@ impl World {
                 moved |= self.settle_backend(i, now)?;
             }
         }
-        Ok(())
+        self.check_faults_settled()
     }
 
     /// The gateway's machine, receiver and service; what the service sent
@@ -797,6 +870,14 @@ impl World {
             }
             To::Inbox(theirs) => (Dest::Inbox(theirs), None),
         };
+        if self.faults.publish_fails() {
+            // The shell reports only a start's failure; any other message
+            // lost so is as lost on the bus.
+            if matches!(dest, Dest::Service(_)) {
+                self.start_unpublished(i, request);
+            }
+            return Ok(());
+        }
         let name = self.nodes[i].name.clone();
         let payload = transmit.message.encode();
         self.bus
@@ -813,6 +894,8 @@ impl World {
                 .ok_or_else(|| format!("{} joined an unknown route {url}", self.nodes[i].name))
         };
         match out {
+            // The shell logs a failed announcement and goes on.
+            ClusterOutput::Announce(_) if self.faults.publish_fails() => {}
             ClusterOutput::Announce(a) => {
                 let name = self.nodes[i].name.clone();
                 let payload = a.to_json().into();
@@ -832,7 +915,13 @@ impl World {
         Ok(())
     }
 
+    /// Whether every message published so far reached its subscriber.
+    fn delivered_all(&self) -> bool {
+        self.bus.is_lossless() && self.faults.delivered_all()
+    }
+
     fn final_checks(&self) -> Result<(), String> {
+        self.check_frozen_books()?;
         for (c, client) in self.clients.iter().enumerate() {
             if !(client.ended || client.cancelled || client.died || client.settled) {
                 return Err(format!(

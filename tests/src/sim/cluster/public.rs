@@ -354,12 +354,33 @@ impl World {
                 }
             }
             ResponseEvent::Failed(f) => {
+                let delivered_all = self.delivered_all();
+                self.check_start_failure(c, f.status)?;
+                let client = &self.clients[c];
+                // On a bus that loses nothing, a forwarded request served
+                // by a live gateway fails for what that gateway answered,
+                // for "no responders" or for a timeout, and for nothing
+                // else: not because its serving gateway left the cluster,
+                // which ends no request it holds.
+                let serving_alive = client.served_by.is_some_and(|n| self.nodes[n].alive);
+                if client.forwarded
+                    && delivered_all
+                    && serving_alive
+                    && !client.nobody_serves
+                    && f.status != 504
+                    && client.answered_failure != Some(f.status)
+                {
+                    return Err(format!(
+                        "client {c} failed {} ({}) though {} serving it is alive and answered no failure, on a bus that loses nothing",
+                        f.status,
+                        f.error,
+                        self.nodes[client.served_by.unwrap_or_default()].name
+                    ));
+                }
+                let client = &mut self.clients[c];
                 // A sequence gap either way between the gateways: a
                 // message went missing, which only a lossy bus may do.
-                if client.forwarded
-                    && f.kind == FailureKind::InvalidResponse
-                    && self.bus.is_lossless()
-                {
+                if client.forwarded && f.kind == FailureKind::InvalidResponse && delivered_all {
                     return Err(format!(
                         "client {c} failed {} on a bus that loses nothing: {}",
                         f.status, f.error
@@ -375,7 +396,7 @@ impl World {
                 });
                 if client.forwarded
                     && f.status == 504
-                    && self.bus.is_lossless()
+                    && delivered_all
                     && finished.is_some_and(|at| self.now - at > Duration::from_secs(1))
                 {
                     return Err(format!(
@@ -412,7 +433,7 @@ impl World {
                         .find(|at| **at <= left)
                         .map(|at| left - *at);
                     let too_soon = quiet.is_none_or(|q| q + margin + jitter < self.websocket_idle);
-                    if too_soon && self.bus.is_lossless() {
+                    if too_soon && delivered_all {
                         return Err(format!(
                             "client {c}'s WebSocket timed out after {quiet:?} of quiet (and {margin:?}), idle timeout {:?}",
                             self.websocket_idle
@@ -421,7 +442,7 @@ impl World {
                 }
                 if f.status == 501 && client.websocket.is_some() {
                     self.counters.websocket_refused += 1;
-                } else if f.status == 408 && !self.bus.is_lossless() {
+                } else if f.status == 408 && !delivered_all {
                     // A piece of the upload was lost on the bus: the
                     // serving core timed the stalled upload out.
                 } else if !matches!(f.status, 404 | 502 | 503 | 504) {
