@@ -235,9 +235,11 @@ impl Backend {
         if self.gw.push_body(now, request, data, last).is_err() {
             return Pace::Gone;
         }
-        match self.gw.upload_queued(request) {
-            Some(0) => Pace::Go,
-            Some(_) => Pace::Wait,
+        // The machine decides the wait: for the receiver's credit, or for
+        // room in the connection's write queue (`link_backlog`).
+        match self.gw.upload_waits(request) {
+            Some(false) => Pace::Go,
+            Some(true) => Pace::Wait,
             None => Pace::Gone,
         }
     }
