@@ -255,8 +255,9 @@ pub use message::{
     canonical_reason, Head, HeaderList, Message, RequestHead, RequestId, ResponseHead,
 };
 pub use receiver::{
-    Receiver, ReceiverConfig, ReceiverOutput, ReceiverTotals, RequestEvent, RespondError,
-    ResponseBody, DEFAULT_MAX_BUFFERED_RESPONSES, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_UNREAD_UPLOAD,
+    Receiver, ReceiverConfig, ReceiverOutput, ReceiverTotals, RelayMode, RelayPolicy, RelayStep,
+    RequestEvent, RespondError, ResponseBody, ResponseRelay, DEFAULT_MAX_BUFFERED_RESPONSES,
+    DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_UNREAD_UPLOAD,
 };
 pub use route::{
     RouteMatch, RouteTable, ServiceUrl, ServiceUrlError, MAX_LEN as MAX_SERVICE_URL_LEN,

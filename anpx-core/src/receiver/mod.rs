@@ -2,12 +2,14 @@
 
 mod config;
 mod output;
+mod relay;
 
 pub use config::{
     ReceiverConfig, DEFAULT_MAX_BUFFERED_RESPONSES, DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MAX_UNREAD_UPLOAD,
 };
 pub use output::{ReceiverOutput, RequestEvent, RespondError, ResponseBody};
+pub use relay::{RelayMode, RelayPolicy, RelayStep, ResponseRelay};
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
@@ -183,6 +185,12 @@ impl Receiver {
         } else {
             len
         }
+    }
+
+    /// How this connection relays its services' responses: which go whole
+    /// (those that fit one chunk of [`ReceiverConfig::chunk_size`]).
+    pub fn relay_policy(&self) -> RelayPolicy {
+        RelayPolicy::new(self.config.chunk_size)
     }
 
     /// The negotiated extensions.

@@ -76,6 +76,17 @@ pub enum ResponseBody {
     Streaming,
 }
 
+impl ResponseBody {
+    /// A body held whole: [`Empty`](Self::Empty) when it has no bytes.
+    pub fn whole(body: Bytes) -> Self {
+        if body.is_empty() {
+            ResponseBody::Empty
+        } else {
+            ResponseBody::Full(body)
+        }
+    }
+}
+
 /// A response call that does not fit the request's state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
