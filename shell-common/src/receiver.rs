@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
@@ -14,15 +13,14 @@ use std::time::Instant;
 use anpx_core::backoff::{Backoff, Failure, Next};
 use anpx_core::handshake::{self, FEATURES_HEADER, GRANTED_HEADER};
 use anpx_core::upstream_failure::{UpstreamCause, UpstreamFailure};
-use anpx_core::{canonical_reason, RequestHead, RequestId, ResponseHead};
 use anpx_core::{Feature, Features};
 use anpx_core::{Receiver as Core, ReceiverOutput, RequestEvent, ResponseBody};
+use anpx_core::{RelayPolicy, RelayStep, RequestHead, RequestId, ResponseHead, ResponseRelay};
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::http::HeaderValue;
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::WebSocketStream;
 use bytes::Bytes;
-use futures_channel::mpsc;
 use futures_util::future::{AbortHandle, Abortable};
 use futures_util::io::{AsyncRead, AsyncWrite};
 use futures_util::stream::FuturesUnordered;
@@ -33,6 +31,10 @@ use crate::body::{self, BodySender, BodyStream};
 use crate::options::{supported_features, ReceiverOptions, Status};
 use crate::signal::{Stop, Watch};
 use crate::ws::{self, close, from_wire, to_wire};
+
+mod replies;
+
+use replies::{Replies, ReplyMsg, ReplyTx};
 
 /// A boxed future of the runtime.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -583,52 +585,20 @@ fn fastrand_seed() -> u64 {
     h.finish()
 }
 
-/// What an upstream call reports back to the connection loop.
-enum ReplyMsg {
-    Head {
-        request: RequestId,
-        head: ResponseHead,
-        body: ResponseBody,
-    },
-    Body {
-        request: RequestId,
-        data: Bytes,
-        last: bool,
-        /// Completed once the piece left for the gateway (with
-        /// `flow-control`, once the gateway's credit covered it).
-        sent: Option<futures_channel::oneshot::Sender<()>>,
-    },
-    /// The upstream took request body bytes: as many as `bytes` holds
-    /// when the message is handled. Pieces read meanwhile add to it rather
-    /// than queue messages of their own, so at most one `Read` per request
-    /// waits here however small the pieces are.
-    Read {
-        request: RequestId,
-        bytes: Arc<AtomicUsize>,
-    },
-    Failed {
-        request: RequestId,
-        cause: UpstreamCause,
-        message: String,
-    },
-}
-
 /// Where one upstream call sends its response.
 pub struct Reply {
-    request: RequestId,
-    tx: mpsc::UnboundedSender<ReplyMsg>,
-    chunk_size: usize,
+    tx: ReplyTx,
+    policy: RelayPolicy,
 }
 
 impl Reply {
     /// The request could not be served because of `cause`: the gateway
     /// answers 502 with `message`.
     pub fn failed(self, cause: UpstreamCause, message: String) {
-        let _ = self.tx.unbounded_send(ReplyMsg::Failed {
-            request: self.request,
-            cause,
-            message,
-        });
+        self.tx.put(
+            RelayStep::Failed(UpstreamFailure::new(cause, message)),
+            None,
+        );
     }
 
     /// The service could not be called, or gave no response: 502 naming
@@ -661,140 +631,75 @@ impl Reply {
 
     /// A whole response.
     pub fn whole(self, head: ResponseHead, body: Bytes) {
-        let body = if body.is_empty() {
-            ResponseBody::Empty
-        } else {
-            ResponseBody::Full(body)
-        };
-        let _ = self.tx.unbounded_send(ReplyMsg::Head {
-            request: self.request,
-            head,
-            body,
-        });
+        let body = ResponseBody::whole(body);
+        self.tx.put(RelayStep::Whole { head, body }, None);
     }
 
-    /// Relays an upstream response: hop-by-hop headers dropped; a body of
-    /// known small size goes whole (one frame, which every gateway handles
-    /// best), anything else streams.
+    /// Relays an upstream response as the machine's [`RelayPolicy`] says:
+    /// hop-by-hop headers dropped, a body of known small size whole,
+    /// anything else streamed, and a body that is not as long as
+    /// `exact_len` (when known) failed as cut.
     pub async fn relay<'h, E, B>(
         self,
         status: u16,
         headers: impl IntoIterator<Item = (&'h str, String)>,
         exact_len: Option<u64>,
-        mut body: B,
+        body: B,
     ) where
         E: std::fmt::Display,
         B: Stream<Item = Result<Bytes, E>> + Unpin,
     {
-        let mut head = ResponseHead {
-            status,
-            reason: canonical_reason(status).to_owned(),
-            headers: headers.into_iter().collect(),
-        };
-        anpx_core::forward::strip_hop_by_hop(&mut head.headers);
-        if exact_len == Some(0) {
-            return self.whole(head, Bytes::new());
-        }
-        if exact_len.is_some_and(|n| n <= self.chunk_size as u64) {
-            let mut whole = Vec::new();
-            while let Some(piece) = body.next().await {
-                match piece {
-                    Ok(b) => whole.extend_from_slice(&b),
-                    Err(e) => {
-                        return self
-                            .failed(UpstreamCause::Cut, format!("Upstream body failed: {e}"))
-                    }
-                }
-            }
-            return self.whole(head, whole.into());
-        }
-        self.stream(head, exact_len, body).await
+        let relay = self.policy.response(status, headers, exact_len);
+        self.follow(relay, body).await
     }
 
     /// Relays the `101` of a WebSocket upgrade the service accepted, then
     /// what the service sends after it (`body`, to its end) as the response
-    /// body. Hop-by-hop headers go except the two an upgrade needs.
+    /// body ([`ResponseRelay::tunnel`]).
     pub async fn tunnel<E, B>(self, headers: impl IntoIterator<Item = (String, String)>, body: B)
     where
         E: std::fmt::Display,
         B: Stream<Item = Result<Bytes, E>> + Unpin,
     {
-        let status = anpx_core::passthrough::SWITCHING_PROTOCOLS;
-        let mut head = ResponseHead {
-            status,
-            reason: canonical_reason(status).to_owned(),
-            headers: headers.into_iter().collect(),
-        };
-        anpx_core::forward::strip_hop_by_hop(&mut head.headers);
-        anpx_core::passthrough::mark_upgrade(&mut head.headers);
-        self.stream(head, None, body).await
+        self.follow(ResponseRelay::tunnel(headers), body).await
     }
 
-    /// Sends `head`, then `body` piece by piece as the gateway's credit
-    /// allows; `exact_len` is the length the body must have, when known.
-    async fn stream<E, B>(self, head: ResponseHead, exact_len: Option<u64>, mut body: B)
+    /// Reads `body` into `relay` and hands on each step it gives.
+    async fn follow<E, B>(self, mut relay: ResponseRelay, mut body: B)
     where
         E: std::fmt::Display,
         B: Stream<Item = Result<Bytes, E>> + Unpin,
     {
-        let id = self.request;
-        let send = |m| self.tx.unbounded_send(m).is_ok();
-        // Each piece is read from the upstream only once the one before it
-        // left, so a client that does not read holds the upstream, not our
-        // memory.
-        let mut sent_before: Option<futures_channel::oneshot::Receiver<()>> = None;
-        let mut relayed = 0u64;
-        if !send(ReplyMsg::Head {
-            request: id.clone(),
-            head,
-            body: ResponseBody::Streaming,
-        }) {
-            return;
-        }
+        let mut step = relay.start();
         loop {
-            if let Some(rx) = sent_before.take() {
-                if rx.await.is_err() {
-                    // The request ended (cancelled, connection lost).
+            if let Some(step) = step.take() {
+                let last = step.is_last();
+                // Each piece is read from the upstream only once the one
+                // before it left, so a client that does not read holds the
+                // upstream, not our memory.
+                let (sent, left) = match step {
+                    RelayStep::Piece(_) => {
+                        let (tx, rx) = futures_channel::oneshot::channel();
+                        (Some(tx), Some(rx))
+                    }
+                    _ => (None, None),
+                };
+                if !self.tx.put(step, sent) || last {
                     return;
                 }
-            }
-            let msg = match body.next().await {
-                Some(Ok(data)) if data.is_empty() => continue,
-                Some(Ok(data)) => {
-                    relayed += data.len() as u64;
-                    let (tx, rx) = futures_channel::oneshot::channel();
-                    sent_before = Some(rx);
-                    ReplyMsg::Body {
-                        request: id.clone(),
-                        data,
-                        last: false,
-                        sent: Some(tx),
+                if let Some(left) = left {
+                    if left.await.is_err() {
+                        // The request ended (cancelled, connection lost).
+                        return;
                     }
                 }
-                Some(Err(e)) => ReplyMsg::Failed {
-                    request: id.clone(),
-                    cause: UpstreamCause::Cut,
-                    message: format!("Upstream body failed: {e}"),
-                },
-                // A body that ends short of (or past) its announced length
-                // was cut: some HTTP clients report that as a normal end.
-                None if exact_len.is_some_and(|n| n != relayed) => ReplyMsg::Failed {
-                    request: id.clone(),
-                    cause: UpstreamCause::Cut,
-                    message: format!(
-                        "Upstream body ended after {relayed} of {} bytes",
-                        exact_len.unwrap_or_default()
-                    ),
-                },
-                None => ReplyMsg::Body {
-                    request: id.clone(),
-                    data: Bytes::new(),
-                    last: true,
-                    sent: None,
-                },
+            }
+            step = match body.next().await {
+                Some(Ok(data)) => relay.piece(data),
+                Some(Err(e)) => relay.fail(e),
+                None => relay.end(),
             };
-            let done = !matches!(msg, ReplyMsg::Body { last: false, .. });
-            if !send(msg) || done {
+            if step.is_none() && relay.is_finished() {
                 return;
             }
         }
@@ -862,11 +767,12 @@ where
 {
     let mut core = Core::new(options.core.clone(), conn.features, Instant::now());
     let (mut sink, mut stream) = conn.ws.split();
-    // Unbounded in type, bounded by what may wait in it: per request in
-    // flight (the core caps them, `max_in_flight`) a head or a failure, one
-    // body piece (a relay waits for its piece to be sent before it reads
-    // the next) and one `Read`.
-    let (reply_tx, mut replies) = mpsc::unbounded::<ReplyMsg>();
+    // One slot per request the core has in flight (it caps them,
+    // `max_in_flight`): a head or a failure, one body step (a relay waits
+    // for its piece to be sent before it reads the next) and a count of
+    // upload bytes read.
+    let replies = Replies::new(options.core.max_in_flight);
+    let policy = core.relay_policy();
     let uploads = body::Budget::new(core.upload_budget());
     let mut in_flight: HashMap<RequestId, InFlight> = HashMap::new();
     let monitor = options.monitor.as_ref();
@@ -876,7 +782,6 @@ where
     // `ReceiverOutput::Writable` or dropped (which stops the relay) when
     // their request is aborted. At most one per request in flight.
     let mut unsent: HashMap<RequestId, futures_channel::oneshot::Sender<()>> = HashMap::new();
-    let chunk_size = options.core.chunk_size;
     // The upstream calls run here, polled by this loop, not as tasks of
     // their own: a reply then reaches the core without waking another
     // task, and a call costs no spawn.
@@ -920,7 +825,7 @@ where
             // Calls first: what they reply is then read below, in the same
             // turn. `Ready(None)` means none is left.
             while let Poll::Ready(Some(_)) = calls.poll_next_unpin(cx) {}
-            if let Poll::Ready(Some(r)) = replies.poll_next_unpin(cx) {
+            if let Poll::Ready(r) = replies.poll_next(cx) {
                 return Poll::Ready(Event::Reply(r));
             }
             if let Poll::Ready(m) = stream.poll_next_unpin(cx) {
@@ -974,7 +879,7 @@ where
                 &mut in_flight,
                 &mut unsent,
                 (monitor, &mut tracked),
-                reply,
+                (&replies, reply),
             ),
             Event::Timeout => {
                 timer = None;
@@ -1035,14 +940,11 @@ where
                     // it heard of the drain is served instead). Held until
                     // its 503 is sent, so the drain does not close the
                     // connection under it.
-                    let (task, _) = AbortHandle::new_pair();
-                    in_flight.insert(request.clone(), InFlight { upload: None, task });
-                    Reply {
-                        request,
-                        tx: reply_tx.clone(),
-                        chunk_size,
+                    if let Some(tx) = open_reply(&replies, &mut core, &request) {
+                        let (task, _) = AbortHandle::new_pair();
+                        in_flight.insert(request, InFlight { upload: None, task });
+                        Reply { tx, policy }.refuse_draining();
                     }
-                    .refuse_draining();
                 }
                 ReceiverOutput::Writable { request } => {
                     if let Some(sent) = unsent.remove(&request) {
@@ -1050,20 +952,31 @@ where
                     }
                 }
                 ReceiverOutput::Event(event) => {
-                    if let RequestEvent::Aborted { request, .. } = &event {
-                        unsent.remove(request);
-                    }
+                    let reply = match &event {
+                        RequestEvent::Head { request, .. } => {
+                            match open_reply(&replies, &mut core, request) {
+                                Some(tx) => Some(tx),
+                                None => continue,
+                            }
+                        }
+                        RequestEvent::Aborted { request, .. } => {
+                            unsent.remove(request);
+                            replies.close(request);
+                            None
+                        }
+                        RequestEvent::Body { .. } | RequestEvent::End { .. } => None,
+                    };
                     track(monitor, &options.gateway, &mut tracked, &event);
                     let new_calls = Calls {
                         upstream: options.upstream.as_ref(),
                         replaced: options.live.upstream(),
                         runtime,
-                        replies: &reply_tx,
-                        chunk_size,
+                        replies: &replies,
+                        policy,
                         websocket: anpx_core::passthrough::carries(core.features()),
                         uploads: &uploads,
                     };
-                    new_calls.on_event(event, &mut in_flight, &calls);
+                    new_calls.on_event((event, reply), &mut in_flight, &calls);
                 }
                 ReceiverOutput::Close { code, reason } => {
                     let _ = sink.send(close(code, &reason)).await;
@@ -1103,6 +1016,23 @@ where
         }
     }
     reason
+}
+
+/// The reply slot of a request the core just started. The core starts no
+/// more requests than there are slots, so there is always one; should
+/// there be none, the request fails at once instead of waiting for a reply
+/// that has nowhere to go.
+fn open_reply(replies: &Replies, core: &mut Core, request: &RequestId) -> Option<ReplyTx> {
+    match replies.open(request, |r| core.unsent(r).is_some()) {
+        Ok(tx) => Some(tx),
+        Err(e) => {
+            tracing::error!(%request, error = %e, "no reply slot: the request fails");
+            let failure =
+                UpstreamFailure::new(UpstreamCause::Failed, format!("receiver error: {e}"));
+            let _ = core.respond_upstream_failure(Instant::now(), request, &failure);
+            None
+        }
+    }
 }
 
 fn transient(reason: String) -> Ended {
@@ -1157,22 +1087,32 @@ enum Seen {
 
 impl Seen {
     fn of(reply: &ReplyMsg, capturing: bool) -> Option<Seen> {
-        Some(match reply {
-            ReplyMsg::Head { head, body, .. } => Seen::Head {
-                status: head.status,
-                head: capturing.then(|| head.clone()),
-                whole: match body {
-                    ResponseBody::Empty => Some(Bytes::new()),
-                    ResponseBody::Full(b) => Some(b.clone()),
-                    ResponseBody::Streaming => None,
-                },
-            },
-            ReplyMsg::Body { data, last, .. } => Seen::Body {
+        let ReplyMsg::Step { step, .. } = reply else {
+            return None;
+        };
+        let head = |head: &ResponseHead, whole| Seen::Head {
+            status: head.status,
+            head: capturing.then(|| head.clone()),
+            whole,
+        };
+        Some(match step {
+            RelayStep::Whole { head: h, body } => head(
+                h,
+                Some(match body {
+                    ResponseBody::Full(b) => b.clone(),
+                    ResponseBody::Empty | ResponseBody::Streaming => Bytes::new(),
+                }),
+            ),
+            RelayStep::Head(h) => head(h, None),
+            RelayStep::Piece(data) => Seen::Body {
                 data: data.clone(),
-                last: *last,
+                last: false,
             },
-            ReplyMsg::Failed { message, .. } => Seen::Failed(message.clone()),
-            ReplyMsg::Read { .. } => return None,
+            RelayStep::End => Seen::Body {
+                data: Bytes::new(),
+                last: true,
+            },
+            RelayStep::Failed(f) => Seen::Failed(f.message.clone()),
         })
     }
 }
@@ -1230,66 +1170,60 @@ fn apply_reply(
     in_flight: &mut HashMap<RequestId, InFlight>,
     unsent: &mut HashMap<RequestId, futures_channel::oneshot::Sender<()>>,
     (monitor, tracked): (&ReceiverMonitor, &mut HashMap<RequestId, Tracked>),
-    reply: ReplyMsg,
+    (replies, reply): (&Replies, ReplyMsg),
 ) {
     let now = Instant::now();
     let seen = Seen::of(&reply, monitor.inspector().enabled());
     let (request, result) = match reply {
-        ReplyMsg::Head {
-            request,
-            head,
-            body,
-        } => {
-            // A whole response ends the request here: no `last` body
-            // follows to clear its entry, which would otherwise hold the
-            // upload channel (and anything buffered in it) until the
-            // connection closes.
-            if !matches!(body, ResponseBody::Streaming) {
-                in_flight.remove(&request);
-            }
-            let r = core.respond(now, &request, head, body);
-            (request, r)
-        }
-        ReplyMsg::Body {
-            request,
-            data,
-            last,
-            sent,
-        } => {
-            let r = core.respond_body(now, &request, data, last);
-            if last {
-                in_flight.remove(&request);
-            }
-            if let Some(sent) = sent {
-                match core.unsent(&request) {
-                    // Sent on at once: the relay reads the next piece.
-                    Some(0) => {
-                        let _ = sent.send(());
-                    }
-                    // Waits for the core's `Writable`.
-                    Some(_) => {
-                        unsent.insert(request.clone(), sent);
-                    }
-                    // Ended: dropping `sent` stops the relay.
-                    None => {}
-                }
-            }
-            (request, r)
-        }
         ReplyMsg::Read { request, bytes } => {
-            let n = bytes.swap(0, Ordering::AcqRel);
-            core.request_body_read(now, &request, n);
+            core.request_body_read(now, &request, bytes);
             return;
         }
-        ReplyMsg::Failed {
+        ReplyMsg::Step {
             request,
-            cause,
-            message,
+            step,
+            sent,
         } => {
-            tracing::warn!(%request, %cause, %message, "upstream failed");
-            in_flight.remove(&request);
-            let failure = UpstreamFailure::new(cause, message);
-            let r = core.respond_upstream_failure(now, &request, &failure);
+            let r = match step {
+                RelayStep::Whole { head, body } => {
+                    // A whole response ends the request here: no `last`
+                    // body follows to clear its entry, which would
+                    // otherwise hold the upload channel (and anything
+                    // buffered in it) until the connection closes.
+                    in_flight.remove(&request);
+                    core.respond(now, &request, head, body)
+                }
+                RelayStep::Head(head) => core.respond(now, &request, head, ResponseBody::Streaming),
+                RelayStep::Piece(data) => {
+                    let r = core.respond_body(now, &request, data, false);
+                    if let Some(sent) = sent {
+                        match core.unsent(&request) {
+                            // Sent on at once: the relay reads the next piece.
+                            Some(0) => {
+                                let _ = sent.send(());
+                            }
+                            // Waits for the core's `Writable`.
+                            Some(_) => {
+                                unsent.insert(request.clone(), sent);
+                            }
+                            // Ended: dropping `sent` stops the relay.
+                            None => {}
+                        }
+                    }
+                    r
+                }
+                RelayStep::End => {
+                    let r = core.respond_body(now, &request, Bytes::new(), true);
+                    in_flight.remove(&request);
+                    r
+                }
+                RelayStep::Failed(failure) => {
+                    let (cause, message) = (failure.cause, &failure.message);
+                    tracing::warn!(%request, %cause, %message, "upstream failed");
+                    in_flight.remove(&request);
+                    core.respond_upstream_failure(now, &request, &failure)
+                }
+            };
             (request, r)
         }
     };
@@ -1303,6 +1237,7 @@ fn apply_reply(
         if let Some(f) = in_flight.remove(&request) {
             f.task.abort();
         }
+        replies.close(&request);
     }
 }
 
@@ -1311,8 +1246,8 @@ struct Calls<'a, U: ?Sized> {
     /// The upstream a reload put in place of `upstream`, if any.
     replaced: Option<Arc<dyn Dispatch>>,
     runtime: &'a dyn Runtime,
-    replies: &'a mpsc::UnboundedSender<ReplyMsg>,
-    chunk_size: usize,
+    replies: &'a Replies,
+    policy: RelayPolicy,
     /// The connection carries WebSockets: upgrade requests are upgraded.
     websocket: bool,
     /// Request body bytes held for the services and not yet read by them,
@@ -1328,34 +1263,30 @@ struct Calls<'a, U: ?Sized> {
 pub const UNREAD_UPLOAD_LIMIT: u64 = anpx_core::DEFAULT_MAX_UNREAD_UPLOAD;
 
 impl<U: Dispatch + ?Sized> Calls<'_, U> {
+    /// Serves `event`; `reply` is the slot opened for a `Head`.
     fn on_event(
         &self,
-        event: RequestEvent,
+        (event, reply): (RequestEvent, Option<ReplyTx>),
         in_flight: &mut HashMap<RequestId, InFlight>,
         calls: &FuturesUnordered<Abortable<BoxFuture<()>>>,
     ) {
         match event {
             RequestEvent::Head { request, head } => {
+                let Some(tx) = reply else {
+                    return;
+                };
                 let length = head
                     .headers
                     .get("content-length")
                     .and_then(|v| v.trim().parse::<u64>().ok());
-                let replies = self.replies.clone();
-                let id = request.clone();
-                let unreported = Arc::new(AtomicUsize::new(0));
+                let reads = tx.clone();
                 let (upload, body) =
                     body::channel_reporting(length, self.uploads.clone(), move |bytes| {
-                        if bytes > 0 && unreported.fetch_add(bytes, Ordering::AcqRel) == 0 {
-                            let _ = replies.unbounded_send(ReplyMsg::Read {
-                                request: id.clone(),
-                                bytes: unreported.clone(),
-                            });
-                        }
+                        reads.read(bytes)
                     });
                 let reply = Reply {
-                    request: request.clone(),
-                    tx: self.replies.clone(),
-                    chunk_size: self.chunk_size,
+                    tx,
+                    policy: self.policy,
                 };
                 let (task, abort) = AbortHandle::new_pair();
                 if self.websocket && anpx_core::passthrough::is_upgrade(&head) {
@@ -1402,11 +1333,7 @@ impl<U: Dispatch + ?Sized> Calls<'_, U> {
                         u.abort(message.clone());
                     }
                     flight.task.abort();
-                    let _ = self.replies.unbounded_send(ReplyMsg::Failed {
-                        request,
-                        cause: UpstreamCause::Failed,
-                        message,
-                    });
+                    self.replies.cut(&request, UpstreamCause::Failed, message);
                 }
             }
             RequestEvent::End { request } => {
@@ -1443,18 +1370,18 @@ mod tests {
 
     #[test]
     fn a_request_the_client_refuses_is_answered_400_with_the_reason() {
-        let (tx, mut rx) = mpsc::unbounded();
+        let replies = Replies::new(1);
         let reply = Reply {
-            request: RequestId::from("r1"),
-            tx,
-            chunk_size: 1024,
+            tx: replies.open(&RequestId::from("r1"), |_| true).unwrap(),
+            policy: RelayPolicy::new(1024),
         };
         reply.bad_request("Bad request from gateway: invalid header name");
-        let Ok(ReplyMsg::Head {
+        let waker = futures_util::task::noop_waker_ref();
+        let Poll::Ready(ReplyMsg::Step {
             request,
-            head,
-            body,
-        }) = rx.try_recv()
+            step: RelayStep::Whole { head, body },
+            ..
+        }) = replies.poll_next(&mut std::task::Context::from_waker(waker))
         else {
             panic!("a whole response is sent");
         };

@@ -7,7 +7,7 @@ use std::fmt;
 use bytes::Bytes;
 
 use crate::chunk::concat;
-use crate::message::{canonical_reason, HeaderList, ResponseHead};
+use crate::message::{canonical_reason, ResponseHead};
 use crate::upstream_failure::{UpstreamCause, UpstreamFailure};
 use crate::{forward, passthrough};
 
