@@ -1184,46 +1184,36 @@ fn apply_reply(
             step,
             sent,
         } => {
-            let r = match step {
-                RelayStep::Whole { head, body } => {
-                    // A whole response ends the request here: no `last`
-                    // body follows to clear its entry, which would
-                    // otherwise hold the upload channel (and anything
-                    // buffered in it) until the connection closes.
+            match &step {
+                // A whole response ends the request here: no `last` body
+                // follows to clear its entry, which would otherwise hold
+                // the upload channel (and anything buffered in it) until
+                // the connection closes.
+                RelayStep::Whole { .. } | RelayStep::End => {
                     in_flight.remove(&request);
-                    core.respond(now, &request, head, body)
-                }
-                RelayStep::Head(head) => core.respond(now, &request, head, ResponseBody::Streaming),
-                RelayStep::Piece(data) => {
-                    let r = core.respond_body(now, &request, data, false);
-                    if let Some(sent) = sent {
-                        match core.unsent(&request) {
-                            // Sent on at once: the relay reads the next piece.
-                            Some(0) => {
-                                let _ = sent.send(());
-                            }
-                            // Waits for the core's `Writable`.
-                            Some(_) => {
-                                unsent.insert(request.clone(), sent);
-                            }
-                            // Ended: dropping `sent` stops the relay.
-                            None => {}
-                        }
-                    }
-                    r
-                }
-                RelayStep::End => {
-                    let r = core.respond_body(now, &request, Bytes::new(), true);
-                    in_flight.remove(&request);
-                    r
                 }
                 RelayStep::Failed(failure) => {
                     let (cause, message) = (failure.cause, &failure.message);
                     tracing::warn!(%request, %cause, %message, "upstream failed");
                     in_flight.remove(&request);
-                    core.respond_upstream_failure(now, &request, &failure)
                 }
-            };
+                RelayStep::Head(_) | RelayStep::Piece(_) => {}
+            }
+            let r = core.respond_step(now, &request, step);
+            if let Some(sent) = sent {
+                match core.unsent(&request) {
+                    // Sent on at once: the relay reads the next piece.
+                    Some(0) => {
+                        let _ = sent.send(());
+                    }
+                    // Waits for the core's `Writable`.
+                    Some(_) => {
+                        unsent.insert(request.clone(), sent);
+                    }
+                    // Ended: dropping `sent` stops the relay.
+                    None => {}
+                }
+            }
             (request, r)
         }
     };

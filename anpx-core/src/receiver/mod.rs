@@ -503,6 +503,24 @@ impl Receiver {
         Ok(())
     }
 
+    /// Hands on one step of a [`ResponseRelay`]: the call it names
+    /// ([`respond`](Self::respond), [`respond_body`](Self::respond_body) or
+    /// [`respond_upstream_failure`](Self::respond_upstream_failure)).
+    pub fn respond_step(
+        &mut self,
+        now: Instant,
+        request: &RequestId,
+        step: RelayStep,
+    ) -> Result<(), RespondError> {
+        match step {
+            RelayStep::Whole { head, body } => self.respond(now, request, head, body),
+            RelayStep::Head(head) => self.respond(now, request, head, ResponseBody::Streaming),
+            RelayStep::Piece(data) => self.respond_body(now, request, data, false),
+            RelayStep::End => self.respond_body(now, request, Bytes::new(), true),
+            RelayStep::Failed(failure) => self.respond_upstream_failure(now, request, &failure),
+        }
+    }
+
     /// The upstream failed. Before the response head, the gateway is sent a
     /// 502 with `message`; after it, an error frame that makes the gateway cut
     /// the client's connection instead of ending the body as if complete.
