@@ -32,6 +32,11 @@ pub enum Unsent {
         /// The limit.
         limit: u64,
     },
+    /// The channel holds as many pieces as its budget allows. The budget
+    /// refuses a piece first, so this cannot happen while every piece is
+    /// counted; it is an error rather than a queue growing past its bound.
+    #[error("the body's channel is full")]
+    Full,
 }
 
 /// What one piece costs a [`Budget`] beyond its bytes: the channel's node
@@ -94,9 +99,18 @@ fn cost(data: &Bytes) -> u64 {
     data.len() as u64 + PIECE_OVERHEAD
 }
 
+/// The pieces a channel under `budget` can hold: each holds at least
+/// [`PIECE_OVERHEAD`] of it until read. Capped far below what the channel
+/// takes, for budgets without a limit.
+fn capacity(budget: &Budget) -> usize {
+    usize::try_from(budget.limit / PIECE_OVERHEAD)
+        .unwrap_or(usize::MAX)
+        .min(usize::MAX >> 3)
+}
+
 /// The receiving half.
 pub struct BodyStream {
-    rx: mpsc::UnboundedReceiver<Result<Bytes, Aborted>>,
+    rx: mpsc::Receiver<Result<Bytes, Aborted>>,
     budget: Budget,
     size: Option<u64>,
     ended: bool,
@@ -108,11 +122,11 @@ pub struct BodyStream {
 /// The sending half. Dropping it without [`finish`](Self::finish) ends the
 /// body with an error, so a cut-short body can never pass for a whole one.
 ///
-/// The channel itself is unbounded; what bounds it is the sender's
-/// [`Budget`] ([`channel_limited`]), or, without one, the writer's own
-/// credit window.
+/// The channel holds at most as many pieces as the sender's [`Budget`]
+/// allows ([`channel_limited`]), and the end after them; without a limit
+/// ([`channel`]) its writer must be bounded otherwise (a credit window).
 pub struct BodySender {
-    tx: Option<mpsc::UnboundedSender<Result<Bytes, Aborted>>>,
+    tx: Option<mpsc::Sender<Result<Bytes, Aborted>>>,
     budget: Budget,
 }
 
@@ -126,7 +140,9 @@ pub fn channel(size: Option<u64>) -> (BodySender, BodyStream) {
 /// Like [`channel`], and [`BodySender::send`] refuses a piece that would
 /// take `budget` over its limit.
 pub fn channel_limited(size: Option<u64>, budget: Budget) -> (BodySender, BodyStream) {
-    let (tx, rx) = mpsc::unbounded();
+    // The channel keeps one more message for its sender beyond its
+    // buffer: the body's end, after as many pieces as the budget allows.
+    let (tx, rx) = mpsc::channel(capacity(&budget));
     (
         BodySender {
             tx: Some(tx),
@@ -158,15 +174,19 @@ impl BodySender {
     /// Sends a piece, unless the reader is gone or the piece would take
     /// the budget over its limit (the piece is then dropped: the caller
     /// ends the body with [`abort`](Self::abort)).
-    pub fn send(&self, data: Bytes) -> Result<(), Unsent> {
-        let Some(tx) = self.tx.as_ref().filter(|tx| !tx.is_closed()) else {
+    pub fn send(&mut self, data: Bytes) -> Result<(), Unsent> {
+        let Some(tx) = self.tx.as_mut().filter(|tx| !tx.is_closed()) else {
             return Err(Unsent::ReaderGone);
         };
         let cost = cost(&data);
         self.budget.take(cost)?;
-        tx.unbounded_send(Ok(data)).map_err(|_| {
+        tx.try_send(Ok(data)).map_err(|e| {
             self.budget.release(cost);
-            Unsent::ReaderGone
+            if e.is_full() {
+                Unsent::Full
+            } else {
+                Unsent::ReaderGone
+            }
         })
     }
 
@@ -177,8 +197,8 @@ impl BodySender {
 
     /// Ends the body with an error.
     pub fn abort(mut self, why: impl Into<String>) {
-        if let Some(tx) = self.tx.take() {
-            let _ = tx.unbounded_send(Err(Aborted(why.into())));
+        if let Some(mut tx) = self.tx.take() {
+            let _ = tx.try_send(Err(Aborted(why.into())));
         }
     }
 
@@ -190,8 +210,8 @@ impl BodySender {
 
 impl Drop for BodySender {
     fn drop(&mut self) {
-        if let Some(tx) = self.tx.take() {
-            let _ = tx.unbounded_send(Err(Aborted("the sender went away".into())));
+        if let Some(mut tx) = self.tx.take() {
+            let _ = tx.try_send(Err(Aborted("the sender went away".into())));
         }
     }
 }
@@ -255,7 +275,7 @@ mod tests {
     #[test]
     fn a_piece_past_the_budget_is_refused_until_the_reader_takes_some() {
         let budget = Budget::new(2 * PIECE_OVERHEAD + 5);
-        let (tx, mut rx) = channel_limited(None, budget.clone());
+        let (mut tx, mut rx) = channel_limited(None, budget.clone());
         assert_eq!(tx.send(Bytes::from_static(b"abc")), Ok(()));
         assert_eq!(
             tx.send(Bytes::from_static(b"def")),
@@ -280,7 +300,7 @@ mod tests {
     #[test]
     fn many_tiny_pieces_count_for_what_they_hold() {
         let budget = Budget::new(10 * PIECE_OVERHEAD);
-        let (tx, _rx) = channel_limited(None, budget);
+        let (mut tx, _rx) = channel_limited(None, budget);
         let sent = (0..100)
             .take_while(|_| tx.send(Bytes::from_static(b"x")).is_ok())
             .count();
@@ -290,8 +310,8 @@ mod tests {
     #[test]
     fn bodies_sharing_a_budget_share_its_limit_and_a_dropped_reader_gives_back_its_share() {
         let budget = Budget::new(2 * (PIECE_OVERHEAD + 10));
-        let (a, a_rx) = channel_limited(None, budget.clone());
-        let (b, _b_rx) = channel_limited(None, budget.clone());
+        let (mut a, a_rx) = channel_limited(None, budget.clone());
+        let (mut b, _b_rx) = channel_limited(None, budget.clone());
         assert_eq!(a.send(Bytes::from_static(b"0123456789")), Ok(()));
         assert_eq!(b.send(Bytes::from_static(b"0123456789")), Ok(()));
         assert!(
@@ -310,8 +330,26 @@ mod tests {
     }
 
     #[test]
+    fn a_channel_full_to_its_budget_still_takes_its_end() {
+        let budget = Budget::new(3 * PIECE_OVERHEAD);
+        assert_eq!(capacity(&budget), 3);
+        let (mut tx, mut rx) = channel_limited(None, budget);
+        for _ in 0..3 {
+            assert_eq!(tx.send(Bytes::new()), Ok(()));
+        }
+        assert!(matches!(
+            tx.send(Bytes::new()),
+            Err(Unsent::OverLimit { .. })
+        ));
+        tx.abort("cut");
+        let read: Vec<_> = std::iter::from_fn(|| rx.next().now_or_never().flatten()).collect();
+        assert_eq!(read.len(), 4);
+        assert!(matches!(read.last(), Some(Err(Aborted(why))) if why == "cut"));
+    }
+
+    #[test]
     fn a_gone_reader_is_told() {
-        let (tx, rx) = channel(None);
+        let (mut tx, rx) = channel(None);
         drop(rx);
         assert_eq!(tx.send(Bytes::from_static(b"a")), Err(Unsent::ReaderGone));
     }

@@ -1307,10 +1307,12 @@ impl<U: Dispatch + ?Sized> Calls<'_, U> {
                 let Some(flight) = in_flight.get_mut(&request) else {
                     return;
                 };
-                let Some(upload) = flight.upload.as_ref() else {
+                let Some(upload) = flight.upload.as_mut() else {
                     return;
                 };
-                if let Err(e @ body::Unsent::OverLimit { .. }) = upload.send(data) {
+                if let Err(e @ (body::Unsent::OverLimit { .. } | body::Unsent::Full)) =
+                    upload.send(data)
+                {
                     // A gateway without flow control sends a body as fast
                     // as it likes: held unread past the limit, the upload
                     // is cut and the request fails with the reason. The

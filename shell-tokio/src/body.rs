@@ -92,7 +92,7 @@ mod tests {
 
     #[tokio::test]
     async fn finished_body_reads_whole() {
-        let (tx, body) = channel(None);
+        let (mut tx, body) = channel(None);
         tx.send(Bytes::from_static(b"ab"))
             .expect("the reader is there");
         tx.send(Bytes::from_static(b"cd"))
@@ -103,7 +103,7 @@ mod tests {
 
     #[tokio::test]
     async fn dropped_sender_is_an_error_not_an_end() {
-        let (tx, body) = channel(None);
+        let (mut tx, body) = channel(None);
         tx.send(Bytes::from_static(b"ab"))
             .expect("the reader is there");
         drop(tx);
