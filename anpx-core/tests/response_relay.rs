@@ -64,22 +64,50 @@ fn headers(pairs: &[(&str, &str)]) -> HeaderList {
     pairs.iter().copied().collect()
 }
 
-#[test]
-fn a_body_that_fits_one_chunk_leaves_in_one_frame() {
+/// What a client gets for a service's `200` with `service_headers`,
+/// `announced` length and body `pieces`; the pair after it, and how many
+/// frames the receiver sent for it.
+fn serve(
+    service_headers: &[(&str, &str)],
+    announced: Option<u64>,
+    pieces: &[&[u8]],
+) -> (Pair, Vec<ResponseEvent>, usize) {
     let mut p = pair();
     let (id, request) = start(&mut p);
     let sent_before = p.rx_sent.len();
-    let whole =
+    let response =
         p.rx.relay_policy()
-            .response(200, headers(&[("x", "1")]), Some(5));
-    assert_eq!(whole.mode(), RelayMode::Whole);
-    relay(&mut p, &request, whole, &[b"hel", b"lo"]);
-    assert_eq!(
-        p.rx_sent.len() - sent_before,
-        1,
-        "head and body in one frame"
-    );
-    let e = events(&p, &id);
+            .response(200, headers(service_headers), announced);
+    relay(&mut p, &request, response, pieces);
+    let frames = p.rx_sent.len() - sent_before;
+    let events = events(&p, &id);
+    (p, events, frames)
+}
+
+fn mode(announced: Option<u64>) -> RelayMode {
+    pair()
+        .rx
+        .relay_policy()
+        .response(200, headers(&[]), announced)
+        .mode()
+}
+
+/// The body bytes among `events`.
+fn body_len(events: &[ResponseEvent]) -> usize {
+    events
+        .iter()
+        .map(|e| match e {
+            ResponseEvent::Body(b) => b.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
+#[test]
+fn a_body_that_fits_one_chunk_leaves_in_one_frame() {
+    assert_eq!(mode(Some(DEFAULT_CHUNK_SIZE as u64)), RelayMode::Whole);
+    let (_, e, frames) = serve(&[("x", "1")], Some(5), &[b"hel", b"lo"]);
+    assert_eq!(frames, 1, "head and body in one frame");
     assert!(
         matches!(&e[0], ResponseEvent::Head(h) if h.status == 200 && h.headers.get("x") == Some("1"))
     );
@@ -91,48 +119,25 @@ fn a_body_that_fits_one_chunk_leaves_in_one_frame() {
 
 #[test]
 fn a_body_longer_than_a_chunk_streams_piece_by_piece() {
-    let mut p = pair();
-    let (id, request) = start(&mut p);
-    let sent_before = p.rx_sent.len();
     let announced = DEFAULT_CHUNK_SIZE as u64 + 1;
-    let streamed =
-        p.rx.relay_policy()
-            .response(200, headers(&[]), Some(announced));
-    assert_eq!(streamed.mode(), RelayMode::Stream);
-    relay(
-        &mut p,
-        &request,
-        streamed,
-        &[&[b'a'; DEFAULT_CHUNK_SIZE + 1]],
-    );
-    assert!(
-        p.rx_sent.len() - sent_before > 1,
-        "a head frame, then the body's"
-    );
-    let body: usize = events(&p, &id)
-        .iter()
-        .map(|e| match e {
-            ResponseEvent::Body(b) => b.len(),
-            _ => 0,
-        })
-        .sum();
-    assert_eq!(body, DEFAULT_CHUNK_SIZE + 1);
-    assert_eq!(events(&p, &id).last(), Some(&ResponseEvent::End));
+    assert_eq!(mode(Some(announced)), RelayMode::Stream);
+    assert_eq!(mode(None), RelayMode::Stream, "no length: streamed");
+    let (_, e, frames) = serve(&[], Some(announced), &[&[b'a'; DEFAULT_CHUNK_SIZE + 1]]);
+    assert!(frames > 1, "a head frame, then the body's");
+    assert_eq!(body_len(&e), DEFAULT_CHUNK_SIZE + 1);
+    assert_eq!(e.last(), Some(&ResponseEvent::End));
 }
 
 #[test]
 fn hop_by_hop_headers_never_reach_the_gateway() {
-    let mut p = pair();
-    let (id, request) = start(&mut p);
-    let service = headers(&[
+    let service = [
         ("connection", "keep-alive, x-hop"),
         ("keep-alive", "timeout=5"),
         ("x-hop", "1"),
         ("content-type", "text/plain"),
-    ]);
-    let whole = p.rx.relay_policy().response(200, service, Some(2));
-    relay(&mut p, &request, whole, &[b"ok"]);
-    let Some(ResponseEvent::Head(head)) = events(&p, &id).first().cloned() else {
+    ];
+    let (_, e, _) = serve(&service, Some(2), &[b"ok"]);
+    let Some(ResponseEvent::Head(head)) = e.first() else {
         panic!("a head");
     };
     for name in ["connection", "keep-alive", "x-hop"] {
@@ -143,11 +148,8 @@ fn hop_by_hop_headers_never_reach_the_gateway() {
 
 #[test]
 fn a_whole_body_cut_short_is_the_receivers_502_naming_it() {
-    let mut p = pair();
-    let (id, request) = start(&mut p);
-    let whole = p.rx.relay_policy().response(200, headers(&[]), Some(5));
-    relay(&mut p, &request, whole, &[b"hel"]);
-    let Some(ResponseEvent::Head(mut head)) = events(&p, &id).first().cloned() else {
+    let (_, e, _) = serve(&[], Some(5), &[b"hel"]);
+    let Some(ResponseEvent::Head(mut head)) = e.first().cloned() else {
         panic!("a head");
     };
     assert_eq!(head.status, 502);
@@ -162,13 +164,7 @@ fn a_whole_body_cut_short_is_the_receivers_502_naming_it() {
 
 #[test]
 fn a_streamed_body_cut_short_is_cut_at_the_client_too() {
-    let mut p = pair();
-    let (id, request) = start(&mut p);
-    let streamed =
-        p.rx.relay_policy()
-            .response(200, headers(&[]), Some(1 << 20));
-    relay(&mut p, &request, streamed, &[b"partial"]);
-    let e = events(&p, &id);
+    let (p, e, _) = serve(&[], Some(1 << 20), &[b"partial"]);
     assert!(
         matches!(
             e[..],
@@ -185,39 +181,17 @@ fn a_streamed_body_cut_short_is_cut_at_the_client_too() {
 
 #[test]
 fn a_streamed_body_past_its_length_is_cut() {
-    let mut p = pair();
-    let (id, request) = start(&mut p);
     let announced = DEFAULT_CHUNK_SIZE as u64 + 1;
-    let streamed =
-        p.rx.relay_policy()
-            .response(200, headers(&[]), Some(announced));
-    relay(
-        &mut p,
-        &request,
-        streamed,
-        &[&[b'a'; DEFAULT_CHUNK_SIZE + 2]],
-    );
-    assert!(
-        matches!(events(&p, &id).last(), Some(ResponseEvent::Failed(_))),
-        "{:?}",
-        events(&p, &id).last()
-    );
+    let (_, e, _) = serve(&[], Some(announced), &[&[b'a'; DEFAULT_CHUNK_SIZE + 2]]);
+    assert!(matches!(e.last(), Some(ResponseEvent::Failed(_))), "{e:?}");
 }
 
 #[test]
 fn a_streamed_body_of_its_exact_length_completes() {
-    let mut p = pair();
-    let (id, request) = start(&mut p);
     let announced = DEFAULT_CHUNK_SIZE as u64 + 3;
-    let streamed =
-        p.rx.relay_policy()
-            .response(200, headers(&[]), Some(announced));
-    relay(
-        &mut p,
-        &request,
-        streamed,
-        &[&[b'a'; DEFAULT_CHUNK_SIZE], b"", b"xyz"],
-    );
-    assert_eq!(events(&p, &id).last(), Some(&ResponseEvent::End));
+    let pieces: [&[u8]; 3] = [&[b'a'; DEFAULT_CHUNK_SIZE], b"", b"xyz"];
+    let (p, e, _) = serve(&[], Some(announced), &pieces);
+    assert_eq!(e.last(), Some(&ResponseEvent::End));
+    assert_eq!(body_len(&e), DEFAULT_CHUNK_SIZE + 3);
     assert_eq!((p.gw.in_flight(), p.rx.in_flight()), (0, 0));
 }
