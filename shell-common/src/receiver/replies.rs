@@ -155,13 +155,14 @@ impl Replies {
         request: &RequestId,
         in_flight: impl Fn(&RequestId) -> bool,
     ) -> Result<ReplyTx, SlotsFull> {
+        let full = |s: &Slots| s.slots.len() >= s.capacity && !s.slots.contains_key(request);
         let mut s = lock(&self.shared);
-        if s.slots.len() >= s.capacity && !s.slots.contains_key(request) {
+        if full(&s) {
             let Slots { slots, ready, .. } = &mut *s;
             slots.retain(|id, _| in_flight(id));
             ready.retain(|id| slots.contains_key(id));
         }
-        if s.slots.len() >= s.capacity && !s.slots.contains_key(request) {
+        if full(&s) {
             return Err(SlotsFull {
                 open: s.slots.len(),
             });
