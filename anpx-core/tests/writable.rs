@@ -384,7 +384,11 @@ fn an_upload_on_a_full_connection_waits_until_it_has_room() {
 
         p.gw.link_backlog(p.now, p.link, false);
         p.pump();
-        assert_eq!(p.gw_writable, [id.clone()], "{features:?}: told once");
+        assert_eq!(
+            p.gw_writable,
+            std::slice::from_ref(&id),
+            "{features:?}: told once"
+        );
         assert_eq!(p.gw.upload_waits(&id), Some(false));
 
         // Room made again with nothing waiting tells nobody.
