@@ -218,6 +218,16 @@ impl Replies {
     }
 }
 
+impl Drop for Replies {
+    /// The loop is gone: calls still running find their request ended, and
+    /// a relay waiting for its piece to leave is told it never will.
+    fn drop(&mut self) {
+        let mut s = lock(&self.shared);
+        s.slots.clear();
+        s.ready.clear();
+    }
+}
+
 impl ReplyTx {
     /// Hands the loop `step` of the response; `false` when the request
     /// ended meanwhile (the call stops).
@@ -352,6 +362,18 @@ mod tests {
             })
         ));
         assert!(poll(&replies).is_none());
+    }
+
+    #[test]
+    fn a_relay_waiting_on_a_loop_that_ended_is_released() {
+        let replies = Replies::new(1);
+        let tx = replies.open(&id("a"), |_| true).unwrap();
+        assert!(tx.put(RelayStep::Head(ResponseHead::new(200)), None));
+        let (sent, mut left) = oneshot::channel();
+        assert!(tx.put(RelayStep::Piece("x".into()), Some(sent)));
+        drop(replies);
+        assert!(left.try_recv().is_err(), "the piece never leaves");
+        assert!(!tx.put(RelayStep::End, None));
     }
 
     #[test]
