@@ -80,9 +80,18 @@ impl HeaderList {
     /// True when some name occurs more than once, i.e. when the flat JSON
     /// object of the reference would lose information.
     pub(crate) fn has_repeats(&self) -> bool {
+        let names = &self.0;
+        if names.len() <= PAIRWISE_MAX {
+            // Every head is asked this when it is encoded: a few dozen
+            // comparisons of short names cost less than hashing each one.
+            return names
+                .iter()
+                .enumerate()
+                .any(|(i, (n, _))| names[i + 1..].iter().any(|(m, _)| m == n));
+        }
         // Linear: a receiver may send thousands of fields.
-        let mut seen = std::collections::HashSet::with_capacity(self.0.len());
-        self.0.iter().any(|(n, _)| !seen.insert(n.as_str()))
+        let mut seen = std::collections::HashSet::with_capacity(names.len());
+        names.iter().any(|(n, _)| !seen.insert(n.as_str()))
     }
 
     pub(crate) fn as_pairs(&self) -> &[(String, String)] {
@@ -96,6 +105,10 @@ impl HeaderList {
         HeaderList(pairs)
     }
 }
+
+/// Up to this many fields, repeats are found by comparing every pair;
+/// beyond it, by a set.
+const PAIRWISE_MAX: usize = 24;
 
 /// The `(name, value)` pairs in order, moved out: a shell building its HTTP
 /// library's header map takes the strings without copying them.
@@ -183,6 +196,20 @@ mod tests {
         assert!(h.has_repeats());
         let json = serde_json::to_string(&FlatHeaders(&h)).unwrap();
         assert_eq!(json, r#"{"b":"1, 3","a":"2"}"#);
+    }
+
+    #[test]
+    fn repeats_are_found_on_both_sides_of_the_pairwise_bound() {
+        for len in [PAIRWISE_MAX - 1, PAIRWISE_MAX, PAIRWISE_MAX + 1, 300] {
+            let distinct: HeaderList = (0..len).map(|i| (format!("x-{i}"), "v")).collect();
+            assert!(!distinct.has_repeats(), "{len} distinct names");
+            for (first, second) in [(0, len - 1), (len / 2, len / 2 + 1), (len - 2, len - 1)] {
+                let mut pairs: Vec<(String, String)> = distinct.as_pairs().to_vec();
+                pairs[second].0 = pairs[first].0.clone();
+                let repeated = HeaderList::from_lowercased_pairs(pairs);
+                assert!(repeated.has_repeats(), "{len} names, {first} = {second}");
+            }
+        }
     }
 
     #[test]
