@@ -229,6 +229,7 @@ pub mod forward;
 pub mod frame;
 mod gateway;
 pub mod handshake;
+mod id_map;
 mod message;
 pub mod passthrough;
 #[cfg(feature = "policy")]

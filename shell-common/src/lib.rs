@@ -33,6 +33,7 @@ pub mod driver;
 pub mod edge;
 pub mod endings;
 pub mod gateway;
+mod id_map;
 pub mod integrations;
 pub mod link;
 pub mod live;

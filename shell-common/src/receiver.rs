@@ -3,7 +3,7 @@
 //! connection's loop between the WebSocket, the state machine and the
 //! upstream calls.
 
-use std::collections::HashMap;
+use crate::id_map::IdMap;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -774,14 +774,14 @@ where
     let replies = Replies::new(options.core.max_in_flight);
     let policy = core.relay_policy();
     let uploads = body::Budget::new(core.upload_budget());
-    let mut in_flight: HashMap<RequestId, InFlight> = HashMap::new();
+    let mut in_flight: IdMap<RequestId, InFlight> = IdMap::default();
     let monitor = options.monitor.as_ref();
     // What the admin plane follows of each request, from its head to its end.
-    let mut tracked: HashMap<RequestId, Tracked> = HashMap::new();
+    let mut tracked: IdMap<RequestId, Tracked> = IdMap::default();
     // Relays told to wait for the gateway's credit, released by the core's
     // `ReceiverOutput::Writable` or dropped (which stops the relay) when
     // their request is aborted. At most one per request in flight.
-    let mut unsent: HashMap<RequestId, futures_channel::oneshot::Sender<()>> = HashMap::new();
+    let mut unsent: IdMap<RequestId, futures_channel::oneshot::Sender<()>> = IdMap::default();
     // The upstream calls run here, polled by this loop, not as tasks of
     // their own: a reply then reaches the core without waking another
     // task, and a call costs no spawn.
@@ -1046,7 +1046,7 @@ fn transient(reason: String) -> Ended {
 fn track(
     monitor: &ReceiverMonitor,
     gateway: &str,
-    tracked: &mut HashMap<RequestId, Tracked>,
+    tracked: &mut IdMap<RequestId, Tracked>,
     event: &RequestEvent,
 ) {
     match event {
@@ -1121,7 +1121,7 @@ impl Seen {
 /// took it.
 fn track_reply<E: std::fmt::Display>(
     monitor: &ReceiverMonitor,
-    tracked: &mut HashMap<RequestId, Tracked>,
+    tracked: &mut IdMap<RequestId, Tracked>,
     request: &RequestId,
     seen: Seen,
     result: &Result<(), E>,
@@ -1167,9 +1167,9 @@ fn track_reply<E: std::fmt::Display>(
 
 fn apply_reply(
     core: &mut Core,
-    in_flight: &mut HashMap<RequestId, InFlight>,
-    unsent: &mut HashMap<RequestId, futures_channel::oneshot::Sender<()>>,
-    (monitor, tracked): (&ReceiverMonitor, &mut HashMap<RequestId, Tracked>),
+    in_flight: &mut IdMap<RequestId, InFlight>,
+    unsent: &mut IdMap<RequestId, futures_channel::oneshot::Sender<()>>,
+    (monitor, tracked): (&ReceiverMonitor, &mut IdMap<RequestId, Tracked>),
     (replies, reply): (&Replies, ReplyMsg),
 ) {
     let now = Instant::now();
@@ -1257,7 +1257,7 @@ impl<U: Dispatch + ?Sized> Calls<'_, U> {
     fn on_event(
         &self,
         (event, reply): (RequestEvent, Option<ReplyTx>),
-        in_flight: &mut HashMap<RequestId, InFlight>,
+        in_flight: &mut IdMap<RequestId, InFlight>,
         calls: &FuturesUnordered<Abortable<BoxFuture<()>>>,
     ) {
         match event {

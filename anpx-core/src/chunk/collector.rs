@@ -1,6 +1,6 @@
 //! Frames → whole messages, for callers that want bodies in one piece.
 
-use std::collections::HashMap;
+use crate::id_map::IdMap;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -18,7 +18,7 @@ use crate::message::{Head, Message, RequestId};
 #[derive(Debug)]
 pub struct MessageCollector {
     reassembler: Reassembler,
-    started: HashMap<RequestId, (Head, Vec<Bytes>)>,
+    started: IdMap<RequestId, (Head, Vec<Bytes>)>,
 }
 
 impl MessageCollector {
@@ -26,7 +26,7 @@ impl MessageCollector {
     pub fn new(limits: ReassemblyLimits) -> Self {
         MessageCollector {
             reassembler: Reassembler::new(limits),
-            started: HashMap::new(),
+            started: IdMap::default(),
         }
     }
 

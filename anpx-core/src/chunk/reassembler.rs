@@ -1,6 +1,6 @@
 //! Frames → message parts, streaming where the layout allows it.
 
-use std::collections::HashMap;
+use crate::id_map::IdMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -104,7 +104,7 @@ struct Partial {
 #[derive(Debug)]
 pub struct Reassembler {
     limits: ReassemblyLimits,
-    partials: HashMap<RequestId, Partial>,
+    partials: IdMap<RequestId, Partial>,
     /// Body bytes held across every partial message, kept as they change
     /// so that a memory budget can read it on every frame.
     held: u64,
@@ -115,7 +115,7 @@ impl Reassembler {
     pub fn new(limits: ReassemblyLimits) -> Self {
         Reassembler {
             limits,
-            partials: HashMap::new(),
+            partials: IdMap::default(),
             held: 0,
         }
     }

@@ -32,6 +32,8 @@ pub use output::{Failure, Output, Reject, RequestGone, ResponseEvent};
 pub use stats::{label_value, GatewayStats, LinkStats, Totals};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+
+use crate::id_map::{IdMap, IdSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::time::Instant;
@@ -136,7 +138,7 @@ struct Link {
     features: Features,
     admitted_at: Instant,
     last_seen: Instant,
-    requests: HashSet<RequestId>,
+    requests: IdSet<RequestId>,
     reassembler: Reassembler,
     /// Messages carrying no response data it may still send.
     chatter: Bucket,
@@ -343,13 +345,13 @@ pub struct Gateway {
     chunker: Chunker,
     rng: fastrand::Rng,
     next_link: u64,
-    links: HashMap<LinkId, Link>,
+    links: IdMap<LinkId, Link>,
     routes: RouteTable<LinkId>,
-    pending: HashMap<RequestId, Pending>,
+    pending: IdMap<RequestId, Pending>,
     timers: TimerQueue<Timer>,
     out: VecDeque<Output>,
     totals: Totals,
-    unread: HashMap<RequestId, Unread>,
+    unread: IdMap<RequestId, Unread>,
     /// What the gateway holds because of receivers (connected or not, as
     /// long as a client has not taken it), counted against
     /// [`BufferBudget::total`].
@@ -388,9 +390,9 @@ pub struct Gateway {
     /// This gateway's part in a cluster, once it joined one.
     membership: Option<Membership>,
     /// Public requests sent to other gateways of the cluster.
-    forwarded: HashMap<RequestId, forwarded::Forwarded>,
+    forwarded: IdMap<RequestId, forwarded::Forwarded>,
     /// Requests other gateways of the cluster forwarded here.
-    served: HashMap<RequestId, served::Served>,
+    served: IdMap<RequestId, served::Served>,
     /// Served requests with response events or upload room new since
     /// they last ran.
     served_dirty: BTreeSet<RequestId>,
@@ -409,13 +411,13 @@ impl Gateway {
             config,
             rng: fastrand::Rng::with_seed(seed),
             next_link: 1,
-            links: HashMap::new(),
+            links: IdMap::default(),
             routes: RouteTable::default(),
-            pending: HashMap::new(),
+            pending: IdMap::default(),
             timers: TimerQueue::default(),
             out: VecDeque::new(),
             totals: Totals::default(),
-            unread: HashMap::new(),
+            unread: IdMap::default(),
             buffered: 0,
             arriving: 0,
             client_load: HashMap::new(),
@@ -432,8 +434,8 @@ impl Gateway {
             caller_nonces: crate::auth::Nonces::new(&Default::default()),
             callers: None,
             membership: None,
-            forwarded: HashMap::new(),
-            served: HashMap::new(),
+            forwarded: IdMap::default(),
+            served: IdMap::default(),
             served_dirty: BTreeSet::new(),
             clock: None,
         }
@@ -466,7 +468,7 @@ impl Gateway {
                 features,
                 admitted_at: now,
                 last_seen: now,
-                requests: HashSet::new(),
+                requests: IdSet::default(),
                 reassembler: Reassembler::new(self.config.reassembly),
                 chatter: Bucket::new(self.config.chatter, now),
                 unread: 0,

@@ -11,7 +11,9 @@ pub use config::{
 pub use output::{ReceiverOutput, RequestEvent, RespondError, ResponseBody};
 pub use relay::{RelayMode, RelayPolicy, RelayStep, ResponseRelay};
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::id_map::IdMap;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -126,7 +128,7 @@ pub struct Receiver {
     started: Instant,
     last_seen: Instant,
     reassembler: Reassembler,
-    serving: HashMap<RequestId, Serving>,
+    serving: IdMap<RequestId, Serving>,
     timers: TimerQueue<Timer>,
     sweep_armed: bool,
     closed: bool,
@@ -163,7 +165,7 @@ impl Receiver {
             features,
             started: now,
             last_seen: now,
-            serving: HashMap::new(),
+            serving: IdMap::default(),
             timers,
             sweep_armed: false,
             closed: false,

@@ -15,7 +15,7 @@ mod outbox;
 mod reports;
 mod slot;
 
-use std::collections::HashMap;
+use crate::id_map::IdMap;
 use std::future::{poll_fn, Future};
 use std::net::IpAddr;
 use std::pin::pin;
@@ -88,10 +88,10 @@ impl Driver {
     {
         let inner = Arc::new(Mutex::new(State {
             core,
-            links: HashMap::new(),
-            requests: HashMap::new(),
+            links: IdMap::default(),
+            requests: IdMap::default(),
             forwarding: false,
-            uploads: HashMap::new(),
+            uploads: IdMap::default(),
             cluster: cluster_port::ClusterPort::default(),
             timer: Timer::default(),
             wake: Vec::new(),
@@ -444,8 +444,8 @@ struct Attached {
 
 struct State {
     core: Core,
-    links: HashMap<LinkId, Attached>,
-    requests: HashMap<RequestId, Events>,
+    links: IdMap<LinkId, Attached>,
+    requests: IdMap<RequestId, Events>,
     /// In a cluster: requests may go to other gateways.
     forwarding: bool,
     /// What the cluster's bus task must still do.
@@ -454,7 +454,7 @@ struct State {
     /// receiver's credit or for room in their connection's queue, until
     /// its `Output::Writable` names them. An entry goes when its request
     /// ends, which tells the pump. At most one per request in flight.
-    uploads: HashMap<RequestId, oneshot::Sender<()>>,
+    uploads: IdMap<RequestId, oneshot::Sender<()>>,
     timer: Timer,
     /// Tasks to wake once the lock is let go.
     wake: Vec<Waker>,

@@ -6,7 +6,9 @@
 //! than [`ReceiverConfig::max_in_flight`](anpx_core::ReceiverConfig::max_in_flight),
 //! so what waits here is bounded by the structure, whatever the calls do.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::id_map::IdMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -49,7 +51,7 @@ pub(super) struct ReplyTx {
 }
 
 struct Slots {
-    slots: HashMap<RequestId, Slot>,
+    slots: IdMap<RequestId, Slot>,
     ready: VecDeque<RequestId>,
     capacity: usize,
     waker: Option<Waker>,
@@ -138,7 +140,7 @@ impl Replies {
     pub(super) fn new(capacity: usize) -> Self {
         Replies {
             shared: Arc::new(Mutex::new(Slots {
-                slots: HashMap::new(),
+                slots: IdMap::default(),
                 ready: VecDeque::new(),
                 capacity,
                 waker: None,
