@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Instructions per request of `anpx both --upstream` (or anpx-smol), counted
+# by valgrind's callgrind: the same for the same binary and load whatever
+# else the machine is doing, so two builds can be compared on a busy
+# machine. See docs/BENCHMARKS.md ("Instructions per request").
+#
+#   benches/instructions.sh                            # anpx, small responses
+#   BIN_ANPX=/path/a BEFORE_ANPX=/path/b benches/instructions.sh   # two builds
+#   SYSTEM=anpx-smol benches/instructions.sh
+#
+# Knobs (environment): SYSTEM (anpx or anpx-smol), REQUESTS (3000),
+# CONNECTIONS (8), FILE (small: 40 bytes; big: 1 MiB), BASE_PORT (28600;
+# uses 3 ports), BIN_ANPX / BIN_ANPX_SMOL (default the bench profile's,
+# built if missing), BEFORE_ANPX / BEFORE_ANPX_SMOL (a second build counted
+# the same way), OUT (directory for logs and the callgrind files, which
+# `callgrind_annotate --inclusive=yes` reads).
+#
+# Each build runs twice, with REQUESTS and with 2 x REQUESTS requests; the
+# difference divided by REQUESTS is the cost of a request, without the
+# process's start and exit. Under callgrind the process runs on one thread
+# at a time, so this counts work, not waiting.
+set -euo pipefail
+
+SYSTEM=${SYSTEM:-anpx}
+REQUESTS=${REQUESTS:-3000}
+CONNECTIONS=${CONNECTIONS:-8}
+FILE=${FILE:-small}
+BASE_PORT=${BASE_PORT:-28600}
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${OUT:-$(mktemp -d /tmp/anpx-instructions.XXXXXX)}
+mkdir -p "$OUT/www" "$OUT/logs"
+chmod 755 "$OUT"
+
+say() { printf '%s\n' "$*" >&2; }
+die() {
+    say "instructions: $*"
+    exit 1
+}
+
+apt_install() { # package
+    command -v apt-get >/dev/null || die "$1 is missing: install it"
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    say "installing $1 (apt-get)"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$1" >&2
+}
+command -v valgrind >/dev/null || apt_install valgrind
+command -v wrk >/dev/null || apt_install wrk
+command -v curl >/dev/null || apt_install curl
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+[ -x "$NGINX" ] || apt_install nginx-light
+
+case $SYSTEM in
+anpx) BIN_VAR=BIN_ANPX BEFORE_VAR=BEFORE_ANPX NAME=anpx ;;
+anpx-smol) BIN_VAR=BIN_ANPX_SMOL BEFORE_VAR=BEFORE_ANPX_SMOL NAME=anpx-smol ;;
+*) die "SYSTEM must be anpx or anpx-smol" ;;
+esac
+BIN=${!BIN_VAR:-}
+if [ -z "$BIN" ]; then
+    target=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+    BIN="$target/release/$NAME"
+    if [ ! -x "$BIN" ]; then
+        say "building $NAME (cargo build --profile bench)"
+        (cd "$REPO" && cargo build --profile bench -p shell-tokio -p shell-smol --bin "$NAME" >&2)
+    fi
+fi
+BEFORE=${!BEFORE_VAR:-}
+
+P_BACKEND=$BASE_PORT
+P_TUNNEL=$((BASE_PORT + 1))
+
+printf 'anpx benchmark: forty bytes of body.....' >"$OUT/www/small"
+head -c 1048576 /dev/urandom >"$OUT/www/big"
+chmod -R a+rX "$OUT/www"
+mkdir -p "$OUT/backend.tmp"
+cat >"$OUT/backend.conf" <<EOF
+worker_processes 1;
+pid $OUT/backend.pid;
+error_log $OUT/logs/backend.error.log warn;
+daemon off;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $OUT/backend.tmp;
+    keepalive_requests 100000000;
+    default_type application/octet-stream;
+    server {
+        listen 127.0.0.1:$P_BACKEND;
+        root $OUT/www;
+    }
+}
+EOF
+
+# shellcheck source=benches/processes.sh
+. "$REPO/benches/processes.sh"
+wait_http() {
+    for _ in $(seq 1 600); do
+        if curl -fsS -o /dev/null "$1" 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    die "no answer from $1 (logs in $OUT/logs)"
+}
+
+start backend "$NGINX" -c "$OUT/backend.conf" -p "$OUT"
+wait_http "http://127.0.0.1:$P_BACKEND/$FILE"
+
+# Total instructions of one process that served `n` requests.
+count() { # label binary n
+    local label=$1 bin=$2 n=$3
+    cat >"$OUT/stop.$n.lua" <<EOF
+local done = 0
+function response(status, headers, body)
+    if status ~= 200 then
+        io.stderr:write("status " .. status .. "\\n")
+        os.exit(1)
+    end
+    done = done + 1
+    if done >= $n then os.exit(0) end
+end
+EOF
+    valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.$label.$n" \
+        "$bin" both --upstream "http://127.0.0.1:$P_BACKEND" \
+        --listen "127.0.0.1:$P_TUNNEL" --admin-listen off >"$OUT/logs/$label.$n.log" 2>&1 &
+    local pid=$!
+    wait_http "http://127.0.0.1:$P_TUNNEL/$FILE"
+    wrk -t1 -c"$CONNECTIONS" -d600s -s "$OUT/stop.$n.lua" \
+        "http://127.0.0.1:$P_TUNNEL/$FILE" >"$OUT/wrk.$label.$n.txt" ||
+        die "wrk failed: $(cat "$OUT/wrk.$label.$n.txt")"
+    kill -INT "$pid"
+    wait "$pid" || true
+    sed -n 's/.*I *refs: *//p' "$OUT/logs/$label.$n.log" | tr -d ,
+}
+
+per_request() { # label binary
+    local one two
+    one=$(count "$1" "$2" "$REQUESTS")
+    two=$(count "$1" "$2" $((2 * REQUESTS)))
+    [ -n "$one" ] && [ -n "$two" ] || die "no count from callgrind (logs in $OUT/logs)"
+    echo $(((two - one) / REQUESTS))
+}
+
+say "$SYSTEM both --upstream, $FILE, $CONNECTIONS connections, $REQUESTS and $((2 * REQUESTS)) requests under callgrind; data in $OUT"
+now=$(per_request build "$BIN")
+printf 'instructions per request: %s (%s)\n' "$now" "$BIN"
+if [ -n "$BEFORE" ]; then
+    before=$(per_request before "$BEFORE")
+    printf 'instructions per request: %s (%s)\n' "$before" "$BEFORE"
+    python3 -c "import sys; print(f'build / before: {int(sys.argv[1]) / int(sys.argv[2]):.3f}x')" "$now" "$before"
+fi
