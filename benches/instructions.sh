@@ -71,38 +71,9 @@ BEFORE=${!BEFORE_VAR:-}
 P_BACKEND=$BASE_PORT
 P_TUNNEL=$((BASE_PORT + 1))
 
-printf 'anpx benchmark: forty bytes of body.....' >"$OUT/www/small"
-head -c 1048576 /dev/urandom >"$OUT/www/big"
-chmod -R a+rX "$OUT/www"
-mkdir -p "$OUT/backend.tmp"
-cat >"$OUT/backend.conf" <<EOF
-worker_processes 1;
-pid $OUT/backend.pid;
-error_log $OUT/logs/backend.error.log warn;
-daemon off;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $OUT/backend.tmp;
-    keepalive_requests 100000000;
-    default_type application/octet-stream;
-    server {
-        listen 127.0.0.1:$P_BACKEND;
-        root $OUT/www;
-    }
-}
-EOF
-
 # shellcheck source=benches/processes.sh
 . "$REPO/benches/processes.sh"
-wait_http() {
-    for _ in $(seq 1 600); do
-        if curl -fsS -o /dev/null "$1" 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    die "no answer from $1 (logs in $OUT/logs)"
-}
-
+backend_config "$P_BACKEND"
 start backend "$NGINX" -c "$OUT/backend.conf" -p "$OUT"
 wait_http "http://127.0.0.1:$P_BACKEND/$FILE"
 

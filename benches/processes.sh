@@ -20,3 +20,44 @@ start() { # name command...
     declare -g "PID_${name//-/_}=$!"
 }
 pid_of() { local v="PID_${1//-/_}"; echo "${!v}"; }
+
+# The nginx backend of the per-request scripts: a 40-byte file (small) and a
+# 1 MiB one (big) under $OUT/www, one worker listening on 127.0.0.1:$1, its
+# configuration in $OUT/backend.conf. Started with
+# `start backend "$NGINX" -c "$OUT/backend.conf" -p "$OUT"`.
+backend_config() { # port
+    mkdir -p "$OUT/www" "$OUT/backend.tmp"
+    printf 'anpx benchmark: forty bytes of body.....' >"$OUT/www/small"
+    head -c 1048576 /dev/urandom >"$OUT/www/big"
+    chmod -R a+rX "$OUT/www"
+    cat >"$OUT/backend.conf" <<EOF
+worker_processes 1;
+pid $OUT/backend.pid;
+error_log $OUT/logs/backend.error.log warn;
+daemon off;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $OUT/backend.tmp;
+    keepalive_requests 100000000;
+    keepalive_timeout 120s;
+    default_type application/octet-stream;
+    server {
+        listen 127.0.0.1:$1;
+        root $OUT/www;
+        sendfile on;
+        tcp_nopush on;
+        open_file_cache max=16;
+    }
+}
+EOF
+}
+
+# Waits until `url` answers 200; the script's `die` if it never does.
+wait_http() { # url
+    for _ in $(seq 1 600); do
+        if curl -fsS -o /dev/null "$1" 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    die "no answer from $1 (logs in $OUT/logs)"
+}

@@ -66,31 +66,6 @@ bin_of() { # name
 P_BACKEND=$BASE_PORT
 P_TUNNEL=$((BASE_PORT + 1))
 
-printf 'anpx benchmark: forty bytes of body.....' >"$OUT/www/small"
-head -c 1048576 /dev/urandom >"$OUT/www/big"
-chmod -R a+rX "$OUT/www"
-mkdir -p "$OUT/backend.tmp"
-cat >"$OUT/backend.conf" <<EOF
-worker_processes 1;
-pid $OUT/backend.pid;
-error_log $OUT/logs/backend.error.log warn;
-daemon off;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $OUT/backend.tmp;
-    keepalive_requests 100000000;
-    keepalive_timeout 120s;
-    default_type application/octet-stream;
-    server {
-        listen 127.0.0.1:$P_BACKEND;
-        root $OUT/www;
-        sendfile on;
-        tcp_nopush on;
-        open_file_cache max=16;
-    }
-}
-EOF
 cat >"$OUT/stop-after.lua" <<EOF
 -- wrk runs for its whole duration even once a thread stops: exit instead.
 local done = 0
@@ -108,6 +83,7 @@ EOF
 
 # shellcheck source=benches/processes.sh
 . "$REPO/benches/processes.sh"
+backend_config "$P_BACKEND"
 wait_port() {
     for _ in $(seq 1 200); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
@@ -115,14 +91,6 @@ wait_port() {
     done
     die "nothing listens on port $1 (logs in $OUT/logs)"
 }
-wait_http() {
-    for _ in $(seq 1 200); do
-        if curl -fsS -o /dev/null "$1" 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    die "no answer from $1 (logs in $OUT/logs)"
-}
-
 start backend "$NGINX" -c "$OUT/backend.conf" -p "$OUT"
 BACKEND_PID=$LAST_PID
 wait_http "http://127.0.0.1:$P_BACKEND/small"
