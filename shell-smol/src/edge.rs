@@ -333,7 +333,16 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Replay<S> {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let mut state = this.state.lock().unwrap_or_else(|p| p.into_inner());
-        if state.holding && state.held.len() + buf.len() <= HOLD_MAX {
+        let after = state.held.len() + buf.len();
+        if state.holding && after <= HOLD_MAX {
+            if after > HOLD_KEEP && after > state.held.capacity() {
+                // A body past a small answer fills the hold to its limit:
+                // room for all of it at once, where growing by doubling
+                // copied every held byte again at each step (an extra copy
+                // of a large body, `benches/instructions.sh` FILE=big).
+                let held = &mut state.held;
+                held.reserve_exact(HOLD_MAX - held.len());
+            }
             state.held.extend_from_slice(buf);
             return Poll::Ready(Ok(buf.len()));
         }
@@ -722,6 +731,34 @@ mod tests {
             // The flush ended the hold: the next write goes out as is.
             conn.write_all(b"more").await.unwrap();
             assert_eq!(socket.taken(), [b"more".to_vec()]);
+        });
+    }
+
+    #[test]
+    fn a_held_body_grows_its_hold_once_and_leaves_whole() {
+        smol::block_on(async {
+            let socket = Writes::default();
+            let mut conn = Replay::new(socket.clone());
+            conn.hold();
+            conn.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+            let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+            let mut grown = Vec::new();
+            for piece in body.chunks(8 * 1024) {
+                conn.write_all(piece).await.unwrap();
+                grown.push(conn.state().held.capacity());
+            }
+            conn.flush().await.unwrap();
+            // Past the first few KiB the hold is the whole limit at once,
+            // not doubled into it with a copy at each step.
+            assert!(
+                grown.iter().all(|&c| c <= HOLD_KEEP || c == HOLD_MAX),
+                "hold capacities {grown:?}"
+            );
+            let writes = socket.taken();
+            assert!(writes.iter().all(|w| w.len() <= HOLD_MAX + 8 * 1024));
+            let sent: Vec<u8> = writes.concat();
+            assert_eq!(&sent[..19], b"HTTP/1.1 200 OK\r\n\r\n");
+            assert_eq!(&sent[19..], &body[..]);
         });
     }
 
