@@ -30,6 +30,29 @@ fn pair() -> Pair {
     Pair::back_to_back("api.agent.com/svc", features, GatewayConfig::default())
 }
 
+/// A request served to `ORIGIN` whose receiver, without flow control,
+/// answered 3 MiB whole at once: its local request has ended while most of
+/// the answers wait for the origin's credit.
+fn served_whole_answer_of_3_mib() -> (Pair, RequestId) {
+    let mut p = Pair::back_to_back(
+        "api.agent.com/svc",
+        [Feature::Streaming].into_iter().collect(),
+        GatewayConfig::default(),
+    );
+    let now = p.now;
+    let id =
+        p.gw.serve_forwarded(now, start(BodyMode::Empty), ORIGIN.into(), "_S.b")
+            .expect("started");
+    p.pump();
+    // What answered the start is not what these tests look at.
+    answers(&mut p);
+    let body = Bytes::from(vec![b'x'; 3 << 20]);
+    p.rx.respond(now, &id, ResponseHead::new(200), ResponseBody::Full(body))
+        .unwrap();
+    p.pump();
+    (p, id)
+}
+
 /// The answers so far, taken.
 fn answers(p: &mut Pair) -> Vec<WireMessage> {
     p.answers
@@ -187,23 +210,8 @@ fn a_start_no_receiver_serves_is_refused_to_its_origin() {
 
 #[test]
 fn a_served_request_counts_in_flight_until_its_answers_are_out() {
-    // A receiver without flow control answers whole at once: its local
-    // request ends while most answers still wait for the origin's credit.
-    let mut p = Pair::back_to_back(
-        "api.agent.com/svc",
-        [Feature::Streaming].into_iter().collect(),
-        GatewayConfig::default(),
-    );
+    let (mut p, id) = served_whole_answer_of_3_mib();
     let now = p.now;
-    let id =
-        p.gw.serve_forwarded(now, start(BodyMode::Empty), ORIGIN.into(), "_S.b")
-            .expect("started");
-    p.pump();
-    answers(&mut p);
-    let body = Bytes::from(vec![b'x'; 3 << 20]);
-    p.rx.respond(now, &id, ResponseHead::new(200), ResponseBody::Full(body))
-        .unwrap();
-    p.pump();
     assert!(!answers(&mut p).is_empty(), "the first answers went");
     assert_eq!(p.gw.served_in_flight(), 1, "answers still wait for credit");
     assert_eq!(p.gw.in_flight(), 1);
@@ -229,20 +237,8 @@ fn a_served_request_counts_in_flight_until_its_answers_are_out() {
 
 #[test]
 fn a_served_request_without_credit_for_a_request_timeout_is_given_up_and_counted() {
-    let mut p = Pair::back_to_back(
-        "api.agent.com/svc",
-        [Feature::Streaming].into_iter().collect(),
-        GatewayConfig::default(),
-    );
+    let (mut p, id) = served_whole_answer_of_3_mib();
     let now = p.now;
-    let id =
-        p.gw.serve_forwarded(now, start(BodyMode::Empty), ORIGIN.into(), "_S.b")
-            .expect("started");
-    p.pump();
-    let body = Bytes::from(vec![b'x'; 3 << 20]);
-    p.rx.respond(now, &id, ResponseHead::new(200), ResponseBody::Full(body))
-        .unwrap();
-    p.pump();
     assert_eq!(p.gw.served_in_flight(), 1);
     assert_eq!(p.gw.stats(now).totals.served_stalled, 0);
 
