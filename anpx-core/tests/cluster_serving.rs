@@ -237,7 +237,7 @@ fn a_served_request_counts_in_flight_until_its_answers_are_out() {
 
 #[test]
 fn a_served_request_without_credit_for_a_request_timeout_is_given_up_and_counted() {
-    let (mut p, id) = served_whole_answer_of_3_mib();
+    let (mut p, _) = served_whole_answer_of_3_mib();
     let now = p.now;
     assert_eq!(p.gw.served_in_flight(), 1);
     assert_eq!(p.gw.stats(now).totals.served_stalled, 0);
