@@ -4,9 +4,11 @@
 //! (`anpx_core::cli`, `anpx_cli`); this binary only supplies what runs
 //! them: tokio, and this shell's gateway, receiver and signals.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anpx_cli::reload::Reloader;
 use anpx_cli::setup::Upstreams;
@@ -30,6 +32,35 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     anpx_cli::main(Anpx)
+}
+
+/// How often at most a worker gives back what it freed (below).
+const COLLECT_EVERY: Duration = Duration::from_millis(100);
+
+thread_local! {
+    static LAST_COLLECT: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// A worker about to park: its log lines go out, and mimalloc gives the
+/// system back the pages this worker's heap no longer uses. mimalloc does
+/// that on its own only while the thread keeps allocating, so after a
+/// load the pages freed last stayed with a parked worker: after 1 MiB
+/// responses an idle `anpx both` held 1.7–2.6× its startup RSS
+/// (`benches/vs-rathole.sh`, docs/BENCHMARKS.md). At most every 100 ms
+/// per worker, so parking after every request at low load does not
+/// collect every time; the next park after a quiet spell collects.
+fn parked() {
+    anpx_cli::log_writer::parked();
+    let now = Instant::now();
+    let due = LAST_COLLECT
+        .get()
+        .is_none_or(|last| now - last >= COLLECT_EVERY);
+    if due {
+        LAST_COLLECT.set(Some(now));
+        // SAFETY: mi_collect takes no pointers; it walks the calling
+        // thread's own heap, which mimalloc allows at any time.
+        unsafe { libmimalloc_sys::mi_collect(false) };
+    }
 }
 
 /// This shell's I/O for the shared commands.
@@ -62,7 +93,7 @@ impl Shell for Anpx {
             // until they park (anpx_cli::log_writer): a request's line is
             // formatted after its response is written, and one write
             // carries many lines under load.
-            .on_thread_park(anpx_cli::log_writer::parked)
+            .on_thread_park(parked)
             .on_thread_stop(anpx_cli::log_writer::parked)
             .build()
             .context("cannot start the async runtime")?

@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anpx_core::RequestHead;
 use async_tungstenite::tokio::TokioAdapter;
@@ -16,7 +17,7 @@ use http_body_util::{BodyDataStream, BodyExt};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use anpx_cli::setup::Upstreams;
 use shell_common::body::BodyStream;
@@ -85,6 +86,17 @@ pub trait Upstream: Send + Sync + 'static {
 /// At 64 KiB it held 20–23 MiB (`benches/vs-rathole.sh`, docs/BENCHMARKS.md).
 const UPSTREAM_READ_BUFFER_MAX: usize = 64 * 1024;
 
+/// How long a keep-alive connection to the local service waits in the
+/// pool for its next request before it is closed (hyper-util's default is
+/// 90 s). Under the 5 s keep-alive of common agent servers (uvicorn,
+/// Node's `http`), so a request is not sent on a connection the service
+/// is closing at that moment; and each idle connection holds its task and
+/// its read buffer (up to the 64 KiB above): 32 of them after a load were
+/// 1–3 MiB of an idle process's RSS (`benches/vs-rathole.sh`). A
+/// connection opened again after a quiet spell costs one loopback
+/// connect.
+const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
 /// A local HTTP service reached over a keep-alive connection pool.
 #[derive(Clone)]
 pub struct HttpUpstream {
@@ -126,6 +138,8 @@ impl HttpUpstream {
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(256)
+            .pool_idle_timeout(UPSTREAM_IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
             .http1_max_buf_size(UPSTREAM_READ_BUFFER_MAX)
             .build(connector);
         let parts = uri.into_parts();
