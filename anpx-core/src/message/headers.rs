@@ -4,8 +4,9 @@
 use std::fmt;
 
 use serde::de::{MapAccess, Visitor};
-use serde::ser::SerializeMap;
-use serde::{Deserializer, Serialize, Serializer};
+use serde::Deserializer;
+
+use super::pyjson::PyJson;
 
 /// Header fields in the order they arrived, names lower-cased, repeats kept
 /// (two `set-cookie` fields stay two entries).
@@ -131,30 +132,51 @@ impl<N: Into<String>, V: Into<String>> FromIterator<(N, V)> for HeaderList {
     }
 }
 
-/// Serializes a header list as the reference's flat object: one key per
-/// name in order of first appearance, repeated values joined with `", "`
-/// (what the reference's own HTTP client does when it flattens headers).
+/// Writes a header list as the reference's flat object: one key per name
+/// in order of first appearance, repeated values joined with `", "` (what
+/// the reference's own HTTP client does when it flattens headers).
+pub(crate) fn write_flat(w: &mut PyJson, headers: &HeaderList) {
+    let pairs = headers.as_pairs();
+    w.begin_object();
+    for (i, (name, value)) in pairs.iter().enumerate() {
+        if pairs[..i].iter().any(|(n, _)| n == name) {
+            continue;
+        }
+        let mut repeats = pairs[i + 1..].iter().filter(|(n, _)| n == name).peekable();
+        if repeats.peek().is_none() {
+            w.entry(name, value);
+        } else {
+            let mut joined = value.clone();
+            for (_, v) in repeats {
+                joined.push_str(", ");
+                joined.push_str(v);
+            }
+            w.entry(name, &joined);
+        }
+    }
+    w.end_object();
+}
+
+/// The serde rendering of [`write_flat`], for the oracle tests.
+#[cfg(test)]
 pub(crate) struct FlatHeaders<'a>(pub &'a HeaderList);
 
-impl Serialize for FlatHeaders<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+#[cfg(test)]
+impl serde::Serialize for FlatHeaders<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
         let pairs = self.0.as_pairs();
         let mut map = s.serialize_map(None)?;
         for (i, (name, value)) in pairs.iter().enumerate() {
             if pairs[..i].iter().any(|(n, _)| n == name) {
                 continue;
             }
-            let mut repeats = pairs[i + 1..].iter().filter(|(n, _)| n == name).peekable();
-            if repeats.peek().is_none() {
-                map.serialize_entry(name, value)?;
-            } else {
-                let mut joined = value.clone();
-                for (_, v) in repeats {
-                    joined.push_str(", ");
-                    joined.push_str(v);
-                }
-                map.serialize_entry(name, &joined)?;
+            let mut joined = value.clone();
+            for (_, v) in pairs[i + 1..].iter().filter(|(n, _)| n == name) {
+                joined.push_str(", ");
+                joined.push_str(v);
             }
+            map.serialize_entry(name, &joined)?;
         }
         map.end()
     }
@@ -194,6 +216,9 @@ mod tests {
     fn flat_form_joins_repeats_in_first_appearance_order() {
         let h: HeaderList = [("B", "1"), ("a", "2"), ("b", "3")].into_iter().collect();
         assert!(h.has_repeats());
+        let mut w = PyJson::new();
+        write_flat(&mut w, &h);
+        assert_eq!(w.finish(), br#"{"b": "1, 3", "a": "2"}"#);
         let json = serde_json::to_string(&FlatHeaders(&h)).unwrap();
         assert_eq!(json, r#"{"b":"1, 3","a":"2"}"#);
     }

@@ -1,10 +1,10 @@
 //! The request head and its `http_meta` JSON.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use super::headers::{ordered_pairs, FlatHeaders, HeaderList};
-use super::pyjson::to_python_json;
-use super::query::{encode_pairs, flat_form_is_lossy, FlatQuery};
+use super::headers::{self, ordered_pairs, HeaderList};
+use super::pyjson::PyJson;
+use super::query::{self, encode_pairs, flat_form_is_lossy};
 
 /// Method, path, query and headers of an HTTP request.
 ///
@@ -31,18 +31,6 @@ pub struct RequestHead {
     pub query: String,
     /// Header fields, in order, repeats kept.
     pub headers: HeaderList,
-}
-
-#[derive(Serialize)]
-struct WireOut<'a> {
-    method: &'a str,
-    path: &'a str,
-    headers: FlatHeaders<'a>,
-    query: FlatQuery<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    anpx_headers: Option<&'a [(String, String)]>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    anpx_query: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
@@ -94,24 +82,102 @@ impl RequestHead {
     /// The `http_meta` JSON, byte-identical to the reference's when nothing
     /// needs the lossless extras.
     pub fn to_meta_json(&self) -> Vec<u8> {
-        to_python_json(&WireOut {
-            method: &self.method,
-            path: &self.path,
-            headers: FlatHeaders(&self.headers),
-            query: FlatQuery(&self.query),
-            anpx_headers: self.headers.has_repeats().then(|| self.headers.as_pairs()),
-            anpx_query: flat_form_is_lossy(&self.query).then_some(self.query.as_str()),
-        })
+        let mut w = PyJson::new();
+        w.begin_object();
+        w.entry("method", &self.method);
+        w.entry("path", &self.path);
+        w.key("headers");
+        headers::write_flat(&mut w, &self.headers);
+        w.key("query");
+        query::write_flat(&mut w, &self.query);
+        if self.headers.has_repeats() {
+            w.key("anpx_headers");
+            w.pairs(self.headers.as_pairs());
+        }
+        if flat_form_is_lossy(&self.query) {
+            w.entry("anpx_query", &self.query);
+        }
+        w.end_object();
+        w.finish()
     }
 
     /// Parses `http_meta` JSON; unknown keys are ignored, as the reference does.
     pub fn from_meta_json(json: &[u8]) -> Result<Self, serde_json::Error> {
-        let wire: WireIn = serde_json::from_slice(json)?;
+        let wire: WireIn = super::parse_meta(json)?;
         Ok(RequestHead {
             method: wire.method,
             path: wire.path,
             query: wire.anpx_query.unwrap_or_else(|| encode_pairs(&wire.query)),
             headers: HeaderList::from_lowercased_pairs(wire.anpx_headers.unwrap_or(wire.headers)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde::Serialize;
+
+    use super::super::headers::FlatHeaders;
+    use super::super::pyjson::oracle::to_python_json;
+    use super::super::query::FlatQuery;
+    use super::*;
+
+    /// The serde rendering `to_meta_json` replaced.
+    #[derive(Serialize)]
+    struct WireOut<'a> {
+        method: &'a str,
+        path: &'a str,
+        headers: FlatHeaders<'a>,
+        query: FlatQuery<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        anpx_headers: Option<&'a [(String, String)]>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        anpx_query: Option<&'a str>,
+    }
+
+    fn oracle(head: &RequestHead) -> Vec<u8> {
+        to_python_json(&WireOut {
+            method: &head.method,
+            path: &head.path,
+            headers: FlatHeaders(&head.headers),
+            query: FlatQuery(&head.query),
+            anpx_headers: head.headers.has_repeats().then(|| head.headers.as_pairs()),
+            anpx_query: flat_form_is_lossy(&head.query).then_some(head.query.as_str()),
+        })
+    }
+
+    /// Text with what JSON and Python escape: quotes, backslashes, control
+    /// characters, DEL, non-ASCII and characters above the BMP.
+    fn text() -> impl Strategy<Value = String> {
+        "[a-c\\\"\x00-\x1f\x7f é旅😀=&%+ ]{0,12}"
+    }
+
+    #[test]
+    fn meta_that_is_not_utf8_is_refused_with_the_reason() {
+        let json = b"{\"method\": \"GET\", \"path\": \"/\xff\"}";
+        let e = RequestHead::from_meta_json(json).unwrap_err();
+        assert!(e.to_string().contains("not UTF-8"), "{e}");
+        let json = b"{\"method\": \"GET\", \"path\": \"/\xc3\xa9\"}";
+        assert_eq!(RequestHead::from_meta_json(json).unwrap().path, "/\u{e9}");
+    }
+
+    proptest! {
+        #[test]
+        fn meta_json_is_the_serde_rendering_byte_for_byte(
+            method in text(),
+            path in text(),
+            query in text(),
+            fields in proptest::collection::vec(("[a-c]{1,2}", text()), 0..8),
+        ) {
+            let mut head = RequestHead::new(method, path).with_query(query);
+            for (name, value) in fields {
+                head = head.with_header(name, value);
+            }
+            let json = head.to_meta_json();
+            let expected = oracle(&head);
+            prop_assert_eq!(String::from_utf8_lossy(&json), String::from_utf8_lossy(&expected));
+            prop_assert_eq!(RequestHead::from_meta_json(&json).unwrap(), head);
+        }
     }
 }

@@ -1,10 +1,10 @@
 //! The response head and its `resp_meta` JSON.
 
 use serde::de::Error as _;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use super::headers::{ordered_pairs, FlatHeaders, HeaderList};
-use super::pyjson::to_python_json;
+use super::headers::{self, ordered_pairs, HeaderList};
+use super::pyjson::PyJson;
 
 /// Status, reason phrase and headers of an HTTP response.
 ///
@@ -29,15 +29,6 @@ pub struct ResponseHead {
     pub reason: String,
     /// Header fields, in order, repeats kept.
     pub headers: HeaderList,
-}
-
-#[derive(Serialize)]
-struct WireOut<'a> {
-    status: u16,
-    reason: &'a str,
-    headers: FlatHeaders<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    anpx_headers: Option<&'a [(String, String)]>,
 }
 
 #[derive(Deserialize)]
@@ -70,17 +61,24 @@ impl ResponseHead {
     /// The `resp_meta` JSON, byte-identical to the reference's when no
     /// header repeats.
     pub fn to_meta_json(&self) -> Vec<u8> {
-        to_python_json(&WireOut {
-            status: self.status,
-            reason: &self.reason,
-            headers: FlatHeaders(&self.headers),
-            anpx_headers: self.headers.has_repeats().then(|| self.headers.as_pairs()),
-        })
+        let mut w = PyJson::new();
+        w.begin_object();
+        w.key("status");
+        w.number(self.status);
+        w.entry("reason", &self.reason);
+        w.key("headers");
+        headers::write_flat(&mut w, &self.headers);
+        if self.headers.has_repeats() {
+            w.key("anpx_headers");
+            w.pairs(self.headers.as_pairs());
+        }
+        w.end_object();
+        w.finish()
     }
 
     /// Parses `resp_meta` JSON; unknown keys are ignored, `headers` may be absent.
     pub fn from_meta_json(json: &[u8]) -> Result<Self, serde_json::Error> {
-        let wire: WireIn = serde_json::from_slice(json)?;
+        let wire: WireIn = super::parse_meta(json)?;
         if !(100..=999).contains(&wire.status) {
             return Err(serde_json::Error::custom(format_args!(
                 "status {} is not a three-digit HTTP status",
@@ -101,4 +99,47 @@ pub fn canonical_reason(status: u16) -> &'static str {
         .ok()
         .and_then(|code| code.canonical_reason())
         .unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde::Serialize;
+
+    use super::super::headers::FlatHeaders;
+    use super::super::pyjson::oracle::to_python_json;
+    use super::*;
+
+    /// The serde rendering `to_meta_json` replaced.
+    #[derive(Serialize)]
+    struct WireOut<'a> {
+        status: u16,
+        reason: &'a str,
+        headers: FlatHeaders<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        anpx_headers: Option<&'a [(String, String)]>,
+    }
+
+    proptest! {
+        #[test]
+        fn meta_json_is_the_serde_rendering_byte_for_byte(
+            status in 100u16..=999,
+            reason in "[a-z \\\"\x00-\x1f\x7fé😀]{0,10}",
+            fields in proptest::collection::vec(("[a-c]{1,2}", "[a-z\\\"\x00-\x1fé旅😀 ,]{0,10}"), 0..8),
+        ) {
+            let mut head = ResponseHead { status, reason, headers: HeaderList::new() };
+            for (name, value) in fields {
+                head = head.with_header(name, value);
+            }
+            let json = head.to_meta_json();
+            let oracle = to_python_json(&WireOut {
+                status: head.status,
+                reason: &head.reason,
+                headers: FlatHeaders(&head.headers),
+                anpx_headers: head.headers.has_repeats().then(|| head.headers.as_pairs()),
+            });
+            prop_assert_eq!(String::from_utf8_lossy(&json), String::from_utf8_lossy(&oracle));
+            prop_assert_eq!(ResponseHead::from_meta_json(&json).unwrap(), head);
+        }
+    }
 }
