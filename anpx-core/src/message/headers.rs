@@ -135,26 +135,30 @@ impl<N: Into<String>, V: Into<String>> FromIterator<(N, V)> for HeaderList {
 /// Writes a header list as the reference's flat object: one key per name
 /// in order of first appearance, repeated values joined with `", "` (what
 /// the reference's own HTTP client does when it flattens headers).
-pub(crate) fn write_flat(w: &mut PyJson, headers: &HeaderList) {
+/// Returns whether a name repeats, i.e. whether the flat object lost
+/// something and the pairs must travel too.
+#[must_use]
+pub(crate) fn write_flat(w: &mut PyJson, headers: &HeaderList) -> bool {
+    let repeats = headers.has_repeats();
     let pairs = headers.as_pairs();
     w.begin_object();
     for (i, (name, value)) in pairs.iter().enumerate() {
+        if !repeats {
+            w.entry(name, value);
+            continue;
+        }
         if pairs[..i].iter().any(|(n, _)| n == name) {
             continue;
         }
-        let mut repeats = pairs[i + 1..].iter().filter(|(n, _)| n == name).peekable();
-        if repeats.peek().is_none() {
-            w.entry(name, value);
-        } else {
-            let mut joined = value.clone();
-            for (_, v) in repeats {
-                joined.push_str(", ");
-                joined.push_str(v);
-            }
-            w.entry(name, &joined);
+        let mut joined = value.clone();
+        for (_, v) in pairs[i + 1..].iter().filter(|(n, _)| n == name) {
+            joined.push_str(", ");
+            joined.push_str(v);
         }
+        w.entry(name, &joined);
     }
     w.end_object();
+    repeats
 }
 
 /// The serde rendering of [`write_flat`], for the oracle tests.
@@ -217,7 +221,7 @@ mod tests {
         let h: HeaderList = [("B", "1"), ("a", "2"), ("b", "3")].into_iter().collect();
         assert!(h.has_repeats());
         let mut w = PyJson::new();
-        write_flat(&mut w, &h);
+        assert!(write_flat(&mut w, &h));
         assert_eq!(w.finish(), br#"{"b": "1, 3", "a": "2"}"#);
         let json = serde_json::to_string(&FlatHeaders(&h)).unwrap();
         assert_eq!(json, r#"{"b":"1, 3","a":"2"}"#);

@@ -87,10 +87,10 @@ impl RequestHead {
         w.entry("method", &self.method);
         w.entry("path", &self.path);
         w.key("headers");
-        headers::write_flat(&mut w, &self.headers);
+        let repeats = headers::write_flat(&mut w, &self.headers);
         w.key("query");
         query::write_flat(&mut w, &self.query);
-        if self.headers.has_repeats() {
+        if repeats {
             w.key("anpx_headers");
             w.pairs(self.headers.as_pairs());
         }

@@ -67,8 +67,7 @@ impl ResponseHead {
         w.number(self.status);
         w.entry("reason", &self.reason);
         w.key("headers");
-        headers::write_flat(&mut w, &self.headers);
-        if self.headers.has_repeats() {
+        if headers::write_flat(&mut w, &self.headers) {
             w.key("anpx_headers");
             w.pairs(self.headers.as_pairs());
         }
