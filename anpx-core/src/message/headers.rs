@@ -1,6 +1,7 @@
 //! HTTP header fields as an ordered list, and the flat JSON object the
 //! reference puts on the wire.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{MapAccess, Visitor};
@@ -140,25 +141,38 @@ impl<N: Into<String>, V: Into<String>> FromIterator<(N, V)> for HeaderList {
 #[must_use]
 pub(crate) fn write_flat(w: &mut PyJson, headers: &HeaderList) -> bool {
     let repeats = headers.has_repeats();
-    let pairs = headers.as_pairs();
     w.begin_object();
-    for (i, (name, value)) in pairs.iter().enumerate() {
-        if !repeats {
+    if repeats {
+        for (name, value) in flat_entries(headers.as_pairs()) {
+            w.entry(name, &value);
+        }
+    } else {
+        for (name, value) in headers.iter() {
             w.entry(name, value);
-            continue;
         }
-        if pairs[..i].iter().any(|(n, _)| n == name) {
-            continue;
-        }
-        let mut joined = value.clone();
-        for (_, v) in pairs[i + 1..].iter().filter(|(n, _)| n == name) {
-            joined.push_str(", ");
-            joined.push_str(v);
-        }
-        w.entry(name, &joined);
     }
     w.end_object();
     repeats
+}
+
+/// One `(name, value)` per name, in order of first appearance, the values
+/// of a repeated name joined with `", "`.
+fn flat_entries(pairs: &[(String, String)]) -> impl Iterator<Item = (&str, Cow<'_, str>)> {
+    pairs.iter().enumerate().filter_map(|(i, (name, value))| {
+        if pairs[..i].iter().any(|(n, _)| n == name) {
+            return None;
+        }
+        let mut repeats = pairs[i + 1..].iter().filter(|(n, _)| n == name).peekable();
+        if repeats.peek().is_none() {
+            return Some((name.as_str(), Cow::Borrowed(value.as_str())));
+        }
+        let mut joined = value.clone();
+        for (_, v) in repeats {
+            joined.push_str(", ");
+            joined.push_str(v);
+        }
+        Some((name.as_str(), Cow::Owned(joined)))
+    })
 }
 
 /// The serde rendering of [`write_flat`], for the oracle tests.
@@ -169,18 +183,9 @@ pub(crate) struct FlatHeaders<'a>(pub &'a HeaderList);
 impl serde::Serialize for FlatHeaders<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let pairs = self.0.as_pairs();
         let mut map = s.serialize_map(None)?;
-        for (i, (name, value)) in pairs.iter().enumerate() {
-            if pairs[..i].iter().any(|(n, _)| n == name) {
-                continue;
-            }
-            let mut joined = value.clone();
-            for (_, v) in pairs[i + 1..].iter().filter(|(n, _)| n == name) {
-                joined.push_str(", ");
-                joined.push_str(v);
-            }
-            map.serialize_entry(name, &joined)?;
+        for (name, value) in flat_entries(self.0.as_pairs()) {
+            map.serialize_entry(name, &value)?;
         }
         map.end()
     }

@@ -184,11 +184,7 @@ pub(crate) mod oracle {
             w: &mut W,
             first: bool,
         ) -> io::Result<()> {
-            if first {
-                Ok(())
-            } else {
-                w.write_all(b", ")
-            }
+            separate(w, first)
         }
 
         fn begin_object_key<W: ?Sized + io::Write>(
@@ -196,11 +192,7 @@ pub(crate) mod oracle {
             w: &mut W,
             first: bool,
         ) -> io::Result<()> {
-            if first {
-                Ok(())
-            } else {
-                w.write_all(b", ")
-            }
+            separate(w, first)
         }
 
         fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
@@ -228,6 +220,15 @@ pub(crate) mod oracle {
                 start = i + ch.len_utf8();
             }
             w.write_all(&bytes[start..])
+        }
+    }
+
+    /// `", "` before every member but the first.
+    fn separate<W: ?Sized + io::Write>(w: &mut W, first: bool) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
         }
     }
 
