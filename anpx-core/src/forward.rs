@@ -86,7 +86,7 @@ pub fn request_head<N: Into<String>, V: Into<String>>(
     if !chain.is_empty() {
         chain.push_str(", ");
     }
-    chain.push_str(&client.ip.to_string());
+    crate::push_ip(&mut chain, client.ip);
     list.push("x-forwarded-for", chain);
     list.push("x-forwarded-proto", client.scheme);
     if let Some(host) = host {

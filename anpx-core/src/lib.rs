@@ -230,6 +230,7 @@ pub mod frame;
 mod gateway;
 pub mod handshake;
 mod id_map;
+mod ip_text;
 mod message;
 pub mod passthrough;
 #[cfg(feature = "policy")]
@@ -252,6 +253,7 @@ pub use gateway::{
     ResponseEvent, RouteSeries, Totals, CLUSTER_ROUTE, DEFAULT_MAX_BUFFERED_PER_LINK,
     DEFAULT_MAX_BUFFERED_TOTAL, DEFAULT_MAX_INFLIGHT_PERCENT_PER_CLIENT, UNROUTED,
 };
+pub use ip_text::push_ip;
 pub use message::{
     canonical_reason, Head, HeaderList, Message, RequestHead, RequestId, ResponseHead,
 };

@@ -107,7 +107,11 @@ pub fn report(driver: &Driver, ending: Ending, line: EndLine<'_>, refusal: Optio
 }
 
 fn log(line: &EndLine<'_>, ending: Ending, refusal: Option<&'static str>) {
-    let client = line.client.map(|c| c.to_string());
+    let client = line.client.map(|c| {
+        let mut text = String::with_capacity(15);
+        anpx_core::push_ip(&mut text, c);
+        text
+    });
     tracing::info!(
         request = &*line.request,
         client = client.as_deref().unwrap_or(""),
