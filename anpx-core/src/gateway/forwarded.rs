@@ -65,6 +65,11 @@ impl Gateway {
                 armed: None,
             },
         );
+        if self.replies_ended {
+            if let Some(f) = self.forwarded.get_mut(&id) {
+                f.machine.handle_reply(now, Reply::Ended);
+            }
+        }
         self.drain_forwarded(&id);
         id
     }
@@ -93,8 +98,9 @@ impl Gateway {
     }
 
     /// The reply inboxes are gone (the bus connection ended): every
-    /// forwarded request fails 502.
+    /// forwarded request fails 502, and so does every one started later.
     pub fn forward_replies_ended(&mut self, now: Instant) {
+        self.replies_ended = true;
         let ids: Vec<RequestId> = self.forwarded.keys().cloned().collect();
         for id in ids {
             self.forward_reply(now, &id, Reply::Ended);

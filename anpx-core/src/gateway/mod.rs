@@ -391,6 +391,10 @@ pub struct Gateway {
     membership: Option<Membership>,
     /// Public requests sent to other gateways of the cluster.
     forwarded: IdMap<RequestId, forwarded::Forwarded>,
+    /// The reply inboxes are gone for good ([`Gateway::forward_replies_ended`]):
+    /// a request forwarded from now on could never hear back, so it fails
+    /// at once instead of waiting for its deadline.
+    replies_ended: bool,
     /// Requests other gateways of the cluster forwarded here.
     served: IdMap<RequestId, served::Served>,
     /// Served requests with response events or upload room new since
@@ -435,6 +439,7 @@ impl Gateway {
             callers: None,
             membership: None,
             forwarded: IdMap::default(),
+            replies_ended: false,
             served: IdMap::default(),
             served_dirty: BTreeSet::new(),
             clock: None,
