@@ -2,9 +2,11 @@
 //! service subjects follow its receivers' routes, in its own time, and
 //! its route book decides where a public request goes.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
-use anpx_core::cluster::{Announcement, Choice, ClusterOutput, MembershipConfig};
+use anpx_core::cluster::{Announcement, Choice, ClusterOutput};
 use anpx_core::{Features, Gateway, GatewayConfig, Identity, Output, RequestHead, ServiceUrl};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -41,14 +43,7 @@ fn member(t0: Instant) -> (Gateway, anpx_core::LinkId) {
         vec![url("api.com")],
         Features::default(),
     );
-    gw.join_cluster(
-        t0,
-        MembershipConfig {
-            node: "gw-a".into(),
-            announce_interval: SECOND,
-            route_ttl: 3 * SECOND,
-        },
-    );
+    support::join_as_gw_a(&mut gw, t0);
     (gw, link)
 }
 

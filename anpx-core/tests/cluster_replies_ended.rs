@@ -3,9 +3,11 @@
 //! and so does every one started afterwards, at once rather than at its
 //! deadline.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
-use anpx_core::cluster::{Announcement, MembershipConfig};
+use anpx_core::cluster::Announcement;
 use anpx_core::{
     Gateway, GatewayConfig, Output, RequestBody, RequestHead, RequestId, ResponseEvent, ServiceUrl,
 };
@@ -19,14 +21,7 @@ fn url(s: &str) -> ServiceUrl {
 /// Gateway `gw-a`, with no receiver, knowing `gw-b` serves `api.com`.
 fn gateway(t0: Instant) -> Gateway {
     let mut gw = Gateway::new(GatewayConfig::default(), 1);
-    gw.join_cluster(
-        t0,
-        MembershipConfig {
-            node: "gw-a".into(),
-            announce_interval: SECOND,
-            route_ttl: 3 * SECOND,
-        },
-    );
+    support::join_as_gw_a(&mut gw, t0);
     gw.handle_announcement(t0, Announcement::new("gw-b", vec![url("api.com")]));
     gw
 }

@@ -3,9 +3,11 @@
 //! them for its withdrawal; one that falls silent is gone, and theirs
 //! fail.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
-use anpx_core::cluster::{Announcement, MembershipConfig, Reply, WireMessage};
+use anpx_core::cluster::{Announcement, Reply, WireMessage};
 use anpx_core::{
     Gateway, GatewayConfig, Output, RequestBody, RequestHead, RequestId, ResponseEvent,
     ResponseHead, ServiceUrl,
@@ -23,14 +25,7 @@ fn url(s: &str) -> ServiceUrl {
 /// accepted and has been seen alive since.
 fn forwarded(t0: Instant) -> (Gateway, RequestId) {
     let mut gw = Gateway::new(GatewayConfig::default(), 1);
-    gw.join_cluster(
-        t0,
-        MembershipConfig {
-            node: "gw-a".into(),
-            announce_interval: SECOND,
-            route_ttl: 3 * SECOND,
-        },
-    );
+    support::join_as_gw_a(&mut gw, t0);
     gw.handle_announcement(t0, Announcement::new("gw-b", vec![url("api.com")]));
     let id = gw.start_forwarded(
         t0,

@@ -126,3 +126,16 @@ impl Pair {
         }
     }
 }
+
+/// Joins `gw` to a cluster at `t0` as `gw-a`, announcing every second,
+/// with routes that live three seconds without an announcement.
+pub fn join_as_gw_a(gw: &mut Gateway, t0: Instant) {
+    gw.join_cluster(
+        t0,
+        anpx_core::cluster::MembershipConfig {
+            node: "gw-a".into(),
+            announce_interval: std::time::Duration::from_secs(1),
+            route_ttl: std::time::Duration::from_secs(3),
+        },
+    );
+}
