@@ -20,6 +20,11 @@
 # change: driven as the systems anpx-before / anpx-smol-before, alternating
 # with the others, for A/B figures from one run).
 #
+# Besides the throughput and latency medians, it prints each system's CPU
+# time per request at small responses and 32 connections (the tunnel's user
+# and system time, the nginx backend's, wrk's), and the RSS of each anpx
+# process; the raw figures are in $OUT (results.tsv, cpu.tsv, rss.tsv).
+#
 # Everything listens on 127.0.0.1 only. Missing tools are installed: nginx
 # (Debian's nginx-light) and wrk with apt-get, rathole with
 # `cargo install rathole --no-default-features --features server,client`
@@ -200,6 +205,7 @@ kib() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
 
 start backend "$NGINX" -c "$OUT/backend.conf" -p "$OUT"
 wait_http "http://127.0.0.1:$P_BACKEND/small" "the nginx backend"
+BACKEND_WORKER=$(pgrep -P "$(pid_of backend)" | head -n1)
 if [[ " $SYSTEMS " == *" nginx "* ]]; then
     start proxy "$NGINX" -c "$OUT/proxy.conf" -p "$OUT"
 fi
@@ -262,9 +268,54 @@ parse_wrk() {
     END { printf "%s\t%.0f\t%.0f\t%d\n", rps, p50, p99, err }' "$1"
 }
 
+# CPU time of each process on a request's path, for the small responses at
+# 32 connections: the tunnel's processes (user and system apart), the nginx
+# backend's worker and wrk itself, in clock ticks (wrk's from the shell's
+# `times`, as a child's; with PERF_SYSTEM, perf's own time falls in wrk's
+# column for the cell it records). Throughput on this machine is CPU bound:
+# these say where the two cores went.
+CPU="$OUT/cpu.tsv"
+printf 'round\tsystem\trequests\ttunnel_user\ttunnel_sys\tbackend\twrk\n' >"$CPU"
+TICK=$(getconf CLK_TCK)
+tunnel_pids() { # system
+    case $1 in
+    direct) ;;
+    rathole) echo "$(pid_of rathole-server) $(pid_of rathole-client)" ;;
+    nginx) pgrep -P "$(pid_of proxy)" | tr '\n' ' ' ;;
+    *) pid_of "$1" ;;
+    esac
+}
+ticks() { # pid...: "user sys" summed
+    local u=0 s=0 a b
+    for pid in "$@"; do
+        read -r a b < <(awk '{ print $14, $15 }' "/proc/$pid/stat")
+        u=$((u + a))
+        s=$((s + b))
+    done
+    echo "$u $s"
+}
+children_ticks() { # sets CHILD_TICKS: the shell's children so far, user + sys
+    # Run in this shell, not in `$(...)` or a pipeline: a subshell has no
+    # children of its own.
+    times >"$OUT/times"
+    CHILD_TICKS=$(awk -v t="$TICK" 'NR == 2 {
+        n = split($0, f, /[ ms]+/); s = 0
+        for (i = 1; i + 1 <= n; i += 2) if (f[i] != "") s += f[i] * 60 + f[i + 1]
+        printf "%.0f\n", s * t }' "$OUT/times")
+}
+
 run_wrk() { # round cell system
     read -r threads conns path <<<"$(cell_args "$2")"
     local log="$OUT/logs/wrk.$1.$2.$3.log" perf_pid=""
+    local pids="" before=() backend0=0 wrk0=0
+    if [ "$2" = small32 ]; then
+        pids=$(tunnel_pids "$3")
+        # shellcheck disable=SC2086 # one pid per word
+        read -r -a before <<<"$(ticks $pids)"
+        backend0=$(ticks "$BACKEND_WORKER" | awk '{ print $1 + $2 }')
+        children_ticks
+        wrk0=$CHILD_TICKS
+    fi
     if [ "$3" = "$PERF_SYSTEM" ] && [ "$2" = "$PERF_CELL" ] && [ "$1" = 1 ]; then
         perf record -g -o "$OUT/perf.$3.$2.data" -p "$(pid_of "$3")" -- sleep "$DURATION" \
             >"$OUT/logs/perf.log" 2>&1 &
@@ -273,7 +324,21 @@ run_wrk() { # round cell system
     wrk "$threads" "$conns" -d"${DURATION}s" --latency "http://127.0.0.1:${PORT[$3]}/$path" >"$log" 2>&1 ||
         die "wrk failed against $3 (see $log)"
     [ -z "$perf_pid" ] || wait "$perf_pid" || true
-    printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$(parse_wrk "$log")" >>"$RESULTS"
+    local parsed
+    parsed=$(parse_wrk "$log")
+    printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$parsed" >>"$RESULTS"
+    if [ "$2" = small32 ]; then
+        local after=() backend1 wrk1
+        # shellcheck disable=SC2086
+        read -r -a after <<<"$(ticks $pids)"
+        backend1=$(ticks "$BACKEND_WORKER" | awk '{ print $1 + $2 }')
+        children_ticks
+        wrk1=$CHILD_TICKS
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$3" \
+            "$(awk -v r="${parsed%%$'\t'*}" -v d="$DURATION" 'BEGIN { printf "%.0f", r * d }')" \
+            $((after[0] - before[0])) $((after[1] - before[1])) \
+            $((backend1 - backend0)) $((wrk1 - wrk0)) >>"$CPU"
+    fi
 }
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -351,9 +416,9 @@ fi
 # --- summary ------------------------------------------------------------------
 
 python3 - "$RESULTS" "$RSS" "$GIB" "$LOAD_START" "$LOAD_END" "$ROUNDS" "$DURATION" \
-    "$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown)" <<'EOF'
+    "$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$CPU" "$TICK" <<'EOF'
 import csv, statistics, sys
-results, rss, gib, load0, load1, rounds, duration, commit = sys.argv[1:]
+results, rss, gib, load0, load1, rounds, duration, commit, cpu, tick = sys.argv[1:]
 rows = list(csv.DictReader(open(results), delimiter="\t"))
 lost = [r for r in rows if not r["req_per_s"]]
 rows = [r for r in rows if r["req_per_s"]]
@@ -400,6 +465,22 @@ for cell in ("small32", "big32", "small1"):
     for s in systems:
         vals = [r[key] for r in rows if r["cell"] == cell and r["system"] == s]
         print(f"  {cell:8} {s:10} " + " ".join(f"{float(v):>9,.0f}" for v in vals))
+crows = [r for r in csv.DictReader(open(cpu), delimiter="\t") if int(r["requests"]) > 0]
+if crows:
+    print("\nCPU per request, small 32c (us; medians of the rounds): the tunnel's processes,"
+          " the nginx backend's worker, wrk")
+    print("| system | tunnel user | tunnel system | backend | wrk | all |")
+    print("|---|---|---|---|---|---|")
+    us = lambda r, k: int(r[k]) * 1e6 / int(tick) / int(r["requests"])
+    for s in systems:
+        mine = [r for r in crows if r["system"] == s]
+        if not mine:
+            continue
+        m = lambda k: statistics.median(us(r, k) for r in mine)
+        total = statistics.median(sum(us(r, k) for k in ("tunnel_user", "tunnel_sys", "backend", "wrk"))
+                                  for r in mine)
+        print(f"| {s} | {m('tunnel_user'):.1f} | {m('tunnel_sys'):.1f} | {m('backend'):.1f} "
+              f"| {m('wrk'):.1f} | {total:.1f} |")
 rrows = list(csv.DictReader(open(rss), delimiter="\t"))
 if rrows:
     print("\nRSS (MiB): startup, peak (VmHWM), end of load, idle after the wait; idle / startup")
