@@ -202,18 +202,22 @@ impl ResponseRelay {
     /// (whose body is then not read at all). `None` for a body read whole
     /// first, and after the first call.
     pub fn start(&mut self) -> Option<RelayStep> {
-        match &mut self.state {
-            State::Streaming(head) => head.take().map(RelayStep::Head),
-            State::Empty(_) => {
-                let State::Empty(head) = std::mem::replace(&mut self.state, State::Finished) else {
-                    return None;
-                };
-                Some(RelayStep::Whole {
-                    head,
-                    body: ResponseBody::Empty,
-                })
+        // An empty answer is whole at once and the relay is finished;
+        // every other state stays as it was.
+        match std::mem::replace(&mut self.state, State::Finished) {
+            State::Empty(head) => Some(RelayStep::Whole {
+                head,
+                body: ResponseBody::Empty,
+            }),
+            State::Streaming(mut head) => {
+                let step = head.take().map(RelayStep::Head);
+                self.state = State::Streaming(head);
+                step
             }
-            State::Collecting { .. } | State::Finished => None,
+            other => {
+                self.state = other;
+                None
+            }
         }
     }
 
