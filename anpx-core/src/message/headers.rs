@@ -142,6 +142,8 @@ impl<N: Into<String>, V: Into<String>> FromIterator<(N, V)> for HeaderList {
 pub(crate) fn write_flat(w: &mut PyJson, headers: &HeaderList) -> bool {
     let repeats = headers.has_repeats();
     w.begin_object();
+    // Without a repeated name the pairs already are the flat object;
+    // `flat_entries` would look back over every earlier name for each.
     if repeats {
         for (name, value) in flat_entries(headers.as_pairs()) {
             w.entry(name, &value);
