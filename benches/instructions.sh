@@ -10,8 +10,8 @@
 #
 # Knobs (environment): SYSTEM (anpx or anpx-smol), REQUESTS (3000),
 # CONNECTIONS (8), FILE (small: 40 bytes; big: 1 MiB), BASE_PORT (28600;
-# uses 3 ports), BIN_ANPX / BIN_ANPX_SMOL (default the bench profile's,
-# built if missing), BEFORE_ANPX / BEFORE_ANPX_SMOL (a second build counted
+# uses 3 ports), BIN_ANPX / BIN_ANPX_SMOL (default the bench profile's
+# build of the working tree), BEFORE_ANPX / BEFORE_ANPX_SMOL (a second build counted
 # the same way), OUT (directory for logs and the callgrind files, which
 # `callgrind_annotate --inclusive=yes` reads).
 #
@@ -31,41 +31,19 @@ OUT=${OUT:-$(mktemp -d /tmp/anpx-instructions.XXXXXX)}
 mkdir -p "$OUT/www" "$OUT/logs"
 chmod 755 "$OUT"
 
-say() { printf '%s\n' "$*" >&2; }
-die() {
-    say "instructions: $*"
-    exit 1
-}
-
-apt_install() { # package
-    command -v apt-get >/dev/null || die "$1 is missing: install it"
-    local sudo=""
-    [ "$(id -u)" = 0 ] || sudo="sudo"
-    say "installing $1 (apt-get)"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$1" >&2
-}
-command -v valgrind >/dev/null || apt_install valgrind
-command -v wrk >/dev/null || apt_install wrk
-command -v curl >/dev/null || apt_install curl
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-[ -x "$NGINX" ] || apt_install nginx-light
+# shellcheck source=benches/tools.sh
+. "$REPO/benches/tools.sh"
+need valgrind valgrind
+need wrk wrk
+need curl curl
+find_nginx
 
 case $SYSTEM in
 anpx) BIN_VAR=BIN_ANPX BEFORE_VAR=BEFORE_ANPX NAME=anpx ;;
 anpx-smol) BIN_VAR=BIN_ANPX_SMOL BEFORE_VAR=BEFORE_ANPX_SMOL NAME=anpx-smol ;;
 *) die "SYSTEM must be anpx or anpx-smol" ;;
 esac
-BIN=${!BIN_VAR:-}
-if [ -z "$BIN" ]; then
-    target=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-    BIN="$target/release/$NAME"
-    if [ ! -x "$BIN" ]; then
-        say "building $NAME (cargo build --profile bench)"
-        (cd "$REPO" && cargo build --profile bench -p shell-tokio -p shell-smol --bin "$NAME" >&2)
-    fi
-fi
+BIN=$(bench_binary "$BIN_VAR" "$NAME")
 BEFORE=${!BEFORE_VAR:-}
 
 P_BACKEND=$BASE_PORT
@@ -80,17 +58,7 @@ wait_http "http://127.0.0.1:$P_BACKEND/$FILE"
 # Total instructions of one process that served `n` requests.
 count() { # label binary n
     local label=$1 bin=$2 n=$3
-    cat >"$OUT/stop.$n.lua" <<EOF
-local done = 0
-function response(status, headers, body)
-    if status ~= 200 then
-        io.stderr:write("status " .. status .. "\\n")
-        os.exit(1)
-    end
-    done = done + 1
-    if done >= $n then os.exit(0) end
-end
-EOF
+    stop_after_script "$OUT/stop.$n.lua" "$n"
     valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.$label.$n" \
         "$bin" both --upstream "http://127.0.0.1:$P_BACKEND" \
         --listen "127.0.0.1:$P_TUNNEL" --admin-listen off >"$OUT/logs/$label.$n.log" 2>&1 &

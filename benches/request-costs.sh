@@ -14,7 +14,7 @@
 # instead of `both`), REQUESTS (2000),
 # CONNECTIONS (1), FILE (small: 40 bytes; big: 1 MiB), BASE_PORT (28500;
 # uses 2 ports), BIN_ANPX / BIN_ANPX_SMOL (binaries; default the bench
-# profile's, built if missing), OUT (directory for logs and raw counts).
+# profile's build of the working tree), OUT (directory for logs and raw counts).
 #
 # The load is wrk with a script that stops after REQUESTS responses, so the
 # counts cover the same requests in every run. Two passes: `perf stat`
@@ -34,52 +34,17 @@ OUT=${OUT:-$(mktemp -d /tmp/anpx-request-costs.XXXXXX)}
 mkdir -p "$OUT/www" "$OUT/logs"
 chmod 755 "$OUT"
 
-say() { printf '%s\n' "$*" >&2; }
-die() {
-    say "request-costs: $*"
-    exit 1
-}
-
+# shellcheck source=benches/tools.sh
+. "$REPO/benches/tools.sh"
 for tool in wrk perf curl; do
     command -v "$tool" >/dev/null || die "$tool is missing (apt-get install wrk linux-perf curl)"
 done
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-[ -x "$NGINX" ] || die "nginx is missing (apt-get install nginx-light)"
-
-bin_of() { # name
-    local var=$1 name=$2
-    if [ -n "${!var:-}" ]; then
-        echo "${!var}"
-        return
-    fi
-    local target
-    target=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-    if [ ! -x "$target/release/$name" ]; then
-        say "building $name (cargo build --profile bench)"
-        (cd "$REPO" && CARGO_PROFILE_BENCH_DEBUG=line-tables-only \
-            cargo build --profile bench -p shell-tokio -p shell-smol --bin "$name" >&2)
-    fi
-    echo "$target/release/$name"
-}
+find_nginx
 
 P_BACKEND=$BASE_PORT
 P_TUNNEL=$((BASE_PORT + 1))
 
-cat >"$OUT/stop-after.lua" <<EOF
--- wrk runs for its whole duration even once a thread stops: exit instead.
-local done = 0
-function response(status, headers, body)
-    if status ~= 200 then
-        io.stderr:write("status " .. status .. "\\n")
-        os.exit(1)
-    end
-    done = done + 1
-    if done >= $REQUESTS then
-        os.exit(0)
-    end
-end
-EOF
+stop_after_script "$OUT/stop-after.lua" "$REQUESTS"
 
 # shellcheck source=benches/processes.sh
 . "$REPO/benches/processes.sh"
@@ -102,7 +67,7 @@ direct)
     PORT=$P_BACKEND
     ;;
 anpx | anpx-smol)
-    if [ "$SYSTEM" = anpx ]; then BIN=$(bin_of BIN_ANPX anpx); else BIN=$(bin_of BIN_ANPX_SMOL anpx-smol); fi
+    if [ "$SYSTEM" = anpx ]; then BIN=$(bench_binary BIN_ANPX anpx); else BIN=$(bench_binary BIN_ANPX_SMOL anpx-smol); fi
     if [ "${SPLIT:-0}" = 1 ]; then
         start gateway "$BIN" gateway --listen "127.0.0.1:$P_TUNNEL" --admin-listen off
         GATEWAY_PID=$LAST_PID

@@ -46,32 +46,15 @@ OUT=${OUT:-$(mktemp -d /tmp/anpx-vs-rathole.XXXXXX)}
 mkdir -p "$OUT"
 chmod 755 "$OUT" # nginx workers run as another user and read files here
 
-say() { printf '%s\n' "$*" >&2; }
-die() {
-    say "vs-rathole: $*"
-    exit 1
-}
+# shellcheck source=benches/tools.sh
+. "$REPO/benches/tools.sh"
 
 # --- what is missing gets installed -----------------------------------------
 
-apt_install() {
-    command -v apt-get >/dev/null || die "$1 is missing and apt-get is not available: install $2"
-    local sudo=""
-    [ "$(id -u)" = 0 ] || sudo="sudo"
-    say "installing $2 (apt-get)"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq -o DPkg::Lock::Timeout=600 "$2" >&2
-}
-
-NGINX=$(command -v nginx || true)
-[ -n "$NGINX" ] || [ ! -x /usr/sbin/nginx ] || NGINX=/usr/sbin/nginx
-if [ -z "$NGINX" ]; then
-    apt_install nginx nginx-light
-    NGINX=/usr/sbin/nginx
-fi
-command -v wrk >/dev/null || apt_install wrk wrk
-command -v python3 >/dev/null || apt_install python3 python3-minimal
-command -v curl >/dev/null || apt_install curl curl
+find_nginx
+need wrk wrk
+need python3 python3-minimal
+need curl curl
 
 RATHOLE=${BIN_RATHOLE:-$(command -v rathole || true)}
 if [ -z "$RATHOLE" ] && [ -x "$HOME/.cargo/bin/rathole" ]; then RATHOLE="$HOME/.cargo/bin/rathole"; fi
@@ -83,21 +66,8 @@ fi
 
 # Not ANPX_*: the binaries refuse environment variables of that prefix that
 # are not configuration keys.
-ANPX=${BIN_ANPX:-}
-ANPX_SMOL=${BIN_ANPX_SMOL:-}
-if [ -z "$ANPX" ] || [ -z "$ANPX_SMOL" ]; then
-    say "building anpx and anpx-smol (cargo build --profile bench)"
-    # Line tables are enough for perf and keep the build small.
-    (cd "$REPO" && CARGO_PROFILE_BENCH_DEBUG=line-tables-only \
-        cargo build --profile bench -p shell-tokio --bin anpx -p shell-smol --bin anpx-smol >&2)
-    target=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-    # cargo keeps the `bench` profile's artifacts in target/release
-    ANPX=${ANPX:-$target/release/anpx}
-    ANPX_SMOL=${ANPX_SMOL:-$target/release/anpx-smol}
-fi
-[ -x "$ANPX" ] || die "no anpx binary at $ANPX"
-[ -x "$ANPX_SMOL" ] || die "no anpx-smol binary at $ANPX_SMOL"
+ANPX=$(bench_binary BIN_ANPX anpx)
+ANPX_SMOL=$(bench_binary BIN_ANPX_SMOL anpx-smol)
 
 # --- ports, files, configurations --------------------------------------------
 
