@@ -21,7 +21,7 @@ pub fn push_ip(out: &mut String, ip: IpAddr) {
                 if i > 0 {
                     out.push('.');
                 }
-                push_octet(out, octet);
+                out.push_str(itoa::Buffer::new().format(octet));
             }
         }
         // Rarer, and compressed by rules (`::`, embedded IPv4) best left
@@ -30,16 +30,6 @@ pub fn push_ip(out: &mut String, ip: IpAddr) {
             let _ = write!(out, "{v6}");
         }
     }
-}
-
-fn push_octet(out: &mut String, octet: u8) {
-    if octet >= 100 {
-        out.push(char::from(b'0' + octet / 100));
-    }
-    if octet >= 10 {
-        out.push(char::from(b'0' + octet / 10 % 10));
-    }
-    out.push(char::from(b'0' + octet % 10));
 }
 
 #[cfg(test)]
