@@ -408,17 +408,13 @@ async fn run_one<U>(
         let (failure, cause) = match dial(&options, connector.as_ref()).await {
             Ok(conn) => {
                 backoff.on_connected(Instant::now());
-                monitor.connected(&options.gateway, &conn.features.to_string(), &conn.granted);
                 tracing::info!(
                     gateway = %options.gateway,
                     granted = %conn.granted.join(", "),
                     features = %conn.features,
                     "connected to gateway"
                 );
-                status.set(Status::Connected {
-                    granted: conn.granted.clone(),
-                    features: conn.features,
-                });
+                show_connected(&options, &status, &conn);
                 let ended = serve_relinking(
                     (conn, services_seen),
                     &options,
@@ -478,6 +474,22 @@ async fn run_one<U>(
         let _ = closed.await;
     }
     status.set(Status::Stopped("shut down".into()));
+}
+
+/// Shows `conn` as the connection now serving: on the admin plane and in
+/// the status the embedder watches.
+fn show_connected<U: Dispatch + ?Sized>(
+    options: &ReceiverOptions<U>,
+    status: &Watch<Status>,
+    conn: &Connection,
+) {
+    options
+        .monitor
+        .connected(&options.gateway, &conn.features.to_string(), &conn.granted);
+    status.set(Status::Connected {
+        granted: conn.granted.clone(),
+        features: conn.features,
+    });
 }
 
 /// Serves `conn` until it ends, as [`serve`]; when the declared services
@@ -546,19 +558,13 @@ where
                 ),
             }
         };
-        options
-            .monitor
-            .connected(&options.gateway, &next.features.to_string(), &next.granted);
         tracing::info!(
             gateway = %options.gateway,
             granted = %next.granted.join(", "),
             features = %next.features,
             "relinked: the new connection declares the new services, the previous one drains"
         );
-        status.set(Status::Connected {
-            granted: next.granted.clone(),
-            features: next.features,
-        });
+        show_connected(options, status, &next);
         retire.set(true);
         let (closed, closed_rx) = futures_channel::oneshot::channel();
         let gateway = options.gateway.clone();
