@@ -53,6 +53,26 @@ http {
 EOF
 }
 
+# rathole's server and client configurations, $OUT/rathole-server.toml and
+# $OUT/rathole-client.toml: the server's control port `ctrl`, its public
+# port `port`, the client forwarding to 127.0.0.1:`backend`.
+rathole_config() { # ctrl port backend
+    cat >"$OUT/rathole-server.toml" <<EOF
+[server]
+bind_addr = "127.0.0.1:$1"
+[server.services.bench]
+token = "anpx-bench"
+bind_addr = "127.0.0.1:$2"
+EOF
+    cat >"$OUT/rathole-client.toml" <<EOF
+[client]
+remote_addr = "127.0.0.1:$1"
+[client.services.bench]
+token = "anpx-bench"
+local_addr = "127.0.0.1:$3"
+EOF
+}
+
 # Waits until `url` answers 200; the script's `die` if it never does.
 wait_http() { # url
     for _ in $(seq 1 600); do

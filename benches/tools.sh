@@ -30,6 +30,21 @@ find_nginx() {
     fi
 }
 
+# Sets RATHOLE to rathole's path (BIN_RATHOLE when set), installing it with
+# cargo when there is none. Its lock file pins a `time` that current Rust
+# no longer compiles, so it is installed unlocked; only its TCP transport
+# is used here.
+find_rathole() {
+    RATHOLE=${BIN_RATHOLE:-$(command -v rathole || true)}
+    if [ -z "$RATHOLE" ] && [ -x "$HOME/.cargo/bin/rathole" ]; then RATHOLE="$HOME/.cargo/bin/rathole"; fi
+    if [ -z "$RATHOLE" ]; then
+        say "installing rathole (cargo install rathole --no-default-features --features server,client)"
+        cargo install rathole --no-default-features --features server,client >&2 ||
+            die "cargo install rathole failed"
+        RATHOLE="$HOME/.cargo/bin/rathole"
+    fi
+}
+
 # The path of the bench profile's `name` (anpx or anpx-smol): the
 # environment variable `var` when it is set, else the workspace's build of
 # the working tree (both binaries, built together so that a second call

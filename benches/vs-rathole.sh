@@ -56,13 +56,8 @@ need wrk wrk
 need python3 python3-minimal
 need curl curl
 
-RATHOLE=${BIN_RATHOLE:-$(command -v rathole || true)}
-if [ -z "$RATHOLE" ] && [ -x "$HOME/.cargo/bin/rathole" ]; then RATHOLE="$HOME/.cargo/bin/rathole"; fi
-if [ -z "$RATHOLE" ] && [[ " $SYSTEMS " == *" rathole "* ]]; then
-    say "installing rathole (cargo install rathole --no-default-features --features server,client)"
-    cargo install rathole --no-default-features --features server,client >&2
-    RATHOLE="$HOME/.cargo/bin/rathole"
-fi
+RATHOLE=""
+if [[ " $SYSTEMS " == *" rathole "* ]]; then find_rathole; fi
 
 # Not ANPX_*: the binaries refuse environment variables of that prefix that
 # are not configuration keys.
@@ -143,25 +138,11 @@ nginx_conf proxy auto "upstream backend {
         }
     }"
 
-cat >"$OUT/rathole-server.toml" <<EOF
-[server]
-bind_addr = "127.0.0.1:$P_RATHOLE_CTRL"
-[server.services.bench]
-token = "anpx-bench"
-bind_addr = "127.0.0.1:$P_RATHOLE"
-EOF
-cat >"$OUT/rathole-client.toml" <<EOF
-[client]
-remote_addr = "127.0.0.1:$P_RATHOLE_CTRL"
-[client.services.bench]
-token = "anpx-bench"
-local_addr = "127.0.0.1:$P_BACKEND"
-EOF
-
 # --- processes ----------------------------------------------------------------
 
 # shellcheck source=benches/processes.sh
 . "$REPO/benches/processes.sh"
+rathole_config "$P_RATHOLE_CTRL" "$P_RATHOLE" "$P_BACKEND"
 
 wait_http() { # url what
     for _ in $(seq 1 200); do
