@@ -74,10 +74,10 @@ EOF
 }
 
 # Waits until `url` answers 200; the script's `die` if it never does.
-wait_http() { # url
+wait_http() { # url [what answers there, for the error]
     for _ in $(seq 1 600); do
         if curl -fsS -o /dev/null "$1" 2>/dev/null; then return 0; fi
         sleep 0.1
     done
-    die "no answer from $1 (logs in $OUT/logs)"
+    die "${2:+$2: }no answer from $1 (logs in $OUT/logs)"
 }

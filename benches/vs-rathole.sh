@@ -144,14 +144,6 @@ nginx_conf proxy auto "upstream backend {
 . "$REPO/benches/processes.sh"
 rathole_config "$P_RATHOLE_CTRL" "$P_RATHOLE" "$P_BACKEND"
 
-wait_http() { # url what
-    for _ in $(seq 1 200); do
-        if curl -fsS -o /dev/null "$1" 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    die "$2 did not answer $1 (logs in $OUT/logs)"
-}
-
 kib() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
 
 start backend "$NGINX" -c "$OUT/backend.conf" -p "$OUT"
