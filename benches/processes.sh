@@ -21,36 +21,46 @@ start() { # name command...
 }
 pid_of() { local v="PID_${1//-/_}"; echo "${!v}"; }
 
-# The nginx backend of the per-request scripts: a 40-byte file (small) and a
-# 1 MiB one (big) under $OUT/www, one worker listening on 127.0.0.1:$1, its
-# configuration in $OUT/backend.conf. Started with
-# `start backend "$NGINX" -c "$OUT/backend.conf" -p "$OUT"`.
-backend_config() { # port
-    mkdir -p "$OUT/www" "$OUT/backend.tmp"
-    printf 'anpx benchmark: forty bytes of body.....' >"$OUT/www/small"
-    head -c 1048576 /dev/urandom >"$OUT/www/big"
-    chmod -R a+rX "$OUT/www"
-    cat >"$OUT/backend.conf" <<EOF
-worker_processes 1;
-pid $OUT/backend.pid;
-error_log $OUT/logs/backend.error.log warn;
+# An nginx configuration, $OUT/<name>.conf: `workers` worker processes,
+# its pid, error log and temporary files under $OUT, keep-alive without
+# limits, and `server-block` (text) inside its http block.
+nginx_conf() { # name workers server-block
+    mkdir -p "$OUT/$1.tmp" "$OUT/logs"
+    cat >"$OUT/$1.conf" <<EOF
+worker_processes $2;
+pid $OUT/$1.pid;
+error_log $OUT/logs/$1.error.log warn;
 daemon off;
 events { worker_connections 4096; }
 http {
     access_log off;
-    client_body_temp_path $OUT/backend.tmp;
+    client_body_temp_path $OUT/$1.tmp;
+    proxy_temp_path $OUT/$1.tmp;
     keepalive_requests 100000000;
     keepalive_timeout 120s;
     default_type application/octet-stream;
-    server {
+    $3
+}
+EOF
+}
+
+# The nginx backend every script measures through: a 40-byte file (small)
+# and a 1 MiB one (big) under $OUT/www, one worker listening on
+# 127.0.0.1:$1, its configuration in $OUT/backend.conf. Started with
+# `start backend "$NGINX" -c "$OUT/backend.conf" -p "$OUT"`.
+backend_config() { # port
+    mkdir -p "$OUT/www"
+    printf 'anpx benchmark: forty bytes of body.....' >"$OUT/www/small"
+    [ "$(stat -c %s "$OUT/www/small")" = 40 ] || die "small body is not 40 bytes"
+    head -c 1048576 /dev/urandom >"$OUT/www/big"
+    chmod -R a+rX "$OUT/www"
+    nginx_conf backend 1 "server {
         listen 127.0.0.1:$1;
         root $OUT/www;
         sendfile on;
         tcp_nopush on;
         open_file_cache max=16;
-    }
-}
-EOF
+    }"
 }
 
 # rathole's server and client configurations, $OUT/rathole-server.toml and

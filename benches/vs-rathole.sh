@@ -90,39 +90,11 @@ if [ -n "${BEFORE_ANPX_SMOL:-}" ]; then
     SYSTEMS+=" anpx-smol-before"
 fi
 
-mkdir -p "$OUT/www" "$OUT/logs"
-printf 'anpx benchmark: forty bytes of body.....' >"$OUT/www/small" # 40 bytes
-head -c 1048576 /dev/urandom >"$OUT/www/big"
+# shellcheck source=benches/processes.sh
+. "$REPO/benches/processes.sh"
+backend_config "$P_BACKEND"
 truncate -s 1G "$OUT/www/gib" # sparse: served without touching the disk
-chmod -R a+rX "$OUT/www"
-[ "$(stat -c %s "$OUT/www/small")" = 40 ] || die "small body is not 40 bytes"
-
-nginx_conf() { # name workers server-block
-    cat >"$OUT/$1.conf" <<EOF
-worker_processes $2;
-pid $OUT/$1.pid;
-error_log $OUT/logs/$1.error.log warn;
-daemon off;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $OUT/$1.tmp;
-    proxy_temp_path $OUT/$1.tmp;
-    keepalive_requests 100000000;
-    keepalive_timeout 120s;
-    default_type application/octet-stream;
-    $3
-}
-EOF
-}
-mkdir -p "$OUT/backend.tmp" "$OUT/proxy.tmp"
-nginx_conf backend 1 "server {
-        listen 127.0.0.1:$P_BACKEND;
-        root $OUT/www;
-        sendfile on;
-        tcp_nopush on;
-        open_file_cache max=16;
-    }"
+chmod a+r "$OUT/www/gib"
 nginx_conf proxy auto "upstream backend {
         server 127.0.0.1:$P_BACKEND;
         keepalive 64;
@@ -140,8 +112,6 @@ nginx_conf proxy auto "upstream backend {
 
 # --- processes ----------------------------------------------------------------
 
-# shellcheck source=benches/processes.sh
-. "$REPO/benches/processes.sh"
 rathole_config "$P_RATHOLE_CTRL" "$P_RATHOLE" "$P_BACKEND"
 
 kib() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
