@@ -17,6 +17,7 @@ pub mod check_config;
 pub mod commands;
 pub mod decode;
 pub mod did_cmd;
+pub mod log_clock;
 pub mod log_format;
 pub mod log_writer;
 pub mod process;

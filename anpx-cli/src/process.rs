@@ -42,7 +42,6 @@ pub fn load_config(cli: &Cli) -> Result<Config, LoadError> {
 /// file or a journal are noise.
 pub fn init_logging(format: LogFormat) {
     use std::io::IsTerminal;
-    use tracing_subscriber::fmt::time::SystemTime;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -56,7 +55,7 @@ pub fn init_logging(format: LogFormat) {
     match format {
         LogFormat::Json => registry.with(fmt.json()).init(),
         _ => {
-            let lines = crate::log_format::Lines::new(SystemTime, colour);
+            let lines = crate::log_format::Lines::new(crate::log_clock::LogClock, colour);
             registry.with(fmt.event_format(lines)).init()
         }
     }
