@@ -27,12 +27,10 @@ CONNECTIONS=${CONNECTIONS:-8}
 FILE=${FILE:-small}
 BASE_PORT=${BASE_PORT:-28600}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-OUT=${OUT:-$(mktemp -d /tmp/anpx-instructions.XXXXXX)}
-mkdir -p "$OUT/www" "$OUT/logs"
-chmod 755 "$OUT"
 
 # shellcheck source=benches/tools.sh
 . "$REPO/benches/tools.sh"
+run_dir
 need valgrind valgrind
 need wrk wrk
 need curl curl

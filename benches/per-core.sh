@@ -26,12 +26,10 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-4}
 BASE_PORT=${BASE_PORT:-28700}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-OUT=${OUT:-$(mktemp -d /tmp/anpx-per-core.XXXXXX)}
-mkdir -p "$OUT/logs"
-chmod 755 "$OUT" # nginx workers run as another user and read files here
 
 # shellcheck source=benches/tools.sh
 . "$REPO/benches/tools.sh"
+run_dir
 find_nginx
 need wrk wrk
 need curl curl

@@ -30,12 +30,10 @@ CONNECTIONS=${CONNECTIONS:-1}
 FILE=${FILE:-small}
 BASE_PORT=${BASE_PORT:-28500}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-OUT=${OUT:-$(mktemp -d /tmp/anpx-request-costs.XXXXXX)}
-mkdir -p "$OUT/www" "$OUT/logs"
-chmod 755 "$OUT"
 
 # shellcheck source=benches/tools.sh
 . "$REPO/benches/tools.sh"
+run_dir
 for tool in wrk perf curl; do
     command -v "$tool" >/dev/null || die "$tool is missing (apt-get install wrk linux-perf curl)"
 done

@@ -8,6 +8,15 @@ die() {
     exit 1
 }
 
+# Sets OUT, unless given, to a new directory named for the calling script,
+# with its logs/ inside; readable by all, because nginx's workers run as
+# another user and read the files served from it.
+run_dir() {
+    OUT=${OUT:-$(mktemp -d "/tmp/anpx-$(basename "$0" .sh).XXXXXX")}
+    mkdir -p "$OUT/logs"
+    chmod 755 "$OUT"
+}
+
 # Installs Debian's `package` unless `command` is already there.
 need() { # command package
     command -v "$1" >/dev/null && return 0

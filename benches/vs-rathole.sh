@@ -42,12 +42,10 @@ IDLE_WAIT=${IDLE_WAIT:-10}
 PERF_SYSTEM=${PERF_SYSTEM:-}
 PERF_CELL=${PERF_CELL:-}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-OUT=${OUT:-$(mktemp -d /tmp/anpx-vs-rathole.XXXXXX)}
-mkdir -p "$OUT"
-chmod 755 "$OUT" # nginx workers run as another user and read files here
 
 # shellcheck source=benches/tools.sh
 . "$REPO/benches/tools.sh"
+run_dir
 
 # --- what is missing gets installed -----------------------------------------
 
