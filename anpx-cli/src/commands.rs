@@ -7,14 +7,18 @@
 use std::future::Future;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anpx_core::cli::{Cli, Command};
 use anpx_core::config::Config;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use futures_util::future::Either;
 use shell_common::dialing::{ReceiverIo, Running};
 use shell_common::integrations::Integrations;
-use shell_common::options::Status;
+use shell_common::lanes::Lane;
+use shell_common::options::{ReceiverOptions, Status};
+use shell_common::receiver::Runtime;
 use shell_common::serving::{GatewayIo, Serving};
 use shell_common::signal::Watch;
 
@@ -203,12 +207,14 @@ pub async fn both<S: Shell>(
         ("http", "ws")
     };
     config.receiver.gateway = format!("{ws}://{addr}/ws");
-    let receiver = start_receiver::<S>(&config, demo, reloader).await?;
-    let granted = match wait_ready(&receiver.watch()).await {
-        Status::Connected { granted, .. } => granted,
-        Status::Stopped(why) => bail!("the receiver could not connect to its own gateway: {why}"),
-        Status::Connecting => bail!("the receiver could not connect to its own gateway"),
-    };
+    let options = crate::setup::running_receiver(&config, demo, S::UPSTREAMS, reloader)?;
+    let runtime = S::Receiver::default();
+    let others = (1..runtime.lanes())
+        .map(|_| crate::setup::lane_receiver(&config, demo, S::UPSTREAMS, &options))
+        .collect::<Result<Vec<_>>>()?;
+    let receiver = bind_receiver::<S>(options).await?;
+    let granted = connected(&receiver).await?;
+    let lanes = lane_receivers::<S>(&runtime, others).await?;
     print_gateway::<S>(&gateway, &config);
     Forwarding::new(&config, demo).print(&granted);
     if print_try {
@@ -218,9 +224,67 @@ pub async fn both<S: Shell>(
         println!("Try:\n  curl -s '{http}://{addr}/agents/hello?name=anpx' -d 'ping'\n  {admin}\nCtrl-C to stop.");
     }
     shell.shutdown_signal().await?;
+    for running in lanes {
+        running.shutdown().await;
+    }
     receiver.shutdown().await;
     gateway.shutdown().await;
     Ok(())
+}
+
+/// How long `both` waits for the receiver of each further lane to connect
+/// before it goes on without waiting (the receiver keeps dialing).
+const LANE_CONNECT_WAIT: Duration = Duration::from_secs(5);
+
+/// Starts the receivers of `both`'s further lanes, receiver k on lane k,
+/// each connected before the next dials: the gateway hands its
+/// connections to the lanes in turn, so receiver k's connection is served
+/// on the gateway's lane k too, and a request then stays on one thread.
+/// One that does not connect in time is left dialing, with a warning: the
+/// first receiver serves every route already.
+async fn lane_receivers<S: Shell>(
+    runtime: &S::Receiver,
+    options: Vec<ReceiverOptions<<S::Receiver as ReceiverIo>::Upstream>>,
+) -> Result<Vec<Running<S::Receiver>>> {
+    let mut lanes = Vec::new();
+    for (k, options) in (1..).zip(options) {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        let bind = async move {
+            let _ = tx.send(Running::<S::Receiver>::bind(options).await);
+        };
+        let _task = runtime.spawn_owned_on(Lane(k), Box::pin(bind));
+        let running = rx
+            .await
+            .with_context(|| format!("lane {k} stopped"))?
+            .with_context(|| format!("cannot start the receiver of lane {k}"))?;
+        let watch = running.watch();
+        let ready = std::pin::pin!(wait_ready(&watch));
+        let late = runtime.sleep_until(Instant::now() + LANE_CONNECT_WAIT);
+        match futures_util::future::select(ready, late).await {
+            Either::Left((Status::Connected { .. }, _)) => {}
+            Either::Left((status, _)) => {
+                tracing::warn!(lane = k, ?status, "the receiver of this lane could not connect to its own gateway; the others serve");
+            }
+            Either::Right(_) => {
+                tracing::warn!(
+                    lane = k,
+                    "the receiver of this lane is not connected yet; going on without it"
+                );
+            }
+        }
+        lanes.push(running);
+    }
+    Ok(lanes)
+}
+
+/// What `receiver` was granted once connected to its own gateway, or why
+/// it could not connect.
+async fn connected<R: ReceiverIo>(receiver: &Running<R>) -> Result<Vec<String>> {
+    match wait_ready(&receiver.watch()).await {
+        Status::Connected { granted, .. } => Ok(granted),
+        Status::Stopped(why) => bail!("the receiver could not connect to its own gateway: {why}"),
+        Status::Connecting => bail!("the receiver could not connect to its own gateway"),
+    }
 }
 
 /// Waits until `status` is no longer `Connecting`.
@@ -288,6 +352,14 @@ async fn start_receiver<S: Shell>(
     reloader: Option<&Reloader>,
 ) -> Result<Running<S::Receiver>> {
     let options = crate::setup::running_receiver(config, demo, S::UPSTREAMS, reloader)?;
+    bind_receiver::<S>(options).await
+}
+
+/// The receiver of `options`, with its admin listener when it has one
+/// (announced on stderr).
+async fn bind_receiver<S: Shell>(
+    options: ReceiverOptions<<S::Receiver as ReceiverIo>::Upstream>,
+) -> Result<Running<S::Receiver>> {
     let admin = options.admin_listen;
     let receiver = Running::<S::Receiver>::bind(options)
         .await

@@ -174,12 +174,7 @@ pub fn running_receiver<U: Dispatch + ?Sized>(
     upstreams: Upstreams<U>,
     reloader: Option<&crate::reload::Reloader>,
 ) -> anyhow::Result<ReceiverOptions<U>> {
-    use anyhow::Context;
-    let upstream = match upstream_choice(config, demo)? {
-        UpstreamChoice::Demo => (upstreams.demo)(),
-        UpstreamChoice::Url(url) => (upstreams.at)(url).context("receiver.upstream")?,
-    };
-    let options = receiver_options(config, upstream)?;
+    let options = receiver_options(config, upstream(config, demo, &upstreams)?)?;
     if !demo {
         let at = upstreams.at;
         options.live.set_upstream_maker(Box::new(move |url| {
@@ -192,6 +187,39 @@ pub fn running_receiver<U: Dispatch + ?Sized>(
         r.set_receiver(options.live.clone());
     }
     Ok(options)
+}
+
+/// The upstream of `config` (the demo agent when `demo`), a new one
+/// with its own connections.
+fn upstream<U: ?Sized>(
+    config: &Config,
+    demo: bool,
+    upstreams: &Upstreams<U>,
+) -> anyhow::Result<Arc<U>> {
+    use anyhow::Context;
+    Ok(match upstream_choice(config, demo)? {
+        UpstreamChoice::Demo => (upstreams.demo)(),
+        UpstreamChoice::Url(url) => (upstreams.at)(url).context("receiver.upstream")?,
+    })
+}
+
+/// The options of one more receiver beside the one `options` runs, for
+/// another lane of `anpx both` ([`shell_common::lanes`]): the same
+/// gateway, identity and settings, and what a SIGHUP changes shared with
+/// it, but an upstream of its own, so that its connections to the service
+/// are made and served on its lane; no admin plane of its own (the first
+/// receiver's reports every connection).
+pub fn lane_receiver<U: ?Sized>(
+    config: &Config,
+    demo: bool,
+    upstreams: Upstreams<U>,
+    options: &ReceiverOptions<U>,
+) -> anyhow::Result<ReceiverOptions<U>> {
+    Ok(ReceiverOptions {
+        upstream: upstream(config, demo, &upstreams)?,
+        admin_listen: None,
+        ..options.clone()
+    })
 }
 
 /// The receiver's options from `config`, serving `upstream`: DID-WBA

@@ -231,6 +231,7 @@ mod gateway;
 pub mod handshake;
 mod id_map;
 mod ip_text;
+pub mod lane;
 mod message;
 pub mod passthrough;
 #[cfg(feature = "policy")]

@@ -7,11 +7,13 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::{select, Either};
 
 use crate::gateway::Listener;
+use crate::lanes::{self, Lane};
 use crate::receiver::{BoxFuture, Owned, Runtime};
 use crate::signal::Stop;
 
@@ -36,6 +38,13 @@ pub trait Listen: Send + Sized + 'static {
     /// A connection of the same kind to `host`:`port`, Nagle's algorithm
     /// off (the receiver's to its gateway).
     fn connect(host: &str, port: u16) -> impl Future<Output = io::Result<Self::Conn>> + Send;
+    /// An accepted connection on its way to another lane: no longer tied
+    /// to the accepting lane's event loop, where the runtime ties one.
+    type Moving: Send + 'static;
+    /// Frees `conn` from the lane that accepted it.
+    fn unsettle(conn: Self::Conn) -> io::Result<Self::Moving>;
+    /// The connection again, tied to the calling lane.
+    fn settle(moving: Self::Moving) -> io::Result<Self::Conn>;
 }
 
 /// Declares `$name`, the shell's TCP listener (and client) as [`Listen`]
@@ -43,11 +52,14 @@ pub trait Listen: Send + Sized + 'static {
 ///
 /// tokio's and smol's `TcpListener` and `TcpStream` have the same methods
 /// under the same names, so the adapter is written once here and each
-/// shell names its types: `tcp_listen!(TcpAccept, tokio::net::TcpListener,
-/// tokio::net::TcpStream)`.
+/// shell names its types, and how a connection moves between lanes (what
+/// [`Listen::unsettle`] gives, and the two conversions):
+/// `tcp_listen!(TcpAccept, tokio::net::TcpListener, tokio::net::TcpStream,
+/// std::net::TcpStream, tokio::net::TcpStream::into_std,
+/// tokio::net::TcpStream::from_std)`.
 #[macro_export]
 macro_rules! tcp_listen {
-    ($name:ident, $listener:ty, $stream:ty) => {
+    ($name:ident, $listener:ty, $stream:ty, $moving:ty, $unsettle:expr, $settle:expr) => {
         /// The runtime's TCP listener as the shared accept loop takes it.
         pub struct $name(pub(crate) $listener);
 
@@ -83,6 +95,16 @@ macro_rules! tcp_listen {
                 let conn = <$stream>::connect((host, port)).await?;
                 let _ = conn.set_nodelay(true);
                 Ok(conn)
+            }
+
+            type Moving = $moving;
+
+            fn unsettle(conn: $stream) -> ::std::io::Result<$moving> {
+                ($unsettle)(conn)
+            }
+
+            fn settle(moving: $moving) -> ::std::io::Result<$stream> {
+                ($settle)(moving)
             }
         }
     };
@@ -123,6 +145,9 @@ where
 /// listener in the log. Once stopped it closes the listener and waits: the
 /// connections it serves live until this future is dropped, which cancels
 /// them.
+///
+/// With more than one lane ([`crate::lanes`]) the connections go to the
+/// lanes in turn, each served wholly on its lane.
 pub async fn accept_loop<L, S>(
     listener: L,
     runtime: &dyn Runtime,
@@ -131,8 +156,11 @@ pub async fn accept_loop<L, S>(
     serve: S,
 ) where
     L: Listen,
-    S: Fn(L::Conn, SocketAddr) -> BoxFuture<()>,
+    S: Fn(L::Conn, SocketAddr) -> BoxFuture<()> + Send + Sync + 'static,
 {
+    let lanes = runtime.lanes();
+    let serve = Arc::new(serve);
+    let mut lane = lanes::current().unwrap_or(Lane(0));
     let mut connections: Vec<Owned> = Vec::new();
     loop {
         let accepted = match &stop {
@@ -155,11 +183,50 @@ pub async fn accept_loop<L, S>(
             }
         };
         connections.retain(|t| !t.is_finished());
-        connections.push(runtime.spawn_owned(serve(conn, peer)));
+        let here = lanes::current().unwrap_or(Lane(0));
+        let task = if lane == here {
+            runtime.spawn_owned(serve(conn, peer))
+        } else {
+            match moved::<L, S>(conn, peer, serve.clone(), what) {
+                Some(task) => runtime.spawn_owned_on(lane, task),
+                None => continue,
+            }
+        };
+        lane = lanes::next(lane, lanes);
+        connections.push(task);
     }
     drop(listener);
     std::future::pending::<()>().await;
     drop(connections);
+}
+
+/// `serve(conn, peer)` as a task for another lane, `conn` freed from this
+/// one's event loop first; `None` (and a warning) when it cannot be.
+fn moved<L, S>(
+    conn: L::Conn,
+    peer: SocketAddr,
+    serve: Arc<S>,
+    what: &'static str,
+) -> Option<BoxFuture<()>>
+where
+    L: Listen,
+    S: Fn(L::Conn, SocketAddr) -> BoxFuture<()> + Send + Sync + 'static,
+{
+    let moving = match L::unsettle(conn) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(listener = what, %peer, error = %e, "cannot hand a connection to another lane");
+            return None;
+        }
+    };
+    Some(Box::pin(async move {
+        match L::settle(moving) {
+            Ok(conn) => serve(conn, peer).await,
+            Err(e) => {
+                tracing::warn!(listener = what, %peer, error = %e, "cannot take a connection on its lane");
+            }
+        }
+    }))
 }
 
 /// How the log names one of the gateway's listeners.

@@ -35,6 +35,7 @@ pub mod endings;
 pub mod gateway;
 mod id_map;
 pub mod integrations;
+pub mod lanes;
 pub mod link;
 pub mod live;
 pub mod options;

@@ -48,6 +48,17 @@ pub trait Runtime: Send + Sync + 'static {
     fn spawn_owned(&self, task: BoxFuture<()>) -> Owned;
     /// Resolves at `at`.
     fn sleep_until(&self, at: Instant) -> BoxFuture<()>;
+    /// How many lanes the runtime runs tasks on ([`crate::lanes`]).
+    fn lanes(&self) -> u16 {
+        1
+    }
+    /// [`spawn_owned`](Self::spawn_owned) on `lane` (of
+    /// [`lanes`](Self::lanes)): the task and whatever it spawns run on that
+    /// lane's thread.
+    fn spawn_owned_on(&self, lane: crate::lanes::Lane, task: BoxFuture<()>) -> Owned {
+        let _ = lane;
+        self.spawn_owned(task)
+    }
 }
 
 /// A task of the runtime's that is cancelled when this is dropped.

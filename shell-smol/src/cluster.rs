@@ -24,11 +24,11 @@ pub(crate) struct SmolWithTokio;
 
 impl Runtime for SmolWithTokio {
     fn spawn(&self, task: BoxFuture<()>) {
-        smol::spawn(Compat::new(task)).detach();
+        crate::rt::spawn(Compat::new(task)).detach();
     }
 
     fn spawn_owned(&self, task: BoxFuture<()>) -> Owned {
-        Owned::new(OwnedSmol(smol::spawn(Compat::new(task))))
+        Owned::new(OwnedSmol(crate::rt::spawn(Compat::new(task))))
     }
 
     fn sleep_until(&self, at: Instant) -> BoxFuture<()> {

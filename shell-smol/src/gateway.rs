@@ -57,7 +57,7 @@ impl GatewayIo for Smol {
         listeners
             .into_iter()
             .map(|(listener, which, tls)| {
-                smol::spawn(accept_loop(
+                crate::rt::spawn(accept_loop(
                     listener,
                     which,
                     shared.clone(),
@@ -91,7 +91,7 @@ async fn accept_loop(
     let with = (shared, tls);
     let serve = accept::serve_each::<TcpAccept, _, _>(
         with,
-        |Incoming { conn, peer, local }, (shared, tls)| {
+        move |Incoming { conn, peer, local }, (shared, tls)| {
             Box::pin(async move {
                 let Some(acceptor) = tls else {
                     let client = Some(conn.clone());
@@ -346,7 +346,7 @@ async fn upgrade(headers: &http::HeaderMap, shared: &Arc<Shared>, peer: SocketAd
     let config = ws::config(receiver.link.message_limit(shared.max_frame_len));
     let driver = shared.driver.clone();
     let (admitted, slot) = (receiver.link, receiver.slot);
-    smol::spawn(async move {
+    crate::rt::spawn(async move {
         match upgraded.await {
             Some(io) => {
                 let stream = WebSocketStream::from_raw_socket(
@@ -469,7 +469,7 @@ async fn proxy(
             pending.id().clone(),
             at.cutter.clone(),
         );
-        smol::spawn(async move {
+        crate::rt::spawn(async move {
             if pump_upload(pieces, driver, id, limit).await == UploadEnd::OverLimit {
                 cutter.cut();
             }
@@ -547,7 +547,7 @@ async fn proxy(
         // always writes a framing header, here `content-length: 0`.
         response.set_body(http_types::Body::empty());
         // Read to its end, so the request ends as answered, not cancelled.
-        smol::spawn(async move {
+        crate::rt::spawn(async move {
             let mut stream = stream;
             while let Some(Ok(_)) = futures_util::StreamExt::next(&mut stream).await {}
         })
@@ -584,7 +584,7 @@ async fn switch(
     }
     let upgraded = response.recv_upgrade().await;
     let driver = shared.driver.clone();
-    smol::spawn(async move {
+    crate::rt::spawn(async move {
         match upgraded.await {
             Some(io) => websocket::serve_public(io, driver, id, events).await,
             None => {

@@ -25,7 +25,7 @@ pub mod gateway;
 pub mod receiver;
 pub mod registry;
 mod response;
-mod rt;
+pub mod rt;
 mod shared_io;
 mod stall;
 mod tcp;

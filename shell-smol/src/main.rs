@@ -28,6 +28,19 @@ fn main() -> ExitCode {
     anpx_cli::main(AnpxSmol)
 }
 
+/// Each lane, every second: mimalloc gives the system back the pages this
+/// lane's heap no longer uses. mimalloc does that on its own only while
+/// the thread keeps allocating, so after a load the pages freed last
+/// stayed with an idle lane: with two lanes, an idle `anpx-smol both`
+/// held 1.9× its startup RSS after 1 MiB responses (docs/BENCHMARKS.md,
+/// run 15). `anpx` collects when a lane parks; an executor of smol's
+/// says nothing when it goes idle, so here it is a timer.
+fn collect() {
+    // SAFETY: mi_collect takes no pointers; it walks the calling thread's
+    // own heap, which mimalloc allows at any time.
+    unsafe { libmimalloc_sys::mi_collect(false) };
+}
+
 /// This shell's I/O for the shared commands.
 struct AnpxSmol;
 
@@ -49,7 +62,9 @@ impl Shell for AnpxSmol {
     }
 
     fn block_on(&self, future: impl Future<Output = Result<()>>) -> Result<()> {
-        smol::block_on(future)
+        let lanes = shell_smol::rt::lane_count();
+        shell_smol::rt::block_on_lanes(lanes, anpx_cli::log_writer::parked, collect, future)
+            .context("cannot start the lanes")?
     }
 
     // sqlx's futures need tokio's context, which async-compat provides.
@@ -67,7 +82,7 @@ impl Shell for AnpxSmol {
     fn watch_hangups(&self, reloader: Option<Arc<Reloader>>) -> Result<()> {
         let hangups = async_signal::Signals::new([async_signal::Signal::Hup])
             .context("cannot listen for SIGHUP")?;
-        smol::spawn(async move {
+        shell_smol::rt::spawn(async move {
             let mut hangups = std::pin::pin!(hangups);
             while futures_util::StreamExt::next(&mut hangups).await.is_some() {
                 anpx_cli::reload::on_hangup(reloader.as_deref());

@@ -1,10 +1,12 @@
 //! smol's half of the shared loops: spawning, timers, accepting.
 
 use std::future::Future;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use crate::tcp::{TcpListener, TcpStream};
 
+use shell_common::lanes::{self, Lane};
 use shell_common::receiver::{BoxFuture, Owned, OwnedTask, Runtime};
 use shell_common::shell_io::ShellIo;
 
@@ -20,7 +22,7 @@ impl ShellIo for Smol {
     type Task = smol::Task<()>;
 
     fn start<F: Future<Output = ()> + Send + 'static>(task: F) -> smol::Task<()> {
-        smol::spawn(task)
+        spawn(task)
     }
 
     fn join(task: smol::Task<()>) -> impl Future<Output = ()> + Send {
@@ -34,11 +36,11 @@ impl ShellIo for Smol {
 
 impl Runtime for Smol {
     fn spawn(&self, task: BoxFuture<()>) {
-        smol::spawn(task).detach();
+        spawn(task).detach();
     }
 
     fn spawn_owned(&self, task: BoxFuture<()>) -> Owned {
-        Owned::new(OwnedSmol(smol::spawn(task)))
+        Owned::new(OwnedSmol(spawn(task)))
     }
 
     fn sleep_until(&self, at: Instant) -> BoxFuture<()> {
@@ -46,6 +48,101 @@ impl Runtime for Smol {
             smol::Timer::at(at).await;
         })
     }
+
+    fn lanes(&self) -> u16 {
+        LANES.get().map_or(1, |l| l.len() as u16)
+    }
+
+    fn spawn_owned_on(&self, lane: Lane, task: BoxFuture<()>) -> Owned {
+        match LANES.get().and_then(|l| l.get(usize::from(lane.0))) {
+            Some(executor) => Owned::new(OwnedSmol(executor.spawn(task))),
+            None => self.spawn_owned(task),
+        }
+    }
+}
+
+/// The executors of the lanes ([`block_on_lanes`]), by lane.
+static LANES: OnceLock<Vec<Arc<smol::Executor<'static>>>> = OnceLock::new();
+
+/// Runs `future` in a task of the calling lane's executor, or of smol's
+/// global executor on a thread that runs no lane.
+pub fn spawn<T: Send + 'static>(future: impl Future<Output = T> + Send + 'static) -> smol::Task<T> {
+    let lane = lanes::current().and_then(|lane| LANES.get()?.get(usize::from(lane.0)));
+    match lane {
+        Some(executor) => executor.spawn(future),
+        None => smol::spawn(future),
+    }
+}
+
+/// How often each lane calls [`block_on_lanes`]'s `tidy`.
+pub const TIDY_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Calls `tidy` every [`TIDY_EVERY`], forever.
+async fn tidying(tidy: fn()) {
+    loop {
+        smol::Timer::after(TIDY_EVERY).await;
+        tidy();
+    }
+}
+
+/// How many lanes [`block_on_lanes`] runs when not told: one per core,
+/// or `SMOL_THREADS` (smol's own setting for its executor threads).
+pub fn lane_count() -> u16 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::env::var("SMOL_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(cores)
+        .min(usize::from(u16::MAX)) as u16
+}
+
+/// Runs `future` to its end on `count` lanes ([`shell_common::lanes`]):
+/// lane 0 is the calling thread, and each other lane a thread of its own.
+/// Each lane runs an executor of its own, so a task and whatever it
+/// spawns ([`spawn`]) stay on their lane's thread; async-io's one reactor
+/// serves them all. Each lane calls `tidy` every [`TIDY_EVERY`]. When
+/// `future` ends the other lanes stop (their tasks are dropped), and each
+/// lane's thread, the calling one last, calls `lane_ends`.
+///
+/// The lanes are set once a process; a second call runs on the first
+/// call's.
+pub fn block_on_lanes<F: Future>(
+    count: u16,
+    lane_ends: fn(),
+    tidy: fn(),
+    future: F,
+) -> std::io::Result<F::Output> {
+    let executors: Vec<_> = (0..count.max(1))
+        .map(|_| Arc::new(smol::Executor::new()))
+        .collect();
+    let _ = LANES.set(executors.clone());
+    let executors = LANES.get().unwrap_or(&executors).clone();
+    for executor in &executors {
+        executor.spawn(tidying(tidy)).detach();
+    }
+    let mut threads = Vec::new();
+    let mut stops = Vec::new();
+    for (k, executor) in (1..).zip(executors.iter().skip(1).cloned()) {
+        let (stop, stopped) = futures_channel::oneshot::channel::<()>();
+        stops.push(stop);
+        let thread = std::thread::Builder::new()
+            .name(format!("anpx-lane-{k}"))
+            .spawn(move || {
+                lanes::enter(Lane(k));
+                let _ = smol::block_on(executor.run(stopped));
+                lane_ends();
+            })?;
+        threads.push(thread);
+    }
+    lanes::enter(Lane(0));
+    let out = smol::block_on(executors[0].run(future));
+    drop(stops);
+    for thread in threads {
+        let _ = thread.join();
+    }
+    lane_ends();
+    Ok(out)
 }
 
 /// A smol task, which cancels itself when dropped.
@@ -57,7 +154,16 @@ impl OwnedTask for OwnedSmol {
     }
 }
 
-shell_common::tcp_listen!(TcpAccept, TcpListener, TcpStream);
+// async-io's one reactor serves every thread: a socket moves between
+// lanes as it is.
+shell_common::tcp_listen!(
+    TcpAccept,
+    TcpListener,
+    TcpStream,
+    TcpStream,
+    Ok::<TcpStream, std::io::Error>,
+    Ok::<TcpStream, std::io::Error>
+);
 
 /// The most a piece of a body read by [`body_stream`] holds.
 const PIECE: usize = 64 * 1024;

@@ -11,7 +11,7 @@ pub mod fetch;
 pub mod gateway;
 pub mod receiver;
 pub use shell_common::registry;
-mod rt;
+pub mod rt;
 pub use shell_common::tls;
 pub mod upstream;
 

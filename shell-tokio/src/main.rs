@@ -87,17 +87,20 @@ impl Shell for Anpx {
     }
 
     fn block_on(&self, future: impl Future<Output = Result<()>>) -> Result<()> {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            // Workers hold their request lines and gather their log lines
-            // until they park (anpx_cli::log_writer): a request's line is
-            // formatted after its response is written, and one write
-            // carries many lines under load.
-            .on_thread_park(parked)
-            .on_thread_stop(anpx_cli::log_writer::parked)
-            .build()
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                // Lanes hold their request lines and gather their log
+                // lines until they park (anpx_cli::log_writer): a
+                // request's line is formatted after its response is
+                // written, and one write carries many lines under load.
+                .on_thread_park(parked)
+                .on_thread_stop(anpx_cli::log_writer::parked)
+                .build()
+        };
+        let lanes = shell_tokio::rt::lane_count();
+        shell_tokio::rt::block_on_lanes(lanes, runtime, anpx_cli::log_writer::parked, future)
             .context("cannot start the async runtime")?
-            .block_on(future)
     }
 
     // sqlx runs on tokio, where everything here already runs.

@@ -1,10 +1,14 @@
 //! tokio's half of the shared loops: spawning, timers, accepting.
 
 use std::future::Future;
+use std::io;
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
 
+use shell_common::lanes::{self, Lane};
 use shell_common::receiver::{BoxFuture, Owned, OwnedTask, Runtime};
 use shell_common::shell_io::ShellIo;
 
@@ -47,6 +51,77 @@ impl Runtime for Tokio {
     fn sleep_until(&self, at: Instant) -> BoxFuture<()> {
         Box::pin(tokio::time::sleep_until(at.into()))
     }
+
+    fn lanes(&self) -> u16 {
+        LANES.get().map_or(1, |l| l.len() as u16)
+    }
+
+    fn spawn_owned_on(&self, lane: Lane, task: BoxFuture<()>) -> Owned {
+        match LANES.get().and_then(|l| l.get(usize::from(lane.0))) {
+            Some(handle) => Owned::new(AbortOnDrop(handle.spawn(task))),
+            None => self.spawn_owned(task),
+        }
+    }
+}
+
+/// The runtimes of the lanes ([`block_on_lanes`]), by lane.
+static LANES: OnceLock<Vec<Handle>> = OnceLock::new();
+
+/// How many lanes [`block_on_lanes`] runs when not told: one per core,
+/// or `TOKIO_WORKER_THREADS` (tokio's own setting for its worker count).
+pub fn lane_count() -> u16 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(cores)
+        .min(usize::from(u16::MAX)) as u16
+}
+
+/// Runs `future` to its end on `count` lanes ([`shell_common::lanes`]):
+/// lane 0 is the calling thread, and each other lane a thread of its own.
+/// Each lane is a current-thread runtime made by `runtime`, so a task and
+/// whatever it spawns stay on their lane's thread. When `future` ends the
+/// other lanes stop (their tasks are dropped), and each lane's thread,
+/// the calling one last, calls `lane_ends`.
+///
+/// The lanes are set once a process; a second call runs on the first
+/// call's.
+pub fn block_on_lanes<F: Future>(
+    count: u16,
+    runtime: impl Fn() -> io::Result<tokio::runtime::Runtime>,
+    lane_ends: fn(),
+    future: F,
+) -> io::Result<F::Output> {
+    let first = runtime()?;
+    let mut handles = vec![first.handle().clone()];
+    let mut threads = Vec::new();
+    let mut stops = Vec::new();
+    for k in 1..count.max(1) {
+        let rt = runtime()?;
+        handles.push(rt.handle().clone());
+        let (stop, stopped) = futures_channel::oneshot::channel::<()>();
+        stops.push(stop);
+        let thread = std::thread::Builder::new()
+            .name(format!("anpx-lane-{k}"))
+            .spawn(move || {
+                lanes::enter(Lane(k));
+                let _ = rt.block_on(stopped);
+                drop(rt);
+                lane_ends();
+            })?;
+        threads.push(thread);
+    }
+    let _ = LANES.set(handles);
+    lanes::enter(Lane(0));
+    let out = first.block_on(future);
+    drop(stops);
+    for thread in threads {
+        let _ = thread.join();
+    }
+    lane_ends();
+    Ok(out)
 }
 
 /// A tokio task aborted when its handle is dropped (a `JoinHandle` alone
@@ -65,4 +140,14 @@ impl Drop for AbortOnDrop {
     }
 }
 
-shell_common::tcp_listen!(TcpAccept, TcpListener, TcpStream);
+// A tokio socket is registered with the event loop of the runtime that
+// made it: one moving to another lane's runtime leaves as a std socket
+// and registers again there.
+shell_common::tcp_listen!(
+    TcpAccept,
+    TcpListener,
+    TcpStream,
+    std::net::TcpStream,
+    TcpStream::into_std,
+    TcpStream::from_std
+);

@@ -50,6 +50,7 @@ use crate::flow::{Flow, INITIAL_WINDOW};
 use crate::forward::normalize_path;
 use crate::frame::{tag, ExtFrame, Frame, MessageKind};
 use crate::handshake::{Admissions, DocumentFetches, FetchLimits};
+use crate::lane::{rank, Lane};
 use crate::message::{Head, Message, RequestHead, RequestId};
 use crate::passthrough;
 use crate::route::{RouteTable, ServiceUrl};
@@ -155,6 +156,8 @@ struct Link {
     /// Its queue of frames to write is full, as the shell said
     /// ([`Gateway::link_backlog`]).
     backlogged: bool,
+    /// The shell's lane it is served on ([`Gateway::set_link_lane`]).
+    lane: Option<Lane>,
 }
 
 impl Link {
@@ -480,6 +483,7 @@ impl Gateway {
                 arriving: 0,
                 draining: false,
                 backlogged: false,
+                lane: None,
             },
         );
         self.timers
@@ -861,6 +865,23 @@ impl Gateway {
         now: Instant,
         client: Option<IpAddr>,
         host: &str,
+        head: RequestHead,
+        body: RequestBody,
+    ) -> Result<RequestId, Reject> {
+        self.start_request_on(now, client, None, host, head, body)
+    }
+
+    /// [`start_request_from`](Self::start_request_from) for a request
+    /// that came in on the shell's `lane`: among the route's receiver
+    /// connections it prefers one served on the same lane, unless that
+    /// one holds [`LANE_SLACK`](crate::lane::LANE_SLACK) more requests
+    /// than the least loaded elsewhere. `None`: no preference.
+    pub fn start_request_on(
+        &mut self,
+        now: Instant,
+        client: Option<IpAddr>,
+        lane: Option<Lane>,
+        host: &str,
         mut head: RequestHead,
         body: RequestBody,
     ) -> Result<RequestId, Reject> {
@@ -872,7 +893,7 @@ impl Gateway {
         let upgrade = passthrough::is_upgrade(&head);
         let head_method = head.method.eq_ignore_ascii_case("HEAD");
         let client = client.map(crate::edge::ip_key);
-        let (link, route) = self.choose_link(host, &head.path, upgrade, client)?;
+        let (link, route) = self.choose_link(host, &head.path, upgrade, client, lane)?;
         let client = client.map(|ip| (route.clone(), ip));
         let features = self
             .links
@@ -965,6 +986,7 @@ impl Gateway {
         path: &str,
         upgrade: bool,
         client: Option<IpAddr>,
+        lane: Option<Lane>,
     ) -> Result<(LinkId, ServiceUrl), Reject> {
         let Some(route) = self.routes.lookup(host, path) else {
             self.totals.not_found += 1;
@@ -1036,7 +1058,7 @@ impl Gateway {
         };
         let best = with_room()
             .filter(|(_, l)| fits(l))
-            .min_by_key(|(id, l)| (l.requests.len(), *id))
+            .min_by_key(|(id, l)| (rank(l.requests.len(), l.lane, lane), *id))
             .map(|(id, _)| id);
         // A receiver under its cap was passed over only for the budget.
         let short_of_buffers = best.is_none() && with_room().next().is_some();
@@ -1549,6 +1571,14 @@ impl Gateway {
     /// Receiver connections.
     pub fn link_count(&self) -> usize {
         self.links.len()
+    }
+
+    /// Records the shell's lane `link` is served on, which requests that
+    /// say their lane prefer ([`start_request_on`](Self::start_request_on)).
+    pub fn set_link_lane(&mut self, link: LinkId, lane: Lane) {
+        if let Some(l) = self.links.get_mut(&link) {
+            l.lane = Some(lane);
+        }
     }
 
     /// Whether `link`'s receiver said it is draining (`drain`): no new

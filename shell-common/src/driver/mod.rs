@@ -524,9 +524,14 @@ impl State {
         // core finds no receiver for it.
         let retry =
             (choice != Choice::Local { fallback: false }).then(|| (head.clone(), body.clone()));
-        let result = self
-            .core
-            .start_request_from(now, Some(client), &host, head, body);
+        let result = self.core.start_request_on(
+            now,
+            Some(client),
+            crate::lanes::current(),
+            &host,
+            head,
+            body,
+        );
         match (result, retry) {
             // Every local receiver of the route draining: another
             // gateway's may take it.

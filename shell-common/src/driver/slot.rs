@@ -77,6 +77,11 @@ impl ReceiverSlot {
         let id = self.id;
         self.driver.with(|st, now| {
             let link = st.core.admit_handshake(now, id, identity, grants, features);
+            // The shell serves the connection on the lane its handshake
+            // came in on.
+            if let Some(lane) = crate::lanes::current() {
+                st.core.set_link_lane(link, lane);
+            }
             st.links.insert(
                 link,
                 Attached {

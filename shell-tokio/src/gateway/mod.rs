@@ -85,7 +85,7 @@ async fn accept_loop(
 ) {
     let with = (shared, tls, head_timer);
     let serve =
-        accept::serve_each::<TcpAccept, _, _>(with, |incoming, (shared, tls, head_timer)| {
+        accept::serve_each::<TcpAccept, _, _>(with, move |incoming, (shared, tls, head_timer)| {
             let Incoming { conn, peer, local } = incoming;
             Box::pin(async move {
                 let edge = shared.edge.clone();
