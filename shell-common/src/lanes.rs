@@ -14,8 +14,14 @@
 //! [`Runtime::spawn_owned_on`]: crate::receiver::Runtime::spawn_owned_on
 
 use std::cell::Cell;
+use std::io;
+use std::thread::JoinHandle;
 
 pub use anpx_core::lane::Lane;
+
+/// What a lane's thread waits on besides its tasks: it resolves (with an
+/// error, as the sender is dropped) when [`LaneThreads::stop`] is called.
+pub type Stopped = futures_channel::oneshot::Receiver<()>;
 
 thread_local! {
     static CURRENT: Cell<Option<Lane>> = const { Cell::new(None) };
@@ -36,6 +42,71 @@ pub fn next(lane: Lane, count: u16) -> Lane {
     Lane((lane.0 + 1) % count.max(1))
 }
 
+/// How many lanes to run: the number in the environment variable `var`
+/// (the runtime's own setting, such as `TOKIO_WORKER_THREADS`) when it
+/// holds a positive one, else one per core.
+pub fn count(var: &str) -> u16 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(cores)
+        .min(usize::from(u16::MAX)) as u16
+}
+
+/// The threads of lanes 1 and up (lane 0 is the caller's), named
+/// `anpx-lane-N`.
+pub struct LaneThreads {
+    stops: Vec<futures_channel::oneshot::Sender<()>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl LaneThreads {
+    /// Starts lanes 1 to `count - 1`: `make(lane)`, on the calling thread
+    /// (where an error can still stop the start), makes what the lane
+    /// runs with, and `run(it, stopped)` runs on the lane's own thread,
+    /// marked with [`enter`], until `stopped` resolves.
+    pub fn start<R: Send + 'static>(
+        count: u16,
+        mut make: impl FnMut(Lane) -> io::Result<R>,
+        run: impl Fn(R, Stopped) + Clone + Send + 'static,
+    ) -> io::Result<LaneThreads> {
+        let mut lanes = LaneThreads {
+            stops: Vec::new(),
+            threads: Vec::new(),
+        };
+        for k in 1..count.max(1) {
+            let with = make(Lane(k))?;
+            let (stop, stopped) = futures_channel::oneshot::channel();
+            lanes.stops.push(stop);
+            let run = run.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("anpx-lane-{k}"))
+                .spawn(move || {
+                    enter(Lane(k));
+                    run(with, stopped);
+                })?;
+            lanes.threads.push(thread);
+        }
+        Ok(lanes)
+    }
+
+    /// Tells every lane to stop and waits until its thread has ended.
+    pub fn stop(self) {
+        drop(self.stops);
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The error of a second start of the lanes in one process: the tasks
+/// handed to lanes go to the first start's.
+pub fn started_twice() -> io::Error {
+    io::Error::other("the lanes were started already in this process")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,6 +123,38 @@ mod tests {
         std::thread::spawn(|| assert_eq!(current(), None))
             .join()
             .unwrap();
+    }
+
+    #[test]
+    fn lane_threads_run_marked_until_stopped() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let lanes = LaneThreads::start(
+            3,
+            |lane| Ok(lane.0 * 10),
+            move |with, stopped| {
+                tx.send((current(), with)).unwrap();
+                let _ = wait_until_stopped(stopped);
+                tx.send((current(), u16::MAX)).unwrap();
+            },
+        )
+        .unwrap();
+        let mut started: Vec<_> = rx.iter().take(2).collect();
+        started.sort();
+        assert_eq!(started, [(Some(Lane(1)), 10), (Some(Lane(2)), 20)]);
+        lanes.stop();
+        let stopped: Vec<_> = rx.iter().collect();
+        assert_eq!(stopped.len(), 2, "both lanes ended: {stopped:?}");
+    }
+
+    /// Polls `stopped` on this thread until it resolves.
+    fn wait_until_stopped(mut stopped: Stopped) -> Result<(), futures_channel::oneshot::Canceled> {
+        loop {
+            match stopped.try_recv() {
+                Ok(Some(())) => return Ok(()),
+                Ok(None) => std::thread::sleep(std::time::Duration::from_millis(1)),
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     #[test]

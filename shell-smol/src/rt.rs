@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::tcp::{TcpListener, TcpStream};
 
-use shell_common::lanes::{self, Lane};
+use shell_common::lanes::{self, Lane, LaneThreads};
 use shell_common::receiver::{BoxFuture, Owned, OwnedTask, Runtime};
 use shell_common::shell_io::ShellIo;
 
@@ -88,13 +88,7 @@ async fn tidying(tidy: fn()) {
 /// How many lanes [`block_on_lanes`] runs when not told: one per core,
 /// or `SMOL_THREADS` (smol's own setting for its executor threads).
 pub fn lane_count() -> u16 {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    std::env::var("SMOL_THREADS")
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(cores)
-        .min(usize::from(u16::MAX)) as u16
+    lanes::count("SMOL_THREADS")
 }
 
 /// Runs `future` to its end on `count` lanes ([`shell_common::lanes`]):
@@ -103,10 +97,8 @@ pub fn lane_count() -> u16 {
 /// spawns ([`spawn`]) stay on their lane's thread; async-io's one reactor
 /// serves them all. Each lane calls `tidy` every [`TIDY_EVERY`]. When
 /// `future` ends the other lanes stop (their tasks are dropped), and each
-/// lane's thread, the calling one last, calls `lane_ends`.
-///
-/// The lanes are set once a process; a second call runs on the first
-/// call's.
+/// lane's thread, the calling one last, calls `lane_ends`. Once a
+/// process: a second call is refused.
 pub fn block_on_lanes<F: Future>(
     count: u16,
     lane_ends: fn(),
@@ -116,31 +108,21 @@ pub fn block_on_lanes<F: Future>(
     let executors: Vec<_> = (0..count.max(1))
         .map(|_| Arc::new(smol::Executor::new()))
         .collect();
-    let _ = LANES.set(executors.clone());
-    let executors = LANES.get().unwrap_or(&executors).clone();
+    LANES
+        .set(executors.clone())
+        .map_err(|_| lanes::started_twice())?;
     for executor in &executors {
         executor.spawn(tidying(tidy)).detach();
     }
-    let mut threads = Vec::new();
-    let mut stops = Vec::new();
-    for (k, executor) in (1..).zip(executors.iter().skip(1).cloned()) {
-        let (stop, stopped) = futures_channel::oneshot::channel::<()>();
-        stops.push(stop);
-        let thread = std::thread::Builder::new()
-            .name(format!("anpx-lane-{k}"))
-            .spawn(move || {
-                lanes::enter(Lane(k));
-                let _ = smol::block_on(executor.run(stopped));
-                lane_ends();
-            })?;
-        threads.push(thread);
-    }
+    let make = |lane: Lane| Ok(executors[usize::from(lane.0)].clone());
+    let run = move |executor: Arc<smol::Executor<'static>>, stopped| {
+        let _ = smol::block_on(executor.run(stopped));
+        lane_ends();
+    };
+    let threads = LaneThreads::start(count, make, run)?;
     lanes::enter(Lane(0));
     let out = smol::block_on(executors[0].run(future));
-    drop(stops);
-    for thread in threads {
-        let _ = thread.join();
-    }
+    threads.stop();
     lane_ends();
     Ok(out)
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 
-use shell_common::lanes::{self, Lane};
+use shell_common::lanes::{self, Lane, LaneThreads};
 use shell_common::receiver::{BoxFuture, Owned, OwnedTask, Runtime};
 use shell_common::shell_io::ShellIo;
 
@@ -70,13 +70,7 @@ static LANES: OnceLock<Vec<Handle>> = OnceLock::new();
 /// How many lanes [`block_on_lanes`] runs when not told: one per core,
 /// or `TOKIO_WORKER_THREADS` (tokio's own setting for its worker count).
 pub fn lane_count() -> u16 {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    std::env::var("TOKIO_WORKER_THREADS")
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(cores)
-        .min(usize::from(u16::MAX)) as u16
+    lanes::count("TOKIO_WORKER_THREADS")
 }
 
 /// Runs `future` to its end on `count` lanes ([`shell_common::lanes`]):
@@ -84,42 +78,34 @@ pub fn lane_count() -> u16 {
 /// Each lane is a current-thread runtime made by `runtime`, so a task and
 /// whatever it spawns stay on their lane's thread. When `future` ends the
 /// other lanes stop (their tasks are dropped), and each lane's thread,
-/// the calling one last, calls `lane_ends`.
-///
-/// The lanes are set once a process; a second call runs on the first
-/// call's.
+/// the calling one last, calls `lane_ends`. Once a process: a second call
+/// is refused.
 pub fn block_on_lanes<F: Future>(
     count: u16,
     runtime: impl Fn() -> io::Result<tokio::runtime::Runtime>,
     lane_ends: fn(),
     future: F,
 ) -> io::Result<F::Output> {
+    if LANES.get().is_some() {
+        return Err(lanes::started_twice());
+    }
     let first = runtime()?;
     let mut handles = vec![first.handle().clone()];
-    let mut threads = Vec::new();
-    let mut stops = Vec::new();
-    for k in 1..count.max(1) {
+    let make = |_| {
         let rt = runtime()?;
         handles.push(rt.handle().clone());
-        let (stop, stopped) = futures_channel::oneshot::channel::<()>();
-        stops.push(stop);
-        let thread = std::thread::Builder::new()
-            .name(format!("anpx-lane-{k}"))
-            .spawn(move || {
-                lanes::enter(Lane(k));
-                let _ = rt.block_on(stopped);
-                drop(rt);
-                lane_ends();
-            })?;
-        threads.push(thread);
-    }
-    let _ = LANES.set(handles);
+        Ok(rt)
+    };
+    let run = move |rt: tokio::runtime::Runtime, stopped| {
+        let _ = rt.block_on(stopped);
+        drop(rt);
+        lane_ends();
+    };
+    let threads = LaneThreads::start(count, make, run)?;
+    LANES.set(handles).map_err(|_| lanes::started_twice())?;
     lanes::enter(Lane(0));
     let out = first.block_on(future);
-    drop(stops);
-    for thread in threads {
-        let _ = thread.join();
-    }
+    threads.stop();
     lane_ends();
     Ok(out)
 }
