@@ -7,12 +7,12 @@
 #   benches/per-core.sh                  # ~3 min on a 2-core machine
 #
 # Every system gets two `wrk -t1 -c16` at once. A "1 process" system takes
-# both on one port: `anpx both` on tokio's default runtime (a worker per
-# core), `anpx-smol both` on its default executor. A "2 processes" system
-# is two copies of the same command on two ports, one wrk each, `anpx` with
-# `TOKIO_WORKER_THREADS=1`: two processes share nothing, so no request
-# crosses between threads, the upper bound of a runtime per core inside
-# one process. Each cell prints the median of the rounds of the two wrk's
+# both on one port: `anpx both` and `anpx-smol both` with their default
+# lanes (one per core, docs/ARCHITECTURE.md). A "2 processes" system is
+# two copies of the same command on two ports, one wrk each, with one lane
+# each (`TOKIO_WORKER_THREADS=1`, `SMOL_THREADS=1`): two processes share
+# nothing, so no request crosses between threads, the upper bound of the
+# lanes inside one process. Each cell prints the median of the rounds of the two wrk's
 # requests/s added up, and the ratios that matter.
 #
 # Knobs (environment): ROUNDS (3), DURATION (seconds per wrk run, 4),
@@ -58,8 +58,8 @@ tunnel anpx-1 $((BASE_PORT + 3)) "$ANPX"
 tunnel anpx-2a $((BASE_PORT + 4)) env TOKIO_WORKER_THREADS=1 "$ANPX"
 tunnel anpx-2b $((BASE_PORT + 5)) env TOKIO_WORKER_THREADS=1 "$ANPX"
 tunnel smol-1 $((BASE_PORT + 6)) "$ANPX_SMOL"
-tunnel smol-2a $((BASE_PORT + 7)) "$ANPX_SMOL"
-tunnel smol-2b $((BASE_PORT + 8)) "$ANPX_SMOL"
+tunnel smol-2a $((BASE_PORT + 7)) env SMOL_THREADS=1 "$ANPX_SMOL"
+tunnel smol-2b $((BASE_PORT + 8)) env SMOL_THREADS=1 "$ANPX_SMOL"
 
 # The two ports each system's two wrk drive.
 SYSTEMS="rathole anpx-1p anpx-2p smol-1p smol-2p"
