@@ -1,4 +1,5 @@
-//! smol's half of the shared loops: spawning, timers, accepting.
+//! smol's half of the shared loops: spawning, timers, accepting, and
+//! the lanes (an executor per core).
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -96,7 +97,7 @@ pub fn lane_count() -> u16 {
 /// Each lane runs an executor of its own, so a task and whatever it
 /// spawns ([`spawn`]) stay on their lane's thread; async-io's one reactor
 /// serves them all. Each lane calls `tidy` every [`TIDY_EVERY`]. When
-/// `future` ends the other lanes stop (their tasks are dropped), and each
+/// `future` ends the other lanes stop running their tasks, and each
 /// lane's thread, the calling one last, calls `lane_ends`. Once a
 /// process: a second call is refused.
 pub fn block_on_lanes<F: Future>(

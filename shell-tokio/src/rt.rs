@@ -1,4 +1,5 @@
-//! tokio's half of the shared loops: spawning, timers, accepting.
+//! tokio's half of the shared loops: spawning, timers, accepting, and
+//! the lanes (a current-thread runtime per core).
 
 use std::future::Future;
 use std::io;
