@@ -28,13 +28,19 @@ pub fn is_hop_by_hop(name: &str) -> bool {
 
 /// Removes hop-by-hop headers, including any the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderList) {
+    // Copied out because `retain` changes the list they borrow from; the
+    // usual tokens (`keep-alive`, `upgrade`) are hop-by-hop already and
+    // copy nothing.
     let named: Vec<String> = headers
         .get_all("connection")
         .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && !is_hop_by_hop(t))
+        .map(str::to_owned)
         .collect();
-    headers.retain(|name, _| !is_hop_by_hop(name) && !named.iter().any(|n| n == name));
+    headers.retain(|name, _| {
+        !is_hop_by_hop(name) && !named.iter().any(|n| n.eq_ignore_ascii_case(name))
+    });
 }
 
 /// Where a public request came from, for the `X-Forwarded-*` headers.
@@ -575,6 +581,20 @@ mod tests {
             ("x-secret", "1"),
             ("x-kept", "2"),
             ("TE", "trailers"),
+        ]
+        .into_iter()
+        .collect();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.iter().collect::<Vec<_>>(), [("x-kept", "2")]);
+    }
+
+    #[test]
+    fn connection_tokens_name_headers_in_any_case() {
+        let mut h: HeaderList = [
+            ("connection", "x-secret, Close"),
+            ("X-Secret", "1"),
+            ("CLOSE", "odd, but named"),
+            ("X-Kept", "2"),
         ]
         .into_iter()
         .collect();
