@@ -160,7 +160,9 @@ pub async fn accept_loop<L, S>(
 {
     let lanes = runtime.lanes();
     let serve = Arc::new(serve);
-    let mut lane = lanes::current().unwrap_or(Lane(0));
+    // The loop's own lane: a task stays on the lane it was spawned on.
+    let here = lanes::current().unwrap_or(Lane(0));
+    let mut lane = here;
     let mut connections: Vec<Owned> = Vec::new();
     loop {
         let accepted = match &stop {
@@ -183,7 +185,6 @@ pub async fn accept_loop<L, S>(
             }
         };
         connections.retain(|t| !t.is_finished());
-        let here = lanes::current().unwrap_or(Lane(0));
         let task = if lane == here {
             runtime.spawn_owned(serve(conn, peer))
         } else {

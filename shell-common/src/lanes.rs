@@ -15,6 +15,7 @@
 
 use std::cell::Cell;
 use std::io;
+use std::sync::OnceLock;
 use std::thread::JoinHandle;
 
 pub use anpx_core::lane::Lane;
@@ -53,6 +54,48 @@ pub fn count(var: &str) -> u16 {
         .filter(|&n| n > 0)
         .unwrap_or(cores)
         .min(usize::from(u16::MAX)) as u16
+}
+
+/// What a shell runs each lane with (a runtime's handle, an executor), by
+/// lane: set once a process, when the lanes start.
+pub struct LaneSet<T>(OnceLock<Vec<T>>);
+
+impl<T> LaneSet<T> {
+    /// No lanes yet.
+    pub const fn new() -> Self {
+        LaneSet(OnceLock::new())
+    }
+
+    /// Sets the lanes; a second call is refused ([`started_twice`]).
+    pub fn set(&self, lanes: Vec<T>) -> io::Result<()> {
+        self.0.set(lanes).map_err(|_| started_twice())
+    }
+
+    /// Whether the lanes were set.
+    pub fn is_set(&self) -> bool {
+        self.0.get().is_some()
+    }
+
+    /// How many lanes there are: 1 before they are set.
+    pub fn count(&self) -> u16 {
+        self.0.get().map_or(1, |l| l.len() as u16)
+    }
+
+    /// What `lane` runs with, once the lanes are set.
+    pub fn get(&self, lane: Lane) -> Option<&T> {
+        self.0.get()?.get(usize::from(lane.0))
+    }
+
+    /// What the calling thread's lane runs with, when it runs one.
+    pub fn here(&self) -> Option<&T> {
+        self.get(current()?)
+    }
+}
+
+impl<T> Default for LaneSet<T> {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// The threads of lanes 1 and up (lane 0 is the caller's), named
@@ -155,6 +198,24 @@ mod tests {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    #[test]
+    fn a_lane_set_is_set_once() {
+        let set = LaneSet::new();
+        assert_eq!((set.count(), set.get(Lane(0))), (1, None));
+        set.set(vec!["zero", "one"]).unwrap();
+        assert!(set.set(vec!["again"]).is_err());
+        assert_eq!(set.count(), 2);
+        assert_eq!(set.get(Lane(1)), Some(&"one"));
+        assert_eq!(set.get(Lane(2)), None);
+        std::thread::spawn(move || {
+            assert_eq!(set.here(), None);
+            enter(Lane(1));
+            assert_eq!(set.here(), Some(&"one"));
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

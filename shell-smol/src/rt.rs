@@ -2,12 +2,12 @@
 //! the lanes (an executor per core).
 
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::tcp::{TcpListener, TcpStream};
 
-use shell_common::lanes::{self, Lane, LaneThreads};
+use shell_common::lanes::{self, Lane, LaneSet, LaneThreads};
 use shell_common::receiver::{BoxFuture, Owned, OwnedTask, Runtime};
 use shell_common::shell_io::ShellIo;
 
@@ -51,11 +51,11 @@ impl Runtime for Smol {
     }
 
     fn lanes(&self) -> u16 {
-        LANES.get().map_or(1, |l| l.len() as u16)
+        LANES.count()
     }
 
     fn spawn_owned_on(&self, lane: Lane, task: BoxFuture<()>) -> Owned {
-        match LANES.get().and_then(|l| l.get(usize::from(lane.0))) {
+        match LANES.get(lane) {
             Some(executor) => Owned::new(OwnedSmol(executor.spawn(task))),
             None => self.spawn_owned(task),
         }
@@ -63,13 +63,12 @@ impl Runtime for Smol {
 }
 
 /// The executors of the lanes ([`block_on_lanes`]), by lane.
-static LANES: OnceLock<Vec<Arc<smol::Executor<'static>>>> = OnceLock::new();
+static LANES: LaneSet<Arc<smol::Executor<'static>>> = LaneSet::new();
 
 /// Runs `future` in a task of the calling lane's executor, or of smol's
 /// global executor on a thread that runs no lane.
 pub fn spawn<T: Send + 'static>(future: impl Future<Output = T> + Send + 'static) -> smol::Task<T> {
-    let lane = lanes::current().and_then(|lane| LANES.get()?.get(usize::from(lane.0)));
-    match lane {
+    match LANES.here() {
         Some(executor) => executor.spawn(future),
         None => smol::spawn(future),
     }
@@ -109,9 +108,7 @@ pub fn block_on_lanes<F: Future>(
     let executors: Vec<_> = (0..count.max(1))
         .map(|_| Arc::new(smol::Executor::new()))
         .collect();
-    LANES
-        .set(executors.clone())
-        .map_err(|_| lanes::started_twice())?;
+    LANES.set(executors.clone())?;
     for executor in &executors {
         executor.spawn(tidying(tidy)).detach();
     }

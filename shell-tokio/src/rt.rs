@@ -3,13 +3,12 @@
 
 use std::future::Future;
 use std::io;
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 
-use shell_common::lanes::{self, Lane, LaneThreads};
+use shell_common::lanes::{self, Lane, LaneSet, LaneThreads};
 use shell_common::receiver::{BoxFuture, Owned, OwnedTask, Runtime};
 use shell_common::shell_io::ShellIo;
 
@@ -54,11 +53,11 @@ impl Runtime for Tokio {
     }
 
     fn lanes(&self) -> u16 {
-        LANES.get().map_or(1, |l| l.len() as u16)
+        LANES.count()
     }
 
     fn spawn_owned_on(&self, lane: Lane, task: BoxFuture<()>) -> Owned {
-        match LANES.get().and_then(|l| l.get(usize::from(lane.0))) {
+        match LANES.get(lane) {
             Some(handle) => Owned::new(AbortOnDrop(handle.spawn(task))),
             None => self.spawn_owned(task),
         }
@@ -66,7 +65,7 @@ impl Runtime for Tokio {
 }
 
 /// The runtimes of the lanes ([`block_on_lanes`]), by lane.
-static LANES: OnceLock<Vec<Handle>> = OnceLock::new();
+static LANES: LaneSet<Handle> = LaneSet::new();
 
 /// How many lanes [`block_on_lanes`] runs when not told: one per core,
 /// or `TOKIO_WORKER_THREADS` (tokio's own setting for its worker count).
@@ -87,7 +86,7 @@ pub fn block_on_lanes<F: Future>(
     lane_ends: fn(),
     future: F,
 ) -> io::Result<F::Output> {
-    if LANES.get().is_some() {
+    if LANES.is_set() {
         return Err(lanes::started_twice());
     }
     let first = runtime()?;
@@ -103,7 +102,7 @@ pub fn block_on_lanes<F: Future>(
         lane_ends();
     };
     let threads = LaneThreads::start(count, make, run)?;
-    LANES.set(handles).map_err(|_| lanes::started_twice())?;
+    LANES.set(handles)?;
     lanes::enter(Lane(0));
     let out = first.block_on(future);
     threads.stop();
