@@ -5,7 +5,7 @@
 use std::future::poll_fn;
 use std::net::IpAddr;
 use std::pin::pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -13,16 +13,14 @@ use anpx_core::handshake;
 use anpx_core::ServiceUrl;
 use anpx_core::{Feature, Features, INITIAL_WINDOW};
 use anpx_core::{Identity, LinkFault, LinkId};
-use async_tungstenite::tungstenite::{Error as WsError, Message};
-use async_tungstenite::WebSocketStream;
 use futures_util::future::{select, Either};
 use futures_util::io::{AsyncRead, AsyncWrite};
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::FutureExt;
 
 use crate::admission::Admission;
 use crate::driver::{Driver, DriverGone, LinkOut, Outbox, ReceiverSlot, Taken};
 use crate::receiver::Runtime;
-use crate::ws::{close, from_wire, to_wire, Arriving, Counted};
+use crate::ws::{Arriving, FrameError, Incoming, WsError, WsSocket};
 
 /// How long a connection the gateway closed may take to answer the close.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -133,7 +131,7 @@ pub fn admit(
 /// Serves one admitted receiver connection until either side closes it.
 /// `runtime` times the wait for the peer's answer to a close.
 pub async fn serve<S>(
-    ws: WebSocketStream<Counted<S>>,
+    ws: WsSocket<S>,
     driver: Driver,
     admitted: AdmittedLink,
     runtime: &dyn Runtime,
@@ -149,8 +147,11 @@ pub async fn serve<S>(
         follow,
     } = admitted;
     tracing::info!(%link, %peer, receiver = %who, features = %features, "receiver connected");
-    let mut arriving = Arriving::new(ws.get_ref().read_counter());
-    let (mut sink, mut stream) = ws.split();
+    // The reader and the writer are two futures of this one task, so the
+    // lock is never contended; it makes the pair `Send`.
+    let ws = Mutex::new(ws);
+    let socket = || ws.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut arriving = Arriving::new();
 
     // True when the gateway closed the connection and sent the close frame.
     let writer = async {
@@ -165,66 +166,53 @@ pub async fn serve<S>(
                     }
                 }
             }
-            // Feed everything taken and flush once: one write for many
+            // Queue everything taken and flush once: one write for many
             // frames under load.
-            let mut fed = false;
-            while let Some(out) = batch.pop_front() {
-                match out {
-                    LinkOut::Send(m) => {
-                        if sink.feed(to_wire(m)).await.is_err() {
-                            return false;
+            let mut closing = false;
+            {
+                let mut ws = socket();
+                while let Some(out) = batch.pop_front() {
+                    match out {
+                        LinkOut::Send(m) => ws.feed(&m),
+                        LinkOut::Close { code, reason } => {
+                            ws.feed_close(code, &reason);
+                            closing = true;
+                            break;
                         }
-                        fed = true;
-                    }
-                    LinkOut::Close { code, reason } => {
-                        if fed && sink.flush().await.is_err() {
-                            return false;
-                        }
-                        return sink.send(close(code, &reason)).await.is_ok();
                     }
                 }
             }
-            if sink.flush().await.is_err() {
-                return false;
+            let flushed = poll_fn(|cx| socket().poll_flush(cx)).await.is_ok();
+            if closing || !flushed {
+                return closing && flushed;
             }
         }
     };
     let reader = async {
-        // What tungstenite holds of a message still arriving is reported
-        // as it grows, so the budgets see it before the message is whole.
         loop {
+            // What is held of a message still arriving is reported as it
+            // grows, so the budgets see it before the message is whole.
             let next = poll_fn(|cx| {
-                let polled = stream.poll_next_unpin(cx);
-                if polled.is_pending() {
-                    if let Some(bytes) = arriving.pending() {
-                        driver.arriving(link, bytes);
-                    }
+                let mut ws = socket();
+                let polled = ws.poll_next(cx);
+                if let Some(bytes) = arriving.update(ws.arriving()) {
+                    driver.arriving(link, bytes);
                 }
                 polled
             });
-            let Some(msg) = next.await else {
-                return;
-            };
-            if let Ok(m) = &msg {
-                if let Some(bytes) = arriving.received(m) {
-                    driver.arriving(link, bytes);
-                }
-            }
-            let msg = match msg {
-                Ok(Message::Close(_)) => return,
-                Err(e) => {
+            let message = match next.await {
+                None | Some(Ok(Incoming::Close(_))) => return,
+                Some(Err(e)) => {
                     if let Some(fault) = fault_of(&e) {
                         tracing::warn!(%link, %peer, fault = fault.label(), error = %e, "receiver broke the WebSocket protocol");
                         driver.fault(link, fault, e.to_string());
                     }
                     return;
                 }
-                Ok(m) => m,
+                Some(Ok(Incoming::Message(m))) => m,
             };
-            if let Some(m) = from_wire(msg) {
-                if driver.message(link, m).is_err() {
-                    return;
-                }
+            if driver.message(link, message).is_err() {
+                return;
             }
         }
     };
@@ -235,23 +223,30 @@ pub async fn serve<S>(
         Either::Left((Either::Right(((), _)), _)) | Either::Right(((), _)) => false,
     };
     driver.closed(link);
-    if closed_by_us {
-        // Wait (briefly) for the peer's close reply, reading what it still
-        // sends: dropping a socket with unread data resets it, and the reset
-        // can destroy the close frame, and its reason, before the peer
-        // reads it.
-        let mut grace = runtime.sleep_until(Instant::now() + CLOSE_GRACE);
-        poll_fn(|cx| loop {
-            match stream.poll_next_unpin(cx) {
-                Poll::Ready(Some(Ok(Message::Close(_))) | Some(Err(_)) | None) => {
+    let mut ws = ws.into_inner().unwrap_or_else(PoisonError::into_inner);
+    // Wait (briefly) for the peer's close reply, reading what it still
+    // sends, or for our reply to its close to go out: dropping a socket
+    // with unread data resets it, and the reset can destroy the close
+    // frame, and its reason, before the peer reads it.
+    let mut grace = runtime.sleep_until(Instant::now() + CLOSE_GRACE);
+    poll_fn(|cx| {
+        if grace.poll_unpin(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        if !closed_by_us {
+            return ws.poll_flush(cx).map(|_| ());
+        }
+        loop {
+            match ws.poll_next(cx) {
+                Poll::Ready(Some(Ok(Incoming::Close(_))) | Some(Err(_)) | None) => {
                     return Poll::Ready(())
                 }
                 Poll::Ready(Some(Ok(_))) => continue,
-                Poll::Pending => return grace.poll_unpin(cx),
+                Poll::Pending => return Poll::Pending,
             }
-        })
-        .await;
-    }
+        }
+    })
+    .await;
     tracing::info!(%link, %peer, "receiver disconnected");
 }
 
@@ -259,8 +254,8 @@ pub async fn serve<S>(
 /// disconnect.
 fn fault_of(e: &WsError) -> Option<LinkFault> {
     match e {
-        WsError::Capacity(_) => Some(LinkFault::TooBig),
-        WsError::Protocol(_) | WsError::Utf8(_) => Some(LinkFault::BadFrame),
-        _ => None,
+        WsError::Frame(FrameError::TooBig { .. }) => Some(LinkFault::TooBig),
+        WsError::Frame(FrameError::Protocol(_)) => Some(LinkFault::BadFrame),
+        WsError::Io(_) => None,
     }
 }

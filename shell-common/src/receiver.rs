@@ -18,19 +18,17 @@ use anpx_core::{Receiver as Core, ReceiverOutput, RequestEvent, ResponseBody};
 use anpx_core::{RelayPolicy, RelayStep, RequestHead, RequestId, ResponseHead, ResponseRelay};
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::http::HeaderValue;
-use async_tungstenite::tungstenite::Message;
-use async_tungstenite::WebSocketStream;
 use bytes::Bytes;
 use futures_util::future::{AbortHandle, Abortable};
 use futures_util::io::{AsyncRead, AsyncWrite};
 use futures_util::stream::FuturesUnordered;
-use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 
 use crate::admin::{ReceiverEnding, ReceiverMonitor, Tracked};
 use crate::body::{self, BodySender, BodyStream};
 use crate::options::{supported_features, ReceiverOptions, Status};
 use crate::signal::{Stop, Watch};
-use crate::ws::{self, close, from_wire, to_wire};
+use crate::ws::{HoldBack, Incoming, Role, WsError, WsSocket};
 
 mod replies;
 
@@ -217,7 +215,7 @@ fn refusal_text(body: &str) -> String {
 /// An open connection to the gateway.
 pub struct Connection {
     /// The WebSocket.
-    pub ws: WebSocketStream<Box<dyn Io>>,
+    pub ws: WsSocket<Box<dyn Io>>,
     /// Extensions in use.
     pub features: Features,
     /// What the gateway granted.
@@ -274,9 +272,11 @@ pub async fn dial<U: ?Sized>(
     };
     let tls = options.live.tls().unwrap_or_else(|| options.tls.clone());
     let stream = connector.connect(target, tls).await?;
-    let config = ws::config(options.core.frame_limits.max_frame_len);
+    // tungstenite runs the handshake; the frames after it are ours.
     let (ws, response) =
-        match async_tungstenite::client_async_with_config(request, stream, Some(config)).await {
+        match async_tungstenite::client_async_with_config(request, HoldBack::new(stream), None)
+            .await
+        {
             Ok(ok) => ok,
             Err(async_tungstenite::tungstenite::Error::Http(response)) => {
                 let status = response.status().as_u16();
@@ -295,8 +295,10 @@ pub async fn dial<U: ?Sized>(
         value(FEATURES_HEADER),
         value(GRANTED_HEADER),
     );
+    let (io, read_ahead) = ws.into_inner().into_parts();
+    let max_message = options.core.frame_limits.max_frame_len;
     Ok(Connection {
-        ws,
+        ws: WsSocket::new(io, Role::Client, max_message, &read_ahead),
         features,
         granted,
     })
@@ -729,7 +731,7 @@ struct InFlight {
 }
 
 enum Event {
-    Ws(Option<Result<Message, async_tungstenite::tungstenite::Error>>),
+    Ws(Option<Result<Incoming, WsError>>),
     Reply(ReplyMsg),
     Timeout,
     Stop,
@@ -783,7 +785,7 @@ where
     U: Dispatch + ?Sized,
 {
     let mut core = Core::new(options.core.clone(), conn.features, Instant::now());
-    let (mut sink, mut stream) = conn.ws.split();
+    let mut ws = conn.ws;
     // One slot per request the core has in flight (it caps them,
     // `max_in_flight`): a head or a failure, one body step (a relay waits
     // for its piece to be sent before it reads the next) and a count of
@@ -845,7 +847,7 @@ where
             if let Poll::Ready(r) = replies.poll_next(cx) {
                 return Poll::Ready(Event::Reply(r));
             }
-            if let Poll::Ready(m) = stream.poll_next_unpin(cx) {
+            if let Poll::Ready(m) = ws.poll_next(cx) {
                 return Poll::Ready(Event::Ws(m));
             }
             if let Some((_, t)) = timer.as_mut() {
@@ -862,12 +864,12 @@ where
         let flush = matches!(event, Event::Flush);
         let now = Instant::now();
         match event {
-            Event::Ws(Some(Ok(Message::Close(frame)))) => {
+            Event::Ws(Some(Ok(Incoming::Close(frame)))) => {
                 core.handle_close(now);
                 let Some(frame) = frame else {
                     break transient("the gateway closed the connection without a code".into());
                 };
-                let code = u16::from(frame.code);
+                let code = frame.code;
                 let why = if frame.reason.is_empty() {
                     String::new()
                 } else {
@@ -878,11 +880,7 @@ where
                     failure: Failure::of_close_code(code),
                 };
             }
-            Event::Ws(Some(Ok(m))) => {
-                if let Some(m) = from_wire(m) {
-                    core.handle_message(now, m);
-                }
-            }
+            Event::Ws(Some(Ok(Incoming::Message(m)))) => core.handle_message(now, m),
             Event::Ws(Some(Err(e))) => {
                 core.handle_close(now);
                 break transient(format!("connection error: {e}"));
@@ -932,12 +930,12 @@ where
                     "drain grace period over: closing with requests still in flight"
                 );
                 core.handle_close(now);
-                let _ = sink.send(close(1001, "receiver shutting down")).await;
+                let _ = ws.close(1001, "receiver shutting down").await;
                 break transient("shut down".into());
             }
             Event::Stop => {
                 core.handle_close(now);
-                let _ = sink.send(close(1001, "receiver shutting down")).await;
+                let _ = ws.close(1001, "receiver shutting down").await;
                 break transient("shut down".into());
             }
             Event::Flush => {}
@@ -946,9 +944,7 @@ where
         while let Some(out) = core.poll_output() {
             match out {
                 ReceiverOutput::Transmit(m) => {
-                    if sink.feed(to_wire(m)).await.is_err() {
-                        closing.get_or_insert_with(|| "write to gateway failed".to_owned());
-                    }
+                    ws.feed(&m);
                 }
                 ReceiverOutput::Event(RequestEvent::Head { request, .. })
                     if draining.is_some() && (!announced || core.drain_acknowledged()) =>
@@ -996,7 +992,7 @@ where
                     new_calls.on_event((event, reply), &mut in_flight, &calls);
                 }
                 ReceiverOutput::Close { code, reason } => {
-                    let _ = sink.send(close(code, &reason)).await;
+                    let _ = ws.close(code, &reason).await;
                     closing = Some(reason);
                 }
             }
@@ -1005,7 +1001,7 @@ where
         // `Flush`), or at once when the connection is closing.
         if flush || closing.is_some() {
             unflushed = 0;
-            if sink.flush().await.is_err() {
+            if ws.flush().await.is_err() {
                 closing.get_or_insert_with(|| "write to gateway failed".to_owned());
             }
         } else {
@@ -1018,7 +1014,7 @@ where
         if draining.is_some() && in_flight.is_empty() && (!announced || core.drain_acknowledged()) {
             tracing::info!(gateway = %options.gateway, "drained: every request in flight finished");
             core.handle_close(Instant::now());
-            let _ = sink.send(close(1001, "receiver shutting down")).await;
+            let _ = ws.close(1001, "receiver shutting down").await;
             break transient("shut down".into());
         }
     };

@@ -10,8 +10,6 @@ use anpx_core::edge::BodyPlan;
 use anpx_core::passthrough;
 use anpx_core::{Failure, FailureKind, RequestBody};
 use async_h1::server::ConnectionStatus;
-use async_tungstenite::tungstenite::protocol::Role;
-use async_tungstenite::WebSocketStream;
 use bytes::Bytes;
 use futures_util::io::{AsyncRead, AsyncWrite};
 use futures_util::{StreamExt, TryStreamExt};
@@ -343,18 +341,13 @@ async fn upgrade(headers: &http::HeaderMap, shared: &Arc<Shared>, peer: SocketAd
         response.insert_header(*name, value.as_str());
     }
     let upgraded = response.recv_upgrade().await;
-    let config = ws::config(receiver.link.message_limit(shared.max_frame_len));
+    let limit = receiver.link.message_limit(shared.max_frame_len);
     let driver = shared.driver.clone();
     let (admitted, slot) = (receiver.link, receiver.slot);
     crate::rt::spawn(async move {
         match upgraded.await {
             Some(io) => {
-                let stream = WebSocketStream::from_raw_socket(
-                    ws::Counted::new(io),
-                    Role::Server,
-                    Some(config),
-                )
-                .await;
+                let stream = ws::WsSocket::new(io, ws::Role::Server, limit, &[]);
                 link::serve(stream, driver, admitted, &Smol).await;
             }
             None => {

@@ -14,8 +14,6 @@ use anpx_core::passthrough;
 use anpx_core::RequestId;
 use anpx_core::{Failure, FailureKind, RequestBody};
 use async_tungstenite::tokio::TokioAdapter;
-use async_tungstenite::tungstenite::protocol::Role;
-use async_tungstenite::WebSocketStream;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{header, HeaderName, HeaderValue, Request, Response, StatusCode};
@@ -131,19 +129,14 @@ async fn upgrade(
         Err(refusal) => return answer(refusal),
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let ws_config = ws::config(receiver.link.message_limit(shared.max_frame_len));
+    let limit = receiver.link.message_limit(shared.max_frame_len);
     let driver = shared.driver.clone();
     let (admitted, slot) = (receiver.link, receiver.slot);
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let io = TokioAdapter::new(TokioIo::new(upgraded));
-                let stream = WebSocketStream::from_raw_socket(
-                    ws::Counted::new(io),
-                    Role::Server,
-                    Some(ws_config),
-                )
-                .await;
+                let stream = ws::WsSocket::new(io, ws::Role::Server, limit, &[]);
                 link::serve(stream, driver, admitted, &Tokio).await;
             }
             Err(e) => {
