@@ -167,19 +167,26 @@ pub async fn serve<S>(
                 }
             }
             // Queue everything taken and flush once: one write for many
-            // frames under load.
+            // frames under load (a write every `WRITE_BATCH` bytes for
+            // large bodies).
             let mut closing = false;
-            {
-                let mut ws = socket();
-                while let Some(out) = batch.pop_front() {
+            while let Some(out) = batch.pop_front() {
+                let due = {
+                    let mut ws = socket();
                     match out {
                         LinkOut::Send(m) => ws.feed(&m),
                         LinkOut::Close { code, reason } => {
                             ws.feed_close(code, &reason);
                             closing = true;
-                            break;
                         }
                     }
+                    ws.write_due()
+                };
+                if closing {
+                    break;
+                }
+                if due && poll_fn(|cx| socket().poll_flush(cx)).await.is_err() {
+                    return false;
                 }
             }
             let flushed = poll_fn(|cx| socket().poll_flush(cx)).await.is_ok();

@@ -945,6 +945,9 @@ where
             match out {
                 ReceiverOutput::Transmit(m) => {
                     ws.feed(&m);
+                    if ws.write_due() && ws.flush().await.is_err() {
+                        closing.get_or_insert_with(|| "write to gateway failed".to_owned());
+                    }
                 }
                 ReceiverOutput::Event(RequestEvent::Head { request, .. })
                     if draining.is_some() && (!announced || core.drain_acknowledged()) =>

@@ -30,6 +30,10 @@ use crate::stall::Parked;
 
 /// How much is read from the socket at a time while waiting for a head.
 const READ_SIZE: usize = 8 * 1024;
+/// The first read of a head: most heads fit, and a read buffer is
+/// zero-filled when it is made, for every head, so the first is small; a
+/// head that fills it is read on in `READ_SIZE` pieces.
+const FIRST_READ: usize = 2 * 1024;
 /// The most bytes of an answer held back to go out in one write with what
 /// follows them.
 const HOLD_MAX: usize = 64 * 1024;
@@ -491,7 +495,7 @@ where
     S: AsyncRead + Unpin,
 {
     let mut buf = Vec::new();
-    let mut piece = vec![0u8; READ_SIZE];
+    let mut piece = vec![0u8; FIRST_READ];
     loop {
         let n = match conn.read(&mut piece).await {
             Ok(0) | Err(_) => return Ok(None),
@@ -506,6 +510,9 @@ where
                 let rest = buf.split_off(len);
                 return Ok(Some((head, rest)));
             }
+        }
+        if n == piece.len() && piece.len() < READ_SIZE {
+            piece = vec![0u8; READ_SIZE];
         }
     }
 }
@@ -608,6 +615,30 @@ mod tests {
             let n = conn.read(&mut buf).await.unwrap();
             assert_eq!(&buf[..n], b"abc");
             assert_eq!(read_all(&mut conn).await, b"GET /next HTTP/1.1\r\n");
+        });
+    }
+
+    #[test]
+    fn heads_longer_than_the_first_read_are_read_whole() {
+        smol::block_on(async {
+            let limits = EdgeLimits::default();
+            // Around the first read's size and past the larger pieces'.
+            for len in [FIRST_READ - 40, FIRST_READ, FIRST_READ + 1, 3 * READ_SIZE] {
+                let mut raw = b"GET /long HTTP/1.1\r\nx-long: ".to_vec();
+                raw.resize(len, b'v');
+                raw.extend_from_slice(b"\r\n\r\nGET /next HTTP/1.1\r\n");
+                let mut conn = replay(&raw);
+                let NextHead::Request(head) =
+                    next_head(&mut conn, &limits, &mut HeadClock::new()).await
+                else {
+                    panic!("refused at {len}");
+                };
+                let value = head.headers.get("x-long").unwrap();
+                assert_eq!(value.len(), len - b"GET /long HTTP/1.1\r\nx-long: ".len());
+                let mut canonical = [0u8; 1024];
+                conn.read(&mut canonical).await.unwrap();
+                assert_eq!(read_all(&mut conn).await, b"GET /next HTTP/1.1\r\n");
+            }
         });
     }
 

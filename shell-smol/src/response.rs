@@ -120,6 +120,10 @@ where
     read_response(stream, head_request, None).await
 }
 
+/// The read buffer of a response's head (and of its body, for reads
+/// smaller than this).
+const HEAD_BUFFER: usize = 2 * 1024;
+
 async fn read_response<S>(
     stream: S,
     head_request: bool,
@@ -128,7 +132,9 @@ async fn read_response<S>(
 where
     S: AsyncRead + Unpin + Send + Sync + 'static,
 {
-    let mut reader = BufReader::new(stream);
+    // The buffer is zero-filled when made, for every response: a small one
+    // holds a usual head, and body reads of its size or more bypass it.
+    let mut reader = BufReader::with_capacity(HEAD_BUFFER, stream);
     let mut head = Vec::new();
     loop {
         let n = (&mut reader)
@@ -536,7 +542,7 @@ impl<R: AsyncBufRead + BodyEnd + Unpin> AsyncRead for Chunked<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures_util::io::AsyncReadExt;
+    use futures_util::io::{AsyncReadExt, Cursor};
     use std::collections::VecDeque;
 
     /// A reader that hands out `pieces` one per read, answering `Pending`
@@ -643,5 +649,29 @@ mod tests {
         let err = smol::block_on(exact.read_to_end(&mut out)).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
         assert_eq!(out, b"hel");
+    }
+
+    #[test]
+    fn a_head_longer_than_its_buffer_and_the_body_after_it_are_read_whole() {
+        for value_len in [HEAD_BUFFER - 60, HEAD_BUFFER, 3 * HEAD_BUFFER] {
+            let value = "v".repeat(value_len);
+            let body = vec![b'b'; 3 * HEAD_BUFFER + 5];
+            let wire = [
+                format!(
+                    "HTTP/1.1 200 OK\r\nx-long: {value}\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                )
+                .as_bytes(),
+                &body,
+            ]
+            .concat();
+            let (response, got) = smol::block_on(async {
+                let mut response = read(Cursor::new(wire), false).await.unwrap();
+                let got = response.take_body().into_bytes().await.unwrap();
+                (response, got)
+            });
+            assert_eq!(response.header("x-long").unwrap().as_str(), value);
+            assert_eq!(got, body, "value of {value_len} bytes");
+        }
     }
 }

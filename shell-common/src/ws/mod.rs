@@ -21,7 +21,7 @@ mod tests;
 pub use arriving::{Arriving, REPORT_STEP, UNCHARGED};
 pub use decode::{Decoder, FrameError};
 pub use hold_back::HoldBack;
-pub use socket::{WsError, WsSocket};
+pub use socket::{WsError, WsSocket, WRITE_BATCH};
 
 use anpx_core::WsMessage;
 

@@ -15,6 +15,12 @@ use super::{encode, Incoming, Role};
 /// body went out) is let go, so an idle connection does not keep it.
 const KEEP_WRITE_BUFFER: usize = 64 * 1024;
 
+/// Queued bytes at which a writer should write before it queues more
+/// ([`WsSocket::write_due`]): many small frames still go out in one write,
+/// and large bodies go out as they are queued rather than all together,
+/// which would hold them all in memory at once.
+pub const WRITE_BATCH: usize = 128 * 1024;
+
 /// Why a WebSocket ended with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum WsError {
@@ -129,6 +135,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsSocket<S> {
         if !self.close_sent {
             encode::message(&mut self.out, self.role, message);
         }
+    }
+
+    /// Whether enough is queued ([`WRITE_BATCH`]) that it should be
+    /// written before more is queued.
+    pub fn write_due(&self) -> bool {
+        self.out.len() - self.written >= WRITE_BATCH
     }
 
     /// Queues a close frame; nothing is queued after it.
