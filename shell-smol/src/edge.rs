@@ -636,7 +636,8 @@ mod tests {
                 let value = head.headers.get("x-long").unwrap();
                 assert_eq!(value.len(), len - b"GET /long HTTP/1.1\r\nx-long: ".len());
                 let mut canonical = [0u8; 1024];
-                conn.read(&mut canonical).await.unwrap();
+                let n = conn.read(&mut canonical).await.unwrap();
+                assert!(canonical[..n].starts_with(b"GET / HTTP/1.1\r\n"));
                 assert_eq!(read_all(&mut conn).await, b"GET /next HTTP/1.1\r\n");
             }
         });
