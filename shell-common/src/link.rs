@@ -174,7 +174,7 @@ pub async fn serve<S>(
                 let due = {
                     let mut ws = socket();
                     match out {
-                        LinkOut::Send(m) => ws.feed(&m),
+                        LinkOut::Send(m) => ws.feed(m),
                         LinkOut::Close { code, reason } => {
                             ws.feed_close(code, &reason);
                             closing = true;

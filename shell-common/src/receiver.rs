@@ -944,7 +944,7 @@ where
         while let Some(out) = core.poll_output() {
             match out {
                 ReceiverOutput::Transmit(m) => {
-                    ws.feed(&m);
+                    ws.feed(m);
                     if ws.write_due() && ws.flush().await.is_err() {
                         closing.get_or_insert_with(|| "write to gateway failed".to_owned());
                     }

@@ -1,18 +1,24 @@
 //! A WebSocket after its handshake: frames read with [`Decoder`] and
 //! written with [`encode`](super::encode), on any byte stream.
 
-use std::io;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use anpx_core::WsMessage;
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::io::{AsyncRead, AsyncWrite};
 
 use super::decode::{Decoder, FrameError};
 use super::{encode, Incoming, Role};
 
-/// Written bytes kept for reuse after a flush; a larger buffer (a large
-/// body went out) is let go, so an idle connection does not keep it.
+/// A payload this large or larger is written from its own bytes (masked
+/// in place for a client), not copied with its frame's header.
+const OWN_SEGMENT: usize = 16 * 1024;
+
+/// A buffer of small frames with more room than this is let go once
+/// written, so an idle connection does not keep it.
 const KEEP_WRITE_BUFFER: usize = 64 * 1024;
 
 /// Queued bytes at which a writer should write before it queues more
@@ -20,6 +26,9 @@ const KEEP_WRITE_BUFFER: usize = 64 * 1024;
 /// and large bodies go out as they are queued rather than all together,
 /// which would hold them all in memory at once.
 pub const WRITE_BATCH: usize = 128 * 1024;
+
+/// Segments offered to one vectored write.
+const MAX_SLICES: usize = 16;
 
 /// Why a WebSocket ended with an error.
 #[derive(Debug, thiserror::Error)]
@@ -37,9 +46,14 @@ pub struct WsSocket<S> {
     io: S,
     role: Role,
     decoder: Decoder,
-    /// Frames to write; `out[written..]` is not written yet.
-    out: Vec<u8>,
-    written: usize,
+    /// Small frames, and large frames' headers, not written yet; they go
+    /// to `segments` before what follows them does.
+    out: BytesMut,
+    /// What is to be written before `out`, in order: runs of small frames
+    /// and large payloads.
+    segments: VecDeque<Bytes>,
+    /// Bytes in `segments`.
+    queued: usize,
     /// A close frame was queued: nothing more is.
     close_sent: bool,
     /// A close frame was received, the socket ended or failed: nothing
@@ -55,8 +69,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsSocket<S> {
             io,
             role,
             decoder: Decoder::with_read_ahead(role, max_message, read_ahead),
-            out: Vec::new(),
-            written: 0,
+            out: BytesMut::new(),
+            segments: VecDeque::new(),
+            queued: 0,
             close_sent: false,
             read_done: false,
         }
@@ -102,8 +117,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsSocket<S> {
     /// reply for a close.
     fn answer(&mut self, cx: &mut Context<'_>, incoming: &Incoming) {
         match incoming {
-            Incoming::Message(WsMessage::Ping(payload)) if !self.close_sent => {
-                encode::message(&mut self.out, self.role, &WsMessage::Pong(payload.clone()));
+            Incoming::Message(WsMessage::Ping(payload)) => {
+                self.feed(WsMessage::Pong(payload.clone()));
             }
             Incoming::Close(frame) => {
                 self.read_done = true;
@@ -125,22 +140,49 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsSocket<S> {
         let _ = self.poll_flush(cx);
     }
 
+    /// The stream, once the connection is done with.
+    pub fn into_inner(self) -> S {
+        self.io
+    }
+
     /// Bytes held of a message still arriving (see [`Decoder::arriving`]).
     pub fn arriving(&self) -> u64 {
         self.decoder.arriving()
     }
 
     /// Queues `message`; [`poll_flush`](Self::poll_flush) writes it.
-    pub fn feed(&mut self, message: &WsMessage) {
-        if !self.close_sent {
-            encode::message(&mut self.out, self.role, message);
+    pub fn feed(&mut self, message: WsMessage) {
+        if self.close_sent {
+            return;
         }
+        let (opcode, payload) = encode::parts(message);
+        if payload.len() < OWN_SEGMENT {
+            encode::frame(&mut self.out, self.role, opcode, &payload);
+            return;
+        }
+        let key = encode::header(&mut self.out, self.role, opcode, payload.len());
+        let payload = match key {
+            Some(key) => encode::masked(payload, key),
+            None => payload,
+        };
+        self.seal_out();
+        self.queued += payload.len();
+        self.segments.push_back(payload);
     }
 
     /// Whether enough is queued ([`WRITE_BATCH`]) that it should be
     /// written before more is queued.
     pub fn write_due(&self) -> bool {
-        self.out.len() - self.written >= WRITE_BATCH
+        self.queued + self.out.len() >= WRITE_BATCH
+    }
+
+    /// Moves what `out` holds to the end of `segments`.
+    fn seal_out(&mut self) {
+        if !self.out.is_empty() {
+            let run = self.out.split().freeze();
+            self.queued += run.len();
+            self.segments.push_back(run);
+        }
     }
 
     /// Queues a close frame; nothing is queued after it.
@@ -153,20 +195,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsSocket<S> {
 
     /// Writes everything queued and flushes the stream.
     pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.written < self.out.len() {
-            match ready!(Pin::new(&mut self.io).poll_write(cx, &self.out[self.written..])) {
-                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Ok(n) => self.written += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Poll::Ready(Err(e)),
+        self.seal_out();
+        while !self.segments.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            for (slice, segment) in slices.iter_mut().zip(&self.segments) {
+                *slice = IoSlice::new(segment);
+            }
+            let count = self.segments.len().min(MAX_SLICES);
+            let written =
+                match ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count])) {
+                    Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Poll::Ready(Err(e)),
+                };
+            self.queued -= written;
+            let mut left = written;
+            while left > 0 {
+                let front = self.segments.front_mut().expect("written from a segment");
+                if front.len() <= left {
+                    left -= front.len();
+                    self.segments.pop_front();
+                } else {
+                    front.advance(left);
+                    left = 0;
+                }
             }
         }
         if self.out.capacity() > KEEP_WRITE_BUFFER {
-            self.out = Vec::new();
-        } else {
-            self.out.clear();
+            self.out = BytesMut::new();
         }
-        self.written = 0;
         Pin::new(&mut self.io).poll_flush(cx)
     }
 
@@ -176,7 +234,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsSocket<S> {
     }
 
     /// Queues `message` and writes it.
-    pub async fn send(&mut self, message: &WsMessage) -> io::Result<()> {
+    pub async fn send(&mut self, message: WsMessage) -> io::Result<()> {
         self.feed(message);
         self.flush().await
     }
