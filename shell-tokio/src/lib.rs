@@ -8,6 +8,7 @@
 pub mod body;
 pub use shell_common::cluster;
 pub mod fetch;
+pub mod futures_io;
 pub mod gateway;
 pub mod receiver;
 pub use shell_common::registry;

@@ -7,8 +7,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::futures_io::FuturesIo;
 use anpx_core::RequestHead;
-use async_tungstenite::tokio::TokioAdapter;
 use bytes::Bytes;
 use futures_util::AsyncReadExt;
 use http::header::{HeaderName, HeaderValue};
@@ -405,7 +405,7 @@ impl Dispatch for dyn Upstream {
         Box::pin(async move {
             match call.await {
                 Ok(Upgrade::Switched { headers, io }) => {
-                    let (from_service, to_service) = TokioAdapter::new(TokioIo::new(io)).split();
+                    let (from_service, to_service) = FuturesIo(TokioIo::new(io)).split();
                     websocket::serve_upstream(reply, headers, body, from_service, to_service).await
                 }
                 Ok(Upgrade::Answered(r)) => relay(reply, r).await,

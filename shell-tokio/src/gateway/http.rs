@@ -9,11 +9,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use crate::futures_io::FuturesIo;
 use anpx_core::edge::BodyPlan;
 use anpx_core::passthrough;
 use anpx_core::RequestId;
 use anpx_core::{Failure, FailureKind, RequestBody};
-use async_tungstenite::tokio::TokioAdapter;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{header, HeaderName, HeaderValue, Request, Response, StatusCode};
@@ -135,7 +135,7 @@ async fn upgrade(
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let io = TokioAdapter::new(TokioIo::new(upgraded));
+                let io = FuturesIo(TokioIo::new(upgraded));
                 let stream = ws::WsSocket::new(io, ws::Role::Server, limit, &[]);
                 link::serve(stream, driver, admitted, &Tokio).await;
             }
@@ -327,7 +327,7 @@ fn switch(
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let io = TokioAdapter::new(TokioIo::new(upgraded));
+                let io = FuturesIo(TokioIo::new(upgraded));
                 websocket::serve_public(io, driver, id, events).await;
             }
             Err(e) => {

@@ -10,7 +10,7 @@ pub use shell_common::{Credentials, Status};
 use std::future::Future;
 use std::sync::Arc;
 
-use async_tungstenite::tokio::TokioAdapter;
+use crate::futures_io::FuturesIo;
 use shell_common::admin::ReceiverMonitor;
 use shell_common::dialing::{ClientTls, ReceiverIo, Running};
 use shell_common::receiver::Io;
@@ -29,14 +29,14 @@ impl ReceiverIo for Tokio {
     type Upstream = dyn Upstream;
 
     fn plain(tcp: TcpStream) -> Box<dyn Io> {
-        Box::new(TokioAdapter::new(tcp))
+        Box::new(FuturesIo(tcp))
     }
 
     async fn tls(tcp: TcpStream, (config, name): ClientTls) -> std::io::Result<Box<dyn Io>> {
         let stream = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await?;
-        Ok(Box::new(TokioAdapter::new(stream)))
+        Ok(Box::new(FuturesIo(stream)))
     }
 
     fn serve_admin(
