@@ -117,7 +117,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsSocket<S> {
     /// reply for a close.
     fn answer(&mut self, cx: &mut Context<'_>, incoming: &Incoming) {
         match incoming {
-            Incoming::Message(WsMessage::Ping(payload)) => {
+            // A peer that pings without reading does not grow the queue
+            // past a batch: §5.5.3 lets pongs to earlier pings go unsent.
+            Incoming::Message(WsMessage::Ping(payload)) if !self.write_due() => {
                 self.feed(WsMessage::Pong(payload.clone()));
             }
             Incoming::Close(frame) => {
@@ -170,10 +172,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsSocket<S> {
         self.segments.push_back(payload);
     }
 
+    /// Bytes queued and not written yet.
+    pub fn unsent(&self) -> usize {
+        self.queued + self.out.len()
+    }
+
     /// Whether enough is queued ([`WRITE_BATCH`]) that it should be
     /// written before more is queued.
     pub fn write_due(&self) -> bool {
-        self.queued + self.out.len() >= WRITE_BATCH
+        self.unsent() >= WRITE_BATCH
     }
 
     /// Moves what `out` holds to the end of `segments`.

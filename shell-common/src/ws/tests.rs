@@ -432,3 +432,74 @@ proptest! {
         }
     }
 }
+
+/// A peer that sends pings and never reads.
+struct PingsNoReads {
+    wire: Cursor<Vec<u8>>,
+}
+
+impl futures_util::io::AsyncRead for PingsNoReads {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(std::io::Read::read(&mut self.wire, buf))
+    }
+}
+
+impl futures_util::io::AsyncWrite for PingsNoReads {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        _: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Pending
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Pending
+    }
+
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Pending
+    }
+}
+
+#[test]
+fn pings_from_a_peer_that_does_not_read_queue_a_batch_of_pongs_at_most() {
+    let mut wire = BytesMut::new();
+    let pings = 10_000;
+    for _ in 0..pings {
+        encode::message(
+            &mut wire,
+            Role::Server,
+            WsMessage::Ping(Bytes::from_static(&[7; 100])),
+        );
+    }
+    let peer = PingsNoReads {
+        wire: Cursor::new(wire.to_vec()),
+    };
+    let mut ws = WsSocket::new(peer, Role::Client, 1 << 20, &[]);
+    let waker = futures_util::task::noop_waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut seen = 0;
+    while let std::task::Poll::Ready(Some(Ok(_))) = ws.poll_next(&mut cx) {
+        seen += 1;
+    }
+    assert_eq!(seen, pings);
+    // Each pong is 100 bytes and a 6-byte header (masked); 10 000 would be
+    // over 1 MB.
+    assert!(
+        ws.unsent() >= WRITE_BATCH,
+        "pongs were queued: {}",
+        ws.unsent()
+    );
+    assert!(ws.unsent() < WRITE_BATCH + 200, "{}", ws.unsent());
+}
