@@ -5,8 +5,9 @@
 //!
 //! Small frames are read into one buffer that is zero-filled once, when
 //! it is made, and copied out of it. A frame larger than what is left of
-//! that buffer gets a buffer of its own length, which the socket then
-//! reads into directly, as much as it has per read, and which becomes the
+//! that buffer gets a buffer reserved for its length, zero-filled a step
+//! at a time as it arrives, which the socket then reads into directly, as
+//! much as it has per read (up to a step), and which becomes the
 //! message's bytes without a copy.
 
 use anpx_core::WsMessage;
@@ -104,12 +105,22 @@ fn parse_header(bytes: &[u8], role: Role) -> Result<Option<(Header, usize)>, Fra
     Ok(Some((header, at)))
 }
 
-/// A frame whose payload is read into a buffer of its own.
+/// A frame whose payload is read into a buffer of its own. The buffer is
+/// reserved for the whole payload but zero-filled (so touched) only
+/// [`LARGE_STEP`] ahead of what arrived, and what is zero-filled is what
+/// [`Decoder::arriving`] reports: a peer that announces a large frame and
+/// sends little of it makes this side hold little.
 struct Large {
     header: Header,
+    /// Zero-filled so far; `payload[..filled]` arrived.
     payload: Vec<u8>,
     filled: usize,
+    len: usize,
 }
+
+/// How far ahead of what arrived a large frame's buffer is zero-filled:
+/// the most one read takes into it.
+const LARGE_STEP: usize = 256 * 1024;
 
 /// A fragmented message still arriving: its opcode and what came so far.
 struct Fragments {
@@ -159,12 +170,12 @@ impl Decoder {
 
     /// Where the next read from the socket should go; never empty.
     pub fn read_target(&mut self) -> &mut [u8] {
-        if self
-            .large
-            .as_ref()
-            .is_some_and(|l| l.filled < l.payload.len())
-        {
+        if self.large.as_ref().is_some_and(|l| l.filled < l.len) {
             let large = self.large.as_mut().expect("checked");
+            if large.filled == large.payload.len() {
+                let more = (large.len - large.filled).min(LARGE_STEP);
+                large.payload.resize(large.filled + more, 0);
+            }
             return &mut large.payload[large.filled..];
         }
         if self.buf.is_empty() {
@@ -179,16 +190,16 @@ impl Decoder {
     /// The last read put `n` bytes at [`read_target`](Self::read_target).
     pub fn filled(&mut self, n: usize) {
         match &mut self.large {
-            Some(large) if large.filled < large.payload.len() => large.filled += n,
+            Some(large) if large.filled < large.len => large.filled += n,
             _ => self.end += n,
         }
     }
 
     /// Bytes held of a message that is not whole yet: what is buffered,
-    /// the large frame's payload so far and earlier fragments. The
-    /// gateway's budgets charge these as they grow.
+    /// the large frame's buffer as far as it is zero-filled, and earlier
+    /// fragments. The gateway's budgets charge these as they grow.
     pub fn arriving(&self) -> u64 {
-        let large = self.large.as_ref().map_or(0, |l| l.filled);
+        let large = self.large.as_ref().map_or(0, |l| l.payload.len());
         let fragments = self.fragments.as_ref().map_or(0, |f| f.bytes.len());
         (self.end - self.start + large + fragments) as u64
     }
@@ -197,7 +208,7 @@ impl Decoder {
     pub fn decode(&mut self) -> Result<Option<Incoming>, FrameError> {
         loop {
             let (header, payload) = match self.large.take() {
-                Some(large) if large.filled == large.payload.len() => {
+                Some(large) if large.filled == large.len => {
                     let mut payload = large.payload;
                     if let Some(mask) = large.header.mask {
                         apply_mask(&mut payload, mask);
@@ -227,15 +238,15 @@ impl Decoder {
                         // Fits in the buffer once what is before it is moved.
                         return Ok(None);
                     } else {
-                        let arrived = buffered.len() - header_len;
-                        let mut payload = vec![0; len];
-                        payload[..arrived].copy_from_slice(&buffered[header_len..]);
+                        let mut payload = Vec::with_capacity(len);
+                        payload.extend_from_slice(&buffered[header_len..]);
                         self.start = 0;
                         self.end = 0;
                         self.large = Some(Large {
                             header,
+                            filled: payload.len(),
                             payload,
-                            filled: arrived,
+                            len,
                         });
                         continue;
                     }

@@ -38,6 +38,37 @@ fn decode_all(
     }
 }
 
+/// Bytes for tungstenite to read, and a sink for what it writes: it
+/// answers pings as it reads, and over one `Cursor` its pongs would
+/// overwrite the frames it has still to read.
+struct Peer {
+    wire: Cursor<Vec<u8>>,
+}
+
+impl std::io::Read for Peer {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.wire.read(buf)
+    }
+}
+
+impl std::io::Write for Peer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// tungstenite reading `wire` as `role`.
+fn tungstenite(wire: &[u8], role: TRole) -> WebSocket<Peer> {
+    let peer = Peer {
+        wire: Cursor::new(wire.to_vec()),
+    };
+    WebSocket::from_raw_socket(peer, role, None)
+}
+
 fn ws_message() -> impl Strategy<Value = WsMessage> {
     let bytes = |max| proptest::collection::vec(any::<u8>(), 0..max).prop_map(Bytes::from);
     prop_oneof![
@@ -83,7 +114,7 @@ proptest! {
         for m in &messages {
             encode::message(&mut wire, Role::Client, m.clone());
         }
-        let mut theirs = WebSocket::from_raw_socket(Cursor::new(wire.to_vec()), TRole::Server, None);
+        let mut theirs = tungstenite(&wire, TRole::Server);
         let mut ours = Decoder::new(Role::Server, 1 << 20);
         let decoded = decode_all(&mut ours, &wire, step).unwrap();
         prop_assert_eq!(decoded.len(), messages.len());
@@ -284,7 +315,8 @@ fn a_frame_over_the_limit_is_refused_from_its_header_alone() {
 
 #[test]
 fn what_a_large_frame_holds_so_far_is_arriving() {
-    let payload = vec![5u8; 100_000];
+    // Three times the step a large frame's buffer is zero-filled by.
+    let payload: Vec<u8> = (0..750_000u32).map(|i| i as u8).collect();
     let mut wire = BytesMut::new();
     encode::message(
         &mut wire,
@@ -296,14 +328,37 @@ fn what_a_large_frame_holds_so_far_is_arriving() {
     assert!(decode_all(&mut decoder, &wire[..half], 4096)
         .unwrap()
         .is_empty());
-    // All of the first half but the header: 2 bytes, 8 of length, 4 of mask.
-    assert_eq!(decoder.arriving(), (half - 14) as u64);
+    // The first half but the header (2 bytes, 8 of length, 4 of mask), and
+    // what is zero-filled ahead of it: less than a step.
+    let arrived = (half - 14) as u64;
+    let held = decoder.arriving();
+    assert!(
+        held >= arrived && held < arrived + 256 * 1024,
+        "{held} for {arrived}"
+    );
     let rest = decode_all(&mut decoder, &wire[half..], 4096).unwrap();
     assert_eq!(
         rest,
         vec![Incoming::Message(WsMessage::Binary(payload.into()))]
     );
     assert_eq!(decoder.arriving(), 0);
+}
+
+#[test]
+fn a_frame_announced_large_and_not_sent_holds_little() {
+    // A 1 MiB frame's header and ten bytes of it.
+    let mut wire = vec![0x82, 0x80 | 127];
+    wire.extend_from_slice(&(1u64 << 20).to_be_bytes());
+    wire.extend_from_slice(&[1, 2, 3, 4]);
+    wire.extend_from_slice(&[0; 10]);
+    let mut decoder = Decoder::new(Role::Server, 1 << 20);
+    assert!(decode_all(&mut decoder, &wire, usize::MAX)
+        .unwrap()
+        .is_empty());
+    // The next read may fill a step past what arrived; no more is held,
+    // and all of it is reported.
+    assert_eq!(decoder.read_target().len(), 256 * 1024);
+    assert_eq!(decoder.arriving(), 256 * 1024 + 10);
 }
 
 #[test]
@@ -319,7 +374,7 @@ fn a_close_carries_its_code_and_reason() {
             reason: "é".repeat(61)
         }))]
     );
-    let mut theirs = WebSocket::from_raw_socket(Cursor::new(wire.to_vec()), TRole::Client, None);
+    let mut theirs = tungstenite(&wire, TRole::Client);
     match theirs.read().unwrap() {
         Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 4003),
         other => panic!("{other:?}"),
@@ -423,7 +478,7 @@ proptest! {
         } else {
             (TRole::Client, Role::Client)
         };
-        let mut theirs = WebSocket::from_raw_socket(Cursor::new(written.clone()), their_role, None);
+        let mut theirs = tungstenite(&written, their_role);
         let decoded = decode_all(&mut Decoder::new(our_role, 1 << 20), &written, usize::MAX).unwrap();
         prop_assert_eq!(decoded.len(), messages.len());
         for (m, d) in messages.into_iter().zip(decoded) {
