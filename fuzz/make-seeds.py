@@ -4,7 +4,8 @@
 decode_frame: every frame of testdata/anpx-vectors/frames.json, one file per
 frame. reassemble: whole vector messages as WIRE records, plus SYNTH scripts
 for the layouts and limits the vectors do not cover (record format: see
-fuzz_targets/reassemble.rs).
+fuzz_targets/reassemble.rs). ws_frames: WebSocket frames as each side
+receives them, after a role byte and a read size (fuzz_targets/ws_frames.rs).
 
 Run from anywhere: python3 fuzz/make-seeds.py
 """
@@ -125,6 +126,42 @@ def main():
         data = bytes(b for op in ops for b in op)
         for pad in range(3):
             write("receiver_budget", f"{name}-{pad}", data + bytes(pad))
+
+    ws_frames()
+
+
+def ws_frame(opcode, payload, key=None, fin=True):
+    """One WebSocket frame; masked with `key` (a client's) if given."""
+    first = (0x80 if fin else 0) | opcode
+    n = len(payload)
+    if n < 126:
+        length = bytes([n])
+    elif n < 65536:
+        length = bytes([126]) + struct.pack(">H", n)
+    else:
+        length = bytes([127]) + struct.pack(">Q", n)
+    if key is None:
+        return bytes([first]) + length + payload
+    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return bytes([first, length[0] | 0x80]) + length[1:] + key + masked
+
+
+def ws_frames():
+    key = b"\x01\x02\x03\x04"
+    server, client = 0, 1
+    seeds = {
+        # A receiver's messages at the gateway: binary, a ping, text.
+        "to-gateway": bytes([server, 7])
+        + ws_frame(2, b"hello", key) + ws_frame(9, b"p", key) + ws_frame(1, b"text", key),
+        # A gateway's fragmented text with a ping between, then a close.
+        "to-receiver": bytes([client, 3])
+        + ws_frame(1, b"ab", fin=False) + ws_frame(9, b"x") + ws_frame(0, b"c")
+        + ws_frame(8, struct.pack(">H", 1000) + b"bye"),
+        # The 16-bit length form.
+        "long-length": bytes([client, 50]) + ws_frame(2, bytes(range(256)) * 2),
+    }
+    for name, data in seeds.items():
+        write("ws_frames", name, data)
 
 
 if __name__ == "__main__":

@@ -241,7 +241,7 @@ pub mod registry;
 mod route;
 mod timer;
 pub mod upstream_failure;
-mod ws;
+pub mod ws;
 
 pub use features::{Feature, Features};
 pub use flow::{FlowError, INITIAL_WINDOW, UPDATE_THRESHOLD};

@@ -10,16 +10,16 @@ use anpx_core::WsMessage;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::io::{AsyncRead, AsyncWrite};
 
-use super::decode::{Decoder, FrameError};
-use super::{encode, Incoming, Role};
+use super::{encode, Decoder, FrameError, Incoming, Role};
 
 /// A payload this large or larger is written from its own bytes (masked
 /// in place for a client), not copied with its frame's header.
 const OWN_SEGMENT: usize = 16 * 1024;
 
-/// A buffer of small frames with more room than this is let go once
-/// written, so an idle connection does not keep it.
-const KEEP_WRITE_BUFFER: usize = 64 * 1024;
+/// A buffer of small frames that held more than this at once is let go
+/// once written, so an idle connection keeps no more (its frozen runs
+/// share the buffer's allocation, whose size `BytesMut` does not tell).
+const KEEP_WRITE_BUFFER: usize = 16 * 1024;
 
 /// Queued bytes at which a writer should write before it queues more
 /// ([`WsSocket::write_due`]): many small frames still go out in one write,
@@ -54,6 +54,8 @@ pub struct WsSocket<S> {
     segments: VecDeque<Bytes>,
     /// Bytes in `segments`.
     queued: usize,
+    /// `out` held more than [`KEEP_WRITE_BUFFER`] since it was last let go.
+    out_grew: bool,
     /// A close frame was queued: nothing more is.
     close_sent: bool,
     /// A close frame was received, the socket ended or failed: nothing
@@ -72,6 +74,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsSocket<S> {
             out: BytesMut::new(),
             segments: VecDeque::new(),
             queued: 0,
+            out_grew: false,
             close_sent: false,
             read_done: false,
         }
@@ -130,7 +133,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsSocket<S> {
                         Some(f) => self.feed_close(f.code, ""),
                         None => {
                             self.close_sent = true;
-                            encode::close_without_code(&mut self.out, self.role);
+                            let mask = self.mask();
+                            encode::close_without_code(&mut self.out, mask);
                         }
                     }
                 }
@@ -159,10 +163,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsSocket<S> {
         }
         let (opcode, payload) = encode::parts(message);
         if payload.len() < OWN_SEGMENT {
-            encode::frame(&mut self.out, self.role, opcode, &payload);
+            let mask = self.mask();
+            encode::frame(&mut self.out, opcode, &payload, mask);
             return;
         }
-        let key = encode::header(&mut self.out, self.role, opcode, payload.len());
+        let key = self.mask();
+        encode::header(&mut self.out, opcode, payload.len(), key);
         let payload = match key {
             Some(key) => encode::masked(payload, key),
             None => payload,
@@ -170,6 +176,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsSocket<S> {
         self.seal_out();
         self.queued += payload.len();
         self.segments.push_back(payload);
+    }
+
+    /// A masking key for the next frame if this side is the client:
+    /// unpredictable, as RFC 6455 §10.3 asks, from the thread's
+    /// cryptographically secure generator.
+    fn mask(&self) -> Option<[u8; 4]> {
+        (self.role == Role::Client).then(rand::random)
     }
 
     /// Bytes queued and not written yet.
@@ -186,6 +199,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsSocket<S> {
     /// Moves what `out` holds to the end of `segments`.
     fn seal_out(&mut self) {
         if !self.out.is_empty() {
+            self.out_grew |= self.out.len() > KEEP_WRITE_BUFFER;
             let run = self.out.split().freeze();
             self.queued += run.len();
             self.segments.push_back(run);
@@ -196,7 +210,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsSocket<S> {
     pub fn feed_close(&mut self, code: u16, reason: &str) {
         if !self.close_sent {
             self.close_sent = true;
-            encode::close(&mut self.out, self.role, code, reason);
+            let mask = self.mask();
+            encode::close(&mut self.out, code, reason, mask);
         }
     }
 
@@ -229,7 +244,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsSocket<S> {
                 }
             }
         }
-        if self.out.capacity() > KEEP_WRITE_BUFFER {
+        if std::mem::take(&mut self.out_grew) {
             self.out = BytesMut::new();
         }
         Pin::new(&mut self.io).poll_flush(cx)

@@ -1,10 +1,12 @@
 //! Writing WebSocket frames (RFC 6455 §5.2): every message goes out as one
-//! frame, masked when this side is the client.
+//! frame. A client masks what it sends with a key the caller draws for
+//! each frame: RFC 6455 §10.3 wants it unpredictable, so it comes from a
+//! cryptographically secure generator, which the core does not hold
+//! (`mask` below: `Some(key)` on a client, `None` on a server).
 
-use anpx_core::WsMessage;
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::Role;
+use super::WsMessage;
 
 /// Masks or unmasks `bytes` in place (§5.3): XOR with the key, repeated.
 pub fn apply_mask(bytes: &mut [u8], mask: [u8; 4]) {
@@ -19,12 +21,6 @@ pub fn apply_mask(bytes: &mut [u8], mask: [u8; 4]) {
     }
 }
 
-/// A client's masking key: unpredictable, as §10.3 asks, from the thread's
-/// cryptographically secure generator.
-fn masking_key() -> [u8; 4] {
-    rand::random()
-}
-
 /// A message's opcode and payload (a ping's or pong's cut to the 125
 /// bytes a control frame may carry).
 pub fn parts(message: WsMessage) -> (u8, Bytes) {
@@ -36,11 +32,11 @@ pub fn parts(message: WsMessage) -> (u8, Bytes) {
     }
 }
 
-/// Appends the header of a final frame with `opcode` and a payload of
-/// `len` bytes; the masking key the payload must then be masked with, for
-/// a client.
-pub fn header(out: &mut BytesMut, role: Role, opcode: u8, len: usize) -> Option<[u8; 4]> {
-    let mask_bit = if role == Role::Client { 0x80 } else { 0 };
+/// Appends the header of a final frame with `opcode`, a payload of `len`
+/// bytes and the masking key `mask`, with which the payload must then be
+/// masked.
+pub fn header(out: &mut BytesMut, opcode: u8, len: usize, mask: Option<[u8; 4]>) {
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
     out.put_u8(0x80 | opcode);
     match len {
         0..=125 => out.put_u8(mask_bit | len as u8),
@@ -53,20 +49,18 @@ pub fn header(out: &mut BytesMut, role: Role, opcode: u8, len: usize) -> Option<
             out.put_u64(len as u64);
         }
     }
-    (role == Role::Client).then(|| {
-        let key = masking_key();
+    if let Some(key) = mask {
         out.put_slice(&key);
-        key
-    })
+    }
 }
 
-/// Appends a whole frame, its payload copied.
-pub fn frame(out: &mut BytesMut, role: Role, opcode: u8, payload: &[u8]) {
+/// Appends a whole frame, its payload copied (and masked with `mask`).
+pub fn frame(out: &mut BytesMut, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) {
     out.reserve(14 + payload.len());
-    let key = header(out, role, opcode, payload.len());
+    header(out, opcode, payload.len(), mask);
     let start = out.len();
     out.put_slice(payload);
-    if let Some(key) = key {
+    if let Some(key) = mask {
         apply_mask(&mut out[start..], key);
     }
 }
@@ -88,14 +82,14 @@ pub fn masked(payload: Bytes, key: [u8; 4]) -> Bytes {
 }
 
 /// Appends `message` as one frame, its payload copied.
-pub fn message(out: &mut BytesMut, role: Role, message: WsMessage) {
+pub fn message(out: &mut BytesMut, message: WsMessage, mask: Option<[u8; 4]>) {
     let (opcode, payload) = parts(message);
-    frame(out, role, opcode, &payload);
+    frame(out, opcode, &payload, mask);
 }
 
 /// Appends a close frame; the reason is cut to the 123 bytes a close
 /// frame has room for, at a character boundary.
-pub fn close(out: &mut BytesMut, role: Role, code: u16, reason: &str) {
+pub fn close(out: &mut BytesMut, code: u16, reason: &str, mask: Option<[u8; 4]>) {
     let mut end = reason.len().min(123);
     while !reason.is_char_boundary(end) {
         end -= 1;
@@ -103,10 +97,10 @@ pub fn close(out: &mut BytesMut, role: Role, code: u16, reason: &str) {
     let mut payload = Vec::with_capacity(2 + end);
     payload.extend_from_slice(&code.to_be_bytes());
     payload.extend_from_slice(&reason.as_bytes()[..end]);
-    frame(out, role, 0x8, &payload);
+    frame(out, 0x8, &payload, mask);
 }
 
 /// Appends a close frame without a code, the reply to one.
-pub fn close_without_code(out: &mut BytesMut, role: Role) {
-    frame(out, role, 0x8, &[]);
+pub fn close_without_code(out: &mut BytesMut, mask: Option<[u8; 4]>) {
+    frame(out, 0x8, &[], mask);
 }

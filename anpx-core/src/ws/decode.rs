@@ -10,11 +10,10 @@
 //! much as it has per read (up to a step), and which becomes the
 //! message's bytes without a copy.
 
-use anpx_core::WsMessage;
 use bytes::Bytes;
 
 use super::encode::apply_mask;
-use super::{CloseFrame, Incoming, Role, READ_BUFFER_SIZE};
+use super::{CloseFrame, Incoming, Role, WsMessage, READ_BUFFER_SIZE};
 
 /// Why a peer's bytes are not WebSocket frames this side accepts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -120,7 +119,7 @@ struct Large {
 
 /// How far ahead of what arrived a large frame's buffer is zero-filled:
 /// the most one read takes into it.
-const LARGE_STEP: usize = 256 * 1024;
+pub const LARGE_STEP: usize = 256 * 1024;
 
 /// A fragmented message still arriving: its opcode and what came so far.
 struct Fragments {
@@ -129,6 +128,29 @@ struct Fragments {
 }
 
 /// WebSocket frames out of bytes read, for one side of one connection.
+///
+/// ```
+/// use anpx_core::ws::{encode, Decoder, Incoming, Role};
+/// use anpx_core::WsMessage;
+/// use bytes::BytesMut;
+///
+/// // What a receiver (a client, so masked) writes...
+/// let mut wire = BytesMut::new();
+/// encode::message(&mut wire, WsMessage::Text("hello".into()), Some([1, 2, 3, 4]));
+///
+/// // ...read by the gateway, however the socket cuts it.
+/// let mut decoder = Decoder::new(Role::Server, 1 << 20);
+/// for piece in wire.chunks(3) {
+///     let target = decoder.read_target();
+///     target[..piece.len()].copy_from_slice(piece);
+///     decoder.filled(piece.len());
+/// }
+/// assert_eq!(
+///     decoder.decode().unwrap(),
+///     Some(Incoming::Message(WsMessage::Text("hello".into())))
+/// );
+/// assert_eq!(decoder.decode().unwrap(), None);
+/// ```
 pub struct Decoder {
     role: Role,
     max_message: usize,
