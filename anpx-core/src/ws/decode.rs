@@ -191,6 +191,7 @@ impl Decoder {
     }
 
     /// Where the next read from the socket should go; never empty.
+    #[inline]
     pub fn read_target(&mut self) -> &mut [u8] {
         if self.large.as_ref().is_some_and(|l| l.filled < l.len) {
             let large = self.large.as_mut().expect("checked");
@@ -210,6 +211,7 @@ impl Decoder {
     }
 
     /// The last read put `n` bytes at [`read_target`](Self::read_target).
+    #[inline]
     pub fn filled(&mut self, n: usize) {
         match &mut self.large {
             Some(large) if large.filled < large.len => large.filled += n,
@@ -220,6 +222,7 @@ impl Decoder {
     /// Bytes held of a message that is not whole yet: what is buffered,
     /// the large frame's buffer as far as it is zero-filled, and earlier
     /// fragments. The gateway's budgets charge these as they grow.
+    #[inline]
     pub fn arriving(&self) -> u64 {
         let large = self.large.as_ref().map_or(0, |l| l.payload.len());
         let fragments = self.fragments.as_ref().map_or(0, |f| f.bytes.len());

@@ -9,6 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::WsMessage;
 
 /// Masks or unmasks `bytes` in place (§5.3): XOR with the key, repeated.
+#[inline]
 pub fn apply_mask(bytes: &mut [u8], mask: [u8; 4]) {
     let word = u32::from_ne_bytes(mask);
     let mut chunks = bytes.chunks_exact_mut(4);
@@ -23,6 +24,7 @@ pub fn apply_mask(bytes: &mut [u8], mask: [u8; 4]) {
 
 /// A message's opcode and payload (a ping's or pong's cut to the 125
 /// bytes a control frame may carry).
+#[inline]
 pub fn parts(message: WsMessage) -> (u8, Bytes) {
     match message {
         WsMessage::Binary(b) => (0x2, b),
@@ -35,6 +37,7 @@ pub fn parts(message: WsMessage) -> (u8, Bytes) {
 /// Appends the header of a final frame with `opcode`, a payload of `len`
 /// bytes and the masking key `mask`, with which the payload must then be
 /// masked.
+#[inline]
 pub fn header(out: &mut BytesMut, opcode: u8, len: usize, mask: Option<[u8; 4]>) {
     let mask_bit = if mask.is_some() { 0x80 } else { 0 };
     out.put_u8(0x80 | opcode);
@@ -55,6 +58,7 @@ pub fn header(out: &mut BytesMut, opcode: u8, len: usize, mask: Option<[u8; 4]>)
 }
 
 /// Appends a whole frame, its payload copied (and masked with `mask`).
+#[inline]
 pub fn frame(out: &mut BytesMut, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) {
     out.reserve(14 + payload.len());
     header(out, opcode, payload.len(), mask);
@@ -67,6 +71,7 @@ pub fn frame(out: &mut BytesMut, opcode: u8, payload: &[u8], mask: Option<[u8; 4
 
 /// `payload` masked with `key`: in place when nothing else holds its
 /// bytes, else a masked copy.
+#[inline]
 pub fn masked(payload: Bytes, key: [u8; 4]) -> Bytes {
     match payload.try_into_mut() {
         Ok(mut own) => {
@@ -82,6 +87,7 @@ pub fn masked(payload: Bytes, key: [u8; 4]) -> Bytes {
 }
 
 /// Appends `message` as one frame, its payload copied.
+#[inline]
 pub fn message(out: &mut BytesMut, message: WsMessage, mask: Option<[u8; 4]>) {
     let (opcode, payload) = parts(message);
     frame(out, opcode, &payload, mask);
