@@ -21,11 +21,25 @@ pub struct HoldBack<S> {
     /// Read from `inner`; `buf[given..]` not handed out yet.
     buf: Vec<u8>,
     given: usize,
-    /// Where the head ends in `buf`, once it is known to be a `101`'s.
-    head_end: Option<usize>,
-    /// Not a `101`: everything passes through.
-    through: bool,
+    head: Head,
 }
+
+/// What is known of the response's head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Head {
+    /// Not whole yet: what arrives is handed out.
+    Reading,
+    /// A `101`'s, ending at this offset in `buf`: nothing past it is
+    /// handed out.
+    Switching(usize),
+    /// Any other answer, or one that does not parse (tungstenite says
+    /// why): everything passes through.
+    Other,
+}
+
+/// Header fields looked at in a response head, as many as tungstenite's
+/// own parse allows.
+const MAX_HEADERS: usize = 124;
 
 impl<S> HoldBack<S> {
     /// Wraps `inner` before the handshake request is written.
@@ -34,8 +48,7 @@ impl<S> HoldBack<S> {
             inner,
             buf: Vec::new(),
             given: 0,
-            head_end: None,
-            through: false,
+            head: Head::Reading,
         }
     }
 
@@ -47,24 +60,26 @@ impl<S> HoldBack<S> {
 
     /// What may be handed out of `buf`.
     fn limit(&self) -> usize {
-        match self.head_end {
-            Some(end) if !self.through => end,
-            _ => self.buf.len(),
+        match self.head {
+            Head::Switching(end) => end,
+            Head::Reading | Head::Other => self.buf.len(),
         }
     }
 
     /// Looks at what was read: a head that ended, and whether it is a `101`.
     fn classify(&mut self) {
-        if self.through || self.head_end.is_some() {
+        if self.head != Head::Reading {
             return;
         }
-        if self.buf.len() >= 12 && !self.buf[9..12].starts_with(b"101") {
-            self.through = true;
-            return;
-        }
-        if let Some(at) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            self.head_end = Some(at + 4);
-        }
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut headers);
+        self.head = match response.parse(&self.buf) {
+            Ok(httparse::Status::Partial) => Head::Reading,
+            Ok(httparse::Status::Complete(end)) if response.code == Some(101) => {
+                Head::Switching(end)
+            }
+            Ok(httparse::Status::Complete(_)) | Err(_) => Head::Other,
+        };
     }
 }
 
@@ -76,7 +91,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for HoldBack<S> {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         if this.given == this.limit() {
-            if this.head_end.is_some() && !this.through {
+            if matches!(this.head, Head::Switching(_)) {
                 // The head was handed out whole: nothing more until the
                 // handshake is over.
                 return Poll::Ready(Ok(0));

@@ -255,12 +255,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsSocket<S> {
         std::future::poll_fn(|cx| self.poll_flush(cx)).await
     }
 
-    /// Queues `message` and writes it.
-    pub async fn send(&mut self, message: WsMessage) -> io::Result<()> {
-        self.feed(message);
-        self.flush().await
-    }
-
     /// Queues a close frame and writes it.
     pub async fn close(&mut self, code: u16, reason: &str) -> io::Result<()> {
         self.feed_close(code, reason);
