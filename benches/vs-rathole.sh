@@ -15,7 +15,9 @@
 # temporary one by default), BIN_ANPX / BIN_ANPX_SMOL / BIN_RATHOLE (binaries to use
 # instead of building or installing them), PERF_SYSTEM and PERF_CELL (record
 # `perf record -g` of that system's process during that cell, e.g.
-# PERF_SYSTEM=anpx PERF_CELL=small32; the data lands in $OUT), BEFORE_ANPX /
+# PERF_SYSTEM=anpx PERF_CELL=small32; the data lands in $OUT; PERF_CALL_GRAPH
+# is perf's option for the call graph, "-g" by default, "--call-graph dwarf"
+# to see the callers of functions built without frame pointers), BEFORE_ANPX /
 # BEFORE_ANPX_SMOL (another build of either binary, e.g. the commit before a
 # change: driven as the systems anpx-before / anpx-smol-before, alternating
 # with the others, for A/B figures from one run).
@@ -41,6 +43,7 @@ GIB_TEST=${GIB_TEST:-1}
 IDLE_WAIT=${IDLE_WAIT:-10}
 PERF_SYSTEM=${PERF_SYSTEM:-}
 PERF_CELL=${PERF_CELL:-}
+PERF_CALL_GRAPH=${PERF_CALL_GRAPH:--g}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 
 # shellcheck source=benches/tools.sh
@@ -228,7 +231,8 @@ run_wrk() { # round cell system
         wrk0=$CHILD_TICKS
     fi
     if [ "$3" = "$PERF_SYSTEM" ] && [ "$2" = "$PERF_CELL" ] && [ "$1" = 1 ]; then
-        perf record -g -o "$OUT/perf.$3.$2.data" -p "$(pid_of "$3")" -- sleep "$DURATION" \
+        # shellcheck disable=SC2086 # PERF_CALL_GRAPH may be two words
+        perf record $PERF_CALL_GRAPH -o "$OUT/perf.$3.$2.data" -p "$(pid_of "$3")" -- sleep "$DURATION" \
             >"$OUT/logs/perf.log" 2>&1 &
         perf_pid=$!
     fi

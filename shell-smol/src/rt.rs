@@ -95,13 +95,15 @@ pub fn lane_count() -> u16 {
 /// lane 0 is the calling thread, and each other lane a thread of its own.
 /// Each lane runs an executor of its own, so a task and whatever it
 /// spawns ([`spawn`]) stay on their lane's thread; async-io's one reactor
-/// serves them all. Each lane calls `tidy` every [`TIDY_EVERY`]. When
-/// `future` ends the other lanes stop running their tasks, and each
-/// lane's thread, the calling one last, calls `lane_ends`. Once a
-/// process: a second call is refused.
+/// serves them all. Each lane calls `tidy` every [`TIDY_EVERY`], and
+/// `parked` each time it has no task ready to run (it is about to wait
+/// for I/O or a timer, as tokio's `on_thread_park`). When `future` ends
+/// the other lanes stop running their tasks, and each lane's thread, the
+/// calling one last, calls `parked` once more. Once a process: a second
+/// call is refused.
 pub fn block_on_lanes<F: Future>(
     count: u16,
-    lane_ends: fn(),
+    parked: fn(),
     tidy: fn(),
     future: F,
 ) -> std::io::Result<F::Output> {
@@ -114,15 +116,47 @@ pub fn block_on_lanes<F: Future>(
     }
     let make = |lane: Lane| Ok(executors[usize::from(lane.0)].clone());
     let run = move |executor: Arc<smol::Executor<'static>>, stopped| {
-        let _ = smol::block_on(executor.run(stopped));
-        lane_ends();
+        let run = std::pin::pin!(executor.run(stopped));
+        let _ = smol::block_on(Parking::new(run, parked));
+        parked();
     };
     let threads = LaneThreads::start(count, make, run)?;
     lanes::enter(Lane(0));
-    let out = smol::block_on(executors[0].run(future));
+    let run = std::pin::pin!(executors[0].run(future));
+    let out = smol::block_on(Parking::new(run, parked));
     threads.stop();
-    lane_ends();
+    parked();
     Ok(out)
+}
+
+/// An executor's run future (pinned where it lives) that calls `parked`
+/// each time it is pending. Under `block_on` that is when the thread is
+/// about to park: `Executor::run` is pending only once no task is ready
+/// (or, every 200 tasks, when it yields to let the reactor in).
+struct Parking<'a, F> {
+    run: std::pin::Pin<&'a mut F>,
+    parked: fn(),
+}
+
+impl<'a, F> Parking<'a, F> {
+    fn new(run: std::pin::Pin<&'a mut F>, parked: fn()) -> Self {
+        Parking { run, parked }
+    }
+}
+
+impl<F: Future> Future for Parking<'_, F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let poll = self.run.as_mut().poll(cx);
+        if poll.is_pending() {
+            (self.parked)();
+        }
+        poll
+    }
 }
 
 /// A smol task, which cancels itself when dropped.

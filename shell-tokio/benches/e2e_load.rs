@@ -373,13 +373,17 @@ async fn start_gateway(max_inflight: usize, receivers: usize) -> Gateway {
     Gateway::bind(options).await.expect("gateway binds")
 }
 
+/// A receiver for `service`; it serves up to `max_in_flight` requests at
+/// once (its own cap answers 503 past it, whatever the gateway sends).
 async fn start_receiver(
     gateway: SocketAddr,
     service: &str,
     upstream: Arc<dyn Upstream>,
+    max_in_flight: usize,
 ) -> Receiver {
     let mut options = ReceiverOptions::new(format!("ws://{gateway}/ws"), upstream);
     options.services = vec![service.parse().expect("service url")];
+    options.core.max_in_flight = options.core.max_in_flight.max(max_in_flight);
     let receiver = Receiver::spawn(options);
     match tokio::time::timeout(Duration::from_secs(10), receiver.wait_ready()).await {
         Ok(Status::Connected { .. }) => receiver,
@@ -453,8 +457,20 @@ impl Servers {
         let backend = start_backend(big.clone()).await;
         let gateway = start_gateway(max_inflight, 2).await;
         let http = HttpUpstream::new(&format!("http://{backend}")).expect("upstream url");
-        let up = start_receiver(gateway.public_addr(), "up.bench", Arc::new(http)).await;
-        let svc = start_receiver(gateway.public_addr(), "svc.bench", service_upstream(big)).await;
+        let up = start_receiver(
+            gateway.public_addr(),
+            "up.bench",
+            Arc::new(http),
+            max_inflight,
+        )
+        .await;
+        let svc = start_receiver(
+            gateway.public_addr(),
+            "svc.bench",
+            service_upstream(big),
+            max_inflight,
+        )
+        .await;
         Servers {
             backend,
             gateway,
@@ -1170,7 +1186,12 @@ fn requests_in_flight(
     let big = big_body();
     let gateway = servers_rt.block_on(start_gateway(n * 2, 2));
     let gw = gateway.public_addr();
-    let svc = servers_rt.block_on(start_receiver(gw, "hold-svc.bench", service_upstream(big)));
+    let svc = servers_rt.block_on(start_receiver(
+        gw,
+        "hold-svc.bench",
+        service_upstream(big),
+        n,
+    ));
     // The backend lives in a child process: upstream mode opens one backend
     // connection per request in flight, and with both ends here they would
     // need twice the descriptors.
@@ -1184,7 +1205,7 @@ fn requests_in_flight(
     let _ = BufReader::new(backend.stdout.take().expect("child stdout")).read_line(&mut ready);
     let backend_addr: SocketAddr = field(&ready, "addr").expect("backend address");
     let http = HttpUpstream::new(&format!("http://{backend_addr}")).expect("upstream url");
-    let up = servers_rt.block_on(start_receiver(gw, "hold-up.bench", Arc::new(http)));
+    let up = servers_rt.block_on(start_receiver(gw, "hold-up.bench", Arc::new(http), n));
 
     let mut results = Vec::new();
     let upstream_fds = n as u64 + 1_000;
