@@ -212,12 +212,13 @@ impl Upstream for HttpUpstream {
                 // unread bytes makes the kernel reset the connection, which
                 // can destroy the end of the response before it is read.
                 // So the framing waits for the body's first bytes or end.
+                // `take_body` and `set_body` label the request with the
+                // body's type when it has none.
+                let had_type = has_content_type(&request);
                 let mut body = request.take_body();
                 let empty = body.fill_buf().await?.is_empty();
-                let had_type = request.content_type();
                 request.set_body(if empty { Body::empty() } else { body });
-                // `set_body` labels the request with the body's type.
-                if had_type.is_none() {
+                if !had_type {
                     request.remove_header("content-type");
                 }
             }
@@ -285,6 +286,12 @@ pub(crate) fn status_code(status: u16) -> StatusCode {
     StatusCode::try_from(status).unwrap_or(StatusCode::BadGateway)
 }
 
+/// Whether the request carries a `content-type` (asked without parsing
+/// it as `Request::content_type` does).
+fn has_content_type(request: &Request) -> bool {
+    request.header(http_types::headers::CONTENT_TYPE).is_some()
+}
+
 /// Whether async-h1 can carry a header value: it takes visible ASCII only.
 pub(crate) fn header_ok(value: &str) -> bool {
     value
@@ -318,11 +325,11 @@ impl Dispatch for dyn Upstream {
                 .map_err(|e| std::io::Error::other(e.to_string()))
                 .into_async_read();
             let len = size.and_then(|n| usize::try_from(n).ok());
-            let had_type = request.content_type();
+            let had_type = has_content_type(&request);
             request.set_body(http_types::Body::from_reader(reader, len));
             // `set_body` labels the request with the body's type; the
             // client may have sent none.
-            if had_type.is_none() {
+            if !had_type {
                 request.remove_header("content-type");
             }
             Ok::<_, String>(request)
