@@ -248,7 +248,7 @@ static KEYS: [KeyInfo; 92] = [
     key!(
         "gateway.max_inflight_per_receiver", "ANPX_GATEWAY_MAX_INFLIGHT_PER_RECEIVER",
         "max-inflight-per-receiver", "N", "100",
-        "Requests one receiver connection may have in flight",
+        "Requests one receiver connection may have in flight (the receiver caps them too: receiver.max_inflight, 1000 by default, answers 503 past it)",
         gateway.max_inflight_per_receiver,
         parse: |i| v::int(i, 1, u64::from(u32::MAX)), render: v::render_int,
     ),
