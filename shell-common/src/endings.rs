@@ -169,7 +169,8 @@ thread_local! {
 
 /// Writes the request lines this thread held, and lets it hold them from
 /// now on. A runtime calls it from a worker each time the worker has
-/// nothing left to run (tokio's `on_thread_park`) and when it stops.
+/// nothing left to run (tokio's `on_thread_park`; anpx-smol's lanes when
+/// their executor is pending) and when it stops.
 ///
 /// Formatting a request's line costs several microseconds, and an HTTP
 /// server ends a response's body (where the line is reported) before it
