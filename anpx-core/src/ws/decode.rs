@@ -13,7 +13,10 @@
 use bytes::Bytes;
 
 use super::encode::apply_mask;
-use super::{CloseFrame, Incoming, Role, WsMessage, READ_BUFFER_SIZE};
+use super::{
+    CloseFrame, Incoming, Role, WsMessage, MAX_CONTROL_PAYLOAD, OP_BINARY, OP_CLOSE,
+    OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, READ_BUFFER_SIZE,
+};
 
 /// Why a peer's bytes are not WebSocket frames this side accepts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,16 +42,6 @@ struct Header {
     mask: Option<[u8; 4]>,
     len: u64,
 }
-
-const OP_CONTINUATION: u8 = 0x0;
-const OP_TEXT: u8 = 0x1;
-const OP_BINARY: u8 = 0x2;
-const OP_CLOSE: u8 = 0x8;
-const OP_PING: u8 = 0x9;
-const OP_PONG: u8 = 0xA;
-
-/// A control frame's payload limit (§5.5).
-const MAX_CONTROL_PAYLOAD: u64 = 125;
 
 /// The frame header at the start of `bytes` and its length, `None` while
 /// it is incomplete.
@@ -286,7 +279,7 @@ impl Decoder {
     /// Limits known from the header alone.
     fn check(&self, header: &Header) -> Result<(), FrameError> {
         let is_control = header.opcode & 0x8 != 0;
-        if is_control && (!header.fin || header.len > MAX_CONTROL_PAYLOAD) {
+        if is_control && (!header.fin || header.len > MAX_CONTROL_PAYLOAD as u64) {
             return Err(FrameError::Protocol(
                 "control frame fragmented or over 125 bytes",
             ));

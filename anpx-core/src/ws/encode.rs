@@ -6,7 +6,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::WsMessage;
+use super::{WsMessage, MAX_CONTROL_PAYLOAD, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
 
 /// Masks or unmasks `bytes` in place (§5.3): XOR with the key, repeated.
 #[inline]
@@ -22,15 +22,15 @@ pub fn apply_mask(bytes: &mut [u8], mask: [u8; 4]) {
     }
 }
 
-/// A message's opcode and payload (a ping's or pong's cut to the 125
-/// bytes a control frame may carry).
+/// A message's opcode and payload (a ping's or pong's cut to the
+/// [`MAX_CONTROL_PAYLOAD`] bytes a control frame may carry).
 #[inline]
 pub fn parts(message: WsMessage) -> (u8, Bytes) {
     match message {
-        WsMessage::Binary(b) => (0x2, b),
-        WsMessage::Text(t) => (0x1, Bytes::from(t)),
-        WsMessage::Ping(b) => (0x9, b.slice(..b.len().min(125))),
-        WsMessage::Pong(b) => (0xA, b.slice(..b.len().min(125))),
+        WsMessage::Binary(b) => (OP_BINARY, b),
+        WsMessage::Text(t) => (OP_TEXT, Bytes::from(t)),
+        WsMessage::Ping(b) => (OP_PING, b.slice(..b.len().min(MAX_CONTROL_PAYLOAD))),
+        WsMessage::Pong(b) => (OP_PONG, b.slice(..b.len().min(MAX_CONTROL_PAYLOAD))),
     }
 }
 
@@ -96,17 +96,17 @@ pub fn message(out: &mut BytesMut, message: WsMessage, mask: Option<[u8; 4]>) {
 /// Appends a close frame; the reason is cut to the 123 bytes a close
 /// frame has room for, at a character boundary.
 pub fn close(out: &mut BytesMut, code: u16, reason: &str, mask: Option<[u8; 4]>) {
-    let mut end = reason.len().min(123);
+    let mut end = reason.len().min(MAX_CONTROL_PAYLOAD - 2);
     while !reason.is_char_boundary(end) {
         end -= 1;
     }
     let mut payload = Vec::with_capacity(2 + end);
     payload.extend_from_slice(&code.to_be_bytes());
     payload.extend_from_slice(&reason.as_bytes()[..end]);
-    frame(out, 0x8, &payload, mask);
+    frame(out, OP_CLOSE, &payload, mask);
 }
 
 /// Appends a close frame without a code, the reply to one.
 pub fn close_without_code(out: &mut BytesMut, mask: Option<[u8; 4]>) {
-    frame(out, 0x8, &[], mask);
+    frame(out, OP_CLOSE, &[], mask);
 }

@@ -39,6 +39,17 @@ pub struct CloseFrame {
     pub reason: String,
 }
 
+// Frame opcodes (§5.2), for the decoder and the encoder alike.
+const OP_CONTINUATION: u8 = 0x0;
+const OP_TEXT: u8 = 0x1;
+const OP_BINARY: u8 = 0x2;
+const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
+const OP_PONG: u8 = 0xA;
+
+/// A control frame's payload limit (§5.5).
+const MAX_CONTROL_PAYLOAD: usize = 125;
+
 /// Bytes read from the socket at a time into a connection's read buffer,
 /// which is zero-filled once, when the connection first reads. A frame
 /// larger than what is left of it is read into a buffer of its own.

@@ -127,17 +127,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsSocket<S> {
             }
             Incoming::Close(frame) => {
                 self.read_done = true;
-                if !self.close_sent {
-                    // Echo the code, as §5.5.1 suggests; no code, no code.
-                    match frame {
-                        Some(f) => self.feed_close(f.code, ""),
-                        None => {
-                            self.close_sent = true;
-                            let mask = self.mask();
-                            encode::close_without_code(&mut self.out, mask);
-                        }
-                    }
-                }
+                // Echo the code, as §5.5.1 suggests; no code, no code.
+                self.queue_close(frame.as_ref().map(|f| f.code), "");
             }
             _ => return,
         }
@@ -208,10 +199,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsSocket<S> {
 
     /// Queues a close frame; nothing is queued after it.
     pub fn feed_close(&mut self, code: u16, reason: &str) {
-        if !self.close_sent {
-            self.close_sent = true;
-            let mask = self.mask();
-            encode::close(&mut self.out, code, reason, mask);
+        self.queue_close(Some(code), reason);
+    }
+
+    /// Queues the close frame, with `code` and `reason` or without a code,
+    /// unless one was queued already.
+    fn queue_close(&mut self, code: Option<u16>, reason: &str) {
+        if self.close_sent {
+            return;
+        }
+        self.close_sent = true;
+        let mask = self.mask();
+        match code {
+            Some(code) => encode::close(&mut self.out, code, reason, mask),
+            None => encode::close_without_code(&mut self.out, mask),
         }
     }
 
