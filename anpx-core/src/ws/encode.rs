@@ -22,8 +22,8 @@ pub fn apply_mask(bytes: &mut [u8], mask: [u8; 4]) {
     }
 }
 
-/// A message's opcode and payload (a ping's or pong's cut to the
-/// [`MAX_CONTROL_PAYLOAD`] bytes a control frame may carry).
+/// A message's opcode and payload (a ping's or pong's cut to the 125
+/// bytes a control frame may carry).
 #[inline]
 pub fn parts(message: WsMessage) -> (u8, Bytes) {
     match message {
