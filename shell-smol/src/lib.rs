@@ -18,6 +18,7 @@
 //! and [`INTEGRATIONS`] refuses a configuration that needs either.
 
 #[cfg(feature = "cluster")]
+mod bodiless;
 pub mod cluster;
 mod edge;
 pub mod fetch;

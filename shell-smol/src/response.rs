@@ -82,6 +82,20 @@ pub(crate) struct Encoded {
 }
 
 impl Encoded {
+    /// A request's bytes, written elsewhere (`crate::bodiless`).
+    pub(crate) fn from_bytes(bytes: Vec<u8>, head_request: bool) -> Encoded {
+        Encoded {
+            bytes,
+            head_request,
+        }
+    }
+
+    /// The bytes sent.
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     pub(crate) async fn new(request: Request) -> io::Result<Encoded> {
         let head_request = request.method() == http_types::Method::Head;
         let mut bytes = Vec::new();

@@ -45,6 +45,14 @@ pub trait Upstream: Send + Sync + 'static {
     /// Serves one request.
     fn call(&self, request: Request) -> UpstreamFuture;
 
+    /// This upstream as an [`HttpUpstream`], which writes a request that
+    /// turns out to have no body straight from the gateway's head instead
+    /// of building a [`Request`] for [`call`](Self::call); `None` (the
+    /// default) for every other upstream.
+    fn as_http(&self) -> Option<&HttpUpstream> {
+        None
+    }
+
     /// Sends a WebSocket upgrade request, `head` as it came from the
     /// gateway (`connection: upgrade` and `upgrade: websocket` included).
     /// The default, for upstreams that are not reached over a connection
@@ -168,7 +176,29 @@ impl HttpUpstream {
     }
 }
 
+impl HttpUpstream {
+    /// Sends a request without a body, encoded once. The service may close
+    /// an idle connection just as it is reused; the request is then sent
+    /// again on a new one.
+    async fn send_encoded(&self, request: &crate::response::Encoded) -> Result<Response, BoxError> {
+        let recycler = || Some(self.idle.recycler());
+        if let Some(tcp) = self.idle.take() {
+            match crate::response::exchange_encoded(tcp, request, recycler()).await {
+                Err(crate::response::ResponseError::NotAnswered(_)) => {}
+                other => return Ok(other?),
+            }
+        }
+        let tcp = TcpStream::connect((self.host.as_str(), self.port)).await?;
+        let _ = tcp.set_nodelay(true);
+        Ok(crate::response::exchange_encoded(tcp, request, recycler()).await?)
+    }
+}
+
 impl Upstream for HttpUpstream {
+    fn as_http(&self) -> Option<&HttpUpstream> {
+        Some(self)
+    }
+
     /// A connection of its own: the request written as is, the response
     /// read by `response`, which after a 101 reads on to the close.
     fn upgrade(&self, head: RequestHead) -> UpgradeFuture {
@@ -224,22 +254,11 @@ impl Upstream for HttpUpstream {
             }
             // async-h1 writes the request; the response is read by
             // `response`, whose module says why.
-            let recycler = || Some(this.idle.recycler());
             if request.len() == Some(0) {
-                // The service may close an idle connection just as it is
-                // reused; a request without a body is then sent again on
-                // a new one, from the bytes encoded once.
                 let request = crate::response::Encoded::new(request).await?;
-                if let Some(tcp) = this.idle.take() {
-                    match crate::response::exchange_encoded(tcp, &request, recycler()).await {
-                        Err(crate::response::ResponseError::NotAnswered(_)) => {}
-                        other => return Ok(other?),
-                    }
-                }
-                let tcp = TcpStream::connect((this.host.as_str(), this.port)).await?;
-                let _ = tcp.set_nodelay(true);
-                return Ok(crate::response::exchange_encoded(tcp, &request, recycler()).await?);
+                return this.send_encoded(&request).await;
             }
+            let recycler = || Some(this.idle.recycler());
             // One with a body is gone with the connection if it fails.
             if let Some(tcp) = this.idle.take() {
                 return match crate::response::exchange(tcp, request, recycler()).await {
@@ -299,42 +318,91 @@ pub(crate) fn header_ok(value: &str) -> bool {
         .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
 }
 
+/// Whether async-h1 can carry a header name: an HTTP token. Anything else
+/// (a line break, a colon) would let the gateway write headers of its own
+/// choosing into the request, so such a header is left out.
+pub(crate) fn name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// The http-types request for a head from the gateway, its body read from
+/// `body` (`size` bytes, when known); `Err` is the 400's reason.
+fn build_request(
+    head: &RequestHead,
+    body: impl futures_util::Stream<Item = Result<bytes::Bytes, shell_common::body::Aborted>>
+        + Send
+        + Sync
+        + Unpin
+        + 'static,
+    size: Option<u64>,
+) -> Result<Request, String> {
+    let method: Method = head
+        .method
+        .parse()
+        .map_err(|_| format!("unsupported method {}", head.method))?;
+    let (target, headers) = upstream_request_parts(head);
+    let url = Url::parse(&format!("http://upstream{target}"))
+        .map_err(|e| format!("Bad request from gateway: {e}"))?;
+    let mut request = Request::new(method, url);
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case("content-length") {
+            continue;
+        }
+        if name_ok(name) && header_ok(value) {
+            request.append_header(name, value);
+        } else {
+            tracing::debug!(header = name, "header async-h1 cannot carry not forwarded");
+        }
+    }
+    let reader = body
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .into_async_read();
+    let len = size.and_then(|n| usize::try_from(n).ok());
+    let had_type = has_content_type(&request);
+    request.set_body(http_types::Body::from_reader(reader, len));
+    // `set_body` labels the request with the body's type; the client may
+    // have sent none.
+    if !had_type {
+        request.remove_header("content-type");
+    }
+    Ok(request)
+}
+
 impl Dispatch for dyn Upstream {
     fn dispatch(&self, head: RequestHead, body: BodyStream, reply: Reply) -> BoxFuture<()> {
         let size = body.size();
-        let request = (|| {
-            let method: Method = head
-                .method
-                .parse()
-                .map_err(|_| format!("unsupported method {}", head.method))?;
-            let (target, headers) = upstream_request_parts(&head);
-            let url = Url::parse(&format!("http://upstream{target}"))
-                .map_err(|e| format!("Bad request from gateway: {e}"))?;
-            let mut request = Request::new(method, url);
-            for (name, value) in headers {
-                if name.eq_ignore_ascii_case("content-length") {
-                    continue;
-                }
-                if header_ok(value) {
-                    request.append_header(name, value);
-                } else {
-                    tracing::debug!(header = name, "non-ASCII header value not forwarded");
-                }
+        if size.is_none_or(|n| n == 0) {
+            let direct = self.as_http().and_then(|http| {
+                let encoded = crate::bodiless::encode(&head, &http.prefix, &http.host_header)?;
+                Some((http.clone(), encoded))
+            });
+            if let Some((http, encoded)) = direct {
+                return Box::pin(async move {
+                    let mut body = body;
+                    // A body of undeclared length may still be empty (a
+                    // GET relayed by the gateway): its first piece decides.
+                    let first = body.next().await;
+                    let answer = match first {
+                        None => http.send_encoded(&encoded).await,
+                        Some(first) => {
+                            let rest = futures_util::stream::iter([first]).chain(body);
+                            match build_request(&head, rest, size) {
+                                Ok(request) => http.call(request).await,
+                                Err(message) => return reply.bad_request(&message),
+                            }
+                        }
+                    };
+                    match answer {
+                        Ok(r) => relay(reply, r).await,
+                        Err(e) => reply.upstream_error(&*e),
+                    }
+                });
             }
-            let reader = body
-                .map_err(|e| std::io::Error::other(e.to_string()))
-                .into_async_read();
-            let len = size.and_then(|n| usize::try_from(n).ok());
-            let had_type = has_content_type(&request);
-            request.set_body(http_types::Body::from_reader(reader, len));
-            // `set_body` labels the request with the body's type; the
-            // client may have sent none.
-            if !had_type {
-                request.remove_header("content-type");
-            }
-            Ok::<_, String>(request)
-        })();
-        let call = match request {
+        }
+        let call = match build_request(&head, body, size) {
             Ok(r) => self.call(r),
             Err(message) => {
                 reply.bad_request(&message);
@@ -406,3 +474,20 @@ pub const UPSTREAMS: Upstreams<dyn Upstream> = Upstreams {
     demo: || Arc::new(DemoUpstream),
     at: |url| Ok(Arc::new(HttpUpstream::new(url)?)),
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_header_name_async_h1_cannot_carry_is_left_out() {
+        let head = RequestHead::new("POST", "/x")
+            .with_header("x-ok\r\nx-injected", "1")
+            .with_header("caf\u{e9}", "1")
+            .with_header("bad name", "1")
+            .with_header("x-kept", "yes");
+        let request = build_request(&head, futures_util::stream::empty(), None).expect("built");
+        let names: Vec<&str> = request.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+    }
+}
