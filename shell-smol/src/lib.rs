@@ -17,8 +17,8 @@
 //! both on by default. Without them this crate has no tokio in its tree,
 //! and [`INTEGRATIONS`] refuses a configuration that needs either.
 
-#[cfg(feature = "cluster")]
 mod bodiless;
+#[cfg(feature = "cluster")]
 pub mod cluster;
 mod edge;
 pub mod fetch;
