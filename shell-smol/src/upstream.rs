@@ -174,9 +174,7 @@ impl HttpUpstream {
             idle: Arc::default(),
         })
     }
-}
 
-impl HttpUpstream {
     /// Sends a request without a body, encoded once. The service may close
     /// an idle connection just as it is reused; the request is then sent
     /// again on a new one.
@@ -371,6 +369,34 @@ fn build_request(
     Ok(request)
 }
 
+/// Sends `encoded` (the head written without a body) unless `body`, of
+/// undeclared length, turns out to have one: a GET relayed by the gateway
+/// declares none, so its first piece decides. A body goes the way of every
+/// other request, that piece put back in front.
+async fn send_unless_body(
+    http: HttpUpstream,
+    encoded: crate::response::Encoded,
+    head: RequestHead,
+    mut body: BodyStream,
+    reply: Reply,
+) {
+    let size = body.size();
+    let answer = match body.next().await {
+        None => http.send_encoded(&encoded).await,
+        Some(first) => {
+            let rest = futures_util::stream::iter([first]).chain(body);
+            match build_request(&head, rest, size) {
+                Ok(request) => http.call(request).await,
+                Err(message) => return reply.bad_request(&message),
+            }
+        }
+    };
+    match answer {
+        Ok(r) => relay(reply, r).await,
+        Err(e) => reply.upstream_error(&*e),
+    }
+}
+
 impl Dispatch for dyn Upstream {
     fn dispatch(&self, head: RequestHead, body: BodyStream, reply: Reply) -> BoxFuture<()> {
         let size = body.size();
@@ -380,26 +406,7 @@ impl Dispatch for dyn Upstream {
                 Some((http.clone(), encoded))
             });
             if let Some((http, encoded)) = direct {
-                return Box::pin(async move {
-                    let mut body = body;
-                    // A body of undeclared length may still be empty (a
-                    // GET relayed by the gateway): its first piece decides.
-                    let first = body.next().await;
-                    let answer = match first {
-                        None => http.send_encoded(&encoded).await,
-                        Some(first) => {
-                            let rest = futures_util::stream::iter([first]).chain(body);
-                            match build_request(&head, rest, size) {
-                                Ok(request) => http.call(request).await,
-                                Err(message) => return reply.bad_request(&message),
-                            }
-                        }
-                    };
-                    match answer {
-                        Ok(r) => relay(reply, r).await,
-                        Err(e) => reply.upstream_error(&*e),
-                    }
-                });
+                return Box::pin(send_unless_body(http, encoded, head, body, reply));
             }
         }
         let call = match build_request(&head, body, size) {
