@@ -5,12 +5,13 @@
 
 use std::borrow::Cow;
 
+use anpx_core::edge::response::is_field_name;
 use anpx_core::RequestHead;
 use http_types::Method;
 use shell_common::receiver::upstream_request_parts;
 
 use crate::response::Encoded;
-use crate::upstream::{header_ok, name_ok};
+use crate::upstream::header_ok;
 
 /// The request as async-h1 would encode it from the `Request` that
 /// `Dispatch` builds: the prefix in front of the path, a `host` first (the
@@ -30,7 +31,8 @@ pub(crate) fn encode(head: &RequestHead, prefix: &str, host_header: &str) -> Opt
     }
     let mut lines: Vec<(Cow<'_, str>, &str)> = Vec::with_capacity(headers.len() + 2);
     for (name, value) in headers {
-        if name.eq_ignore_ascii_case("content-length") || !name_ok(name) || !header_ok(value) {
+        if name.eq_ignore_ascii_case("content-length") || !is_field_name(name) || !header_ok(value)
+        {
             continue;
         }
         // http-types lowercases every name; the gateway's usually are.
@@ -110,36 +112,27 @@ fn unchanged_as_url(target: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_types::{Request, Url};
+    use crate::upstream::{build_request, HttpUpstream};
     use smol::block_on;
 
-    /// What async-h1 writes for the `Request` the generic path builds.
-    fn async_h1(head: &RequestHead, prefix: &str, host_header: &str) -> Vec<u8> {
-        let (target, headers) = upstream_request_parts(head);
-        let url = Url::parse(&format!("http://upstream{target}")).unwrap();
-        let mut request = Request::new(head.method.parse::<Method>().unwrap(), url);
-        for (name, value) in headers {
-            if !name.eq_ignore_ascii_case("content-length") && name_ok(name) && header_ok(value) {
-                request.append_header(name, value);
-            }
-        }
-        if !prefix.is_empty() {
-            let path = format!("{prefix}{}", request.url().path());
-            request.url_mut().set_path(&path);
-        }
-        if request.header(http_types::headers::HOST).is_none() {
-            request.insert_header(http_types::headers::HOST, host_header);
-        }
-        request.set_body(http_types::Body::empty());
-        request.remove_header("content-type");
+    /// What async-h1 writes for the `Request` the generic path builds
+    /// and `HttpUpstream::call` aims at the service.
+    fn async_h1(head: &RequestHead, http: &HttpUpstream) -> Vec<u8> {
+        let empty = futures_util::stream::empty();
+        let mut request = build_request(head, empty, Some(0)).expect("built");
+        http.aim(&mut request);
         block_on(Encoded::new(request)).unwrap().bytes().to_vec()
     }
 
-    fn ours(head: &RequestHead, prefix: &str, host_header: &str) -> Vec<u8> {
-        encode(head, prefix, host_header)
+    fn ours(head: &RequestHead, http: &HttpUpstream) -> Vec<u8> {
+        http.encode_bodiless(head)
             .expect("written directly")
             .bytes()
             .to_vec()
+    }
+
+    fn service(url: &str) -> HttpUpstream {
+        HttpUpstream::new(url).expect("a service url")
     }
 
     #[test]
@@ -162,13 +155,14 @@ mod tests {
                 .with_header("x-tab", "a\tb"),
         ];
         for head in &heads {
-            for prefix in ["", "/base"] {
-                let want = async_h1(head, prefix, "127.0.0.1:8000");
-                let got = ours(head, prefix, "127.0.0.1:8000");
+            for url in ["http://127.0.0.1:8000", "http://127.0.0.1:8000/base"] {
+                let http = service(url);
+                let want = async_h1(head, &http);
+                let got = ours(head, &http);
                 assert_eq!(
                     String::from_utf8_lossy(&got),
                     String::from_utf8_lossy(&want),
-                    "{head:?} under {prefix:?}"
+                    "{head:?} to {url}"
                 );
             }
         }
@@ -181,12 +175,13 @@ mod tests {
             .with_header("x-ok\r\nx-injected", "1")
             .with_header("caf\u{e9}", "1")
             .with_header("x-kept", "yes");
-        let got = String::from_utf8(ours(&head, "", "svc")).unwrap();
+        let http = service("http://svc");
+        let got = String::from_utf8(ours(&head, &http)).unwrap();
         assert!(!got.contains("x-name"), "{got}");
         assert!(!got.contains("injected"), "{got}");
         assert!(!got.contains("caf"), "{got}");
         assert!(got.contains("x-kept: yes\r\n"), "{got}");
-        assert_eq!(got.as_bytes(), async_h1(&head, "", "svc"));
+        assert_eq!(got.as_bytes(), async_h1(&head, &http));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 
 use anpx_cli::setup::Upstreams;
+use anpx_core::edge::response::is_field_name;
 use anpx_core::RequestHead;
 use futures_util::AsyncBufReadExt;
 use futures_util::{StreamExt, TryStreamExt};
@@ -175,6 +176,27 @@ impl HttpUpstream {
         })
     }
 
+    /// Points `request` at this service: the URL's path prefix in front,
+    /// and a `host` when the request has none. async-h1's encoder takes
+    /// only the path and query from the URL, and the host for a request
+    /// without a `host` header: the URL parsed from the gateway's target is
+    /// not parsed again with the service's authority in it.
+    pub(crate) fn aim(&self, request: &mut Request) {
+        if !self.prefix.is_empty() {
+            let path = format!("{}{}", self.prefix, request.url().path());
+            request.url_mut().set_path(&path);
+        }
+        if request.header(http_types::headers::HOST).is_none() {
+            request.insert_header(http_types::headers::HOST, self.host_header.as_str());
+        }
+    }
+
+    /// The bytes of a request without a body for this service, written
+    /// from the gateway's head (`crate::bodiless::encode`).
+    pub(crate) fn encode_bodiless(&self, head: &RequestHead) -> Option<crate::response::Encoded> {
+        crate::bodiless::encode(head, &self.prefix, &self.host_header)
+    }
+
     /// Sends a request without a body, encoded once. The service may close
     /// an idle connection just as it is reused; the request is then sent
     /// again on a new one.
@@ -221,17 +243,7 @@ impl Upstream for HttpUpstream {
     fn call(&self, mut request: Request) -> UpstreamFuture {
         let this = self.clone();
         Box::pin(async move {
-            // async-h1's encoder takes only the path and query from the
-            // URL, and the host for a request without a `host` header:
-            // the URL parsed from the gateway's target is not parsed again
-            // with the service's authority in it.
-            if !this.prefix.is_empty() {
-                let path = format!("{}{}", this.prefix, request.url().path());
-                request.url_mut().set_path(&path);
-            }
-            if request.header(http_types::headers::HOST).is_none() {
-                request.insert_header(http_types::headers::HOST, this.host_header.as_str());
-            }
+            this.aim(&mut request);
             if request.len().is_none() {
                 // A request without a declared length can still turn out
                 // to have no body (a GET relayed by the gateway). Sent
@@ -316,19 +328,9 @@ pub(crate) fn header_ok(value: &str) -> bool {
         .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
 }
 
-/// Whether async-h1 can carry a header name: an HTTP token. Anything else
-/// (a line break, a colon) would let the gateway write headers of its own
-/// choosing into the request, so such a header is left out.
-pub(crate) fn name_ok(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
 /// The http-types request for a head from the gateway, its body read from
 /// `body` (`size` bytes, when known); `Err` is the 400's reason.
-fn build_request(
+pub(crate) fn build_request(
     head: &RequestHead,
     body: impl futures_util::Stream<Item = Result<bytes::Bytes, shell_common::body::Aborted>>
         + Send
@@ -349,7 +351,7 @@ fn build_request(
         if name.eq_ignore_ascii_case("content-length") {
             continue;
         }
-        if name_ok(name) && header_ok(value) {
+        if is_field_name(name) && header_ok(value) {
             request.append_header(name, value);
         } else {
             tracing::debug!(header = name, "header async-h1 cannot carry not forwarded");
@@ -402,7 +404,7 @@ impl Dispatch for dyn Upstream {
         let size = body.size();
         if size.is_none_or(|n| n == 0) {
             let direct = self.as_http().and_then(|http| {
-                let encoded = crate::bodiless::encode(&head, &http.prefix, &http.host_header)?;
+                let encoded = http.encode_bodiless(&head)?;
                 Some((http.clone(), encoded))
             });
             if let Some((http, encoded)) = direct {

@@ -154,7 +154,7 @@ pub fn check_head(
                 limit: limits.max_header_bytes,
             });
         }
-        if name.is_empty() || !name.bytes().all(is_tchar) {
+        if !is_field_name(name) {
             return Err(BadResponse::HeaderName(name.to_owned()));
         }
         if !value.bytes().all(is_field_byte) {
@@ -183,6 +183,22 @@ pub fn check_head(
         (false, Some(n)) if !drop_length => BodyRule::Length(n),
         (false, _) => BodyRule::Open,
     })
+}
+
+/// Whether `name` is a header field name (RFC 9110 §5.5: a `token`).
+/// Anything else, written into an HTTP/1 head, could end the line early
+/// and start a header of the sender's choosing.
+///
+/// ```
+/// use anpx_core::edge::response::is_field_name;
+///
+/// assert!(is_field_name("x-request-id"));
+/// assert!(!is_field_name("x-a\r\nx-injected"));
+/// assert!(!is_field_name("caf\u{e9}"));
+/// assert!(!is_field_name(""));
+/// ```
+pub fn is_field_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(is_tchar)
 }
 
 /// RFC 9110 §5.6.2 `tchar`.
