@@ -24,6 +24,7 @@ use std::time::Duration;
 
 mod body_plan;
 pub mod chunk_ext;
+pub mod field;
 pub mod head;
 pub mod response;
 

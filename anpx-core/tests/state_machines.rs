@@ -1004,6 +1004,57 @@ fn draining_needs_the_extension() {
     assert_eq!(m.gw.request_link(&id), Some(a));
 }
 
+/// A head with a header no HTTP/1 request can carry (a name that is not a
+/// token, a value with a line break) is answered 400 by the receiver
+/// itself, its upload dropped, so every shell gives the same answer and
+/// none writes the line break into the service's request.
+#[test]
+fn a_head_no_http1_request_can_carry_is_answered_400() {
+    let bad = [
+        ("x-a\r\nx-injected", "1", "is not a token"),
+        ("caf\u{e9}", "1", "is not a token"),
+        ("x-a", "1\r\nx-injected: 1", "control character"),
+        ("x-a", "nul\0", "control character"),
+    ];
+    for (name, value, why) in bad {
+        let mut p = Pair::new(Features::all(), GatewayConfig::default());
+        let id =
+            p.gw.start_request(
+                p.now,
+                "api.agent.com",
+                RequestHead::new("POST", "/svc/x")
+                    .with_header("host", "api.agent.com")
+                    .with_header(name, value),
+                RequestBody::Streaming,
+            )
+            .unwrap();
+        p.gw.push_body(p.now, &id, Bytes::from_static(b"more"), false)
+            .unwrap();
+        p.pump();
+        assert!(p.requests.is_empty(), "{name:?}: {:?}", p.requests);
+        let events = p.events_of(&id);
+        let ResponseEvent::Head(h) = events[0] else {
+            panic!("{name:?}: {events:?}")
+        };
+        assert_eq!(h.status, 400, "{name:?}");
+        let body = String::from_utf8(p.body_of(&id)).unwrap();
+        assert!(
+            body.contains("Bad request from gateway") && body.contains(why),
+            "{body}"
+        );
+        assert_eq!(events.last(), Some(&&ResponseEvent::End));
+        assert_eq!(p.rx.totals().refused_malformed, 1);
+        assert_eq!(p.rx.in_flight(), 0);
+        assert_eq!(p.gw.stats(p.now).totals.stray_frames, 0);
+
+        // The link goes on serving.
+        p.gw.start_request(p.now, "api.agent.com", get("/svc/ok"), RequestBody::Empty)
+            .unwrap();
+        p.pump();
+        assert_eq!(p.heads().len(), 1, "{name:?}: {:?}", p.requests);
+    }
+}
+
 /// A gateway sends more requests at once than the receiver serves on one
 /// connection: the one past `max_in_flight` is answered 503 at once,
 /// without reaching the service, its streamed upload dropped; once a

@@ -38,6 +38,7 @@
 //! assert!(check_head(&mut bad, Asked::default(), &limits).is_err());
 //! ```
 
+use super::field::{is_field_name, is_field_value};
 use crate::message::ResponseHead;
 
 /// The default cap on the header fields of one response.
@@ -157,7 +158,7 @@ pub fn check_head(
         if !is_field_name(name) {
             return Err(BadResponse::HeaderName(name.to_owned()));
         }
-        if !value.bytes().all(is_field_byte) {
+        if !is_field_value(value) {
             return Err(BadResponse::HeaderValue(name.to_owned()));
         }
         if name.eq_ignore_ascii_case("content-length") {
@@ -183,33 +184,6 @@ pub fn check_head(
         (false, Some(n)) if !drop_length => BodyRule::Length(n),
         (false, _) => BodyRule::Open,
     })
-}
-
-/// Whether `name` is a header field name (RFC 9110 §5.5: a `token`).
-/// Anything else, written into an HTTP/1 head, could end the line early
-/// and start a header of the sender's choosing.
-///
-/// ```
-/// use anpx_core::edge::response::is_field_name;
-///
-/// assert!(is_field_name("x-request-id"));
-/// assert!(!is_field_name("x-a\r\nx-injected"));
-/// assert!(!is_field_name("caf\u{e9}"));
-/// assert!(!is_field_name(""));
-/// ```
-pub fn is_field_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(is_tchar)
-}
-
-/// RFC 9110 §5.6.2 `tchar`.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-/// A byte a field value may carry: visible ASCII, space, tab, and
-/// `obs-text` (non-ASCII, here UTF-8).
-fn is_field_byte(b: u8) -> bool {
-    b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80
 }
 
 /// A `Content-Length` value: digits, or a comma-separated list of the same

@@ -20,6 +20,7 @@ use bytes::Bytes;
 
 use crate::chunk::{concat, ChunkStream, Chunker, Reassembler};
 use crate::control::{self, Control};
+use crate::edge::field::{self, BadField};
 use crate::features::{Feature, Features};
 use crate::flow::Flow;
 use crate::frame::{tag, ExtFrame, Frame, MessageKind};
@@ -84,6 +85,9 @@ pub struct ReceiverTotals {
     /// Requests answered 503 because [`ReceiverConfig::max_in_flight`]
     /// were in flight already.
     pub refused_busy: u64,
+    /// Requests answered 400 because their head had a header no HTTP/1
+    /// request can carry (see [`crate::edge::field`]).
+    pub refused_malformed: u64,
 }
 
 /// The receiver state machine: one per WebSocket connection to a gateway.
@@ -295,6 +299,18 @@ impl Receiver {
                 // A second request under a live id: refuse the newcomer.
                 self.totals.stray_frames += 1;
                 return;
+            }
+            if let Err(e) = head
+                .headers
+                .iter()
+                .try_for_each(|(n, v)| field::check(n, v))
+            {
+                // Decided here, not by the HTTP library a shell writes the
+                // service's request with: those differ (one refuses such a
+                // header, another leaves it out, another writes it as is,
+                // line breaks and all).
+                self.refuse_malformed(&id, &e);
+                return self.arm_sweep(now);
             }
             if self.serving.len() >= self.config.max_in_flight {
                 self.refuse_busy(&id);
@@ -763,6 +779,15 @@ impl Receiver {
         let head = ResponseHead::new(503)
             .with_header("content-type", JSON)
             .with_header("retry-after", "1");
+        self.send_json_error(request, head, &message);
+    }
+
+    /// Answers a head no HTTP/1 request can carry with 400, without
+    /// asking the shell to call the service.
+    fn refuse_malformed(&mut self, request: &RequestId, why: &BadField) {
+        self.totals.refused_malformed += 1;
+        let message = format!("Bad request from gateway: {why}");
+        let head = ResponseHead::new(400).with_header("content-type", JSON);
         self.send_json_error(request, head, &message);
     }
 
