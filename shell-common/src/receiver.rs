@@ -658,13 +658,15 @@ impl Reply {
     /// hop-by-hop headers dropped, a body of known small size whole,
     /// anything else streamed, and a body that is not as long as
     /// `exact_len` (when known) failed as cut.
-    pub async fn relay<'h, E, B>(
+    pub async fn relay<N, V, E, B>(
         self,
         status: u16,
-        headers: impl IntoIterator<Item = (&'h str, String)>,
+        headers: impl IntoIterator<Item = (N, V)>,
         exact_len: Option<u64>,
         body: B,
     ) where
+        N: Into<String>,
+        V: Into<String>,
         E: std::fmt::Display,
         B: Stream<Item = Result<Bytes, E>> + Unpin,
     {

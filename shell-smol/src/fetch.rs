@@ -54,7 +54,7 @@ async fn get(
         .map_err(transport)?;
     let mut request = Request::new(Method::Get, parsed);
     request.insert_header("accept", "application/json");
-    let mut response = if target.secure {
+    let response = if target.secure {
         let (config, name) = shell_common::tls::dial(&target.host, Some(tls)).map_err(transport)?;
         let stream = futures_rustls::TlsConnector::from(config)
             .connect(name, tcp)
@@ -65,9 +65,8 @@ async fn get(
         crate::response::exchange(tcp, request, None).await
     }
     .map_err(transport)?;
-    let status = u16::from(response.status());
-    if status != 200 {
-        return Err(FetchError::Status(status));
+    if response.status != 200 {
+        return Err(FetchError::Status(response.status));
     }
-    read_limited(body_stream(response.take_body()), max_bytes).await
+    read_limited(body_stream(response.body), max_bytes).await
 }

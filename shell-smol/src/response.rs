@@ -52,6 +52,37 @@ pub enum ResponseError {
     NotAnswered(io::Error),
 }
 
+/// A service's response as read from its connection: what the relay needs,
+/// without the http-types [`Response`] (a map that hashes and allocates
+/// each name, and adds a `content-type` to a response that has none).
+pub(crate) struct ServiceResponse {
+    /// The status code.
+    pub(crate) status: u16,
+    /// The headers in the service's order, names lowercased (as hyper
+    /// gives them to the tokio shell); `content-length` left out where
+    /// the body is not framed by it (chunked, or after a `101`).
+    pub(crate) headers: Vec<(String, String)>,
+    /// The body, framed as the head says.
+    pub(crate) body: Body,
+}
+
+impl ServiceResponse {
+    /// The same response as http-types', for [`Upstream`](crate::upstream::Upstream)'s API.
+    pub(crate) fn into_response(self) -> Response {
+        let mut response = Response::new(status_code(self.status));
+        for (name, value) in &self.headers {
+            response.append_header(name.as_str(), value.as_str());
+        }
+        let typed = response.header(http_types::headers::CONTENT_TYPE).is_some();
+        response.set_body(self.body);
+        // `set_body` labels a response that has no type with the body's.
+        if !typed {
+            response.remove_header(http_types::headers::CONTENT_TYPE);
+        }
+        response
+    }
+}
+
 /// Takes back a connection whose response was read to its end, for the
 /// next request.
 pub(crate) type Recycler<S> = Box<dyn FnOnce(S) + Send + Sync>;
@@ -63,7 +94,7 @@ pub(crate) async fn exchange<S>(
     mut stream: S,
     request: Request,
     recycle: Option<Recycler<S>>,
-) -> Result<Response, ResponseError>
+) -> Result<ServiceResponse, ResponseError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
 {
@@ -114,7 +145,7 @@ pub(crate) async fn exchange_encoded<S>(
     mut stream: S,
     request: &Encoded,
     recycle: Option<Recycler<S>>,
-) -> Result<Response, ResponseError>
+) -> Result<ServiceResponse, ResponseError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
 {
@@ -131,7 +162,9 @@ pub async fn read<S>(stream: S, head_request: bool) -> Result<Response, Response
 where
     S: AsyncRead + Unpin + Send + Sync + 'static,
 {
-    read_response(stream, head_request, None).await
+    Ok(read_response(stream, head_request, None)
+        .await?
+        .into_response())
 }
 
 /// The read buffer of a response's head (and of its body, for reads
@@ -142,7 +175,7 @@ async fn read_response<S>(
     stream: S,
     head_request: bool,
     recycle: Option<Recycler<S>>,
-) -> Result<Response, ResponseError>
+) -> Result<ServiceResponse, ResponseError>
 where
     S: AsyncRead + Unpin + Send + Sync + 'static,
 {
@@ -195,7 +228,7 @@ where
     let code = parsed
         .code
         .ok_or_else(|| ResponseError::Malformed("no status code".into()))?;
-    let mut response = Response::new(status_code(code));
+    let mut fields = Vec::with_capacity(parsed.headers.len());
     let mut chunked = false;
     let mut length: Option<u64> = None;
     // HTTP/1.0 closes by default (a keep-alive opt-in is not worth
@@ -226,7 +259,7 @@ where
         {
             reusable = false;
         }
-        response.append_header(h.name, value);
+        fields.push((h.name.to_ascii_lowercase(), value.to_owned()));
     }
     // RFC 9112 §6.3: no body for HEAD, 1xx, 204 and 304; chunked wins over
     // a length; otherwise the body runs to the close. After a 101 the
@@ -237,14 +270,15 @@ where
         reader: Some(reader),
         recycle: recycle.filter(|_| reusable && code != 101),
     };
+    if code == 101 || chunked {
+        fields.retain(|(name, _)| name != "content-length");
+    }
     let body = if code == 101 {
-        response.remove_header("content-length");
         Body::from_reader(conn, None)
     } else if bodiless {
         conn.ended();
         Body::empty()
     } else if chunked {
-        response.remove_header("content-length");
         Body::from_reader(BufReader::new(Chunked::new(conn)), None)
     } else if let Some(n) = length {
         if n == 0 {
@@ -262,8 +296,11 @@ where
     } else {
         Body::from_reader(conn, None)
     };
-    response.set_body(body);
-    Ok(response)
+    Ok(ServiceResponse {
+        status: code,
+        headers: fields,
+        body,
+    })
 }
 
 /// A reader told when the body it carries has been read to its end.
@@ -686,6 +723,41 @@ mod tests {
             });
             assert_eq!(response.header("x-long").unwrap().as_str(), value);
             assert_eq!(got, body, "value of {value_len} bytes");
+        }
+    }
+
+    /// The head as the service wrote it, in its order, names lowercased;
+    /// no `content-type` where the service sent none (http-types'
+    /// `Response` adds `application/octet-stream`, which gave a 204, a
+    /// 304 or a redirect a type the tokio shell did not); no
+    /// `content-length` beside a chunked body.
+    #[test]
+    fn the_head_is_relayed_as_the_service_wrote_it() {
+        type Fields = &'static [(&'static str, &'static str)];
+        let cases: [(&[u8], Fields); 3] = [
+            (
+                b"HTTP/1.1 204 No Content\r\nX-B: 2\r\nx-a: 1\r\nX-B: 3\r\n\r\n",
+                &[("x-b", "2"), ("x-a", "1"), ("x-b", "3")],
+            ),
+            (
+                b"HTTP/1.1 302 Found\r\nLocation: /x\r\nContent-Length: 0\r\n\r\n",
+                &[("location", "/x"), ("content-length", "0")],
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+                &[("transfer-encoding", "chunked")],
+            ),
+        ];
+        for (wire, want) in cases {
+            let response = smol::block_on(read_response(Cursor::new(wire), false, None)).unwrap();
+            let got: Vec<(&str, &str)> = response
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            assert_eq!(got, want);
+            let typed = response.into_response();
+            assert!(typed.header("content-type").is_none());
         }
     }
 }

@@ -15,6 +15,7 @@ use shell_common::receiver::{upstream_request_parts, BoxFuture, Dispatch, Reply}
 use shell_common::websocket;
 use shell_common::BoxError;
 
+use crate::response::ServiceResponse;
 use crate::rt::body_stream;
 use crate::tcp::TcpStream;
 
@@ -91,16 +92,17 @@ pub enum UpstreamUrlError {
 }
 
 /// A local HTTP service, reached over keep-alive connections: one whose
-/// response was read to its end is kept for the next request.
+/// response was read to its end is kept for the next request. Cloned for
+/// every request, so nothing in it is copied.
 #[derive(Debug, Clone)]
 pub struct HttpUpstream {
-    host: String,
+    host: Arc<str>,
     port: u16,
     /// Path prefix from the URL, without a trailing `/`.
-    prefix: String,
+    prefix: Arc<str>,
     /// The `host` header async-h1 would derive from a request URL of
     /// this host and port, for requests that come without one.
-    host_header: String,
+    host_header: Arc<str>,
     idle: Arc<Idle>,
 }
 
@@ -167,10 +169,10 @@ impl HttpUpstream {
             None => parsed.host_str().unwrap_or_default().to_owned(),
         };
         Ok(HttpUpstream {
-            host,
+            host: host.into(),
             port: parsed.port_or_known_default().unwrap_or(80),
-            prefix: parsed.path().trim_end_matches('/').to_owned(),
-            host_header,
+            prefix: parsed.path().trim_end_matches('/').into(),
+            host_header: host_header.into(),
             idle: Arc::default(),
         })
     }
@@ -186,7 +188,7 @@ impl HttpUpstream {
             request.url_mut().set_path(&path);
         }
         if request.header(http_types::headers::HOST).is_none() {
-            request.insert_header(http_types::headers::HOST, self.host_header.as_str());
+            request.insert_header(http_types::headers::HOST, &*self.host_header);
         }
     }
 
@@ -199,7 +201,10 @@ impl HttpUpstream {
     /// Sends a request without a body, encoded once. The service may close
     /// an idle connection just as it is reused; the request is then sent
     /// again on a new one.
-    async fn send_encoded(&self, request: &crate::response::Encoded) -> Result<Response, BoxError> {
+    async fn send_encoded(
+        &self,
+        request: &crate::response::Encoded,
+    ) -> Result<ServiceResponse, BoxError> {
         let recycler = || Some(self.idle.recycler());
         if let Some(tcp) = self.idle.take() {
             match crate::response::exchange_encoded(tcp, request, recycler()).await {
@@ -207,9 +212,49 @@ impl HttpUpstream {
                 other => return Ok(other?),
             }
         }
-        let tcp = TcpStream::connect((self.host.as_str(), self.port)).await?;
+        let tcp = TcpStream::connect((&*self.host, self.port)).await?;
         let _ = tcp.set_nodelay(true);
         Ok(crate::response::exchange_encoded(tcp, request, recycler()).await?)
+    }
+
+    /// Sends `request` to the service and reads its response head.
+    async fn send(&self, mut request: Request) -> Result<ServiceResponse, BoxError> {
+        self.aim(&mut request);
+        if request.len().is_none() {
+            // A request without a declared length can still turn out
+            // to have no body (a GET relayed by the gateway). Sent
+            // chunked, its empty last chunk is bytes a service that
+            // expects no body never reads, and closing a socket with
+            // unread bytes makes the kernel reset the connection, which
+            // can destroy the end of the response before it is read.
+            // So the framing waits for the body's first bytes or end.
+            // `take_body` and `set_body` label the request with the
+            // body's type when it has none.
+            let had_type = has_content_type(&request);
+            let mut body = request.take_body();
+            let empty = body.fill_buf().await?.is_empty();
+            request.set_body(if empty { Body::empty() } else { body });
+            if !had_type {
+                request.remove_header("content-type");
+            }
+        }
+        // async-h1 writes the request; the response is read by
+        // `response`, whose module says why.
+        if request.len() == Some(0) {
+            let request = crate::response::Encoded::new(request).await?;
+            return self.send_encoded(&request).await;
+        }
+        let recycler = || Some(self.idle.recycler());
+        // One with a body is gone with the connection if it fails.
+        if let Some(tcp) = self.idle.take() {
+            return match crate::response::exchange(tcp, request, recycler()).await {
+                Err(crate::response::ResponseError::NotAnswered(e)) => Err(e.into()),
+                other => Ok(other?),
+            };
+        }
+        let tcp = TcpStream::connect((&*self.host, self.port)).await?;
+        let _ = tcp.set_nodelay(true);
+        Ok(crate::response::exchange(tcp, request, recycler()).await?)
     }
 }
 
@@ -223,7 +268,7 @@ impl Upstream for HttpUpstream {
     fn upgrade(&self, head: RequestHead) -> UpgradeFuture {
         let this = self.clone();
         Box::pin(async move {
-            let tcp = TcpStream::connect((this.host.as_str(), this.port)).await?;
+            let tcp = TcpStream::connect((&*this.host, this.port)).await?;
             let _ = tcp.set_nodelay(true);
             let mut writer = tcp.clone();
             let request = websocket::upgrade_request_bytes(&head, &this.prefix);
@@ -239,46 +284,9 @@ impl Upstream for HttpUpstream {
         })
     }
 
-    fn call(&self, mut request: Request) -> UpstreamFuture {
+    fn call(&self, request: Request) -> UpstreamFuture {
         let this = self.clone();
-        Box::pin(async move {
-            this.aim(&mut request);
-            if request.len().is_none() {
-                // A request without a declared length can still turn out
-                // to have no body (a GET relayed by the gateway). Sent
-                // chunked, its empty last chunk is bytes a service that
-                // expects no body never reads, and closing a socket with
-                // unread bytes makes the kernel reset the connection, which
-                // can destroy the end of the response before it is read.
-                // So the framing waits for the body's first bytes or end.
-                // `take_body` and `set_body` label the request with the
-                // body's type when it has none.
-                let had_type = has_content_type(&request);
-                let mut body = request.take_body();
-                let empty = body.fill_buf().await?.is_empty();
-                request.set_body(if empty { Body::empty() } else { body });
-                if !had_type {
-                    request.remove_header("content-type");
-                }
-            }
-            // async-h1 writes the request; the response is read by
-            // `response`, whose module says why.
-            if request.len() == Some(0) {
-                let request = crate::response::Encoded::new(request).await?;
-                return this.send_encoded(&request).await;
-            }
-            let recycler = || Some(this.idle.recycler());
-            // One with a body is gone with the connection if it fails.
-            if let Some(tcp) = this.idle.take() {
-                return match crate::response::exchange(tcp, request, recycler()).await {
-                    Err(crate::response::ResponseError::NotAnswered(e)) => Err(e.into()),
-                    other => Ok(other?),
-                };
-            }
-            let tcp = TcpStream::connect((this.host.as_str(), this.port)).await?;
-            let _ = tcp.set_nodelay(true);
-            Ok(crate::response::exchange(tcp, request, recycler()).await?)
-        })
+        Box::pin(async move { Ok(this.send(request).await?.into_response()) })
     }
 }
 
@@ -392,13 +400,13 @@ async fn send_unless_body(
         Some(first) => {
             let rest = futures_util::stream::iter([first]).chain(body);
             match build_request(&head, rest, size) {
-                Ok(request) => http.call(request).await,
+                Ok(request) => http.send(request).await,
                 Err(message) => return reply.bad_request(&message),
             }
         }
     };
     match answer {
-        Ok(r) => relay(reply, r).await,
+        Ok(r) => relay_service(reply, r).await,
         Err(e) => reply.upstream_error(&*e),
     }
 }
@@ -406,25 +414,36 @@ async fn send_unless_body(
 impl Dispatch for dyn Upstream {
     fn dispatch(&self, head: RequestHead, body: BodyStream, reply: Reply) -> BoxFuture<()> {
         let size = body.size();
-        if size.is_none_or(|n| n == 0) {
-            let direct = self.as_http().and_then(|http| {
-                let encoded = http.encode_bodiless(&head)?;
-                Some((http.clone(), encoded))
-            });
-            if let Some((http, encoded)) = direct {
-                return Box::pin(send_unless_body(http, encoded, head, body, reply));
+        let http = self.as_http().cloned();
+        if let Some(http) = &http {
+            if size.is_none_or(|n| n == 0) {
+                if let Some(encoded) = http.encode_bodiless(&head) {
+                    let http = http.clone();
+                    return Box::pin(send_unless_body(http, encoded, head, body, reply));
+                }
             }
         }
-        let call = match build_request(&head, body, size) {
-            Ok(r) => self.call(r),
+        let request = match build_request(&head, body, size) {
+            Ok(r) => r,
             Err(message) => {
                 reply.bad_request(&message);
                 return Box::pin(async {});
             }
         };
+        // The service's own connection is read without http-types'
+        // `Response`; any other upstream answers with one.
+        let Some(http) = http else {
+            let call = self.call(request);
+            return Box::pin(async move {
+                match call.await {
+                    Ok(r) => relay(reply, r).await,
+                    Err(e) => reply.upstream_error(&*e),
+                }
+            });
+        };
         Box::pin(async move {
-            match call.await {
-                Ok(r) => relay(reply, r).await,
+            match http.send(request).await {
+                Ok(r) => relay_service(reply, r).await,
                 Err(e) => reply.upstream_error(&*e),
             }
         })
@@ -461,7 +480,16 @@ fn headers_of(response: &Response) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Relays a service's response to the gateway.
+/// Relays a response read from the service's connection to the gateway.
+async fn relay_service(reply: Reply, response: ServiceResponse) {
+    let exact = response.body.len().map(|n| n as u64);
+    let body = body_stream(response.body).boxed();
+    reply
+        .relay(response.status, response.headers, exact, body)
+        .await;
+}
+
+/// Relays an upstream's response to the gateway.
 async fn relay(reply: Reply, mut response: Response) {
     let status = u16::from(response.status());
     let body = response.take_body();
