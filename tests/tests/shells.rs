@@ -672,6 +672,8 @@ async fn binary_and_empty_bodies(gw: Shell, rx: Shell) {
     let r = send(g.addr(), "POST", HOST, "/svc/empty", "").await;
     assert_eq!((r.status, r.body.len()), (200, 0));
     assert_eq!(r.header("x-body-sha256"), sha256(b""));
+    // The service names no type, and no receiver makes one up.
+    assert_eq!(r.headers.get("content-type"), None);
 }
 
 /// Concurrent requests on one route spread over both of its receivers.
