@@ -43,6 +43,7 @@ pub mod process_metrics;
 pub mod receiver;
 pub mod registry;
 pub mod repoll;
+pub mod request_bytes;
 pub mod serving;
 pub mod shell_io;
 pub mod signal;

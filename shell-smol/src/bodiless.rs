@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use anpx_core::RequestHead;
 use http_types::Method;
 use shell_common::receiver::upstream_request_parts;
+use shell_common::request_bytes::request_head;
 
 use crate::response::Encoded;
 use crate::upstream::header_ok;
@@ -56,25 +57,7 @@ pub(crate) fn encode(head: &RequestHead, prefix: &str, host_header: &str) -> Opt
         }
     }
     lines.sort_by(|(a, _), (b, _)| key(a).cmp(key(b)));
-    let mut bytes = Vec::with_capacity(
-        64 + target.len()
-            + lines
-                .iter()
-                .map(|(n, v)| n.len() + v.len() + 4)
-                .sum::<usize>(),
-    );
-    bytes.extend_from_slice(method.as_ref().as_bytes());
-    bytes.push(b' ');
-    bytes.extend_from_slice(prefix.as_bytes());
-    bytes.extend_from_slice(target.as_bytes());
-    bytes.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &lines {
-        bytes.extend_from_slice(name.as_bytes());
-        bytes.extend_from_slice(b": ");
-        bytes.extend_from_slice(value.as_bytes());
-        bytes.extend_from_slice(b"\r\n");
-    }
-    bytes.extend_from_slice(b"\r\n");
+    let bytes = request_head(method.as_ref(), prefix, &target, &lines);
     Some(Encoded::from_bytes(bytes, method == Method::Head))
 }
 
