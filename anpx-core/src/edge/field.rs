@@ -51,7 +51,10 @@ pub fn check(name: &str, value: &str) -> Result<(), BadField> {
 /// assert!(!is_field_name(""));
 /// ```
 pub fn is_field_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(is_tchar)
+    // A fold without an early exit, over a table: every header of every
+    // request and response passes here, and this is the form the compiler
+    // turns into few instructions a byte.
+    !name.is_empty() && name.bytes().fold(true, |ok, b| ok & TCHAR[usize::from(b)])
 }
 
 /// Whether `value` is a header field value: visible ASCII, space, tab,
@@ -66,17 +69,40 @@ pub fn is_field_name(name: &str) -> bool {
 /// assert!(!is_field_value("a\0b"));
 /// ```
 pub fn is_field_value(value: &str) -> bool {
-    value.bytes().all(is_field_byte)
+    value
+        .bytes()
+        .fold(true, |ok, b| ok & ((b >= b' ' && b != 0x7f) | (b == b'\t')))
 }
 
-/// RFC 9110 §5.6.2 `tchar`.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
+/// RFC 9110 §5.6.2 `tchar`, by byte.
+static TCHAR: [bool; 256] = tchar_table();
 
-/// A byte a field value may carry.
-fn is_field_byte(b: u8) -> bool {
-    b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80
+const fn tchar_table() -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        table[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        i += 1;
+    }
+    table
 }
 
 #[cfg(test)]
