@@ -198,6 +198,14 @@ impl HttpUpstream {
         crate::bodiless::encode(head, &self.prefix, &self.host_header)
     }
 
+    /// A new connection to the service.
+    async fn connect(&self) -> std::io::Result<TcpStream> {
+        let tcp = TcpStream::connect((&*self.host, self.port)).await?;
+        // Heads and small bodies go out at once, not after a delayed ACK.
+        let _ = tcp.set_nodelay(true);
+        Ok(tcp)
+    }
+
     /// Sends a request without a body, encoded once. The service may close
     /// an idle connection just as it is reused; the request is then sent
     /// again on a new one.
@@ -212,8 +220,7 @@ impl HttpUpstream {
                 other => return Ok(other?),
             }
         }
-        let tcp = TcpStream::connect((&*self.host, self.port)).await?;
-        let _ = tcp.set_nodelay(true);
+        let tcp = self.connect().await?;
         Ok(crate::response::exchange_encoded(tcp, request, recycler()).await?)
     }
 
@@ -252,8 +259,7 @@ impl HttpUpstream {
                 other => Ok(other?),
             };
         }
-        let tcp = TcpStream::connect((&*self.host, self.port)).await?;
-        let _ = tcp.set_nodelay(true);
+        let tcp = self.connect().await?;
         Ok(crate::response::exchange(tcp, request, recycler()).await?)
     }
 }
@@ -268,8 +274,7 @@ impl Upstream for HttpUpstream {
     fn upgrade(&self, head: RequestHead) -> UpgradeFuture {
         let this = self.clone();
         Box::pin(async move {
-            let tcp = TcpStream::connect((&*this.host, this.port)).await?;
-            let _ = tcp.set_nodelay(true);
+            let tcp = this.connect().await?;
             let mut writer = tcp.clone();
             let request = websocket::upgrade_request_bytes(&head, &this.prefix);
             futures_util::AsyncWriteExt::write_all(&mut writer, &request).await?;
