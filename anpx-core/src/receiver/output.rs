@@ -37,7 +37,9 @@ pub enum ReceiverOutput {
 /// or `Aborted` at any point, after which the shell stops the upstream call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RequestEvent {
-    /// Start the upstream call.
+    /// Start the upstream call. Every header of `head` can be written into
+    /// an HTTP/1 request as it is: the machine answers a head with any
+    /// other 400 itself ([`crate::edge::field`]) and gives no event for it.
     Head {
         /// The request.
         request: RequestId,
