@@ -22,7 +22,7 @@ use futures_util::io::{
 };
 use http_types::{Body, Request, Response};
 
-use crate::upstream::status_code;
+use crate::upstream::{header_ok, status_code};
 
 /// The largest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
@@ -68,10 +68,14 @@ pub(crate) struct ServiceResponse {
 
 impl ServiceResponse {
     /// The same response as http-types', for [`Upstream`](crate::upstream::Upstream)'s API.
+    /// A value that is not ASCII is left out: http-types takes none (its
+    /// `append_header` panics on one).
     pub(crate) fn into_response(self) -> Response {
         let mut response = Response::new(status_code(self.status));
         for (name, value) in &self.headers {
-            response.append_header(name.as_str(), value.as_str());
+            if header_ok(value) {
+                response.append_header(name.as_str(), value.as_str());
+            }
         }
         let typed = response.header(http_types::headers::CONTENT_TYPE).is_some();
         response.set_body(self.body);
@@ -730,14 +734,16 @@ mod tests {
     /// no `content-type` where the service sent none (http-types'
     /// `Response` adds `application/octet-stream`, which gave a 204, a
     /// 304 or a redirect a type the tokio shell did not); no
-    /// `content-length` beside a chunked body.
+    /// `content-length` beside a chunked body; a value that is not ASCII
+    /// kept (http-types' map panicked on one).
     #[test]
     fn the_head_is_relayed_as_the_service_wrote_it() {
         type Fields = &'static [(&'static str, &'static str)];
         let cases: [(&[u8], Fields); 3] = [
             (
-                b"HTTP/1.1 204 No Content\r\nX-B: 2\r\nx-a: 1\r\nX-B: 3\r\n\r\n",
-                &[("x-b", "2"), ("x-a", "1"), ("x-b", "3")],
+                "HTTP/1.1 204 No Content\r\nX-B: 2\r\nx-a: 1\r\nX-B: 3\r\nx-name: caf\u{e9}\r\n\r\n"
+                    .as_bytes(),
+                &[("x-b", "2"), ("x-a", "1"), ("x-b", "3"), ("x-name", "caf\u{e9}")],
             ),
             (
                 b"HTTP/1.1 302 Found\r\nLocation: /x\r\nContent-Length: 0\r\n\r\n",
@@ -758,6 +764,8 @@ mod tests {
             assert_eq!(got, want);
             let typed = response.into_response();
             assert!(typed.header("content-type").is_none());
+            // http-types cannot hold a value that is not ASCII.
+            assert!(typed.header("x-name").is_none());
         }
     }
 }

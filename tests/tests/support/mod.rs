@@ -95,6 +95,11 @@ async fn backend(req: http::Request<Incoming>) -> Result<http::Response<Body>, I
         .header("x-body-sha256", sha256(&body))
         .header("set-cookie", "a=1; Path=/")
         .header("set-cookie", "b=2; Path=/")
+        // Not ASCII (RFC 9110 obs-text): a receiver must not fail on it.
+        .header(
+            "x-utf8",
+            http::HeaderValue::from_bytes("caf\u{e9}".as_bytes()).unwrap(),
+        )
         .body(full(body))
         .unwrap())
 }
