@@ -372,6 +372,18 @@ async fn cors_security_headers_and_blocklist(gw: Shell, rx: Shell) {
     assert!(r.header("access-control-allow-methods").contains("PUT"));
     assert_eq!(r.header("access-control-allow-headers"), "x-token");
     assert_eq!(r.header("access-control-max-age"), "42");
+    // What the preflight echoes back is the client's: a value that is not
+    // ASCII (legal obs-text) is answered like any other, and the gateway
+    // goes on serving.
+    let utf8 = [
+        ("origin", "https://app.test"),
+        ("access-control-request-method", "PUT"),
+        ("access-control-request-headers", "x-caf\u{e9}"),
+    ];
+    let r = send_with(addr, "OPTIONS", HOST, "/svc/p", &utf8, "").await;
+    assert_eq!(r.status, 204);
+    let r = send(addr, "GET", HOST, "/svc/a", "").await;
+    assert_eq!(r.status, 200);
     // From another origin it is refused.
     let evil = [
         ("origin", "https://evil.test"),
@@ -410,7 +422,7 @@ async fn cors_security_headers_and_blocklist(gw: Shell, rx: Shell) {
     let text = String::from_utf8_lossy(&m.body).into_owned();
     for line in [
         "anpx_policy_answered_total{reason=\"blocked_path\"} 6\n",
-        "anpx_policy_answered_total{reason=\"cors_preflight\"} 1\n",
+        "anpx_policy_answered_total{reason=\"cors_preflight\"} 2\n",
         "anpx_policy_answered_total{reason=\"cors_origin_refused\"} 1\n",
     ] {
         assert!(text.contains(line), "{line} missing from {text}");
