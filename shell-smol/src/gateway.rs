@@ -325,6 +325,9 @@ pub(crate) fn admin_response(reply: AdminReply) -> Response {
 fn answer(a: Answer) -> Response {
     let mut r = Response::new(status_code(a.status));
     r.set_body(a.body.to_vec());
+    // `set_body` labels the body octet-stream; the answer's own headers
+    // say what it is, or that it is nothing (a preflight's 204).
+    r.remove_header("content-type");
     for (name, value) in a.headers {
         r.insert_header(name, value.as_str());
     }
