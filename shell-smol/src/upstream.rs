@@ -420,14 +420,16 @@ impl Dispatch for dyn Upstream {
     fn dispatch(&self, head: RequestHead, body: BodyStream, reply: Reply) -> BoxFuture<()> {
         let size = body.size();
         let http = self.as_http().cloned();
-        if let Some(http) = &http {
-            if size.is_none_or(|n| n == 0) {
-                if let Some(encoded) = http.encode_bodiless(&head) {
-                    let http = http.clone();
-                    return Box::pin(send_unless_body(http, encoded, head, body, reply));
-                }
+        let encoded = http
+            .as_ref()
+            .filter(|_| size.is_none_or(|n| n == 0))
+            .and_then(|http| http.encode_bodiless(&head));
+        let http = match (http, encoded) {
+            (Some(http), Some(encoded)) => {
+                return Box::pin(send_unless_body(http, encoded, head, body, reply))
             }
-        }
+            (http, _) => http,
+        };
         let request = match build_request(&head, body, size) {
             Ok(r) => r,
             Err(message) => {
