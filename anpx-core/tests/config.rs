@@ -9,6 +9,7 @@ use std::time::Duration;
 use anpx_core::backoff::Backoff;
 use anpx_core::config::{
     keys, AuthMode, Config, ConfigError, Grant, LogFormat, ValueError, CONFIG_FILE_ENV,
+    LANE_SPIN_ENV,
 };
 use anpx_core::ServiceUrl;
 use proptest::prelude::*;
@@ -859,6 +860,7 @@ fn file_then_env_then_flags() {
         ("PATH", "/usr/bin"),
         ("anpx_gateway_listen", "ignored: not the prefix"),
         (CONFIG_FILE_ENV, "/etc/anpx.toml"),
+        (LANE_SPIN_ENV, "0"),
     ]);
     let flags = [("gateway.listen", "127.0.0.1:3000")];
     let c = Config::load(file, vars, flags).unwrap();

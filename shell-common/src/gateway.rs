@@ -577,6 +577,7 @@ impl Shared {
         body: RequestBody,
         replay_of: Option<u64>,
     ) -> Result<(Pending, Option<u64>), (Answer, Option<u64>)> {
+        crate::spin::worked();
         let started_at = Instant::now();
         if self.draining.load(Ordering::Relaxed) {
             let f = Failure::new(FailureKind::Refused, 503, "Gateway is shutting down");

@@ -47,6 +47,7 @@ pub mod request_bytes;
 pub mod serving;
 pub mod shell_io;
 pub mod signal;
+pub mod spin;
 #[cfg(test)]
 mod test_waker;
 pub mod tls;

@@ -847,6 +847,7 @@ where
             // turn. `Ready(None)` means none is left.
             while let Poll::Ready(Some(_)) = calls.poll_next_unpin(cx) {}
             if let Poll::Ready(r) = replies.poll_next(cx) {
+                crate::spin::worked();
                 return Poll::Ready(Event::Reply(r));
             }
             if let Poll::Ready(m) = ws.poll_next(cx) {

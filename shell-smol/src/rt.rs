@@ -10,6 +10,7 @@ use crate::tcp::{TcpListener, TcpStream};
 use shell_common::lanes::{self, Lane, LaneSet, LaneThreads};
 use shell_common::receiver::{BoxFuture, Owned, OwnedTask, Runtime};
 use shell_common::shell_io::ShellIo;
+use shell_common::spin;
 
 /// smol's I/O: tasks on smol's global executor, timers from async-io,
 /// and what the shared gateway and receiver are run with
@@ -100,13 +101,17 @@ pub fn lane_count() -> u16 {
 /// for I/O or a timer, as tokio's `on_thread_park`). When `future` ends
 /// the other lanes stop running their tasks, and each lane's thread, the
 /// calling one last, calls `parked` once more. Once a process: a second
-/// call is refused.
+/// call is refused. A lane that had work polls again instead of waiting
+/// for the window `ANPX_LANE_SPIN_US` sets ([`shell_common::spin`]), and
+/// calls `parked` only when it really waits; an invalid window is an
+/// error.
 pub fn block_on_lanes<F: Future>(
     count: u16,
     parked: fn(),
     tidy: fn(),
     future: F,
 ) -> std::io::Result<F::Output> {
+    let window = spin::window_from_env()?;
     let executors: Vec<_> = (0..count.max(1))
         .map(|_| Arc::new(smol::Executor::new()))
         .collect();
@@ -116,12 +121,14 @@ pub fn block_on_lanes<F: Future>(
     }
     let make = |lane: Lane| Ok(executors[usize::from(lane.0)].clone());
     let run = move |executor: Arc<smol::Executor<'static>>, stopped| {
+        spin::enter(window);
         let run = std::pin::pin!(executor.run(stopped));
         let _ = smol::block_on(Parking::new(run, parked));
         parked();
     };
     let threads = LaneThreads::start(count, make, run)?;
     lanes::enter(Lane(0));
+    spin::enter(window);
     let run = std::pin::pin!(executors[0].run(future));
     let out = smol::block_on(Parking::new(run, parked));
     threads.stop();
@@ -153,7 +160,13 @@ impl<F: Future> Future for Parking<'_, F> {
     ) -> std::task::Poll<F::Output> {
         let poll = self.run.as_mut().poll(cx);
         if poll.is_pending() {
-            (self.parked)();
+            if spin::should_spin(Instant::now()) {
+                // Woken at once, `block_on` polls the reactor without
+                // blocking and polls this again (shell_common::spin).
+                cx.waker().wake_by_ref();
+            } else {
+                (self.parked)();
+            }
         }
         poll
     }

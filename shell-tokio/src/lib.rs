@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod receiver;
 pub use shell_common::registry;
 pub mod rt;
+pub mod spin;
 pub use shell_common::tls;
 pub mod upstream;
 

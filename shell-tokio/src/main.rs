@@ -41,7 +41,8 @@ thread_local! {
     static LAST_COLLECT: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
-/// A worker about to park: its log lines go out, and mimalloc gives the
+/// A worker about to park: unless it spins instead (`shell_tokio::spin`),
+/// its log lines go out, and mimalloc gives the
 /// system back the pages this worker's heap no longer uses. mimalloc does
 /// that on its own only while the thread keeps allocating, so after a
 /// load the pages freed last stayed with a parked worker: after 1 MiB
@@ -50,6 +51,9 @@ thread_local! {
 /// per worker, so parking after every request at low load does not
 /// collect every time; the next park after a quiet spell collects.
 fn parked() {
+    if shell_tokio::spin::spins() {
+        return;
+    }
     anpx_cli::log_writer::parked();
     let now = Instant::now();
     let due = LAST_COLLECT

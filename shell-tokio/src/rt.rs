@@ -79,7 +79,9 @@ pub fn lane_count() -> u16 {
 /// whatever it spawns stay on their lane's thread. When `future` ends the
 /// other lanes stop (their tasks are dropped), and each lane's thread,
 /// the calling one last, calls `lane_ends`. Once a process: a second call
-/// is refused.
+/// is refused. Each lane spins before it sleeps for the window
+/// `ANPX_LANE_SPIN_US` sets ([`shell_common::spin`]) when `runtime`'s park
+/// hook asks [`crate::spin::spins`]; an invalid window is an error.
 pub fn block_on_lanes<F: Future>(
     count: u16,
     runtime: impl Fn() -> io::Result<tokio::runtime::Runtime>,
@@ -89,6 +91,12 @@ pub fn block_on_lanes<F: Future>(
     if LANES.is_set() {
         return Err(lanes::started_twice());
     }
+    let window = shell_common::spin::window_from_env()?;
+    let runtime = || {
+        let rt = runtime()?;
+        rt.spawn(crate::spin::Spinner);
+        Ok::<_, io::Error>(rt)
+    };
     let first = runtime()?;
     let mut handles = vec![first.handle().clone()];
     let make = |_| {
@@ -97,6 +105,7 @@ pub fn block_on_lanes<F: Future>(
         Ok(rt)
     };
     let run = move |rt: tokio::runtime::Runtime, stopped| {
+        shell_common::spin::enter(window);
         let _ = rt.block_on(stopped);
         drop(rt);
         lane_ends();
@@ -104,6 +113,7 @@ pub fn block_on_lanes<F: Future>(
     let threads = LaneThreads::start(count, make, run)?;
     LANES.set(handles)?;
     lanes::enter(Lane(0));
+    shell_common::spin::enter(window);
     let out = first.block_on(future);
     threads.stop();
     lane_ends();

@@ -68,6 +68,32 @@ fn a_mistyped_environment_variable_is_refused() {
 }
 
 #[test]
+fn a_bad_lane_spin_window_is_refused_naming_it() {
+    for bad in ["fast", "-1", "1000001"] {
+        let out = anpx()
+            .args(["both", "--upstream", "http://127.0.0.1:9"])
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "off"])
+            .env("ANPX_LANE_SPIN_US", bad)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{bad} was taken");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("ANPX_LANE_SPIN_US"), "{bad}: {err}");
+    }
+    // A good one is not refused as an unknown ANPX_ variable.
+    let out = anpx()
+        .args(["check-config"])
+        .env("ANPX_LANE_SPIN_US", "0")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn a_receiver_without_upstream_says_how_to_fix_it() {
     let out = anpx()
         .args(["receiver", "--gateway", "ws://127.0.0.1:9/ws"])

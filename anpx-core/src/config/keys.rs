@@ -31,6 +31,13 @@ pub const ENV_PREFIX: &str = "ANPX_";
 /// [`Config::apply_env`] skips it rather than refusing it as unknown.
 pub const CONFIG_FILE_ENV: &str = "ANPX_CONFIG";
 
+/// Environment variable setting how long, in microseconds, a lane keeps
+/// polling its sockets after it last had work before its thread sleeps
+/// (`shell_common::spin`). A setting of the process's threads, as the lane
+/// count is, not of a section: the shells read it when their lanes start;
+/// [`Config::apply_env`] skips it rather than refusing it as unknown.
+pub const LANE_SPIN_ENV: &str = "ANPX_LANE_SPIN_US";
+
 type ApplyFn = fn(&mut Config, Input<'_>) -> Result<(), ConfigError>;
 type RenderFn = fn(&Config) -> Option<Value>;
 
@@ -839,6 +846,7 @@ mod tests {
                 assert!(a.section() != b.section() || a.flag != b.flag, "{}", a.flag);
             }
             assert_ne!(a.env, CONFIG_FILE_ENV);
+            assert_ne!(a.env, LANE_SPIN_ENV);
         }
     }
 

@@ -28,7 +28,9 @@ pub use gateway::{
     InspectorSection, LogFormat, RateLimitSection, RegistrySection, RoutesSection, TlsSection,
     DEFAULT_CALLER_DID_HEADER, DEFAULT_CALLER_TOKEN_LIFETIME_SECS,
 };
-pub use keys::{find_env, find_flag, find_key, keys, KeyInfo, CONFIG_FILE_ENV, ENV_PREFIX};
+pub use keys::{
+    find_env, find_flag, find_key, keys, KeyInfo, CONFIG_FILE_ENV, ENV_PREFIX, LANE_SPIN_ENV,
+};
 pub use receiver::ReceiverSection;
 
 use value::Input;

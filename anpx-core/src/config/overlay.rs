@@ -2,7 +2,7 @@
 
 use super::error::ConfigError;
 use super::file;
-use super::keys::{self, CONFIG_FILE_ENV, ENV_PREFIX};
+use super::keys::{self, CONFIG_FILE_ENV, ENV_PREFIX, LANE_SPIN_ENV};
 use super::value::{self, Input};
 use super::Config;
 
@@ -30,8 +30,9 @@ impl Config {
     /// sets `gateway.listen`, `ANPX_GATEWAY_TLS_CERT` sets
     /// `gateway.tls.cert`).
     ///
-    /// Variables without the prefix are ignored, as is `ANPX_CONFIG`
-    /// ([`CONFIG_FILE_ENV`]). Any other `ANPX_`
+    /// Variables without the prefix are ignored, as are `ANPX_CONFIG`
+    /// ([`CONFIG_FILE_ENV`]) and `ANPX_LANE_SPIN_US` ([`LANE_SPIN_ENV`]),
+    /// which the shells read themselves. Any other `ANPX_`
     /// variable must match a key: a misspelt one is an error rather than a
     /// setting that silently does nothing. Values are read as by
     /// [`Config::set`].
@@ -43,7 +44,7 @@ impl Config {
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<(), ConfigError> {
         for (var, value) in vars {
-            if !var.starts_with(ENV_PREFIX) || var == CONFIG_FILE_ENV {
+            if !var.starts_with(ENV_PREFIX) || var == CONFIG_FILE_ENV || var == LANE_SPIN_ENV {
                 continue;
             }
             let Some(info) = keys::find_env(&var) else {

@@ -106,7 +106,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsSocket<S> {
                     self.read_done = true;
                     return Poll::Ready(None);
                 }
-                Ok(n) => self.decoder.filled(n),
+                Ok(n) => {
+                    crate::spin::worked();
+                    self.decoder.filled(n)
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     self.read_done = true;
