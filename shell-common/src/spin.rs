@@ -171,14 +171,22 @@ pub fn worked() {
 }
 
 /// [`Spin::should_spin`] for the calling lane thread, counting what
-/// [`worked`] marked since it last ran out of work.
+/// [`worked`] marked since it last ran out of work. Before it says to
+/// spin it offers the core to any other thread ready to run on it
+/// (`sched_yield`): on a machine whose cores are all busy, the service or
+/// the client a lane waits for may be that thread, and a spin that kept it
+/// off the core would delay what the lane waits for.
 pub fn should_spin(now: Instant) -> bool {
-    LANE.with_borrow_mut(|spin| {
+    let spin = LANE.with_borrow_mut(|spin| {
         if WORKED.take() {
             spin.worked();
         }
         spin.should_spin(now)
-    })
+    });
+    if spin {
+        std::thread::yield_now();
+    }
+    spin
 }
 
 #[cfg(test)]

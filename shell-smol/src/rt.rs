@@ -136,10 +136,12 @@ pub fn block_on_lanes<F: Future>(
     Ok(out)
 }
 
-/// An executor's run future (pinned where it lives) that calls `parked`
-/// each time it is pending. Under `block_on` that is when the thread is
-/// about to park: `Executor::run` is pending only once no task is ready
-/// (or, every 200 tasks, when it yields to let the reactor in).
+/// An executor's run future (pinned where it lives) that, each time it is
+/// pending, either wakes itself to poll again (the lane spins,
+/// [`shell_common::spin`]) or calls `parked`. Under `block_on` that is when
+/// the thread is about to park: `Executor::run` is pending only once no
+/// task is ready (or, every 200 tasks, when it yields to let the reactor
+/// in).
 struct Parking<'a, F> {
     run: std::pin::Pin<&'a mut F>,
     parked: fn(),
