@@ -75,11 +75,6 @@ impl Spin {
         }
     }
 
-    /// The window this lane polls for.
-    pub fn window(&self) -> Duration {
-        self.window
-    }
-
     /// The lane moved a request along since it last ran out of work.
     pub fn worked(&mut self) {
         self.worked = true;
