@@ -26,7 +26,7 @@
 //! [`Spin`] decides, with the time passed in; each shell calls it from
 //! where its lanes park (tokio's park hook, anpx-smol's run loop).
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -50,17 +50,14 @@ pub const MAX_WINDOW: Duration = Duration::from_secs(1);
 /// let mut spin = Spin::new(Duration::from_micros(100));
 /// let t0 = Instant::now();
 /// // The lane served a request and has nothing more to do: it polls.
-/// spin.worked();
-/// assert!(spin.should_spin(t0));
+/// assert!(spin.should_spin(t0, true));
 /// // It polled without finding work until the window passed: it sleeps.
-/// assert!(spin.should_spin(t0 + Duration::from_micros(99)));
-/// assert!(!spin.should_spin(t0 + Duration::from_micros(100)));
+/// assert!(spin.should_spin(t0 + Duration::from_micros(99), false));
+/// assert!(!spin.should_spin(t0 + Duration::from_micros(100), false));
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct Spin {
     window: Duration,
-    /// Work was done since the lane last ran out of it.
-    worked: bool,
     /// Polling ends at this instant unless more work comes.
     until: Option<Instant>,
 }
@@ -70,20 +67,15 @@ impl Spin {
     pub const fn new(window: Duration) -> Self {
         Spin {
             window,
-            worked: false,
             until: None,
         }
     }
 
-    /// The lane moved a request along since it last ran out of work.
-    pub fn worked(&mut self) {
-        self.worked = true;
-    }
-
-    /// The lane has no ready task left: true when it should poll its
+    /// The lane has no ready task left, and `worked` says whether it moved
+    /// a request along since it last ran out: true when it should poll its
     /// sockets again without blocking, false when it should sleep.
-    pub fn should_spin(&mut self, now: Instant) -> bool {
-        if std::mem::take(&mut self.worked) {
+    pub fn should_spin(&mut self, now: Instant, worked: bool) -> bool {
+        if worked {
             self.until = Some(now + self.window);
         }
         self.until.is_some_and(|until| now < until)
@@ -149,15 +141,14 @@ pub fn window_from_env() -> Result<Duration, WindowError> {
 }
 
 thread_local! {
-    static LANE: RefCell<Spin> = const { RefCell::new(Spin::new(Duration::ZERO)) };
-    /// [`worked`] marks this, not [`LANE`]: it is called on every hop of
-    /// every request, and a `Cell` is cheaper to set than a `RefCell`.
+    static LANE: Cell<Spin> = const { Cell::new(Spin::new(Duration::ZERO)) };
+    /// What [`worked`] marked since the lane last ran out of work.
     static WORKED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Sets the calling lane thread's window; lanes start with spinning off.
 pub fn enter(window: Duration) {
-    LANE.with_borrow_mut(|spin| *spin = Spin::new(window));
+    LANE.set(Spin::new(window));
 }
 
 /// Marks that the calling thread moved a request along: bytes came from a
@@ -174,12 +165,9 @@ pub fn worked() {
 /// the client a lane waits for may be that thread, and a spin that kept it
 /// off the core would delay what the lane waits for.
 pub fn should_spin(now: Instant) -> bool {
-    let spin = LANE.with_borrow_mut(|spin| {
-        if WORKED.take() {
-            spin.worked();
-        }
-        spin.should_spin(now)
-    });
+    let mut lane = LANE.get();
+    let spin = lane.should_spin(now, WORKED.take());
+    LANE.set(lane);
     if spin {
         std::thread::yield_now();
     }
@@ -196,46 +184,50 @@ mod tests {
     fn a_lane_that_worked_polls_until_the_window_passes_without_work() {
         let mut spin = Spin::new(100 * US);
         let t0 = Instant::now();
-        spin.worked();
-        assert!(spin.should_spin(t0 + 10 * US), "worked");
+        assert!(spin.should_spin(t0 + 10 * US, true), "worked");
         // Empty polls keep it spinning inside the window...
         for at in [11, 50, 109] {
-            assert!(spin.should_spin(t0 + at * US), "empty poll at {at} µs");
+            assert!(
+                spin.should_spin(t0 + at * US, false),
+                "empty poll at {at} µs"
+            );
         }
         // ...and not after it.
-        assert!(!spin.should_spin(t0 + 110 * US));
+        assert!(!spin.should_spin(t0 + 110 * US, false));
     }
 
     #[test]
     fn work_found_while_polling_extends_the_window() {
         let mut spin = Spin::new(100 * US);
         let t0 = Instant::now();
-        spin.worked();
-        assert!(spin.should_spin(t0));
+        assert!(spin.should_spin(t0, true));
         // The service answered at 90 µs.
-        spin.worked();
-        assert!(spin.should_spin(t0 + 90 * US));
-        assert!(spin.should_spin(t0 + 150 * US), "past the first window");
-        assert!(!spin.should_spin(t0 + 190 * US));
+        assert!(spin.should_spin(t0 + 90 * US, true));
+        assert!(
+            spin.should_spin(t0 + 150 * US, false),
+            "past the first window"
+        );
+        assert!(!spin.should_spin(t0 + 190 * US, false));
     }
 
     #[test]
     fn a_lane_without_work_does_not_spin() {
         let mut spin = Spin::new(100 * US);
         let t0 = Instant::now();
-        assert!(!spin.should_spin(t0), "no work yet");
-        spin.worked();
-        assert!(spin.should_spin(t0 + 5 * US));
-        assert!(!spin.should_spin(t0 + 200 * US), "window over: sleep");
+        assert!(!spin.should_spin(t0, false), "no work yet");
+        assert!(spin.should_spin(t0 + 5 * US, true));
+        assert!(
+            !spin.should_spin(t0 + 200 * US, false),
+            "window over: sleep"
+        );
         // A timer woke the lane and it had nothing to do.
-        assert!(!spin.should_spin(t0 + 10_000 * US));
+        assert!(!spin.should_spin(t0 + 10_000 * US, false));
     }
 
     #[test]
     fn a_zero_window_never_spins() {
         let mut spin = Spin::new(Duration::ZERO);
-        spin.worked();
-        assert!(!spin.should_spin(Instant::now()));
+        assert!(!spin.should_spin(Instant::now(), true));
     }
 
     #[test]
