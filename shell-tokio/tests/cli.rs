@@ -1,6 +1,12 @@
 //! The `anpx` binary's configuration handling, as an operator meets it.
 
 use std::process::Command;
+use std::time::Duration;
+
+use exit::exits_within;
+
+#[path = "support/exit.rs"]
+mod exit;
 
 fn anpx() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_anpx"));
@@ -78,16 +84,9 @@ fn a_bad_lane_spin_window_is_refused_naming_it() {
             .spawn()
             .unwrap();
         // A window that was taken would leave the tunnel running.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("{bad} was taken: the tunnel started");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+        let Some(status) = exits_within(&mut child, Duration::from_secs(10)) else {
+            let _ = child.kill();
+            panic!("{bad} was taken: the tunnel started");
         };
         let mut err = String::new();
         std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();

@@ -1,13 +1,16 @@
 //! What an operator sees of the `anpx` and `anpx-smol` binaries: when a
 //! receiver stops instead of retrying, and what it says when it does.
 
+#[path = "support/exit.rs"]
+mod exit;
 mod support;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use exit::exits_within;
 use support::{Binary, Proc};
 
 /// Every scenario runs on both shells: `per_shell!(scenario)` makes the
@@ -95,20 +98,6 @@ fn start_with_env(binary: Binary, args: &[&str], env: &[(&str, &str)], log: &Pat
         c.spawn()
             .unwrap_or_else(|e| panic!("{binary:?} starts: {e}")),
     )
-}
-
-/// The process's exit status, once it exits within `limit`.
-fn exits_within(p: &mut Proc, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = p.0.try_wait().unwrap() {
-            return Some(status);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// `binary gateway` on `listen` without an admin plane, with `extra` flags.
@@ -241,7 +230,7 @@ fn refused_receiver_exits(binary: Binary) {
         let log = dir.path(&format!("{what}.log"));
         let started = Instant::now();
         let mut rx = start_receiver(binary, &receiver_args(listen, &extra), &log);
-        let exit = exits_within(&mut rx, Duration::from_secs(10));
+        let exit = exits_within(&mut rx.0, Duration::from_secs(10));
         let took = started.elapsed();
         let err = read(&log);
         let exit = exit.unwrap_or_else(|| panic!("{what} {binary:?} receiver still runs: {err}"));
@@ -274,7 +263,7 @@ fn refused_receiver_exits(binary: Binary) {
     .concat();
     let mut rx = start_receiver(binary, &receiver_args(listen, &extra), &log);
     assert!(
-        exits_within(&mut rx, Duration::from_secs(2)).is_none(),
+        exits_within(&mut rx.0, Duration::from_secs(2)).is_none(),
         "--keep-retrying keeps the receiver running: {}",
         read(&log)
     );
@@ -301,7 +290,7 @@ fn gives_up_naming_the_cause(binary: Binary) {
         ],
     );
     let mut rx = start_receiver(binary, &args, &log);
-    let exit = exits_within(&mut rx, Duration::from_secs(10));
+    let exit = exits_within(&mut rx.0, Duration::from_secs(10));
     let err = read(&log);
     assert!(exit.is_some_and(|s| !s.success()), "{err}");
     assert!(
@@ -364,7 +353,7 @@ fn back_after_going_away(binary: Binary) {
     signal(&gateway, libc::SIGTERM);
     let mut gateway = gateway;
     assert!(
-        exits_within(&mut gateway, Duration::from_secs(10)).is_some(),
+        exits_within(&mut gateway.0, Duration::from_secs(10)).is_some(),
         "the gateway drains and exits on SIGTERM"
     );
     assert!(
@@ -644,7 +633,7 @@ fn clean_logs(binary: Binary) {
             let log = dir.path(&format!("refused-{what}-{format}.log"));
             let args = receiver_args(strict, &[extra, &["--log-format", format]].concat());
             let mut rx = start_receiver(binary, &args, &log);
-            let exit = exits_within(&mut rx, Duration::from_secs(10));
+            let exit = exits_within(&mut rx.0, Duration::from_secs(10));
             assert!(exit.is_some_and(|s| !s.success()), "{}", read(&log));
             let text = logs(&format!("{what} refused receiver"), &log);
             assert_eq!(
@@ -676,7 +665,7 @@ fn clean_logs(binary: Binary) {
             ],
         );
         let mut rx = start_receiver(binary, &args, &log);
-        let exit = exits_within(&mut rx, Duration::from_secs(10));
+        let exit = exits_within(&mut rx.0, Duration::from_secs(10));
         assert!(exit.is_some_and(|s| !s.success()), "{}", read(&log));
         let text = logs("failing receiver", &log);
         let fatal: Vec<&str> = text
@@ -713,11 +702,11 @@ fn sighup_is_logged_not_fatal(binary: Binary) {
             && read(&rx_log).contains("SIGHUP: configuration read again, nothing changed")
     });
     assert!(
-        exits_within(&mut gateway, Duration::from_millis(300)).is_none(),
+        exits_within(&mut gateway.0, Duration::from_millis(300)).is_none(),
         "gateway lives"
     );
     assert!(
-        exits_within(&mut rx, Duration::from_millis(300)).is_none(),
+        exits_within(&mut rx.0, Duration::from_millis(300)).is_none(),
         "receiver lives"
     );
     assert_eq!(
@@ -857,8 +846,8 @@ fn sighup_reloads_in_place(binary: Binary) {
         "the refusal names the key: {}",
         read(&gateway_log)
     );
-    assert!(exits_within(&mut gateway, Duration::from_millis(300)).is_none());
-    assert!(exits_within(&mut rx, Duration::from_millis(300)).is_none());
+    assert!(exits_within(&mut gateway.0, Duration::from_millis(300)).is_none());
+    assert!(exits_within(&mut rx.0, Duration::from_millis(300)).is_none());
     assert_eq!(
         get_status(listen, "api.agent.com", "/a2/x"),
         Some(200),
@@ -931,7 +920,7 @@ fn sighup_relinks_for_new_services(binary: Binary) {
         );
     }
     assert!(
-        exits_within(&mut rx, Duration::from_millis(300)).is_none(),
+        exits_within(&mut rx.0, Duration::from_millis(300)).is_none(),
         "SIGHUP never ends the receiver"
     );
     release.send(()).unwrap();
@@ -970,7 +959,7 @@ fn sighup_relinks_for_new_services(binary: Binary) {
         read(&rx_log)
     );
     assert_eq!(receiver_connected_lines(&rx_log), 1, "{}", read(&rx_log));
-    assert!(exits_within(&mut rx, Duration::from_millis(100)).is_none());
+    assert!(exits_within(&mut rx.0, Duration::from_millis(100)).is_none());
 }
 
 /// SIGHUP asks a signed receiver to declare a service its DID is not
@@ -1025,7 +1014,7 @@ fn refused_relink_keeps_the_running_connection(binary: Binary) {
         read(&rx_log)
     );
     assert!(
-        exits_within(&mut rx, Duration::from_millis(300)).is_none(),
+        exits_within(&mut rx.0, Duration::from_millis(300)).is_none(),
         "the receiver keeps running: {}",
         read(&rx_log)
     );
@@ -1186,7 +1175,7 @@ fn sighup_reloads_the_certificate(binary: Binary) {
     );
     assert_eq!(receiver_connected_lines(&rx_log), 1, "{}", read(&rx_log));
     signal(&gateway, libc::SIGTERM);
-    assert!(exits_within(&mut gateway, Duration::from_secs(10)).is_some());
+    assert!(exits_within(&mut gateway.0, Duration::from_secs(10)).is_some());
     let mut gateway = start_gateway(
         binary,
         listen,
@@ -1213,7 +1202,7 @@ fn sighup_reloads_the_certificate(binary: Binary) {
     wait_for(Duration::from_secs(5), "the mismatch is refused", || {
         read(&gateway_log).contains("TLS certificate not reloaded")
     });
-    assert!(exits_within(&mut gateway, Duration::from_millis(300)).is_none());
+    assert!(exits_within(&mut gateway.0, Duration::from_millis(300)).is_none());
     assert_eq!(
         get_tls_status(listen, "api.agent.com", "/a1/x", &new_cert),
         Some(200)
@@ -1271,7 +1260,7 @@ fn trusts_a_self_signed_gateway_when_pinned(binary: Binary) {
     };
     let refused = |name: &str, trust: &[&str], why: &str| {
         let (mut rx, log) = receiver(name, trust);
-        let exit = exits_within(&mut rx, Duration::from_secs(15));
+        let exit = exits_within(&mut rx.0, Duration::from_secs(15));
         let text = read(&log);
         assert!(exit.is_some_and(|s| !s.success()), "{name}: {text}");
         assert!(text.contains(why), "{name}: {why} in {text}");
@@ -1401,7 +1390,7 @@ fn receiver_drains_on_sigterm(binary: Binary) {
         read(&rx_log)
     );
     assert!(
-        exits_within(&mut rx, Duration::from_millis(500)).is_none(),
+        exits_within(&mut rx.0, Duration::from_millis(500)).is_none(),
         "the receiver waits for the request in flight"
     );
     release.send(()).unwrap();
@@ -1411,7 +1400,7 @@ fn receiver_drains_on_sigterm(binary: Binary) {
         "the request in flight finishes: {}",
         read(&rx_log)
     );
-    let exit = exits_within(&mut rx, Duration::from_secs(10));
+    let exit = exits_within(&mut rx.0, Duration::from_secs(10));
     assert!(exit.is_some_and(|s| s.success()), "{}", read(&rx_log));
     assert!(read(&rx_log).contains("drained"), "{}", read(&rx_log));
 }
@@ -1489,7 +1478,7 @@ fn drain_moves_new_requests_to_another_receiver(binary: Binary) {
         );
     }
     assert!(
-        exits_within(&mut first, Duration::from_millis(300)).is_none(),
+        exits_within(&mut first.0, Duration::from_millis(300)).is_none(),
         "the draining receiver waits for its request in flight"
     );
     first_release.send(()).unwrap();
@@ -1499,7 +1488,7 @@ fn drain_moves_new_requests_to_another_receiver(binary: Binary) {
         "the request in flight on the draining receiver finishes: {}",
         read(&first_log)
     );
-    let exit = exits_within(&mut first, Duration::from_secs(10));
+    let exit = exits_within(&mut first.0, Duration::from_secs(10));
     assert!(exit.is_some_and(|s| s.success()), "{}", read(&first_log));
     assert!(read(&first_log).contains("drained"), "{}", read(&first_log));
     second_release.send(()).unwrap();
@@ -1851,6 +1840,6 @@ fn both_serves_in_one_process(binary: Binary) {
     assert_eq!(get_status(listen, "api.agent.com", "/a1/x"), Some(200));
     assert_eq!(get_status(listen, "api.agent.com", "/a2/x"), Some(404));
     signal(&both, libc::SIGTERM);
-    let exit = exits_within(&mut both, Duration::from_secs(15));
+    let exit = exits_within(&mut both.0, Duration::from_secs(15));
     assert!(exit.is_some_and(|s| s.success()), "{}", read(&log));
 }
