@@ -26,6 +26,7 @@ use anpx_core::edge::{EdgeLimits, EdgeRefusal};
 use bytes::Bytes;
 use futures_util::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::head_edit::{HeadBytes, HeadEdit};
 use crate::stall::Parked;
 
 /// How much is read from the socket at a time while waiting for a head.
@@ -71,6 +72,8 @@ struct ReplayState {
     held: Vec<u8>,
     /// Writes are held until the next flush.
     holding: bool,
+    /// The next head written, gathered to be written again edited.
+    edit: Option<(HeadEdit, HeadBytes)>,
 }
 
 impl<S: Clone> Clone for Replay<S> {
@@ -126,6 +129,15 @@ impl<S> Replay<S> {
     /// [`Replay::released`]), so nothing waits on bytes yet to come.
     pub(crate) fn hold(&self) {
         self.state().holding = true;
+    }
+
+    /// Has the next head written (async-h1's, of the answer it is about
+    /// to write) go out with `edit` made: what async-h1 cannot write
+    /// itself ([`crate::head_edit`]).
+    pub(crate) fn edit_head(&self, edit: HeadEdit) {
+        if !edit.is_noop() {
+            self.state().edit = Some((edit, HeadBytes::default()));
+        }
     }
 }
 
@@ -336,7 +348,18 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Replay<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        let mut state = this.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = this.state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = &mut *guard;
+        if let Some((edit, head)) = state.edit.as_mut() {
+            // The head is taken whole, then written edited ahead of
+            // whatever comes next.
+            let (taken, whole) = head.take(buf);
+            if whole {
+                state.held.extend_from_slice(&edit.apply(head.bytes()));
+                state.edit = None;
+            }
+            return Poll::Ready(Ok(taken));
+        }
         let after = state.held.len() + buf.len();
         if state.holding && after <= HOLD_MAX {
             if after > HOLD_KEEP && after > state.held.capacity() {
@@ -351,12 +374,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Replay<S> {
             return Poll::Ready(Ok(buf.len()));
         }
         if !state.held.is_empty() {
-            let n = ready!(poll_held(&mut this.inner, &mut state, cx, buf))?;
+            let n = ready!(poll_held(&mut this.inner, state, cx, buf))?;
             if n > 0 || buf.is_empty() {
                 return Poll::Ready(Ok(n));
             }
         }
-        drop(state);
+        drop(guard);
         Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 

@@ -29,6 +29,7 @@ use smol::Task;
 #[cfg(feature = "cluster")]
 use crate::cluster::SmolWithTokio;
 use crate::edge::{answer_refusal, next_head, Cutter, HeadClock, NextHead, Replay};
+use crate::head_edit::{HeadEdit, LengthLine};
 use crate::rt::{body_stream, Smol, TcpAccept};
 use crate::shared_io::SharedIo;
 use crate::stall::Parked;
@@ -171,8 +172,15 @@ async fn serve_connection<S>(
             let mut response = handle(head, req, shared, at).await;
             if response.status() != http_types::StatusCode::SwitchingProtocols {
                 // The connection is handed over after a 101: nothing of it
-                // may wait in a hold.
+                // may wait in a hold, nor in an edit of its head.
                 hold_answer(&answering, &mut response);
+                let mut edit: HeadEdit = response.ext_mut().remove().unwrap_or_default();
+                let bodiless = matches!(u16::from(response.status()), 204 | 304);
+                if bodiless && edit.length == LengthLine::Keep {
+                    // The gateway's own 204s (a preflight's) too.
+                    edit.length = LengthLine::Drop;
+                }
+                answering.edit_head(edit);
             }
             Ok(response)
         }
@@ -525,22 +533,28 @@ async fn proxy(
     let mut response = Response::new(status_code(response_head.status));
     let mut length = None;
     let mut content_type = false;
-    for (name, value) in response_head.headers.iter() {
+    let mut edit = HeadEdit::default();
+    for (name, value) in edit.split_fields(response_head.headers.iter()) {
         if name.eq_ignore_ascii_case("content-length") {
             // async-h1 frames the body itself, from the length it is given.
-            length = value.trim().parse::<usize>().ok();
+            length = Some(value);
             continue;
         }
         content_type |= name.eq_ignore_ascii_case("content-type");
-        if header_ok(value) {
-            response.append_header(name, value);
-        }
+        response.append_header(name, value);
     }
     if matches!(response_head.status, 204 | 304) {
         // No body, whatever the head says (the gateway state machine drops
         // what the receiver sends): async-h1 would otherwise frame one,
         // and a client reads those bytes as its next response. async-h1
-        // always writes a framing header, here `content-length: 0`.
+        // always writes a framing header, here `content-length: 0`: the
+        // edit takes it out, or gives a 304 its service's length of the
+        // representation (RFC 9110 §8.6).
+        let representation = length.map(str::trim).filter(|v| v.parse::<u64>().is_ok());
+        edit.length = match representation {
+            Some(value) if response_head.status == 304 => LengthLine::Set(value.to_owned()),
+            _ => LengthLine::Drop,
+        };
         response.set_body(http_types::Body::empty());
         // Read to its end, so the request ends as answered, not cancelled.
         crate::rt::spawn(async move {
@@ -554,11 +568,15 @@ async fn proxy(
         let reader = stream
             .map_err(|e| std::io::Error::other(e.to_string()))
             .into_async_read();
+        let length = length.and_then(|v| v.trim().parse::<usize>().ok());
         response.set_body(http_types::Body::from_reader(reader, length));
     }
     if !content_type {
         // set_body labels the body octet-stream; the upstream said nothing.
         response.remove_header("content-type");
+    }
+    if !edit.is_noop() {
+        response.ext_mut().insert(edit);
     }
     response
 }

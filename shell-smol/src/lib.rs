@@ -23,6 +23,7 @@ pub mod cluster;
 mod edge;
 pub mod fetch;
 pub mod gateway;
+mod head_edit;
 pub mod receiver;
 pub mod registry;
 mod response;

@@ -22,6 +22,7 @@ use futures_util::io::{
 };
 use http_types::{Body, Request, Response};
 
+use crate::head_edit::{Edited, HeadEdit};
 use crate::upstream::{header_ok, status_code};
 
 /// The largest response head accepted.
@@ -96,14 +97,16 @@ pub(crate) type Recycler<S> = Box<dyn FnOnce(S) + Send + Sync>;
 /// has been read to its end, when the connection may be used again.
 pub(crate) async fn exchange<S>(
     mut stream: S,
-    request: Request,
+    mut request: Request,
     recycle: Option<Recycler<S>>,
 ) -> Result<ServiceResponse, ResponseError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
 {
     let head_request = request.method() == http_types::Method::Head;
-    futures_util::io::copy(async_h1::client::Encoder::new(request), &mut stream)
+    let edit: HeadEdit = request.ext_mut().remove().unwrap_or_default();
+    let encoder = Edited::new(async_h1::client::Encoder::new(request), edit);
+    futures_util::io::copy(encoder, &mut stream)
         .await
         .map_err(ResponseError::NotAnswered)?;
     read_response(stream, head_request, recycle).await
@@ -131,10 +134,11 @@ impl Encoded {
         &self.bytes
     }
 
-    pub(crate) async fn new(request: Request) -> io::Result<Encoded> {
+    pub(crate) async fn new(mut request: Request) -> io::Result<Encoded> {
         let head_request = request.method() == http_types::Method::Head;
+        let edit: HeadEdit = request.ext_mut().remove().unwrap_or_default();
         let mut bytes = Vec::new();
-        async_h1::client::Encoder::new(request)
+        Edited::new(async_h1::client::Encoder::new(request), edit)
             .read_to_end(&mut bytes)
             .await?;
         Ok(Encoded {

@@ -15,6 +15,7 @@ use shell_common::receiver::{upstream_request_parts, BoxFuture, Dispatch, Reply}
 use shell_common::websocket;
 use shell_common::BoxError;
 
+use crate::head_edit::HeadEdit;
 use crate::response::ServiceResponse;
 use crate::rt::body_stream;
 use crate::tcp::TcpStream;
@@ -334,11 +335,7 @@ fn has_content_type(request: &Request) -> bool {
 }
 
 /// Whether async-h1 can carry a header value: it takes visible ASCII only.
-pub(crate) fn header_ok(value: &str) -> bool {
-    value
-        .bytes()
-        .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
-}
+pub(crate) use crate::head_edit::carried as header_ok;
 
 /// The http-types request for a head from the gateway, its body read from
 /// `body` (`size` bytes, when known); `Err` is the 400's reason.
@@ -359,20 +356,18 @@ pub(crate) fn build_request(
     let url = Url::parse(&format!("http://upstream{target}"))
         .map_err(|e| format!("Bad request from gateway: {e}"))?;
     let mut request = Request::new(method, url);
-    for (name, value) in headers {
-        if name.eq_ignore_ascii_case("content-length") {
-            continue;
-        }
-        // Every name is a token (the core refuses a head with any other);
-        // async-h1 cannot write a value that is not ASCII.
-        if header_ok(value) {
-            request.append_header(name, value);
-        } else {
-            tracing::debug!(
-                header = name,
-                "header value async-h1 cannot carry not forwarded"
-            );
-        }
+    // Every name is a token (the core refuses a head with any other);
+    // values async-h1 cannot write go into its head as an edit
+    // (`crate::head_edit`), when the request is sent.
+    let mut edit = HeadEdit::default();
+    let fields = headers
+        .into_iter()
+        .filter(|(name, _)| !name.eq_ignore_ascii_case("content-length"));
+    for (name, value) in edit.split_fields(fields) {
+        request.append_header(name, value);
+    }
+    if !edit.is_noop() {
+        request.ext_mut().insert(edit);
     }
     let reader = body
         .map_err(|e| std::io::Error::other(e.to_string()))
@@ -528,12 +523,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_header_value_async_h1_cannot_carry_is_left_out() {
+    fn a_header_value_async_h1_cannot_hold_goes_in_the_edit() {
         let head = RequestHead::new("POST", "/x")
             .with_header("x-name", "caf\u{e9}")
             .with_header("x-kept", "yes");
-        let request = build_request(&head, futures_util::stream::empty(), None).expect("built");
+        let mut request = build_request(&head, futures_util::stream::empty(), None).expect("built");
         let names: Vec<&str> = request.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(names, ["x-kept"]);
+        let edit: Option<&crate::head_edit::HeadEdit> = request.ext_mut().get();
+        let extra = &edit.expect("an edit").extra;
+        assert_eq!(extra, &[("x-name".to_owned(), "caf\u{e9}".to_owned())]);
     }
 }

@@ -417,3 +417,104 @@ async fn crafted_response_heads_over_http2() {
     }
     assert!(failures.is_empty(), "HTTP/2:\n  {}", failures.join("\n  "));
 }
+
+/// The head a client reads for the case's answer, as raw bytes, and
+/// whatever followed it within a short wait.
+async fn raw_answer(shell: Shell, head: ResponseHead, body: &[u8]) -> (String, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = Gw::start(shell, |_| {}).await;
+    let ws = raw_receiver(gw.addr()).await;
+    gw.wait_for_receivers(1).await;
+    tokio::spawn(serve(ws, head, body.to_vec()));
+    let mut tcp = TcpStream::connect(gw.addr()).await.unwrap();
+    tcp.write_all(format!("GET /case/first HTTP/1.1\r\nhost: {HOST}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut read = Vec::new();
+    let end = loop {
+        if let Some(i) = read.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(PATIENCE, tcp.read(&mut buf))
+            .await
+            .expect("a head in time")
+            .unwrap();
+        assert!(n > 0, "{shell:?}: closed before a whole head: {read:?}");
+        read.extend_from_slice(&buf[..n]);
+    };
+    // Whatever the gateway writes after the head comes with it or soon.
+    let mut buf = [0u8; 4096];
+    if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(300), tcp.read(&mut buf)).await {
+        read.extend_from_slice(&buf[..n]);
+    }
+    let rest = read.split_off(end);
+    (String::from_utf8(read).expect("a UTF-8 head"), rest)
+}
+
+/// The header lines of `head` named `name`, values as written.
+fn fields<'a>(head: &'a str, name: &str) -> Vec<&'a str> {
+    head.split("\r\n")
+        .filter_map(|line| line.split_once(':'))
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+        .collect()
+}
+
+/// What a client reads is what the service said, on both gateways: no
+/// `content-length` on a 204 (RFC 9110 §8.6 forbids one), a 304's
+/// `content-length` as the service gave it (the length of the
+/// representation, not of the empty body), and a header value with
+/// non-ASCII text (`obs-text`) passed on, not dropped.
+async fn answers_keep_what_the_service_said(shell: Shell) {
+    let (head, rest) = raw_answer(shell, ResponseHead::new(204).with_header("x-a", "1"), b"").await;
+    assert!(head.starts_with("HTTP/1.1 204"), "{shell:?}: {head}");
+    assert_eq!(
+        fields(&head, "content-length"),
+        Vec::<&str>::new(),
+        "{shell:?}: {head}"
+    );
+    assert_eq!(
+        fields(&head, "transfer-encoding"),
+        Vec::<&str>::new(),
+        "{shell:?}: {head}"
+    );
+    assert_eq!(fields(&head, "x-a"), ["1"], "{shell:?}: {head}");
+    assert!(
+        rest.is_empty(),
+        "{shell:?}: bytes after a 204's head: {rest:?}"
+    );
+
+    let not_modified = ResponseHead::new(304)
+        .with_header("content-length", "1234")
+        .with_header("etag", "\"v1\"");
+    let (head, rest) = raw_answer(shell, not_modified, b"").await;
+    assert!(head.starts_with("HTTP/1.1 304"), "{shell:?}: {head}");
+    assert_eq!(
+        fields(&head, "content-length"),
+        ["1234"],
+        "{shell:?}: {head}"
+    );
+    assert_eq!(fields(&head, "etag"), ["\"v1\""], "{shell:?}: {head}");
+    assert!(
+        rest.is_empty(),
+        "{shell:?}: bytes after a 304's head: {rest:?}"
+    );
+
+    let named = ResponseHead::new(200)
+        .with_header("content-length", "2")
+        .with_header("x-file", "caf\u{e9} \u{65c5}.txt")
+        .with_header("x-plain", "yes");
+    let (head, rest) = raw_answer(shell, named, b"ok").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{shell:?}: {head}");
+    assert_eq!(
+        fields(&head, "x-file"),
+        ["caf\u{e9} \u{65c5}.txt"],
+        "{shell:?}: {head}"
+    );
+    assert_eq!(fields(&head, "x-plain"), ["yes"], "{shell:?}: {head}");
+    assert_eq!(fields(&head, "content-length"), ["2"], "{shell:?}: {head}");
+    assert_eq!(rest, b"ok", "{shell:?}");
+}
+
+for_every_gateway!(answers_keep_what_the_service_said);

@@ -69,6 +69,30 @@ async fn repeated_query_keys_and_set_cookie(gw: Shell, rx: Shell) {
     assert_eq!(r.header("x-forwarded-for-seen"), "127.0.0.1");
 }
 
+/// A header value with non-ASCII text (RFC 9110 `obs-text`) reaches the
+/// service from every receiver, on requests with and without a body, and
+/// the client from every gateway.
+async fn non_ascii_header_values_cross_both_ways(gw: Shell, rx: Shell) {
+    let backend = start_backend().await;
+    let g = gateway(gw, |_| {}).await;
+    let _r = Rx::start(rx, g.addr(), backend).await;
+    let file = "caf\u{e9} \u{65c5}.txt";
+    for (method, body) in [("GET", ""), ("POST", "a body")] {
+        let headers = [("x-file", file), ("x-plain", "yes")];
+        let r = send_with(g.addr(), method, HOST, "/svc/echo", &headers, body).await;
+        assert_eq!(r.status, 200, "{method}");
+        let seen = r.headers.get("x-file-seen").map(|v| v.as_bytes());
+        assert_eq!(seen, Some(file.as_bytes()), "{method}: the service's view");
+        let utf8 = r.headers.get("x-utf8").map(|v| v.as_bytes());
+        assert_eq!(
+            utf8,
+            Some("caf\u{e9}".as_bytes()),
+            "{method}: the client's view"
+        );
+        assert_eq!(r.body, body.as_bytes(), "{method}");
+    }
+}
+
 async fn ten_mebibytes_each_way(gw: Shell, rx: Shell) {
     let backend = start_backend().await;
     let g = gateway(gw, |_| {}).await;
@@ -740,6 +764,7 @@ async fn shutdown_lets_requests_in_flight_finish(gw: Shell, rx: Shell) {
 for_every_pair!(
     every_method_round_trips,
     repeated_query_keys_and_set_cookie,
+    non_ascii_header_values_cross_both_ways,
     ten_mebibytes_each_way,
     binary_and_empty_bodies,
     two_receivers_share_the_load_of_one_route,

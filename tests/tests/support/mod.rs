@@ -48,7 +48,8 @@ fn full(b: impl Into<Bytes>) -> Body {
 /// - `/svc/hold`: never answers;
 /// - `/svc/download?size=N`: N pattern bytes, streamed in 64 KiB pieces;
 /// - anything else: echoes the body, with the method, path, query and body
-///   hash in headers and two `set-cookie` headers.
+///   hash in headers, the request's `x-file` as `x-file-seen`, two
+///   `set-cookie` headers and a value that is not ASCII (`x-utf8`).
 async fn backend(req: http::Request<Incoming>) -> Result<http::Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
@@ -76,6 +77,7 @@ async fn backend(req: http::Request<Incoming>) -> Result<http::Response<Body>, I
             .unwrap());
     }
     let method = req.method().to_string();
+    let file_seen = req.headers().get("x-file").cloned();
     let forwarded_for = req
         .headers()
         .get("x-forwarded-for")
@@ -87,7 +89,11 @@ async fn backend(req: http::Request<Incoming>) -> Result<http::Response<Body>, I
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    Ok(http::Response::builder()
+    let mut response = http::Response::builder();
+    if let Some(file) = file_seen {
+        response = response.header("x-file-seen", file);
+    }
+    Ok(response
         .header("x-method", method)
         .header("x-path", path)
         .header("x-query", query)
