@@ -783,7 +783,7 @@ pub fn header_pairs(headers: &http::HeaderMap) -> Vec<(String, String)> {
         .map(|(n, v)| {
             (
                 n.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                crate::header_text::header_text(v.as_bytes()),
             )
         })
         .collect()

@@ -33,6 +33,7 @@ pub mod driver;
 pub mod edge;
 pub mod endings;
 pub mod gateway;
+pub mod header_text;
 mod id_map;
 pub mod integrations;
 pub mod lanes;

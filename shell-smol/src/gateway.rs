@@ -29,12 +29,12 @@ use smol::Task;
 #[cfg(feature = "cluster")]
 use crate::cluster::SmolWithTokio;
 use crate::edge::{answer_refusal, next_head, Cutter, HeadClock, NextHead, Replay};
-use crate::head_edit::{HeadEdit, LengthLine};
+use crate::head_edit::{carried, HeadEdit, LengthLine};
 use crate::rt::{body_stream, Smol, TcpAccept};
 use crate::shared_io::SharedIo;
 use crate::stall::Parked;
 use crate::tcp::TcpStream;
-use crate::upstream::{header_ok, status_code};
+use crate::upstream::status_code;
 
 pub use shell_common::accept::BindError;
 
@@ -592,8 +592,16 @@ async fn switch(
 ) -> Response {
     let mut response = Response::new(http_types::StatusCode::SwitchingProtocols);
     for (name, value) in head.headers.iter() {
-        if header_ok(value) {
+        // A 101's head is not edited (`crate::head_edit`): the connection
+        // is handed over as soon as async-h1 has written it, and an edited
+        // head would wait for the next write.
+        if carried(value) {
             response.append_header(name, value);
+        } else {
+            tracing::debug!(
+                header = name,
+                "a 101's header value that is not ASCII left out"
+            );
         }
     }
     let upgraded = response.recv_upgrade().await;

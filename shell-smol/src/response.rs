@@ -22,8 +22,8 @@ use futures_util::io::{
 };
 use http_types::{Body, Request, Response};
 
-use crate::head_edit::{Edited, HeadEdit};
-use crate::upstream::{header_ok, status_code};
+use crate::head_edit::{carried, Edited, HeadEdit};
+use crate::upstream::status_code;
 
 /// The largest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
@@ -74,7 +74,7 @@ impl ServiceResponse {
     pub(crate) fn into_response(self) -> Response {
         let mut response = Response::new(status_code(self.status));
         for (name, value) in &self.headers {
-            if header_ok(value) {
+            if carried(value) {
                 response.append_header(name.as_str(), value.as_str());
             }
         }

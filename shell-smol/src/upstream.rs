@@ -334,9 +334,6 @@ fn has_content_type(request: &Request) -> bool {
     request.header(http_types::headers::CONTENT_TYPE).is_some()
 }
 
-/// Whether async-h1 can carry a header value: it takes visible ASCII only.
-pub(crate) use crate::head_edit::carried as header_ok;
-
 /// The http-types request for a head from the gateway, its body read from
 /// `body` (`size` bytes, when known); `Err` is the 400's reason.
 pub(crate) fn build_request(

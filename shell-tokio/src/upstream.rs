@@ -22,6 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use anpx_cli::setup::Upstreams;
 use shell_common::body::BodyStream;
+use shell_common::header_text::header_text;
 use shell_common::receiver::{upstream_request_parts, BoxFuture, Dispatch, Reply};
 use shell_common::websocket;
 
@@ -231,12 +232,7 @@ where
     let headers = response
         .headers()
         .iter()
-        .map(|(n, v)| {
-            (
-                n.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
+        .map(|(n, v)| (n.as_str().to_owned(), header_text(v.as_bytes())))
         .collect();
     let io = hyper::upgrade::on(&mut response).await?;
     Ok(Upgrade::Switched { headers, io })
@@ -358,7 +354,7 @@ impl Upstream for DemoUpstream {
                 .with_query(parts.uri.query().unwrap_or_default());
             for (name, value) in &parts.headers {
                 head.headers
-                    .push(name.as_str(), String::from_utf8_lossy(value.as_bytes()));
+                    .push(name.as_str(), header_text(value.as_bytes()));
             }
             let (rhead, rbody) = anpx_core::demo::respond(&head, &body);
             let mut response = http::Response::builder().status(rhead.status);
@@ -457,12 +453,10 @@ async fn relay(reply: Reply, response: UpstreamResponse) {
     } else {
         body.size_hint().exact()
     };
-    let headers = parts.headers.iter().map(|(n, v)| {
-        (
-            n.as_str(),
-            String::from_utf8_lossy(v.as_bytes()).into_owned(),
-        )
-    });
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), header_text(v.as_bytes())));
     reply
         .relay(
             parts.status.as_u16(),

@@ -65,7 +65,7 @@ impl HeaderList {
     }
 
     /// `(name, value)` pairs in order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + Clone {
         self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
     }
 
