@@ -8,13 +8,11 @@ use exit::exits_within;
 #[path = "support/exit.rs"]
 mod exit;
 
+#[path = "support/clean_command.rs"]
+mod clean_command;
+
 fn anpx() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_anpx"));
-    // The tests' own environment must not leak ANPX_ settings in.
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ANPX_")) {
-        c.env_remove(k);
-    }
-    c
+    clean_command::clean_command(env!("CARGO_BIN_EXE_anpx"))
 }
 
 #[test]

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
+mod clean_command;
+
 /// A child process killed when dropped, so a failed test leaves none behind.
 pub struct Proc(pub Child);
 
@@ -33,11 +35,7 @@ impl Binary {
             Binary::Anpx => PathBuf::from(env!("CARGO_BIN_EXE_anpx")),
             Binary::AnpxSmol => anpx_smol_path().clone(),
         };
-        let mut c = Command::new(path);
-        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ANPX_")) {
-            c.env_remove(k);
-        }
-        c
+        clean_command::clean_command(path)
     }
 }
 
