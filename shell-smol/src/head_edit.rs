@@ -61,15 +61,18 @@ impl HeadEdit {
             .filter(|(_, value)| !carried(value))
             .map(|(name, _)| name)
             .collect();
+        let any_held = !held_back.is_empty();
         let held = move |name: &str| held_back.iter().any(|n| n.eq_ignore_ascii_case(name));
-        for (name, value) in fields.clone() {
-            if held(name) {
-                // Lowercased, as async-h1 and hyper write every name.
-                self.extra
-                    .push((name.to_ascii_lowercase(), value.to_owned()));
+        if any_held {
+            for (name, value) in fields.clone() {
+                if held(name) {
+                    // Lowercased, as async-h1 and hyper write every name.
+                    self.extra
+                        .push((name.to_ascii_lowercase(), value.to_owned()));
+                }
             }
         }
-        fields.filter(move |(name, _)| !held(name))
+        fields.filter(move |(name, _)| !any_held || !held(name))
     }
 
     /// `head` (a status or request line, its fields, the empty line) with

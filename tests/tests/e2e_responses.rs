@@ -418,9 +418,15 @@ async fn crafted_response_heads_over_http2() {
     assert!(failures.is_empty(), "HTTP/2:\n  {}", failures.join("\n  "));
 }
 
-/// The head a client reads for the case's answer, as raw bytes, and
-/// whatever followed it within a short wait.
-async fn raw_answer(shell: Shell, head: ResponseHead, body: &[u8]) -> (String, Vec<u8>) {
+/// The head a client reads when the receiver answers `head` and `body`,
+/// and what follows it: `expect_body` bytes, waited for, and whatever
+/// else comes within a short wait.
+async fn raw_answer(
+    shell: Shell,
+    head: ResponseHead,
+    body: &[u8],
+    expect_body: usize,
+) -> (String, Vec<u8>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let gw = Gw::start(shell, |_| {}).await;
     let ws = raw_receiver(gw.addr()).await;
@@ -443,8 +449,17 @@ async fn raw_answer(shell: Shell, head: ResponseHead, body: &[u8]) -> (String, V
         assert!(n > 0, "{shell:?}: closed before a whole head: {read:?}");
         read.extend_from_slice(&buf[..n]);
     };
-    // Whatever the gateway writes after the head comes with it or soon.
+    // The body the client should get, then whatever else the gateway
+    // writes soon after it.
     let mut buf = [0u8; 4096];
+    while read.len() - end < expect_body {
+        let n = tokio::time::timeout(PATIENCE, tcp.read(&mut buf))
+            .await
+            .expect("the body in time")
+            .unwrap();
+        assert!(n > 0, "{shell:?}: closed before the body: {read:?}");
+        read.extend_from_slice(&buf[..n]);
+    }
     if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(300), tcp.read(&mut buf)).await {
         read.extend_from_slice(&buf[..n]);
     }
@@ -467,7 +482,13 @@ fn fields<'a>(head: &'a str, name: &str) -> Vec<&'a str> {
 /// representation, not of the empty body), and a header value with
 /// non-ASCII text (`obs-text`) passed on, not dropped.
 async fn answers_keep_what_the_service_said(shell: Shell) {
-    let (head, rest) = raw_answer(shell, ResponseHead::new(204).with_header("x-a", "1"), b"").await;
+    let (head, rest) = raw_answer(
+        shell,
+        ResponseHead::new(204).with_header("x-a", "1"),
+        b"",
+        0,
+    )
+    .await;
     assert!(head.starts_with("HTTP/1.1 204"), "{shell:?}: {head}");
     assert_eq!(
         fields(&head, "content-length"),
@@ -488,7 +509,7 @@ async fn answers_keep_what_the_service_said(shell: Shell) {
     let not_modified = ResponseHead::new(304)
         .with_header("content-length", "1234")
         .with_header("etag", "\"v1\"");
-    let (head, rest) = raw_answer(shell, not_modified, b"").await;
+    let (head, rest) = raw_answer(shell, not_modified, b"", 0).await;
     assert!(head.starts_with("HTTP/1.1 304"), "{shell:?}: {head}");
     assert_eq!(
         fields(&head, "content-length"),
@@ -505,7 +526,7 @@ async fn answers_keep_what_the_service_said(shell: Shell) {
         .with_header("content-length", "2")
         .with_header("x-file", "caf\u{e9} \u{65c5}.txt")
         .with_header("x-plain", "yes");
-    let (head, rest) = raw_answer(shell, named, b"ok").await;
+    let (head, rest) = raw_answer(shell, named, b"ok", 2).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{shell:?}: {head}");
     assert_eq!(
         fields(&head, "x-file"),
