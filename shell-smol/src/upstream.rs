@@ -43,6 +43,10 @@ pub type UpgradeFuture = Pin<Box<dyn Future<Output = Result<Upgrade, BoxError>> 
 
 /// Something that answers HTTP requests for a receiver. The request's URL
 /// is `http://upstream` followed by the path and query.
+///
+/// http-types holds ASCII header values only: a name with a value of
+/// non-ASCII text is not among the request's headers. [`HttpUpstream`]
+/// writes such values to its service all the same, as the tokio shell does.
 pub trait Upstream: Send + Sync + 'static {
     /// Serves one request.
     fn call(&self, request: Request) -> UpstreamFuture;
