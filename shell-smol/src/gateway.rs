@@ -177,7 +177,9 @@ async fn serve_connection<S>(
                 let mut edit: HeadEdit = response.ext_mut().remove().unwrap_or_default();
                 let bodiless = matches!(u16::from(response.status()), 204 | 304);
                 if bodiless && edit.length == LengthLine::Keep {
-                    // The gateway's own 204s (a preflight's) too.
+                    // Every 204 and 304, the service's and the gateway's
+                    // own (a preflight's), unless `proxy` kept a 304's
+                    // length of the representation.
                     edit.length = LengthLine::Drop;
                 }
                 answering.edit_head(edit);
@@ -547,14 +549,13 @@ async fn proxy(
         // No body, whatever the head says (the gateway state machine drops
         // what the receiver sends): async-h1 would otherwise frame one,
         // and a client reads those bytes as its next response. async-h1
-        // always writes a framing header, here `content-length: 0`: the
-        // edit takes it out, or gives a 304 its service's length of the
-        // representation (RFC 9110 §8.6).
+        // always writes a framing header, here `content-length: 0`, which
+        // the edit takes out (`serve_connection`), or replaces on a 304
+        // with its service's length of the representation (RFC 9110 §8.6).
         let representation = length.map(str::trim).filter(|v| v.parse::<u64>().is_ok());
-        edit.length = match representation {
-            Some(value) if response_head.status == 304 => LengthLine::Set(value.to_owned()),
-            _ => LengthLine::Drop,
-        };
+        if let Some(value) = representation.filter(|_| response_head.status == 304) {
+            edit.length = LengthLine::Set(value.to_owned());
+        }
         response.set_body(http_types::Body::empty());
         // Read to its end, so the request ends as answered, not cancelled.
         crate::rt::spawn(async move {

@@ -166,6 +166,15 @@ enum EditState {
     Through,
 }
 
+/// async-h1's encoder of `request`, its head edited with the
+/// [`HeadEdit`] the request carries in its extensions, if any.
+pub(crate) fn encode_request(
+    mut request: http_types::Request,
+) -> Edited<async_h1::client::Encoder> {
+    let edit: HeadEdit = request.ext_mut().remove().unwrap_or_default();
+    Edited::new(async_h1::client::Encoder::new(request), edit)
+}
+
 impl<R> Edited<R> {
     pub(crate) fn new(inner: R, edit: HeadEdit) -> Self {
         let state = if edit.is_noop() {

@@ -22,7 +22,7 @@ use futures_util::io::{
 };
 use http_types::{Body, Request, Response};
 
-use crate::head_edit::{carried, Edited, HeadEdit};
+use crate::head_edit::{carried, encode_request};
 use crate::upstream::status_code;
 
 /// The largest response head accepted.
@@ -97,16 +97,14 @@ pub(crate) type Recycler<S> = Box<dyn FnOnce(S) + Send + Sync>;
 /// has been read to its end, when the connection may be used again.
 pub(crate) async fn exchange<S>(
     mut stream: S,
-    mut request: Request,
+    request: Request,
     recycle: Option<Recycler<S>>,
 ) -> Result<ServiceResponse, ResponseError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
 {
     let head_request = request.method() == http_types::Method::Head;
-    let edit: HeadEdit = request.ext_mut().remove().unwrap_or_default();
-    let encoder = Edited::new(async_h1::client::Encoder::new(request), edit);
-    futures_util::io::copy(encoder, &mut stream)
+    futures_util::io::copy(encode_request(request), &mut stream)
         .await
         .map_err(ResponseError::NotAnswered)?;
     read_response(stream, head_request, recycle).await
@@ -134,13 +132,10 @@ impl Encoded {
         &self.bytes
     }
 
-    pub(crate) async fn new(mut request: Request) -> io::Result<Encoded> {
+    pub(crate) async fn new(request: Request) -> io::Result<Encoded> {
         let head_request = request.method() == http_types::Method::Head;
-        let edit: HeadEdit = request.ext_mut().remove().unwrap_or_default();
         let mut bytes = Vec::new();
-        Edited::new(async_h1::client::Encoder::new(request), edit)
-            .read_to_end(&mut bytes)
-            .await?;
+        encode_request(request).read_to_end(&mut bytes).await?;
         Ok(Encoded {
             bytes,
             head_request,
