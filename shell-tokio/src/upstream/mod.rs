@@ -16,9 +16,7 @@ use http_body::Body as _;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyDataStream, BodyExt};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 
 use anpx_cli::setup::Upstreams;
 use shell_common::body::BodyStream;
@@ -27,6 +25,9 @@ use shell_common::receiver::{upstream_request_parts, BoxFuture, Dispatch, Reply}
 use shell_common::websocket;
 
 use crate::body::{BoxError, ChannelBody};
+
+mod pool;
+use pool::Pool;
 
 /// The request an upstream gets: the body streams in as the gateway sends it.
 pub type UpstreamRequest = http::Request<ChannelBody>;
@@ -102,9 +103,13 @@ const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// A local HTTP service reached over a keep-alive connection pool.
 #[derive(Clone)]
 pub struct HttpUpstream {
-    client: Client<HttpConnector, ChannelBody>,
-    scheme: http::uri::Scheme,
-    authority: http::uri::Authority,
+    pool: Pool,
+    /// Where the service listens (an IPv6 address without its brackets).
+    host: String,
+    port: u16,
+    /// The `host` header of a request that has none, as a client of
+    /// `http://host:port` writes it.
+    host_header: HeaderValue,
     /// Path prefix from the URL, without a trailing `/`.
     prefix: String,
 }
@@ -123,6 +128,9 @@ pub enum UpstreamUrlError {
     /// Only `http://` is reached directly.
     #[error("upstream url {0:?} must start with http://")]
     Scheme(String),
+    /// Its host cannot be written as a `host` header.
+    #[error("upstream url {0:?} has a host that cannot be a host header")]
+    Host(String),
 }
 
 impl HttpUpstream {
@@ -133,39 +141,41 @@ impl HttpUpstream {
             url: url.to_owned(),
             source,
         })?;
-        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-            return Err(UpstreamUrlError::Scheme(url.to_owned()));
-        }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(256)
-            .pool_idle_timeout(UPSTREAM_IDLE_TIMEOUT)
-            .pool_timer(TokioTimer::new())
-            .http1_max_buf_size(UPSTREAM_READ_BUFFER_MAX)
-            .build(connector);
-        let parts = uri.into_parts();
-        let (Some(scheme), Some(authority)) = (parts.scheme, parts.authority) else {
+        let Some(authority) = uri.authority().filter(|_| uri.scheme_str() == Some("http")) else {
             return Err(UpstreamUrlError::Scheme(url.to_owned()));
         };
-        let prefix = parts
-            .path_and_query
-            .map(|p| p.path().trim_end_matches('/').to_owned())
-            .unwrap_or_default();
+        let port = authority.port_u16().unwrap_or(80);
+        let host_header = match authority.port_u16() {
+            Some(port) if port != 80 => format!("{}:{port}", authority.host()),
+            _ => authority.host().to_owned(),
+        };
+        let host_header = HeaderValue::from_str(&host_header)
+            .map_err(|_| UpstreamUrlError::Host(url.to_owned()))?;
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let prefix = uri.path().trim_end_matches('/').to_owned();
+        let mut builder = hyper::client::conn::http1::Builder::new();
+        builder.max_buf_size(UPSTREAM_READ_BUFFER_MAX);
         Ok(HttpUpstream {
-            client,
-            scheme,
-            authority,
+            pool: Pool::new(host.clone(), port, builder, UPSTREAM_IDLE_TIMEOUT),
+            host,
+            port,
+            host_header,
             prefix,
         })
     }
 
-    fn target(&self, path_and_query: &str) -> Result<http::Uri, http::Error> {
-        http::Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(format!("{}{path_and_query}", self.prefix))
-            .build()
+    /// The request target the service gets for `target` (origin-form, as
+    /// the gateway sent it): behind the URL's path prefix, if it has one.
+    fn target(&self, target: &http::Uri) -> Result<Option<http::Uri>, http::uri::InvalidUri> {
+        if self.prefix.is_empty() {
+            return Ok(None);
+        }
+        let path_and_query = target.path_and_query().map_or("/", |p| p.as_str());
+        format!("{}{path_and_query}", self.prefix).parse().map(Some)
     }
 }
 
@@ -173,13 +183,7 @@ impl Upstream for HttpUpstream {
     /// A connection of its own (never the pool's, since it will not come
     /// back), the request, and on `101` hyper's upgrade.
     fn upgrade(&self, request: http::Request<()>) -> UpgradeFuture {
-        let host = self
-            .authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let port = self.authority.port_u16().unwrap_or(80);
+        let (host, port) = (self.host.clone(), self.port);
         let prefix = self.prefix.clone();
         Box::pin(async move {
             let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
@@ -189,16 +193,18 @@ impl Upstream for HttpUpstream {
     }
 
     fn call(&self, mut request: UpstreamRequest) -> UpstreamFuture {
-        let path_and_query = request
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str().to_owned())
-            .unwrap_or_else(|| "/".into());
-        let client = self.client.clone();
-        let target = self.target(&path_and_query);
+        let target = self.target(request.uri());
+        let pool = self.pool.clone();
+        let host = self.host_header.clone();
         Box::pin(async move {
-            *request.uri_mut() = target?;
-            let response = client.request(request).await?;
+            if let Some(target) = target? {
+                *request.uri_mut() = target;
+            }
+            request
+                .headers_mut()
+                .entry(http::header::HOST)
+                .or_insert(host);
+            let response = pool.send(request).await?;
             Ok(response.map(|b| b.map_err(BoxError::from).boxed_unsync()))
         })
     }
