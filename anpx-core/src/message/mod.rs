@@ -1,6 +1,7 @@
 //! Typed HTTP messages and their meta JSON, as the reference writes and reads it.
 
 mod headers;
+mod meta_scan;
 mod pyjson;
 mod query;
 mod request;
@@ -14,15 +15,23 @@ pub use response::{canonical_reason, ResponseHead};
 
 use bytes::Bytes;
 
-/// Parses an `http_meta` or `resp_meta` object. The bytes are checked as
-/// UTF-8 once, as the reference decodes them, and serde_json then reads
-/// text, which it does not check again string by string (reading bytes,
-/// it validates every string it meets: 1.6% of a request's instructions).
-fn parse_meta<'a, T: serde::Deserialize<'a>>(json: &'a [u8]) -> Result<T, serde_json::Error> {
+/// Parses an `http_meta` or `resp_meta` object: with `scan` where it
+/// takes the document (`meta_scan`), else with serde_json. The bytes are
+/// checked as UTF-8 once, as the reference decodes them, and serde_json
+/// then reads text, which it does not check again string by string
+/// (reading bytes, it validates every string it meets: 1.6% of a
+/// request's instructions).
+fn parse_meta<'a, T: serde::Deserialize<'a>>(
+    json: &'a [u8],
+    scan: impl FnOnce(&'a str) -> Option<T>,
+) -> Result<T, serde_json::Error> {
     let text = std::str::from_utf8(json).map_err(|e| {
         <serde_json::Error as serde::de::Error>::custom(format_args!("meta is not UTF-8: {e}"))
     })?;
-    serde_json::from_str(text)
+    match scan(text) {
+        Some(wire) => Ok(wire),
+        None => serde_json::from_str(text),
+    }
 }
 
 /// The head of a message: what comes before its body.

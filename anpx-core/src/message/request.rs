@@ -3,6 +3,7 @@
 use serde::Deserialize;
 
 use super::headers::{self, ordered_pairs, HeaderList};
+use super::meta_scan::{once, Scan};
 use super::pyjson::PyJson;
 use super::query::{self, encode_pairs, flat_form_is_lossy};
 
@@ -34,6 +35,7 @@ pub struct RequestHead {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 struct WireIn {
     method: String,
     path: String,
@@ -103,7 +105,7 @@ impl RequestHead {
 
     /// Parses `http_meta` JSON; unknown keys are ignored, as the reference does.
     pub fn from_meta_json(json: &[u8]) -> Result<Self, serde_json::Error> {
-        let wire: WireIn = super::parse_meta(json)?;
+        let wire: WireIn = super::parse_meta(json, scan)?;
         Ok(RequestHead {
             method: wire.method,
             path: wire.path,
@@ -111,6 +113,29 @@ impl RequestHead {
             headers: HeaderList::from_lowercased_pairs(wire.anpx_headers.unwrap_or(wire.headers)),
         })
     }
+}
+
+/// `http_meta` as both ends write it, without serde_json: `None` when it
+/// is not that shape (`meta_scan`).
+fn scan(text: &str) -> Option<WireIn> {
+    let (mut method, mut path, mut headers, mut query) = (None, None, None, None);
+    let mut scan = Scan::new(text);
+    scan.object(|scan, key| match key {
+        "method" => once(&mut method, || scan.string()),
+        "path" => once(&mut path, || scan.string()),
+        "headers" => once(&mut headers, || scan.pairs()),
+        "query" => once(&mut query, || scan.pairs()),
+        _ => None,
+    })?;
+    scan.at_end().then_some(())?;
+    Some(WireIn {
+        method: method?,
+        path: path?,
+        headers: headers.unwrap_or_default(),
+        query: query.unwrap_or_default(),
+        anpx_headers: None,
+        anpx_query: None,
+    })
 }
 
 #[cfg(test)]
@@ -160,6 +185,44 @@ mod tests {
         assert!(e.to_string().contains("not UTF-8"), "{e}");
         let json = b"{\"method\": \"GET\", \"path\": \"/\xc3\xa9\"}";
         assert_eq!(RequestHead::from_meta_json(json).unwrap().path, "/\u{e9}");
+    }
+
+    fn http_meta() -> impl Strategy<Value = (String, bool)> {
+        use super::super::meta_scan::texts::*;
+        let extras = prop_oneof![
+            member("method", string_value()),
+            member("query", pairs_value()),
+            member("anpx_query", string_value()),
+            member("anpx_headers", Just(("[[\"a\", \"b\"]]".to_owned(), false))),
+            member("query", Just(("null".to_owned(), false))),
+            member("other", pairs_value()),
+        ];
+        document(
+            vec![
+                prop_oneof![9 => member("method", string_value()), 1 => missing()].boxed(),
+                member("path", string_value()),
+                optional("headers", pairs_value()),
+                optional("query", pairs_value()),
+            ],
+            extras.boxed(),
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn the_scan_reads_what_serde_json_reads((text, plain) in http_meta()) {
+            super::super::meta_scan::texts::agrees(&text, plain, scan)?;
+        }
+
+        #[test]
+        fn the_scan_reads_broken_text_as_serde_json_does(
+            (text, _) in http_meta(),
+            at in any::<usize>(),
+            insert in super::super::meta_scan::texts::breaking(),
+        ) {
+            let text = super::super::meta_scan::texts::mutated(&text, at, insert);
+            super::super::meta_scan::texts::agrees(&text, false, scan)?;
+        }
     }
 
     proptest! {

@@ -4,6 +4,7 @@ use serde::de::Error as _;
 use serde::Deserialize;
 
 use super::headers::{self, ordered_pairs, HeaderList};
+use super::meta_scan::{once, Scan};
 use super::pyjson::PyJson;
 
 /// Status, reason phrase and headers of an HTTP response.
@@ -32,6 +33,7 @@ pub struct ResponseHead {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 struct WireIn {
     status: u16,
     #[serde(default)]
@@ -77,7 +79,7 @@ impl ResponseHead {
 
     /// Parses `resp_meta` JSON; unknown keys are ignored, `headers` may be absent.
     pub fn from_meta_json(json: &[u8]) -> Result<Self, serde_json::Error> {
-        let wire: WireIn = super::parse_meta(json)?;
+        let wire: WireIn = super::parse_meta(json, scan)?;
         if !(100..=999).contains(&wire.status) {
             return Err(serde_json::Error::custom(format_args!(
                 "status {} is not a three-digit HTTP status",
@@ -90,6 +92,26 @@ impl ResponseHead {
             headers: HeaderList::from_lowercased_pairs(wire.anpx_headers.unwrap_or(wire.headers)),
         })
     }
+}
+
+/// `resp_meta` as both ends write it, without serde_json: `None` when it
+/// is not that shape (`meta_scan`).
+fn scan(text: &str) -> Option<WireIn> {
+    let (mut status, mut reason, mut headers) = (None, None, None);
+    let mut scan = Scan::new(text);
+    scan.object(|scan, key| match key {
+        "status" => once(&mut status, || scan.u16()),
+        "reason" => once(&mut reason, || scan.string()),
+        "headers" => once(&mut headers, || scan.pairs()),
+        _ => None,
+    })?;
+    scan.at_end().then_some(())?;
+    Some(WireIn {
+        status: status?,
+        reason: reason.unwrap_or_default(),
+        headers: headers.unwrap_or_default(),
+        anpx_headers: None,
+    })
 }
 
 /// The standard reason phrase of a status code, or `""` for an unregistered one.
@@ -117,6 +139,59 @@ mod tests {
         headers: FlatHeaders<'a>,
         #[serde(skip_serializing_if = "Option::is_none")]
         anpx_headers: Option<&'a [(String, String)]>,
+    }
+
+    /// A status as a peer may write it, and whether the scan takes it.
+    fn status() -> impl Strategy<Value = (String, bool)> {
+        prop_oneof![
+            Just(("200", true)),
+            Just(("404", true)),
+            Just(("999", true)),
+            Just(("1000", true)),
+            Just(("0200", false)),
+            Just(("200.0", false)),
+            Just(("2e2", false)),
+            Just(("-1", false)),
+            Just(("70000", false)),
+            Just(("\"200\"", false)),
+        ]
+        .prop_map(|(s, taken)| (s.to_owned(), taken))
+    }
+
+    fn resp_meta() -> impl Strategy<Value = (String, bool)> {
+        use super::super::meta_scan::texts::*;
+        let extras = prop_oneof![
+            member("status", status()),
+            member("reason", string_value()),
+            member("anpx_headers", Just(("[[\"a\", \"b\"]]".to_owned(), false))),
+            member("headers", Just(("null".to_owned(), false))),
+            member("other", string_value()),
+        ];
+        document(
+            vec![
+                member("status", status()),
+                optional("reason", string_value()),
+                optional("headers", pairs_value()),
+            ],
+            extras.boxed(),
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn the_scan_reads_what_serde_json_reads((text, plain) in resp_meta()) {
+            super::super::meta_scan::texts::agrees(&text, plain, scan)?;
+        }
+
+        #[test]
+        fn the_scan_reads_broken_text_as_serde_json_does(
+            (text, _) in resp_meta(),
+            at in any::<usize>(),
+            insert in super::super::meta_scan::texts::breaking(),
+        ) {
+            let text = super::super::meta_scan::texts::mutated(&text, at, insert);
+            super::super::meta_scan::texts::agrees(&text, false, scan)?;
+        }
     }
 
     proptest! {
