@@ -62,8 +62,11 @@ if [[ " $SYSTEMS " == *" rathole "* ]]; then find_rathole; fi
 
 # Not ANPX_*: the binaries refuse environment variables of that prefix that
 # are not configuration keys.
-ANPX=$(bench_binary BIN_ANPX anpx)
-ANPX_SMOL=$(bench_binary BIN_ANPX_SMOL anpx-smol)
+# A shell's binary is found (or built) only when this run measures it.
+measured() { [[ " $SYSTEMS " == *" $1 "* ]] || [ "$GIB_TEST" = 1 ]; }
+ANPX="" ANPX_SMOL=""
+if measured anpx; then ANPX=$(bench_binary BIN_ANPX anpx); fi
+if measured anpx-smol; then ANPX_SMOL=$(bench_binary BIN_ANPX_SMOL anpx-smol); fi
 
 # --- ports, files, configurations --------------------------------------------
 
