@@ -418,6 +418,32 @@ pub(crate) mod texts {
         Ok(())
     }
 
+    /// The two properties of a meta's scan, as tests: on the documents of
+    /// `$documents` it reads what serde_json reads, and on the same with a
+    /// character removed or inserted it reads nothing serde_json reads
+    /// otherwise.
+    macro_rules! scan_properties {
+        ($documents:expr, $scan:expr) => {
+            proptest::proptest! {
+                #[test]
+                fn the_scan_reads_what_serde_json_reads((text, plain) in $documents) {
+                    $crate::message::meta_scan::texts::agrees(&text, plain, $scan)?;
+                }
+
+                #[test]
+                fn the_scan_reads_broken_text_as_serde_json_does(
+                    (text, _) in $documents,
+                    at in proptest::prelude::any::<usize>(),
+                    insert in $crate::message::meta_scan::texts::breaking(),
+                ) {
+                    let text = $crate::message::meta_scan::texts::mutated(&text, at, insert);
+                    $crate::message::meta_scan::texts::agrees(&text, false, $scan)?;
+                }
+            }
+        };
+    }
+    pub(crate) use scan_properties;
+
     /// `text` with one character removed or one inserted at `at`.
     pub(crate) fn mutated(text: &str, at: usize, insert: Option<char>) -> String {
         let mut chars: Vec<char> = text.chars().collect();

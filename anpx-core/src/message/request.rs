@@ -208,22 +208,7 @@ mod tests {
         )
     }
 
-    proptest! {
-        #[test]
-        fn the_scan_reads_what_serde_json_reads((text, plain) in http_meta()) {
-            super::super::meta_scan::texts::agrees(&text, plain, scan)?;
-        }
-
-        #[test]
-        fn the_scan_reads_broken_text_as_serde_json_does(
-            (text, _) in http_meta(),
-            at in any::<usize>(),
-            insert in super::super::meta_scan::texts::breaking(),
-        ) {
-            let text = super::super::meta_scan::texts::mutated(&text, at, insert);
-            super::super::meta_scan::texts::agrees(&text, false, scan)?;
-        }
-    }
+    super::super::meta_scan::texts::scan_properties!(http_meta(), scan);
 
     proptest! {
         #[test]

@@ -90,8 +90,7 @@ pub trait Upstream: Send + Sync + 'static {
 const UPSTREAM_READ_BUFFER_MAX: usize = 64 * 1024;
 
 /// How long a keep-alive connection to the local service waits in the
-/// pool for its next request before it is closed (hyper-util's default is
-/// 90 s). Under the 5 s keep-alive of common agent servers (uvicorn,
+/// pool for its next request before it is closed. Under the 5 s keep-alive of common agent servers (uvicorn,
 /// Node's `http`), so a request is not sent on a connection the service
 /// is closing at that moment; and each idle connection holds its task and
 /// its read buffer (up to the 64 KiB above): 32 of them after a load were
@@ -504,6 +503,55 @@ mod tests {
             head.headers.push(*name, *value);
         }
         head
+    }
+
+    /// The head of the one request a service on a port of its own gets,
+    /// answered with an empty 200.
+    async fn head_seen(url_path: &str, request: UpstreamRequest) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let service = tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.ends_with(b"\r\n\r\n") {
+                let n = tcp.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the request ended early");
+                head.extend_from_slice(&buf[..n]);
+            }
+            tcp.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            String::from_utf8(head).unwrap()
+        });
+        let upstream = HttpUpstream::new(&format!("http://127.0.0.1:{port}{url_path}")).unwrap();
+        let response = upstream.call(request).await.expect("an answer");
+        assert_eq!(response.status(), 200);
+        service.await.unwrap().replace(&port.to_string(), "PORT")
+    }
+
+    fn request(target: &str, host: Option<&'static str>) -> UpstreamRequest {
+        let mut request = http::Request::new(ChannelBody::empty());
+        *request.uri_mut() = target.parse().unwrap();
+        if let Some(host) = host {
+            request
+                .headers_mut()
+                .insert(http::header::HOST, HeaderValue::from_static(host));
+        }
+        request
+    }
+
+    #[tokio::test]
+    async fn the_service_gets_the_target_behind_the_url_path_and_a_host() {
+        let head = head_seen("/base/", request("/x/y?q=1", None)).await;
+        assert!(head.starts_with("GET /base/x/y?q=1 HTTP/1.1\r\n"), "{head}");
+        assert!(head.contains("host: 127.0.0.1:PORT\r\n"), "{head}");
+
+        let head = head_seen("", request("/x?q=1", Some("agent.example"))).await;
+        assert!(head.starts_with("GET /x?q=1 HTTP/1.1\r\n"), "{head}");
+        assert!(head.contains("host: agent.example\r\n"), "{head}");
+        assert!(!head.contains("127.0.0.1"), "{head}");
     }
 
     #[test]
