@@ -90,9 +90,10 @@ pub trait Upstream: Send + Sync + 'static {
 const UPSTREAM_READ_BUFFER_MAX: usize = 64 * 1024;
 
 /// How long a keep-alive connection to the local service waits in the
-/// pool for its next request before it is closed. Under the 5 s keep-alive of common agent servers (uvicorn,
-/// Node's `http`), so a request is not sent on a connection the service
-/// is closing at that moment; and each idle connection holds its task and
+/// pool for its next request before it is closed. Under the 5 s
+/// keep-alive of common agent servers (uvicorn, Node's `http`), so a
+/// request is not sent on a connection the service is closing at that
+/// moment; and each idle connection holds its task and
 /// its read buffer (up to the 64 KiB above): 32 of them after a load were
 /// 1–3 MiB of an idle process's RSS (`benches/vs-rathole.sh`). A
 /// connection opened again after a quiet spell costs one loopback
@@ -127,7 +128,9 @@ pub enum UpstreamUrlError {
     /// Only `http://` is reached directly.
     #[error("upstream url {0:?} must start with http://")]
     Scheme(String),
-    /// Its host cannot be written as a `host` header.
+    /// Its host cannot be written as a `host` header. Not expected: every
+    /// character `http` accepts in an authority is one a header value may
+    /// hold; kept as an error rather than a panic should that change.
     #[error("upstream url {0:?} has a host that cannot be a host header")]
     Host(String),
 }
