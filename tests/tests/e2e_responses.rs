@@ -436,30 +436,29 @@ async fn raw_answer(
     tcp.write_all(format!("GET /case/first HTTP/1.1\r\nhost: {HOST}\r\n\r\n").as_bytes())
         .await
         .unwrap();
+    // Reads once more into `read`, in time and before the connection ends.
+    async fn more(tcp: &mut TcpStream, read: &mut Vec<u8>, shell: Shell, what: &str) {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(PATIENCE, tcp.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("{shell:?}: no {what} in time"))
+            .unwrap();
+        assert!(n > 0, "{shell:?}: closed before the {what}: {read:?}");
+        read.extend_from_slice(&buf[..n]);
+    }
     let mut read = Vec::new();
     let end = loop {
         if let Some(i) = read.windows(4).position(|w| w == b"\r\n\r\n") {
             break i + 4;
         }
-        let mut buf = [0u8; 4096];
-        let n = tokio::time::timeout(PATIENCE, tcp.read(&mut buf))
-            .await
-            .expect("a head in time")
-            .unwrap();
-        assert!(n > 0, "{shell:?}: closed before a whole head: {read:?}");
-        read.extend_from_slice(&buf[..n]);
+        more(&mut tcp, &mut read, shell, "whole head").await;
     };
     // The body the client should get, then whatever else the gateway
     // writes soon after it.
-    let mut buf = [0u8; 4096];
     while read.len() - end < expect_body {
-        let n = tokio::time::timeout(PATIENCE, tcp.read(&mut buf))
-            .await
-            .expect("the body in time")
-            .unwrap();
-        assert!(n > 0, "{shell:?}: closed before the body: {read:?}");
-        read.extend_from_slice(&buf[..n]);
+        more(&mut tcp, &mut read, shell, "body").await;
     }
+    let mut buf = [0u8; 4096];
     if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(300), tcp.read(&mut buf)).await {
         read.extend_from_slice(&buf[..n]);
     }

@@ -20,7 +20,7 @@ pub(crate) struct Scan<'a> {
 }
 
 impl<'a> Scan<'a> {
-    pub(crate) fn new(text: &'a str) -> Self {
+    fn new(text: &'a str) -> Self {
         Scan { text, at: 0 }
     }
 
@@ -50,6 +50,17 @@ impl<'a> Scan<'a> {
 
     fn eat(&mut self, expected: u8) -> Option<()> {
         (self.next()? == expected).then_some(())
+    }
+
+    /// `text` as one object and nothing after it but whitespace (see
+    /// [`object`](Self::object)).
+    pub(crate) fn document(
+        text: &'a str,
+        member: impl FnMut(&mut Self, &'a str) -> Option<()>,
+    ) -> Option<()> {
+        let mut scan = Scan::new(text);
+        scan.object(member)?;
+        scan.at_end().then_some(())
     }
 
     /// An object whose keys have no escapes: `member` reads each value
@@ -165,7 +176,7 @@ impl<'a> Scan<'a> {
     }
 
     /// Whether nothing but whitespace is left.
-    pub(crate) fn at_end(&mut self) -> bool {
+    fn at_end(&mut self) -> bool {
         self.skip_space();
         self.at == self.text.len()
     }

@@ -119,15 +119,13 @@ impl RequestHead {
 /// is not that shape (`meta_scan`).
 fn scan(text: &str) -> Option<WireIn> {
     let (mut method, mut path, mut headers, mut query) = (None, None, None, None);
-    let mut scan = Scan::new(text);
-    scan.object(|scan, key| match key {
+    Scan::document(text, |scan, key| match key {
         "method" => once(&mut method, || scan.string()),
         "path" => once(&mut path, || scan.string()),
         "headers" => once(&mut headers, || scan.pairs()),
         "query" => once(&mut query, || scan.pairs()),
         _ => None,
     })?;
-    scan.at_end().then_some(())?;
     Some(WireIn {
         method: method?,
         path: path?,

@@ -98,14 +98,12 @@ impl ResponseHead {
 /// is not that shape (`meta_scan`).
 fn scan(text: &str) -> Option<WireIn> {
     let (mut status, mut reason, mut headers) = (None, None, None);
-    let mut scan = Scan::new(text);
-    scan.object(|scan, key| match key {
+    Scan::document(text, |scan, key| match key {
         "status" => once(&mut status, || scan.u16()),
         "reason" => once(&mut reason, || scan.string()),
         "headers" => once(&mut headers, || scan.pairs()),
         _ => None,
     })?;
-    scan.at_end().then_some(())?;
     Some(WireIn {
         status: status?,
         reason: reason.unwrap_or_default(),

@@ -508,21 +508,28 @@ mod tests {
         head
     }
 
+    /// Reads a request head (up to its blank line) off `tcp`.
+    pub(super) async fn read_head(tcp: &mut tokio::net::TcpStream) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.ends_with(b"\r\n\r\n") {
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the request ended early");
+            head.extend_from_slice(&buf[..n]);
+        }
+        head
+    }
+
     /// The head of the one request a service on a port of its own gets,
     /// answered with an empty 200.
     async fn head_seen(url_path: &str, request: UpstreamRequest) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let service = tokio::spawn(async move {
             let (mut tcp, _) = listener.accept().await.unwrap();
-            let mut head = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !head.ends_with(b"\r\n\r\n") {
-                let n = tcp.read(&mut buf).await.unwrap();
-                assert!(n > 0, "the request ended early");
-                head.extend_from_slice(&buf[..n]);
-            }
+            let head = read_head(&mut tcp).await;
             tcp.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
                 .await
                 .unwrap();

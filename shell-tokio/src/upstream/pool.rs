@@ -427,16 +427,10 @@ mod tests {
         let closed = Arc::new(AtomicUsize::new(0));
         let counts = closed.clone();
         tokio::spawn(async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            use tokio::io::AsyncWriteExt;
             loop {
                 let (mut tcp, _) = listener.accept().await.unwrap();
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.ends_with(b"\r\n\r\n") {
-                    let n = tcp.read(&mut buf).await.unwrap();
-                    assert!(n > 0);
-                    head.extend_from_slice(&buf[..n]);
-                }
+                super::super::tests::read_head(&mut tcp).await;
                 tcp.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                     .await
                     .unwrap();
