@@ -31,6 +31,7 @@ pub use fault::LinkFault;
 pub use output::{Failure, Output, Reject, RequestGone, ResponseEvent};
 pub use stats::{label_value, GatewayStats, LinkStats, Totals};
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use crate::id_map::{IdMap, IdSet};
@@ -886,10 +887,14 @@ impl Gateway {
         body: RequestBody,
     ) -> Result<RequestId, Reject> {
         self.tick(now);
-        head.path = normalize_path(&head.path).map_err(|error| {
-            self.totals.bad_request += 1;
-            Reject::BadPath { error }
-        })?;
+        match normalize_path(&head.path) {
+            Ok(Cow::Borrowed(_)) => {}
+            Ok(Cow::Owned(normal)) => head.path = normal,
+            Err(error) => {
+                self.totals.bad_request += 1;
+                return Err(Reject::BadPath { error });
+            }
+        }
         let upgrade = passthrough::is_upgrade(&head);
         let head_method = head.method.eq_ignore_ascii_case("HEAD");
         let client = client.map(crate::edge::ip_key);
