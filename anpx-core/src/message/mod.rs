@@ -2,6 +2,7 @@
 
 mod headers;
 mod meta_scan;
+mod plain;
 mod pyjson;
 mod query;
 mod request;
