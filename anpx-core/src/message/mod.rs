@@ -2,7 +2,6 @@
 
 mod headers;
 mod meta_scan;
-mod plain;
 mod pyjson;
 mod query;
 mod request;
