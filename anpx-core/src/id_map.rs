@@ -6,7 +6,11 @@
 //! `anpx both` (docs/BENCHMARKS.md, "Instructions per request"). Like
 //! std's `RandomState`, foldhash's is seeded at random per process, so ids
 //! a peer picks are no easier to collide; maps keyed by what the public
-//! chooses (hosts, client addresses) keep std's hasher.
+//! chooses (hosts, client addresses) keep std's hasher. A request id goes
+//! one step further: it is hashed once, when it is made, with a hasher
+//! seeded the same way, and the maps mix that `u64`
+//! ([`RequestId`](crate::RequestId)'s `Hash`), instead of hashing its 36
+//! bytes again at every lookup.
 
 /// A map keyed by a request or link id.
 pub(crate) type IdMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
