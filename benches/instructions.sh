@@ -18,7 +18,11 @@
 # Each build runs twice, with REQUESTS and with 2 x REQUESTS requests; the
 # difference divided by REQUESTS is the cost of a request, without the
 # process's start and exit. Under callgrind the process runs on one thread
-# at a time, so this counts work, not waiting.
+# at a time, so this counts work, not waiting. The total still moves by a
+# few percent between runs of one binary (how often the runtime polls and
+# parks depends on timing); with a BEFORE build, benches/callgrind_diff.py
+# then prints the difference by crate and by function, where a change's
+# own functions count the same to a few instructions run after run.
 set -euo pipefail
 
 SYSTEM=${SYSTEM:-anpx}
@@ -85,4 +89,6 @@ if [ -n "$BEFORE" ]; then
     before=$(per_request before "$BEFORE")
     printf 'instructions per request: %s (%s)\n' "$before" "$BEFORE"
     python3 -c "import sys; print(f'build / before: {int(sys.argv[1]) / int(sys.argv[2]):.3f}x')" "$now" "$before"
+    need callgrind_annotate valgrind
+    python3 "$REPO/benches/callgrind_diff.py" "$OUT"
 fi
