@@ -538,3 +538,44 @@ async fn answers_keep_what_the_service_said(shell: Shell) {
 }
 
 for_every_gateway!(answers_keep_what_the_service_said);
+
+/// A service's fields reach the client in the service's order, repeats
+/// kept, on both gateways, and the response carries one `date`. (hyper's
+/// header map keeps the values of a name together, at its first place.)
+async fn answers_keep_the_order_of_the_fields(shell: Shell) {
+    let ordered = ResponseHead::new(200)
+        .with_header("content-length", "2")
+        .with_header("x-b", "1")
+        .with_header("set-cookie", "a=1")
+        .with_header("set-cookie", "b=2")
+        .with_header("x-a", "2")
+        .with_header("content-type", "text/plain")
+        .with_header("x-c", "3");
+    let (head, rest) = raw_answer(shell, ordered, b"ok", 2).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{shell:?}: {head}");
+    let names: Vec<&str> = head
+        .split("\r\n")
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, _)| n)
+        .filter(|n| n.starts_with("x-") || n.eq_ignore_ascii_case("set-cookie"))
+        .collect();
+    assert_eq!(
+        names,
+        ["x-b", "set-cookie", "set-cookie", "x-a", "x-c"],
+        "{shell:?}: {head}"
+    );
+    assert_eq!(
+        fields(&head, "set-cookie"),
+        ["a=1", "b=2"],
+        "{shell:?}: {head}"
+    );
+    assert_eq!(
+        fields(&head, "content-type"),
+        ["text/plain"],
+        "{shell:?}: {head}"
+    );
+    assert_eq!(fields(&head, "date").len(), 1, "{shell:?}: {head}");
+    assert_eq!(rest, b"ok", "{shell:?}");
+}
+
+for_every_gateway!(answers_keep_the_order_of_the_fields);
