@@ -536,24 +536,14 @@ async fn proxy(
     let mut length = None;
     let mut content_type = false;
     let mut edit = HeadEdit::default();
-    for (name, value) in response_head.headers.iter() {
+    for (name, value) in edit.split_fields(response_head.headers.iter()) {
         if name.eq_ignore_ascii_case("content-length") {
             // async-h1 frames the body itself, from the length it is given.
             length = Some(value);
             continue;
         }
-        let typed = name.eq_ignore_ascii_case("content-type");
-        if (typed || name.eq_ignore_ascii_case("date")) && carried(value) {
-            // The fields async-h1 acts on: it labels a body without a
-            // type, and dates a response without a date.
-            content_type |= typed;
-            response.append_header(name, value);
-        } else {
-            // Every other field goes into the head as the service gave it,
-            // in its order, past http-types' map (a hash and two copies a
-            // field) and async-h1's formatting of each line.
-            edit.extra.push((name.to_owned(), value.to_owned()));
-        }
+        content_type |= name.eq_ignore_ascii_case("content-type");
+        response.append_header(name, value);
     }
     if matches!(response_head.status, 204 | 304) {
         // No body, whatever the head says (the gateway state machine drops

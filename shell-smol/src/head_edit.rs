@@ -8,10 +8,7 @@
 //! the representation. So the shell lets async-h1 write a head, takes its
 //! bytes before they leave, and writes them again with this edit: the
 //! fields async-h1 could not hold added before the empty line, and the
-//! `content-length` line as the status needs it. A proxied response's
-//! fields go this way too, all but the few async-h1 acts on: written
-//! as they came, they skip http-types' hashed map and async-h1's
-//! formatting of each line, and keep the service's order.
+//! `content-length` line as the status needs it.
 
 use std::io;
 use std::pin::Pin;
@@ -38,9 +35,7 @@ pub(crate) enum LengthLine {
 pub(crate) struct HeadEdit {
     /// Fields written after async-h1's, in order, names lowercased:
     /// every value of a name any of whose values async-h1 cannot carry,
-    /// so that the values of one name keep their order; on a proxied
-    /// response, every field but the few async-h1 acts on (the gateway's
-    /// `proxy`).
+    /// so that the values of one name keep their order.
     pub extra: Vec<(String, String)>,
     pub length: LengthLine,
 }
