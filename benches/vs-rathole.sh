@@ -3,12 +3,12 @@
 # loopback, driven by the same wrk. See docs/BENCHMARKS.md ("Against
 # rathole") for what it measures and the figures.
 #
-#   benches/vs-rathole.sh                 # ~6 min on a 2-core machine
+#   benches/vs-rathole.sh                 # ~6 min on a 2-core machine, after ~20 min of builds
 #   ROUNDS=1 DURATION=2 benches/vs-rathole.sh   # a quick look
 #
 # Knobs (environment): ROUNDS (3), DURATION (seconds per wrk run, 5),
 # SYSTEMS (the systems to drive, default "direct rathole nginx anpx anpx-smol"),
-# BASE_PORT (28400; uses the 12 ports from there), GIB_TEST (1: move 1 GiB
+# BASE_PORT (28400; uses the 14 ports from there), GIB_TEST (1: move 1 GiB
 # through separate gateway and receiver processes of each shell and report
 # their peak RSS; 0: skip), IDLE_WAIT (seconds after the load before the idle
 # RSS is read, 10), OUT (directory for configs, logs and raw results; a new
@@ -20,7 +20,10 @@
 # to see the callers of functions built without frame pointers), BEFORE_ANPX /
 # BEFORE_ANPX_SMOL (another build of either binary, e.g. the commit before a
 # change: driven as the systems anpx-before / anpx-smol-before, alternating
-# with the others, for A/B figures from one run).
+# with the others, for A/B figures from one run), PGO (1, the default:
+# anpx and anpx-smol as benches/pgo.sh builds them, with profile-guided
+# optimization, ~20 min of builds; 0: `cargo build --profile bench` alone;
+# either way only when BIN_ANPX and BIN_ANPX_SMOL are not given).
 #
 # Besides the throughput and latency medians, it prints each system's CPU
 # time per request at small responses and 32 connections (the tunnel's user
@@ -31,8 +34,11 @@
 # (Debian's nginx-light) and wrk with apt-get, rathole with
 # `cargo install rathole --no-default-features --features server,client`
 # (unlocked: its lock file pins a `time` that current Rust no longer
-# compiles; only the TCP transport is used here); anpx and anpx-smol are built with
-# `cargo build --profile bench` (release with debug info, for perf).
+# compiles; only the TCP transport is used here); anpx and anpx-smol are built
+# by benches/pgo.sh (the bench profile, release with debug info for perf,
+# with profile-guided optimization; llvm-profdata of rustc's LLVM is
+# installed from Debian's llvm-<major> when missing), or with PGO=0 by
+# `cargo build --profile bench` alone.
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -65,6 +71,19 @@ if [[ " $SYSTEMS " == *" rathole "* ]]; then find_rathole; fi
 # A shell's binary is found (or built) only when this run measures it.
 measured() { [[ " $SYSTEMS " == *" $1 "* ]] || [ "$GIB_TEST" = 1 ]; }
 ANPX="" ANPX_SMOL=""
+# What the summary says the anpx binaries are.
+BUILT="anpx ${BIN_ANPX:-built with cargo build --profile bench}, anpx-smol ${BIN_ANPX_SMOL:-built with cargo build --profile bench}"
+if [ -z "${BIN_ANPX:-}${BIN_ANPX_SMOL:-}" ]; then
+    BUILT="cargo build --profile bench"
+    if [ "${PGO:-1}" = 1 ] && { measured anpx || measured anpx-smol; }; then
+        # pgo.sh prints BIN_ANPX=… and BIN_ANPX_SMOL=…; its own ports and files.
+        PGO_BINS=$(OUT="$OUT/pgo" BASE_PORT=$((BASE_PORT + 12)) "$REPO/benches/pgo.sh") ||
+            die "benches/pgo.sh failed (its logs are in $OUT/pgo/logs); PGO=0 measures the build without it"
+        BIN_ANPX=$(sed -n 's/^BIN_ANPX=//p' <<<"$PGO_BINS")
+        BIN_ANPX_SMOL=$(sed -n 's/^BIN_ANPX_SMOL=//p' <<<"$PGO_BINS")
+        BUILT="profile-guided (benches/pgo.sh)"
+    fi
+fi
 if measured anpx; then ANPX=$(bench_binary BIN_ANPX anpx); fi
 if measured anpx-smol; then ANPX_SMOL=$(bench_binary BIN_ANPX_SMOL anpx-smol); fi
 
@@ -338,9 +357,9 @@ fi
 # --- summary ------------------------------------------------------------------
 
 python3 - "$RESULTS" "$RSS" "$GIB" "$LOAD_START" "$LOAD_END" "$ROUNDS" "$DURATION" \
-    "$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$CPU" "$TICK" <<'EOF'
+    "$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$CPU" "$TICK" "$BUILT" <<'EOF'
 import csv, statistics, sys
-results, rss, gib, load0, load1, rounds, duration, commit, cpu, tick = sys.argv[1:]
+results, rss, gib, load0, load1, rounds, duration, commit, cpu, tick, built = sys.argv[1:]
 rows = list(csv.DictReader(open(results), delimiter="\t"))
 lost = [r for r in rows if not r["req_per_s"]]
 rows = [r for r in rows if r["req_per_s"]]
@@ -353,6 +372,7 @@ def errs(system):
 def ratio(a, b):
     return f"{a / b:.2f}x" if b == b and b else "-"
 print(f"\nanpx vs rathole, commit {commit}: {rounds} rounds of {duration} s per cell, medians")
+print(f"anpx binaries: {built}")
 print(f"load average before {load0}, after {load1}\n")
 for r in lost:
     print(f"round {r['round']} {r['cell']} {r['system']}: no figures (wrk's output is empty), left out")
