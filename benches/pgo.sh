@@ -15,10 +15,10 @@
 #
 # Knobs (environment): PROFILE (cargo profile, `bench` by default: release
 # with debug info), TRAIN_SECONDS (seconds of wrk per load, 4), BASE_PORT
-# (28700; uses 2 ports), OUT (directory for the profiles and logs; a new
-# temporary one by default), PGO_TARGET_DIR (where the two builds go,
-# `<target>/pgo` by default: they are built with other flags than the
-# workspace's, so they have their own directories).
+# (28700; uses 2 ports), OUT (directory for the training's logs; a new
+# temporary one by default), PGO_TARGET_DIR (where the two builds and the
+# profile go, `<target>/pgo` by default: they are built with other flags
+# than the workspace's, so they have their own directories).
 #
 # Needs llvm-profdata of the LLVM version rustc is built on (`rustc -vV`);
 # it is looked for as llvm-profdata-<major>, in rustup's llvm-tools
@@ -79,7 +79,11 @@ build() { # target-dir rustflags
 
 # --- the instrumented build and its load --------------------------------------
 
-RAW="$OUT/profraw"
+# Both paths are in the flags, and cargo rebuilds everything when its flags
+# change: they stay the same from run to run, so that a second run
+# rebuilds only what changed in the tree.
+RAW="$PGO_TARGET_DIR/profraw"
+PROFILE_DATA="$PGO_TARGET_DIR/anpx.profdata"
 rm -rf "$RAW"
 mkdir -p "$RAW"
 build "$PGO_TARGET_DIR/generate" "-Cprofile-generate=$RAW"
@@ -111,10 +115,10 @@ for name in anpx anpx-smol; do
     wait "$pid" || die "$name did not exit cleanly (see $OUT/logs/$name.log)"
 done
 compgen -G "$RAW/*.profraw" >/dev/null || die "the instrumented binaries wrote no profile to $RAW"
-"$PROFDATA" merge -o "$OUT/anpx.profdata" "$RAW"/*.profraw
+"$PROFDATA" merge -o "$PROFILE_DATA" "$RAW"/*.profraw
 
 # --- the optimized build --------------------------------------------------------
 
-build "$PGO_TARGET_DIR/use" "-Cprofile-use=$OUT/anpx.profdata"
+build "$PGO_TARGET_DIR/use" "-Cprofile-use=$PROFILE_DATA"
 echo "BIN_ANPX=$PGO_TARGET_DIR/use/$PROFILE_DIR/anpx"
 echo "BIN_ANPX_SMOL=$PGO_TARGET_DIR/use/$PROFILE_DIR/anpx-smol"
