@@ -5,7 +5,7 @@
 # and the build that follows lays out and inlines the code by what that
 # load ran. See docs/BENCHMARKS.md ("Run 25") for what it gives.
 #
-#   benches/pgo.sh                      # ~25 min on a 2-core machine
+#   benches/pgo.sh                      # ~21 min on a 2-core machine
 #   PROFILE=release benches/pgo.sh      # the binaries one deploys
 #
 # Prints two lines to stdout, BIN_ANPX=<path> and BIN_ANPX_SMOL=<path>,
@@ -65,7 +65,9 @@ fi
 
 TARGET=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-PGO_TARGET_DIR=${PGO_TARGET_DIR:-$TARGET/pgo}
+# Absolute: the profile's path is in the flags, and rustc runs in each
+# crate's own directory.
+PGO_TARGET_DIR=$(realpath -m "${PGO_TARGET_DIR:-$TARGET/pgo}")
 # cargo keeps the `bench` profile's artifacts in release/.
 PROFILE_DIR=$PROFILE
 case $PROFILE in bench | release) PROFILE_DIR=release ;; dev | test) PROFILE_DIR=debug ;; esac
@@ -80,8 +82,8 @@ build() { # target-dir rustflags
 # --- the instrumented build and its load --------------------------------------
 
 # Both paths are in the flags, and cargo rebuilds everything when its flags
-# change: they stay the same from run to run, so that a second run
-# rebuilds only what changed in the tree.
+# change: they stay the same from run to run, so that cargo can reuse an
+# earlier run's builds.
 RAW="$PGO_TARGET_DIR/profraw"
 PROFILE_DATA="$PGO_TARGET_DIR/anpx.profdata"
 rm -rf "$RAW"
@@ -106,9 +108,11 @@ for name in anpx anpx-smol; do
     for load in "small 32 2" "big 32 2" "small 1 1"; do
         read -r file conns threads <<<"$load"
         say "training $name: $file responses, $conns connections, ${TRAIN_SECONDS}s"
+        log="$OUT/logs/wrk.$name.$file.$conns.txt"
         wrk -t"$threads" -c"$conns" -d"${TRAIN_SECONDS}s" "http://127.0.0.1:$P_TUNNEL/$file" \
-            >"$OUT/logs/wrk.$name.$file.$conns.txt" 2>&1 ||
-            die "wrk failed: $(cat "$OUT/logs/wrk.$name.$file.$conns.txt")"
+            >"$log" 2>&1 || die "wrk failed: $(cat "$log")"
+        # A profile of failing requests would optimize the wrong path.
+        ! grep -q -e "Non-2xx" -e "Socket errors" "$log" || die "training requests failed: $(cat "$log")"
     done
     # The profile is written when the process exits: a graceful stop.
     kill -INT "$pid"
