@@ -63,11 +63,9 @@ if [ -z "$PROFDATA" ]; then
 fi
 [ -n "$PROFDATA" ] || die "no llvm-profdata of LLVM $LLVM_MAJOR (rustc's); install llvm-$LLVM_MAJOR or rustup's llvm-tools"
 
-TARGET=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 # Absolute: the profile's path is in the flags, and rustc runs in each
 # crate's own directory.
-PGO_TARGET_DIR=$(realpath -m "${PGO_TARGET_DIR:-$TARGET/pgo}")
+PGO_TARGET_DIR=$(realpath -m "${PGO_TARGET_DIR:-$(target_dir)/pgo}")
 # cargo keeps the `bench` profile's artifacts in release/.
 PROFILE_DIR=$PROFILE
 case $PROFILE in bench | release) PROFILE_DIR=release ;; dev | test) PROFILE_DIR=debug ;; esac
@@ -83,7 +81,8 @@ build() { # target-dir rustflags
 
 # Both paths are in the flags, and cargo rebuilds everything when its flags
 # change: they stay the same from run to run, so that cargo can reuse an
-# earlier run's builds.
+# earlier run's instrumented build. The optimized one is rebuilt whenever
+# the profile is new (rustc tracks the profile file), that is, every run.
 RAW="$PGO_TARGET_DIR/profraw"
 PROFILE_DATA="$PGO_TARGET_DIR/anpx.profdata"
 rm -rf "$RAW"

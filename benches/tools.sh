@@ -70,11 +70,15 @@ bench_binary() { # var name
     (cd "$REPO" && CARGO_PROFILE_BENCH_DEBUG=line-tables-only \
         cargo build --profile bench -p shell-tokio --bin anpx -p shell-smol --bin anpx-smol >&2) ||
         die "the build failed"
-    local target
-    target=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
     # cargo keeps the `bench` profile's artifacts in target/release.
-    echo "$target/release/$name"
+    echo "$(target_dir)/release/$name"
+}
+
+# The workspace's target directory, as cargo resolves it (CARGO_TARGET_DIR,
+# a config file, or target/).
+target_dir() {
+    (cd "$REPO" && cargo metadata --format-version 1 --no-deps |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 }
 
 # Writes to `file` a wrk script that ends wrk after `n` responses (wrk
