@@ -5,6 +5,7 @@
 //! A slot is in the ready list at most once, and there are never more slots
 //! than [`ReceiverConfig::max_in_flight`](anpx_core::ReceiverConfig::max_in_flight),
 //! so what waits here is bounded by the structure, whatever the calls do.
+//! A slot ends when the loop takes its request's last step or closes it.
 
 use std::collections::VecDeque;
 
@@ -68,7 +69,8 @@ struct Slot {
     next: Option<(RelayStep, Option<oneshot::Sender<()>>)>,
     /// The loop's own failure for the request.
     cut: Option<UpstreamFailure>,
-    /// Failed by the loop: nothing from the call is taken any more.
+    /// Failed by the loop, or its last step taken: nothing from the call
+    /// is taken any more.
     closed: bool,
     /// Upload bytes read and not yet reported: pieces read meanwhile add
     /// to it instead of waiting one by one.
@@ -209,8 +211,22 @@ impl Replies {
             let Some(msg) = slot.take(&id) else {
                 continue;
             };
-            // The loop is running: it polls again without a wake-up.
-            s.queue(&id);
+            if matches!(&msg, ReplyMsg::Step { step, .. } if step.is_last()) {
+                // Nothing the call puts after its last step is taken.
+                slot.closed = true;
+            }
+            if slot.closed && !slot.has_work() {
+                // The request's last step is taken, and the count of
+                // upload bytes read with it: the slot goes. Kept until
+                // `open` found every slot taken, the slots of ended
+                // requests held their ids, and with them the frames those
+                // were read from, scattered over the heap of an idle
+                // receiver (up to `capacity` per connection).
+                s.slots.remove(&id);
+            } else {
+                // The loop is running: it polls again without a wake-up.
+                s.queue(&id);
+            }
             return Poll::Ready(msg);
         }
         if !s.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
@@ -376,6 +392,30 @@ mod tests {
         drop(replies);
         assert!(left.try_recv().is_err(), "the piece never leaves");
         assert!(!tx.put(RelayStep::End, None));
+    }
+
+    #[test]
+    fn a_slot_ends_with_the_last_step_taken() {
+        let replies = Replies::new(4);
+        let whole = replies.open(&id("whole"), |_| true).unwrap();
+        let streamed = replies.open(&id("streamed"), |_| true).unwrap();
+        let failed = replies.open(&id("failed"), |_| true).unwrap();
+        let body = ResponseBody::Empty;
+        let head = ResponseHead::new(200);
+        assert!(whole.put(RelayStep::Whole { head, body }, None));
+        assert!(streamed.put(RelayStep::Head(ResponseHead::new(200)), None));
+        let failure = UpstreamFailure::new(UpstreamCause::Failed, "gone");
+        assert!(failed.put(RelayStep::Failed(failure), None));
+        assert_eq!(std::iter::from_fn(|| poll(&replies)).count(), 3);
+        let open = || lock(&replies.shared).slots.len();
+        assert_eq!(open(), 1, "only the streamed response is open");
+        assert!(!whole.put(RelayStep::End, None), "whole: ended");
+        assert!(streamed.put(RelayStep::Piece("x".into()), None));
+        assert!(poll(&replies).is_some());
+        assert!(streamed.put(RelayStep::End, None));
+        assert!(poll(&replies).is_some());
+        assert_eq!(open(), 0);
+        assert!(poll(&replies).is_none());
     }
 
     #[test]
