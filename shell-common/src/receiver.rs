@@ -730,6 +730,8 @@ impl Reply {
 struct InFlight {
     upload: Option<BodySender>,
     task: AbortHandle,
+    /// Counts the call on its lane until it ends (whether the lane spins).
+    _carried: crate::spin::Carried,
 }
 
 enum Event {
@@ -961,7 +963,14 @@ where
                     // connection under it.
                     if let Some(tx) = open_reply(&replies, &mut core, &request) {
                         let (task, _) = AbortHandle::new_pair();
-                        in_flight.insert(request, InFlight { upload: None, task });
+                        in_flight.insert(
+                            request,
+                            InFlight {
+                                upload: None,
+                                task,
+                                _carried: crate::spin::Carried::start(),
+                            },
+                        );
                         Reply { tx, policy }.refuse_draining();
                     }
                 }
@@ -1319,6 +1328,7 @@ impl<U: Dispatch + ?Sized> Calls<'_, U> {
                     InFlight {
                         upload: Some(upload),
                         task,
+                        _carried: crate::spin::Carried::start(),
                     },
                 );
             }
