@@ -578,7 +578,6 @@ impl Shared {
         replay_of: Option<u64>,
     ) -> Result<(Pending, Option<u64>), (Answer, Option<u64>)> {
         crate::spin::worked();
-        let carried = crate::spin::Carried::start();
         let started_at = Instant::now();
         if self.draining.load(Ordering::Relaxed) {
             let f = Failure::new(FailureKind::Refused, 503, "Gateway is shutting down");
@@ -739,7 +738,6 @@ impl Shared {
                 received,
                 issued: caller.and_then(|c| c.token),
                 upstream: None,
-                _carried: carried,
             },
         };
         Ok((pending, entry))
@@ -1042,9 +1040,6 @@ struct Guard {
     /// The receiver's account of its service failing, when its response
     /// is its own 502 in the service's place.
     upstream: Option<UpstreamFailure>,
-    /// Counts the request on its lane until it ends (whether the lane
-    /// spins).
-    _carried: crate::spin::Carried,
 }
 
 impl Guard {

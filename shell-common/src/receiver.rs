@@ -730,8 +730,6 @@ impl Reply {
 struct InFlight {
     upload: Option<BodySender>,
     task: AbortHandle,
-    /// Counts the call on its lane until it ends (whether the lane spins).
-    _carried: crate::spin::Carried,
 }
 
 enum Event {
@@ -963,14 +961,7 @@ where
                     // connection under it.
                     if let Some(tx) = open_reply(&replies, &mut core, &request) {
                         let (task, _) = AbortHandle::new_pair();
-                        in_flight.insert(
-                            request,
-                            InFlight {
-                                upload: None,
-                                task,
-                                _carried: crate::spin::Carried::start(),
-                            },
-                        );
+                        in_flight.insert(request, InFlight { upload: None, task });
                         Reply { tx, policy }.refuse_draining();
                     }
                 }
@@ -1328,7 +1319,6 @@ impl<U: Dispatch + ?Sized> Calls<'_, U> {
                     InFlight {
                         upload: Some(upload),
                         task,
-                        _carried: crate::spin::Carried::start(),
                     },
                 );
             }

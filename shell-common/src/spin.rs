@@ -23,25 +23,11 @@
 //! from the service, a public request starting), not a timer firing or a
 //! poll that found nothing. `ANPX_LANE_SPIN_US=0` turns spinning off.
 //!
-//! A busy lane does not spin either. With many requests in flight the next
-//! event comes soon without polling for it, and on a machine whose cores
-//! are shared with the service and the clients every poll that finds
-//! nothing takes a turn they need: at 32 connections on two cores
-//! spinning cost anpx 5–9% of its small requests (run 20). So a shell
-//! may have its lanes spin only while they carry at most
-//! [`SPIN_MAX_CARRIED`] requests ([`Spin::busy_above`]; [`Carried`] is
-//! held by each public request and each call to the service for as long
-//! as it is in flight). anpx does; anpx-smol spins at any load, because
-//! there a sleeping lane costs more than the polls (its reactor's
-//! wake-ups cross threads): at 32 connections it carried as many or more
-//! small requests spinning (docs/BENCHMARKS.md, run 26).
-//!
 //! [`Spin`] decides, with the time passed in; each shell calls it from
 //! where its lanes park (tokio's park hook, anpx-smol's run loop).
 
 use std::cell::Cell;
 use std::io;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub use anpx_core::config::LANE_SPIN_ENV;
@@ -54,14 +40,6 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_micros(150);
 /// Largest window `ANPX_LANE_SPIN_US` may set (one second): spinning
 /// longer is a busy loop, not a wait for the next event.
 pub const MAX_WINDOW: Duration = Duration::from_secs(1);
-
-/// Requests in flight on a lane (public requests and calls to the service
-/// counted alike) above which anpx's lanes sleep instead of spinning
-/// ([`Spin::busy_above`]): a lane serving
-/// both ends of a tunnel carries a request twice, so this is two requests
-/// at a time through `anpx both`, or four through a gateway or a receiver
-/// alone.
-pub const SPIN_MAX_CARRIED: u32 = 4;
 
 /// One lane's decision whether to sleep or to poll again.
 ///
@@ -76,39 +54,20 @@ pub const SPIN_MAX_CARRIED: u32 = 4;
 /// // It polled without finding work until the window passed: it sleeps.
 /// assert!(spin.should_spin(t0 + Duration::from_micros(99), false));
 /// assert!(!spin.should_spin(t0 + Duration::from_micros(100), false));
-///
-/// // One that sleeps when busy, carrying more than four requests, does so
-/// // even right after work.
-/// let mut spin = Spin::new(Duration::from_micros(100)).busy_above(4);
-/// assert!(spin.should_spin_carrying(t0, true, 4));
-/// assert!(!spin.should_spin_carrying(t0, true, 5));
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Spin {
     window: Duration,
     /// Polling ends at this instant unless more work comes.
     until: Option<Instant>,
-    /// Carrying more requests than this, the lane sleeps.
-    max_carried: u32,
 }
 
 impl Spin {
-    /// Polls for `window` after the last work, however many requests the
-    /// lane carries; a zero window never spins.
+    /// Polls for `window` after the last work; a zero window never spins.
     pub const fn new(window: Duration) -> Self {
         Spin {
             window,
             until: None,
-            max_carried: u32::MAX,
-        }
-    }
-
-    /// This spin, sleeping instead while the lane carries more than
-    /// `max_carried` requests.
-    pub const fn busy_above(self, max_carried: u32) -> Self {
-        Spin {
-            max_carried,
-            ..self
         }
     }
 
@@ -116,74 +75,11 @@ impl Spin {
     /// a request along since it last ran out: true when it should poll its
     /// sockets again without blocking, false when it should sleep.
     pub fn should_spin(&mut self, now: Instant, worked: bool) -> bool {
-        self.should_spin_carrying(now, worked, 0)
-    }
-
-    /// [`should_spin`](Self::should_spin) for a lane that carries
-    /// `carried` requests: above its [`busy_above`](Self::busy_above)
-    /// limit it sleeps, and its window starts again with the next work
-    /// once it carries fewer.
-    pub fn should_spin_carrying(&mut self, now: Instant, worked: bool, carried: u32) -> bool {
-        if carried > self.max_carried {
-            self.until = None;
-            return false;
-        }
         if worked {
             self.until = Some(now + self.window);
         }
         self.until.is_some_and(|until| now < until)
     }
-}
-
-/// Lanes whose requests are counted: a lane numbered higher is never
-/// counted busy, so it spins as if it carried nothing.
-const COUNTED_LANES: usize = 64;
-
-/// One lane's count, on a cache line of its own: each lane changes its
-/// own count on every request, and a line shared with its neighbour's
-/// would move between their cores each time.
-#[repr(align(64))]
-struct Count(AtomicU32);
-
-/// Requests in flight by lane. Atomic because a request may end on
-/// another thread than the lane it started on (a body dropped elsewhere).
-static CARRIED: [Count; COUNTED_LANES] = [const { Count(AtomicU32::new(0)) }; COUNTED_LANES];
-
-/// A request in flight on the lane that started it: counted from
-/// [`Carried::start`] until dropped. On a thread that runs no lane it
-/// counts nothing.
-#[derive(Debug)]
-pub struct Carried {
-    lane: Option<usize>,
-}
-
-impl Carried {
-    /// Counts a request on the calling thread's lane.
-    pub fn start() -> Self {
-        let lane = crate::lanes::current()
-            .map(|lane| usize::from(lane.0))
-            .filter(|&lane| lane < COUNTED_LANES);
-        if let Some(lane) = lane {
-            CARRIED[lane].0.fetch_add(1, Ordering::Relaxed);
-        }
-        Carried { lane }
-    }
-}
-
-impl Drop for Carried {
-    fn drop(&mut self) {
-        if let Some(lane) = self.lane {
-            CARRIED[lane].0.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Requests in flight on the calling thread's lane (0 on a thread that
-/// runs none).
-pub fn carried() -> u32 {
-    crate::lanes::current()
-        .and_then(|lane| CARRIED.get(usize::from(lane.0)))
-        .map_or(0, |count| count.0.load(Ordering::Relaxed))
 }
 
 /// Why `ANPX_LANE_SPIN_US` was refused.
@@ -250,9 +146,9 @@ thread_local! {
     static WORKED: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Sets how the calling lane thread spins; lanes start with spinning off.
-pub fn enter(spin: Spin) {
-    LANE.set(spin);
+/// Sets the calling lane thread's window; lanes start with spinning off.
+pub fn enter(window: Duration) {
+    LANE.set(Spin::new(window));
 }
 
 /// Marks that the calling thread moved a request along: bytes came from a
@@ -262,16 +158,15 @@ pub fn worked() {
     WORKED.set(true);
 }
 
-/// [`Spin::should_spin_carrying`] for the calling lane thread, counting
-/// what [`worked`] marked since it last ran out of work and the requests
-/// it [`carried`]. Before it says to
+/// [`Spin::should_spin`] for the calling lane thread, counting what
+/// [`worked`] marked since it last ran out of work. Before it says to
 /// spin it offers the core to any other thread ready to run on it
 /// (`sched_yield`): on a machine whose cores are all busy, the service or
 /// the client a lane waits for may be that thread, and a spin that kept it
 /// off the core would delay what the lane waits for.
 pub fn should_spin(now: Instant) -> bool {
     let mut lane = LANE.get();
-    let spin = lane.should_spin_carrying(now, WORKED.take(), carried());
+    let spin = lane.should_spin(now, WORKED.take());
     LANE.set(lane);
     if spin {
         std::thread::yield_now();
@@ -330,60 +225,6 @@ mod tests {
     }
 
     #[test]
-    fn a_busy_lane_sleeps_and_spins_again_after_work_once_less_busy() {
-        let mut spin = Spin::new(100 * US).busy_above(SPIN_MAX_CARRIED);
-        let t0 = Instant::now();
-        let busy = SPIN_MAX_CARRIED + 1;
-        assert!(spin.should_spin_carrying(t0, true, SPIN_MAX_CARRIED));
-        assert!(!spin.should_spin_carrying(t0 + US, true, busy), "busy");
-        // Fewer requests now, but no work since: the window was dropped.
-        assert!(!spin.should_spin_carrying(t0 + 2 * US, false, 1));
-        assert!(spin.should_spin_carrying(t0 + 3 * US, true, 1), "worked");
-    }
-
-    #[test]
-    fn requests_are_counted_on_their_lane_until_dropped() {
-        std::thread::spawn(|| {
-            assert_eq!(carried(), 0, "not a lane");
-            let outside = Carried::start();
-            // A lane no other test of this process runs: counts are by lane.
-            crate::lanes::enter(crate::lanes::Lane(41));
-            assert_eq!(carried(), 0, "started before the thread was a lane");
-            drop(outside);
-            assert_eq!(carried(), 0);
-            let mut requests: Vec<Carried> = (0..3).map(|_| Carried::start()).collect();
-            assert_eq!(carried(), 3);
-            let last = requests.pop().unwrap();
-            std::thread::spawn(move || drop(last)).join().unwrap();
-            assert_eq!(
-                carried(),
-                2,
-                "ended on another thread, counted off its lane"
-            );
-            enter(Spin::new(100 * US).busy_above(SPIN_MAX_CARRIED));
-            worked();
-            assert!(should_spin(Instant::now()), "two requests: spins");
-            let more: Vec<Carried> = (0..SPIN_MAX_CARRIED).map(|_| Carried::start()).collect();
-            worked();
-            assert!(!should_spin(Instant::now()), "busy: sleeps");
-            enter(Spin::new(100 * US));
-            worked();
-            assert!(
-                should_spin(Instant::now()),
-                "busy, but told to spin at any load"
-            );
-            drop((requests, more));
-            assert_eq!(carried(), 0);
-            // A lane numbered beyond those counted counts nothing.
-            crate::lanes::enter(crate::lanes::Lane(COUNTED_LANES as u16));
-            let _uncounted = Carried::start();
-            assert_eq!(carried(), 0);
-        })
-        .join()
-        .unwrap();
-    }
-
-    #[test]
     fn a_zero_window_never_spins() {
         let mut spin = Spin::new(Duration::ZERO);
         assert!(!spin.should_spin(Instant::now(), true));
@@ -403,7 +244,7 @@ mod tests {
 
     #[test]
     fn each_lane_thread_decides_on_its_own() {
-        enter(Spin::new(100 * US));
+        enter(100 * US);
         let t0 = Instant::now();
         assert!(!should_spin(t0), "nothing marked yet");
         worked();

@@ -111,10 +111,7 @@ pub fn block_on_lanes<F: Future>(
     tidy: fn(),
     future: F,
 ) -> std::io::Result<F::Output> {
-    // At any load: a lane that sleeps waits on async-io's reactor, whose
-    // wake-ups cross threads and cost more than the polls
-    // (shell_common::spin).
-    let lane_spin = spin::Spin::new(spin::window_from_env()?);
+    let window = spin::window_from_env()?;
     let executors: Vec<_> = (0..count.max(1))
         .map(|_| Arc::new(smol::Executor::new()))
         .collect();
@@ -124,14 +121,14 @@ pub fn block_on_lanes<F: Future>(
     }
     let make = |lane: Lane| Ok(executors[usize::from(lane.0)].clone());
     let run = move |executor: Arc<smol::Executor<'static>>, stopped| {
-        spin::enter(lane_spin);
+        spin::enter(window);
         let run = std::pin::pin!(executor.run(stopped));
         let _ = smol::block_on(Parking::new(run, parked));
         parked();
     };
     let threads = LaneThreads::start(count, make, run)?;
     lanes::enter(Lane(0));
-    spin::enter(lane_spin);
+    spin::enter(window);
     let run = std::pin::pin!(executors[0].run(future));
     let out = smol::block_on(Parking::new(run, parked));
     threads.stop();

@@ -11,7 +11,6 @@ use tokio::runtime::Handle;
 use shell_common::lanes::{self, Lane, LaneSet, LaneThreads};
 use shell_common::receiver::{BoxFuture, Owned, OwnedTask, Runtime};
 use shell_common::shell_io::ShellIo;
-use shell_common::spin::{Spin, SPIN_MAX_CARRIED};
 
 /// tokio's I/O: tasks and timers on the current tokio runtime, and what
 /// the shared gateway and receiver are run with
@@ -93,9 +92,6 @@ pub fn block_on_lanes<F: Future>(
         return Err(lanes::started_twice());
     }
     let window = shell_common::spin::window_from_env()?;
-    // Busy lanes sleep: tokio's park and wake-up cost less than the polls
-    // take from the other processes on the cores (shell_common::spin).
-    let spin = Spin::new(window).busy_above(SPIN_MAX_CARRIED);
     let runtime = || {
         let rt = runtime()?;
         rt.spawn(crate::spin::Spinner);
@@ -109,7 +105,7 @@ pub fn block_on_lanes<F: Future>(
         Ok(rt)
     };
     let run = move |rt: tokio::runtime::Runtime, stopped| {
-        shell_common::spin::enter(spin);
+        shell_common::spin::enter(window);
         let _ = rt.block_on(stopped);
         drop(rt);
         lane_ends();
@@ -117,7 +113,7 @@ pub fn block_on_lanes<F: Future>(
     let threads = LaneThreads::start(count, make, run)?;
     LANES.set(handles)?;
     lanes::enter(Lane(0));
-    shell_common::spin::enter(spin);
+    shell_common::spin::enter(window);
     let out = first.block_on(future);
     threads.stop();
     lane_ends();
